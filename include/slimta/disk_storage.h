@@ -1,0 +1,61 @@
+// DiskStorage: the embedded default storage, a spool directory on local disk.
+//
+// Durable: write() and every metadata update return only after the data and the
+// directory entry are on stable storage (fdatasync of the file, fsync of the
+// directory). Crash-safe: a message file is either complete (checked by length and
+// CRC) or it was never acknowledged; records are never modified in place, metadata is
+// replaced atomically by rename. Shared: several processes on one host may use the same
+// directory at once; updates of one message are serialised by flock(), so none is
+// lost. wait() is supported through inotify.
+//
+// Layout (doc/format.md has the details):
+//   PATH/FORMAT        "slimta-spool 1"
+//   PATH/msg/ID        the message: envelope and its initial metadata
+//   PATH/meta/ID       the latest metadata, once it has changed
+//   PATH/tmp/          files being written
+//   PATH/corrupt/      records set aside because they could not be read (kept for an
+//                      operator, logged when set aside)
+//
+// Thread safety: all methods may be called concurrently, except wait() (one thread).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "slimta/storage.h"
+
+namespace slimta {
+
+class DiskStorage : public QueueStorage {
+ public:
+  // Opens the spool at `path`, creating it (and missing parents) if needed. Throws
+  // InvalidArgument if `path` is not a directory, or is a non-empty directory that is
+  // not a slimta spool, or a spool of another format version; QueueError on I/O errors.
+  explicit DiskStorage(const std::string& path);
+  ~DiskStorage() override;
+
+  const std::string& path() const;
+
+  Capabilities capabilities() const override;
+  std::string write(const Envelope& envelope, Timestamp timestamp) override;
+  void set_timestamp(std::string_view id, Timestamp timestamp) override;
+  uint32_t increment_attempts(std::string_view id) override;
+  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
+  // Streams the spool directory. A record found corrupt is moved to PATH/corrupt/,
+  // logged and counted in EntryStream::corrupt(). A message still being written by
+  // another process is not listed (its write() has not returned).
+  std::unique_ptr<EntryStream> load() override;
+  QueuedMessage get(std::string_view id) override;
+  void remove(std::string_view id) override;
+
+ protected:
+  // Reports messages that other DiskStorage objects (in this or other processes) wrote
+  // since this object's first load() or wait() call; its own writes are not reported.
+  std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace slimta

@@ -1,0 +1,308 @@
+#include "core/record.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <limits>
+
+#include "slimta/errors.h"
+
+namespace slimta::record {
+namespace {
+
+constexpr std::string_view kMagic = "SLMTAQ";
+
+enum Tag : uint8_t {
+  kNextAttempt = 0x01,
+  kAttempts = 0x02,
+  kRecipientCount = 0x03,
+  kDelivered = 0x04,
+  kSender = 0x10,
+  kRecipient = 0x11,
+  kClientIp = 0x12,
+  kClientHost = 0x13,
+  kClientName = 0x14,
+  kClientProtocol = 0x15,
+  kClientAuth = 0x16,
+  kReceiver = 0x17,
+  kReceivedAt = 0x18,
+  kMessage = 0x1F,
+  kChecksum = 0xFF,
+};
+constexpr uint8_t kFirstEnvelopeTag = 0x10;
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xFF));
+}
+void put_u64(std::string& out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xFF));
+}
+uint32_t get_u32(std::string_view s) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
+  return v;
+}
+uint64_t get_u64(std::string_view s) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
+  return v;
+}
+
+void put_field(std::string& out, uint8_t tag, std::string_view value) {
+  if (value.size() > std::numeric_limits<uint32_t>::max()) {
+    throw InvalidArgument("field " + std::to_string(tag) + " is " + std::to_string(value.size()) +
+                          " bytes; the stored format holds at most 4 GiB per field");
+  }
+  out.push_back(static_cast<char>(tag));
+  put_u32(out, static_cast<uint32_t>(value.size()));
+  out.append(value);
+}
+void put_u32_field(std::string& out, uint8_t tag, uint32_t v) {
+  std::string s;
+  put_u32(s, v);
+  put_field(out, tag, s);
+}
+void put_f64_field(std::string& out, uint8_t tag, double v) {
+  std::string s;
+  put_u64(s, std::bit_cast<uint64_t>(v));
+  put_field(out, tag, s);
+}
+
+uint32_t crc32_of(std::string_view data) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  // zlib takes uInt lengths: feed large inputs in pieces.
+  while (!data.empty()) {
+    size_t n = std::min<size_t>(data.size(), 1u << 30);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(n));
+    data.remove_prefix(n);
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+[[noreturn]] void corrupt(std::string_view what, const std::string& why) {
+  throw CorruptRecord("corrupt record " + std::string(what) + ": " + why);
+}
+
+// Walks the fields of a record body. `on_field` returns false to stop early.
+struct FieldReader {
+  std::string_view data;
+  size_t pos = kHeaderSize;
+  std::string_view what;
+
+  // Returns false at the end of `data` (before a complete field header).
+  bool next(uint8_t& tag, std::string_view& value, bool allow_short) {
+    if (data.size() - pos < 5) {
+      if (allow_short) return false;
+      corrupt(what, "truncated field header at byte " + std::to_string(pos));
+    }
+    tag = static_cast<uint8_t>(data[pos]);
+    uint32_t len = get_u32(data.substr(pos + 1, 4));
+    if (data.size() - pos - 5 < len) {
+      if (allow_short) return false;
+      corrupt(what, "field " + std::to_string(tag) + " at byte " + std::to_string(pos) +
+                        " runs past the end of the record");
+    }
+    value = data.substr(pos + 5, len);
+    pos += 5 + len;
+    return true;
+  }
+};
+
+void check_size(std::string_view what, uint8_t tag, std::string_view value, size_t size) {
+  if (value.size() != size) {
+    corrupt(what, "field " + std::to_string(tag) + " has " + std::to_string(value.size()) +
+                      " bytes, expected " + std::to_string(size));
+  }
+}
+
+// Applies a metadata field; returns false for a tag that is not metadata.
+bool read_meta_field(Metadata& meta, uint8_t tag, std::string_view value, std::string_view what) {
+  switch (tag) {
+    case kNextAttempt:
+      check_size(what, tag, value, 8);
+      meta.timestamp = std::bit_cast<double>(get_u64(value));
+      return true;
+    case kAttempts:
+      check_size(what, tag, value, 4);
+      meta.attempts = get_u32(value);
+      return true;
+    case kRecipientCount:
+      check_size(what, tag, value, 4);
+      meta.recipients = get_u32(value);
+      return true;
+    case kDelivered:
+      if (value.size() % 4 != 0) corrupt(what, "delivered list length is not a multiple of 4");
+      meta.delivered.clear();
+      for (size_t i = 0; i < value.size(); i += 4) meta.delivered.push_back(get_u32(value.substr(i, 4)));
+      return true;
+    default:
+      return tag < kFirstEnvelopeTag;  // unknown metadata tags are skipped
+  }
+}
+
+uint64_t read_header(std::string_view data, std::string_view what) {
+  if (data.size() < kHeaderSize) corrupt(what, "shorter than the 16-byte header");
+  if (data.substr(0, kMagic.size()) != kMagic) corrupt(what, "bad magic (not a slimta record)");
+  auto version = static_cast<uint8_t>(data[6]);
+  if (version != kVersion) {
+    corrupt(what, "unsupported format version " + std::to_string(version) + " (this build reads " +
+                      std::to_string(kVersion) + ")");
+  }
+  return get_u64(data.substr(8, 8));
+}
+
+}  // namespace
+
+std::string encode(const Metadata& meta, const Envelope* envelope) {
+  std::string out;
+  std::string message = envelope ? envelope->flatten() : std::string();
+  out.reserve(kHeaderSize + 256 + message.size());
+  out.append(kMagic);
+  out.push_back(static_cast<char>(kVersion));
+  out.push_back(0);
+  put_u64(out, 0);  // total length, patched below
+
+  put_f64_field(out, kNextAttempt, meta.timestamp);
+  put_u32_field(out, kAttempts, meta.attempts);
+  put_u32_field(out, kRecipientCount, meta.recipients);
+  std::string delivered;
+  for (uint32_t i : meta.delivered) put_u32(delivered, i);
+  put_field(out, kDelivered, delivered);
+
+  if (envelope) {
+    put_field(out, kSender, envelope->sender);
+    for (const auto& r : envelope->recipients) put_field(out, kRecipient, r);
+    put_field(out, kClientIp, envelope->client.ip);
+    put_field(out, kClientHost, envelope->client.host);
+    put_field(out, kClientName, envelope->client.name);
+    put_field(out, kClientProtocol, envelope->client.protocol);
+    put_field(out, kClientAuth, envelope->client.auth);
+    put_field(out, kReceiver, envelope->receiver);
+    put_f64_field(out, kReceivedAt, envelope->timestamp);
+    put_field(out, kMessage, message);
+  }
+
+  uint64_t total = out.size() + 5 + 4;
+  std::string len;
+  put_u64(len, total);
+  out.replace(8, 8, len);
+  std::string crc;
+  put_u32(crc, crc32_of(out));
+  put_field(out, kChecksum, crc);
+  return out;
+}
+
+Decoded decode(std::string_view bytes, std::string_view what) {
+  uint64_t total = read_header(bytes, what);
+  if (total != bytes.size()) {
+    corrupt(what, "length is " + std::to_string(bytes.size()) + " bytes, header says " +
+                      std::to_string(total) + " (torn or truncated write)");
+  }
+  Decoded out;
+  Envelope env;
+  bool has_envelope = false;
+  bool has_checksum = false;
+  FieldReader reader{bytes, kHeaderSize, what};
+  uint8_t tag;
+  std::string_view value;
+  while (reader.next(tag, value, /*allow_short=*/false)) {
+    if (tag == kChecksum) {
+      check_size(what, tag, value, 4);
+      if (reader.pos != bytes.size()) corrupt(what, "data after the checksum field");
+      uint32_t want = get_u32(value);
+      uint32_t got = crc32_of(bytes.substr(0, bytes.size() - 9));
+      if (want != got) corrupt(what, "checksum mismatch");
+      has_checksum = true;
+      break;
+    }
+    if (read_meta_field(out.meta, tag, value, what)) continue;
+    has_envelope = true;
+    switch (tag) {
+      case kSender: env.sender.assign(value); break;
+      case kRecipient: env.recipients.emplace_back(value); break;
+      case kClientIp: env.client.ip.assign(value); break;
+      case kClientHost: env.client.host.assign(value); break;
+      case kClientName: env.client.name.assign(value); break;
+      case kClientProtocol: env.client.protocol.assign(value); break;
+      case kClientAuth: env.client.auth.assign(value); break;
+      case kReceiver: env.receiver.assign(value); break;
+      case kReceivedAt:
+        check_size(what, tag, value, 8);
+        env.timestamp = std::bit_cast<double>(get_u64(value));
+        break;
+      case kMessage: env.parse(value); break;
+      default: break;  // unknown envelope fields are skipped (doc/format.md)
+    }
+  }
+  if (!has_checksum) corrupt(what, "no checksum field");
+  for (uint32_t i : out.meta.delivered) {
+    if (i >= out.meta.recipients) corrupt(what, "delivered index " + std::to_string(i) + " out of range");
+  }
+  if (has_envelope) out.envelope = std::move(env);
+  return out;
+}
+
+std::optional<Prefix> decode_prefix(std::string_view prefix, std::string_view what) {
+  if (prefix.size() < kHeaderSize) {
+    if (prefix.size() >= kMagic.size() && prefix.substr(0, kMagic.size()) != kMagic) {
+      corrupt(what, "bad magic (not a slimta record)");
+    }
+    return std::nullopt;
+  }
+  Prefix out;
+  out.total_length = read_header(prefix, what);
+  FieldReader reader{prefix, kHeaderSize, what};
+  uint8_t tag;
+  std::string_view value;
+  while (reader.next(tag, value, /*allow_short=*/true)) {
+    if (tag == kChecksum || !read_meta_field(out.meta, tag, value, what)) return out;
+  }
+  // Ran out of bytes: complete only if the prefix is the whole record.
+  if (prefix.size() == out.total_length) return out;
+  return std::nullopt;
+}
+
+Metadata initial_metadata(const Envelope& envelope, Timestamp timestamp) {
+  if (envelope.recipients.size() > std::numeric_limits<uint32_t>::max()) {
+    throw InvalidArgument("too many recipients");
+  }
+  return Metadata{timestamp, 0, static_cast<uint32_t>(envelope.recipients.size()), {}};
+}
+
+void mark_delivered(Metadata& meta, std::span<const size_t> indexes) {
+  for (size_t i : indexes) {
+    if (i >= meta.recipients) {
+      throw InvalidArgument("recipient index " + std::to_string(i) + " out of range: the message has " +
+                            std::to_string(meta.recipients) + " recipients");
+    }
+  }
+  for (size_t i : indexes) meta.delivered.push_back(static_cast<uint32_t>(i));
+  std::sort(meta.delivered.begin(), meta.delivered.end());
+  meta.delivered.erase(std::unique(meta.delivered.begin(), meta.delivered.end()), meta.delivered.end());
+}
+
+QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
+  QueuedMessage out;
+  out.attempts = meta.attempts;
+  out.timestamp = meta.timestamp;
+  out.original_recipients = envelope.recipients.size();
+  out.delivered.assign(meta.delivered.begin(), meta.delivered.end());
+  if (!meta.delivered.empty()) {
+    std::vector<std::string> remaining;
+    size_t d = 0;
+    for (size_t i = 0; i < envelope.recipients.size(); ++i) {
+      if (d < meta.delivered.size() && meta.delivered[d] == i) {
+        ++d;
+        continue;
+      }
+      remaining.push_back(std::move(envelope.recipients[i]));
+    }
+    envelope.recipients = std::move(remaining);
+  }
+  out.envelope = std::move(envelope);
+  return out;
+}
+
+}  // namespace slimta::record

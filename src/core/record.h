@@ -1,0 +1,65 @@
+// The stored format: one versioned, binary-safe encoding of an envelope and its queue
+// metadata, shared by every backend. doc/format.md is the specification; keep the two
+// in step.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "slimta/envelope.h"
+#include "slimta/storage.h"
+
+namespace slimta::record {
+
+inline constexpr uint8_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 16;  // magic, version, reserved, total length
+// Metadata fields come first, so this many bytes always hold them for any message
+// whose delivered list has fewer than ~1000 entries; decode_prefix() says if not.
+inline constexpr size_t kPrefixSize = 4096;
+
+struct Metadata {
+  Timestamp timestamp = 0;          // next delivery attempt
+  uint32_t attempts = 0;
+  uint32_t recipients = 0;          // size of the original recipient list
+  std::vector<uint32_t> delivered;  // ascending, unique, each < recipients
+
+  bool operator==(const Metadata&) const = default;
+};
+
+struct Decoded {
+  Metadata meta;
+  std::optional<Envelope> envelope;  // absent in a metadata-only record
+};
+
+// Encode `meta`, plus `envelope` if given. Throws InvalidArgument if a field is too
+// large for the format (4 GiB).
+std::string encode(const Metadata& meta, const Envelope* envelope);
+
+// Decode a whole record, verifying length and checksum. `what` names the record in
+// error messages. Throws CorruptRecord naming `what` and the reason.
+Decoded decode(std::string_view bytes, std::string_view what);
+
+struct Prefix {
+  uint64_t total_length = 0;  // of the whole record
+  Metadata meta;
+};
+// Read the header and metadata from the first bytes of a record without the rest.
+// Returns nullopt if `prefix` ends before the metadata does; throws CorruptRecord if
+// what is there is not a valid record start. Does not verify the checksum.
+std::optional<Prefix> decode_prefix(std::string_view prefix, std::string_view what);
+
+// The metadata of a newly written message.
+Metadata initial_metadata(const Envelope& envelope, Timestamp timestamp);
+
+// Union `indexes` into meta.delivered. Throws InvalidArgument, changing nothing, if
+// an index is not below meta.recipients.
+void mark_delivered(Metadata& meta, std::span<const size_t> indexes);
+
+// What get() returns for a stored envelope and its metadata.
+QueuedMessage to_queued(Envelope envelope, const Metadata& meta);
+
+}  // namespace slimta::record

@@ -1,0 +1,494 @@
+// The disk backend. Why it is built this way:
+//
+// * A message file is created under its final name and written while holding an
+//   exclusive flock(); then fdatasync(file) and fsync(dir). Creating in place, rather
+//   than writing a temp file and renaming it, costs one journal commit per message
+//   instead of two (the directory entry commits with the data), and the kernel merges
+//   the commits of concurrent writers: that is the group commit.
+// * A reader that finds a file shorter than its header says (or otherwise unreadable)
+//   tries the lock: held means a write is in progress and the file is skipped; free
+//   means the writer died before write() returned, and the file is set aside in
+//   corrupt/. The writer re-checks after taking its lock that its file is still the
+//   one under the name, closing the instant between open() and flock().
+// * Metadata changes are written to meta/ID through a temp file and rename(), under an
+//   exclusive flock() on msg/ID, so two processes updating one message serialise and
+//   no update is lost; a crash leaves either the old or the new metadata.
+// * remove() takes the same lock, so it never races an update into an orphan.
+// * Ids written by this object start with a random per-object tag; wait() uses it to
+//   leave out this object's own writes.
+#include "slimta/disk_storage.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+#include <filesystem>
+#include <mutex>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "core/record.h"
+#include "disk/posix_file.h"
+
+namespace slimta {
+namespace {
+
+constexpr std::string_view kFormat = "slimta-spool 1\n";
+constexpr const char* kSubdirs[] = {"msg", "meta", "tmp", "corrupt"};
+constexpr mode_t kFileMode = 0600;
+constexpr mode_t kDirMode = 0700;
+constexpr size_t kTagHexDigits = 16;
+constexpr time_t kStaleTempSeconds = 24 * 3600;
+
+// What a look at msg/ID found.
+enum class Probe { kOk, kGone, kInProgress, kCorrupt };
+
+struct DirHandle {
+  DIR* dir = nullptr;
+  explicit DirHandle(posix::Fd fd) : dir(::fdopendir(fd.get())) {
+    if (dir) fd.release();
+  }
+  ~DirHandle() {
+    if (dir) ::closedir(dir);
+  }
+  DirHandle(const DirHandle&) = delete;
+  DirHandle& operator=(const DirHandle&) = delete;
+  // The next entry name, or empty at the end.
+  std::string next(const std::string& path) {
+    while (true) {
+      errno = 0;
+      dirent* e = ::readdir(dir);
+      if (!e) {
+        if (errno != 0) posix::io_error("readdir", path, errno);
+        return {};
+      }
+      std::string_view name = e->d_name;
+      if (name != "." && name != "..") return std::string(name);
+    }
+  }
+};
+
+bool same_file(int fd, int dirfd, const std::string& name) {
+  struct stat a, b;
+  if (::fstat(fd, &a) != 0) return false;
+  if (::fstatat(dirfd, name.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+bool unlinked(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && st.st_nlink == 0;
+}
+
+}  // namespace
+
+struct DiskStorage::Impl {
+  std::string root;
+  posix::Fd root_fd, msg_fd, meta_fd, tmp_fd, corrupt_fd;
+  std::string tag = random_hex(kTagHexDigits / 2);
+  std::atomic<uint64_t> tmp_seq{0};
+
+  std::mutex watch_mu;  // guards inotify setup; do_wait is single-threaded by contract
+  posix::Fd inotify;
+
+  std::string path_of(const char* dir, std::string_view name) const {
+    return root + "/" + dir + "/" + std::string(name);
+  }
+
+  void open_spool();
+  void sweep();
+  void ensure_watch();
+
+  // Metadata from meta/ID, if that file exists.
+  std::optional<record::Metadata> read_meta_file(const std::string& id);
+  // Metadata recorded in the message file itself (the initial metadata).
+  record::Metadata read_initial_meta(int fd, const std::string& id);
+  // Current metadata: meta/ID if present, otherwise the message file's.
+  record::Metadata current_meta(int fd, const std::string& id) {
+    if (auto m = read_meta_file(id)) return *std::move(m);
+    return read_initial_meta(fd, id);
+  }
+  void write_meta_file(const std::string& id, const record::Metadata& meta);
+
+  // Looks at msg/ID for load() and wait(); sets `entry` when kOk.
+  Probe probe(const std::string& id, QueueEntry& entry);
+  void quarantine(int fd, const std::string& id, const std::string& reason);
+
+  // Opens msg/ID and takes its lock; KeyError if the message is not stored.
+  posix::Fd open_locked(std::string_view id, bool exclusive);
+
+  class Stream;
+
+  template <typename Fn>
+  auto mutate(std::string_view id, Fn&& fn) {
+    posix::Fd fd = open_locked(id, /*exclusive=*/true);
+    std::string sid(id);
+    record::Metadata meta = current_meta(fd.get(), sid);
+    auto result = fn(meta);
+    write_meta_file(sid, meta);
+    return result;
+  }
+};
+
+void DiskStorage::Impl::open_spool() {
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  if (ec) throw QueueError("cannot create spool directory " + root + ": " + ec.message());
+  if (!std::filesystem::is_directory(root, ec)) {
+    throw InvalidArgument("spool path " + root + " is not a directory");
+  }
+  root_fd = posix::open_at(AT_FDCWD, root, O_RDONLY | O_DIRECTORY, 0, root);
+
+  posix::Fd format = posix::open_at(root_fd.get(), "FORMAT", O_RDONLY, 0, root + "/FORMAT",
+                                    /*missing_ok=*/true);
+  if (format) {
+    std::string content = posix::read_file(format.get(), root + "/FORMAT");
+    if (content != kFormat) {
+      throw InvalidArgument("spool " + root + " has format '" + content.substr(0, 40) +
+                            "'; this build reads 'slimta-spool 1'");
+    }
+  } else {
+    // Only an empty directory (or one a concurrent process is initialising) becomes a
+    // spool: never scatter files into a directory that holds something else.
+    DirHandle dir(posix::open_at(root_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, root));
+    for (std::string name = dir.next(root); !name.empty(); name = dir.next(root)) {
+      bool ours = name.starts_with("FORMAT") ||
+                  std::any_of(std::begin(kSubdirs), std::end(kSubdirs),
+                              [&](const char* d) { return name == d; });
+      if (!ours) {
+        throw InvalidArgument("spool path " + root +
+                              " is a non-empty directory that is not a slimta spool (found '" +
+                              name + "', no FORMAT file)");
+      }
+    }
+    std::string tmp_name = "FORMAT." + random_hex(8);
+    posix::Fd f = posix::open_at(root_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, 0644,
+                                 root + "/" + tmp_name);
+    posix::write_all(f.get(), kFormat, root + "/" + tmp_name);
+    posix::sync_data(f.get(), root + "/" + tmp_name);
+    if (::renameat(root_fd.get(), tmp_name.c_str(), root_fd.get(), "FORMAT") != 0) {
+      posix::io_error("rename", root + "/" + tmp_name, errno);
+    }
+  }
+  for (const char* d : kSubdirs) {
+    if (::mkdirat(root_fd.get(), d, kDirMode) != 0 && errno != EEXIST) {
+      posix::io_error("mkdir", root + "/" + d, errno);
+    }
+  }
+  posix::sync_all(root_fd.get(), root);
+  auto open_dir = [&](const char* d) {
+    return posix::open_at(root_fd.get(), d, O_RDONLY | O_DIRECTORY, 0, root + "/" + d);
+  };
+  msg_fd = open_dir("msg");
+  meta_fd = open_dir("meta");
+  tmp_fd = open_dir("tmp");
+  corrupt_fd = open_dir("corrupt");
+}
+
+// Removes what dead writers left behind: temp files whose process is gone (or that are
+// a day old) and metadata whose message no longer exists.
+void DiskStorage::Impl::sweep() {
+  std::string tmp_path = root + "/tmp";
+  DirHandle tmp(posix::open_at(tmp_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, tmp_path));
+  time_t now = ::time(nullptr);
+  for (std::string name = tmp.next(tmp_path); !name.empty(); name = tmp.next(tmp_path)) {
+    pid_t pid = static_cast<pid_t>(std::strtol(name.c_str(), nullptr, 10));
+    struct stat st;
+    if (::fstatat(tmp_fd.get(), name.c_str(), &st, 0) != 0) continue;
+    bool dead = pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH);
+    if (dead || now - st.st_mtime > kStaleTempSeconds) {
+      posix::unlink_at(tmp_fd.get(), name, tmp_path + "/" + name);
+    }
+  }
+  std::string meta_path = root + "/meta";
+  DirHandle meta(posix::open_at(meta_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, meta_path));
+  for (std::string name = meta.next(meta_path); !name.empty(); name = meta.next(meta_path)) {
+    struct stat st;
+    if (is_valid_id(name) && ::fstatat(msg_fd.get(), name.c_str(), &st, 0) != 0 && errno == ENOENT) {
+      posix::unlink_at(meta_fd.get(), name, meta_path + "/" + name);
+    }
+  }
+}
+
+void DiskStorage::Impl::ensure_watch() {
+  std::lock_guard lock(watch_mu);
+  if (inotify) return;
+  posix::Fd fd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (!fd) posix::io_error("inotify_init", root + "/msg", errno);
+  std::string msg = root + "/msg";
+  if (::inotify_add_watch(fd.get(), msg.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+    posix::io_error("inotify_add_watch", msg, errno);
+  }
+  inotify = std::move(fd);
+}
+
+std::optional<record::Metadata> DiskStorage::Impl::read_meta_file(const std::string& id) {
+  std::string path = path_of("meta", id);
+  posix::Fd fd = posix::open_at(meta_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
+  if (!fd) return std::nullopt;
+  return record::decode(posix::read_file(fd.get(), path), path).meta;
+}
+
+record::Metadata DiskStorage::Impl::read_initial_meta(int fd, const std::string& id) {
+  std::string path = path_of("msg", id);
+  std::string prefix = posix::read_at(fd, record::kPrefixSize, 0, path);
+  if (auto p = record::decode_prefix(prefix, path)) return p->meta;
+  return record::decode(posix::read_file(fd, path), path).meta;  // unusually long metadata
+}
+
+void DiskStorage::Impl::write_meta_file(const std::string& id, const record::Metadata& meta) {
+  std::string tmp_name = std::to_string(::getpid()) + "." + std::to_string(tmp_seq++) + "." + id;
+  std::string tmp_path = root + "/tmp/" + tmp_name;
+  posix::Fd fd = posix::open_at(tmp_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, kFileMode, tmp_path);
+  try {
+    posix::write_all(fd.get(), record::encode(meta, nullptr), tmp_path);
+    posix::sync_data(fd.get(), tmp_path);
+    if (::renameat(tmp_fd.get(), tmp_name.c_str(), meta_fd.get(), id.c_str()) != 0) {
+      posix::io_error("rename", tmp_path, errno);
+    }
+  } catch (...) {
+    ::unlinkat(tmp_fd.get(), tmp_name.c_str(), 0);
+    throw;
+  }
+  posix::sync_all(meta_fd.get(), root + "/meta");
+}
+
+void DiskStorage::Impl::quarantine(int fd, const std::string& id, const std::string& reason) {
+  // Caller holds the exclusive lock on `fd`, so no writer or updater is active.
+  if (!same_file(fd, msg_fd.get(), id)) return;  // removed or replaced meanwhile
+  std::string dest = id + ".msg";
+  if (::renameat(msg_fd.get(), id.c_str(), corrupt_fd.get(), dest.c_str()) != 0) {
+    posix::io_error("rename", path_of("msg", id), errno);
+  }
+  std::string meta_dest = id + ".meta";
+  ::renameat(meta_fd.get(), id.c_str(), corrupt_fd.get(), meta_dest.c_str());  // may not exist
+  posix::sync_all(msg_fd.get(), root + "/msg");
+  posix::sync_all(corrupt_fd.get(), root + "/corrupt");
+  spdlog::error("spool {}: message {} is corrupt ({}); moved to {}", root, id, reason,
+                path_of("corrupt", dest));
+}
+
+Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
+  std::string path = path_of("msg", id);
+  posix::Fd fd = posix::open_at(msg_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
+  if (!fd) return Probe::kGone;
+  // Two passes: the first without the lock (the common case: a complete file), the
+  // second under the lock if the first found the file incomplete or unreadable.
+  for (int pass = 0; pass < 2; ++pass) {
+    std::string problem;
+    try {
+      off_t size = posix::file_size(fd.get(), path);
+      std::string prefix = posix::read_at(fd.get(), record::kPrefixSize, 0, path);
+      auto p = record::decode_prefix(prefix, path);
+      if (p && p->total_length == static_cast<uint64_t>(size)) {
+        auto meta = read_meta_file(id);
+        entry = QueueEntry{meta ? meta->timestamp : p->meta.timestamp, id};
+        return Probe::kOk;
+      }
+      if (!p && prefix.size() == record::kPrefixSize) {  // long metadata: read it all
+        entry = QueueEntry{current_meta(fd.get(), id).timestamp, id};
+        return Probe::kOk;
+      }
+      problem = "file is " + std::to_string(size) + " bytes, its header says " +
+                (p ? std::to_string(p->total_length) : std::string("(no complete header)")) +
+                ": the write did not complete";
+    } catch (const CorruptRecord& e) {
+      problem = e.what();
+    }
+    if (pass == 0) {
+      if (!posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/true, path)) {
+        return Probe::kInProgress;  // its writer holds the lock: write() has not returned
+      }
+      if (unlinked(fd.get())) return Probe::kGone;
+      continue;  // look again, now that no writer can be active
+    }
+    quarantine(fd.get(), id, problem);
+    return Probe::kCorrupt;
+  }
+  return Probe::kCorrupt;  // not reached
+}
+
+posix::Fd DiskStorage::Impl::open_locked(std::string_view id, bool exclusive) {
+  check_id(id);
+  std::string sid(id);
+  std::string path = path_of("msg", sid);
+  posix::Fd fd = posix::open_at(msg_fd.get(), sid, O_RDONLY, 0, path, /*missing_ok=*/true);
+  if (!fd) throw KeyError(sid);
+  posix::lock(fd.get(), exclusive, /*nonblocking=*/false, path);
+  if (unlinked(fd.get())) throw KeyError(sid);  // removed while we waited for the lock
+  return fd;
+}
+
+class DiskStorage::Impl::Stream : public EntryStream {
+ public:
+  Stream(Impl& impl, posix::Fd dir) : impl_(impl), dir_(std::move(dir)) {}
+  std::optional<QueueEntry> next() override {
+    std::string msg_path = impl_.root + "/msg";
+    for (std::string name = dir_.next(msg_path); !name.empty(); name = dir_.next(msg_path)) {
+      if (!is_valid_id(name)) continue;
+      QueueEntry entry;
+      switch (impl_.probe(name, entry)) {
+        case Probe::kOk: return entry;
+        case Probe::kCorrupt: ++corrupt_; break;
+        case Probe::kGone:
+        case Probe::kInProgress: break;
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  Impl& impl_;
+  DirHandle dir_;
+};
+
+DiskStorage::DiskStorage(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  if (path.empty()) throw InvalidArgument("disk storage path is empty");
+  impl_->root = path;
+  impl_->open_spool();
+  impl_->sweep();
+}
+
+DiskStorage::~DiskStorage() = default;
+
+const std::string& DiskStorage::path() const { return impl_->root; }
+
+Capabilities DiskStorage::capabilities() const {
+  return Capabilities{.can_wait = true, .shared = true, .durable = true};
+}
+
+std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
+  std::string id = impl_->tag + random_hex(kTagHexDigits / 2);
+  std::string bytes = record::encode(record::initial_metadata(envelope, timestamp), &envelope);
+  std::string path = impl_->path_of("msg", id);
+  int msg_dir = impl_->msg_fd.get();
+  while (true) {
+    posix::Fd fd = posix::open_at(msg_dir, id, O_WRONLY | O_CREAT | O_EXCL, kFileMode, path);
+    posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
+    // A reader may have set the still-empty file aside before we locked it: start over.
+    if (!same_file(fd.get(), msg_dir, id)) continue;
+    try {
+      posix::write_all(fd.get(), bytes, path);
+      posix::sync_data(fd.get(), path);
+      posix::sync_all(msg_dir, impl_->root + "/msg");
+    } catch (...) {
+      ::unlinkat(msg_dir, id.c_str(), 0);
+      throw;
+    }
+    return id;  // closing the file releases the lock and wakes wait()ers
+  }
+}
+
+void DiskStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
+  impl_->mutate(id, [&](record::Metadata& m) {
+    m.timestamp = timestamp;
+    return 0;
+  });
+}
+
+uint32_t DiskStorage::increment_attempts(std::string_view id) {
+  return impl_->mutate(id, [](record::Metadata& m) { return ++m.attempts; });
+}
+
+void DiskStorage::set_recipients_delivered(std::string_view id,
+                                           std::span<const size_t> rcpt_indexes) {
+  impl_->mutate(id, [&](record::Metadata& m) {
+    record::mark_delivered(m, rcpt_indexes);
+    return 0;
+  });
+}
+
+std::unique_ptr<EntryStream> DiskStorage::load() {
+  impl_->ensure_watch();  // so wait() reports whatever is written after this load began
+  std::string path = impl_->root + "/msg";
+  return std::make_unique<Impl::Stream>(
+      *impl_, posix::open_at(impl_->root_fd.get(), "msg", O_RDONLY | O_DIRECTORY, 0, path));
+}
+
+QueuedMessage DiskStorage::get(std::string_view id) {
+  posix::Fd fd = impl_->open_locked(id, /*exclusive=*/false);
+  std::string sid(id);
+  std::string path = impl_->path_of("msg", sid);
+  record::Decoded decoded = record::decode(posix::read_file(fd.get(), path), path);
+  if (!decoded.envelope) throw CorruptRecord("corrupt record " + path + ": it holds no envelope");
+  auto meta = impl_->read_meta_file(sid);
+  return record::to_queued(std::move(*decoded.envelope), meta ? *meta : decoded.meta);
+}
+
+void DiskStorage::remove(std::string_view id) {
+  check_id(id);
+  std::string sid(id);
+  std::string path = impl_->path_of("msg", sid);
+  posix::Fd fd = posix::open_at(impl_->msg_fd.get(), sid, O_RDONLY, 0, path, /*missing_ok=*/true);
+  if (fd) {
+    posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
+    posix::unlink_at(impl_->msg_fd.get(), sid, path);
+  }
+  posix::unlink_at(impl_->meta_fd.get(), sid, impl_->path_of("meta", sid));
+  // Durable: a removal lost in a crash would deliver the message again.
+  if (fd) posix::sync_all(impl_->msg_fd.get(), impl_->root + "/msg");
+}
+
+std::vector<QueueEntry> DiskStorage::do_wait(std::chrono::milliseconds timeout) {
+  impl_->ensure_watch();
+  int ifd = impl_->inotify.get();
+  std::string msg_path = impl_->root + "/msg";
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<QueueEntry> out;
+  std::set<std::string> seen;
+  alignas(inotify_event) char buf[64 * 1024];
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd pfd{ifd, POLLIN, 0};
+    int ready = ::poll(&pfd, 1, static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(left.count(), INT32_MAX))));
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      posix::io_error("poll inotify", msg_path, errno);
+    }
+    if (ready == 0) return out;
+    bool overflow = false;
+    while (true) {  // drain everything queued
+      ssize_t n = ::read(ifd, buf, sizeof(buf));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        posix::io_error("read inotify", msg_path, errno);
+      }
+      for (ssize_t off = 0; off < n;) {
+        auto* ev = reinterpret_cast<inotify_event*>(buf + off);
+        off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+        if (ev->mask & IN_Q_OVERFLOW) overflow = true;
+        if (ev->len == 0) continue;
+        std::string name(ev->name);
+        if (!is_valid_id(name) || name.starts_with(impl_->tag)) continue;
+        seen.insert(std::move(name));
+      }
+    }
+    if (overflow) {
+      // Events were lost: report every stored message so none is missed.
+      spdlog::warn("spool {}: inotify queue overflowed; reporting the whole spool", impl_->root);
+      auto stream = load();
+      while (auto e = stream->next()) {
+        if (!e->id.starts_with(impl_->tag)) out.push_back(std::move(*e));
+      }
+      return out;
+    }
+    for (const auto& id : seen) {
+      QueueEntry entry;
+      if (impl_->probe(id, entry) == Probe::kOk) out.push_back(std::move(entry));
+    }
+    seen.clear();
+    if (!out.empty()) return out;
+  }
+}
+
+}  // namespace slimta

@@ -1,0 +1,105 @@
+#include "disk/posix_file.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "slimta/errors.h"
+
+namespace slimta::posix {
+
+void io_error(std::string_view op, const std::string& path, int err) {
+  bool retryable = err == ENOSPC || err == EDQUOT || err == EMFILE || err == ENFILE ||
+                   err == ENOMEM || err == EAGAIN || err == EINTR;
+  throw QueueError(std::string(op) + " " + path + ": " + std::strerror(err), retryable);
+}
+
+Fd& Fd::operator=(Fd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Fd open_at(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& path,
+           bool missing_ok) {
+  while (true) {
+    int fd = ::openat(dirfd, name.c_str(), flags | O_CLOEXEC, mode);
+    if (fd >= 0) return Fd(fd);
+    if (errno == EINTR) continue;
+    if (errno == ENOENT && missing_ok) return Fd();
+    io_error("open", path, errno);
+  }
+}
+
+void write_all(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_error("write", path, errno);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+std::string read_at(int fd, size_t n, off_t offset, const std::string& path) {
+  std::string out(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, out.data() + got, n - got, offset + static_cast<off_t>(got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      io_error("read", path, errno);
+    }
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  out.resize(got);
+  return out;
+}
+
+off_t file_size(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) io_error("stat", path, errno);
+  return st.st_size;
+}
+
+std::string read_file(int fd, const std::string& path) {
+  return read_at(fd, static_cast<size_t>(file_size(fd, path)), 0, path);
+}
+
+void sync_data(int fd, const std::string& path) {
+  if (::fdatasync(fd) != 0) io_error("fdatasync", path, errno);
+}
+
+void sync_all(int fd, const std::string& path) {
+  if (::fsync(fd) != 0) io_error("fsync", path, errno);
+}
+
+bool lock(int fd, bool exclusive, bool nonblocking, const std::string& path) {
+  int op = (exclusive ? LOCK_EX : LOCK_SH) | (nonblocking ? LOCK_NB : 0);
+  while (::flock(fd, op) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK && nonblocking) return false;
+    io_error("lock", path, errno);
+  }
+  return true;
+}
+
+bool unlink_at(int dirfd, const std::string& name, const std::string& path) {
+  if (::unlinkat(dirfd, name.c_str(), 0) == 0) return true;
+  if (errno == ENOENT) return false;
+  io_error("unlink", path, errno);
+}
+
+}  // namespace slimta::posix

@@ -1,0 +1,44 @@
+// The storage URL factory: a plain switch on the scheme, the one place that knows
+// every backend.
+#include <string>
+
+#include "slimta/disk_storage.h"
+#include "slimta/memory_storage.h"
+#include "slimta/storage.h"
+
+namespace slimta {
+
+std::unique_ptr<QueueStorage> open_storage(std::string_view url) {
+  size_t colon = url.find(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    throw InvalidArgument("malformed storage URL '" + std::string(url) +
+                          "': expected SCHEME:..., e.g. disk:/var/spool/slimta or memory:");
+  }
+  std::string_view scheme = url.substr(0, colon);
+  std::string_view rest = url.substr(colon + 1);
+  if (scheme == "memory") {
+    if (!rest.empty()) {
+      throw InvalidArgument("storage URL '" + std::string(url) + "': memory: takes no path");
+    }
+    return std::make_unique<MemoryStorage>();
+  }
+  if (scheme == "disk") {
+    // disk:PATH, and the URL-like disk:///abs/path.
+    if (rest.starts_with("//")) {
+      rest.remove_prefix(2);
+      if (!rest.starts_with("/")) {
+        throw InvalidArgument("storage URL '" + std::string(url) +
+                              "': disk:// URLs need an absolute path (disk:///var/spool/slimta)");
+      }
+    }
+    if (rest.empty()) {
+      throw InvalidArgument("storage URL '" + std::string(url) +
+                            "': disk: needs a directory, e.g. disk:/var/spool/slimta");
+    }
+    return std::make_unique<DiskStorage>(std::string(rest));
+  }
+  throw InvalidArgument("storage URL '" + std::string(url) + "': unknown scheme '" +
+                        std::string(scheme) + "' (this build supports memory: and disk:)");
+}
+
+}  // namespace slimta

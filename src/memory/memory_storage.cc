@@ -1,0 +1,95 @@
+#include "slimta/memory_storage.h"
+
+#include <map>
+#include <mutex>
+
+#include "core/record.h"
+
+namespace slimta {
+
+struct MemoryStorage::Impl {
+  struct Stored {
+    Envelope envelope;
+    record::Metadata meta;
+  };
+  std::mutex mu;
+  std::map<std::string, Stored, std::less<>> messages;
+
+  // Runs `fn` on the stored message under the lock; KeyError if it is not there.
+  template <typename Fn>
+  auto with(std::string_view id, Fn&& fn) {
+    check_id(id);
+    std::lock_guard lock(mu);
+    auto it = messages.find(id);
+    if (it == messages.end()) throw KeyError(std::string(id));
+    return fn(it->second);
+  }
+};
+
+namespace {
+
+// Entries are copied out under the lock: the messages are in memory already, so the
+// copy of (timestamp, id) pairs is small next to them.
+class VectorStream : public EntryStream {
+ public:
+  explicit VectorStream(std::vector<QueueEntry> entries) : entries_(std::move(entries)) {}
+  std::optional<QueueEntry> next() override {
+    if (pos_ == entries_.size()) return std::nullopt;
+    return std::move(entries_[pos_++]);
+  }
+
+ private:
+  std::vector<QueueEntry> entries_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+MemoryStorage::MemoryStorage() : impl_(std::make_unique<Impl>()) {}
+MemoryStorage::~MemoryStorage() = default;
+
+Capabilities MemoryStorage::capabilities() const {
+  return Capabilities{.can_wait = false, .shared = false, .durable = false};
+}
+
+std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) {
+  std::string id = new_message_id();
+  Impl::Stored stored{envelope, record::initial_metadata(envelope, timestamp)};
+  std::lock_guard lock(impl_->mu);
+  impl_->messages.emplace(id, std::move(stored));
+  return id;
+}
+
+void MemoryStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
+  impl_->with(id, [&](Impl::Stored& s) { s.meta.timestamp = timestamp; });
+}
+
+uint32_t MemoryStorage::increment_attempts(std::string_view id) {
+  return impl_->with(id, [](Impl::Stored& s) { return ++s.meta.attempts; });
+}
+
+void MemoryStorage::set_recipients_delivered(std::string_view id,
+                                             std::span<const size_t> rcpt_indexes) {
+  impl_->with(id, [&](Impl::Stored& s) { record::mark_delivered(s.meta, rcpt_indexes); });
+}
+
+std::unique_ptr<EntryStream> MemoryStorage::load() {
+  std::vector<QueueEntry> entries;
+  std::lock_guard lock(impl_->mu);
+  entries.reserve(impl_->messages.size());
+  for (const auto& [id, s] : impl_->messages) entries.push_back({s.meta.timestamp, id});
+  return std::make_unique<VectorStream>(std::move(entries));
+}
+
+QueuedMessage MemoryStorage::get(std::string_view id) {
+  return impl_->with(id, [](Impl::Stored& s) { return record::to_queued(s.envelope, s.meta); });
+}
+
+void MemoryStorage::remove(std::string_view id) {
+  check_id(id);
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->messages.find(id);
+  if (it != impl_->messages.end()) impl_->messages.erase(it);
+}
+
+}  // namespace slimta

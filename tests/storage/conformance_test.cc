@@ -1,0 +1,339 @@
+// One conformance suite for every QueueStorage backend: each row of the contract in
+// include/slimta/storage.h (and DESIGN.md) is a test here. A backend joins by adding a
+// Backend entry to kBackends.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "slimta/disk_storage.h"
+#include "slimta/memory_storage.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::sample_envelope;
+using testing::TempDir;
+
+// One test's storage location. open() may be called several times: every object it
+// returns uses the same location (for backends where capabilities().shared).
+class Location {
+ public:
+  virtual ~Location() = default;
+  virtual std::unique_ptr<QueueStorage> open() = 0;
+};
+
+class MemoryLocation : public Location {
+ public:
+  std::unique_ptr<QueueStorage> open() override { return std::make_unique<MemoryStorage>(); }
+};
+
+class DiskLocation : public Location {
+ public:
+  std::unique_ptr<QueueStorage> open() override {
+    return std::make_unique<DiskStorage>(dir_.sub("spool"));
+  }
+
+ private:
+  TempDir dir_;
+};
+
+struct Backend {
+  const char* name;
+  std::unique_ptr<Location> (*make)();
+};
+
+const Backend kBackends[] = {
+    {"memory", [] { return std::unique_ptr<Location>(new MemoryLocation); }},
+    {"disk", [] { return std::unique_ptr<Location>(new DiskLocation); }},
+};
+
+class ConformanceTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    location_ = GetParam().make();
+    storage_ = location_->open();
+  }
+
+  std::unique_ptr<Location> location_;
+  std::unique_ptr<QueueStorage> storage_;
+};
+
+void expect_same_envelope(const Envelope& want, const Envelope& got) {
+  EXPECT_EQ(want.sender, got.sender);
+  EXPECT_EQ(want.recipients, got.recipients);
+  EXPECT_EQ(want.client, got.client);
+  EXPECT_EQ(want.receiver, got.receiver);
+  EXPECT_EQ(want.timestamp, got.timestamp);
+  EXPECT_EQ(want.flatten(), got.flatten());
+}
+
+std::set<std::string> ids_of(const std::vector<QueueEntry>& entries) {
+  std::set<std::string> out;
+  for (const auto& e : entries) out.insert(e.id);
+  return out;
+}
+
+TEST_P(ConformanceTest, WriteThenGetReturnsTheEnvelopeWithZeroAttempts) {
+  Envelope env = sample_envelope(3, 4096);
+  std::string id = storage_->write(env, 1234.5);
+  EXPECT_TRUE(is_valid_id(id)) << id;
+  QueuedMessage got = storage_->get(id);
+  expect_same_envelope(env, got.envelope);
+  EXPECT_EQ(got.attempts, 0u);
+  EXPECT_EQ(got.timestamp, 1234.5);
+  EXPECT_TRUE(got.delivered.empty());
+  EXPECT_EQ(got.original_recipients, 3u);
+}
+
+TEST_P(ConformanceTest, WriteReturnsADistinctIdEachTime) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 50; ++i) ids.insert(storage_->write(sample_envelope(1, 10, i), i));
+  EXPECT_EQ(ids.size(), 50u);
+}
+
+TEST_P(ConformanceTest, EightBitAndBinaryBodiesSurviveByteForByte) {
+  Envelope env;
+  env.sender = "";  // the null sender
+  env.recipients = {"r@example.org"};
+  std::string raw = "Subject: caf\xc3\xa9\r\nX-Bin: \x01\x7f\r\n\r\n";
+  for (int i = 0; i < 256; ++i) raw.push_back(static_cast<char>(i));
+  raw += "\n.\r\n..\r\n\r\n";
+  env.parse(raw);
+  QueuedMessage got = storage_->get(storage_->write(env, 0));
+  EXPECT_EQ(got.envelope.flatten(), raw);
+  EXPECT_EQ(got.envelope.sender, "");
+}
+
+TEST_P(ConformanceTest, SetTimestampIsWhatLoadReports) {
+  std::string id = storage_->write(sample_envelope(), 100);
+  storage_->set_timestamp(id, 250.75);
+  EXPECT_EQ(storage_->get(id).timestamp, 250.75);
+  auto entries = storage_->load_all();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0], (QueueEntry{250.75, id}));
+}
+
+TEST_P(ConformanceTest, SetTimestampOnUnknownIdIsKeyErrorAndCreatesNothing) {
+  EXPECT_THROW(storage_->set_timestamp("0123456789abcdef", 5), KeyError);
+  EXPECT_TRUE(storage_->load_all().empty());
+  EXPECT_THROW(storage_->get("0123456789abcdef"), KeyError);
+}
+
+TEST_P(ConformanceTest, IncrementAttemptsCountsUp) {
+  std::string id = storage_->write(sample_envelope(), 0);
+  EXPECT_EQ(storage_->increment_attempts(id), 1u);
+  EXPECT_EQ(storage_->increment_attempts(id), 2u);
+  EXPECT_EQ(storage_->increment_attempts(id), 3u);
+  EXPECT_EQ(storage_->get(id).attempts, 3u);
+}
+
+TEST_P(ConformanceTest, IncrementAttemptsOnUnknownIdIsKeyErrorAndCreatesNothing) {
+  EXPECT_THROW(storage_->increment_attempts("nosuchid"), KeyError);
+  EXPECT_TRUE(storage_->load_all().empty());
+}
+
+TEST_P(ConformanceTest, IncrementAttemptsIsAtomicAcrossThreads) {
+  std::string id = storage_->write(sample_envelope(), 0);
+  std::vector<uint32_t> seen[2];
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 1000; ++i) seen[t].push_back(storage_->increment_attempts(id));
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(storage_->get(id).attempts, 2000u);
+  std::set<uint32_t> all(seen[0].begin(), seen[0].end());
+  all.insert(seen[1].begin(), seen[1].end());
+  EXPECT_EQ(all.size(), 2000u) << "two callers got the same count";
+  EXPECT_EQ(*all.begin(), 1u);
+  EXPECT_EQ(*all.rbegin(), 2000u);
+}
+
+TEST_P(ConformanceTest, DeliveredRecipientsAreLeftOutOfGet) {
+  std::string id = storage_->write(sample_envelope(4), 0);
+  const size_t first[] = {1, 3};
+  storage_->set_recipients_delivered(id, first);
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.envelope.recipients,
+            (std::vector<std::string>{"rcpt0@example.org", "rcpt2@example.org"}));
+  EXPECT_EQ(got.delivered, (std::vector<size_t>{1, 3}));
+  EXPECT_EQ(got.remaining_indexes(), (std::vector<size_t>{0, 2}));
+}
+
+TEST_P(ConformanceTest, DeliveredIndexesReferToTheOriginalListAndAccumulate) {
+  std::string id = storage_->write(sample_envelope(3), 0);
+  const size_t first[] = {1};
+  storage_->set_recipients_delivered(id, first);
+  // Index 2 is the ORIGINAL third recipient, even though get() now lists only two.
+  const size_t second[] = {2, 1};
+  storage_->set_recipients_delivered(id, second);
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.envelope.recipients, (std::vector<std::string>{"rcpt0@example.org"}));
+  EXPECT_EQ(got.delivered, (std::vector<size_t>{1, 2}));
+}
+
+TEST_P(ConformanceTest, DeliveredIndexOutOfRangeIsRejectedAndChangesNothing) {
+  std::string id = storage_->write(sample_envelope(2), 0);
+  const size_t bad[] = {0, 2};
+  EXPECT_THROW(storage_->set_recipients_delivered(id, bad), InvalidArgument);
+  EXPECT_TRUE(storage_->get(id).delivered.empty());
+}
+
+TEST_P(ConformanceTest, SetRecipientsDeliveredOnUnknownIdIsKeyError) {
+  const size_t idx[] = {0};
+  EXPECT_THROW(storage_->set_recipients_delivered("nosuchid", idx), KeyError);
+  EXPECT_TRUE(storage_->load_all().empty());
+}
+
+TEST_P(ConformanceTest, ConcurrentDeliveredMarksAreAllKept) {
+  std::string id = storage_->write(sample_envelope(40), 0);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < 40; i += 4) {
+        const size_t one[] = {i};
+        storage_->set_recipients_delivered(id, one);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.delivered.size(), 40u);
+  EXPECT_TRUE(got.envelope.recipients.empty());
+}
+
+TEST_P(ConformanceTest, LoadReturnsEveryStoredMessageOnce) {
+  std::map<std::string, Timestamp> written;
+  for (int i = 0; i < 300; ++i) written[storage_->write(sample_envelope(1, 100, i), 1000 + i)] = 1000 + i;
+  std::map<std::string, Timestamp> loaded;
+  auto stream = storage_->load();
+  while (auto e = stream->next()) {
+    EXPECT_TRUE(loaded.emplace(e->id, e->timestamp).second) << "duplicate " << e->id;
+  }
+  EXPECT_EQ(loaded, written);
+  EXPECT_EQ(stream->corrupt(), 0u);
+}
+
+TEST_P(ConformanceTest, LoadOfAnEmptyStorageIsEmpty) { EXPECT_TRUE(storage_->load_all().empty()); }
+
+TEST_P(ConformanceTest, GetUnknownIdIsKeyError) {
+  try {
+    storage_->get("abc123");
+    FAIL() << "no exception";
+  } catch (const KeyError& e) {
+    EXPECT_EQ(e.id(), "abc123");
+    EXPECT_FALSE(e.retryable());
+    EXPECT_NE(std::string(e.what()).find("abc123"), std::string::npos);
+  }
+}
+
+TEST_P(ConformanceTest, RemoveDeletesTheMessage) {
+  std::string keep = storage_->write(sample_envelope(), 1);
+  std::string id = storage_->write(sample_envelope(), 2);
+  storage_->increment_attempts(id);
+  storage_->remove(id);
+  EXPECT_THROW(storage_->get(id), KeyError);
+  EXPECT_THROW(storage_->increment_attempts(id), KeyError);
+  EXPECT_THROW(storage_->set_timestamp(id, 3), KeyError);
+  auto entries = storage_->load_all();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].id, keep);
+}
+
+TEST_P(ConformanceTest, RemoveOfUnknownIdIsNotAnError) {
+  EXPECT_NO_THROW(storage_->remove("nosuchid"));
+  std::string id = storage_->write(sample_envelope(), 0);
+  storage_->remove(id);
+  EXPECT_NO_THROW(storage_->remove(id));
+}
+
+TEST_P(ConformanceTest, MalformedIdsAreRejectedByEveryMethod) {
+  const size_t idx[] = {0};
+  for (std::string bad : {"../../etc/passwd", "", "a/b", "..", "has space", "x\ny",
+                          std::string(65, 'a'), std::string("a\0b", 3)}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THROW(storage_->get(bad), InvalidArgument);
+    EXPECT_THROW(storage_->set_timestamp(bad, 1), InvalidArgument);
+    EXPECT_THROW(storage_->increment_attempts(bad), InvalidArgument);
+    EXPECT_THROW(storage_->set_recipients_delivered(bad, idx), InvalidArgument);
+    EXPECT_THROW(storage_->remove(bad), InvalidArgument);
+  }
+  try {
+    storage_->get("../../etc/passwd");
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("../../etc/passwd"), std::string::npos) << e.what();
+  }
+}
+
+TEST_P(ConformanceTest, TwentyMebibyteMessageRoundTrips) {
+  Envelope env = sample_envelope(2, 20 << 20, 7);
+  std::string id = storage_->write(env, 42);
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.envelope.body.size(), size_t{20} << 20);
+  EXPECT_TRUE(got.envelope.body == env.body);
+  EXPECT_EQ(got.envelope.flatten().size(), env.flatten().size());
+}
+
+TEST_P(ConformanceTest, SharedStorageSeesAnotherObjectsWritesAndUpdates) {
+  if (!storage_->capabilities().shared) {
+    // Not shared: a second object is a separate, empty storage.
+    auto other = location_->open();
+    storage_->write(sample_envelope(), 0);
+    EXPECT_TRUE(other->load_all().empty());
+    return;
+  }
+  std::string id = storage_->write(sample_envelope(3), 10);
+  storage_->increment_attempts(id);
+  const size_t idx[] = {0};
+  storage_->set_recipients_delivered(id, idx);
+  storage_->set_timestamp(id, 20);
+  auto other = location_->open();
+  QueuedMessage got = other->get(id);
+  EXPECT_EQ(got.attempts, 1u);
+  EXPECT_EQ(got.timestamp, 20);
+  EXPECT_EQ(got.delivered, (std::vector<size_t>{0}));
+  EXPECT_EQ(other->increment_attempts(id), 2u);
+  EXPECT_EQ(storage_->get(id).attempts, 2u);
+  other->remove(id);
+  EXPECT_THROW(storage_->get(id), KeyError);
+}
+
+TEST_P(ConformanceTest, WaitReportsWritesOfAnotherObject) {
+  if (!storage_->capabilities().can_wait) {
+    EXPECT_THROW(storage_->wait(std::chrono::milliseconds(10)), NotSupported);
+    return;
+  }
+  auto writer = location_->open();
+  EXPECT_TRUE(storage_->wait(std::chrono::milliseconds(50)).empty());
+  std::set<std::string> written;
+  for (int i = 0; i < 20; ++i) written.insert(writer->write(sample_envelope(1, 100, i), 500 + i));
+  std::set<std::string> seen;
+  for (int tries = 0; tries < 50 && seen.size() < written.size(); ++tries) {
+    for (const auto& e : storage_->wait(std::chrono::milliseconds(200))) {
+      EXPECT_TRUE(seen.insert(e.id).second) << "reported twice: " << e.id;
+      EXPECT_GE(e.timestamp, 500);
+    }
+  }
+  EXPECT_EQ(seen, written);
+}
+
+TEST_P(ConformanceTest, WaitTimesOutWithNothing) {
+  if (!storage_->capabilities().can_wait) {
+    EXPECT_THROW(storage_->wait(std::chrono::milliseconds(100)), NotSupported);
+    return;
+  }
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(storage_->wait(std::chrono::milliseconds(100)).empty());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(90));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::ValuesIn(kBackends),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace slimta

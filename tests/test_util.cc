@@ -1,0 +1,128 @@
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace slimta::testing {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/slimta-test-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+Envelope sample_envelope(size_t recipients, size_t body_size, unsigned seed) {
+  Envelope env;
+  env.sender = "sender" + std::to_string(seed) + "@example.com";
+  for (size_t i = 0; i < recipients; ++i) {
+    env.recipients.push_back("rcpt" + std::to_string(i) + "@example.org");
+  }
+  env.client = ClientInfo{"192.0.2.7", "mail.example.com", "mail.example.com", "ESMTPS", "alice"};
+  env.receiver = "mx.example.net";
+  env.timestamp = 1700000000.25 + seed;
+  env.headers.add("From", "Sender <" + env.sender + ">");
+  env.headers.add("To", "rcpt0@example.org");
+  env.headers.add("Subject", "test message " + std::to_string(seed));
+  std::string body;
+  body.reserve(body_size);
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < body_size; ++i) {
+    x = x * 1103515245u + 12345u;
+    body.push_back(static_cast<char>((x >> 16) & 0xFF));
+  }
+  if (body_size >= 4) body.replace(0, 4, std::string("\0\r\n\xff", 4));
+  env.body = std::move(body);
+  return env;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+CommandResult run_command(const std::vector<std::string>& argv, const std::string& input) {
+  ::signal(SIGPIPE, SIG_IGN);  // a child that exits early must not kill the test
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (::pipe2(in_pipe, O_CLOEXEC) || ::pipe2(out_pipe, O_CLOEXEC) || ::pipe2(err_pipe, O_CLOEXEC)) {
+    throw std::runtime_error("pipe failed");
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(in_pipe[0], 0);
+    ::dup2(out_pipe[1], 1);
+    ::dup2(err_pipe[1], 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(in_pipe[0]);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  CommandResult result;
+  size_t written = 0;
+  int in_fd = in_pipe[1];
+  if (input.empty()) {
+    ::close(in_fd);
+    in_fd = -1;
+  }
+  bool out_open = true, err_open = true;
+  char buf[65536];
+  while (out_open || err_open || in_fd >= 0) {
+    pollfd fds[3] = {{out_open ? out_pipe[0] : -1, POLLIN, 0},
+                     {err_open ? err_pipe[0] : -1, POLLIN, 0},
+                     {in_fd, POLLOUT, 0}};
+    if (::poll(fds, 3, -1) < 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].revents) {
+        ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+        if (n <= 0) {
+          (i == 0 ? out_open : err_open) = false;
+        } else {
+          (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(n));
+        }
+      }
+    }
+    if (in_fd >= 0 && fds[2].revents) {
+      ssize_t n = ::write(in_fd, input.data() + written, input.size() - written);
+      if (n > 0) written += static_cast<size_t>(n);
+      if (n < 0 || written == input.size()) {
+        ::close(in_fd);
+        in_fd = -1;
+      }
+    }
+  }
+  ::close(out_pipe[0]);
+  ::close(err_pipe[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+}  // namespace slimta::testing

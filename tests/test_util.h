@@ -1,0 +1,40 @@
+// Helpers shared by the tests.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "slimta/envelope.h"
+
+namespace slimta::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// An envelope with every field set, recipients "rcpt0@example.org".."rcpt{n-1}@...",
+// and a body of `body_size` bytes that includes NUL, CR, LF and 8-bit bytes.
+Envelope sample_envelope(size_t recipients = 3, size_t body_size = 1024, unsigned seed = 1);
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& data);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs argv (no shell) with `input` on stdin; waits for it.
+CommandResult run_command(const std::vector<std::string>& argv, const std::string& input = "");
+
+}  // namespace slimta::testing

@@ -1,0 +1,32 @@
+// The subcommands of slimta-queue. Each writes its result to `out`, diagnostics to
+// `err`, and returns the process exit code; storage errors propagate as QueueError.
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "slimta/storage.h"
+
+namespace slimta::cli {
+
+struct EnqueueOptions {
+  std::string file = "-";  // "-" is standard input
+  std::optional<std::string> from;
+  std::vector<std::string> to;
+};
+
+// Ids named on the command line, or every message with --all.
+struct Selection {
+  std::vector<std::string> ids;
+  bool all = false;
+};
+
+int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out, std::ostream& err);
+int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
+int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, std::ostream& out);
+int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out, std::ostream& err);
+int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out, std::ostream& err);
+int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
+
+}  // namespace slimta::cli

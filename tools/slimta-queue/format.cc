@@ -1,0 +1,42 @@
+#include "format.h"
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+
+namespace slimta::cli {
+
+std::string format_time(Timestamp ts) {
+  time_t t = static_cast<time_t>(std::floor(ts));
+  struct tm tm;
+  if (!::gmtime_r(&t, &tm)) return std::to_string(ts);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+Timestamp now() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
+  return nlohmann::json{
+      {"id", id},
+      {"timestamp", msg.timestamp},
+      {"next_attempt", format_time(msg.timestamp) + "Z"},
+      {"attempts", msg.attempts},
+      {"sender", msg.envelope.sender},
+      {"recipients", msg.envelope.recipients},
+      {"delivered", msg.delivered},
+      {"size", msg.envelope.message_size()},
+  };
+}
+
+std::string dump(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string display_sender(const std::string& sender) { return sender.empty() ? "<>" : sender; }
+
+}  // namespace slimta::cli

@@ -1,0 +1,25 @@
+// Output helpers for slimta-queue: time stamps, tables and JSON.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+
+#include "slimta/storage.h"
+
+namespace slimta::cli {
+
+// "2026-11-22 19:04:05" in UTC.
+std::string format_time(Timestamp ts);
+// Seconds since the epoch, now.
+Timestamp now();
+
+// The JSON object `list --json` prints for one message.
+nlohmann::json message_json(const std::string& id, const QueuedMessage& msg);
+// JSON text, with bytes that are not UTF-8 replaced (addresses may hold 8-bit junk).
+std::string dump(const nlohmann::json& j, int indent = -1);
+
+// "<>" for the null sender, the address otherwise.
+std::string display_sender(const std::string& sender);
+
+}  // namespace slimta::cli

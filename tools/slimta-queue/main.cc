@@ -1,0 +1,78 @@
+// slimta-queue: inspect and manage a slimta queue in any storage.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "commands.h"
+#include "slimta/storage.h"
+
+int main(int argc, char** argv) {
+  using namespace slimta;
+  using namespace slimta::cli;
+
+  CLI::App app{"slimta-queue: inspect and manage a slimta mail queue"};
+  app.require_subcommand(1);
+  app.fallthrough();  // --storage and --json are accepted after the subcommand too
+  std::string storage_url = "disk:./spool";
+  bool json = false;
+  app.add_option("--storage", storage_url,
+                 "storage URL: disk:PATH (default disk:./spool) or memory:")
+      ->envname("SLIMTA_STORAGE");
+  app.add_flag("--json", json, "machine-readable JSON output");
+
+  EnqueueOptions enq;
+  auto* enqueue = app.add_subcommand(
+      "enqueue", "queue a message read from FILE or stdin; prints the new id on the last line");
+  enqueue->add_option("file", enq.file, "RFC 5322 message file, - for stdin")->capture_default_str();
+  enqueue->add_option("--from", enq.from,
+                      "envelope sender ('' for the null sender); default: Return-Path, Sender "
+                      "or From header");
+  enqueue->add_option("--to", enq.to,
+                      "envelope recipient, repeatable; default: the To, Cc and Bcc headers");
+
+  app.add_subcommand("list", "list queued messages, soonest next attempt first");
+
+  std::string show_id;
+  bool raw = false;
+  auto* show = app.add_subcommand("show", "show one message and its queue metadata");
+  show->add_option("id", show_id, "message id")->required();
+  show->add_flag("--raw", raw, "write the stored message bytes to stdout");
+
+  Selection retry_sel, remove_sel;
+  auto* retry = app.add_subcommand("retry", "make messages due for delivery now");
+  retry->add_option("ids", retry_sel.ids, "message ids");
+  retry->add_flag("--all", retry_sel.all, "every queued message");
+  auto* remove = app.add_subcommand("remove", "delete messages from the queue");
+  remove->add_option("ids", remove_sel.ids, "message ids");
+  remove->add_flag("--all", remove_sel.all, "every queued message");
+  for (auto* sub : {retry, remove}) {
+    sub->callback([sub] {
+      bool all = sub->get_option("--all")->as<bool>();
+      size_t n = sub->get_option("ids")->count();
+      if (all == (n > 0)) throw CLI::ValidationError("give message ids or --all (not both)");
+    });
+  }
+
+  app.add_subcommand("info", "count queued messages and bytes");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  try {
+    std::unique_ptr<QueueStorage> storage = open_storage(storage_url);
+    auto* sub = app.get_subcommands().front();
+    std::string name = sub->get_name();
+    if (name == "enqueue") return cmd_enqueue(*storage, enq, std::cout, std::cerr);
+    if (name == "list") return cmd_list(*storage, json, std::cout, std::cerr);
+    if (name == "show") return cmd_show(*storage, show_id, raw, json, std::cout);
+    if (name == "retry") return cmd_retry(*storage, retry_sel, json, std::cout, std::cerr);
+    if (name == "remove") return cmd_remove(*storage, remove_sel, json, std::cout, std::cerr);
+    if (name == "info") return cmd_info(*storage, json, std::cout, std::cerr);
+  } catch (const QueueError& e) {
+    std::cerr << "slimta-queue: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 1;
+}
