@@ -71,12 +71,6 @@ void expect_same_envelope(const Envelope& want, const Envelope& got) {
   EXPECT_EQ(want.flatten(), got.flatten());
 }
 
-std::set<std::string> ids_of(const std::vector<QueueEntry>& entries) {
-  std::set<std::string> out;
-  for (const auto& e : entries) out.insert(e.id);
-  return out;
-}
-
 TEST_P(ConformanceTest, WriteThenGetReturnsTheEnvelopeWithZeroAttempts) {
   Envelope env = sample_envelope(3, 4096);
   std::string id = storage_->write(env, 1234.5);
@@ -254,7 +248,7 @@ TEST_P(ConformanceTest, RemoveOfUnknownIdIsNotAnError) {
 
 TEST_P(ConformanceTest, MalformedIdsAreRejectedByEveryMethod) {
   const size_t idx[] = {0};
-  for (std::string bad : {"../../etc/passwd", "", "a/b", "..", "has space", "x\ny",
+  for (std::string bad : std::vector<std::string>{"../../etc/passwd", "", "a/b", "..", "has space", "x\ny",
                           std::string(65, 'a'), std::string("a\0b", 3)}) {
     SCOPED_TRACE(bad);
     EXPECT_THROW(storage_->get(bad), InvalidArgument);

@@ -1,0 +1,98 @@
+#include "core/record.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace slimta::record {
+namespace {
+
+TEST(RecordTest, EnvelopeAndMetadataRoundTrip) {
+  Envelope env = testing::sample_envelope(5, 3000);
+  Metadata meta{1795000000.125, 7, 5, {0, 3}};
+  std::string bytes = encode(meta, &env);
+  Decoded d = decode(bytes, "test");
+  EXPECT_EQ(d.meta, meta);
+  ASSERT_TRUE(d.envelope);
+  EXPECT_EQ(d.envelope->sender, env.sender);
+  EXPECT_EQ(d.envelope->recipients, env.recipients);
+  EXPECT_EQ(d.envelope->client, env.client);
+  EXPECT_EQ(d.envelope->receiver, env.receiver);
+  EXPECT_EQ(d.envelope->timestamp, env.timestamp);
+  EXPECT_EQ(d.envelope->flatten(), env.flatten());
+}
+
+TEST(RecordTest, MetadataOnlyRecordHasNoEnvelope) {
+  Metadata meta{5, 1, 2, {1}};
+  Decoded d = decode(encode(meta, nullptr), "meta");
+  EXPECT_EQ(d.meta, meta);
+  EXPECT_FALSE(d.envelope);
+}
+
+TEST(RecordTest, PrefixHoldsTheMetadata) {
+  Envelope env = testing::sample_envelope(2, 100000);
+  Metadata meta{99.5, 3, 2, {1}};
+  std::string bytes = encode(meta, &env);
+  auto p = decode_prefix(std::string_view(bytes).substr(0, kPrefixSize), "p");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->total_length, bytes.size());
+  EXPECT_EQ(p->meta, meta);
+  EXPECT_FALSE(decode_prefix(std::string_view(bytes).substr(0, 20), "p"));
+  EXPECT_FALSE(decode_prefix("", "p"));
+}
+
+TEST(RecordTest, EveryTruncationAndEveryByteFlipIsDetected) {
+  Envelope env = testing::sample_envelope(2, 200);
+  std::string bytes = encode(Metadata{1, 0, 2, {}}, &env);
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_THROW(decode(std::string_view(bytes).substr(0, n), "t"), CorruptRecord) << n;
+  }
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] ^= 0x20;
+    EXPECT_THROW(decode(bad, "f"), CorruptRecord) << "flip at " << i;
+  }
+}
+
+TEST(RecordTest, ErrorsNameTheRecordAndTheReason) {
+  try {
+    decode("NOTSLIMTA-RECORD", "spool/msg/abc");
+    FAIL();
+  } catch (const CorruptRecord& e) {
+    EXPECT_NE(std::string(e.what()).find("spool/msg/abc"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("magic"), std::string::npos);
+  }
+  std::string bytes = encode(Metadata{}, nullptr);
+  bytes[6] = 2;
+  try {
+    decode(bytes, "x");
+    FAIL();
+  } catch (const CorruptRecord& e) {
+    EXPECT_NE(std::string(e.what()).find("version 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RecordTest, MarkDeliveredIsAUnionAndChecksRange) {
+  Metadata m{0, 0, 4, {}};
+  const size_t a[] = {3, 1, 3};
+  mark_delivered(m, a);
+  EXPECT_EQ(m.delivered, (std::vector<uint32_t>{1, 3}));
+  const size_t b[] = {0, 1};
+  mark_delivered(m, b);
+  EXPECT_EQ(m.delivered, (std::vector<uint32_t>{0, 1, 3}));
+  const size_t bad[] = {2, 4};
+  EXPECT_THROW(mark_delivered(m, bad), InvalidArgument);
+  EXPECT_EQ(m.delivered, (std::vector<uint32_t>{0, 1, 3}));
+}
+
+TEST(RecordTest, ToQueuedDropsDeliveredRecipients) {
+  Envelope env = testing::sample_envelope(4);
+  QueuedMessage q = to_queued(env, Metadata{7, 2, 4, {0, 2}});
+  EXPECT_EQ(q.envelope.recipients, (std::vector<std::string>{"rcpt1@example.org", "rcpt3@example.org"}));
+  EXPECT_EQ(q.remaining_indexes(), (std::vector<size_t>{1, 3}));
+  EXPECT_EQ(q.attempts, 2u);
+  EXPECT_EQ(q.timestamp, 7);
+}
+
+}  // namespace
+}  // namespace slimta::record

@@ -1,0 +1,274 @@
+// Behaviour specific to DiskStorage: the spool layout, corrupt and half-written files,
+// several processes on one directory, and wait() across processes.
+#include "slimta/disk_storage.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::sample_envelope;
+using testing::TempDir;
+
+size_t count_files(const std::string& dir) {
+  return static_cast<size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
+}
+
+// Runs `fn` in a child process; returns its exit status (0 = success).
+template <typename Fn>
+pid_t spawn(Fn&& fn) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int rc = 1;
+    try {
+      rc = fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+    }
+    ::_exit(rc);
+  }
+  return pid;
+}
+
+int wait_status(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(DiskStorageTest, CreatesTheSpoolLayout) {
+  TempDir dir;
+  DiskStorage storage(dir.sub("a/b/spool"));
+  for (const char* sub : {"msg", "meta", "tmp", "corrupt"}) {
+    EXPECT_TRUE(fs::is_directory(dir.sub(std::string("a/b/spool/") + sub))) << sub;
+  }
+  EXPECT_EQ(testing::read_file(dir.sub("a/b/spool/FORMAT")), "slimta-spool 1\n");
+  std::string id = storage.write(sample_envelope(), 1);
+  EXPECT_TRUE(fs::exists(dir.sub("a/b/spool/msg/" + id)));
+  EXPECT_EQ(fs::status(dir.sub("a/b/spool/msg/" + id)).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+}
+
+TEST(DiskStorageTest, RefusesADirectoryThatIsNotASpool) {
+  TempDir dir;
+  testing::write_file(dir.sub("important.txt"), "keep me");
+  try {
+    DiskStorage storage(dir.path());
+    FAIL() << "opened a non-empty directory";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("not a slimta spool"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(count_files(dir.path()), 1u);  // nothing scattered into it
+}
+
+TEST(DiskStorageTest, RefusesAFileAndAnotherFormatVersion) {
+  TempDir dir;
+  testing::write_file(dir.sub("file"), "x");
+  EXPECT_THROW(DiskStorage(dir.sub("file")), QueueError);
+  { DiskStorage s(dir.sub("spool")); }
+  testing::write_file(dir.sub("spool/FORMAT"), "slimta-spool 9\n");
+  try {
+    DiskStorage storage(dir.sub("spool"));
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("slimta-spool 9"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DiskStorageTest, CorruptFileIsReportedByGetAndSetAsideByLoad) {
+  TempDir dir;
+  DiskStorage storage(dir.sub("spool"));
+  std::string good = storage.write(sample_envelope(1, 500, 1), 1);
+  std::string bad = storage.write(sample_envelope(1, 500, 2), 2);
+  std::string path = dir.sub("spool/msg/" + bad);
+  std::string bytes = testing::read_file(path);
+  bytes[bytes.size() - 100] ^= 0x40;  // same length, wrong checksum
+  testing::write_file(path, bytes);
+
+  EXPECT_THROW(storage.get(bad), CorruptRecord);
+  // load() only reads the prefix: the file looks complete, so it is listed; get() is
+  // what verifies the checksum. Truncation, the crash case, is caught by load (below).
+  auto entries = storage.load_all();
+  EXPECT_EQ(entries.size(), 2u);
+
+  // A truncated file (a write that never completed) is set aside, not listed.
+  testing::write_file(path, bytes.substr(0, bytes.size() / 2));
+  auto stream = storage.load();
+  std::vector<std::string> ids;
+  while (auto e = stream->next()) ids.push_back(e->id);
+  EXPECT_EQ(ids, std::vector<std::string>{good});
+  EXPECT_EQ(stream->corrupt(), 1u);
+  EXPECT_TRUE(fs::exists(dir.sub("spool/corrupt/" + bad + ".msg")));
+  EXPECT_EQ(testing::read_file(dir.sub("spool/corrupt/" + bad + ".msg")), bytes.substr(0, bytes.size() / 2));
+  EXPECT_THROW(storage.get(bad), KeyError);
+  EXPECT_EQ(storage.get(good).envelope.sender, "sender1@example.com");
+}
+
+TEST(DiskStorageTest, GarbageFileIsSetAsideAndTheRestStillLoads) {
+  TempDir dir;
+  DiskStorage storage(dir.sub("spool"));
+  for (int i = 0; i < 10; ++i) storage.write(sample_envelope(1, 100, i), i);
+  testing::write_file(dir.sub("spool/msg/deadbeef"), "this is not a record at all");
+  testing::write_file(dir.sub("spool/msg/emptyfile"), "");
+  auto stream = storage.load();
+  size_t n = 0;
+  while (stream->next()) ++n;
+  EXPECT_EQ(n, 10u);
+  EXPECT_EQ(stream->corrupt(), 2u);
+  EXPECT_EQ(count_files(dir.sub("spool/corrupt")), 2u);
+}
+
+TEST(DiskStorageTest, AFileBeingWrittenIsNeitherListedNorSetAside) {
+  TempDir dir;
+  DiskStorage storage(dir.sub("spool"));
+  // Simulate another process mid-write: a partial file under an exclusive lock.
+  std::string path = dir.sub("spool/msg/inprogress0001");
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  ASSERT_EQ(::write(fd, "SLMTAQ\x01\x00", 8), 8);
+  auto stream = storage.load();
+  EXPECT_FALSE(stream->next());
+  EXPECT_EQ(stream->corrupt(), 0u);
+  EXPECT_TRUE(fs::exists(path));
+  ::close(fd);
+  // Once the lock is gone the partial file is a dead writer's leftover.
+  auto again = storage.load();
+  EXPECT_FALSE(again->next());
+  EXPECT_EQ(again->corrupt(), 1u);
+}
+
+TEST(DiskStorageTest, MetadataSurvivesReopening) {
+  TempDir dir;
+  std::string id;
+  {
+    DiskStorage storage(dir.sub("spool"));
+    id = storage.write(sample_envelope(3), 10);
+    storage.increment_attempts(id);
+    storage.set_timestamp(id, 99);
+    const size_t idx[] = {1};
+    storage.set_recipients_delivered(id, idx);
+  }
+  DiskStorage reopened(dir.sub("spool"));
+  QueuedMessage got = reopened.get(id);
+  EXPECT_EQ(got.attempts, 1u);
+  EXPECT_EQ(got.timestamp, 99);
+  EXPECT_EQ(got.delivered, (std::vector<size_t>{1}));
+  EXPECT_EQ(reopened.load_all(), (std::vector<QueueEntry>{{99, id}}));
+}
+
+TEST(DiskStorageTest, RemoveLeavesNoFilesBehind) {
+  TempDir dir;
+  DiskStorage storage(dir.sub("spool"));
+  std::string id = storage.write(sample_envelope(), 1);
+  storage.increment_attempts(id);
+  storage.remove(id);
+  EXPECT_EQ(count_files(dir.sub("spool/msg")), 0u);
+  EXPECT_EQ(count_files(dir.sub("spool/meta")), 0u);
+  EXPECT_EQ(count_files(dir.sub("spool/tmp")), 0u);
+}
+
+TEST(DiskStorageTest, OpeningSweepsDeadWritersLeftovers) {
+  TempDir dir;
+  { DiskStorage s(dir.sub("spool")); }
+  // A temp file of a process that no longer exists, and metadata of a removed message.
+  pid_t dead = spawn([] { return 0; });
+  wait_status(dead);
+  testing::write_file(dir.sub("spool/tmp/" + std::to_string(dead) + ".0.abc"), "partial");
+  testing::write_file(dir.sub("spool/tmp/" + std::to_string(::getpid()) + ".0.live"), "in use");
+  testing::write_file(dir.sub("spool/meta/orphan123"), "stale");
+  DiskStorage storage(dir.sub("spool"));
+  EXPECT_FALSE(fs::exists(dir.sub("spool/tmp/" + std::to_string(dead) + ".0.abc")));
+  EXPECT_TRUE(fs::exists(dir.sub("spool/tmp/" + std::to_string(::getpid()) + ".0.live")));
+  EXPECT_FALSE(fs::exists(dir.sub("spool/meta/orphan123")));
+}
+
+TEST(DiskStorageTest, TwoProcessesIncrementingOneMessageLoseNoUpdate) {
+  TempDir dir;
+  std::string spool = dir.sub("spool");
+  std::string id = DiskStorage(spool).write(sample_envelope(20), 0);
+  std::vector<pid_t> kids;
+  for (int k = 0; k < 2; ++k) {
+    kids.push_back(spawn([&, k] {
+      DiskStorage storage(spool);
+      for (int i = 0; i < 300; ++i) {
+        storage.increment_attempts(id);
+        if (i % 30 == 0) {
+          const size_t idx[] = {static_cast<size_t>(k * 10 + i / 30)};
+          storage.set_recipients_delivered(id, idx);
+        }
+      }
+      return 0;
+    }));
+  }
+  for (pid_t p : kids) EXPECT_EQ(wait_status(p), 0);
+  QueuedMessage got = DiskStorage(spool).get(id);
+  EXPECT_EQ(got.attempts, 600u);
+  EXPECT_EQ(got.delivered.size(), 20u);
+}
+
+TEST(DiskStorageTest, WaitSeesEveryMessageAnotherProcessWritesExactlyOnce) {
+  TempDir dir;
+  std::string spool = dir.sub("spool");
+  DiskStorage waiter(spool);
+  EXPECT_TRUE(waiter.load_all().empty());  // starts watching
+  int ids_pipe[2];
+  ASSERT_EQ(::pipe(ids_pipe), 0);
+  constexpr int kCount = 1000;
+  pid_t writer = spawn([&] {
+    ::close(ids_pipe[0]);
+    DiskStorage storage(spool);
+    for (int i = 0; i < kCount; ++i) {
+      std::string id = storage.write(sample_envelope(1, 200, i), 100 + i) + "\n";
+      if (::write(ids_pipe[1], id.data(), id.size()) != static_cast<ssize_t>(id.size())) return 1;
+    }
+    return 0;
+  });
+  ::close(ids_pipe[1]);
+  std::map<std::string, int> seen;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (seen.size() < kCount && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : waiter.wait(std::chrono::milliseconds(500))) {
+      ++seen[e.id];
+      EXPECT_GE(e.timestamp, 100);
+    }
+  }
+  EXPECT_EQ(wait_status(writer), 0);
+  std::string all;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;) all.append(buf, static_cast<size_t>(n));
+  ::close(ids_pipe[0]);
+  std::set<std::string> written;
+  for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    written.insert(all.substr(pos, nl - pos));
+  }
+  EXPECT_EQ(written.size(), size_t{kCount});
+  EXPECT_EQ(seen.size(), size_t{kCount});
+  for (const auto& id : written) EXPECT_EQ(seen[id], 1) << id;
+  EXPECT_TRUE(waiter.wait(std::chrono::milliseconds(100)).empty());
+}
+
+TEST(DiskStorageTest, WaitDoesNotReportTheObjectsOwnWrites) {
+  TempDir dir;
+  DiskStorage storage(dir.sub("spool"));
+  DiskStorage other(dir.sub("spool"));
+  EXPECT_TRUE(storage.wait(std::chrono::milliseconds(10)).empty());
+  storage.write(sample_envelope(), 1);
+  std::string theirs = other.write(sample_envelope(), 2);
+  auto got = storage.wait(std::chrono::milliseconds(2000));
+  EXPECT_EQ(got, (std::vector<QueueEntry>{{2, theirs}}));
+}
+
+}  // namespace
+}  // namespace slimta

@@ -1,0 +1,155 @@
+// slimta-queue, run as a separate process the way an operator or a script would.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "slimta/disk_storage.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::CommandResult;
+using testing::run_command;
+
+class CliTest : public ::testing::Test {
+ protected:
+  CommandResult q(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), SLIMTA_QUEUE_BIN);
+    args.push_back("--storage");
+    args.push_back(storage_url_);
+    return run_command(args, input);
+  }
+  std::string last_line(const std::string& out) {
+    std::string s = out;
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return s.substr(s.rfind('\n') == std::string::npos ? 0 : s.rfind('\n') + 1);
+  }
+
+  testing::TempDir dir_;
+  std::string spool_ = dir_.sub("spool");
+  std::string storage_url_ = "disk:" + spool_;
+  const std::string message_ =
+      "From: Alice <alice@example.com>\r\nTo: bob@example.org, \"C, Carol\" <carol@example.org>\r\n"
+      "Bcc: dave@example.org\r\nSubject: hello\r\n\r\nbody \xe9\r\n";
+};
+
+TEST_F(CliTest, EnqueueFromFileWithExplicitEnvelopeThenListShowAndRemove) {
+  testing::write_file(dir_.sub("m.eml"), message_);
+  auto r = q({"enqueue", dir_.sub("m.eml"), "--from", "s@example.com", "--to", "x@example.net",
+              "--to", "y@example.net"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string id = last_line(r.out);
+  ASSERT_TRUE(is_valid_id(id)) << r.out;
+
+  auto list = q({"list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  auto j = nlohmann::json::parse(list.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["id"], id);
+  EXPECT_EQ(j[0]["sender"], "s@example.com");
+  EXPECT_EQ(j[0]["recipients"], (std::vector<std::string>{"x@example.net", "y@example.net"}));
+  EXPECT_EQ(j[0]["attempts"], 0);
+  EXPECT_EQ(j[0]["size"], message_.size());
+  EXPECT_TRUE(j[0]["timestamp"].is_number());
+
+  auto raw = q({"show", id, "--raw"});
+  EXPECT_EQ(raw.exit_code, 0);
+  EXPECT_EQ(raw.out, message_);
+
+  auto show = q({"show", id});
+  EXPECT_EQ(show.exit_code, 0);
+  EXPECT_NE(show.out.find("s@example.com"), std::string::npos);
+  EXPECT_NE(show.out.find("y@example.net"), std::string::npos);
+
+  auto human = q({"list"});
+  EXPECT_NE(human.out.find(id), std::string::npos);
+  EXPECT_NE(human.out.find("1 Request"), std::string::npos);
+
+  EXPECT_EQ(q({"remove", id}).exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(q({"list", "--json"}).out).size(), 0u);
+  EXPECT_NE(q({"show", id}).exit_code, 0);
+}
+
+TEST_F(CliTest, EnqueueFromStdinTakesTheEnvelopeFromHeaders) {
+  auto r = q({"enqueue"}, message_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string id = last_line(r.out);
+  auto got = DiskStorage(spool_).get(id);
+  EXPECT_EQ(got.envelope.sender, "alice@example.com");
+  EXPECT_EQ(got.envelope.recipients,
+            (std::vector<std::string>{"bob@example.org", "carol@example.org", "dave@example.org"}));
+  EXPECT_FALSE(got.envelope.headers.get("Bcc")) << "Bcc must not be delivered";
+}
+
+TEST_F(CliTest, StorageOptionWorksBeforeTheSubcommandToo) {
+  auto r = run_command({SLIMTA_QUEUE_BIN, "--storage", storage_url_, "enqueue", "--to", "a@b.c",
+                        "--from", ""}, message_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(run_command({SLIMTA_QUEUE_BIN, "--storage", storage_url_, "--json", "list"}).out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["sender"], "");
+}
+
+TEST_F(CliTest, RetryMakesMessagesDueNow) {
+  DiskStorage storage(spool_);
+  std::string a = storage.write(testing::sample_envelope(), 4000000000.0);
+  std::string b = storage.write(testing::sample_envelope(), 4000000000.0);
+  auto r = q({"retry", a});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  double now = static_cast<double>(::time(nullptr));
+  EXPECT_LT(storage.get(a).timestamp, now + 5);
+  EXPECT_EQ(storage.get(b).timestamp, 4000000000.0);
+  EXPECT_EQ(q({"retry", "--all"}).exit_code, 0);
+  EXPECT_LT(storage.get(b).timestamp, now + 5);
+}
+
+TEST_F(CliTest, RemoveAllEmptiesTheQueueAndInfoCounts) {
+  DiskStorage storage(spool_);
+  size_t bytes = 0;
+  for (int i = 0; i < 5; ++i) {
+    Envelope env = testing::sample_envelope(1, 1000 + i, i);
+    bytes += env.message_size();
+    storage.write(env, i);
+  }
+  auto info = nlohmann::json::parse(q({"info", "--json"}).out);
+  EXPECT_EQ(info["messages"], 5);
+  EXPECT_EQ(info["bytes"], bytes);
+  EXPECT_EQ(q({"remove", "--all"}).exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(q({"info", "--json"}).out)["messages"], 0);
+  EXPECT_NE(q({"info"}).out.find("messages:     0"), std::string::npos);
+}
+
+TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
+  auto unknown = q({"show", "0123456789abcdef"});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("no message with id '0123456789abcdef'"), std::string::npos) << unknown.err;
+
+  auto retry = q({"retry", "0123456789abcdef"});
+  EXPECT_NE(retry.exit_code, 0);
+
+  auto evil = q({"show", "../../etc/passwd"});
+  EXPECT_NE(evil.exit_code, 0);
+  EXPECT_NE(evil.err.find("invalid message id"), std::string::npos) << evil.err;
+
+  auto missing = q({"enqueue", dir_.sub("no-such-file.eml")});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("no-such-file.eml"), std::string::npos) << missing.err;
+
+  auto no_rcpt = q({"enqueue"}, "From: a@b.c\r\n\r\nx");
+  EXPECT_NE(no_rcpt.exit_code, 0);
+  EXPECT_NE(no_rcpt.err.find("no recipients"), std::string::npos) << no_rcpt.err;
+
+  for (std::string url : {"nonsense", "disk:", "ftp://x", "memory:extra"}) {
+    auto bad = run_command({SLIMTA_QUEUE_BIN, "--storage", url, "list"});
+    EXPECT_NE(bad.exit_code, 0) << url;
+    EXPECT_NE(bad.err.find(url), std::string::npos) << url << ": " << bad.err;
+  }
+
+  auto both = q({"remove", "abc", "--all"});
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_EQ(q({"remove", "0123456789abcdef"}).exit_code, 0);  // removing nothing is fine
+}
+
+}  // namespace
+}  // namespace slimta
