@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, builds, and runs every test, then runs
+# them again under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   SLIMTA_SKIP_SANITIZE=1   local opt-out of the sanitizer pass (CI never sets it)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+jobs="$(nproc)"
+"$root/scripts/install-deps.sh"
+
+echo "== build (RelWithDebInfo)"
+"$root/scripts/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLIMTA_BUILD_BENCH=ON
+echo "== tests"
+ctest --test-dir "$root/build" --output-on-failure -j "$jobs"
+
+if [ "${SLIMTA_SKIP_SANITIZE:-0}" != "1" ]; then
+  echo "== build (ASan + UBSan)"
+  "$root/scripts/build.sh" "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DSLIMTA_SANITIZE=ON \
+    -DSLIMTA_BUILD_BENCH=OFF
+  echo "== tests under ASan + UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$root/build-asan" --output-on-failure -j "$jobs"
+fi
