@@ -1,10 +1,16 @@
 // The disk backend. Why it is built this way:
 //
-// * A message file is created under its final name and written while holding an
-//   exclusive flock(); then fdatasync(file) and fsync(dir). Creating in place, rather
-//   than writing a temp file and renaming it, costs one journal commit per message
-//   instead of two (the directory entry commits with the data), and the kernel merges
-//   the commits of concurrent writers: that is the group commit.
+// * A message is written in place into an empty file under its final name, created
+//   ahead of time: each object reserves such "slots" in batches (1, 2, 4, ... up to
+//   kMaxSlotBatch files, then one fsync of the directory for the whole batch). A write
+//   then takes one slot, locks it, writes the record and fdatasync()s it: one journal
+//   commit per message, where temp file + rename + directory fsync costs two or three,
+//   and the kernel merges the commits of concurrent writers (the group commit). The
+//   slot's directory entry was made durable when it was reserved, so the fdatasync
+//   alone makes the message durable.
+// * Readers skip empty files (reserved slots). Unused slots are deleted when their
+//   object is destroyed; those of a process that died are deleted by load() once they
+//   are a day old.
 // * A reader that finds a file shorter than its header says (or otherwise unreadable)
 //   tries the lock: held means a write is in progress and the file is skipped; free
 //   means the writer died before write() returned, and the file is set aside in
@@ -47,6 +53,8 @@ constexpr mode_t kFileMode = 0600;
 constexpr mode_t kDirMode = 0700;
 constexpr size_t kTagHexDigits = 16;
 constexpr time_t kStaleTempSeconds = 24 * 3600;
+constexpr time_t kStaleSlotSeconds = 24 * 3600;
+constexpr size_t kMaxSlotBatch = 32;
 
 // What a look at msg/ID found.
 enum class Probe { kOk, kGone, kInProgress, kCorrupt };
@@ -98,6 +106,14 @@ struct DiskStorage::Impl {
 
   std::mutex watch_mu;  // guards inotify setup; do_wait is single-threaded by contract
   posix::Fd inotify;
+
+  std::mutex slots_mu;
+  std::vector<std::string> slots;  // reserved empty files in msg/, unused yet
+  size_t slot_batch = 1;           // doubles with each reservation, up to kMaxSlotBatch
+
+  ~Impl();
+  // The id of a reserved empty message file, reserving a new batch if none is left.
+  std::string take_slot();
 
   std::string path_of(const char* dir, std::string_view name) const {
     return root + "/" + dir + "/" + std::string(name);
@@ -218,6 +234,35 @@ void DiskStorage::Impl::sweep() {
   }
 }
 
+DiskStorage::Impl::~Impl() {
+  for (const auto& id : slots) {
+    if (msg_fd) ::unlinkat(msg_fd.get(), id.c_str(), 0);
+  }
+}
+
+std::string DiskStorage::Impl::take_slot() {
+  std::lock_guard lock(slots_mu);
+  if (slots.empty()) {
+    std::vector<std::string> batch;
+    for (size_t i = 0; i < slot_batch; ++i) {
+      std::string id = tag + random_hex(kTagHexDigits / 2);
+      posix::open_at(msg_fd.get(), id, O_WRONLY | O_CREAT | O_EXCL, kFileMode, path_of("msg", id));
+      batch.push_back(std::move(id));
+    }
+    try {
+      posix::sync_all(msg_fd.get(), root + "/msg");
+    } catch (...) {
+      for (const auto& id : batch) ::unlinkat(msg_fd.get(), id.c_str(), 0);
+      throw;
+    }
+    slots = std::move(batch);
+    slot_batch = std::min(slot_batch * 2, kMaxSlotBatch);
+  }
+  std::string id = std::move(slots.back());
+  slots.pop_back();
+  return id;
+}
+
 void DiskStorage::Impl::ensure_watch() {
   std::lock_guard lock(watch_mu);
   if (inotify) return;
@@ -280,6 +325,16 @@ Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
   std::string path = path_of("msg", id);
   posix::Fd fd = posix::open_at(msg_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
   if (!fd) return Probe::kGone;
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) posix::io_error("stat", path, errno);
+  if (st.st_size == 0) {  // a reserved slot, not a message
+    if (::time(nullptr) - st.st_mtime > kStaleSlotSeconds &&
+        posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/true, path) &&
+        posix::file_size(fd.get(), path) == 0 && same_file(fd.get(), msg_fd.get(), id)) {
+      posix::unlink_at(msg_fd.get(), id, path);  // left by a process that died
+    }
+    return Probe::kGone;
+  }
   // Two passes: the first without the lock (the common case: a complete file), the
   // second under the lock if the first found the file incomplete or unreadable.
   for (int pass = 0; pass < 2; ++pass) {
@@ -323,7 +378,8 @@ posix::Fd DiskStorage::Impl::open_locked(std::string_view id, bool exclusive) {
   posix::Fd fd = posix::open_at(msg_fd.get(), sid, O_RDONLY, 0, path, /*missing_ok=*/true);
   if (!fd) throw KeyError(sid);
   posix::lock(fd.get(), exclusive, /*nonblocking=*/false, path);
-  if (unlinked(fd.get())) throw KeyError(sid);  // removed while we waited for the lock
+  // Removed while we waited for the lock, or a reserved slot rather than a message.
+  if (unlinked(fd.get()) || posix::file_size(fd.get(), path) == 0) throw KeyError(sid);
   return fd;
 }
 
@@ -366,19 +422,18 @@ Capabilities DiskStorage::capabilities() const {
 }
 
 std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
-  std::string id = impl_->tag + random_hex(kTagHexDigits / 2);
   std::string bytes = record::encode(record::initial_metadata(envelope, timestamp), &envelope);
-  std::string path = impl_->path_of("msg", id);
   int msg_dir = impl_->msg_fd.get();
   while (true) {
-    posix::Fd fd = posix::open_at(msg_dir, id, O_WRONLY | O_CREAT | O_EXCL, kFileMode, path);
+    std::string id = impl_->take_slot();
+    std::string path = impl_->path_of("msg", id);
+    posix::Fd fd = posix::open_at(msg_dir, id, O_WRONLY, 0, path, /*missing_ok=*/true);
+    if (!fd) continue;  // a stale slot deleted by another process: take the next one
     posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
-    // A reader may have set the still-empty file aside before we locked it: start over.
-    if (!same_file(fd.get(), msg_dir, id)) continue;
+    if (!same_file(fd.get(), msg_dir, id) || posix::file_size(fd.get(), path) != 0) continue;
     try {
       posix::write_all(fd.get(), bytes, path);
       posix::sync_data(fd.get(), path);
-      posix::sync_all(msg_dir, impl_->root + "/msg");
     } catch (...) {
       ::unlinkat(msg_dir, id.c_str(), 0);
       throw;

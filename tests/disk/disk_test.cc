@@ -120,13 +120,41 @@ TEST(DiskStorageTest, GarbageFileIsSetAsideAndTheRestStillLoads) {
   DiskStorage storage(dir.sub("spool"));
   for (int i = 0; i < 10; ++i) storage.write(sample_envelope(1, 100, i), i);
   testing::write_file(dir.sub("spool/msg/deadbeef"), "this is not a record at all");
-  testing::write_file(dir.sub("spool/msg/emptyfile"), "");
+  testing::write_file(dir.sub("spool/msg/onebyte"), "S");
   auto stream = storage.load();
   size_t n = 0;
   while (stream->next()) ++n;
   EXPECT_EQ(n, 10u);
   EXPECT_EQ(stream->corrupt(), 2u);
   EXPECT_EQ(count_files(dir.sub("spool/corrupt")), 2u);
+}
+
+TEST(DiskStorageTest, ReservedEmptyFilesAreNotMessagesAndAreCleanedUp) {
+  TempDir dir;
+  std::string id;
+  {
+    DiskStorage storage(dir.sub("spool"));
+    for (int i = 0; i < 5; ++i) id = storage.write(sample_envelope(), i);  // reserves 1+2+4 slots
+    EXPECT_GT(count_files(dir.sub("spool/msg")), 5u);
+    auto stream = storage.load();
+    size_t n = 0;
+    while (stream->next()) ++n;
+    EXPECT_EQ(n, 5u);  // the empty slots are neither listed nor set aside
+    EXPECT_EQ(stream->corrupt(), 0u);
+  }
+  EXPECT_EQ(count_files(dir.sub("spool/msg")), 5u);  // unused slots released on destruction
+
+  // A slot left by a process that died is invisible, and deleted once a day old.
+  testing::write_file(dir.sub("spool/msg/abandoned0001"), "");
+  DiskStorage storage(dir.sub("spool"));
+  EXPECT_THROW(storage.get("abandoned0001"), KeyError);
+  EXPECT_THROW(storage.increment_attempts("abandoned0001"), KeyError);
+  EXPECT_EQ(storage.load_all().size(), 5u);
+  EXPECT_TRUE(fs::exists(dir.sub("spool/msg/abandoned0001")));
+  fs::last_write_time(dir.sub("spool/msg/abandoned0001"),
+                      fs::file_time_type::clock::now() - std::chrono::hours(25));
+  EXPECT_EQ(storage.load_all().size(), 5u);
+  EXPECT_FALSE(fs::exists(dir.sub("spool/msg/abandoned0001")));
 }
 
 TEST(DiskStorageTest, AFileBeingWrittenIsNeitherListedNorSetAside) {
