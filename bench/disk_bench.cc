@@ -95,10 +95,14 @@ int main(int argc, char** argv) {
   size_t size = 4096;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string arg = argv[i];
-    if (arg == "--dir") base = argv[i + 1];
-    else if (arg == "--seconds") seconds = std::stod(argv[i + 1]);
-    else if (arg == "--messages") messages = std::stoul(argv[i + 1]);
-    else if (arg == "--size") size = std::stoul(argv[i + 1]);
+    if (arg == "--dir")
+      base = argv[i + 1];
+    else if (arg == "--seconds")
+      seconds = std::stod(argv[i + 1]);
+    else if (arg == "--messages")
+      messages = std::stoul(argv[i + 1]);
+    else if (arg == "--size")
+      size = std::stoul(argv[i + 1]);
     else {
       std::cerr << "unknown option " << arg << "\n";
       return 2;
@@ -133,7 +137,8 @@ int main(int argc, char** argv) {
     std::vector<std::thread> fillers;
     for (int t = 0; t < 16; ++t) {
       fillers.emplace_back([&] {
-        for (size_t i; (i = next++) < messages;) ids[i] = storage.write(env, static_cast<double>(i));
+        for (size_t i; (i = next++) < messages;)
+          ids[i] = storage.write(env, static_cast<double>(i));
       });
     }
     for (auto& f : fillers) f.join();

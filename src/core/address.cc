@@ -21,8 +21,8 @@ std::string trim(std::string_view s) {
 
 std::vector<std::string> parse_address_list(std::string_view value) {
   std::vector<std::string> out;
-  std::string plain;     // text of the current mailbox outside quotes/comments/<>
-  std::string angle;     // contents of <...>, if any
+  std::string plain;  // text of the current mailbox outside quotes/comments/<>
+  std::string angle;  // contents of <...>, if any
   bool have_angle = false;
   auto finish = [&] {
     std::string addr = have_angle ? trim(angle) : trim(plain);
@@ -45,9 +45,12 @@ std::vector<std::string> parse_address_list(std::string_view value) {
     } else if (c == '(') {  // comment, possibly nested
       int depth = 1;
       for (++i; i < value.size() && depth > 0; ++i) {
-        if (value[i] == '\\') ++i;
-        else if (value[i] == '(') ++depth;
-        else if (value[i] == ')') --depth;
+        if (value[i] == '\\')
+          ++i;
+        else if (value[i] == '(')
+          ++depth;
+        else if (value[i] == ')')
+          --depth;
       }
       --i;
     } else if (c == '<') {

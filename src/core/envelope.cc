@@ -22,7 +22,8 @@ bool is_wsp(char c) { return c == ' ' || c == '\t'; }
 // RFC 5322 field-name: printable US-ASCII except ':'.
 bool valid_field_name(std::string_view name) {
   if (name.empty()) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) { return c >= 33 && c <= 126 && c != ':'; });
+  return std::all_of(name.begin(), name.end(),
+                     [](char c) { return c >= 33 && c <= 126 && c != ':'; });
 }
 
 // Unfold (drop each line break that precedes whitespace), drop the final line

@@ -34,10 +34,12 @@ enum Tag : uint8_t {
 constexpr uint8_t kFirstEnvelopeTag = 0x10;
 
 void put_u32(std::string& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xFF));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((v >> shift) & 0xFF));
 }
 void put_u64(std::string& out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xFF));
+  for (int shift = 56; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((v >> shift) & 0xFF));
 }
 uint32_t get_u32(std::string_view s) {
   uint32_t v = 0;
@@ -135,7 +137,8 @@ bool read_meta_field(Metadata& meta, uint8_t tag, std::string_view value, std::s
     case kDelivered:
       if (value.size() % 4 != 0) corrupt(what, "delivered list length is not a multiple of 4");
       meta.delivered.clear();
-      for (size_t i = 0; i < value.size(); i += 4) meta.delivered.push_back(get_u32(value.substr(i, 4)));
+      for (size_t i = 0; i < value.size(); i += 4)
+        meta.delivered.push_back(get_u32(value.substr(i, 4)));
       return true;
     default:
       return tag < kFirstEnvelopeTag;  // unknown metadata tags are skipped
@@ -220,25 +223,45 @@ Decoded decode(std::string_view bytes, std::string_view what) {
     if (read_meta_field(out.meta, tag, value, what)) continue;
     has_envelope = true;
     switch (tag) {
-      case kSender: env.sender.assign(value); break;
-      case kRecipient: env.recipients.emplace_back(value); break;
-      case kClientIp: env.client.ip.assign(value); break;
-      case kClientHost: env.client.host.assign(value); break;
-      case kClientName: env.client.name.assign(value); break;
-      case kClientProtocol: env.client.protocol.assign(value); break;
-      case kClientAuth: env.client.auth.assign(value); break;
-      case kReceiver: env.receiver.assign(value); break;
+      case kSender:
+        env.sender.assign(value);
+        break;
+      case kRecipient:
+        env.recipients.emplace_back(value);
+        break;
+      case kClientIp:
+        env.client.ip.assign(value);
+        break;
+      case kClientHost:
+        env.client.host.assign(value);
+        break;
+      case kClientName:
+        env.client.name.assign(value);
+        break;
+      case kClientProtocol:
+        env.client.protocol.assign(value);
+        break;
+      case kClientAuth:
+        env.client.auth.assign(value);
+        break;
+      case kReceiver:
+        env.receiver.assign(value);
+        break;
       case kReceivedAt:
         check_size(what, tag, value, 8);
         env.timestamp = std::bit_cast<double>(get_u64(value));
         break;
-      case kMessage: env.parse(value); break;
-      default: break;  // unknown envelope fields are skipped (doc/format.md)
+      case kMessage:
+        env.parse(value);
+        break;
+      default:
+        break;  // unknown envelope fields are skipped (doc/format.md)
     }
   }
   if (!has_checksum) corrupt(what, "no checksum field");
   for (uint32_t i : out.meta.delivered) {
-    if (i >= out.meta.recipients) corrupt(what, "delivered index " + std::to_string(i) + " out of range");
+    if (i >= out.meta.recipients)
+      corrupt(what, "delivered index " + std::to_string(i) + " out of range");
   }
   if (has_envelope) out.envelope = std::move(env);
   return out;
@@ -274,13 +297,15 @@ Metadata initial_metadata(const Envelope& envelope, Timestamp timestamp) {
 void mark_delivered(Metadata& meta, std::span<const size_t> indexes) {
   for (size_t i : indexes) {
     if (i >= meta.recipients) {
-      throw InvalidArgument("recipient index " + std::to_string(i) + " out of range: the message has " +
-                            std::to_string(meta.recipients) + " recipients");
+      throw InvalidArgument("recipient index " + std::to_string(i) +
+                            " out of range: the message has " + std::to_string(meta.recipients) +
+                            " recipients");
     }
   }
   for (size_t i : indexes) meta.delivered.push_back(static_cast<uint32_t>(i));
   std::sort(meta.delivered.begin(), meta.delivered.end());
-  meta.delivered.erase(std::unique(meta.delivered.begin(), meta.delivered.end()), meta.delivered.end());
+  meta.delivered.erase(std::unique(meta.delivered.begin(), meta.delivered.end()),
+                       meta.delivered.end());
 }
 
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {

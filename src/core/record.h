@@ -22,7 +22,7 @@ inline constexpr size_t kHeaderSize = 16;  // magic, version, reserved, total le
 inline constexpr size_t kPrefixSize = 4096;
 
 struct Metadata {
-  Timestamp timestamp = 0;          // next delivery attempt
+  Timestamp timestamp = 0;  // next delivery attempt
   uint32_t attempts = 0;
   uint32_t recipients = 0;          // size of the original recipient list
   std::vector<uint32_t> delivered;  // ascending, unique, each < recipients

@@ -176,9 +176,9 @@ void DiskStorage::Impl::open_spool() {
     // spool: never scatter files into a directory that holds something else.
     DirHandle dir(posix::open_at(root_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, root));
     for (std::string name = dir.next(root); !name.empty(); name = dir.next(root)) {
-      bool ours = name.starts_with("FORMAT") ||
-                  std::any_of(std::begin(kSubdirs), std::end(kSubdirs),
-                              [&](const char* d) { return name == d; });
+      bool ours =
+          name.starts_with("FORMAT") || std::any_of(std::begin(kSubdirs), std::end(kSubdirs),
+                                                    [&](const char* d) { return name == d; });
       if (!ours) {
         throw InvalidArgument("spool path " + root +
                               " is a non-empty directory that is not a slimta spool (found '" +
@@ -228,7 +228,8 @@ void DiskStorage::Impl::sweep() {
   DirHandle meta(posix::open_at(meta_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, meta_path));
   for (std::string name = meta.next(meta_path); !name.empty(); name = meta.next(meta_path)) {
     struct stat st;
-    if (is_valid_id(name) && ::fstatat(msg_fd.get(), name.c_str(), &st, 0) != 0 && errno == ENOENT) {
+    if (is_valid_id(name) && ::fstatat(msg_fd.get(), name.c_str(), &st, 0) != 0 &&
+        errno == ENOENT) {
       posix::unlink_at(meta_fd.get(), name, meta_path + "/" + name);
     }
   }
@@ -244,12 +245,16 @@ std::string DiskStorage::Impl::take_slot() {
   std::lock_guard lock(slots_mu);
   if (slots.empty()) {
     std::vector<std::string> batch;
-    for (size_t i = 0; i < slot_batch; ++i) {
-      std::string id = tag + random_hex(kTagHexDigits / 2);
-      posix::open_at(msg_fd.get(), id, O_WRONLY | O_CREAT | O_EXCL, kFileMode, path_of("msg", id));
-      batch.push_back(std::move(id));
-    }
     try {
+      for (size_t i = 0; i < slot_batch; ++i) {
+        std::string id = tag + random_hex(kTagHexDigits / 2);
+        // mknod, not open: a slot must not raise IN_CLOSE_WRITE, so that wait() hears
+        // of each message once, when its writer closes it.
+        if (::mknodat(msg_fd.get(), id.c_str(), S_IFREG | kFileMode, 0) != 0) {
+          posix::io_error("create", path_of("msg", id), errno);
+        }
+        batch.push_back(std::move(id));
+      }
       posix::sync_all(msg_fd.get(), root + "/msg");
     } catch (...) {
       for (const auto& id : batch) ::unlinkat(msg_fd.get(), id.c_str(), 0);
@@ -292,7 +297,8 @@ record::Metadata DiskStorage::Impl::read_initial_meta(int fd, const std::string&
 void DiskStorage::Impl::write_meta_file(const std::string& id, const record::Metadata& meta) {
   std::string tmp_name = std::to_string(::getpid()) + "." + std::to_string(tmp_seq++) + "." + id;
   std::string tmp_path = root + "/tmp/" + tmp_name;
-  posix::Fd fd = posix::open_at(tmp_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, kFileMode, tmp_path);
+  posix::Fd fd =
+      posix::open_at(tmp_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, kFileMode, tmp_path);
   try {
     posix::write_all(fd.get(), record::encode(meta, nullptr), tmp_path);
     posix::sync_data(fd.get(), tmp_path);
@@ -392,10 +398,14 @@ class DiskStorage::Impl::Stream : public EntryStream {
       if (!is_valid_id(name)) continue;
       QueueEntry entry;
       switch (impl_.probe(name, entry)) {
-        case Probe::kOk: return entry;
-        case Probe::kCorrupt: ++corrupt_; break;
+        case Probe::kOk:
+          return entry;
+        case Probe::kCorrupt:
+          ++corrupt_;
+          break;
         case Probe::kGone:
-        case Probe::kInProgress: break;
+        case Probe::kInProgress:
+          break;
       }
     }
     return std::nullopt;
@@ -504,7 +514,9 @@ std::vector<QueueEntry> DiskStorage::do_wait(std::chrono::milliseconds timeout) 
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     pollfd pfd{ifd, POLLIN, 0};
-    int ready = ::poll(&pfd, 1, static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(left.count(), INT32_MAX))));
+    int ready =
+        ::poll(&pfd, 1,
+               static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(left.count(), INT32_MAX))));
     if (ready < 0) {
       if (errno == EINTR) continue;
       posix::io_error("poll inotify", msg_path, errno);

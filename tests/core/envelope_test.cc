@@ -49,10 +49,11 @@ TEST(EnvelopeTest, RepeatedHeadersKeepTheirOrder) {
 }
 
 TEST(EnvelopeTest, MessageWithoutSeparatorOrWithoutHeadersRoundTrips) {
-  for (std::string raw : {std::string("just a body line\r\nmore\r\n"), std::string("Subject: x"),
-                          std::string("Subject: x\r\n"), std::string("\r\nbody only"),
-                          std::string(""), std::string(" leading space\r\n"),
-                          std::string("Bad Header: x\r\n\r\n"), std::string("A: 1\r\nnot a header\r\n")}) {
+  for (std::string raw :
+       {std::string("just a body line\r\nmore\r\n"), std::string("Subject: x"),
+        std::string("Subject: x\r\n"), std::string("\r\nbody only"), std::string(""),
+        std::string(" leading space\r\n"), std::string("Bad Header: x\r\n\r\n"),
+        std::string("A: 1\r\nnot a header\r\n")}) {
     Envelope env;
     env.parse(raw);
     EXPECT_EQ(env.flatten(), raw) << raw;
@@ -83,7 +84,8 @@ TEST(EnvelopeTest, AddFoldsLongValuesAndUnfoldingRestoresThem) {
   const auto& raw = env.headers.fields()[0].raw;
   size_t line_start = 0;
   std::string flat = env.flatten();
-  for (size_t pos = flat.find("\r\n"); pos != std::string::npos; pos = flat.find("\r\n", line_start)) {
+  for (size_t pos = flat.find("\r\n"); pos != std::string::npos;
+       pos = flat.find("\r\n", line_start)) {
     EXPECT_LE(pos - line_start, 78u) << flat.substr(line_start, pos - line_start);
     line_start = pos + 2;
   }

@@ -88,7 +88,8 @@ TEST(RecordTest, MarkDeliveredIsAUnionAndChecksRange) {
 TEST(RecordTest, ToQueuedDropsDeliveredRecipients) {
   Envelope env = testing::sample_envelope(4);
   QueuedMessage q = to_queued(env, Metadata{7, 2, 4, {0, 2}});
-  EXPECT_EQ(q.envelope.recipients, (std::vector<std::string>{"rcpt1@example.org", "rcpt3@example.org"}));
+  EXPECT_EQ(q.envelope.recipients,
+            (std::vector<std::string>{"rcpt1@example.org", "rcpt3@example.org"}));
   EXPECT_EQ(q.remaining_indexes(), (std::vector<size_t>{1, 3}));
   EXPECT_EQ(q.attempts, 2u);
   EXPECT_EQ(q.timestamp, 7);

@@ -110,7 +110,8 @@ TEST(DiskStorageTest, CorruptFileIsReportedByGetAndSetAsideByLoad) {
   EXPECT_EQ(ids, std::vector<std::string>{good});
   EXPECT_EQ(stream->corrupt(), 1u);
   EXPECT_TRUE(fs::exists(dir.sub("spool/corrupt/" + bad + ".msg")));
-  EXPECT_EQ(testing::read_file(dir.sub("spool/corrupt/" + bad + ".msg")), bytes.substr(0, bytes.size() / 2));
+  EXPECT_EQ(testing::read_file(dir.sub("spool/corrupt/" + bad + ".msg")),
+            bytes.substr(0, bytes.size() / 2));
   EXPECT_THROW(storage.get(bad), KeyError);
   EXPECT_EQ(storage.get(good).envelope.sender, "sender1@example.com");
 }
@@ -275,7 +276,8 @@ TEST(DiskStorageTest, WaitSeesEveryMessageAnotherProcessWritesExactlyOnce) {
   EXPECT_EQ(wait_status(writer), 0);
   std::string all;
   char buf[4096];
-  for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;) all.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;)
+    all.append(buf, static_cast<size_t>(n));
   ::close(ids_pipe[0]);
   std::set<std::string> written;
   for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {

@@ -203,7 +203,8 @@ TEST_P(ConformanceTest, ConcurrentDeliveredMarksAreAllKept) {
 
 TEST_P(ConformanceTest, LoadReturnsEveryStoredMessageOnce) {
   std::map<std::string, Timestamp> written;
-  for (int i = 0; i < 300; ++i) written[storage_->write(sample_envelope(1, 100, i), 1000 + i)] = 1000 + i;
+  for (int i = 0; i < 300; ++i)
+    written[storage_->write(sample_envelope(1, 100, i), 1000 + i)] = 1000 + i;
   std::map<std::string, Timestamp> loaded;
   auto stream = storage_->load();
   while (auto e = stream->next()) {
@@ -248,8 +249,9 @@ TEST_P(ConformanceTest, RemoveOfUnknownIdIsNotAnError) {
 
 TEST_P(ConformanceTest, MalformedIdsAreRejectedByEveryMethod) {
   const size_t idx[] = {0};
-  for (std::string bad : std::vector<std::string>{"../../etc/passwd", "", "a/b", "..", "has space", "x\ny",
-                          std::string(65, 'a'), std::string("a\0b", 3)}) {
+  for (std::string bad :
+       std::vector<std::string>{"../../etc/passwd", "", "a/b", "..", "has space", "x\ny",
+                                std::string(65, 'a'), std::string("a\0b", 3)}) {
     SCOPED_TRACE(bad);
     EXPECT_THROW(storage_->get(bad), InvalidArgument);
     EXPECT_THROW(storage_->set_timestamp(bad, 1), InvalidArgument);

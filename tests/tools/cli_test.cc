@@ -83,10 +83,12 @@ TEST_F(CliTest, EnqueueFromStdinTakesTheEnvelopeFromHeaders) {
 }
 
 TEST_F(CliTest, StorageOptionWorksBeforeTheSubcommandToo) {
-  auto r = run_command({SLIMTA_QUEUE_BIN, "--storage", storage_url_, "enqueue", "--to", "a@b.c",
-                        "--from", ""}, message_);
+  auto r = run_command(
+      {SLIMTA_QUEUE_BIN, "--storage", storage_url_, "enqueue", "--to", "a@b.c", "--from", ""},
+      message_);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto j = nlohmann::json::parse(run_command({SLIMTA_QUEUE_BIN, "--storage", storage_url_, "--json", "list"}).out);
+  auto j = nlohmann::json::parse(
+      run_command({SLIMTA_QUEUE_BIN, "--storage", storage_url_, "--json", "list"}).out);
   ASSERT_EQ(j.size(), 1u);
   EXPECT_EQ(j[0]["sender"], "");
 }
@@ -123,7 +125,8 @@ TEST_F(CliTest, RemoveAllEmptiesTheQueueAndInfoCounts) {
 TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
   auto unknown = q({"show", "0123456789abcdef"});
   EXPECT_NE(unknown.exit_code, 0);
-  EXPECT_NE(unknown.err.find("no message with id '0123456789abcdef'"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("no message with id '0123456789abcdef'"), std::string::npos)
+      << unknown.err;
 
   auto retry = q({"retry", "0123456789abcdef"});
   EXPECT_NE(retry.exit_code, 0);

@@ -48,7 +48,8 @@ std::vector<QueueEntry> sorted_entries(QueueStorage& storage, std::ostream& err)
 
 // get() for listing: a message removed meanwhile is skipped, one that cannot be read
 // is reported.
-std::optional<QueuedMessage> try_get(QueueStorage& storage, const std::string& id, std::ostream& err) {
+std::optional<QueuedMessage> try_get(QueueStorage& storage, const std::string& id,
+                                     std::ostream& err) {
   try {
     return storage.get(id);
   } catch (const KeyError&) {
@@ -69,7 +70,8 @@ std::vector<std::string> selected_ids(QueueStorage& storage, const Selection& se
 
 }  // namespace
 
-int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out, std::ostream& err) {
+int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out,
+                std::ostream& err) {
   Envelope env;
   env.parse(read_input(opts.file));
   if (opts.from) {
@@ -120,7 +122,8 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
   size_t count = 0, bytes = 0;
   if (json) out << "[";
   if (!json && !entries.empty()) {
-    out << "-Queue ID-                         --Size-- --Next Attempt (UTC)-- Tries  Sender/Recipient\n";
+    out << "-Queue ID-                         --Size-- --Next Attempt (UTC)-- Tries  "
+           "Sender/Recipient\n";
   }
   for (const auto& entry : entries) {
     auto msg = try_get(storage, entry.id, err);
@@ -163,8 +166,10 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   if (json) {
     nlohmann::json j = message_json(id, msg);
     j["original_recipients"] = msg.original_recipients;
-    j["client"] = {{"ip", env.client.ip},       {"host", env.client.host},
-                   {"name", env.client.name},   {"protocol", env.client.protocol},
+    j["client"] = {{"ip", env.client.ip},
+                   {"host", env.client.host},
+                   {"name", env.client.name},
+                   {"protocol", env.client.protocol},
                    {"auth", env.client.auth}};
     j["receiver"] = env.receiver;
     j["received"] = env.timestamp;
@@ -201,7 +206,8 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   return 0;
 }
 
-int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out, std::ostream& err) {
+int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+              std::ostream& err) {
   int rc = 0;
   nlohmann::json done = nlohmann::json::array();
   Timestamp t = now();
@@ -220,7 +226,8 @@ int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostre
   return rc;
 }
 
-int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out, std::ostream&) {
+int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+               std::ostream&) {
   nlohmann::json done = nlohmann::json::array();
   for (const auto& id : selected_ids(storage, sel)) {
     storage.remove(id);

@@ -22,11 +22,14 @@ struct Selection {
   bool all = false;
 };
 
-int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out, std::ostream& err);
+int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out,
+                std::ostream& err);
 int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
 int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, std::ostream& out);
-int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out, std::ostream& err);
-int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out, std::ostream& err);
+int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+              std::ostream& err);
+int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+               std::ostream& err);
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
 
 }  // namespace slimta::cli

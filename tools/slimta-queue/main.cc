@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   EnqueueOptions enq;
   auto* enqueue = app.add_subcommand(
       "enqueue", "queue a message read from FILE or stdin; prints the new id on the last line");
-  enqueue->add_option("file", enq.file, "RFC 5322 message file, - for stdin")->capture_default_str();
+  enqueue->add_option("file", enq.file, "RFC 5322 message file, - for stdin")
+      ->capture_default_str();
   enqueue->add_option("--from", enq.from,
                       "envelope sender ('' for the null sender); default: Return-Path, Sender "
                       "or From header");
