@@ -43,7 +43,8 @@ class DiskStorage : public QueueStorage {
   void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
   // Streams the spool directory. A record found corrupt is moved to PATH/corrupt/,
   // logged and counted in EntryStream::corrupt(). A message still being written by
-  // another process is not listed (its write() has not returned).
+  // another process is not listed (its write() has not returned). Once the stream is
+  // exhausted, metadata files whose message is gone are deleted.
   std::unique_ptr<EntryStream> load() override;
   QueuedMessage get(std::string_view id) override;
   void remove(std::string_view id) override;

@@ -67,6 +67,7 @@ struct Capabilities {
 
 // A stream of entries from load(). Entries are produced as they are read, so a
 // storage holding millions of messages is never held in memory at once.
+// REQUIRES: the storage that made the stream outlives it.
 class EntryStream {
  public:
   virtual ~EntryStream() = default;

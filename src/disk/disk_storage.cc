@@ -120,7 +120,8 @@ struct DiskStorage::Impl {
   }
 
   void open_spool();
-  void sweep();
+  void sweep_temp_files();
+  void sweep_orphan_meta();
   void ensure_watch();
 
   // Metadata from meta/ID, if that file exists.
@@ -209,9 +210,8 @@ void DiskStorage::Impl::open_spool() {
   corrupt_fd = open_dir("corrupt");
 }
 
-// Removes what dead writers left behind: temp files whose process is gone (or that are
-// a day old) and metadata whose message no longer exists.
-void DiskStorage::Impl::sweep() {
+// Removes temp files whose writer is gone (or that are a day old).
+void DiskStorage::Impl::sweep_temp_files() {
   std::string tmp_path = root + "/tmp";
   DirHandle tmp(posix::open_at(tmp_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, tmp_path));
   time_t now = ::time(nullptr);
@@ -224,6 +224,11 @@ void DiskStorage::Impl::sweep() {
       posix::unlink_at(tmp_fd.get(), name, tmp_path + "/" + name);
     }
   }
+}
+
+// Removes metadata whose message is gone (a remove() cut short by a crash). Runs at the
+// end of a complete load(), which has read the whole spool anyway.
+void DiskStorage::Impl::sweep_orphan_meta() {
   std::string meta_path = root + "/meta";
   DirHandle meta(posix::open_at(meta_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, meta_path));
   for (std::string name = meta.next(meta_path); !name.empty(); name = meta.next(meta_path)) {
@@ -408,19 +413,24 @@ class DiskStorage::Impl::Stream : public EntryStream {
           break;
       }
     }
+    if (!swept_) {
+      swept_ = true;
+      impl_.sweep_orphan_meta();
+    }
     return std::nullopt;
   }
 
  private:
   Impl& impl_;
   DirHandle dir_;
+  bool swept_ = false;
 };
 
 DiskStorage::DiskStorage(const std::string& path) : impl_(std::make_unique<Impl>()) {
   if (path.empty()) throw InvalidArgument("disk storage path is empty");
   impl_->root = path;
   impl_->open_spool();
-  impl_->sweep();
+  impl_->sweep_temp_files();
 }
 
 DiskStorage::~DiskStorage() = default;

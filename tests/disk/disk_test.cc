@@ -208,7 +208,7 @@ TEST(DiskStorageTest, RemoveLeavesNoFilesBehind) {
   EXPECT_EQ(count_files(dir.sub("spool/tmp")), 0u);
 }
 
-TEST(DiskStorageTest, OpeningSweepsDeadWritersLeftovers) {
+TEST(DiskStorageTest, DeadWritersLeftoversAreSwept) {
   TempDir dir;
   { DiskStorage s(dir.sub("spool")); }
   // A temp file of a process that no longer exists, and metadata of a removed message.
@@ -220,7 +220,11 @@ TEST(DiskStorageTest, OpeningSweepsDeadWritersLeftovers) {
   DiskStorage storage(dir.sub("spool"));
   EXPECT_FALSE(fs::exists(dir.sub("spool/tmp/" + std::to_string(dead) + ".0.abc")));
   EXPECT_TRUE(fs::exists(dir.sub("spool/tmp/" + std::to_string(::getpid()) + ".0.live")));
+  std::string id = storage.write(sample_envelope(), 1);
+  storage.increment_attempts(id);  // its meta file is not an orphan
+  EXPECT_EQ(storage.load_all().size(), 1u);
   EXPECT_FALSE(fs::exists(dir.sub("spool/meta/orphan123")));
+  EXPECT_TRUE(fs::exists(dir.sub("spool/meta/" + id)));
 }
 
 TEST(DiskStorageTest, TwoProcessesIncrementingOneMessageLoseNoUpdate) {
