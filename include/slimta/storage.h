@@ -148,6 +148,8 @@ void check_id(std::string_view id);
 // Open the storage a URL names. Schemes:
 //   memory:            in-process, not durable (tests, one-shot tools)
 //   disk:PATH          the embedded default: a spool directory (created if missing)
+//   redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
+//   redis+unix:///PATH/redis.sock[?db=N&password=P&prefix=P&timeout=SECONDS]
 // Throws InvalidArgument naming the problem for a malformed or unknown URL.
 std::unique_ptr<QueueStorage> open_storage(std::string_view url);
 

@@ -2,8 +2,10 @@
 // every backend.
 #include <string>
 
+#include "factory/url.h"
 #include "slimta/disk_storage.h"
 #include "slimta/memory_storage.h"
+#include "slimta/redis_storage.h"
 #include "slimta/storage.h"
 
 namespace slimta {
@@ -37,8 +39,12 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url) {
     }
     return std::make_unique<DiskStorage>(std::string(rest));
   }
+  if (scheme == "redis" || scheme == "redis+unix") {
+    return std::make_unique<RedisStorage>(url::parse_redis(url));
+  }
   throw InvalidArgument("storage URL '" + std::string(url) + "': unknown scheme '" +
-                        std::string(scheme) + "' (this build supports memory: and disk:)");
+                        std::string(scheme) +
+                        "' (this build supports memory:, disk:, redis:, redis+unix:)");
 }
 
 }  // namespace slimta

@@ -1,0 +1,83 @@
+// RedisStorage: messages in Redis, shared by every process and host that points at the
+// same server (python's slimta.redisstorage.RedisStorage).
+//
+// Each message is one hash at PREFIX+ID holding the stored record (doc/format.md) and
+// its current metadata; every mutating method is one atomic Lua script, one round trip,
+// and never creates a record that is not there (KeyError instead). write() also appends
+// the new message to the stream PREFIX+".notify" (capped, so it never grows without
+// bound), which wait() reads with XREAD BLOCK: every waiting process sees every
+// message written by the others.
+//
+// Errors: a connection that fails (refused, reset, timed out, server restarted) raises a
+// retryable QueueError naming the server; the next call connects again. Idempotent
+// calls (all but increment_attempts) are retried once on a fresh connection when a
+// pooled connection turns out to be dead. Bad credentials or a bad db number raise a
+// non-retryable QueueError that says so.
+//
+// Thread safety: all methods may be called concurrently (a pool of connections),
+// except wait(), which one thread at a time may call (it has its own connection).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "slimta/storage.h"
+
+namespace slimta {
+
+struct RedisOptions {
+  std::string host = "localhost";
+  int port = 6379;
+  // Connect through this unix socket instead of host:port when not empty.
+  std::string unix_socket;
+  int db = 0;
+  std::optional<std::string> password;  // AUTH password; none: no AUTH
+  // Seconds to wait for a connect or a reply; none: wait as long as it takes. Blocking
+  // waits (wait()) add their own block time to it, so they never time out early.
+  std::optional<double> socket_timeout;
+  std::string prefix = "slimta:";  // every key this storage creates starts with it
+  // Length the notification stream is trimmed to (approximately) on each write.
+  size_t notify_max_len = 100000;
+  // Idle connections kept for reuse.
+  size_t max_idle_connections = 64;
+};
+
+class RedisStorage : public QueueStorage {
+ public:
+  // The seed's constructor: RedisStorage(host='localhost', port=6379, db=0,
+  // password=None, socket_timeout=None, prefix='slimta:').
+  explicit RedisStorage(std::string host = "localhost", int port = 6379, int db = 0,
+                        std::optional<std::string> password = std::nullopt,
+                        std::optional<double> socket_timeout = std::nullopt,
+                        std::string prefix = "slimta:");
+  // Throws InvalidArgument naming the bad field. Connects lazily, on first use.
+  explicit RedisStorage(RedisOptions options);
+  ~RedisStorage() override;
+
+  const RedisOptions& options() const;
+
+  Capabilities capabilities() const override;
+  std::string write(const Envelope& envelope, Timestamp timestamp) override;
+  void set_timestamp(std::string_view id, Timestamp timestamp) override;
+  uint32_t increment_attempts(std::string_view id) override;
+  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
+  // SCAN (never KEYS) over PREFIX*, timestamps fetched in pipelined batches. Keys of
+  // other prefixes, non-hash keys and hashes that are not messages are ignored; a
+  // message hash whose timestamp cannot be read is logged and counted as corrupt.
+  std::unique_ptr<EntryStream> load() override;
+  QueuedMessage get(std::string_view id) override;
+  void remove(std::string_view id) override;
+
+ protected:
+  // Reports messages written by other RedisStorage objects since this object's first
+  // load() or wait() call. If the stream was trimmed past unread entries, every stored
+  // message is reported instead, so none is missed.
+  std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace slimta

@@ -1,0 +1,130 @@
+#include "factory/url.h"
+
+#include <charconv>
+
+#include "slimta/errors.h"
+
+namespace slimta::url {
+namespace {
+
+[[noreturn]] void bad(std::string_view url, const std::string& why) {
+  throw InvalidArgument("storage URL '" + std::string(url) + "': " + why);
+}
+
+template <typename T>
+T number(std::string_view s, std::string_view url, const char* what) {
+  T v{};
+  auto res = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || res.ec != std::errc() || res.ptr != s.data() + s.size()) {
+    bad(url, std::string(what) + " '" + std::string(s) + "' is not a number");
+  }
+  return v;
+}
+
+}  // namespace
+
+std::string decode(std::string_view s, std::string_view url) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    unsigned v = 0;
+    if (i + 2 >= s.size() ||
+        std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16).ptr != s.data() + i + 3) {
+      bad(url, "bad percent-escape in '" + std::string(s) + "'");
+    }
+    out += static_cast<char>(v);
+    i += 2;
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_query(std::string_view query, std::string_view url) {
+  std::map<std::string, std::string> out;
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    size_t eq = pair.find('=');
+    std::string key = decode(pair.substr(0, eq), url);
+    std::string value = eq == std::string_view::npos ? "" : decode(pair.substr(eq + 1), url);
+    if (!out.emplace(key, value).second) bad(url, "parameter '" + key + "' given twice");
+  }
+  return out;
+}
+
+RedisOptions parse_redis(std::string_view url) {
+  RedisOptions o;
+  std::string_view rest;
+  bool unix_socket = false;
+  if (url.starts_with("redis://")) {
+    rest = url.substr(8);
+  } else if (url.starts_with("redis+unix://")) {
+    rest = url.substr(13);
+    unix_socket = true;
+  } else {
+    bad(url, "expected redis://HOST[:PORT][/DB] or redis+unix:///PATH");
+  }
+  size_t q = rest.find('?');
+  auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
+  rest = rest.substr(0, q);
+
+  if (unix_socket) {
+    if (!rest.starts_with("/")) bad(url, "redis+unix:// needs an absolute socket path");
+    o.unix_socket = decode(rest, url);
+  } else {
+    size_t at = rest.rfind('@');
+    if (at != std::string_view::npos) {
+      std::string_view userinfo = rest.substr(0, at);
+      rest = rest.substr(at + 1);
+      size_t colon = userinfo.find(':');
+      if (colon == std::string_view::npos) {
+        o.password = decode(userinfo, url);  // redis://password@host, as redis-cli takes it
+      } else {
+        if (colon != 0) bad(url, "usernames (Redis ACL users) are not supported; use :PASSWORD@");
+        o.password = decode(userinfo.substr(1), url);
+      }
+    }
+    size_t slash = rest.find('/');
+    std::string_view hostport = rest.substr(0, slash);
+    if (slash != std::string_view::npos && slash + 1 < rest.size()) {
+      o.db = number<int>(rest.substr(slash + 1), url, "db");
+    }
+    std::string_view port;
+    if (hostport.starts_with("[")) {  // [IPv6]:port
+      size_t close = hostport.find(']');
+      if (close == std::string_view::npos) bad(url, "unclosed '[' in the host");
+      std::string_view after = hostport.substr(close + 1);
+      if (!after.empty()) {
+        if (!after.starts_with(":")) bad(url, "junk after ']' in the host");
+        port = after.substr(1);
+      }
+      hostport = hostport.substr(1, close - 1);
+    } else if (size_t colon = hostport.rfind(':'); colon != std::string_view::npos) {
+      port = hostport.substr(colon + 1);
+      hostport = hostport.substr(0, colon);
+    }
+    if (!port.empty()) o.port = number<int>(port, url, "port");
+    if (hostport.empty()) bad(url, "no host");
+    o.host = decode(hostport, url);
+  }
+  for (const auto& [key, value] : params) {
+    if (key == "prefix") {
+      o.prefix = value;
+    } else if (key == "timeout") {
+      o.socket_timeout = number<double>(value, url, "timeout");
+    } else if (key == "db") {
+      o.db = number<int>(value, url, "db");
+    } else if (key == "password") {
+      o.password = value;
+    } else {
+      bad(url, "unknown parameter '" + key + "' (known: prefix, timeout, db, password)");
+    }
+  }
+  return o;
+}
+
+}  // namespace slimta::url

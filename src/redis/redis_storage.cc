@@ -1,0 +1,432 @@
+// The Redis backend. Why it is built this way:
+//
+// * One hash per message, PREFIX+ID: field "record" holds the stored record as written
+//   (doc/format.md), fields "timestamp", "attempts", "delivered" and "recipients" the
+//   current metadata, so that updates are single server-side operations.
+// * Every mutation is one Lua script (EVALSHA, EVAL if the server lost it): atomic, one
+//   round trip, and it checks that the message exists first, so an update never
+//   creates a half record (the python original's HSET/HINCRBY did).
+// * write() stores the hash and XADDs to the notification stream in the same script.
+//   A stream, not a list: every waiting process reads every entry from its own
+//   position (a BLPOP list hands each entry to one waiter only, and a process would
+//   pop its own notifications), the position survives reconnects, and MAXLEN ~ keeps
+//   it bounded whether or not anybody waits.
+// * write() is idempotent (the script does nothing if the hash exists), so it can be
+//   retried after a lost reply without storing the message twice.
+#include "slimta/redis_storage.h"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <mutex>
+
+#include "core/record.h"
+#include "redis/connection.h"
+
+namespace slimta {
+namespace {
+
+using redis::Connection;
+using redis::Reply;
+using redis::Script;
+
+const Script& write_script() {
+  static const Script s(R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'timestamp', ARGV[2], 'attempts', '0',
+           'delivered', '', 'recipients', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+           'id', ARGV[4], 'timestamp', ARGV[2], 'writer', ARGV[6])
+return 1
+)lua");
+  return s;
+}
+
+const Script& set_timestamp_script() {
+  static const Script s(R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'timestamp', ARGV[1])
+return 1
+)lua");
+  return s;
+}
+
+const Script& increment_script() {
+  static const Script s(R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return -1 end
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+)lua");
+  return s;
+}
+
+// Returns {1} when done, {0} if the message is not stored, {2, index, count} if an
+// index is out of range (nothing changed).
+const Script& delivered_script() {
+  static const Script s(R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+local count = tonumber(redis.call('HGET', KEYS[1], 'recipients'))
+local set = {}
+for i = 1, #ARGV do
+  local n = tonumber(ARGV[i])
+  if n >= count then return {2, n, count} end
+  set[n] = true
+end
+local current = redis.call('HGET', KEYS[1], 'delivered') or ''
+for x in string.gmatch(current, '%d+') do set[tonumber(x)] = true end
+local list = {}
+for k in pairs(set) do list[#list + 1] = k end
+table.sort(list)
+for i = 1, #list do list[i] = string.format('%d', list[i]) end
+redis.call('HSET', KEYS[1], 'delivered', table.concat(list, ','))
+return {1}
+)lua");
+  return s;
+}
+
+// Glob-escapes `s` for SCAN MATCH.
+std::string glob_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// Parses "ms-seq" stream ids for comparison.
+std::pair<uint64_t, uint64_t> stream_id(std::string_view s) {
+  uint64_t ms = 0, seq = 0;
+  size_t dash = s.find('-');
+  std::from_chars(s.data(), s.data() + (dash == std::string_view::npos ? s.size() : dash), ms);
+  if (dash != std::string_view::npos)
+    std::from_chars(s.data() + dash + 1, s.data() + s.size(), seq);
+  return {ms, seq};
+}
+
+std::vector<uint32_t> parse_delivered(std::string_view s) {
+  std::vector<uint32_t> out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t comma = s.find(',', pos);
+    if (comma == std::string_view::npos) comma = s.size();
+    uint32_t v = 0;
+    auto res = std::from_chars(s.data() + pos, s.data() + comma, v);
+    if (res.ec != std::errc() || res.ptr != s.data() + comma) {
+      throw CorruptRecord("bad delivered list '" + std::string(s) + "'");
+    }
+    out.push_back(v);
+    pos = comma + 1;
+  }
+  return out;
+}
+
+void validate(const RedisOptions& o) {
+  if (o.unix_socket.empty() && o.host.empty()) throw InvalidArgument("redis host is empty");
+  if (o.port < 1 || o.port > 65535) {
+    throw InvalidArgument("redis port " + std::to_string(o.port) + " is not in 1-65535");
+  }
+  if (o.db < 0) throw InvalidArgument("redis db " + std::to_string(o.db) + " is negative");
+  if (o.socket_timeout && !(*o.socket_timeout > 0)) {
+    throw InvalidArgument("redis socket_timeout must be more than 0 seconds (or none)");
+  }
+  if (o.notify_max_len == 0) throw InvalidArgument("redis notify_max_len must be at least 1");
+}
+
+}  // namespace
+
+struct RedisStorage::Impl {
+  explicit Impl(RedisOptions o)
+      : pool(std::move(o)), stream_key(pool.options().prefix + ".notify") {}
+
+  redis::Pool pool;
+  std::string stream_key;
+  std::string tag = random_hex(8);  // marks this object's notifications
+
+  std::mutex wait_mu;
+  std::unique_ptr<Connection> wait_conn;
+  std::string last_stream_id;  // empty until the first load() or wait()
+
+  std::string key(std::string_view id) const { return pool.options().prefix + std::string(id); }
+
+  // Remembers the stream's end, so wait() reports whatever is written after this.
+  void mark_stream_position() {
+    std::lock_guard lock(wait_mu);
+    if (!last_stream_id.empty()) return;
+    last_stream_id = pool.run(true, [&](Connection& c) {
+      Reply r = c.command({"XREVRANGE", stream_key, "+", "-", "COUNT", "1"});
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements >= 1) {
+        return redis::reply_string(r->element[0]->element[0], "XREVRANGE");
+      }
+      return std::string("0-0");
+    });
+  }
+
+  class Stream;
+};
+
+class RedisStorage::Impl::Stream : public EntryStream {
+ public:
+  explicit Stream(Impl& impl)
+      : impl_(impl), match_(glob_escape(impl.pool.options().prefix) + "*") {}
+
+  std::optional<QueueEntry> next() override {
+    while (pos_ == batch_.size()) {
+      if (done_) return std::nullopt;
+      fetch();
+    }
+    return std::move(batch_[pos_++]);
+  }
+
+ private:
+  // One SCAN step, then the timestamps of the keys it found in one pipelined batch.
+  void fetch() {
+    batch_.clear();
+    pos_ = 0;
+    const std::string& prefix = impl_.pool.options().prefix;
+    impl_.pool.run(true, [&](Connection& c) {
+      Reply r = c.command({"SCAN", cursor_, "MATCH", match_, "COUNT", "1000", "TYPE", "hash"});
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+        throw QueueError("unexpected SCAN reply");
+      std::string next_cursor = redis::reply_string(r->element[0], "SCAN cursor");
+      std::vector<std::string> ids;
+      const redisReply* keys = r->element[1];
+      for (size_t i = 0; i < keys->elements; ++i) {
+        std::string_view k(keys->element[i]->str, keys->element[i]->len);
+        if (!k.starts_with(prefix)) continue;
+        std::string_view id = k.substr(prefix.size());
+        if (is_valid_id(id)) ids.emplace_back(id);
+      }
+      // "recipients" is only in message hashes: other hashes under the prefix are skipped.
+      for (const auto& id : ids) c.append({"HMGET", impl_.key(id), "timestamp", "recipients"});
+      std::vector<Reply> replies;
+      for (size_t i = 0; i < ids.size(); ++i) replies.push_back(c.read_reply(/*allow_error=*/true));
+      for (size_t i = 0; i < ids.size(); ++i) {
+        const redisReply* h = replies[i].get();
+        if (h->type != REDIS_REPLY_ARRAY || h->elements != 2) continue;  // replaced meanwhile
+        if (h->element[1]->type == REDIS_REPLY_NIL) continue;            // not a message hash
+        std::optional<double> ts;
+        if (h->element[0]->type == REDIS_REPLY_STRING) {
+          ts = redis::parse_timestamp(std::string_view(h->element[0]->str, h->element[0]->len));
+        }
+        if (!ts) {
+          ++corrupt_;
+          spdlog::error("{}: message {} has no readable timestamp; left in place", c.where(),
+                        ids[i]);
+          continue;
+        }
+        batch_.push_back(QueueEntry{*ts, ids[i]});
+      }
+      cursor_ = next_cursor;
+      done_ = cursor_ == "0";
+      return 0;
+    });
+  }
+
+  Impl& impl_;
+  std::string match_;
+  std::string cursor_ = "0";
+  bool done_ = false;
+  std::vector<QueueEntry> batch_;
+  size_t pos_ = 0;
+};
+
+RedisStorage::RedisStorage(std::string host, int port, int db, std::optional<std::string> password,
+                           std::optional<double> socket_timeout, std::string prefix)
+    : RedisStorage([&] {
+        RedisOptions o;
+        o.host = std::move(host);
+        o.port = port;
+        o.db = db;
+        o.password = std::move(password);
+        o.socket_timeout = socket_timeout;
+        o.prefix = std::move(prefix);
+        return o;
+      }()) {}
+
+RedisStorage::RedisStorage(RedisOptions options) {
+  validate(options);
+  impl_ = std::make_unique<Impl>(std::move(options));
+}
+
+RedisStorage::~RedisStorage() = default;
+
+const RedisOptions& RedisStorage::options() const { return impl_->pool.options(); }
+
+Capabilities RedisStorage::capabilities() const {
+  return Capabilities{.can_wait = true, .shared = true, .durable = true};
+}
+
+std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
+  std::string id = new_message_id();
+  record::Metadata meta = record::initial_metadata(envelope, timestamp);
+  std::string bytes = record::encode(meta, &envelope);
+  std::string key = impl_->key(id);
+  std::string ts = redis::format_timestamp(timestamp);
+  std::string rcpts = std::to_string(meta.recipients);
+  std::string maxlen = std::to_string(options().notify_max_len);
+  impl_->pool.run(true, [&](Connection& c) {
+    return c.eval(write_script(), {key, impl_->stream_key},
+                  {bytes, ts, rcpts, id, maxlen, impl_->tag});
+  });
+  return id;
+}
+
+void RedisStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
+  check_id(id);
+  std::string key = impl_->key(id);
+  std::string ts = redis::format_timestamp(timestamp);
+  Reply r = impl_->pool.run(
+      true, [&](Connection& c) { return c.eval(set_timestamp_script(), {key}, {ts}); });
+  if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) throw KeyError(std::string(id));
+}
+
+uint32_t RedisStorage::increment_attempts(std::string_view id) {
+  check_id(id);
+  std::string key = impl_->key(id);
+  // Not retried on a dead connection: the increment may have happened.
+  Reply r =
+      impl_->pool.run(false, [&](Connection& c) { return c.eval(increment_script(), {key}, {}); });
+  if (r->type != REDIS_REPLY_INTEGER || r->integer < 0) throw KeyError(std::string(id));
+  return static_cast<uint32_t>(r->integer);
+}
+
+void RedisStorage::set_recipients_delivered(std::string_view id,
+                                            std::span<const size_t> rcpt_indexes) {
+  check_id(id);
+  std::string key = impl_->key(id);
+  std::vector<std::string> args;
+  for (size_t i : rcpt_indexes) args.push_back(std::to_string(i));
+  std::vector<std::string_view> views(args.begin(), args.end());
+  Reply r = impl_->pool.run(
+      true, [&](Connection& c) { return c.eval(delivered_script(), {key}, views); });
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+    throw QueueError("unexpected reply from redis");
+  switch (r->element[0]->integer) {
+    case 1:
+      return;
+    case 0:
+      throw KeyError(std::string(id));
+    default:
+      throw InvalidArgument("recipient index " + std::to_string(r->element[1]->integer) +
+                            " out of range: the message has " +
+                            std::to_string(r->element[2]->integer) + " recipients");
+  }
+}
+
+std::unique_ptr<EntryStream> RedisStorage::load() {
+  impl_->mark_stream_position();
+  return std::make_unique<Impl::Stream>(*impl_);
+}
+
+QueuedMessage RedisStorage::get(std::string_view id) {
+  check_id(id);
+  std::string key = impl_->key(id);
+  Reply r = impl_->pool.run(true, [&](Connection& c) {
+    return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered"});
+  });
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 || r->element[0]->type == REDIS_REPLY_NIL) {
+    throw KeyError(std::string(id));
+  }
+  std::string what = "redis key " + key;
+  record::Decoded d =
+      record::decode(std::string_view(r->element[0]->str, r->element[0]->len), what);
+  if (!d.envelope) throw CorruptRecord("corrupt record " + what + ": it holds no envelope");
+  auto field = [&](size_t i) {
+    const redisReply* f = r->element[i];
+    if (f->type != REDIS_REPLY_STRING)
+      throw CorruptRecord("corrupt record " + what + ": metadata field missing");
+    return std::string_view(f->str, f->len);
+  };
+  record::Metadata meta = d.meta;
+  auto ts = redis::parse_timestamp(field(1));
+  uint32_t attempts = 0;
+  auto a = field(2);
+  if (!ts || std::from_chars(a.data(), a.data() + a.size(), attempts).ec != std::errc()) {
+    throw CorruptRecord("corrupt record " + what + ": unreadable timestamp or attempts");
+  }
+  meta.timestamp = *ts;
+  meta.attempts = attempts;
+  try {
+    meta.delivered = parse_delivered(field(3));
+  } catch (const CorruptRecord& e) {
+    throw CorruptRecord("corrupt record " + what + ": " + e.what());
+  }
+  return record::to_queued(std::move(*d.envelope), meta);
+}
+
+void RedisStorage::remove(std::string_view id) {
+  check_id(id);
+  std::string key = impl_->key(id);
+  impl_->pool.run(true, [&](Connection& c) { return c.command({"DEL", key}); });
+}
+
+std::vector<QueueEntry> RedisStorage::do_wait(std::chrono::milliseconds timeout) {
+  impl_->mark_stream_position();
+  std::lock_guard lock(impl_->wait_mu);
+  const RedisOptions& o = options();
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<QueueEntry> out;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    int64_t block_ms = std::max<int64_t>(1, left.count());
+    if (!impl_->wait_conn || impl_->wait_conn->broken())
+      impl_->wait_conn = std::make_unique<Connection>(o);
+    Connection& c = *impl_->wait_conn;
+    // The read may take the whole block time: the socket timeout comes on top of it.
+    if (o.socket_timeout) c.set_timeout(*o.socket_timeout + static_cast<double>(block_ms) / 1000.0);
+    std::string before = impl_->last_stream_id;
+    Reply r = c.command({"XREAD", "COUNT", "1000", "BLOCK", std::to_string(block_ms), "STREAMS",
+                         impl_->stream_key, before});
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2) {
+      const redisReply* entries = r->element[0]->element[1];
+      for (size_t i = 0; i < entries->elements; ++i) {
+        const redisReply* e = entries->element[i];
+        impl_->last_stream_id = redis::reply_string(e->element[0], "XREAD id");
+        const redisReply* fields = e->element[1];
+        std::string id, writer;
+        std::optional<double> ts;
+        for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+          std::string_view name(fields->element[f]->str, fields->element[f]->len);
+          std::string_view value(fields->element[f + 1]->str, fields->element[f + 1]->len);
+          if (name == "id")
+            id = value;
+          else if (name == "timestamp")
+            ts = redis::parse_timestamp(value);
+          else if (name == "writer")
+            writer = value;
+        }
+        if (writer == impl_->tag || !is_valid_id(id) || !ts) continue;
+        out.push_back(QueueEntry{*ts, id});
+      }
+      // Entries trimmed away before we read them would be lost: then report every
+      // message. The stream has lost entries after `before` if it was trimmed and its
+      // first entry is newer than `before`. (It may also be a false alarm when only
+      // entries up to `before` went, which takes a reader lagging by ~notify_max_len.)
+      Reply info = c.command({"XINFO", "STREAM", impl_->stream_key});
+      long long length = 0, added = 0;
+      std::string first;
+      for (size_t f = 0; f + 1 < info->elements; f += 2) {
+        std::string name = redis::reply_string(info->element[f], "XINFO");
+        const redisReply* v = info->element[f + 1];
+        if (name == "length")
+          length = v->integer;
+        else if (name == "entries-added")
+          added = v->integer;
+        else if (name == "recorded-first-entry-id")
+          first = redis::reply_string(v, "XINFO");
+      }
+      if (added > length && stream_id(first) > stream_id(before)) {
+        spdlog::warn(
+            "{}: notifications were trimmed before they were read; reporting every message",
+            c.where());
+        out.clear();
+        Impl::Stream stream(*impl_);
+        while (auto e = stream.next()) out.push_back(std::move(*e));
+      }
+    }
+    if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
+  }
+}
+
+}  // namespace slimta

@@ -1,0 +1,65 @@
+#include "factory/url.h"
+
+#include <gtest/gtest.h>
+
+#include "slimta/redis_storage.h"
+
+namespace slimta {
+namespace {
+
+TEST(UrlTest, RedisUrls) {
+  RedisOptions o = url::parse_redis("redis://localhost");
+  EXPECT_EQ(o.host, "localhost");
+  EXPECT_EQ(o.port, 6379);
+  EXPECT_EQ(o.db, 0);
+  EXPECT_FALSE(o.password);
+  EXPECT_EQ(o.prefix, "slimta:");
+
+  o = url::parse_redis("redis://:p%40ss@10.1.2.3:6380/4?prefix=q%3A&timeout=2.5");
+  EXPECT_EQ(o.host, "10.1.2.3");
+  EXPECT_EQ(o.port, 6380);
+  EXPECT_EQ(o.db, 4);
+  EXPECT_EQ(o.password, "p@ss");
+  EXPECT_EQ(o.prefix, "q:");
+  EXPECT_EQ(o.socket_timeout, 2.5);
+
+  o = url::parse_redis("redis://[::1]:7000");
+  EXPECT_EQ(o.host, "::1");
+  EXPECT_EQ(o.port, 7000);
+
+  o = url::parse_redis("redis+unix:///run/redis/redis.sock?db=2&password=x");
+  EXPECT_EQ(o.unix_socket, "/run/redis/redis.sock");
+  EXPECT_EQ(o.db, 2);
+  EXPECT_EQ(o.password, "x");
+}
+
+TEST(UrlTest, BadRedisUrlsNameTheProblem) {
+  auto error = [](const char* u) {
+    try {
+      url::parse_redis(u);
+    } catch (const InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error("redis://host:notaport").find("port 'notaport'"), std::string::npos);
+  EXPECT_NE(error("redis://host/x").find("db 'x'"), std::string::npos);
+  EXPECT_NE(error("redis://host?colour=red").find("unknown parameter 'colour'"), std::string::npos);
+  EXPECT_NE(error("redis://user:pw@host").find("not supported"), std::string::npos);
+  EXPECT_NE(error("redis://").find("no host"), std::string::npos);
+  EXPECT_NE(error("redis+unix://relative.sock").find("absolute"), std::string::npos);
+  EXPECT_NE(error("redis://h?timeout=%zz").find("percent"), std::string::npos);
+  EXPECT_NE(error("redis://h?prefix=a&prefix=b").find("twice"), std::string::npos);
+}
+
+TEST(UrlTest, OpenStorageBuildsARedisStorage) {
+  auto s = open_storage("redis://127.0.0.1:1/3?prefix=x:");
+  auto* r = dynamic_cast<RedisStorage*>(s.get());
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->options().db, 3);
+  EXPECT_EQ(r->options().prefix, "x:");
+  EXPECT_THROW(open_storage("redis://127.0.0.1:0"), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace slimta

@@ -1,0 +1,144 @@
+#include "redis/redis_server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+namespace slimta::testing {
+namespace {
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot find a free port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// True once the server answers PING with PONG (not LOADING, while it reads its AOF).
+bool ready(int port, const std::string& password) {
+  redisContext* c = redisConnect("127.0.0.1", port);
+  bool ok = false;
+  if (c && !c->err) {
+    if (!password.empty()) freeReplyObject(redisCommand(c, "AUTH %s", password.c_str()));
+    auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
+    ok = r && r->type == REDIS_REPLY_STATUS && std::string(r->str) == "PONG";
+    if (r) freeReplyObject(r);
+  }
+  if (c) redisFree(c);
+  return ok;
+}
+
+}  // namespace
+
+bool RedisServer::skipped() {
+  const char* v = std::getenv("SLIMTA_SKIP_REDIS");
+  return v && std::string(v) == "1";
+}
+
+RedisServer::RedisServer(Config config) : config_(std::move(config)), port_(free_port()) {
+  start();
+}
+
+RedisServer::~RedisServer() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+void RedisServer::start() {
+  std::vector<std::string> args = {"redis-server",
+                                   "--port",
+                                   std::to_string(port_),
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--save",
+                                   "",
+                                   "--dir",
+                                   dir_.path(),
+                                   "--daemonize",
+                                   "no",
+                                   "--logfile",
+                                   dir_.path() + "/redis.log",
+                                   "--databases",
+                                   "16"};
+  if (config_.appendonly) {
+    args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always"});
+  } else {
+    args.insert(args.end(), {"--appendonly", "no"});
+  }
+  if (!config_.password.empty()) args.insert(args.end(), {"--requirepass", config_.password});
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+    int devnull = ::open("/dev/null", O_RDWR);
+    ::dup2(devnull, 1);
+    ::execvp("redis-server", argv.data());
+    ::_exit(127);
+  }
+  pid_ = pid;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!ready(port_, config_.password)) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("redis-server did not start (exit status " +
+                               std::to_string(WEXITSTATUS(status)) +
+                               "); is it installed? (apt-get install redis-server)");
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("redis-server did not start in 20 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void RedisServer::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+RedisOptions RedisServer::options(const std::string& prefix, int db) const {
+  RedisOptions o;
+  o.host = "127.0.0.1";
+  o.port = port_;
+  o.db = db;
+  if (!config_.password.empty()) o.password = config_.password;
+  o.socket_timeout = 5.0;
+  o.prefix = prefix;
+  return o;
+}
+
+RedisServer& shared_redis() {
+  static RedisServer server;
+  return server;
+}
+
+RedisServer& shared_redis_with_password() {
+  static RedisServer server(RedisServer::Config{.password = "s3cret"});
+  return server;
+}
+
+}  // namespace slimta::testing

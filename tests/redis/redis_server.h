@@ -1,0 +1,52 @@
+// A real redis-server for the tests: started on 127.0.0.1, a free port and a temp
+// dir, stopped by its PID. A test that needs one FAILS if it cannot start it; it is
+// skipped only when a developer sets SLIMTA_SKIP_REDIS=1 locally (CI never does).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "slimta/redis_storage.h"
+#include "test_util.h"
+
+namespace slimta::testing {
+
+class RedisServer {
+ public:
+  struct Config {
+    std::string password;     // requirepass, if not empty
+    bool appendonly = false;  // AOF with appendfsync always
+  };
+  explicit RedisServer(Config config);
+  RedisServer() : RedisServer(Config{}) {}
+  ~RedisServer();
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_.path(); }
+  bool running() const { return pid_ > 0; }
+
+  void kill();   // SIGKILL, as a crash would
+  void start();  // (re)start on the same port and data dir
+
+  // Options pointing at this server, with socket_timeout set and a prefix.
+  RedisOptions options(const std::string& prefix = "test:", int db = 0) const;
+
+  // True when SLIMTA_SKIP_REDIS=1 (local opt-out).
+  static bool skipped();
+
+ private:
+  Config config_;
+  TempDir dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// One server shared by the tests of a process (started on first use).
+RedisServer& shared_redis();
+// One shared server with requirepass "s3cret".
+RedisServer& shared_redis_with_password();
+
+}  // namespace slimta::testing

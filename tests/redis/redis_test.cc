@@ -1,0 +1,347 @@
+// Behaviour specific to RedisStorage, against a real redis-server started by the test.
+#include "slimta/redis_storage.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "redis/connection.h"
+#include "redis/redis_server.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::RedisServer;
+using testing::sample_envelope;
+
+class RedisTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (RedisServer::skipped())
+      GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  }
+  // A raw connection, to look at what the storage left in Redis.
+  static redis::Reply raw(RedisServer& server, const std::vector<std::string_view>& args,
+                          int db = 0) {
+    redis::Connection c(server.options("", db));
+    return c.command(args);
+  }
+  std::string prefix_ = "rt" + random_hex(4) + ":";
+};
+
+TEST_F(RedisTest, SeedConstructorDefaults) {
+  RedisStorage storage;
+  const RedisOptions& o = storage.options();
+  EXPECT_EQ(o.host, "localhost");
+  EXPECT_EQ(o.port, 6379);
+  EXPECT_EQ(o.db, 0);
+  EXPECT_FALSE(o.password);
+  EXPECT_FALSE(o.socket_timeout);
+  EXPECT_EQ(o.prefix, "slimta:");
+  RedisStorage custom("10.0.0.1", 6380, 2, "pw", 1.5, "q:");
+  EXPECT_EQ(custom.options().host, "10.0.0.1");
+  EXPECT_EQ(custom.options().port, 6380);
+  EXPECT_EQ(custom.options().db, 2);
+  EXPECT_EQ(custom.options().password, "pw");
+  EXPECT_EQ(custom.options().socket_timeout, 1.5);
+  EXPECT_EQ(custom.options().prefix, "q:");
+}
+
+TEST_F(RedisTest, BadOptionsNameTheField) {
+  auto message = [](RedisOptions o) {
+    try {
+      RedisStorage s(o);
+    } catch (const InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  RedisOptions o;
+  o.port = 0;
+  EXPECT_NE(message(o).find("port"), std::string::npos);
+  o = {};
+  o.db = -1;
+  EXPECT_NE(message(o).find("db"), std::string::npos);
+  o = {};
+  o.socket_timeout = 0;
+  EXPECT_NE(message(o).find("socket_timeout"), std::string::npos);
+}
+
+TEST_F(RedisTest, UpdatesOfAMissingIdCreateNothing) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage storage(server.options(prefix_));
+  const size_t idx[] = {0};
+  EXPECT_THROW(storage.set_timestamp("missing1", 5), KeyError);
+  EXPECT_THROW(storage.increment_attempts("missing1"), KeyError);
+  EXPECT_THROW(storage.set_recipients_delivered("missing1", idx), KeyError);
+  EXPECT_EQ(raw(server, {"EXISTS", prefix_ + "missing1"})->integer, 0);
+}
+
+TEST_F(RedisTest, AMessageIsOneHashInTheSharedFormat) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage storage(server.options(prefix_));
+  std::string id = storage.write(sample_envelope(3), 1234.5);
+  storage.increment_attempts(id);
+  const size_t idx[] = {2, 0};
+  storage.set_recipients_delivered(id, idx);
+  auto r = raw(server, {"HMGET", prefix_ + id, "timestamp", "attempts", "delivered", "recipients"});
+  EXPECT_EQ(std::string(r->element[0]->str), "1234.5");
+  EXPECT_EQ(std::string(r->element[1]->str), "1");
+  EXPECT_EQ(std::string(r->element[2]->str), "0,2");
+  EXPECT_EQ(std::string(r->element[3]->str), "3");
+  auto rec = raw(server, {"HGET", prefix_ + id, "record"});
+  EXPECT_EQ(std::string(rec->str, 6), "SLMTAQ");
+  EXPECT_EQ(raw(server, {"XLEN", prefix_ + ".notify"})->integer, 1);
+}
+
+TEST_F(RedisTest, LoadIgnoresOtherPrefixesAndKeysThatAreNotMessages) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage storage(server.options(prefix_));
+  RedisStorage other(server.options("other" + prefix_));
+  std::string mine = storage.write(sample_envelope(), 1);
+  other.write(sample_envelope(), 2);
+  raw(server, {"SET", prefix_ + "astring", "x"});
+  raw(server, {"HSET", prefix_ + "ahash", "field", "value"});
+  raw(server, {"HSET", prefix_ + "bad-ts", "record", "x", "recipients", "1", "timestamp", "soon"});
+  auto stream = storage.load();
+  std::vector<QueueEntry> got;
+  while (auto e = stream->next()) got.push_back(*e);
+  EXPECT_EQ(got, (std::vector<QueueEntry>{{1, mine}}));
+  EXPECT_EQ(stream->corrupt(), 1u);  // the message-like hash with an unreadable timestamp
+}
+
+TEST_F(RedisTest, LoadStreamsThousandsOfMessagesAcrossScanPages) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage storage(server.options(prefix_));
+  std::set<std::string> written;
+  for (int i = 0; i < 3000; ++i) written.insert(storage.write(sample_envelope(1, 10, i), i));
+  std::set<std::string> loaded;
+  auto stream = storage.load();
+  while (auto e = stream->next()) EXPECT_TRUE(loaded.insert(e->id).second) << e->id;
+  EXPECT_EQ(loaded, written);
+}
+
+TEST_F(RedisTest, NotificationStreamStaysBounded) {
+  RedisServer& server = testing::shared_redis();
+  RedisOptions o = server.options(prefix_);
+  o.notify_max_len = 100;
+  RedisStorage storage(o);
+  for (int i = 0; i < 2000; ++i) storage.write(sample_envelope(1, 10, i), i);
+  EXPECT_LT(raw(server, {"XLEN", prefix_ + ".notify"})->integer, 400);
+}
+
+TEST_F(RedisTest, WaitReportsEverythingWhenUnreadNotificationsWereTrimmed) {
+  RedisServer& server = testing::shared_redis();
+  RedisOptions o = server.options(prefix_);
+  o.notify_max_len = 10;
+  RedisStorage waiter(o);
+  RedisStorage writer(o);
+  EXPECT_TRUE(waiter.load_all().empty());
+  std::set<std::string> written;
+  for (int i = 0; i < 500; ++i) written.insert(writer.write(sample_envelope(1, 10, i), i));
+  std::set<std::string> seen;
+  for (const auto& e : waiter.wait(std::chrono::milliseconds(2000))) seen.insert(e.id);
+  EXPECT_EQ(seen, written);
+}
+
+TEST_F(RedisTest, WaitDoesNotReportTheObjectsOwnWrites) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage a(server.options(prefix_));
+  RedisStorage b(server.options(prefix_));
+  EXPECT_TRUE(a.wait(std::chrono::milliseconds(10)).empty());
+  a.write(sample_envelope(), 1);
+  std::string theirs = b.write(sample_envelope(), 2);
+  EXPECT_EQ(a.wait(std::chrono::milliseconds(2000)), (std::vector<QueueEntry>{{2, theirs}}));
+}
+
+TEST_F(RedisTest, WaitOutlastsTheSocketTimeout) {
+  RedisServer& server = testing::shared_redis();
+  RedisOptions o = server.options(prefix_);
+  o.socket_timeout = 0.2;  // shorter than the wait: the wait must not fail because of it
+  RedisStorage waiter(o);
+  EXPECT_TRUE(waiter.wait(std::chrono::milliseconds(700)).empty());
+  RedisStorage(o).write(sample_envelope(), 3);
+  EXPECT_EQ(waiter.wait(std::chrono::milliseconds(700)).size(), 1u);
+}
+
+TEST_F(RedisTest, ScriptsSurviveAScriptFlush) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage storage(server.options(prefix_));
+  std::string id = storage.write(sample_envelope(), 1);
+  raw(server, {"SCRIPT", "FLUSH"});
+  EXPECT_EQ(storage.increment_attempts(id), 1u);  // NOSCRIPT -> EVAL
+}
+
+TEST_F(RedisTest, ConnectionRefusedIsRetryableAndNamesTheServer) {
+  int port;
+  {
+    RedisServer server;
+    port = server.port();
+  }
+  RedisOptions o;
+  o.host = "127.0.0.1";
+  o.port = port;
+  o.socket_timeout = 2;
+  RedisStorage storage(o);
+  try {
+    storage.write(sample_envelope(), 1);
+    FAIL() << "wrote to a stopped server";
+  } catch (const QueueError& e) {
+    EXPECT_TRUE(e.retryable());
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(port)), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(RedisTest, BadCredentialsAndBadDbAreClearAndNotRetryable) {
+  RedisServer& server = testing::shared_redis_with_password();
+  auto error_of = [](RedisOptions o) -> std::pair<std::string, bool> {
+    try {
+      RedisStorage(o).get("abc");
+    } catch (const KeyError&) {
+      return {"KeyError", false};
+    } catch (const QueueError& e) {
+      return {e.what(), e.retryable()};
+    }
+    return {"no error", false};
+  };
+  RedisOptions wrong = server.options(prefix_);
+  wrong.password = "hunter2-not-it";
+  auto [msg1, retry1] = error_of(wrong);
+  EXPECT_NE(msg1.find("authentication failed"), std::string::npos) << msg1;
+  EXPECT_FALSE(retry1);
+  EXPECT_EQ(msg1.find("hunter2"), std::string::npos) << "the password must not be shown: " << msg1;
+
+  RedisOptions none = server.options(prefix_);
+  none.password.reset();
+  auto [msg2, retry2] = error_of(none);
+  EXPECT_NE(msg2.find("authentication"), std::string::npos) << msg2;
+  EXPECT_FALSE(retry2);
+
+  RedisOptions bad_db = server.options(prefix_, 99);
+  auto [msg3, retry3] = error_of(bad_db);
+  EXPECT_NE(msg3.find("db"), std::string::npos) << msg3;
+  EXPECT_FALSE(retry3);
+
+  EXPECT_EQ(error_of(server.options(prefix_)).first, "KeyError");
+}
+
+TEST_F(RedisTest, ServerKilledMidWritesThenRestartedLosesNothingAcknowledged) {
+  RedisServer server(RedisServer::Config{.password = "", .appendonly = true});
+  RedisOptions o = server.options(prefix_);
+  o.socket_timeout = 3;
+  RedisStorage storage(o);
+  std::vector<std::string> acked;
+  std::atomic<bool> failed{false};
+  std::string error;
+  std::thread writer([&] {
+    for (int i = 0; i < 100000 && !failed; ++i) {
+      try {
+        acked.push_back(storage.write(sample_envelope(1, 500, i), i));
+      } catch (const QueueError& e) {
+        error = e.what();
+        EXPECT_TRUE(e.retryable()) << e.what();
+        failed = true;
+      }
+    }
+  });
+  while (acked.size() < 300 && !failed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto killed_at = std::chrono::steady_clock::now();
+  server.kill();
+  writer.join();
+  ASSERT_TRUE(failed) << "writes kept succeeding after the server was killed";
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, std::chrono::seconds(3 + 2));
+  server.start();
+  // The same object works again, and every acknowledged write is there.
+  for (const auto& id : acked) ASSERT_NO_THROW(storage.get(id)) << id;
+  // The write in flight at the kill may have been stored without being acknowledged.
+  size_t stored = storage.load_all().size();
+  EXPECT_GE(stored, acked.size());
+  EXPECT_LE(stored, acked.size() + 1);
+  std::string after = storage.write(sample_envelope(), 1);
+  EXPECT_EQ(storage.increment_attempts(after), 1u);
+}
+
+TEST_F(RedisTest, EightThreadsShareOneStorage) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage storage(server.options(prefix_));
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 100; ++i) {
+        std::string id = storage.write(sample_envelope(2, 100, t * 1000 + i), i);
+        if (storage.increment_attempts(id) == 1 && storage.get(id).attempts == 1) ++ok;
+        if (i % 2) storage.remove(id);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok, 800);
+  EXPECT_EQ(storage.load_all().size(), 400u);
+}
+
+TEST_F(RedisTest, AnotherProcessWaitSeesEveryWriteExactlyOnce) {
+  RedisServer& server = testing::shared_redis();
+  RedisOptions o = server.options(prefix_);
+  RedisStorage waiter(o);
+  EXPECT_TRUE(waiter.load_all().empty());
+  int ids_pipe[2];
+  ASSERT_EQ(::pipe(ids_pipe), 0);
+  constexpr int kCount = 10000;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ids_pipe[0]);
+    int rc = 0;
+    try {
+      RedisStorage storage(o);
+      for (int i = 0; i < kCount; ++i) {
+        std::string line = storage.write(sample_envelope(1, 100, i), i) + "\n";
+        if (::write(ids_pipe[1], line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+          rc = 2;
+      }
+    } catch (...) {
+      rc = 1;
+    }
+    ::_exit(rc);
+  }
+  ::close(ids_pipe[1]);
+  std::map<std::string, int> seen;
+  std::string all;
+  std::thread reader([&] {
+    char buf[65536];
+    for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;)
+      all.append(buf, static_cast<size_t>(n));
+  });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (seen.size() < kCount && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : waiter.wait(std::chrono::milliseconds(500))) ++seen[e.id];
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  reader.join();
+  ::close(ids_pipe[0]);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::set<std::string> written;
+  for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    written.insert(all.substr(pos, nl - pos));
+  }
+  ASSERT_EQ(written.size(), size_t{kCount});
+  EXPECT_EQ(seen.size(), size_t{kCount});
+  size_t dupes = 0;
+  for (const auto& id : written) {
+    EXPECT_EQ(seen.count(id), 1u) << id;
+    if (seen[id] > 1) ++dupes;
+  }
+  EXPECT_EQ(dupes, 0u);
+}
+
+}  // namespace
+}  // namespace slimta
