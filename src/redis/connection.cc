@@ -129,6 +129,15 @@ Reply Connection::eval(const Script& script, const std::vector<std::string_view>
   return r;
 }
 
+void Connection::check_transaction(const redisReply* exec,
+                                   std::initializer_list<const redisReply*> queued) const {
+  for (const redisReply* r : queued) check_reply(r);
+  check_reply(exec);
+  if (exec->type != REDIS_REPLY_ARRAY)
+    throw QueueError(where_ + ": transaction was not executed", true);
+  for (size_t i = 0; i < exec->elements; ++i) check_reply(exec->element[i]);
+}
+
 void Connection::set_timeout(std::optional<double> seconds) {
   if (redisSetTimeout(ctx_.get(), to_timeval(seconds.value_or(0))) != REDIS_OK)
     throw_connection_error();

@@ -57,6 +57,11 @@ class Connection {
   Reply eval(const Script& script, const std::vector<std::string_view>& keys,
              const std::vector<std::string_view>& args);
 
+  // Checks the replies of a pipelined MULTI, commands..., EXEC: throws QueueError for an
+  // error at any step (the transaction then did nothing).
+  void check_transaction(const redisReply* exec,
+                         std::initializer_list<const redisReply*> queued) const;
+
   // Socket read/write timeout; none: wait forever.
   void set_timeout(std::optional<double> seconds);
 

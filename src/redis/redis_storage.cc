@@ -3,16 +3,21 @@
 // * One hash per message, PREFIX+ID: field "record" holds the stored record as written
 //   (doc/format.md), fields "timestamp", "attempts", "delivered" and "recipients" the
 //   current metadata, so that updates are single server-side operations.
-// * Every mutation is one Lua script (EVALSHA, EVAL if the server lost it): atomic, one
-//   round trip, and it checks that the message exists first, so an update never
-//   creates a half record (the python original's HSET/HINCRBY did).
-// * write() stores the hash and XADDs to the notification stream in the same script.
+// * Every metadata update is one Lua script (EVALSHA, EVAL if the server lost it):
+//   atomic, one round trip, and it checks that the message exists first, so an update
+//   never creates a half record (the python original's HSET/HINCRBY did).
+// * write() stores the hash and XADDs to the notification stream in one MULTI/EXEC,
+//   pipelined: one round trip, atomic. Not a Lua script: INFO commandstats showed a
+//   script costing ~20 us of server time per write to copy the record into the Lua VM
+//   and back, against ~5 us for HSET + XADD, and the server's time is what 32 writers
+//   compete for.
 //   A stream, not a list: every waiting process reads every entry from its own
 //   position (a BLPOP list hands each entry to one waiter only, and a process would
 //   pop its own notifications), the position survives reconnects, and MAXLEN ~ keeps
 //   it bounded whether or not anybody waits.
-// * write() is idempotent (the script does nothing if the hash exists), so it can be
-//   retried after a lost reply without storing the message twice.
+// * write() picks the id first, so retrying it after a lost reply stores the same hash
+//   again rather than a second message (it may announce the message twice; wait()
+//   callers treat a notification as a hint to schedule an id, which is idempotent).
 #include "slimta/redis_storage.h"
 
 #include <spdlog/spdlog.h>
@@ -29,18 +34,6 @@ namespace {
 using redis::Connection;
 using redis::Reply;
 using redis::Script;
-
-const Script& write_script() {
-  static const Script s(R"lua(
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'timestamp', ARGV[2], 'attempts', '0',
-           'delivered', '', 'recipients', ARGV[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-           'id', ARGV[4], 'timestamp', ARGV[2], 'writer', ARGV[6])
-return 1
-)lua");
-  return s;
-}
 
 const Script& set_timestamp_script() {
   static const Script s(R"lua(
@@ -265,8 +258,16 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string rcpts = std::to_string(meta.recipients);
   std::string maxlen = std::to_string(options().notify_max_len);
   impl_->pool.run(true, [&](Connection& c) {
-    return c.eval(write_script(), {key, impl_->stream_key},
-                  {bytes, ts, rcpts, id, maxlen, impl_->tag});
+    c.append({"MULTI"});
+    c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
+              "recipients", rcpts});
+    c.append({"XADD", impl_->stream_key, "MAXLEN", "~", maxlen, "*", "id", id, "timestamp", ts,
+              "writer", impl_->tag});
+    c.append({"EXEC"});
+    Reply replies[4];
+    for (auto& r : replies) r = c.read_reply(/*allow_error=*/true);  // read all before checking
+    c.check_transaction(replies[3].get(), {replies[0].get(), replies[1].get(), replies[2].get()});
+    return 0;
   });
   return id;
 }
