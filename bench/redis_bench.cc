@@ -6,11 +6,13 @@
 // Then RedisStorage write/get/increment_attempts/remove with 1 and 32 threads, and
 // load() of --load-messages stored messages with the growth of resident memory.
 //
-// usage: redis_bench [--seconds S] [--load-messages N] [--size BYTES]
+// usage: redis_bench [--seconds S] [--rounds R] [--load-messages N] [--size BYTES]
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -42,30 +44,35 @@ long rss_kib() {
 }
 
 // Calls op(thread, i) from `threads` threads for `seconds`; returns calls per second.
+// Calls op(thread, i) from `threads` threads until `seconds` pass or every thread's op
+// returns false; returns calls per second.
 template <typename Op>
 double rate(int threads, double seconds, Op op) {
   std::atomic<size_t> n{0};
+  std::atomic<int> finished{0};
   std::atomic<bool> stop{false};
   std::vector<std::thread> workers;
   auto start = Clock::now();
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
-      size_t i = 0;
-      while (!stop.load(std::memory_order_relaxed)) {
-        if (!op(t, i++)) break;
+      for (size_t i = 0; !stop.load(std::memory_order_relaxed) && op(t, i); ++i) {
         n.fetch_add(1, std::memory_order_relaxed);
       }
+      ++finished;
     });
   }
-  while (seconds_since(start) < seconds) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    bool all_done = true;
-    for (auto& w : workers) all_done = all_done && !w.joinable();
-    if (all_done) break;
+  while (seconds_since(start) < seconds && finished < threads) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   stop = true;
+  double elapsed = seconds_since(start);
   for (auto& w : workers) w.join();
-  return n / seconds_since(start);
+  return n / elapsed;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 Envelope make_envelope(size_t size) {
@@ -81,7 +88,8 @@ Envelope make_envelope(size_t size) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  double seconds = 3;
+  double seconds = 1.5;
+  int rounds = 3;
   size_t load_messages = 1000000;
   size_t size = 4096;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -104,51 +112,62 @@ int main(int argc, char** argv) {
     std::string value = slimta::record::encode(slimta::record::initial_metadata(env, 0), &env);
     out["record_bytes"] = value.size();
 
-    for (int threads : {1, 32}) {
-      std::vector<std::unique_ptr<slimta::redis::Connection>> conns;
-      for (int t = 0; t < threads; ++t) {
-        conns.push_back(std::make_unique<slimta::redis::Connection>(server.options("")));
+    // Rounds of: references, then each storage operation, with 1 and with 32 threads.
+    // Each ratio compares an operation with the reference measured seconds before it,
+    // and the median over the rounds is reported: the machine's speed drifts.
+    RedisStorage storage(server.options("bench:"));
+    std::map<std::string, std::vector<double>> rates, ratios;
+    for (int round = 0; round < rounds; ++round) {
+      for (int threads : {1, 32}) {
+        std::string n = "_" + std::to_string(threads) + (threads == 1 ? "_thread" : "_threads");
+        std::vector<std::unique_ptr<slimta::redis::Connection>> conns;
+        for (int t = 0; t < threads; ++t) {
+          conns.push_back(std::make_unique<slimta::redis::Connection>(server.options("")));
+        }
+        double raw = rate(threads, seconds, [&](int t, size_t i) {
+          conns[t]->command(
+              {"HSET", "raw:" + std::to_string(t) + ":" + std::to_string(i), "record", value});
+          return true;
+        });
+        // A bare round trip, what redis-benchmark's HSET measures (a short value).
+        double small = rate(threads, seconds, [&](int t, size_t i) {
+          conns[t]->command({"HSET", "small:" + std::to_string(t), "f", std::to_string(i % 1000)});
+          return true;
+        });
+        conns[0]->command({"FLUSHALL"});
+        std::vector<std::vector<std::string>> ids(threads);
+        std::map<std::string, double> r;
+        r["write"] = rate(threads, seconds, [&](int t, size_t) {
+          ids[t].push_back(storage.write(env, 1));
+          return true;
+        });
+        r["get"] = rate(threads, seconds, [&](int t, size_t i) {
+          storage.get(ids[t][i % ids[t].size()]);
+          return true;
+        });
+        r["increment_attempts"] = rate(threads, seconds, [&](int t, size_t i) {
+          storage.increment_attempts(ids[t][i % ids[t].size()]);
+          return true;
+        });
+        r["remove"] = rate(threads, seconds * 10, [&](int t, size_t i) {
+          if (i >= ids[t].size()) return false;
+          storage.remove(ids[t][i]);
+          return true;
+        });
+        rates["raw_hset" + n].push_back(raw);
+        rates["raw_small_hset" + n].push_back(small);
+        for (const auto& [op, v] : r) {
+          rates[op + n].push_back(v);
+          ratios[op + n + "_vs_raw_hset"].push_back(v / raw);
+          ratios[op + n + "_vs_raw_small_hset"].push_back(v / small);
+        }
       }
-      double r = rate(threads, seconds, [&](int t, size_t i) {
-        std::string key = "raw:" + std::to_string(t) + ":" + std::to_string(i);
-        conns[t]->command({"HSET", key, "record", value});
-        return true;
-      });
-      out["raw_hset_per_s"][std::to_string(threads) + "_connections"] = r;
     }
-    slimta::redis::Connection(server.options("")).command({"FLUSHALL"});
-
-    for (int threads : {1, 32}) {
-      RedisStorage storage(server.options("bench:"));
-      std::vector<std::vector<std::string>> ids(threads);
-      std::string key = std::to_string(threads) + "_threads";
-      out["write_per_s"][key] = rate(threads, seconds, [&](int t, size_t) {
-        ids[t].push_back(storage.write(env, 1));
-        return true;
-      });
-      out["get_per_s"][key] = rate(threads, seconds, [&](int t, size_t i) {
-        storage.get(ids[t][i % ids[t].size()]);
-        return true;
-      });
-      out["increment_attempts_per_s"][key] = rate(threads, seconds, [&](int t, size_t i) {
-        storage.increment_attempts(ids[t][i % ids[t].size()]);
-        return true;
-      });
-      out["remove_per_s"][key] = rate(threads, seconds, [&](int t, size_t i) {
-        if (i >= ids[t].size()) return false;
-        storage.remove(ids[t][i]);
-        return true;
-      });
+    for (const auto& [k, v] : rates) {
+      out["per_s_median"][k] = median(v);
+      out["per_s_rounds"][k] = v;
     }
-    auto& raw = out["raw_hset_per_s"];
-    for (const char* op : {"write", "get", "increment_attempts", "remove"}) {
-      out["ratio_vs_raw_hset"][std::string(op) + "_1_thread"] =
-          out[std::string(op) + "_per_s"]["1_threads"].get<double>() /
-          raw["1_connections"].get<double>();
-      out["ratio_vs_raw_hset"][std::string(op) + "_32_threads"] =
-          out[std::string(op) + "_per_s"]["32_threads"].get<double>() /
-          raw["32_connections"].get<double>();
-    }
+    for (const auto& [k, v] : ratios) out["ratio_median"][k] = median(v);
 
     // load(): fill the server with message hashes through a pipeline, then stream them.
     slimta::redis::Connection(server.options("")).command({"FLUSHALL"});
@@ -168,10 +187,10 @@ int main(int argc, char** argv) {
       done += batch;
     }
     out["load_fill_seconds"] = seconds_since(fill_start);
-    RedisStorage storage(server.options("load:"));
+    RedisStorage loader(server.options("load:"));
     long rss_before = rss_kib(), rss_peak = rss_before;
     auto load_start = Clock::now();
-    auto stream = storage.load();
+    auto stream = loader.load();
     size_t n = 0;
     while (stream->next()) {
       if (++n % 10000 == 0) rss_peak = std::max(rss_peak, rss_kib());

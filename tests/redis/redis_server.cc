@@ -79,7 +79,11 @@ void RedisServer::start() {
                                    "--logfile",
                                    dir_.path() + "/redis.log",
                                    "--databases",
-                                   "16"};
+                                   "16",
+                                   "--unixsocket",
+                                   socket_path(),
+                                   "--unixsocketperm",
+                                   "700"};
   if (config_.appendonly) {
     args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always"});
   } else {

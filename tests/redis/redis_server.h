@@ -25,6 +25,8 @@ class RedisServer {
   RedisServer& operator=(const RedisServer&) = delete;
 
   int port() const { return port_; }
+  // The server also listens on this unix socket.
+  std::string socket_path() const { return dir_.path() + "/redis.sock"; }
   const std::string& dir() const { return dir_.path(); }
   bool running() const { return pid_ > 0; }
 

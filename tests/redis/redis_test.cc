@@ -74,6 +74,16 @@ TEST_F(RedisTest, BadOptionsNameTheField) {
   EXPECT_NE(message(o).find("socket_timeout"), std::string::npos);
 }
 
+TEST_F(RedisTest, WorksOverAUnixSocket) {
+  RedisServer& server = testing::shared_redis();
+  RedisOptions o = server.options(prefix_);
+  o.unix_socket = server.socket_path();
+  o.host = "";
+  RedisStorage storage(o);
+  std::string id = storage.write(sample_envelope(), 7);
+  EXPECT_EQ(RedisStorage(server.options(prefix_)).get(id).timestamp, 7);  // same data over TCP
+}
+
 TEST_F(RedisTest, UpdatesOfAMissingIdCreateNothing) {
   RedisServer& server = testing::shared_redis();
   RedisStorage storage(server.options(prefix_));

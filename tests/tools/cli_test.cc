@@ -3,7 +3,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "redis/redis_server.h"
 #include "slimta/disk_storage.h"
+#include "slimta/redis_storage.h"
 #include "test_util.h"
 
 namespace slimta {
@@ -152,6 +154,34 @@ TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
   auto both = q({"remove", "abc", "--all"});
   EXPECT_NE(both.exit_code, 0);
   EXPECT_EQ(q({"remove", "0123456789abcdef"}).exit_code, 0);  // removing nothing is fine
+}
+
+TEST_F(CliTest, WorksOnRedisStorageUrls) {
+  if (testing::RedisServer::skipped()) GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  testing::RedisServer& server = testing::shared_redis();
+  std::string prefix = "cli" + random_hex(4) + ":";
+  for (std::string url : {"redis://127.0.0.1:" + std::to_string(server.port()) + "/2?prefix=" + prefix,
+                          "redis+unix://" + server.socket_path() + "?db=2&prefix=" + prefix}) {
+    SCOPED_TRACE(url);
+    storage_url_ = url;
+    auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::string id = last_line(r.out);
+    auto j = nlohmann::json::parse(q({"list", "--json"}).out);
+    ASSERT_EQ(j.size(), 1u);
+    EXPECT_EQ(j[0]["id"], id);
+    EXPECT_EQ(q({"show", id, "--raw"}).out, message_);
+    EXPECT_EQ(q({"remove", "--all"}).exit_code, 0);
+  }
+  // What the CLI stored is in db 2 under the prefix, where RedisStorage finds it.
+  storage_url_ = "redis://127.0.0.1:" + std::to_string(server.port()) + "/2?prefix=" + prefix;
+  auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
+  RedisStorage storage(server.options(prefix, 2));
+  EXPECT_EQ(storage.get(last_line(r.out)).envelope.sender, "a@example.com");
+
+  auto down = run_command({SLIMTA_QUEUE_BIN, "--storage", "redis://127.0.0.1:1?timeout=1", "list"});
+  EXPECT_NE(down.exit_code, 0);
+  EXPECT_NE(down.err.find("127.0.0.1:1"), std::string::npos) << down.err;
 }
 
 }  // namespace
