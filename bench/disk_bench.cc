@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "slimta/disk_storage.h"
+#include "test_util.h"
 
 namespace {
 
@@ -53,17 +54,6 @@ double raw_fsync_rate(const std::string& dir, double seconds) {
   ::close(fd);
   ::unlink(path.c_str());
   return rate;
-}
-
-Envelope make_envelope(size_t body_size) {
-  Envelope env;
-  env.sender = "sender@example.com";
-  env.recipients = {"rcpt@example.org"};
-  env.headers.add("From", "sender@example.com");
-  env.headers.add("To", "rcpt@example.org");
-  env.headers.add("Subject", "benchmark");
-  env.body.assign(body_size, 'b');
-  return env;
 }
 
 // Messages/s stored by `threads` writers for `seconds`.
@@ -111,9 +101,9 @@ int main(int argc, char** argv) {
   std::string dir = base + "/slimta-disk-bench-" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
   nlohmann::json out;
-  out["message_bytes"] = make_envelope(size).message_size();
+  out["message_bytes"] = slimta::testing::sample_envelope(1, size).message_size();
   try {
-    Envelope env = make_envelope(size);
+    Envelope env = slimta::testing::sample_envelope(1, size);
     {
       DiskStorage storage(dir + "/write-spool");
       double raw1 = raw_fsync_rate(dir, seconds);

@@ -75,16 +75,6 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-Envelope make_envelope(size_t size) {
-  Envelope env;
-  env.sender = "sender@example.com";
-  env.recipients = {"rcpt@example.org"};
-  env.headers.add("From", "sender@example.com");
-  env.headers.add("Subject", "benchmark");
-  env.body.assign(size, 'b');
-  return env;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,6 +86,8 @@ int main(int argc, char** argv) {
     std::string arg = argv[i];
     if (arg == "--seconds")
       seconds = std::stod(argv[i + 1]);
+    else if (arg == "--rounds")
+      rounds = std::stoi(argv[i + 1]);
     else if (arg == "--load-messages")
       load_messages = std::stoul(argv[i + 1]);
     else if (arg == "--size")
@@ -108,7 +100,7 @@ int main(int argc, char** argv) {
   nlohmann::json out;
   try {
     slimta::testing::RedisServer server;
-    Envelope env = make_envelope(size);
+    Envelope env = slimta::testing::sample_envelope(1, size);
     std::string value = slimta::record::encode(slimta::record::initial_metadata(env, 0), &env);
     out["record_bytes"] = value.size();
 
@@ -171,7 +163,7 @@ int main(int argc, char** argv) {
 
     // load(): fill the server with message hashes through a pipeline, then stream them.
     slimta::redis::Connection(server.options("")).command({"FLUSHALL"});
-    Envelope small = make_envelope(100);
+    Envelope small = slimta::testing::sample_envelope(1, 100);
     std::string small_record =
         slimta::record::encode(slimta::record::initial_metadata(small, 0), &small);
     slimta::redis::Connection filler(server.options(""));

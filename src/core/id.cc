@@ -4,14 +4,14 @@
 #include <cstring>
 #include <string>
 #include <string_view>
-#include <vector>
 
+#include "core/hex.h"
 #include "slimta/storage.h"
 
 namespace slimta {
 
 std::string random_hex(size_t count) {
-  std::vector<unsigned char> bytes(count);
+  std::string bytes(count, '\0');
   size_t got = 0;
   while (got < count) {
     ssize_t n = getrandom(bytes.data() + got, count - got, 0);
@@ -21,13 +21,7 @@ std::string random_hex(size_t count) {
     }
     got += static_cast<size_t>(n);
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex(2 * count, '0');
-  for (size_t i = 0; i < count; ++i) {
-    hex[2 * i] = kHex[bytes[i] >> 4];
-    hex[2 * i + 1] = kHex[bytes[i] & 0xF];
-  }
-  return hex;
+  return to_hex(bytes);
 }
 
 std::string new_message_id() { return random_hex(16); }

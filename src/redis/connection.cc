@@ -1,5 +1,7 @@
 #include "redis/connection.h"
 
+#include "core/hex.h"
+
 #include <openssl/evp.h>
 #include <sys/time.h>
 
@@ -36,11 +38,7 @@ Script::Script(std::string src) : source(std::move(src)) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(source.data(), source.size(), digest, &len, EVP_sha1(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (unsigned int i = 0; i < len; ++i) {
-    sha1 += kHex[digest[i] >> 4];
-    sha1 += kHex[digest[i] & 15];
-  }
+  sha1 = to_hex(std::string_view(reinterpret_cast<const char*>(digest), len));
 }
 
 Connection::Connection(const RedisOptions& o) : where_(describe(o)) {

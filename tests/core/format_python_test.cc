@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/hex.h"
 #include "slimta/disk_storage.h"
 #include "test_util.h"
 
@@ -11,16 +12,6 @@ namespace slimta {
 namespace {
 
 using testing::run_command;
-
-std::string hex(const std::string& in) {
-  static const char* k = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : in) {
-    out += k[c >> 4];
-    out += k[c & 15];
-  }
-  return out;
-}
 
 nlohmann::json python_read(const std::string& file) {
   auto r = run_command({"python3", SLIMTA_SOURCE_DIR "/tests/core/read_record.py", file});
@@ -45,7 +36,7 @@ TEST(FormatPythonTest, PythonStandardLibraryReadsWhatDiskStorageWrote) {
   EXPECT_EQ(j["client_auth"], env.client.auth);
   EXPECT_EQ(j["receiver"], env.receiver);
   EXPECT_EQ(j["received_at"].get<double>(), env.timestamp);
-  EXPECT_EQ(j["message"], hex(env.flatten()));  // binary body, byte for byte
+  EXPECT_EQ(j["message"], to_hex(env.flatten()));  // binary body, byte for byte
 
   // Metadata updates go to meta/ID in the same format.
   storage.increment_attempts(id);

@@ -157,11 +157,13 @@ TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
 }
 
 TEST_F(CliTest, WorksOnRedisStorageUrls) {
-  if (testing::RedisServer::skipped()) GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  if (testing::RedisServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
   testing::RedisServer& server = testing::shared_redis();
   std::string prefix = "cli" + random_hex(4) + ":";
-  for (std::string url : {"redis://127.0.0.1:" + std::to_string(server.port()) + "/2?prefix=" + prefix,
-                          "redis+unix://" + server.socket_path() + "?db=2&prefix=" + prefix}) {
+  for (std::string url :
+       {"redis://127.0.0.1:" + std::to_string(server.port()) + "/2?prefix=" + prefix,
+        "redis+unix://" + server.socket_path() + "?db=2&prefix=" + prefix}) {
     SCOPED_TRACE(url);
     storage_url_ = url;
     auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
