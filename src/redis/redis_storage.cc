@@ -8,13 +8,13 @@
 //   never creates a half record (the python original's HSET/HINCRBY did).
 // * write() stores the hash and XADDs to the notification stream in one MULTI/EXEC,
 //   pipelined: one round trip, atomic. Not a Lua script: INFO commandstats showed a
-//   script costing ~20 us of server time per write to copy the record into the Lua VM
-//   and back, against ~5 us for HSET + XADD, and the server's time is what 32 writers
-//   compete for.
-//   A stream, not a list: every waiting process reads every entry from its own
-//   position (a BLPOP list hands each entry to one waiter only, and a process would
-//   pop its own notifications), the position survives reconnects, and MAXLEN ~ keeps
-//   it bounded whether or not anybody waits.
+//   script costing ~25-30 us of server time per write, most of it copying the record
+//   into the Lua VM and back, against ~9.5 us for MULTI/HSET/XADD/EXEC, and the
+//   server's time is what 32 writers compete for.
+// * Notifications go to a stream, not a list: every waiting process reads every entry
+//   from its own position (a BLPOP list hands each entry to one waiter only, and a
+//   process would pop its own notifications), the position survives reconnects, and
+//   MAXLEN ~ keeps it bounded whether or not anybody waits.
 // * write() picks the id first, so retrying it after a lost reply stores the same hash
 //   again rather than a second message (it may announce the message twice; wait()
 //   callers treat a notification as a hint to schedule an id, which is idempotent).

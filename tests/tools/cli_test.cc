@@ -141,6 +141,17 @@ TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.err.find("no-such-file.eml"), std::string::npos) << missing.err;
 
+  for (std::string bad : {std::string("b@example.org\r\nRCPT TO:<evil@x>"),
+                          std::string("no-domain"), std::string("sp ace@example.org")}) {
+    auto r = q({"enqueue", "--from", "a@example.com", "--to", bad}, message_);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.err.find("invalid recipient address"), std::string::npos) << r.err;
+  }
+  auto bad_sender = q({"enqueue", "--from", "a@b\nc", "--to", "x@example.org"}, message_);
+  EXPECT_NE(bad_sender.exit_code, 0);
+  EXPECT_NE(bad_sender.err.find("invalid sender address"), std::string::npos) << bad_sender.err;
+  EXPECT_EQ(nlohmann::json::parse(q({"list", "--json"}).out).size(), 0u);  // nothing was queued
+
   auto no_rcpt = q({"enqueue"}, "From: a@b.c\r\n\r\nx");
   EXPECT_NE(no_rcpt.exit_code, 0);
   EXPECT_NE(no_rcpt.err.find("no recipients"), std::string::npos) << no_rcpt.err;

@@ -108,6 +108,24 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
     err << "slimta-queue: error: no recipients: give --to ADDRESS or To:/Cc:/Bcc: headers\n";
     return 1;
   }
+  // Addresses go into SMTP commands later: refuse whitespace and control characters
+  // (a CR LF in an address would inject commands), and recipients without a domain.
+  auto bad_address = [](const std::string& a) {
+    return a.size() > 254 || std::any_of(a.begin(), a.end(), [](char c) {
+             auto u = static_cast<unsigned char>(c);
+             return u <= 0x20 || u == 0x7F;
+           });
+  };
+  if (bad_address(env.sender)) {
+    err << "slimta-queue: error: invalid sender address '" << env.sender << "'\n";
+    return 1;
+  }
+  for (const auto& r : env.recipients) {
+    if (bad_address(r) || r.find('@') == std::string::npos) {
+      err << "slimta-queue: error: invalid recipient address '" << r << "'\n";
+      return 1;
+    }
+  }
   env.timestamp = now();
   env.receiver = hostname();
   env.client.protocol = "local";
