@@ -124,6 +124,10 @@ void RedisServer::kill() {
   pid_ = -1;
 }
 
+void RedisServer::pause() { ::kill(pid_, SIGSTOP); }
+
+void RedisServer::resume() { ::kill(pid_, SIGCONT); }
+
 RedisOptions RedisServer::options(const std::string& prefix, int db) const {
   RedisOptions o;
   o.host = "127.0.0.1";

@@ -30,8 +30,10 @@ class RedisServer {
   const std::string& dir() const { return dir_.path(); }
   bool running() const { return pid_ > 0; }
 
-  void kill();   // SIGKILL, as a crash would
-  void start();  // (re)start on the same port and data dir
+  void kill();    // SIGKILL, as a crash would
+  void pause();   // SIGSTOP: the server hangs, connections stay open
+  void resume();  // SIGCONT
+  void start();   // (re)start on the same port and data dir
 
   // Options pointing at this server, with socket_timeout set and a prefix.
   RedisOptions options(const std::string& prefix = "test:", int db = 0) const;

@@ -279,6 +279,29 @@ TEST_F(RedisTest, ServerKilledMidWritesThenRestartedLosesNothingAcknowledged) {
   EXPECT_EQ(storage.increment_attempts(after), 1u);
 }
 
+TEST_F(RedisTest, AHungServerTimesOutWithARetryableError) {
+  RedisServer server;
+  RedisOptions o = server.options(prefix_);
+  o.socket_timeout = 0.5;
+  RedisStorage storage(o);
+  std::string id = storage.write(sample_envelope(), 1);
+  server.pause();
+  auto start = std::chrono::steady_clock::now();
+  try {
+    storage.get(id);  // read-only, so the hung call leaves nothing behind
+    FAIL() << "no error from a hung server";
+  } catch (const QueueError& e) {
+    EXPECT_TRUE(e.retryable());
+    EXPECT_NE(std::string(e.what()).find("timed out"), std::string::npos) << e.what();
+  }
+  // One timeout, or two: get() is retried once on a new connection when a pooled one fails.
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(400));
+  EXPECT_LT(took, std::chrono::milliseconds(3000));
+  server.resume();
+  EXPECT_EQ(storage.get(id).timestamp, 1);  // works again, on a new connection
+}
+
 TEST_F(RedisTest, EightThreadsShareOneStorage) {
   RedisServer& server = testing::shared_redis();
   RedisStorage storage(server.options(prefix_));
