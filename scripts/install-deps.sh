@@ -6,7 +6,7 @@ packages=(
   g++ cmake ninja-build pkg-config python3
   zlib1g-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libhiredis-dev libssl-dev redis-server
+  libhiredis-dev libssl-dev redis-server libcurl4-openssl-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -26,6 +26,9 @@ class TempDir {
 // and a body of `body_size` bytes that includes NUL, CR, LF and 8-bit bytes.
 Envelope sample_envelope(size_t recipients = 3, size_t body_size = 1024, unsigned seed = 1);
 
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
 

@@ -39,12 +39,17 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url) {
     }
     return std::make_unique<DiskStorage>(std::string(rest));
   }
+  if (scheme == "s3") {
+    if (!url.starts_with("s3://"))
+      throw InvalidArgument("storage URL '" + std::string(url) + "': expected s3://BUCKET/PREFIX");
+    return url::open_s3(url);
+  }
   if (scheme == "redis" || scheme == "redis+unix") {
     return std::make_unique<RedisStorage>(url::parse_redis(url));
   }
   throw InvalidArgument("storage URL '" + std::string(url) + "': unknown scheme '" +
                         std::string(scheme) +
-                        "' (this build supports memory:, disk:, redis:, redis+unix:)");
+                        "' (this build supports memory:, disk:, redis:, redis+unix:, s3:)");
 }
 
 }  // namespace slimta

@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "slimta/cloud_storage.h"
 #include "slimta/errors.h"
 
 namespace slimta::url {
@@ -125,6 +126,43 @@ RedisOptions parse_redis(std::string_view url) {
     }
   }
   return o;
+}
+
+std::unique_ptr<QueueStorage> open_s3(std::string_view url) {
+  std::string_view rest = url.substr(5);  // after "s3://"
+  size_t q = rest.find('?');
+  auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
+  rest = rest.substr(0, q);
+  size_t slash = rest.find('/');
+  std::string bucket = decode(rest.substr(0, slash), url);
+  std::string prefix = slash == std::string_view::npos ? "" : decode(rest.substr(slash + 1), url);
+  if (bucket.empty()) bad(url, "no bucket");
+  if (!prefix.empty() && !prefix.ends_with("/")) prefix += "/";
+  AwsOptions aws;
+  double timeout = 60;
+  bool path_style = true;
+  std::string sqs;
+  for (const auto& [key, value] : params) {
+    if (key == "region")
+      aws.region = value;
+    else if (key == "endpoint")
+      aws.endpoint = value;
+    else if (key == "sqs")
+      sqs = value;
+    else if (key == "timeout")
+      timeout = number<double>(value, url, "timeout");
+    else if (key == "path_style")
+      path_style = value != "0";
+    else if (key == "profile")
+      aws.profile = value;
+    else
+      bad(url, "unknown parameter '" + key +
+                   "' (known: region, endpoint, sqs, timeout, path_style, profile)");
+  }
+  SimpleStorageService s3(bucket, timeout, prefix, aws, path_style);
+  std::optional<SimpleQueueService> queue;
+  if (!sqs.empty()) queue.emplace(sqs, timeout, 1.0, aws);
+  return std::make_unique<CloudStorage>(std::move(s3), std::move(queue));
 }
 
 }  // namespace slimta::url

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "slimta/redis_storage.h"
+#include "slimta/storage.h"
 
 namespace slimta::url {
 
@@ -19,5 +20,9 @@ std::map<std::string, std::string> parse_query(std::string_view query, std::stri
 // redis+unix:///path/to/redis.sock[?db=N&password=P&prefix=P&timeout=SECONDS]
 // Throws InvalidArgument naming the URL and the bad part.
 RedisOptions parse_redis(std::string_view url);
+
+// s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE_URL_OR_NAME&timeout=S&path_style=0|1]
+// Throws InvalidArgument naming the URL and the bad part.
+std::unique_ptr<QueueStorage> open_s3(std::string_view url);
 
 }  // namespace slimta::url

@@ -8,7 +8,9 @@
 #include <set>
 #include <thread>
 
+#include "cloud/moto_server.h"
 #include "redis/redis_server.h"
+#include "slimta/cloud_storage.h"
 #include "slimta/disk_storage.h"
 #include "slimta/memory_storage.h"
 #include "slimta/redis_storage.h"
@@ -54,10 +56,32 @@ class RedisLocation : public Location {
   RedisOptions options_;
 };
 
+// A fresh prefix in a bucket, and a fresh SQS queue, on a shared moto_server.
+class CloudLocation : public Location {
+ public:
+  CloudLocation() : server_(testing::shared_moto()), prefix_("conf" + random_hex(4) + "/") {
+    static bool bucket_made = false;
+    if (!bucket_made) server_.create_bucket("conformance");
+    bucket_made = true;
+    queue_url_ = server_.create_queue("q" + random_hex(6));
+  }
+  std::unique_ptr<QueueStorage> open() override {
+    return std::make_unique<CloudStorage>(
+        SimpleStorageService("conformance", 30, prefix_, server_.aws()),
+        SimpleQueueService(queue_url_, 30, 0.1, server_.aws()));
+  }
+
+ private:
+  testing::MotoServer& server_;
+  std::string prefix_;
+  std::string queue_url_;
+};
+
 struct Backend {
   const char* name;
   std::unique_ptr<Location> (*make)();
   bool needs_redis = false;
+  bool needs_moto = false;
 };
 
 const Backend kBackends[] = {
@@ -71,6 +95,7 @@ const Backend kBackends[] = {
            new RedisLocation(testing::shared_redis_with_password(), 5));
      },
      true},
+    {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true},
 };
 
 class ConformanceTest : public ::testing::TestWithParam<Backend> {
@@ -78,6 +103,9 @@ class ConformanceTest : public ::testing::TestWithParam<Backend> {
   void SetUp() override {
     if (GetParam().needs_redis && testing::RedisServer::skipped()) {
       GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+    }
+    if (GetParam().needs_moto && testing::MotoServer::skipped()) {
+      GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
     }
     location_ = GetParam().make();
     storage_ = location_->open();

@@ -1,0 +1,114 @@
+// CloudStorage: messages in S3 (one object per message), new-message notices in SQS
+// (python's slimta.cloudstorage). Several processes and hosts may share one bucket.
+//
+// Metadata updates persist (the python original's did not) and never lose a concurrent
+// update: read the object, change it, write it back with If-Match on the ETag, and
+// start over if another writer got there first. write() stores with If-None-Match, so a
+// retried write cannot store a message twice.
+//
+// Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
+// or from ~/.aws/credentials (profile AWS_PROFILE, else "default"); they are never put
+// in an error message or a log line. Requests are signed with AWS Signature Version 4.
+//
+// Thread safety: all methods may be called concurrently, except wait() (one thread).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "slimta/storage.h"
+
+namespace slimta {
+
+// S3 and SQS failures. Retryable for 5xx, throttling and network errors (after the
+// bounded retries the client already made); not for 403 and other 4xx.
+class CloudStorageError : public QueueError {
+ public:
+  CloudStorageError(const std::string& what, bool retryable) : QueueError(what, retryable) {}
+};
+
+struct AwsOptions {
+  std::string region = "us-east-1";
+  // Endpoint override for S3-compatible stores or a local server, e.g.
+  // "http://127.0.0.1:9000". Empty: the AWS endpoint of the region.
+  std::string endpoint;
+  // Explicit credentials; empty: from the environment or ~/.aws/credentials.
+  std::string access_key_id;
+  std::string secret_access_key;
+  std::string session_token;
+  std::string profile;  // ~/.aws/credentials profile; empty: $AWS_PROFILE or "default"
+};
+
+// The S3 object store (python's SimpleStorageService).
+class SimpleStorageService {
+ public:
+  // bucket: the bucket name. timeout: seconds per request. prefix: put before every
+  // object name. path_style: http://HOST/BUCKET/KEY rather than http://BUCKET.HOST/KEY
+  // (always used with an endpoint override). Throws InvalidArgument naming a bad field.
+  SimpleStorageService(std::string bucket, double timeout = 60.0, std::string prefix = "",
+                       AwsOptions aws = {}, bool path_style = true);
+  ~SimpleStorageService();
+  SimpleStorageService(SimpleStorageService&&) noexcept;
+
+  const std::string& bucket() const;
+  const std::string& prefix() const;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// The SQS notification queue (python's SimpleQueueService).
+class SimpleQueueService {
+ public:
+  // queue: a queue URL, or a name looked up with GetQueueUrl on first use. timeout:
+  // seconds per request. poll_pause: seconds to sleep after an empty or failed receive
+  // (receives long-poll, so it is rarely reached).
+  SimpleQueueService(std::string queue, double timeout = 60.0, double poll_pause = 1.0,
+                     AwsOptions aws = {});
+  ~SimpleQueueService();
+  SimpleQueueService(SimpleQueueService&&) noexcept;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class CloudStorage : public QueueStorage {
+ public:
+  explicit CloudStorage(SimpleStorageService object_store,
+                        std::optional<SimpleQueueService> message_queue = std::nullopt);
+  ~CloudStorage() override;
+
+  Capabilities capabilities() const override;
+  // One PUT (If-None-Match: *) and, with a message queue, one SendMessage. If the
+  // announcement fails the message is still stored (load() finds it); that is logged.
+  std::string write(const Envelope& envelope, Timestamp timestamp) override;
+  void set_timestamp(std::string_view id, Timestamp timestamp) override;
+  uint32_t increment_attempts(std::string_view id) override;
+  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
+  // ListObjectsV2 page by page; the first 4 KiB of each object of a page (the record's
+  // metadata) are fetched concurrently.
+  std::unique_ptr<EntryStream> load() override;
+  QueuedMessage get(std::string_view id) override;
+  void remove(std::string_view id) override;
+
+  // Requests made so far, by kind ("s3 GET", "sqs SendMessage", ...), for cost reports.
+  std::map<std::string, uint64_t> request_counts() const;
+
+ protected:
+  // Long-polls SQS; deletes the notices it returns. Without a message queue: NotSupported.
+  std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace slimta

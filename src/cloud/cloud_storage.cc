@@ -1,0 +1,424 @@
+// The cloud backend. Why it is built this way:
+//
+// * One S3 object per message, PREFIX+ID, holding the stored record (doc/format.md)
+//   with its current metadata. A metadata update is GET + PUT If-Match: ETAG (2
+//   requests); a 412 means another writer changed the object first, so the update
+//   starts over from a fresh read: no update is lost (the python original set
+//   metadata on a local object and never sent it).
+// * write() is PUT If-None-Match: *. The id is chosen before the request, so when a
+//   retry finds the object there (412), the first attempt stored it: done.
+// * The SQS notice is sent after the object is stored; if it fails the message is
+//   still stored and load() finds it, so the failure is logged, not raised.
+// * load() reads only the first 4 KiB of each object (a Range GET): the record keeps
+//   its metadata first.
+#include "slimta/cloud_storage.h"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "cloud/http.h"
+#include "core/record.h"
+
+namespace slimta {
+
+using cloud::Request;
+using cloud::Response;
+
+namespace {
+
+constexpr int kMaxCasRounds = 64;
+
+void check_options(double timeout, const AwsOptions& aws) {
+  if (!(timeout > 0)) throw InvalidArgument("timeout must be more than 0 seconds");
+  if (aws.region.empty()) throw InvalidArgument("AWS region is empty");
+  if (!aws.endpoint.empty() && !aws.endpoint.starts_with("http://") &&
+      !aws.endpoint.starts_with("https://")) {
+    throw InvalidArgument("endpoint '" + aws.endpoint + "' must start with http:// or https://");
+  }
+}
+
+}  // namespace
+
+struct SimpleStorageService::Impl {
+  std::string bucket, prefix;
+  std::string base;  // URL of the bucket, without a trailing slash
+  std::unique_ptr<cloud::Http> http;
+
+  struct Object {
+    std::string body;
+    std::string etag;
+  };
+
+  std::string url(std::string_view key) const { return base + "/" + cloud::uri_encode(key, false); }
+
+  [[noreturn]] void fail(const Response& r, const std::string& what) const {
+    std::string code = cloud::xml_value(r.body, "Code");
+    if (code == "NoSuchBucket")
+      throw CloudStorageError("S3 bucket '" + bucket + "' does not exist", false);
+    if (r.status == 403) {
+      throw CloudStorageError("S3 " + what + " refused (" + cloud::describe_error(r) +
+                                  "): check the credentials and their permissions on bucket '" +
+                                  bucket + "'",
+                              false);
+    }
+    throw CloudStorageError("S3 " + what + " failed: " + cloud::describe_error(r), r.status >= 500);
+  }
+
+  // nullopt if there is no such object.
+  std::optional<Object> get(const std::string& key, size_t max_bytes = 0) {
+    Request req = cloud::make_request("GET", url(key), "s3", "s3 GET");
+    if (max_bytes) req.headers.push_back({"Range", "bytes=0-" + std::to_string(max_bytes - 1)});
+    Response r = http->send(req);
+    if (r.status == 404 && cloud::xml_value(r.body, "Code") != "NoSuchBucket") return std::nullopt;
+    if (r.status != 200 && r.status != 206) fail(r, "GET " + key);
+    return Object{std::move(r.body), r.headers["etag"]};
+  }
+
+  // PUT with a precondition: If-None-Match: * when `etag` is empty, If-Match: etag
+  // otherwise. Returns false if the precondition failed (412).
+  bool put(const std::string& key, const std::string& body, const std::string& etag) {
+    Request req = cloud::make_request("PUT", url(key), "s3", "s3 PUT");
+    req.body = body;
+    req.headers = {{"Content-Type", "application/octet-stream"},
+                   etag.empty() ? std::pair<std::string, std::string>{"If-None-Match", "*"}
+                                : std::pair<std::string, std::string>{"If-Match", etag}};
+    Response r = http->send(req);
+    if (r.status == 412) return false;
+    if (r.status != 200) fail(r, "PUT " + key);
+    return true;
+  }
+
+  void remove(const std::string& key) {
+    Response r = http->send(cloud::make_request("DELETE", url(key), "s3", "s3 DELETE"));
+    if (r.status != 204 && r.status != 200 && r.status != 404) fail(r, "DELETE " + key);
+  }
+
+  struct Page {
+    std::vector<std::string> keys;
+    std::string next;  // continuation token; empty on the last page
+  };
+  Page list(const std::string& token) {
+    // SigV4 signs the query as written: parameters sorted and encoded here.
+    std::string query;
+    if (!token.empty()) query += "continuation-token=" + cloud::uri_encode(token, true) + "&";
+    query += "list-type=2&prefix=" + cloud::uri_encode(prefix, true);
+    Response r = http->send(cloud::make_request("GET", base + "?" + query, "s3", "s3 LIST"));
+    if (r.status != 200) fail(r, "LIST");
+    Page page;
+    size_t pos = 0;
+    while (true) {
+      std::string key = cloud::xml_value(r.body, "Key", &pos);
+      if (pos == std::string::npos) break;
+      page.keys.push_back(std::move(key));
+    }
+    if (cloud::xml_value(r.body, "IsTruncated") == "true")
+      page.next = cloud::xml_value(r.body, "NextContinuationToken");
+    return page;
+  }
+};
+
+SimpleStorageService::SimpleStorageService(std::string bucket, double timeout, std::string prefix,
+                                           AwsOptions aws, bool path_style)
+    : impl_(std::make_unique<Impl>()) {
+  check_options(timeout, aws);
+  if (bucket.size() < 3 || bucket.find('/') != std::string::npos) {
+    throw InvalidArgument("S3 bucket name '" + bucket + "' is not valid");
+  }
+  impl_->bucket = std::move(bucket);
+  impl_->prefix = std::move(prefix);
+  if (!aws.endpoint.empty()) {
+    std::string ep = aws.endpoint;
+    while (ep.ends_with("/")) ep.pop_back();
+    impl_->base = ep + "/" + impl_->bucket;
+  } else if (path_style) {
+    impl_->base = "https://s3." + aws.region + ".amazonaws.com/" + impl_->bucket;
+  } else {
+    impl_->base = "https://" + impl_->bucket + ".s3." + aws.region + ".amazonaws.com";
+  }
+  impl_->http = std::make_unique<cloud::Http>(timeout, aws.region, cloud::resolve_credentials(aws));
+}
+
+SimpleStorageService::~SimpleStorageService() = default;
+SimpleStorageService::SimpleStorageService(SimpleStorageService&&) noexcept = default;
+const std::string& SimpleStorageService::bucket() const { return impl_->bucket; }
+const std::string& SimpleStorageService::prefix() const { return impl_->prefix; }
+
+struct SimpleQueueService::Impl {
+  std::string queue, endpoint;
+  double poll_pause = 1;
+  std::unique_ptr<cloud::Http> http;
+  std::mutex mu;
+  std::string queue_url;  // resolved on first use
+
+  nlohmann::json call(const std::string& action, const nlohmann::json& body,
+                      double extra_timeout = 0) {
+    Request req = cloud::make_request("POST", endpoint + "/", "sqs", "sqs " + action);
+    req.body = body.dump();
+    req.extra_timeout = extra_timeout;
+    req.headers = {{"Content-Type", "application/x-amz-json-1.0"},
+                   {"X-Amz-Target", "AmazonSQS." + action}};
+    Response r = http->send(req);
+    nlohmann::json j = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);
+    if (r.status != 200) {
+      std::string type = j.is_object() ? j.value("__type", "") : "";
+      std::string message =
+          j.is_object() ? j.value("message", j.value("Message", "")) : r.body.substr(0, 200);
+      throw CloudStorageError("SQS " + action + " failed: HTTP " + std::to_string(r.status) + " " +
+                                  type + ": " + message,
+                              r.status >= 500);
+    }
+    return j;
+  }
+
+  const std::string& url() {
+    std::lock_guard lock(mu);
+    if (queue_url.empty()) {
+      queue_url = queue.starts_with("http://") || queue.starts_with("https://")
+                      ? queue
+                      : call("GetQueueUrl", {{"QueueName", queue}}).value("QueueUrl", "");
+      if (queue_url.empty()) throw CloudStorageError("SQS queue '" + queue + "' not found", false);
+    }
+    return queue_url;
+  }
+};
+
+SimpleQueueService::SimpleQueueService(std::string queue, double timeout, double poll_pause,
+                                       AwsOptions aws)
+    : impl_(std::make_unique<Impl>()) {
+  check_options(timeout, aws);
+  if (queue.empty()) throw InvalidArgument("SQS queue is empty");
+  if (poll_pause < 0) throw InvalidArgument("poll_pause must not be negative");
+  impl_->queue = std::move(queue);
+  impl_->poll_pause = poll_pause;
+  impl_->endpoint =
+      aws.endpoint.empty() ? "https://sqs." + aws.region + ".amazonaws.com" : aws.endpoint;
+  while (impl_->endpoint.ends_with("/")) impl_->endpoint.pop_back();
+  impl_->http = std::make_unique<cloud::Http>(timeout, aws.region, cloud::resolve_credentials(aws));
+}
+
+SimpleQueueService::~SimpleQueueService() = default;
+SimpleQueueService::SimpleQueueService(SimpleQueueService&&) noexcept = default;
+
+struct CloudStorage::Impl {
+  SimpleStorageService s3;
+  std::optional<SimpleQueueService> sqs;
+
+  std::string key(std::string_view id) const { return s3.prefix() + std::string(id); }
+
+  // Read-modify-write with If-Match: repeated until no other writer got in between.
+  template <typename Fn>
+  auto update(std::string_view id, Fn&& fn) {
+    check_id(id);
+    std::string k = key(id);
+    thread_local std::mt19937 rng(std::random_device{}());
+    for (int round = 0; round < kMaxCasRounds; ++round) {
+      auto obj = s3.impl().get(k);
+      if (!obj) throw KeyError(std::string(id));
+      record::Decoded d = record::decode(obj->body, "s3://" + s3.bucket() + "/" + k);
+      if (!d.envelope) throw CorruptRecord("s3://" + s3.bucket() + "/" + k + " holds no envelope");
+      auto result = fn(d.meta);
+      if (s3.impl().put(k, record::encode(d.meta, &*d.envelope), obj->etag)) return result;
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % (1000 * (round + 1))));
+    }
+    throw CloudStorageError("S3 object " + k + " kept changing under " +
+                                std::to_string(kMaxCasRounds) + " attempts to update it",
+                            true);
+  }
+
+  class Stream;
+};
+
+class CloudStorage::Impl::Stream : public EntryStream {
+ public:
+  explicit Stream(Impl& impl) : impl_(impl) {}
+
+  std::optional<QueueEntry> next() override {
+    while (pos_ == batch_.size()) {
+      if (done_) return std::nullopt;
+      fetch();
+    }
+    return std::move(batch_[pos_++]);
+  }
+
+ private:
+  static constexpr size_t kParallel = 16;
+
+  void fetch() {
+    auto page = impl_.s3.impl().list(token_);
+    token_ = page.next;
+    done_ = token_.empty();
+    batch_.clear();
+    pos_ = 0;
+    const std::string& prefix = impl_.s3.prefix();
+    std::vector<std::string> ids;
+    for (const auto& k : page.keys) {
+      if (k.starts_with(prefix) && is_valid_id(std::string_view(k).substr(prefix.size()))) {
+        ids.push_back(k.substr(prefix.size()));
+      }
+    }
+    // The first 4 KiB of each object, kParallel requests at a time.
+    std::vector<std::optional<QueueEntry>> found(ids.size());
+    std::vector<std::exception_ptr> errors(ids.size());
+    std::atomic<size_t> next{0};
+    std::atomic<size_t> corrupt{0};
+    std::vector<std::thread> workers;
+    for (size_t t = 0; t < std::min(kParallel, ids.size()); ++t) {
+      workers.emplace_back([&] {
+        for (size_t i; (i = next++) < ids.size();) {
+          try {
+            std::string k = impl_.key(ids[i]);
+            std::string what = "s3://" + impl_.s3.bucket() + "/" + k;
+            auto obj = impl_.s3.impl().get(k, record::kPrefixSize);
+            if (!obj) continue;  // removed since the listing
+            auto p = record::decode_prefix(obj->body, what);
+            if (!p) {  // metadata longer than the prefix: read it all
+              obj = impl_.s3.impl().get(k);
+              if (!obj) continue;
+              p = record::Prefix{obj->body.size(), record::decode(obj->body, what).meta};
+            }
+            found[i] = QueueEntry{p->meta.timestamp, ids[i]};
+          } catch (const CorruptRecord& e) {
+            ++corrupt;
+            spdlog::error("{}; left in place", e.what());
+          } catch (...) {
+            errors[i] = std::current_exception();
+          }
+        }
+      });
+    }
+    for (auto& w : workers) w.join();
+    for (auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+    corrupt_ += corrupt;
+    for (auto& f : found) {
+      if (f) batch_.push_back(std::move(*f));
+    }
+  }
+
+  Impl& impl_;
+  std::string token_;
+  bool done_ = false;
+  std::vector<QueueEntry> batch_;
+  size_t pos_ = 0;
+};
+
+CloudStorage::CloudStorage(SimpleStorageService object_store,
+                           std::optional<SimpleQueueService> message_queue)
+    : impl_(std::make_unique<Impl>(Impl{std::move(object_store), std::move(message_queue)})) {}
+
+CloudStorage::~CloudStorage() = default;
+
+Capabilities CloudStorage::capabilities() const {
+  return Capabilities{.can_wait = impl_->sqs.has_value(), .shared = true, .durable = true};
+}
+
+std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
+  std::string id = new_message_id();
+  std::string k = impl_->key(id);
+  // false: the object exists, so an earlier attempt of this very call stored it.
+  impl_->s3.impl().put(k, record::encode(record::initial_metadata(envelope, timestamp), &envelope),
+                       "");
+  if (impl_->sqs) {
+    try {
+      auto& q = impl_->sqs->impl();
+      q.call("SendMessage",
+             {{"QueueUrl", q.url()},
+              {"MessageBody", nlohmann::json{{"id", id}, {"timestamp", timestamp}}.dump()}});
+    } catch (const QueueError& e) {
+      spdlog::warn("message {} is stored but its SQS notice failed ({}); load() will find it", id,
+                   e.what());
+    }
+  }
+  return id;
+}
+
+void CloudStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
+  impl_->update(id, [&](record::Metadata& m) {
+    m.timestamp = timestamp;
+    return 0;
+  });
+}
+
+uint32_t CloudStorage::increment_attempts(std::string_view id) {
+  return impl_->update(id, [](record::Metadata& m) { return ++m.attempts; });
+}
+
+void CloudStorage::set_recipients_delivered(std::string_view id,
+                                            std::span<const size_t> rcpt_indexes) {
+  impl_->update(id, [&](record::Metadata& m) {
+    record::mark_delivered(m, rcpt_indexes);
+    return 0;
+  });
+}
+
+std::unique_ptr<EntryStream> CloudStorage::load() { return std::make_unique<Impl::Stream>(*impl_); }
+
+QueuedMessage CloudStorage::get(std::string_view id) {
+  check_id(id);
+  std::string k = impl_->key(id);
+  auto obj = impl_->s3.impl().get(k);
+  if (!obj) throw KeyError(std::string(id));
+  record::Decoded d = record::decode(obj->body, "s3://" + impl_->s3.bucket() + "/" + k);
+  if (!d.envelope)
+    throw CorruptRecord("s3://" + impl_->s3.bucket() + "/" + k + " holds no envelope");
+  return record::to_queued(std::move(*d.envelope), d.meta);
+}
+
+void CloudStorage::remove(std::string_view id) {
+  check_id(id);
+  impl_->s3.impl().remove(impl_->key(id));
+}
+
+std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {
+  if (!impl_->sqs)
+    throw NotSupported("CloudStorage without a message queue cannot wait() for new messages");
+  auto& q = impl_->sqs->impl();
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<QueueEntry> out;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline -
+                                                                 std::chrono::steady_clock::now());
+    int wait_s = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 20));
+    nlohmann::json r =
+        q.call("ReceiveMessage",
+               {{"QueueUrl", q.url()}, {"MaxNumberOfMessages", 10}, {"WaitTimeSeconds", wait_s}},
+               static_cast<double>(wait_s));
+    nlohmann::json entries = nlohmann::json::array();
+    if (r.contains("Messages")) {
+      for (const auto& m : r["Messages"]) {
+        entries.push_back({{"Id", std::to_string(entries.size())},
+                           {"ReceiptHandle", m.value("ReceiptHandle", "")}});
+        auto body = nlohmann::json::parse(m.value("Body", ""), nullptr, false);
+        if (!body.is_object() || !body.contains("id") || !body["timestamp"].is_number() ||
+            !is_valid_id(body["id"].get<std::string>())) {
+          spdlog::warn("ignoring a malformed SQS notice: {}", m.value("Body", "").substr(0, 200));
+          continue;
+        }
+        out.push_back(QueueEntry{body["timestamp"].get<double>(), body["id"].get<std::string>()});
+      }
+    }
+    if (!entries.empty())
+      q.call("DeleteMessageBatch", {{"QueueUrl", q.url()}, {"Entries", entries}});
+    if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
+    if (wait_s == 0) {
+      auto pause =
+          std::min(std::chrono::duration<double>(q.poll_pause),
+                   std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()));
+      if (pause.count() > 0) std::this_thread::sleep_for(pause);
+    }
+  }
+}
+
+std::map<std::string, uint64_t> CloudStorage::request_counts() const {
+  auto counts = impl_->s3.impl().http->counts();
+  if (impl_->sqs) {
+    for (const auto& [k, v] : impl_->sqs->impl().http->counts()) counts[k] += v;
+  }
+  return counts;
+}
+
+}  // namespace slimta
