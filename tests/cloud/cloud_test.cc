@@ -1,0 +1,211 @@
+// Behaviour specific to CloudStorage, against moto_server (S3 + SQS) started by the test.
+#include "slimta/cloud_storage.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cloud/http.h"
+#include "cloud/moto_server.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::MotoServer;
+using testing::sample_envelope;
+
+class CloudTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (MotoServer::skipped()) GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
+    server_ = &testing::shared_moto();
+    static bool made = false;
+    if (!made) server_->create_bucket("cloudtest");
+    made = true;
+  }
+  CloudStorage storage(bool with_queue = true) {
+    std::optional<SimpleQueueService> q;
+    if (with_queue) {
+      if (queue_url_.empty()) queue_url_ = server_->create_queue("q" + random_hex(6));
+      q.emplace(queue_url_, 30, 0.1, server_->aws());
+    }
+    return CloudStorage(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()), std::move(q));
+  }
+  MotoServer* server_ = nullptr;
+  std::string prefix_ = "ct" + random_hex(4) + "/";
+  std::string queue_url_;
+};
+
+TEST_F(CloudTest, RequestsPerMessageLifecycle) {
+  CloudStorage s = storage();
+  std::string id = s.write(sample_envelope(), 1);
+  for (int i = 0; i < 2; ++i) {  // two failed attempts
+    s.increment_attempts(id);
+    s.set_timestamp(id, 2 + i);
+  }
+  s.get(id);
+  s.remove(id);
+  auto counts = s.request_counts();
+  // write: 1 PUT + 1 SendMessage (+1 GetQueueUrl only for a queue given by name);
+  // each update: 1 GET + 1 PUT; get: 1 GET; remove: 1 DELETE.
+  EXPECT_EQ(counts["s3 PUT"], 1u + 4u);
+  EXPECT_EQ(counts["s3 GET"], 4u + 1u);
+  EXPECT_EQ(counts["s3 DELETE"], 1u);
+  EXPECT_EQ(counts["sqs SendMessage"], 1u);
+  uint64_t total = 0;
+  for (const auto& [k, v] : counts) total += v;
+  EXPECT_EQ(total, 12u);
+}
+
+TEST_F(CloudTest, MetadataUpdatesPersistInTheObject) {
+  CloudStorage a = storage(false);
+  std::string id = a.write(sample_envelope(3), 10);
+  a.increment_attempts(id);
+  const size_t idx[] = {1};
+  a.set_recipients_delivered(id, idx);
+  a.set_timestamp(id, 20);
+  CloudStorage b = storage(false);  // another client sees them: they were sent
+  QueuedMessage got = b.get(id);
+  EXPECT_EQ(got.attempts, 1u);
+  EXPECT_EQ(got.timestamp, 20);
+  EXPECT_EQ(got.delivered, (std::vector<size_t>{1}));
+}
+
+TEST_F(CloudTest, TwoClientsIncrementingConcurrentlyLoseNothing) {
+  CloudStorage a = storage(false);
+  CloudStorage b = storage(false);
+  std::string id = a.write(sample_envelope(), 0);
+  std::thread t1([&] {
+    for (int i = 0; i < 200; ++i) a.increment_attempts(id);
+  });
+  std::thread t2([&] {
+    for (int i = 0; i < 200; ++i) b.increment_attempts(id);
+  });
+  t1.join();
+  t2.join();
+  EXPECT_EQ(a.get(id).attempts, 400u);
+}
+
+TEST_F(CloudTest, WithoutAQueueWaitIsNotSupported) {
+  CloudStorage s = storage(false);
+  EXPECT_FALSE(s.capabilities().can_wait);
+  EXPECT_THROW(s.wait(std::chrono::milliseconds(10)), NotSupported);
+}
+
+TEST_F(CloudTest, AWriteWhoseNoticeFailsIsStillStoredAndLoaded) {
+  SimpleQueueService broken(server_->endpoint() + "/123456789012/no-such-queue", 5, 0.1, server_->aws());
+  CloudStorage s(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()), std::move(broken));
+  std::string id = s.write(sample_envelope(), 5);
+  EXPECT_EQ(s.load_all(), (std::vector<QueueEntry>{{5, id}}));
+  EXPECT_EQ(s.get(id).attempts, 0u);
+}
+
+TEST_F(CloudTest, AQueueGivenByNameIsLookedUp) {
+  std::string name = "named" + random_hex(4);
+  server_->create_queue(name);
+  CloudStorage writer(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()),
+                      SimpleQueueService(name, 30, 0.1, server_->aws()));
+  CloudStorage waiter(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()),
+                      SimpleQueueService(name, 30, 0.1, server_->aws()));
+  std::string id = writer.write(sample_envelope(), 9);
+  EXPECT_EQ(waiter.wait(std::chrono::milliseconds(5000)), (std::vector<QueueEntry>{{9, id}}));
+}
+
+TEST_F(CloudTest, MissingBucketIsNamed) {
+  CloudStorage s(SimpleStorageService("no-such-bucket-here", 10, "", server_->aws()));
+  try {
+    s.write(sample_envelope(), 1);
+    FAIL();
+  } catch (const CloudStorageError& e) {
+    EXPECT_NE(std::string(e.what()).find("no-such-bucket-here"), std::string::npos) << e.what();
+    EXPECT_FALSE(e.retryable());
+  }
+}
+
+TEST_F(CloudTest, CredentialsComeFromTheProfileFileAndAreNeverShown) {
+  testing::TempDir dir;
+  testing::write_file(dir.sub("credentials"),
+                      "[default]\naws_access_key_id = AKIDEFAULT\naws_secret_access_key = s3cr3t-default\n"
+                      "[other]\naws_access_key_id = AKIDOTHER\naws_secret_access_key = s3cr3t-other\n");
+  ::setenv("AWS_SHARED_CREDENTIALS_FILE", dir.sub("credentials").c_str(), 1);
+  ::unsetenv("AWS_ACCESS_KEY_ID");
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  AwsOptions o;
+  o.profile = "other";
+  EXPECT_EQ(cloud::resolve_credentials(o).key, "AKIDOTHER");
+  o.profile = "";
+  EXPECT_EQ(cloud::resolve_credentials(o).secret, "s3cr3t-default");
+  o.profile = "absent";
+  try {
+    cloud::resolve_credentials(o);
+    FAIL();
+  } catch (const CloudStorageError& e) {
+    EXPECT_NE(std::string(e.what()).find("absent"), std::string::npos);
+    EXPECT_EQ(std::string(e.what()).find("s3cr3t"), std::string::npos);
+  }
+  ::unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+}
+
+TEST_F(CloudTest, AnotherProcessWaitSeesEveryWrite) {
+  CloudStorage waiter = storage();
+  constexpr int kCount = 2000;
+  int ids_pipe[2];
+  ASSERT_EQ(::pipe(ids_pipe), 0);
+  std::string queue = queue_url_;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ids_pipe[0]);
+    int rc = 0;
+    try {
+      CloudStorage s(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()),
+                     SimpleQueueService(queue, 30, 0.1, server_->aws()));
+      for (int i = 0; i < kCount; ++i) {
+        std::string line = s.write(sample_envelope(1, 100, i), i) + "\n";
+        if (::write(ids_pipe[1], line.data(), line.size()) != static_cast<ssize_t>(line.size())) rc = 2;
+      }
+    } catch (...) {
+      rc = 1;
+    }
+    ::_exit(rc);
+  }
+  ::close(ids_pipe[1]);
+  std::string all;
+  std::thread reader([&] {
+    char buf[65536];
+    for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;) all.append(buf, static_cast<size_t>(n));
+  });
+  std::map<std::string, int> seen;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  while (seen.size() < kCount && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : waiter.wait(std::chrono::milliseconds(2000))) ++seen[e.id];
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  reader.join();
+  ::close(ids_pipe[0]);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::set<std::string> written;
+  for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    written.insert(all.substr(pos, nl - pos));
+  }
+  ASSERT_EQ(written.size(), size_t{kCount});
+  size_t duplicates = 0;
+  for (const auto& id : written) {
+    EXPECT_GE(seen[id], 1) << id;
+    duplicates += seen[id] > 1 ? seen[id] - 1 : 0;
+  }
+  // SQS delivers at least once: duplicates are possible, and counted here.
+  std::printf("cloud wait: %zu ids seen, %zu duplicate notices\n", seen.size(), duplicates);
+  EXPECT_EQ(seen.size(), size_t{kCount});
+}
+
+}  // namespace
+}  // namespace slimta
