@@ -37,7 +37,8 @@ class CloudTest : public ::testing::Test {
       if (queue_url_.empty()) queue_url_ = server_->create_queue("q" + random_hex(6));
       q.emplace(queue_url_, 30, 0.1, server_->aws());
     }
-    return CloudStorage(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()), std::move(q));
+    return CloudStorage(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()),
+                        std::move(q));
   }
   MotoServer* server_ = nullptr;
   std::string prefix_ = "ct" + random_hex(4) + "/";
@@ -101,7 +102,8 @@ TEST_F(CloudTest, WithoutAQueueWaitIsNotSupported) {
 }
 
 TEST_F(CloudTest, AWriteWhoseNoticeFailsIsStillStoredAndLoaded) {
-  SimpleQueueService broken(server_->endpoint() + "/123456789012/no-such-queue", 5, 0.1, server_->aws());
+  SimpleQueueService broken(server_->endpoint() + "/123456789012/no-such-queue", 5, 0.1,
+                            server_->aws());
   CloudStorage s(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()), std::move(broken));
   std::string id = s.write(sample_envelope(), 5);
   EXPECT_EQ(s.load_all(), (std::vector<QueueEntry>{{5, id}}));
@@ -132,9 +134,10 @@ TEST_F(CloudTest, MissingBucketIsNamed) {
 
 TEST_F(CloudTest, CredentialsComeFromTheProfileFileAndAreNeverShown) {
   testing::TempDir dir;
-  testing::write_file(dir.sub("credentials"),
-                      "[default]\naws_access_key_id = AKIDEFAULT\naws_secret_access_key = s3cr3t-default\n"
-                      "[other]\naws_access_key_id = AKIDOTHER\naws_secret_access_key = s3cr3t-other\n");
+  testing::write_file(
+      dir.sub("credentials"),
+      "[default]\naws_access_key_id = AKIDEFAULT\naws_secret_access_key = s3cr3t-default\n"
+      "[other]\naws_access_key_id = AKIDOTHER\naws_secret_access_key = s3cr3t-other\n");
   ::setenv("AWS_SHARED_CREDENTIALS_FILE", dir.sub("credentials").c_str(), 1);
   ::unsetenv("AWS_ACCESS_KEY_ID");
   ::unsetenv("AWS_SECRET_ACCESS_KEY");
@@ -169,7 +172,8 @@ TEST_F(CloudTest, AnotherProcessWaitSeesEveryWrite) {
                      SimpleQueueService(queue, 30, 0.1, server_->aws()));
       for (int i = 0; i < kCount; ++i) {
         std::string line = s.write(sample_envelope(1, 100, i), i) + "\n";
-        if (::write(ids_pipe[1], line.data(), line.size()) != static_cast<ssize_t>(line.size())) rc = 2;
+        if (::write(ids_pipe[1], line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+          rc = 2;
       }
     } catch (...) {
       rc = 1;
@@ -180,7 +184,8 @@ TEST_F(CloudTest, AnotherProcessWaitSeesEveryWrite) {
   std::string all;
   std::thread reader([&] {
     char buf[65536];
-    for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;) all.append(buf, static_cast<size_t>(n));
+    for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;)
+      all.append(buf, static_cast<size_t>(n));
   });
   std::map<std::string, int> seen;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
@@ -205,6 +210,77 @@ TEST_F(CloudTest, AnotherProcessWaitSeesEveryWrite) {
   // SQS delivers at least once: duplicates are possible, and counted here.
   std::printf("cloud wait: %zu ids seen, %zu duplicate notices\n", seen.size(), duplicates);
   EXPECT_EQ(seen.size(), size_t{kCount});
+}
+
+}  // namespace
+}  // namespace slimta
+
+namespace slimta {
+namespace {
+
+// moto_server with request authentication on: after INITIAL_NO_AUTH_ACTION_COUNT free
+// requests, every request must carry a valid SigV4 signature of a key moto issued.
+TEST(CloudAuthTest, RequestsAreReallySignedAndAWrongSecretIsRefused) {
+  if (MotoServer::skipped()) GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
+  MotoServer server(std::map<std::string, std::string>{{"INITIAL_NO_AUTH_ACTION_COUNT", "3"}});
+  cloud::Http iam(10, "us-east-1", {"bootstrap", "bootstrap", ""});
+  auto call = [&](const std::string& form) {
+    auto req = cloud::make_request("POST", server.endpoint() + "/", "iam", "iam");
+    req.headers = {{"Content-Type", "application/x-www-form-urlencoded"}};
+    req.body = form + "&Version=2010-05-08";
+    auto r = iam.send(req);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.body;
+  };
+  call("Action=CreateUser&UserName=slimta");
+  call(
+      "Action=PutUserPolicy&UserName=slimta&PolicyName=all&PolicyDocument=" +
+      cloud::uri_encode(
+          R"({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]})",
+          true));
+  std::string key_xml = call("Action=CreateAccessKey&UserName=slimta");
+  AwsOptions good = server.aws();
+  good.access_key_id = cloud::xml_value(key_xml, "AccessKeyId");
+  good.secret_access_key = cloud::xml_value(key_xml, "SecretAccessKey");
+  ASSERT_FALSE(good.access_key_id.empty()) << key_xml;
+
+  cloud::Http admin(10, "us-east-1", {good.access_key_id, good.secret_access_key, ""});
+  ASSERT_EQ(
+      admin.send(cloud::make_request("PUT", server.endpoint() + "/authbucket", "s3", "create"))
+          .status,
+      200);
+  auto qreq = cloud::make_request("POST", server.endpoint() + "/", "sqs", "create queue");
+  qreq.headers = {{"Content-Type", "application/x-amz-json-1.0"},
+                  {"X-Amz-Target", "AmazonSQS.CreateQueue"}};
+  qreq.body = R"({"QueueName":"authq"})";
+  auto qr = admin.send(qreq);
+  ASSERT_EQ(qr.status, 200) << qr.body;
+  std::string queue_url = nlohmann::json::parse(qr.body).at("QueueUrl");
+
+  // The prefix has no '/': its ListObjectsV2 query would carry "%2F", and moto refuses
+  // signatures over percent-escapes that AWS accepts (seen with awscli too).
+  CloudStorage ok(SimpleStorageService("authbucket", 10, "auth-", good),
+                  SimpleQueueService(queue_url, 10, 0.1, good));
+  std::string id = ok.write(testing::sample_envelope(), 3);
+  EXPECT_EQ(ok.increment_attempts(id), 1u);
+  EXPECT_EQ(ok.load_all().size(), 1u);
+  CloudStorage waiter(SimpleStorageService("authbucket", 10, "auth-", good),
+                      SimpleQueueService(queue_url, 10, 0.1, good));
+  EXPECT_EQ(waiter.wait(std::chrono::milliseconds(3000)).size(),
+            1u);  // SQS JSON calls are signed too
+
+  AwsOptions bad = good;
+  bad.secret_access_key = "not-the-secret-" + random_hex(4);
+  CloudStorage refused(SimpleStorageService("authbucket", 10, "auth-", bad));
+  try {
+    refused.get(id);
+    FAIL() << "a wrong secret was accepted";
+  } catch (const CloudStorageError& e) {
+    std::string what = e.what();
+    EXPECT_FALSE(e.retryable()) << what;
+    EXPECT_NE(what.find("credentials"), std::string::npos) << what;
+    EXPECT_EQ(what.find(bad.secret_access_key), std::string::npos) << "secret shown: " << what;
+  }
 }
 
 }  // namespace
