@@ -258,7 +258,7 @@ TEST(CloudAuthTest, RequestsAreReallySignedAndAWrongSecretIsRefused) {
   std::string queue_url = nlohmann::json::parse(qr.body).at("QueueUrl");
 
   // The prefix has no '/': its ListObjectsV2 query would carry "%2F", and moto refuses
-  // signatures over percent-escapes that AWS accepts (seen with awscli too).
+  // signatures over percent-escapes (shared/TESTING.md), which AWS accepts.
   CloudStorage ok(SimpleStorageService("authbucket", 10, "auth-", good),
                   SimpleQueueService(queue_url, 10, 0.1, good));
   std::string id = ok.write(testing::sample_envelope(), 3);
