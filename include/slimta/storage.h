@@ -150,6 +150,7 @@ void check_id(std::string_view id);
 //   disk:PATH          the embedded default: a spool directory (created if missing)
 //   redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
 //   redis+unix:///PATH/redis.sock[?db=N&password=P&prefix=P&timeout=SECONDS]
+//   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P]
 // Throws InvalidArgument naming the problem for a malformed or unknown URL.
 std::unique_ptr<QueueStorage> open_storage(std::string_view url);
 

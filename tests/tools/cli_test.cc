@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cloud/moto_server.h"
 #include "redis/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
@@ -195,6 +196,32 @@ TEST_F(CliTest, WorksOnRedisStorageUrls) {
   auto down = run_command({SLIMTA_QUEUE_BIN, "--storage", "redis://127.0.0.1:1?timeout=1", "list"});
   EXPECT_NE(down.exit_code, 0);
   EXPECT_NE(down.err.find("127.0.0.1:1"), std::string::npos) << down.err;
+}
+
+TEST_F(CliTest, WorksOnS3StorageUrls) {
+  if (testing::MotoServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
+  testing::MotoServer& server = testing::shared_moto();
+  server.create_bucket("clibucket");
+  std::string queue = server.create_queue("cli" + random_hex(4));
+  ::setenv("AWS_ACCESS_KEY_ID", "test", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "test", 1);
+  storage_url_ = "s3://clibucket/q" + random_hex(4) +
+                 "?region=us-east-1&endpoint=" + server.endpoint() + "&sqs=" + queue;
+  auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string id = last_line(r.out);
+  auto j = nlohmann::json::parse(q({"list", "--json"}).out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["id"], id);
+  EXPECT_EQ(q({"show", id, "--raw"}).out, message_);
+  EXPECT_EQ(q({"retry", id}).exit_code, 0);
+  EXPECT_EQ(q({"remove", "--all"}).exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(q({"list", "--json"}).out).size(), 0u);
+
+  auto bad = run_command({SLIMTA_QUEUE_BIN, "--storage", "s3://clibucket?colour=red", "list"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("unknown parameter 'colour'"), std::string::npos) << bad.err;
 }
 
 }  // namespace
