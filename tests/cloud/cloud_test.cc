@@ -95,6 +95,24 @@ TEST_F(CloudTest, TwoClientsIncrementingConcurrentlyLoseNothing) {
   EXPECT_EQ(a.get(id).attempts, 400u);
 }
 
+TEST_F(CloudTest, LoadFollowsListPagesAndSkipsOtherKeys) {
+  CloudStorage s = storage(false);
+  std::set<std::string> written;
+  for (int i = 0; i < 1100; ++i) written.insert(s.write(sample_envelope(1, 50, i), i));  // > 1 page
+  cloud::Http http(10, "us-east-1", {"test", "test", ""});
+  auto junk = cloud::make_request(
+      "PUT", server_->endpoint() + "/cloudtest/" + prefix_ + "not.an.id", "s3", "junk");
+  junk.headers = {{"Content-Type", "application/octet-stream"}};
+  junk.body = "x";
+  ASSERT_EQ(http.send(junk).status, 200);
+  std::set<std::string> loaded;
+  auto stream = s.load();
+  while (auto e = stream->next()) EXPECT_TRUE(loaded.insert(e->id).second) << e->id;
+  EXPECT_EQ(loaded, written);
+  size_t lists = s.request_counts()["s3 LIST"];
+  EXPECT_GE(lists, 2u);
+}
+
 TEST_F(CloudTest, WithoutAQueueWaitIsNotSupported) {
   CloudStorage s = storage(false);
   EXPECT_FALSE(s.capabilities().can_wait);

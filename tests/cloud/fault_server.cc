@@ -139,6 +139,8 @@ void FaultServer::handle(int fd) {
       case Fault::kSlow:
         std::this_thread::sleep_for(fault->delay);
         break;  // then answer normally
+      case Fault::kPass:
+        break;
     }
   }
   std::lock_guard lock(mu_);
@@ -162,6 +164,8 @@ void FaultServer::handle(int fd) {
     } else {
       send_all(fd, response(200, it->second, "ETag: " + etags_[path] + "\r\n"));
     }
+  } else if (req.method == "POST" && req.headers["x-amz-target"] == "AmazonSQS.SendMessage") {
+    send_all(fd, response(200, R"({"MessageId":"m1"})"));
   } else if (req.method == "DELETE") {
     objects_.erase(path);
     send_all(fd, response(204, ""));

@@ -1,6 +1,6 @@
 // An in-process HTTP server that plays a minimal S3 (PUT/GET/DELETE of objects, with
-// ETags and If-None-Match / If-Match) and misbehaves on request: scripted faults are
-// served first, in order, one per request. For the error-handling tests; the real API
+// ETags and If-None-Match / If-Match) and SQS SendMessage, and misbehaves on request: scripted
+// faults are served first, in order, one per request. For the error-handling tests; the real API
 // tests run against moto_server.
 #pragma once
 
@@ -18,7 +18,7 @@ namespace slimta::testing {
 class FaultServer {
  public:
   struct Fault {
-    enum Kind { kStatus, kSlow, kDrop, kTruncate } kind = kStatus;
+    enum Kind { kStatus, kSlow, kDrop, kTruncate, kPass } kind = kStatus;
     int status = 500;
     std::string body;                    // for kStatus
     std::chrono::milliseconds delay{0};  // for kSlow: then it answers normally
@@ -33,6 +33,11 @@ class FaultServer {
       Fault f;
       f.kind = kSlow;
       f.delay = delay;
+      return f;
+    }
+    static Fault pass() {  // answer this request normally
+      Fault f;
+      f.kind = kPass;
       return f;
     }
     static Fault drop() {

@@ -109,5 +109,20 @@ TEST_F(FaultTest, AccessDeniedIsNotRetried) {
   EXPECT_EQ(count("GET"), 1u);
 }
 
+TEST_F(FaultTest, SqsThrottlingIsRetried) {
+  AwsOptions aws;
+  aws.endpoint = server_.endpoint();
+  aws.access_key_id = "test";
+  aws.secret_access_key = "test";
+  CloudStorage s(SimpleStorageService("faults", 2, "p/", aws),
+                 SimpleQueueService(server_.endpoint() + "/123456789012/q", 2, 0.1, aws));
+  server_.add_fault(Fault::pass());  // the PUT
+  server_.add_fault(Fault::status_code(
+      400, R"({"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"})"));
+  std::string id = s.write(testing::sample_envelope(), 1);
+  EXPECT_EQ(s.request_counts()["sqs SendMessage"], 2u);
+  EXPECT_EQ(s.get(id).timestamp, 1);
+}
+
 }  // namespace
 }  // namespace slimta
