@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace slimta::testing {
 
@@ -79,6 +80,55 @@ void write_file(const std::string& path, const std::string& data) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << data;
   if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+CrossProcessWait write_in_child_and_wait(
+    QueueStorage& waiter, const std::function<std::unique_ptr<QueueStorage>()>& open_writer,
+    int count, std::chrono::milliseconds poll, std::chrono::seconds limit) {
+  int ids_pipe[2];
+  if (::pipe(ids_pipe) != 0) throw std::runtime_error("pipe failed");
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ids_pipe[0]);
+    int rc = 0;
+    try {
+      auto storage = open_writer();
+      for (int i = 0; i < count; ++i) {
+        std::string line =
+            storage->write(sample_envelope(1, 100, static_cast<unsigned>(i)), 100 + i) + "\n";
+        if (::write(ids_pipe[1], line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+          rc = 2;
+      }
+    } catch (...) {
+      rc = 1;
+    }
+    ::_exit(rc);
+  }
+  ::close(ids_pipe[1]);
+  std::string all;
+  std::thread reader([&] {  // the child must never block on a full pipe
+    char buf[65536];
+    for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;)
+      all.append(buf, static_cast<size_t>(n));
+  });
+  CrossProcessWait result;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (result.seen.size() < static_cast<size_t>(count) &&
+         std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : waiter.wait(poll)) {
+      if (e.timestamp < 100) ++result.wrong_timestamps;
+      ++result.seen[e.id];
+    }
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  reader.join();
+  ::close(ids_pipe[0]);
+  result.child_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    result.written.insert(all.substr(pos, nl - pos));
+  }
+  return result;
 }
 
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& input) {

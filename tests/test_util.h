@@ -1,10 +1,16 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "slimta/envelope.h"
+#include "slimta/storage.h"
 
 namespace slimta::testing {
 
@@ -31,6 +37,20 @@ int free_port();
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
+
+// What write_in_child_and_wait() saw.
+struct CrossProcessWait {
+  std::set<std::string> written;    // ids the child's write() returned
+  std::map<std::string, int> seen;  // how many times wait() reported each id
+  bool child_ok = false;            // the child wrote everything and exited 0
+  size_t wrong_timestamps = 0;      // reports whose timestamp was not one written
+};
+// Forks a child that opens its own storage with `open_writer` and writes `count`
+// messages (timestamps 100 + i); meanwhile calls waiter.wait(poll) until every id was
+// seen or `limit` passed.
+CrossProcessWait write_in_child_and_wait(
+    QueueStorage& waiter, const std::function<std::unique_ptr<QueueStorage>()>& open_writer,
+    int count, std::chrono::milliseconds poll, std::chrono::seconds limit);
 
 struct CommandResult {
   int exit_code = -1;

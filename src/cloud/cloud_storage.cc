@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "cloud/http.h"
+#include "core/paged_stream.h"
 #include "core/record.h"
 
 namespace slimta {
@@ -231,27 +232,17 @@ struct CloudStorage::Impl {
   class Stream;
 };
 
-class CloudStorage::Impl::Stream : public EntryStream {
+class CloudStorage::Impl::Stream : public PagedStream {
  public:
   explicit Stream(Impl& impl) : impl_(impl) {}
-
-  std::optional<QueueEntry> next() override {
-    while (pos_ == batch_.size()) {
-      if (done_) return std::nullopt;
-      fetch();
-    }
-    return std::move(batch_[pos_++]);
-  }
 
  private:
   static constexpr size_t kParallel = 16;
 
-  void fetch() {
+  // One ListObjectsV2 page, then the metadata of its objects.
+  bool fetch(std::vector<QueueEntry>& batch) override {
     auto page = impl_.s3.impl().list(token_);
     token_ = page.next;
-    done_ = token_.empty();
-    batch_.clear();
-    pos_ = 0;
     const std::string& prefix = impl_.s3.prefix();
     std::vector<std::string> ids;
     for (const auto& k : page.keys) {
@@ -295,15 +286,13 @@ class CloudStorage::Impl::Stream : public EntryStream {
     }
     corrupt_ += corrupt;
     for (auto& f : found) {
-      if (f) batch_.push_back(std::move(*f));
+      if (f) batch.push_back(std::move(*f));
     }
+    return !token_.empty();
   }
 
   Impl& impl_;
   std::string token_;
-  bool done_ = false;
-  std::vector<QueueEntry> batch_;
-  size_t pos_ = 0;
 };
 
 CloudStorage::CloudStorage(SimpleStorageService object_store,

@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 
+#include "core/paged_stream.h"
 #include "core/record.h"
 
 namespace slimta {
@@ -28,19 +29,18 @@ struct MemoryStorage::Impl {
 
 namespace {
 
-// Entries are copied out under the lock: the messages are in memory already, so the
-// copy of (timestamp, id) pairs is small next to them.
-class VectorStream : public EntryStream {
+// One page: the entries copied out under the lock (the messages are in memory already,
+// so the copy of (timestamp, id) pairs is small next to them).
+class SnapshotStream : public PagedStream {
  public:
-  explicit VectorStream(std::vector<QueueEntry> entries) : entries_(std::move(entries)) {}
-  std::optional<QueueEntry> next() override {
-    if (pos_ == entries_.size()) return std::nullopt;
-    return std::move(entries_[pos_++]);
-  }
+  explicit SnapshotStream(std::vector<QueueEntry> entries) : entries_(std::move(entries)) {}
 
  private:
+  bool fetch(std::vector<QueueEntry>& out) override {
+    out = std::move(entries_);
+    return false;
+  }
   std::vector<QueueEntry> entries_;
-  size_t pos_ = 0;
 };
 
 }  // namespace
@@ -78,7 +78,7 @@ std::unique_ptr<EntryStream> MemoryStorage::load() {
   std::lock_guard lock(impl_->mu);
   entries.reserve(impl_->messages.size());
   for (const auto& [id, s] : impl_->messages) entries.push_back({s.meta.timestamp, id});
-  return std::make_unique<VectorStream>(std::move(entries));
+  return std::make_unique<SnapshotStream>(std::move(entries));
 }
 
 QueuedMessage MemoryStorage::get(std::string_view id) {

@@ -25,6 +25,7 @@
 #include <charconv>
 #include <mutex>
 
+#include "core/paged_stream.h"
 #include "core/record.h"
 #include "redis/connection.h"
 
@@ -157,24 +158,14 @@ struct RedisStorage::Impl {
   class Stream;
 };
 
-class RedisStorage::Impl::Stream : public EntryStream {
+class RedisStorage::Impl::Stream : public PagedStream {
  public:
   explicit Stream(Impl& impl)
       : impl_(impl), match_(glob_escape(impl.pool.options().prefix) + "*") {}
 
-  std::optional<QueueEntry> next() override {
-    while (pos_ == batch_.size()) {
-      if (done_) return std::nullopt;
-      fetch();
-    }
-    return std::move(batch_[pos_++]);
-  }
-
  private:
   // One SCAN step, then the timestamps of the keys it found in one pipelined batch.
-  void fetch() {
-    batch_.clear();
-    pos_ = 0;
+  bool fetch(std::vector<QueueEntry>& batch) override {
     const std::string& prefix = impl_.pool.options().prefix;
     impl_.pool.run(true, [&](Connection& c) {
       Reply r = c.command({"SCAN", cursor_, "MATCH", match_, "COUNT", "1000", "TYPE", "hash"});
@@ -207,20 +198,17 @@ class RedisStorage::Impl::Stream : public EntryStream {
                         ids[i]);
           continue;
         }
-        batch_.push_back(QueueEntry{*ts, ids[i]});
+        batch.push_back(QueueEntry{*ts, ids[i]});
       }
       cursor_ = next_cursor;
-      done_ = cursor_ == "0";
       return 0;
     });
+    return cursor_ != "0";
   }
 
   Impl& impl_;
   std::string match_;
   std::string cursor_ = "0";
-  bool done_ = false;
-  std::vector<QueueEntry> batch_;
-  size_t pos_ = 0;
 };
 
 RedisStorage::RedisStorage(std::string host, int port, int db, std::optional<std::string> password,

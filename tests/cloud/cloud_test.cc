@@ -177,57 +177,26 @@ TEST_F(CloudTest, CredentialsComeFromTheProfileFileAndAreNeverShown) {
 
 TEST_F(CloudTest, AnotherProcessWaitSeesEveryWrite) {
   CloudStorage waiter = storage();
-  constexpr int kCount = 2000;
-  int ids_pipe[2];
-  ASSERT_EQ(::pipe(ids_pipe), 0);
-  std::string queue = queue_url_;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(ids_pipe[0]);
-    int rc = 0;
-    try {
-      CloudStorage s(SimpleStorageService("cloudtest", 30, prefix_, server_->aws()),
-                     SimpleQueueService(queue, 30, 0.1, server_->aws()));
-      for (int i = 0; i < kCount; ++i) {
-        std::string line = s.write(sample_envelope(1, 100, i), i) + "\n";
-        if (::write(ids_pipe[1], line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-          rc = 2;
-      }
-    } catch (...) {
-      rc = 1;
-    }
-    ::_exit(rc);
-  }
-  ::close(ids_pipe[1]);
-  std::string all;
-  std::thread reader([&] {
-    char buf[65536];
-    for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;)
-      all.append(buf, static_cast<size_t>(n));
-  });
-  std::map<std::string, int> seen;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
-  while (seen.size() < kCount && std::chrono::steady_clock::now() < deadline) {
-    for (const auto& e : waiter.wait(std::chrono::milliseconds(2000))) ++seen[e.id];
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  reader.join();
-  ::close(ids_pipe[0]);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  std::set<std::string> written;
-  for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {
-    written.insert(all.substr(pos, nl - pos));
-  }
-  ASSERT_EQ(written.size(), size_t{kCount});
+  AwsOptions aws = server_->aws();
+  std::string queue = queue_url_, prefix = prefix_;
+  auto run = testing::write_in_child_and_wait(
+      waiter,
+      [&] {
+        return std::make_unique<CloudStorage>(SimpleStorageService("cloudtest", 30, prefix, aws),
+                                              SimpleQueueService(queue, 30, 0.1, aws));
+      },
+      2000, std::chrono::milliseconds(2000), std::chrono::seconds(240));
+  EXPECT_TRUE(run.child_ok);
+  ASSERT_EQ(run.written.size(), 2000u);
+  EXPECT_EQ(run.seen.size(), 2000u);
+  EXPECT_EQ(run.wrong_timestamps, 0u);
+  // SQS delivers at least once: duplicates are possible; they are counted and reported.
   size_t duplicates = 0;
-  for (const auto& id : written) {
-    EXPECT_GE(seen[id], 1) << id;
-    duplicates += seen[id] > 1 ? seen[id] - 1 : 0;
+  for (const auto& id : run.written) {
+    EXPECT_GE(run.seen[id], 1) << id;
+    duplicates += run.seen[id] > 1 ? run.seen[id] - 1 : 0;
   }
-  // SQS delivers at least once: duplicates are possible, and counted here.
-  std::printf("cloud wait: %zu ids seen, %zu duplicate notices\n", seen.size(), duplicates);
-  EXPECT_EQ(seen.size(), size_t{kCount});
+  std::printf("cloud wait: %zu ids seen, %zu duplicate notices\n", run.seen.size(), duplicates);
 }
 
 }  // namespace

@@ -256,40 +256,14 @@ TEST(DiskStorageTest, WaitSeesEveryMessageAnotherProcessWritesExactlyOnce) {
   std::string spool = dir.sub("spool");
   DiskStorage waiter(spool);
   EXPECT_TRUE(waiter.load_all().empty());  // starts watching
-  int ids_pipe[2];
-  ASSERT_EQ(::pipe(ids_pipe), 0);
-  constexpr int kCount = 1000;
-  pid_t writer = spawn([&] {
-    ::close(ids_pipe[0]);
-    DiskStorage storage(spool);
-    for (int i = 0; i < kCount; ++i) {
-      std::string id = storage.write(sample_envelope(1, 200, i), 100 + i) + "\n";
-      if (::write(ids_pipe[1], id.data(), id.size()) != static_cast<ssize_t>(id.size())) return 1;
-    }
-    return 0;
-  });
-  ::close(ids_pipe[1]);
-  std::map<std::string, int> seen;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (seen.size() < kCount && std::chrono::steady_clock::now() < deadline) {
-    for (const auto& e : waiter.wait(std::chrono::milliseconds(500))) {
-      ++seen[e.id];
-      EXPECT_GE(e.timestamp, 100);
-    }
-  }
-  EXPECT_EQ(wait_status(writer), 0);
-  std::string all;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;)
-    all.append(buf, static_cast<size_t>(n));
-  ::close(ids_pipe[0]);
-  std::set<std::string> written;
-  for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {
-    written.insert(all.substr(pos, nl - pos));
-  }
-  EXPECT_EQ(written.size(), size_t{kCount});
-  EXPECT_EQ(seen.size(), size_t{kCount});
-  for (const auto& id : written) EXPECT_EQ(seen[id], 1) << id;
+  auto run = testing::write_in_child_and_wait(
+      waiter, [&] { return std::make_unique<DiskStorage>(spool); }, 1000,
+      std::chrono::milliseconds(500), std::chrono::seconds(120));
+  EXPECT_TRUE(run.child_ok);
+  EXPECT_EQ(run.written.size(), 1000u);
+  EXPECT_EQ(run.seen.size(), 1000u);
+  EXPECT_EQ(run.wrong_timestamps, 0u);
+  for (const auto& id : run.written) EXPECT_EQ(run.seen[id], 1) << id;
   EXPECT_TRUE(waiter.wait(std::chrono::milliseconds(100)).empty());
 }
 

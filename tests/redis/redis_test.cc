@@ -322,58 +322,17 @@ TEST_F(RedisTest, EightThreadsShareOneStorage) {
 }
 
 TEST_F(RedisTest, AnotherProcessWaitSeesEveryWriteExactlyOnce) {
-  RedisServer& server = testing::shared_redis();
-  RedisOptions o = server.options(prefix_);
+  RedisOptions o = testing::shared_redis().options(prefix_);
   RedisStorage waiter(o);
-  EXPECT_TRUE(waiter.load_all().empty());
-  int ids_pipe[2];
-  ASSERT_EQ(::pipe(ids_pipe), 0);
-  constexpr int kCount = 10000;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(ids_pipe[0]);
-    int rc = 0;
-    try {
-      RedisStorage storage(o);
-      for (int i = 0; i < kCount; ++i) {
-        std::string line = storage.write(sample_envelope(1, 100, i), i) + "\n";
-        if (::write(ids_pipe[1], line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-          rc = 2;
-      }
-    } catch (...) {
-      rc = 1;
-    }
-    ::_exit(rc);
-  }
-  ::close(ids_pipe[1]);
-  std::map<std::string, int> seen;
-  std::string all;
-  std::thread reader([&] {
-    char buf[65536];
-    for (ssize_t n; (n = ::read(ids_pipe[0], buf, sizeof(buf))) > 0;)
-      all.append(buf, static_cast<size_t>(n));
-  });
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (seen.size() < kCount && std::chrono::steady_clock::now() < deadline) {
-    for (const auto& e : waiter.wait(std::chrono::milliseconds(500))) ++seen[e.id];
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  reader.join();
-  ::close(ids_pipe[0]);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  std::set<std::string> written;
-  for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1) {
-    written.insert(all.substr(pos, nl - pos));
-  }
-  ASSERT_EQ(written.size(), size_t{kCount});
-  EXPECT_EQ(seen.size(), size_t{kCount});
-  size_t dupes = 0;
-  for (const auto& id : written) {
-    EXPECT_EQ(seen.count(id), 1u) << id;
-    if (seen[id] > 1) ++dupes;
-  }
-  EXPECT_EQ(dupes, 0u);
+  EXPECT_TRUE(waiter.load_all().empty());  // marks the stream position
+  auto run = testing::write_in_child_and_wait(
+      waiter, [&] { return std::make_unique<RedisStorage>(o); }, 10000,
+      std::chrono::milliseconds(500), std::chrono::seconds(120));
+  EXPECT_TRUE(run.child_ok);
+  ASSERT_EQ(run.written.size(), 10000u);
+  EXPECT_EQ(run.seen.size(), 10000u);
+  EXPECT_EQ(run.wrong_timestamps, 0u);
+  for (const auto& id : run.written) EXPECT_EQ(run.seen[id], 1) << id;
 }
 
 }  // namespace
