@@ -18,7 +18,8 @@
 namespace slimta::testing {
 namespace {
 
-// moto_server from PATH, or from pyenv when PATH lacks its shims.
+// moto_server from PATH, or from pyenv when PATH lacks its shims. (The server itself is
+// started through tests/cloud/moto_serial.py, moto's app with serialised requests.)
 std::string find_moto() {
   std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
   const char* home = std::getenv("HOME");
@@ -53,7 +54,11 @@ bool MotoServer::skipped() {
 }
 
 MotoServer::MotoServer(std::map<std::string, std::string> extra_env) : port_(free_port()) {
+  // The python that has moto: the one next to moto_server (a pyenv shim or a venv).
   std::string moto = find_moto();
+  std::string python = std::filesystem::path(moto).parent_path() / "python3";
+  if (::access(python.c_str(), X_OK) != 0) python = "python3";
+  std::string script = SLIMTA_SOURCE_DIR "/tests/cloud/moto_serial.py";
   pid_ = ::fork();
   if (pid_ == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -61,7 +66,7 @@ MotoServer::MotoServer(std::map<std::string, std::string> extra_env) : port_(fre
     std::string port = std::to_string(port_);
     ::freopen("/dev/null", "w", stdout);
     ::freopen("/dev/null", "w", stderr);
-    ::execl(moto.c_str(), "moto_server", "-H", "127.0.0.1", "-p", port.c_str(), nullptr);
+    ::execlp(python.c_str(), "python3", script.c_str(), "-H", "127.0.0.1", "-p", port.c_str(), nullptr);
     ::_exit(127);
   }
   cloud::Http http(2, "us-east-1", {"test", "test", ""});
