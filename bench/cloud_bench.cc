@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "cloud/http.h"
 #include "cloud/moto_server.h"
 #include "core/record.h"
@@ -20,32 +21,7 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-template <typename Op>
-double rate(int threads, double seconds, Op op) {
-  std::atomic<size_t> n{0};
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> workers;
-  auto start = Clock::now();
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      for (size_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
-        op(t, i);
-        n.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
-  double elapsed = seconds_since(start);
-  for (auto& w : workers) w.join();
-  return n / elapsed;
-}
+using slimta::bench::rate;
 
 }  // namespace
 
@@ -87,6 +63,7 @@ int main(int argc, char** argv) {
         req.headers = {{"Content-Type", "application/octet-stream"}};
         req.body = bytes;
         http.send(req);
+        return true;
       });
       std::string raw_queue = server.create_queue("raw" + std::to_string(threads));
       out["raw_sqs_send_per_s"][key] = rate(threads, seconds, [&](int, size_t i) {
@@ -96,10 +73,16 @@ int main(int argc, char** argv) {
         req.body =
             nlohmann::json{{"QueueUrl", raw_queue}, {"MessageBody", std::to_string(i)}}.dump();
         http.send(req);
+        return true;
       });
-      out["write_per_s"][key] = rate(threads, seconds, [&](int, size_t) { storage.write(env, 1); });
-      out["write_without_sqs_per_s"][key] =
-          rate(threads, seconds, [&](int, size_t) { s3_only.write(env, 1); });
+      out["write_per_s"][key] = rate(threads, seconds, [&](int, size_t) {
+        storage.write(env, 1);
+        return true;
+      });
+      out["write_without_sqs_per_s"][key] = rate(threads, seconds, [&](int, size_t) {
+        s3_only.write(env, 1);
+        return true;
+      });
       out["write_vs_raw_put"][key] =
           out["write_per_s"][key].get<double>() / out["raw_s3_put_per_s"][key].get<double>();
     }

@@ -22,18 +22,16 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "slimta/disk_storage.h"
 #include "test_util.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using slimta::DiskStorage;
 using slimta::Envelope;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using slimta::bench::Clock;
+using slimta::bench::seconds_since;
 
 // 4 KiB appended and fdatasync'ed in a loop: what one durable stream can do here.
 double raw_fsync_rate(const std::string& dir, double seconds) {
@@ -54,26 +52,6 @@ double raw_fsync_rate(const std::string& dir, double seconds) {
   ::close(fd);
   ::unlink(path.c_str());
   return rate;
-}
-
-// Messages/s stored by `threads` writers for `seconds`.
-double write_rate(DiskStorage& storage, const Envelope& env, int threads, double seconds) {
-  std::atomic<size_t> n{0};
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> workers;
-  auto start = Clock::now();
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-        storage.write(env, 0);
-        n.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
-  for (auto& w : workers) w.join();
-  return n / seconds_since(start);
 }
 
 }  // namespace
@@ -107,8 +85,10 @@ int main(int argc, char** argv) {
     {
       DiskStorage storage(dir + "/write-spool");
       double raw1 = raw_fsync_rate(dir, seconds);
-      double w1 = write_rate(storage, env, 1, seconds);
-      double w8 = write_rate(storage, env, 8, seconds);
+      double w1 = slimta::bench::rate(1, seconds,
+                                      [&](int, size_t) { return !storage.write(env, 0).empty(); });
+      double w8 = slimta::bench::rate(8, seconds,
+                                      [&](int, size_t) { return !storage.write(env, 0).empty(); });
       double raw2 = raw_fsync_rate(dir, seconds);
       double raw = (raw1 + raw2) / 2;
       out["raw_fsync_per_s"] = {{"before", raw1}, {"after", raw2}, {"mean", raw}};

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/record.h"
 #include "redis/connection.h"
 #include "redis/redis_server.h"
@@ -25,14 +26,12 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using slimta::Envelope;
 using slimta::RedisOptions;
 using slimta::RedisStorage;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using slimta::bench::Clock;
+using slimta::bench::rate;
+using slimta::bench::seconds_since;
 
 long rss_kib() {
   std::ifstream in("/proc/self/status");
@@ -44,32 +43,6 @@ long rss_kib() {
 }
 
 // Calls op(thread, i) from `threads` threads for `seconds`; returns calls per second.
-// Calls op(thread, i) from `threads` threads until `seconds` pass or every thread's op
-// returns false; returns calls per second.
-template <typename Op>
-double rate(int threads, double seconds, Op op) {
-  std::atomic<size_t> n{0};
-  std::atomic<int> finished{0};
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> workers;
-  auto start = Clock::now();
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      for (size_t i = 0; !stop.load(std::memory_order_relaxed) && op(t, i); ++i) {
-        n.fetch_add(1, std::memory_order_relaxed);
-      }
-      ++finished;
-    });
-  }
-  while (seconds_since(start) < seconds && finished < threads) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  stop = true;
-  double elapsed = seconds_since(start);
-  for (auto& w : workers) w.join();
-  return n / elapsed;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
