@@ -22,6 +22,8 @@
 
 namespace slimta {
 
+class CloudStorage;
+
 // S3 and SQS failures. Retryable for 5xx, throttling and network errors (after the
 // bounded retries the client already made); not for 403 and other 4xx.
 class CloudStorageError : public QueueError {
@@ -55,10 +57,10 @@ class SimpleStorageService {
   const std::string& bucket() const;
   const std::string& prefix() const;
 
+ private:
+  friend class CloudStorage;
   struct Impl;
   Impl& impl() { return *impl_; }
-
- private:
   std::unique_ptr<Impl> impl_;
 };
 
@@ -73,10 +75,10 @@ class SimpleQueueService {
   ~SimpleQueueService();
   SimpleQueueService(SimpleQueueService&&) noexcept;
 
+ private:
+  friend class CloudStorage;
   struct Impl;
   Impl& impl() { return *impl_; }
-
- private:
   std::unique_ptr<Impl> impl_;
 };
 
