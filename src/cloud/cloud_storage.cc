@@ -208,6 +208,8 @@ struct CloudStorage::Impl {
   std::optional<SimpleQueueService> sqs;
 
   std::string key(std::string_view id) const { return s3.prefix() + std::string(id); }
+  // "s3://BUCKET/KEY", naming an object in errors.
+  std::string where(const std::string& k) const { return "s3://" + s3.bucket() + "/" + k; }
 
   // Read-modify-write with If-Match: repeated until no other writer got in between.
   template <typename Fn>
@@ -218,10 +220,9 @@ struct CloudStorage::Impl {
     for (int round = 0; round < kMaxCasRounds; ++round) {
       auto obj = s3.impl().get(k);
       if (!obj) throw KeyError(std::string(id));
-      record::Decoded d = record::decode(obj->body, "s3://" + s3.bucket() + "/" + k);
-      if (!d.envelope) throw CorruptRecord("s3://" + s3.bucket() + "/" + k + " holds no envelope");
-      auto result = fn(d.meta);
-      if (s3.impl().put(k, record::encode(d.meta, &*d.envelope), obj->etag)) return result;
+      record::Message m = record::decode_message(obj->body, where(k));
+      auto result = fn(m.meta);
+      if (s3.impl().put(k, record::encode(m.meta, &m.envelope), obj->etag)) return result;
       std::this_thread::sleep_for(std::chrono::microseconds(rng() % (1000 * (round + 1))));
     }
     throw CloudStorageError("S3 object " + k + " kept changing under " +
@@ -261,7 +262,7 @@ class CloudStorage::Impl::Stream : public PagedStream {
         for (size_t i; (i = next++) < ids.size();) {
           try {
             std::string k = impl_.key(ids[i]);
-            std::string what = "s3://" + impl_.s3.bucket() + "/" + k;
+            std::string what = impl_.where(k);
             auto obj = impl_.s3.impl().get(k, record::kPrefixSize);
             if (!obj) continue;  // removed since the listing
             auto p = record::decode_prefix(obj->body, what);
@@ -351,10 +352,8 @@ QueuedMessage CloudStorage::get(std::string_view id) {
   std::string k = impl_->key(id);
   auto obj = impl_->s3.impl().get(k);
   if (!obj) throw KeyError(std::string(id));
-  record::Decoded d = record::decode(obj->body, "s3://" + impl_->s3.bucket() + "/" + k);
-  if (!d.envelope)
-    throw CorruptRecord("s3://" + impl_->s3.bucket() + "/" + k + " holds no envelope");
-  return record::to_queued(std::move(*d.envelope), d.meta);
+  record::Message m = record::decode_message(obj->body, impl_->where(k));
+  return record::to_queued(std::move(m.envelope), m.meta);
 }
 
 void CloudStorage::remove(std::string_view id) {

@@ -267,6 +267,12 @@ Decoded decode(std::string_view bytes, std::string_view what) {
   return out;
 }
 
+Message decode_message(std::string_view bytes, std::string_view what) {
+  Decoded d = decode(bytes, what);
+  if (!d.envelope) corrupt(what, "it holds no envelope");
+  return Message{std::move(*d.envelope), std::move(d.meta)};
+}
+
 std::optional<Prefix> decode_prefix(std::string_view prefix, std::string_view what) {
   if (prefix.size() < kHeaderSize) {
     if (prefix.size() >= kMagic.size() && prefix.substr(0, kMagic.size()) != kMagic) {

@@ -43,6 +43,14 @@ std::string encode(const Metadata& meta, const Envelope* envelope);
 // error messages. Throws CorruptRecord naming `what` and the reason.
 Decoded decode(std::string_view bytes, std::string_view what);
 
+// A message record: the envelope and the metadata stored with it.
+struct Message {
+  Envelope envelope;
+  Metadata meta;
+};
+// decode() for records that must hold an envelope; CorruptRecord naming `what` if not.
+Message decode_message(std::string_view bytes, std::string_view what);
+
 struct Prefix {
   uint64_t total_length = 0;  // of the whole record
   Metadata meta;

@@ -492,10 +492,9 @@ QueuedMessage DiskStorage::get(std::string_view id) {
   posix::Fd fd = impl_->open_locked(id, /*exclusive=*/false);
   std::string sid(id);
   std::string path = impl_->path_of("msg", sid);
-  record::Decoded decoded = record::decode(posix::read_file(fd.get(), path), path);
-  if (!decoded.envelope) throw CorruptRecord("corrupt record " + path + ": it holds no envelope");
+  record::Message m = record::decode_message(posix::read_file(fd.get(), path), path);
   auto meta = impl_->read_meta_file(sid);
-  return record::to_queued(std::move(*decoded.envelope), meta ? *meta : decoded.meta);
+  return record::to_queued(std::move(m.envelope), meta ? *meta : m.meta);
 }
 
 void DiskStorage::remove(std::string_view id) {

@@ -317,16 +317,15 @@ QueuedMessage RedisStorage::get(std::string_view id) {
     throw KeyError(std::string(id));
   }
   std::string what = "redis key " + key;
-  record::Decoded d =
-      record::decode(std::string_view(r->element[0]->str, r->element[0]->len), what);
-  if (!d.envelope) throw CorruptRecord("corrupt record " + what + ": it holds no envelope");
+  record::Message m =
+      record::decode_message(std::string_view(r->element[0]->str, r->element[0]->len), what);
   auto field = [&](size_t i) {
     const redisReply* f = r->element[i];
     if (f->type != REDIS_REPLY_STRING)
       throw CorruptRecord("corrupt record " + what + ": metadata field missing");
     return std::string_view(f->str, f->len);
   };
-  record::Metadata meta = d.meta;
+  record::Metadata meta = m.meta;
   auto ts = redis::parse_timestamp(field(1));
   uint32_t attempts = 0;
   auto a = field(2);
@@ -340,7 +339,7 @@ QueuedMessage RedisStorage::get(std::string_view id) {
   } catch (const CorruptRecord& e) {
     throw CorruptRecord("corrupt record " + what + ": " + e.what());
   }
-  return record::to_queued(std::move(*d.envelope), meta);
+  return record::to_queued(std::move(m.envelope), meta);
 }
 
 void RedisStorage::remove(std::string_view id) {

@@ -29,6 +29,20 @@ TEST(RecordTest, MetadataOnlyRecordHasNoEnvelope) {
   EXPECT_FALSE(d.envelope);
 }
 
+TEST(RecordTest, DecodeMessageRequiresAnEnvelope) {
+  Envelope env = testing::sample_envelope(2);
+  Message m = decode_message(encode(Metadata{3, 1, 2, {}}, &env), "full");
+  EXPECT_EQ(m.envelope.flatten(), env.flatten());
+  EXPECT_EQ(m.meta.attempts, 1u);
+  try {
+    decode_message(encode(Metadata{}, nullptr), "spool/meta/x");
+    FAIL() << "a metadata-only record was taken for a message";
+  } catch (const CorruptRecord& e) {
+    EXPECT_NE(std::string(e.what()).find("spool/meta/x"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no envelope"), std::string::npos) << e.what();
+  }
+}
+
 TEST(RecordTest, PrefixHoldsTheMetadata) {
   Envelope env = testing::sample_envelope(2, 100000);
   Metadata meta{99.5, 3, 2, {1}};
