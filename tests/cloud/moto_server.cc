@@ -66,7 +66,8 @@ MotoServer::MotoServer(std::map<std::string, std::string> extra_env) : port_(fre
     std::string port = std::to_string(port_);
     ::freopen("/dev/null", "w", stdout);
     ::freopen("/dev/null", "w", stderr);
-    ::execlp(python.c_str(), "python3", script.c_str(), "-H", "127.0.0.1", "-p", port.c_str(), nullptr);
+    ::execlp(python.c_str(), "python3", script.c_str(), "-H", "127.0.0.1", "-p", port.c_str(),
+             nullptr);
     ::_exit(127);
   }
   cloud::Http http(2, "us-east-1", {"test", "test", ""});

@@ -23,6 +23,19 @@ class CliTest : public ::testing::Test {
     args.push_back(storage_url_);
     return run_command(args, input);
   }
+  // Enqueues message_ on storage_url_ and checks list --json and show --raw report it;
+  // returns its id (empty after a failed assertion).
+  std::string enqueue_and_list() {
+    auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::string id = last_line(r.out);
+    auto j = nlohmann::json::parse(q({"list", "--json"}).out);
+    EXPECT_EQ(j.size(), 1u);
+    if (j.size() != 1) return "";
+    EXPECT_EQ(j[0]["id"], id);
+    EXPECT_EQ(q({"show", id, "--raw"}).out, message_);
+    return id;
+  }
   std::string last_line(const std::string& out) {
     std::string s = out;
     while (!s.empty() && s.back() == '\n') s.pop_back();
@@ -178,13 +191,7 @@ TEST_F(CliTest, WorksOnRedisStorageUrls) {
         "redis+unix://" + server.socket_path() + "?db=2&prefix=" + prefix}) {
     SCOPED_TRACE(url);
     storage_url_ = url;
-    auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::string id = last_line(r.out);
-    auto j = nlohmann::json::parse(q({"list", "--json"}).out);
-    ASSERT_EQ(j.size(), 1u);
-    EXPECT_EQ(j[0]["id"], id);
-    EXPECT_EQ(q({"show", id, "--raw"}).out, message_);
+    ASSERT_FALSE(enqueue_and_list().empty());
     EXPECT_EQ(q({"remove", "--all"}).exit_code, 0);
   }
   // What the CLI stored is in db 2 under the prefix, where RedisStorage finds it.
@@ -208,13 +215,8 @@ TEST_F(CliTest, WorksOnS3StorageUrls) {
   ::setenv("AWS_SECRET_ACCESS_KEY", "test", 1);
   storage_url_ = "s3://clibucket/q" + random_hex(4) +
                  "?region=us-east-1&endpoint=" + server.endpoint() + "&sqs=" + queue;
-  auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  std::string id = last_line(r.out);
-  auto j = nlohmann::json::parse(q({"list", "--json"}).out);
-  ASSERT_EQ(j.size(), 1u);
-  EXPECT_EQ(j[0]["id"], id);
-  EXPECT_EQ(q({"show", id, "--raw"}).out, message_);
+  std::string id = enqueue_and_list();
+  ASSERT_FALSE(id.empty());
   EXPECT_EQ(q({"retry", id}).exit_code, 0);
   EXPECT_EQ(q({"remove", "--all"}).exit_code, 0);
   EXPECT_EQ(nlohmann::json::parse(q({"list", "--json"}).out).size(), 0u);
