@@ -92,19 +92,26 @@ class CloudStorage : public QueueStorage {
   // One PUT (If-None-Match: *) and, with a message queue, one SendMessage. If the
   // announcement fails the message is still stored (load() finds it); that is logged.
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
-  void set_timestamp(std::string_view id, Timestamp timestamp) override;
-  uint32_t increment_attempts(std::string_view id) override;
-  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
   // ListObjectsV2 page by page; the first 4 KiB of each object of a page (the record's
   // metadata) are fetched concurrently.
   std::unique_ptr<EntryStream> load() override;
   QueuedMessage get(std::string_view id) override;
-  void remove(std::string_view id) override;
+  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void release_hold(std::string_view id) override;
+  void add_counters(const Counters& delta) override;
+  Counters counters() override;
 
   // Requests made so far, by kind ("s3 GET", "sqs SendMessage", ...), for cost reports.
   std::map<std::string, uint64_t> request_counts() const;
 
  protected:
+  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) override;
+  uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
+                                   Fence fence) override;
+  void do_remove(std::string_view id, Fence fence) override;
+  ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
+  void do_release(std::string_view id, Fence fence) override;
   // Long-polls SQS; deletes the notices it returns. Without a message queue: NotSupported.
   std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
 

@@ -38,18 +38,25 @@ class DiskStorage : public QueueStorage {
 
   Capabilities capabilities() const override;
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
-  void set_timestamp(std::string_view id, Timestamp timestamp) override;
-  uint32_t increment_attempts(std::string_view id) override;
-  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
   // Streams the spool directory. A record found corrupt is moved to PATH/corrupt/,
   // logged and counted in EntryStream::corrupt(). A message still being written by
   // another process is not listed (its write() has not returned). Once the stream is
   // exhausted, metadata files whose message is gone are deleted.
   std::unique_ptr<EntryStream> load() override;
   QueuedMessage get(std::string_view id) override;
-  void remove(std::string_view id) override;
+  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void release_hold(std::string_view id) override;
+  void add_counters(const Counters& delta) override;
+  Counters counters() override;
 
  protected:
+  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) override;
+  uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
+                                   Fence fence) override;
+  void do_remove(std::string_view id, Fence fence) override;
+  ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
+  void do_release(std::string_view id, Fence fence) override;
   // Reports messages that other DiskStorage objects (in this or other processes) wrote
   // since this object's first load() or wait() call; its own writes are not reported.
   std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;

@@ -58,4 +58,13 @@ class CorruptRecord : public QueueError {
   explicit CorruptRecord(const std::string& what) : QueueError(what, false) {}
 };
 
+// A mutation made on behalf of a lease (see QueueStorage::claim) was refused because
+// that lease no longer holds the message: it was released, or it expired and another
+// claim took the message over. The newer holder's state is left untouched. Not
+// retryable: the caller must give the message up.
+class LeaseLost : public QueueError {
+ public:
+  explicit LeaseLost(const std::string& what) : QueueError(what, false) {}
+};
+
 }  // namespace slimta

@@ -1,6 +1,7 @@
 // MemoryStorage: messages kept in this process's memory (python's DictStorage).
 // Not durable and not shared: for tests and for tools that queue nothing across
-// restarts. wait() is not supported (nothing else can write to it).
+// restarts. wait() is not supported (nothing else can write to it); leases, holds
+// and counters are.
 //
 // Thread safety: all methods may be called concurrently.
 #pragma once
@@ -13,17 +14,27 @@ namespace slimta {
 
 class MemoryStorage : public QueueStorage {
  public:
-  MemoryStorage();
+  // Lease expiry is judged by `clock`, which must outlive the storage.
+  explicit MemoryStorage(const Clock& clock = system_clock());
   ~MemoryStorage() override;
 
   Capabilities capabilities() const override;
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
-  void set_timestamp(std::string_view id, Timestamp timestamp) override;
-  uint32_t increment_attempts(std::string_view id) override;
-  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
   std::unique_ptr<EntryStream> load() override;
   QueuedMessage get(std::string_view id) override;
-  void remove(std::string_view id) override;
+  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void release_hold(std::string_view id) override;
+  void add_counters(const Counters& delta) override;
+  Counters counters() override;
+
+ protected:
+  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) override;
+  uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
+                                   Fence fence) override;
+  void do_remove(std::string_view id, Fence fence) override;
+  ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
+  void do_release(std::string_view id, Fence fence) override;
 
  private:
   struct Impl;

@@ -59,17 +59,24 @@ class RedisStorage : public QueueStorage {
 
   Capabilities capabilities() const override;
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
-  void set_timestamp(std::string_view id, Timestamp timestamp) override;
-  uint32_t increment_attempts(std::string_view id) override;
-  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) override;
   // SCAN (never KEYS) over PREFIX*, timestamps fetched in pipelined batches. Keys of
   // other prefixes, non-hash keys and hashes that are not messages are ignored; a
   // message hash whose timestamp cannot be read is logged and counted as corrupt.
   std::unique_ptr<EntryStream> load() override;
   QueuedMessage get(std::string_view id) override;
-  void remove(std::string_view id) override;
+  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void release_hold(std::string_view id) override;
+  void add_counters(const Counters& delta) override;
+  Counters counters() override;
 
  protected:
+  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) override;
+  uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
+                                   Fence fence) override;
+  void do_remove(std::string_view id, Fence fence) override;
+  ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
+  void do_release(std::string_view id, Fence fence) override;
   // Reports messages written by other RedisStorage objects since this object's first
   // load() or wait() call. If the stream was trimmed past unread entries, every stored
   // message is reported instead, so none is missed.

@@ -14,12 +14,25 @@
 //
 // Timestamps are seconds since the Unix epoch, as in the python original.
 //
+// Leases (beyond the python original): several queue processes may share one storage,
+// and claim() makes sure one of them at a time attempts a message. A claim returns a
+// fencing token that grows with every claim of that message; the mutations made on
+// behalf of the claim pass it back as a Fence, and the storage refuses them
+// (LeaseLost) once the lease was released, or expired and was claimed again. So a
+// slow process whose lease ran out can never overwrite the newer holder's progress.
+// The lease state lives with the message's metadata, and every check is atomic with
+// the mutation it guards. Calls without a Fence (an operator's tool) are not fenced.
+//
+// Holds (like Postfix's postsuper -h): a held message is kept, but claim() refuses it
+// until release_hold().
+//
 // Thread safety: every QueueStorage implementation may be called from several threads
 // at once, except wait(), which one thread at a time may call.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -27,12 +40,11 @@
 #include <string_view>
 #include <vector>
 
+#include "slimta/clock.h"
 #include "slimta/envelope.h"
 #include "slimta/errors.h"
 
 namespace slimta {
-
-using Timestamp = double;
 
 // One (timestamp, id) pair, as load() and wait() yield them.
 struct QueueEntry {
@@ -41,6 +53,42 @@ struct QueueEntry {
 
   bool operator==(const QueueEntry&) const = default;
 };
+
+// A lease on one message: its fencing token (1 for the first claim of a message, then
+// one more per claim) and when it runs out. token 0 means never claimed.
+struct Lease {
+  uint64_t token = 0;
+  Timestamp expires = 0;  // 0: released
+
+  bool operator==(const Lease&) const = default;
+};
+
+// Passed to a mutation made on behalf of a claim: the token claim() returned.
+struct Fence {
+  uint64_t token = 0;
+};
+
+// An operator's hold on a message: when and why.
+struct Hold {
+  Timestamp since = 0;
+  std::string reason;
+
+  bool operator==(const Hold&) const = default;
+};
+
+struct ClaimResult {
+  enum class Status {
+    claimed,  // the caller holds `lease` until lease.expires, or release()
+    busy,     // another claim holds it until lease.expires (that lease's token)
+    held,     // an operator holds it (see hold())
+  };
+  Status status = Status::busy;
+  Lease lease;
+};
+
+// Event counters kept in the storage, shared by every process that uses it (the
+// queue adds to them; slimta-queue info shows them). Name -> count.
+using Counters = std::map<std::string, int64_t>;
 
 // What get() returns: python's (envelope, attempts) plus the rest of the metadata.
 struct QueuedMessage {
@@ -52,6 +100,9 @@ struct QueuedMessage {
   std::vector<size_t> delivered;
   // Number of recipients in the original list.
   size_t original_recipients = 0;
+  // The latest lease (token 0 if never claimed) and the operator's hold, if any.
+  Lease lease;
+  std::optional<Hold> hold;
 
   // Original index of each recipient in envelope.recipients, in the same order:
   // what set_recipients_delivered() expects for envelope.recipients[i].
@@ -60,9 +111,10 @@ struct QueuedMessage {
 
 // What a backend can do. Callers check these instead of catching NotSupported.
 struct Capabilities {
-  bool can_wait = false;  // wait() works (false: it throws NotSupported)
-  bool shared = false;    // several processes (or hosts) may use the same storage
-  bool durable = false;   // write() returns only after the message would survive a crash
+  bool can_wait = false;   // wait() works (false: it throws NotSupported)
+  bool shared = false;     // several processes (or hosts) may use the same storage
+  bool durable = false;    // write() returns only after the message would survive a crash
+  bool can_lease = false;  // claim(), release(), hold() and the fenced mutations work
 };
 
 // A stream of entries from load(). Entries are produced as they are read, so a
@@ -97,19 +149,39 @@ class QueueStorage {
   // message twice. Throws QueueError; on error nothing is stored.
   virtual std::string write(const Envelope& envelope, Timestamp timestamp) = 0;
 
+  // The four mutations below come in two forms: without a Fence (unfenced), and with
+  // the Fence of a claim, which throws LeaseLost, changing nothing, unless that claim
+  // still holds the message (see the top of this file).
+
   // Set the time of the next delivery attempt. Throws KeyError if `id` is not stored
   // (it never creates a record).
-  virtual void set_timestamp(std::string_view id, Timestamp timestamp) = 0;
+  void set_timestamp(std::string_view id, Timestamp timestamp) {
+    do_set_timestamp(id, timestamp, Fence{});
+  }
+  void set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
+    check_fence_arg(fence);
+    do_set_timestamp(id, timestamp, fence);
+  }
 
   // Add one to the attempt count and return the new count. Atomic: two concurrent
   // callers get n and n+1. Throws KeyError if `id` is not stored.
-  virtual uint32_t increment_attempts(std::string_view id) = 0;
+  uint32_t increment_attempts(std::string_view id) { return do_increment_attempts(id, Fence{}); }
+  uint32_t increment_attempts(std::string_view id, Fence fence) {
+    check_fence_arg(fence);
+    return do_increment_attempts(id, fence);
+  }
 
   // Mark recipients as delivered, by index into the ORIGINAL recipient list; the
   // result is the union with what was already marked. Atomic. Throws KeyError if `id`
   // is not stored, InvalidArgument (changing nothing) if an index is out of range.
-  virtual void set_recipients_delivered(std::string_view id,
-                                        std::span<const size_t> rcpt_indexes) = 0;
+  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) {
+    do_set_recipients_delivered(id, rcpt_indexes, Fence{});
+  }
+  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
+                                Fence fence) {
+    check_fence_arg(fence);
+    do_set_recipients_delivered(id, rcpt_indexes, fence);
+  }
 
   // Every stored message as (next attempt, id), in no particular order, streamed.
   virtual std::unique_ptr<EntryStream> load() = 0;
@@ -119,7 +191,34 @@ class QueueStorage {
   virtual QueuedMessage get(std::string_view id) = 0;
 
   // Delete the message. It is not an error if `id` is not stored.
-  virtual void remove(std::string_view id) = 0;
+  void remove(std::string_view id) { do_remove(id, Fence{}); }
+  void remove(std::string_view id, Fence fence) {
+    check_fence_arg(fence);
+    do_remove(id, fence);
+  }
+
+  // Claim the message for `duration`: status claimed with a new lease (token one more
+  // than the last claim's) unless another unexpired lease holds it (busy) or an
+  // operator holds it (held); only `claimed` changes anything. Expiry is judged by the
+  // storage's clock (the Redis server's, the host's otherwise). Throws KeyError if `id`
+  // is not stored, NotSupported unless capabilities().can_lease.
+  // InvalidArgument unless `duration` is positive.
+  ClaimResult claim(std::string_view id, std::chrono::milliseconds duration);
+  // End the lease early. Throws LeaseLost if it no longer holds the message.
+  void release(std::string_view id, Fence fence) {
+    check_fence_arg(fence);
+    do_release(id, fence);
+  }
+
+  // Hold the message: claim() refuses it until release_hold(). Holding a held message
+  // replaces the reason. A lease already granted runs on. KeyError if not stored.
+  virtual void hold(std::string_view id, std::string_view reason, Timestamp since);
+  // Lift the hold; not an error if the message is not held. KeyError if not stored.
+  virtual void release_hold(std::string_view id);
+
+  // Add `delta` to the shared event counters (atomic per counter), and read them.
+  virtual void add_counters(const Counters& delta);
+  virtual Counters counters();
 
   // Block until another process (or another storage object) writes messages, then
   // return them as (next attempt, id). Returns an empty list if `timeout` passes
@@ -132,8 +231,20 @@ class QueueStorage {
   std::vector<QueueEntry> load_all();
 
  protected:
+  // The mutations; `fence.token` is 0 for the unfenced form.
+  virtual void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) = 0;
+  virtual uint32_t do_increment_attempts(std::string_view id, Fence fence) = 0;
+  virtual void do_set_recipients_delivered(std::string_view id,
+                                           std::span<const size_t> rcpt_indexes, Fence fence) = 0;
+  virtual void do_remove(std::string_view id, Fence fence) = 0;
+  // Leases; the defaults throw NotSupported.
+  virtual ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration);
+  virtual void do_release(std::string_view id, Fence fence);
   // Backends that can notify override this; the default throws NotSupported.
   virtual std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout);
+
+ private:
+  static void check_fence_arg(Fence fence);
 };
 
 // A new random id (128 bits from the system CSPRNG, 32 lowercase hex digits).

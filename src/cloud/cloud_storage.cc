@@ -11,6 +11,10 @@
 //   still stored and load() finds it, so the failure is logged, not raised.
 // * load() reads only the first 4 KiB of each object (a Range GET): the record keeps
 //   its metadata first.
+// * Leases and holds are metadata fields of the record, so claim() and every fenced
+//   mutation are the same If-Match read-modify-write (expiry judged by this host's
+//   clock: keep the hosts in NTP sync). A fenced remove() is GET, check, DELETE
+//   If-Match, so a claim that slipped in between makes it start over.
 #include "slimta/cloud_storage.h"
 
 #include <spdlog/spdlog.h>
@@ -20,6 +24,7 @@
 #include <thread>
 
 #include "cloud/http.h"
+#include "core/counters_text.h"
 #include "core/paged_stream.h"
 #include "core/record.h"
 
@@ -92,9 +97,15 @@ struct SimpleStorageService::Impl {
     return true;
   }
 
-  void remove(const std::string& key) {
-    Response r = http->send(cloud::make_request("DELETE", url(key), "s3", "s3 DELETE"));
+  // DELETE, with If-Match: etag unless `etag` is empty. Returns false if the
+  // precondition failed (412); a missing object is not an error.
+  bool remove(const std::string& key, const std::string& etag = "") {
+    Request req = cloud::make_request("DELETE", url(key), "s3", "s3 DELETE");
+    if (!etag.empty()) req.headers.push_back({"If-Match", etag});
+    Response r = http->send(req);
+    if (r.status == 412) return false;
     if (r.status != 204 && r.status != 200 && r.status != 404) fail(r, "DELETE " + key);
+    return true;
   }
 
   struct Page {
@@ -211,23 +222,36 @@ struct CloudStorage::Impl {
   // "s3://BUCKET/KEY", naming an object in errors.
   std::string where(const std::string& k) const { return "s3://" + s3.bucket() + "/" + k; }
 
-  // Read-modify-write with If-Match: repeated until no other writer got in between.
-  template <typename Fn>
-  auto update(std::string_view id, Fn&& fn) {
-    check_id(id);
-    std::string k = key(id);
+  // Runs `step` (which returns true when done, false when another writer got in
+  // between) until it is done, with a short random pause between rounds.
+  template <typename Step>
+  void cas_loop(const std::string& k, Step&& step) {
     thread_local std::mt19937 rng(std::random_device{}());
     for (int round = 0; round < kMaxCasRounds; ++round) {
-      auto obj = s3.impl().get(k);
-      if (!obj) throw KeyError(std::string(id));
-      record::Message m = record::decode_message(obj->body, where(k));
-      auto result = fn(m.meta);
-      if (s3.impl().put(k, record::encode(m.meta, &m.envelope), obj->etag)) return result;
+      if (step()) return;
       std::this_thread::sleep_for(std::chrono::microseconds(rng() % (1000 * (round + 1))));
     }
     throw CloudStorageError("S3 object " + k + " kept changing under " +
                                 std::to_string(kMaxCasRounds) + " attempts to update it",
                             true);
+  }
+
+  // Read-modify-write of a message's metadata with If-Match; an update that changes
+  // nothing (a busy claim) is not written.
+  template <typename Fn>
+  auto update(std::string_view id, Fn&& fn) {
+    check_id(id);
+    std::string k = key(id);
+    std::optional<decltype(fn(std::declval<record::Metadata&>()))> result;
+    cas_loop(k, [&] {
+      auto obj = s3.impl().get(k);
+      if (!obj) throw KeyError(std::string(id));
+      record::Message m = record::decode_message(obj->body, where(k));
+      const record::Metadata before = m.meta;
+      result = fn(m.meta);
+      return m.meta == before || s3.impl().put(k, record::encode(m.meta, &m.envelope), obj->etag);
+    });
+    return *result;
   }
 
   class Stream;
@@ -303,7 +327,8 @@ CloudStorage::CloudStorage(SimpleStorageService object_store,
 CloudStorage::~CloudStorage() = default;
 
 Capabilities CloudStorage::capabilities() const {
-  return Capabilities{.can_wait = impl_->sqs.has_value(), .shared = true, .durable = true};
+  return Capabilities{
+      .can_wait = impl_->sqs.has_value(), .shared = true, .durable = true, .can_lease = true};
 }
 
 std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -326,23 +351,72 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
   return id;
 }
 
-void CloudStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
+void CloudStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
   impl_->update(id, [&](record::Metadata& m) {
+    record::check_fence(m, fence, id);
     m.timestamp = timestamp;
     return 0;
   });
 }
 
-uint32_t CloudStorage::increment_attempts(std::string_view id) {
-  return impl_->update(id, [](record::Metadata& m) { return ++m.attempts; });
+uint32_t CloudStorage::do_increment_attempts(std::string_view id, Fence fence) {
+  return impl_->update(id, [&](record::Metadata& m) {
+    record::check_fence(m, fence, id);
+    return ++m.attempts;
+  });
 }
 
-void CloudStorage::set_recipients_delivered(std::string_view id,
-                                            std::span<const size_t> rcpt_indexes) {
+void CloudStorage::do_set_recipients_delivered(std::string_view id,
+                                               std::span<const size_t> rcpt_indexes, Fence fence) {
   impl_->update(id, [&](record::Metadata& m) {
+    record::check_fence(m, fence, id);
     record::mark_delivered(m, rcpt_indexes);
     return 0;
   });
+}
+
+ClaimResult CloudStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
+  return impl_->update(
+      id, [&](record::Metadata& m) { return record::claim(m, system_clock().now(), duration); });
+}
+
+void CloudStorage::do_release(std::string_view id, Fence fence) {
+  impl_->update(id, [&](record::Metadata& m) {
+    record::release(m, fence, id);
+    return 0;
+  });
+}
+
+void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+  impl_->update(id, [&](record::Metadata& m) {
+    m.hold = Hold{since, std::string(reason)};
+    return 0;
+  });
+}
+
+void CloudStorage::release_hold(std::string_view id) {
+  impl_->update(id, [](record::Metadata& m) {
+    m.hold.reset();
+    return 0;
+  });
+}
+
+// One object, PREFIX.counters, in the text form of core/counters_text.h, updated with
+// If-Match (If-None-Match: * when it does not exist yet).
+void CloudStorage::add_counters(const Counters& delta) {
+  std::string k = impl_->s3.prefix() + ".counters";
+  impl_->cas_loop(k, [&] {
+    auto obj = impl_->s3.impl().get(k);
+    Counters sum = obj ? parse_counters(obj->body, impl_->where(k)) : Counters{};
+    for (const auto& [name, n] : delta) sum[name] += n;
+    return impl_->s3.impl().put(k, format_counters(sum), obj ? obj->etag : "");
+  });
+}
+
+Counters CloudStorage::counters() {
+  std::string k = impl_->s3.prefix() + ".counters";
+  auto obj = impl_->s3.impl().get(k);
+  return obj ? parse_counters(obj->body, impl_->where(k)) : Counters{};
 }
 
 std::unique_ptr<EntryStream> CloudStorage::load() { return std::make_unique<Impl::Stream>(*impl_); }
@@ -356,9 +430,20 @@ QueuedMessage CloudStorage::get(std::string_view id) {
   return record::to_queued(std::move(m.envelope), m.meta);
 }
 
-void CloudStorage::remove(std::string_view id) {
+void CloudStorage::do_remove(std::string_view id, Fence fence) {
   check_id(id);
-  impl_->s3.impl().remove(impl_->key(id));
+  std::string k = impl_->key(id);
+  if (fence.token == 0) {
+    impl_->s3.impl().remove(k);
+    return;
+  }
+  // GET, check the fence, DELETE If-Match: a claim in between changes the ETag.
+  impl_->cas_loop(k, [&] {
+    auto obj = impl_->s3.impl().get(k);
+    if (!obj) return true;
+    record::check_fence(record::decode_message(obj->body, impl_->where(k)).meta, fence, id);
+    return impl_->s3.impl().remove(k, obj->etag);
+  });
 }
 
 std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {

@@ -19,6 +19,8 @@ enum Tag : uint8_t {
   kAttempts = 0x02,
   kRecipientCount = 0x03,
   kDelivered = 0x04,
+  kLease = 0x05,
+  kHold = 0x06,
   kSender = 0x10,
   kRecipient = 0x11,
   kClientIp = 0x12,
@@ -140,6 +142,15 @@ bool read_meta_field(Metadata& meta, uint8_t tag, std::string_view value, std::s
       for (size_t i = 0; i < value.size(); i += 4)
         meta.delivered.push_back(get_u32(value.substr(i, 4)));
       return true;
+    case kLease:
+      check_size(what, tag, value, 16);
+      meta.lease.token = get_u64(value);
+      meta.lease.expires = std::bit_cast<double>(get_u64(value.substr(8)));
+      return true;
+    case kHold:
+      if (value.size() < 8) corrupt(what, "hold field shorter than 8 bytes");
+      meta.hold = Hold{std::bit_cast<double>(get_u64(value)), std::string(value.substr(8))};
+      return true;
     default:
       return tag < kFirstEnvelopeTag;  // unknown metadata tags are skipped
   }
@@ -173,6 +184,18 @@ std::string encode(const Metadata& meta, const Envelope* envelope) {
   std::string delivered;
   for (uint32_t i : meta.delivered) put_u32(delivered, i);
   put_field(out, kDelivered, delivered);
+  if (meta.lease.token != 0) {
+    std::string lease;
+    put_u64(lease, meta.lease.token);
+    put_u64(lease, std::bit_cast<uint64_t>(meta.lease.expires));
+    put_field(out, kLease, lease);
+  }
+  if (meta.hold) {
+    std::string hold;
+    put_u64(hold, std::bit_cast<uint64_t>(meta.hold->since));
+    hold.append(meta.hold->reason);
+    put_field(out, kHold, hold);
+  }
 
   if (envelope) {
     put_field(out, kSender, envelope->sender);
@@ -297,7 +320,10 @@ Metadata initial_metadata(const Envelope& envelope, Timestamp timestamp) {
   if (envelope.recipients.size() > std::numeric_limits<uint32_t>::max()) {
     throw InvalidArgument("too many recipients");
   }
-  return Metadata{timestamp, 0, static_cast<uint32_t>(envelope.recipients.size()), {}};
+  Metadata meta;
+  meta.timestamp = timestamp;
+  meta.recipients = static_cast<uint32_t>(envelope.recipients.size());
+  return meta;
 }
 
 void mark_delivered(Metadata& meta, std::span<const size_t> indexes) {
@@ -320,6 +346,8 @@ QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
   out.timestamp = meta.timestamp;
   out.original_recipients = envelope.recipients.size();
   out.delivered.assign(meta.delivered.begin(), meta.delivered.end());
+  out.lease = meta.lease;
+  out.hold = meta.hold;
   if (!meta.delivered.empty()) {
     std::vector<std::string> remaining;
     size_t d = 0;
@@ -334,6 +362,32 @@ QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
   }
   out.envelope = std::move(envelope);
   return out;
+}
+
+ClaimResult claim(Metadata& meta, Timestamp now, std::chrono::milliseconds duration) {
+  if (meta.hold) return ClaimResult{ClaimResult::Status::held, meta.lease};
+  if (meta.lease.expires > now) return ClaimResult{ClaimResult::Status::busy, meta.lease};
+  meta.lease = Lease{meta.lease.token + 1, now + std::chrono::duration<double>(duration).count()};
+  return ClaimResult{ClaimResult::Status::claimed, meta.lease};
+}
+
+LeaseLost lease_lost(std::string_view id, Fence fence, const Lease& current) {
+  std::string why = current.token == fence.token
+                        ? "it was released"
+                        : "lease " + std::to_string(current.token) + " took it over";
+  return LeaseLost("message " + std::string(id) + ": lease " + std::to_string(fence.token) +
+                   " no longer holds it (" + why + "); nothing changed");
+}
+
+void check_fence(const Metadata& meta, Fence fence, std::string_view id) {
+  if (fence.token == 0) return;
+  if (meta.lease.token != fence.token || meta.lease.expires == 0)
+    throw lease_lost(id, fence, meta.lease);
+}
+
+void release(Metadata& meta, Fence fence, std::string_view id) {
+  check_fence(meta, fence, id);
+  meta.lease.expires = 0;
 }
 
 }  // namespace slimta::record

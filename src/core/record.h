@@ -3,6 +3,7 @@
 // in step.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -26,6 +27,8 @@ struct Metadata {
   uint32_t attempts = 0;
   uint32_t recipients = 0;          // size of the original recipient list
   std::vector<uint32_t> delivered;  // ascending, unique, each < recipients
+  Lease lease;                      // the latest claim (token 0: never claimed)
+  std::optional<Hold> hold;
 
   bool operator==(const Metadata&) const = default;
 };
@@ -69,5 +72,16 @@ void mark_delivered(Metadata& meta, std::span<const size_t> indexes);
 
 // What get() returns for a stored envelope and its metadata.
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta);
+
+// The lease rules of QueueStorage::claim(), applied to one message's metadata by the
+// backends that read-modify-write it atomically (memory, disk, cloud; Redis runs the
+// same rules in Lua). `id` names the message in errors.
+ClaimResult claim(Metadata& meta, Timestamp now, std::chrono::milliseconds duration);
+// Throws LeaseLost unless `fence` is unfenced (token 0) or its lease holds `meta`.
+void check_fence(const Metadata& meta, Fence fence, std::string_view id);
+// check_fence(), then ends the lease.
+void release(Metadata& meta, Fence fence, std::string_view id);
+// The LeaseLost error for `fence` against a message whose latest lease is `current`.
+LeaseLost lease_lost(std::string_view id, Fence fence, const Lease& current);
 
 }  // namespace slimta::record

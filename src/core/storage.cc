@@ -20,6 +20,32 @@ std::vector<QueueEntry> QueueStorage::do_wait(std::chrono::milliseconds) {
   throw NotSupported("this storage cannot notify of new messages: wait() is not supported");
 }
 
+void QueueStorage::check_fence_arg(Fence fence) {
+  if (fence.token == 0)
+    throw InvalidArgument("fence token 0 is not a lease: use the unfenced call");
+}
+
+namespace {
+[[noreturn]] void no_leases() {
+  throw NotSupported("this storage has no leases, holds or counters (capabilities().can_lease)");
+}
+}  // namespace
+
+ClaimResult QueueStorage::claim(std::string_view id, std::chrono::milliseconds duration) {
+  if (duration.count() <= 0) {
+    throw InvalidArgument("lease duration must be positive, got " +
+                          std::to_string(duration.count()) + " ms");
+  }
+  return do_claim(id, duration);
+}
+
+ClaimResult QueueStorage::do_claim(std::string_view, std::chrono::milliseconds) { no_leases(); }
+void QueueStorage::do_release(std::string_view, Fence) { no_leases(); }
+void QueueStorage::hold(std::string_view, std::string_view, Timestamp) { no_leases(); }
+void QueueStorage::release_hold(std::string_view) { no_leases(); }
+void QueueStorage::add_counters(const Counters&) { no_leases(); }
+Counters QueueStorage::counters() { no_leases(); }
+
 std::vector<QueueEntry> QueueStorage::wait() {
   while (true) {
     auto entries = wait(std::chrono::hours(24));

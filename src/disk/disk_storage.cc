@@ -20,6 +20,9 @@
 //   exclusive flock() on msg/ID, so two processes updating one message serialise and
 //   no update is lost; a crash leaves either the old or the new metadata.
 // * remove() takes the same lock, so it never races an update into an orphan.
+// * Leases and holds are metadata fields like the others: claim() and every fenced
+//   mutation check and change them under that lock (expiry by the host's clock), so
+//   they hold across the processes of one host. A busy claim writes nothing.
 // * Ids written by this object start with a random per-object tag; wait() uses it to
 //   leave out this object's own writes.
 #include "slimta/disk_storage.h"
@@ -41,6 +44,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/counters_text.h"
 #include "core/record.h"
 #include "disk/posix_file.h"
 
@@ -149,8 +153,9 @@ struct DiskStorage::Impl {
     posix::Fd fd = open_locked(id, /*exclusive=*/true);
     std::string sid(id);
     record::Metadata meta = current_meta(fd.get(), sid);
+    const record::Metadata before = meta;
     auto result = fn(meta);
-    write_meta_file(sid, meta);
+    if (meta != before) write_meta_file(sid, meta);  // a busy claim writes nothing
     return result;
   }
 };
@@ -438,7 +443,7 @@ DiskStorage::~DiskStorage() = default;
 const std::string& DiskStorage::path() const { return impl_->root; }
 
 Capabilities DiskStorage::capabilities() const {
-  return Capabilities{.can_wait = true, .shared = true, .durable = true};
+  return Capabilities{.can_wait = true, .shared = true, .durable = true, .can_lease = true};
 }
 
 std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -462,23 +467,75 @@ std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
   }
 }
 
-void DiskStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
+void DiskStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
   impl_->mutate(id, [&](record::Metadata& m) {
+    record::check_fence(m, fence, id);
     m.timestamp = timestamp;
     return 0;
   });
 }
 
-uint32_t DiskStorage::increment_attempts(std::string_view id) {
-  return impl_->mutate(id, [](record::Metadata& m) { return ++m.attempts; });
+uint32_t DiskStorage::do_increment_attempts(std::string_view id, Fence fence) {
+  return impl_->mutate(id, [&](record::Metadata& m) {
+    record::check_fence(m, fence, id);
+    return ++m.attempts;
+  });
 }
 
-void DiskStorage::set_recipients_delivered(std::string_view id,
-                                           std::span<const size_t> rcpt_indexes) {
+void DiskStorage::do_set_recipients_delivered(std::string_view id,
+                                              std::span<const size_t> rcpt_indexes, Fence fence) {
   impl_->mutate(id, [&](record::Metadata& m) {
+    record::check_fence(m, fence, id);
     record::mark_delivered(m, rcpt_indexes);
     return 0;
   });
+}
+
+ClaimResult DiskStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
+  return impl_->mutate(
+      id, [&](record::Metadata& m) { return record::claim(m, system_clock().now(), duration); });
+}
+
+void DiskStorage::do_release(std::string_view id, Fence fence) {
+  impl_->mutate(id, [&](record::Metadata& m) {
+    record::release(m, fence, id);
+    return 0;
+  });
+}
+
+void DiskStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+  impl_->mutate(id, [&](record::Metadata& m) {
+    m.hold = Hold{since, std::string(reason)};
+    return 0;
+  });
+}
+
+void DiskStorage::release_hold(std::string_view id) {
+  impl_->mutate(id, [](record::Metadata& m) {
+    m.hold.reset();
+    return 0;
+  });
+}
+
+// PATH/counters: one JSON object, read-modify-written under flock(). Statistics, so
+// not fsynced; a file that does not parse (a crash mid-write) is logged and restarted.
+void DiskStorage::add_counters(const Counters& delta) {
+  std::string path = impl_->root + "/counters";
+  posix::Fd fd = posix::open_at(impl_->root_fd.get(), "counters", O_RDWR | O_CREAT, 0644, path);
+  posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
+  Counters sum = parse_counters(posix::read_file(fd.get(), path), path);
+  for (const auto& [name, n] : delta) sum[name] += n;
+  std::string text = format_counters(sum);
+  posix::rewrite(fd.get(), text, path);
+}
+
+Counters DiskStorage::counters() {
+  std::string path = impl_->root + "/counters";
+  posix::Fd fd = posix::open_at(impl_->root_fd.get(), "counters", O_RDONLY, 0, path,
+                                /*missing_ok=*/true);
+  if (!fd) return {};
+  posix::lock(fd.get(), /*exclusive=*/false, /*nonblocking=*/false, path);
+  return parse_counters(posix::read_file(fd.get(), path), path);
 }
 
 std::unique_ptr<EntryStream> DiskStorage::load() {
@@ -497,13 +554,16 @@ QueuedMessage DiskStorage::get(std::string_view id) {
   return record::to_queued(std::move(m.envelope), meta ? *meta : m.meta);
 }
 
-void DiskStorage::remove(std::string_view id) {
+void DiskStorage::do_remove(std::string_view id, Fence fence) {
   check_id(id);
   std::string sid(id);
   std::string path = impl_->path_of("msg", sid);
   posix::Fd fd = posix::open_at(impl_->msg_fd.get(), sid, O_RDONLY, 0, path, /*missing_ok=*/true);
   if (fd) {
     posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
+    if (fence.token != 0 && same_file(fd.get(), impl_->msg_fd.get(), sid)) {
+      record::check_fence(impl_->current_meta(fd.get(), sid), fence, id);
+    }
     posix::unlink_at(impl_->msg_fd.get(), sid, path);
   }
   posix::unlink_at(impl_->meta_fd.get(), sid, impl_->path_of("meta", sid));

@@ -52,6 +52,18 @@ void write_all(int fd, std::string_view data, const std::string& path) {
   }
 }
 
+void rewrite(int fd, std::string_view data, const std::string& path) {
+  for (size_t done = 0; done < data.size();) {
+    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_error("write", path, errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::ftruncate(fd, static_cast<off_t>(data.size())) != 0) io_error("truncate", path, errno);
+}
+
 std::string read_at(int fd, size_t n, off_t offset, const std::string& path) {
   std::string out(n, '\0');
   size_t got = 0;

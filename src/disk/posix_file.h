@@ -45,6 +45,8 @@ void write_all(int fd, std::string_view data, const std::string& path);
 std::string read_at(int fd, size_t n, off_t offset, const std::string& path);
 std::string read_file(int fd, const std::string& path);
 off_t file_size(int fd, const std::string& path);
+// Replaces the whole content of `fd` with `data` (pwrite at 0, then ftruncate).
+void rewrite(int fd, std::string_view data, const std::string& path);
 void sync_data(int fd, const std::string& path);  // fdatasync
 void sync_all(int fd, const std::string& path);   // fsync (directories)
 // flock(); returns false instead of blocking when `nonblocking` and the lock is held.

@@ -13,8 +13,11 @@ struct MemoryStorage::Impl {
     Envelope envelope;
     record::Metadata meta;
   };
+  explicit Impl(const Clock& c) : clock(c) {}
+  const Clock& clock;
   std::mutex mu;
   std::map<std::string, Stored, std::less<>> messages;
+  Counters counters;
 
   // Runs `fn` on the stored message under the lock; KeyError if it is not there.
   template <typename Fn>
@@ -45,11 +48,11 @@ class SnapshotStream : public PagedStream {
 
 }  // namespace
 
-MemoryStorage::MemoryStorage() : impl_(std::make_unique<Impl>()) {}
+MemoryStorage::MemoryStorage(const Clock& clock) : impl_(std::make_unique<Impl>(clock)) {}
 MemoryStorage::~MemoryStorage() = default;
 
 Capabilities MemoryStorage::capabilities() const {
-  return Capabilities{.can_wait = false, .shared = false, .durable = false};
+  return Capabilities{.can_wait = false, .shared = false, .durable = false, .can_lease = true};
 }
 
 std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -60,17 +63,53 @@ std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) 
   return id;
 }
 
-void MemoryStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
-  impl_->with(id, [&](Impl::Stored& s) { s.meta.timestamp = timestamp; });
+void MemoryStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
+  impl_->with(id, [&](Impl::Stored& s) {
+    record::check_fence(s.meta, fence, id);
+    s.meta.timestamp = timestamp;
+  });
 }
 
-uint32_t MemoryStorage::increment_attempts(std::string_view id) {
-  return impl_->with(id, [](Impl::Stored& s) { return ++s.meta.attempts; });
+uint32_t MemoryStorage::do_increment_attempts(std::string_view id, Fence fence) {
+  return impl_->with(id, [&](Impl::Stored& s) {
+    record::check_fence(s.meta, fence, id);
+    return ++s.meta.attempts;
+  });
 }
 
-void MemoryStorage::set_recipients_delivered(std::string_view id,
-                                             std::span<const size_t> rcpt_indexes) {
-  impl_->with(id, [&](Impl::Stored& s) { record::mark_delivered(s.meta, rcpt_indexes); });
+void MemoryStorage::do_set_recipients_delivered(std::string_view id,
+                                                std::span<const size_t> rcpt_indexes, Fence fence) {
+  impl_->with(id, [&](Impl::Stored& s) {
+    record::check_fence(s.meta, fence, id);
+    record::mark_delivered(s.meta, rcpt_indexes);
+  });
+}
+
+ClaimResult MemoryStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
+  return impl_->with(
+      id, [&](Impl::Stored& s) { return record::claim(s.meta, impl_->clock.now(), duration); });
+}
+
+void MemoryStorage::do_release(std::string_view id, Fence fence) {
+  impl_->with(id, [&](Impl::Stored& s) { record::release(s.meta, fence, id); });
+}
+
+void MemoryStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+  impl_->with(id, [&](Impl::Stored& s) { s.meta.hold = Hold{since, std::string(reason)}; });
+}
+
+void MemoryStorage::release_hold(std::string_view id) {
+  impl_->with(id, [](Impl::Stored& s) { s.meta.hold.reset(); });
+}
+
+void MemoryStorage::add_counters(const Counters& delta) {
+  std::lock_guard lock(impl_->mu);
+  for (const auto& [name, n] : delta) impl_->counters[name] += n;
+}
+
+Counters MemoryStorage::counters() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->counters;
 }
 
 std::unique_ptr<EntryStream> MemoryStorage::load() {
@@ -85,11 +124,13 @@ QueuedMessage MemoryStorage::get(std::string_view id) {
   return impl_->with(id, [](Impl::Stored& s) { return record::to_queued(s.envelope, s.meta); });
 }
 
-void MemoryStorage::remove(std::string_view id) {
+void MemoryStorage::do_remove(std::string_view id, Fence fence) {
   check_id(id);
   std::lock_guard lock(impl_->mu);
   auto it = impl_->messages.find(id);
-  if (it != impl_->messages.end()) impl_->messages.erase(it);
+  if (it == impl_->messages.end()) return;
+  record::check_fence(it->second.meta, fence, id);
+  impl_->messages.erase(it);
 }
 
 }  // namespace slimta

@@ -15,6 +15,11 @@
 //   from its own position (a BLPOP list hands each entry to one waiter only, and a
 //   process would pop its own notifications), the position survives reconnects, and
 //   MAXLEN ~ keeps it bounded whether or not anybody waits.
+// * Leases live in the hash too (fields "lease_token", "lease_expires" in ms of the
+//   server's clock, read with TIME inside the script, so hosts with skewed clocks agree
+//   on expiry), and holds ("hold_since", "hold_reason"). Every fenced mutation checks
+//   the token in the same script that mutates: the check and the change are one
+//   atomic step.
 // * write() picks the id first, so retrying it after a lost reply stores the same hash
 //   again rather than a second message (it may announce the message twice; wait()
 //   callers treat a notification as a hint to schedule an id, which is idempotent).
@@ -36,31 +41,44 @@ using redis::Connection;
 using redis::Reply;
 using redis::Script;
 
+// Every script below takes the message's key as KEYS[1] and, for the mutations that can
+// be fenced, the fence token as ARGV[1] ("0": unfenced), and replies with a table whose
+// first element says what happened (ScriptStatus).
+enum ScriptStatus : long long { kMissing = 0, kDone = 1, kOutOfRange = 2, kLeaseLost = 3 };
+
+// Opens every fenced script: {0} if the message is not stored, {3, token, expires_ms}
+// if ARGV[1] is a token that no longer holds the message.
+constexpr std::string_view kGate = R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+if ARGV[1] ~= '0' then
+  local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires')
+  if (l[1] or '0') ~= ARGV[1] or (l[2] or '0') == '0' then
+    return {3, tonumber(l[1] or '0'), tonumber(l[2] or '0')}
+  end
+end
+)lua";
+
 const Script& set_timestamp_script() {
-  static const Script s(R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'timestamp', ARGV[1])
-return 1
+  static const Script s(std::string(kGate) + R"lua(
+redis.call('HSET', KEYS[1], 'timestamp', ARGV[2])
+return {1}
 )lua");
   return s;
 }
 
 const Script& increment_script() {
-  static const Script s(R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return -1 end
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  static const Script s(std::string(kGate) + R"lua(
+return {1, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
 )lua");
   return s;
 }
 
-// Returns {1} when done, {0} if the message is not stored, {2, index, count} if an
-// index is out of range (nothing changed).
+// {2, index, count} if an index is out of range (nothing changed).
 const Script& delivered_script() {
-  static const Script s(R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+  static const Script s(std::string(kGate) + R"lua(
 local count = tonumber(redis.call('HGET', KEYS[1], 'recipients'))
 local set = {}
-for i = 1, #ARGV do
+for i = 2, #ARGV do
   local n = tonumber(ARGV[i])
   if n >= count then return {2, n, count} end
   set[n] = true
@@ -75,6 +93,74 @@ redis.call('HSET', KEYS[1], 'delivered', table.concat(list, ','))
 return {1}
 )lua");
   return s;
+}
+
+const Script& remove_script() {
+  static const Script s(std::string(kGate) + R"lua(
+redis.call('DEL', KEYS[1])
+return {1}
+)lua");
+  return s;
+}
+
+const Script& release_script() {
+  static const Script s(std::string(kGate) + R"lua(
+redis.call('HSET', KEYS[1], 'lease_expires', '0')
+return {1}
+)lua");
+  return s;
+}
+
+// ARGV[1] = lease duration in ms. {1, token, expires_ms} when claimed; {2, ...} held;
+// {4, token, expires_ms} busy.
+const Script& claim_script() {
+  static const Script s(R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires', 'hold_since')
+local token = tonumber(l[1] or '0')
+local expires = tonumber(l[2] or '0')
+if l[3] then return {2, token, expires} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if expires > now then return {4, token, expires} end
+token = token + 1
+expires = now + tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'lease_token', string.format('%.0f', token),
+           'lease_expires', string.format('%.0f', expires))
+return {1, token, expires}
+)lua");
+  return s;
+}
+
+const Script& hold_script() {
+  static const Script s(R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+if ARGV[1] == '' then
+  redis.call('HDEL', KEYS[1], 'hold_since', 'hold_reason')
+else
+  redis.call('HSET', KEYS[1], 'hold_since', ARGV[1], 'hold_reason', ARGV[2])
+end
+return {1}
+)lua");
+  return s;
+}
+
+// The status of a script's reply; throws KeyError / LeaseLost for those statuses.
+const redisReply* script_reply(const Reply& r, std::string_view id, Fence fence) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER) {
+    throw QueueError("unexpected reply from redis for message " + std::string(id));
+  }
+  switch (r->element[0]->integer) {
+    case kMissing:
+      throw KeyError(std::string(id));
+    case kLeaseLost:
+      throw record::lease_lost(id, fence,
+                               Lease{static_cast<uint64_t>(r->element[1]->integer),
+                                     static_cast<double>(r->element[2]->integer) / 1000});
+    default:
+      return r.get();
+  }
 }
 
 // Glob-escapes `s` for SCAN MATCH.
@@ -134,6 +220,7 @@ struct RedisStorage::Impl {
 
   redis::Pool pool;
   std::string stream_key;
+  std::string counters_key = pool.options().prefix + ".counters";
   std::string tag = random_hex(8);  // marks this object's notifications
 
   std::mutex wait_mu;
@@ -154,6 +241,10 @@ struct RedisStorage::Impl {
       return std::string("0-0");
     });
   }
+
+  // Runs a per-message script on KEYS[1] = key(id).
+  Reply run_script(const redis::Script& script, std::string_view id, bool idempotent,
+                   std::vector<std::string> args);
 
   class Stream;
 };
@@ -234,7 +325,7 @@ RedisStorage::~RedisStorage() = default;
 const RedisOptions& RedisStorage::options() const { return impl_->pool.options(); }
 
 Capabilities RedisStorage::capabilities() const {
-  return Capabilities{.can_wait = true, .shared = true, .durable = true};
+  return Capabilities{.can_wait = true, .shared = true, .durable = true, .can_lease = true};
 }
 
 std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -260,46 +351,95 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   return id;
 }
 
-void RedisStorage::set_timestamp(std::string_view id, Timestamp timestamp) {
+Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, bool idempotent,
+                                     std::vector<std::string> args) {
   check_id(id);
-  std::string key = impl_->key(id);
-  std::string ts = redis::format_timestamp(timestamp);
-  Reply r = impl_->pool.run(
-      true, [&](Connection& c) { return c.eval(set_timestamp_script(), {key}, {ts}); });
-  if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) throw KeyError(std::string(id));
-}
-
-uint32_t RedisStorage::increment_attempts(std::string_view id) {
-  check_id(id);
-  std::string key = impl_->key(id);
-  // Not retried on a dead connection: the increment may have happened.
-  Reply r =
-      impl_->pool.run(false, [&](Connection& c) { return c.eval(increment_script(), {key}, {}); });
-  if (r->type != REDIS_REPLY_INTEGER || r->integer < 0) throw KeyError(std::string(id));
-  return static_cast<uint32_t>(r->integer);
-}
-
-void RedisStorage::set_recipients_delivered(std::string_view id,
-                                            std::span<const size_t> rcpt_indexes) {
-  check_id(id);
-  std::string key = impl_->key(id);
-  std::vector<std::string> args;
-  for (size_t i : rcpt_indexes) args.push_back(std::to_string(i));
+  std::string k = key(id);
   std::vector<std::string_view> views(args.begin(), args.end());
-  Reply r = impl_->pool.run(
-      true, [&](Connection& c) { return c.eval(delivered_script(), {key}, views); });
-  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
-    throw QueueError("unexpected reply from redis");
-  switch (r->element[0]->integer) {
-    case 1:
-      return;
-    case 0:
-      throw KeyError(std::string(id));
-    default:
-      throw InvalidArgument("recipient index " + std::to_string(r->element[1]->integer) +
-                            " out of range: the message has " +
-                            std::to_string(r->element[2]->integer) + " recipients");
+  return pool.run(idempotent, [&](Connection& c) { return c.eval(script, {k}, views); });
+}
+
+void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
+  Reply r = impl_->run_script(set_timestamp_script(), id, true,
+                              {std::to_string(fence.token), redis::format_timestamp(timestamp)});
+  script_reply(r, id, fence);
+}
+
+uint32_t RedisStorage::do_increment_attempts(std::string_view id, Fence fence) {
+  // Not retried on a dead connection: the increment may have happened.
+  Reply r = impl_->run_script(increment_script(), id, false, {std::to_string(fence.token)});
+  return static_cast<uint32_t>(script_reply(r, id, fence)->element[1]->integer);
+}
+
+void RedisStorage::do_set_recipients_delivered(std::string_view id,
+                                               std::span<const size_t> rcpt_indexes, Fence fence) {
+  std::vector<std::string> args{std::to_string(fence.token)};
+  for (size_t i : rcpt_indexes) args.push_back(std::to_string(i));
+  Reply r = impl_->run_script(delivered_script(), id, true, std::move(args));
+  const redisReply* status = script_reply(r, id, fence);
+  if (status->element[0]->integer == kOutOfRange) {
+    throw InvalidArgument("recipient index " + std::to_string(status->element[1]->integer) +
+                          " out of range: the message has " +
+                          std::to_string(status->element[2]->integer) + " recipients");
   }
+}
+
+ClaimResult RedisStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
+  // Not retried on a dead connection: a lost reply may hide a claim that happened,
+  // and a retry would then find the message busy until that lease expires.
+  Reply r = impl_->run_script(claim_script(), id, false, {std::to_string(duration.count())});
+  const redisReply* status = script_reply(r, id, Fence{});
+  Lease lease{static_cast<uint64_t>(status->element[1]->integer),
+              static_cast<double>(status->element[2]->integer) / 1000};
+  switch (status->element[0]->integer) {
+    case 1:
+      return ClaimResult{ClaimResult::Status::claimed, lease};
+    case 2:
+      return ClaimResult{ClaimResult::Status::held, lease};
+    default:
+      return ClaimResult{ClaimResult::Status::busy, lease};
+  }
+}
+
+void RedisStorage::do_release(std::string_view id, Fence fence) {
+  script_reply(impl_->run_script(release_script(), id, false, {std::to_string(fence.token)}), id,
+               fence);
+}
+
+void RedisStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+  script_reply(impl_->run_script(hold_script(), id, true,
+                                 {redis::format_timestamp(since), std::string(reason)}),
+               id, Fence{});
+}
+
+void RedisStorage::release_hold(std::string_view id) {
+  script_reply(impl_->run_script(hold_script(), id, true, {"", ""}), id, Fence{});
+}
+
+void RedisStorage::add_counters(const Counters& delta) {
+  if (delta.empty()) return;
+  // Not retried: the increments may have happened.
+  impl_->pool.run(false, [&](Connection& c) {
+    for (const auto& [name, n] : delta)
+      c.append({"HINCRBY", impl_->counters_key, name, std::to_string(n)});
+    std::vector<Reply> replies;
+    for (size_t i = 0; i < delta.size(); ++i) replies.push_back(c.read_reply());
+    return 0;
+  });
+}
+
+Counters RedisStorage::counters() {
+  Reply r = impl_->pool.run(true, [&](Connection& c) {
+    return c.command({"HGETALL", impl_->counters_key});
+  });
+  Counters out;
+  for (size_t i = 0; i + 1 < r->elements; i += 2) {
+    int64_t n = 0;
+    std::string_view v(r->element[i + 1]->str, r->element[i + 1]->len);
+    std::from_chars(v.data(), v.data() + v.size(), n);
+    out[std::string(r->element[i]->str, r->element[i]->len)] = n;
+  }
+  return out;
 }
 
 std::unique_ptr<EntryStream> RedisStorage::load() {
@@ -311,9 +451,10 @@ QueuedMessage RedisStorage::get(std::string_view id) {
   check_id(id);
   std::string key = impl_->key(id);
   Reply r = impl_->pool.run(true, [&](Connection& c) {
-    return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered"});
+    return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered", "lease_token",
+                      "lease_expires", "hold_since", "hold_reason"});
   });
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 || r->element[0]->type == REDIS_REPLY_NIL) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 8 || r->element[0]->type == REDIS_REPLY_NIL) {
     throw KeyError(std::string(id));
   }
   std::string what = "redis key " + key;
@@ -339,13 +480,32 @@ QueuedMessage RedisStorage::get(std::string_view id) {
   } catch (const CorruptRecord& e) {
     throw CorruptRecord("corrupt record " + what + ": " + e.what());
   }
+  auto optional_field = [&](size_t i) {
+    const redisReply* f = r->element[i];
+    return f->type == REDIS_REPLY_STRING ? std::string_view(f->str, f->len) : std::string_view();
+  };
+  uint64_t token = 0, expires_ms = 0;
+  auto t = optional_field(4), e = optional_field(5);
+  std::from_chars(t.data(), t.data() + t.size(), token);
+  std::from_chars(e.data(), e.data() + e.size(), expires_ms);
+  meta.lease = Lease{token, static_cast<double>(expires_ms) / 1000};
+  if (auto since = redis::parse_timestamp(optional_field(6))) {
+    meta.hold = Hold{*since, std::string(optional_field(7))};
+  }
   return record::to_queued(std::move(m.envelope), meta);
 }
 
-void RedisStorage::remove(std::string_view id) {
-  check_id(id);
-  std::string key = impl_->key(id);
-  impl_->pool.run(true, [&](Connection& c) { return c.command({"DEL", key}); });
+void RedisStorage::do_remove(std::string_view id, Fence fence) {
+  if (fence.token == 0) {
+    check_id(id);
+    std::string key = impl_->key(id);
+    impl_->pool.run(true, [&](Connection& c) { return c.command({"DEL", key}); });
+    return;
+  }
+  Reply r = impl_->run_script(remove_script(), id, true, {std::to_string(fence.token)});
+  if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->integer == kMissing)
+    return;  // not an error for remove()
+  script_reply(r, id, fence);
 }
 
 std::vector<QueueEntry> RedisStorage::do_wait(std::chrono::milliseconds timeout) {

@@ -7,9 +7,52 @@
 namespace slimta::record {
 namespace {
 
+Metadata md(Timestamp ts, uint32_t attempts, uint32_t recipients, std::vector<uint32_t> delivered) {
+  Metadata m;
+  m.timestamp = ts;
+  m.attempts = attempts;
+  m.recipients = recipients;
+  m.delivered = std::move(delivered);
+  return m;
+}
+
+TEST(RecordTest, LeaseAndHoldRoundTripAndAreLeftOutWhenUnset) {
+  Envelope env = testing::sample_envelope(2, 100);
+  Metadata plain = md(5, 1, 2, {});
+  Metadata meta = plain;
+  meta.lease = Lease{41, 1795000000.5};
+  meta.hold = Hold{1795000001.25, "spam complaint \xff"};
+  std::string bytes = encode(meta, &env);
+  EXPECT_EQ(decode_message(bytes, "m").meta, meta);
+  EXPECT_EQ(decode_prefix(bytes.substr(0, 200), "m")->meta, meta);
+  // A record never claimed or held carries neither field (the same bytes as before).
+  EXPECT_EQ(encode(plain, &env).size() + 5 + 16 + 5 + 8 + meta.hold->reason.size(), bytes.size());
+}
+
+TEST(RecordTest, ClaimRules) {
+  using S = ClaimResult::Status;
+  Metadata m = md(0, 0, 1, {});
+  auto first = claim(m, 100, std::chrono::seconds(30));
+  EXPECT_EQ(first.status, S::claimed);
+  EXPECT_EQ(first.lease, (Lease{1, 130}));
+  auto busy = claim(m, 129.9, std::chrono::seconds(30));
+  EXPECT_EQ(busy.status, S::busy);
+  EXPECT_EQ(busy.lease, (Lease{1, 130}));
+  check_fence(m, Fence{1}, "x");                          // holds
+  auto second = claim(m, 130, std::chrono::seconds(30));  // expired: taken over
+  EXPECT_EQ(second.lease, (Lease{2, 160}));
+  EXPECT_THROW(check_fence(m, Fence{1}, "x"), LeaseLost);
+  release(m, Fence{2}, "x");
+  EXPECT_THROW(check_fence(m, Fence{2}, "x"), LeaseLost);  // released
+  EXPECT_THROW(release(m, Fence{2}, "x"), LeaseLost);
+  m.hold = Hold{1, "why"};
+  EXPECT_EQ(claim(m, 500, std::chrono::seconds(1)).status, S::held);
+  EXPECT_EQ(m.lease.token, 2u);  // a refused claim changes nothing
+}
+
 TEST(RecordTest, EnvelopeAndMetadataRoundTrip) {
   Envelope env = testing::sample_envelope(5, 3000);
-  Metadata meta{1795000000.125, 7, 5, {0, 3}};
+  Metadata meta = md(1795000000.125, 7, 5, {0, 3});
   std::string bytes = encode(meta, &env);
   Decoded d = decode(bytes, "test");
   EXPECT_EQ(d.meta, meta);
@@ -23,7 +66,7 @@ TEST(RecordTest, EnvelopeAndMetadataRoundTrip) {
 }
 
 TEST(RecordTest, MetadataOnlyRecordHasNoEnvelope) {
-  Metadata meta{5, 1, 2, {1}};
+  Metadata meta = md(5, 1, 2, {1});
   Decoded d = decode(encode(meta, nullptr), "meta");
   EXPECT_EQ(d.meta, meta);
   EXPECT_FALSE(d.envelope);
@@ -31,7 +74,7 @@ TEST(RecordTest, MetadataOnlyRecordHasNoEnvelope) {
 
 TEST(RecordTest, DecodeMessageRequiresAnEnvelope) {
   Envelope env = testing::sample_envelope(2);
-  Message m = decode_message(encode(Metadata{3, 1, 2, {}}, &env), "full");
+  Message m = decode_message(encode(md(3, 1, 2, {}), &env), "full");
   EXPECT_EQ(m.envelope.flatten(), env.flatten());
   EXPECT_EQ(m.meta.attempts, 1u);
   try {
@@ -45,7 +88,7 @@ TEST(RecordTest, DecodeMessageRequiresAnEnvelope) {
 
 TEST(RecordTest, PrefixHoldsTheMetadata) {
   Envelope env = testing::sample_envelope(2, 100000);
-  Metadata meta{99.5, 3, 2, {1}};
+  Metadata meta = md(99.5, 3, 2, {1});
   std::string bytes = encode(meta, &env);
   auto p = decode_prefix(std::string_view(bytes).substr(0, kPrefixSize), "p");
   ASSERT_TRUE(p);
@@ -57,7 +100,7 @@ TEST(RecordTest, PrefixHoldsTheMetadata) {
 
 TEST(RecordTest, EveryTruncationAndEveryByteFlipIsDetected) {
   Envelope env = testing::sample_envelope(2, 200);
-  std::string bytes = encode(Metadata{1, 0, 2, {}}, &env);
+  std::string bytes = encode(md(1, 0, 2, {}), &env);
   for (size_t n = 0; n < bytes.size(); ++n) {
     EXPECT_THROW(decode(std::string_view(bytes).substr(0, n), "t"), CorruptRecord) << n;
   }
@@ -87,7 +130,7 @@ TEST(RecordTest, ErrorsNameTheRecordAndTheReason) {
 }
 
 TEST(RecordTest, MarkDeliveredIsAUnionAndChecksRange) {
-  Metadata m{0, 0, 4, {}};
+  Metadata m = md(0, 0, 4, {});
   const size_t a[] = {3, 1, 3};
   mark_delivered(m, a);
   EXPECT_EQ(m.delivered, (std::vector<uint32_t>{1, 3}));
@@ -101,7 +144,7 @@ TEST(RecordTest, MarkDeliveredIsAUnionAndChecksRange) {
 
 TEST(RecordTest, ToQueuedDropsDeliveredRecipients) {
   Envelope env = testing::sample_envelope(4);
-  QueuedMessage q = to_queued(env, Metadata{7, 2, 4, {0, 2}});
+  QueuedMessage q = to_queued(env, md(7, 2, 4, {0, 2}));
   EXPECT_EQ(q.envelope.recipients,
             (std::vector<std::string>{"rcpt1@example.org", "rcpt3@example.org"}));
   EXPECT_EQ(q.remaining_indexes(), (std::vector<size_t>{1, 3}));

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <set>
 #include <thread>
@@ -111,8 +112,16 @@ class ConformanceTest : public ::testing::TestWithParam<Backend> {
     storage_ = location_->open();
   }
 
+  // A second object on the same storage where capabilities().shared, else storage_.
+  QueueStorage& peer() {
+    if (!storage_->capabilities().shared) return *storage_;
+    if (!peer_) peer_ = location_->open();
+    return *peer_;
+  }
+
   std::unique_ptr<Location> location_;
   std::unique_ptr<QueueStorage> storage_;
+  std::unique_ptr<QueueStorage> peer_;
 };
 
 void expect_same_envelope(const Envelope& want, const Envelope& got) {
@@ -379,6 +388,141 @@ TEST_P(ConformanceTest, WaitTimesOutWithNothing) {
   auto start = std::chrono::steady_clock::now();
   EXPECT_TRUE(storage_->wait(std::chrono::milliseconds(100)).empty());
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(90));
+}
+
+// --- Leases, holds and counters -------------------------------------------------------
+
+using Status = ClaimResult::Status;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+TEST_P(ConformanceTest, ClaimGrantsIncreasingTokensAndIsBusyWhileHeld) {
+  ASSERT_TRUE(storage_->capabilities().can_lease);
+  std::string id = storage_->write(sample_envelope(), 1);
+  EXPECT_EQ(storage_->get(id).lease.token, 0u);
+  ClaimResult first = storage_->claim(id, seconds(30));
+  ASSERT_EQ(first.status, Status::claimed);
+  EXPECT_EQ(first.lease.token, 1u);
+  EXPECT_GT(first.lease.expires, system_clock().now() + 20);
+  ClaimResult busy = peer().claim(id, seconds(30));
+  EXPECT_EQ(busy.status, Status::busy);
+  EXPECT_EQ(busy.lease.token, 1u);
+  EXPECT_EQ(storage_->get(id).lease.token, 1u);
+  storage_->release(id, Fence{1});
+  EXPECT_EQ(storage_->get(id).lease.expires, 0);
+  ClaimResult again = storage_->claim(id, seconds(30));
+  ASSERT_EQ(again.status, Status::claimed);
+  EXPECT_EQ(again.lease.token, 2u);
+  EXPECT_THROW(storage_->release(id, Fence{1}), LeaseLost);
+  EXPECT_THROW(storage_->claim("nosuchid", seconds(1)), KeyError);
+  EXPECT_THROW(storage_->claim(id, milliseconds(0)), InvalidArgument);
+  EXPECT_THROW(storage_->set_timestamp(id, 5, Fence{0}), InvalidArgument);
+}
+
+TEST_P(ConformanceTest, FencedMutationsOfTheHolderWork) {
+  std::string id = storage_->write(sample_envelope(3), 1);
+  Fence fence{storage_->claim(id, seconds(30)).lease.token};
+  storage_->set_timestamp(id, 77, fence);
+  EXPECT_EQ(storage_->increment_attempts(id, fence), 1u);
+  const size_t idx[] = {1};
+  storage_->set_recipients_delivered(id, idx, fence);
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.timestamp, 77);
+  EXPECT_EQ(got.attempts, 1u);
+  EXPECT_EQ(got.delivered, (std::vector<size_t>{1}));
+  storage_->remove(id, fence);
+  EXPECT_THROW(storage_->get(id), KeyError);
+  EXPECT_NO_THROW(storage_->remove(id, fence));  // already gone: not an error
+  EXPECT_THROW(storage_->set_timestamp(id, 1, fence), KeyError);
+}
+
+TEST_P(ConformanceTest, AnExpiredLeaseIsTakenOverAndItsHolderIsFenced) {
+  std::string id = storage_->write(sample_envelope(2), 1);
+  QueueStorage* slow = &peer();  // the first holder, on its own object if shared
+  ClaimResult a = slow->claim(id, milliseconds(200));
+  ASSERT_EQ(a.status, Status::claimed);
+  slow->increment_attempts(id, Fence{a.lease.token});  // progress while it holds
+  std::this_thread::sleep_for(milliseconds(400));
+  ClaimResult b = storage_->claim(id, seconds(30));
+  ASSERT_EQ(b.status, Status::claimed) << "the lease should have expired";
+  EXPECT_EQ(b.lease.token, a.lease.token + 1);
+  Fence stale{a.lease.token};
+  const size_t idx[] = {0};
+  EXPECT_THROW(slow->set_timestamp(id, 999, stale), LeaseLost);
+  EXPECT_THROW(slow->increment_attempts(id, stale), LeaseLost);
+  EXPECT_THROW(slow->set_recipients_delivered(id, idx, stale), LeaseLost);
+  EXPECT_THROW(slow->remove(id, stale), LeaseLost);
+  EXPECT_THROW(slow->release(id, stale), LeaseLost);
+  try {
+    slow->set_timestamp(id, 999, stale);
+  } catch (const LeaseLost& e) {
+    EXPECT_NE(std::string(e.what()).find(id), std::string::npos) << e.what();
+    EXPECT_FALSE(e.retryable());
+  }
+  QueuedMessage got = storage_->get(id);  // nothing the stale holder tried stuck
+  EXPECT_EQ(got.timestamp, 1);
+  EXPECT_EQ(got.attempts, 1u);
+  EXPECT_TRUE(got.delivered.empty());
+  storage_->set_timestamp(id, 50, Fence{b.lease.token});  // the new holder's work stands
+  EXPECT_EQ(slow->get(id).timestamp, 50);
+}
+
+TEST_P(ConformanceTest, UnfencedCallsIgnoreLeases) {
+  std::string id = storage_->write(sample_envelope(), 1);
+  ASSERT_EQ(storage_->claim(id, seconds(30)).status, Status::claimed);
+  storage_->set_timestamp(id, 9);
+  EXPECT_EQ(storage_->increment_attempts(id), 1u);
+  storage_->remove(id);
+  EXPECT_THROW(storage_->get(id), KeyError);
+}
+
+TEST_P(ConformanceTest, OnlyOneOfManyConcurrentClaimsWins) {
+  std::string id = storage_->write(sample_envelope(), 1);
+  std::vector<std::unique_ptr<QueueStorage>> objects;
+  for (int i = 0; i < 4; ++i)
+    objects.push_back(storage_->capabilities().shared ? location_->open()
+                                                      : std::unique_ptr<QueueStorage>());
+  std::atomic<int> claimed{0}, busy{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      QueueStorage& s = objects[t % 4] ? *objects[t % 4] : *storage_;
+      auto r = s.claim(id, seconds(30));
+      (r.status == Status::claimed ? claimed : busy)++;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(claimed.load(), 1);
+  EXPECT_EQ(busy.load(), 7);
+  EXPECT_EQ(storage_->get(id).lease.token, 1u);
+}
+
+TEST_P(ConformanceTest, AHeldMessageIsNotClaimedUntilReleased) {
+  std::string id = storage_->write(sample_envelope(), 1);
+  storage_->hold(id, "suspected spam, ticket 42", 1795000000.5);
+  QueuedMessage got = peer().get(id);
+  ASSERT_TRUE(got.hold.has_value());
+  EXPECT_EQ(*got.hold, (Hold{1795000000.5, "suspected spam, ticket 42"}));
+  EXPECT_EQ(storage_->claim(id, seconds(30)).status, Status::held);
+  EXPECT_EQ(storage_->get(id).lease.token, 0u);
+  storage_->release_hold(id);
+  EXPECT_FALSE(storage_->get(id).hold.has_value());
+  EXPECT_NO_THROW(storage_->release_hold(id));  // not held: fine
+  EXPECT_EQ(storage_->claim(id, seconds(30)).status, Status::claimed);
+  EXPECT_THROW(storage_->hold("nosuchid", "x", 1), KeyError);
+  EXPECT_THROW(storage_->release_hold("nosuchid"), KeyError);
+  EXPECT_EQ(storage_->load_all().size(), 1u);  // held messages are still listed
+}
+
+TEST_P(ConformanceTest, CountersAddUpAcrossObjectsAndAreNotMessages) {
+  EXPECT_TRUE(storage_->counters().empty());
+  storage_->add_counters({{"delivered", 3}, {"enqueued", 5}});
+  QueueStorage& second = peer();
+  second.add_counters({{"delivered", 1}, {"bounced", 2}});
+  Counters want{{"bounced", 2}, {"delivered", 4}, {"enqueued", 5}};
+  EXPECT_EQ(storage_->counters(), want);
+  EXPECT_EQ(second.counters(), want);
+  EXPECT_TRUE(storage_->load_all().empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::ValuesIn(kBackends),
