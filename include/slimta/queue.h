@@ -1,0 +1,151 @@
+// Queue: the engine that takes messages, keeps them in a QueueStorage and gets them
+// delivered (python's slimta.queue.Queue, plus leases so several processes can share
+// one storage).
+//
+// A message's life: enqueue() writes it to the storage and schedules it; at its time a
+// worker claims it (QueueStorage::claim, so no other process attempts it meanwhile),
+// reads it, and hands it to the Relay. Per recipient:
+//   delivered   marked delivered, never attempted again;
+//   permanent   (5xx) bounced to the sender, then marked so it is not attempted again;
+//   transient   (4xx) attempted again after the policy's backoff: the attempt count and
+//               the next time are stored (fenced by the claim), then the claim released.
+// When no recipient is left the message is removed. When the policy gives up (too many
+// attempts, too old) the recipients left are bounced. A bounce is a new message from
+// the null sender <> (an RFC 3464 multipart/report); a bounce is never bounced.
+//
+// Every step the engine takes on a message is made with the claim's Fence: if the
+// claim expired and another process took the message over, the storage refuses the
+// step (LeaseLost), the engine logs it and lets the message go; the newer holder's
+// progress stands.
+//
+// Events are logged one line each, "queue: ID EVENT key=value...", so an operator can
+// follow a message through the log; counts of each event go to the storage's shared
+// counters (slimta-queue info).
+//
+// Two ways to drive it: start()/stop() run worker threads on the real clock (the
+// daemon); run_pending() runs what is due by the injected Clock on the calling
+// thread (tests, on a ManualClock, with no sleeps).
+//
+// Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "slimta/clock.h"
+#include "slimta/envelope.h"
+#include "slimta/storage.h"
+
+namespace slimta {
+
+// What happened to one recipient in a delivery attempt.
+struct RecipientResult {
+  enum class Kind { delivered, transient, permanent };
+  Kind kind = Kind::transient;
+  // The peer's reply, e.g. "250 2.0.0 Ok" or "550 5.1.1 <x@example.com>: no such user".
+  std::string reply;
+
+  static RecipientResult delivered(std::string reply = "250 2.0.0 Ok");
+  static RecipientResult transient(std::string reply);
+  static RecipientResult permanent(std::string reply);
+};
+
+// Where the queue hands messages for delivery (python's slimta.relay.Relay).
+class Relay {
+ public:
+  virtual ~Relay() = default;
+  // Attempt to deliver `envelope` to each of envelope.recipients (the ones not yet
+  // delivered). Returns one result per recipient, in the same order. `attempt` is 1
+  // for the first attempt. Throwing (or returning the wrong number of results) counts
+  // as a transient failure for every recipient, with the error as the reply.
+  // Called from several worker threads at once.
+  virtual std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) = 0;
+};
+
+struct QueuePolicy {
+  // Backoff after the n-th failed attempt: initial_backoff * multiplier^(n-1), at most
+  // max_backoff (seconds). The default: 5 min, 10, 20, 40, then every hour.
+  double initial_backoff = 300;
+  double multiplier = 2;
+  double max_backoff = 3600;
+  // Give up (and bounce) after this many attempts; 0: no limit.
+  uint32_t max_attempts = 0;
+  // Give up (and bounce) once a message is this old (seconds since it was received).
+  double max_age = 5 * 24 * 3600;
+  // How long a claim lasts: longer than any delivery attempt takes.
+  std::chrono::milliseconds lease = std::chrono::minutes(5);
+  // Delivery worker threads in start() mode: attempts in flight at once.
+  size_t workers = 8;
+  // How often a held message is looked at again (seconds).
+  double hold_recheck = 60;
+  // When a storage error stops an attempt, try again after this long (seconds).
+  double error_retry = 30;
+  // How often start() mode adds its event counts to the storage's counters (seconds).
+  double counters_interval = 5;
+  // Our name in bounces (Reporting-MTA, From: MAILER-DAEMON@...). Empty: the hostname.
+  std::string reporting_mta;
+
+  // Seconds to wait after the `attempts`-th failed attempt.
+  double backoff(uint32_t attempts) const;
+};
+
+// What enqueue() did with one envelope: its id, or why it was not queued.
+struct EnqueueResult {
+  std::string id;     // set when queued
+  std::string error;  // set when not queued; nothing was stored
+  bool retryable = false;
+  bool ok() const { return !id.empty(); }
+};
+
+class Queue {
+ public:
+  // `storage`, `relay` and `clock` must outlive the Queue. Throws InvalidArgument for
+  // a policy field out of range, NotSupported if the storage has no leases.
+  Queue(QueueStorage& storage, Relay& relay, QueuePolicy policy = {},
+        const Clock& clock = system_clock());
+  ~Queue();  // stop()s
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
+
+  // Store each envelope (its timestamp set to now if 0) and schedule it for now. One
+  // result per envelope, in order: a failure of one does not stop the others.
+  std::vector<EnqueueResult> enqueue(std::span<const Envelope> envelopes);
+  EnqueueResult enqueue(const Envelope& envelope);
+
+  // Schedule every stored message by its stored time. Returns how many.
+  size_t load();
+  // Schedule one message, e.g. one that wait() reported. Idempotent: a message
+  // already scheduled keeps the earlier time; one being attempted is left alone.
+  void schedule(const QueueEntry& entry);
+
+  // Attempt, on the calling thread, every scheduled message due by the clock (and
+  // those that become due while it runs, e.g. new bounces). Returns how many attempts
+  // it started (claims tried).
+  size_t run_pending();
+  // When the next scheduled message is due; nullopt if none is scheduled.
+  std::optional<Timestamp> next_due() const;
+  size_t scheduled() const;
+
+  // Run in the background: load(), then `workers` delivery threads, a thread that
+  // schedules what wait() reports (if the storage can wait), and the counters flush.
+  void start();
+  // Stop the background threads. Attempts in flight finish (their results stored);
+  // nothing scheduled is lost (it stays in the storage). Counts are flushed.
+  void stop();
+
+  // Events counted since the last flush_counters() (names as in the log).
+  Counters pending_counters() const;
+  // Add the events counted so far to the storage's counters.
+  void flush_counters();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace slimta

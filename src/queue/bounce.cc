@@ -1,0 +1,117 @@
+#include "queue/bounce.h"
+
+#include <ctime>
+
+namespace slimta::bounce {
+namespace {
+
+// RFC 5322 date-time in UTC, e.g. "Sun, 22 Nov 2026 21:50:44 +0000".
+std::string rfc5322_date(Timestamp t) {
+  std::time_t secs = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+// One line: each line break (of a multi-line SMTP reply) becomes one space.
+std::string one_line(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\r' && i + 1 < s.size() && s[i + 1] == '\n') continue;
+    out += (s[i] == '\r' || s[i] == '\n') ? ' ' : s[i];
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+// `text` with every line ending made CRLF.
+std::string crlf(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') continue;
+    if (text[i] == '\n' || text[i] == '\r') {
+      out += "\r\n";
+    } else {
+      out += text[i];
+    }
+  }
+  if (!out.ends_with("\r\n")) out += "\r\n";
+  return out;
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+}  // namespace
+
+std::string status_of(std::string_view reply) {
+  char cls = !reply.empty() && (reply[0] == '4' || reply[0] == '5') ? reply[0] : '4';
+  // After the three-digit code and its separator: class.subject.detail
+  size_t pos = 4;
+  if (reply.size() > pos && reply[pos] == cls && reply.size() > pos + 1 && reply[pos + 1] == '.') {
+    size_t end = pos + 2;
+    while (end < reply.size() && is_digit(reply[end])) ++end;
+    if (end < reply.size() && reply[end] == '.' && end > pos + 2) {
+      size_t detail = end + 1;
+      size_t stop = detail;
+      while (stop < reply.size() && is_digit(reply[stop])) ++stop;
+      if (stop > detail) return std::string(reply.substr(pos, stop - pos));
+    }
+  }
+  return std::string(1, cls) + ".0.0";
+}
+
+Envelope make(const Envelope& original, std::string_view id, std::span<const Failure> failures,
+              std::string_view reporting_mta, Timestamp now) {
+  std::string mta(reporting_mta);
+  std::string boundary = "=_slimta_" + random_hex(12);
+  std::string m;
+  m += "From: Mail Delivery System <MAILER-DAEMON@" + mta + ">\r\n";
+  m += "To: <" + original.sender + ">\r\n";
+  m += "Subject: Undelivered Mail Returned to Sender\r\n";
+  m += "Date: " + rfc5322_date(now) + "\r\n";
+  m += "Message-ID: <" + new_message_id() + "@" + mta + ">\r\n";
+  m += "Auto-Submitted: auto-replied\r\n";
+  m += "MIME-Version: 1.0\r\n";
+  m += "Content-Type: multipart/report; report-type=delivery-status;\r\n";
+  m += "\tboundary=\"" + boundary + "\"\r\n";
+  m += "\r\n";
+  m += "This is a MIME-encapsulated delivery status notification.\r\n";
+
+  m += "\r\n--" + boundary + "\r\n";
+  m += "Content-Type: text/plain; charset=utf-8\r\n\r\n";
+  m += "This is the mail system at " + mta + ".\r\n\r\n";
+  m += "Your message could not be delivered to the following recipients:\r\n\r\n";
+  for (const auto& f : failures) m += "<" + f.recipient + ">: " + one_line(f.reply) + "\r\n";
+
+  m += "\r\n--" + boundary + "\r\n";
+  m += "Content-Type: message/delivery-status\r\n\r\n";
+  m += "Reporting-MTA: dns; " + mta + "\r\n";
+  m += "X-Slimta-Queue-ID: " + std::string(id) + "\r\n";
+  if (original.timestamp > 0) m += "Arrival-Date: " + rfc5322_date(original.timestamp) + "\r\n";
+  for (const auto& f : failures) {
+    m += "\r\n";
+    m += "Final-Recipient: rfc822; " + f.recipient + "\r\n";
+    m += "Action: failed\r\n";
+    m += "Status: " + status_of(f.reply) + "\r\n";
+    m += "Diagnostic-Code: smtp; " + one_line(f.reply) + "\r\n";
+  }
+
+  m += "\r\n--" + boundary + "\r\n";
+  m += "Content-Type: text/rfc822-headers\r\n\r\n";
+  std::string headers;
+  for (const auto& field : original.headers.fields()) headers += field.name + ":" + field.raw;
+  m += crlf(headers);
+  m += "\r\n--" + boundary + "--\r\n";
+
+  Envelope out;
+  out.sender = "";
+  out.recipients = {original.sender};
+  out.receiver = mta;
+  out.timestamp = now;
+  out.parse(m);
+  return out;
+}
+
+}  // namespace slimta::bounce

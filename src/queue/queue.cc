@@ -1,0 +1,530 @@
+#include "slimta/queue.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <ctime>
+#include <mutex>
+#include <queue>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "queue/bounce.h"
+
+namespace slimta {
+namespace {
+
+// The events the queue logs and counts; the names are the log's and the counters'.
+enum Event : size_t {
+  kEnqueued,
+  kAttempt,
+  kDelivered,  // recipients delivered
+  kDeferred,
+  kBounced,
+  kRemoved,
+  kLeaseLost,
+  kError,
+  kEventCount
+};
+constexpr std::array<const char*, kEventCount> kEventNames = {
+    "enqueued", "attempt", "delivered", "deferred", "bounced", "removed", "lease_lost", "error"};
+
+// "2026-11-22T21:50:44Z"
+std::string iso_time(Timestamp t) {
+  std::time_t secs = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+void validate(const QueuePolicy& p) {
+  auto bad = [](const std::string& what) { throw InvalidArgument("queue policy: " + what); };
+  if (!(p.initial_backoff > 0)) bad("initial_backoff must be more than 0 seconds");
+  if (!(p.multiplier >= 1)) bad("multiplier must be at least 1");
+  if (!(p.max_backoff >= p.initial_backoff)) bad("max_backoff must be at least initial_backoff");
+  if (!(p.max_age > 0)) bad("max_age must be more than 0 seconds");
+  if (p.lease.count() <= 0) bad("lease must be more than 0 ms");
+  if (p.workers == 0) bad("workers must be at least 1");
+  if (!(p.hold_recheck > 0)) bad("hold_recheck must be more than 0 seconds");
+  if (!(p.error_retry > 0)) bad("error_retry must be more than 0 seconds");
+  if (!(p.counters_interval > 0)) bad("counters_interval must be more than 0 seconds");
+}
+
+}  // namespace
+
+RecipientResult RecipientResult::delivered(std::string reply) {
+  return RecipientResult{Kind::delivered, std::move(reply)};
+}
+RecipientResult RecipientResult::transient(std::string reply) {
+  return RecipientResult{Kind::transient, std::move(reply)};
+}
+RecipientResult RecipientResult::permanent(std::string reply) {
+  return RecipientResult{Kind::permanent, std::move(reply)};
+}
+
+double QueuePolicy::backoff(uint32_t attempts) const {
+  double exponent = attempts == 0 ? 0 : static_cast<double>(attempts - 1);
+  return std::min(max_backoff, initial_backoff * std::pow(multiplier, exponent));
+}
+
+struct Queue::Impl {
+  Impl(QueueStorage& s, Relay& r, QueuePolicy p, const Clock& c)
+      : storage(s),
+        relay(r),
+        policy(std::move(p)),
+        clock(c),
+        mta(policy.reporting_mta.empty() ? host_name() : policy.reporting_mta) {}
+
+  QueueStorage& storage;
+  Relay& relay;
+  const QueuePolicy policy;
+  const Clock& clock;
+  const std::string mta;
+
+  // The schedule: a min-heap of (due, seq, id). `pending` holds the due time of each
+  // id's live heap entry; an entry whose time differs is stale and skipped (lazy
+  // deletion, so rescheduling earlier is a push). Ids being attempted are in_flight.
+  struct Item {
+    Timestamp due;
+    uint64_t seq;
+    std::string id;
+    bool operator>(const Item& o) const { return due != o.due ? due > o.due : seq > o.seq; }
+  };
+  mutable std::mutex mu;
+  std::condition_variable work_cv;  // workers: something was scheduled, or stop
+  std::condition_variable stop_cv;  // the other threads: stop
+  std::priority_queue<Item, std::vector<Item>, std::greater<>> heap;
+  std::unordered_map<std::string, Timestamp> pending;
+  std::unordered_set<std::string> in_flight;
+  uint64_t seq = 0;
+  bool running = false;
+  bool stopping = false;
+  std::vector<std::thread> threads;
+
+  std::array<std::atomic<int64_t>, kEventCount> counts{};
+
+  void count(Event e, int64_t n = 1) { counts[e].fetch_add(n, std::memory_order_relaxed); }
+
+  void schedule_locked(const std::string& id, Timestamp due) {
+    if (in_flight.contains(id)) return;  // its attempt reschedules it
+    auto [it, inserted] = pending.try_emplace(id, due);
+    if (!inserted) {
+      if (it->second <= due) return;
+      it->second = due;
+    }
+    heap.push(Item{due, seq++, id});
+    work_cv.notify_one();
+  }
+
+  // The first live entry due by `now`, moved to in_flight.
+  std::optional<std::string> pop_due_locked(Timestamp now) {
+    while (!heap.empty()) {
+      const Item& top = heap.top();
+      auto it = pending.find(top.id);
+      if (it == pending.end() || it->second != top.due) {
+        heap.pop();  // stale
+        continue;
+      }
+      if (top.due > now) return std::nullopt;
+      std::string id = top.id;
+      heap.pop();
+      pending.erase(it);
+      in_flight.insert(id);
+      return id;
+    }
+    return std::nullopt;
+  }
+
+  std::optional<Timestamp> next_due_locked() {
+    while (!heap.empty()) {
+      auto it = pending.find(heap.top().id);
+      if (it != pending.end() && it->second == heap.top().due) return heap.top().due;
+      heap.pop();
+    }
+    return std::nullopt;
+  }
+
+  void finish(const std::string& id, std::optional<Timestamp> next) {
+    std::lock_guard lock(mu);
+    in_flight.erase(id);
+    if (next) schedule_locked(id, *next);
+  }
+
+  // One claim-and-attempt of `id`. Returns when to look at it again; nullopt when
+  // this process is done with it (removed, or another process owns it now).
+  std::optional<Timestamp> process(const std::string& id);
+  std::optional<Timestamp> deliver(const std::string& id, Fence fence, Timestamp now);
+  void send_bounce(const Envelope& original, const std::string& id,
+                   const std::vector<bounce::Failure>& failures, Timestamp now);
+  EnqueueResult enqueue(const Envelope& envelope);
+
+  void worker();
+  void waiter();
+  void housekeeper();
+  void flush_counters();
+};
+
+std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
+  Timestamp now = clock.now();
+  ClaimResult claim;
+  try {
+    claim = storage.claim(id, policy.lease);
+  } catch (const KeyError&) {
+    return std::nullopt;  // gone: delivered by another process, or removed
+  } catch (const QueueError& e) {
+    count(kError);
+    spdlog::error("queue: {} error claiming: {}; retry at {}", id, e.what(),
+                  iso_time(now + policy.error_retry));
+    return now + policy.error_retry;
+  }
+  switch (claim.status) {
+    case ClaimResult::Status::held:
+      spdlog::debug("queue: {} held; looking again in {} s", id, policy.hold_recheck);
+      return now + policy.hold_recheck;
+    case ClaimResult::Status::busy: {
+      // Another process is on it: look again when its lease runs out (it will have
+      // removed or rescheduled the message by then, unless it died).
+      thread_local std::mt19937 rng(std::random_device{}());
+      return std::max(now, claim.lease.expires) + (rng() % 250) / 1000.0;
+    }
+    case ClaimResult::Status::claimed:
+      break;
+  }
+  Fence fence{claim.lease.token};
+  try {
+    return deliver(id, fence, now);
+  } catch (const LeaseLost& e) {
+    count(kLeaseLost);
+    spdlog::warn("queue: {} lease_lost: {}", id, e.what());
+    return std::nullopt;
+  } catch (const KeyError&) {
+    spdlog::info("queue: {} removed while being attempted (by an operator?)", id);
+    return std::nullopt;
+  } catch (const QueueError& e) {
+    count(kError);
+    Timestamp retry = clock.now() + policy.error_retry;
+    spdlog::error("queue: {} error: {}; retry at {}", id, e.what(), iso_time(retry));
+    try {
+      storage.release(id, fence);
+    } catch (const QueueError&) {
+      // The lease runs out by itself.
+    }
+    return retry;
+  }
+}
+
+std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now) {
+  QueuedMessage msg = storage.get(id);
+  if (msg.timestamp > now) {
+    // Rescheduled since we scheduled it (by another process, or an operator).
+    storage.release(id, fence);
+    return msg.timestamp;
+  }
+  const Envelope& env = msg.envelope;
+  std::vector<size_t> original = msg.remaining_indexes();
+  uint32_t attempt = msg.attempts + 1;
+  std::vector<RecipientResult> results;
+  if (!env.recipients.empty()) {
+    count(kAttempt);
+    spdlog::info("queue: {} attempt n={} rcpts={}", id, attempt, env.recipients.size());
+    try {
+      results = relay.attempt(env, attempt);
+      if (results.size() != env.recipients.size()) {
+        throw std::runtime_error("relay returned " + std::to_string(results.size()) +
+                                 " results for " + std::to_string(env.recipients.size()) +
+                                 " recipients");
+      }
+    } catch (const std::exception& e) {
+      results.assign(env.recipients.size(),
+                     RecipientResult::transient(std::string("451 4.3.0 relay error: ") + e.what()));
+    }
+  }
+
+  std::vector<size_t> done;  // original indexes: delivered or failed for good
+  std::vector<bounce::Failure> failed;
+  std::vector<size_t> retry;  // indexes into env.recipients
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    switch (r.kind) {
+      case RecipientResult::Kind::delivered:
+        count(kDelivered);
+        spdlog::info("queue: {} delivered rcpt=<{}> reply=\"{}\"", id, env.recipients[i], r.reply);
+        done.push_back(original[i]);
+        break;
+      case RecipientResult::Kind::permanent:
+        spdlog::info("queue: {} failed rcpt=<{}> reply=\"{}\"", id, env.recipients[i], r.reply);
+        done.push_back(original[i]);
+        failed.push_back({env.recipients[i], r.reply});
+        break;
+      case RecipientResult::Kind::transient:
+        retry.push_back(i);
+        break;
+    }
+  }
+
+  Timestamp after = clock.now();
+  std::string give_up;
+  if (!retry.empty()) {
+    if (policy.max_attempts != 0 && attempt >= policy.max_attempts) {
+      give_up = "after " + std::to_string(attempt) + " attempts";
+    } else if (env.timestamp > 0 && after - env.timestamp >= policy.max_age) {
+      give_up = "the message is older than " + std::to_string(policy.max_age) + " s";
+    }
+  }
+  if (!give_up.empty()) {
+    for (size_t i : retry) {
+      spdlog::info("queue: {} failed rcpt=<{}> reply=\"{}\" gave up {}", id, env.recipients[i],
+                   results[i].reply, give_up);
+      failed.push_back({env.recipients[i], results[i].reply});
+    }
+    retry.clear();
+  }
+
+  // The bounce is stored before the recipients are marked: a crash in between can
+  // send a bounce twice, but never lose one.
+  if (!failed.empty()) send_bounce(env, id, failed, after);
+  if (retry.empty()) {
+    storage.remove(id, fence);
+    count(kRemoved);
+    spdlog::info("queue: {} removed", id);
+    return std::nullopt;
+  }
+  if (!done.empty()) storage.set_recipients_delivered(id, done, fence);
+  uint32_t attempts = storage.increment_attempts(id, fence);
+  Timestamp next = after + policy.backoff(attempts);
+  storage.set_timestamp(id, next, fence);
+  storage.release(id, fence);
+  count(kDeferred);
+  spdlog::info("queue: {} deferred n={} rcpts={} next={} reply=\"{}\"", id, attempts, retry.size(),
+               iso_time(next), results[retry.front()].reply);
+  return next;
+}
+
+void Queue::Impl::send_bounce(const Envelope& original, const std::string& id,
+                              const std::vector<bounce::Failure>& failures, Timestamp now) {
+  if (original.sender.empty()) {
+    spdlog::info("queue: {} not bounced: it has the null sender (a bounce is never bounced)", id);
+    return;
+  }
+  Envelope dsn = bounce::make(original, id, failures, mta, now);
+  std::string bounce_id = storage.write(dsn, now);
+  count(kBounced);
+  spdlog::info("queue: {} bounced to=<{}> rcpts={} dsn={}", id, original.sender, failures.size(),
+               bounce_id);
+  std::lock_guard lock(mu);
+  schedule_locked(bounce_id, now);
+}
+
+EnqueueResult Queue::Impl::enqueue(const Envelope& envelope) {
+  Timestamp now = clock.now();
+  EnqueueResult out;
+  try {
+    if (envelope.recipients.empty()) throw InvalidArgument("the envelope has no recipients");
+    if (envelope.timestamp == 0) {
+      Envelope stamped = envelope;
+      stamped.timestamp = now;
+      out.id = storage.write(stamped, now);
+    } else {
+      out.id = storage.write(envelope, now);
+    }
+  } catch (const QueueError& e) {
+    out.error = e.what();
+    out.retryable = e.retryable();
+    spdlog::warn("queue: not enqueued from=<{}>: {}", envelope.sender, e.what());
+    return out;
+  }
+  count(kEnqueued);
+  spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", out.id, envelope.sender,
+               envelope.recipients.size(), envelope.message_size());
+  std::lock_guard lock(mu);
+  schedule_locked(out.id, now);
+  return out;
+}
+
+void Queue::Impl::worker() {
+  std::unique_lock lock(mu);
+  while (!stopping) {
+    Timestamp now = clock.now();
+    if (auto id = pop_due_locked(now)) {
+      lock.unlock();
+      auto next = process(*id);
+      finish(*id, next);
+      lock.lock();
+      continue;
+    }
+    auto due = next_due_locked();
+    double wait = due ? std::clamp(*due - now, 0.001, 1.0) : 1.0;
+    work_cv.wait_for(lock, std::chrono::duration<double>(wait));
+  }
+}
+
+void Queue::Impl::waiter() {
+  while (true) {
+    {
+      std::lock_guard lock(mu);
+      if (stopping) return;
+    }
+    try {
+      for (const auto& entry : storage.wait(std::chrono::milliseconds(500))) {
+        std::lock_guard lock(mu);
+        schedule_locked(entry.id, entry.timestamp);
+      }
+    } catch (const QueueError& e) {
+      spdlog::error("queue: wait() failed: {}; trying again in 1 s", e.what());
+      std::unique_lock lock(mu);
+      stop_cv.wait_for(lock, std::chrono::seconds(1), [&] { return stopping; });
+    }
+  }
+}
+
+void Queue::Impl::housekeeper() {
+  std::unique_lock lock(mu);
+  while (!stopping) {
+    stop_cv.wait_for(lock, std::chrono::duration<double>(policy.counters_interval),
+                     [&] { return stopping; });
+    lock.unlock();
+    flush_counters();
+    lock.lock();
+  }
+}
+
+void Queue::Impl::flush_counters() {
+  Counters delta;
+  for (size_t e = 0; e < kEventCount; ++e) {
+    int64_t n = counts[e].exchange(0);
+    if (n != 0) delta[kEventNames[e]] = n;
+  }
+  if (delta.empty()) return;
+  try {
+    storage.add_counters(delta);
+  } catch (const QueueError& e) {
+    spdlog::warn("queue: could not store event counters ({}); keeping them for the next try",
+                 e.what());
+    for (size_t e = 0; e < kEventCount; ++e) {
+      auto it = delta.find(kEventNames[e]);
+      if (it != delta.end()) counts[e].fetch_add(it->second);
+    }
+  }
+}
+
+Queue::Queue(QueueStorage& storage, Relay& relay, QueuePolicy policy, const Clock& clock) {
+  validate(policy);
+  if (!storage.capabilities().can_lease) {
+    throw NotSupported("the queue needs a storage with leases (capabilities().can_lease)");
+  }
+  impl_ = std::make_unique<Impl>(storage, relay, std::move(policy), clock);
+}
+
+Queue::~Queue() { stop(); }
+
+std::vector<EnqueueResult> Queue::enqueue(std::span<const Envelope> envelopes) {
+  std::vector<EnqueueResult> out;
+  out.reserve(envelopes.size());
+  for (const auto& env : envelopes) out.push_back(impl_->enqueue(env));
+  return out;
+}
+
+EnqueueResult Queue::enqueue(const Envelope& envelope) { return impl_->enqueue(envelope); }
+
+size_t Queue::load() {
+  auto stream = impl_->storage.load();
+  size_t n = 0;
+  while (auto entry = stream->next()) {
+    std::lock_guard lock(impl_->mu);
+    impl_->schedule_locked(entry->id, entry->timestamp);
+    ++n;
+  }
+  if (stream->corrupt() != 0) {
+    spdlog::error("queue: load() found {} corrupt records (set aside; see the log above)",
+                  stream->corrupt());
+  }
+  spdlog::info("queue: loaded {} messages", n);
+  return n;
+}
+
+void Queue::schedule(const QueueEntry& entry) {
+  std::lock_guard lock(impl_->mu);
+  impl_->schedule_locked(entry.id, entry.timestamp);
+}
+
+size_t Queue::run_pending() {
+  size_t n = 0;
+  while (true) {
+    std::optional<std::string> id;
+    {
+      std::lock_guard lock(impl_->mu);
+      id = impl_->pop_due_locked(impl_->clock.now());
+    }
+    if (!id) return n;
+    impl_->finish(*id, impl_->process(*id));
+    ++n;
+  }
+}
+
+std::optional<Timestamp> Queue::next_due() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->next_due_locked();
+}
+
+size_t Queue::scheduled() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->pending.size();
+}
+
+void Queue::start() {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->running) return;
+    impl_->running = true;
+    impl_->stopping = false;
+  }
+  load();
+  for (size_t i = 0; i < impl_->policy.workers; ++i)
+    impl_->threads.emplace_back([this] { impl_->worker(); });
+  if (impl_->storage.capabilities().can_wait)
+    impl_->threads.emplace_back([this] { impl_->waiter(); });
+  impl_->threads.emplace_back([this] { impl_->housekeeper(); });
+}
+
+void Queue::stop() {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->running) return;
+    impl_->stopping = true;
+  }
+  impl_->work_cv.notify_all();
+  impl_->stop_cv.notify_all();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+  impl_->flush_counters();
+  std::lock_guard lock(impl_->mu);
+  impl_->running = false;
+}
+
+Counters Queue::pending_counters() const {
+  Counters out;
+  for (size_t e = 0; e < kEventCount; ++e) {
+    int64_t n = impl_->counts[e].load();
+    if (n != 0) out[kEventNames[e]] = n;
+  }
+  return out;
+}
+
+void Queue::flush_counters() { impl_->flush_counters(); }
+
+}  // namespace slimta

@@ -1,0 +1,444 @@
+// The queue engine on a ManualClock and a MemoryStorage judging leases by the same
+// clock: every policy path, with no sleeps.
+#include "slimta/queue.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "queue/bounce.h"
+#include "slimta/memory_storage.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::run_command;
+using testing::sample_envelope;
+using Kind = RecipientResult::Kind;
+
+constexpr Timestamp kStart = 1'800'000'000;
+
+// A relay scripted per recipient: each recipient's results are used in order, the
+// last one repeating; a recipient without a script is delivered. Records every call.
+class ScriptedRelay : public Relay {
+ public:
+  struct Call {
+    std::string sender;
+    std::vector<std::string> recipients;
+    uint32_t attempt;
+    Envelope envelope;
+  };
+
+  void script(const std::string& rcpt, std::vector<RecipientResult> results) {
+    scripts_[rcpt] = std::deque<RecipientResult>(results.begin(), results.end());
+  }
+  // Runs during the next attempt, before the results are returned.
+  std::function<void()> during_attempt;
+  std::string throw_error;  // non-empty: attempt() throws this
+
+  std::vector<RecipientResult> attempt(const Envelope& env, uint32_t attempt) override {
+    {
+      std::lock_guard lock(mu_);
+      calls.push_back({env.sender, env.recipients, attempt, env});
+    }
+    if (during_attempt) std::exchange(during_attempt, nullptr)();
+    if (!throw_error.empty()) throw std::runtime_error(throw_error);
+    std::vector<RecipientResult> out;
+    std::lock_guard lock(mu_);
+    for (const auto& r : env.recipients) {
+      auto it = scripts_.find(r);
+      if (it == scripts_.end() || it->second.empty()) {
+        out.push_back(RecipientResult::delivered());
+        continue;
+      }
+      out.push_back(it->second.front());
+      if (it->second.size() > 1) it->second.pop_front();
+    }
+    return out;
+  }
+
+  std::vector<Call> calls;
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::deque<RecipientResult>> scripts_;
+};
+
+Envelope message(std::vector<std::string> rcpts, std::string sender = "alice@example.com") {
+  Envelope env;
+  env.sender = std::move(sender);
+  env.recipients = std::move(rcpts);
+  env.headers.add("From", "Alice <alice@example.com>");
+  env.headers.add("Subject", "quarterly report");
+  env.headers.add("Message-ID", "<m1@example.com>");
+  env.body = "hello\r\n";
+  return env;
+}
+
+QueuePolicy quiet_policy() {
+  QueuePolicy p;
+  p.reporting_mta = "mx.test.example";
+  return p;
+}
+
+class QueueTest : public ::testing::Test {
+ protected:
+  ManualClock clock{kStart};
+  MemoryStorage storage{clock};
+  ScriptedRelay relay;
+
+  std::unique_ptr<Queue> make(QueuePolicy policy = quiet_policy()) {
+    return std::make_unique<Queue>(storage, relay, policy, clock);
+  }
+  std::string enqueue(Queue& q, const Envelope& env) {
+    EnqueueResult r = q.enqueue(env);
+    EXPECT_TRUE(r.ok()) << r.error;
+    return r.id;
+  }
+};
+
+TEST_F(QueueTest, SuccessRemovesTheMessageAfterOneAttempt) {
+  auto q = make();
+  std::string id = enqueue(*q, message({"bob@example.org", "carol@example.net"}));
+  EXPECT_EQ(storage.get(id).envelope.timestamp, kStart);  // stamped on arrival
+  EXPECT_EQ(q->run_pending(), 1u);
+  ASSERT_EQ(relay.calls.size(), 1u);
+  EXPECT_EQ(relay.calls[0].attempt, 1u);
+  EXPECT_EQ(relay.calls[0].recipients.size(), 2u);
+  EXPECT_TRUE(storage.load_all().empty());
+  EXPECT_FALSE(q->next_due().has_value());
+  q->flush_counters();
+  EXPECT_EQ(storage.counters(),
+            (Counters{{"attempt", 1}, {"delivered", 2}, {"enqueued", 1}, {"removed", 1}}));
+}
+
+TEST_F(QueueTest, PartialSuccessMarksOriginalIndexesAndNeverRetriesDeliveredRecipients) {
+  auto q = make();
+  relay.script("b@x.org", {RecipientResult::transient("451 4.2.1 mailbox busy"),
+                           RecipientResult::delivered()});
+  relay.script("d@x.org",
+               {RecipientResult::transient("421 4.4.2 timeout"),
+                RecipientResult::transient("421 4.4.2 timeout"), RecipientResult::delivered()});
+  std::string id = enqueue(*q, message({"a@x.org", "b@x.org", "c@x.org", "d@x.org"}));
+  q->run_pending();
+  QueuedMessage m = storage.get(id);
+  EXPECT_EQ(m.delivered, (std::vector<size_t>{0, 2}));
+  EXPECT_EQ(m.envelope.recipients, (std::vector<std::string>{"b@x.org", "d@x.org"}));
+  EXPECT_EQ(m.attempts, 1u);
+  EXPECT_EQ(m.timestamp, kStart + 300);
+  EXPECT_EQ(m.lease.expires, 0);  // released
+
+  clock.advance(299);
+  EXPECT_EQ(q->run_pending(), 0u);  // not due yet
+  clock.advance(1);
+  q->run_pending();
+  ASSERT_EQ(relay.calls.size(), 2u);
+  EXPECT_EQ(relay.calls[1].recipients, (std::vector<std::string>{"b@x.org", "d@x.org"}));
+  EXPECT_EQ(relay.calls[1].attempt, 2u);
+  m = storage.get(id);
+  EXPECT_EQ(m.delivered, (std::vector<size_t>{0, 1, 2}));  // b was index 1 originally
+  EXPECT_EQ(m.timestamp, kStart + 300 + 600);
+
+  clock.advance(600);
+  q->run_pending();
+  ASSERT_EQ(relay.calls.size(), 3u);
+  EXPECT_EQ(relay.calls[2].recipients, (std::vector<std::string>{"d@x.org"}));
+  EXPECT_TRUE(storage.load_all().empty());
+}
+
+TEST_F(QueueTest, DeferralsFollowTheBackoffAndArePersisted) {
+  auto q = make();
+  relay.script("b@x.org", {RecipientResult::transient("450 4.7.1 greylisted")});
+  std::string id = enqueue(*q, message({"b@x.org"}));
+  const double want[] = {300, 600, 1200, 2400, 3600, 3600, 3600};
+  Timestamp now = kStart;
+  for (size_t i = 0; i < std::size(want); ++i) {
+    EXPECT_EQ(q->run_pending(), 1u) << "attempt " << i + 1;
+    QueuedMessage m = storage.get(id);
+    EXPECT_EQ(m.attempts, i + 1);
+    EXPECT_EQ(m.timestamp, now + want[i]) << "after attempt " << i + 1;
+    EXPECT_EQ(q->next_due(), now + want[i]);
+    now += want[i];
+    clock.set(now);
+  }
+  EXPECT_EQ(relay.calls.size(), std::size(want));
+  for (size_t i = 0; i < relay.calls.size(); ++i) EXPECT_EQ(relay.calls[i].attempt, i + 1);
+
+  // A restarted queue finds the stored time (retry times are not kept in memory only).
+  auto q2 = make();
+  EXPECT_EQ(q2->load(), 1u);
+  EXPECT_EQ(q2->next_due(), now);
+}
+
+TEST_F(QueueTest, GivesUpAfterMaxAttemptsAndBouncesToTheSender) {
+  QueuePolicy p = quiet_policy();
+  p.max_attempts = 3;
+  auto q = make(p);
+  relay.script("b@x.org", {RecipientResult::transient("451 4.7.1 greylisted, try later")});
+  std::string id = enqueue(*q, message({"b@x.org"}));
+  for (int i = 0; i < 2; ++i) {
+    q->run_pending();
+    clock.set(*q->next_due());
+  }
+  EXPECT_EQ(storage.get(id).attempts, 2u);
+  q->run_pending();  // third attempt: gives up, bounces; the bounce is then delivered
+  ASSERT_EQ(relay.calls.size(), 4u);
+  EXPECT_THROW(storage.get(id), KeyError);
+  const auto& dsn = relay.calls[3];
+  EXPECT_EQ(dsn.sender, "");  // the null sender
+  EXPECT_EQ(dsn.recipients, (std::vector<std::string>{"alice@example.com"}));
+  EXPECT_NE(dsn.envelope.body.find("451 4.7.1 greylisted, try later"), std::string::npos);
+  EXPECT_TRUE(storage.load_all().empty());
+  q->flush_counters();
+  EXPECT_EQ(storage.counters()["bounced"], 1);
+  EXPECT_EQ(storage.counters()["deferred"], 2);
+}
+
+TEST_F(QueueTest, GivesUpWhenTheMessageIsTooOld) {
+  QueuePolicy p = quiet_policy();
+  p.max_age = 3600;
+  auto q = make(p);
+  relay.script("b@x.org", {RecipientResult::transient("452 4.2.2 mailbox full")});
+  std::string id = enqueue(*q, message({"b@x.org"}));
+  // Attempts at +0, +300, +900, +2100 defer; the one at +4500 is past the age limit.
+  for (double at : {0.0, 300.0, 900.0, 2100.0}) {
+    clock.set(kStart + at);
+    q->run_pending();
+    ASSERT_NO_THROW(storage.get(id)) << "gave up too early, at +" << at;
+  }
+  EXPECT_EQ(q->next_due(), kStart + 2100 + 2400);
+  clock.set(*q->next_due());
+  q->run_pending();
+  EXPECT_THROW(storage.get(id), KeyError);
+  ASSERT_EQ(relay.calls.size(), 6u);  // 5 attempts + the bounce
+  EXPECT_EQ(relay.calls[5].sender, "");
+}
+
+TEST_F(QueueTest, PermanentFailureBouncesAtOnceOnlyTheFailedRecipients) {
+  auto q = make();
+  relay.script("bad@x.org", {RecipientResult::permanent("550 5.1.1 <bad@x.org>: no such user")});
+  relay.script("later@x.org", {RecipientResult::transient("451 4.3.0 try again")});
+  std::string id = enqueue(*q, message({"ok@x.org", "bad@x.org", "later@x.org"}));
+  q->run_pending();
+  ASSERT_EQ(relay.calls.size(), 2u);  // the message, then its bounce
+  const Envelope& dsn = relay.calls[1].envelope;
+  EXPECT_EQ(dsn.sender, "");
+  EXPECT_NE(dsn.body.find("bad@x.org"), std::string::npos);
+  EXPECT_EQ(dsn.body.find("later@x.org"), std::string::npos);  // not failed (yet)
+  QueuedMessage m = storage.get(id);
+  EXPECT_EQ(m.envelope.recipients, (std::vector<std::string>{"later@x.org"}));
+  EXPECT_EQ(m.delivered, (std::vector<size_t>{0, 1}));  // bad@ is never attempted again
+}
+
+TEST_F(QueueTest, ABounceIsNeverBounced) {
+  auto q = make();
+  relay.script("alice@example.com", {RecipientResult::permanent("550 5.1.1 gone")});
+  enqueue(*q, message({"alice@example.com"}, ""));
+  q->run_pending();
+  EXPECT_EQ(relay.calls.size(), 1u);
+  EXPECT_TRUE(storage.load_all().empty());
+  q->flush_counters();
+  EXPECT_EQ(storage.counters().count("bounced"), 0u);
+
+  // And the bounce of a failed message, failing itself, ends there too.
+  relay.script("bob@x.org", {RecipientResult::permanent("550 5.1.1 no such user")});
+  enqueue(*q, message({"bob@x.org"}, "alice@example.com"));
+  q->run_pending();
+  EXPECT_EQ(relay.calls.size(), 3u);  // message, bounce (fails), nothing more
+  EXPECT_TRUE(storage.load_all().empty());
+}
+
+TEST_F(QueueTest, BounceIsAMultipartReportPythonsEmailPackageReads) {
+  auto q = make();
+  relay.script("bad@x.org", {RecipientResult::permanent("550 5.1.1 <bad@x.org>: no such user")});
+  relay.script("full@x.org",
+               {RecipientResult::permanent("552-5.2.2 mailbox full\r\n552 5.2.2 sorry")});
+  relay.script("alice@example.com", {RecipientResult::transient("451 4.3.0 hold the bounce")});
+  std::string id = enqueue(*q, message({"bad@x.org", "full@x.org", "ok@x.org"}));
+  q->run_pending();
+  auto entries = storage.load_all();
+  ASSERT_EQ(entries.size(), 1u);  // the bounce, deferred
+  std::string dsn_id = entries[0].id;
+  ASSERT_NE(dsn_id, id);
+  QueuedMessage dsn = storage.get(dsn_id);
+  EXPECT_EQ(dsn.envelope.sender, "");
+  testing::TempDir dir;
+  testing::write_file(dir.sub("dsn.eml"), dsn.envelope.flatten());
+  auto r =
+      run_command({"python3", SLIMTA_SOURCE_DIR "/tests/queue/check_dsn.py", dir.sub("dsn.eml")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["defects"].empty()) << j["defects"];
+  EXPECT_EQ(j["content_type"], "multipart/report");
+  EXPECT_EQ(j["report_type"], "delivery-status");
+  EXPECT_EQ(j["parts"],
+            (nlohmann::json{"text/plain", "message/delivery-status", "text/rfc822-headers"}));
+  EXPECT_EQ(j["to"], "alice@example.com");
+  EXPECT_EQ(j["reporting_mta"], "dns; mx.test.example");
+  ASSERT_EQ(j["recipients"].size(), 2u);
+  EXPECT_EQ(j["recipients"][0]["final_recipient"], "rfc822; bad@x.org");
+  EXPECT_EQ(j["recipients"][0]["action"], "failed");
+  EXPECT_EQ(j["recipients"][0]["status"], "5.1.1");
+  EXPECT_EQ(j["recipients"][0]["diagnostic"], "smtp; 550 5.1.1 <bad@x.org>: no such user");
+  EXPECT_EQ(j["recipients"][1]["final_recipient"], "rfc822; full@x.org");
+  EXPECT_EQ(j["recipients"][1]["status"], "5.2.2");
+  EXPECT_EQ(j["recipients"][1]["diagnostic"], "smtp; 552-5.2.2 mailbox full 552 5.2.2 sorry");
+  std::string text = j["text"];
+  EXPECT_NE(text.find("<bad@x.org>: 550 5.1.1"), std::string::npos) << text;
+  std::string headers = j["original_headers"];
+  EXPECT_NE(headers.find("Subject: quarterly report"), std::string::npos) << headers;
+  EXPECT_EQ(text.find("ok@x.org"), std::string::npos);
+}
+
+TEST_F(QueueTest, StatusCodesComeFromTheReply) {
+  EXPECT_EQ(bounce::status_of("550 5.1.1 no such user"), "5.1.1");
+  EXPECT_EQ(bounce::status_of("552-5.2.2 full"), "5.2.2");
+  EXPECT_EQ(bounce::status_of("451 4.7.12 x"), "4.7.12");
+  EXPECT_EQ(bounce::status_of("554 transaction failed"), "5.0.0");
+  EXPECT_EQ(bounce::status_of("421 5.1.1 mismatched class"), "4.0.0");
+  EXPECT_EQ(bounce::status_of("connection refused"), "4.0.0");
+  EXPECT_EQ(bounce::status_of(""), "4.0.0");
+}
+
+TEST_F(QueueTest, AHeldMessageWaitsUntilReleased) {
+  auto q = make();
+  std::string id = enqueue(*q, message({"b@x.org"}));
+  storage.hold(id, "abuse report #7", clock.now());
+  EXPECT_EQ(q->run_pending(), 1u);  // claim refused: held
+  EXPECT_TRUE(relay.calls.empty());
+  EXPECT_EQ(q->next_due(), kStart + 60);
+  clock.advance(60);
+  q->run_pending();
+  EXPECT_TRUE(relay.calls.empty());
+  storage.release_hold(id);
+  clock.advance(60);
+  q->run_pending();
+  EXPECT_EQ(relay.calls.size(), 1u);
+  EXPECT_TRUE(storage.load_all().empty());
+}
+
+TEST_F(QueueTest, ARelayErrorIsATransientFailureForEveryRecipient) {
+  auto q = make();
+  relay.throw_error = "connection reset by peer";
+  std::string id = enqueue(*q, message({"a@x.org", "b@x.org"}));
+  q->run_pending();
+  QueuedMessage m = storage.get(id);
+  EXPECT_EQ(m.attempts, 1u);
+  EXPECT_TRUE(m.delivered.empty());
+  EXPECT_EQ(m.timestamp, kStart + 300);
+}
+
+TEST_F(QueueTest, EnqueueReportsEachEnvelopeAndStoresTheGoodOnes) {
+  auto q = make();
+  std::vector<Envelope> envs = {message({"a@x.org"}), message({}), message({"c@x.org"})};
+  auto results = q->enqueue(envs);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_FALSE(results[1].ok());
+  EXPECT_NE(results[1].error.find("no recipients"), std::string::npos) << results[1].error;
+  EXPECT_TRUE(results[2].ok());
+  EXPECT_EQ(storage.load_all().size(), 2u);
+  EXPECT_EQ(q->scheduled(), 2u);
+}
+
+TEST_F(QueueTest, BadPolicyIsRefusedNamingTheField) {
+  QueuePolicy p;
+  p.workers = 0;
+  try {
+    make(p);
+    FAIL() << "accepted workers = 0";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("workers"), std::string::npos) << e.what();
+  }
+  p = QueuePolicy{};
+  p.max_backoff = 1;
+  EXPECT_THROW(make(p), InvalidArgument);
+}
+
+// Process A's attempt outlives its lease; B takes the message over and records its own
+// result. A's late results are refused, and B's stand.
+TEST_F(QueueTest, ASlowHolderWhoseLeaseWasTakenOverCannotOverwriteTheNewHolder) {
+  QueuePolicy p = quiet_policy();
+  p.lease = std::chrono::seconds(60);
+  ScriptedRelay relay_b;
+  Queue b(storage, relay_b, p, clock);
+  auto a = make(p);
+  relay.script("r@x.org", {RecipientResult::delivered()});               // A: delivered (late)
+  relay_b.script("r@x.org", {RecipientResult::transient("451 4.3.0")});  // B: deferred
+  std::string id = enqueue(*a, message({"r@x.org"}));
+  relay.during_attempt = [&] {
+    clock.advance(61);  // A's lease runs out mid-attempt
+    b.schedule(QueueEntry{kStart, id});
+    EXPECT_EQ(b.run_pending(), 1u);  // B claims (token 2), attempts, defers, releases
+  };
+  a->run_pending();
+  QueuedMessage m = storage.get(id);  // A's remove() was refused: still stored
+  EXPECT_EQ(m.attempts, 1u);          // B's deferral stands
+  EXPECT_EQ(m.timestamp, kStart + 61 + 300);
+  EXPECT_EQ(m.lease.token, 2u);
+  EXPECT_EQ(relay_b.calls.size(), 1u);
+  EXPECT_EQ(a->pending_counters()["lease_lost"], 1);
+  EXPECT_FALSE(a->next_due().has_value());  // A let it go
+
+  // The other way round: A's late deferral (set_timestamp) is refused too.
+  relay.script("s@x.org", {RecipientResult::transient("451 4.3.0 late")});
+  relay_b.script("s@x.org", {RecipientResult::transient("452 4.2.2 b's reply")});
+  std::string id2 = enqueue(*a, message({"s@x.org"}));
+  Timestamp b_next = 0;
+  relay.during_attempt = [&] {
+    clock.advance(61);
+    b.schedule(QueueEntry{clock.now(), id2});
+    b.run_pending();
+    b_next = storage.get(id2).timestamp;
+  };
+  a->run_pending();
+  m = storage.get(id2);
+  EXPECT_EQ(m.attempts, 1u);  // B's one increment; A's was refused
+  EXPECT_EQ(m.timestamp, b_next);
+  EXPECT_EQ(a->pending_counters()["lease_lost"], 2);
+}
+
+TEST_F(QueueTest, ABusyMessageIsLookedAtAgainWhenTheLeaseRunsOut) {
+  QueuePolicy p = quiet_policy();
+  p.lease = std::chrono::seconds(60);
+  auto q = make(p);
+  std::string id = enqueue(*q, message({"r@x.org"}));
+  ASSERT_EQ(storage.claim(id, std::chrono::seconds(60)).status, ClaimResult::Status::claimed);
+  q->run_pending();  // busy: another holder
+  EXPECT_TRUE(relay.calls.empty());
+  ASSERT_TRUE(q->next_due().has_value());
+  EXPECT_GE(*q->next_due(), kStart + 60);
+  EXPECT_LT(*q->next_due(), kStart + 61);
+  clock.set(*q->next_due());  // the holder died: its lease ran out
+  q->run_pending();
+  EXPECT_EQ(relay.calls.size(), 1u);
+  EXPECT_TRUE(storage.load_all().empty());
+}
+
+TEST(QueueThreadsTest, StartDeliversEverythingWithWorkersAndStopFlushesCounters) {
+  MemoryStorage storage;
+  ScriptedRelay relay;
+  QueuePolicy p = quiet_policy();
+  p.workers = 4;
+  Queue q(storage, relay, p);
+  for (int i = 0; i < 200; ++i) storage.write(sample_envelope(1, 64, i), 0);  // found by load()
+  q.start();
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(q.enqueue(message({"r@x.org"})).ok());
+  for (int i = 0; i < 1000 && !storage.load_all().empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  q.stop();
+  EXPECT_TRUE(storage.load_all().empty());
+  EXPECT_EQ(relay.calls.size(), 500u);
+  Counters c = storage.counters();
+  EXPECT_EQ(c["enqueued"], 300);
+  EXPECT_EQ(c["removed"], 500);
+  EXPECT_EQ(c["attempt"], 500);
+}
+
+}  // namespace
+}  // namespace slimta
