@@ -138,6 +138,92 @@ TEST_F(CliTest, RemoveAllEmptiesTheQueueAndInfoCounts) {
   EXPECT_NE(q({"info"}).out.find("messages:     0"), std::string::npos);
 }
 
+TEST_F(CliTest, HoldKeepsAMessageOutOfDeliveryUntilReleaseAndListShowsIt) {
+  DiskStorage storage(spool_);
+  std::string a = storage.write(testing::sample_envelope(), 1);
+  std::string b = storage.write(testing::sample_envelope(), 2);
+  auto r = q({"hold", a, "--reason", "abuse report #7"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "held " + a + "\n");
+  ASSERT_TRUE(storage.get(a).hold.has_value());
+  EXPECT_EQ(storage.get(a).hold->reason, "abuse report #7");
+  EXPECT_NEAR(storage.get(a).hold->since, static_cast<double>(::time(nullptr)), 5);
+  EXPECT_EQ(storage.claim(a, std::chrono::seconds(5)).status, ClaimResult::Status::held);
+
+  std::string list = q({"list"}).out;
+  EXPECT_NE(list.find(a + "!"), std::string::npos) << list;  // postqueue's mark for held
+  EXPECT_NE(list.find("abuse report #7"), std::string::npos) << list;
+  EXPECT_EQ(list.find(b + "!"), std::string::npos) << list;
+  auto j = nlohmann::json::parse(q({"list", "--json"}).out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["state"], "held");
+  EXPECT_EQ(j[0]["hold"]["reason"], "abuse report #7");
+  EXPECT_EQ(j[1]["state"], "queued");
+  EXPECT_NE(q({"show", a}).out.find("state:        held"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(q({"info", "--json"}).out)["held"], 1);
+
+  EXPECT_EQ(q({"hold", "--all"}).exit_code, 0);
+  EXPECT_TRUE(storage.get(b).hold.has_value());
+  r = q({"release", "--all", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["released"].size(), 2u);
+  EXPECT_FALSE(storage.get(a).hold.has_value());
+  EXPECT_EQ(storage.claim(a, std::chrono::seconds(5)).status, ClaimResult::Status::claimed);
+  EXPECT_NE(q({"list"}).out.find(a + "*"), std::string::npos);  // being attempted
+
+  auto missing = q({"hold", "0123456789abcdef"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("0123456789abcdef"), std::string::npos) << missing.err;
+  EXPECT_EQ(q({"release"}).exit_code, 2);  // neither ids nor --all
+}
+
+TEST_F(CliTest, ShapeCountsMessagesByRecipientDomainAndAge) {
+  DiskStorage storage(spool_);
+  double now = static_cast<double>(::time(nullptr));
+  auto add = [&](std::vector<std::string> rcpts, double age_minutes) {
+    Envelope env = testing::sample_envelope(1);
+    env.recipients = std::move(rcpts);
+    env.timestamp = now - age_minutes * 60;
+    storage.write(env, 0);
+  };
+  add({"a@Example.ORG", "b@example.org"}, 1);  // counted once for example.org
+  add({"c@example.org", "d@other.net"}, 30);
+  add({"e@other.net"}, 2000);
+  auto j = nlohmann::json::parse(q({"shape", "--json"}).out);
+  EXPECT_EQ(j["total"]["total"], 3);
+  EXPECT_EQ(j["total"]["5"], 1);
+  EXPECT_EQ(j["total"]["40"], 1);
+  EXPECT_EQ(j["total"]["1280+"], 1);
+  ASSERT_EQ(j["domains"].size(), 2u);
+  for (const auto& d : j["domains"]) {
+    if (d["domain"] == "example.org") {
+      EXPECT_EQ(d["total"], 2);
+      EXPECT_EQ(d["5"], 1);
+      EXPECT_EQ(d["40"], 1);
+    } else {
+      EXPECT_EQ(d["domain"], "other.net");
+      EXPECT_EQ(d["total"], 2);
+      EXPECT_EQ(d["40"], 1);
+      EXPECT_EQ(d["1280+"], 1);
+    }
+  }
+  std::string table = q({"shape"}).out;
+  EXPECT_NE(table.find("TOTAL"), std::string::npos) << table;
+  EXPECT_NE(table.find("1280+"), std::string::npos) << table;
+  EXPECT_NE(table.find("example.org"), std::string::npos) << table;
+}
+
+TEST_F(CliTest, InfoShowsTheQueuesEventCounters) {
+  DiskStorage storage(spool_);
+  storage.add_counters({{"delivered", 12}, {"deferred", 3}});
+  auto j = nlohmann::json::parse(q({"info", "--json"}).out);
+  EXPECT_EQ(j["events"]["delivered"], 12);
+  EXPECT_EQ(j["events"]["deferred"], 3);
+  std::string text = q({"info"}).out;
+  EXPECT_NE(text.find("delivered:"), std::string::npos) << text;
+  EXPECT_NE(text.find("12"), std::string::npos) << text;
+}
+
 TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
   auto unknown = q({"show", "0123456789abcdef"});
   EXPECT_NE(unknown.exit_code, 0);

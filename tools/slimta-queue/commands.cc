@@ -3,9 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
+#include <numeric>
+#include <set>
 #include <sstream>
 
 #include "format.h"
@@ -143,6 +148,7 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
     out << "-Queue ID-                         --Size-- --Next Attempt (UTC)-- Tries  "
            "Sender/Recipient\n";
   }
+  Timestamp t = now();
   for (const auto& entry : entries) {
     auto msg = try_get(storage, entry.id, err);
     if (!msg) continue;
@@ -150,10 +156,17 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
     if (json) {
       out << (count ? ",\n " : "\n ") << dump(message_json(entry.id, *msg));
     } else {
+      // Like postqueue -p: '!' after the id marks a held message, '*' one being attempted.
+      std::string state = message_state(*msg, t);
+      std::string mark = state == "held" ? "!" : state == "active" ? "*" : "";
       char line[160];
-      std::snprintf(line, sizeof(line), "%-34s %8zu  %-20s %5u  ", entry.id.c_str(), size,
+      std::snprintf(line, sizeof(line), "%-34s %8zu  %-20s %5u  ", (entry.id + mark).c_str(), size,
                     format_time(msg->timestamp).c_str(), msg->attempts);
       out << line << display_sender(msg->envelope.sender) << "\n";
+      if (msg->hold) {
+        out << std::string(74, ' ') << "(held since " << format_time(msg->hold->since)
+            << " UTC: " << msg->hold->reason << ")\n";
+      }
       for (const auto& r : msg->envelope.recipients) out << std::string(74, ' ') << r << "\n";
       if (!msg->delivered.empty()) {
         out << std::string(74, ' ') << "(" << msg->delivered.size() << " already delivered)\n";
@@ -200,7 +213,16 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
     return 0;
   }
   out << "id:           " << id << "\n"
-      << "next attempt: " << format_time(msg.timestamp) << " UTC\n"
+      << "state:        " << message_state(msg, now()) << "\n";
+  if (msg.hold) {
+    out << "held:         since " << format_time(msg.hold->since) << " UTC: " << msg.hold->reason
+        << "\n";
+  }
+  if (msg.lease.expires > now()) {
+    out << "lease:        " << msg.lease.token << ", until " << format_time(msg.lease.expires)
+        << " UTC\n";
+  }
+  out << "next attempt: " << format_time(msg.timestamp) << " UTC\n"
       << "attempts:     " << msg.attempts << "\n"
       << "size:         " << env.message_size() << " bytes\n"
       << "sender:       " << display_sender(env.sender) << "\n";
@@ -224,53 +246,148 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   return 0;
 }
 
-int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
-              std::ostream& err) {
+// Runs `fn` on each selected id; an unknown id named on the command line is an error
+// (exit 1), one that went away during --all is skipped. Prints "VERB ID" per message,
+// or {"VERB": [ids]} with --json.
+template <typename Fn>
+int for_each_selected(QueueStorage& storage, const Selection& sel, const char* verb, bool json,
+                      std::ostream& out, std::ostream& err, Fn&& fn) {
   int rc = 0;
   nlohmann::json done = nlohmann::json::array();
-  Timestamp t = now();
   for (const auto& id : selected_ids(storage, sel)) {
     try {
-      storage.set_timestamp(id, t);
+      fn(id);
       done.push_back(id);
-      if (!json) out << "retry " << id << " at " << format_time(t) << " UTC\n";
+      if (!json) out << verb << " " << id << "\n";
     } catch (const KeyError& e) {
-      if (sel.all) continue;  // removed since it was listed
+      if (sel.all) continue;
       err << "slimta-queue: error: " << e.what() << "\n";
       rc = 1;
     }
   }
-  if (json) out << dump(nlohmann::json{{"retried", done}}) << "\n";
+  if (json) out << dump(nlohmann::json{{verb, done}}) << "\n";
   return rc;
 }
 
-int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
-               std::ostream&) {
-  nlohmann::json done = nlohmann::json::array();
-  for (const auto& id : selected_ids(storage, sel)) {
-    storage.remove(id);
-    done.push_back(id);
-    if (!json) out << "removed " << id << "\n";
+int cmd_hold(QueueStorage& storage, const Selection& sel, const std::string& reason, bool json,
+             std::ostream& out, std::ostream& err) {
+  Timestamp t = now();
+  return for_each_selected(storage, sel, "held", json, out, err,
+                           [&](const std::string& id) { storage.hold(id, reason, t); });
+}
+
+int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+                std::ostream& err) {
+  return for_each_selected(storage, sel, "released", json, out, err,
+                           [&](const std::string& id) { storage.release_hold(id); });
+}
+
+int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
+  // qshape's buckets: messages younger than 5, 10, 20, ... 1280 minutes, then older.
+  constexpr int kBuckets = 10;
+  const double limits[kBuckets - 1] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
+  auto bucket_of = [&](double minutes) {
+    for (int b = 0; b < kBuckets - 1; ++b)
+      if (minutes < limits[b]) return b;
+    return kBuckets - 1;
+  };
+  using Row = std::array<size_t, kBuckets>;
+  std::map<std::string, Row> rows;
+  Row total{};
+  Timestamp t = now();
+  auto stream = storage.load();
+  while (auto e = stream->next()) {
+    auto msg = try_get(storage, e->id, err);
+    if (!msg) continue;
+    int b = bucket_of((t - msg->envelope.timestamp) / 60);
+    ++total[b];
+    std::set<std::string> domains;  // a message counts once per recipient domain
+    for (const auto& r : msg->envelope.recipients) {
+      auto at = r.rfind('@');
+      std::string d = at == std::string::npos ? r : r.substr(at + 1);
+      std::transform(d.begin(), d.end(), d.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      domains.insert(d);
+    }
+    for (const auto& d : domains) ++rows.try_emplace(d, Row{}).first->second[b];
   }
-  if (json) out << dump(nlohmann::json{{"removed", done}}) << "\n";
+  auto sum = [](const Row& r) { return std::accumulate(r.begin(), r.end(), size_t{0}); };
+  std::vector<std::pair<std::string, Row>> sorted(rows.begin(), rows.end());
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [&](const auto& a, const auto& b) { return sum(a.second) > sum(b.second); });
+  const char* names[kBuckets] = {"5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"};
+  if (json) {
+    auto row_json = [&](const Row& r) {
+      nlohmann::json j{{"total", sum(r)}};
+      for (int b = 0; b < kBuckets; ++b) j[names[b]] = r[b];
+      return j;
+    };
+    nlohmann::json domains = nlohmann::json::array();
+    for (const auto& [d, r] : sorted) {
+      nlohmann::json j = row_json(r);
+      j["domain"] = d;
+      domains.push_back(j);
+    }
+    out << dump(nlohmann::json{
+               {"buckets_minutes", names}, {"total", row_json(total)}, {"domains", domains}})
+        << "\n";
+    return 0;
+  }
+  auto print_row = [&](const std::string& name, const Row& r) {
+    char cell[32];
+    std::snprintf(cell, sizeof(cell), "%6zu", sum(r));
+    out << std::string(std::max<size_t>(1, 24 - std::min<size_t>(name.size(), 23)), ' ') << name
+        << " " << cell;
+    for (int b = 0; b < kBuckets; ++b) {
+      std::snprintf(cell, sizeof(cell), " %5zu", r[b]);
+      out << cell;
+    }
+    out << "\n";
+  };
+  out << std::string(25, ' ') << "     T";
+  for (const char* n : names) {
+    char cell[16];
+    std::snprintf(cell, sizeof(cell), " %5s", n);
+    out << cell;
+  }
+  out << "\n";
+  print_row("TOTAL", total);
+  for (const auto& [d, r] : sorted) print_row(d, r);
   return 0;
 }
 
+int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+              std::ostream& err) {
+  Timestamp t = now();
+  return for_each_selected(storage, sel, "retried", json, out, err,
+                           [&](const std::string& id) { storage.set_timestamp(id, t); });
+}
+
+int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+               std::ostream& err) {
+  return for_each_selected(storage, sel, "removed", json, out, err,
+                           [&](const std::string& id) { storage.remove(id); });
+}
+
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
-  size_t count = 0, bytes = 0;
+  size_t count = 0, bytes = 0, held = 0;
   std::optional<Timestamp> next;
   auto stream = storage.load();
   while (auto e = stream->next()) {
     auto msg = try_get(storage, e->id, err);
     if (!msg) continue;
     ++count;
+    if (msg->hold) ++held;
     bytes += msg->envelope.message_size();
     if (!next || e->timestamp < *next) next = e->timestamp;
   }
   Capabilities caps = storage.capabilities();
+  Counters counters = caps.can_lease ? storage.counters() : Counters{};
   if (json) {
     nlohmann::json j{{"messages", count},
+                     {"held", held},
                      {"bytes", bytes},
+                     {"events", counters},
                      {"corrupt", stream->corrupt()},
                      {"next_attempt", next ? nlohmann::json(*next) : nlohmann::json(nullptr)},
                      {"durable", caps.durable},
@@ -280,9 +397,19 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
     return 0;
   }
   out << "messages:     " << count << "\n"
+      << "held:         " << held << "\n"
       << "bytes:        " << bytes << "\n";
   if (next) out << "next attempt: " << format_time(*next) << " UTC\n";
   if (stream->corrupt() > 0) out << "corrupt:      " << stream->corrupt() << " set aside\n";
+  if (!counters.empty()) {
+    out << "events (all queue processes, since the storage was created):\n";
+    for (const auto& [name, n] : counters) {
+      char line[64];
+      std::snprintf(line, sizeof(line), "  %-12s %lld\n", (name + ":").c_str(),
+                    static_cast<long long>(n));
+      out << line;
+    }
+  }
   return 0;
 }
 

@@ -31,5 +31,13 @@ int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostre
 int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                std::ostream& err);
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
+// Hold messages (claims refuse them until released), recording `reason` and the time.
+int cmd_hold(QueueStorage& storage, const Selection& sel, const std::string& reason, bool json,
+             std::ostream& out, std::ostream& err);
+// Lift the hold of messages.
+int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+                std::ostream& err);
+// A qshape-style table: messages by recipient domain and age.
+int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
 
 }  // namespace slimta::cli

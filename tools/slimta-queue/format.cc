@@ -20,9 +20,16 @@ Timestamp now() {
   return duration<double>(system_clock::now().time_since_epoch()).count();
 }
 
+std::string message_state(const QueuedMessage& msg, Timestamp now) {
+  if (msg.hold) return "held";
+  if (msg.lease.expires > now) return "active";
+  return "queued";
+}
+
 nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
-  return nlohmann::json{
+  nlohmann::json j{
       {"id", id},
+      {"state", message_state(msg, now())},
       {"timestamp", msg.timestamp},
       {"next_attempt", format_time(msg.timestamp) + "Z"},
       {"attempts", msg.attempts},
@@ -31,6 +38,11 @@ nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
       {"delivered", msg.delivered},
       {"size", msg.envelope.message_size()},
   };
+  if (msg.hold) j["hold"] = {{"since", msg.hold->since}, {"reason", msg.hold->reason}};
+  if (msg.lease.token != 0) {
+    j["lease"] = {{"token", msg.lease.token}, {"expires", msg.lease.expires}};
+  }
+  return j;
 }
 
 std::string dump(const nlohmann::json& j, int indent) {

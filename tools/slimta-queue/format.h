@@ -19,6 +19,9 @@ nlohmann::json message_json(const std::string& id, const QueuedMessage& msg);
 // JSON text, with bytes that are not UTF-8 replaced (addresses may hold 8-bit junk).
 std::string dump(const nlohmann::json& j, int indent = -1);
 
+// "held", "active" (a queue process holds an unexpired lease on it) or "queued".
+std::string message_state(const QueuedMessage& msg, Timestamp now);
+
 // "<>" for the null sender, the address otherwise.
 std::string display_sender(const std::string& sender);
 

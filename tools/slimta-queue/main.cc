@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   std::string storage_url = "disk:./spool";
   bool json = false;
   app.add_option("--storage", storage_url,
-                 "storage URL: disk:PATH (default disk:./spool) or memory:")
+                 "storage URL: disk:PATH (default disk:./spool), redis://HOST:PORT/DB, "
+                 "s3://BUCKET/PREFIX?..., memory:")
       ->envname("SLIMTA_STORAGE");
   app.add_flag("--json", json, "machine-readable JSON output");
 
@@ -38,14 +39,23 @@ int main(int argc, char** argv) {
   show->add_option("id", show_id, "message id")->required();
   show->add_flag("--raw", raw, "write the stored message bytes to stdout");
 
-  Selection retry_sel, remove_sel;
+  Selection retry_sel, remove_sel, hold_sel, release_sel;
+  std::string hold_reason = "held by an operator";
   auto* retry = app.add_subcommand("retry", "make messages due for delivery now");
   retry->add_option("ids", retry_sel.ids, "message ids");
   retry->add_flag("--all", retry_sel.all, "every queued message");
   auto* remove = app.add_subcommand("remove", "delete messages from the queue");
   remove->add_option("ids", remove_sel.ids, "message ids");
   remove->add_flag("--all", remove_sel.all, "every queued message");
-  for (auto* sub : {retry, remove}) {
+  auto* hold = app.add_subcommand(
+      "hold", "keep messages in the queue without attempting them, until released");
+  hold->add_option("ids", hold_sel.ids, "message ids");
+  hold->add_flag("--all", hold_sel.all, "every queued message");
+  hold->add_option("--reason", hold_reason, "why (shown by list and show)")->capture_default_str();
+  auto* release = app.add_subcommand("release", "release held messages");
+  release->add_option("ids", release_sel.ids, "message ids");
+  release->add_flag("--all", release_sel.all, "every queued message");
+  for (auto* sub : {retry, remove, hold, release}) {
     sub->callback([sub] {
       bool all = sub->get_option("--all")->as<bool>();
       size_t n = sub->get_option("ids")->count();
@@ -53,7 +63,8 @@ int main(int argc, char** argv) {
     });
   }
 
-  app.add_subcommand("info", "count queued messages and bytes");
+  app.add_subcommand("info", "count queued messages and bytes, and the queue's event counters");
+  app.add_subcommand("shape", "queued messages by recipient domain and age in minutes (qshape)");
 
   try {
     app.parse(argc, argv);
@@ -71,6 +82,10 @@ int main(int argc, char** argv) {
     if (name == "retry") return cmd_retry(*storage, retry_sel, json, std::cout, std::cerr);
     if (name == "remove") return cmd_remove(*storage, remove_sel, json, std::cout, std::cerr);
     if (name == "info") return cmd_info(*storage, json, std::cout, std::cerr);
+    if (name == "hold")
+      return cmd_hold(*storage, hold_sel, hold_reason, json, std::cout, std::cerr);
+    if (name == "release") return cmd_release(*storage, release_sel, json, std::cout, std::cerr);
+    if (name == "shape") return cmd_shape(*storage, json, std::cout, std::cerr);
   } catch (const QueueError& e) {
     std::cerr << "slimta-queue: error: " << e.what() << "\n";
     return 1;
