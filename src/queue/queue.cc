@@ -112,6 +112,7 @@ struct Queue::Impl {
   std::unordered_map<std::string, Timestamp> pending;
   std::unordered_set<std::string> in_flight;
   uint64_t seq = 0;
+  size_t idle_workers = 0;  // workers waiting on work_cv
   bool running = false;
   bool stopping = false;
   std::vector<std::thread> threads;
@@ -120,15 +121,29 @@ struct Queue::Impl {
 
   void count(Event e, int64_t n = 1) { counts[e].fetch_add(n, std::memory_order_relaxed); }
 
-  void schedule_locked(const std::string& id, Timestamp due) {
-    if (in_flight.contains(id)) return;  // its attempt reschedules it
+  // Returns whether it was scheduled (not already, and not in flight).
+  bool schedule_locked(const std::string& id, Timestamp due) {
+    if (in_flight.contains(id)) return false;  // its attempt reschedules it
     auto [it, inserted] = pending.try_emplace(id, due);
     if (!inserted) {
-      if (it->second <= due) return;
+      if (it->second <= due) return false;
       it->second = due;
     }
     heap.push(Item{due, seq++, id});
-    work_cv.notify_one();
+    return true;
+  }
+
+  // schedule_locked() under the lock, then wakes an idle worker, after unlocking (a
+  // worker woken while the lock is held would only block on it). Workers also look
+  // at the schedule at least once a second, so a wake-up is never needed for
+  // correctness, only for latency.
+  void schedule(const std::string& id, Timestamp due) {
+    bool wake;
+    {
+      std::lock_guard lock(mu);
+      wake = schedule_locked(id, due) && idle_workers > 0;
+    }
+    if (wake) work_cv.notify_one();
   }
 
   // The first live entry due by `now`, moved to in_flight.
@@ -326,8 +341,7 @@ void Queue::Impl::send_bounce(const Envelope& original, const std::string& id,
   count(kBounced);
   spdlog::info("queue: {} bounced to=<{}> rcpts={} dsn={}", id, original.sender, failures.size(),
                bounce_id);
-  std::lock_guard lock(mu);
-  schedule_locked(bounce_id, now);
+  schedule(bounce_id, now);
 }
 
 EnqueueResult Queue::Impl::enqueue(const Envelope& envelope) {
@@ -351,8 +365,7 @@ EnqueueResult Queue::Impl::enqueue(const Envelope& envelope) {
   count(kEnqueued);
   spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", out.id, envelope.sender,
                envelope.recipients.size(), envelope.message_size());
-  std::lock_guard lock(mu);
-  schedule_locked(out.id, now);
+  schedule(out.id, now);
   return out;
 }
 
@@ -369,7 +382,9 @@ void Queue::Impl::worker() {
     }
     auto due = next_due_locked();
     double wait = due ? std::clamp(*due - now, 0.001, 1.0) : 1.0;
+    ++idle_workers;
     work_cv.wait_for(lock, std::chrono::duration<double>(wait));
+    --idle_workers;
   }
 }
 
@@ -380,10 +395,8 @@ void Queue::Impl::waiter() {
       if (stopping) return;
     }
     try {
-      for (const auto& entry : storage.wait(std::chrono::milliseconds(500))) {
-        std::lock_guard lock(mu);
-        schedule_locked(entry.id, entry.timestamp);
-      }
+      for (const auto& entry : storage.wait(std::chrono::milliseconds(500)))
+        schedule(entry.id, entry.timestamp);
     } catch (const QueueError& e) {
       spdlog::error("queue: wait() failed: {}; trying again in 1 s", e.what());
       std::unique_lock lock(mu);
@@ -445,8 +458,7 @@ size_t Queue::load() {
   auto stream = impl_->storage.load();
   size_t n = 0;
   while (auto entry = stream->next()) {
-    std::lock_guard lock(impl_->mu);
-    impl_->schedule_locked(entry->id, entry->timestamp);
+    impl_->schedule(entry->id, entry->timestamp);
     ++n;
   }
   if (stream->corrupt() != 0) {
@@ -457,10 +469,7 @@ size_t Queue::load() {
   return n;
 }
 
-void Queue::schedule(const QueueEntry& entry) {
-  std::lock_guard lock(impl_->mu);
-  impl_->schedule_locked(entry.id, entry.timestamp);
-}
+void Queue::schedule(const QueueEntry& entry) { impl_->schedule(entry.id, entry.timestamp); }
 
 size_t Queue::run_pending() {
   size_t n = 0;
