@@ -49,6 +49,16 @@ TEST(FormatPythonTest, PythonStandardLibraryReadsWhatDiskStorageWrote) {
   EXPECT_EQ(m["delivered"], (std::vector<int>{0, 2}));
   EXPECT_EQ(m["next_attempt"].get<double>(), 1795000600.25);
   EXPECT_FALSE(m.contains("message"));
+  EXPECT_FALSE(m.contains("lease_token"));
+
+  // So do the lease and the hold.
+  ClaimResult claim = storage.claim(id, std::chrono::seconds(60));
+  storage.hold(id, "ticket 9 \xc3\xa9", 1795000700.5);
+  m = python_read(dir.sub("spool/meta/" + id));
+  EXPECT_EQ(m["lease_token"], 1);
+  EXPECT_EQ(m["lease_expires"].get<double>(), claim.lease.expires);
+  EXPECT_EQ(m["hold_since"].get<double>(), 1795000700.5);
+  EXPECT_EQ(m["hold_reason"], "ticket 9 \xc3\xa9");
 }
 
 TEST(FormatPythonTest, PythonReaderRejectsACorruptRecord) {
