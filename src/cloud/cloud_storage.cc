@@ -25,6 +25,7 @@
 
 #include "cloud/http.h"
 #include "core/counters_text.h"
+#include "core/metadata_ops.h"
 #include "core/paged_stream.h"
 #include "core/record.h"
 
@@ -352,53 +353,32 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
 }
 
 void CloudStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
-  impl_->update(id, [&](record::Metadata& m) {
-    record::check_fence(m, fence, id);
-    m.timestamp = timestamp;
-    return 0;
-  });
+  impl_->update(id, record::ops::set_timestamp(timestamp, fence, id));
 }
 
 uint32_t CloudStorage::do_increment_attempts(std::string_view id, Fence fence) {
-  return impl_->update(id, [&](record::Metadata& m) {
-    record::check_fence(m, fence, id);
-    return ++m.attempts;
-  });
+  return impl_->update(id, record::ops::increment_attempts(fence, id));
 }
 
 void CloudStorage::do_set_recipients_delivered(std::string_view id,
                                                std::span<const size_t> rcpt_indexes, Fence fence) {
-  impl_->update(id, [&](record::Metadata& m) {
-    record::check_fence(m, fence, id);
-    record::mark_delivered(m, rcpt_indexes);
-    return 0;
-  });
+  impl_->update(id, record::ops::set_recipients_delivered(rcpt_indexes, fence, id));
 }
 
 ClaimResult CloudStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  return impl_->update(
-      id, [&](record::Metadata& m) { return record::claim(m, system_clock().now(), duration); });
+  return impl_->update(id, record::ops::claim(system_clock().now(), duration));
 }
 
 void CloudStorage::do_release(std::string_view id, Fence fence) {
-  impl_->update(id, [&](record::Metadata& m) {
-    record::release(m, fence, id);
-    return 0;
-  });
+  impl_->update(id, record::ops::release(fence, id));
 }
 
 void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
-  impl_->update(id, [&](record::Metadata& m) {
-    m.hold = Hold{since, std::string(reason)};
-    return 0;
-  });
+  impl_->update(id, record::ops::hold(reason, since));
 }
 
 void CloudStorage::release_hold(std::string_view id) {
-  impl_->update(id, [](record::Metadata& m) {
-    m.hold.reset();
-    return 0;
-  });
+  impl_->update(id, record::ops::release_hold());
 }
 
 // One object, PREFIX.counters, in the text form of core/counters_text.h, updated with

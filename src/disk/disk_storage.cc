@@ -45,6 +45,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/counters_text.h"
+#include "core/metadata_ops.h"
 #include "core/record.h"
 #include "disk/posix_file.h"
 
@@ -468,53 +469,32 @@ std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
 }
 
 void DiskStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
-  impl_->mutate(id, [&](record::Metadata& m) {
-    record::check_fence(m, fence, id);
-    m.timestamp = timestamp;
-    return 0;
-  });
+  impl_->mutate(id, record::ops::set_timestamp(timestamp, fence, id));
 }
 
 uint32_t DiskStorage::do_increment_attempts(std::string_view id, Fence fence) {
-  return impl_->mutate(id, [&](record::Metadata& m) {
-    record::check_fence(m, fence, id);
-    return ++m.attempts;
-  });
+  return impl_->mutate(id, record::ops::increment_attempts(fence, id));
 }
 
 void DiskStorage::do_set_recipients_delivered(std::string_view id,
                                               std::span<const size_t> rcpt_indexes, Fence fence) {
-  impl_->mutate(id, [&](record::Metadata& m) {
-    record::check_fence(m, fence, id);
-    record::mark_delivered(m, rcpt_indexes);
-    return 0;
-  });
+  impl_->mutate(id, record::ops::set_recipients_delivered(rcpt_indexes, fence, id));
 }
 
 ClaimResult DiskStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  return impl_->mutate(
-      id, [&](record::Metadata& m) { return record::claim(m, system_clock().now(), duration); });
+  return impl_->mutate(id, record::ops::claim(system_clock().now(), duration));
 }
 
 void DiskStorage::do_release(std::string_view id, Fence fence) {
-  impl_->mutate(id, [&](record::Metadata& m) {
-    record::release(m, fence, id);
-    return 0;
-  });
+  impl_->mutate(id, record::ops::release(fence, id));
 }
 
 void DiskStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
-  impl_->mutate(id, [&](record::Metadata& m) {
-    m.hold = Hold{since, std::string(reason)};
-    return 0;
-  });
+  impl_->mutate(id, record::ops::hold(reason, since));
 }
 
 void DiskStorage::release_hold(std::string_view id) {
-  impl_->mutate(id, [](record::Metadata& m) {
-    m.hold.reset();
-    return 0;
-  });
+  impl_->mutate(id, record::ops::release_hold());
 }
 
 // PATH/counters: one JSON object, read-modify-written under flock(). Statistics, so

@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 
+#include "core/metadata_ops.h"
 #include "core/paged_stream.h"
 #include "core/record.h"
 
@@ -27,6 +28,11 @@ struct MemoryStorage::Impl {
     auto it = messages.find(id);
     if (it == messages.end()) throw KeyError(std::string(id));
     return fn(it->second);
+  }
+  // Runs a record::ops operation on the stored message's metadata.
+  template <typename Op>
+  auto mutate(std::string_view id, Op&& op) {
+    return with(id, [&](Stored& s) { return op(s.meta); });
   }
 };
 
@@ -64,42 +70,32 @@ std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) 
 }
 
 void MemoryStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
-  impl_->with(id, [&](Impl::Stored& s) {
-    record::check_fence(s.meta, fence, id);
-    s.meta.timestamp = timestamp;
-  });
+  impl_->mutate(id, record::ops::set_timestamp(timestamp, fence, id));
 }
 
 uint32_t MemoryStorage::do_increment_attempts(std::string_view id, Fence fence) {
-  return impl_->with(id, [&](Impl::Stored& s) {
-    record::check_fence(s.meta, fence, id);
-    return ++s.meta.attempts;
-  });
+  return impl_->mutate(id, record::ops::increment_attempts(fence, id));
 }
 
 void MemoryStorage::do_set_recipients_delivered(std::string_view id,
                                                 std::span<const size_t> rcpt_indexes, Fence fence) {
-  impl_->with(id, [&](Impl::Stored& s) {
-    record::check_fence(s.meta, fence, id);
-    record::mark_delivered(s.meta, rcpt_indexes);
-  });
+  impl_->mutate(id, record::ops::set_recipients_delivered(rcpt_indexes, fence, id));
 }
 
 ClaimResult MemoryStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  return impl_->with(
-      id, [&](Impl::Stored& s) { return record::claim(s.meta, impl_->clock.now(), duration); });
+  return impl_->mutate(id, record::ops::claim(impl_->clock.now(), duration));
 }
 
 void MemoryStorage::do_release(std::string_view id, Fence fence) {
-  impl_->with(id, [&](Impl::Stored& s) { record::release(s.meta, fence, id); });
+  impl_->mutate(id, record::ops::release(fence, id));
 }
 
 void MemoryStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
-  impl_->with(id, [&](Impl::Stored& s) { s.meta.hold = Hold{since, std::string(reason)}; });
+  impl_->mutate(id, record::ops::hold(reason, since));
 }
 
 void MemoryStorage::release_hold(std::string_view id) {
-  impl_->with(id, [](Impl::Stored& s) { s.meta.hold.reset(); });
+  impl_->mutate(id, record::ops::release_hold());
 }
 
 void MemoryStorage::add_counters(const Counters& delta) {
