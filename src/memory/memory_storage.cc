@@ -1,7 +1,8 @@
 #include "slimta/memory_storage.h"
 
-#include <map>
 #include <mutex>
+#include <string_view>
+#include <unordered_map>
 
 #include "core/metadata_ops.h"
 #include "core/paged_stream.h"
@@ -17,7 +18,12 @@ struct MemoryStorage::Impl {
   explicit Impl(const Clock& c) : clock(c) {}
   const Clock& clock;
   std::mutex mu;
-  std::map<std::string, Stored, std::less<>> messages;
+  // Hashed, with lookups by string_view (no copy of the id per call).
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Stored, Hash, std::equal_to<>> messages;
   Counters counters;
 
   // Runs `fn` on the stored message under the lock; KeyError if it is not there.

@@ -174,10 +174,13 @@ struct Queue::Impl {
     return std::nullopt;
   }
 
-  void finish(const std::string& id, std::optional<Timestamp> next) {
-    std::lock_guard lock(mu);
+  void finish_locked(const std::string& id, std::optional<Timestamp> next) {
     in_flight.erase(id);
     if (next) schedule_locked(id, *next);
+  }
+  void finish(const std::string& id, std::optional<Timestamp> next) {
+    std::lock_guard lock(mu);
+    finish_locked(id, next);
   }
 
   // One claim-and-attempt of `id`. Returns when to look at it again; nullopt when
@@ -376,8 +379,8 @@ void Queue::Impl::worker() {
     if (auto id = pop_due_locked(now)) {
       lock.unlock();
       auto next = process(*id);
-      finish(*id, next);
       lock.lock();
+      finish_locked(*id, next);  // under the lock the next pop takes anyway
       continue;
     }
     auto due = next_due_locked();
