@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "serve.h"
 #include "slimta/storage.h"
 
 int main(int argc, char** argv) {
@@ -66,6 +67,25 @@ int main(int argc, char** argv) {
   app.add_subcommand("info", "count queued messages and bytes, and the queue's event counters");
   app.add_subcommand("shape", "queued messages by recipient domain and age in minutes (qshape)");
 
+  ServeOptions serve_opts;
+  auto* serve = app.add_subcommand(
+      "serve", "run the queue: accept mail over SMTP, keep it in the storage, deliver it");
+  serve->add_option("--listen", serve_opts.listen, "HOST:PORT to accept SMTP on")
+      ->capture_default_str();
+  serve->add_option("--smarthost", serve_opts.smarthost,
+                    "HOST:PORT to relay every message to (without it: accept and queue only)");
+  serve->add_option("--hostname", serve_opts.hostname,
+                    "our name in the greeting, Received: headers and bounces");
+  serve->add_option("--max-size", serve_opts.max_message_size, "largest message, bytes")
+      ->capture_default_str();
+  serve->add_option("--workers", serve_opts.workers, "deliveries in flight")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  serve->add_option("--lease", serve_opts.lease, "seconds a delivery attempt may take")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  serve->set_config("--config", "", "read options from this file (TOML or INI: key = value)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -86,6 +106,7 @@ int main(int argc, char** argv) {
       return cmd_hold(*storage, hold_sel, hold_reason, json, std::cout, std::cerr);
     if (name == "release") return cmd_release(*storage, release_sel, json, std::cout, std::cerr);
     if (name == "shape") return cmd_shape(*storage, json, std::cout, std::cerr);
+    if (name == "serve") return cmd_serve(*storage, serve_opts, std::cout, std::cerr);
   } catch (const QueueError& e) {
     std::cerr << "slimta-queue: error: " << e.what() << "\n";
     return 1;

@@ -1,0 +1,51 @@
+// SmtpRelay: a Relay that delivers to one SMTP server (a smarthost), RFC 5321.
+//
+// Each attempt gets a connection (an idle one from an earlier message, checked with
+// RSET, or a new one: connect, greeting, EHLO, falling back to HELO), sends MAIL FROM,
+// one RCPT TO per recipient and DATA, pipelined when the server offers PIPELINING, and
+// answers per recipient: the RCPT reply when it refused the recipient, the reply to
+// the message data otherwise. Every step has a time limit. A connection that cannot be
+// made, or breaks, is a transient failure for every recipient (the queue retries).
+//
+// Thread safety: attempt() may be called from several threads at once (the queue's
+// workers); each uses its own connection.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "slimta/queue.h"
+
+namespace slimta {
+
+struct SmtpRelayOptions {
+  std::string host;
+  uint16_t port = 25;
+  std::string ehlo_name;  // empty: this host's name
+  std::chrono::milliseconds connect_timeout = std::chrono::seconds(30);
+  // For each command's reply; the reply to the message data gets data_timeout.
+  std::chrono::milliseconds command_timeout = std::chrono::minutes(5);
+  std::chrono::milliseconds data_timeout = std::chrono::minutes(10);
+  // Idle connections kept for the next messages (0: a connection per message).
+  size_t max_idle_connections = 16;
+};
+
+class SmtpRelay : public Relay {
+ public:
+  // Throws InvalidArgument for an empty host or a zero port.
+  explicit SmtpRelay(SmtpRelayOptions options);
+  ~SmtpRelay() override;
+
+  std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) override;
+
+  // Connections opened so far (for tests and reports: reuse keeps this low).
+  size_t connections_opened() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace slimta

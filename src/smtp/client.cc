@@ -1,0 +1,359 @@
+// The SMTP client behind SmtpRelay. Why it is built this way:
+//
+// * Relay::attempt() is called on the queue's worker threads and must return the
+//   per-recipient results, so the client is synchronous per connection; each
+//   connection has its own Asio io_context, and every network step runs as an async
+//   operation bounded by io_context::run_for(), which gives each step a time limit
+//   (plain blocking sockets have none).
+// * Connections are kept for the next message (after RSET), as Postfix's smtp client
+//   does, which spares a TCP handshake, greeting and EHLO per message.
+#include "slimta/smtp_relay.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio.hpp>
+#include <atomic>
+#include <cctype>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <set>
+
+namespace slimta {
+namespace {
+
+using asio::ip::tcp;
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+// A failure of the connection itself: every recipient of the attempt gets `reply`.
+struct ConnectionError {
+  std::string reply;
+};
+
+struct Reply {
+  int code = 0;
+  std::string text;  // "250 first line / second line", as the log and bounces show it
+  bool ok() const { return code >= 200 && code < 400; }
+  bool permanent() const { return code >= 500; }
+};
+
+// The message as SMTP DATA: CRLF line endings, dot-stuffed, ended by CRLF "." CRLF.
+std::string data_of(const std::string& message) {
+  std::string out;
+  out.reserve(message.size() + message.size() / 50 + 8);
+  bool line_start = true;
+  for (size_t i = 0; i < message.size(); ++i) {
+    char c = message[i];
+    if (line_start && c == '.') out += '.';
+    line_start = false;
+    if (c == '\r' && i + 1 < message.size() && message[i + 1] == '\n') continue;
+    if (c == '\n' || c == '\r') {
+      out += "\r\n";
+      line_start = true;
+    } else {
+      out += c;
+    }
+  }
+  if (!line_start) out += "\r\n";
+  out += ".\r\n";
+  return out;
+}
+
+bool has_8bit(const std::string& s) {
+  for (char c : s)
+    if (static_cast<unsigned char>(c) >= 0x80) return true;
+  return false;
+}
+
+class Connection {
+ public:
+  explicit Connection(const SmtpRelayOptions& options) : opts_(options), socket_(io_) {}
+
+  // Connect, read the greeting, EHLO (HELO if refused). Throws ConnectionError.
+  void open(const std::string& ehlo_name) {
+    where_ = opts_.host + ":" + std::to_string(opts_.port);
+    tcp::resolver resolver(io_);
+    tcp::resolver::results_type endpoints;
+    run(
+        [&](auto done) {
+          resolver.async_resolve(opts_.host, std::to_string(opts_.port),
+                                 [&, done](asio::error_code ec, tcp::resolver::results_type r) {
+                                   endpoints = std::move(r);
+                                   done(ec);
+                                 });
+        },
+        opts_.connect_timeout, "resolve", [&] { resolver.cancel(); });
+    run(
+        [&](auto done) {
+          asio::async_connect(socket_, endpoints,
+                              [done](asio::error_code ec, const tcp::endpoint&) { done(ec); });
+        },
+        opts_.connect_timeout, "connect");
+    Reply greeting = read_reply(opts_.command_timeout);
+    if (greeting.code != 220) fail("greeting: " + greeting.text);
+    Reply ehlo = command("EHLO " + ehlo_name, opts_.command_timeout);
+    if (ehlo.ok()) {
+      pipelining_ = extensions_.count("PIPELINING") > 0;
+      eightbit_ = extensions_.count("8BITMIME") > 0;
+      size_ = extensions_.count("SIZE") > 0;
+    } else {
+      Reply helo = command("HELO " + ehlo_name, opts_.command_timeout);
+      if (!helo.ok()) fail("HELO refused: " + helo.text);
+    }
+  }
+
+  // RSET on a kept connection: true if it still works.
+  bool reset() {
+    try {
+      return command("RSET", opts_.command_timeout).code == 250;
+    } catch (const ConnectionError&) {
+      return false;
+    }
+  }
+
+  std::vector<RecipientResult> deliver(const Envelope& env) {
+    std::string message = env.flatten();
+    std::string mail = "MAIL FROM:<" + env.sender + ">";
+    if (size_) mail += " SIZE=" + std::to_string(message.size());
+    if (eightbit_ && has_8bit(message)) mail += " BODY=8BITMIME";
+    std::vector<std::string> rcpts;
+    for (const auto& r : env.recipients) rcpts.push_back("RCPT TO:<" + r + ">");
+
+    std::vector<Reply> rcpt_replies;
+    Reply mail_reply, data_reply;
+    if (pipelining_) {  // RFC 2920: MAIL, every RCPT and DATA in one write
+      std::string batch = mail + "\r\n";
+      for (const auto& r : rcpts) batch += r + "\r\n";
+      batch += "DATA\r\n";
+      send(batch, opts_.command_timeout);
+      mail_reply = read_reply(opts_.command_timeout);
+      for (size_t i = 0; i < rcpts.size(); ++i)
+        rcpt_replies.push_back(read_reply(opts_.command_timeout));
+      data_reply = read_reply(opts_.command_timeout);
+    } else {
+      mail_reply = command(mail, opts_.command_timeout);
+      if (mail_reply.ok()) {
+        for (const auto& r : rcpts) rcpt_replies.push_back(command(r, opts_.command_timeout));
+        bool any = std::any_of(rcpt_replies.begin(), rcpt_replies.end(),
+                               [](const Reply& r) { return r.ok(); });
+        if (any) data_reply = command("DATA", opts_.command_timeout);
+      }
+    }
+    std::vector<RecipientResult> out(env.recipients.size());
+    if (!mail_reply.ok()) {
+      for (auto& r : out) r = result_of(mail_reply);
+      if (data_reply.code == 354) abort_data();
+      return out;
+    }
+    bool any = false;
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (!rcpt_replies[i].ok()) {
+        out[i] = result_of(rcpt_replies[i]);
+      } else {
+        any = true;
+      }
+    }
+    if (!any) {
+      if (data_reply.code == 354) abort_data();
+      return out;
+    }
+    if (data_reply.code != 354) {  // DATA refused: the accepted recipients get its reply
+      for (size_t i = 0; i < out.size(); ++i)
+        if (rcpt_replies[i].ok()) out[i] = result_of(data_reply);
+      return out;
+    }
+    send(data_of(message), opts_.data_timeout);
+    Reply final_reply = read_reply(opts_.data_timeout);
+    for (size_t i = 0; i < out.size(); ++i)
+      if (rcpt_replies[i].ok()) out[i] = result_of(final_reply);
+    return out;
+  }
+
+  void quit() {
+    try {
+      send("QUIT\r\n", std::chrono::seconds(5));
+      read_reply(std::chrono::seconds(5));
+    } catch (const ConnectionError&) {
+    }
+  }
+
+ private:
+  static RecipientResult result_of(const Reply& r) {
+    if (r.ok()) return RecipientResult::delivered(r.text);
+    return r.permanent() ? RecipientResult::permanent(r.text) : RecipientResult::transient(r.text);
+  }
+
+  // A DATA that got 354 although no recipient was accepted: end it empty, the server
+  // then refuses it.
+  void abort_data() {
+    send(".\r\n", opts_.command_timeout);
+    read_reply(opts_.command_timeout);
+  }
+
+  [[noreturn]] void fail(const std::string& what) {
+    asio::error_code ignored;
+    socket_.close(ignored);
+    throw ConnectionError{"451 4.4.0 " + where_ + ": " + what};
+  }
+
+  // Runs one async operation, started by `start(done)`, for at most `timeout`.
+  template <typename Start>
+  void run(Start&& start, std::chrono::milliseconds timeout, const char* step,
+           const std::function<void()>& cancel = {}) {
+    std::optional<asio::error_code> result;
+    start([&result](asio::error_code ec) { result = ec; });
+    io_.restart();
+    io_.run_for(timeout);
+    if (!result) {
+      if (cancel) cancel();
+      asio::error_code ignored;
+      socket_.close(ignored);
+      io_.restart();
+      io_.run();  // let the cancelled operation finish
+      fail(std::string(step) + " timed out after " + std::to_string(timeout.count()) + " ms");
+    }
+    if (*result) fail(std::string(step) + " failed: " + result->message());
+  }
+
+  void send(const std::string& data, std::chrono::milliseconds timeout) {
+    run(
+        [&](auto done) {
+          asio::async_write(socket_, asio::buffer(data),
+                            [done](asio::error_code ec, size_t) { done(ec); });
+        },
+        timeout, "write");
+  }
+
+  // One reply, single or multi-line. EHLO's lines are kept as extensions.
+  Reply read_reply(std::chrono::milliseconds timeout) {
+    Reply reply;
+    std::vector<std::string> texts;
+    bool first = true;
+    while (true) {
+      size_t nl;
+      while ((nl = buffer_.find('\n')) == std::string::npos) {
+        if (buffer_.size() > 64 * 1024) fail("reply line too long");
+        char chunk[4096];
+        size_t n = 0;
+        run(
+            [&](auto done) {
+              socket_.async_read_some(asio::buffer(chunk),
+                                      [done, &n](asio::error_code ec, size_t got) {
+                                        n = got;
+                                        done(ec);
+                                      });
+            },
+            timeout, "read");
+        buffer_.append(chunk, n);
+      }
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.size() < 3 || !std::isdigit(static_cast<unsigned char>(line[0])) ||
+          !std::isdigit(static_cast<unsigned char>(line[1])) ||
+          !std::isdigit(static_cast<unsigned char>(line[2])))
+        fail("bad reply line '" + line.substr(0, 80) + "'");
+      int code = std::stoi(line.substr(0, 3));
+      if (first) reply.code = code;
+      first = false;
+      std::string text = line.size() > 4 ? line.substr(4) : "";
+      texts.push_back(text);
+      bool more = line.size() > 3 && line[3] == '-';
+      if (!more) break;
+    }
+    extensions_.clear();
+    for (size_t i = 1; i < texts.size(); ++i) {
+      std::string word = texts[i].substr(0, texts[i].find(' '));
+      std::transform(word.begin(), word.end(), word.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+      extensions_.insert(word);
+    }
+    reply.text = std::to_string(reply.code);
+    for (size_t i = 0; i < texts.size(); ++i) reply.text += (i ? " / " : " ") + texts[i];
+    return reply;
+  }
+
+  Reply command(const std::string& line, std::chrono::milliseconds timeout) {
+    send(line + "\r\n", timeout);
+    return read_reply(timeout);
+  }
+
+  const SmtpRelayOptions& opts_;
+  asio::io_context io_;
+  tcp::socket socket_;
+  std::string where_;
+  std::string buffer_;
+  std::set<std::string> extensions_;
+  bool pipelining_ = false, eightbit_ = false, size_ = false;
+};
+
+}  // namespace
+
+struct SmtpRelay::Impl {
+  explicit Impl(SmtpRelayOptions o)
+      : options(std::move(o)), ehlo(options.ehlo_name.empty() ? host_name() : options.ehlo_name) {}
+  SmtpRelayOptions options;
+  std::string ehlo;
+  std::mutex mu;
+  std::vector<std::unique_ptr<Connection>> idle;
+  std::atomic<size_t> opened{0};
+
+  std::unique_ptr<Connection> take() {
+    while (true) {
+      std::unique_ptr<Connection> c;
+      {
+        std::lock_guard lock(mu);
+        if (idle.empty()) break;
+        c = std::move(idle.back());
+        idle.pop_back();
+      }
+      if (c->reset()) return c;
+    }
+    auto c = std::make_unique<Connection>(options);
+    ++opened;
+    c->open(ehlo);
+    return c;
+  }
+
+  void give_back(std::unique_ptr<Connection> c) {
+    std::lock_guard lock(mu);
+    if (idle.size() < options.max_idle_connections) {
+      idle.push_back(std::move(c));
+    } else {
+      c->quit();
+    }
+  }
+};
+
+SmtpRelay::SmtpRelay(SmtpRelayOptions options) {
+  if (options.host.empty()) throw InvalidArgument("smtp relay: the smarthost's host is empty");
+  if (options.port == 0) throw InvalidArgument("smtp relay: port 0 is not a smarthost port");
+  impl_ = std::make_unique<Impl>(std::move(options));
+}
+
+SmtpRelay::~SmtpRelay() {
+  for (auto& c : impl_->idle) c->quit();
+}
+
+std::vector<RecipientResult> SmtpRelay::attempt(const Envelope& envelope, uint32_t) {
+  try {
+    auto c = impl_->take();
+    auto results = c->deliver(envelope);
+    impl_->give_back(std::move(c));
+    return results;
+  } catch (const ConnectionError& e) {
+    return std::vector<RecipientResult>(envelope.recipients.size(),
+                                        RecipientResult::transient(e.reply));
+  }
+}
+
+size_t SmtpRelay::connections_opened() const { return impl_->opened.load(); }
+
+}  // namespace slimta

@@ -1,0 +1,432 @@
+// The SMTP server. Why it is built this way:
+//
+// * Asio with C++20 coroutines: one coroutine per session reads lines and answers
+//   them in order, which is how RFC 5321 describes the dialogue. One event-loop thread
+//   serves every session; the blocking `deliver` (a storage write that fsyncs) runs on
+//   a thread pool, so the loop never waits for a disk or a network peer.
+// * PIPELINING: replies are collected and written when no further complete line is
+//   already buffered, so a pipelined batch gets its replies in one write.
+// * Lines are split on LF; the end of DATA is only "." on a line of its own ended by
+//   CRLF after a CRLF, so a bare-LF "." (SMTP smuggling) is message text, not the end.
+//   Overlong lines are consumed to their end and refused, never buffered whole.
+#include "slimta/smtp_server.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <atomic>
+#include <ctime>
+#include <optional>
+#include <set>
+
+#include "smtp/command.h"
+
+namespace slimta {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+std::string rfc5322_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+// Reads LF-terminated lines from a socket, at most `limit` bytes each: a longer line
+// is consumed to its end and reported as too long, with no content. A read that
+// waits longer than `timeout` throws IdleTimeout.
+struct IdleTimeout {};
+
+class LineReader {
+ public:
+  LineReader(tcp::socket& socket, std::chrono::milliseconds timeout)
+      : socket_(socket), timeout_(timeout) {}
+
+  struct Line {
+    std::string text;  // without the line ending
+    bool crlf = false;
+    bool too_long = false;
+  };
+
+  // The next line; throws asio::system_error at end of stream or on an error.
+  awaitable<Line> next(size_t limit) {
+    Line line;
+    size_t scanned = 0;
+    while (true) {
+      size_t nl = buffer_.find('\n', scanned);
+      if (nl != std::string::npos) {
+        line.crlf = nl > 0 ? buffer_[nl - 1] == '\r' : dropped_cr_;
+        if (!line.too_long) {
+          line.text = buffer_.substr(0, nl - (line.crlf && nl > 0 ? 1 : 0));
+          if (line.text.size() > limit) {
+            line.text.clear();
+            line.too_long = true;
+          }
+        }
+        buffer_.erase(0, nl + 1);
+        co_return line;
+      }
+      if (buffer_.size() > limit + 1) {  // no end in sight: drop what we have
+        line.too_long = true;
+        dropped_cr_ = buffer_.back() == '\r';
+        buffer_.clear();
+      }
+      scanned = buffer_.size();
+      char chunk[16 * 1024];
+      // The read completes "successfully" with an error code, so that the first to
+      // succeed is the read (data, end of stream or error) or else the timer.
+      asio::error_code ec;
+      asio::steady_timer timer(socket_.get_executor(), timeout_);
+      auto first = co_await (
+          socket_.async_read_some(asio::buffer(chunk), asio::redirect_error(use_awaitable, ec)) ||
+          timer.async_wait(use_awaitable));
+      if (first.index() == 1) throw IdleTimeout{};
+      if (ec) throw asio::system_error(ec);
+      buffer_.append(chunk, std::get<0>(first));
+    }
+  }
+
+  // Whether a complete line is already buffered (a pipelined command).
+  bool has_line() const { return buffer_.find('\n') != std::string::npos; }
+
+ private:
+  tcp::socket& socket_;
+  std::chrono::milliseconds timeout_;
+  std::string buffer_;
+  bool dropped_cr_ = false;  // the last byte dropped from an overlong line was CR
+};
+
+// What every session shares.
+struct Shared {
+  Shared(SmtpServerOptions o, SmtpServer::Deliver d)
+      : options(std::move(o)),
+        deliver(std::move(d)),
+        hostname(options.hostname.empty() ? host_name() : options.hostname),
+        pool(options.deliver_threads) {}
+
+  const SmtpServerOptions options;
+  const SmtpServer::Deliver deliver;
+  const std::string hostname;
+  asio::thread_pool pool;  // runs `deliver`
+  std::atomic<size_t> accepted_messages{0};
+};
+
+// One session's state and dialogue.
+class Session {
+ public:
+  Session(Shared& server, tcp::socket& socket)
+      : server_(server),
+        opts_(server.options),
+        socket_(socket),
+        reader_(socket, server.options.idle_timeout) {
+    asio::error_code ec;
+    auto ep = socket.remote_endpoint(ec);
+    if (!ec) peer_ip_ = ep.address().to_string();
+  }
+
+  // The whole dialogue. Returns at QUIT, or when the client goes away or times out.
+  awaitable<void> serve() {
+    bool timed_out = false;
+    try {
+      co_await run();
+    } catch (const IdleTimeout&) {
+      timed_out = true;
+    } catch (const std::exception& e) {
+      // End of stream, a network error or stop(): a message not yet handed over is
+      // dropped, as RFC 5321 requires (the client has no 250 for it).
+      spdlog::debug("smtp: session with [{}] ended: {}", peer_ip_, e.what());
+    }
+    if (timed_out) {
+      out_ = "421 4.4.2 " + server_.hostname + " Error: timeout exceeded\r\n";
+      asio::error_code ignored;
+      co_await asio::async_write(socket_, asio::buffer(out_),
+                                 asio::redirect_error(use_awaitable, ignored));
+    }
+  }
+
+ private:
+  awaitable<void> run() {
+    reply("220 " + server_.hostname + " ESMTP slimta-queue ready");
+    while (!done_) {
+      co_await flush();
+      LineReader::Line line = co_await reader_.next(opts_.max_command_line);
+      if (line.too_long) {
+        error("500 5.5.2 Line too long (the limit is " + std::to_string(opts_.max_command_line) +
+              " octets)");
+        continue;
+      }
+      co_await command(smtp::parse_command(line.text));
+    }
+    co_await flush(/*force=*/true);
+  }
+
+  void reply(const std::string& text) { out_ += text + "\r\n"; }
+  void error(const std::string& text) {
+    reply(text);
+    if (++errors_ >= opts_.max_errors) {
+      reply("421 4.7.0 " + server_.hostname + " Too many errors, closing the connection");
+      done_ = true;
+    }
+  }
+  awaitable<void> flush(bool force = false) {
+    if (out_.empty() || (!force && reader_.has_line())) co_return;
+    std::string out = std::move(out_);
+    out_.clear();
+    co_await asio::async_write(socket_, asio::buffer(out), use_awaitable);
+  }
+  void reset_transaction() {
+    mail_.reset();
+    rcpts_.clear();
+  }
+
+  awaitable<void> command(const smtp::Command& c) {
+    const std::string& v = c.verb;
+    if (v == "EHLO" || v == "HELO") {
+      if (c.arg.empty()) {
+        error("501 5.5.4 Syntax: " + v + " hostname");
+        co_return;
+      }
+      helo_ = c.arg;
+      esmtp_ = v == "EHLO";
+      reset_transaction();
+      if (!esmtp_) {
+        reply("250 " + server_.hostname);
+        co_return;
+      }
+      reply("250-" + server_.hostname);
+      reply("250-PIPELINING");
+      reply("250-SIZE " + std::to_string(opts_.max_message_size));
+      reply("250-8BITMIME");
+      reply("250 ENHANCEDSTATUSCODES");
+    } else if (v == "MAIL") {
+      if (helo_.empty()) co_return error("503 5.5.1 Error: send HELO/EHLO first");
+      if (mail_) co_return error("503 5.5.1 Error: nested MAIL command");
+      std::string err;
+      auto path = smtp::parse_path_arg(c.arg, "FROM", err);
+      if (!path) co_return error(err);
+      for (const auto& [key, value] : path->params) {
+        if (key == "SIZE") {
+          char* end = nullptr;
+          unsigned long long size = std::strtoull(value.c_str(), &end, 10);
+          if (value.empty() || *end != '\0') co_return error("501 5.5.4 Bad SIZE parameter");
+          if (size > opts_.max_message_size)
+            co_return error("552 5.3.4 Message size exceeds the limit of " +
+                            std::to_string(opts_.max_message_size) + " octets");
+        } else if (key == "BODY") {
+          if (value != "7BIT" && value != "8BITMIME")
+            co_return error("501 5.5.4 Unsupported BODY type " + value);
+        } else {
+          co_return error("555 5.5.4 Unsupported MAIL parameter " + key);
+        }
+      }
+      mail_ = path->address;
+      reply("250 2.1.0 Ok");
+    } else if (v == "RCPT") {
+      if (!mail_) co_return error("503 5.5.1 Error: need MAIL command");
+      std::string err;
+      auto path = smtp::parse_path_arg(c.arg, "TO", err);
+      if (!path) co_return error(err);
+      if (path->address.empty()) co_return error("501 5.1.3 Bad recipient address syntax");
+      if (!path->params.empty())
+        co_return error("555 5.5.4 Unsupported RCPT parameter " + path->params.front().first);
+      if (rcpts_.size() >= opts_.max_recipients)
+        co_return reply("452 4.5.3 Error: too many recipients");
+      rcpts_.push_back(path->address);
+      reply("250 2.1.5 Ok");
+    } else if (v == "DATA") {
+      if (!mail_) co_return error("503 5.5.1 Error: need MAIL command");
+      if (rcpts_.empty()) co_return error("554 5.5.1 Error: no valid recipients");
+      if (!c.arg.empty()) co_return error("501 5.5.4 Syntax: DATA");
+      reply("354 End data with <CR><LF>.<CR><LF>");
+      co_await flush(/*force=*/true);
+      co_await data();
+      reset_transaction();
+    } else if (v == "RSET") {
+      reset_transaction();
+      reply("250 2.0.0 Ok");
+    } else if (v == "NOOP") {
+      reply("250 2.0.0 Ok");
+    } else if (v == "QUIT") {
+      reply("221 2.0.0 Bye");
+      done_ = true;
+    } else if (v == "VRFY") {
+      reply("252 2.5.2 Cannot VRFY user, but will accept the message and attempt delivery");
+    } else if (v == "EXPN") {
+      error("502 5.5.1 EXPN not available");
+    } else if (v == "STARTTLS" || v == "AUTH" || v == "BDAT") {
+      error("502 5.5.1 " + v + " not available");
+    } else {
+      error("500 5.5.2 Error: command not recognized");
+    }
+  }
+
+  // Reads the message up to the end marker, then hands it over.
+  awaitable<void> data() {
+    std::string message;
+    bool too_big = false, line_too_long = false, prev_crlf = true;
+    while (true) {
+      LineReader::Line line = co_await reader_.next(opts_.max_data_line);
+      if (line.too_long) {
+        line_too_long = true;
+        prev_crlf = line.crlf;
+        continue;
+      }
+      if (line.text == "." && line.crlf && prev_crlf) break;
+      prev_crlf = line.crlf;
+      std::string_view text = line.text;
+      if (!text.empty() && text.front() == '.') text.remove_prefix(1);  // dot-stuffing
+      if (message.size() + text.size() + 2 > opts_.max_message_size) too_big = true;
+      if (too_big) continue;
+      message.append(text);
+      message.append(line.crlf ? "\r\n" : "\n");
+    }
+    if (too_big) {
+      co_return reply("552 5.3.4 Message size exceeds the limit of " +
+                      std::to_string(opts_.max_message_size) + " octets");
+    }
+    if (line_too_long) {
+      co_return reply("500 5.5.2 Message has a line longer than " +
+                      std::to_string(opts_.max_data_line) + " octets");
+    }
+    Envelope env;
+    env.sender = *mail_;
+    env.recipients = rcpts_;
+    env.client.ip = peer_ip_;
+    env.client.name = helo_;
+    env.client.protocol = esmtp_ ? "ESMTP" : "SMTP";
+    env.receiver = server_.hostname;
+    env.timestamp = static_cast<double>(std::time(nullptr));
+    env.parse(message);
+    std::string received = "from " + helo_ + " ([" + peer_ip_ + "]) by " + server_.hostname +
+                           " with " + env.client.protocol;
+    if (rcpts_.size() == 1) received += " for <" + rcpts_.front() + ">";
+    received += "; " + rfc5322_now();
+    try {
+      env.headers.prepend("Received", received);
+    } catch (const QueueError&) {  // an EHLO name with a control character
+      co_return reply("501 5.5.4 Bad HELO/EHLO name");
+    }
+    // The storage write runs on the deliver pool; this coroutine resumes here after.
+    EnqueueResult result = co_await asio::co_spawn(
+        server_.pool,
+        [&]() -> awaitable<EnqueueResult> { co_return server_.deliver(std::move(env)); },
+        use_awaitable);
+    if (result.ok()) {
+      ++server_.accepted_messages;
+      reply("250 2.0.0 Ok: queued as " + result.id);
+    } else if (result.retryable) {
+      reply("451 4.3.0 Error: queue file write error, try again later");
+    } else {
+      reply("554 5.3.0 Error: message not accepted: " + result.error);
+    }
+  }
+
+  Shared& server_;
+  const SmtpServerOptions& opts_;
+  tcp::socket& socket_;
+  LineReader reader_;
+  std::string out_;
+  std::string peer_ip_;
+  std::string helo_;
+  bool esmtp_ = false;
+  std::optional<std::string> mail_;
+  std::vector<std::string> rcpts_;
+  size_t errors_ = 0;
+  bool done_ = false;
+};
+
+}  // namespace
+
+struct SmtpServer::Impl {
+  Impl(SmtpServerOptions o, Deliver d) : shared(std::move(o), std::move(d)) {}
+
+  Shared shared;
+  asio::io_context io;
+  std::optional<tcp::acceptor> acceptor;
+  std::atomic<size_t> open_sessions{0};
+  std::set<tcp::socket*> sockets;  // open sessions' sockets (event-loop thread only)
+  bool stopping = false;           // event-loop thread only
+
+  awaitable<void> accept_loop();
+  awaitable<void> session(tcp::socket socket);
+};
+
+awaitable<void> SmtpServer::Impl::accept_loop() {
+  while (true) {
+    tcp::socket socket(io);
+    asio::error_code ec;
+    co_await acceptor->async_accept(socket, asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (stopping) co_return;
+      spdlog::warn("smtp: accept failed: {}", ec.message());
+      continue;
+    }
+    asio::co_spawn(io, session(std::move(socket)), asio::detached);
+  }
+}
+
+awaitable<void> SmtpServer::Impl::session(tcp::socket socket) {
+  ++open_sessions;
+  sockets.insert(&socket);
+  co_await Session(shared, socket).serve();
+  asio::error_code ignored;
+  socket.shutdown(tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
+  sockets.erase(&socket);
+  --open_sessions;
+}
+
+SmtpServer::SmtpServer(SmtpServerOptions options, Deliver deliver)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(deliver))) {}
+
+SmtpServer::~SmtpServer() {
+  stop();
+  impl_->shared.pool.join();
+}
+
+uint16_t SmtpServer::listen(const std::string& host, uint16_t port) {
+  asio::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) throw InvalidArgument("listen address '" + host + "' is not an IP address");
+  try {
+    impl_->acceptor.emplace(impl_->io, tcp::endpoint(address, port));
+  } catch (const asio::system_error& e) {
+    throw QueueError("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                     e.code().message());
+  }
+  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  return impl_->acceptor->local_endpoint().port();
+}
+
+void SmtpServer::run() { impl_->io.run(); }
+
+// Closing the acceptor and the sockets ends every coroutine; run() returns when no
+// work is left, that is after the writes under way on the pool have finished.
+void SmtpServer::stop() {
+  asio::post(impl_->io, [impl = impl_.get()] {
+    if (impl->stopping) return;
+    impl->stopping = true;
+    asio::error_code ignored;
+    if (impl->acceptor) impl->acceptor->close(ignored);
+    for (tcp::socket* s : impl->sockets) s->close(ignored);
+  });
+}
+
+size_t SmtpServer::sessions() const { return impl_->open_sessions.load(); }
+size_t SmtpServer::accepted() const { return impl_->shared.accepted_messages.load(); }
+
+}  // namespace slimta

@@ -1,0 +1,128 @@
+// SmtpRelay against a real SMTP server (aiosmtpd), driven by the queue on a
+// ManualClock: delivery, deferral then delivery, a permanent failure and its bounce,
+// connection reuse, and peers that refuse or hang.
+#include "slimta/smtp_relay.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "slimta/memory_storage.h"
+#include "smtp/sink.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using Kind = RecipientResult::Kind;
+using testing::SmtpSink;
+
+SmtpRelayOptions relay_to(int port) {
+  SmtpRelayOptions o;
+  o.host = "127.0.0.1";
+  o.port = static_cast<uint16_t>(port);
+  o.ehlo_name = "relay.test.example";
+  o.command_timeout = std::chrono::seconds(10);
+  return o;
+}
+
+Envelope message(std::vector<std::string> rcpts, std::string body = "hello\r\n") {
+  Envelope env;
+  env.sender = "alice@example.com";
+  env.recipients = std::move(rcpts);
+  env.headers.add("From", "alice@example.com");
+  env.headers.add("Subject", "test");
+  env.body = std::move(body);
+  return env;
+}
+
+TEST(SmtpRelayTest, PerRecipientResultsDeferralThenDeliveryAndABounce) {
+  SmtpSink sink({{"b@x.org", {"451 4.2.0 greylisted, come back later", "250"}},
+                 {"c@x.org", {"550 5.1.1 <c@x.org>: no such user"}}});
+  SmtpRelay relay(relay_to(sink.port()));
+  ManualClock clock;
+  MemoryStorage storage(clock);
+  QueuePolicy policy;
+  policy.reporting_mta = "mx.test.example";
+  Queue queue(storage, relay, policy, clock);
+  std::string id = queue.enqueue(message({"a@x.org", "b@x.org", "c@x.org"})).id;
+  ASSERT_FALSE(id.empty());
+  queue.run_pending();  // a delivered, b deferred, c bounced (and the bounce delivered)
+  auto got = sink.received();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0]["from"], "alice@example.com");
+  EXPECT_EQ(got[0]["to"], (nlohmann::json{"a@x.org"}));
+  EXPECT_EQ(got[1]["from"], "<>");  // the bounce, from the null sender
+  EXPECT_EQ(got[1]["to"], (nlohmann::json{"alice@example.com"}));
+  EXPECT_TRUE(got[1]["report"].get<bool>());
+  QueuedMessage m = storage.get(id);
+  EXPECT_EQ(m.envelope.recipients, (std::vector<std::string>{"b@x.org"}));
+  EXPECT_EQ(m.attempts, 1u);
+  clock.advance(300);
+  queue.run_pending();
+  got = sink.received();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2]["to"], (nlohmann::json{"b@x.org"}));
+  EXPECT_THROW(storage.get(id), KeyError);
+  EXPECT_EQ(relay.connections_opened(), 1u);  // one connection for all four transactions
+}
+
+TEST(SmtpRelayTest, ManyMessagesReuseOneConnectionAndBodiesArriveWhole) {
+  SmtpSink sink;
+  SmtpRelay relay(relay_to(sink.port()));
+  std::string body;
+  for (int i = 0; i < 200; ++i) body += ".line " + std::to_string(i) + " starts with a dot\r\n";
+  for (int i = 0; i < 20; ++i) {
+    auto r = relay.attempt(message({"r@x.org"}, body), 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].kind, Kind::delivered) << r[0].reply;
+  }
+  EXPECT_EQ(relay.connections_opened(), 1u);
+  auto got = sink.received();
+  ASSERT_EQ(got.size(), 20u);
+  size_t want = message({"r@x.org"}, body).flatten().size();
+  EXPECT_EQ(got[0]["size"], want);  // dot-stuffing undone by the server: same bytes
+}
+
+TEST(SmtpRelayTest, ARefusedConnectionIsATransientFailureForEveryRecipient) {
+  int port = testing::free_port();  // nothing listens there
+  SmtpRelay relay(relay_to(port));
+  auto r = relay.attempt(message({"a@x.org", "b@x.org"}), 1);
+  ASSERT_EQ(r.size(), 2u);
+  for (const auto& x : r) {
+    EXPECT_EQ(x.kind, Kind::transient);
+    EXPECT_NE(x.reply.find("connect"), std::string::npos) << x.reply;
+    EXPECT_NE(x.reply.find(std::to_string(port)), std::string::npos) << x.reply;
+  }
+}
+
+TEST(SmtpRelayTest, APeerThatNeverAnswersTimesOut) {
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);  // accepts (in the kernel), never greets
+  socklen_t len = sizeof(addr);
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  SmtpRelayOptions o = relay_to(ntohs(addr.sin_port));
+  o.command_timeout = std::chrono::milliseconds(300);
+  SmtpRelay relay(o);
+  auto start = std::chrono::steady_clock::now();
+  auto r = relay.attempt(message({"a@x.org"}), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, Kind::transient);
+  EXPECT_NE(r[0].reply.find("timed out"), std::string::npos) << r[0].reply;
+  ::close(listener);
+}
+
+TEST(SmtpRelayTest, BadOptionsAreRefused) {
+  EXPECT_THROW(SmtpRelay(SmtpRelayOptions{}), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace slimta

@@ -1,0 +1,361 @@
+// The SMTP server: Python's smtplib as a client, and raw sockets for the protocol
+// corners (pipelining, limits, errors, disconnects, bare LF, garbage).
+#include "slimta/smtp_server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "slimta/memory_storage.h"
+#include "smtp/command.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::run_command;
+
+// A server on 127.0.0.1 that stores what it accepts in a MemoryStorage, or fails the
+// write while `fail` is set.
+class ServerFixture : public ::testing::Test {
+ protected:
+  void start(SmtpServerOptions options = {}) {
+    options.hostname = "mx.test.example";
+    server_ = std::make_unique<SmtpServer>(options, [this](Envelope&& env) {
+      EnqueueResult r;
+      if (fail_) {
+        r.error = "disk full";
+        r.retryable = true;
+        return r;
+      }
+      r.id = storage_.write(env, 0);
+      return r;
+    });
+    port_ = server_->listen("127.0.0.1", 0);
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // A blocking client: connect, send bytes, read replies.
+  class Client {
+   public:
+    explicit Client(int port) {
+      fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(static_cast<uint16_t>(port));
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      timeval tv{10, 0};
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+        throw std::runtime_error("connect failed");
+    }
+    ~Client() { ::close(fd_); }
+    void send(const std::string& data) {
+      for (size_t done = 0; done < data.size();) {
+        ssize_t n = ::send(fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+        if (n <= 0) return;  // the server may have closed: the replies tell
+        done += static_cast<size_t>(n);
+      }
+    }
+    // The next complete reply (all its lines), or "" at end of stream or timeout.
+    std::string reply() {
+      std::string out;
+      while (true) {
+        size_t nl = buf_.find('\n');
+        if (nl == std::string::npos) {
+          char chunk[4096];
+          ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+          if (n <= 0) return out;
+          buf_.append(chunk, static_cast<size_t>(n));
+          continue;
+        }
+        std::string line = buf_.substr(0, nl + 1);
+        buf_.erase(0, nl + 1);
+        out += line;
+        if (line.size() < 4 || line[3] != '-') return out;
+      }
+    }
+    // Sends `data`, then returns the next reply's code.
+    int exchange(const std::string& data) {
+      send(data);
+      std::string r = reply();
+      return r.size() >= 3 ? std::stoi(r.substr(0, 3)) : -1;
+    }
+    bool closed() {
+      char c;
+      return ::recv(fd_, &c, 1, 0) == 0;
+    }
+
+   private:
+    int fd_;
+    std::string buf_;
+  };
+
+  // HELO, MAIL, RCPT, DATA: the client may send the message next.
+  static void begin_data(Client& c) {
+    EXPECT_EQ(c.exchange("HELO c\r\n"), 250);
+    EXPECT_EQ(c.exchange("MAIL FROM:<a@x.org>\r\n"), 250);
+    EXPECT_EQ(c.exchange("RCPT TO:<b@y.org>\r\n"), 250);
+    EXPECT_EQ(c.exchange("DATA\r\n"), 354);
+  }
+
+  std::unique_ptr<Client> connect() {
+    auto c = std::make_unique<Client>(port_);
+    EXPECT_EQ(c->reply().substr(0, 4), "220 ");
+    return c;
+  }
+
+  MemoryStorage storage_;
+  std::atomic<bool> fail_{false};
+  std::unique_ptr<SmtpServer> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+TEST_F(ServerFixture, PythonSmtplibSendsAMessageThatIsStoredWithItsEnvelope) {
+  start();
+  std::string script = R"py(
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), local_hostname='client.example')
+code, msg = s.ehlo()
+assert code == 250 and b'PIPELINING' in msg and b'8BITMIME' in msg and b'SIZE' in msg, msg
+s.sendmail('alice@example.com', ['bob@example.org', 'carol@example.net'],
+           b'Subject: hi\r\nFrom: alice@example.com\r\n\r\n.leading dot\r\n8bit \xe9\r\n')
+s.quit()
+)py";
+  testing::TempDir dir;
+  testing::write_file(dir.sub("send.py"), script);
+  auto r = run_command({"python3", dir.sub("send.py"), std::to_string(port_)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto entries = storage_.load_all();
+  ASSERT_EQ(entries.size(), 1u);
+  QueuedMessage m = storage_.get(entries[0].id);
+  EXPECT_EQ(m.envelope.sender, "alice@example.com");
+  EXPECT_EQ(m.envelope.recipients,
+            (std::vector<std::string>{"bob@example.org", "carol@example.net"}));
+  EXPECT_EQ(m.envelope.client.name, "client.example");
+  EXPECT_EQ(m.envelope.client.ip, "127.0.0.1");
+  EXPECT_EQ(m.envelope.client.protocol, "ESMTP");
+  EXPECT_EQ(m.envelope.receiver, "mx.test.example");
+  EXPECT_EQ(m.envelope.body, ".leading dot\r\n8bit \xe9\r\n");
+  auto received = m.envelope.headers.get("Received");
+  ASSERT_TRUE(received.has_value());
+  EXPECT_NE(received->find("from client.example ([127.0.0.1]) by mx.test.example with ESMTP"),
+            std::string::npos)
+      << *received;
+  EXPECT_EQ(m.envelope.headers.fields().front().name, "Received");
+  EXPECT_EQ(m.envelope.headers.get("Subject"), "hi");
+}
+
+TEST_F(ServerFixture, PipelinedCommandsGetTheirRepliesInOrder) {
+  start();
+  auto c = connect();
+  c->send(
+      "EHLO c.example\r\nMAIL FROM:<a@x.org> SIZE=20\r\nRCPT TO:<b@y.org>\r\nRCPT "
+      "TO:<bad>\r\nRCPT TO:<c@y.org>\r\nDATA\r\n");
+  EXPECT_EQ(c->reply().substr(0, 4), "250-");
+  EXPECT_EQ(c->reply().substr(0, 3), "250");
+  EXPECT_EQ(c->reply().substr(0, 3), "250");
+  EXPECT_EQ(c->reply().substr(0, 9), "501 5.1.3");
+  EXPECT_EQ(c->reply().substr(0, 3), "250");
+  EXPECT_EQ(c->reply().substr(0, 3), "354");
+  std::string r = (c->send("Subject: x\r\n\r\nbody\r\n.\r\n"), c->reply());
+  EXPECT_EQ(r.substr(0, 24), "250 2.0.0 Ok: queued as ") << r;
+  auto entries = storage_.load_all();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(r.substr(24, entries[0].id.size()), entries[0].id);
+  EXPECT_EQ(storage_.get(entries[0].id).envelope.recipients,
+            (std::vector<std::string>{"b@y.org", "c@y.org"}));
+  EXPECT_EQ(c->exchange("QUIT\r\n"), 221);
+  EXPECT_TRUE(c->closed());
+}
+
+TEST_F(ServerFixture, CommandsOutOfSequenceAndUnknownOnesAreRefused) {
+  start();
+  auto c = connect();
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 503);  // before EHLO
+  EXPECT_EQ(c->exchange("HELO c.example\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<b@y.org>\r\n"), 503);  // before MAIL
+  EXPECT_EQ(c->exchange("DATA\r\n"), 503);
+  EXPECT_EQ(c->exchange("MAIL FROM:<>\r\n"), 250);         // the null sender
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 503);  // nested
+  EXPECT_EQ(c->exchange("DATA\r\n"), 554);                 // no recipients
+  EXPECT_EQ(c->exchange("RCPT TO:<b@y.org> NOTIFY=NEVER\r\n"), 555);
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> BODY=BINARYMIME\r\n"), 503);
+  EXPECT_EQ(c->exchange("RSET\r\n"), 250);
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> BODY=BINARYMIME\r\n"), 501);
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> SIZE=999999999999\r\n"), 552);
+  EXPECT_EQ(c->exchange("VRFY bob\r\n"), 252);
+  EXPECT_EQ(c->exchange("EXPN staff\r\n"), 502);
+  EXPECT_EQ(c->exchange("STARTTLS\r\n"), 502);  // not offered
+  EXPECT_EQ(c->exchange("FROB\r\n"), 500);
+  EXPECT_EQ(c->exchange("NOOP\r\n"), 250);
+  EXPECT_TRUE(storage_.load_all().empty());
+}
+
+TEST_F(ServerFixture, LimitsGetTheRightReplies) {
+  SmtpServerOptions o;
+  o.max_message_size = 5000;
+  o.max_recipients = 2;
+  start(o);
+  auto c = connect();
+  EXPECT_EQ(c->exchange("EHLO " + std::string(600, 'h') + "\r\n"), 500);  // line too long
+  EXPECT_EQ(c->exchange("EHLO c.example\r\n"), 250);
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> SIZE=5001\r\n"), 552);  // announced too big
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<1@y.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<2@y.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<3@y.org>\r\n"), 452);  // too many recipients
+  EXPECT_EQ(c->exchange("DATA\r\n"), 354);
+  std::string big;
+  for (int i = 0; i < 100; ++i) big += std::string(70, 'x') + "\r\n";
+  EXPECT_EQ(c->exchange(big + ".\r\n"), 552);  // 7,200 bytes: too big
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<1@y.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("DATA\r\n"), 354);
+  EXPECT_EQ(c->exchange(std::string(1200, 'y') + "\r\n.\r\n"), 500);  // a line > 1000
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<1@y.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("DATA\r\n"), 354);
+  EXPECT_EQ(c->exchange(std::string(998, 'z') + "\r\n.\r\n"), 250);  // at the limit
+  EXPECT_EQ(storage_.load_all().size(), 1u);
+}
+
+TEST_F(ServerFixture, AStorageFailureIs451AndNothingIsKept) {
+  start();
+  fail_ = true;
+  auto c = connect();
+  begin_data(*c);
+  c->send("Subject: x\r\n\r\nbody\r\n.\r\n");
+  EXPECT_EQ(c->reply().substr(0, 9), "451 4.3.0");
+  fail_ = false;  // the transaction is over; a new one works
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 250);
+  EXPECT_TRUE(storage_.load_all().empty());
+}
+
+TEST_F(ServerFixture, AClientThatDisconnectsMidDataLeavesNothing) {
+  start();
+  {
+    auto c = connect();
+    begin_data(*c);
+    c->send("Subject: half\r\n\r\nhalf a message\r\n");
+  }  // closed without the final "."
+  for (int i = 0; i < 100 && server_->sessions() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(server_->sessions(), 0u);
+  EXPECT_TRUE(storage_.load_all().empty());
+}
+
+TEST_F(ServerFixture, ABareLfDotDoesNotEndTheMessage) {
+  start();
+  auto c = connect();
+  begin_data(*c);
+  // An SMTP smuggling attempt: "\n.\n" then a second transaction inside the data.
+  c->send("Subject: x\r\n\r\nbody\n.\nMAIL FROM:<evil@x.org>\r\nRCPT TO:<v@y.org>\r\n\r\n.\r\n");
+  EXPECT_EQ(c->reply().substr(0, 3), "250");
+  auto entries = storage_.load_all();
+  ASSERT_EQ(entries.size(), 1u);  // one message, holding the would-be commands as text
+  EXPECT_NE(storage_.get(entries[0].id).envelope.body.find("MAIL FROM:<evil@x.org>"),
+            std::string::npos);
+}
+
+TEST_F(ServerFixture, TooManyErrorsAndSilenceCloseTheConnection) {
+  SmtpServerOptions o;
+  o.max_errors = 3;
+  o.idle_timeout = std::chrono::milliseconds(300);
+  start(o);
+  auto c = connect();
+  c->send("X\r\nY\r\nZ\r\n");
+  EXPECT_EQ(c->reply().substr(0, 3), "500");
+  EXPECT_EQ(c->reply().substr(0, 3), "500");
+  EXPECT_EQ(c->reply().substr(0, 3), "500");
+  std::string last = c->reply();
+  EXPECT_NE(last.find("421 4.7.0"), std::string::npos) << last;
+  EXPECT_TRUE(c->closed());
+  auto idle = connect();
+  std::string bye = idle->reply();  // nothing sent: the server gives up
+  EXPECT_EQ(bye.substr(0, 9), "421 4.4.2") << bye;
+  EXPECT_TRUE(idle->closed());
+}
+
+// Garbage of every kind at the command parser and at a live server: it never crashes
+// or hangs, and still serves a proper session afterwards. (Run under ASan in CI.)
+TEST_F(ServerFixture, GarbageNeverCrashesOrHangsTheServer) {
+  std::mt19937 rng(20261122);
+  auto random_bytes = [&](size_t n) {
+    std::string s(n, '\0');
+    for (auto& ch : s) ch = static_cast<char>(rng() % 256);
+    return s;
+  };
+  const char* verbs[] = {"EHLO", "HELO", "MAIL FROM:", "RCPT TO:", "DATA", "RSET", "BDAT", ""};
+  for (int i = 0; i < 20000; ++i) {
+    std::string line = std::string(verbs[rng() % 8]) + random_bytes(rng() % 64);
+    auto c = smtp::parse_command(line);
+    std::string err;
+    smtp::parse_path_arg(c.arg, "FROM", err);
+    smtp::parse_path_arg(line, "TO", err);
+  }
+  SmtpServerOptions o;
+  o.max_errors = 1000000;
+  start(o);
+  std::vector<std::string> attacks = {
+      std::string("EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n") +
+          std::string(1 << 20, 'A') + "\r\n.\r\n",                       // a 1 MB line in DATA
+      std::string(1 << 20, 'B') + "\r\n",                                // a 1 MB command line
+      std::string("HELO \0\0\0\r\nNOOP\0\r\n", 18),                      // NUL bytes
+      "EHLO x\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\n.\n\r\n.\r\n",  // bare LFs
+      "RCPT TO:<<<>>>\r\nMAIL FROM:<@a,@b:c@d> SIZE=-1\r\nMAIL FROM:<x@y> SIZE=\r\n",
+  };
+  for (int i = 0; i < 30; ++i) attacks.push_back(random_bytes(1 + rng() % 5000) + "\r\nQUIT\r\n");
+  for (const auto& a : attacks) {
+    Client c(port_);
+    c.reply();
+    c.send(a);
+    c.send("\r\nQUIT\r\n");
+    for (int n = 0; n < 100000 && !c.reply().empty(); ++n) {
+    }
+  }
+  auto c = connect();
+  begin_data(*c);
+  EXPECT_EQ(c->exchange("Subject: after the storm\r\n\r\nok\r\n.\r\n"), 250);
+}
+
+TEST(SmtpCommandTest, PathArguments) {
+  std::string err;
+  auto p = smtp::parse_path_arg("FROM:<a@b.c> SIZE=100 BODY=8BITMIME", "FROM", err);
+  ASSERT_TRUE(p) << err;
+  EXPECT_EQ(p->address, "a@b.c");
+  ASSERT_EQ(p->params.size(), 2u);
+  EXPECT_EQ(p->params[0], (std::pair<std::string, std::string>{"SIZE", "100"}));
+  p = smtp::parse_path_arg("from: <a@b.c>", "FROM", err);
+  ASSERT_TRUE(p) << err;
+  EXPECT_EQ(p->address, "a@b.c");
+  p = smtp::parse_path_arg("FROM:<>", "FROM", err);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->address, "");
+  p = smtp::parse_path_arg("TO:<@relay.example:u@d.example>", "TO", err);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->address, "u@d.example");  // source route dropped
+  p = smtp::parse_path_arg("TO:<Postmaster>", "TO", err);
+  ASSERT_TRUE(p);
+  for (const char* bad :
+       {"TO:<a b@c>", "TO:<a@b", "TO:<nodomain>", "TO:<a@b>x", "TO<a@b>", "TO:<a\x01@b.c>"}) {
+    EXPECT_FALSE(smtp::parse_path_arg(bad, "TO", err)) << bad;
+    EXPECT_FALSE(err.empty());
+  }
+  EXPECT_EQ(smtp::parse_command("mail FROM:<a@b>").verb, "MAIL");
+  EXPECT_EQ(smtp::parse_command("mail FROM:<a@b>").arg, "FROM:<a@b>");
+}
+
+}  // namespace
+}  // namespace slimta

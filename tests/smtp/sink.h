@@ -1,0 +1,34 @@
+// A real SMTP sink for the tests: tests/smtp/sink.py on Debian's python3-aiosmtpd,
+// started on 127.0.0.1 and a free port. A test that needs one FAILS if it cannot
+// start it (python3-aiosmtpd is installed by scripts/install-deps.sh).
+#pragma once
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace slimta::testing {
+
+class SmtpSink {
+ public:
+  // `rules`: recipient -> the replies its RCPT TO gets, in order (see sink.py).
+  explicit SmtpSink(const nlohmann::json& rules = nlohmann::json::object());
+  ~SmtpSink();
+  SmtpSink(const SmtpSink&) = delete;
+  SmtpSink& operator=(const SmtpSink&) = delete;
+
+  int port() const { return port_; }
+  // The messages accepted so far: {"from", "to": [...], "size", "seq", "report"}.
+  std::vector<nlohmann::json> received() const;
+
+ private:
+  TempDir dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace slimta::testing

@@ -1,0 +1,51 @@
+#!/usr/bin/python3
+"""An SMTP sink for the tests, on Debian's python3-aiosmtpd: accepts on 127.0.0.1:PORT,
+answers RCPT TO per recipient from RULES, and appends one JSON line per message it
+accepts to LOG. Prints "ready" once it listens; runs until SIGTERM.
+
+    sink.py PORT LOG [RULES_JSON]
+
+RULES_JSON maps a recipient to the replies its RCPT TO gets, in order; the last one
+repeats ("250" accepts). Recipients without a rule are accepted.
+"""
+import asyncio
+import json
+import signal
+import sys
+
+from aiosmtpd.controller import Controller
+
+port, log = int(sys.argv[1]), sys.argv[2]
+rules = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+
+
+class Handler:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        replies = rules.get(address)
+        if replies:
+            reply = replies.pop(0) if len(replies) > 1 else replies[0]
+            if not reply.startswith('250'):
+                return reply
+        envelope.rcpt_tos.append(address)
+        return '250 2.1.5 OK'
+
+    async def handle_DATA(self, server, session, envelope):
+        data = envelope.original_content or envelope.content
+        headers = data.split(b'\r\n\r\n', 1)[0].decode('utf-8', 'replace')
+        seq = ''
+        for line in headers.split('\r\n'):
+            if line.lower().startswith('x-test-seq:'):
+                seq = line.split(':', 1)[1].strip()
+        with open(log, 'a') as f:
+            f.write(json.dumps({'from': envelope.mail_from, 'to': envelope.rcpt_tos,
+                                'size': len(data), 'seq': seq,
+                                'report': b'multipart/report' in data}) + '\n')
+        return '250 2.0.0 OK: accepted'
+
+
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+controller = Controller(Handler(), hostname='127.0.0.1', port=port)
+controller.start()
+print('ready', flush=True)
+signal.sigwait({signal.SIGTERM, signal.SIGINT})
+controller.stop()

@@ -1,0 +1,93 @@
+#include "serve.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <optional>
+#include <thread>
+
+#include "slimta/queue.h"
+#include "slimta/smtp_relay.h"
+#include "slimta/smtp_server.h"
+
+namespace slimta::cli {
+
+std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what) {
+  auto bad = [&] {
+    return InvalidArgument(std::string(what) + " '" + text + "' is not HOST:PORT");
+  };
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) throw bad();
+  std::string host = text.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string port = text.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) throw bad();
+  unsigned long p = std::stoul(port);
+  if (p == 0 || p > 65535) throw bad();
+  return {host, static_cast<uint16_t>(p)};
+}
+
+int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
+              std::ostream& err) {
+  auto [host, port] = parse_host_port(opts.listen, "--listen");
+  // SIGTERM and SIGINT are taken by one thread with sigwait(): blocked here, before
+  // any other thread starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::optional<SmtpRelay> relay;
+  std::optional<Queue> queue;
+  if (!opts.smarthost.empty()) {
+    SmtpRelayOptions r;
+    std::tie(r.host, r.port) = parse_host_port(opts.smarthost, "--smarthost");
+    r.ehlo_name = opts.hostname;
+    relay.emplace(r);
+    QueuePolicy policy;
+    policy.workers = opts.workers;
+    policy.lease = std::chrono::milliseconds(static_cast<int64_t>(opts.lease * 1000));
+    policy.reporting_mta = opts.hostname;
+    queue.emplace(storage, *relay, policy);
+  } else {
+    err << "slimta-queue serve: no --smarthost: accepting and queueing only (nothing is "
+           "delivered)\n";
+  }
+
+  SmtpServerOptions server_opts;
+  server_opts.hostname = opts.hostname;
+  server_opts.max_message_size = opts.max_message_size;
+  SmtpServer server(server_opts, [&](Envelope&& env) {
+    if (queue) return queue->enqueue(env);
+    EnqueueResult r;
+    try {
+      r.id = storage.write(env, env.timestamp);
+      spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", r.id, env.sender,
+                   env.recipients.size(), env.message_size());
+    } catch (const QueueError& e) {
+      r.error = e.what();
+      r.retryable = e.retryable();
+    }
+    return r;
+  });
+  uint16_t bound = server.listen(host, port);
+  if (queue) queue->start();
+  out << "slimta-queue serve: listening on " << host << ":" << bound << "\n" << std::flush;
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("serve: signal {}: stopping", sig);
+    server.stop();
+  });
+  server.run();                                   // returns once stopped and every session ended
+  pthread_kill(waiter.native_handle(), SIGTERM);  // no-op if it already returned
+  waiter.join();
+  if (queue) queue->stop();
+  out << "slimta-queue serve: stopped\n";
+  return 0;
+}
+
+}  // namespace slimta::cli

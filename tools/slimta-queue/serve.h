@@ -1,0 +1,28 @@
+// slimta-queue serve: SMTP in, the queue, SMTP out to a smarthost.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "slimta/storage.h"
+
+namespace slimta::cli {
+
+struct ServeOptions {
+  std::string listen = "127.0.0.1:2525";  // HOST:PORT, [V6]:PORT
+  std::string smarthost;                  // HOST:PORT; empty: accept and queue only
+  std::string hostname;                   // empty: this host's name
+  size_t max_message_size = 50 * 1024 * 1024;
+  size_t workers = 16;  // delivery attempts in flight
+  double lease = 300;   // seconds
+};
+
+// Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.
+std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what);
+
+// Runs until SIGTERM or SIGINT: stops accepting, lets deliveries in flight finish, exits 0.
+int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
+              std::ostream& err);
+
+}  // namespace slimta::cli
