@@ -192,4 +192,41 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
   return result;
 }
 
+ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::string& ready) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    if (!ready.empty()) ::dup2(out[1], 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  if (!ready.empty()) {
+    char c;
+    while (output_.find(ready) == std::string::npos && ::read(out[0], &c, 1) == 1) output_ += c;
+  }
+  ::close(out[0]);
+  if (!ready.empty() && output_.find(ready) == std::string::npos) {
+    int status = stop(SIGKILL);
+    throw std::runtime_error(argv[0] + " ended (status " + std::to_string(status) +
+                             ") before saying '" + ready + "'; it printed: " + output_);
+  }
+}
+
+int ChildProcess::stop(int sig) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, sig);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+ChildProcess::~ChildProcess() { stop(SIGTERM); }
+
 }  // namespace slimta::testing

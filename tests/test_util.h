@@ -60,4 +60,26 @@ struct CommandResult {
 // Runs argv (no shell) with `input` on stdin; waits for it.
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& input = "");
 
+// A program running beside the test (a server). Its stdout is read up to a line
+// containing `ready` (when not empty): the constructor throws, naming the program and
+// what it printed, if the program ends first. Stderr is inherited. The destructor
+// SIGTERMs and reaps it if the test did not.
+class ChildProcess {
+ public:
+  explicit ChildProcess(const std::vector<std::string>& argv, const std::string& ready = "");
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  int pid() const { return pid_; }
+  // Sends `sig` and waits; returns the wait status (WIFEXITED/WEXITSTATUS apply).
+  int stop(int sig);
+  // What stdout said up to the ready line.
+  const std::string& output() const { return output_; }
+
+ private:
+  int pid_ = -1;
+  std::string output_;
+};
+
 }  // namespace slimta::testing

@@ -3,8 +3,7 @@
 // start it (python3-aiosmtpd is installed by scripts/install-deps.sh).
 #pragma once
 
-#include <sys/types.h>
-
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -28,7 +27,7 @@ class SmtpSink {
  private:
   TempDir dir_;
   int port_ = 0;
-  pid_t pid_ = -1;
+  std::unique_ptr<ChildProcess> process_;
 };
 
 }  // namespace slimta::testing

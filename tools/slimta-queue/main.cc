@@ -20,6 +20,9 @@ int main(int argc, char** argv) {
                  "s3://BUCKET/PREFIX?..., memory:")
       ->envname("SLIMTA_STORAGE");
   app.add_flag("--json", json, "machine-readable JSON output");
+  app.set_config("--config", "",
+                 "read options from this TOML/INI file: storage = \"URL\" at the top, "
+                 "serve's options under [serve]");
 
   EnqueueOptions enq;
   auto* enqueue = app.add_subcommand(
@@ -84,7 +87,6 @@ int main(int argc, char** argv) {
   serve->add_option("--lease", serve_opts.lease, "seconds a delivery attempt may take")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  serve->set_config("--config", "", "read options from this file (TOML or INI: key = value)");
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,108 @@
+// slimta-queue serve as an operator runs it: SMTP in from Python's smtplib and from
+// swaks, the default disk storage, SMTP out to a real sink; SIGTERM stops it cleanly.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "slimta/disk_storage.h"
+#include "smtp/sink.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+using testing::run_command;
+
+// Sends `count` messages to 127.0.0.1:port with smtplib, one connection.
+testing::CommandResult send_with_smtplib(int port, int count, const testing::TempDir& dir) {
+  testing::write_file(dir.sub("send.py"), R"py(
+import smtplib, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+s = smtplib.SMTP('127.0.0.1', port)
+for i in range(count):
+    s.sendmail('alice@example.com', ['bob@example.org'],
+               ('Subject: %d\r\nX-Test-Seq: %d\r\n\r\nbody %d\r\n' % (i, i, i)).encode())
+s.quit()
+)py");
+  return run_command({"python3", dir.sub("send.py"), std::to_string(port), std::to_string(count)});
+}
+
+TEST(ServeTest, AcceptsOverSmtpDeliversToTheSmarthostAndStopsOnSigterm) {
+  testing::SmtpSink sink;
+  testing::TempDir dir;
+  int port = testing::free_port();
+  std::string spool = dir.sub("spool");
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port),
+                      "--storage", "disk:" + spool, "--smarthost",
+                      "127.0.0.1:" + std::to_string(sink.port()), "--hostname", "mx.test.example"},
+                     "listening on");
+  auto sent = send_with_smtplib(port, 30, dir);
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  auto swaks = run_command({"swaks", "--server", "127.0.0.1:" + std::to_string(port), "--from",
+                            "carol@example.com", "--to", "dave@example.org", "--header",
+                            "X-Test-Seq: swaks", "--silent", "2"});
+  EXPECT_EQ(swaks.exit_code, 0) << swaks.out << swaks.err;
+  for (int i = 0; i < 300 && sink.received().size() < 31; ++i) std::this_thread::sleep_for(100ms);
+  auto got = sink.received();
+  ASSERT_EQ(got.size(), 31u);
+  std::set<std::string> seqs;
+  for (const auto& m : got) seqs.insert(m["seq"].get<std::string>());
+  EXPECT_EQ(seqs.size(), 31u);
+  EXPECT_TRUE(seqs.count("swaks"));
+  for (int i = 0; i < 100 && !DiskStorage(spool).load_all().empty(); ++i)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(DiskStorage(spool).load_all().empty());  // removed once delivered
+  int status = serve.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  auto counters = DiskStorage(spool).counters();  // flushed at stop
+  EXPECT_EQ(counters["enqueued"], 31);
+  EXPECT_EQ(counters["removed"], 31);
+}
+
+TEST(ServeTest, WithoutASmarthostItQueuesAndListShowsTheMessage) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  std::string spool = dir.sub("spool");
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port),
+                      "--storage", "disk:" + spool},
+                     "listening on");
+  ASSERT_EQ(send_with_smtplib(port, 2, dir).exit_code, 0);
+  auto list = run_command({SLIMTA_QUEUE_BIN, "list", "--storage", "disk:" + spool});
+  EXPECT_NE(list.out.find("alice@example.com"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("2 Requests"), std::string::npos) << list.out;
+  int status = serve.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
+TEST(ServeTest, AConfigFileSetsTheStorageAndServesOptions) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  testing::write_file(dir.sub("slimta.toml"),
+                      "storage = \"disk:" + dir.sub("spool") +
+                          "\"\n[serve]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n");
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--config", dir.sub("slimta.toml")},
+                     "listening on");
+  EXPECT_NE(serve.output().find("127.0.0.1:" + std::to_string(port)), std::string::npos)
+      << serve.output();
+  ASSERT_EQ(send_with_smtplib(port, 1, dir).exit_code, 0);
+  EXPECT_EQ(DiskStorage(dir.sub("spool")).load_all().size(), 1u);
+}
+
+TEST(ServeTest, BadFlagsAreRefusedNamingThem) {
+  auto r =
+      run_command({SLIMTA_QUEUE_BIN, "serve", "--listen", "localhost", "--storage", "memory:"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--listen 'localhost' is not HOST:PORT"), std::string::npos) << r.err;
+  r = run_command({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:1", "--smarthost", "x:0",
+                   "--storage", "memory:"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--smarthost 'x:0'"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace slimta
