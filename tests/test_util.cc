@@ -208,7 +208,13 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::stri
   ::close(out[1]);
   if (!ready.empty()) {
     char c;
-    while (output_.find(ready) == std::string::npos && ::read(out[0], &c, 1) == 1) output_ += c;
+    // Up to the end of the line that holds `ready`.
+    size_t at = std::string::npos;
+    while ((at == std::string::npos || output_.find('\n', at) == std::string::npos) &&
+           ::read(out[0], &c, 1) == 1) {
+      output_ += c;
+      if (at == std::string::npos) at = output_.find(ready);
+    }
   }
   ::close(out[0]);
   if (!ready.empty() && output_.find(ready) == std::string::npos) {

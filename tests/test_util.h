@@ -74,7 +74,7 @@ class ChildProcess {
   int pid() const { return pid_; }
   // Sends `sig` and waits; returns the wait status (WIFEXITED/WEXITSTATUS apply).
   int stop(int sig);
-  // What stdout said up to the ready line.
+  // What stdout said up to the end of the ready line.
   const std::string& output() const { return output_; }
 
  private:
