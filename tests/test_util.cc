@@ -216,7 +216,15 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::stri
       if (at == std::string::npos) at = output_.find(ready);
     }
   }
-  ::close(out[0]);
+  // The rest of stdout is drained (and dropped) until the program ends, so that it
+  // never blocks on, or dies of, a full or closed pipe.
+  int fd = out[0];
+  drain_ = std::thread([fd] {
+    char buf[4096];
+    while (::read(fd, buf, sizeof(buf)) > 0) {
+    }
+    ::close(fd);
+  });
   if (!ready.empty() && output_.find(ready) == std::string::npos) {
     int status = stop(SIGKILL);
     throw std::runtime_error(argv[0] + " ended (status " + std::to_string(status) +
@@ -226,10 +234,11 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::stri
 
 int ChildProcess::stop(int sig) {
   if (pid_ <= 0) return -1;
-  ::kill(pid_, sig);
+  if (sig != 0) ::kill(pid_, sig);
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+  if (drain_.joinable()) drain_.join();
   return status;
 }
 

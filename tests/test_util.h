@@ -7,6 +7,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "slimta/envelope.h"
@@ -74,12 +75,15 @@ class ChildProcess {
   int pid() const { return pid_; }
   // Sends `sig` and waits; returns the wait status (WIFEXITED/WEXITSTATUS apply).
   int stop(int sig);
+  // Waits for it to end by itself; returns the wait status.
+  int wait() { return stop(0); }
   // What stdout said up to the end of the ready line.
   const std::string& output() const { return output_; }
 
  private:
   int pid_ = -1;
   std::string output_;
+  std::thread drain_;
 };
 
 }  // namespace slimta::testing

@@ -87,6 +87,10 @@ struct QueuePolicy {
   double error_retry = 30;
   // How often start() mode adds its event counts to the storage's counters (seconds).
   double counters_interval = 5;
+  // How often start() mode schedules the whole storage again (seconds; 0: never), to
+  // find messages no wait() notice announced to this process: with SQS each notice
+  // reaches one process only, and that one may have died.
+  double rescan_interval = 300;
   // Our name in bounces (Reporting-MTA, From: MAILER-DAEMON@...). Empty: the hostname.
   std::string reporting_mta;
 

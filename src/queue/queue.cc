@@ -63,6 +63,7 @@ void validate(const QueuePolicy& p) {
   if (!(p.hold_recheck > 0)) bad("hold_recheck must be more than 0 seconds");
   if (!(p.error_retry > 0)) bad("error_retry must be more than 0 seconds");
   if (!(p.counters_interval > 0)) bad("counters_interval must be more than 0 seconds");
+  if (!(p.rescan_interval >= 0)) bad("rescan_interval must be 0 (never) or more seconds");
 }
 
 }  // namespace
@@ -194,6 +195,8 @@ struct Queue::Impl {
   void worker();
   void waiter();
   void housekeeper();
+  void rescanner();
+  size_t load();
   void flush_counters();
 };
 
@@ -419,6 +422,26 @@ void Queue::Impl::housekeeper() {
   }
 }
 
+// Schedules the whole storage again every rescan_interval: what no notice announced
+// to this process (SQS hands each notice to one process only; a process that took one
+// may have died) is found this way.
+void Queue::Impl::rescanner() {
+  std::unique_lock lock(mu);
+  while (!stopping) {
+    if (stop_cv.wait_for(lock, std::chrono::duration<double>(policy.rescan_interval),
+                         [&] { return stopping; }))
+      return;
+    lock.unlock();
+    try {
+      load();
+    } catch (const QueueError& e) {
+      spdlog::error("queue: rescan failed: {}; trying again in {} s", e.what(),
+                    policy.rescan_interval);
+    }
+    lock.lock();
+  }
+}
+
 void Queue::Impl::flush_counters() {
   Counters delta;
   for (size_t e = 0; e < kEventCount; ++e) {
@@ -457,11 +480,11 @@ std::vector<EnqueueResult> Queue::enqueue(std::span<const Envelope> envelopes) {
 
 EnqueueResult Queue::enqueue(const Envelope& envelope) { return impl_->enqueue(envelope); }
 
-size_t Queue::load() {
-  auto stream = impl_->storage.load();
+size_t Queue::Impl::load() {
+  auto stream = storage.load();
   size_t n = 0;
   while (auto entry = stream->next()) {
-    impl_->schedule(entry->id, entry->timestamp);
+    schedule(entry->id, entry->timestamp);
     ++n;
   }
   if (stream->corrupt() != 0) {
@@ -471,6 +494,8 @@ size_t Queue::load() {
   spdlog::info("queue: loaded {} messages", n);
   return n;
 }
+
+size_t Queue::load() { return impl_->load(); }
 
 void Queue::schedule(const QueueEntry& entry) { impl_->schedule(entry.id, entry.timestamp); }
 
@@ -511,6 +536,8 @@ void Queue::start() {
   if (impl_->storage.capabilities().can_wait)
     impl_->threads.emplace_back([this] { impl_->waiter(); });
   impl_->threads.emplace_back([this] { impl_->housekeeper(); });
+  if (impl_->policy.rescan_interval > 0)
+    impl_->threads.emplace_back([this] { impl_->rescanner(); });
 }
 
 void Queue::stop() {

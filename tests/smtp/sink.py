@@ -38,6 +38,7 @@ class Handler:
                 seq = line.split(':', 1)[1].strip()
         with open(log, 'a') as f:
             f.write(json.dumps({'from': envelope.mail_from, 'to': envelope.rcpt_tos,
+                                'helo': session.host_name,
                                 'size': len(data), 'seq': seq,
                                 'report': b'multipart/report' in data}) + '\n')
         return '250 2.0.0 OK: accepted'

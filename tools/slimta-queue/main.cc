@@ -1,4 +1,7 @@
 // slimta-queue: inspect and manage a slimta queue in any storage.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -9,6 +12,8 @@
 int main(int argc, char** argv) {
   using namespace slimta;
   using namespace slimta::cli;
+  // Log lines go to stderr: stdout carries results (ids, lists, JSON).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("slimta-queue"));
 
   CLI::App app{"slimta-queue: inspect and manage a slimta mail queue"};
   app.require_subcommand(1);
@@ -83,6 +88,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve->add_option("--workers", serve_opts.workers, "deliveries in flight")
       ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  serve
+      ->add_option("--rescan", serve_opts.rescan,
+                   "seconds between full rescans of the storage, for messages announced to "
+                   "another node that died (0: never)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   serve->add_option("--lease", serve_opts.lease, "seconds a delivery attempt may take")
       ->check(CLI::PositiveNumber)

@@ -38,6 +38,8 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
+  ::signal(SIGPIPE, SIG_IGN);
 
   std::optional<SmtpRelay> relay;
   std::optional<Queue> queue;
@@ -50,6 +52,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
     policy.workers = opts.workers;
     policy.lease = std::chrono::milliseconds(static_cast<int64_t>(opts.lease * 1000));
     policy.reporting_mta = opts.hostname;
+    policy.rescan_interval = opts.rescan;
     queue.emplace(storage, *relay, policy);
   } else {
     err << "slimta-queue serve: no --smarthost: accepting and queueing only (nothing is "

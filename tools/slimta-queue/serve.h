@@ -16,6 +16,7 @@ struct ServeOptions {
   size_t max_message_size = 50 * 1024 * 1024;
   size_t workers = 16;  // delivery attempts in flight
   double lease = 300;   // seconds
+  double rescan = 300;  // seconds between full rescans of the storage (0: never)
 };
 
 // Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.
