@@ -1,8 +1,9 @@
 // SmtpRelay: a Relay that delivers to one SMTP server (a smarthost), RFC 5321.
 //
 // Each attempt gets a connection (an idle one from an earlier message, checked with
-// RSET, or a new one: connect, greeting, EHLO, falling back to HELO), sends MAIL FROM,
-// one RCPT TO per recipient and DATA, pipelined when the server offers PIPELINING, and
+// RSET, or a new one: connect, greeting, EHLO, falling back to HELO), does
+// STARTTLS and AUTH as configured, then MAIL FROM, one RCPT TO per recipient and DATA,
+// pipelined when the server offers PIPELINING, and
 // answers per recipient: the RCPT reply when it refused the recipient, the reply to
 // the message data otherwise. Every step has a time limit. A connection that cannot be
 // made, or breaks, is a transient failure for every recipient (the queue retries).
@@ -30,6 +31,16 @@ struct SmtpRelayOptions {
   std::chrono::milliseconds data_timeout = std::chrono::minutes(10);
   // Idle connections kept for the next messages (0: a connection per message).
   size_t max_idle_connections = 16;
+  // STARTTLS: never; opportunistic (when offered, encrypted but not authenticated,
+  // like Postfix's "may"); required (must be offered, and the certificate must chain
+  // to tls_ca_file, or the system's CAs when empty, and name `host`).
+  enum class Tls { never, opportunistic, required };
+  Tls starttls = Tls::opportunistic;
+  std::string tls_ca_file;
+  // AUTH PLAIN (or LOGIN) when username is set; only over TLS unless auth_without_tls.
+  std::string username;
+  std::string password;
+  bool auth_without_tls = false;
 };
 
 class SmtpRelay : public Relay {

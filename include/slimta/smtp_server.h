@@ -1,7 +1,8 @@
 // SmtpServer: the SMTP edge (RFC 5321) that accepts mail for a queue.
 //
 // EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (answered 252 without looking
-// anything up), with PIPELINING, 8BITMIME, SIZE and ENHANCEDSTATUSCODES. A message
+// anything up), with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and, with a
+// certificate, STARTTLS. A message
 // gets its 250 only after `deliver` returned an id (for a Queue: the storage's write()
 // returned, so the message is durable); when it fails the client gets 451 4.3.0 and
 // nothing is kept. A client that disconnects before the end of DATA leaves nothing
@@ -41,6 +42,9 @@ struct SmtpServerOptions {
   size_t max_errors = 20;
   // Threads that run `deliver` (storage writes): messages accepted concurrently.
   size_t deliver_threads = 32;
+  // PEM files: when both are set, STARTTLS is offered (TLS 1.2 or later).
+  std::string tls_certificate_file;
+  std::string tls_key_file;
 };
 
 class SmtpServer {
@@ -49,6 +53,7 @@ class SmtpServer {
   // 451 4.3.0 if retryable, else 554 5.3.0). Runs on a deliver thread.
   using Deliver = std::function<EnqueueResult(Envelope&& envelope)>;
 
+  // Throws InvalidArgument for an unusable TLS certificate or key (naming the file).
   SmtpServer(SmtpServerOptions options, Deliver deliver);
   ~SmtpServer();
   SmtpServer(const SmtpServer&) = delete;

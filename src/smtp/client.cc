@@ -12,14 +12,18 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <algorithm>
+
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <atomic>
 #include <cctype>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <sstream>
 
 namespace slimta {
 namespace {
@@ -66,6 +70,15 @@ std::string data_of(const std::string& message) {
   return out;
 }
 
+std::string base64(const std::string& in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
 bool has_8bit(const std::string& s) {
   for (char c : s)
     if (static_cast<unsigned char>(c) >= 0x80) return true;
@@ -98,15 +111,80 @@ class Connection {
         opts_.connect_timeout, "connect");
     Reply greeting = read_reply(opts_.command_timeout);
     if (greeting.code != 220) fail("greeting: " + greeting.text);
+    hello(ehlo_name);
+    using Tls = SmtpRelayOptions::Tls;
+    if (opts_.starttls != Tls::never && extensions_.count("STARTTLS")) {
+      start_tls();
+      hello(ehlo_name);  // RFC 3207: what the server offers may differ under TLS
+    } else if (opts_.starttls == Tls::required) {
+      fail("STARTTLS is required but the server does not offer it");
+    }
+    if (!opts_.username.empty()) authenticate();
+  }
+
+  // EHLO (HELO if refused); keeps the extensions offered.
+  void hello(const std::string& ehlo_name) {
     Reply ehlo = command("EHLO " + ehlo_name, opts_.command_timeout);
     if (ehlo.ok()) {
-      pipelining_ = extensions_.count("PIPELINING") > 0;
-      eightbit_ = extensions_.count("8BITMIME") > 0;
-      size_ = extensions_.count("SIZE") > 0;
-    } else {
-      Reply helo = command("HELO " + ehlo_name, opts_.command_timeout);
-      if (!helo.ok()) fail("HELO refused: " + helo.text);
+      offered_ = extensions_;
+      pipelining_ = offered_.count("PIPELINING") > 0;
+      eightbit_ = offered_.count("8BITMIME") > 0;
+      size_ = offered_.count("SIZE") > 0;
+      return;
     }
+    offered_.clear();
+    pipelining_ = eightbit_ = size_ = false;
+    Reply helo = command("HELO " + ehlo_name, opts_.command_timeout);
+    if (!helo.ok()) fail("HELO refused: " + helo.text);
+  }
+
+  // STARTTLS and the handshake. `required` mode verifies the certificate chain
+  // (tls_ca_file, or the system's CAs) and that it names opts_.host; opportunistic
+  // mode encrypts without checking who is at the other end (as Postfix's "may").
+  void start_tls() {
+    Reply r = command("STARTTLS", opts_.command_timeout);
+    if (r.code != 220) fail("STARTTLS refused: " + r.text);
+    if (!buffer_.empty()) fail("data pipelined after the STARTTLS reply");
+    tls_context_.emplace(asio::ssl::context::tls_client);
+    tls_context_->set_options(asio::ssl::context::default_workarounds |
+                              asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
+                              asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
+    tls_.emplace(socket_, *tls_context_);
+    if (opts_.starttls == SmtpRelayOptions::Tls::required) {
+      asio::error_code ec;
+      if (opts_.tls_ca_file.empty()) {
+        tls_context_->set_default_verify_paths(ec);
+      } else {
+        tls_context_->load_verify_file(opts_.tls_ca_file, ec);
+      }
+      if (ec) fail("cannot load the CA certificates: " + ec.message());
+      tls_->set_verify_mode(asio::ssl::verify_peer);
+      tls_->set_verify_callback(asio::ssl::host_name_verification(opts_.host));
+      SSL_set_tlsext_host_name(tls_->native_handle(), opts_.host.c_str());
+    }
+    run([&](auto done) { tls_->async_handshake(asio::ssl::stream_base::client, done); },
+        opts_.command_timeout, "TLS handshake");
+  }
+
+  // AUTH PLAIN, or LOGIN, with opts_.username and password; refused without TLS
+  // unless opts_.auth_without_tls.
+  void authenticate() {
+    if (!tls_ && !opts_.auth_without_tls) fail("not sending credentials without TLS");
+    if (!offered_.count("AUTH")) fail("the server does not offer AUTH");
+    const auto& mechs = auth_mechanisms_;
+    Reply r;
+    if (mechs.count("PLAIN")) {
+      r = command("AUTH PLAIN " + base64(std::string(1, '\0') + opts_.username +
+                                         std::string(1, '\0') + opts_.password),
+                  opts_.command_timeout);
+    } else if (mechs.count("LOGIN")) {
+      r = command("AUTH LOGIN", opts_.command_timeout);
+      if (r.code == 334) r = command(base64(opts_.username), opts_.command_timeout);
+      if (r.code == 334) r = command(base64(opts_.password), opts_.command_timeout);
+    } else {
+      fail("the server offers neither AUTH PLAIN nor AUTH LOGIN");
+    }
+    if (r.code != 235) fail("authentication failed: " + r.text);  // never shows the secret
   }
 
   // RSET on a kept connection: true if it still works.
@@ -225,8 +303,12 @@ class Connection {
   void send(const std::string& data, std::chrono::milliseconds timeout) {
     run(
         [&](auto done) {
-          asio::async_write(socket_, asio::buffer(data),
-                            [done](asio::error_code ec, size_t) { done(ec); });
+          auto handler = [done](asio::error_code ec, size_t) { done(ec); };
+          if (tls_) {
+            asio::async_write(*tls_, asio::buffer(data), handler);
+          } else {
+            asio::async_write(socket_, asio::buffer(data), handler);
+          }
         },
         timeout, "write");
   }
@@ -244,11 +326,15 @@ class Connection {
         size_t n = 0;
         run(
             [&](auto done) {
-              socket_.async_read_some(asio::buffer(chunk),
-                                      [done, &n](asio::error_code ec, size_t got) {
-                                        n = got;
-                                        done(ec);
-                                      });
+              auto handler = [done, &n](asio::error_code ec, size_t got) {
+                n = got;
+                done(ec);
+              };
+              if (tls_) {
+                tls_->async_read_some(asio::buffer(chunk), handler);
+              } else {
+                socket_.async_read_some(asio::buffer(chunk), handler);
+              }
             },
             timeout, "read");
         buffer_.append(chunk, n);
@@ -270,10 +356,16 @@ class Connection {
     }
     extensions_.clear();
     for (size_t i = 1; i < texts.size(); ++i) {
-      std::string word = texts[i].substr(0, texts[i].find(' '));
-      std::transform(word.begin(), word.end(), word.begin(),
+      std::string line = texts[i];
+      std::transform(line.begin(), line.end(), line.begin(),
                      [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+      std::string word = line.substr(0, line.find(' '));
       extensions_.insert(word);
+      if (word == "AUTH") {  // "AUTH PLAIN LOGIN ..."
+        auth_mechanisms_.clear();
+        std::istringstream mechs(line.substr(word.size()));
+        for (std::string m; mechs >> m;) auth_mechanisms_.insert(m);
+      }
     }
     reply.text = std::to_string(reply.code);
     for (size_t i = 0; i < texts.size(); ++i) reply.text += (i ? " / " : " ") + texts[i];
@@ -290,7 +382,11 @@ class Connection {
   tcp::socket socket_;
   std::string where_;
   std::string buffer_;
-  std::set<std::string> extensions_;
+  std::set<std::string> extensions_;  // of the last multi-line reply
+  std::set<std::string> offered_;     // by the last EHLO
+  std::set<std::string> auth_mechanisms_;
+  std::optional<asio::ssl::context> tls_context_;
+  std::optional<asio::ssl::stream<tcp::socket&>> tls_;
   bool pipelining_ = false, eightbit_ = false, size_ = false;
 };
 

@@ -9,6 +9,8 @@
 // * Lines are split on LF; the end of DATA is only "." on a line of its own ended by
 //   CRLF after a CRLF, so a bare-LF "." (SMTP smuggling) is message text, not the end.
 //   Overlong lines are consumed to their end and refused, never buffered whole.
+// * STARTTLS (RFC 3207) with OpenSSL through asio::ssl, TLS 1.2 and later; what the
+//   client pipelined after STARTTLS is dropped, and the session starts over.
 #include "slimta/smtp_server.h"
 
 #include <spdlog/spdlog.h>
@@ -16,6 +18,7 @@
 
 #include <asio.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ssl.hpp>
 #include <atomic>
 #include <ctime>
 #include <optional>
@@ -46,15 +49,49 @@ std::string rfc5322_now() {
   return buf;
 }
 
-// Reads LF-terminated lines from a socket, at most `limit` bytes each: a longer line
+// The session's byte stream: the TCP socket, or TLS over it after STARTTLS.
+class Stream {
+ public:
+  explicit Stream(tcp::socket& socket) : socket_(socket) {}
+
+  awaitable<size_t> read_some(asio::mutable_buffer b, asio::error_code& ec) {
+    if (tls_) co_return co_await tls_->async_read_some(b, asio::redirect_error(use_awaitable, ec));
+    co_return co_await socket_.async_read_some(b, asio::redirect_error(use_awaitable, ec));
+  }
+  awaitable<void> write(asio::const_buffer b, asio::error_code& ec) {
+    if (tls_) {
+      co_await asio::async_write(*tls_, b, asio::redirect_error(use_awaitable, ec));
+    } else {
+      co_await asio::async_write(socket_, b, asio::redirect_error(use_awaitable, ec));
+    }
+  }
+  // The server side of a TLS handshake, for at most `timeout`.
+  awaitable<void> start_tls(asio::ssl::context& context, std::chrono::milliseconds timeout,
+                            asio::error_code& ec) {
+    tls_.emplace(socket_, context);
+    asio::steady_timer timer(socket_.get_executor(), timeout);
+    auto first = co_await (tls_->async_handshake(asio::ssl::stream_base::server,
+                                                 asio::redirect_error(use_awaitable, ec)) ||
+                           timer.async_wait(use_awaitable));
+    if (first.index() == 1) ec = asio::error::timed_out;
+  }
+  bool tls() const { return tls_.has_value(); }
+  auto get_executor() { return socket_.get_executor(); }
+
+ private:
+  tcp::socket& socket_;
+  std::optional<asio::ssl::stream<tcp::socket&>> tls_;
+};
+
+// Reads LF-terminated lines from a stream, at most `limit` bytes each: a longer line
 // is consumed to its end and reported as too long, with no content. A read that
 // waits longer than `timeout` throws IdleTimeout.
 struct IdleTimeout {};
 
 class LineReader {
  public:
-  LineReader(tcp::socket& socket, std::chrono::milliseconds timeout)
-      : socket_(socket), timeout_(timeout) {}
+  LineReader(Stream& stream, std::chrono::milliseconds timeout)
+      : stream_(stream), timeout_(timeout) {}
 
   struct Line {
     std::string text;  // without the line ending
@@ -90,10 +127,9 @@ class LineReader {
       // The read completes "successfully" with an error code, so that the first to
       // succeed is the read (data, end of stream or error) or else the timer.
       asio::error_code ec;
-      asio::steady_timer timer(socket_.get_executor(), timeout_);
-      auto first = co_await (
-          socket_.async_read_some(asio::buffer(chunk), asio::redirect_error(use_awaitable, ec)) ||
-          timer.async_wait(use_awaitable));
+      asio::steady_timer timer(stream_.get_executor(), timeout_);
+      auto first =
+          co_await (stream_.read_some(asio::buffer(chunk), ec) || timer.async_wait(use_awaitable));
       if (first.index() == 1) throw IdleTimeout{};
       if (ec) throw asio::system_error(ec);
       buffer_.append(chunk, std::get<0>(first));
@@ -102,9 +138,12 @@ class LineReader {
 
   // Whether a complete line is already buffered (a pipelined command).
   bool has_line() const { return buffer_.find('\n') != std::string::npos; }
+  // Drops what is buffered: plaintext sent after STARTTLS before the handshake, which
+  // must not be taken as commands of the TLS session (CVE-2011-0411).
+  void discard() { buffer_.clear(); }
 
  private:
-  tcp::socket& socket_;
+  Stream& stream_;
   std::chrono::milliseconds timeout_;
   std::string buffer_;
   bool dropped_cr_ = false;  // the last byte dropped from an overlong line was CR
@@ -116,12 +155,32 @@ struct Shared {
       : options(std::move(o)),
         deliver(std::move(d)),
         hostname(options.hostname.empty() ? host_name() : options.hostname),
-        pool(options.deliver_threads) {}
+        pool(options.deliver_threads) {
+    if (options.tls_certificate_file.empty() != options.tls_key_file.empty())
+      throw InvalidArgument("smtp server: give both a TLS certificate file and a key file");
+    if (options.tls_certificate_file.empty()) return;
+    tls.emplace(asio::ssl::context::tls_server);
+    tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                     asio::ssl::context::no_tlsv1_1);
+    asio::error_code ec;
+    tls->use_certificate_chain_file(options.tls_certificate_file, ec);
+    if (ec) {
+      throw InvalidArgument("smtp server: cannot use TLS certificate file '" +
+                            options.tls_certificate_file + "': " + ec.message());
+    }
+    tls->use_private_key_file(options.tls_key_file, asio::ssl::context::pem, ec);
+    if (ec) {
+      throw InvalidArgument("smtp server: cannot use TLS key file '" + options.tls_key_file +
+                            "': " + ec.message());
+    }
+  }
 
   const SmtpServerOptions options;
   const SmtpServer::Deliver deliver;
   const std::string hostname;
-  asio::thread_pool pool;  // runs `deliver`
+  asio::thread_pool pool;                 // runs `deliver`
+  std::optional<asio::ssl::context> tls;  // set when STARTTLS is offered
   std::atomic<size_t> accepted_messages{0};
 };
 
@@ -132,7 +191,8 @@ class Session {
       : server_(server),
         opts_(server.options),
         socket_(socket),
-        reader_(socket, server.options.idle_timeout) {
+        stream_(socket),
+        reader_(stream_, server.options.idle_timeout) {
     asio::error_code ec;
     auto ep = socket.remote_endpoint(ec);
     if (!ec) peer_ip_ = ep.address().to_string();
@@ -153,8 +213,7 @@ class Session {
     if (timed_out) {
       out_ = "421 4.4.2 " + server_.hostname + " Error: timeout exceeded\r\n";
       asio::error_code ignored;
-      co_await asio::async_write(socket_, asio::buffer(out_),
-                                 asio::redirect_error(use_awaitable, ignored));
+      co_await stream_.write(asio::buffer(out_), ignored);
     }
   }
 
@@ -186,7 +245,9 @@ class Session {
     if (out_.empty() || (!force && reader_.has_line())) co_return;
     std::string out = std::move(out_);
     out_.clear();
-    co_await asio::async_write(socket_, asio::buffer(out), use_awaitable);
+    asio::error_code ec;
+    co_await stream_.write(asio::buffer(out), ec);
+    if (ec) throw asio::system_error(ec);
   }
   void reset_transaction() {
     mail_.reset();
@@ -211,6 +272,7 @@ class Session {
       reply("250-PIPELINING");
       reply("250-SIZE " + std::to_string(opts_.max_message_size));
       reply("250-8BITMIME");
+      if (server_.tls && !stream_.tls()) reply("250-STARTTLS");
       reply("250 ENHANCEDSTATUSCODES");
     } else if (v == "MAIL") {
       if (helo_.empty()) co_return error("503 5.5.1 Error: send HELO/EHLO first");
@@ -267,6 +329,17 @@ class Session {
       reply("252 2.5.2 Cannot VRFY user, but will accept the message and attempt delivery");
     } else if (v == "EXPN") {
       error("502 5.5.1 EXPN not available");
+    } else if (v == "STARTTLS" && server_.tls) {
+      if (stream_.tls()) co_return error("503 5.5.1 Error: TLS already active");
+      if (!c.arg.empty()) co_return error("501 5.5.4 Syntax: STARTTLS");
+      reply("220 2.0.0 Ready to start TLS");
+      co_await flush(/*force=*/true);
+      reader_.discard();
+      asio::error_code ec;
+      co_await stream_.start_tls(*server_.tls, opts_.idle_timeout, ec);
+      if (ec) throw asio::system_error(ec);  // the session cannot go on in either mode
+      helo_.clear();                         // RFC 3207: the client starts over with EHLO
+      reset_transaction();
     } else if (v == "STARTTLS" || v == "AUTH" || v == "BDAT") {
       error("502 5.5.1 " + v + " not available");
     } else {
@@ -307,7 +380,7 @@ class Session {
     env.recipients = rcpts_;
     env.client.ip = peer_ip_;
     env.client.name = helo_;
-    env.client.protocol = esmtp_ ? "ESMTP" : "SMTP";
+    env.client.protocol = stream_.tls() ? "ESMTPS" : esmtp_ ? "ESMTP" : "SMTP";
     env.receiver = server_.hostname;
     env.timestamp = static_cast<double>(std::time(nullptr));
     env.parse(message);
@@ -338,6 +411,7 @@ class Session {
   Shared& server_;
   const SmtpServerOptions& opts_;
   tcp::socket& socket_;
+  Stream stream_;
   LineReader reader_;
   std::string out_;
   std::string peer_ip_;

@@ -40,8 +40,8 @@ Envelope message(std::vector<std::string> rcpts, std::string body = "hello\r\n")
 }
 
 TEST(SmtpRelayTest, PerRecipientResultsDeferralThenDeliveryAndABounce) {
-  SmtpSink sink({{"b@x.org", {"451 4.2.0 greylisted, come back later", "250"}},
-                 {"c@x.org", {"550 5.1.1 <c@x.org>: no such user"}}});
+  SmtpSink sink(nlohmann::json{{"b@x.org", {"451 4.2.0 greylisted, come back later", "250"}},
+                               {"c@x.org", {"550 5.1.1 <c@x.org>: no such user"}}});
   SmtpRelay relay(relay_to(sink.port()));
   ManualClock clock;
   MemoryStorage storage(clock);

@@ -12,8 +12,8 @@
 #include <random>
 #include <thread>
 
-#include "slimta/memory_storage.h"
 #include "smtp/command.h"
+#include "smtp/test_server.h"
 #include "test_util.h"
 
 namespace slimta {
@@ -21,28 +21,11 @@ namespace {
 
 using testing::run_command;
 
-// A server on 127.0.0.1 that stores what it accepts in a MemoryStorage, or fails the
-// write while `fail` is set.
 class ServerFixture : public ::testing::Test {
  protected:
   void start(SmtpServerOptions options = {}) {
-    options.hostname = "mx.test.example";
-    server_ = std::make_unique<SmtpServer>(options, [this](Envelope&& env) {
-      EnqueueResult r;
-      if (fail_) {
-        r.error = "disk full";
-        r.retryable = true;
-        return r;
-      }
-      r.id = storage_.write(env, 0);
-      return r;
-    });
-    port_ = server_->listen("127.0.0.1", 0);
-    thread_ = std::thread([this] { server_->run(); });
-  }
-  void TearDown() override {
-    if (server_) server_->stop();
-    if (thread_.joinable()) thread_.join();
+    server_ = std::make_unique<testing::TestSmtpServer>(options);
+    port_ = server_->port();
   }
 
   // A blocking client: connect, send bytes, read replies.
@@ -115,10 +98,7 @@ class ServerFixture : public ::testing::Test {
     return c;
   }
 
-  MemoryStorage storage_;
-  std::atomic<bool> fail_{false};
-  std::unique_ptr<SmtpServer> server_;
-  std::thread thread_;
+  std::unique_ptr<testing::TestSmtpServer> server_;
   int port_ = 0;
 };
 
@@ -137,9 +117,9 @@ s.quit()
   testing::write_file(dir.sub("send.py"), script);
   auto r = run_command({"python3", dir.sub("send.py"), std::to_string(port_)});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto entries = storage_.load_all();
+  auto entries = server_->storage.load_all();
   ASSERT_EQ(entries.size(), 1u);
-  QueuedMessage m = storage_.get(entries[0].id);
+  QueuedMessage m = server_->storage.get(entries[0].id);
   EXPECT_EQ(m.envelope.sender, "alice@example.com");
   EXPECT_EQ(m.envelope.recipients,
             (std::vector<std::string>{"bob@example.org", "carol@example.net"}));
@@ -171,10 +151,10 @@ TEST_F(ServerFixture, PipelinedCommandsGetTheirRepliesInOrder) {
   EXPECT_EQ(c->reply().substr(0, 3), "354");
   std::string r = (c->send("Subject: x\r\n\r\nbody\r\n.\r\n"), c->reply());
   EXPECT_EQ(r.substr(0, 24), "250 2.0.0 Ok: queued as ") << r;
-  auto entries = storage_.load_all();
+  auto entries = server_->storage.load_all();
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(r.substr(24, entries[0].id.size()), entries[0].id);
-  EXPECT_EQ(storage_.get(entries[0].id).envelope.recipients,
+  EXPECT_EQ(server_->storage.get(entries[0].id).envelope.recipients,
             (std::vector<std::string>{"b@y.org", "c@y.org"}));
   EXPECT_EQ(c->exchange("QUIT\r\n"), 221);
   EXPECT_TRUE(c->closed());
@@ -200,7 +180,7 @@ TEST_F(ServerFixture, CommandsOutOfSequenceAndUnknownOnesAreRefused) {
   EXPECT_EQ(c->exchange("STARTTLS\r\n"), 502);  // not offered
   EXPECT_EQ(c->exchange("FROB\r\n"), 500);
   EXPECT_EQ(c->exchange("NOOP\r\n"), 250);
-  EXPECT_TRUE(storage_.load_all().empty());
+  EXPECT_TRUE(server_->storage.load_all().empty());
 }
 
 TEST_F(ServerFixture, LimitsGetTheRightReplies) {
@@ -228,19 +208,19 @@ TEST_F(ServerFixture, LimitsGetTheRightReplies) {
   EXPECT_EQ(c->exchange("RCPT TO:<1@y.org>\r\n"), 250);
   EXPECT_EQ(c->exchange("DATA\r\n"), 354);
   EXPECT_EQ(c->exchange(std::string(998, 'z') + "\r\n.\r\n"), 250);  // at the limit
-  EXPECT_EQ(storage_.load_all().size(), 1u);
+  EXPECT_EQ(server_->storage.load_all().size(), 1u);
 }
 
 TEST_F(ServerFixture, AStorageFailureIs451AndNothingIsKept) {
   start();
-  fail_ = true;
+  server_->fail = true;
   auto c = connect();
   begin_data(*c);
   c->send("Subject: x\r\n\r\nbody\r\n.\r\n");
   EXPECT_EQ(c->reply().substr(0, 9), "451 4.3.0");
-  fail_ = false;  // the transaction is over; a new one works
+  server_->fail = false;  // the transaction is over; a new one works
   EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 250);
-  EXPECT_TRUE(storage_.load_all().empty());
+  EXPECT_TRUE(server_->storage.load_all().empty());
 }
 
 TEST_F(ServerFixture, AClientThatDisconnectsMidDataLeavesNothing) {
@@ -250,10 +230,10 @@ TEST_F(ServerFixture, AClientThatDisconnectsMidDataLeavesNothing) {
     begin_data(*c);
     c->send("Subject: half\r\n\r\nhalf a message\r\n");
   }  // closed without the final "."
-  for (int i = 0; i < 100 && server_->sessions() != 0; ++i)
+  for (int i = 0; i < 100 && server_->server().sessions() != 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(server_->sessions(), 0u);
-  EXPECT_TRUE(storage_.load_all().empty());
+  EXPECT_EQ(server_->server().sessions(), 0u);
+  EXPECT_TRUE(server_->storage.load_all().empty());
 }
 
 TEST_F(ServerFixture, ABareLfDotDoesNotEndTheMessage) {
@@ -263,9 +243,9 @@ TEST_F(ServerFixture, ABareLfDotDoesNotEndTheMessage) {
   // An SMTP smuggling attempt: "\n.\n" then a second transaction inside the data.
   c->send("Subject: x\r\n\r\nbody\n.\nMAIL FROM:<evil@x.org>\r\nRCPT TO:<v@y.org>\r\n\r\n.\r\n");
   EXPECT_EQ(c->reply().substr(0, 3), "250");
-  auto entries = storage_.load_all();
+  auto entries = server_->storage.load_all();
   ASSERT_EQ(entries.size(), 1u);  // one message, holding the would-be commands as text
-  EXPECT_NE(storage_.get(entries[0].id).envelope.body.find("MAIL FROM:<evil@x.org>"),
+  EXPECT_NE(server_->storage.get(entries[0].id).envelope.body.find("MAIL FROM:<evil@x.org>"),
             std::string::npos);
 }
 

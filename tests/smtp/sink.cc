@@ -5,15 +5,20 @@
 
 namespace slimta::testing {
 
-SmtpSink::SmtpSink(const nlohmann::json& rules) : port_(free_port()) {
+SmtpSink::SmtpSink(const nlohmann::json& rules, const std::string& user,
+                   const std::string& password)
+    : port_(free_port()) {
   std::string log = dir_.sub("received.jsonl");
   write_file(log, "");
   // Debian's python3, which has python3-aiosmtpd (not a pyenv one that may not).
   try {
-    process_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"/usr/bin/python3", SLIMTA_SOURCE_DIR "/tests/smtp/sink.py",
-                                 std::to_string(port_), log, rules.dump()},
-        "ready\n");
+    std::vector<std::string> argv{"/usr/bin/python3", SLIMTA_SOURCE_DIR "/tests/smtp/sink.py",
+                                  std::to_string(port_), log, rules.dump()};
+    if (!user.empty()) {
+      argv.push_back(user);
+      argv.push_back(password);
+    }
+    process_ = std::make_unique<ChildProcess>(argv, "ready\n");
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("the SMTP sink did not start (python3-aiosmtpd is "
                                          "installed by scripts/install-deps.sh): ") +

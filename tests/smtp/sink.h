@@ -15,7 +15,9 @@ namespace slimta::testing {
 class SmtpSink {
  public:
   // `rules`: recipient -> the replies its RCPT TO gets, in order (see sink.py).
-  explicit SmtpSink(const nlohmann::json& rules = nlohmann::json::object());
+  // With `user`, the sink offers AUTH and requires it (password `password`).
+  explicit SmtpSink(const nlohmann::json& rules = nlohmann::json::object(),
+                    const std::string& user = "", const std::string& password = "");
   ~SmtpSink();
   SmtpSink(const SmtpSink&) = delete;
   SmtpSink& operator=(const SmtpSink&) = delete;

@@ -3,10 +3,11 @@
 answers RCPT TO per recipient from RULES, and appends one JSON line per message it
 accepts to LOG. Prints "ready" once it listens; runs until SIGTERM.
 
-    sink.py PORT LOG [RULES_JSON]
+    sink.py PORT LOG [RULES_JSON [USER PASSWORD]]
 
 RULES_JSON maps a recipient to the replies its RCPT TO gets, in order; the last one
-repeats ("250" accepts). Recipients without a rule are accepted.
+repeats ("250" accepts). Recipients without a rule are accepted. With USER and PASSWORD the sink offers AUTH
+(PLAIN, LOGIN; also without TLS) and requires it before MAIL.
 """
 import asyncio
 import json
@@ -14,9 +15,16 @@ import signal
 import sys
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 port, log = int(sys.argv[1]), sys.argv[2]
 rules = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+credentials = (sys.argv[4].encode(), sys.argv[5].encode()) if len(sys.argv) > 5 else None
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (auth_data.login, auth_data.password) == credentials
+    return AuthResult(success=ok, handled=False)
 
 
 class Handler:
@@ -45,7 +53,9 @@ class Handler:
 
 
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-controller = Controller(Handler(), hostname='127.0.0.1', port=port)
+auth = {'authenticator': authenticator, 'auth_required': True,
+        'auth_require_tls': False} if credentials else {}
+controller = Controller(Handler(), hostname='127.0.0.1', port=port, **auth)
 controller.start()
 print('ready', flush=True)
 signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -93,6 +93,34 @@ TEST(ServeTest, AConfigFileSetsTheStorageAndServesOptions) {
   EXPECT_EQ(DiskStorage(dir.sub("spool")).load_all().size(), 1u);
 }
 
+TEST(ServeTest, OffersStarttlsWithTheConfiguredCertificate) {
+  testing::TempDir dir;
+  std::string cert = dir.sub("c.pem"), key = dir.sub("k.pem");
+  ASSERT_EQ(
+      run_command({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                   "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                   "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert})
+          .exit_code,
+      0);
+  int port = testing::free_port();
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage",
+       "disk:" + dir.sub("spool"), "--tls-cert", cert, "--tls-key", key},
+      "listening on");
+  testing::write_file(dir.sub("tls.py"), R"py(
+import smtplib, ssl, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))
+s.starttls(context=ssl.create_default_context(cafile=sys.argv[2]))
+s.sendmail('alice@example.com', ['bob@example.org'], b'Subject: tls\r\n\r\nhi\r\n')
+s.quit()
+)py");
+  auto r = run_command({"python3", dir.sub("tls.py"), std::to_string(port), cert});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto entries = DiskStorage(dir.sub("spool")).load_all();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(DiskStorage(dir.sub("spool")).get(entries[0].id).envelope.client.protocol, "ESMTPS");
+}
+
 TEST(ServeTest, BadFlagsAreRefusedNamingThem) {
   auto r =
       run_command({SLIMTA_QUEUE_BIN, "serve", "--listen", "localhost", "--storage", "memory:"});
@@ -102,6 +130,14 @@ TEST(ServeTest, BadFlagsAreRefusedNamingThem) {
                    "--storage", "memory:"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--smarthost 'x:0'"), std::string::npos) << r.err;
+  r = run_command({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:1", "--tls-cert",
+                   "/nonexistent.pem", "--tls-key", "/nonexistent.key", "--storage", "memory:"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/nonexistent.pem"), std::string::npos) << r.err;
+  r = run_command({SLIMTA_QUEUE_BIN, "serve", "--smarthost", "127.0.0.1:25", "--smarthost-user",
+                   "u", "--storage", "memory:"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("SLIMTA_SMARTHOST_PASSWORD"), std::string::npos) << r.err;
 }
 
 }  // namespace

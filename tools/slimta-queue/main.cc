@@ -95,6 +95,22 @@ int main(int argc, char** argv) {
                    "another node that died (0: never)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  serve->add_option("--tls-cert", serve_opts.tls_cert,
+                    "PEM certificate chain: offer STARTTLS (with --tls-key)");
+  serve->add_option("--tls-key", serve_opts.tls_key, "PEM private key for --tls-cert");
+  serve
+      ->add_option("--smarthost-tls", serve_opts.smarthost_tls,
+                   "STARTTLS to the smarthost: never, opportunistic (encrypt when offered) or "
+                   "required (verified certificate)")
+      ->check(CLI::IsMember({"never", "opportunistic", "required"}))
+      ->capture_default_str();
+  serve->add_option("--smarthost-ca", serve_opts.smarthost_ca,
+                    "CA file to verify the smarthost with (default: the system's)");
+  serve->add_option("--smarthost-user", serve_opts.smarthost_user,
+                    "AUTH PLAIN/LOGIN user at the smarthost (only over TLS)");
+  serve->add_option("--smarthost-password-file", serve_opts.smarthost_password_file,
+                    "file whose first line is that user's password (or set "
+                    "$SLIMTA_SMARTHOST_PASSWORD)");
   serve->add_option("--lease", serve_opts.lease, "seconds a delivery attempt may take")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <optional>
 #include <thread>
 
@@ -28,6 +30,28 @@ std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const 
   return {host, static_cast<uint16_t>(p)};
 }
 
+namespace {
+
+// The smarthost password: from --smarthost-password-file (first line), else from
+// $SLIMTA_SMARTHOST_PASSWORD; never from the command line, where `ps` would show it.
+std::string smarthost_password(const ServeOptions& opts) {
+  if (!opts.smarthost_password_file.empty()) {
+    std::ifstream in(opts.smarthost_password_file);
+    std::string line;
+    if (!in || !std::getline(in, line)) {
+      throw InvalidArgument("cannot read --smarthost-password-file '" +
+                            opts.smarthost_password_file + "'");
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return line;
+  }
+  if (const char* p = std::getenv("SLIMTA_SMARTHOST_PASSWORD")) return p;
+  throw InvalidArgument(
+      "--smarthost-user needs --smarthost-password-file or $SLIMTA_SMARTHOST_PASSWORD");
+}
+
+}  // namespace
+
 int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
               std::ostream& err) {
   auto [host, port] = parse_host_port(opts.listen, "--listen");
@@ -47,6 +71,18 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
     SmtpRelayOptions r;
     std::tie(r.host, r.port) = parse_host_port(opts.smarthost, "--smarthost");
     r.ehlo_name = opts.hostname;
+    using Tls = SmtpRelayOptions::Tls;
+    if (opts.smarthost_tls == "never") {
+      r.starttls = Tls::never;
+    } else if (opts.smarthost_tls == "required") {
+      r.starttls = Tls::required;
+    } else if (opts.smarthost_tls != "opportunistic") {
+      throw InvalidArgument("--smarthost-tls '" + opts.smarthost_tls +
+                            "' is not never, opportunistic or required");
+    }
+    r.tls_ca_file = opts.smarthost_ca;
+    r.username = opts.smarthost_user;
+    if (!r.username.empty()) r.password = smarthost_password(opts);
     relay.emplace(r);
     QueuePolicy policy;
     policy.workers = opts.workers;
@@ -62,6 +98,8 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   SmtpServerOptions server_opts;
   server_opts.hostname = opts.hostname;
   server_opts.max_message_size = opts.max_message_size;
+  server_opts.tls_certificate_file = opts.tls_cert;
+  server_opts.tls_key_file = opts.tls_key;
   SmtpServer server(server_opts, [&](Envelope&& env) {
     if (queue) return queue->enqueue(env);
     EnqueueResult r;

@@ -14,9 +14,14 @@ struct ServeOptions {
   std::string smarthost;                  // HOST:PORT; empty: accept and queue only
   std::string hostname;                   // empty: this host's name
   size_t max_message_size = 50 * 1024 * 1024;
-  size_t workers = 16;  // delivery attempts in flight
-  double lease = 300;   // seconds
-  double rescan = 300;  // seconds between full rescans of the storage (0: never)
+  size_t workers = 16;            // delivery attempts in flight
+  double lease = 300;             // seconds
+  double rescan = 300;            // seconds between full rescans of the storage (0: never)
+  std::string tls_cert, tls_key;  // PEM: offer STARTTLS
+  std::string smarthost_tls = "opportunistic";  // never | opportunistic | required
+  std::string smarthost_ca;                     // CA file for required TLS (default: system)
+  std::string smarthost_user;                   // AUTH to the smarthost
+  std::string smarthost_password_file;          // its password (or $SLIMTA_SMARTHOST_PASSWORD)
 };
 
 // Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.

@@ -1,0 +1,50 @@
+// An SmtpServer for the tests: on 127.0.0.1 and a free port, run on its own thread,
+// storing what it accepts in a MemoryStorage, or failing the write (retryable, "disk
+// full") while `fail` is set. Stopped and joined on destruction.
+#pragma once
+
+#include <atomic>
+#include <thread>
+
+#include "slimta/memory_storage.h"
+#include "slimta/smtp_server.h"
+
+namespace slimta::testing {
+
+class TestSmtpServer {
+ public:
+  explicit TestSmtpServer(SmtpServerOptions options = {}) {
+    if (options.hostname.empty()) options.hostname = "mx.test.example";
+    server_ = std::make_unique<SmtpServer>(options, [this](Envelope&& env) {
+      EnqueueResult r;
+      if (fail) {
+        r.error = "disk full";
+        r.retryable = true;
+        return r;
+      }
+      r.id = storage.write(env, 0);
+      return r;
+    });
+    port_ = server_->listen("127.0.0.1", 0);
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  ~TestSmtpServer() {
+    server_->stop();
+    thread_.join();
+  }
+  TestSmtpServer(const TestSmtpServer&) = delete;
+  TestSmtpServer& operator=(const TestSmtpServer&) = delete;
+
+  uint16_t port() const { return port_; }
+  SmtpServer& server() { return *server_; }
+
+  MemoryStorage storage;
+  std::atomic<bool> fail{false};
+
+ private:
+  std::unique_ptr<SmtpServer> server_;
+  std::thread thread_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace slimta::testing

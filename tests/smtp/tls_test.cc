@@ -1,0 +1,157 @@
+// STARTTLS on both sides (our server and our relay, and Python's smtplib), and AUTH
+// from the relay to a real server (aiosmtpd).
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "slimta/smtp_relay.h"
+#include "slimta/smtp_server.h"
+#include "smtp/sink.h"
+#include "smtp/test_server.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using Kind = RecipientResult::Kind;
+using testing::run_command;
+
+// A self-signed certificate for localhost and 127.0.0.1 (its own CA), made with the
+// openssl command.
+struct Certificate {
+  std::string cert, key;
+};
+Certificate make_certificate(const testing::TempDir& dir, const std::string& name) {
+  Certificate c{dir.sub(name + ".crt"), dir.sub(name + ".key")};
+  auto r = run_command({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", c.key, "-out", c.cert});
+  if (r.exit_code != 0) throw std::runtime_error("openssl req failed: " + r.err);
+  return c;
+}
+
+Envelope message() {
+  Envelope env;
+  env.sender = "alice@example.com";
+  env.recipients = {"bob@example.org"};
+  env.headers.add("Subject", "over TLS");
+  env.body = "secret\r\n";
+  return env;
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { cert_ = make_certificate(dir_, "server"); }
+  void start_server() {
+    SmtpServerOptions o;
+    o.tls_certificate_file = cert_.cert;
+    o.tls_key_file = cert_.key;
+    server_ = std::make_unique<testing::TestSmtpServer>(o);
+    port_ = server_->port();
+  }
+  SmtpRelayOptions relay_options(SmtpRelayOptions::Tls tls) {
+    SmtpRelayOptions o;
+    o.host = "127.0.0.1";
+    o.port = port_;
+    o.starttls = tls;
+    o.tls_ca_file = cert_.cert;
+    o.command_timeout = std::chrono::seconds(10);
+    return o;
+  }
+
+  testing::TempDir dir_;
+  Certificate cert_;
+  std::unique_ptr<testing::TestSmtpServer> server_;
+  uint16_t port_ = 0;
+};
+
+TEST_F(TlsTest, PythonSmtplibUpgradesWithStarttlsAndTheMessageSaysEsmtps) {
+  start_server();
+  testing::write_file(dir_.sub("send.py"), R"py(
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))
+s.ehlo()
+assert s.has_extn('starttls')
+s.starttls(context=ctx)
+s.ehlo()
+assert not s.has_extn('starttls')
+s.sendmail('alice@example.com', ['bob@example.org'], b'Subject: tls\r\n\r\nhi\r\n')
+s.quit()
+)py");
+  auto r = run_command({"python3", dir_.sub("send.py"), std::to_string(port_), cert_.cert});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto entries = server_->storage.load_all();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(server_->storage.get(entries[0].id).envelope.client.protocol, "ESMTPS");
+}
+
+TEST_F(TlsTest, TheRelayRequiresAndVerifiesTls) {
+  start_server();
+  SmtpRelay relay(relay_options(SmtpRelayOptions::Tls::required));
+  auto r = relay.attempt(message(), 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, Kind::delivered) << r[0].reply;
+  auto entries = server_->storage.load_all();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(server_->storage.get(entries[0].id).envelope.client.protocol, "ESMTPS");
+
+  // A certificate from another CA is refused in required mode...
+  SmtpRelayOptions other = relay_options(SmtpRelayOptions::Tls::required);
+  other.tls_ca_file = make_certificate(dir_, "other").cert;
+  auto refused = SmtpRelay(other).attempt(message(), 1);
+  EXPECT_EQ(refused[0].kind, Kind::transient);
+  EXPECT_NE(refused[0].reply.find("TLS handshake failed"), std::string::npos) << refused[0].reply;
+  // ...and accepted, encrypted but unverified, in opportunistic mode.
+  other.starttls = SmtpRelayOptions::Tls::opportunistic;
+  EXPECT_EQ(SmtpRelay(other).attempt(message(), 1)[0].kind, Kind::delivered);
+  EXPECT_EQ(server_->storage.get(server_->storage.load_all()[1].id).envelope.client.protocol,
+            "ESMTPS");
+}
+
+TEST_F(TlsTest, RequiredTlsFailsWhenTheServerDoesNotOfferIt) {
+  testing::SmtpSink sink;  // no STARTTLS
+  SmtpRelayOptions o = relay_options(SmtpRelayOptions::Tls::required);
+  o.port = static_cast<uint16_t>(sink.port());
+  auto r = SmtpRelay(o).attempt(message(), 1);
+  EXPECT_EQ(r[0].kind, Kind::transient);
+  EXPECT_NE(r[0].reply.find("STARTTLS is required"), std::string::npos) << r[0].reply;
+  EXPECT_TRUE(sink.received().empty());
+}
+
+TEST_F(TlsTest, TheRelayAuthenticatesAndNeverSendsCredentialsInTheClearUnlessTold) {
+  testing::SmtpSink sink(nlohmann::json::object(), "relayuser", "s3cret!");
+  SmtpRelayOptions o;
+  o.host = "127.0.0.1";
+  o.port = static_cast<uint16_t>(sink.port());
+  o.username = "relayuser";
+  o.password = "s3cret!";
+  auto refused = SmtpRelay(o).attempt(message(), 1);  // no TLS offered: not sent
+  EXPECT_EQ(refused[0].kind, Kind::transient);
+  EXPECT_NE(refused[0].reply.find("without TLS"), std::string::npos) << refused[0].reply;
+  o.auth_without_tls = true;
+  auto ok = SmtpRelay(o).attempt(message(), 1);
+  EXPECT_EQ(ok[0].kind, Kind::delivered) << ok[0].reply;
+  ASSERT_EQ(sink.received().size(), 1u);
+  o.password = "wrong";
+  auto bad = SmtpRelay(o).attempt(message(), 1);
+  EXPECT_EQ(bad[0].kind, Kind::transient);
+  EXPECT_NE(bad[0].reply.find("authentication failed: 535"), std::string::npos) << bad[0].reply;
+  EXPECT_EQ(bad[0].reply.find("wrong"), std::string::npos);  // the secret is never shown
+}
+
+TEST(TlsOptionsTest, AnUnreadableCertificateIsRefusedNamingTheFile) {
+  SmtpServerOptions o;
+  o.tls_certificate_file = "/nonexistent/cert.pem";
+  o.tls_key_file = "/nonexistent/key.pem";
+  try {
+    SmtpServer s(o, [](Envelope&&) { return EnqueueResult{}; });
+    FAIL() << "accepted a missing certificate";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/cert.pem"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace slimta
