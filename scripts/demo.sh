@@ -3,8 +3,9 @@
 # `slimta-queue serve` on the default disk spool (./spool), send it a message over SMTP
 # with Python's smtplib, list the queue, and stop the server with SIGTERM.
 #
-# With --smarthost HOST:PORT, serve also delivers; here there is none, so the message
-# stays queued for `slimta-queue list` to show.
+# serve delivers to --smarthost HOST:PORT (or, without one, to each domain's MX hosts).
+# Here the smarthost is a port where nothing listens, so the first attempt is deferred
+# and the message stays queued, with its next attempt time, for `slimta-queue list`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/install-deps.sh"
@@ -12,7 +13,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 q="$root/build/slimta-queue"
 cd "$root"
 port="${SLIMTA_DEMO_PORT:-2525}"
-"$q" serve --listen "127.0.0.1:$port" --storage disk:./spool &
+"$q" serve --listen "127.0.0.1:$port" --storage disk:./spool --smarthost "127.0.0.1:$((port + 1))" &
 serve=$!
 trap 'kill -TERM $serve 2>/dev/null; wait $serve 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -27,4 +28,5 @@ with smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s:
                b'Subject: hello from slimta-queue\r\n\r\nThis message waits in ./spool.\r\n')
 print('sent one message over SMTP to 127.0.0.1:%s' % sys.argv[1])
 PY
+sleep 0.5  # the first delivery attempt
 "$q" list --storage disk:./spool

@@ -1,4 +1,4 @@
-// The SMTP client behind SmtpRelay. Why it is built this way:
+// The SMTP client behind SmtpRelay and MxRelay (smtp::Client). Why it is built this way:
 //
 // * Relay::attempt() is called on the queue's worker threads and must return the
 //   per-recipient results, so the client is synchronous per connection; each
@@ -7,7 +7,7 @@
 //   (plain blocking sockets have none).
 // * Connections are kept for the next message (after RSET), as Postfix's smtp client
 //   does, which spares a TCP handshake, greeting and EHLO per message.
-#include "slimta/smtp_relay.h"
+#include "smtp/client.h"
 
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -392,7 +392,9 @@ class Connection {
 
 }  // namespace
 
-struct SmtpRelay::Impl {
+namespace smtp {
+
+struct Client::Impl {
   explicit Impl(SmtpRelayOptions o)
       : options(std::move(o)), ehlo(options.ehlo_name.empty() ? host_name() : options.ehlo_name) {}
   SmtpRelayOptions options;
@@ -428,28 +430,47 @@ struct SmtpRelay::Impl {
   }
 };
 
+Client::Client(SmtpRelayOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Client::~Client() {
+  for (auto& c : impl_->idle) c->quit();
+}
+
+Client::Outcome Client::deliver(const Envelope& envelope) {
+  Outcome out;
+  std::unique_ptr<Connection> c;
+  try {
+    c = impl_->take();
+    out.reached = true;
+    out.results = c->deliver(envelope);
+    impl_->give_back(std::move(c));
+  } catch (const ConnectionError& e) {
+    out.results.assign(envelope.recipients.size(), RecipientResult::transient(e.reply));
+  }
+  return out;
+}
+
+size_t Client::connections_opened() const { return impl_->opened.load(); }
+
+}  // namespace smtp
+
+struct SmtpRelay::Impl {
+  explicit Impl(SmtpRelayOptions o) : client(std::move(o)) {}
+  smtp::Client client;
+};
+
 SmtpRelay::SmtpRelay(SmtpRelayOptions options) {
   if (options.host.empty()) throw InvalidArgument("smtp relay: the smarthost's host is empty");
   if (options.port == 0) throw InvalidArgument("smtp relay: port 0 is not a smarthost port");
   impl_ = std::make_unique<Impl>(std::move(options));
 }
 
-SmtpRelay::~SmtpRelay() {
-  for (auto& c : impl_->idle) c->quit();
-}
+SmtpRelay::~SmtpRelay() = default;
 
 std::vector<RecipientResult> SmtpRelay::attempt(const Envelope& envelope, uint32_t) {
-  try {
-    auto c = impl_->take();
-    auto results = c->deliver(envelope);
-    impl_->give_back(std::move(c));
-    return results;
-  } catch (const ConnectionError& e) {
-    return std::vector<RecipientResult>(envelope.recipients.size(),
-                                        RecipientResult::transient(e.reply));
-  }
+  return impl_->client.deliver(envelope).results;
 }
 
-size_t SmtpRelay::connections_opened() const { return impl_->opened.load(); }
+size_t SmtpRelay::connections_opened() const { return impl_->client.connections_opened(); }
 
 }  // namespace slimta

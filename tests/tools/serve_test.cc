@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "slimta/disk_storage.h"
+#include "smtp/dns_server.h"
 #include "smtp/sink.h"
 #include "test_util.h"
 
@@ -64,17 +65,21 @@ TEST(ServeTest, AcceptsOverSmtpDeliversToTheSmarthostAndStopsOnSigterm) {
   EXPECT_EQ(counters["removed"], 31);
 }
 
-TEST(ServeTest, WithoutASmarthostItQueuesAndListShowsTheMessage) {
+TEST(ServeTest, WithoutASmarthostItDeliversToTheMxHosts) {
+  testing::SmtpSink sink;
+  testing::DnsServer dns({{"example.org", {{"MX", {{10, "mx.example.org"}}}}},
+                          {"mx.example.org", {{"A", {"127.0.0.1"}}}}});
   testing::TempDir dir;
   int port = testing::free_port();
   std::string spool = dir.sub("spool");
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port),
-                      "--storage", "disk:" + spool},
-                     "listening on");
-  ASSERT_EQ(send_with_smtplib(port, 2, dir).exit_code, 0);
-  auto list = run_command({SLIMTA_QUEUE_BIN, "list", "--storage", "disk:" + spool});
-  EXPECT_NE(list.out.find("alice@example.com"), std::string::npos) << list.out;
-  EXPECT_NE(list.out.find("2 Requests"), std::string::npos) << list.out;
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage",
+       "disk:" + spool, "--dns-server", dns.address(), "--mx-port", std::to_string(sink.port())},
+      "listening on");
+  ASSERT_EQ(send_with_smtplib(port, 2, dir).exit_code, 0);  // to bob@example.org
+  for (int i = 0; i < 100 && sink.received().size() < 2; ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(sink.received().size(), 2u);
+  EXPECT_EQ(sink.received()[0]["to"], (nlohmann::json{"bob@example.org"}));
   int status = serve.stop(SIGTERM);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
 }
@@ -85,8 +90,11 @@ TEST(ServeTest, AConfigFileSetsTheStorageAndServesOptions) {
   testing::write_file(dir.sub("slimta.toml"),
                       "storage = \"disk:" + dir.sub("spool") +
                           "\"\n[serve]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n");
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--config", dir.sub("slimta.toml")},
-                     "listening on");
+  // A smarthost where nothing listens: the message is deferred and stays stored.
+  std::string nowhere = "127.0.0.1:" + std::to_string(testing::free_port());
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--config", dir.sub("slimta.toml"), "--smarthost", nowhere},
+      "listening on");
   EXPECT_NE(serve.output().find("127.0.0.1:" + std::to_string(port)), std::string::npos)
       << serve.output();
   ASSERT_EQ(send_with_smtplib(port, 1, dir).exit_code, 0);
@@ -105,7 +113,8 @@ TEST(ServeTest, OffersStarttlsWithTheConfiguredCertificate) {
   int port = testing::free_port();
   ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage",
-       "disk:" + dir.sub("spool"), "--tls-cert", cert, "--tls-key", key},
+       "disk:" + dir.sub("spool"), "--tls-cert", cert, "--tls-key", key, "--smarthost",
+       "127.0.0.1:" + std::to_string(testing::free_port())},  // nowhere: the message stays
       "listening on");
   testing::write_file(dir.sub("tls.py"), R"py(
 import smtplib, ssl, sys

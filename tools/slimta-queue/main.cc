@@ -81,7 +81,12 @@ int main(int argc, char** argv) {
   serve->add_option("--listen", serve_opts.listen, "HOST:PORT to accept SMTP on")
       ->capture_default_str();
   serve->add_option("--smarthost", serve_opts.smarthost,
-                    "HOST:PORT to relay every message to (without it: accept and queue only)");
+                    "HOST:PORT to relay every message to (without it: to each domain's MX hosts)");
+  serve->add_option("--dns-server", serve_opts.dns_server,
+                    "IP[:PORT] of the DNS server for MX lookups (default: /etc/resolv.conf's)");
+  serve->add_option("--mx-port", serve_opts.mx_port, "port of the MX hosts")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
   serve->add_option("--hostname", serve_opts.hostname,
                     "our name in the greeting, Received: headers and bounces");
   serve->add_option("--max-size", serve_opts.max_message_size, "largest message, bytes")

@@ -6,9 +6,9 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <optional>
 #include <thread>
 
+#include "slimta/mx_relay.h"
 #include "slimta/queue.h"
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
@@ -65,56 +65,42 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);
 
-  std::optional<SmtpRelay> relay;
-  std::optional<Queue> queue;
+  // Out: the smarthost, or else the MX hosts of each recipient's domain.
+  std::unique_ptr<Relay> relay;
   if (!opts.smarthost.empty()) {
     SmtpRelayOptions r;
     std::tie(r.host, r.port) = parse_host_port(opts.smarthost, "--smarthost");
     r.ehlo_name = opts.hostname;
     using Tls = SmtpRelayOptions::Tls;
-    if (opts.smarthost_tls == "never") {
-      r.starttls = Tls::never;
-    } else if (opts.smarthost_tls == "required") {
-      r.starttls = Tls::required;
-    } else if (opts.smarthost_tls != "opportunistic") {
-      throw InvalidArgument("--smarthost-tls '" + opts.smarthost_tls +
-                            "' is not never, opportunistic or required");
-    }
+    if (opts.smarthost_tls == "never") r.starttls = Tls::never;
+    if (opts.smarthost_tls == "required") r.starttls = Tls::required;
     r.tls_ca_file = opts.smarthost_ca;
     r.username = opts.smarthost_user;
     if (!r.username.empty()) r.password = smarthost_password(opts);
-    relay.emplace(r);
-    QueuePolicy policy;
-    policy.workers = opts.workers;
-    policy.lease = std::chrono::milliseconds(static_cast<int64_t>(opts.lease * 1000));
-    policy.reporting_mta = opts.hostname;
-    policy.rescan_interval = opts.rescan;
-    queue.emplace(storage, *relay, policy);
+    relay = std::make_unique<SmtpRelay>(r);
   } else {
-    err << "slimta-queue serve: no --smarthost: accepting and queueing only (nothing is "
-           "delivered)\n";
+    MxRelayOptions m;
+    m.smtp.ehlo_name = opts.hostname;
+    m.smtp.port = opts.mx_port;
+    m.dns_server = opts.dns_server;
+    relay = std::make_unique<MxRelay>(m);
+    err << "slimta-queue serve: no --smarthost: delivering to each domain's MX hosts\n";
   }
+  QueuePolicy policy;
+  policy.workers = opts.workers;
+  policy.lease = std::chrono::milliseconds(static_cast<int64_t>(opts.lease * 1000));
+  policy.reporting_mta = opts.hostname;
+  policy.rescan_interval = opts.rescan;
+  Queue queue(storage, *relay, policy);
 
   SmtpServerOptions server_opts;
   server_opts.hostname = opts.hostname;
   server_opts.max_message_size = opts.max_message_size;
   server_opts.tls_certificate_file = opts.tls_cert;
   server_opts.tls_key_file = opts.tls_key;
-  SmtpServer server(server_opts, [&](Envelope&& env) {
-    if (queue) return queue->enqueue(env);
-    EnqueueResult r;
-    try {
-      r.id = storage.write(env, env.timestamp);
-      spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", r.id, env.sender,
-                   env.recipients.size(), env.message_size());
-    } catch (const QueueError& e) {
-      r.error = e.what();
-      r.retryable = e.retryable();
-    }
-    return r;
-  });
+  SmtpServer server(server_opts, [&](Envelope&& env) { return queue.enqueue(env); });
   uint16_t bound = server.listen(host, port);
-  if (queue) queue->start();
+  queue.start();
   out << "slimta-queue serve: listening on " << host << ":" << bound << "\n" << std::flush;
 
   std::thread waiter([&] {
@@ -126,7 +112,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   server.run();                                   // returns once stopped and every session ended
   pthread_kill(waiter.native_handle(), SIGTERM);  // no-op if it already returned
   waiter.join();
-  if (queue) queue->stop();
+  queue.stop();
   out << "slimta-queue serve: stopped\n";
   return 0;
 }

@@ -11,7 +11,9 @@ namespace slimta::cli {
 
 struct ServeOptions {
   std::string listen = "127.0.0.1:2525";  // HOST:PORT, [V6]:PORT
-  std::string smarthost;                  // HOST:PORT; empty: accept and queue only
+  std::string smarthost;                  // HOST:PORT; empty: MX delivery by DNS
+  std::string dns_server;                 // IP[:PORT] for MX lookups; empty: resolv.conf's
+  uint16_t mx_port = 25;                  // port of the MX hosts
   std::string hostname;                   // empty: this host's name
   size_t max_message_size = 50 * 1024 * 1024;
   size_t workers = 16;            // delivery attempts in flight

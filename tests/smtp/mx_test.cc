@@ -1,0 +1,85 @@
+// Delivery by DNS: MX lookups through the system resolver against a test DNS server
+// (tests/smtp/dns_server.py), and MxRelay delivering to real SMTP sinks.
+#include "slimta/mx_relay.h"
+
+#include <gtest/gtest.h>
+
+#include "smtp/dns.h"
+#include "smtp/dns_server.h"
+#include "smtp/sink.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using Kind = RecipientResult::Kind;
+using Status = smtp::MxResult::Status;
+
+nlohmann::json zone() {
+  return {
+      {"example.test", {{"MX", {{20, "mx2.example.test"}, {10, "mx1.example.test"}}}}},
+      {"mx1.example.test", {{"A", {"127.0.0.1"}}}},
+      {"mx2.example.test", {{"A", {"127.0.0.3"}}}},
+      {"backup.test", {{"MX", {{10, "dead.backup.test"}, {20, "live.backup.test"}}}}},
+      {"dead.backup.test", {{"A", {"127.0.0.2"}}}},  // nothing listens there
+      {"live.backup.test", {{"A", {"127.0.0.1"}}}},
+      {"implicit.test", {{"A", {"127.0.0.1"}}}},  // no MX: the domain itself
+      {"nullmx.test", {{"MX", {{0, "."}}}}},
+  };
+}
+
+TEST(MxLookupTest, PreferenceOrderImplicitMxNullMxAndMissingDomains) {
+  testing::DnsServer dns(zone());
+  smtp::Resolver r{dns.address(), std::chrono::seconds(2)};
+  auto mx = smtp::lookup_mx("example.test", r);
+  ASSERT_EQ(mx.status, Status::ok) << mx.detail;
+  EXPECT_EQ(mx.hosts, (std::vector<std::string>{"mx1.example.test", "mx2.example.test"}));
+  EXPECT_EQ(mx.addresses, (std::vector<std::string>{"127.0.0.1", "127.0.0.3"}));
+  auto implicit = smtp::lookup_mx("implicit.test", r);
+  ASSERT_EQ(implicit.status, Status::ok) << implicit.detail;
+  EXPECT_EQ(implicit.hosts, (std::vector<std::string>{"implicit.test"}));
+  EXPECT_EQ(smtp::lookup_mx("nullmx.test", r).status, Status::null_mx);
+  auto missing = smtp::lookup_mx("nosuch.test", r);
+  EXPECT_EQ(missing.status, Status::no_domain);
+  EXPECT_NE(missing.detail.find("nosuch.test"), std::string::npos);
+  smtp::Resolver dead{"127.0.0.1:" + std::to_string(testing::free_port()), std::chrono::seconds(1)};
+  EXPECT_EQ(smtp::lookup_mx("example.test", dead).status, Status::temporary);
+}
+
+TEST(MxRelayTest, DeliversPerDomainFallsBackToTheNextMxAndFailsBadDomains) {
+  testing::DnsServer dns(zone());
+  testing::SmtpSink sink;
+  MxRelayOptions o;
+  o.smtp.port = static_cast<uint16_t>(sink.port());  // every MX host, on the sink's port
+  o.smtp.ehlo_name = "mx.test.example";
+  o.smtp.connect_timeout = std::chrono::seconds(2);
+  o.dns_server = dns.address();
+  MxRelay relay(o);
+  Envelope env;
+  env.sender = "alice@example.com";
+  env.recipients = {"a@example.test", "b@backup.test",   "c@nosuch.test", "d@EXAMPLE.test",
+                    "e@nullmx.test",  "f@implicit.test", "nodomain"};
+  env.headers.add("Subject", "by MX");
+  env.body = "hi\r\n";
+  auto r = relay.attempt(env, 1);
+  ASSERT_EQ(r.size(), 7u);
+  EXPECT_EQ(r[0].kind, Kind::delivered) << r[0].reply;
+  EXPECT_EQ(r[1].kind, Kind::delivered) << r[1].reply;  // after dead.backup.test failed
+  EXPECT_EQ(r[2].kind, Kind::permanent);
+  EXPECT_EQ(r[2].reply.substr(0, 9), "550 5.1.2") << r[2].reply;
+  EXPECT_EQ(r[3].kind, Kind::delivered) << r[3].reply;
+  EXPECT_EQ(r[4].kind, Kind::permanent);
+  EXPECT_EQ(r[4].reply.substr(0, 10), "556 5.1.10") << r[4].reply;
+  EXPECT_EQ(r[5].kind, Kind::delivered) << r[5].reply;
+  EXPECT_EQ(r[6].kind, Kind::permanent);
+  auto received = sink.received();
+  ASSERT_EQ(received.size(), 3u);  // one transaction per domain
+  std::set<std::vector<std::string>> rcpts;
+  for (const auto& m : received) rcpts.insert(m["to"].get<std::vector<std::string>>());
+  EXPECT_TRUE(rcpts.count({"a@example.test", "d@EXAMPLE.test"}));
+  EXPECT_TRUE(rcpts.count({"b@backup.test"}));
+  EXPECT_TRUE(rcpts.count({"f@implicit.test"}));
+}
+
+}  // namespace
+}  // namespace slimta
