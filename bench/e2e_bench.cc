@@ -1,0 +1,177 @@
+// End-to-end benchmark of `slimta-queue serve`: SMTP in from 16 concurrent clients,
+// 10 KiB messages, each made durable before its 250, then relayed to a sink. Prints
+// one JSON object.
+//
+// Runs, in one go on this machine:
+//   reference  the same clients straight into the sink (the harness's ceiling);
+//   disk       serve on a disk spool (fdatasync per message);
+//   redis      serve on a redis-server with appendonly yes + appendfsync always.
+// For each: accepted/s (every 250 received) and delivered/s (until the storage is
+// empty again), and the ratio of accepted/s to the reference.
+//
+// The sink is Postfix's smtp-sink (Debian package postfix); the Postfix-as-relay
+// comparison the issue asks for is not here yet (see doc/benchmarks.md).
+//
+// usage: e2e_bench [--messages N] [--clients N] [--size BYTES]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_util.h"
+#include "redis/redis_server.h"
+#include "slimta/disk_storage.h"
+#include "slimta/redis_storage.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace slimta;
+using Steady = slimta::bench::Clock;
+using slimta::bench::seconds_since;
+
+// One SMTP client connection, blocking, for the load.
+class Client {
+ public:
+  explicit Client(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
+    expect(220);
+    send("EHLO bench.example\r\n");
+    expect(250);
+  }
+  ~Client() {
+    send("QUIT\r\n");
+    ::close(fd_);
+  }
+  // One message, MAIL/RCPT/DATA pipelined; true on 250.
+  bool message(const std::string& data) {
+    send("MAIL FROM:<bench@example.com>\r\nRCPT TO:<rcpt@example.org>\r\nDATA\r\n");
+    if (reply() != 250 || reply() != 250 || reply() != 354) return false;
+    send(data);
+    return reply() == 250;
+  }
+
+ private:
+  void send(const std::string& s) {
+    for (size_t done = 0; done < s.size();) {
+      ssize_t n = ::send(fd_, s.data() + done, s.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) throw std::runtime_error("send failed");
+      done += static_cast<size_t>(n);
+    }
+  }
+  int reply() {
+    while (true) {
+      size_t nl;
+      while ((nl = buf_.find('\n')) == std::string::npos) {
+        char chunk[4096];
+        ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+        if (n <= 0) throw std::runtime_error("connection closed");
+        buf_.append(chunk, static_cast<size_t>(n));
+      }
+      std::string line = buf_.substr(0, nl);
+      buf_.erase(0, nl + 1);
+      if (line.size() >= 4 && line[3] == '-') continue;
+      return std::stoi(line.substr(0, 3));
+    }
+  }
+  void expect(int code) {
+    if (reply() != code) throw std::runtime_error("unexpected reply");
+  }
+  int fd_;
+  std::string buf_;
+};
+
+// `messages` messages from `clients` connections; returns accepted per second.
+double load(int port, size_t messages, int clients, const std::string& data) {
+  std::atomic<size_t> next{0}, ok{0};
+  std::vector<std::thread> threads;
+  auto start = Steady::now();
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&] {
+      Client client(port);
+      while (next.fetch_add(1) < messages)
+        if (client.message(data)) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  double seconds = seconds_since(start);
+  if (ok != messages) throw std::runtime_error("only " + std::to_string(ok) + " accepted");
+  return messages / seconds;
+}
+
+std::string message_data(size_t size) {
+  std::string body;
+  while (body.size() < size) body += "The quick brown fox jumps over the lazy dog. 0123456789\r\n";
+  body.resize(size - 2);
+  return "From: bench@example.com\r\nTo: rcpt@example.org\r\nSubject: bench\r\n\r\n" + body +
+         "\r\n.\r\n";
+}
+
+// Runs serve on `url`, loads it, and waits until `empty()` says everything left.
+nlohmann::json run_serve(const std::string& url, int sink_port, size_t messages, int clients,
+                         const std::string& data, const std::function<bool()>& empty) {
+  int port = testing::free_port();
+  testing::ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage", url,
+       "--smarthost", "127.0.0.1:" + std::to_string(sink_port), "--workers", "16"},
+      "listening on");
+  auto start = Steady::now();
+  double accepted = load(port, messages, clients, data);
+  while (!empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  double delivered = messages / seconds_since(start);
+  serve.stop(SIGTERM);
+  return {{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t messages = 4000, size = 10240;
+  int clients = 16;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--messages") messages = std::stoul(argv[i + 1]);
+    if (a == "--clients") clients = std::stoi(argv[i + 1]);
+    if (a == "--size") size = std::stoul(argv[i + 1]);
+  }
+  std::string data = message_data(size);
+  int sink_port = testing::free_port();
+  testing::ChildProcess sink(
+      {"smtp-sink", "-u", "nobody", "127.0.0.1:" + std::to_string(sink_port), "1000"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+
+  nlohmann::json out{{"messages", messages}, {"clients", clients}, {"message_bytes", size}};
+  double reference = load(sink_port, messages, clients, data);
+  out["reference_straight_to_sink_per_s"] = reference;
+
+  testing::TempDir dir;
+  std::string spool = dir.sub("spool");
+  out["disk"] = run_serve("disk:" + spool, sink_port, messages, clients, data,
+                          [&] { return DiskStorage(spool).load_all().empty(); });
+
+  testing::RedisServer redis(testing::RedisServer::Config{"", /*appendonly=*/true});
+  RedisOptions ro = redis.options("bench:");
+  std::string url = "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:";
+  RedisStorage rs(ro);
+  out["redis_aof_always"] =
+      run_serve(url, sink_port, messages, clients, data, [&] { return rs.load_all().empty(); });
+
+  for (const char* k : {"disk", "redis_aof_always"})
+    out[k]["accepted_vs_reference"] = out[k]["accepted_per_s"].get<double>() / reference;
+  std::cout << out.dump(2) << std::endl;
+  return 0;
+}
