@@ -13,11 +13,7 @@
 // comparison the issue asks for is not here yet (see doc/benchmarks.md).
 //
 // usage: e2e_bench [--messages N] [--clients N] [--size BYTES]
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <iostream>
@@ -30,6 +26,7 @@
 #include "redis/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
+#include "smtp/smtp_client.h"
 #include "test_util.h"
 
 namespace {
@@ -38,62 +35,12 @@ using namespace slimta;
 using Steady = slimta::bench::Clock;
 using slimta::bench::seconds_since;
 
-// One SMTP client connection, blocking, for the load.
-class Client {
- public:
-  explicit Client(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-      throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
-    expect(220);
-    send("EHLO bench.example\r\n");
-    expect(250);
-  }
-  ~Client() {
-    send("QUIT\r\n");
-    ::close(fd_);
-  }
-  // One message, MAIL/RCPT/DATA pipelined; true on 250.
-  bool message(const std::string& data) {
-    send("MAIL FROM:<bench@example.com>\r\nRCPT TO:<rcpt@example.org>\r\nDATA\r\n");
-    if (reply() != 250 || reply() != 250 || reply() != 354) return false;
-    send(data);
-    return reply() == 250;
-  }
-
- private:
-  void send(const std::string& s) {
-    for (size_t done = 0; done < s.size();) {
-      ssize_t n = ::send(fd_, s.data() + done, s.size() - done, MSG_NOSIGNAL);
-      if (n <= 0) throw std::runtime_error("send failed");
-      done += static_cast<size_t>(n);
-    }
-  }
-  int reply() {
-    while (true) {
-      size_t nl;
-      while ((nl = buf_.find('\n')) == std::string::npos) {
-        char chunk[4096];
-        ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
-        if (n <= 0) throw std::runtime_error("connection closed");
-        buf_.append(chunk, static_cast<size_t>(n));
-      }
-      std::string line = buf_.substr(0, nl);
-      buf_.erase(0, nl + 1);
-      if (line.size() >= 4 && line[3] == '-') continue;
-      return std::stoi(line.substr(0, 3));
-    }
-  }
-  void expect(int code) {
-    if (reply() != code) throw std::runtime_error("unexpected reply");
-  }
-  int fd_;
-  std::string buf_;
-};
+// One message on `c`, MAIL/RCPT/DATA pipelined; true on 250.
+bool send_message(testing::SmtpClient& c, const std::string& data) {
+  c.send("MAIL FROM:<bench@example.com>\r\nRCPT TO:<rcpt@example.org>\r\nDATA\r\n");
+  if (c.code() != 250 || c.code() != 250 || c.code() != 354) return false;
+  return c.exchange(data) == 250;
+}
 
 // `messages` messages from `clients` connections; returns accepted per second.
 double load(int port, size_t messages, int clients, const std::string& data) {
@@ -102,9 +49,11 @@ double load(int port, size_t messages, int clients, const std::string& data) {
   auto start = Steady::now();
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&] {
-      Client client(port);
+      testing::SmtpClient client(port);
+      if (client.code() != 220 || client.exchange("EHLO bench.example\r\n") != 250) return;
       while (next.fetch_add(1) < messages)
-        if (client.message(data)) ++ok;
+        if (send_message(client, data)) ++ok;
+      client.exchange("QUIT\r\n");
     });
   }
   for (auto& t : threads) t.join();

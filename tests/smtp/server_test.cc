@@ -2,17 +2,14 @@
 // corners (pipelining, limits, errors, disconnects, bare LF, garbage).
 #include "slimta/smtp_server.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <random>
 #include <thread>
 
 #include "smtp/command.h"
+#include "smtp/smtp_client.h"
 #include "smtp/test_server.h"
 #include "test_util.h"
 
@@ -28,61 +25,7 @@ class ServerFixture : public ::testing::Test {
     port_ = server_->port();
   }
 
-  // A blocking client: connect, send bytes, read replies.
-  class Client {
-   public:
-    explicit Client(int port) {
-      fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_port = htons(static_cast<uint16_t>(port));
-      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      timeval tv{10, 0};
-      ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-        throw std::runtime_error("connect failed");
-    }
-    ~Client() { ::close(fd_); }
-    void send(const std::string& data) {
-      for (size_t done = 0; done < data.size();) {
-        ssize_t n = ::send(fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-        if (n <= 0) return;  // the server may have closed: the replies tell
-        done += static_cast<size_t>(n);
-      }
-    }
-    // The next complete reply (all its lines), or "" at end of stream or timeout.
-    std::string reply() {
-      std::string out;
-      while (true) {
-        size_t nl = buf_.find('\n');
-        if (nl == std::string::npos) {
-          char chunk[4096];
-          ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
-          if (n <= 0) return out;
-          buf_.append(chunk, static_cast<size_t>(n));
-          continue;
-        }
-        std::string line = buf_.substr(0, nl + 1);
-        buf_.erase(0, nl + 1);
-        out += line;
-        if (line.size() < 4 || line[3] != '-') return out;
-      }
-    }
-    // Sends `data`, then returns the next reply's code.
-    int exchange(const std::string& data) {
-      send(data);
-      std::string r = reply();
-      return r.size() >= 3 ? std::stoi(r.substr(0, 3)) : -1;
-    }
-    bool closed() {
-      char c;
-      return ::recv(fd_, &c, 1, 0) == 0;
-    }
-
-   private:
-    int fd_;
-    std::string buf_;
-  };
+  using Client = testing::SmtpClient;
 
   // HELO, MAIL, RCPT, DATA: the client may send the message next.
   static void begin_data(Client& c) {
