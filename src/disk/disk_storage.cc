@@ -20,9 +20,12 @@
 //   exclusive flock() on msg/ID, so two processes updating one message serialise and
 //   no update is lost; a crash leaves either the old or the new metadata.
 // * remove() takes the same lock, so it never races an update into an orphan.
-// * Leases and holds are metadata fields like the others: claim() and every fenced
-//   mutation check and change them under that lock (expiry by the host's clock), so
-//   they hold across the processes of one host. A busy claim writes nothing.
+// * Leases are checked and changed under that same lock (expiry by the host's clock),
+//   so they hold across the processes of one host, but live in lease/ID, written in
+//   place without fsync: a lease only coordinates the processes of this host, which a
+//   crash ends together, so it need not survive one (a torn or lost lease after a crash
+//   just frees the message). That spares a claim or release the two syncs of a
+//   metadata update. Holds are metadata (durable). A busy claim writes nothing.
 // * Ids written by this object start with a random per-object tag; wait() uses it to
 //   leave out this object's own writes.
 #include "slimta/disk_storage.h"
@@ -36,6 +39,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
@@ -53,7 +57,7 @@ namespace slimta {
 namespace {
 
 constexpr std::string_view kFormat = "slimta-spool 1\n";
-constexpr const char* kSubdirs[] = {"msg", "meta", "tmp", "corrupt"};
+constexpr const char* kSubdirs[] = {"msg", "meta", "lease", "tmp", "corrupt"};
 constexpr mode_t kFileMode = 0600;
 constexpr mode_t kDirMode = 0700;
 constexpr size_t kTagHexDigits = 16;
@@ -105,7 +109,7 @@ bool unlinked(int fd) {
 
 struct DiskStorage::Impl {
   std::string root;
-  posix::Fd root_fd, msg_fd, meta_fd, tmp_fd, corrupt_fd;
+  posix::Fd root_fd, msg_fd, meta_fd, lease_fd, tmp_fd, corrupt_fd;
   std::string tag = random_hex(kTagHexDigits / 2);
   std::atomic<uint64_t> tmp_seq{0};
 
@@ -139,6 +143,16 @@ struct DiskStorage::Impl {
     return read_initial_meta(fd, id);
   }
   void write_meta_file(const std::string& id, const record::Metadata& meta);
+  // lease/ID: the lease, 16 bytes (token, expiry), written in place and never fsynced
+  // (see the top of this file). Missing or torn: no lease.
+  Lease read_lease_file(const std::string& id);
+  void write_lease_file(const std::string& id, const Lease& lease);
+  // current_meta() with the lease from lease/ID.
+  record::Metadata current_meta_and_lease(int fd, const std::string& id) {
+    record::Metadata meta = current_meta(fd, id);
+    meta.lease = read_lease_file(id);
+    return meta;
+  }
 
   // Looks at msg/ID for load() and wait(); sets `entry` when kOk.
   Probe probe(const std::string& id, QueueEntry& entry);
@@ -153,10 +167,15 @@ struct DiskStorage::Impl {
   auto mutate(std::string_view id, Fn&& fn) {
     posix::Fd fd = open_locked(id, /*exclusive=*/true);
     std::string sid(id);
-    record::Metadata meta = current_meta(fd.get(), sid);
+    record::Metadata meta = current_meta_and_lease(fd.get(), sid);
     const record::Metadata before = meta;
     auto result = fn(meta);
-    if (meta != before) write_meta_file(sid, meta);  // a busy claim writes nothing
+    // Only what changed is written (a busy claim writes nothing); the lease never goes
+    // into the durable metadata file.
+    if (meta.lease != before.lease) write_lease_file(sid, meta.lease);
+    record::Metadata durable = meta, durable_before = before;
+    durable.lease = durable_before.lease = Lease{};
+    if (durable != durable_before) write_meta_file(sid, durable);
     return result;
   }
 };
@@ -212,6 +231,7 @@ void DiskStorage::Impl::open_spool() {
   };
   msg_fd = open_dir("msg");
   meta_fd = open_dir("meta");
+  lease_fd = open_dir("lease");
   tmp_fd = open_dir("tmp");
   corrupt_fd = open_dir("corrupt");
 }
@@ -232,16 +252,18 @@ void DiskStorage::Impl::sweep_temp_files() {
   }
 }
 
-// Removes metadata whose message is gone (a remove() cut short by a crash). Runs at the
-// end of a complete load(), which has read the whole spool anyway.
+// Removes metadata and leases whose message is gone (a remove() cut short by a crash).
+// Runs at the end of a complete load(), which has read the whole spool anyway.
 void DiskStorage::Impl::sweep_orphan_meta() {
-  std::string meta_path = root + "/meta";
-  DirHandle meta(posix::open_at(meta_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, meta_path));
-  for (std::string name = meta.next(meta_path); !name.empty(); name = meta.next(meta_path)) {
-    struct stat st;
-    if (is_valid_id(name) && ::fstatat(msg_fd.get(), name.c_str(), &st, 0) != 0 &&
-        errno == ENOENT) {
-      posix::unlink_at(meta_fd.get(), name, meta_path + "/" + name);
+  for (const auto& [dir_fd, sub] : {std::pair{meta_fd.get(), "meta"}, {lease_fd.get(), "lease"}}) {
+    std::string path = root + "/" + sub;
+    DirHandle dir(posix::open_at(dir_fd, ".", O_RDONLY | O_DIRECTORY, 0, path));
+    for (std::string name = dir.next(path); !name.empty(); name = dir.next(path)) {
+      struct stat st;
+      if (is_valid_id(name) && ::fstatat(msg_fd.get(), name.c_str(), &st, 0) != 0 &&
+          errno == ENOENT) {
+        posix::unlink_at(dir_fd, name, path + "/" + name);
+      }
     }
   }
 }
@@ -321,6 +343,32 @@ void DiskStorage::Impl::write_meta_file(const std::string& id, const record::Met
     throw;
   }
   posix::sync_all(meta_fd.get(), root + "/meta");
+}
+
+Lease DiskStorage::Impl::read_lease_file(const std::string& id) {
+  std::string path = path_of("lease", id);
+  posix::Fd fd = posix::open_at(lease_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
+  if (!fd) return Lease{};
+  std::string bytes = posix::read_file(fd.get(), path);
+  if (bytes.size() != 16) return Lease{};  // torn by a crash: the lease is gone
+  uint64_t token = 0, expires = 0;
+  for (int i = 0; i < 8; ++i) {
+    token = (token << 8) | static_cast<uint8_t>(bytes[i]);
+    expires = (expires << 8) | static_cast<uint8_t>(bytes[8 + i]);
+  }
+  return Lease{token, std::bit_cast<double>(expires)};
+}
+
+void DiskStorage::Impl::write_lease_file(const std::string& id, const Lease& lease) {
+  std::string bytes(16, '\0');
+  uint64_t expires = std::bit_cast<uint64_t>(lease.expires);
+  for (int i = 0; i < 8; ++i) {
+    bytes[7 - i] = static_cast<char>((lease.token >> (8 * i)) & 0xFF);
+    bytes[15 - i] = static_cast<char>((expires >> (8 * i)) & 0xFF);
+  }
+  std::string path = path_of("lease", id);
+  posix::Fd fd = posix::open_at(lease_fd.get(), id, O_WRONLY | O_CREAT, kFileMode, path);
+  posix::rewrite(fd.get(), bytes, path);
 }
 
 void DiskStorage::Impl::quarantine(int fd, const std::string& id, const std::string& reason) {
@@ -531,7 +579,9 @@ QueuedMessage DiskStorage::get(std::string_view id) {
   std::string path = impl_->path_of("msg", sid);
   record::Message m = record::decode_message(posix::read_file(fd.get(), path), path);
   auto meta = impl_->read_meta_file(sid);
-  return record::to_queued(std::move(m.envelope), meta ? *meta : m.meta);
+  record::Metadata current = meta ? *meta : m.meta;
+  current.lease = impl_->read_lease_file(sid);
+  return record::to_queued(std::move(m.envelope), current);
 }
 
 void DiskStorage::do_remove(std::string_view id, Fence fence) {
@@ -542,11 +592,12 @@ void DiskStorage::do_remove(std::string_view id, Fence fence) {
   if (fd) {
     posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
     if (fence.token != 0 && same_file(fd.get(), impl_->msg_fd.get(), sid)) {
-      record::check_fence(impl_->current_meta(fd.get(), sid), fence, id);
+      record::check_fence(impl_->current_meta_and_lease(fd.get(), sid), fence, id);
     }
     posix::unlink_at(impl_->msg_fd.get(), sid, path);
   }
   posix::unlink_at(impl_->meta_fd.get(), sid, impl_->path_of("meta", sid));
+  posix::unlink_at(impl_->lease_fd.get(), sid, impl_->path_of("lease", sid));
   // Durable: a removal lost in a crash would deliver the message again.
   if (fd) posix::sync_all(impl_->msg_fd.get(), impl_->root + "/msg");
 }

@@ -2,6 +2,8 @@
 // this library wrote (tests/core/read_record.py, a few lines of struct and zlib).
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "core/hex.h"
@@ -51,14 +53,24 @@ TEST(FormatPythonTest, PythonStandardLibraryReadsWhatDiskStorageWrote) {
   EXPECT_FALSE(m.contains("message"));
   EXPECT_FALSE(m.contains("lease_token"));
 
-  // So do the lease and the hold.
+  // So does the hold. The lease lives in lease/ID (16 bytes: token, expiry), not here.
   ClaimResult claim = storage.claim(id, std::chrono::seconds(60));
   storage.hold(id, "ticket 9 \xc3\xa9", 1795000700.5);
   m = python_read(dir.sub("spool/meta/" + id));
-  EXPECT_EQ(m["lease_token"], 1);
-  EXPECT_EQ(m["lease_expires"].get<double>(), claim.lease.expires);
   EXPECT_EQ(m["hold_since"].get<double>(), 1795000700.5);
   EXPECT_EQ(m["hold_reason"], "ticket 9 \xc3\xa9");
+  EXPECT_FALSE(m.contains("lease_token"));
+  auto r = run_command({"python3", "-c",
+                        "import struct,sys; print(*struct.unpack('>Qd', open(sys.argv[1], "
+                        "'rb').read()))",
+                        dir.sub("spool/lease/" + id)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lease(r.out);
+  uint64_t token = 0;
+  double expires = 0;
+  lease >> token >> expires;
+  EXPECT_EQ(token, 1u);
+  EXPECT_NEAR(expires, claim.lease.expires, 0.001);
 }
 
 TEST(FormatPythonTest, PythonReaderRejectsACorruptRecord) {
