@@ -7,7 +7,9 @@
 //   postfix    Debian's Postfix as a relay to the sink (a private instance: its own
 //              config, queue and data directories; it fsyncs each message before 250);
 //   disk       serve on a disk spool (fdatasync per message);
-//   redis      serve on a redis-server with appendonly yes + appendfsync always.
+//   redis      serve on a redis-server with appendonly yes + appendfsync always;
+//   kill       serve on disk SIGKILLed under load and restarted: how many messages got
+//              their 250 but never reached the sink (must be 0), and how many twice.
 // For each: accepted/s (every 250 received) and delivered/s (until its queue is empty
 // again); the ratios compare accepted/s with Postfix's, measured in the same run.
 //
@@ -20,7 +22,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +34,7 @@
 #include "redis/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
+#include "smtp/sink.h"
 #include "smtp/smtp_client.h"
 #include "test_util.h"
 
@@ -65,27 +71,86 @@ double load(int port, size_t messages, int clients, const std::string& data) {
   return messages / seconds;
 }
 
-std::string message_data(size_t size) {
+// A message of about `size` bytes as DATA (ended by CRLF.CRLF), numbered `seq`.
+std::string message_data(size_t size, size_t seq = 0) {
   std::string body;
   while (body.size() < size) body += "The quick brown fox jumps over the lazy dog. 0123456789\r\n";
   body.resize(size - 2);
-  return "From: bench@example.com\r\nTo: rcpt@example.org\r\nSubject: bench\r\n\r\n" + body +
-         "\r\n.\r\n";
+  return "From: bench@example.com\r\nTo: rcpt@example.org\r\nSubject: bench\r\nX-Test-Seq: " +
+         std::to_string(seq) + "\r\n\r\n" + body + "\r\n.\r\n";
+}
+
+std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& url, int sink) {
+  return std::make_unique<testing::ChildProcess>(
+      std::vector<std::string>{SLIMTA_QUEUE_BIN, "serve", "--listen",
+                               "127.0.0.1:" + std::to_string(port), "--storage", url, "--smarthost",
+                               "127.0.0.1:" + std::to_string(sink), "--workers", "16", "--lease",
+                               "2"},
+      "listening on");
+}
+
+// Kill under load: the clients send numbered messages to serve on a disk spool, which
+// relays to a sink that records each one (aiosmtpd); serve is SIGKILLed once a quarter
+// of them got their 250, then started again on the same spool. When the spool is
+// empty, every message that got a 250 must have reached the sink.
+nlohmann::json run_kill_under_load(size_t messages, int clients, size_t size) {
+  testing::SmtpSink sink;
+  testing::TempDir dir;
+  std::string url = "disk:" + dir.sub("spool");
+  int port = testing::free_port();
+  auto serve = start_serve(port, url, sink.port());
+  std::mutex mu;
+  std::set<std::string> accepted;
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&] {
+      try {
+        testing::SmtpClient client(port);
+        if (client.code() != 220 || client.exchange("EHLO bench.example\r\n") != 250) return;
+        for (size_t i; (i = next.fetch_add(1)) < messages;) {
+          if (!send_message(client, message_data(size, i))) return;  // killed
+          std::lock_guard lock(mu);
+          accepted.insert(std::to_string(i));
+        }
+      } catch (const std::exception&) {  // the kill ended the connection
+      }
+    });
+  }
+  while (true) {
+    {
+      std::lock_guard lock(mu);
+      if (accepted.size() >= messages / 4) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  serve->stop(SIGKILL);
+  for (auto& t : threads) t.join();
+  serve = start_serve(port, url, sink.port());
+  DiskStorage spool(dir.sub("spool"));
+  for (int i = 0; i < 6000 && !spool.load_all().empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::map<std::string, int> seen;
+  for (const auto& m : sink.received()) ++seen[m["seq"].get<std::string>()];
+  int missing = 0, duplicates = 0;
+  for (const auto& a : accepted) missing += seen.count(a) ? 0 : 1;
+  for (const auto& [seq, n] : seen) duplicates += n - 1;
+  serve->stop(SIGTERM);
+  return {{"accepted_before_kill", accepted.size()},
+          {"accepted_never_delivered", missing},
+          {"delivered_twice", duplicates}};
 }
 
 // Runs serve on `url`, loads it, and waits until `empty()` says everything left.
 nlohmann::json run_serve(const std::string& url, int sink_port, size_t messages, int clients,
                          const std::string& data, const std::function<bool()>& empty) {
   int port = testing::free_port();
-  testing::ChildProcess serve(
-      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage", url,
-       "--smarthost", "127.0.0.1:" + std::to_string(sink_port), "--workers", "16"},
-      "listening on");
+  auto serve = start_serve(port, url, sink_port);
   auto start = Steady::now();
   double accepted = load(port, messages, clients, data);
   while (!empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   double delivered = messages / seconds_since(start);
-  serve.stop(SIGTERM);
+  serve->stop(SIGTERM);
   return {{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
 }
 
@@ -203,6 +268,7 @@ int main(int argc, char** argv) {
   out["redis_aof_always"] =
       run_serve(url, sink_port, messages, clients, data, [&] { return rs.load_all().empty(); });
 
+  out["disk_kill_under_load"] = run_kill_under_load(messages / 2, clients, size);
   for (const char* k : {"disk", "redis_aof_always"}) {
     out[k]["accepted_vs_postfix"] = out[k]["accepted_per_s"].get<double>() / reference;
     out[k]["delivered_vs_postfix"] =
