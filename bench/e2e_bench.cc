@@ -234,9 +234,7 @@ nlohmann::json run_postfix(int sink_port, size_t messages, int clients, const st
   return {{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   size_t messages = 4000, size = 10240;
   int clients = 16;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -276,4 +274,16 @@ int main(int argc, char** argv) {
   }
   std::cout << out.dump(2) << std::endl;
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Caught here so that the servers it started are stopped on the way out.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "e2e_bench: " << e.what() << "\n";
+    return 1;
+  }
 }
