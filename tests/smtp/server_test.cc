@@ -101,6 +101,7 @@ TEST_F(ServerFixture, PipelinedCommandsGetTheirRepliesInOrder) {
             (std::vector<std::string>{"b@y.org", "c@y.org"}));
   EXPECT_EQ(c->exchange("QUIT\r\n"), 221);
   EXPECT_TRUE(c->closed());
+  EXPECT_EQ(server_->server().accepted(), 1u);
 }
 
 TEST_F(ServerFixture, CommandsOutOfSequenceAndUnknownOnesAreRefused) {
