@@ -107,4 +107,12 @@ class Envelope {
 // comments and group syntax are dropped; order is kept.
 std::vector<std::string> parse_address_list(std::string_view value);
 
+// This host's name (gethostname), "localhost" if it has none: the default for
+// Envelope::receiver, EHLO names and Received: headers.
+std::string host_name();
+
+// An RFC 5322 date-time in UTC for `seconds` since the epoch, e.g.
+// "Sun, 22 Nov 2026 21:50:44 +0000" (Date:, Received:, Arrival-Date:).
+std::string rfc5322_date(double seconds);
+
 }  // namespace slimta

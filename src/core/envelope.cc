@@ -1,7 +1,10 @@
 #include "slimta/envelope.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <ctime>
 
 #include "slimta/errors.h"
 
@@ -174,6 +177,21 @@ std::string Envelope::flatten() const {
   out += separator;
   out += body;
   return out;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+std::string rfc5322_date(double seconds) {
+  std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
 }
 
 }  // namespace slimta

@@ -1,19 +1,7 @@
 #include "queue/bounce.h"
 
-#include <ctime>
-
 namespace slimta::bounce {
 namespace {
-
-// RFC 5322 date-time in UTC, e.g. "Sun, 22 Nov 2026 21:50:44 +0000".
-std::string rfc5322_date(Timestamp t) {
-  std::time_t secs = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-  return buf;
-}
 
 // One line: each line break (of a multi-line SMTP reply) becomes one space.
 std::string one_line(std::string_view s) {

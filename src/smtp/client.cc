@@ -10,7 +10,6 @@
 #include "smtp/client.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <algorithm>
@@ -29,12 +28,6 @@ namespace slimta {
 namespace {
 
 using asio::ip::tcp;
-
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
-}
 
 // A failure of the connection itself: every recipient of the attempt gets `reply`.
 struct ConnectionError {

@@ -14,7 +14,6 @@
 #include "slimta/smtp_server.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <asio.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -33,21 +32,6 @@ using namespace asio::experimental::awaitable_operators;
 using asio::awaitable;
 using asio::use_awaitable;
 using asio::ip::tcp;
-
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
-}
-
-std::string rfc5322_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-  return buf;
-}
 
 // The session's byte stream: the TCP socket, or TLS over it after STARTTLS.
 class Stream {
@@ -387,7 +371,7 @@ class Session {
     std::string received = "from " + helo_ + " ([" + peer_ip_ + "]) by " + server_.hostname +
                            " with " + env.client.protocol;
     if (rcpts_.size() == 1) received += " for <" + rcpts_.front() + ">";
-    received += "; " + rfc5322_now();
+    received += "; " + rfc5322_date(env.timestamp);
     try {
       env.headers.prepend("Received", received);
     } catch (const QueueError&) {  // an EHLO name with a control character

@@ -1,7 +1,5 @@
 #include "commands.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -28,12 +26,6 @@ std::string read_input(const std::string& file) {
   ss << in.rdbuf();
   if (in.bad()) throw InvalidArgument("error reading message file '" + file + "'");
   return ss.str();
-}
-
-std::string hostname() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
-  return buf;
 }
 
 // Every (timestamp, id), oldest first.
@@ -132,7 +124,7 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
     }
   }
   env.timestamp = now();
-  env.receiver = hostname();
+  env.receiver = host_name();
   env.client.protocol = "local";
   env.client.name = "slimta-queue";
   std::string id = storage.write(env, env.timestamp);

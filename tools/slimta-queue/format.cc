@@ -1,6 +1,5 @@
 #include "format.h"
 
-#include <chrono>
 #include <cmath>
 #include <ctime>
 
@@ -15,10 +14,7 @@ std::string format_time(Timestamp ts) {
   return buf;
 }
 
-Timestamp now() {
-  using namespace std::chrono;
-  return duration<double>(system_clock::now().time_since_epoch()).count();
-}
+Timestamp now() { return system_clock().now(); }
 
 std::string message_state(const QueuedMessage& msg, Timestamp now) {
   if (msg.hold) return "held";
