@@ -144,8 +144,7 @@ bool read_meta_field(Metadata& meta, uint8_t tag, std::string_view value, std::s
       return true;
     case kLease:
       check_size(what, tag, value, 16);
-      meta.lease.token = get_u64(value);
-      meta.lease.expires = std::bit_cast<double>(get_u64(value.substr(8)));
+      meta.lease = *decode_lease(value);
       return true;
     case kHold:
       if (value.size() < 8) corrupt(what, "hold field shorter than 8 bytes");
@@ -184,12 +183,7 @@ std::string encode(const Metadata& meta, const Envelope* envelope) {
   std::string delivered;
   for (uint32_t i : meta.delivered) put_u32(delivered, i);
   put_field(out, kDelivered, delivered);
-  if (meta.lease.token != 0) {
-    std::string lease;
-    put_u64(lease, meta.lease.token);
-    put_u64(lease, std::bit_cast<uint64_t>(meta.lease.expires));
-    put_field(out, kLease, lease);
-  }
+  if (meta.lease.token != 0) put_field(out, kLease, encode_lease(meta.lease));
   if (meta.hold) {
     std::string hold;
     put_u64(hold, std::bit_cast<uint64_t>(meta.hold->since));
@@ -362,6 +356,18 @@ QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
   }
   out.envelope = std::move(envelope);
   return out;
+}
+
+std::string encode_lease(const Lease& lease) {
+  std::string out;
+  put_u64(out, lease.token);
+  put_u64(out, std::bit_cast<uint64_t>(lease.expires));
+  return out;
+}
+
+std::optional<Lease> decode_lease(std::string_view bytes) {
+  if (bytes.size() != 16) return std::nullopt;
+  return Lease{get_u64(bytes), std::bit_cast<double>(get_u64(bytes.substr(8)))};
 }
 
 ClaimResult claim(Metadata& meta, Timestamp now, std::chrono::milliseconds duration) {

@@ -73,6 +73,12 @@ void mark_delivered(Metadata& meta, std::span<const size_t> indexes);
 // What get() returns for a stored envelope and its metadata.
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta);
 
+// The 16-byte form of a lease (u64 token, then the expiry as an IEEE 754 double, both
+// big-endian): the value of a record's lease field, and the disk backend's lease/ID.
+std::string encode_lease(const Lease& lease);
+// nullopt unless `bytes` is exactly 16 bytes.
+std::optional<Lease> decode_lease(std::string_view bytes);
+
 // The lease rules of QueueStorage::claim(), applied to one message's metadata by the
 // backends that read-modify-write it atomically (memory, disk, cloud; Redis runs the
 // same rules in Lua). `id` names the message in errors.

@@ -39,7 +39,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <bit>
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
@@ -349,26 +348,14 @@ Lease DiskStorage::Impl::read_lease_file(const std::string& id) {
   std::string path = path_of("lease", id);
   posix::Fd fd = posix::open_at(lease_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
   if (!fd) return Lease{};
-  std::string bytes = posix::read_file(fd.get(), path);
-  if (bytes.size() != 16) return Lease{};  // torn by a crash: the lease is gone
-  uint64_t token = 0, expires = 0;
-  for (int i = 0; i < 8; ++i) {
-    token = (token << 8) | static_cast<uint8_t>(bytes[i]);
-    expires = (expires << 8) | static_cast<uint8_t>(bytes[8 + i]);
-  }
-  return Lease{token, std::bit_cast<double>(expires)};
+  // Torn by a crash: the lease is gone.
+  return record::decode_lease(posix::read_file(fd.get(), path)).value_or(Lease{});
 }
 
 void DiskStorage::Impl::write_lease_file(const std::string& id, const Lease& lease) {
-  std::string bytes(16, '\0');
-  uint64_t expires = std::bit_cast<uint64_t>(lease.expires);
-  for (int i = 0; i < 8; ++i) {
-    bytes[7 - i] = static_cast<char>((lease.token >> (8 * i)) & 0xFF);
-    bytes[15 - i] = static_cast<char>((expires >> (8 * i)) & 0xFF);
-  }
   std::string path = path_of("lease", id);
   posix::Fd fd = posix::open_at(lease_fd.get(), id, O_WRONLY | O_CREAT, kFileMode, path);
-  posix::rewrite(fd.get(), bytes, path);
+  posix::rewrite(fd.get(), record::encode_lease(lease), path);
 }
 
 void DiskStorage::Impl::quarantine(int fd, const std::string& id, const std::string& reason) {
