@@ -3,7 +3,6 @@
 // (possible only for the messages it had in flight) counted and reported. And the
 // fencing guarantee across processes.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,8 +16,6 @@
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
 #include "test_util.h"
-
-extern char** environ;
 
 namespace slimta {
 namespace {
@@ -48,15 +45,10 @@ Target redis_target() {
           [o] { return std::make_unique<RedisStorage>(o); }};
 }
 
-pid_t spawn_worker(const std::string& url, const std::string& log) {
-  std::vector<std::string> args = {SLIMTA_QUEUE_WORKER_BIN,      url,    log,
-                                   std::to_string(kWorkersEach), "2000", "2"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  return pid;
+std::unique_ptr<testing::ChildProcess> spawn_worker(const std::string& url,
+                                                    const std::string& log) {
+  return std::make_unique<testing::ChildProcess>(std::vector<std::string>{
+      SLIMTA_QUEUE_WORKER_BIN, url, log, std::to_string(kWorkersEach), "2000", "2"});
 }
 
 Envelope numbered(int seq) {
@@ -101,17 +93,15 @@ RunResult run_processes(const Target& target, const TempDir& dir, bool kill_one)
   testing::write_file(log, "");
   auto storage = target.open();
   for (int i = 0; i < kMessages / 5; ++i) storage->write(numbered(i), 0);  // found by load()
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcesses; ++p) {
-    pids.push_back(spawn_worker(target.url, log));
-    EXPECT_GT(pids.back(), 0) << "cannot start " << SLIMTA_QUEUE_WORKER_BIN;
-  }
+  std::vector<std::unique_ptr<testing::ChildProcess>> workers;
+  for (int p = 0; p < kProcesses; ++p) workers.push_back(spawn_worker(target.url, log));
+  const long killed_pid = workers[0]->pid();
   for (int i = kMessages / 5; i < kMessages; ++i) storage->write(numbered(i), 0);  // wait()
   if (kill_one) {
     auto limit = std::chrono::steady_clock::now() + 120s;
     while (log_lines(log) < kMessages / 3 && std::chrono::steady_clock::now() < limit)
       std::this_thread::sleep_for(5ms);
-    ::kill(pids[0], SIGKILL);
+    workers[0]->stop(SIGKILL);
   }
   auto limit = std::chrono::steady_clock::now() + 180s;
   RunResult r;
@@ -120,20 +110,13 @@ RunResult run_processes(const Target& target, const TempDir& dir, bool kill_one)
     if (r.left_in_storage == 0) break;
     std::this_thread::sleep_for(100ms);
   }
-  for (size_t p = 0; p < pids.size(); ++p) {
-    if (kill_one && p == 0) {
-      int status = 0;
-      ::waitpid(pids[p], &status, 0);
-      continue;
-    }
-    ::kill(pids[p], SIGTERM);
-    int status = 0;
-    ::waitpid(pids[p], &status, 0);
+  for (size_t p = kill_one ? 1 : 0; p < workers.size(); ++p) {
+    int status = workers[p]->stop(SIGTERM);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "worker " << p << " did not stop cleanly: status " << status;
   }
   Log seen = read_log(log);
-  if (kill_one) r.by_killed = seen.by_pid[pids[0]];
+  if (kill_one) r.by_killed = seen.by_pid[killed_pid];
   for (int i = 0; i < kMessages; ++i) {
     auto it = seen.by_seq.find(i);
     if (it == seen.by_seq.end()) {

@@ -6,6 +6,7 @@
 
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
+#include "smtp/certificate.h"
 #include "smtp/sink.h"
 #include "smtp/test_server.h"
 #include "test_util.h"
@@ -16,20 +17,8 @@ namespace {
 using Kind = RecipientResult::Kind;
 using testing::run_command;
 
-// A self-signed certificate for localhost and 127.0.0.1 (its own CA), made with the
-// openssl command.
-struct Certificate {
-  std::string cert, key;
-};
-Certificate make_certificate(const testing::TempDir& dir, const std::string& name) {
-  Certificate c{dir.sub(name + ".crt"), dir.sub(name + ".key")};
-  auto r = run_command({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                        "-keyout", c.key, "-out", c.cert});
-  if (r.exit_code != 0) throw std::runtime_error("openssl req failed: " + r.err);
-  return c;
-}
+using testing::Certificate;
+using testing::make_certificate;
 
 Envelope message() {
   Envelope env;

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "slimta/disk_storage.h"
+#include "smtp/certificate.h"
 #include "smtp/dns_server.h"
 #include "smtp/sink.h"
 #include "test_util.h"
@@ -103,13 +104,7 @@ TEST(ServeTest, AConfigFileSetsTheStorageAndServesOptions) {
 
 TEST(ServeTest, OffersStarttlsWithTheConfiguredCertificate) {
   testing::TempDir dir;
-  std::string cert = dir.sub("c.pem"), key = dir.sub("k.pem");
-  ASSERT_EQ(
-      run_command({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                   "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                   "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert})
-          .exit_code,
-      0);
+  auto [cert, key] = testing::make_certificate(dir, "server");
   int port = testing::free_port();
   ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage",
