@@ -15,9 +15,13 @@
 //
 // Needs the postfix package (smtp-sink and postfix) and root (Postfix's own user).
 //
-// usage: e2e_bench [--messages N] [--clients N] [--size BYTES]
+// usage: e2e_bench [--messages N] [--clients N] [--size BYTES] [--rounds N]
+//                  [--only sink,postfix,disk,redis,kill]
+// With several rounds, each round measures every part once and the medians of the
+// per-round ratios are printed beside each round's figures.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -84,7 +88,7 @@ std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& 
   return std::make_unique<testing::ChildProcess>(
       std::vector<std::string>{SLIMTA_QUEUE_BIN, "serve", "--listen",
                                "127.0.0.1:" + std::to_string(port), "--storage", url, "--smarthost",
-                               "127.0.0.1:" + std::to_string(sink), "--workers", "16", "--lease",
+                               "127.0.0.1:" + std::to_string(sink), "--workers", std::getenv("W") ? std::getenv("W") : "16", "--lease",
                                "2"},
       "listening on");
 }
@@ -234,44 +238,83 @@ nlohmann::json run_postfix(int sink_port, size_t messages, int clients, const st
   return {{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 int run(int argc, char** argv) {
-  size_t messages = 4000, size = 10240;
+  size_t messages = 4000, size = 10240, rounds = 1;
   int clients = 16;
+  std::set<std::string> only;
   for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--messages") messages = std::stoul(argv[i + 1]);
-    if (a == "--clients") clients = std::stoi(argv[i + 1]);
-    if (a == "--size") size = std::stoul(argv[i + 1]);
+    std::string a = argv[i], v = argv[i + 1];
+    if (a == "--messages")
+      messages = std::stoul(v);
+    else if (a == "--clients")
+      clients = std::stoi(v);
+    else if (a == "--size")
+      size = std::stoul(v);
+    else if (a == "--rounds")
+      rounds = std::max<size_t>(1, std::stoul(v));
+    else if (a == "--only") {
+      for (size_t at = 0; at <= v.size();) {
+        size_t comma = std::min(v.find(',', at), v.size());
+        only.insert(v.substr(at, comma - at));
+        at = comma + 1;
+      }
+    } else
+      throw std::runtime_error("unknown option " + a);
   }
+  auto wanted = [&](const char* part) { return only.empty() || only.count(part) != 0; };
   std::string data = message_data(size);
   int sink_port = testing::free_port();
   testing::ChildProcess sink(
       {"smtp-sink", "-u", "nobody", "127.0.0.1:" + std::to_string(sink_port), "1000"});
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
 
-  nlohmann::json out{{"messages", messages}, {"clients", clients}, {"message_bytes", size}};
-  out["sink_straight_per_s"] = load(sink_port, messages, clients, data);
-  out["postfix"] = run_postfix(sink_port, messages, clients, data);
-  double reference = out["postfix"]["accepted_per_s"].get<double>();
-
-  testing::TempDir dir;
-  std::string spool = dir.sub("spool");
-  out["disk"] = run_serve("disk:" + spool, sink_port, messages, clients, data,
-                          [&] { return DiskStorage(spool).load_all().empty(); });
-
+  nlohmann::json out{{"messages", messages},
+                     {"clients", clients},
+                     {"message_bytes", size},
+                     {"rounds", nlohmann::json::array()}};
   testing::RedisServer redis(testing::RedisServer::Config{"", /*appendonly=*/true});
   RedisOptions ro = redis.options("bench:");
-  std::string url = "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:";
+  std::string redis_url = "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:";
   RedisStorage rs(ro);
-  out["redis_aof_always"] =
-      run_serve(url, sink_port, messages, clients, data, [&] { return rs.load_all().empty(); });
 
-  out["disk_kill_under_load"] = run_kill_under_load(messages / 2, clients, size);
-  for (const char* k : {"disk", "redis_aof_always"}) {
-    out[k]["accepted_vs_postfix"] = out[k]["accepted_per_s"].get<double>() / reference;
-    out[k]["delivered_vs_postfix"] =
-        out[k]["delivered_per_s"].get<double>() / out["postfix"]["delivered_per_s"].get<double>();
+  // Each round measures every part once, Postfix first, so that each ratio compares
+  // figures taken a few seconds apart on this shared machine.
+  std::map<std::string, std::vector<double>> ratios;
+  for (size_t r = 0; r < rounds; ++r) {
+    nlohmann::json round;
+    if (wanted("sink")) round["sink_straight_per_s"] = load(sink_port, messages, clients, data);
+    if (wanted("postfix")) round["postfix"] = run_postfix(sink_port, messages, clients, data);
+    if (wanted("disk")) {
+      testing::TempDir dir;
+      std::string spool = dir.sub("spool");
+      round["disk"] = run_serve("disk:" + spool, sink_port, messages, clients, data,
+                                [&] { return DiskStorage(spool).load_all().empty(); });
+    }
+    if (wanted("redis")) {
+      round["redis_aof_always"] = run_serve(redis_url, sink_port, messages, clients, data,
+                                            [&] { return rs.load_all().empty(); });
+    }
+    for (const char* k : {"disk", "redis_aof_always"}) {
+      if (!round.contains(k) || !round.contains("postfix")) continue;
+      for (const char* what : {"accepted", "delivered"}) {
+        std::string field = std::string(what) + "_per_s";
+        double ratio = round[k][field].get<double>() / round["postfix"][field].get<double>();
+        round[k][std::string(what) + "_vs_postfix"] = ratio;
+        ratios[std::string(k) + "_" + what + "_vs_postfix"].push_back(ratio);
+      }
+    }
+    std::cerr << "e2e_bench: round " << r + 1 << ": " << round.dump() << "\n";
+    out["rounds"].push_back(round);
   }
+  for (const auto& [name, v] : ratios) out["median"][name] = median(v);
+  if (wanted("kill"))
+    out["disk_kill_under_load"] = run_kill_under_load(messages / 2, clients, size);
   std::cout << out.dump(2) << std::endl;
   return 0;
 }

@@ -18,6 +18,7 @@
 #include <asio/ssl.hpp>
 #include <atomic>
 #include <cctype>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -25,6 +26,32 @@
 #include <sstream>
 
 namespace slimta {
+namespace smtp {
+
+std::string data_of(std::string_view message) {
+  std::string out;
+  out.reserve(message.size() + message.size() / 50 + 8);
+  const size_t n = message.size();
+  for (size_t pos = 0; pos < n;) {
+    // The line ends at the first CR or LF; CRLF, a bare LF and a bare CR each end one.
+    const char* at = message.data() + pos;
+    const void* lf = std::memchr(at, '\n', n - pos);
+    size_t lf_at = lf ? static_cast<size_t>(static_cast<const char*>(lf) - message.data()) : n;
+    const void* cr = std::memchr(at, '\r', lf_at - pos);
+    size_t end = cr ? static_cast<size_t>(static_cast<const char*>(cr) - message.data()) : lf_at;
+    size_t next = end + 1;
+    if (cr && next < n && message[next] == '\n') ++next;
+    if (message[pos] == '.') out += '.';
+    out.append(message, pos, end - pos);
+    out += "\r\n";
+    pos = next;
+  }
+  out += ".\r\n";
+  return out;
+}
+
+}  // namespace smtp
+
 namespace {
 
 using asio::ip::tcp;
@@ -40,28 +67,6 @@ struct Reply {
   bool ok() const { return code >= 200 && code < 400; }
   bool permanent() const { return code >= 500; }
 };
-
-// The message as SMTP DATA: CRLF line endings, dot-stuffed, ended by CRLF "." CRLF.
-std::string data_of(const std::string& message) {
-  std::string out;
-  out.reserve(message.size() + message.size() / 50 + 8);
-  bool line_start = true;
-  for (size_t i = 0; i < message.size(); ++i) {
-    char c = message[i];
-    if (line_start && c == '.') out += '.';
-    line_start = false;
-    if (c == '\r' && i + 1 < message.size() && message[i + 1] == '\n') continue;
-    if (c == '\n' || c == '\r') {
-      out += "\r\n";
-      line_start = true;
-    } else {
-      out += c;
-    }
-  }
-  if (!line_start) out += "\r\n";
-  out += ".\r\n";
-  return out;
-}
 
 std::string base64(const std::string& in) {
   std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
@@ -240,7 +245,7 @@ class Connection {
         if (rcpt_replies[i].ok()) out[i] = result_of(data_reply);
       return out;
     }
-    send(data_of(message), opts_.data_timeout);
+    send(smtp::data_of(message), opts_.data_timeout);
     Reply final_reply = read_reply(opts_.data_timeout);
     for (size_t i = 0; i < out.size(); ++i)
       if (rcpt_replies[i].ok()) out[i] = result_of(final_reply);

@@ -3,11 +3,17 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "slimta/smtp_relay.h"
 
 namespace slimta::smtp {
+
+// The message as SMTP DATA: every line ended by CRLF (a bare LF or a bare CR ends one
+// too), a leading dot doubled, then "." CRLF.
+std::string data_of(std::string_view message);
 
 class Client {
  public:

@@ -53,7 +53,8 @@ TEST(FormatPythonTest, PythonStandardLibraryReadsWhatDiskStorageWrote) {
   EXPECT_FALSE(m.contains("message"));
   EXPECT_FALSE(m.contains("lease_token"));
 
-  // So does the hold. The lease lives in lease/ID (16 bytes: token, expiry), not here.
+  // So does the hold. The lease is msg/ID's extended attribute user.slimta.lease
+  // (16 bytes: token, expiry), not here.
   ClaimResult claim = storage.claim(id, std::chrono::seconds(60));
   storage.hold(id, "ticket 9 \xc3\xa9", 1795000700.5);
   m = python_read(dir.sub("spool/meta/" + id));
@@ -61,9 +62,9 @@ TEST(FormatPythonTest, PythonStandardLibraryReadsWhatDiskStorageWrote) {
   EXPECT_EQ(m["hold_reason"], "ticket 9 \xc3\xa9");
   EXPECT_FALSE(m.contains("lease_token"));
   auto r = run_command({"python3", "-c",
-                        "import struct,sys; print(*struct.unpack('>Qd', open(sys.argv[1], "
-                        "'rb').read()))",
-                        dir.sub("spool/lease/" + id)});
+                        "import os,struct,sys; print(*struct.unpack('>Qd', "
+                        "os.getxattr(sys.argv[1], 'user.slimta.lease')))",
+                        dir.sub("spool/msg/" + id)});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::istringstream lease(r.out);
   uint64_t token = 0;

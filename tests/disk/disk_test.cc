@@ -4,10 +4,13 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -23,6 +26,17 @@ using testing::TempDir;
 
 size_t count_files(const std::string& dir) {
   return static_cast<size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
+}
+
+size_t count_nonempty_files(const std::string& dir) {
+  return static_cast<size_t>(std::count_if(fs::directory_iterator(dir), fs::directory_iterator(),
+                                           [](const auto& e) { return e.file_size() != 0; }));
+}
+
+ino_t inode_of(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return st.st_ino;
 }
 
 // Runs `fn` in a child process; returns its exit status (0 = success).
@@ -199,13 +213,64 @@ TEST(DiskStorageTest, MetadataSurvivesReopening) {
 
 TEST(DiskStorageTest, RemoveLeavesNoFilesBehind) {
   TempDir dir;
+  {
+    DiskStorage storage(dir.sub("spool"));
+    std::string id = storage.write(sample_envelope(), 1);
+    storage.increment_attempts(id);
+    storage.claim(id, std::chrono::seconds(60));
+    storage.remove(id);
+    // Its file is kept, emptied, for a later write: no message, no metadata.
+    EXPECT_EQ(count_nonempty_files(dir.sub("spool/msg")), 0u);
+    EXPECT_EQ(count_files(dir.sub("spool/meta")), 0u);
+    EXPECT_EQ(count_files(dir.sub("spool/tmp")), 0u);
+    EXPECT_THROW(storage.get(id), KeyError);
+    EXPECT_THROW(storage.claim(id, std::chrono::seconds(1)), KeyError);
+    EXPECT_NO_THROW(storage.remove(id));  // already gone: nothing to do
+    EXPECT_TRUE(storage.load_all().empty());
+  }
+  EXPECT_EQ(count_files(dir.sub("spool/msg")), 0u);  // released with its object
+}
+
+TEST(DiskStorageTest, ARemovedMessagesFileIsReusedWithoutItsPast) {
+  TempDir dir;
   DiskStorage storage(dir.sub("spool"));
-  std::string id = storage.write(sample_envelope(), 1);
-  storage.increment_attempts(id);
-  storage.remove(id);
-  EXPECT_EQ(count_files(dir.sub("spool/msg")), 0u);
-  EXPECT_EQ(count_files(dir.sub("spool/meta")), 0u);
-  EXPECT_EQ(count_files(dir.sub("spool/tmp")), 0u);
+  std::set<ino_t> removed_inodes;
+  std::vector<std::string> old_ids;
+  for (int i = 0; i < 20; ++i) {
+    std::string id = storage.write(sample_envelope(1, 100, i), i);
+    storage.claim(id, std::chrono::hours(1));  // a lease that has not run out
+    removed_inodes.insert(inode_of(dir.sub("spool/msg/" + id)));
+    storage.remove(id);
+    old_ids.push_back(id);
+  }
+  std::map<std::string, int> fresh;
+  size_t reused = 0;
+  for (int i = 0; i < 20; ++i) {
+    std::string id = storage.write(sample_envelope(1, 100, 100 + i), 100 + i);
+    fresh[id] = 100 + i;
+    reused += removed_inodes.count(inode_of(dir.sub("spool/msg/" + id)));
+  }
+  // The first 11 take the slots reserved before (1+2+4+8+16 for 20 writes); the rest
+  // the removed messages' files, renamed, with the new slots' batch.
+  EXPECT_GE(reused, 5u);
+  for (const auto& [id, n] : fresh) {
+    EXPECT_EQ(storage.get(id).envelope.body, sample_envelope(1, 100, n).body);
+    ClaimResult c = storage.claim(id, std::chrono::seconds(60));
+    EXPECT_EQ(c.status, ClaimResult::Status::claimed);  // the old lease is gone
+    EXPECT_EQ(c.lease.token, 1u);
+  }
+  for (const auto& id : old_ids) EXPECT_THROW(storage.get(id), KeyError);
+  EXPECT_EQ(storage.load_all().size(), 20u);
+
+  // A steady flow goes round the same few files (no inode allocated or freed).
+  std::set<ino_t> used;
+  for (int i = 0; i < 300; ++i) {
+    std::string id = storage.write(sample_envelope(), i);
+    used.insert(inode_of(dir.sub("spool/msg/" + id)));
+    storage.claim(id, std::chrono::seconds(60));
+    storage.remove(id);
+  }
+  EXPECT_LE(used.size(), 64u);
 }
 
 TEST(DiskStorageTest, DeadWritersLeftoversAreSwept) {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "slimta/memory_storage.h"
+#include "smtp/client.h"
 #include "smtp/sink.h"
 #include "test_util.h"
 
@@ -27,6 +28,23 @@ SmtpRelayOptions relay_to(int port) {
   o.ehlo_name = "relay.test.example";
   o.command_timeout = std::chrono::seconds(10);
   return o;
+}
+
+TEST(DataOfTest, EndsEveryLineWithCrlfAndDoublesLeadingDots) {
+  using smtp::data_of;
+  EXPECT_EQ(data_of(""), ".\r\n");
+  EXPECT_EQ(data_of("a\r\nb\r\n"), "a\r\nb\r\n.\r\n");
+  EXPECT_EQ(data_of("no newline"), "no newline\r\n.\r\n");
+  EXPECT_EQ(data_of("bare\nlf\n"), "bare\r\nlf\r\n.\r\n");
+  EXPECT_EQ(data_of("bare\rcr"), "bare\r\ncr\r\n.\r\n");
+  EXPECT_EQ(data_of("x\r\r\ny"), "x\r\n\r\ny\r\n.\r\n");  // CR, then CRLF
+  EXPECT_EQ(data_of("\r\n\n\r"), "\r\n\r\n\r\n.\r\n");
+  EXPECT_EQ(data_of(".\r\n..x\n.\r.y"), "..\r\n...x\r\n..\r\n..y\r\n.\r\n");
+  EXPECT_EQ(data_of("a.b\r\n .c\r\n"), "a.b\r\n .c\r\n.\r\n");  // only a leading dot
+  std::string big(100000, 'x');
+  big[50000] = '\n';
+  big[50001] = '.';
+  EXPECT_EQ(data_of(big), big.substr(0, 50000) + "\r\n." + big.substr(50001) + "\r\n.\r\n");
 }
 
 Envelope message(std::vector<std::string> rcpts, std::string body = "hello\r\n") {
