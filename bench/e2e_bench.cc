@@ -88,7 +88,7 @@ std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& 
   return std::make_unique<testing::ChildProcess>(
       std::vector<std::string>{SLIMTA_QUEUE_BIN, "serve", "--listen",
                                "127.0.0.1:" + std::to_string(port), "--storage", url, "--smarthost",
-                               "127.0.0.1:" + std::to_string(sink), "--workers", std::getenv("W") ? std::getenv("W") : "16", "--lease",
+                               "127.0.0.1:" + std::to_string(sink), "--workers", "16", "--lease",
                                "2"},
       "listening on");
 }
