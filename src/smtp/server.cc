@@ -78,58 +78,80 @@ class LineReader {
       : stream_(stream), timeout_(timeout) {}
 
   struct Line {
-    std::string text;  // without the line ending
+    std::string_view text;  // without the line ending; valid until the next take()/fill()
     bool crlf = false;
     bool too_long = false;
   };
 
-  // The next line; throws asio::system_error at end of stream or on an error.
+  // The next line, read from the stream when none is buffered; throws
+  // asio::system_error at end of stream or on an error.
   awaitable<Line> next(size_t limit) {
     Line line;
-    size_t scanned = 0;
-    while (true) {
-      size_t nl = buffer_.find('\n', scanned);
-      if (nl != std::string::npos) {
-        line.crlf = nl > 0 ? buffer_[nl - 1] == '\r' : dropped_cr_;
-        if (!line.too_long) {
-          line.text = buffer_.substr(0, nl - (line.crlf && nl > 0 ? 1 : 0));
-          if (line.text.size() > limit) {
-            line.text.clear();
-            line.too_long = true;
-          }
-        }
-        buffer_.erase(0, nl + 1);
-        co_return line;
-      }
-      if (buffer_.size() > limit + 1) {  // no end in sight: drop what we have
+    while (!take(limit, line)) co_await fill();
+    co_return line;
+  }
+
+  // Completes `line` from what is buffered, without waiting: false when more must be
+  // read first (fill()), with `line` keeping what was learnt (a line too long).
+  bool take(size_t limit, Line& line) {
+    size_t nl = buffer_.find('\n', pos_ + scanned_);
+    if (nl == std::string::npos) {
+      if (buffer_.size() - pos_ > limit + 1) {  // no end in sight: drop what we have
         line.too_long = true;
         dropped_cr_ = buffer_.back() == '\r';
         buffer_.clear();
+        pos_ = 0;
       }
-      scanned = buffer_.size();
-      char chunk[16 * 1024];
-      // The read completes "successfully" with an error code, so that the first to
-      // succeed is the read (data, end of stream or error) or else the timer.
-      asio::error_code ec;
-      asio::steady_timer timer(stream_.get_executor(), timeout_);
-      auto first =
-          co_await (stream_.read_some(asio::buffer(chunk), ec) || timer.async_wait(use_awaitable));
-      if (first.index() == 1) throw IdleTimeout{};
-      if (ec) throw asio::system_error(ec);
-      buffer_.append(chunk, std::get<0>(first));
+      scanned_ = buffer_.size() - pos_;
+      return false;
     }
+    line.crlf = nl > pos_ ? buffer_[nl - 1] == '\r' : line.too_long && dropped_cr_;
+    if (!line.too_long) {
+      size_t length = nl - pos_ - (line.crlf ? 1 : 0);
+      line.text = std::string_view(buffer_).substr(pos_, length);
+      if (length > limit) {
+        line.text = {};
+        line.too_long = true;
+      }
+    }
+    pos_ = nl + 1;
+    scanned_ = 0;
+    return true;
+  }
+
+  // Reads more from the stream: what arrives first, or IdleTimeout after `timeout`.
+  awaitable<void> fill() {
+    if (pos_ > 0) {  // what was taken goes now, so the buffer only holds a partial line
+      buffer_.erase(0, pos_);
+      pos_ = 0;
+    }
+    char chunk[16 * 1024];
+    // The read completes "successfully" with an error code, so that the first to
+    // succeed is the read (data, end of stream or error) or else the timer.
+    asio::error_code ec;
+    asio::steady_timer timer(stream_.get_executor(), timeout_);
+    auto first =
+        co_await (stream_.read_some(asio::buffer(chunk), ec) || timer.async_wait(use_awaitable));
+    if (first.index() == 1) throw IdleTimeout{};
+    if (ec) throw asio::system_error(ec);
+    buffer_.append(chunk, std::get<0>(first));
   }
 
   // Whether a complete line is already buffered (a pipelined command).
-  bool has_line() const { return buffer_.find('\n') != std::string::npos; }
+  bool has_line() const { return buffer_.find('\n', pos_) != std::string::npos; }
   // Drops what is buffered: plaintext sent after STARTTLS before the handshake, which
   // must not be taken as commands of the TLS session (CVE-2011-0411).
-  void discard() { buffer_.clear(); }
+  void discard() {
+    buffer_.clear();
+    pos_ = scanned_ = 0;
+  }
 
  private:
   Stream& stream_;
   std::chrono::milliseconds timeout_;
   std::string buffer_;
+  size_t pos_ = 0;           // where the lines not yet taken begin in buffer_
+  size_t scanned_ = 0;       // bytes after pos_ known to hold no LF
   bool dropped_cr_ = false;  // the last byte dropped from an overlong line was CR
 };
 
@@ -336,7 +358,9 @@ class Session {
     std::string message;
     bool too_big = false, line_too_long = false, prev_crlf = true;
     while (true) {
-      LineReader::Line line = co_await reader_.next(opts_.max_data_line);
+      // Lines are taken straight from the buffer; only reading more suspends.
+      LineReader::Line line;
+      while (!reader_.take(opts_.max_data_line, line)) co_await reader_.fill();
       if (line.too_long) {
         line_too_long = true;
         prev_crlf = line.crlf;
