@@ -36,7 +36,8 @@ struct SmtpServerOptions {
   size_t max_command_line = 512;
   // Message lines longer than this make the message refused, 500 5.5.2 (RFC 5321: 1000).
   size_t max_data_line = 1000;
-  // A client silent this long gets 421 4.4.2 and is disconnected.
+  // A client silent this long, or not reading our replies for this long, gets
+  // 421 4.4.2 (if it reads it within a second) and is disconnected.
   std::chrono::milliseconds idle_timeout = std::chrono::minutes(5);
   // A client making this many bad commands gets 421 4.7.0 and is disconnected.
   size_t max_errors = 20;

@@ -67,15 +67,30 @@ class Stream {
   std::optional<asio::ssl::stream<tcp::socket&>> tls_;
 };
 
-// Reads LF-terminated lines from a stream, at most `limit` bytes each: a longer line
-// is consumed to its end and reported as too long, with no content. A read that
-// waits longer than `timeout` throws IdleTimeout.
-struct IdleTimeout {};
+// When a session gives up on a client that neither sends nor reads: the session's
+// watchdog ends it once `at` has passed. Each read and write moves it `idle` ahead;
+// it is held while the session itself waits (for the storage). One timer per session
+// rather than one per read.
+struct Deadline {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point at;
+  std::chrono::milliseconds idle;
+  bool held = false;
+  void touch() {
+    at = Clock::now() + idle;
+    held = false;
+  }
+  void hold() { held = true; }
+  bool passed() const { return !held && Clock::now() >= at; }
+  // When the watchdog looks again.
+  Clock::time_point next() const { return held ? Clock::now() + idle : at; }
+};
 
+// Reads LF-terminated lines from a stream, at most `limit` bytes each: a longer line
+// is consumed to its end and reported as too long, with no content.
 class LineReader {
  public:
-  LineReader(Stream& stream, std::chrono::milliseconds timeout)
-      : stream_(stream), timeout_(timeout) {}
+  LineReader(Stream& stream, Deadline& deadline) : stream_(stream), deadline_(deadline) {}
 
   struct Line {
     std::string_view text;  // without the line ending; valid until the next take()/fill()
@@ -119,22 +134,18 @@ class LineReader {
     return true;
   }
 
-  // Reads more from the stream: what arrives first, or IdleTimeout after `timeout`.
+  // Reads more from the stream.
   awaitable<void> fill() {
     if (pos_ > 0) {  // what was taken goes now, so the buffer only holds a partial line
       buffer_.erase(0, pos_);
       pos_ = 0;
     }
     char chunk[16 * 1024];
-    // The read completes "successfully" with an error code, so that the first to
-    // succeed is the read (data, end of stream or error) or else the timer.
     asio::error_code ec;
-    asio::steady_timer timer(stream_.get_executor(), timeout_);
-    auto first =
-        co_await (stream_.read_some(asio::buffer(chunk), ec) || timer.async_wait(use_awaitable));
-    if (first.index() == 1) throw IdleTimeout{};
+    deadline_.touch();
+    size_t n = co_await stream_.read_some(asio::buffer(chunk), ec);
     if (ec) throw asio::system_error(ec);
-    buffer_.append(chunk, std::get<0>(first));
+    buffer_.append(chunk, n);
   }
 
   // Whether a complete line is already buffered (a pipelined command).
@@ -148,7 +159,7 @@ class LineReader {
 
  private:
   Stream& stream_;
-  std::chrono::milliseconds timeout_;
+  Deadline& deadline_;
   std::string buffer_;
   size_t pos_ = 0;           // where the lines not yet taken begin in buffer_
   size_t scanned_ = 0;       // bytes after pos_ known to hold no LF
@@ -198,7 +209,8 @@ class Session {
         opts_(server.options),
         socket_(socket),
         stream_(socket),
-        reader_(stream_, server.options.idle_timeout) {
+        deadline_{Deadline::Clock::now(), server.options.idle_timeout},
+        reader_(stream_, deadline_) {
     asio::error_code ec;
     auto ep = socket.remote_endpoint(ec);
     if (!ec) peer_ip_ = ep.address().to_string();
@@ -206,24 +218,40 @@ class Session {
 
   // The whole dialogue. Returns at QUIT, or when the client goes away or times out.
   awaitable<void> serve() {
-    bool timed_out = false;
-    try {
-      co_await run();
-    } catch (const IdleTimeout&) {
-      timed_out = true;
-    } catch (const std::exception& e) {
-      // End of stream, a network error or stop(): a message not yet handed over is
-      // dropped, as RFC 5321 requires (the client has no 250 for it).
-      spdlog::debug("smtp: session with [{}] ended: {}", peer_ip_, e.what());
-    }
-    if (timed_out) {
+    deadline_.touch();
+    auto ended = co_await (dialogue() || watchdog());
+    if (ended.index() == 1) {
+      // Said at most once more, briefly: the client may not be reading at all.
       out_ = "421 4.4.2 " + server_.hostname + " Error: timeout exceeded\r\n";
       asio::error_code ignored;
-      co_await stream_.write(asio::buffer(out_), ignored);
+      asio::steady_timer timer(stream_.get_executor(), std::chrono::seconds(1));
+      co_await (stream_.write(asio::buffer(out_), ignored) ||
+                timer.async_wait(asio::redirect_error(use_awaitable, ignored)));
     }
   }
 
  private:
+  // run(), ending normally however the session ends, so that the watchdog is cancelled
+  // as soon as it does.
+  awaitable<void> dialogue() {
+    try {
+      co_await run();
+    } catch (const std::exception& e) {
+      // End of stream, a network error, the watchdog or stop(): a message not yet
+      // handed over is dropped, as RFC 5321 requires (the client has no 250 for it).
+      spdlog::debug("smtp: session with [{}] ended: {}", peer_ip_, e.what());
+    }
+  }
+
+  // Returns once the deadline has passed (the dialogue is then cancelled).
+  awaitable<void> watchdog() {
+    asio::steady_timer timer(stream_.get_executor());
+    do {
+      timer.expires_at(deadline_.next());
+      co_await timer.async_wait(use_awaitable);
+    } while (!deadline_.passed());
+  }
+
   awaitable<void> run() {
     reply("220 " + server_.hostname + " ESMTP slimta-queue ready");
     while (!done_) {
@@ -252,6 +280,7 @@ class Session {
     std::string out = std::move(out_);
     out_.clear();
     asio::error_code ec;
+    deadline_.touch();
     co_await stream_.write(asio::buffer(out), ec);
     if (ec) throw asio::system_error(ec);
   }
@@ -402,10 +431,12 @@ class Session {
       co_return reply("501 5.5.4 Bad HELO/EHLO name");
     }
     // The storage write runs on the deliver pool; this coroutine resumes here after.
+    deadline_.hold();
     EnqueueResult result = co_await asio::co_spawn(
         server_.pool,
         [&]() -> awaitable<EnqueueResult> { co_return server_.deliver(std::move(env)); },
         use_awaitable);
+    deadline_.touch();
     if (result.ok()) {
       ++server_.accepted_messages;
       reply("250 2.0.0 Ok: queued as " + result.id);
@@ -420,6 +451,7 @@ class Session {
   const SmtpServerOptions& opts_;
   tcp::socket& socket_;
   Stream stream_;
+  Deadline deadline_;
   LineReader reader_;
   std::string out_;
   std::string peer_ip_;

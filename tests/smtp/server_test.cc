@@ -2,7 +2,11 @@
 // corners (pipelining, limits, errors, disconnects, bare LF, garbage).
 #include "slimta/smtp_server.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <random>
@@ -210,6 +214,40 @@ TEST_F(ServerFixture, TooManyErrorsAndSilenceCloseTheConnection) {
   std::string bye = idle->reply();  // nothing sent: the server gives up
   EXPECT_EQ(bye.substr(0, 9), "421 4.4.2") << bye;
   EXPECT_TRUE(idle->closed());
+}
+
+// A client that sends commands but never reads the replies: the server's writes
+// stall once the socket buffers are full, and the idle timeout ends the session.
+TEST_F(ServerFixture, AClientThatStopsReadingIsDisconnected) {
+  SmtpServerOptions o;
+  o.idle_timeout = std::chrono::milliseconds(300);
+  start(o);
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  int small = 4096;  // so that the replies fill it soon
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port_));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::fcntl(fd, F_SETFL, O_NONBLOCK);
+  std::string noops;
+  for (int i = 0; i < 1000; ++i) noops += "NOOP\r\n";
+  // Send until the server stops taking them (it is stuck writing replies nobody reads).
+  auto last_progress = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - last_progress < std::chrono::milliseconds(200)) {
+    if (::send(fd, noops.data(), noops.size(), MSG_NOSIGNAL) > 0) {
+      last_progress = std::chrono::steady_clock::now();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  EXPECT_EQ(server_->server().sessions(), 1u);  // stuck, not gone yet
+  for (int i = 0; i < 200 && server_->server().sessions() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(server_->server().sessions(), 0u);  // given up on within the timeout, and more
+  ::close(fd);
 }
 
 // Garbage of every kind at the command parser and at a live server: it never crashes
