@@ -5,7 +5,8 @@
 // its recipients for good; a DNS failure defers them.
 //
 // STARTTLS is opportunistic (an MX host's name proves nothing without DANE or
-// MTA-STS, which are not implemented); AUTH is never used.
+// MTA-STS, which are not implemented: `required` is taken as opportunistic), or never
+// when options.smtp.starttls says so; AUTH is never used.
 //
 // Thread safety: attempt() may be called from several threads at once.
 #pragma once

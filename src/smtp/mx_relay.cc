@@ -12,7 +12,9 @@ namespace slimta {
 
 struct MxRelay::Impl {
   explicit Impl(MxRelayOptions o) : options(std::move(o)) {
-    options.smtp.starttls = SmtpRelayOptions::Tls::opportunistic;
+    if (options.smtp.starttls != SmtpRelayOptions::Tls::never) {
+      options.smtp.starttls = SmtpRelayOptions::Tls::opportunistic;
+    }
     options.smtp.username.clear();
     resolver.server = options.dns_server;
     resolver.timeout = options.dns_timeout;

@@ -2,11 +2,14 @@
 // from the relay to a real server (aiosmtpd).
 #include <gtest/gtest.h>
 
+#include <set>
 #include <thread>
 
+#include "slimta/mx_relay.h"
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
 #include "smtp/certificate.h"
+#include "smtp/dns_server.h"
 #include "smtp/sink.h"
 #include "smtp/test_server.h"
 #include "test_util.h"
@@ -97,6 +100,35 @@ TEST_F(TlsTest, TheRelayRequiresAndVerifiesTls) {
   EXPECT_EQ(SmtpRelay(other).attempt(message(), 1)[0].kind, Kind::delivered);
   EXPECT_EQ(server_->storage.get(server_->storage.load_all()[1].id).envelope.client.protocol,
             "ESMTPS");
+}
+
+// MX delivery upgrades whenever the MX offers STARTTLS (with an unverifiable
+// certificate: opportunistic), unless told never to.
+TEST_F(TlsTest, MxDeliveryIsOpportunisticUnlessToldNever) {
+  start_server();
+  nlohmann::json zone = {{"tls.test", {{"A", {"127.0.0.1"}}}}};
+  testing::DnsServer dns(zone);
+  for (auto tls : {SmtpRelayOptions::Tls::opportunistic, SmtpRelayOptions::Tls::required,
+                   SmtpRelayOptions::Tls::never}) {
+    MxRelayOptions o;
+    o.smtp.port = port_;
+    o.smtp.starttls = tls;
+    o.smtp.command_timeout = std::chrono::seconds(10);
+    o.dns_server = dns.address();
+    MxRelay relay(o);
+    Envelope env = message();
+    env.recipients = {"bob@tls.test"};
+    auto r = relay.attempt(env, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].kind, Kind::delivered) << r[0].reply;
+  }
+  auto entries = server_->storage.load_all();
+  ASSERT_EQ(entries.size(), 3u);
+  std::multiset<std::string> protocols;
+  for (const auto& e : entries)
+    protocols.insert(server_->storage.get(e.id).envelope.client.protocol);
+  // required is taken as opportunistic: an MX host's name proves nothing.
+  EXPECT_EQ(protocols, (std::multiset<std::string>{"ESMTP", "ESMTPS", "ESMTPS"}));
 }
 
 TEST_F(TlsTest, RequiredTlsFailsWhenTheServerDoesNotOfferIt) {
