@@ -112,6 +112,7 @@ class CloudStorage : public QueueStorage {
   void do_remove(std::string_view id, Fence fence) override;
   ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
   void do_release(std::string_view id, Fence fence) override;
+  Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
   // Long-polls SQS; deletes the notices it returns. Without a message queue: NotSupported.
   std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
 

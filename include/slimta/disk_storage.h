@@ -57,6 +57,7 @@ class DiskStorage : public QueueStorage {
   void do_remove(std::string_view id, Fence fence) override;
   ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
   void do_release(std::string_view id, Fence fence) override;
+  Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
   // Reports messages that other DiskStorage objects (in this or other processes) wrote
   // since this object's first load() or wait() call; its own writes are not reported.
   std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;

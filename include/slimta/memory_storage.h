@@ -35,6 +35,7 @@ class MemoryStorage : public QueueStorage {
   void do_remove(std::string_view id, Fence fence) override;
   ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
   void do_release(std::string_view id, Fence fence) override;
+  Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
 
  private:
   struct Impl;

@@ -77,7 +77,9 @@ struct QueuePolicy {
   uint32_t max_attempts = 0;
   // Give up (and bounce) once a message is this old (seconds since it was received).
   double max_age = 5 * 24 * 3600;
-  // How long a claim lasts: longer than any delivery attempt takes.
+  // How long a claim lasts. In start() mode the claims of the attempts under way are
+  // renewed every third of it, so an attempt may take longer; a process that dies lets
+  // its messages go (to other processes) within this long.
   std::chrono::milliseconds lease = std::chrono::minutes(5);
   // Delivery worker threads in start() mode: attempts in flight at once.
   size_t workers = 8;

@@ -77,6 +77,7 @@ class RedisStorage : public QueueStorage {
   void do_remove(std::string_view id, Fence fence) override;
   ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
   void do_release(std::string_view id, Fence fence) override;
+  Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
   // Reports messages written by other RedisStorage objects since this object's first
   // load() or wait() call. If the stream was trimmed past unread entries, every stored
   // message is reported instead, so none is missed.

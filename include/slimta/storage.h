@@ -209,6 +209,12 @@ class QueueStorage {
     check_fence_arg(fence);
     do_release(id, fence);
   }
+  // Extend the lease: it now runs out `duration` from now (the storage's clock), so
+  // that an attempt longer than the lease keeps the message. Returns the lease.
+  // Throws LeaseLost if it no longer holds the message (released, or claimed again
+  // after it ran out); a lease that ran out but was not claimed again is renewed.
+  // KeyError, NotSupported and InvalidArgument as for claim().
+  Lease renew(std::string_view id, Fence fence, std::chrono::milliseconds duration);
 
   // Hold the message: claim() refuses it until release_hold(). Holding a held message
   // replaces the reason. A lease already granted runs on. KeyError if not stored.
@@ -240,6 +246,7 @@ class QueueStorage {
   // Leases; the defaults throw NotSupported.
   virtual ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration);
   virtual void do_release(std::string_view id, Fence fence);
+  virtual Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration);
   // Backends that can notify override this; the default throws NotSupported.
   virtual std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout);
 

@@ -373,6 +373,10 @@ void CloudStorage::do_release(std::string_view id, Fence fence) {
   impl_->update(id, record::ops::release(fence, id));
 }
 
+Lease CloudStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
+  return impl_->update(id, record::ops::renew(fence, system_clock().now(), duration, id));
+}
+
 void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->update(id, record::ops::hold(reason, since));
 }

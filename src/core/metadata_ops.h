@@ -50,6 +50,11 @@ inline auto release(Fence fence, std::string_view id) {
   };
 }
 
+inline auto renew(Fence fence, Timestamp now, std::chrono::milliseconds duration,
+                  std::string_view id) {
+  return [=](Metadata& m) { return record::renew(m, fence, now, duration, id); };
+}
+
 inline auto hold(std::string_view reason, Timestamp since) {
   return [hold = Hold{since, std::string(reason)}](Metadata& m) {
     m.hold = hold;

@@ -396,4 +396,11 @@ void release(Metadata& meta, Fence fence, std::string_view id) {
   meta.lease.expires = 0;
 }
 
+Lease renew(Metadata& meta, Fence fence, Timestamp now, std::chrono::milliseconds duration,
+            std::string_view id) {
+  check_fence(meta, fence, id);
+  meta.lease.expires = now + std::chrono::duration<double>(duration).count();
+  return meta.lease;
+}
+
 }  // namespace slimta::record

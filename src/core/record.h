@@ -87,6 +87,9 @@ ClaimResult claim(Metadata& meta, Timestamp now, std::chrono::milliseconds durat
 void check_fence(const Metadata& meta, Fence fence, std::string_view id);
 // check_fence(), then ends the lease.
 void release(Metadata& meta, Fence fence, std::string_view id);
+// check_fence(), then moves the lease's end to `duration` after `now`.
+Lease renew(Metadata& meta, Fence fence, Timestamp now, std::chrono::milliseconds duration,
+            std::string_view id);
 // The LeaseLost error for `fence` against a message whose latest lease is `current`.
 LeaseLost lease_lost(std::string_view id, Fence fence, const Lease& current);
 

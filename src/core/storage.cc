@@ -31,16 +31,29 @@ namespace {
 }
 }  // namespace
 
-ClaimResult QueueStorage::claim(std::string_view id, std::chrono::milliseconds duration) {
+namespace {
+void check_duration(std::chrono::milliseconds duration) {
   if (duration.count() <= 0) {
     throw InvalidArgument("lease duration must be positive, got " +
                           std::to_string(duration.count()) + " ms");
   }
+}
+}  // namespace
+
+ClaimResult QueueStorage::claim(std::string_view id, std::chrono::milliseconds duration) {
+  check_duration(duration);
   return do_claim(id, duration);
+}
+
+Lease QueueStorage::renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
+  check_fence_arg(fence);
+  check_duration(duration);
+  return do_renew(id, fence, duration);
 }
 
 ClaimResult QueueStorage::do_claim(std::string_view, std::chrono::milliseconds) { no_leases(); }
 void QueueStorage::do_release(std::string_view, Fence) { no_leases(); }
+Lease QueueStorage::do_renew(std::string_view, Fence, std::chrono::milliseconds) { no_leases(); }
 void QueueStorage::hold(std::string_view, std::string_view, Timestamp) { no_leases(); }
 void QueueStorage::release_hold(std::string_view) { no_leases(); }
 void QueueStorage::add_counters(const Counters&) { no_leases(); }

@@ -611,6 +611,10 @@ void DiskStorage::do_release(std::string_view id, Fence fence) {
   impl_->mutate(id, record::ops::release(fence, id));
 }
 
+Lease DiskStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
+  return impl_->mutate(id, record::ops::renew(fence, system_clock().now(), duration, id));
+}
+
 void DiskStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->mutate(id, record::ops::hold(reason, since));
 }

@@ -96,6 +96,11 @@ void MemoryStorage::do_release(std::string_view id, Fence fence) {
   impl_->mutate(id, record::ops::release(fence, id));
 }
 
+Lease MemoryStorage::do_renew(std::string_view id, Fence fence,
+                              std::chrono::milliseconds duration) {
+  return impl_->mutate(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
+}
+
 void MemoryStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->mutate(id, record::ops::hold(reason, since));
 }

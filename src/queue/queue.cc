@@ -105,6 +105,8 @@ struct Queue::Impl {
   std::priority_queue<Item, std::vector<Item>, std::greater<>> heap;
   std::unordered_map<std::string, Timestamp> pending;
   std::unordered_set<std::string> in_flight;
+  // The claims of the attempts under way, which renewer() keeps alive (start() mode).
+  std::unordered_map<std::string, Fence> held;
   uint64_t seq = 0;
   size_t idle_workers = 0;  // workers waiting on work_cv
   bool running = false;
@@ -188,6 +190,7 @@ struct Queue::Impl {
   void worker();
   void waiter();
   void housekeeper();
+  void renewer();
   void rescanner();
   size_t load();
   void flush_counters();
@@ -220,6 +223,18 @@ std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
       break;
   }
   Fence fence{claim.lease.token};
+  {
+    std::lock_guard lock(mu);
+    held[id] = fence;
+  }
+  struct Unheld {
+    Impl& impl;
+    const std::string& id;
+    ~Unheld() {
+      std::lock_guard lock(impl.mu);
+      impl.held.erase(id);
+    }
+  } unheld{*this, id};
   try {
     return deliver(id, fence, now);
   } catch (const LeaseLost& e) {
@@ -415,6 +430,33 @@ void Queue::Impl::housekeeper() {
   }
 }
 
+// Renews the lease of every attempt under way every third of policy.lease, so that an
+// attempt may last longer than the lease (a slow peer) without another process
+// claiming the message meanwhile, while a process that dies still lets its messages
+// go within one lease.
+void Queue::Impl::renewer() {
+  const auto every = std::max(policy.lease / 3, std::chrono::milliseconds(1));
+  std::unique_lock lock(mu);
+  while (!stop_cv.wait_for(lock, every, [&] { return stopping; })) {
+    std::vector<std::pair<std::string, Fence>> now_held(held.begin(), held.end());
+    lock.unlock();
+    for (const auto& [id, fence] : now_held) {
+      try {
+        storage.renew(id, fence, policy.lease);
+      } catch (const KeyError&) {
+        // Removed: its attempt just ended.
+      } catch (const QueueError& e) {
+        std::lock_guard again(mu);
+        auto it = held.find(id);
+        if (it != held.end() && it->second.token == fence.token) {  // still under way
+          spdlog::warn("queue: {} could not renew its lease: {}", id, e.what());
+        }
+      }
+    }
+    lock.lock();
+  }
+}
+
 // Schedules the whole storage again every rescan_interval: what no notice announced
 // to this process (SQS hands each notice to one process only; a process that took one
 // may have died) is found this way.
@@ -529,6 +571,7 @@ void Queue::start() {
   if (impl_->storage.capabilities().can_wait)
     impl_->threads.emplace_back([this] { impl_->waiter(); });
   impl_->threads.emplace_back([this] { impl_->housekeeper(); });
+  impl_->threads.emplace_back([this] { impl_->renewer(); });
   if (impl_->policy.rescan_interval > 0)
     impl_->threads.emplace_back([this] { impl_->rescanner(); });
 }

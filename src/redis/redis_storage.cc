@@ -111,6 +111,17 @@ return {1}
   return s;
 }
 
+// ARGV[2] = lease duration in ms. {1, token, expires_ms}.
+const Script& renew_script() {
+  static const Script s(std::string(kGate) + R"lua(
+local t = redis.call('TIME')
+local expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'lease_expires', string.format('%.0f', expires))
+return {1, tonumber(ARGV[1]), expires}
+)lua");
+  return s;
+}
+
 // ARGV[1] = lease duration in ms. {1, token, expires_ms} when claimed; {2, ...} held;
 // {4, token, expires_ms} busy.
 const Script& claim_script() {
@@ -404,6 +415,15 @@ ClaimResult RedisStorage::do_claim(std::string_view id, std::chrono::millisecond
 void RedisStorage::do_release(std::string_view id, Fence fence) {
   script_reply(impl_->run_script(release_script(), id, false, {std::to_string(fence.token)}), id,
                fence);
+}
+
+Lease RedisStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
+  // Retried on a dead connection: renewing twice does no harm.
+  Reply r = impl_->run_script(renew_script(), id, true,
+                              {std::to_string(fence.token), std::to_string(duration.count())});
+  const redisReply* status = script_reply(r, id, fence);
+  return Lease{static_cast<uint64_t>(status->element[1]->integer),
+               static_cast<double>(status->element[2]->integer) / 1000};
 }
 
 void RedisStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {

@@ -420,6 +420,36 @@ TEST_F(QueueTest, ABusyMessageIsLookedAtAgainWhenTheLeaseRunsOut) {
   EXPECT_TRUE(storage.load_all().empty());
 }
 
+// An attempt four times as long as the lease: the lease is renewed while it runs, so
+// another process trying to claim the message finds it busy throughout, and it is
+// delivered once.
+TEST(QueueThreadsTest, AnAttemptLongerThanTheLeaseKeepsItsClaim) {
+  MemoryStorage storage;  // leases judged by the system clock
+  ScriptedRelay relay;
+  QueuePolicy p = quiet_policy();
+  p.workers = 1;
+  p.lease = std::chrono::milliseconds(300);
+  Queue q(storage, relay, p);
+  std::string id = storage.write(message({"r@x.org"}), 0);
+  std::atomic<int> busy{0}, claimed{0};
+  relay.during_attempt = [&] {
+    for (int i = 0; i < 12; ++i) {  // 1.2 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      ClaimResult other = storage.claim(id, std::chrono::seconds(30));
+      ++(other.status == ClaimResult::Status::busy ? busy : claimed);
+    }
+  };
+  q.start();
+  for (int i = 0; i < 500 && !storage.load_all().empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  q.stop();
+  EXPECT_EQ(claimed, 0) << "another claim got the message while its attempt ran";
+  EXPECT_EQ(busy, 12);
+  EXPECT_TRUE(storage.load_all().empty());  // the attempt's remove was not fenced out
+  EXPECT_EQ(relay.calls.size(), 1u);
+  EXPECT_EQ(storage.counters()["lease_lost"], 0);
+}
+
 TEST(QueueThreadsTest, StartDeliversEverythingWithWorkersAndStopFlushesCounters) {
   MemoryStorage storage;
   ScriptedRelay relay;

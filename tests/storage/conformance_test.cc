@@ -467,6 +467,36 @@ TEST_P(ConformanceTest, AnExpiredLeaseIsTakenOverAndItsHolderIsFenced) {
   EXPECT_EQ(slow->get(id).timestamp, 50);
 }
 
+TEST_P(ConformanceTest, ARenewedLeaseOutlivesItsFirstTermAndOnlyItsHolderRenews) {
+  std::string id = storage_->write(sample_envelope(), 1);
+  ClaimResult a = peer().claim(id, milliseconds(300));
+  ASSERT_EQ(a.status, Status::claimed);
+  Fence fence{a.lease.token};
+  std::this_thread::sleep_for(milliseconds(150));
+  Lease renewed = peer().renew(id, fence, seconds(30));
+  EXPECT_EQ(renewed.token, a.lease.token);
+  EXPECT_GT(renewed.expires, system_clock().now() + 20);
+  std::this_thread::sleep_for(milliseconds(400));  // past the first term
+  ClaimResult busy = storage_->claim(id, seconds(30));
+  EXPECT_EQ(busy.status, Status::busy) << "the renewed lease should still hold";
+  EXPECT_EQ(busy.lease.token, a.lease.token);
+  EXPECT_EQ(storage_->get(id).lease.token, a.lease.token);
+
+  // Released: not renewed; run out and claimed again: the old holder is fenced.
+  peer().release(id, fence);
+  EXPECT_THROW(peer().renew(id, fence, seconds(30)), LeaseLost);
+  ClaimResult b = storage_->claim(id, milliseconds(200));
+  ASSERT_EQ(b.status, Status::claimed);
+  std::this_thread::sleep_for(milliseconds(400));
+  // Run out but not claimed again: its holder may still renew it.
+  EXPECT_EQ(storage_->renew(id, Fence{b.lease.token}, seconds(30)).token, b.lease.token);
+  EXPECT_EQ(peer().claim(id, seconds(30)).status, Status::busy);
+  EXPECT_THROW(peer().renew(id, fence, seconds(30)), LeaseLost);
+  EXPECT_THROW(storage_->renew("nosuchid", Fence{1}, seconds(1)), KeyError);
+  EXPECT_THROW(storage_->renew(id, Fence{0}, seconds(1)), InvalidArgument);
+  EXPECT_THROW(storage_->renew(id, Fence{b.lease.token}, milliseconds(0)), InvalidArgument);
+}
+
 TEST_P(ConformanceTest, UnfencedCallsIgnoreLeases) {
   std::string id = storage_->write(sample_envelope(), 1);
   ASSERT_EQ(storage_->claim(id, seconds(30)).status, Status::claimed);

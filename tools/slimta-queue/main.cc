@@ -116,7 +116,10 @@ int main(int argc, char** argv) {
   serve->add_option("--smarthost-password-file", serve_opts.smarthost_password_file,
                     "file whose first line is that user's password (or set "
                     "$SLIMTA_SMARTHOST_PASSWORD)");
-  serve->add_option("--lease", serve_opts.lease, "seconds a delivery attempt may take")
+  serve
+      ->add_option(
+          "--lease", serve_opts.lease,
+          "seconds a claim lasts unless renewed (it is, every third of it, while its attempt runs)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 
