@@ -1,8 +1,8 @@
 // MxRelay: a Relay that delivers by DNS (RFC 5321 section 5): for each recipient
-// domain, the MX hosts in order of preference (no MX: the domain itself), trying the
-// next host when one cannot be reached. The recipients of one domain go in one
-// transaction; a domain that does not exist, or publishes a null MX (RFC 7505), fails
-// its recipients for good; a DNS failure defers them.
+// domain, the MX hosts in order of preference (no MX: the domain itself), each host's
+// IPv4 addresses then its IPv6 ones, trying the next address when one cannot be reached. The
+// recipients of one domain go in one transaction; a domain that does not exist, or publishes a null
+// MX (RFC 7505), fails its recipients for good; a DNS failure defers them.
 //
 // STARTTLS is opportunistic (an MX host's name proves nothing without DANE or
 // MTA-STS, which are not implemented: `required` is taken as opportunistic), or never

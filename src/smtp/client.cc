@@ -89,7 +89,8 @@ class Connection {
 
   // Connect, read the greeting, EHLO (HELO if refused). Throws ConnectionError.
   void open(const std::string& ehlo_name) {
-    where_ = opts_.host + ":" + std::to_string(opts_.port);
+    bool ipv6 = opts_.host.find(':') != std::string::npos;  // an IPv6 address: [::1]:25
+    where_ = (ipv6 ? "[" + opts_.host + "]" : opts_.host) + ":" + std::to_string(opts_.port);
     tcp::resolver resolver(io_);
     tcp::resolver::results_type endpoints;
     run(

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 namespace slimta::smtp {
 namespace {
@@ -71,16 +72,19 @@ class State {
   struct __res_state st_;
 };
 
+// The host's IPv4 addresses, then its IPv6 ones.
 std::vector<std::string> addresses_of(State& state, const std::string& host) {
-  std::vector<ns_rr> rrs;
-  ns_msg msg;
-  std::vector<unsigned char> buffer;
   std::vector<std::string> out;
-  if (state.query(host, ns_t_a, rrs, msg, buffer) != State::Outcome::ok) return out;
-  for (const auto& rr : rrs) {
-    if (ns_rr_rdlen(rr) != 4) continue;
-    char text[INET_ADDRSTRLEN];
-    if (inet_ntop(AF_INET, ns_rr_rdata(rr), text, sizeof(text))) out.emplace_back(text);
+  for (auto [type, family, size] : {std::tuple{ns_t_a, AF_INET, 4}, {ns_t_aaaa, AF_INET6, 16}}) {
+    std::vector<ns_rr> rrs;
+    ns_msg msg;
+    std::vector<unsigned char> buffer;
+    if (state.query(host, type, rrs, msg, buffer) != State::Outcome::ok) continue;
+    for (const auto& rr : rrs) {
+      if (ns_rr_rdlen(rr) != size) continue;
+      char text[INET6_ADDRSTRLEN];
+      if (inet_ntop(family, ns_rr_rdata(rr), text, sizeof(text))) out.emplace_back(text);
+    }
   }
   return out;
 }

@@ -14,12 +14,13 @@ struct Resolver {
   std::chrono::milliseconds timeout = std::chrono::seconds(5);
 };
 
-// Where mail for a domain goes: IPv4 addresses, most preferred MX first.
+// Where mail for a domain goes: addresses, most preferred MX first (each host's IPv4
+// addresses before its IPv6 ones).
 struct MxResult {
   enum class Status { ok, no_domain, null_mx, temporary };
   Status status = Status::temporary;
   std::vector<std::string> hosts;      // MX host names in order of preference
-  std::vector<std::string> addresses;  // their IPv4 addresses, in the same order
+  std::vector<std::string> addresses;  // their addresses, in the same order
   std::string detail;                  // what went wrong, for the reply
 };
 

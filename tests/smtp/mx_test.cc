@@ -25,6 +25,12 @@ nlohmann::json zone() {
       {"live.backup.test", {{"A", {"127.0.0.1"}}}},
       {"implicit.test", {{"A", {"127.0.0.1"}}}},  // no MX: the domain itself
       {"nullmx.test", {{"MX", {{0, "."}}}}},
+      {"dual.test", {{"MX", {{10, "both.dual.test"}}}}},
+      {"both.dual.test", {{"A", {"127.0.0.1"}}, {"AAAA", {"::1", "2001:db8::25"}}}},
+      // The preferred MX has only an IPv6 address, where nothing listens on the port.
+      {"six.test", {{"MX", {{10, "v6only.six.test"}, {20, "v4.six.test"}}}}},
+      {"v6only.six.test", {{"AAAA", {"::1"}}}},
+      {"v4.six.test", {{"A", {"127.0.0.1"}}}},
   };
 }
 
@@ -39,6 +45,13 @@ TEST(MxLookupTest, PreferenceOrderImplicitMxNullMxAndMissingDomains) {
   ASSERT_EQ(implicit.status, Status::ok) << implicit.detail;
   EXPECT_EQ(implicit.hosts, (std::vector<std::string>{"implicit.test"}));
   EXPECT_EQ(smtp::lookup_mx("nullmx.test", r).status, Status::null_mx);
+  auto dual = smtp::lookup_mx("dual.test", r);
+  ASSERT_EQ(dual.status, Status::ok) << dual.detail;
+  EXPECT_EQ(dual.addresses, (std::vector<std::string>{"127.0.0.1", "::1", "2001:db8::25"}));
+  EXPECT_EQ(dual.hosts, std::vector<std::string>(3, "both.dual.test"));
+  auto six = smtp::lookup_mx("six.test", r);
+  ASSERT_EQ(six.status, Status::ok) << six.detail;
+  EXPECT_EQ(six.addresses, (std::vector<std::string>{"::1", "127.0.0.1"}));
   auto missing = smtp::lookup_mx("nosuch.test", r);
   EXPECT_EQ(missing.status, Status::no_domain);
   EXPECT_NE(missing.detail.find("nosuch.test"), std::string::npos);
@@ -58,11 +71,11 @@ TEST(MxRelayTest, DeliversPerDomainFallsBackToTheNextMxAndFailsBadDomains) {
   Envelope env;
   env.sender = "alice@example.com";
   env.recipients = {"a@example.test", "b@backup.test",   "c@nosuch.test", "d@EXAMPLE.test",
-                    "e@nullmx.test",  "f@implicit.test", "nodomain"};
+                    "e@nullmx.test",  "f@implicit.test", "nodomain",      "g@six.test"};
   env.headers.add("Subject", "by MX");
   env.body = "hi\r\n";
   auto r = relay.attempt(env, 1);
-  ASSERT_EQ(r.size(), 7u);
+  ASSERT_EQ(r.size(), 8u);
   EXPECT_EQ(r[0].kind, Kind::delivered) << r[0].reply;
   EXPECT_EQ(r[1].kind, Kind::delivered) << r[1].reply;  // after dead.backup.test failed
   EXPECT_EQ(r[2].kind, Kind::permanent);
@@ -72,13 +85,15 @@ TEST(MxRelayTest, DeliversPerDomainFallsBackToTheNextMxAndFailsBadDomains) {
   EXPECT_EQ(r[4].reply.substr(0, 10), "556 5.1.10") << r[4].reply;
   EXPECT_EQ(r[5].kind, Kind::delivered) << r[5].reply;
   EXPECT_EQ(r[6].kind, Kind::permanent);
+  EXPECT_EQ(r[7].kind, Kind::delivered) << r[7].reply;  // after [::1] could not be reached
   auto received = sink.received();
-  ASSERT_EQ(received.size(), 3u);  // one transaction per domain
+  ASSERT_EQ(received.size(), 4u);  // one transaction per domain
   std::set<std::vector<std::string>> rcpts;
   for (const auto& m : received) rcpts.insert(m["to"].get<std::vector<std::string>>());
   EXPECT_TRUE(rcpts.count({"a@example.test", "d@EXAMPLE.test"}));
   EXPECT_TRUE(rcpts.count({"b@backup.test"}));
   EXPECT_TRUE(rcpts.count({"f@implicit.test"}));
+  EXPECT_TRUE(rcpts.count({"g@six.test"}));
 }
 
 }  // namespace

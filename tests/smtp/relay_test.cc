@@ -115,6 +115,13 @@ TEST(SmtpRelayTest, ARefusedConnectionIsATransientFailureForEveryRecipient) {
     EXPECT_NE(x.reply.find("connect"), std::string::npos) << x.reply;
     EXPECT_NE(x.reply.find(std::to_string(port)), std::string::npos) << x.reply;
   }
+  // An IPv6 address is named in brackets (refused, or unreachable without IPv6).
+  SmtpRelayOptions v6 = relay_to(port);
+  v6.host = "::1";
+  auto r6 = SmtpRelay(v6).attempt(message({"a@x.org"}), 1);
+  EXPECT_EQ(r6[0].kind, Kind::transient);
+  EXPECT_NE(r6[0].reply.find("[::1]:" + std::to_string(port) + ": "), std::string::npos)
+      << r6[0].reply;
 }
 
 TEST(SmtpRelayTest, APeerThatNeverAnswersTimesOut) {
