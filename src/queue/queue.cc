@@ -13,7 +13,6 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "queue/bounce.h"
 
@@ -92,7 +91,9 @@ struct Queue::Impl {
 
   // The schedule: a min-heap of (due, seq, id). `pending` holds the due time of each
   // id's live heap entry; an entry whose time differs is stale and skipped (lazy
-  // deletion, so rescheduling earlier is a push). Ids being attempted are in_flight.
+  // deletion, so rescheduling earlier is a push). Ids being attempted are in_flight,
+  // with the Fence of their claim once it is made (token 0 before), which renewer()
+  // keeps alive in start() mode.
   struct Item {
     Timestamp due;
     uint64_t seq;
@@ -104,9 +105,7 @@ struct Queue::Impl {
   std::condition_variable stop_cv;  // the other threads: stop
   std::priority_queue<Item, std::vector<Item>, std::greater<>> heap;
   std::unordered_map<std::string, Timestamp> pending;
-  std::unordered_set<std::string> in_flight;
-  // The claims of the attempts under way, which renewer() keeps alive (start() mode).
-  std::unordered_map<std::string, Fence> held;
+  std::unordered_map<std::string, Fence> in_flight;
   uint64_t seq = 0;
   size_t idle_workers = 0;  // workers waiting on work_cv
   bool running = false;
@@ -155,7 +154,7 @@ struct Queue::Impl {
       std::string id = top.id;
       heap.pop();
       pending.erase(it);
-      in_flight.insert(id);
+      in_flight.emplace(id, Fence{});
       return id;
     }
     return std::nullopt;
@@ -225,16 +224,8 @@ std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
   Fence fence{claim.lease.token};
   {
     std::lock_guard lock(mu);
-    held[id] = fence;
+    in_flight[id] = fence;
   }
-  struct Unheld {
-    Impl& impl;
-    const std::string& id;
-    ~Unheld() {
-      std::lock_guard lock(impl.mu);
-      impl.held.erase(id);
-    }
-  } unheld{*this, id};
   try {
     return deliver(id, fence, now);
   } catch (const LeaseLost& e) {
@@ -438,17 +429,19 @@ void Queue::Impl::renewer() {
   const auto every = std::max(policy.lease / 3, std::chrono::milliseconds(1));
   std::unique_lock lock(mu);
   while (!stop_cv.wait_for(lock, every, [&] { return stopping; })) {
-    std::vector<std::pair<std::string, Fence>> now_held(held.begin(), held.end());
+    std::vector<std::pair<std::string, Fence>> claimed;
+    for (const auto& [id, fence] : in_flight)
+      if (fence.token != 0) claimed.emplace_back(id, fence);
     lock.unlock();
-    for (const auto& [id, fence] : now_held) {
+    for (const auto& [id, fence] : claimed) {
       try {
         storage.renew(id, fence, policy.lease);
       } catch (const KeyError&) {
         // Removed: its attempt just ended.
       } catch (const QueueError& e) {
         std::lock_guard again(mu);
-        auto it = held.find(id);
-        if (it != held.end() && it->second.token == fence.token) {  // still under way
+        auto it = in_flight.find(id);
+        if (it != in_flight.end() && it->second.token == fence.token) {  // still under way
           spdlog::warn("queue: {} could not renew its lease: {}", id, e.what());
         }
       }
