@@ -111,6 +111,9 @@ std::vector<std::string> parse_address_list(std::string_view value);
 // Envelope::receiver, EHLO names and Received: headers.
 std::string host_name();
 
+// `seconds` since the epoch in UTC, as strftime's `format` writes it (at most 63
+// characters); the number itself if it is out of the calendar's range.
+std::string utc_time(double seconds, const char* format);
 // An RFC 5322 date-time in UTC for `seconds` since the epoch, e.g.
 // "Sun, 22 Nov 2026 21:50:44 +0000" (Date:, Received:, Arrival-Date:).
 std::string rfc5322_date(double seconds);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <ctime>
 
 #include "slimta/errors.h"
@@ -185,13 +186,19 @@ std::string host_name() {
   return buf;
 }
 
-std::string rfc5322_date(double seconds) {
-  std::time_t t = static_cast<std::time_t>(seconds);
+std::string utc_time(double seconds, const char* format) {
+  // Beyond 30 million years (or NaN) no calendar applies, and the cast would overflow.
+  if (!(std::abs(seconds) < 1e15)) return std::to_string(seconds);
+  std::time_t t = static_cast<std::time_t>(std::floor(seconds));
   std::tm tm{};
-  gmtime_r(&t, &tm);
+  if (!gmtime_r(&t, &tm)) return std::to_string(seconds);
   char buf[64];
-  std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  std::strftime(buf, sizeof(buf), format, &tm);
   return buf;
+}
+
+std::string rfc5322_date(double seconds) {
+  return utc_time(seconds, "%a, %d %b %Y %H:%M:%S +0000");
 }
 
 }  // namespace slimta

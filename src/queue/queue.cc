@@ -7,7 +7,6 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
-#include <ctime>
 #include <mutex>
 #include <queue>
 #include <random>
@@ -35,14 +34,7 @@ constexpr std::array<const char*, kEventCount> kEventNames = {
     "enqueued", "attempt", "delivered", "deferred", "bounced", "removed", "lease_lost", "error"};
 
 // "2026-11-22T21:50:44Z"
-std::string iso_time(Timestamp t) {
-  std::time_t secs = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string iso_time(Timestamp t) { return utc_time(t, "%Y-%m-%dT%H:%M:%SZ"); }
 
 void validate(const QueuePolicy& p) {
   auto bad = [](const std::string& what) { throw InvalidArgument("queue policy: " + what); };

@@ -120,6 +120,13 @@ TEST(EnvelopeTest, HeaderInjectionAndBadNamesAreRejected) {
   EXPECT_TRUE(h.empty());
 }
 
+TEST(UtcTimeTest, FormatsInUtcAndFallsBackToTheNumber) {
+  EXPECT_EQ(rfc5322_date(1795384244.9), "Sun, 22 Nov 2026 21:50:44 +0000");
+  EXPECT_EQ(utc_time(1795384244.9, "%Y-%m-%dT%H:%M:%SZ"), "2026-11-22T21:50:44Z");
+  EXPECT_EQ(utc_time(0, "%Y-%m-%d %H:%M:%S"), "1970-01-01 00:00:00");
+  EXPECT_EQ(utc_time(1e300, "%Y"), std::to_string(1e300));  // beyond any calendar
+}
+
 TEST(AddressListTest, ExtractsAddrSpecs) {
   EXPECT_EQ(parse_address_list("a@example.com"), (std::vector<std::string>{"a@example.com"}));
   EXPECT_EQ(parse_address_list("\"Doe, John\" <john@example.com>, jane@example.com (Jane)"),

@@ -1,18 +1,8 @@
 #include "format.h"
 
-#include <cmath>
-#include <ctime>
-
 namespace slimta::cli {
 
-std::string format_time(Timestamp ts) {
-  time_t t = static_cast<time_t>(std::floor(ts));
-  struct tm tm;
-  if (!::gmtime_r(&t, &tm)) return std::to_string(ts);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
+std::string format_time(Timestamp ts) { return utc_time(ts, "%Y-%m-%d %H:%M:%S"); }
 
 Timestamp now() { return system_clock().now(); }
 
