@@ -48,29 +48,25 @@ int main(int argc, char** argv) {
   show->add_option("id", show_id, "message id")->required();
   show->add_flag("--raw", raw, "write the stored message bytes to stdout");
 
+  // A subcommand acting on the messages named, or on --all of them.
+  auto selecting = [&app](const char* name, const char* what, Selection& sel) {
+    auto* sub = app.add_subcommand(name, what);
+    sub->add_option("ids", sel.ids, "message ids");
+    sub->add_flag("--all", sel.all, "every queued message");
+    sub->callback([&sel] {
+      if (sel.all == !sel.ids.empty())
+        throw CLI::ValidationError("give message ids or --all (not both)");
+    });
+    return sub;
+  };
   Selection retry_sel, remove_sel, hold_sel, release_sel;
   std::string hold_reason = "held by an operator";
-  auto* retry = app.add_subcommand("retry", "make messages due for delivery now");
-  retry->add_option("ids", retry_sel.ids, "message ids");
-  retry->add_flag("--all", retry_sel.all, "every queued message");
-  auto* remove = app.add_subcommand("remove", "delete messages from the queue");
-  remove->add_option("ids", remove_sel.ids, "message ids");
-  remove->add_flag("--all", remove_sel.all, "every queued message");
-  auto* hold = app.add_subcommand(
-      "hold", "keep messages in the queue without attempting them, until released");
-  hold->add_option("ids", hold_sel.ids, "message ids");
-  hold->add_flag("--all", hold_sel.all, "every queued message");
-  hold->add_option("--reason", hold_reason, "why (shown by list and show)")->capture_default_str();
-  auto* release = app.add_subcommand("release", "release held messages");
-  release->add_option("ids", release_sel.ids, "message ids");
-  release->add_flag("--all", release_sel.all, "every queued message");
-  for (auto* sub : {retry, remove, hold, release}) {
-    sub->callback([sub] {
-      bool all = sub->get_option("--all")->as<bool>();
-      size_t n = sub->get_option("ids")->count();
-      if (all == (n > 0)) throw CLI::ValidationError("give message ids or --all (not both)");
-    });
-  }
+  selecting("retry", "make messages due for delivery now", retry_sel);
+  selecting("remove", "delete messages from the queue", remove_sel);
+  selecting("hold", "keep messages in the queue without attempting them, until released", hold_sel)
+      ->add_option("--reason", hold_reason, "why (shown by list and show)")
+      ->capture_default_str();
+  selecting("release", "release held messages", release_sel);
 
   app.add_subcommand("info", "count queued messages and bytes, and the queue's event counters");
   app.add_subcommand("shape", "queued messages by recipient domain and age in minutes (qshape)");
