@@ -37,12 +37,10 @@
 //   metadata, without fsync: a lease only coordinates the processes of this host, which
 //   a crash ends together, so it need not survive one (a torn or lost lease after a
 //   crash just frees the message). That spares a claim or release the two syncs of a
-//   metadata update. The lease is an extended attribute of msg/ID, so claiming creates
-//   no file: on an ext4 without journal, allocating an inode scans past every inode
-//   deleted in the last seconds, which at a few thousand messages a second was a fifth
-//   of the daemon's CPU. A filesystem without user extended attributes (tmpfs before
-//   Linux 6.6) is refused when the spool is opened. Holds are metadata (durable). A busy claim
-//   writes nothing.
+//   metadata update. The lease is an extended attribute of msg/ID, so that claiming
+//   creates no file (inodes are dear, see the slots above). A filesystem without user
+//   extended attributes (tmpfs before Linux 6.6) is refused when the spool is opened.
+//   Holds are metadata (durable). A busy claim writes nothing.
 // * Ids written by this object start with a random per-object tag; wait() uses it to
 //   leave out this object's own writes.
 #include "slimta/disk_storage.h"
@@ -186,8 +184,14 @@ struct DiskStorage::Impl {
   Probe probe(const std::string& id, QueueEntry& entry);
   void quarantine(int fd, const std::string& id, const std::string& reason);
 
-  // Opens msg/ID and takes its lock; KeyError if the message is not stored.
-  posix::Fd open_locked(std::string_view id, bool exclusive);
+  // Opens msg/ID (with `access`) and takes its lock; an empty Fd if the message is not
+  // stored. open_locked() throws KeyError instead.
+  posix::Fd lock_stored(std::string_view id, bool exclusive, int access = O_RDONLY);
+  posix::Fd open_locked(std::string_view id, bool exclusive) {
+    posix::Fd fd = lock_stored(id, exclusive);
+    if (!fd) throw KeyError(std::string(id));
+    return fd;
+  }
 
   class Stream;
 
@@ -507,17 +511,17 @@ Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
   return Probe::kCorrupt;  // not reached
 }
 
-posix::Fd DiskStorage::Impl::open_locked(std::string_view id, bool exclusive) {
+posix::Fd DiskStorage::Impl::lock_stored(std::string_view id, bool exclusive, int access) {
   check_id(id);
   std::string sid(id);
   std::string path = path_of("msg", sid);
-  posix::Fd fd = posix::open_at(msg_fd.get(), sid, O_RDONLY, 0, path, /*missing_ok=*/true);
-  if (!fd) throw KeyError(sid);
+  posix::Fd fd = posix::open_at(msg_fd.get(), sid, access, 0, path, /*missing_ok=*/true);
+  if (!fd) return fd;
   posix::lock(fd.get(), exclusive, /*nonblocking=*/false, path);
   // Removed (or recycled under another name) while we waited for the lock, or a
   // reserved slot rather than a message.
   if (!same_file(fd.get(), msg_fd.get(), sid) || posix::file_size(fd.get(), path) == 0) {
-    throw KeyError(sid);
+    return posix::Fd();
   }
   return fd;
 }
@@ -663,35 +667,29 @@ QueuedMessage DiskStorage::get(std::string_view id) {
 }
 
 void DiskStorage::do_remove(std::string_view id, Fence fence) {
-  check_id(id);
+  posix::Fd fd = impl_->lock_stored(id, /*exclusive=*/true, O_RDWR);
   std::string sid(id);
   std::string path = impl_->path_of("msg", sid);
-  int msg_dir = impl_->msg_fd.get();
-  posix::Fd fd = posix::open_at(msg_dir, sid, O_RDWR, 0, path, /*missing_ok=*/true);
-  bool stored = false;
-  if (fd) {
-    posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
-    stored = same_file(fd.get(), msg_dir, sid) && posix::file_size(fd.get(), path) != 0;
-  }
-  if (stored && fence.token != 0) {
+  if (fd && fence.token != 0) {
     record::check_fence(impl_->current_meta_and_lease(fd.get(), sid), fence, id);
   }
-  if (stored && impl_->pool_has_room()) {
-    // Emptied for good under the lock (an empty file is no message), then pooled.
+  // Under the lock: emptied for good (an empty file is no message) and kept for a later
+  // write, or, with the pool full, unlinked.
+  bool pooled = fd && impl_->pool_has_room();
+  if (pooled) {
     if (::fremovexattr(fd.get(), kLeaseXattr) != 0 && errno != ENODATA) {
       posix::io_error("removexattr", path, errno);
     }
     if (::ftruncate(fd.get(), 0) != 0) posix::io_error("truncate", path, errno);
     posix::sync_all(fd.get(), path);
-    posix::unlink_at(impl_->meta_fd.get(), sid, impl_->path_of("meta", sid));
-    impl_->pool_add(std::move(sid));
-    return;
+  } else if (fd) {
+    posix::unlink_at(impl_->msg_fd.get(), sid, path);
   }
-  if (stored) posix::unlink_at(msg_dir, sid, path);
   posix::unlink_at(impl_->meta_fd.get(), sid, impl_->path_of("meta", sid));
-  if (!stored) return;
-  fd = posix::Fd();  // frees the lock (and the file) before the wait for the sync
-  impl_->sync_removal();
+  bool unlinked = fd && !pooled;
+  fd = posix::Fd();  // frees the lock (and an unlinked file) before the pool or the sync
+  if (pooled) impl_->pool_add(std::move(sid));
+  if (unlinked) impl_->sync_removal();
 }
 
 std::vector<QueueEntry> DiskStorage::do_wait(std::chrono::milliseconds timeout) {
