@@ -49,7 +49,9 @@ class Stream {
       co_await asio::async_write(socket_, b, asio::redirect_error(use_awaitable, ec));
     }
   }
-  // The server side of a TLS handshake, for at most `timeout`.
+  // The server side of a TLS handshake, for at most `timeout`. Its own timer rather
+  // than the session's watchdog: a session that times out here ends without the 421,
+  // which could not be written into a half-made TLS stream anyway.
   awaitable<void> start_tls(asio::ssl::context& context, std::chrono::milliseconds timeout,
                             asio::error_code& ec) {
     tls_.emplace(socket_, context);
@@ -207,7 +209,6 @@ class Session {
   Session(Shared& server, tcp::socket& socket)
       : server_(server),
         opts_(server.options),
-        socket_(socket),
         stream_(socket),
         deadline_{Deadline::Clock::now(), server.options.idle_timeout},
         reader_(stream_, deadline_) {
@@ -371,6 +372,7 @@ class Session {
       co_await flush(/*force=*/true);
       reader_.discard();
       asio::error_code ec;
+      deadline_.hold();  // the handshake has its own time limit
       co_await stream_.start_tls(*server_.tls, opts_.idle_timeout, ec);
       if (ec) throw asio::system_error(ec);  // the session cannot go on in either mode
       helo_.clear();                         // RFC 3207: the client starts over with EHLO
@@ -449,7 +451,6 @@ class Session {
 
   Shared& server_;
   const SmtpServerOptions& opts_;
-  tcp::socket& socket_;
   Stream stream_;
   Deadline deadline_;
   LineReader reader_;

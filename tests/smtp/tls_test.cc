@@ -11,6 +11,7 @@
 #include "smtp/certificate.h"
 #include "smtp/dns_server.h"
 #include "smtp/sink.h"
+#include "smtp/smtp_client.h"
 #include "smtp/test_server.h"
 #include "test_util.h"
 
@@ -35,8 +36,9 @@ Envelope message() {
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override { cert_ = make_certificate(dir_, "server"); }
-  void start_server() {
+  void start_server(std::chrono::milliseconds idle_timeout = std::chrono::minutes(5)) {
     SmtpServerOptions o;
+    o.idle_timeout = idle_timeout;
     o.tls_certificate_file = cert_.cert;
     o.tls_key_file = cert_.key;
     server_ = std::make_unique<testing::TestSmtpServer>(o);
@@ -77,6 +79,20 @@ s.quit()
   auto entries = server_->storage.load_all();
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(server_->storage.get(entries[0].id).envelope.client.protocol, "ESMTPS");
+}
+
+// A client that asks for STARTTLS and then never starts the handshake is dropped
+// after the idle timeout, like any silent client.
+TEST_F(TlsTest, AStalledHandshakeEndsTheSession) {
+  start_server(std::chrono::milliseconds(300));
+  testing::SmtpClient c(port_);
+  EXPECT_EQ(c.code(), 220);
+  EXPECT_EQ(c.exchange("EHLO c\r\n"), 250);
+  EXPECT_EQ(c.exchange("STARTTLS\r\n"), 220);
+  EXPECT_EQ(server_->server().sessions(), 1u);
+  for (int i = 0; i < 200 && server_->server().sessions() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(server_->server().sessions(), 0u);
 }
 
 TEST_F(TlsTest, TheRelayRequiresAndVerifiesTls) {
