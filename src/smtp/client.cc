@@ -63,7 +63,8 @@ struct ConnectionError {
 
 struct Reply {
   int code = 0;
-  std::string text;  // "250 first line / second line", as the log and bounces show it
+  std::string text;                // "250 first line / second line", as the log and bounces show it
+  std::vector<std::string> lines;  // each line's text after the code
   bool ok() const { return code >= 200 && code < 400; }
   bool permanent() const { return code >= 500; }
 };
@@ -112,7 +113,7 @@ class Connection {
     if (greeting.code != 220) fail("greeting: " + greeting.text);
     hello(ehlo_name);
     using Tls = SmtpRelayOptions::Tls;
-    if (opts_.starttls != Tls::never && extensions_.count("STARTTLS")) {
+    if (opts_.starttls != Tls::never && offers("STARTTLS")) {
       start_tls();
       hello(ehlo_name);  // RFC 3207: what the server offers may differ under TLS
     } else if (opts_.starttls == Tls::required) {
@@ -121,21 +122,30 @@ class Connection {
     if (!opts_.username.empty()) authenticate();
   }
 
-  // EHLO (HELO if refused); keeps the extensions offered.
+  // EHLO (HELO if refused); keeps the extensions offered (the EHLO reply's lines after
+  // the first) and the AUTH mechanisms.
   void hello(const std::string& ehlo_name) {
+    offered_.clear();
+    auth_mechanisms_.clear();
     Reply ehlo = command("EHLO " + ehlo_name, opts_.command_timeout);
-    if (ehlo.ok()) {
-      offered_ = extensions_;
-      pipelining_ = offered_.count("PIPELINING") > 0;
-      eightbit_ = offered_.count("8BITMIME") > 0;
-      size_ = offered_.count("SIZE") > 0;
+    if (!ehlo.ok()) {
+      Reply helo = command("HELO " + ehlo_name, opts_.command_timeout);
+      if (!helo.ok()) fail("HELO refused: " + helo.text);
       return;
     }
-    offered_.clear();
-    pipelining_ = eightbit_ = size_ = false;
-    Reply helo = command("HELO " + ehlo_name, opts_.command_timeout);
-    if (!helo.ok()) fail("HELO refused: " + helo.text);
+    for (size_t i = 1; i < ehlo.lines.size(); ++i) {
+      std::string line = ehlo.lines[i];
+      std::transform(line.begin(), line.end(), line.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+      std::string word = line.substr(0, line.find(' '));
+      offered_.insert(word);
+      if (word == "AUTH") {  // "AUTH PLAIN LOGIN ..."
+        std::istringstream mechs(line.substr(word.size()));
+        for (std::string m; mechs >> m;) auth_mechanisms_.insert(m);
+      }
+    }
   }
+  bool offers(const char* extension) const { return offered_.count(extension) > 0; }
 
   // STARTTLS and the handshake. `required` mode verifies the certificate chain
   // (tls_ca_file, or the system's CAs) and that it names opts_.host; opportunistic
@@ -169,7 +179,7 @@ class Connection {
   // unless opts_.auth_without_tls.
   void authenticate() {
     if (!tls_ && !opts_.auth_without_tls) fail("not sending credentials without TLS");
-    if (!offered_.count("AUTH")) fail("the server does not offer AUTH");
+    if (!offers("AUTH")) fail("the server does not offer AUTH");
     const auto& mechs = auth_mechanisms_;
     Reply r;
     if (mechs.count("PLAIN")) {
@@ -198,14 +208,14 @@ class Connection {
   std::vector<RecipientResult> deliver(const Envelope& env) {
     std::string message = env.flatten();
     std::string mail = "MAIL FROM:<" + env.sender + ">";
-    if (size_) mail += " SIZE=" + std::to_string(message.size());
-    if (eightbit_ && has_8bit(message)) mail += " BODY=8BITMIME";
+    if (offers("SIZE")) mail += " SIZE=" + std::to_string(message.size());
+    if (offers("8BITMIME") && has_8bit(message)) mail += " BODY=8BITMIME";
     std::vector<std::string> rcpts;
     for (const auto& r : env.recipients) rcpts.push_back("RCPT TO:<" + r + ">");
 
     std::vector<Reply> rcpt_replies;
     Reply mail_reply, data_reply;
-    if (pipelining_) {  // RFC 2920: MAIL, every RCPT and DATA in one write
+    if (offers("PIPELINING")) {  // RFC 2920: MAIL, every RCPT and DATA in one write
       std::string batch = mail + "\r\n";
       for (const auto& r : rcpts) batch += r + "\r\n";
       batch += "DATA\r\n";
@@ -312,10 +322,9 @@ class Connection {
         timeout, "write");
   }
 
-  // One reply, single or multi-line. EHLO's lines are kept as extensions.
+  // One reply, single or multi-line.
   Reply read_reply(std::chrono::milliseconds timeout) {
     Reply reply;
-    std::vector<std::string> texts;
     bool first = true;
     while (true) {
       size_t nl;
@@ -348,26 +357,13 @@ class Connection {
       int code = std::stoi(line.substr(0, 3));
       if (first) reply.code = code;
       first = false;
-      std::string text = line.size() > 4 ? line.substr(4) : "";
-      texts.push_back(text);
+      reply.lines.push_back(line.size() > 4 ? line.substr(4) : "");
       bool more = line.size() > 3 && line[3] == '-';
       if (!more) break;
     }
-    extensions_.clear();
-    for (size_t i = 1; i < texts.size(); ++i) {
-      std::string line = texts[i];
-      std::transform(line.begin(), line.end(), line.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-      std::string word = line.substr(0, line.find(' '));
-      extensions_.insert(word);
-      if (word == "AUTH") {  // "AUTH PLAIN LOGIN ..."
-        auth_mechanisms_.clear();
-        std::istringstream mechs(line.substr(word.size()));
-        for (std::string m; mechs >> m;) auth_mechanisms_.insert(m);
-      }
-    }
     reply.text = std::to_string(reply.code);
-    for (size_t i = 0; i < texts.size(); ++i) reply.text += (i ? " / " : " ") + texts[i];
+    for (size_t i = 0; i < reply.lines.size(); ++i)
+      reply.text += (i ? " / " : " ") + reply.lines[i];
     return reply;
   }
 
@@ -381,12 +377,10 @@ class Connection {
   tcp::socket socket_;
   std::string where_;
   std::string buffer_;
-  std::set<std::string> extensions_;  // of the last multi-line reply
-  std::set<std::string> offered_;     // by the last EHLO
+  std::set<std::string> offered_;  // by the last EHLO
   std::set<std::string> auth_mechanisms_;
   std::optional<asio::ssl::context> tls_context_;
   std::optional<asio::ssl::stream<tcp::socket&>> tls_;
-  bool pipelining_ = false, eightbit_ = false, size_ = false;
 };
 
 }  // namespace
