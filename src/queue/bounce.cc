@@ -1,5 +1,7 @@
 #include "queue/bounce.h"
 
+#include "core/lines.h"
+
 namespace slimta::bounce {
 namespace {
 
@@ -14,18 +16,14 @@ std::string one_line(std::string_view s) {
   return out;
 }
 
-// `text` with every line ending made CRLF.
+// `text` with every line ending made CRLF, ended by one.
 std::string crlf(std::string_view text) {
   std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') continue;
-    if (text[i] == '\n' || text[i] == '\r') {
-      out += "\r\n";
-    } else {
-      out += text[i];
-    }
-  }
-  if (!out.ends_with("\r\n")) out += "\r\n";
+  for_each_line(text, [&](std::string_view line) {
+    out.append(line);
+    out += "\r\n";
+  });
+  if (out.empty()) out = "\r\n";
   return out;
 }
 

@@ -18,12 +18,13 @@
 #include <asio/ssl.hpp>
 #include <atomic>
 #include <cctype>
-#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
+
+#include "core/lines.h"
 
 namespace slimta {
 namespace smtp {
@@ -31,21 +32,11 @@ namespace smtp {
 std::string data_of(std::string_view message) {
   std::string out;
   out.reserve(message.size() + message.size() / 50 + 8);
-  const size_t n = message.size();
-  for (size_t pos = 0; pos < n;) {
-    // The line ends at the first CR or LF; CRLF, a bare LF and a bare CR each end one.
-    const char* at = message.data() + pos;
-    const void* lf = std::memchr(at, '\n', n - pos);
-    size_t lf_at = lf ? static_cast<size_t>(static_cast<const char*>(lf) - message.data()) : n;
-    const void* cr = std::memchr(at, '\r', lf_at - pos);
-    size_t end = cr ? static_cast<size_t>(static_cast<const char*>(cr) - message.data()) : lf_at;
-    size_t next = end + 1;
-    if (cr && next < n && message[next] == '\n') ++next;
-    if (message[pos] == '.') out += '.';
-    out.append(message, pos, end - pos);
+  for_each_line(message, [&](std::string_view line) {
+    if (!line.empty() && line.front() == '.') out += '.';
+    out.append(line);
     out += "\r\n";
-    pos = next;
-  }
+  });
   out += ".\r\n";
   return out;
 }
