@@ -7,7 +7,7 @@ packages=(
   zlib1g-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libhiredis-dev libssl-dev redis-server libcurl4-openssl-dev
-  libasio-dev python3-aiosmtpd swaks openssl
+  libasio-dev python3-aiosmtpd swaks openssl libcrypt-dev libtomlplusplus-dev whois haproxy
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,7 +2,16 @@
 //
 // EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (answered 252 without looking
 // anything up), with PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES and, with a
-// certificate, STARTTLS. A message
+// certificate, STARTTLS, and with users, AUTH PLAIN and LOGIN (RFC 4954) under TLS.
+//
+// Closed by default: at RCPT a recipient is accepted when the client's address is in
+// relay_networks (default: loopback only), or the session authenticated, or the
+// recipient's domain is one of accept_domains; anyone else gets 554 5.7.1 Relay access
+// denied. Listeners have roles: port 25 (the rules above), submission (587, RFC 6409:
+// AUTH before MAIL) and submissions (465, RFC 8314: TLS from the first byte). Behind a
+// load balancer, clients in proxy_from must open with a PROXY protocol header (v1 or
+// v2), whose client address is then used for everything above, the Received: line and
+// the log. A message
 // gets its 250 only after `deliver` returned an id (for a Queue: the storage's write()
 // returned, so the message is durable); when it fails the client gets 451 4.3.0 and
 // nothing is kept. A client that disconnects before the end of DATA leaves nothing
@@ -19,10 +28,15 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "slimta/envelope.h"
+#include "slimta/ip_networks.h"
 #include "slimta/queue.h"
+#include "slimta/user_database.h"
 
 namespace slimta {
 
@@ -46,6 +60,37 @@ struct SmtpServerOptions {
   // PEM files: when both are set, STARTTLS is offered (TLS 1.2 or later).
   std::string tls_certificate_file;
   std::string tls_key_file;
+
+  // Clients that may relay to any domain without authenticating.
+  IpNetworks relay_networks = IpNetworks::parse("127.0.0.0/8,::1/128");
+  // Domains anyone may send to (we are their MX or backup MX); case does not matter.
+  std::vector<std::string> accept_domains;
+  // When set, the recipients of accept_domains that exist: "user@domain", or "@domain"
+  // for every user of a domain (case does not matter). Others get 550 5.1.1 at RCPT,
+  // rather than a bounce later to a sender who may be forged.
+  std::optional<std::set<std::string>> known_recipients;
+
+  // AUTH PLAIN and LOGIN against these users, offered only under TLS (else AUTH gets
+  // 538 5.7.11). Null: no AUTH.
+  std::shared_ptr<const UserDatabase> users;
+  // After the n-th failed AUTH of a session, wait n times this before the 535 5.7.8;
+  // after max_auth_failures, 421 4.7.0 and disconnect.
+  std::chrono::milliseconds auth_failure_delay = std::chrono::seconds(1);
+  size_t max_auth_failures = 3;
+
+  // Load balancers that send a PROXY protocol header (v1 or v2). A connection from
+  // these addresses must start with one (else it is closed, unanswered); one from any
+  // other address that sends one is closed. A header that names no client (LOCAL,
+  // UNKNOWN) leaves the client's address "unknown", which matches no network.
+  IpNetworks proxy_from;
+  std::chrono::milliseconds proxy_timeout = std::chrono::seconds(10);
+};
+
+// What a listening port is for.
+enum class ListenerRole {
+  smtp,         // port 25: relay rules at RCPT; STARTTLS and AUTH when configured
+  submission,   // port 587 (RFC 6409): AUTH (so STARTTLS) required before MAIL: 530 5.7.0
+  submissions,  // port 465 (RFC 8314): TLS from the first byte, then as submission
 };
 
 class SmtpServer {
@@ -60,9 +105,11 @@ class SmtpServer {
   SmtpServer(const SmtpServer&) = delete;
   SmtpServer& operator=(const SmtpServer&) = delete;
 
-  // Listen on `host`:`port` (port 0: a free one); returns the port. Throws
-  // InvalidArgument for a bad address, QueueError if it cannot listen.
-  uint16_t listen(const std::string& host, uint16_t port);
+  // Listen on `host`:`port` (port 0: a free one) for `role`; returns the port. May be
+  // called several times (several listeners). Throws InvalidArgument for a bad
+  // address, or a submission role without a TLS certificate and users; QueueError if
+  // it cannot listen.
+  uint16_t listen(const std::string& host, uint16_t port, ListenerRole role = ListenerRole::smtp);
   // Serve until stop(): on the calling thread.
   void run();
   // Stop accepting, end every session (a message not yet accepted is not kept; one

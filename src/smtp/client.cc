@@ -11,9 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include <openssl/evp.h>
 #include <algorithm>
-
 #include <asio.hpp>
 #include <asio/ssl.hpp>
 #include <atomic>
@@ -25,6 +23,7 @@
 #include <sstream>
 
 #include "core/lines.h"
+#include "smtp/sasl.h"
 
 namespace slimta {
 namespace smtp {
@@ -59,15 +58,6 @@ struct Reply {
   bool ok() const { return code >= 200 && code < 400; }
   bool permanent() const { return code >= 500; }
 };
-
-std::string base64(const std::string& in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
 
 bool has_8bit(const std::string& s) {
   for (char c : s)
@@ -174,13 +164,13 @@ class Connection {
     const auto& mechs = auth_mechanisms_;
     Reply r;
     if (mechs.count("PLAIN")) {
-      r = command("AUTH PLAIN " + base64(std::string(1, '\0') + opts_.username +
-                                         std::string(1, '\0') + opts_.password),
+      r = command("AUTH PLAIN " + smtp::base64_encode(std::string(1, '\0') + opts_.username +
+                                                      std::string(1, '\0') + opts_.password),
                   opts_.command_timeout);
     } else if (mechs.count("LOGIN")) {
       r = command("AUTH LOGIN", opts_.command_timeout);
-      if (r.code == 334) r = command(base64(opts_.username), opts_.command_timeout);
-      if (r.code == 334) r = command(base64(opts_.password), opts_.command_timeout);
+      if (r.code == 334) r = command(smtp::base64_encode(opts_.username), opts_.command_timeout);
+      if (r.code == 334) r = command(smtp::base64_encode(opts_.password), opts_.command_timeout);
     } else {
       fail("the server offers neither AUTH PLAIN nor AUTH LOGIN");
     }

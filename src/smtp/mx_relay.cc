@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 
+#include "queue/recipient_groups.h"
 #include "smtp/client.h"
 #include "smtp/dns.h"
 
@@ -63,28 +64,20 @@ MxRelay::MxRelay(MxRelayOptions options) : impl_(std::make_unique<Impl>(std::mov
 MxRelay::~MxRelay() = default;
 
 std::vector<RecipientResult> MxRelay::attempt(const Envelope& envelope, uint32_t) {
-  std::vector<RecipientResult> out(envelope.recipients.size());
-  std::map<std::string, std::vector<size_t>> by_domain;
-  for (size_t i = 0; i < envelope.recipients.size(); ++i) {
-    const std::string& r = envelope.recipients[i];
-    size_t at = r.rfind('@');
-    if (at == std::string::npos || at + 1 == r.size()) {
-      out[i] = RecipientResult::permanent("553 5.1.3 <" + r + ">: no domain to deliver to");
-      continue;
-    }
-    std::string domain = r.substr(at + 1);
-    std::transform(domain.begin(), domain.end(), domain.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    by_domain[domain].push_back(i);
-  }
-  for (const auto& [domain, indexes] : by_domain) {
-    Envelope part = envelope;
-    part.recipients.clear();
-    for (size_t i : indexes) part.recipients.push_back(envelope.recipients[i]);
-    auto results = impl_->deliver_domain(part, domain);
-    for (size_t k = 0; k < indexes.size(); ++k) out[indexes[k]] = std::move(results[k]);
-  }
-  return out;
+  return deliver_in_groups(
+      envelope,
+      [](const std::string& r) -> std::variant<std::string, RecipientResult> {
+        size_t at = r.rfind('@');
+        if (at == std::string::npos || at + 1 == r.size())
+          return RecipientResult::permanent("553 5.1.3 <" + r + ">: no domain to deliver to");
+        std::string domain = r.substr(at + 1);
+        std::transform(domain.begin(), domain.end(), domain.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        return domain;
+      },
+      [this](const Envelope& part, const std::string& domain) {
+        return impl_->deliver_domain(part, domain);
+      });
 }
 
 }  // namespace slimta

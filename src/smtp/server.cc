@@ -11,6 +11,8 @@
 //   Overlong lines are consumed to their end and refused, never buffered whole.
 // * STARTTLS (RFC 3207) with OpenSSL through asio::ssl, TLS 1.2 and later; what the
 //   client pipelined after STARTTLS is dropped, and the session starts over.
+// * AUTH's password check (crypt_r: tens of ms for yescrypt) runs on the deliver pool,
+//   never on the event loop, and failures are answered late (a timer, not a sleep).
 #include "slimta/smtp_server.h"
 
 #include <spdlog/spdlog.h>
@@ -20,10 +22,16 @@
 #include <asio/ssl.hpp>
 #include <atomic>
 #include <ctime>
+#include <list>
 #include <optional>
 #include <set>
 
+#include <openssl/crypto.h>
+
 #include "smtp/command.h"
+#include "smtp/proxy_header.h"
+#include "smtp/relay_rules.h"
+#include "smtp/sasl.h"
 
 namespace slimta {
 namespace {
@@ -150,6 +158,13 @@ class LineReader {
     buffer_.append(chunk, n);
   }
 
+  // What is buffered and not yet taken, and taking `n` bytes of it raw.
+  std::string_view pending() const { return std::string_view(buffer_).substr(pos_); }
+  void consume(size_t n) {
+    pos_ += n;
+    scanned_ = 0;
+  }
+
   // Whether a complete line is already buffered (a pipelined command).
   bool has_line() const { return buffer_.find('\n', pos_) != std::string::npos; }
   // Drops what is buffered: plaintext sent after STARTTLS before the handshake, which
@@ -175,6 +190,7 @@ struct Shared {
         deliver(std::move(d)),
         hostname(options.hostname.empty() ? host_name() : options.hostname),
         pool(options.deliver_threads) {
+    rules = smtp::make_relay_rules(options.accept_domains, options.known_recipients);
     if (options.tls_certificate_file.empty() != options.tls_key_file.empty())
       throw InvalidArgument("smtp server: give both a TLS certificate file and a key file");
     if (options.tls_certificate_file.empty()) return;
@@ -200,15 +216,17 @@ struct Shared {
   const std::string hostname;
   asio::thread_pool pool;                 // runs `deliver`
   std::optional<asio::ssl::context> tls;  // set when STARTTLS is offered
+  smtp::RelayRules rules;
   std::atomic<size_t> accepted_messages{0};
 };
 
 // One session's state and dialogue.
 class Session {
  public:
-  Session(Shared& server, tcp::socket& socket)
+  Session(Shared& server, tcp::socket& socket, ListenerRole role)
       : server_(server),
         opts_(server.options),
+        role_(role),
         stream_(socket),
         deadline_{Deadline::Clock::now(), server.options.idle_timeout},
         reader_(stream_, deadline_) {
@@ -254,7 +272,21 @@ class Session {
   }
 
   awaitable<void> run() {
+    if (opts_.proxy_from.contains(peer_ip_) && !co_await read_proxy_header()) co_return;
+    if (role_ == ListenerRole::submissions) {
+      asio::error_code ec;
+      deadline_.hold();  // the handshake has its own time limit
+      co_await stream_.start_tls(*server_.tls, opts_.idle_timeout, ec);
+      deadline_.touch();
+      if (ec) co_return;
+    }
     reply("220 " + server_.hostname + " ESMTP slimta-queue ready");
+    co_await flush();
+    if (reader_.pending().empty()) co_await reader_.fill();
+    if (smtp::looks_like_proxy_header(reader_.pending())) {
+      spdlog::warn("smtp: [{}] sent a PROXY header but is not in --proxy-from: closed", peer_ip_);
+      co_return;
+    }
     while (!done_) {
       co_await flush();
       LineReader::Line line = co_await reader_.next(opts_.max_command_line);
@@ -266,6 +298,122 @@ class Session {
       co_await command(smtp::parse_command(line.text));
     }
     co_await flush(/*force=*/true);
+  }
+
+  // Reads the PROXY header a load balancer sends first, within opts_.proxy_timeout, and
+  // takes the client's address from it. False (the session ends, unanswered: the peer
+  // is no SMTP client) when the header is missing or malformed.
+  awaitable<bool> read_proxy_header() {
+    std::string balancer = peer_ip_;
+    deadline_.idle = opts_.proxy_timeout;
+    smtp::ProxyHeader header;
+    while (true) {
+      header = smtp::parse_proxy_header(reader_.pending());
+      if (header.status != smtp::ProxyHeader::Status::incomplete) break;
+      co_await reader_.fill();
+    }
+    deadline_.idle = opts_.idle_timeout;
+    deadline_.touch();
+    if (header.status == smtp::ProxyHeader::Status::invalid) {
+      spdlog::warn("smtp: [{}] is in --proxy-from but sent no valid PROXY header ({}): closed",
+                   balancer, header.error);
+      co_return false;
+    }
+    reader_.consume(header.length);
+    peer_ip_ = header.source.empty() ? "unknown" : header.source;
+    spdlog::debug("smtp: [{}] via proxy [{}]", peer_ip_, balancer);
+    co_return true;
+  }
+
+  // A client that may send to any domain.
+  bool may_relay() const { return !auth_user_.empty() || opts_.relay_networks.contains(peer_ip_); }
+  bool auth_offered() const { return opts_.users && stream_.tls(); }
+
+  // One line of an AUTH exchange (RFC 4954: up to 12288 octets); nullopt for a line
+  // too long, after saying so.
+  awaitable<std::optional<std::string>> auth_response(const std::string& challenge) {
+    reply("334 " + challenge);
+    co_await flush(/*force=*/true);
+    LineReader::Line line = co_await reader_.next(12288);
+    if (line.too_long) {
+      error("500 5.5.6 Authentication exchange line is too long");
+      co_return std::nullopt;
+    }
+    co_return std::string(line.text);
+  }
+
+  // AUTH PLAIN or LOGIN, with the argument after "AUTH ".
+  awaitable<void> authenticate(const std::string& arg) {
+    size_t sp = arg.find(' ');
+    std::string mechanism = smtp::parse_command(arg.substr(0, sp)).verb;
+    std::optional<std::string> initial;
+    if (sp != std::string::npos) initial = arg.substr(sp + 1);
+    std::string user, password;
+    auto decode = [&](const std::optional<std::string>& response) -> std::optional<std::string> {
+      if (*response == "=") return std::string();  // an empty initial response
+      auto d = smtp::base64_decode(*response);
+      if (!d) error("501 5.5.2 Cannot decode the response");
+      return d;
+    };
+    auto aborted = [&](const std::optional<std::string>& response) {
+      if (*response != "*") return false;
+      error("501 5.7.0 Authentication aborted");
+      return true;
+    };
+    if (mechanism == "PLAIN") {
+      std::optional<std::string> response = initial;
+      if (!response) response = co_await auth_response("");
+      if (!response || aborted(response)) co_return;
+      auto message = decode(response);
+      if (!message) co_return;
+      auto credentials = smtp::parse_plain(*message);
+      OPENSSL_cleanse(message->data(), message->size());
+      if (!credentials) co_return error("501 5.5.2 Malformed PLAIN response");
+      // Acting as another user (an authzid) is not supported.
+      if (!credentials->authzid.empty() && credentials->authzid != credentials->user)
+        credentials->password.clear();
+      user = std::move(credentials->user);
+      password = std::move(credentials->password);
+    } else if (mechanism == "LOGIN") {
+      std::optional<std::string> response = initial;
+      if (!response) response = co_await auth_response("VXNlcm5hbWU6");  // "Username:"
+      if (!response || aborted(response)) co_return;
+      auto name = decode(response);
+      if (!name) co_return;
+      response = co_await auth_response("UGFzc3dvcmQ6");  // "Password:"
+      if (!response || aborted(response)) co_return;
+      auto secret = decode(response);
+      OPENSSL_cleanse(response->data(), response->size());
+      if (!secret) co_return;
+      user = std::move(*name);
+      password = std::move(*secret);
+    } else {
+      co_return error("504 5.5.4 Unrecognized authentication type");
+    }
+    deadline_.hold();
+    bool ok = !password.empty() &&
+              co_await asio::co_spawn(
+                  server_.pool,
+                  [&]() -> awaitable<bool> { co_return opts_.users->check(user, password); },
+                  use_awaitable);
+    OPENSSL_cleanse(password.data(), password.size());
+    if (ok) {
+      deadline_.touch();
+      auth_user_ = std::move(user);
+      spdlog::info("smtp: [{}] authenticated as {}", peer_ip_, auth_user_);
+      co_return reply("235 2.7.0 Authentication successful");
+    }
+    // Neither the name (a password typed in the wrong field) nor the response is logged.
+    ++auth_failures_;
+    spdlog::warn("smtp: [{}] authentication failed ({} in this session)", peer_ip_, auth_failures_);
+    asio::steady_timer delay(stream_.get_executor(), opts_.auth_failure_delay * auth_failures_);
+    co_await delay.async_wait(use_awaitable);
+    deadline_.touch();
+    error("535 5.7.8 Error: authentication failed");
+    if (auth_failures_ >= opts_.max_auth_failures && !done_) {
+      reply("421 4.7.0 " + server_.hostname + " Too many failed authentications");
+      done_ = true;
+    }
   }
 
   void reply(const std::string& text) { out_ += text + "\r\n"; }
@@ -309,10 +457,13 @@ class Session {
       reply("250-SIZE " + std::to_string(opts_.max_message_size));
       reply("250-8BITMIME");
       if (server_.tls && !stream_.tls()) reply("250-STARTTLS");
+      if (auth_offered()) reply("250-AUTH PLAIN LOGIN");
       reply("250 ENHANCEDSTATUSCODES");
     } else if (v == "MAIL") {
       if (helo_.empty()) co_return error("503 5.5.1 Error: send HELO/EHLO first");
       if (mail_) co_return error("503 5.5.1 Error: nested MAIL command");
+      if (role_ != ListenerRole::smtp && auth_user_.empty())
+        co_return error("530 5.7.0 Authentication required");
       std::string err;
       auto path = smtp::parse_path_arg(c.arg, "FROM", err);
       if (!path) co_return error(err);
@@ -341,6 +492,10 @@ class Session {
       if (path->address.empty()) co_return error("501 5.1.3 Bad recipient address syntax");
       if (!path->params.empty())
         co_return error("555 5.5.4 Unsupported RCPT parameter " + path->params.front().first);
+      if (auto refused = smtp::check_recipient(server_.rules, path->address, may_relay())) {
+        spdlog::info("smtp: [{}] RCPT <{}> refused: {}", peer_ip_, path->address, *refused);
+        co_return error(*refused);
+      }
       if (rcpts_.size() >= opts_.max_recipients)
         co_return reply("452 4.5.3 Error: too many recipients");
       rcpts_.push_back(path->address);
@@ -377,6 +532,16 @@ class Session {
       if (ec) throw asio::system_error(ec);  // the session cannot go on in either mode
       helo_.clear();                         // RFC 3207: the client starts over with EHLO
       reset_transaction();
+    } else if (v == "AUTH" && opts_.users) {
+      if (!stream_.tls())
+        co_return error("538 5.7.11 Encryption required for requested authentication mechanism");
+      if (helo_.empty()) co_return error("503 5.5.1 Error: send EHLO first");
+      if (!auth_user_.empty()) co_return error("503 5.5.1 Error: already authenticated");
+      if (mail_) co_return error("503 5.5.1 Error: MAIL transaction in progress");
+      co_await authenticate(c.arg);
+    } else if (v == "PROXY") {  // a PROXY header, not first: from a client that may not
+      spdlog::warn("smtp: [{}] sent a PROXY header mid-session: closed", peer_ip_);
+      done_ = true;
     } else if (v == "STARTTLS" || v == "AUTH" || v == "BDAT") {
       error("502 5.5.1 " + v + " not available");
     } else {
@@ -419,7 +584,11 @@ class Session {
     env.recipients = rcpts_;
     env.client.ip = peer_ip_;
     env.client.name = helo_;
-    env.client.protocol = stream_.tls() ? "ESMTPS" : esmtp_ ? "ESMTP" : "SMTP";
+    // RFC 3848: ESMTPSA is ESMTP with TLS and AUTH.
+    env.client.protocol = !esmtp_ ? "SMTP"
+                                  : std::string("ESMTP") + (stream_.tls() ? "S" : "") +
+                                        (auth_user_.empty() ? "" : "A");
+    env.client.auth = auth_user_;
     env.receiver = server_.hostname;
     env.timestamp = static_cast<double>(std::time(nullptr));
     env.parse(message);
@@ -451,6 +620,7 @@ class Session {
 
   Shared& server_;
   const SmtpServerOptions& opts_;
+  const ListenerRole role_;
   Stream stream_;
   Deadline deadline_;
   LineReader reader_;
@@ -462,6 +632,8 @@ class Session {
   std::vector<std::string> rcpts_;
   size_t errors_ = 0;
   bool done_ = false;
+  std::string auth_user_;  // who authenticated; empty: nobody
+  size_t auth_failures_ = 0;
 };
 
 }  // namespace
@@ -471,33 +643,33 @@ struct SmtpServer::Impl {
 
   Shared shared;
   asio::io_context io;
-  std::optional<tcp::acceptor> acceptor;
+  std::list<tcp::acceptor> acceptors;
   std::atomic<size_t> open_sessions{0};
   std::set<tcp::socket*> sockets;  // open sessions' sockets (event-loop thread only)
   bool stopping = false;           // event-loop thread only
 
-  awaitable<void> accept_loop();
-  awaitable<void> session(tcp::socket socket);
+  awaitable<void> accept_loop(tcp::acceptor& acceptor, ListenerRole role);
+  awaitable<void> session(tcp::socket socket, ListenerRole role);
 };
 
-awaitable<void> SmtpServer::Impl::accept_loop() {
+awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, ListenerRole role) {
   while (true) {
     tcp::socket socket(io);
     asio::error_code ec;
-    co_await acceptor->async_accept(socket, asio::redirect_error(use_awaitable, ec));
+    co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (stopping) co_return;
       spdlog::warn("smtp: accept failed: {}", ec.message());
       continue;
     }
-    asio::co_spawn(io, session(std::move(socket)), asio::detached);
+    asio::co_spawn(io, session(std::move(socket), role), asio::detached);
   }
 }
 
-awaitable<void> SmtpServer::Impl::session(tcp::socket socket) {
+awaitable<void> SmtpServer::Impl::session(tcp::socket socket, ListenerRole role) {
   ++open_sessions;
   sockets.insert(&socket);
-  co_await Session(shared, socket).serve();
+  co_await Session(shared, socket, role).serve();
   asio::error_code ignored;
   socket.shutdown(tcp::socket::shutdown_both, ignored);
   socket.close(ignored);
@@ -513,18 +685,23 @@ SmtpServer::~SmtpServer() {
   impl_->shared.pool.join();
 }
 
-uint16_t SmtpServer::listen(const std::string& host, uint16_t port) {
+uint16_t SmtpServer::listen(const std::string& host, uint16_t port, ListenerRole role) {
   asio::error_code ec;
   auto address = asio::ip::make_address(host, ec);
   if (ec) throw InvalidArgument("listen address '" + host + "' is not an IP address");
+  if (role != ListenerRole::smtp && (!impl_->shared.tls || !impl_->shared.options.users)) {
+    throw InvalidArgument("a submission listener (" + host + ":" + std::to_string(port) +
+                          ") needs a TLS certificate and key, and users to authenticate");
+  }
+  tcp::acceptor* acceptor = nullptr;
   try {
-    impl_->acceptor.emplace(impl_->io, tcp::endpoint(address, port));
+    acceptor = &impl_->acceptors.emplace_back(impl_->io, tcp::endpoint(address, port));
   } catch (const asio::system_error& e) {
     throw QueueError("cannot listen on " + host + ":" + std::to_string(port) + ": " +
                      e.code().message());
   }
-  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
-  return impl_->acceptor->local_endpoint().port();
+  asio::co_spawn(impl_->io, impl_->accept_loop(*acceptor, role), asio::detached);
+  return acceptor->local_endpoint().port();
 }
 
 void SmtpServer::run() { impl_->io.run(); }
@@ -536,7 +713,7 @@ void SmtpServer::stop() {
     if (impl->stopping) return;
     impl->stopping = true;
     asio::error_code ignored;
-    if (impl->acceptor) impl->acceptor->close(ignored);
+    for (tcp::acceptor& a : impl->acceptors) a.close(ignored);
     for (tcp::socket* s : impl->sockets) s->close(ignored);
   });
 }

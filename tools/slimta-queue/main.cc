@@ -74,8 +74,44 @@ int main(int argc, char** argv) {
   ServeOptions serve_opts;
   auto* serve = app.add_subcommand(
       "serve", "run the queue: accept mail over SMTP, keep it in the storage, deliver it");
-  serve->add_option("--listen", serve_opts.listen, "HOST:PORT to accept SMTP on")
+  serve->footer(
+      "Who may send what (closed by default): clients in --relay-networks (default: this host "
+      "only) and clients that authenticated (AUTH, only under TLS, against --users) may relay "
+      "to any domain; anyone may send to --accept-domains, and to nothing else (554 5.7.1 "
+      "Relay access denied).\n"
+      "A safe set-up for the internet: --listen 0.0.0.0:25 --accept-domains example.org "
+      "--route example.org=10.0.0.5:25 (inbound mail for your domain) and --submission "
+      "0.0.0.0:587 --tls-cert CERT --tls-key KEY --users /etc/slimta/users (your users send "
+      "anywhere after AUTH; add users with `slimta-queue passwd USER --users FILE`).");
+  serve
+      ->add_option("--listen", serve_opts.listen,
+                   "HOST:PORT to accept SMTP on (port 25 role: relay rules at RCPT); repeatable")
       ->capture_default_str();
+  serve->add_option("--submission", serve_opts.submission,
+                    "HOST:PORT for message submission (587): AUTH required before MAIL, "
+                    "STARTTLS before AUTH; repeatable");
+  serve->add_option("--submissions", serve_opts.submissions,
+                    "HOST:PORT for submission over implicit TLS (465, RFC 8314); repeatable");
+  serve
+      ->add_option("--relay-networks", serve_opts.relay_networks,
+                   "CIDR[,CIDR...] of clients that may relay to any domain without AUTH")
+      ->capture_default_str();
+  serve
+      ->add_option("--accept-domains", serve_opts.accept_domains,
+                   "DOMAIN[,DOMAIN...] we take mail for from anyone (MX or backup MX)")
+      ->delimiter(',');
+  serve->add_option("--accept-recipients", serve_opts.accept_recipients,
+                    "file of the accept domains' valid recipients (user@domain, or @domain for "
+                    "all), one a line: others are refused at RCPT (550 5.1.1)");
+  serve->add_option("--route", serve_opts.routes,
+                    "DOMAIN=HOST:PORT: deliver that domain's mail there, ahead of the smarthost "
+                    "and MX (repeatable; [routes] in the config file)");
+  serve->add_option("--users", serve_opts.users,
+                    "users file (name:crypt-hash a line, as Dovecot's passwd-file): offer AUTH "
+                    "PLAIN/LOGIN under TLS");
+  serve->add_option("--proxy-from", serve_opts.proxy_from,
+                    "CIDR[,CIDR...] of load balancers that send a PROXY protocol header (v1/v2): "
+                    "required from them, refused from anyone else");
   serve->add_option("--smarthost", serve_opts.smarthost,
                     "HOST:PORT to relay every message to (without it: to each domain's MX hosts)");
   serve->add_option("--dns-server", serve_opts.dns_server,
@@ -119,6 +155,12 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 
+  std::string passwd_user, users_file;
+  auto* passwd = app.add_subcommand(
+      "passwd", "add a user for SMTP AUTH, or change the password (read from stdin)");
+  passwd->add_option("user", passwd_user, "user name")->required();
+  passwd->add_option("--users", users_file, "users file to change (created 0600)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -126,6 +168,9 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (passwd->parsed()) return cmd_passwd(passwd_user, users_file, std::cerr);
+    if (auto* config = app.get_config_ptr(); config && config->count() > 0)
+      serve_opts.config_file = config->as<std::string>();
     std::unique_ptr<QueueStorage> storage = open_storage(storage_url);
     auto* sub = app.get_subcommands().front();
     std::string name = sub->get_name();

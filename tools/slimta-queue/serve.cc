@@ -1,17 +1,28 @@
 #include "serve.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "slimta/mx_relay.h"
 #include "slimta/queue.h"
+#include "slimta/routing_relay.h"
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
+#include "slimta/user_database.h"
 
 namespace slimta::cli {
 
@@ -50,11 +61,182 @@ std::string smarthost_password(const ServeOptions& opts) {
       "--smarthost-user needs --smarthost-password-file or $SLIMTA_SMARTHOST_PASSWORD");
 }
 
+struct Listener {
+  std::string address;  // HOST:PORT
+  ListenerRole role;
+};
+
+const char* role_name(ListenerRole role) {
+  switch (role) {
+    case ListenerRole::submission:
+      return "submission";
+    case ListenerRole::submissions:
+      return "submissions";
+    default:
+      return "smtp";
+  }
+}
+
+// The flag that makes a listener of this role, for error messages.
+const char* option_of(ListenerRole role) {
+  switch (role) {
+    case ListenerRole::submission:
+      return "--submission";
+    case ListenerRole::submissions:
+      return "--submissions";
+    default:
+      return "--listen";
+  }
+}
+
+// The config file's tables, which CLI11 does not read: [routes] (DOMAIN = "HOST:PORT")
+// and [[listener]] (address = "HOST:PORT", role = "smtp" | "submission" |
+// "submissions"). An unknown key or a wrong type is an error naming it and its line.
+void read_config_tables(const std::string& path, std::vector<Listener>& listeners,
+                        std::vector<std::string>& routes) {
+  toml::table config;
+  try {
+    config = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw InvalidArgument(
+        fmt::format("config file '{}' line {}: {}", path, e.source().begin.line, e.description()));
+  }
+  auto bad = [&](const toml::node& node, const std::string& why) {
+    return InvalidArgument(
+        fmt::format("config file '{}' line {}: {}", path, node.source().begin.line, why));
+  };
+  if (const toml::node* node = config.get("routes")) {
+    const toml::table* table = node->as_table();
+    if (!table) throw bad(*node, "routes must be a table: [routes] then DOMAIN = \"HOST:PORT\"");
+    for (const auto& [domain, target] : *table) {
+      auto where = target.value<std::string>();
+      if (!where)
+        throw bad(target, "route for '" + std::string(domain.str()) + "' must be \"HOST:PORT\"");
+      routes.push_back(std::string(domain.str()) + "=" + *where);
+    }
+  }
+  if (const toml::node* node = config.get("listener")) {
+    const toml::array* array = node->as_array();
+    if (!array) throw bad(*node, "listener must be a table array: [[listener]]");
+    for (const toml::node& item : *array) {
+      const toml::table* table = item.as_table();
+      if (!table) throw bad(item, "each [[listener]] must be a table");
+      Listener l{"", ListenerRole::smtp};
+      for (const auto& [key, value] : *table) {
+        auto text = value.value<std::string>();
+        if (!text) throw bad(value, "listener " + std::string(key.str()) + " must be a string");
+        if (key == "address") {
+          l.address = *text;
+        } else if (key == "role") {
+          if (*text == "smtp")
+            l.role = ListenerRole::smtp;
+          else if (*text == "submission")
+            l.role = ListenerRole::submission;
+          else if (*text == "submissions")
+            l.role = ListenerRole::submissions;
+          else
+            throw bad(value,
+                      "listener role '" + *text + "' is not smtp, submission or submissions");
+        } else {
+          throw bad(value, "unknown listener key '" + std::string(key.str()) + "' (address, role)");
+        }
+      }
+      if (l.address.empty()) throw bad(item, "[[listener]] without an address");
+      listeners.push_back(l);
+    }
+  }
+}
+
+// The known recipients of the accept domains: one "user@domain" or "@domain" a line.
+std::set<std::string> read_recipients(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InvalidArgument("cannot read --accept-recipients file '" + path + "'");
+  std::set<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos || line[start] == '#') continue;
+    size_t end = line.find_last_not_of(" \t\r");
+    out.insert(line.substr(start, end - start + 1));
+  }
+  return out;
+}
+
+// Out: the smarthost, or else the MX hosts of each recipient's domain; ahead of
+// either, the routes of the transport map.
+std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<std::string>& routes,
+                                  std::ostream& err) {
+  SmtpRelayOptions base;
+  base.ehlo_name = opts.hostname;
+  std::shared_ptr<Relay> fallback;
+  if (!opts.smarthost.empty()) {
+    SmtpRelayOptions r = base;
+    std::tie(r.host, r.port) = parse_host_port(opts.smarthost, "--smarthost");
+    using Tls = SmtpRelayOptions::Tls;
+    if (opts.smarthost_tls == "never") r.starttls = Tls::never;
+    if (opts.smarthost_tls == "required") r.starttls = Tls::required;
+    r.tls_ca_file = opts.smarthost_ca;
+    r.username = opts.smarthost_user;
+    if (!r.username.empty()) r.password = smarthost_password(opts);
+    fallback = std::make_shared<SmtpRelay>(r);
+  } else {
+    MxRelayOptions m;
+    m.smtp = base;
+    m.smtp.port = opts.mx_port;
+    m.dns_server = opts.dns_server;
+    fallback = std::make_shared<MxRelay>(m);
+    err << "slimta-queue serve: no --smarthost: delivering to each domain's MX hosts\n";
+  }
+  std::map<std::string, std::shared_ptr<Relay>> by_domain;
+  std::map<std::string, std::shared_ptr<Relay>> by_target;  // one relay per HOST:PORT
+  for (const std::string& route : routes) {
+    size_t eq = route.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw InvalidArgument("--route '" + route + "' is not DOMAIN=HOST:PORT");
+    std::string target = route.substr(eq + 1);
+    auto& relay = by_target[target];
+    if (!relay) {
+      SmtpRelayOptions r = base;
+      std::tie(r.host, r.port) = parse_host_port(target, "--route target");
+      relay = std::make_shared<SmtpRelay>(r);
+    }
+    by_domain[route.substr(0, eq)] = relay;
+  }
+  return std::make_unique<RoutingRelay>(std::move(by_domain), std::move(fallback));
+}
+
 }  // namespace
 
 int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
               std::ostream& err) {
-  auto [host, port] = parse_host_port(opts.listen, "--listen");
+  std::vector<Listener> listeners;
+  for (const auto& a : opts.listen) listeners.push_back({a, ListenerRole::smtp});
+  for (const auto& a : opts.submission) listeners.push_back({a, ListenerRole::submission});
+  for (const auto& a : opts.submissions) listeners.push_back({a, ListenerRole::submissions});
+  std::vector<std::string> routes = opts.routes;
+  if (!opts.config_file.empty()) read_config_tables(opts.config_file, listeners, routes);
+  std::vector<std::pair<std::string, uint16_t>> endpoints;
+  for (const Listener& l : listeners)
+    endpoints.push_back(parse_host_port(l.address, option_of(l.role)));
+
+  SmtpServerOptions server_opts;
+  server_opts.hostname = opts.hostname;
+  server_opts.max_message_size = opts.max_message_size;
+  server_opts.tls_certificate_file = opts.tls_cert;
+  server_opts.tls_key_file = opts.tls_key;
+  server_opts.relay_networks = IpNetworks::parse(opts.relay_networks);
+  server_opts.accept_domains = opts.accept_domains;
+  if (!opts.accept_recipients.empty())
+    server_opts.known_recipients = read_recipients(opts.accept_recipients);
+  if (!opts.users.empty())
+    server_opts.users = std::make_shared<UserDatabase>(UserDatabase::load(opts.users));
+  server_opts.proxy_from = IpNetworks::parse(opts.proxy_from);
+  if (server_opts.relay_networks.contains("0.0.0.0") || server_opts.relay_networks.contains("::")) {
+    err << "slimta-queue serve: warning: --relay-networks "
+        << server_opts.relay_networks.to_string()
+        << " takes in every address: this is an open relay\n";
+  }
+
   // SIGTERM and SIGINT are taken by one thread with sigwait(): blocked here, before
   // any other thread starts, so every thread inherits the mask.
   sigset_t signals;
@@ -65,27 +247,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);
 
-  // Out: the smarthost, or else the MX hosts of each recipient's domain.
-  std::unique_ptr<Relay> relay;
-  if (!opts.smarthost.empty()) {
-    SmtpRelayOptions r;
-    std::tie(r.host, r.port) = parse_host_port(opts.smarthost, "--smarthost");
-    r.ehlo_name = opts.hostname;
-    using Tls = SmtpRelayOptions::Tls;
-    if (opts.smarthost_tls == "never") r.starttls = Tls::never;
-    if (opts.smarthost_tls == "required") r.starttls = Tls::required;
-    r.tls_ca_file = opts.smarthost_ca;
-    r.username = opts.smarthost_user;
-    if (!r.username.empty()) r.password = smarthost_password(opts);
-    relay = std::make_unique<SmtpRelay>(r);
-  } else {
-    MxRelayOptions m;
-    m.smtp.ehlo_name = opts.hostname;
-    m.smtp.port = opts.mx_port;
-    m.dns_server = opts.dns_server;
-    relay = std::make_unique<MxRelay>(m);
-    err << "slimta-queue serve: no --smarthost: delivering to each domain's MX hosts\n";
-  }
+  std::unique_ptr<Relay> relay = make_relay(opts, routes, err);
   QueuePolicy policy;
   policy.workers = opts.workers;
   policy.lease = std::chrono::milliseconds(static_cast<int64_t>(opts.lease * 1000));
@@ -93,15 +255,23 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   policy.rescan_interval = opts.rescan;
   Queue queue(storage, *relay, policy);
 
-  SmtpServerOptions server_opts;
-  server_opts.hostname = opts.hostname;
-  server_opts.max_message_size = opts.max_message_size;
-  server_opts.tls_certificate_file = opts.tls_cert;
-  server_opts.tls_key_file = opts.tls_key;
   SmtpServer server(server_opts, [&](Envelope&& env) { return queue.enqueue(env); });
-  uint16_t bound = server.listen(host, port);
+  std::string bound;
+  for (size_t i = 0; i < listeners.size(); ++i) {
+    auto [host, port] = endpoints[i];
+    uint16_t p = server.listen(host, port, listeners[i].role);
+    bound += (bound.empty() ? "" : ", ") +
+             listeners[i].address.substr(0, listeners[i].address.rfind(':')) + ":" +
+             std::to_string(p) + " (" + role_name(listeners[i].role) + ")";
+  }
+  spdlog::info(
+      "serve: clients in {} and authenticated clients may relay to any domain; anyone may "
+      "send to {}",
+      server_opts.relay_networks.empty() ? "no network" : server_opts.relay_networks.to_string(),
+      opts.accept_domains.empty() ? "no domain"
+                                  : fmt::format("{}", fmt::join(opts.accept_domains, ", ")));
   queue.start();
-  out << "slimta-queue serve: listening on " << host << ":" << bound << "\n" << std::flush;
+  out << "slimta-queue serve: listening on " << bound << "\n" << std::flush;
 
   std::thread waiter([&] {
     int sig = 0;
@@ -114,6 +284,36 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   waiter.join();
   queue.stop();
   out << "slimta-queue serve: stopped\n";
+  return 0;
+}
+
+int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err) {
+  bool terminal = ::isatty(STDIN_FILENO) == 1;
+  auto read_password = [&](const char* prompt) {
+    termios saved{};
+    if (terminal) {
+      err << prompt << std::flush;
+      ::tcgetattr(STDIN_FILENO, &saved);
+      termios quiet = saved;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    std::string line;
+    bool got = static_cast<bool>(std::getline(std::cin, line));
+    if (terminal) {
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+      err << "\n";
+    }
+    if (!got) throw InvalidArgument("no password given on standard input");
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return line;
+  };
+  std::string password = read_password("Password: ");
+  if (password.empty()) throw InvalidArgument("the password is empty");
+  if (terminal && read_password("Again: ") != password)
+    throw InvalidArgument("the passwords differ");
+  UserDatabase::store(users_file, user, UserDatabase::hash(password));
+  err << "slimta-queue passwd: " << user << " set in " << users_file << "\n";
   return 0;
 }
 

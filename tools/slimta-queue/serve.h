@@ -4,17 +4,27 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "slimta/storage.h"
 
 namespace slimta::cli {
 
 struct ServeOptions {
-  std::string listen = "127.0.0.1:2525";  // HOST:PORT, [V6]:PORT
-  std::string smarthost;                  // HOST:PORT; empty: MX delivery by DNS
-  std::string dns_server;                 // IP[:PORT] for MX lookups; empty: resolv.conf's
-  uint16_t mx_port = 25;                  // port of the MX hosts
-  std::string hostname;                   // empty: this host's name
+  std::vector<std::string> listen{"127.0.0.1:2525"};   // HOST:PORT, [V6]:PORT: port-25 role
+  std::vector<std::string> submission;                 // with AUTH required (587)
+  std::vector<std::string> submissions;                // implicit TLS, AUTH required (465)
+  std::string relay_networks = "127.0.0.0/8,::1/128";  // who may relay without AUTH
+  std::vector<std::string> accept_domains;             // mail for these from anyone
+  std::string accept_recipients;                       // file: the accept domains' users
+  std::vector<std::string> routes;                     // DOMAIN=HOST:PORT
+  std::string users;                                   // users file: AUTH offered under TLS
+  std::string proxy_from;                              // load balancers sending PROXY headers
+  std::string config_file;                             // for [routes] and [[listener]]
+  std::string smarthost;                               // HOST:PORT; empty: MX delivery by DNS
+  std::string dns_server;  // IP[:PORT] for MX lookups; empty: resolv.conf's
+  uint16_t mx_port = 25;   // port of the MX hosts
+  std::string hostname;    // empty: this host's name
   size_t max_message_size = 50 * 1024 * 1024;
   size_t workers = 16;            // delivery attempts in flight
   double lease = 300;             // seconds
@@ -28,6 +38,10 @@ struct ServeOptions {
 
 // Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.
 std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what);
+
+// `slimta-queue passwd USER --users FILE`: reads a password from `in` (without echo
+// when it is a terminal, asked twice), and adds or changes USER's entry.
+int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err);
 
 // Runs until SIGTERM or SIGINT: stops accepting, lets deliveries in flight finish, exits 0.
 int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,

@@ -1,0 +1,154 @@
+// Password hashes are checked with libxcrypt's crypt_r (Debian libcrypt-dev), which
+// knows every method a passwd-file may hold; nothing here hashes by hand.
+#include "slimta/user_database.h"
+
+#include <crypt.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+#include "disk/posix_file.h"
+#include "slimta/errors.h"
+
+namespace slimta {
+namespace {
+
+// crypt_r of `phrase` with `setting`; "" when libxcrypt refuses (it then returns "*0"
+// or "*1" style failure tokens, which never equal a stored hash).
+std::string crypt_string(std::string_view phrase, const std::string& setting) {
+  auto data = std::make_unique<crypt_data>();  // ~32 KiB: not on the stack
+  std::string p(phrase);
+  const char* out = crypt_r(p.c_str(), setting.c_str(), data.get());
+  if (out == nullptr || out[0] == '*') return "";
+  return out;
+}
+
+// Compares without an early exit, so the time taken does not tell how much matched.
+bool same(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+void check_name(const std::string& user) {
+  if (user.empty()) throw InvalidArgument("user name is empty");
+  for (char c : user) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == ':' || u < 0x20 || u == 0x7f)
+      throw InvalidArgument("user name '" + user + "' has ':' or a control character");
+  }
+}
+
+std::string make_setting(const char* prefix) {
+  char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+  if (crypt_gensalt_rn(prefix, 0, nullptr, 0, setting, sizeof setting) == nullptr)
+    throw QueueError(std::string("cannot make a password salt: ") + std::strerror(errno));
+  return setting;
+}
+
+}  // namespace
+
+UserDatabase::UserDatabase() : dummy_(crypt_string("dummy", make_setting("$y$"))) {}
+
+UserDatabase UserDatabase::load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InvalidArgument("cannot read users file '" + path + "': " + std::strerror(errno));
+  UserDatabase db;
+  std::string line;
+  for (size_t number = 1; std::getline(in, line); ++number) {
+    auto bad = [&](const std::string& why) {
+      return InvalidArgument("users file '" + path + "' line " + std::to_string(number) + ": " +
+                             why);
+    };
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) throw bad("expected name:HASH");
+    std::string name = line.substr(0, colon);
+    std::string hash = line.substr(colon + 1);
+    hash = hash.substr(0, hash.find(':'));  // passwd-file: uid:gid:... follow
+    if (!hash.empty() && hash[0] == '{') {  // Dovecot's {SCHEME} before a crypt(3) hash
+      size_t close = hash.find('}');
+      if (close != std::string::npos) hash = hash.substr(close + 1);
+    }
+    if (name.empty()) throw bad("empty user name");
+    switch (crypt_checksalt(hash.c_str())) {
+      case CRYPT_SALT_OK:
+        break;
+      case CRYPT_SALT_METHOD_LEGACY:
+        throw bad("user '" + name +
+                  "' has a hash of a broken method (use yescrypt, bcrypt "
+                  "or sha512-crypt)");
+      default:
+        throw bad("user '" + name + "' has no crypt(3) hash that libxcrypt can check");
+    }
+    if (!db.users_.emplace(name, hash).second) throw bad("user '" + name + "' listed twice");
+  }
+  return db;
+}
+
+bool UserDatabase::check(std::string_view user, std::string_view password) const {
+  auto it = users_.find(user);
+  const std::string& stored = it == users_.end() ? dummy_ : it->second;
+  std::string computed = crypt_string(password, stored);
+  return it != users_.end() && !computed.empty() && same(computed, stored);
+}
+
+std::string UserDatabase::hash(std::string_view password) {
+  std::string out = crypt_string(password, make_setting("$y$"));
+  if (out.empty()) throw QueueError("cannot hash the password");
+  return out;
+}
+
+void UserDatabase::store(const std::string& path, const std::string& user,
+                         const std::string& hash) {
+  check_name(user);
+  std::vector<std::string> lines;
+  bool replaced = false;
+  mode_t mode = 0600;
+  {
+    std::ifstream in(path);
+    struct stat st;
+    if (in && ::stat(path.c_str(), &st) == 0) mode = st.st_mode & 07777;
+    std::string line;
+    while (std::getline(in, line)) {
+      size_t colon = line.find(':');
+      if (!replaced && colon != std::string::npos && line.compare(0, colon, user) == 0 &&
+          colon == user.size()) {
+        size_t rest = line.find(':', colon + 1);  // keep a passwd-file's other fields
+        line = user + ":" + hash + (rest == std::string::npos ? "" : line.substr(rest));
+        replaced = true;
+      }
+      lines.push_back(line);
+    }
+  }
+  if (!replaced) lines.push_back(user + ":" + hash);
+  std::string data;
+  for (const std::string& l : lines) data += l + "\n";
+
+  // Temp file, fsync, rename, directory fsync: the old file or the new, never half.
+  std::string temp = path + ".tmp" + std::to_string(::getpid());
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (dir.empty()) dir = "/";
+  try {
+    posix::Fd fd = posix::open_at(AT_FDCWD, temp, O_WRONLY | O_CREAT | O_TRUNC, mode, temp);
+    ::fchmod(fd.get(), mode);  // whatever the umask
+    posix::write_all(fd.get(), data, temp);
+    posix::sync_data(fd.get(), temp);
+    if (::rename(temp.c_str(), path.c_str()) != 0) posix::io_error("rename", temp, errno);
+  } catch (const QueueError&) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+  posix::sync_all(posix::open_at(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir).get(), dir);
+}
+
+}  // namespace slimta
