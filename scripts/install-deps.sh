@@ -8,6 +8,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libhiredis-dev libssl-dev redis-server libcurl4-openssl-dev
   libasio-dev python3-aiosmtpd swaks openssl libcrypt-dev libtomlplusplus-dev whois haproxy
+  libnet-ssleay-perl libio-socket-ssl-perl
 )
 missing=()
 for p in "${packages[@]}"; do

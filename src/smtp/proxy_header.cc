@@ -105,8 +105,7 @@ ProxyHeader parse_v2(std::string_view data) {
 }  // namespace
 
 bool looks_like_proxy_header(std::string_view data) {
-  if (data.empty()) return false;
-  return is_prefix_of(data, kV1Prefix) || is_prefix_of(data, kV2Signature);
+  return data.starts_with(kV1Prefix) || data.starts_with(kV2Signature);
 }
 
 ProxyHeader parse_proxy_header(std::string_view data) {

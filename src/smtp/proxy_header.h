@@ -30,8 +30,8 @@ constexpr size_t kMaxProxyV2Payload = 1024;
 // Parses the header at the start of `data` (what was read so far).
 ProxyHeader parse_proxy_header(std::string_view data);
 
-// Whether `data` starts like a PROXY header of either version (a client that may not
-// send one is refused when it does).
+// Whether `data` starts with the whole signature of a PROXY header, of either version
+// (a client that may not send one is refused when it does).
 bool looks_like_proxy_header(std::string_view data);
 
 }  // namespace slimta::smtp

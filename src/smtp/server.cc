@@ -239,7 +239,7 @@ class Session {
   awaitable<void> serve() {
     deadline_.touch();
     auto ended = co_await (dialogue() || watchdog());
-    if (ended.index() == 1) {
+    if (ended.index() == 1 && greeted_) {  // a balancer or a TLS handshake gets no 421
       // Said at most once more, briefly: the client may not be reading at all.
       out_ = "421 4.4.2 " + server_.hostname + " Error: timeout exceeded\r\n";
       asio::error_code ignored;
@@ -281,6 +281,7 @@ class Session {
       if (ec) co_return;
     }
     reply("220 " + server_.hostname + " ESMTP slimta-queue ready");
+    greeted_ = true;
     co_await flush();
     if (reader_.pending().empty()) co_await reader_.fill();
     if (smtp::looks_like_proxy_header(reader_.pending())) {
@@ -632,6 +633,7 @@ class Session {
   std::vector<std::string> rcpts_;
   size_t errors_ = 0;
   bool done_ = false;
+  bool greeted_ = false;   // the 220 was said
   std::string auth_user_;  // who authenticated; empty: nobody
   size_t auth_failures_ = 0;
 };

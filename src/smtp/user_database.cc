@@ -85,8 +85,8 @@ UserDatabase UserDatabase::load(const std::string& path) {
         break;
       case CRYPT_SALT_METHOD_LEGACY:
         throw bad("user '" + name +
-                  "' has a hash of a broken method (use yescrypt, bcrypt "
-                  "or sha512-crypt)");
+                  "' has a hash of a broken method, or plain text (use yescrypt, bcrypt or "
+                  "sha512-crypt)");
       default:
         throw bad("user '" + name + "' has no crypt(3) hash that libxcrypt can check");
     }

@@ -1,4 +1,5 @@
-// An SmtpServer for the tests: on 127.0.0.1 and a free port, run on its own thread,
+// An SmtpServer for the tests: on 127.0.0.1 and a free port (in the role given), run
+// on its own thread,
 // storing what it accepts in a MemoryStorage, or failing the write (retryable, "disk
 // full") while `fail` is set. Stopped and joined on destruction.
 #pragma once
@@ -13,7 +14,7 @@ namespace slimta::testing {
 
 class TestSmtpServer {
  public:
-  explicit TestSmtpServer(SmtpServerOptions options = {}) {
+  explicit TestSmtpServer(SmtpServerOptions options = {}, ListenerRole role = ListenerRole::smtp) {
     if (options.hostname.empty()) options.hostname = "mx.test.example";
     server_ = std::make_unique<SmtpServer>(options, [this](Envelope&& env) {
       EnqueueResult r;
@@ -25,7 +26,7 @@ class TestSmtpServer {
       r.id = storage.write(env, 0);
       return r;
     });
-    port_ = server_->listen("127.0.0.1", 0);
+    port_ = server_->listen("127.0.0.1", 0, role);
     thread_ = std::thread([this] { server_->run(); });
   }
   ~TestSmtpServer() {
