@@ -40,14 +40,16 @@ class Handler:
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or envelope.content
         headers = data.split(b'\r\n\r\n', 1)[0].decode('utf-8', 'replace')
-        seq = ''
-        for line in headers.split('\r\n'):
+        seq, received = '', None
+        for line in headers.replace('\r\n ', ' ').replace('\r\n\t', ' ').split('\r\n'):
             if line.lower().startswith('x-test-seq:'):
                 seq = line.split(':', 1)[1].strip()
+            if received is None and line.lower().startswith('received:'):
+                received = line.split(':', 1)[1].strip()
         with open(log, 'a') as f:
             f.write(json.dumps({'from': envelope.mail_from, 'to': envelope.rcpt_tos,
                                 'helo': session.host_name,
-                                'size': len(data), 'seq': seq,
+                                'size': len(data), 'seq': seq, 'received': received or '',
                                 'report': b'multipart/report' in data}) + '\n')
         return '250 2.0.0 OK: accepted'
 
