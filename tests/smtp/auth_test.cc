@@ -74,9 +74,7 @@ TEST_F(AuthTest, AnAuthenticatedSessionRelaysAndIsMarkedEsmtpsa) {
   start(options());
   // PLAIN without an initial response (334 then the credentials), as smtplib does.
   auto r = python(dir_, R"py(
-s = smtplib.SMTP('127.0.0.1', port)
-s.starttls(context=tls)
-s.ehlo()
+s = tls_session()
 assert 'PLAIN' in s.esmtp_features['auth'] and 'LOGIN' in s.esmtp_features['auth']
 try:
     s.sendmail('a@example.com', ['victim@elsewhere.example'], b'Subject: x\r\n\r\nx\r\n')
@@ -101,9 +99,7 @@ s.quit()
 TEST_F(AuthTest, LoginWithAnInitialResponse) {
   start(options());
   auto r = python(dir_, R"py(
-s = smtplib.SMTP('127.0.0.1', port)
-s.starttls(context=tls)
-s.ehlo()
+s = tls_session()
 s.user, s.password = 'alice', 'wonderland'
 code, text = s.auth('LOGIN', s.auth_login, initial_response_ok=True)
 assert code == 235, (code, text)
@@ -118,9 +114,7 @@ TEST_F(AuthTest, WrongPasswordsAreAnsweredLateAndEndTheSessionAfterThree) {
   start(options());
   auto r = python(dir_, R"py(
 import time
-s = smtplib.SMTP('127.0.0.1', port)
-s.starttls(context=tls)
-s.ehlo()
+s = tls_session()
 times = []
 for i in range(3):
     t = time.monotonic()
@@ -148,9 +142,7 @@ except smtplib.SMTPServerDisconnected:
 TEST_F(AuthTest, MalformedExchangesGetSyntaxErrorsAndAbortIsHonoured) {
   start(options());
   auto r = python(dir_, R"py(
-s = smtplib.SMTP('127.0.0.1', port)
-s.starttls(context=tls)
-s.ehlo()
+s = tls_session()
 def expect(cmd, arg, want):
     code, text = s.docmd(cmd, arg)
     assert code == want, (cmd, arg, code, text)
@@ -182,12 +174,7 @@ import base64, random
 rng = random.Random(11)
 pieces = [b'\0', b'alice', b'wonderland', b'~', b'=', b'*', b' ', b'PLAIN', b'LOGIN']
 allowed = {235, 334, 501, 503, 504, 535, 500}
-def connect():
-    s = smtplib.SMTP('127.0.0.1', port)
-    s.starttls(context=tls)
-    s.ehlo()
-    return s
-s = connect()
+s = tls_session()
 sessions = 1
 for i in range(400):
     mech = rng.choice(['PLAIN', 'LOGIN', 'plain', 'XOAUTH2', ''])
@@ -199,7 +186,7 @@ for i in range(400):
     if code == 421:  # too many errors: the session ends, as it should
         assert text.startswith(b'4.7.0'), text
         s.close()
-        s = connect()
+        s = tls_session()
         sessions += 1
         continue
     assert code in allowed, (code, text)

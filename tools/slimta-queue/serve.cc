@@ -10,6 +10,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -66,27 +67,19 @@ struct Listener {
   ListenerRole role;
 };
 
-const char* role_name(ListenerRole role) {
-  switch (role) {
-    case ListenerRole::submission:
-      return "submission";
-    case ListenerRole::submissions:
-      return "submissions";
-    default:
-      return "smtp";
-  }
-}
-
-// The flag that makes a listener of this role, for error messages.
-const char* option_of(ListenerRole role) {
-  switch (role) {
-    case ListenerRole::submission:
-      return "--submission";
-    case ListenerRole::submissions:
-      return "--submissions";
-    default:
-      return "--listen";
-  }
+// Each role's name (in the config file and the log) and flag.
+struct RoleNames {
+  ListenerRole role;
+  const char* name;
+  const char* option;
+};
+constexpr RoleNames kRoles[] = {{ListenerRole::smtp, "smtp", "--listen"},
+                                {ListenerRole::submission, "submission", "--submission"},
+                                {ListenerRole::submissions, "submissions", "--submissions"}};
+const RoleNames& names_of(ListenerRole role) {
+  for (const RoleNames& r : kRoles)
+    if (r.role == role) return r;
+  return kRoles[0];
 }
 
 // The config file's tables, which CLI11 does not read: [routes] (DOMAIN = "HOST:PORT")
@@ -128,15 +121,13 @@ void read_config_tables(const std::string& path, std::vector<Listener>& listener
         if (key == "address") {
           l.address = *text;
         } else if (key == "role") {
-          if (*text == "smtp")
-            l.role = ListenerRole::smtp;
-          else if (*text == "submission")
-            l.role = ListenerRole::submission;
-          else if (*text == "submissions")
-            l.role = ListenerRole::submissions;
-          else
+          auto known = std::find_if(std::begin(kRoles), std::end(kRoles),
+                                    [&](const RoleNames& r) { return *text == r.name; });
+          if (known == std::end(kRoles)) {
             throw bad(value,
                       "listener role '" + *text + "' is not smtp, submission or submissions");
+          }
+          l.role = known->role;
         } else {
           throw bad(value, "unknown listener key '" + std::string(key.str()) + "' (address, role)");
         }
@@ -217,7 +208,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   if (!opts.config_file.empty()) read_config_tables(opts.config_file, listeners, routes);
   std::vector<std::pair<std::string, uint16_t>> endpoints;
   for (const Listener& l : listeners)
-    endpoints.push_back(parse_host_port(l.address, option_of(l.role)));
+    endpoints.push_back(parse_host_port(l.address, names_of(l.role).option));
 
   SmtpServerOptions server_opts;
   server_opts.hostname = opts.hostname;
@@ -262,7 +253,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
     uint16_t p = server.listen(host, port, listeners[i].role);
     bound += (bound.empty() ? "" : ", ") +
              listeners[i].address.substr(0, listeners[i].address.rfind(':')) + ":" +
-             std::to_string(p) + " (" + role_name(listeners[i].role) + ")";
+             std::to_string(p) + " (" + names_of(listeners[i].role).name + ")";
   }
   spdlog::info(
       "serve: clients in {} and authenticated clients may relay to any domain; anyone may "
