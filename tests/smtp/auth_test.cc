@@ -18,12 +18,18 @@ namespace {
 using namespace std::chrono_literals;
 using testing::run_command;
 
-// Runs a Python smtplib script with argv: port, CA file.
+// Runs a Python smtplib script with port, ca, tls (an SSL context trusting ca) and
+// tls_session() (a session after STARTTLS and EHLO) defined.
 testing::CommandResult python(const testing::TempDir& dir, const std::string& script, int port,
                               const std::string& ca) {
   testing::write_file(dir.sub("client.py"),
                       "import smtplib, ssl, sys\nport, ca = int(sys.argv[1]), sys.argv[2]\n"
-                      "tls = ssl.create_default_context(cafile=ca)\n" +
+                      "tls = ssl.create_default_context(cafile=ca)\n"
+                      "def tls_session():\n"
+                      "    s = smtplib.SMTP('127.0.0.1', port)\n"
+                      "    s.starttls(context=tls)\n"
+                      "    s.ehlo()\n"
+                      "    return s\n" +
                           script);
   return run_command({"python3", dir.sub("client.py"), std::to_string(port), ca});
 }
