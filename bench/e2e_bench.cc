@@ -9,14 +9,20 @@
 //   disk       serve on a disk spool (fdatasync per message);
 //   redis      serve on a redis-server with appendonly yes + appendfsync always;
 //   kill       serve on disk SIGKILLed under load and restarted: how many messages got
-//              their 250 but never reached the sink (must be 0), and how many twice.
+//              their 250 but never reached the sink (must be 0), and how many twice;
+//   rules      serve on disk as an MX: no relay network, the recipients' domain an
+//              accept domain checked against a file of 10,000 known recipients;
+//   tls        serve on disk, every client on STARTTLS (relaying as a relay network);
+//   auth       serve on disk, every client on the submission port: STARTTLS, then AUTH
+//              PLAIN against a yescrypt users file.
+// "rules" is compared with "disk", "auth" with "tls": what relay control costs.
 // For each: accepted/s (every 250 received) and delivered/s (until its queue is empty
 // again); the ratios compare accepted/s with Postfix's, measured in the same run.
 //
 // Needs the postfix package (smtp-sink and postfix) and root (Postfix's own user).
 //
 // usage: e2e_bench [--messages N] [--clients N] [--size BYTES] [--rounds N]
-//                  [--only sink,postfix,disk,redis,kill]
+//                  [--only sink,postfix,disk,redis,kill,rules,tls,auth]
 // With several rounds, each round measures every part once and the medians of the
 // per-round ratios are printed beside each round's figures.
 #include <signal.h>
@@ -38,6 +44,8 @@
 #include "redis/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
+#include "slimta/user_database.h"
+#include "smtp/certificate.h"
 #include "smtp/sink.h"
 #include "smtp/smtp_client.h"
 #include "test_util.h"
@@ -55,15 +63,24 @@ bool send_message(testing::SmtpClient& c, const std::string& data) {
   return c.exchange(data) == 250;
 }
 
+// How a client opens its session, after the greeting: true when ready for MAIL.
+using Opening = std::function<bool(testing::SmtpClient&)>;
+bool ehlo(testing::SmtpClient& c) { return c.exchange("EHLO bench.example\r\n") == 250; }
+bool ehlo_starttls(testing::SmtpClient& c) { return ehlo(c) && c.starttls() && ehlo(c); }
+bool submit(testing::SmtpClient& c) {
+  return ehlo_starttls(c) && c.auth_plain("bench", "bench password") == 235;
+}
+
 // `messages` messages from `clients` connections; returns accepted per second.
-double load(int port, size_t messages, int clients, const std::string& data) {
+double load(int port, size_t messages, int clients, const std::string& data,
+            const Opening& opening = ehlo) {
   std::atomic<size_t> next{0}, ok{0};
   std::vector<std::thread> threads;
   auto start = Steady::now();
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&] {
       testing::SmtpClient client(port);
-      if (client.code() != 220 || client.exchange("EHLO bench.example\r\n") != 250) return;
+      if (client.code() != 220 || !opening(client)) return;
       while (next.fetch_add(1) < messages)
         if (send_message(client, data)) ++ok;
       client.exchange("QUIT\r\n");
@@ -84,13 +101,14 @@ std::string message_data(size_t size, size_t seq = 0) {
          std::to_string(seq) + "\r\n\r\n" + body + "\r\n.\r\n";
 }
 
-std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& url, int sink) {
-  return std::make_unique<testing::ChildProcess>(
-      std::vector<std::string>{SLIMTA_QUEUE_BIN, "serve", "--listen",
-                               "127.0.0.1:" + std::to_string(port), "--storage", url, "--smarthost",
-                               "127.0.0.1:" + std::to_string(sink), "--workers", "16", "--lease",
-                               "2"},
-      "listening on");
+std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& url, int sink,
+                                                   const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv{SLIMTA_QUEUE_BIN, "serve", "--listen",
+                                "127.0.0.1:" + std::to_string(port), "--storage", url, "--smarthost",
+                                "127.0.0.1:" + std::to_string(sink), "--workers", "16", "--lease",
+                                "2"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return std::make_unique<testing::ChildProcess>(argv, "listening on");
 }
 
 // Kill under load: the clients send numbered messages to serve on a disk spool, which
@@ -145,13 +163,27 @@ nlohmann::json run_kill_under_load(size_t messages, int clients, size_t size) {
           {"delivered_twice", duplicates}};
 }
 
+// serve's flags and its clients' opening for one part of the benchmark.
+struct Setup {
+  std::vector<std::string> flags;  // besides --listen, --storage, --smarthost
+  Opening opening = ehlo;
+  bool submission = false;  // the clients go to a --submission port
+};
+
 // Runs serve on `url`, loads it, and waits until `empty()` says everything left.
 nlohmann::json run_serve(const std::string& url, int sink_port, size_t messages, int clients,
-                         const std::string& data, const std::function<bool()>& empty) {
+                         const std::string& data, const std::function<bool()>& empty,
+                         const Setup& setup = {}) {
   int port = testing::free_port();
-  auto serve = start_serve(port, url, sink_port);
+  std::vector<std::string> flags = setup.flags;
+  int client_port = port;
+  if (setup.submission) {
+    client_port = testing::free_port();
+    flags.insert(flags.end(), {"--submission", "127.0.0.1:" + std::to_string(client_port)});
+  }
+  auto serve = start_serve(port, url, sink_port, flags);
   auto start = Steady::now();
-  double accepted = load(port, messages, clients, data);
+  double accepted = load(client_port, messages, clients, data, setup.opening);
   while (!empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   double delivered = messages / seconds_since(start);
   serve->stop(SIGTERM);
@@ -278,6 +310,22 @@ int run(int argc, char** argv) {
                      {"clients", clients},
                      {"message_bytes", size},
                      {"rounds", nlohmann::json::array()}};
+  // Relay control: a certificate, a users file (yescrypt) and 10,000 known recipients.
+  testing::TempDir keys;
+  testing::Certificate cert = testing::make_certificate(keys, "bench");
+  UserDatabase::store(keys.sub("users"), "bench", UserDatabase::hash("bench password"));
+  std::string known;
+  for (int i = 0; i < 10000; ++i) known += "user" + std::to_string(i) + "@example.org\n";
+  testing::write_file(keys.sub("recipients"), known + "rcpt@example.org\n");
+  std::vector<std::string> tls_flags{"--tls-cert", cert.cert, "--tls-key", cert.key};
+  std::map<std::string, Setup> setups{
+      {"rules",
+       {{"--relay-networks", "", "--accept-domains", "example.org", "--accept-recipients",
+         keys.sub("recipients")}}},
+      {"tls", {tls_flags, ehlo_starttls}},
+      {"auth", {tls_flags, submit, true}}};
+  setups["auth"].flags.insert(setups["auth"].flags.end(), {"--users", keys.sub("users")});
+
   testing::RedisServer redis(testing::RedisServer::Config{"", /*appendonly=*/true});
   RedisOptions ro = redis.options("bench:");
   std::string redis_url = "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:";
@@ -299,6 +347,21 @@ int run(int argc, char** argv) {
     if (wanted("redis")) {
       round["redis_aof_always"] = run_serve(redis_url, sink_port, messages, clients, data,
                                             [&] { return rs.load_all().empty(); });
+    }
+    for (const char* part : {"rules", "tls", "auth"}) {
+      if (!wanted(part)) continue;
+      testing::TempDir dir;
+      std::string spool = dir.sub("spool");
+      round[part] = run_serve("disk:" + spool, sink_port, messages, clients, data,
+                              [&] { return DiskStorage(spool).load_all().empty(); }, setups[part]);
+    }
+    // What relay control costs: the MX checks against plain disk, AUTH against TLS alone.
+    for (auto [part, reference] : {std::pair{"rules", "disk"}, std::pair{"auth", "tls"}}) {
+      if (!round.contains(part) || !round.contains(reference)) continue;
+      double ratio = round[part]["accepted_per_s"].get<double>() /
+                     round[reference]["accepted_per_s"].get<double>();
+      round[part][std::string("accepted_vs_") + reference] = ratio;
+      ratios[std::string(part) + "_accepted_vs_" + reference].push_back(ratio);
     }
     for (const char* k : {"disk", "redis_aof_always"}) {
       if (!round.contains(k) || !round.contains("postfix")) continue;

@@ -4,14 +4,22 @@
 
 #include <crypt.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "disk/posix_file.h"
@@ -56,7 +64,30 @@ std::string make_setting(const char* prefix) {
 
 }  // namespace
 
-UserDatabase::UserDatabase() : dummy_(crypt_string("dummy", make_setting("$y$"))) {}
+struct UserDatabase::Cache {
+  unsigned char key[32];
+  std::mutex mu;
+  std::condition_variable done;  // a computation ended
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> until;  // successes
+  std::unordered_set<std::string> running;  // being computed now
+  size_t hashes = 0;
+
+  Cache() {
+    if (RAND_bytes(key, sizeof key) != 1) throw QueueError("cannot make a random cache key");
+  }
+  std::string mac(std::string_view user, std::string_view password) const {
+    std::string data = std::string(user) + '\0' + std::string(password);
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    HMAC(EVP_sha256(), key, sizeof key, reinterpret_cast<const unsigned char*>(data.data()),
+         data.size(), out, &n);
+    OPENSSL_cleanse(data.data(), data.size());
+    return std::string(reinterpret_cast<char*>(out), n);
+  }
+};
+
+UserDatabase::UserDatabase()
+    : dummy_(crypt_string("dummy", make_setting("$y$"))), cache_(std::make_shared<Cache>()) {}
 
 UserDatabase UserDatabase::load(const std::string& path) {
   std::ifstream in(path);
@@ -96,10 +127,39 @@ UserDatabase UserDatabase::load(const std::string& path) {
 }
 
 bool UserDatabase::check(std::string_view user, std::string_view password) const {
+  using Clock = std::chrono::steady_clock;
+  std::string mac = cache_->mac(user, password);
+  {
+    std::unique_lock lock(cache_->mu);
+    cache_->done.wait(lock, [&] { return !cache_->running.count(mac); });
+    auto hit = cache_->until.find(mac);
+    if (hit != cache_->until.end() && hit->second > Clock::now()) return true;
+    cache_->running.insert(mac);
+  }
   auto it = users_.find(user);
   const std::string& stored = it == users_.end() ? dummy_ : it->second;
   std::string computed = crypt_string(password, stored);
-  return it != users_.end() && !computed.empty() && same(computed, stored);
+  bool ok = it != users_.end() && !computed.empty() && same(computed, stored);
+  {
+    std::lock_guard lock(cache_->mu);
+    cache_->running.erase(mac);
+    ++cache_->hashes;
+    if (ok) {
+      if (cache_->until.size() >= kCacheSize) {
+        std::erase_if(cache_->until,
+                      [now = Clock::now()](const auto& e) { return e.second <= now; });
+        if (cache_->until.size() >= kCacheSize) cache_->until.clear();
+      }
+      cache_->until[mac] = Clock::now() + kCacheTime;
+    }
+  }
+  cache_->done.notify_all();
+  return ok;
+}
+
+size_t UserDatabase::hashes() const {
+  std::lock_guard lock(cache_->mu);
+  return cache_->hashes;
 }
 
 std::string UserDatabase::hash(std::string_view password) {

@@ -5,8 +5,10 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "slimta/errors.h"
 #include "slimta/ip_networks.h"
@@ -303,6 +305,31 @@ TEST(UserDatabaseTest, ChecksYescryptBcryptAndSha512CryptHashesFromMkpasswd) {
   EXPECT_FALSE(db.check("YURI", "yes pass"));
   EXPECT_FALSE(db.check("nobody", "yes pass"));
   EXPECT_FALSE(db.check("", ""));
+}
+
+TEST(UserDatabaseTest, ASuccessIsRememberedAndConcurrentChecksShareOneHash) {
+  testing::TempDir dir;
+  testing::write_file(dir.sub("users"), "alice:" + mkpasswd("yescrypt", "pw") + "\n");
+  UserDatabase db = UserDatabase::load(dir.sub("users"));
+  auto check_at_once = [&](const std::string& password) {
+    std::vector<std::thread> threads;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 8; ++i) threads.emplace_back([&] { ok += db.check("alice", password); });
+    for (auto& t : threads) t.join();
+    return ok.load();
+  };
+  // One hash for 8 identical checks at once, then none while remembered.
+  EXPECT_EQ(check_at_once("pw"), 8);
+  EXPECT_EQ(db.hashes(), 1u);
+  EXPECT_EQ(check_at_once("pw"), 8);
+  EXPECT_EQ(db.hashes(), 1u);
+  // Every wrong guess costs its own hash, at once or not.
+  EXPECT_EQ(check_at_once("wrong"), 0);
+  EXPECT_EQ(db.hashes(), 9u);
+  EXPECT_FALSE(db.check("alice", "wrong"));
+  EXPECT_FALSE(db.check("alice", "pw2"));
+  EXPECT_FALSE(db.check("bob", "pw"));
+  EXPECT_EQ(db.hashes(), 12u);
 }
 
 TEST(UserDatabaseTest, BadFilesAreRefusedNamingTheLine) {

@@ -3,9 +3,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <openssl/ssl.h>
 #include <unistd.h>
 
 #include <stdexcept>
+
+#include "smtp/sasl.h"
 
 namespace slimta::testing {
 
@@ -25,9 +28,39 @@ SmtpClient::SmtpClient(int port) {
 
 SmtpClient::~SmtpClient() { ::close(fd_); }
 
+void SmtpClient::SslFree::operator()(ssl_st* s) const { SSL_free(s); }
+void SmtpClient::SslFree::operator()(ssl_ctx_st* c) const { SSL_CTX_free(c); }
+
+// One read or write, through TLS once it is on.
+long SmtpClient::io(bool write, char* data, size_t n) {
+  if (ssl_) {
+    int r = write ? SSL_write(ssl_.get(), data, static_cast<int>(n))
+                  : SSL_read(ssl_.get(), data, static_cast<int>(n));
+    return r;
+  }
+  return write ? ::send(fd_, data, n, MSG_NOSIGNAL) : ::recv(fd_, data, n, 0);
+}
+
+bool SmtpClient::start_tls() {
+  ctx_.reset(SSL_CTX_new(TLS_client_method()));
+  SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_NONE, nullptr);
+  ssl_.reset(SSL_new(ctx_.get()));
+  SSL_set_fd(ssl_.get(), fd_);
+  buf_.clear();
+  return SSL_connect(ssl_.get()) == 1;
+}
+
+bool SmtpClient::starttls() { return exchange("STARTTLS\r\n") == 220 && start_tls(); }
+
+int SmtpClient::auth_plain(const std::string& user, const std::string& password) {
+  return exchange("AUTH PLAIN " + smtp::base64_encode(std::string(1, '\0') + user +
+                                                      std::string(1, '\0') + password) +
+                  "\r\n");
+}
+
 void SmtpClient::send(const std::string& data) {
   for (size_t done = 0; done < data.size();) {
-    ssize_t n = ::send(fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    long n = io(true, const_cast<char*>(data.data()) + done, data.size() - done);
     if (n <= 0) return;
     done += static_cast<size_t>(n);
   }
@@ -39,7 +72,7 @@ std::string SmtpClient::reply() {
     size_t nl = buf_.find('\n');
     if (nl == std::string::npos) {
       char chunk[4096];
-      ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+      long n = io(false, chunk, sizeof(chunk));
       if (n <= 0) return out;
       buf_.append(chunk, static_cast<size_t>(n));
       continue;
@@ -63,7 +96,7 @@ int SmtpClient::exchange(const std::string& data) {
 
 bool SmtpClient::closed() {
   char c;
-  return ::recv(fd_, &c, 1, 0) == 0;
+  return io(false, &c, 1) == 0;
 }
 
 }  // namespace slimta::testing

@@ -2,7 +2,11 @@
 // so that tests can send anything (pipelined batches, garbage) and read what comes back.
 #pragma once
 
+#include <memory>
 #include <string>
+
+struct ssl_st;
+struct ssl_ctx_st;
 
 namespace slimta::testing {
 
@@ -25,9 +29,24 @@ class SmtpClient {
   // Whether the server closed the connection.
   bool closed();
 
+  // STARTTLS (true once the handshake is done), or TLS at once on an implicit-TLS
+  // port (start_tls()). The server's certificate is not checked: a load generator.
+  bool starttls();
+  bool start_tls();
+  // AUTH PLAIN with an initial response; the reply code.
+  int auth_plain(const std::string& user, const std::string& password);
+
  private:
+  struct SslFree {
+    void operator()(ssl_st* s) const;
+    void operator()(ssl_ctx_st* c) const;
+  };
+  long io(bool write, char* data, size_t n);
+
   int fd_;
   std::string buf_;
+  std::unique_ptr<ssl_ctx_st, SslFree> ctx_;
+  std::unique_ptr<ssl_st, SslFree> ssl_;
 };
 
 }  // namespace slimta::testing

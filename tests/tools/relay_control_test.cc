@@ -294,6 +294,42 @@ TEST_F(RelayControlTest, PasswdAddsAndChangesUsersWithoutEchoingThePassword) {
   EXPECT_NE(r.err.find("no password given"), std::string::npos) << r.err;
 }
 
+TEST_F(RelayControlTest, TheReadmesConfigExampleStartsAndIsClosed) {
+  std::string readme = testing::read_file(std::string(SLIMTA_SOURCE_DIR) + "/README.md");
+  size_t start = readme.find("```toml\n");
+  ASSERT_NE(start, std::string::npos);
+  std::string config = readme.substr(start + 8, readme.find("```", start + 8) - start - 8);
+  auto replace = [&](const std::string& from, const std::string& to) {
+    size_t at = config.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    config.replace(at, from.size(), to);
+  };
+  int port = testing::free_port(), submission = testing::free_port();
+  replace("/var/spool/slimta", dir_.sub("spool"));
+  replace("/etc/slimta/recipients", dir_.sub("recipients"));
+  replace("/etc/slimta/cert.pem", cert_.cert);
+  replace("/etc/slimta/key.pem", cert_.key);
+  replace("\"/etc/slimta/users\"", "\"" + dir_.sub("users") + "\"");
+  replace("0.0.0.0:25\"", at(port) + "\"");
+  replace("0.0.0.0:587", at(submission));
+  // This host is 127.0.0.1 alone here, so that 127.0.0.2 plays a stranger.
+  replace("\"127.0.0.0/8,::1/128\"", "\"127.0.0.1/32\"");
+  replace("mail.example.net:25", at(testing::free_port()));
+  replace("10.0.0.5:25", at(testing::free_port()));
+  testing::write_file(dir_.sub("recipients"), "postmaster@example.org\n");
+  testing::write_file(dir_.sub("slimta.toml"), config);
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--config", dir_.sub("slimta.toml")},
+                     "listening on");
+  EXPECT_NE(serve.output().find(at(submission) + " (submission)"), std::string::npos);
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "victim@remote.example"), "ok");  // this host
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "victim@remote.example"), "554");
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "postmaster@example.org"), "ok");
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "nobody@example.org"), "550");
+  EXPECT_EQ(smtplib_send(dir_, submission, "127.0.0.1", "x@remote.example", "alice:wonderland",
+                         cert_.cert),
+            "ok");
+}
+
 // HAProxy 2.6 (Debian's haproxy) on loopback in front of serve: one frontend sending
 // PROXY v1, one sending v2. Started in the foreground, stopped by its pid.
 class HaproxyTest : public RelayControlTest {

@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
       "A safe set-up for the internet: --listen 0.0.0.0:25 --accept-domains example.org "
       "--route example.org=10.0.0.5:25 (inbound mail for your domain) and --submission "
       "0.0.0.0:587 --tls-cert CERT --tls-key KEY --users /etc/slimta/users (your users send "
-      "anywhere after AUTH; add users with `slimta-queue passwd USER --users FILE`).");
+      "anywhere after AUTH; add users with `slimta-queue passwd USER --users FILE`).\n");
   serve
       ->add_option("--listen", serve_opts.listen,
                    "HOST:PORT to accept SMTP on (port 25 role: relay rules at RCPT); repeatable")
