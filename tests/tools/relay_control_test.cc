@@ -258,8 +258,9 @@ TEST_F(RelayControlTest, BadSettingsAreRefusedNamingThem) {
   };
   auto r = serve({"--relay-networks", "10.1.2.3/8"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("network '10.1.2.3/8' has bits set past its prefix length"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("--relay-networks: network '10.1.2.3/8' has bits set past its prefix length"),
+      std::string::npos)
       << r.err;
   r = serve({"--submission", at(testing::free_port())});
   EXPECT_EQ(r.exit_code, 1);
@@ -271,7 +272,7 @@ TEST_F(RelayControlTest, BadSettingsAreRefusedNamingThem) {
   r = serve({"--route", "nodomain"});
   EXPECT_NE(r.err.find("--route 'nodomain' is not DOMAIN=HOST:PORT"), std::string::npos) << r.err;
   r = serve({"--proxy-from", "haproxy.local"});
-  EXPECT_NE(r.err.find("network 'haproxy.local'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--proxy-from: network 'haproxy.local'"), std::string::npos) << r.err;
 }
 
 TEST_F(RelayControlTest, PasswdAddsAndChangesUsersWithoutEchoingThePassword) {

@@ -138,6 +138,15 @@ void read_config_tables(const std::string& path, std::vector<Listener>& listener
   }
 }
 
+// A network list from a flag (or its config key); errors name the flag.
+IpNetworks networks_option(const std::string& value, const char* flag) {
+  try {
+    return IpNetworks::parse(value);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(std::string(flag) + ": " + e.what());
+  }
+}
+
 // The known recipients of the accept domains: one "user@domain" or "@domain" a line.
 std::set<std::string> read_recipients(const std::string& path) {
   std::ifstream in(path);
@@ -215,13 +224,13 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   server_opts.max_message_size = opts.max_message_size;
   server_opts.tls_certificate_file = opts.tls_cert;
   server_opts.tls_key_file = opts.tls_key;
-  server_opts.relay_networks = IpNetworks::parse(opts.relay_networks);
+  server_opts.relay_networks = networks_option(opts.relay_networks, "--relay-networks");
   server_opts.accept_domains = opts.accept_domains;
   if (!opts.accept_recipients.empty())
     server_opts.known_recipients = read_recipients(opts.accept_recipients);
   if (!opts.users.empty())
     server_opts.users = std::make_shared<UserDatabase>(UserDatabase::load(opts.users));
-  server_opts.proxy_from = IpNetworks::parse(opts.proxy_from);
+  server_opts.proxy_from = networks_option(opts.proxy_from, "--proxy-from");
   if (server_opts.relay_networks.contains("0.0.0.0") || server_opts.relay_networks.contains("::")) {
     err << "slimta-queue serve: warning: --relay-networks "
         << server_opts.relay_networks.to_string()
