@@ -37,6 +37,14 @@ class KeyError : public QueueError {
   std::string id_;
 };
 
+// The storage has no room for what was asked: a disk or quota full, Redis at its
+// maxmemory. Retryable: it may succeed once space is freed. An SMTP server answers
+// 452 4.3.1 for it.
+class StorageFull : public QueueError {
+ public:
+  explicit StorageFull(const std::string& what) : QueueError(what, true) {}
+};
+
 // The storage cannot do this (e.g. wait() on a backend that cannot notify).
 class NotSupported : public QueueError {
  public:

@@ -103,8 +103,12 @@ struct QueuePolicy {
 // What enqueue() did with one envelope: its id, or why it was not queued.
 struct EnqueueResult {
   std::string id;     // set when queued
-  std::string error;  // set when not queued; nothing was stored
+  std::string error;  // set when not queued; nothing was stored. For the log only: it
+                      // may name hosts, ports and paths
+  // Whether the same message may be accepted later: every storage fault (down, slow,
+  // full, read-only) is; only a fault of the message itself (InvalidArgument) is not.
   bool retryable = false;
+  bool storage_full = false;  // retryable, and the storage has no room (StorageFull)
   bool ok() const { return !id.empty(); }
 };
 

@@ -95,8 +95,10 @@ enum class ListenerRole {
 
 class SmtpServer {
  public:
-  // Takes each received message; returns its id (accepted) or the error (refused,
-  // 451 4.3.0 if retryable, else 554 5.3.0). Runs on a deliver thread.
+  // Takes each received message; returns its id (accepted) or the error (refused:
+  // 452 4.3.1 if the storage is full, 451 4.3.0 if retryable, else 554 5.6.0; the
+  // error's text is never sent, since it may name hosts and paths). Runs on a
+  // deliver thread.
   using Deliver = std::function<EnqueueResult(Envelope&& envelope)>;
 
   // Throws InvalidArgument for an unusable TLS certificate or key (naming the file).

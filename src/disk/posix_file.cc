@@ -13,9 +13,13 @@
 namespace slimta::posix {
 
 void io_error(std::string_view op, const std::string& path, int err) {
-  bool retryable = err == ENOSPC || err == EDQUOT || err == EMFILE || err == ENFILE ||
-                   err == ENOMEM || err == EAGAIN || err == EINTR;
-  throw QueueError(std::string(op) + " " + path + ": " + std::strerror(err), retryable);
+  std::string what = std::string(op) + " " + path + ": " + std::strerror(err);
+  if (err == ENOSPC || err == EDQUOT) throw StorageFull(what);
+  // EROFS: a file system remounted read-only after an error comes back once an
+  // operator has repaired it; the call may then succeed.
+  bool retryable = err == EMFILE || err == ENFILE || err == ENOMEM || err == EAGAIN ||
+                   err == EINTR || err == EROFS || err == EIO;
+  throw QueueError(what, retryable);
 }
 
 Fd& Fd::operator=(Fd&& other) noexcept {

@@ -355,7 +355,8 @@ EnqueueResult Queue::Impl::enqueue(const Envelope& envelope) {
     }
   } catch (const QueueError& e) {
     out.error = e.what();
-    out.retryable = e.retryable();
+    out.retryable = dynamic_cast<const InvalidArgument*>(&e) == nullptr;
+    out.storage_full = dynamic_cast<const StorageFull*>(&e) != nullptr;
     spdlog::warn("queue: not enqueued from=<{}>: {}", envelope.sender, e.what());
     return out;
   }

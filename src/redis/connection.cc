@@ -78,8 +78,10 @@ void Connection::check_reply(const redisReply* r) const {
   if (msg.find("DB index is out of range") != std::string_view::npos) {
     throw QueueError(where_ + ": cannot select the db (" + std::string(msg) + ")", false);
   }
-  bool retryable = starts_with_any(
-      msg, {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN"});
+  if (starts_with_any(msg, {"OOM"})) throw StorageFull(what);
+  // MISCONF: the server cannot persist (its disk); an operator's fix makes it work again.
+  bool retryable = starts_with_any(msg, {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY",
+                                         "CLUSTERDOWN", "MISCONF", "NOREPLICAS"});
   throw QueueError(what, retryable);
 }
 

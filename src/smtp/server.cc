@@ -612,10 +612,12 @@ class Session {
     if (result.ok()) {
       ++server_.accepted_messages;
       reply("250 2.0.0 Ok: queued as " + result.id);
+    } else if (result.storage_full) {  // the error itself goes to the log, never here
+      reply("452 4.3.1 Error: insufficient system storage, try again later");
     } else if (result.retryable) {
       reply("451 4.3.0 Error: queue file write error, try again later");
     } else {
-      reply("554 5.3.0 Error: message not accepted: " + result.error);
+      reply("554 5.6.0 Error: message not accepted");
     }
   }
 

@@ -1,0 +1,86 @@
+// slimta-queue serve under faults and attack (issue 12), each found by probing it:
+// what a client is told when the storage fails, and that it never learns our hosts,
+// ports or paths.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include "redis/redis_server.h"
+#include "test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::ChildProcess;
+using testing::run_command;
+
+std::string at(int port) { return "127.0.0.1:" + std::to_string(port); }
+
+// Sends one message of `size` bytes with smtplib; prints "ok", or the refusal's code
+// and text.
+std::string send(const testing::TempDir& dir, int port, size_t size = 100) {
+  testing::write_file(dir.sub("send.py"), R"py(
+import smtplib, sys
+port, size = int(sys.argv[1]), int(sys.argv[2])
+s = smtplib.SMTP('127.0.0.1', port)
+body = (b'x' * 76 + b'\r\n') * (size // 78 + 1)
+try:
+    s.sendmail('a@example.com', ['b@example.org'], b'Subject: t\r\n\r\n' + body)
+    print('ok')
+except smtplib.SMTPDataError as e:
+    print(e.smtp_code, e.smtp_error.decode())
+)py");
+  auto r = run_command({"python3", dir.sub("send.py"), std::to_string(port), std::to_string(size)});
+  return r.exit_code == 0 ? r.out.substr(0, r.out.find('\n')) : "python failed: " + r.err;
+}
+
+TEST(StorageFaultTest, RedisOutOfMemoryIsATemporaryRefusalThatNamesNothingInternal) {
+  testing::RedisServer redis;
+  testing::TempDir dir;
+  int port = testing::free_port();
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+                      "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0", "--smarthost",
+                      at(testing::free_port())},
+                     "listening on");
+  auto cli = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{"redis-cli", "-p", std::to_string(redis.port())};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv);
+  };
+  ASSERT_EQ(cli({"config", "set", "maxmemory", "1"}).exit_code, 0);
+  std::string reply = send(dir, port);
+  EXPECT_EQ(reply.substr(0, 9), "452 4.3.1") << reply;
+  EXPECT_EQ(reply.find(std::to_string(redis.port())), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("127.0.0.1"), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("maxmemory"), std::string::npos) << reply;
+  ASSERT_EQ(cli({"config", "set", "maxmemory", "0"}).exit_code, 0);
+  EXPECT_EQ(send(dir, port), "ok");  // and it recovers by itself
+}
+
+TEST(StorageFaultTest, AFullDiskSpoolIsATemporaryRefusalThatNamesNoPath) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  std::string mnt = dir.sub("small");
+  testing::write_file(dir.sub("keep"), "");
+  ASSERT_EQ(run_command({"mkdir", mnt}).exit_code, 0);
+  // A 1 MiB tmpfs in serve's own mount namespace: it goes away with the process.
+  ChildProcess serve(
+      {"unshare", "-m", "sh", "-c",
+       "mount -t tmpfs -o size=1m tmpfs " + mnt + " && exec " SLIMTA_QUEUE_BIN " serve --listen " +
+           at(port) + " --storage disk:" + mnt + "/spool --smarthost " + at(testing::free_port())},
+      "listening on");
+  EXPECT_EQ(send(dir, port, 400 * 1024), "ok");
+  std::string reply = send(dir, port, 700 * 1024);
+  EXPECT_EQ(reply.substr(0, 9), "452 4.3.1") << reply;
+  EXPECT_EQ(reply.find(mnt), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("spool"), std::string::npos) << reply;
+  EXPECT_EQ(send(dir, port, 100 * 1024), "ok");  // what fits still goes in
+  auto list = run_command({"nsenter", "-t", std::to_string(serve.pid()), "-m", SLIMTA_QUEUE_BIN,
+                           "list", "--storage", "disk:" + mnt + "/spool"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("in 2 Requests"), std::string::npos) << list.out;  // nothing torn
+}
+
+}  // namespace
+}  // namespace slimta
