@@ -269,7 +269,12 @@ void check_id(std::string_view id);
 //   redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
 //   redis+unix:///PATH/redis.sock[?db=N&password=P&prefix=P&timeout=SECONDS]
 //   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P]
-// Throws InvalidArgument naming the problem for a malformed or unknown URL.
-std::unique_ptr<QueueStorage> open_storage(std::string_view url);
+// Redis URLs also take password-file=PATH (the password's first line, so that it is
+// not in the command line). `timeout` (seconds) applies to a Redis or S3 URL that
+// gives no timeout= of its own: a server that hangs then fails the call in time,
+// retryably. Throws InvalidArgument naming the problem for a malformed or unknown URL;
+// the message never shows the URL's password.
+std::unique_ptr<QueueStorage> open_storage(std::string_view url,
+                                           std::optional<double> timeout = std::nullopt);
 
 }  // namespace slimta

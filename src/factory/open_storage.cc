@@ -10,10 +10,10 @@
 
 namespace slimta {
 
-std::unique_ptr<QueueStorage> open_storage(std::string_view url) {
+std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<double> timeout) {
   size_t colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0) {
-    throw InvalidArgument("malformed storage URL '" + std::string(url) +
+    throw InvalidArgument("malformed storage URL '" + url::redact(url) +
                           "': expected SCHEME:..., e.g. disk:/var/spool/slimta or memory:");
   }
   std::string_view scheme = url.substr(0, colon);
@@ -42,12 +42,12 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url) {
   if (scheme == "s3") {
     if (!url.starts_with("s3://"))
       throw InvalidArgument("storage URL '" + std::string(url) + "': expected s3://BUCKET/PREFIX");
-    return url::open_s3(url);
+    return url::open_s3(url, timeout);
   }
   if (scheme == "redis" || scheme == "redis+unix") {
-    return std::make_unique<RedisStorage>(url::parse_redis(url));
+    return std::make_unique<RedisStorage>(url::parse_redis(url, timeout));
   }
-  throw InvalidArgument("storage URL '" + std::string(url) + "': unknown scheme '" +
+  throw InvalidArgument("storage URL '" + url::redact(url) + "': unknown scheme '" +
                         std::string(scheme) +
                         "' (this build supports memory:, disk:, redis:, redis+unix:, s3:)");
 }

@@ -1,6 +1,7 @@
 #include "factory/url.h"
 
 #include <charconv>
+#include <fstream>
 
 #include "slimta/cloud_storage.h"
 #include "slimta/errors.h"
@@ -9,7 +10,7 @@ namespace slimta::url {
 namespace {
 
 [[noreturn]] void bad(std::string_view url, const std::string& why) {
-  throw InvalidArgument("storage URL '" + std::string(url) + "': " + why);
+  throw InvalidArgument("storage URL '" + redact(url) + "': " + why);
 }
 
 template <typename T>
@@ -23,6 +24,27 @@ T number(std::string_view s, std::string_view url, const char* what) {
 }
 
 }  // namespace
+
+std::string redact(std::string_view url) {
+  std::string out(url);
+  size_t scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    size_t start = scheme + 3;
+    size_t end = out.find_first_of("/?", start);
+    size_t at = out.rfind('@', end == std::string::npos ? out.size() : end);
+    if (at != std::string::npos && at >= start) {
+      size_t colon = out.find(':', start);
+      size_t from = colon != std::string::npos && colon < at ? colon + 1 : start;
+      out.replace(from, at - from, "***");
+    }
+  }
+  for (size_t p = out.find("password="); p != std::string::npos; p = out.find("password=", p + 1)) {
+    if (p > 0 && out[p - 1] != '?' && out[p - 1] != '&') continue;
+    size_t value = p + 9, end = out.find('&', value);
+    out.replace(value, (end == std::string::npos ? out.size() : end) - value, "***");
+  }
+  return out;
+}
 
 std::string decode(std::string_view s, std::string_view url) {
   std::string out;
@@ -57,7 +79,7 @@ std::map<std::string, std::string> parse_query(std::string_view query, std::stri
   return out;
 }
 
-RedisOptions parse_redis(std::string_view url) {
+RedisOptions parse_redis(std::string_view url, std::optional<double> default_timeout) {
   RedisOptions o;
   std::string_view rest;
   bool unix_socket = false;
@@ -72,6 +94,7 @@ RedisOptions parse_redis(std::string_view url) {
   size_t q = rest.find('?');
   auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
   rest = rest.substr(0, q);
+  bool userinfo_password = false;
 
   if (unix_socket) {
     if (!rest.starts_with("/")) bad(url, "redis+unix:// needs an absolute socket path");
@@ -81,6 +104,7 @@ RedisOptions parse_redis(std::string_view url) {
     if (at != std::string_view::npos) {
       std::string_view userinfo = rest.substr(0, at);
       rest = rest.substr(at + 1);
+      userinfo_password = true;
       size_t colon = userinfo.find(':');
       if (colon == std::string_view::npos) {
         o.password = decode(userinfo, url);  // redis://password@host, as redis-cli takes it
@@ -121,14 +145,25 @@ RedisOptions parse_redis(std::string_view url) {
       o.db = number<int>(value, url, "db");
     } else if (key == "password") {
       o.password = value;
+    } else if (key == "password-file") {
+      std::ifstream in(value);
+      std::string line;
+      if (!in || !std::getline(in, line)) bad(url, "cannot read password-file '" + value + "'");
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      o.password = line;
     } else {
-      bad(url, "unknown parameter '" + key + "' (known: prefix, timeout, db, password)");
+      bad(url,
+          "unknown parameter '" + key + "' (known: prefix, timeout, db, password, password-file)");
     }
   }
+  if (int(userinfo_password) + int(params.count("password")) + int(params.count("password-file")) >
+      1)
+    bad(url, "give the password once: in the URL, password= or password-file=");
+  if (!o.socket_timeout) o.socket_timeout = default_timeout;
   return o;
 }
 
-std::unique_ptr<QueueStorage> open_s3(std::string_view url) {
+std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double> default_timeout) {
   std::string_view rest = url.substr(5);  // after "s3://"
   size_t q = rest.find('?');
   auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
@@ -139,7 +174,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url) {
   if (bucket.empty()) bad(url, "no bucket");
   if (!prefix.empty() && !prefix.ends_with("/")) prefix += "/";
   AwsOptions aws;
-  double timeout = 60;
+  double timeout = default_timeout.value_or(60);
   bool path_style = true;
   std::string sqs;
   for (const auto& [key, value] : params) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -10,19 +11,26 @@
 
 namespace slimta::url {
 
+// `url` with any password in it (userinfo, password=) replaced by "***": what errors
+// and logs may show.
+std::string redact(std::string_view url);
+
 // Percent-decodes `s`; throws InvalidArgument naming `url` on a bad escape.
 std::string decode(std::string_view s, std::string_view url);
 
 // "a=1&b=2" -> {a:1, b:2}, decoded. Throws InvalidArgument on a repeated key.
 std::map<std::string, std::string> parse_query(std::string_view query, std::string_view url);
 
-// redis://[[user]:password@]host[:port][/db][?prefix=P&timeout=SECONDS]
+// redis://[[user]:password@]host[:port][/db][?prefix=P&timeout=SECONDS&password-file=F]
 // redis+unix:///path/to/redis.sock[?db=N&password=P&prefix=P&timeout=SECONDS]
-// Throws InvalidArgument naming the URL and the bad part.
-RedisOptions parse_redis(std::string_view url);
+// password-file: a file whose first line is the password (kept out of `ps`). A URL
+// without timeout= gets `default_timeout`. Throws InvalidArgument naming the URL (its
+// password masked) and the bad part.
+RedisOptions parse_redis(std::string_view url, std::optional<double> default_timeout = {});
 
 // s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE_URL_OR_NAME&timeout=S&path_style=0|1]
 // Throws InvalidArgument naming the URL and the bad part.
-std::unique_ptr<QueueStorage> open_s3(std::string_view url);
+std::unique_ptr<QueueStorage> open_s3(std::string_view url,
+                                      std::optional<double> default_timeout = {});
 
 }  // namespace slimta::url

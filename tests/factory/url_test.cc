@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "slimta/redis_storage.h"
+#include "test_util.h"
 
 namespace slimta {
 namespace {
@@ -50,6 +51,45 @@ TEST(UrlTest, BadRedisUrlsNameTheProblem) {
   EXPECT_NE(error("redis+unix://relative.sock").find("absolute"), std::string::npos);
   EXPECT_NE(error("redis://h?timeout=%zz").find("percent"), std::string::npos);
   EXPECT_NE(error("redis://h?prefix=a&prefix=b").find("twice"), std::string::npos);
+}
+
+TEST(UrlTest, ErrorsNeverShowThePassword) {
+  auto error = [](const std::string& u) {
+    try {
+      open_storage(u);
+    } catch (const InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (const std::string u :
+       {"redis://:s3cret@host:notaport", "redis://s3cret@host/x", "redis://h?password=s3cret&db=x",
+        "redis+unix:///r.sock?password=s3cret&colour=red", "redis://:s3cret@h?password=s3cret"}) {
+    std::string e = error(u);
+    EXPECT_EQ(e.find("s3cret"), std::string::npos) << e;
+    EXPECT_NE(e.find("***"), std::string::npos) << e;
+  }
+  EXPECT_EQ(url::redact("redis://:pw@h:1/0?prefix=p&password=pw2&timeout=1"),
+            "redis://:***@h:1/0?prefix=p&password=***&timeout=1");
+  EXPECT_EQ(url::redact("redis://h:1/0?prefix=password=x"), "redis://h:1/0?prefix=password=x");
+  EXPECT_EQ(url::redact("disk:/var/spool/a@b"), "disk:/var/spool/a@b");
+}
+
+TEST(UrlTest, APasswordFileKeepsThePasswordOutOfTheUrl) {
+  testing::TempDir dir;
+  testing::write_file(dir.sub("pw"), "from file\n");
+  RedisOptions o = url::parse_redis("redis://h/0?password-file=" + dir.sub("pw"));
+  EXPECT_EQ(o.password, "from file");
+  EXPECT_THROW(url::parse_redis("redis://h/0?password-file=" + dir.sub("missing")),
+               InvalidArgument);
+  EXPECT_THROW(url::parse_redis("redis://h/0?password=x&password-file=" + dir.sub("pw")),
+               InvalidArgument);
+}
+
+TEST(UrlTest, ADefaultTimeoutAppliesWhenTheUrlGivesNone) {
+  EXPECT_EQ(url::parse_redis("redis://h", 10.0).socket_timeout, 10.0);
+  EXPECT_EQ(url::parse_redis("redis://h?timeout=2", 10.0).socket_timeout, 2.0);
+  EXPECT_FALSE(url::parse_redis("redis://h").socket_timeout);
 }
 
 TEST(UrlTest, OpenStorageBuildsARedisStorage) {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "redis/redis_server.h"
 #include "test_util.h"
 
@@ -80,6 +82,46 @@ TEST(StorageFaultTest, AFullDiskSpoolIsATemporaryRefusalThatNamesNoPath) {
                            "list", "--storage", "disk:" + mnt + "/spool"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_NE(list.out.find("in 2 Requests"), std::string::npos) << list.out;  // nothing torn
+}
+
+TEST(StorageFaultTest, AHungRedisGetsA451InTimeAndServeRecovers) {
+  testing::RedisServer redis;
+  testing::TempDir dir;
+  int port = testing::free_port();
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+                      "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0",
+                      "--storage-timeout", "1", "--smarthost", at(testing::free_port())},
+                     "listening on");
+  EXPECT_EQ(send(dir, port), "ok");
+  redis.pause();  // SIGSTOP: connections stay open, nothing answers
+  auto start = std::chrono::steady_clock::now();
+  std::string reply = send(dir, port);
+  auto took = std::chrono::steady_clock::now() - start;
+  redis.resume();
+  EXPECT_EQ(reply.substr(0, 9), "451 4.3.0") << reply;
+  EXPECT_LT(took, std::chrono::seconds(8));  // the storage timeout, not forever
+  EXPECT_EQ(send(dir, port), "ok");
+}
+
+TEST(StorageFaultTest, TheDefaultStorageTimeoutIsTenSeconds) {
+  auto help = run_command({SLIMTA_QUEUE_BIN, "--help"});
+  EXPECT_NE(help.out.find("--storage-timeout FLOAT:POSITIVE=10"), std::string::npos) << help.out;
+}
+
+TEST(SecretTest, AStoragePasswordOnTheCommandLineIsWarnedAboutAndNeverEchoed) {
+  auto r = run_command({SLIMTA_QUEUE_BIN, "list", "--storage", "redis://:s3cret@127.0.0.1:1/x"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("password is visible to other users"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("db 'x'"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("s3cret"), std::string::npos) << r.err;
+  // From the environment, no warning.
+  testing::TempDir dir;
+  testing::write_file(dir.sub("pw"), "s3cret\n");
+  r = run_command({"env", "SLIMTA_STORAGE=redis://127.0.0.1:1/0?password-file=" + dir.sub("pw"),
+                   SLIMTA_QUEUE_BIN, "list", "--storage-timeout", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err.find("visible"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("s3cret"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -9,6 +9,25 @@
 #include "serve.h"
 #include "slimta/storage.h"
 
+namespace {
+
+// A password in the storage URL on the command line is visible to every local user
+// (`ps`): say so, and how to avoid it.
+void warn_if_password_in_argv(const std::string& url, int argc, char** argv) {
+  bool in_argv = false;
+  for (int i = 1; i < argc; ++i)
+    in_argv |= argv[i] == url || std::string(argv[i]) == "--storage=" + url;
+  if (!in_argv || !url.starts_with("redis")) return;
+  std::string authority = url.substr(0, url.find_first_of("/?", url.find("://") + 3));
+  if (authority.find('@') != std::string::npos || url.find("password=") != std::string::npos) {
+    std::cerr << "slimta-queue: warning: the storage URL's password is visible to other users "
+                 "in the command line (ps); use password-file= in the URL, $SLIMTA_STORAGE or "
+                 "the config file's storage = instead\n";
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace slimta;
   using namespace slimta::cli;
@@ -24,6 +43,12 @@ int main(int argc, char** argv) {
                  "storage URL: disk:PATH (default disk:./spool), redis://HOST:PORT/DB, "
                  "s3://BUCKET/PREFIX?..., memory:")
       ->envname("SLIMTA_STORAGE");
+  double storage_timeout = 10;
+  app.add_option("--storage-timeout", storage_timeout,
+                 "seconds a Redis or S3 call may take (unless the URL says timeout=): a hung "
+                 "server then fails the call, and an SMTP client gets 451 in time")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_flag("--json", json, "machine-readable JSON output");
   app.set_config("--config", "",
                  "read options from this TOML/INI file: storage = \"URL\" at the top, "
@@ -171,7 +196,8 @@ int main(int argc, char** argv) {
     if (passwd->parsed()) return cmd_passwd(passwd_user, users_file, std::cerr);
     if (auto* config = app.get_config_ptr(); config && config->count() > 0)
       serve_opts.config_file = config->as<std::string>();
-    std::unique_ptr<QueueStorage> storage = open_storage(storage_url);
+    warn_if_password_in_argv(storage_url, argc, argv);
+    std::unique_ptr<QueueStorage> storage = open_storage(storage_url, storage_timeout);
     auto* sub = app.get_subcommands().front();
     std::string name = sub->get_name();
     if (name == "enqueue") return cmd_enqueue(*storage, enq, std::cout, std::cerr);
