@@ -37,10 +37,12 @@ struct SmtpRelayOptions {
   enum class Tls { never, opportunistic, required };
   Tls starttls = Tls::opportunistic;
   std::string tls_ca_file;
-  // AUTH PLAIN (or LOGIN) when username is set; only over TLS unless auth_without_tls.
+  // AUTH PLAIN (or LOGIN) when username is set: only over TLS whose certificate and
+  // host name were verified (starttls = required; the constructor refuses a username
+  // otherwise), unless auth_insecure, which sends them over any TLS or none.
   std::string username;
   std::string password;
-  bool auth_without_tls = false;
+  bool auth_insecure = false;
 };
 
 class SmtpRelay : public Relay {

@@ -156,10 +156,15 @@ class Connection {
         opts_.command_timeout, "TLS handshake");
   }
 
-  // AUTH PLAIN, or LOGIN, with opts_.username and password; refused without TLS
-  // unless opts_.auth_without_tls.
+  // AUTH PLAIN, or LOGIN, with opts_.username and password: only over TLS whose
+  // certificate and host name were verified (starttls = required), unless
+  // opts_.auth_insecure.
   void authenticate() {
-    if (!tls_ && !opts_.auth_without_tls) fail("not sending credentials without TLS");
+    bool verified = tls_ && opts_.starttls == SmtpRelayOptions::Tls::required;
+    if (!verified && !opts_.auth_insecure) {
+      fail(tls_ ? "not sending credentials over TLS whose certificate was not verified"
+                : "not sending credentials without TLS");
+    }
     if (!offers("AUTH")) fail("the server does not offer AUTH");
     const auto& mechs = auth_mechanisms_;
     Reply r;
@@ -436,6 +441,13 @@ struct SmtpRelay::Impl {
 SmtpRelay::SmtpRelay(SmtpRelayOptions options) {
   if (options.host.empty()) throw InvalidArgument("smtp relay: the smarthost's host is empty");
   if (options.port == 0) throw InvalidArgument("smtp relay: port 0 is not a smarthost port");
+  if (!options.username.empty() && options.starttls != SmtpRelayOptions::Tls::required &&
+      !options.auth_insecure) {
+    // Opportunistic TLS gives the password to whoever answers with any certificate.
+    throw InvalidArgument(
+        "smtp relay: credentials are sent only over TLS with a verified certificate: set "
+        "starttls to required (or auth_insecure to send them anyway)");
+  }
   impl_ = std::make_unique<Impl>(std::move(options));
 }
 

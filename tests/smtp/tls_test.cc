@@ -164,10 +164,9 @@ TEST_F(TlsTest, TheRelayAuthenticatesAndNeverSendsCredentialsInTheClearUnlessTol
   o.port = static_cast<uint16_t>(sink.port());
   o.username = "relayuser";
   o.password = "s3cret!";
-  auto refused = SmtpRelay(o).attempt(message(), 1);  // no TLS offered: not sent
-  EXPECT_EQ(refused[0].kind, Kind::transient);
-  EXPECT_NE(refused[0].reply.find("without TLS"), std::string::npos) << refused[0].reply;
-  o.auth_without_tls = true;
+  o.starttls = SmtpRelayOptions::Tls::never;
+  EXPECT_THROW(SmtpRelay{o}, InvalidArgument);  // credentials, and no verified TLS
+  o.auth_insecure = true;
   auto ok = SmtpRelay(o).attempt(message(), 1);
   EXPECT_EQ(ok[0].kind, Kind::delivered) << ok[0].reply;
   ASSERT_EQ(sink.received().size(), 1u);
@@ -176,6 +175,47 @@ TEST_F(TlsTest, TheRelayAuthenticatesAndNeverSendsCredentialsInTheClearUnlessTol
   EXPECT_EQ(bad[0].kind, Kind::transient);
   EXPECT_NE(bad[0].reply.find("authentication failed: 535"), std::string::npos) << bad[0].reply;
   EXPECT_EQ(bad[0].reply.find("wrong"), std::string::npos);  // the secret is never shown
+}
+
+// Found by probing: with opportunistic TLS, a fake smarthost with a self-signed
+// certificate was given the password.
+TEST_F(TlsTest, TheRelayGivesCredentialsOnlyToAVerifiedServer) {
+  SmtpServerOptions so;
+  so.tls_certificate_file = cert_.cert;
+  so.tls_key_file = cert_.key;
+  UserDatabase::store(dir_.sub("users"), "relayuser", UserDatabase::hash("s3cret!"));
+  so.users = std::make_shared<UserDatabase>(UserDatabase::load(dir_.sub("users")));
+  so.relay_networks = IpNetworks();  // only an authenticated relay may send to bob
+  testing::TestSmtpServer server(so);
+  port_ = server.port();
+  SmtpRelayOptions o = relay_options(SmtpRelayOptions::Tls::opportunistic);
+  o.username = "relayuser";
+  o.password = "s3cret!";
+  try {
+    SmtpRelay relay(o);
+    FAIL() << "a relay with opportunistic TLS would send credentials";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("verified certificate"), std::string::npos) << e.what();
+  }
+  // Required TLS but a CA that did not sign the server's certificate: nothing is sent.
+  auto other = testing::make_certificate(dir_, "other");
+  o.starttls = SmtpRelayOptions::Tls::required;
+  o.tls_ca_file = other.cert;
+  auto refused = SmtpRelay(o).attempt(message(), 1);
+  EXPECT_EQ(refused[0].kind, Kind::transient);
+  EXPECT_EQ(server.storage.load_all().size(), 0u);
+  // Verified: authenticated and delivered.
+  o.tls_ca_file = cert_.cert;
+  auto ok = SmtpRelay(o).attempt(message(), 1);
+  ASSERT_EQ(ok[0].kind, Kind::delivered) << ok[0].reply;
+  auto stored = server.storage.load_all();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(server.storage.get(stored[0].id).envelope.client.auth, "relayuser");
+  // Told explicitly: opportunistic TLS with credentials works.
+  o.starttls = SmtpRelayOptions::Tls::opportunistic;
+  o.tls_ca_file.clear();
+  o.auth_insecure = true;
+  EXPECT_EQ(SmtpRelay(o).attempt(message(), 1)[0].kind, Kind::delivered);
 }
 
 TEST(TlsOptionsTest, AnUnreadableCertificateIsRefusedNamingTheFile) {

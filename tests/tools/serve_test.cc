@@ -139,9 +139,16 @@ TEST(ServeTest, BadFlagsAreRefusedNamingThem) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("/nonexistent.pem"), std::string::npos) << r.err;
   r = run_command({SLIMTA_QUEUE_BIN, "serve", "--smarthost", "127.0.0.1:25", "--smarthost-user",
-                   "u", "--storage", "memory:"});
+                   "u", "--smarthost-tls", "required", "--storage", "memory:"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("SLIMTA_SMARTHOST_PASSWORD"), std::string::npos) << r.err;
+  // The password would go to whoever answers with any certificate.
+  r = run_command({SLIMTA_QUEUE_BIN, "serve", "--smarthost", "127.0.0.1:25", "--smarthost-user",
+                   "u", "--storage", "memory:"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--smarthost-user: the password goes only over TLS with a verified"),
+            std::string::npos)
+      << r.err;
 }
 
 }  // namespace

@@ -169,7 +169,9 @@ int main(int argc, char** argv) {
   serve->add_option("--smarthost-ca", serve_opts.smarthost_ca,
                     "CA file to verify the smarthost with (default: the system's)");
   serve->add_option("--smarthost-user", serve_opts.smarthost_user,
-                    "AUTH PLAIN/LOGIN user at the smarthost (only over TLS)");
+                    "AUTH PLAIN/LOGIN user at the smarthost (needs --smarthost-tls required)");
+  serve->add_flag("--smarthost-auth-insecure", serve_opts.smarthost_auth_insecure,
+                  "send the smarthost password even over TLS that was not verified, or none");
   serve->add_option("--smarthost-password-file", serve_opts.smarthost_password_file,
                     "file whose first line is that user's password (or set "
                     "$SLIMTA_SMARTHOST_PASSWORD)");

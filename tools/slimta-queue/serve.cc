@@ -177,6 +177,13 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
     if (opts.smarthost_tls == "required") r.starttls = Tls::required;
     r.tls_ca_file = opts.smarthost_ca;
     r.username = opts.smarthost_user;
+    r.auth_insecure = opts.smarthost_auth_insecure;
+    if (!r.username.empty() && r.starttls != Tls::required && !r.auth_insecure) {
+      throw InvalidArgument(
+          "--smarthost-user: the password goes only over TLS with a verified certificate: add "
+          "--smarthost-tls required (with --smarthost-ca if the smarthost's CA is not the "
+          "system's), or --smarthost-auth-insecure to send it anyway");
+    }
     if (!r.username.empty()) r.password = smarthost_password(opts);
     fallback = std::make_shared<SmtpRelay>(r);
   } else {

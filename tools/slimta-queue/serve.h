@@ -33,6 +33,7 @@ struct ServeOptions {
   std::string smarthost_tls = "opportunistic";  // never | opportunistic | required
   std::string smarthost_ca;                     // CA file for required TLS (default: system)
   std::string smarthost_user;                   // AUTH to the smarthost
+  bool smarthost_auth_insecure = false;         // ... even without verified TLS
   std::string smarthost_password_file;          // its password (or $SLIMTA_SMARTHOST_PASSWORD)
 };
 
