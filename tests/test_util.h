@@ -33,6 +33,16 @@ class TempDir {
 // and a body of `body_size` bytes that includes NUL, CR, LF and 8-bit bytes.
 Envelope sample_envelope(size_t recipients = 3, size_t body_size = 1024, unsigned seed = 1);
 
+// Polls `pred` every 50 ms until it holds or `limit` passes; its last answer.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;
+       std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
+    if (pred()) return true;
+  }
+  return pred();
+}
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
 

@@ -48,6 +48,8 @@ class Headers {
   std::optional<std::string> get(std::string_view name) const;
   // Values of every field called `name`, in order, unfolded.
   std::vector<std::string> get_all(std::string_view name) const;
+  // How many fields are called `name` (case-insensitive): "Received" counts hops.
+  size_t count(std::string_view name) const;
   // Append a field, folding the value at whitespace to keep lines within 78 columns.
   // Throws InvalidArgument for a name that is not printable ASCII without ':' or
   // whitespace, or a value containing CR or LF (header injection).

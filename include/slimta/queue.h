@@ -75,6 +75,10 @@ struct QueuePolicy {
   double max_backoff = 3600;
   // Give up (and bounce) after this many attempts; 0: no limit.
   uint32_t max_attempts = 0;
+  // A message with more Received: headers than this is in a mail loop: its
+  // recipients fail for good (554 5.4.6) and it is bounced, never attempted (Postfix's
+  // hopcount_limit). 0: no limit.
+  size_t max_hops = 50;
   // Give up (and bounce) once a message is this old (seconds since it was received).
   double max_age = 5 * 24 * 3600;
   // How long a claim lasts. In start() mode the claims of the attempts under way are

@@ -46,6 +46,9 @@ struct SmtpServerOptions {
   // The SIZE limit: a larger message gets 552 5.3.4 (at MAIL if announced).
   size_t max_message_size = 50 * 1024 * 1024;
   size_t max_recipients = 1000;  // more get 452 4.5.3
+  // A message arriving with this many Received: headers already is in a mail loop:
+  // 554 5.4.6 at the end of DATA (Postfix's hopcount_limit). 0: no limit.
+  size_t max_hops = 50;
   // Command lines longer than this get 500 5.5.2 (RFC 5321: 512 with CRLF).
   size_t max_command_line = 512;
   // Message lines longer than this make the message refused, 500 5.5.2 (RFC 5321: 1000).

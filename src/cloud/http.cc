@@ -1,5 +1,7 @@
 #include "cloud/http.h"
 
+#include "core/ascii.h"
+
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
@@ -9,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "core/ascii.h"
 #include "core/hex.h"
 
 namespace slimta::cloud {
@@ -34,8 +37,7 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
   std::string line(data, size * n);
   size_t colon = line.find(':');
   if (colon != std::string::npos) {
-    std::string name = line.substr(0, colon);
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string name = to_lower(line.substr(0, colon));
     (*static_cast<std::map<std::string, std::string>*>(user))[name] = trim(line.substr(colon + 1));
   }
   return size * n;

@@ -7,19 +7,13 @@
 #include <cmath>
 #include <ctime>
 
+#include "core/ascii.h"
 #include "slimta/errors.h"
 
 namespace slimta {
 namespace {
 
 constexpr size_t kFoldColumn = 78;
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 bool is_wsp(char c) { return c == ' ' || c == '\t'; }
 
@@ -88,6 +82,11 @@ std::vector<std::string> Headers::get_all(std::string_view name) const {
     if (iequals(f.name, name)) out.push_back(f.value());
   }
   return out;
+}
+
+size_t Headers::count(std::string_view name) const {
+  return std::count_if(fields_.begin(), fields_.end(),
+                       [&](const Field& f) { return iequals(f.name, name); });
 }
 
 Headers::Field Headers::make_field(std::string_view name, std::string_view value) const {

@@ -255,7 +255,14 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
     count(kAttempt);
     spdlog::info("queue: {} attempt n={} rcpts={}", id, attempt, env.recipients.size());
     try {
-      results = relay.attempt(env, attempt);
+      if (size_t hops = env.headers.count("Received"); policy.max_hops && hops > policy.max_hops) {
+        results.assign(
+            env.recipients.size(),
+            RecipientResult::permanent("554 5.4.6 Too many hops (" + std::to_string(hops) +
+                                       " Received: headers): a mail loop"));
+      } else {
+        results = relay.attempt(env, attempt);
+      }
       if (results.size() != env.recipients.size()) {
         throw std::runtime_error("relay returned " + std::to_string(results.size()) +
                                  " results for " + std::to_string(env.recipients.size()) +

@@ -1,19 +1,11 @@
 #include "slimta/routing_relay.h"
 
-#include <algorithm>
-#include <cctype>
-
+#include "core/ascii.h"
 #include "queue/recipient_groups.h"
 #include "slimta/errors.h"
 
 namespace slimta {
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 // The fallback's group name: no domain is empty.
 const std::string kFallback;
@@ -28,7 +20,7 @@ RoutingRelay::RoutingRelay(std::map<std::string, std::shared_ptr<Relay>> routes,
     if (domain.empty() || domain.find('@') != std::string::npos)
       throw InvalidArgument("route domain '" + domain + "' is not a domain name");
     if (!relay) throw InvalidArgument("route for '" + domain + "' has no relay");
-    routes_[lower(domain)] = std::move(relay);
+    routes_[to_lower(domain)] = std::move(relay);
   }
 }
 
@@ -38,7 +30,7 @@ std::vector<RecipientResult> RoutingRelay::attempt(const Envelope& envelope, uin
       [this](const std::string& r) -> std::variant<std::string, RecipientResult> {
         size_t at = r.rfind('@');
         if (at == std::string::npos) return kFallback;
-        std::string domain = lower(r.substr(at + 1));
+        std::string domain = to_lower(r.substr(at + 1));
         return routes_.count(domain) ? domain : kFallback;
       },
       [&](const Envelope& part, const std::string& domain) {

@@ -22,6 +22,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/ascii.h"
 #include "core/lines.h"
 #include "smtp/sasl.h"
 
@@ -49,6 +50,7 @@ using asio::ip::tcp;
 // A failure of the connection itself: every recipient of the attempt gets `reply`.
 struct ConnectionError {
   std::string reply;
+  bool permanent = false;  // every recipient fails for good (a loop)
 };
 
 struct Reply {
@@ -114,10 +116,16 @@ class Connection {
       if (!helo.ok()) fail("HELO refused: " + helo.text);
       return;
     }
+    // The peer greets with our own name: the route, smarthost or MX leads back here.
+    std::string peer = ehlo.lines.empty() ? "" : ehlo.lines[0].substr(0, ehlo.lines[0].find(' '));
+    if (!peer.empty() && iequals(peer, ehlo_name)) {
+      asio::error_code ignored;
+      socket_.close(ignored);
+      throw ConnectionError{"554 5.4.6 " + where_ + ": mail for " + peer + " loops back to myself",
+                            true};
+    }
     for (size_t i = 1; i < ehlo.lines.size(); ++i) {
-      std::string line = ehlo.lines[i];
-      std::transform(line.begin(), line.end(), line.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+      std::string line = to_upper(ehlo.lines[i]);
       std::string word = line.substr(0, line.find(' '));
       offered_.insert(word);
       if (word == "AUTH") {  // "AUTH PLAIN LOGIN ..."
@@ -424,7 +432,10 @@ Client::Outcome Client::deliver(const Envelope& envelope) {
     out.results = c->deliver(envelope);
     impl_->give_back(std::move(c));
   } catch (const ConnectionError& e) {
-    out.results.assign(envelope.recipients.size(), RecipientResult::transient(e.reply));
+    out.reached |= e.permanent;  // a loop: no other MX either
+    out.results.assign(envelope.recipients.size(), e.permanent
+                                                       ? RecipientResult::permanent(e.reply)
+                                                       : RecipientResult::transient(e.reply));
   }
   return out;
 }

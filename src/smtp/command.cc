@@ -1,20 +1,15 @@
 #include "smtp/command.h"
 
+#include "core/ascii.h"
+
 #include <algorithm>
 #include <cctype>
 
 namespace slimta::smtp {
 namespace {
 
-std::string upper(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-  return out;
-}
-
 bool istarts_with(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && upper(s.substr(0, prefix.size())) == upper(prefix);
+  return s.size() >= prefix.size() && to_upper(s.substr(0, prefix.size())) == to_upper(prefix);
 }
 
 // Characters never allowed in an address we accept: controls, space, and the
@@ -29,7 +24,7 @@ bool bad_address_char(char c) {
 Command parse_command(std::string_view line) {
   size_t sp = line.find(' ');
   Command c;
-  c.verb = upper(line.substr(0, sp));
+  c.verb = to_upper(line.substr(0, sp));
   if (sp != std::string_view::npos) c.arg = std::string(line.substr(sp + 1));
   return c;
 }
@@ -73,7 +68,7 @@ std::optional<PathArg> parse_path_arg(std::string_view arg, std::string_view key
   if (!path.empty() &&
       (path.find('@') == std::string_view::npos || path.front() == '@' || path.back() == '@')) {
     // RFC 5321 allows RCPT TO:<postmaster> without a domain.
-    if (!(keyword == "TO" && upper(path) == "POSTMASTER")) {
+    if (!(keyword == "TO" && to_upper(path) == "POSTMASTER")) {
       error = "501 5.1.3 Bad address syntax: user@domain expected";
       return std::nullopt;
     }
@@ -91,7 +86,7 @@ std::optional<PathArg> parse_path_arg(std::string_view arg, std::string_view key
     std::string_view p = rest.substr(0, sp);
     rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp);
     size_t eq = p.find('=');
-    out.params.emplace_back(upper(p.substr(0, eq)),
+    out.params.emplace_back(to_upper(p.substr(0, eq)),
                             eq == std::string_view::npos ? "" : std::string(p.substr(eq + 1)));
   }
   return out;

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 
+#include "core/ascii.h"
 #include "queue/recipient_groups.h"
 #include "smtp/client.h"
 #include "smtp/dns.h"
@@ -70,10 +71,7 @@ std::vector<RecipientResult> MxRelay::attempt(const Envelope& envelope, uint32_t
         size_t at = r.rfind('@');
         if (at == std::string::npos || at + 1 == r.size())
           return RecipientResult::permanent("553 5.1.3 <" + r + ">: no domain to deliver to");
-        std::string domain = r.substr(at + 1);
-        std::transform(domain.begin(), domain.end(), domain.begin(),
-                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-        return domain;
+        return to_lower(r.substr(at + 1));
       },
       [this](const Envelope& part, const std::string& domain) {
         return impl_->deliver_domain(part, domain);

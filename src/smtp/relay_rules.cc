@@ -1,21 +1,11 @@
 #include "smtp/relay_rules.h"
 
-#include <algorithm>
-#include <cctype>
 #include <string_view>
 
+#include "core/ascii.h"
 #include "slimta/errors.h"
 
 namespace slimta::smtp {
-namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-}  // namespace
 
 RelayRules make_relay_rules(const std::vector<std::string>& accept_domains,
                             const std::optional<std::set<std::string>>& known_recipients) {
@@ -25,7 +15,7 @@ RelayRules make_relay_rules(const std::vector<std::string>& accept_domains,
   RelayRules rules;
   for (const std::string& d : accept_domains) {
     if (bad_domain(d)) throw InvalidArgument("accept domain '" + d + "' is not a domain name");
-    rules.accept_domains.insert(lower(d));
+    rules.accept_domains.insert(to_lower(d));
   }
   if (known_recipients) {
     rules.known_recipients.emplace();
@@ -33,7 +23,7 @@ RelayRules make_relay_rules(const std::vector<std::string>& accept_domains,
       size_t at = r.rfind('@');
       if (at == std::string::npos || bad_domain(std::string_view(r).substr(at + 1)))
         throw InvalidArgument("known recipient '" + r + "' is neither user@domain nor @domain");
-      rules.known_recipients->insert(lower(r));
+      rules.known_recipients->insert(to_lower(r));
     }
   }
   return rules;
@@ -41,7 +31,7 @@ RelayRules make_relay_rules(const std::vector<std::string>& accept_domains,
 
 std::string domain_of(const std::string& address) {
   size_t at = address.rfind('@');
-  return at == std::string::npos ? "" : lower(address.substr(at + 1));
+  return at == std::string::npos ? "" : to_lower(address.substr(at + 1));
 }
 
 bool has_routing(const std::string& address) {
@@ -57,7 +47,7 @@ std::optional<std::string> check_recipient(const RelayRules& rules, const std::s
   bool ours = rules.accept_domains.count(domain) > 0;
   if (!may_relay && (!ours || has_routing(address)))
     return "554 5.7.1 <" + address + ">: Relay access denied";
-  if (ours && rules.known_recipients && !rules.known_recipients->count(lower(address)) &&
+  if (ours && rules.known_recipients && !rules.known_recipients->count(to_lower(address)) &&
       !rules.known_recipients->count("@" + domain))
     return "550 5.1.1 <" + address + ">: Recipient address rejected: User unknown";
   return std::nullopt;

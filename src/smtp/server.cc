@@ -593,6 +593,11 @@ class Session {
     env.receiver = server_.hostname;
     env.timestamp = static_cast<double>(std::time(nullptr));
     env.parse(message);
+    if (size_t hops = env.headers.count("Received"); opts_.max_hops && hops >= opts_.max_hops) {
+      spdlog::warn("smtp: [{}] message from <{}> refused: {} hops, a mail loop", peer_ip_,
+                   env.sender, hops);
+      co_return error("554 5.4.6 Too many hops: a mail loop");
+    }
     std::string received = "from " + helo_ + " ([" + peer_ip_ + "]) by " + server_.hostname +
                            " with " + env.client.protocol;
     if (rcpts_.size() == 1) received += " for <" + rcpts_.front() + ">";

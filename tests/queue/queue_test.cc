@@ -199,6 +199,26 @@ TEST_F(QueueTest, GivesUpAfterMaxAttemptsAndBouncesToTheSender) {
   EXPECT_EQ(storage.counters()["deferred"], 2);
 }
 
+TEST_F(QueueTest, AMessageWithTooManyHopsIsBouncedWithoutAnAttempt) {
+  auto q = make();
+  Envelope looped = message({"b@x.org"});
+  for (int i = 0; i < 51; ++i)
+    looped.headers.prepend("Received", "from a by b; hop " + std::to_string(i));
+  std::string id = enqueue(*q, looped);
+  Envelope fine = message({"c@x.org"});
+  for (int i = 0; i < 50; ++i) fine.headers.prepend("Received", "from a by b");
+  enqueue(*q, fine);
+  q->run_pending();
+  EXPECT_THROW(storage.get(id), KeyError);
+  // The looped message never went out; the one at the limit did, and the bounce.
+  ASSERT_EQ(relay.calls.size(), 2u);
+  EXPECT_EQ(relay.calls[0].recipients, (std::vector<std::string>{"c@x.org"}));
+  EXPECT_EQ(relay.calls[1].sender, "");
+  EXPECT_NE(relay.calls[1].envelope.body.find("5.4.6"), std::string::npos);
+  EXPECT_NE(relay.calls[1].envelope.body.find("Too many hops (51 Received: headers)"),
+            std::string::npos);
+}
+
 TEST_F(QueueTest, GivesUpWhenTheMessageIsTooOld) {
   QueuePolicy p = quiet_policy();
   p.max_age = 3600;

@@ -171,6 +171,26 @@ TEST_F(ServerFixture, AStorageFailureIs451AndNothingIsKept) {
   EXPECT_TRUE(server_->storage.load_all().empty());
 }
 
+TEST_F(ServerFixture, AMessageWithTooManyHopsIsRefusedAsALoop) {
+  start();
+  auto c = connect();
+  auto with_hops = [](int n) {
+    std::string headers;
+    for (int i = 0; i < n; ++i) headers += "Received: from a.example by b.example; hop\r\n";
+    return headers + "Subject: x\r\n\r\nbody\r\n.\r\n";
+  };
+  begin_data(*c);
+  c->send(with_hops(50));
+  EXPECT_EQ(c->reply().substr(0, 9), "554 5.4.6");
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<b@y.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("DATA\r\n"), 354);
+  EXPECT_EQ(c->exchange(with_hops(49)), 250);  // ours makes 50
+  auto stored = server_->storage.load_all();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(server_->storage.get(stored[0].id).envelope.headers.count("Received"), 50u);
+}
+
 TEST_F(ServerFixture, AClientThatDisconnectsMidDataLeavesNothing) {
   start();
   {

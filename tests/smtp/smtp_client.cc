@@ -2,8 +2,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <stdexcept>
@@ -53,9 +53,9 @@ bool SmtpClient::start_tls() {
 bool SmtpClient::starttls() { return exchange("STARTTLS\r\n") == 220 && start_tls(); }
 
 int SmtpClient::auth_plain(const std::string& user, const std::string& password) {
-  return exchange("AUTH PLAIN " + smtp::base64_encode(std::string(1, '\0') + user +
-                                                      std::string(1, '\0') + password) +
-                  "\r\n");
+  return exchange(
+      "AUTH PLAIN " +
+      smtp::base64_encode(std::string(1, '\0') + user + std::string(1, '\0') + password) + "\r\n");
 }
 
 void SmtpClient::send(const std::string& data) {

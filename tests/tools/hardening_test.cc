@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <thread>
 
 #include "redis/redis_server.h"
+#include "smtp/sink.h"
 #include "test_util.h"
 
 namespace slimta {
@@ -122,6 +124,48 @@ TEST(SecretTest, AStoragePasswordOnTheCommandLineIsWarnedAboutAndNeverEchoed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err.find("visible"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("s3cret"), std::string::npos) << r.err;
+}
+
+// Found by probing: with a route pointing back at serve, one message made 1,665 hops
+// in 10 s.
+TEST(MailLoopTest, ARouteBackToItselfIsBouncedAtTheFirstHop) {
+  testing::SmtpSink smarthost;  // takes the bounce to the sender
+  testing::TempDir dir;
+  int port = testing::free_port();
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+                      "disk:" + dir.sub("spool"), "--hostname", "mx.loop.example", "--smarthost",
+                      at(smarthost.port()), "--route", "example.org=" + at(port)},
+                     "listening on");
+  EXPECT_EQ(send(dir, port), "ok");  // to b@example.org: routed to serve itself
+  ASSERT_TRUE(testing::eventually([&] { return smarthost.received().size() == 1; }));
+  auto bounce = smarthost.received()[0];
+  EXPECT_EQ(bounce["to"], (nlohmann::json{"a@example.com"}));
+  EXPECT_TRUE(bounce["report"].get<bool>());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(smarthost.received().size(), 1u);
+  auto list = run_command({SLIMTA_QUEUE_BIN, "list", "--storage", "disk:" + dir.sub("spool")});
+  EXPECT_NE(list.out.find("Mail queue is empty"), std::string::npos) << list.out;
+}
+
+TEST(MailLoopTest, TwoRelaysRoutingToEachOtherStopAtTheHopLimit) {
+  testing::SmtpSink smarthost;
+  testing::TempDir dir;
+  int a = testing::free_port(), b = testing::free_port();
+  auto start = [&](int port, int other, const std::string& name) {
+    return std::make_unique<ChildProcess>(
+        std::vector<std::string>{SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+                                 "disk:" + dir.sub(name), "--hostname", name + ".loop.example",
+                                 "--smarthost", at(smarthost.port()), "--route",
+                                 "example.org=" + at(other)},
+        "listening on");
+  };
+  auto serve_a = start(a, b, "a");
+  auto serve_b = start(b, a, "b");
+  EXPECT_EQ(send(dir, a), "ok");
+  ASSERT_TRUE(testing::eventually([&] { return smarthost.received().size() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(smarthost.received().size(), 1u);  // one bounce, and the loop is over
+  EXPECT_TRUE(smarthost.received()[0]["report"].get<bool>());
 }
 
 }  // namespace

@@ -61,15 +61,6 @@ testing::CommandResult swaks(int port, const std::vector<std::string>& extra) {
   return run_command(argv);
 }
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;
-       std::this_thread::sleep_for(50ms)) {
-    if (pred()) return true;
-  }
-  return pred();
-}
-
 class RelayControlTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -150,7 +141,7 @@ print(t.docmd('MAIL', 'FROM:<a@example.com>')[0])
                          cert_.cert),
             "ok");
 
-  ASSERT_TRUE(eventually(
+  ASSERT_TRUE(testing::eventually(
       [&] { return smarthost.received().size() >= 4 && mailbox.received().size() >= 2; }));
   EXPECT_EQ(count_to(smarthost, "far@remote.example"), 1u);
   EXPECT_EQ(count_to(smarthost, "auth@remote.example"), 1u);
@@ -228,7 +219,7 @@ TEST_F(RelayControlTest, TheConfigFileDeclaresListenersAndRoutes) {
   EXPECT_EQ(smtplib_send(dir_, submission, "127.0.0.1", "x@remote.example", "alice:wonderland",
                          cert_.cert),
             "ok");
-  ASSERT_TRUE(eventually([&] { return mailbox.received().size() == 1; }));
+  ASSERT_TRUE(testing::eventually([&] { return mailbox.received().size() == 1; }));
 
   // Mistakes in the tables are named with their line.
   testing::write_file(dir_.sub("bad.toml"), "storage = \"memory:\"\n[[listener]]\naddress = \"" +
@@ -356,7 +347,7 @@ class HaproxyTest : public RelayControlTest {
     haproxy_ = std::make_unique<ChildProcess>(
         std::vector<std::string>{"haproxy", "-f", dir_.sub("haproxy.cfg"), "-db"});
     // Ready once both frontends take connections.
-    ASSERT_TRUE(eventually(
+    ASSERT_TRUE(testing::eventually(
         [&] {
           auto r = run_command({"python3", "-c",
                                 "import socket,sys\nfor p in sys.argv[1:]: "
@@ -386,7 +377,7 @@ TEST_F(HaproxyTest, TheAddressHaproxySawDecidesRelayAndIsInTheReceivedLine) {
   EXPECT_EQ(smtplib_send(dir_, v1_, "127.0.0.4", "victim@remote.example"), "554");
   EXPECT_EQ(smtplib_send(dir_, v2_, "127.0.0.4", "victim@remote.example"), "554");
   EXPECT_EQ(smtplib_send(dir_, v2_, "127.0.0.4", "v2@ours.example"), "ok");
-  ASSERT_TRUE(eventually([&] { return smarthost.received().size() >= 3; }));
+  ASSERT_TRUE(testing::eventually([&] { return smarthost.received().size() >= 3; }));
   std::map<std::string, std::string> received;
   for (const auto& m : smarthost.received()) received[m["to"][0]] = m["received"];
   EXPECT_NE(received["v1@remote.example"].find("([127.0.0.3])"), std::string::npos)
