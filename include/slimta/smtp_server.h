@@ -53,9 +53,12 @@ struct SmtpServerOptions {
   size_t max_command_line = 512;
   // Message lines longer than this make the message refused, 500 5.5.2 (RFC 5321: 1000).
   size_t max_data_line = 1000;
-  // A client silent this long, or not reading our replies for this long, gets
-  // 421 4.4.2 (if it reads it within a second) and is disconnected.
+  // A client silent this long, or not reading our replies for this long, or taking
+  // this long to complete a command line from its first byte, gets 421 4.4.2 (if it
+  // reads it within a second) and is disconnected.
   std::chrono::milliseconds idle_timeout = std::chrono::minutes(5);
+  // The whole message data, from the 354 to the final ".", however it trickles in.
+  std::chrono::milliseconds data_timeout = std::chrono::minutes(10);
   // A client making this many bad commands gets 421 4.7.0 and is disconnected.
   size_t max_errors = 20;
   // Threads that run `deliver` (storage writes): messages accepted concurrently.

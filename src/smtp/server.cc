@@ -77,19 +77,28 @@ class Stream {
   std::optional<asio::ssl::stream<tcp::socket&>> tls_;
 };
 
-// When a session gives up on a client that neither sends nor reads: the session's
-// watchdog ends it once `at` has passed. Each read and write moves it `idle` ahead;
-// it is held while the session itself waits (for the storage). One timer per session
-// rather than one per read.
+// When a session gives up on a client: the session's watchdog ends it once `at` has
+// passed. A write, and the first byte of a command line, move it `idle` ahead (so a
+// line must be complete within `idle` of its first byte: one byte every few seconds
+// does not keep a session); the message data has one deadline for all of it
+// (fix()). It is held while the session itself waits (for the storage). One timer
+// per session rather than one per read.
 struct Deadline {
   using Clock = std::chrono::steady_clock;
   Clock::time_point at;
   std::chrono::milliseconds idle;
   bool held = false;
+  bool fixed = false;  // touch() leaves `at` alone
   void touch() {
-    at = Clock::now() + idle;
+    if (!fixed) at = Clock::now() + idle;
     held = false;
   }
+  void fix(std::chrono::milliseconds limit) {
+    at = Clock::now() + limit;
+    held = false;
+    fixed = true;
+  }
+  void unfix() { fixed = false; }
   void hold() { held = true; }
   bool passed() const { return !held && Clock::now() >= at; }
   // When the watchdog looks again.
@@ -152,9 +161,10 @@ class LineReader {
     }
     char chunk[16 * 1024];
     asio::error_code ec;
-    deadline_.touch();
+    bool new_line = buffer_.empty();  // this read brings the first byte of a line
     size_t n = co_await stream_.read_some(asio::buffer(chunk), ec);
     if (ec) throw asio::system_error(ec);
+    if (new_line) deadline_.touch();
     buffer_.append(chunk, n);
   }
 
@@ -307,6 +317,7 @@ class Session {
   awaitable<bool> read_proxy_header() {
     std::string balancer = peer_ip_;
     deadline_.idle = opts_.proxy_timeout;
+    deadline_.touch();
     smtp::ProxyHeader header;
     while (true) {
       header = smtp::parse_proxy_header(reader_.pending());
@@ -507,6 +518,7 @@ class Session {
       if (!c.arg.empty()) co_return error("501 5.5.4 Syntax: DATA");
       reply("354 End data with <CR><LF>.<CR><LF>");
       co_await flush(/*force=*/true);
+      deadline_.fix(opts_.data_timeout);  // the whole message, however it trickles in
       co_await data();
       reset_transaction();
     } else if (v == "RSET") {
@@ -572,6 +584,8 @@ class Session {
       message.append(text);
       message.append(line.crlf ? "\r\n" : "\n");
     }
+    deadline_.unfix();  // all read: the idle timeout again
+    deadline_.touch();
     if (too_big) {
       co_return reply("552 5.3.4 Message size exceeds the limit of " +
                       std::to_string(opts_.max_message_size) + " octets");

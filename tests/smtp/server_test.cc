@@ -238,6 +238,51 @@ TEST_F(ServerFixture, TooManyErrorsAndSilenceCloseTheConnection) {
 
 // A client that sends commands but never reads the replies: the server's writes
 // stall once the socket buffers are full, and the idle timeout ends the session.
+// Found by probing: one byte every 20 s kept a session 403 s, past the 5-minute idle
+// timeout. A command line must be complete within the idle timeout of its first byte.
+TEST_F(ServerFixture, ACommandLineTricklingInIsCutOff) {
+  SmtpServerOptions o;
+  o.idle_timeout = std::chrono::milliseconds(400);
+  start(o);
+  auto c = connect();
+  auto start = std::chrono::steady_clock::now();
+  std::string trickle = "NOOP NOOP NOOP NOOP NOOP NOOP NOOP NOOP\r\n";
+  bool cut = false;
+  for (char ch : trickle) {  // a byte every 100 ms: each read well within the timeout
+    c->send(std::string(1, ch));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (std::chrono::steady_clock::now() - start > std::chrono::milliseconds(1500)) {
+      cut = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(cut);
+  EXPECT_EQ(c->reply().substr(0, 9), "421 4.4.2");
+  EXPECT_TRUE(c->closed());
+}
+
+TEST_F(ServerFixture, MessageDataTricklingInIsCutOffAtTheDataTimeout) {
+  SmtpServerOptions o;
+  o.idle_timeout = std::chrono::milliseconds(400);
+  o.data_timeout = std::chrono::milliseconds(800);
+  start(o);
+  auto c = connect();
+  begin_data(*c);
+  // A whole line every 100 ms: never idle, but the message never ends.
+  for (int i = 0; i < 20; ++i) {
+    c->send("line " + std::to_string(i) + "\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(c->reply().substr(0, 9), "421 4.4.2");
+  EXPECT_TRUE(server_->storage.load_all().empty());
+  // A message sent at once is fine, and the idle timeout applies again after it.
+  auto d = connect();
+  begin_data(*d);
+  EXPECT_EQ(d->exchange("Subject: x\r\n\r\nbody\r\n.\r\n"), 250);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(d->exchange("NOOP\r\n"), 250);
+}
+
 TEST_F(ServerFixture, AClientThatStopsReadingIsDisconnected) {
   SmtpServerOptions o;
   o.idle_timeout = std::chrono::milliseconds(300);

@@ -148,6 +148,11 @@ int main(int argc, char** argv) {
                     "our name in the greeting, Received: headers and bounces");
   serve->add_option("--max-size", serve_opts.max_message_size, "largest message, bytes")
       ->capture_default_str();
+  serve
+      ->add_option("--data-timeout", serve_opts.data_timeout,
+                   "seconds a client has for a whole message's data, however it trickles in")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   serve->add_option("--workers", serve_opts.workers, "deliveries in flight")
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();

@@ -26,6 +26,7 @@ struct ServeOptions {
   uint16_t mx_port = 25;   // port of the MX hosts
   std::string hostname;    // empty: this host's name
   size_t max_message_size = 50 * 1024 * 1024;
+  double data_timeout = 600;  // seconds for a whole message's data
   size_t workers = 16;            // delivery attempts in flight
   double lease = 300;             // seconds
   double rescan = 300;            // seconds between full rescans of the storage (0: never)
