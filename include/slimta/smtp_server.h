@@ -59,6 +59,13 @@ struct SmtpServerOptions {
   std::chrono::milliseconds idle_timeout = std::chrono::minutes(5);
   // The whole message data, from the 354 to the final ".", however it trickles in.
   std::chrono::milliseconds data_timeout = std::chrono::minutes(10);
+  // Sessions at once over every listener; a client beyond gets 421 4.7.0 and is
+  // closed. 0: derived from the file descriptor limit (RLIMIT_NOFILE): half of it less
+  // 32, between 8 and 10,000.
+  size_t max_sessions = 0;
+  // Sessions at once from one client address (the PROXY header's, behind a balancer);
+  // beyond it, 421 4.7.0.
+  size_t max_sessions_per_client = 20;
   // A client making this many bad commands gets 421 4.7.0 and is disconnected.
   size_t max_errors = 20;
   // Threads that run `deliver` (storage writes): messages accepted concurrently.

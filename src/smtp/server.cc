@@ -17,6 +17,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
 #include <asio.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ssl.hpp>
@@ -25,6 +27,7 @@
 #include <list>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 #include <openssl/crypto.h>
 
@@ -201,6 +204,13 @@ struct Shared {
         hostname(options.hostname.empty() ? host_name() : options.hostname),
         pool(options.deliver_threads) {
     rules = smtp::make_relay_rules(options.accept_domains, options.known_recipients);
+    max_sessions = options.max_sessions;
+    if (max_sessions == 0) {
+      rlimit fds{};
+      ::getrlimit(RLIMIT_NOFILE, &fds);
+      size_t limit = fds.rlim_cur == RLIM_INFINITY ? 100000 : fds.rlim_cur;
+      max_sessions = std::clamp<size_t>(limit > 48 ? (limit - 32) / 2 : 8, 8, 10000);
+    }
     if (options.tls_certificate_file.empty() != options.tls_key_file.empty())
       throw InvalidArgument("smtp server: give both a TLS certificate file and a key file");
     if (options.tls_certificate_file.empty()) return;
@@ -227,6 +237,23 @@ struct Shared {
   asio::thread_pool pool;                 // runs `deliver`
   std::optional<asio::ssl::context> tls;  // set when STARTTLS is offered
   smtp::RelayRules rules;
+  size_t max_sessions = 0;
+  std::unordered_map<std::string, size_t> per_client;  // sessions by address (loop thread)
+
+  // Counts a session from `ip`; false (and not counted) when it has too many.
+  bool admit(const std::string& ip) {
+    size_t& n = per_client[ip];
+    if (n >= options.max_sessions_per_client) {
+      if (n == 0) per_client.erase(ip);
+      return false;
+    }
+    ++n;
+    return true;
+  }
+  void release(const std::string& ip) {
+    auto it = per_client.find(ip);
+    if (it != per_client.end() && --it->second == 0) per_client.erase(it);
+  }
   std::atomic<size_t> accepted_messages{0};
 };
 
@@ -244,6 +271,12 @@ class Session {
     auto ep = socket.remote_endpoint(ec);
     if (!ec) peer_ip_ = ep.address().to_string();
   }
+
+  ~Session() {
+    if (admitted_) server_.release(*admitted_);
+  }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   // The whole dialogue. Returns at QUIT, or when the client goes away or times out.
   awaitable<void> serve() {
@@ -283,6 +316,13 @@ class Session {
 
   awaitable<void> run() {
     if (opts_.proxy_from.contains(peer_ip_) && !co_await read_proxy_header()) co_return;
+    if (!server_.admit(peer_ip_)) {
+      spdlog::warn("smtp: [{}] refused: {} sessions from it already", peer_ip_,
+                   opts_.max_sessions_per_client);
+      reply("421 4.7.0 " + server_.hostname + " Error: too many connections from your address");
+      co_return co_await flush(/*force=*/true);
+    }
+    admitted_ = peer_ip_;
     if (role_ == ListenerRole::submissions) {
       asio::error_code ec;
       deadline_.hold();  // the handshake has its own time limit
@@ -643,6 +683,7 @@ class Session {
   Shared& server_;
   const SmtpServerOptions& opts_;
   const ListenerRole role_;
+  std::optional<std::string> admitted_;  // counted in server_.per_client under this address
   Stream stream_;
   Deadline deadline_;
   LineReader reader_;
@@ -671,22 +712,67 @@ struct SmtpServer::Impl {
   std::set<tcp::socket*> sockets;  // open sessions' sockets (event-loop thread only)
   bool stopping = false;           // event-loop thread only
 
+  std::chrono::steady_clock::time_point last_refusal_log;  // event-loop thread only
+
   awaitable<void> accept_loop(tcp::acceptor& acceptor, ListenerRole role);
+  awaitable<void> refuse(tcp::socket socket);
   awaitable<void> session(tcp::socket socket, ListenerRole role);
 };
 
 awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, ListenerRole role) {
+  // An accept that fails (out of file descriptors: the connection stays in the
+  // backlog, so a retry at once fails again) waits, longer each time up to a second,
+  // and is logged at most every 5 s with a count, until an accept works again.
+  std::chrono::milliseconds backoff(0);
+  size_t failures = 0;
+  auto last_log = std::chrono::steady_clock::time_point();
+  asio::steady_timer timer(io);
   while (true) {
     tcp::socket socket(io);
     asio::error_code ec;
     co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (stopping) co_return;
-      spdlog::warn("smtp: accept failed: {}", ec.message());
+      ++failures;
+      if (std::chrono::steady_clock::now() - last_log >= std::chrono::seconds(5)) {
+        spdlog::warn("smtp: accept failed {} times: {}; waiting before the next", failures,
+                     ec.message());
+        last_log = std::chrono::steady_clock::now();
+        failures = 0;
+      }
+      backoff =
+          std::clamp(backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+      timer.expires_after(backoff);
+      co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+      continue;
+    }
+    if (backoff.count() != 0) {
+      spdlog::info("smtp: accepting again");
+      backoff = std::chrono::milliseconds(0);
+    }
+    if (open_sessions >= shared.max_sessions) {
+      asio::co_spawn(io, refuse(std::move(socket)), asio::detached);
       continue;
     }
     asio::co_spawn(io, session(std::move(socket), role), asio::detached);
   }
+}
+
+// Over max_sessions: 421, given at most a second to be written, then closed.
+awaitable<void> SmtpServer::Impl::refuse(tcp::socket socket) {
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_refusal_log >= std::chrono::seconds(5)) {
+    spdlog::warn("smtp: {} sessions open (the limit): refusing connections", shared.max_sessions);
+    last_refusal_log = now;
+  }
+  std::string text =
+      "421 4.7.0 " + shared.hostname + " Error: too many connections, try again later\r\n";
+  asio::steady_timer timer(io, std::chrono::seconds(1));
+  asio::error_code ignored;
+  co_await (
+      asio::async_write(socket, asio::buffer(text), asio::redirect_error(use_awaitable, ignored)) ||
+      timer.async_wait(asio::redirect_error(use_awaitable, ignored)));
+  socket.close(ignored);
 }
 
 awaitable<void> SmtpServer::Impl::session(tcp::socket socket, ListenerRole role) {

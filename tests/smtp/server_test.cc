@@ -283,6 +283,35 @@ TEST_F(ServerFixture, MessageDataTricklingInIsCutOffAtTheDataTimeout) {
   EXPECT_EQ(d->exchange("NOOP\r\n"), 250);
 }
 
+TEST_F(ServerFixture, SessionsAreLimitedPerClientAndInTotal) {
+  SmtpServerOptions o;
+  o.max_sessions_per_client = 3;
+  start(o);
+  std::vector<std::unique_ptr<Client>> open;
+  for (int i = 0; i < 3; ++i) open.push_back(connect());
+  {
+    Client fourth(port_);
+    EXPECT_EQ(fourth.reply().substr(0, 9), "421 4.7.0");
+    EXPECT_TRUE(fourth.closed());
+  }
+  EXPECT_EQ(open[0]->exchange("QUIT\r\n"), 221);
+  open[0].reset();
+  // Its place is free again (once the server has seen the QUIT through).
+  EXPECT_TRUE(testing::eventually([&] { return server_->server().sessions() == 2; }));
+  open[0] = connect();
+
+  SmtpServerOptions total;
+  total.max_sessions = 2;
+  total.max_sessions_per_client = 100;
+  testing::TestSmtpServer small(total);
+  Client a(small.port()), b(small.port());
+  EXPECT_EQ(a.code(), 220);
+  EXPECT_EQ(b.code(), 220);
+  Client c(small.port());
+  EXPECT_EQ(c.reply().substr(0, 9), "421 4.7.0");
+  EXPECT_TRUE(c.closed());
+}
+
 TEST_F(ServerFixture, AClientThatStopsReadingIsDisconnected) {
   SmtpServerOptions o;
   o.idle_timeout = std::chrono::milliseconds(300);

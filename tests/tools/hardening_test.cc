@@ -6,11 +6,15 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include "redis/redis_server.h"
 #include "smtp/sink.h"
+#include "smtp/smtp_client.h"
 #include "test_util.h"
 
 namespace slimta {
@@ -124,6 +128,67 @@ TEST(SecretTest, AStoragePasswordOnTheCommandLineIsWarnedAboutAndNeverEchoed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err.find("visible"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("s3cret"), std::string::npos) << r.err;
+}
+
+// CPU seconds a process has used (user + system), from /proc.
+double cpu_seconds(int pid) {
+  std::string stat = testing::read_file("/proc/" + std::to_string(pid) + "/stat");
+  std::istringstream in(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i)
+    if (i >= 14) ticks += std::stod(field);
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Found by probing: with ulimit -n 256 and 300 connections, the accept loop spun,
+// logging 2.4 million lines in 5 s, and 59 clients were never greeted.
+TEST(SessionLimitTest, AtTheFileDescriptorLimitTheAcceptLoopBacksOffAndRecovers) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  std::string log = dir.sub("serve.log");
+  ChildProcess serve({"sh", "-c",
+                      "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(port) +
+                          " --storage memory: --smarthost " + at(testing::free_port()) +
+                          " --max-sessions 1000 --max-sessions-per-client 1000 2>" + log},
+                     "listening on");
+  double cpu_before = cpu_seconds(serve.pid());
+  std::vector<std::unique_ptr<testing::SmtpClient>> clients;
+  for (int i = 0; i < 100; ++i) clients.push_back(std::make_unique<testing::SmtpClient>(port));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  double spent = cpu_seconds(serve.pid()) - cpu_before;
+  EXPECT_LT(spent, 0.5) << "the accept loop spins";
+  std::string text = testing::read_file(log);
+  size_t failures = 0;
+  for (size_t at = text.find("accept failed"); at != std::string::npos;
+       at = text.find("accept failed", at + 1))
+    ++failures;
+  EXPECT_GE(failures, 1u) << text;
+  EXPECT_LE(failures, 2u) << text;  // at most one line every 5 s
+  // Once the clients go, it accepts again by itself.
+  clients.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  testing::SmtpClient late(port);
+  EXPECT_EQ(late.code(), 220);
+  EXPECT_EQ(late.exchange("QUIT\r\n"), 221);
+}
+
+TEST(SessionLimitTest, TheDefaultsComeFromTheFileDescriptorLimit) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  // ulimit -n 64: (64 - 32) / 2 = 16 sessions; the 17th gets 421 4.7.0, as does the
+  // 21st from one address with the default per-client limit of 20 (not reached here).
+  ChildProcess serve({"sh", "-c",
+                      "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(port) +
+                          " --storage memory: --smarthost " + at(testing::free_port())},
+                     "listening on");
+  std::vector<std::unique_ptr<testing::SmtpClient>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::make_unique<testing::SmtpClient>(port));
+    EXPECT_EQ(clients.back()->code(), 220) << i;
+  }
+  testing::SmtpClient extra(port);
+  EXPECT_EQ(extra.reply().substr(0, 9), "421 4.7.0");
 }
 
 // Found by probing: with a route pointing back at serve, one message made 1,665 hops

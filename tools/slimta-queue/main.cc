@@ -149,6 +149,15 @@ int main(int argc, char** argv) {
   serve->add_option("--max-size", serve_opts.max_message_size, "largest message, bytes")
       ->capture_default_str();
   serve
+      ->add_option("--max-sessions", serve_opts.max_sessions,
+                   "SMTP sessions at once; beyond, 421 (0: half the file descriptor limit)")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-sessions-per-client", serve_opts.max_sessions_per_client,
+                   "SMTP sessions at once from one client address; beyond, 421")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  serve
       ->add_option("--data-timeout", serve_opts.data_timeout,
                    "seconds a client has for a whole message's data, however it trickles in")
       ->check(CLI::PositiveNumber)

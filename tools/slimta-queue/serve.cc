@@ -229,6 +229,8 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   SmtpServerOptions server_opts;
   server_opts.hostname = opts.hostname;
   server_opts.max_message_size = opts.max_message_size;
+  server_opts.max_sessions = opts.max_sessions;
+  server_opts.max_sessions_per_client = opts.max_sessions_per_client;
   server_opts.data_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(opts.data_timeout * 1000));
   server_opts.tls_certificate_file = opts.tls_cert;

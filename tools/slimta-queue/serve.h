@@ -27,6 +27,8 @@ struct ServeOptions {
   std::string hostname;    // empty: this host's name
   size_t max_message_size = 50 * 1024 * 1024;
   double data_timeout = 600;  // seconds for a whole message's data
+  size_t max_sessions = 0;    // 0: from the file descriptor limit
+  size_t max_sessions_per_client = 20;
   size_t workers = 16;            // delivery attempts in flight
   double lease = 300;             // seconds
   double rescan = 300;            // seconds between full rescans of the storage (0: never)
