@@ -243,6 +243,9 @@ void DiskStorage::Impl::open_spool() {
                               name + "', no FORMAT file)");
       }
     }
+    // A new spool is the queue's alone, whatever the umask (create_directories left it
+    // 0777 & ~umask): mail is private.
+    if (::fchmod(root_fd.get(), kDirMode) != 0) posix::io_error("chmod", root, errno);
     std::string tmp_name = "FORMAT." + random_hex(8);
     posix::Fd f = posix::open_at(root_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, 0644,
                                  root + "/" + tmp_name);

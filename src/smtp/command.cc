@@ -65,6 +65,11 @@ std::optional<PathArg> parse_path_arg(std::string_view arg, std::string_view key
     error = "501 5.1.7 Bad address syntax";
     return std::nullopt;
   }
+  // Internationalized addresses need SMTPUTF8 (RFC 6531), which is not offered.
+  if (std::any_of(path.begin(), path.end(), [](char c) { return (c & 0x80) != 0; })) {
+    error = "553 5.6.7 Non-ASCII address requires SMTPUTF8, which this server does not offer";
+    return std::nullopt;
+  }
   if (!path.empty() &&
       (path.find('@') == std::string_view::npos || path.front() == '@' || path.back() == '@')) {
     // RFC 5321 allows RCPT TO:<postmaster> without a domain.

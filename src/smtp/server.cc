@@ -497,6 +497,13 @@ class Session {
         error("501 5.5.4 Syntax: " + v + " hostname");
         co_return;
       }
+      // It goes into the Received: line: no control characters, no 8-bit bytes.
+      if (std::any_of(c.arg.begin(), c.arg.end(), [](char ch) {
+            auto u = static_cast<unsigned char>(ch);
+            return u < 0x20 || u >= 0x7f;
+          })) {
+        co_return error("501 5.5.4 Bad " + v + " name: control or 8-bit characters");
+      }
       helo_ = c.arg;
       esmtp_ = v == "EHLO";
       reset_transaction();

@@ -74,6 +74,28 @@ TEST(DiskStorageTest, CreatesTheSpoolLayout) {
             fs::perms::owner_read | fs::perms::owner_write);
 }
 
+// Found by probing: under umask 000 the spool root was 0777 (anyone could read mail).
+TEST(DiskStorageTest, ANewSpoolIsPrivateWhateverTheUmask) {
+  testing::TempDir dir;
+  mode_t old = ::umask(0);
+  std::string id;
+  {
+    DiskStorage s(dir.sub("spool"));
+    id = s.write(testing::sample_envelope(), 1);
+  }
+  ::umask(old);
+  struct stat st;
+  ASSERT_EQ(::stat(dir.sub("spool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((dir.sub("spool") + "/msg/" + id).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // An existing spool keeps what its operator gave it.
+  ASSERT_EQ(::chmod(dir.sub("spool").c_str(), 0750), 0);
+  DiskStorage again(dir.sub("spool"));
+  ASSERT_EQ(::stat(dir.sub("spool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u);
+}
+
 TEST(DiskStorageTest, RefusesADirectoryThatIsNotASpool) {
   TempDir dir;
   testing::write_file(dir.sub("important.txt"), "keep me");

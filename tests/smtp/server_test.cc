@@ -191,6 +191,24 @@ TEST_F(ServerFixture, AMessageWithTooManyHopsIsRefusedAsALoop) {
   EXPECT_EQ(server_->storage.get(stored[0].id).envelope.headers.count("Received"), 50u);
 }
 
+// Found by probing: a HELO name with ESC/BEL/NUL went into Received: and was printed
+// raw by `show`; non-ASCII addresses were taken without SMTPUTF8.
+TEST_F(ServerFixture, ControlCharactersInHeloAndNonAsciiAddressesAreRefused) {
+  start();
+  auto c = connect();
+  EXPECT_EQ(c->exchange(std::string("EHLO evil\x1b[31m.example\r\n")), 501);
+  EXPECT_EQ(c->exchange(std::string("HELO bell\x07\r\n")), 501);
+  c->send(std::string("EHLO nul\0.example\r\n", 19));
+  EXPECT_EQ(c->code(), 501);
+  EXPECT_EQ(c->exchange("EHLO h\xc3\xa9.example\r\n"), 501);
+  EXPECT_EQ(c->exchange("EHLO client.example\r\n"), 250);
+  c->send("MAIL FROM:<j\xc3\xb6rg@example.com>\r\n");
+  EXPECT_EQ(c->reply().substr(0, 9), "553 5.6.7");
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@example.com>\r\n"), 250);
+  c->send("RCPT TO:<\xe7\x94\xa8\xe6\x88\xb7@example.org>\r\n");
+  EXPECT_EQ(c->reply().substr(0, 9), "553 5.6.7");
+}
+
 TEST_F(ServerFixture, AClientThatDisconnectsMidDataLeavesNothing) {
   start();
   {

@@ -224,6 +224,20 @@ TEST_F(CliTest, InfoShowsTheQueuesEventCounters) {
   EXPECT_NE(text.find("12"), std::string::npos) << text;
 }
 
+TEST_F(CliTest, ShowEscapesControlCharactersInStoredData) {
+  Envelope env = testing::sample_envelope(1);
+  env.client.name = "evil\x1b[2J\x07";
+  env.sender = "a\x1b]0;x\x07@example.com";
+  env.headers.prepend("X-Trap", "value");
+  std::string id = open_storage(storage_url_)->write(env, 1);
+  auto r = q({"show", id});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+  EXPECT_EQ(r.out.find('\x07'), std::string::npos);
+  EXPECT_NE(r.out.find("(helo evil\\x1b[2J\\x07)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("a\\x1b]0;x\\x07@example.com"), std::string::npos) << r.out;
+}
+
 TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
   auto unknown = q({"show", "0123456789abcdef"});
   EXPECT_NE(unknown.exit_code, 0);

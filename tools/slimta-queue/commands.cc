@@ -159,7 +159,8 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
         out << std::string(74, ' ') << "(held since " << format_time(msg->hold->since)
             << " UTC: " << msg->hold->reason << ")\n";
       }
-      for (const auto& r : msg->envelope.recipients) out << std::string(74, ' ') << r << "\n";
+      for (const auto& r : msg->envelope.recipients)
+        out << std::string(74, ' ') << printable(r) << "\n";
       if (!msg->delivered.empty()) {
         out << std::string(74, ' ') << "(" << msg->delivered.size() << " already delivered)\n";
       }
@@ -207,8 +208,8 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   out << "id:           " << id << "\n"
       << "state:        " << message_state(msg, now()) << "\n";
   if (msg.hold) {
-    out << "held:         since " << format_time(msg.hold->since) << " UTC: " << msg.hold->reason
-        << "\n";
+    out << "held:         since " << format_time(msg.hold->since)
+        << " UTC: " << printable(msg.hold->reason) << "\n";
   }
   if (msg.lease.expires > now()) {
     out << "lease:        " << msg.lease.token << ", until " << format_time(msg.lease.expires)
@@ -220,19 +221,19 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
       << "sender:       " << display_sender(env.sender) << "\n";
   out << "recipients:   " << env.recipients.size() << " pending, " << msg.delivered.size()
       << " delivered of " << msg.original_recipients << "\n";
-  for (const auto& r : env.recipients) out << "              " << r << "\n";
+  for (const auto& r : env.recipients) out << "              " << printable(r) << "\n";
   out << "received:     " << format_time(env.timestamp) << " UTC";
   if (!env.client.ip.empty() || !env.client.host.empty()) {
-    out << " from " << (env.client.host.empty() ? "unknown" : env.client.host) << " ["
-        << env.client.ip << "]";
+    out << " from " << (env.client.host.empty() ? "unknown" : printable(env.client.host)) << " ["
+        << printable(env.client.ip) << "]";
   }
-  if (!env.client.name.empty()) out << " (helo " << env.client.name << ")";
-  if (!env.client.protocol.empty()) out << " with " << env.client.protocol;
-  if (!env.client.auth.empty()) out << " auth " << env.client.auth;
-  if (!env.receiver.empty()) out << " by " << env.receiver;
+  if (!env.client.name.empty()) out << " (helo " << printable(env.client.name) << ")";
+  if (!env.client.protocol.empty()) out << " with " << printable(env.client.protocol);
+  if (!env.client.auth.empty()) out << " auth " << printable(env.client.auth);
+  if (!env.receiver.empty()) out << " by " << printable(env.receiver);
   out << "\nheaders:\n";
   for (const auto& f : env.headers.fields()) {
-    out << "  " << f.name << ":" << f.raw;
+    out << "  " << printable(f.name) << ":" << printable(f.raw, /*line_breaks=*/true);
     if (!f.raw.ends_with('\n')) out << "\n";
   }
   return 0;

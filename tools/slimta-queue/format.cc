@@ -1,5 +1,7 @@
 #include "format.h"
 
+#include <fmt/format.h>
+
 namespace slimta::cli {
 
 std::string format_time(Timestamp ts) { return utc_time(ts, "%Y-%m-%d %H:%M:%S"); }
@@ -35,6 +37,23 @@ std::string dump(const nlohmann::json& j, int indent) {
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string display_sender(const std::string& sender) { return sender.empty() ? "<>" : sender; }
+std::string printable(std::string_view text, bool line_breaks) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    bool kept = line_breaks && (c == '\r' || c == '\n' || c == '\t');
+    if ((u < 0x20 || u == 0x7f) && !kept) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string display_sender(const std::string& sender) {
+  return sender.empty() ? "<>" : printable(sender);
+}
 
 }  // namespace slimta::cli

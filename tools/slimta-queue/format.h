@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
+#include <string_view>
 
 #include "slimta/storage.h"
 
@@ -22,7 +23,12 @@ std::string dump(const nlohmann::json& j, int indent = -1);
 // "held", "active" (a queue process holds an unexpired lease on it) or "queued".
 std::string message_state(const QueuedMessage& msg, Timestamp now);
 
-// "<>" for the null sender, the address otherwise.
+// `text` safe for a terminal: control characters (ESC, BEL, NUL, ...) written as
+// \xHH, so stored data cannot drive the operator's terminal. With `line_breaks`, CR,
+// LF and tab (a folded header) are kept.
+std::string printable(std::string_view text, bool line_breaks = false);
+
+// "<>" for the null sender, the address otherwise (printable()).
 std::string display_sender(const std::string& sender);
 
 }  // namespace slimta::cli
