@@ -430,6 +430,28 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
   });
 }
 
+namespace {
+
+// One SQS message's notice, {"id": ID, "timestamp": SECONDS}; nullopt (and a log line)
+// for anything else: never an exception, whatever the queue holds.
+std::optional<QueueEntry> parse_notice(const nlohmann::json& message) {
+  std::string text;
+  if (message.is_object() && message.contains("Body") && message["Body"].is_string())
+    text = message["Body"].get<std::string>();
+  auto body = nlohmann::json::parse(text, nullptr, false);
+  if (body.is_object() && body.contains("id") && body["id"].is_string() &&
+      body.contains("timestamp") && body["timestamp"].is_number() &&
+      is_valid_id(body["id"].get<std::string>())) {
+    return QueueEntry{body["timestamp"].get<double>(), body["id"].get<std::string>()};
+  }
+  spdlog::warn("cloud: malformed SQS notice deleted: {}",
+               nlohmann::json(text.substr(0, 200))
+                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {
   if (!impl_->sqs)
     throw NotSupported("CloudStorage without a message queue cannot wait() for new messages");
@@ -444,18 +466,19 @@ std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout)
         q.call("ReceiveMessage",
                {{"QueueUrl", q.url()}, {"MaxNumberOfMessages", 10}, {"WaitTimeSeconds", wait_s}},
                static_cast<double>(wait_s));
+    // Every notice received is deleted, a malformed one too (logged, set aside): left
+    // in the queue it would come back after its visibility timeout, again and again.
     nlohmann::json entries = nlohmann::json::array();
-    if (r.contains("Messages")) {
-      for (const auto& m : r["Messages"]) {
-        entries.push_back({{"Id", std::to_string(entries.size())},
-                           {"ReceiptHandle", m.value("ReceiptHandle", "")}});
-        auto body = nlohmann::json::parse(m.value("Body", ""), nullptr, false);
-        if (!body.is_object() || !body.contains("id") || !body["timestamp"].is_number() ||
-            !is_valid_id(body["id"].get<std::string>())) {
-          spdlog::warn("ignoring a malformed SQS notice: {}", m.value("Body", "").substr(0, 200));
-          continue;
+    const nlohmann::json* messages =
+        r.is_object() && r.contains("Messages") ? &r["Messages"] : nullptr;
+    if (messages && messages->is_array()) {
+      for (const auto& m : *messages) {
+        const nlohmann::json* handle =
+            m.is_object() && m.contains("ReceiptHandle") ? &m["ReceiptHandle"] : nullptr;
+        if (handle && handle->is_string()) {
+          entries.push_back({{"Id", std::to_string(entries.size())}, {"ReceiptHandle", *handle}});
         }
-        out.push_back(QueueEntry{body["timestamp"].get<double>(), body["id"].get<std::string>()});
+        if (auto entry = parse_notice(m)) out.push_back(*entry);
       }
     }
     if (!entries.empty())

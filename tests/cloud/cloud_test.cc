@@ -128,6 +128,44 @@ TEST_F(CloudTest, AWriteWhoseNoticeFailsIsStillStoredAndLoaded) {
   EXPECT_EQ(s.get(id).attempts, 0u);
 }
 
+// Found by probing: the notice {"id": 12345, "timestamp": 1} threw an uncaught
+// nlohmann::json::type_error in wait(), and was never deleted, so serve died again
+// ~30 s after every restart.
+TEST_F(CloudTest, MalformedNoticesAreSetAsideAndDeletedAndWaitCarriesOn) {
+  CloudStorage s = storage();
+  cloud::Http http(10, "us-east-1", cloud::resolve_credentials(server_->aws()));
+  auto sqs = [&](const char* action, const nlohmann::json& body) {
+    auto req = cloud::make_request("POST", server_->endpoint() + "/", "sqs", action);
+    req.headers = {{"Content-Type", "application/x-amz-json-1.0"},
+                   {"X-Amz-Target", std::string("AmazonSQS.") + action}};
+    req.body = body.dump();
+    auto r = http.send(req);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return nlohmann::json::parse(r.body, nullptr, false);
+  };
+  for (const char* poison :
+       {R"({"id": 12345, "timestamp": 1})", R"({"id": "0123456789abcdef0123456789abcdef",
+          "timestamp": "soon"})",
+        R"({"id": "../../etc/passwd", "timestamp": 1})", "not json at all", "[1, 2, 3]",
+        R"({"timestamp": 1})", "null"}) {
+    sqs("SendMessage", {{"QueueUrl", queue_url_}, {"MessageBody", poison}});
+  }
+  std::string id = s.write(sample_envelope(), 5);
+  std::vector<QueueEntry> seen;
+  for (int i = 0; i < 5 && seen.empty(); ++i) {
+    ASSERT_NO_THROW(seen = s.wait(std::chrono::milliseconds(2000)));
+  }
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].id, id);
+  // Every notice was deleted, the poison too: nothing is left to kill the next wait.
+  auto attrs = sqs("GetQueueAttributes",
+                   {{"QueueUrl", queue_url_},
+                    {"AttributeNames",
+                     {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"}}});
+  EXPECT_EQ(attrs["Attributes"]["ApproximateNumberOfMessages"], "0") << attrs.dump();
+  EXPECT_EQ(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"], "0") << attrs.dump();
+}
+
 TEST_F(CloudTest, AQueueGivenByNameIsLookedUp) {
   std::string name = "named" + random_hex(4);
   server_->create_queue(name);
