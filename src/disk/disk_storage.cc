@@ -183,6 +183,8 @@ struct DiskStorage::Impl {
   // Looks at msg/ID for load() and wait(); sets `entry` when kOk.
   Probe probe(const std::string& id, QueueEntry& entry);
   void quarantine(int fd, const std::string& id, const std::string& reason);
+  // Moves msg/ID (and meta/ID) to corrupt/, with a log line.
+  void set_aside(const std::string& id, const std::string& reason);
 
   // Opens msg/ID (with `access`) and takes its lock; an empty Fd if the message is not
   // stored. open_locked() throws KeyError instead.
@@ -452,6 +454,10 @@ void DiskStorage::Impl::write_lease(int fd, const std::string& id, const Lease& 
 void DiskStorage::Impl::quarantine(int fd, const std::string& id, const std::string& reason) {
   // Caller holds the exclusive lock on `fd`, so no writer or updater is active.
   if (!same_file(fd, msg_fd.get(), id)) return;  // removed or replaced meanwhile
+  set_aside(id, reason);
+}
+
+void DiskStorage::Impl::set_aside(const std::string& id, const std::string& reason) {
   std::string dest = id + ".msg";
   if (::renameat(msg_fd.get(), id.c_str(), corrupt_fd.get(), dest.c_str()) != 0) {
     posix::io_error("rename", path_of("msg", id), errno);
@@ -466,11 +472,23 @@ void DiskStorage::Impl::quarantine(int fd, const std::string& id, const std::str
 
 Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
   std::string path = path_of("msg", id);
-  posix::Fd fd = posix::open_at(msg_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
-  if (!fd) return Probe::kGone;
+  // Something that is no file under a message's name (a directory, a FIFO, a link)
+  // is set aside: opening a FIFO would block, and a directory cannot be read.
   struct stat st;
+  if (::fstatat(msg_fd.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return Probe::kGone;
+    posix::io_error("stat", path, errno);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    set_aside(id, "not a regular file");
+    return Probe::kCorrupt;
+  }
+  posix::Fd fd = posix::open_at(msg_fd.get(), id, O_RDONLY | O_NONBLOCK | O_NOFOLLOW, 0, path,
+                                /*missing_ok=*/true);
+  if (!fd) return Probe::kGone;
   if (::fstat(fd.get(), &st) != 0) posix::io_error("stat", path, errno);
-  if (st.st_size == 0) {  // a reserved slot, not a message
+  if (!S_ISREG(st.st_mode)) return Probe::kGone;  // swapped meanwhile: seen next time
+  if (st.st_size == 0) {                          // a reserved slot, not a message
     if (::time(nullptr) - st.st_mtime > kStaleSlotSeconds &&
         posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/true, path) &&
         posix::file_size(fd.get(), path) == 0 && same_file(fd.get(), msg_fd.get(), id)) {
@@ -518,8 +536,12 @@ posix::Fd DiskStorage::Impl::lock_stored(std::string_view id, bool exclusive, in
   check_id(id);
   std::string sid(id);
   std::string path = path_of("msg", sid);
-  posix::Fd fd = posix::open_at(msg_fd.get(), sid, access, 0, path, /*missing_ok=*/true);
+  posix::Fd fd = posix::open_at(msg_fd.get(), sid, access | O_NONBLOCK | O_NOFOLLOW, 0, path,
+                                /*missing_ok=*/true);
   if (!fd) return fd;
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) posix::io_error("stat", path, errno);
+  if (!S_ISREG(st.st_mode)) return posix::Fd();  // no message: load() sets it aside
   posix::lock(fd.get(), exclusive, /*nonblocking=*/false, path);
   // Removed (or recycled under another name) while we waited for the lock, or a
   // reserved slot rather than a message.

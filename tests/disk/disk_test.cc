@@ -152,6 +152,30 @@ TEST(DiskStorageTest, CorruptFileIsReportedByGetAndSetAsideByLoad) {
   EXPECT_EQ(storage.get(good).envelope.sender, "sender1@example.com");
 }
 
+// Found by probing: a directory named like a message id in msg/ made serve and list
+// refuse to start; a FIFO hung startup, and even SIGTERM.
+TEST(DiskStorageTest, ADirectoryFifoOrLinkNamedLikeAMessageIsSetAside) {
+  TempDir dir;
+  DiskStorage storage(dir.sub("spool"));
+  std::string good = storage.write(sample_envelope(), 1);
+  std::string d = new_message_id(), f = new_message_id(), l = new_message_id();
+  fs::create_directory(dir.sub("spool/msg/" + d));
+  ASSERT_EQ(::mkfifo(dir.sub("spool/msg/" + f).c_str(), 0600), 0);
+  fs::create_symlink(dir.sub("spool/msg/" + good), dir.sub("spool/msg/" + l));
+  EXPECT_THROW(storage.get(f), KeyError);  // not a message, and no hang
+  EXPECT_THROW(storage.get(d), KeyError);
+  auto stream = storage.load();  // returns: a FIFO is never opened for reading
+  std::vector<std::string> ids;
+  while (auto e = stream->next()) ids.push_back(e->id);
+  EXPECT_EQ(ids, std::vector<std::string>{good});
+  EXPECT_EQ(stream->corrupt(), 3u);
+  for (const auto& id : {d, f, l}) {
+    EXPECT_TRUE(fs::exists(fs::symlink_status(dir.sub("spool/corrupt/" + id + ".msg")))) << id;
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir.sub("spool/msg/" + id)))) << id;
+  }
+  EXPECT_EQ(storage.get(good).envelope.sender, sample_envelope().sender);
+}
+
 TEST(DiskStorageTest, GarbageFileIsSetAsideAndTheRestStillLoads) {
   TempDir dir;
   DiskStorage storage(dir.sub("spool"));
