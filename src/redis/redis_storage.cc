@@ -47,13 +47,15 @@ using redis::Script;
 enum ScriptStatus : long long { kMissing = 0, kDone = 1, kOutOfRange = 2, kLeaseLost = 3 };
 
 // Opens every fenced script: {0} if the message is not stored, {3, token, expires_ms}
-// if ARGV[1] is a token that no longer holds the message.
+// if ARGV[1] is a token that no longer holds the message. A lease field that is not a
+// number (written by another tool) counts as 0: no lease, so the message can be
+// claimed again, rather than every script failing on it.
 constexpr std::string_view kGate = R"lua(
 if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
 if ARGV[1] ~= '0' then
   local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires')
   if (l[1] or '0') ~= ARGV[1] or (l[2] or '0') == '0' then
-    return {3, tonumber(l[1] or '0'), tonumber(l[2] or '0')}
+    return {3, (tonumber(l[1] or '0') or 0), (tonumber(l[2] or '0') or 0)}
   end
 end
 )lua";
@@ -128,8 +130,8 @@ const Script& claim_script() {
   static const Script s(R"lua(
 if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
 local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires', 'hold_since')
-local token = tonumber(l[1] or '0')
-local expires = tonumber(l[2] or '0')
+local token = (tonumber(l[1] or '0') or 0)
+local expires = (tonumber(l[2] or '0') or 0)
 if l[3] then return {2, token, expires} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -84,6 +84,25 @@ TEST_F(RedisTest, WorksOverAUnixSocket) {
   EXPECT_EQ(RedisStorage(server.options(prefix_)).get(id).timestamp, 7);  // same data over TCP
 }
 
+// Found by probing: a lease token that is not a number (written by hand, or by another
+// tool) made every claim fail, and the message was attempted again and again.
+TEST_F(RedisTest, AGarbledLeaseIsTakenAsNoLease) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage s(server.options(prefix_));
+  std::string id = s.write(sample_envelope(), 1);
+  raw(server, {"HSET", prefix_ + id, "lease_token", "garbage", "lease_expires", "soon"});
+  EXPECT_EQ(s.get(id).lease.token, 0u);
+  ClaimResult c = s.claim(id, std::chrono::seconds(30));
+  ASSERT_EQ(c.status, ClaimResult::Status::claimed);
+  EXPECT_GE(c.lease.token, 1u);
+  // The claim holds: a second one is refused, and the holder's fenced updates work.
+  EXPECT_EQ(s.claim(id, std::chrono::seconds(30)).status, ClaimResult::Status::busy);
+  Fence f{c.lease.token};
+  EXPECT_EQ(s.increment_attempts(id, f), 1u);
+  s.release(id, f);
+  EXPECT_EQ(s.claim(id, std::chrono::seconds(30)).status, ClaimResult::Status::claimed);
+}
+
 TEST_F(RedisTest, UpdatesOfAMissingIdCreateNothing) {
   RedisServer& server = testing::shared_redis();
   RedisStorage storage(server.options(prefix_));
