@@ -98,6 +98,15 @@ struct Queue::Impl {
   std::priority_queue<Item, std::vector<Item>, std::greater<>> heap;
   std::unordered_map<std::string, Timestamp> pending;
   std::unordered_map<std::string, Fence> in_flight;
+  // What an attempt learnt but could not store (the storage failed after the relay
+  // answered): recipients delivered or failed for good, by original index, and whether
+  // the message is done. Stored before anything else is tried for the message, so a
+  // delivered recipient is never attempted again by this process.
+  struct Unsaved {
+    std::vector<size_t> done;
+    bool finished = false;  // nothing left to deliver: remove it
+  };
+  std::unordered_map<std::string, Unsaved> unsaved;
   uint64_t seq = 0;
   size_t idle_workers = 0;  // workers waiting on work_cv
   bool running = false;
@@ -174,6 +183,15 @@ struct Queue::Impl {
   // this process is done with it (removed, or another process owns it now).
   std::optional<Timestamp> process(const std::string& id);
   std::optional<Timestamp> deliver(const std::string& id, Fence fence, Timestamp now);
+  // Stores what an earlier attempt could not (see unsaved), counting that attempt;
+  // nullopt when there was nothing to store.
+  std::optional<std::optional<Timestamp>> store_unsaved(const std::string& id, Fence fence,
+                                                        Timestamp now);
+  // The end of an attempt: `done` marked, the bounce sent, then the message removed or
+  // deferred by its backoff.
+  std::optional<Timestamp> finish_attempt(const std::string& id, Fence fence,
+                                          const std::vector<size_t>& done, bool finished,
+                                          Timestamp after, std::string_view reply);
   void send_bounce(const Envelope& original, const std::string& id,
                    const std::vector<bounce::Failure>& failures, Timestamp now);
   EnqueueResult enqueue(const Envelope& envelope);
@@ -240,7 +258,46 @@ std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
   }
 }
 
+std::optional<std::optional<Timestamp>> Queue::Impl::store_unsaved(const std::string& id,
+                                                                   Fence fence, Timestamp now) {
+  Unsaved u;
+  {
+    std::lock_guard lock(mu);
+    auto it = unsaved.find(id);
+    if (it == unsaved.end()) return std::nullopt;
+    u = it->second;
+  }
+  std::optional<Timestamp> next =
+      finish_attempt(id, fence, u.done, u.finished, now, "(stored after a storage failure)");
+  {
+    std::lock_guard lock(mu);
+    unsaved.erase(id);
+  }
+  spdlog::info("queue: {} stored what an earlier attempt could not", id);
+  return next;
+}
+
+std::optional<Timestamp> Queue::Impl::finish_attempt(const std::string& id, Fence fence,
+                                                     const std::vector<size_t>& done, bool finished,
+                                                     Timestamp after, std::string_view reply) {
+  if (finished) {
+    storage.remove(id, fence);
+    count(kRemoved);
+    spdlog::info("queue: {} removed", id);
+    return std::nullopt;
+  }
+  if (!done.empty()) storage.set_recipients_delivered(id, done, fence);
+  uint32_t attempts = storage.increment_attempts(id, fence);
+  Timestamp next = after + policy.backoff(attempts);
+  storage.set_timestamp(id, next, fence);
+  storage.release(id, fence);
+  count(kDeferred);
+  spdlog::info("queue: {} deferred n={} next={} reply=\"{}\"", id, attempts, iso_time(next), reply);
+  return next;
+}
+
 std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now) {
+  if (auto stored = store_unsaved(id, fence, now)) return *stored;
   QueuedMessage msg = storage.get(id);
   if (msg.timestamp > now) {
     // Rescheduled since we scheduled it (by another process, or an operator).
@@ -314,24 +371,31 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
     retry.clear();
   }
 
-  // The bounce is stored before the recipients are marked: a crash in between can
-  // send a bounce twice, but never lose one.
-  if (!failed.empty()) send_bounce(env, id, failed, after);
-  if (retry.empty()) {
-    storage.remove(id, fence);
-    count(kRemoved);
-    spdlog::info("queue: {} removed", id);
-    return std::nullopt;
+  // From here on the relay's answers must not be lost to a storage failure: what
+  // could not be stored is kept (unsaved) and stored before the next try.
+  Unsaved learnt;
+  for (size_t i = 0; i < results.size(); ++i)
+    if (results[i].kind == RecipientResult::Kind::delivered) learnt.done.push_back(original[i]);
+  try {
+    // The bounce is stored before the recipients are marked: a crash in between can
+    // send a bounce twice, but never lose one.
+    if (!failed.empty()) send_bounce(env, id, failed, after);
+    learnt = Unsaved{done, retry.empty()};
+    return finish_attempt(id, fence, done, retry.empty(), after,
+                          retry.empty() ? "" : results[retry.front()].reply);
+  } catch (const LeaseLost&) {
+    throw;  // another process holds it now: its own attempt decides
+  } catch (const KeyError&) {
+    throw;
+  } catch (const QueueError&) {
+    if (!learnt.done.empty() || learnt.finished) {
+      std::lock_guard lock(mu);
+      Unsaved& u = unsaved[id];
+      u.done.insert(u.done.end(), learnt.done.begin(), learnt.done.end());
+      u.finished |= learnt.finished;
+    }
+    throw;
   }
-  if (!done.empty()) storage.set_recipients_delivered(id, done, fence);
-  uint32_t attempts = storage.increment_attempts(id, fence);
-  Timestamp next = after + policy.backoff(attempts);
-  storage.set_timestamp(id, next, fence);
-  storage.release(id, fence);
-  count(kDeferred);
-  spdlog::info("queue: {} deferred n={} rcpts={} next={} reply=\"{}\"", id, attempts, retry.size(),
-               iso_time(next), results[retry.front()].reply);
-  return next;
 }
 
 void Queue::Impl::send_bounce(const Envelope& original, const std::string& id,

@@ -151,6 +151,81 @@ TEST_F(QueueTest, PartialSuccessMarksOriginalIndexesAndNeverRetriesDeliveredReci
   EXPECT_TRUE(storage.load_all().empty());
 }
 
+// A MemoryStorage whose updates fail (as a full disk or a Redis that is down would)
+// while `broken` is set.
+class BreakableStorage : public MemoryStorage {
+ public:
+  using MemoryStorage::MemoryStorage;
+  bool broken = false;
+
+ protected:
+  void check() const {
+    if (broken) throw StorageFull("no space left on device");
+  }
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpts,
+                                   Fence fence) override {
+    check();
+    MemoryStorage::do_set_recipients_delivered(id, rcpts, fence);
+  }
+  uint32_t do_increment_attempts(std::string_view id, Fence fence) override {
+    check();
+    return MemoryStorage::do_increment_attempts(id, fence);
+  }
+  void do_remove(std::string_view id, Fence fence) override {
+    check();
+    MemoryStorage::do_remove(id, fence);
+  }
+};
+
+// Found by probing: when marking the delivered recipients failed (ENOSPC), the whole
+// message was retried every 30 s; recipients that had it got 4 copies in 90 s, and the
+// attempt count stayed at 1.
+TEST_F(QueueTest, ADeliveredRecipientIsNeverAttemptedAgainWhenItsMarkCannotBeStored) {
+  BreakableStorage broken_storage{clock};
+  auto q = std::make_unique<Queue>(broken_storage, relay, quiet_policy(), clock);
+  relay.script("later@x.org", {RecipientResult::transient("451 4.2.0 try later")});
+  std::string id = enqueue(*q, message({"now@x.org", "later@x.org"}));
+  broken_storage.broken = true;
+  q->run_pending();  // now@ delivered; its mark (and the attempt count) cannot be stored
+  ASSERT_EQ(relay.calls.size(), 1u);
+  for (int i = 0; i < 4; ++i) {  // the storage stays broken: retries attempt nothing
+    clock.set(*q->next_due());
+    q->run_pending();
+  }
+  EXPECT_EQ(relay.calls.size(), 1u);
+  broken_storage.broken = false;
+  clock.set(*q->next_due());
+  q->run_pending();  // the pending marks are stored first; the attempt counts, with backoff
+  EXPECT_EQ(relay.calls.size(), 1u);
+  EXPECT_EQ(broken_storage.get(id).attempts, 1u);
+  EXPECT_EQ(broken_storage.get(id).envelope.recipients, std::vector<std::string>{"later@x.org"});
+  Timestamp next = *q->next_due();
+  EXPECT_GE(next, clock.now() + quiet_policy().initial_backoff - 1);
+  clock.set(next);
+  q->run_pending();
+  ASSERT_EQ(relay.calls.size(), 2u);
+  EXPECT_EQ(relay.calls[1].recipients, std::vector<std::string>{"later@x.org"});
+  EXPECT_EQ(relay.calls[1].attempt, 2u);
+}
+
+TEST_F(QueueTest, AMessageWhollyDeliveredIsNotSentAgainWhenItsRemovalFails) {
+  BreakableStorage broken_storage{clock};
+  auto q = std::make_unique<Queue>(broken_storage, relay, quiet_policy(), clock);
+  std::string id = enqueue(*q, message({"a@x.org"}));
+  broken_storage.broken = true;
+  q->run_pending();
+  for (int i = 0; i < 3; ++i) {
+    clock.set(*q->next_due());
+    q->run_pending();
+  }
+  broken_storage.broken = false;
+  clock.set(*q->next_due());
+  q->run_pending();
+  EXPECT_EQ(relay.calls.size(), 1u);
+  EXPECT_THROW(broken_storage.get(id), KeyError);
+  EXPECT_FALSE(q->next_due().has_value());
+}
+
 TEST_F(QueueTest, DeferralsFollowTheBackoffAndArePersisted) {
   auto q = make();
   relay.script("b@x.org", {RecipientResult::transient("450 4.7.1 greylisted")});
