@@ -29,8 +29,11 @@ struct SmtpRelayOptions {
   // For each command's reply; the reply to the message data gets data_timeout.
   std::chrono::milliseconds command_timeout = std::chrono::minutes(5);
   std::chrono::milliseconds data_timeout = std::chrono::minutes(10);
-  // Idle connections kept for the next messages (0: a connection per message).
+  // Idle connections kept for the next messages (0: a connection per message). One
+  // idle this long is closed (QUIT), and one the server closed or wrote to while idle
+  // is closed at once, so no descriptor is held by a connection that is of no use.
   size_t max_idle_connections = 16;
+  std::chrono::milliseconds idle_connection_timeout = std::chrono::seconds(30);
   // STARTTLS: never; opportunistic (when offered, encrypted but not authenticated,
   // like Postfix's "may"); required (must be offered, and the certificate must chain
   // to tls_ca_file, or the system's CAs when empty, and name `host`).

@@ -22,6 +22,8 @@
 #include <set>
 #include <sstream>
 
+#include <poll.h>
+
 #include "core/ascii.h"
 #include "core/lines.h"
 #include "smtp/sasl.h"
@@ -257,6 +259,20 @@ class Connection {
     return out;
   }
 
+  // Whether the server closed an idle connection, or sent something unasked (a 421
+  // before it closes): either way it is of no more use.
+  bool peer_gone() {
+    pollfd p{socket_.native_handle(), POLLIN, 0};
+    return ::poll(&p, 1, 0) != 0;
+  }
+  // Closes without a word (the server has gone).
+  void drop() {
+    asio::error_code ignored;
+    socket_.close(ignored);
+  }
+
+  std::chrono::steady_clock::time_point idle_since;
+
   void quit() {
     try {
       send("QUIT\r\n", std::chrono::seconds(5));
@@ -389,6 +405,8 @@ struct Client::Impl {
   std::mutex mu;
   std::vector<std::unique_ptr<Connection>> idle;
   std::atomic<size_t> opened{0};
+  std::atomic<size_t> in_use{0};
+  std::atomic<int64_t> last_used{0};  // steady clock, ms
 
   std::unique_ptr<Connection> take() {
     while (true) {
@@ -410,6 +428,7 @@ struct Client::Impl {
   void give_back(std::unique_ptr<Connection> c) {
     std::lock_guard lock(mu);
     if (idle.size() < options.max_idle_connections) {
+      c->idle_since = std::chrono::steady_clock::now();
       idle.push_back(std::move(c));
     } else {
       c->quit();
@@ -423,7 +442,70 @@ Client::~Client() {
   for (auto& c : impl_->idle) c->quit();
 }
 
+Every::Every(std::chrono::milliseconds interval, std::function<void()> fn)
+    : thread_([this, interval, fn = std::move(fn)] {
+        std::unique_lock lock(mu_);
+        while (!cv_.wait_for(lock, interval, [this] { return stop_; })) {
+          lock.unlock();
+          fn();
+          lock.lock();
+        }
+      }) {}
+
+Every::~Every() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+std::chrono::milliseconds sweep_interval(const SmtpRelayOptions& o) {
+  return std::clamp(o.idle_connection_timeout / 4, std::chrono::milliseconds(10),
+                    std::chrono::milliseconds(1000));
+}
+
+bool Client::sweep() {
+  auto now = std::chrono::steady_clock::now();
+  std::vector<std::unique_ptr<Connection>> expired, gone;
+  bool idle_left;
+  {
+    std::lock_guard lock(impl_->mu);
+    auto& idle = impl_->idle;
+    for (auto it = idle.begin(); it != idle.end();) {
+      if ((*it)->peer_gone()) {
+        gone.push_back(std::move(*it));
+      } else if (now - (*it)->idle_since >= impl_->options.idle_connection_timeout) {
+        expired.push_back(std::move(*it));
+      } else {
+        ++it;
+        continue;
+      }
+      it = idle.erase(it);
+    }
+    idle_left = !idle.empty();
+  }
+  for (auto& c : gone) c->drop();
+  for (auto& c : expired) c->quit();  // outside the lock: QUIT waits for the reply
+  auto since_use = std::chrono::milliseconds(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() -
+      impl_->last_used.load());
+  return idle_left || impl_->in_use.load() > 0 ||
+         since_use < impl_->options.idle_connection_timeout;
+}
+
 Client::Outcome Client::deliver(const Envelope& envelope) {
+  ++impl_->in_use;
+  struct Done {
+    Impl& impl;
+    ~Done() {
+      impl.last_used = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now().time_since_epoch())
+                           .count();
+      --impl.in_use;
+    }
+  } done{*impl_};
   Outcome out;
   std::unique_ptr<Connection> c;
   try {
@@ -445,8 +527,13 @@ size_t Client::connections_opened() const { return impl_->opened.load(); }
 }  // namespace smtp
 
 struct SmtpRelay::Impl {
-  explicit Impl(SmtpRelayOptions o) : client(std::move(o)) {}
+  explicit Impl(SmtpRelayOptions o)
+      : interval(smtp::sweep_interval(o)),
+        client(std::move(o)),
+        sweeper(interval, [this] { client.sweep(); }) {}
+  std::chrono::milliseconds interval;
   smtp::Client client;
+  smtp::Every sweeper;  // last: stopped before the client goes
 };
 
 SmtpRelay::SmtpRelay(SmtpRelayOptions options) {

@@ -2,9 +2,14 @@
 // domain) share: connections to one server, kept for reuse.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "slimta/smtp_relay.h"
@@ -14,6 +19,26 @@ namespace slimta::smtp {
 // The message as SMTP DATA: every line ended by CRLF (a bare LF or a bare CR ends one
 // too), a leading dot doubled, then "." CRLF.
 std::string data_of(std::string_view message);
+
+// Calls `fn` every `interval` on a thread of its own until destroyed: the relays'
+// sweeper of idle connections.
+class Every {
+ public:
+  Every(std::chrono::milliseconds interval, std::function<void()> fn);
+  ~Every();
+  Every(const Every&) = delete;
+  Every& operator=(const Every&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// How often a relay sweeps its idle connections: a quarter of their timeout, at most
+// once a second.
+std::chrono::milliseconds sweep_interval(const SmtpRelayOptions& options);
 
 class Client {
  public:
@@ -33,6 +58,12 @@ class Client {
   Outcome deliver(const Envelope& envelope);
 
   size_t connections_opened() const;
+
+  // Closes the idle connections that are of no more use: idle longer than
+  // options.idle_connection_timeout (QUIT), or closed or written to by the server.
+  // Returns whether the client is still worth keeping (connections idle, a delivery
+  // under way, or one within the idle timeout). Thread-safe.
+  bool sweep();
 
  private:
   struct Impl;

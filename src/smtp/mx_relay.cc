@@ -25,17 +25,34 @@ struct MxRelay::Impl {
   MxRelayOptions options;
   smtp::Resolver resolver;
   std::mutex mu;
-  std::map<std::string, std::unique_ptr<smtp::Client>> clients;  // by address: reuse
+  // By address, for reuse; a client with nothing idle and no use for the idle timeout
+  // goes (with thousands of destinations, each would otherwise hold descriptors).
+  std::map<std::string, std::shared_ptr<smtp::Client>> clients;
+  std::unique_ptr<smtp::Every> sweeper;
 
-  smtp::Client& client_for(const std::string& address) {
+  std::shared_ptr<smtp::Client> client_for(const std::string& address) {
     std::lock_guard lock(mu);
     auto& c = clients[address];
     if (!c) {
       SmtpRelayOptions o = options.smtp;
       o.host = address;
-      c = std::make_unique<smtp::Client>(o);
+      c = std::make_shared<smtp::Client>(o);
     }
-    return *c;
+    return c;
+  }
+
+  void sweep() {
+    std::vector<std::pair<std::string, std::shared_ptr<smtp::Client>>> all;
+    {
+      std::lock_guard lock(mu);
+      all.assign(clients.begin(), clients.end());
+    }
+    for (auto& [address, client] : all) {
+      if (client->sweep()) continue;
+      std::lock_guard lock(mu);
+      auto it = clients.find(address);
+      if (it != clients.end() && it->second == client) clients.erase(it);
+    }
   }
 
   // Delivers `env` (recipients of one domain) to that domain's MX hosts.
@@ -54,14 +71,17 @@ struct MxRelay::Impl {
     }
     smtp::Client::Outcome outcome;
     for (size_t i = 0; i < mx.addresses.size(); ++i) {
-      outcome = client_for(mx.addresses[i]).deliver(env);
+      outcome = client_for(mx.addresses[i])->deliver(env);
       if (outcome.reached) break;  // tried: its answers stand (never a second MX)
     }
     return outcome.results;
   }
 };
 
-MxRelay::MxRelay(MxRelayOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+MxRelay::MxRelay(MxRelayOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  impl_->sweeper = std::make_unique<smtp::Every>(smtp::sweep_interval(impl_->options.smtp),
+                                                 [impl = impl_.get()] { impl->sweep(); });
+}
 MxRelay::~MxRelay() = default;
 
 std::vector<RecipientResult> MxRelay::attempt(const Envelope& envelope, uint32_t) {

@@ -158,6 +158,11 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   serve
+      ->add_option("--relay-idle-timeout", serve_opts.relay_idle_timeout,
+                   "seconds an idle outgoing SMTP connection is kept for the next message")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  serve
       ->add_option("--data-timeout", serve_opts.data_timeout,
                    "seconds a client has for a whole message's data, however it trickles in")
       ->check(CLI::PositiveNumber)

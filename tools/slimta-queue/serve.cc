@@ -168,6 +168,8 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
                                   std::ostream& err) {
   SmtpRelayOptions base;
   base.ehlo_name = opts.hostname;
+  base.idle_connection_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(opts.relay_idle_timeout * 1000));
   std::shared_ptr<Relay> fallback;
   if (!opts.smarthost.empty()) {
     SmtpRelayOptions r = base;

@@ -29,6 +29,7 @@ struct ServeOptions {
   double data_timeout = 600;  // seconds for a whole message's data
   size_t max_sessions = 0;    // 0: from the file descriptor limit
   size_t max_sessions_per_client = 20;
+  double relay_idle_timeout = 30;  // seconds an idle outgoing connection is kept
   size_t workers = 16;            // delivery attempts in flight
   double lease = 300;             // seconds
   double rescan = 300;            // seconds between full rescans of the storage (0: never)
