@@ -93,7 +93,8 @@ class Envelope {
 
   // Replace headers, separator and body with those of the raw RFC 5322 message
   // `data`. Never fails: a line that is not a header field ends the header section.
-  void parse(std::string_view data);
+  // Given an rvalue, its buffer becomes the body (no copy of a large message).
+  void parse(std::string data);
 
   // The message as bytes: header fields, separator, body. Byte-exact with what
   // parse() was given.

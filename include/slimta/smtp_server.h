@@ -68,6 +68,13 @@ struct SmtpServerOptions {
   size_t max_sessions_per_client = 20;
   // A client making this many bad commands gets 421 4.7.0 and is disconnected.
   size_t max_errors = 20;
+  // Bytes of messages held in memory at once, over every session (received, or being
+  // stored): a message that would go beyond gets 452 4.3.1 at the end of DATA, and
+  // DATA itself gets it while the budget is spent. Counted in 1 MiB chunks.
+  size_t max_bytes_in_flight = size_t{1} << 30;
+  // When set, asked at DATA (with 0) and before a message is stored (with its size)
+  // whether the storage has room for it; false: 452 4.3.1 (a disk spool's --min-free).
+  std::function<bool(size_t bytes)> has_room;
   // Threads that run `deliver` (storage writes): messages accepted concurrently.
   size_t deliver_threads = 32;
   // PEM files: when both are set, STARTTLS is offered (TLS 1.2 or later).

@@ -247,7 +247,7 @@ struct CloudStorage::Impl {
     cas_loop(k, [&] {
       auto obj = s3.impl().get(k);
       if (!obj) throw KeyError(std::string(id));
-      record::Message m = record::decode_message(obj->body, where(k));
+      record::Message m = record::decode_message(std::move(obj->body), where(k));
       const record::Metadata before = m.meta;
       result = fn(m.meta);
       return m.meta == before || s3.impl().put(k, record::encode(m.meta, &m.envelope), obj->etag);
@@ -410,7 +410,7 @@ QueuedMessage CloudStorage::get(std::string_view id) {
   std::string k = impl_->key(id);
   auto obj = impl_->s3.impl().get(k);
   if (!obj) throw KeyError(std::string(id));
-  record::Message m = record::decode_message(obj->body, impl_->where(k));
+  record::Message m = record::decode_message(std::move(obj->body), impl_->where(k));
   return record::to_queued(std::move(m.envelope), m.meta);
 }
 

@@ -122,7 +122,8 @@ void Headers::set_line_ending(std::string eol) {
   eol_ = std::move(eol);
 }
 
-void Envelope::parse(std::string_view data) {
+void Envelope::parse(std::string message) {
+  std::string_view data = message;
   Headers parsed;
   size_t first_lf = data.find('\n');
   if (first_lf != std::string_view::npos && (first_lf == 0 || data[first_lf - 1] != '\r')) {
@@ -157,7 +158,8 @@ void Envelope::parse(std::string_view data) {
     pos = next;
   }
   headers = std::move(parsed);
-  body.assign(data.substr(pos));
+  message.erase(0, pos);  // in place: the body keeps the buffer
+  body = std::move(message);
 }
 
 size_t Envelope::message_size() const {

@@ -74,8 +74,7 @@ void put_f64_field(std::string& out, uint8_t tag, double v) {
   put_field(out, tag, s);
 }
 
-uint32_t crc32_of(std::string_view data) {
-  uLong crc = crc32(0L, Z_NULL, 0);
+uint32_t crc32_of(std::string_view data, uLong crc = crc32(0L, Z_NULL, 0)) {
   // zlib takes uInt lengths: feed large inputs in pieces.
   while (!data.empty()) {
     size_t n = std::min<size_t>(data.size(), 1u << 30);
@@ -169,9 +168,23 @@ uint64_t read_header(std::string_view data, std::string_view what) {
 }  // namespace
 
 std::string encode(const Metadata& meta, const Envelope* envelope) {
+  Parts parts = encode_parts(meta, envelope);
   std::string out;
-  std::string message = envelope ? envelope->flatten() : std::string();
-  out.reserve(kHeaderSize + 256 + message.size());
+  out.reserve(parts.head.size() + parts.body.size() + parts.tail.size());
+  out.append(parts.head).append(parts.body).append(parts.tail);
+  return out;
+}
+
+Parts encode_parts(const Metadata& meta, const Envelope* envelope) {
+  Parts parts;
+  std::string& out = parts.head;
+  size_t header_size = 0;  // of the message's header section, with its separator
+  if (envelope) {
+    for (const auto& f : envelope->headers.fields())
+      header_size += f.name.size() + 1 + f.raw.size();
+    header_size += envelope->separator.size();
+  }
+  out.reserve(kHeaderSize + 256 + header_size);
   out.append(kMagic);
   out.push_back(static_cast<char>(kVersion));
   out.push_back(0);
@@ -201,20 +214,38 @@ std::string encode(const Metadata& meta, const Envelope* envelope) {
     put_field(out, kClientAuth, envelope->client.auth);
     put_field(out, kReceiver, envelope->receiver);
     put_f64_field(out, kReceivedAt, envelope->timestamp);
-    put_field(out, kMessage, message);
+    // The message field: its header section here, its body (the bulk) by reference.
+    if (header_size + envelope->body.size() > std::numeric_limits<uint32_t>::max()) {
+      throw InvalidArgument("the message is " +
+                            std::to_string(header_size + envelope->body.size()) +
+                            " bytes; the stored format holds at most 4 GiB per field");
+    }
+    out.push_back(static_cast<char>(kMessage));
+    put_u32(out, static_cast<uint32_t>(header_size + envelope->body.size()));
+    for (const auto& f : envelope->headers.fields()) {
+      out += f.name;
+      out += ':';
+      out += f.raw;
+    }
+    out += envelope->separator;
+    parts.body = envelope->body;
   }
 
-  uint64_t total = out.size() + 5 + 4;
+  uint64_t total = out.size() + parts.body.size() + 5 + 4;
   std::string len;
   put_u64(len, total);
   out.replace(8, 8, len);
   std::string crc;
-  put_u32(crc, crc32_of(out));
-  put_field(out, kChecksum, crc);
-  return out;
+  put_u32(crc, crc32_of(parts.body, crc32_of(out)));
+  put_field(parts.tail, kChecksum, crc);
+  return parts;
 }
 
-Decoded decode(std::string_view bytes, std::string_view what) {
+namespace {
+
+// decode(), and with `owner` (the buffer `bytes` views) the message's bytes are moved
+// out of it in place rather than copied: a large message is held once, not twice.
+Decoded decode_record(std::string_view bytes, std::string_view what, std::string* owner) {
   uint64_t total = read_header(bytes, what);
   if (total != bytes.size()) {
     corrupt(what, "length is " + std::to_string(bytes.size()) + " bytes, header says " +
@@ -224,6 +255,8 @@ Decoded decode(std::string_view bytes, std::string_view what) {
   Envelope env;
   bool has_envelope = false;
   bool has_checksum = false;
+  bool has_message = false;
+  size_t message_at = 0, message_size = 0;
   FieldReader reader{bytes, kHeaderSize, what};
   uint8_t tag;
   std::string_view value;
@@ -269,7 +302,9 @@ Decoded decode(std::string_view bytes, std::string_view what) {
         env.timestamp = std::bit_cast<double>(get_u64(value));
         break;
       case kMessage:
-        env.parse(value);
+        message_at = static_cast<size_t>(value.data() - bytes.data());
+        message_size = value.size();
+        has_message = true;
         break;
       default:
         break;  // unknown envelope fields are skipped (doc/format.md)
@@ -280,14 +315,40 @@ Decoded decode(std::string_view bytes, std::string_view what) {
     if (i >= out.meta.recipients)
       corrupt(what, "delivered index " + std::to_string(i) + " out of range");
   }
+  if (has_message) {
+    if (owner) {  // checked already: the record's own bytes become the message
+      owner->resize(message_at + message_size);
+      owner->erase(0, message_at);
+      env.parse(std::move(*owner));
+    } else {
+      env.parse(std::string(bytes.substr(message_at, message_size)));
+    }
+  }
   if (has_envelope) out.envelope = std::move(env);
   return out;
 }
 
-Message decode_message(std::string_view bytes, std::string_view what) {
-  Decoded d = decode(bytes, what);
+Message to_message(Decoded d, std::string_view what) {
   if (!d.envelope) corrupt(what, "it holds no envelope");
   return Message{std::move(*d.envelope), std::move(d.meta)};
+}
+
+}  // namespace
+
+Decoded decode(std::string_view bytes, std::string_view what) {
+  return decode_record(bytes, what, nullptr);
+}
+
+Decoded decode(std::string&& bytes, std::string_view what) {
+  return decode_record(bytes, what, &bytes);
+}
+
+Message decode_message(std::string_view bytes, std::string_view what) {
+  return to_message(decode(bytes, what), what);
+}
+
+Message decode_message(std::string&& bytes, std::string_view what) {
+  return to_message(decode(std::move(bytes), what), what);
 }
 
 std::optional<Prefix> decode_prefix(std::string_view prefix, std::string_view what) {

@@ -42,9 +42,21 @@ struct Decoded {
 // large for the format (4 GiB).
 std::string encode(const Metadata& meta, const Envelope* envelope);
 
+// The same record in three pieces, so that a large body is written from where it is
+// rather than copied: head + body + tail are the bytes encode() returns. `body` refers
+// to envelope->body, which must outlive it.
+struct Parts {
+  std::string head;
+  std::string_view body;
+  std::string tail;
+};
+Parts encode_parts(const Metadata& meta, const Envelope* envelope);
+
 // Decode a whole record, verifying length and checksum. `what` names the record in
 // error messages. Throws CorruptRecord naming `what` and the reason.
 Decoded decode(std::string_view bytes, std::string_view what);
+// The same, taking the buffer: the message is moved out of it, not copied.
+Decoded decode(std::string&& bytes, std::string_view what);
 
 // A message record: the envelope and the metadata stored with it.
 struct Message {
@@ -53,6 +65,7 @@ struct Message {
 };
 // decode() for records that must hold an envelope; CorruptRecord naming `what` if not.
 Message decode_message(std::string_view bytes, std::string_view what);
+Message decode_message(std::string&& bytes, std::string_view what);
 
 struct Prefix {
   uint64_t total_length = 0;  // of the whole record

@@ -599,7 +599,9 @@ Capabilities DiskStorage::capabilities() const {
 }
 
 std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
-  std::string bytes = record::encode(record::initial_metadata(envelope, timestamp), &envelope);
+  // In pieces: the body is written from the envelope, never copied.
+  record::Parts record =
+      record::encode_parts(record::initial_metadata(envelope, timestamp), &envelope);
   int msg_dir = impl_->msg_fd.get();
   while (true) {
     std::string id = impl_->take_slot();
@@ -609,7 +611,7 @@ std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
     posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
     if (!same_file(fd.get(), msg_dir, id) || posix::file_size(fd.get(), path) != 0) continue;
     try {
-      posix::write_all(fd.get(), bytes, path);
+      posix::write_all(fd.get(), {record.head, record.body, record.tail}, path);
       posix::sync_data(fd.get(), path);
     } catch (...) {
       ::unlinkat(msg_dir, id.c_str(), 0);

@@ -3,10 +3,14 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <vector>
 
 #include "slimta/errors.h"
 
@@ -53,6 +57,27 @@ void write_all(int fd, std::string_view data, const std::string& path) {
       io_error("write", path, errno);
     }
     data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+void write_all(int fd, std::initializer_list<std::string_view> pieces, const std::string& path) {
+  std::vector<iovec> iov;
+  for (std::string_view p : pieces)
+    if (!p.empty()) iov.push_back({const_cast<char*>(p.data()), p.size()});
+  size_t first = 0;
+  while (first < iov.size()) {
+    int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    ssize_t n = ::writev(fd, iov.data() + first, count);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_error("write", path, errno);
+    }
+    auto done = static_cast<size_t>(n);
+    while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
+    if (first < iov.size()) {
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
+      iov[first].iov_len -= done;
+    }
   }
 }
 

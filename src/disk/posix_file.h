@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -41,6 +42,8 @@ Fd open_at(int dirfd, const std::string& name, int flags, mode_t mode, const std
            bool missing_ok = false);
 
 void write_all(int fd, std::string_view data, const std::string& path);
+// The pieces one after the other, as one write would (writev): no copy into one buffer.
+void write_all(int fd, std::initializer_list<std::string_view> pieces, const std::string& path);
 // Reads from `offset` until `n` bytes or end of file; returns the bytes read.
 std::string read_at(int fd, size_t n, off_t offset, const std::string& path);
 std::string read_file(int fd, const std::string& path);

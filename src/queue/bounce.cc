@@ -96,7 +96,7 @@ Envelope make(const Envelope& original, std::string_view id, std::span<const Fai
   out.recipients = {original.sender};
   out.receiver = mta;
   out.timestamp = now;
-  out.parse(m);
+  out.parse(std::move(m));
   return out;
 }
 

@@ -196,6 +196,59 @@ class LineReader {
   bool dropped_cr_ = false;  // the last byte dropped from an overlong line was CR
 };
 
+// A message being received, in chunks of kChunk bytes rather than one string that
+// doubles as it grows (a doubling copies, and holds old and new at once): taken
+// whole at the end, each chunk is freed as soon as it has been copied, so a message
+// never costs much more than its own size. Its bytes are counted in `in_flight`, the
+// server's budget for messages in memory.
+class MessageBuffer {
+ public:
+  static constexpr size_t kChunk = 1 << 20;
+
+  explicit MessageBuffer(std::atomic<size_t>& in_flight) : in_flight_(in_flight) {}
+  ~MessageBuffer() { in_flight_ -= counted_; }
+  MessageBuffer(const MessageBuffer&) = delete;
+  MessageBuffer& operator=(const MessageBuffer&) = delete;
+
+  // Appends a line (text and line ending), counting whole chunks against `budget`;
+  // false (nothing appended) when the budget would be exceeded.
+  bool append(std::string_view a, std::string_view b, size_t budget) {
+    size_t n = a.size() + b.size();
+    if ((chunks_.empty() || chunks_.back().size() + n > kChunk) && !grow(budget)) return false;
+    chunks_.back().append(a).append(b);
+    size_ += n;
+    return true;
+  }
+  size_t size() const { return size_; }
+  // The message as one string; the chunks are gone.
+  std::string take() {
+    std::string out;
+    out.reserve(size_);
+    for (std::string& c : chunks_) {
+      out.append(c);
+      std::string().swap(c);
+    }
+    chunks_.clear();
+    return out;
+  }
+
+ private:
+  bool grow(size_t budget) {
+    if (in_flight_.fetch_add(kChunk) + kChunk > budget) {
+      in_flight_ -= kChunk;
+      return false;
+    }
+    counted_ += kChunk;
+    chunks_.emplace_back().reserve(kChunk);
+    return true;
+  }
+
+  std::atomic<size_t>& in_flight_;
+  std::vector<std::string> chunks_;
+  size_t size_ = 0;
+  size_t counted_ = 0;  // bytes of in_flight_ this buffer holds
+};
+
 // What every session shares.
 struct Shared {
   Shared(SmtpServerOptions o, SmtpServer::Deliver d)
@@ -237,6 +290,7 @@ struct Shared {
   asio::thread_pool pool;                 // runs `deliver`
   std::optional<asio::ssl::context> tls;  // set when STARTTLS is offered
   smtp::RelayRules rules;
+  std::atomic<size_t> bytes_in_flight{0};  // messages being received or stored
   size_t max_sessions = 0;
   std::unordered_map<std::string, size_t> per_client;  // sessions by address (loop thread)
 
@@ -563,6 +617,10 @@ class Session {
       if (!mail_) co_return error("503 5.5.1 Error: need MAIL command");
       if (rcpts_.empty()) co_return error("554 5.5.1 Error: no valid recipients");
       if (!c.arg.empty()) co_return error("501 5.5.4 Syntax: DATA");
+      if (server_.bytes_in_flight >= opts_.max_bytes_in_flight)
+        co_return reply("452 4.3.1 Error: insufficient system resources, try again later");
+      if (opts_.has_room && !opts_.has_room(0))
+        co_return reply("452 4.3.1 Error: insufficient system storage, try again later");
       reply("354 End data with <CR><LF>.<CR><LF>");
       co_await flush(/*force=*/true);
       deadline_.fix(opts_.data_timeout);  // the whole message, however it trickles in
@@ -611,8 +669,8 @@ class Session {
 
   // Reads the message up to the end marker, then hands it over.
   awaitable<void> data() {
-    std::string message;
-    bool too_big = false, line_too_long = false, prev_crlf = true;
+    MessageBuffer message(server_.bytes_in_flight);
+    bool too_big = false, line_too_long = false, prev_crlf = true, no_memory = false;
     while (true) {
       // Lines are taken straight from the buffer; only reading more suspends.
       LineReader::Line line;
@@ -627,9 +685,8 @@ class Session {
       std::string_view text = line.text;
       if (!text.empty() && text.front() == '.') text.remove_prefix(1);  // dot-stuffing
       if (message.size() + text.size() + 2 > opts_.max_message_size) too_big = true;
-      if (too_big) continue;
-      message.append(text);
-      message.append(line.crlf ? "\r\n" : "\n");
+      if (too_big || no_memory) continue;
+      no_memory = !message.append(text, line.crlf ? "\r\n" : "\n", opts_.max_bytes_in_flight);
     }
     deadline_.unfix();  // all read: the idle timeout again
     deadline_.touch();
@@ -637,6 +694,13 @@ class Session {
       co_return reply("552 5.3.4 Message size exceeds the limit of " +
                       std::to_string(opts_.max_message_size) + " octets");
     }
+    if (no_memory) {
+      spdlog::warn("smtp: [{}] message refused: {} bytes of messages in flight (the limit)",
+                   peer_ip_, opts_.max_bytes_in_flight);
+      co_return reply("452 4.3.1 Error: insufficient system resources, try again later");
+    }
+    if (opts_.has_room && !opts_.has_room(message.size()))
+      co_return reply("452 4.3.1 Error: insufficient system storage, try again later");
     if (line_too_long) {
       co_return reply("500 5.5.2 Message has a line longer than " +
                       std::to_string(opts_.max_data_line) + " octets");
@@ -653,7 +717,7 @@ class Session {
     env.client.auth = auth_user_;
     env.receiver = server_.hostname;
     env.timestamp = static_cast<double>(std::time(nullptr));
-    env.parse(message);
+    env.parse(message.take());
     if (size_t hops = env.headers.count("Received"); opts_.max_hops && hops >= opts_.max_hops) {
       spdlog::warn("smtp: [{}] message from <{}> refused: {} hops, a mail loop", peer_ip_,
                    env.sender, hops);

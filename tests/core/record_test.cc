@@ -113,7 +113,7 @@ TEST(RecordTest, EveryTruncationAndEveryByteFlipIsDetected) {
 
 TEST(RecordTest, ErrorsNameTheRecordAndTheReason) {
   try {
-    decode("NOTSLIMTA-RECORD", "spool/msg/abc");
+    decode(std::string_view("NOTSLIMTA-RECORD"), "spool/msg/abc");
     FAIL();
   } catch (const CorruptRecord& e) {
     EXPECT_NE(std::string(e.what()).find("spool/msg/abc"), std::string::npos);

@@ -330,6 +330,40 @@ TEST_F(ServerFixture, SessionsAreLimitedPerClientAndInTotal) {
   EXPECT_TRUE(c.closed());
 }
 
+TEST_F(ServerFixture, MessagesInMemoryStayWithinTheBudget) {
+  SmtpServerOptions o;
+  o.max_bytes_in_flight = 3 << 20;  // three 1 MiB chunks
+  start(o);
+  auto lines = [](int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += std::string(998, 'a') + "\r\n";
+    return out;
+  };
+  auto a = connect();
+  begin_data(*a);
+  a->send(lines(1500));  // ~1.5 MiB: two chunks, and not finished
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto b = connect();
+  begin_data(*b);
+  b->send(lines(1500) + ".\r\n");  // would need two more: over the budget
+  EXPECT_EQ(b->reply().substr(0, 9), "452 4.3.1");
+  EXPECT_EQ(b->exchange("MAIL FROM:<a@x.org>\r\n"), 250);  // the session goes on
+  EXPECT_EQ(b->exchange("RCPT TO:<b@y.org>\r\n"), 250);
+  auto c = connect();
+  begin_data(*c);
+  c->send(lines(500));  // the third chunk: the budget is spent
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  b->send("DATA\r\n");
+  EXPECT_EQ(b->reply().substr(0, 9), "452 4.3.1");  // not even a 354
+  a->send(".\r\n");
+  EXPECT_EQ(a->code(), 250);
+  c->send(".\r\n");
+  EXPECT_EQ(c->code(), 250);
+  EXPECT_EQ(b->exchange("DATA\r\n"), 354);  // stored and freed: room again
+  EXPECT_EQ(b->exchange(lines(1500) + ".\r\n"), 250);
+  EXPECT_EQ(server_->storage.load_all().size(), 3u);
+}
+
 TEST_F(ServerFixture, AClientThatStopsReadingIsDisconnected) {
   SmtpServerOptions o;
   o.idle_timeout = std::chrono::milliseconds(300);

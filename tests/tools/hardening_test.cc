@@ -191,6 +191,51 @@ TEST(SessionLimitTest, TheDefaultsComeFromTheFileDescriptorLimit) {
   EXPECT_EQ(extra.reply().substr(0, 9), "421 4.7.0");
 }
 
+// Peak resident memory (VmHWM) of a process, in bytes.
+size_t peak_rss(int pid) {
+  std::string status = testing::read_file("/proc/" + std::to_string(pid) + "/status");
+  size_t at = status.find("VmHWM:");
+  return at == std::string::npos ? 0 : std::stoul(status.substr(at + 6)) * 1024;
+}
+
+// Found by probing: one 48 MiB message peaked at 209 MiB of RSS, 16 concurrent ones at
+// 1.6 GiB.
+TEST(MemoryTest, AMessageCostsAtMostOneAndAHalfTimesItsSizeInMemory) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+                      "disk:" + dir.sub("spool"), "--smarthost", at(testing::free_port())},
+                     "listening on");
+  size_t before = peak_rss(serve.pid());
+  size_t size = 24 << 20;
+  EXPECT_EQ(send(dir, port, size), "ok");
+  size_t grown = peak_rss(serve.pid()) - before;
+  EXPECT_LE(grown, size * 3 / 2) << "peak grew by " << grown / (1 << 20) << " MiB";
+}
+
+// Found by probing: 1.28 GB was queued in 26 s with no free-space guard.
+TEST(MemoryTest, ADiskSpoolKeepsItsMinimumFreeSpace) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  std::string mnt = dir.sub("small");
+  ASSERT_EQ(run_command({"mkdir", mnt}).exit_code, 0);
+  ChildProcess serve(
+      {"unshare", "-m", "sh", "-c",
+       "mount -t tmpfs -o size=4m tmpfs " + mnt + " && exec " SLIMTA_QUEUE_BIN " serve --listen " +
+           at(port) + " --storage disk:" + mnt + "/spool --min-free 2M --smarthost " +
+           at(testing::free_port())},
+      "listening on");
+  EXPECT_EQ(send(dir, port, 1200 * 1024), "ok");     // 4 MiB - 1.2 MiB: 2.8 MiB left
+  std::string reply = send(dir, port, 1200 * 1024);  // would leave 1.6 MiB < 2 MiB
+  EXPECT_EQ(reply.substr(0, 9), "452 4.3.1") << reply;
+  EXPECT_EQ(send(dir, port, 300 * 1024), "ok");
+  auto bad = run_command({SLIMTA_QUEUE_BIN, "serve", "--storage", "memory:", "--listen",
+                          at(testing::free_port()), "--min-free", "lots"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--min-free 'lots' is not BYTES[K|M|G] or N%"), std::string::npos)
+      << bad.err;
+}
+
 // Found by probing: with a route pointing back at serve, one message made 1,665 hops
 // in 10 s.
 TEST(MailLoopTest, ARouteBackToItselfIsBouncedAtTheFirstHop) {

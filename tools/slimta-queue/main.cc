@@ -158,6 +158,14 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   serve
+      ->add_option("--max-bytes-in-flight", serve_opts.max_bytes_in_flight,
+                   "bytes of messages held in memory at once (being received or stored); "
+                   "beyond, 452 4.3.1")
+      ->capture_default_str();
+  serve->add_option("--min-free", serve_opts.min_free,
+                    "disk spool: free space to keep, BYTES[K|M|G] or N% (default: 1G or 5%, the "
+                    "smaller); a message that would go below gets 452 4.3.1");
+  serve
       ->add_option("--relay-idle-timeout", serve_opts.relay_idle_timeout,
                    "seconds an idle outgoing SMTP connection is kept for the next message")
       ->check(CLI::PositiveNumber)

@@ -29,7 +29,9 @@ struct ServeOptions {
   double data_timeout = 600;  // seconds for a whole message's data
   size_t max_sessions = 0;    // 0: from the file descriptor limit
   size_t max_sessions_per_client = 20;
-  double relay_idle_timeout = 30;  // seconds an idle outgoing connection is kept
+  double relay_idle_timeout = 30;                // seconds an idle outgoing connection is kept
+  size_t max_bytes_in_flight = size_t{1} << 30;  // messages held in memory at once
+  std::string min_free;           // disk spool: BYTES[K|M|G] or N%; empty: 1 GiB or 5%, the smaller
   size_t workers = 16;            // delivery attempts in flight
   double lease = 300;             // seconds
   double rescan = 300;            // seconds between full rescans of the storage (0: never)
@@ -40,6 +42,9 @@ struct ServeOptions {
   bool smarthost_auth_insecure = false;         // ... even without verified TLS
   std::string smarthost_password_file;          // its password (or $SLIMTA_SMARTHOST_PASSWORD)
 };
+
+// --min-free's value in bytes: BYTES[K|M|G], or N% of `total`. Throws InvalidArgument.
+double parse_min_free(const std::string& text, double total);
 
 // Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.
 std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what);
