@@ -566,7 +566,12 @@ std::vector<QueueEntry> RedisStorage::do_wait(std::chrono::milliseconds timeout)
           else if (name == "writer")
             writer = value;
         }
-        if (writer == impl_->tag || !is_valid_id(id) || !ts) continue;
+        if (writer == impl_->tag) continue;
+        if (!is_valid_id(id) || !ts) {  // not ours to fix: skipped, and said once
+          spdlog::warn("redis: malformed notification {} in {} skipped", impl_->last_stream_id,
+                       impl_->stream_key);
+          continue;
+        }
         out.push_back(QueueEntry{*ts, id});
       }
       // Entries trimmed away before we read them would be lost: then report every

@@ -103,6 +103,22 @@ TEST_F(RedisTest, AGarbledLeaseIsTakenAsNoLease) {
   EXPECT_EQ(s.claim(id, std::chrono::seconds(30)).status, ClaimResult::Status::claimed);
 }
 
+TEST_F(RedisTest, MalformedNotificationsAreSkippedAndWaitCarriesOn) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage waiter(server.options(prefix_));
+  waiter.wait(std::chrono::milliseconds(1));  // starts reading from here
+  raw(server, {"XADD", prefix_ + ".notify", "*", "id", "../../etc", "timestamp", "1"});
+  raw(server, {"XADD", prefix_ + ".notify", "*", "id", "0123456789abcdef0123456789abcdef",
+               "timestamp", "soon"});
+  raw(server, {"XADD", prefix_ + ".notify", "*", "nothing", "useful"});
+  RedisStorage writer(server.options(prefix_));
+  std::string id = writer.write(sample_envelope(), 7);
+  std::vector<QueueEntry> seen;
+  ASSERT_NO_THROW(seen = waiter.wait(std::chrono::milliseconds(2000)));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].id, id);
+}
+
 TEST_F(RedisTest, UpdatesOfAMissingIdCreateNothing) {
   RedisServer& server = testing::shared_redis();
   RedisStorage storage(server.options(prefix_));
