@@ -1,0 +1,87 @@
+#include "fuzz/fuzz_targets.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "core/record.h"
+#include "slimta/envelope.h"
+#include "slimta/errors.h"
+#include "smtp/command.h"
+#include "smtp/proxy_header.h"
+
+namespace slimta::fuzz {
+namespace {
+
+// A failed property: abort, so that libFuzzer keeps the input and the test fails.
+void require(bool ok) {
+  if (!ok) std::abort();
+}
+
+}  // namespace
+
+void smtp_command(std::string_view data) {
+  for (std::string_view keyword : {"FROM", "TO"}) {
+    smtp::Command c = smtp::parse_command(data);
+    require(c.verb.size() <= data.size());
+    std::string error;
+    auto path = smtp::parse_path_arg(data, keyword, error);
+    if (path) {
+      require(path->address.size() <= 254);
+      for (char ch : path->address)
+        require(static_cast<unsigned char>(ch) > 0x20 && ch != '<' && ch != '>');
+    } else {
+      require(!error.empty() && (error[0] == '5'));
+    }
+  }
+}
+
+void record(std::string_view data) {
+  try {
+    record::Decoded d = record::decode(data, "fuzz");
+    // What decodes encodes back to the same metadata and envelope.
+    std::string again = record::encode(d.meta, d.envelope ? &*d.envelope : nullptr);
+    record::Decoded e = record::decode(again, "fuzz");
+    require(e.meta == d.meta);
+    require(e.envelope.has_value() == d.envelope.has_value());
+    if (d.envelope) require(e.envelope->flatten() == d.envelope->flatten());
+  } catch (const CorruptRecord&) {
+  } catch (const InvalidArgument&) {
+  }
+  try {
+    record::decode_prefix(data.substr(0, record::kPrefixSize), "fuzz");
+  } catch (const CorruptRecord&) {
+  }
+}
+
+void message(std::string_view data) {
+  Envelope env;
+  env.parse(std::string(data));
+  require(env.flatten() == data);  // byte-exact, whatever the input
+  require(env.message_size() == data.size());
+  for (const auto& f : env.headers.fields()) require(!f.name.empty());
+}
+
+void address_list(std::string_view data) {
+  // Each address is a piece of the input (an unterminated quote gets its closing one).
+  for (const std::string& a : parse_address_list(data)) {
+    require(a.size() <= data.size() + 1);
+    require(a.find('@') != std::string::npos);
+  }
+}
+
+void proxy_header(std::string_view data) {
+  smtp::ProxyHeader h = smtp::parse_proxy_header(data);
+  switch (h.status) {
+    case smtp::ProxyHeader::Status::ok:
+      require(h.length > 0 && h.length <= data.size());
+      break;
+    case smtp::ProxyHeader::Status::invalid:
+      require(!h.error.empty());
+      break;
+    case smtp::ProxyHeader::Status::incomplete:
+      require(data.size() < 16 + smtp::kMaxProxyV2Payload);
+      break;
+  }
+}
+
+}  // namespace slimta::fuzz

@@ -1,0 +1,32 @@
+// The fuzz targets: each takes any bytes and must neither crash, hang, nor read out of
+// bounds (ASan), and checks what must hold of its parser's answer. Built two ways
+// (tests/CMakeLists.txt): as libFuzzer binaries (-DSLIMTA_FUZZ=ON with clang; see
+// scripts/fuzz.sh), and into the test suite, which runs each over its checked-in
+// corpus in tests/fuzz/corpus/TARGET/ (and so under ASan + UBSan in CI).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace slimta::fuzz {
+
+using Target = void (*)(std::string_view data);
+
+void smtp_command(std::string_view data);  // SMTP command lines and MAIL/RCPT arguments
+void record(std::string_view data);        // the stored record decoder
+void message(std::string_view data);       // RFC 5322 message parsing
+void address_list(std::string_view data);  // From/To/Cc address lists
+void proxy_header(std::string_view data);  // PROXY protocol v1/v2 headers
+
+struct NamedTarget {
+  const char* name;  // the corpus directory
+  Target run;
+};
+inline constexpr NamedTarget kTargets[] = {{"smtp_command", smtp_command},
+                                           {"record", record},
+                                           {"message", message},
+                                           {"address_list", address_list},
+                                           {"proxy_header", proxy_header}};
+
+}  // namespace slimta::fuzz
