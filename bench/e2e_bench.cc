@@ -16,13 +16,15 @@
 //   auth       serve on disk, every client on the submission port: STARTTLS, then AUTH
 //              PLAIN against a yescrypt users file.
 // "rules" is compared with "disk", "auth" with "tls": what relay control costs.
+//   memory     serve on disk, 16 clients sending one 10 MiB message each at once: the
+//              peak resident memory of serve (VmHWM), before and after.
 // For each: accepted/s (every 250 received) and delivered/s (until its queue is empty
 // again); the ratios compare accepted/s with Postfix's, measured in the same run.
 //
 // Needs the postfix package (smtp-sink and postfix) and root (Postfix's own user).
 //
 // usage: e2e_bench [--messages N] [--clients N] [--size BYTES] [--rounds N]
-//                  [--only sink,postfix,disk,redis,kill,rules,tls,auth]
+//                  [--only sink,postfix,disk,redis,kill,rules,tls,auth,memory]
 // With several rounds, each round measures every part once and the medians of the
 // per-round ratios are printed beside each round's figures.
 #include <signal.h>
@@ -169,6 +171,31 @@ struct Setup {
   Opening opening = ehlo;
   bool submission = false;  // the clients go to a --submission port
 };
+
+// Peak resident memory (VmHWM) of a process, in bytes.
+size_t peak_rss(int pid) {
+  std::string status = testing::read_file("/proc/" + std::to_string(pid) + "/status");
+  size_t at = status.find("VmHWM:");
+  return at == std::string::npos ? 0 : std::stoul(status.substr(at + 6)) * 1024;
+}
+
+// 16 clients at once, one message of `size` bytes each, to serve on disk.
+nlohmann::json run_memory(int sink_port, int clients, size_t size) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  auto serve = start_serve(port, "disk:" + dir.sub("spool"), sink_port);
+  size_t before = peak_rss(serve->pid());
+  std::string data = message_data(size);
+  load(port, static_cast<size_t>(clients), clients, data);
+  size_t after = peak_rss(serve->pid());
+  serve->stop(SIGTERM);
+  double mib = 1 << 20;
+  return {{"messages", clients},
+          {"message_mib", size / mib},
+          {"peak_rss_before_mib", before / mib},
+          {"peak_rss_after_mib", after / mib},
+          {"growth_vs_bytes_sent", (after - before) / (static_cast<double>(size) * clients)}};
+}
 
 // Runs serve on `url`, loads it, and waits until `empty()` says everything left.
 nlohmann::json run_serve(const std::string& url, int sink_port, size_t messages, int clients,
@@ -378,6 +405,7 @@ int run(int argc, char** argv) {
   for (const auto& [name, v] : ratios) out["median"][name] = median(v);
   if (wanted("kill"))
     out["disk_kill_under_load"] = run_kill_under_load(messages / 2, clients, size);
+  if (wanted("memory")) out["memory"] = run_memory(sink_port, 16, 10 << 20);
   std::cout << out.dump(2) << std::endl;
   return 0;
 }

@@ -31,16 +31,30 @@
 namespace slimta {
 namespace smtp {
 
+void write_data(std::initializer_list<std::string_view> parts, size_t chunk,
+                const std::function<void(std::string_view)>& out) {
+  std::string piece;
+  piece.reserve(std::min<size_t>(chunk, 1 << 20) + 1024);
+  for (std::string_view part : parts) {
+    for_each_line(part, [&](std::string_view line) {
+      if (!line.empty() && line.front() == '.') piece += '.';
+      piece.append(line);
+      piece += "\r\n";
+      if (piece.size() >= chunk) {
+        out(piece);
+        piece.clear();
+      }
+    });
+  }
+  piece += ".\r\n";
+  out(piece);
+}
+
 std::string data_of(std::string_view message) {
-  std::string out;
-  out.reserve(message.size() + message.size() / 50 + 8);
-  for_each_line(message, [&](std::string_view line) {
-    if (!line.empty() && line.front() == '.') out += '.';
-    out.append(line);
-    out += "\r\n";
-  });
-  out += ".\r\n";
-  return out;
+  std::string all;
+  all.reserve(message.size() + message.size() / 50 + 8);
+  write_data({message}, SIZE_MAX, [&](std::string_view piece) { all.append(piece); });
+  return all;
 }
 
 }  // namespace smtp
@@ -63,7 +77,7 @@ struct Reply {
   bool permanent() const { return code >= 500; }
 };
 
-bool has_8bit(const std::string& s) {
+bool has_8bit(std::string_view s) {
   for (char c : s)
     if (static_cast<unsigned char>(c) >= 0x80) return true;
   return false;
@@ -202,10 +216,13 @@ class Connection {
   }
 
   std::vector<RecipientResult> deliver(const Envelope& env) {
-    std::string message = env.flatten();
+    // The header section is copied (it is small), the body never is.
+    std::string head;
+    for (const auto& f : env.headers.fields()) head.append(f.name).append(":").append(f.raw);
+    head += env.separator;
     std::string mail = "MAIL FROM:<" + env.sender + ">";
-    if (offers("SIZE")) mail += " SIZE=" + std::to_string(message.size());
-    if (offers("8BITMIME") && has_8bit(message)) mail += " BODY=8BITMIME";
+    if (offers("SIZE")) mail += " SIZE=" + std::to_string(head.size() + env.body.size());
+    if (offers("8BITMIME") && (has_8bit(head) || has_8bit(env.body))) mail += " BODY=8BITMIME";
     std::vector<std::string> rcpts;
     for (const auto& r : env.recipients) rcpts.push_back("RCPT TO:<" + r + ">");
 
@@ -252,7 +269,8 @@ class Connection {
         if (rcpt_replies[i].ok()) out[i] = result_of(data_reply);
       return out;
     }
-    send(smtp::data_of(message), opts_.data_timeout);
+    smtp::write_data({head, env.body}, 256 * 1024,
+                     [&](std::string_view piece) { send(piece, opts_.data_timeout); });
     Reply final_reply = read_reply(opts_.data_timeout);
     for (size_t i = 0; i < out.size(); ++i)
       if (rcpt_replies[i].ok()) out[i] = result_of(final_reply);
@@ -319,7 +337,7 @@ class Connection {
     if (*result) fail(std::string(step) + " failed: " + result->message());
   }
 
-  void send(const std::string& data, std::chrono::milliseconds timeout) {
+  void send(std::string_view data, std::chrono::milliseconds timeout) {
     run(
         [&](auto done) {
           auto handler = [done](asio::error_code ec, size_t) { done(ec); };

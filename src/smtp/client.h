@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,8 +17,13 @@
 
 namespace slimta::smtp {
 
-// The message as SMTP DATA: every line ended by CRLF (a bare LF or a bare CR ends one
-// too), a leading dot doubled, then "." CRLF.
+// The message, given in `parts` that each end at a line end (its header section, its
+// body), as SMTP DATA: every line ended by CRLF (a bare LF or a bare CR ends one too),
+// a leading dot doubled, then "." CRLF. Handed to `out` in pieces of about `chunk`
+// bytes, so a large message is never copied whole.
+void write_data(std::initializer_list<std::string_view> parts, size_t chunk,
+                const std::function<void(std::string_view)>& out);
+// All of it at once, for one part.
 std::string data_of(std::string_view message);
 
 // Calls `fn` every `interval` on a thread of its own until destroyed: the relays'
