@@ -11,11 +11,16 @@
 // AUTH before MAIL) and submissions (465, RFC 8314: TLS from the first byte). Behind a
 // load balancer, clients in proxy_from must open with a PROXY protocol header (v1 or
 // v2), whose client address is then used for everything above, the Received: line and
-// the log. A message
-// gets its 250 only after `deliver` returned an id (for a Queue: the storage's write()
-// returned, so the message is durable); when it fails the client gets 451 4.3.0 and
-// nothing is kept. A client that disconnects before the end of DATA leaves nothing
-// behind. A Received: header is added.
+// the log.
+//
+// A message gets its 250 only after `deliver` returned an id (for a Queue: the
+// storage's write() returned, so the message is durable); when it fails the client
+// gets a 4xx (452 4.3.1 when the storage is full, else 451 4.3.0) and nothing is kept.
+// A client that disconnects before the end of DATA leaves nothing behind. A Received:
+// header is added; a message that already has max_hops of them is a loop (554 5.4.6).
+// Every resource a client can take is bounded, each with its 4xx: sessions (in total
+// and per client address), message bytes in memory, storage room, and time (a command
+// line within idle_timeout of its first byte, the data within data_timeout).
 //
 // Networking runs on Asio (one event-loop thread); `deliver` runs on a pool of
 // blocking threads, so slow storage never stalls other sessions.
