@@ -322,6 +322,19 @@ TEST_F(RelayControlTest, TheReadmesConfigExampleStartsAndIsClosed) {
             "ok");
 }
 
+TEST_F(RelayControlTest, PasswdOnATerminalAsksTwiceAndNeverEchoes) {
+  // script(1) gives it a pseudo-terminal; the password is typed once the prompt is up.
+  std::string cmd = std::string(SLIMTA_QUEUE_BIN) + " passwd tty --users " + dir_.sub("users");
+  auto r = run_command({"sh", "-c",
+                        "(sleep 0.5; printf 'typed secret\\n'; sleep 0.3; printf 'typed "
+                        "secret\\n'; sleep 0.3) | script -qec '" +
+                            cmd + "' /dev/null"});
+  EXPECT_NE(r.out.find("Password: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Again: "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("typed secret"), std::string::npos) << r.out;  // no echo
+  EXPECT_TRUE(UserDatabase::load(dir_.sub("users")).check("tty", "typed secret"));
+}
+
 // HAProxy 2.6 (Debian's haproxy) on loopback in front of serve: one frontend sending
 // PROXY v1, one sending v2. Started in the foreground, stopped by its pid.
 class HaproxyTest : public RelayControlTest {
