@@ -267,12 +267,18 @@ std::optional<std::optional<Timestamp>> Queue::Impl::store_unsaved(const std::st
     if (it == unsaved.end()) return std::nullopt;
     u = it->second;
   }
-  std::optional<Timestamp> next =
-      finish_attempt(id, fence, u.done, u.finished, now, "(stored after a storage failure)");
-  {
+  auto forget = [&] {
     std::lock_guard lock(mu);
     unsaved.erase(id);
+  };
+  std::optional<Timestamp> next;
+  try {
+    next = finish_attempt(id, fence, u.done, u.finished, now, "(stored after a storage failure)");
+  } catch (const KeyError&) {  // removed meanwhile (by an operator): nothing left to store
+    forget();
+    throw;
   }
+  forget();
   spdlog::info("queue: {} stored what an earlier attempt could not", id);
   return next;
 }

@@ -208,6 +208,21 @@ TEST_F(QueueTest, ADeliveredRecipientIsNeverAttemptedAgainWhenItsMarkCannotBeSto
   EXPECT_EQ(relay.calls[1].attempt, 2u);
 }
 
+TEST_F(QueueTest, AMessageRemovedByAnOperatorWhileItsMarksWereUnsavedStaysRemoved) {
+  BreakableStorage broken_storage{clock};
+  auto q = std::make_unique<Queue>(broken_storage, relay, quiet_policy(), clock);
+  relay.script("later@x.org", {RecipientResult::transient("451 4.2.0 try later")});
+  std::string id = enqueue(*q, message({"now@x.org", "later@x.org"}));
+  broken_storage.broken = true;
+  q->run_pending();
+  broken_storage.broken = false;
+  broken_storage.remove(id);  // an operator's `slimta-queue remove`
+  clock.set(*q->next_due());
+  q->run_pending();
+  EXPECT_EQ(relay.calls.size(), 1u);
+  EXPECT_FALSE(q->next_due().has_value());
+}
+
 TEST_F(QueueTest, AMessageWhollyDeliveredIsNotSentAgainWhenItsRemovalFails) {
   BreakableStorage broken_storage{clock};
   auto q = std::make_unique<Queue>(broken_storage, relay, quiet_policy(), clock);
