@@ -249,6 +249,27 @@ class MessageBuffer {
   size_t counted_ = 0;  // bytes of in_flight_ this buffer holds
 };
 
+// A log line that repeats (an attacker can make it repeat) is said at most once per
+// period, with how many times it happened since: due() answers whether to say it now.
+// Event-loop thread only.
+class LogLimiter {
+ public:
+  // nullopt: hold this one back; else how many happened since the last line said.
+  std::optional<size_t> due() {
+    ++happened_;
+    auto now = std::chrono::steady_clock::now();
+    if (said_once_ && now - last_ < std::chrono::seconds(5)) return std::nullopt;
+    said_once_ = true;
+    last_ = now;
+    return std::exchange(happened_, 0);
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_;
+  bool said_once_ = false;
+  size_t happened_ = 0;
+};
+
 // What every session shares.
 struct Shared {
   Shared(SmtpServerOptions o, SmtpServer::Deliver d)
@@ -291,6 +312,7 @@ struct Shared {
   std::optional<asio::ssl::context> tls;  // set when STARTTLS is offered
   smtp::RelayRules rules;
   std::atomic<size_t> bytes_in_flight{0};  // messages being received or stored
+  LogLimiter over_client_limit, over_session_limit, accept_failed;  // event-loop thread
   size_t max_sessions = 0;
   std::unordered_map<std::string, size_t> per_client;  // sessions by address (loop thread)
 
@@ -371,8 +393,11 @@ class Session {
   awaitable<void> run() {
     if (opts_.proxy_from.contains(peer_ip_) && !co_await read_proxy_header()) co_return;
     if (!server_.admit(peer_ip_)) {
-      spdlog::warn("smtp: [{}] refused: {} sessions from it already", peer_ip_,
-                   opts_.max_sessions_per_client);
+      if (auto n = server_.over_client_limit.due()) {
+        spdlog::warn("smtp: [{}] refused: {} sessions from it already ({} such refusals)", peer_ip_,
+                     opts_.max_sessions_per_client, *n);
+      }
+      if (role_ == ListenerRole::submissions) co_return;  // it expects TLS, not a reply
       reply("421 4.7.0 " + server_.hostname + " Error: too many connections from your address");
       co_return co_await flush(/*force=*/true);
     }
@@ -783,8 +808,6 @@ struct SmtpServer::Impl {
   std::set<tcp::socket*> sockets;  // open sessions' sockets (event-loop thread only)
   bool stopping = false;           // event-loop thread only
 
-  std::chrono::steady_clock::time_point last_refusal_log;  // event-loop thread only
-
   awaitable<void> accept_loop(tcp::acceptor& acceptor, ListenerRole role);
   awaitable<void> refuse(tcp::socket socket);
   awaitable<void> session(tcp::socket socket, ListenerRole role);
@@ -795,8 +818,6 @@ awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, ListenerR
   // backlog, so a retry at once fails again) waits, longer each time up to a second,
   // and is logged at most every 5 s with a count, until an accept works again.
   std::chrono::milliseconds backoff(0);
-  size_t failures = 0;
-  auto last_log = std::chrono::steady_clock::time_point();
   asio::steady_timer timer(io);
   while (true) {
     tcp::socket socket(io);
@@ -804,12 +825,8 @@ awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, ListenerR
     co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (stopping) co_return;
-      ++failures;
-      if (std::chrono::steady_clock::now() - last_log >= std::chrono::seconds(5)) {
-        spdlog::warn("smtp: accept failed {} times: {}; waiting before the next", failures,
-                     ec.message());
-        last_log = std::chrono::steady_clock::now();
-        failures = 0;
+      if (auto n = shared.accept_failed.due()) {
+        spdlog::warn("smtp: accept failed {} times: {}; waiting before the next", *n, ec.message());
       }
       backoff =
           std::clamp(backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
@@ -831,10 +848,9 @@ awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, ListenerR
 
 // Over max_sessions: 421, given at most a second to be written, then closed.
 awaitable<void> SmtpServer::Impl::refuse(tcp::socket socket) {
-  auto now = std::chrono::steady_clock::now();
-  if (now - last_refusal_log >= std::chrono::seconds(5)) {
-    spdlog::warn("smtp: {} sessions open (the limit): refusing connections", shared.max_sessions);
-    last_refusal_log = now;
+  if (auto n = shared.over_session_limit.due()) {
+    spdlog::warn("smtp: {} sessions open (the limit): refused {} connections", shared.max_sessions,
+                 *n);
   }
   std::string text =
       "421 4.7.0 " + shared.hostname + " Error: too many connections, try again later\r\n";
