@@ -105,10 +105,10 @@ std::string message_data(size_t size, size_t seq = 0) {
 
 std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& url, int sink,
                                                    const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> argv{SLIMTA_QUEUE_BIN, "serve", "--listen",
-                                "127.0.0.1:" + std::to_string(port), "--storage", url, "--smarthost",
-                                "127.0.0.1:" + std::to_string(sink), "--workers", "16", "--lease",
-                                "2"};
+  std::vector<std::string> argv{
+      SLIMTA_QUEUE_BIN, "serve", "--listen",    "127.0.0.1:" + std::to_string(port),
+      "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink),
+      "--workers",      "16",    "--lease",     "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<testing::ChildProcess>(argv, "listening on");
 }
@@ -172,22 +172,15 @@ struct Setup {
   bool submission = false;  // the clients go to a --submission port
 };
 
-// Peak resident memory (VmHWM) of a process, in bytes.
-size_t peak_rss(int pid) {
-  std::string status = testing::read_file("/proc/" + std::to_string(pid) + "/status");
-  size_t at = status.find("VmHWM:");
-  return at == std::string::npos ? 0 : std::stoul(status.substr(at + 6)) * 1024;
-}
-
 // 16 clients at once, one message of `size` bytes each, to serve on disk.
 nlohmann::json run_memory(int sink_port, int clients, size_t size) {
   testing::TempDir dir;
   int port = testing::free_port();
   auto serve = start_serve(port, "disk:" + dir.sub("spool"), sink_port);
-  size_t before = peak_rss(serve->pid());
+  size_t before = testing::peak_rss(serve->pid());
   std::string data = message_data(size);
   load(port, static_cast<size_t>(clients), clients, data);
-  size_t after = peak_rss(serve->pid());
+  size_t after = testing::peak_rss(serve->pid());
   serve->stop(SIGTERM);
   double mib = 1 << 20;
   return {{"messages", clients},
@@ -345,12 +338,11 @@ int run(int argc, char** argv) {
   for (int i = 0; i < 10000; ++i) known += "user" + std::to_string(i) + "@example.org\n";
   testing::write_file(keys.sub("recipients"), known + "rcpt@example.org\n");
   std::vector<std::string> tls_flags{"--tls-cert", cert.cert, "--tls-key", cert.key};
-  std::map<std::string, Setup> setups{
-      {"rules",
-       {{"--relay-networks", "", "--accept-domains", "example.org", "--accept-recipients",
-         keys.sub("recipients")}}},
-      {"tls", {tls_flags, ehlo_starttls}},
-      {"auth", {tls_flags, submit, true}}};
+  std::map<std::string, Setup> setups{{"rules",
+                                       {{"--relay-networks", "", "--accept-domains", "example.org",
+                                         "--accept-recipients", keys.sub("recipients")}}},
+                                      {"tls", {tls_flags, ehlo_starttls}},
+                                      {"auth", {tls_flags, submit, true}}};
   setups["auth"].flags.insert(setups["auth"].flags.end(), {"--users", keys.sub("users")});
 
   testing::RedisServer redis(testing::RedisServer::Config{"", /*appendonly=*/true});
@@ -379,8 +371,9 @@ int run(int argc, char** argv) {
       if (!wanted(part)) continue;
       testing::TempDir dir;
       std::string spool = dir.sub("spool");
-      round[part] = run_serve("disk:" + spool, sink_port, messages, clients, data,
-                              [&] { return DiskStorage(spool).load_all().empty(); }, setups[part]);
+      round[part] = run_serve(
+          "disk:" + spool, sink_port, messages, clients, data,
+          [&] { return DiskStorage(spool).load_all().empty(); }, setups[part]);
     }
     // What relay control costs: the MX checks against plain disk, AUTH against TLS alone.
     for (auto [part, reference] : {std::pair{"rules", "disk"}, std::pair{"auth", "tls"}}) {

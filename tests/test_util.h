@@ -43,6 +43,9 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::second
   return pred();
 }
 
+// Peak resident memory (VmHWM, /proc) of a process, in bytes; 0 if it is gone.
+size_t peak_rss(int pid);
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
 

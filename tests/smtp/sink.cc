@@ -30,7 +30,10 @@ SmtpSink::~SmtpSink() = default;
 
 std::vector<nlohmann::json> SmtpSink::received() const {
   std::vector<nlohmann::json> out;
-  std::istringstream in(read_file(dir_.sub("received.jsonl")));
+  std::string log = read_file(dir_.sub("received.jsonl"));
+  // Only whole lines: the sink may be writing the last one while we read.
+  log.resize(log.rfind('\n') == std::string::npos ? 0 : log.rfind('\n') + 1);
+  std::istringstream in(log);
   for (std::string line; std::getline(in, line);) {
     if (!line.empty()) out.push_back(nlohmann::json::parse(line));
   }
