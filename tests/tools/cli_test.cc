@@ -238,6 +238,29 @@ TEST_F(CliTest, ShowEscapesControlCharactersInStoredData) {
   EXPECT_NE(r.out.find("a\\x1b]0;x\\x07@example.com"), std::string::npos) << r.out;
 }
 
+TEST_F(CliTest, OneAddressPerToAndTheFileAfterIt) {
+  testing::write_file(dir_.sub("m.eml"), "Subject: x\r\n\r\nbody\r\n");
+  auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org", dir_.sub("m.eml")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(q({"list", "--json"}).out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["recipients"], (nlohmann::json{"b@example.org"})) << j.dump();
+}
+
+TEST_F(CliTest, VersionAndUnknownCommands) {
+  auto r = run_command({SLIMTA_QUEUE_BIN, "--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.substr(0, 13), "slimta-queue ");
+  EXPECT_EQ(run_command({SLIMTA_QUEUE_BIN, "-V"}).out, r.out);
+  r = run_command({SLIMTA_QUEUE_BIN, "lst", "--storage", storage_url_});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'lst'; did you mean 'list'?"), std::string::npos) << r.err;
+  r = run_command({SLIMTA_QUEUE_BIN, "frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("did you mean"), std::string::npos) << r.err;
+}
+
 TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
   auto unknown = q({"show", "0123456789abcdef"});
   EXPECT_NE(unknown.exit_code, 0);

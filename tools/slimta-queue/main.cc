@@ -3,13 +3,41 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
+#include <optional>
 
 #include "commands.h"
 #include "serve.h"
 #include "slimta/storage.h"
 
 namespace {
+
+// The subcommand whose name is fewest edits (Levenshtein) from `word`, if any is 2 or
+// fewer away.
+std::optional<std::string> closest_subcommand(const CLI::App& app, const std::string& word) {
+  std::optional<std::string> best;
+  size_t best_distance = 3;
+  for (const CLI::App* sub : app.get_subcommands({})) {
+    const std::string& name = sub->get_name();
+    std::vector<size_t> row(name.size() + 1);
+    for (size_t j = 0; j <= name.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= word.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= name.size(); ++j) {
+        size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] != name[j - 1])});
+        diagonal = up;
+      }
+    }
+    if (row[name.size()] < best_distance) {
+      best_distance = row[name.size()];
+      best = name;
+    }
+  }
+  return best;
+}
 
 // A password in the storage URL on the command line is visible to every local user
 // (`ps`): say so, and how to avoid it.
@@ -36,6 +64,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"slimta-queue: inspect and manage a slimta mail queue"};
   app.require_subcommand(1);
+  app.set_version_flag("-V,--version", "slimta-queue " SLIMTA_VERSION);
   app.fallthrough();  // --storage and --json are accepted after the subcommand too
   std::string storage_url = "disk:./spool";
   bool json = false;
@@ -62,8 +91,10 @@ int main(int argc, char** argv) {
   enqueue->add_option("--from", enq.from,
                       "envelope sender ('' for the null sender); default: Return-Path, Sender "
                       "or From header");
-  enqueue->add_option("--to", enq.to,
-                      "envelope recipient, repeatable; default: the To, Cc and Bcc headers");
+  enqueue
+      ->add_option("--to", enq.to,
+                   "envelope recipient, repeatable; default: the To, Cc and Bcc headers")
+      ->allow_extra_args(false);  // one address per --to: a word after it is the FILE
 
   app.add_subcommand("list", "list queued messages, soonest next attempt first");
 
@@ -218,6 +249,15 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // A word where the subcommand should be: name it, and the closest one.
+    std::vector<std::string> left = app.remaining();
+    if (app.get_subcommands().empty() && !left.empty() && left.front().front() != '-') {
+      std::cerr << "slimta-queue: unknown command '" << left.front() << "'";
+      if (auto near = closest_subcommand(app, left.front()))
+        std::cerr << "; did you mean '" << *near << "'?";
+      std::cerr << "\n";
+      return 2;
+    }
     return app.exit(e) == 0 ? 0 : 2;
   }
 
