@@ -28,10 +28,12 @@ namespace slimta {
 
 class DiskStorage : public QueueStorage {
  public:
-  // Opens the spool at `path`, creating it (and missing parents) if needed. Throws
+  // Opens the spool at `path`, creating it (and missing parents) if needed, unless
+  // `create` is false: then a path that holds no spool yet is an InvalidArgument "no
+  // spool at PATH", and nothing is created (what read-only tools want). Throws
   // InvalidArgument if `path` is not a directory, or is a non-empty directory that is
   // not a slimta spool, or a spool of another format version; QueueError on I/O errors.
-  explicit DiskStorage(const std::string& path);
+  explicit DiskStorage(const std::string& path, bool create = true);
   ~DiskStorage() override;
 
   const std::string& path() const;

@@ -274,7 +274,10 @@ void check_id(std::string_view id);
 // gives no timeout= of its own: a server that hangs then fails the call in time,
 // retryably. Throws InvalidArgument naming the problem for a malformed or unknown URL;
 // the message never shows the URL's password.
+// `create`: whether a disk: URL may create its spool (false for read-only tools: a
+// missing spool is then an InvalidArgument "no spool at PATH").
 std::unique_ptr<QueueStorage> open_storage(std::string_view url,
-                                           std::optional<double> timeout = std::nullopt);
+                                           std::optional<double> timeout = std::nullopt,
+                                           bool create = true);
 
 }  // namespace slimta

@@ -583,8 +583,11 @@ class DiskStorage::Impl::Stream : public EntryStream {
   bool swept_ = false;
 };
 
-DiskStorage::DiskStorage(const std::string& path) : impl_(std::make_unique<Impl>()) {
+DiskStorage::DiskStorage(const std::string& path, bool create) : impl_(std::make_unique<Impl>()) {
   if (path.empty()) throw InvalidArgument("disk storage path is empty");
+  std::error_code ec;
+  if (!create && !std::filesystem::exists(std::filesystem::path(path) / "FORMAT", ec))
+    throw InvalidArgument("no spool at " + path);
   impl_->root = path;
   impl_->open_spool();
   impl_->sweep_temp_files();

@@ -10,7 +10,8 @@
 
 namespace slimta {
 
-std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<double> timeout) {
+std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<double> timeout,
+                                           bool create) {
   size_t colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0) {
     throw InvalidArgument("malformed storage URL '" + url::redact(url) +
@@ -37,7 +38,7 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<d
       throw InvalidArgument("storage URL '" + std::string(url) +
                             "': disk: needs a directory, e.g. disk:/var/spool/slimta");
     }
-    return std::make_unique<DiskStorage>(std::string(rest));
+    return std::make_unique<DiskStorage>(std::string(rest), create);
   }
   if (scheme == "s3") {
     if (!url.starts_with("s3://"))

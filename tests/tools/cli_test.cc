@@ -1,6 +1,8 @@
 // slimta-queue, run as a separate process the way an operator or a script would.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "cloud/moto_server.h"
@@ -247,6 +249,26 @@ TEST_F(CliTest, OneAddressPerToAndTheFileAfterIt) {
   EXPECT_EQ(j[0]["recipients"], (nlohmann::json{"b@example.org"})) << j.dump();
 }
 
+TEST_F(CliTest, ReadOnlyCommandsOnAMissingSpoolCreateNothing) {
+  std::string missing = dir_.sub("nonexistent/x");
+  for (std::vector<std::string> cmd :
+       {std::vector<std::string>{"list"}, {"info"}, {"shape"}, {"retry", "--all"}}) {
+    cmd.insert(cmd.end(), {"--storage", "disk:" + missing});
+    cmd.insert(cmd.begin(), SLIMTA_QUEUE_BIN);
+    auto r = run_command(cmd);
+    EXPECT_EQ(r.exit_code, 1) << cmd[1];
+    EXPECT_NE(r.err.find("no spool at " + missing), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.sub("nonexistent")));
+  // enqueue makes one.
+  auto r = run_command({SLIMTA_QUEUE_BIN, "enqueue", "--from", "a@example.com", "--to",
+                        "b@example.org", "--storage", "disk:" + missing},
+                       "Subject: x\r\n\r\nbody\r\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = run_command({SLIMTA_QUEUE_BIN, "list", "--storage", "disk:" + missing});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(CliTest, VersionAndUnknownCommands) {
   auto r = run_command({SLIMTA_QUEUE_BIN, "--version"});
   EXPECT_EQ(r.exit_code, 0);
@@ -262,6 +284,7 @@ TEST_F(CliTest, VersionAndUnknownCommands) {
 }
 
 TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
+  DiskStorage{spool_};  // an empty spool (read-only commands create none)
   auto unknown = q({"show", "0123456789abcdef"});
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_NE(unknown.err.find("no message with id '0123456789abcdef'"), std::string::npos)

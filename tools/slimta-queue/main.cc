@@ -266,9 +266,10 @@ int main(int argc, char** argv) {
     if (auto* config = app.get_config_ptr(); config && config->count() > 0)
       serve_opts.config_file = config->as<std::string>();
     warn_if_password_in_argv(storage_url, argc, argv);
-    std::unique_ptr<QueueStorage> storage = open_storage(storage_url, storage_timeout);
-    auto* sub = app.get_subcommands().front();
-    std::string name = sub->get_name();
+    std::string name = app.get_subcommands().front()->get_name();
+    // Only what stores mail makes a spool; the others report a missing one.
+    bool create = name == "serve" || name == "enqueue";
+    std::unique_ptr<QueueStorage> storage = open_storage(storage_url, storage_timeout, create);
     if (name == "enqueue") return cmd_enqueue(*storage, enq, std::cout, std::cerr);
     if (name == "list") return cmd_list(*storage, json, std::cout, std::cerr);
     if (name == "show") return cmd_show(*storage, show_id, raw, json, std::cout);
