@@ -45,7 +45,14 @@ std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const 
   return {host, static_cast<uint16_t>(p)};
 }
 
-double parse_min_free(const std::string& text, double total) {
+double MinFree::of(double total) const {
+  if (bytes >= 0) return bytes;
+  if (percent >= 0) return total * percent / 100;
+  return std::min(1024.0 * 1024 * 1024, total * 0.05);
+}
+
+MinFree parse_min_free(const std::string& text) {
+  if (text.empty()) return {};
   size_t end = 0;
   double v = -1;
   try {
@@ -58,7 +65,13 @@ double parse_min_free(const std::string& text, double total) {
   auto u = units.find(unit);
   if (v < 0 || end == 0 || u == units.end() || (unit == "%" && v > 100))
     throw InvalidArgument("--min-free '" + text + "' is not BYTES[K|M|G] or N%");
-  return u->second < 0 ? total * v / 100 : v * u->second;
+  MinFree out;
+  if (unit == "%") {
+    out.percent = v;
+  } else {
+    out.bytes = v * u->second;
+  }
+  return out;
 }
 
 namespace {
@@ -166,17 +179,15 @@ IpNetworks networks_option(const std::string& value, const char* flag) {
   }
 }
 
-// Whether the file system of `path` keeps `min_free` (BYTES[K|M|G] or N%; empty: 1 GiB
-// or 5% of it, the smaller) free after `bytes` more. A spool that fills up to the last
-// byte fails its metadata updates too, and its disk is usually the system's.
-bool spool_has_room(const std::string& path, const std::string& min_free, size_t bytes) {
+// Whether the file system of `path` keeps `min_free` free after `bytes` more. A spool
+// that fills up to the last byte fails its metadata updates too, and its disk is
+// usually the system's.
+bool spool_has_room(const std::string& path, const MinFree& min_free, size_t bytes) {
   struct statvfs fs;
   if (::statvfs(path.c_str(), &fs) != 0) return true;  // the write itself will say
   double total = static_cast<double>(fs.f_blocks) * fs.f_frsize;
   double avail = static_cast<double>(fs.f_bavail) * fs.f_frsize;
-  double keep = std::min(1024.0 * 1024 * 1024, total * 0.05);
-  if (!min_free.empty()) keep = parse_min_free(min_free, total);
-  return avail - static_cast<double>(bytes) >= keep;
+  return avail - static_cast<double>(bytes) >= min_free.of(total);
 }
 
 // The known recipients of the accept domains: one "user@domain" or "@domain" a line.
@@ -265,13 +276,13 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   server_opts.max_message_size = opts.max_message_size;
   server_opts.max_sessions = opts.max_sessions;
   server_opts.max_bytes_in_flight = opts.max_bytes_in_flight;
-  if (!opts.min_free.empty()) parse_min_free(opts.min_free, 1);  // refused now, not at DATA
+  MinFree min_free = parse_min_free(opts.min_free);  // a bad value is refused now, not at DATA
   // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
   // has learnt: freed, they go back to the system at once, so memory follows the
   // messages in flight instead of their high-water mark.
   ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   if (auto* disk = dynamic_cast<DiskStorage*>(&storage)) {
-    server_opts.has_room = [path = disk->path(), min_free = opts.min_free](size_t bytes) {
+    server_opts.has_room = [path = disk->path(), min_free](size_t bytes) {
       return spool_has_room(path, min_free, bytes);
     };
   }

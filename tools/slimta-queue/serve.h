@@ -43,8 +43,15 @@ struct ServeOptions {
   std::string smarthost_password_file;          // its password (or $SLIMTA_SMARTHOST_PASSWORD)
 };
 
-// --min-free's value in bytes: BYTES[K|M|G], or N% of `total`. Throws InvalidArgument.
-double parse_min_free(const std::string& text, double total);
+// --min-free: the free space to keep on a file system of `total` bytes.
+struct MinFree {
+  double bytes = -1;    // BYTES[K|M|G]
+  double percent = -1;  // N%
+  // Neither given: 1 GiB or 5% of the file system, the smaller.
+  double of(double total) const;
+};
+// Parses BYTES[K|M|G] or N% ("" for the default). Throws InvalidArgument.
+MinFree parse_min_free(const std::string& text);
 
 // Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.
 std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what);
