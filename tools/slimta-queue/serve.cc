@@ -76,6 +76,11 @@ MinFree parse_min_free(const std::string& text) {
 
 namespace {
 
+// A flag's seconds as a duration.
+std::chrono::milliseconds millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
 // The smarthost password: from --smarthost-password-file (first line), else from
 // $SLIMTA_SMARTHOST_PASSWORD; never from the command line, where `ps` would show it.
 std::string smarthost_password(const ServeOptions& opts) {
@@ -211,8 +216,7 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
                                   std::ostream& err) {
   SmtpRelayOptions base;
   base.ehlo_name = opts.hostname;
-  base.idle_connection_timeout =
-      std::chrono::milliseconds(static_cast<int64_t>(opts.relay_idle_timeout * 1000));
+  base.idle_connection_timeout = millis(opts.relay_idle_timeout);
   std::shared_ptr<Relay> fallback;
   if (!opts.smarthost.empty()) {
     SmtpRelayOptions r = base;
@@ -287,8 +291,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
     };
   }
   server_opts.max_sessions_per_client = opts.max_sessions_per_client;
-  server_opts.data_timeout =
-      std::chrono::milliseconds(static_cast<int64_t>(opts.data_timeout * 1000));
+  server_opts.data_timeout = millis(opts.data_timeout);
   server_opts.tls_certificate_file = opts.tls_cert;
   server_opts.tls_key_file = opts.tls_key;
   server_opts.relay_networks = networks_option(opts.relay_networks, "--relay-networks");
@@ -317,7 +320,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   std::unique_ptr<Relay> relay = make_relay(opts, routes, err);
   QueuePolicy policy;
   policy.workers = opts.workers;
-  policy.lease = std::chrono::milliseconds(static_cast<int64_t>(opts.lease * 1000));
+  policy.lease = millis(opts.lease);
   policy.reporting_mta = opts.hostname;
   policy.rescan_interval = opts.rescan;
   Queue queue(storage, *relay, policy);
