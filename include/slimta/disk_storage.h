@@ -22,17 +22,36 @@
 #include <memory>
 #include <string>
 
+#include "slimta/clock.h"
 #include "slimta/storage.h"
 
 namespace slimta {
 
+namespace disk {
+class FileSystem;  // src/disk/file_system.h
+}
+
+struct DiskOptions {
+  // false: a path that holds no spool yet is an InvalidArgument "no spool at PATH", and
+  // nothing is created (what read-only tools want).
+  bool create = true;
+  // Where leases read the time (claim, renew, expiry).
+  const Clock* clock = &system_clock();
+  // Files of removed messages kept, emptied, for later writes to reuse (which spares
+  // the file system an inode allocation per message); 0 unlinks each one.
+  size_t reuse_pool = 256;
+  // The file operations; null means the POSIX calls. Tests pass one that injects faults
+  // and simulates power loss.
+  std::shared_ptr<disk::FileSystem> file_system;
+};
+
 class DiskStorage : public QueueStorage {
  public:
   // Opens the spool at `path`, creating it (and missing parents) if needed, unless
-  // `create` is false: then a path that holds no spool yet is an InvalidArgument "no
-  // spool at PATH", and nothing is created (what read-only tools want). Throws
-  // InvalidArgument if `path` is not a directory, or is a non-empty directory that is
-  // not a slimta spool, or a spool of another format version; QueueError on I/O errors.
+  // options.create is false. Throws InvalidArgument if `path` is not a directory, or is
+  // a non-empty directory that is not a slimta spool, or a spool of another format
+  // version; QueueError on I/O errors.
+  DiskStorage(const std::string& path, const DiskOptions& options);
   explicit DiskStorage(const std::string& path, bool create = true);
   ~DiskStorage() override;
 

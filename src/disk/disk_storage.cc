@@ -47,6 +47,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
@@ -67,6 +68,7 @@
 #include "core/counters_text.h"
 #include "core/metadata_ops.h"
 #include "core/record.h"
+#include "disk/file_system.h"
 #include "disk/posix_file.h"
 
 namespace slimta {
@@ -80,7 +82,6 @@ constexpr size_t kTagHexDigits = 16;
 constexpr time_t kStaleTempSeconds = 24 * 3600;
 constexpr time_t kStaleSlotSeconds = 24 * 3600;
 constexpr size_t kMaxSlotBatch = 32;
-constexpr size_t kMaxPool = 256;  // emptied files kept for reuse, per object
 constexpr const char* kLeaseXattr = "user.slimta.lease";
 
 // What a look at msg/ID found.
@@ -111,16 +112,26 @@ struct DirHandle {
   }
 };
 
-bool same_file(int fd, int dirfd, const std::string& name) {
+bool same_file(disk::FileSystem& fs, int fd, int dirfd, const std::string& name) {
   struct stat a, b;
-  if (::fstat(fd, &a) != 0) return false;
-  if (::fstatat(dirfd, name.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  if (fs.fstat(fd, &a) != 0) return false;
+  if (fs.fstatat(dirfd, name.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0) return false;
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 }  // namespace
 
 struct DiskStorage::Impl {
+  explicit Impl(const DiskOptions& options)
+      : fs_owner(options.file_system),
+        fs(fs_owner ? *fs_owner : disk::posix_file_system()),
+        clock(*options.clock),
+        max_pool(options.reuse_pool) {}
+
+  std::shared_ptr<disk::FileSystem> fs_owner;
+  disk::FileSystem& fs;
+  const Clock& clock;
+  const size_t max_pool;
   std::string root;
   posix::Fd root_fd, msg_fd, meta_fd, tmp_fd, corrupt_fd;
   std::string tag = random_hex(kTagHexDigits / 2);
@@ -221,12 +232,12 @@ void DiskStorage::Impl::open_spool() {
   if (!std::filesystem::is_directory(root, ec)) {
     throw InvalidArgument("spool path " + root + " is not a directory");
   }
-  root_fd = posix::open_at(AT_FDCWD, root, O_RDONLY | O_DIRECTORY, 0, root);
+  root_fd = posix::open_at(fs, AT_FDCWD, root, O_RDONLY | O_DIRECTORY, 0, root);
 
-  posix::Fd format = posix::open_at(root_fd.get(), "FORMAT", O_RDONLY, 0, root + "/FORMAT",
+  posix::Fd format = posix::open_at(fs, root_fd.get(), "FORMAT", O_RDONLY, 0, root + "/FORMAT",
                                     /*missing_ok=*/true);
   if (format) {
-    std::string content = posix::read_file(format.get(), root + "/FORMAT");
+    std::string content = posix::read_file(fs, format.get(), root + "/FORMAT");
     if (content != kFormat) {
       throw InvalidArgument("spool " + root + " has format '" + content.substr(0, 40) +
                             "'; this build reads 'slimta-spool 1'");
@@ -234,7 +245,7 @@ void DiskStorage::Impl::open_spool() {
   } else {
     // Only an empty directory (or one a concurrent process is initialising) becomes a
     // spool: never scatter files into a directory that holds something else.
-    DirHandle dir(posix::open_at(root_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, root));
+    DirHandle dir(posix::open_at(fs, root_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, root));
     for (std::string name = dir.next(root); !name.empty(); name = dir.next(root)) {
       bool ours =
           name.starts_with("FORMAT") || std::any_of(std::begin(kSubdirs), std::end(kSubdirs),
@@ -247,24 +258,24 @@ void DiskStorage::Impl::open_spool() {
     }
     // A new spool is the queue's alone, whatever the umask (create_directories left it
     // 0777 & ~umask): mail is private.
-    if (::fchmod(root_fd.get(), kDirMode) != 0) posix::io_error("chmod", root, errno);
+    if (fs.fchmod(root_fd.get(), kDirMode) != 0) posix::io_error("chmod", root, errno);
     std::string tmp_name = "FORMAT." + random_hex(8);
-    posix::Fd f = posix::open_at(root_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, 0644,
+    posix::Fd f = posix::open_at(fs, root_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, 0644,
                                  root + "/" + tmp_name);
-    posix::write_all(f.get(), kFormat, root + "/" + tmp_name);
-    posix::sync_data(f.get(), root + "/" + tmp_name);
-    if (::renameat(root_fd.get(), tmp_name.c_str(), root_fd.get(), "FORMAT") != 0) {
+    posix::write_all(fs, f.get(), kFormat, root + "/" + tmp_name);
+    posix::sync_data(fs, f.get(), root + "/" + tmp_name);
+    if (fs.renameat2(root_fd.get(), tmp_name.c_str(), root_fd.get(), "FORMAT", 0) != 0) {
       posix::io_error("rename", root + "/" + tmp_name, errno);
     }
   }
   for (const char* d : kSubdirs) {
-    if (::mkdirat(root_fd.get(), d, kDirMode) != 0 && errno != EEXIST) {
+    if (fs.mkdirat(root_fd.get(), d, kDirMode) != 0 && errno != EEXIST) {
       posix::io_error("mkdir", root + "/" + d, errno);
     }
   }
-  posix::sync_all(root_fd.get(), root);
+  posix::sync_all(fs, root_fd.get(), root);
   auto open_dir = [&](const char* d) {
-    return posix::open_at(root_fd.get(), d, O_RDONLY | O_DIRECTORY, 0, root + "/" + d);
+    return posix::open_at(fs, root_fd.get(), d, O_RDONLY | O_DIRECTORY, 0, root + "/" + d);
   };
   msg_fd = open_dir("msg");
   meta_fd = open_dir("meta");
@@ -272,7 +283,7 @@ void DiskStorage::Impl::open_spool() {
   corrupt_fd = open_dir("corrupt");
   // Asking for an attribute the spool never has tells whether there are any.
   char probe;
-  if (::fgetxattr(msg_fd.get(), kLeaseXattr, &probe, sizeof probe) < 0 && errno != ENODATA) {
+  if (fs.fgetxattr(msg_fd.get(), kLeaseXattr, &probe, sizeof probe) < 0 && errno != ENODATA) {
     if (errno == ENOTSUP) {
       throw InvalidArgument("spool " + root +
                             ": the filesystem has no user extended attributes, which hold "
@@ -285,15 +296,15 @@ void DiskStorage::Impl::open_spool() {
 // Removes temp files whose writer is gone (or that are a day old).
 void DiskStorage::Impl::sweep_temp_files() {
   std::string tmp_path = root + "/tmp";
-  DirHandle tmp(posix::open_at(tmp_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, tmp_path));
+  DirHandle tmp(posix::open_at(fs, tmp_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, tmp_path));
   time_t now = ::time(nullptr);
   for (std::string name = tmp.next(tmp_path); !name.empty(); name = tmp.next(tmp_path)) {
     pid_t pid = static_cast<pid_t>(std::strtol(name.c_str(), nullptr, 10));
     struct stat st;
-    if (::fstatat(tmp_fd.get(), name.c_str(), &st, 0) != 0) continue;
+    if (fs.fstatat(tmp_fd.get(), name.c_str(), &st, 0) != 0) continue;
     bool dead = pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH);
     if (dead || now - st.st_mtime > kStaleTempSeconds) {
-      posix::unlink_at(tmp_fd.get(), name, tmp_path + "/" + name);
+      posix::unlink_at(fs, tmp_fd.get(), name, tmp_path + "/" + name);
     }
   }
 }
@@ -302,12 +313,12 @@ void DiskStorage::Impl::sweep_temp_files() {
 // the end of a complete load(), which has read the whole spool anyway.
 void DiskStorage::Impl::sweep_orphan_meta() {
   std::string path = root + "/meta";
-  DirHandle dir(posix::open_at(meta_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, path));
+  DirHandle dir(posix::open_at(fs, meta_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, path));
   for (std::string name = dir.next(path); !name.empty(); name = dir.next(path)) {
     struct stat st;
-    if (is_valid_id(name) && ::fstatat(msg_fd.get(), name.c_str(), &st, 0) != 0 &&
+    if (is_valid_id(name) && fs.fstatat(msg_fd.get(), name.c_str(), &st, 0) != 0 &&
         errno == ENOENT) {
-      posix::unlink_at(meta_fd.get(), name, path + "/" + name);
+      posix::unlink_at(fs, meta_fd.get(), name, path + "/" + name);
     }
   }
 }
@@ -315,12 +326,12 @@ void DiskStorage::Impl::sweep_orphan_meta() {
 DiskStorage::Impl::~Impl() {
   if (!msg_fd) return;
   for (const auto& list : {slots, pool})
-    for (const auto& id : list) ::unlinkat(msg_fd.get(), id.c_str(), 0);
+    for (const auto& id : list) fs.unlinkat(msg_fd.get(), id.c_str(), 0);
 }
 
 bool DiskStorage::Impl::pool_has_room() {
   std::lock_guard lock(slots_mu);
-  return pool.size() < kMaxPool;
+  return pool.size() < max_pool;
 }
 
 void DiskStorage::Impl::pool_add(std::string id) {
@@ -343,7 +354,7 @@ void DiskStorage::Impl::sync_removal() {
     lock.unlock();
     std::exception_ptr error;
     try {
-      posix::sync_all(msg_fd.get(), root + "/msg");
+      posix::sync_all(fs, msg_fd.get(), root + "/msg");
     } catch (...) {
       error = std::current_exception();
     }
@@ -365,21 +376,21 @@ std::string DiskStorage::Impl::take_slot() {
         if (!pool.empty()) {  // a new name for an emptied file
           std::string old = std::move(pool.back());
           pool.pop_back();
-          if (::renameat2(msg_fd.get(), old.c_str(), msg_fd.get(), id.c_str(), RENAME_NOREPLACE) !=
+          if (fs.renameat2(msg_fd.get(), old.c_str(), msg_fd.get(), id.c_str(), RENAME_NOREPLACE) !=
               0) {
             if (errno == ENOENT) continue;  // deleted meanwhile (by an operator?)
             posix::io_error("rename", path_of("msg", old), errno);
           }
-        } else if (::mknodat(msg_fd.get(), id.c_str(), S_IFREG | kFileMode, 0) != 0) {
+        } else if (fs.mknodat(msg_fd.get(), id.c_str(), kFileMode) != 0) {
           // mknod, not open: a slot must not raise IN_CLOSE_WRITE, so that wait() hears
           // of each message once, when its writer closes it.
           posix::io_error("create", path_of("msg", id), errno);
         }
         batch.push_back(std::move(id));
       }
-      posix::sync_all(msg_fd.get(), root + "/msg");
+      posix::sync_all(fs, msg_fd.get(), root + "/msg");
     } catch (...) {
-      for (const auto& id : batch) ::unlinkat(msg_fd.get(), id.c_str(), 0);
+      for (const auto& id : batch) fs.unlinkat(msg_fd.get(), id.c_str(), 0);
       throw;
     }
     slots = std::move(batch);
@@ -405,39 +416,39 @@ void DiskStorage::Impl::ensure_watch() {
 
 std::optional<record::Metadata> DiskStorage::Impl::read_meta_file(const std::string& id) {
   std::string path = path_of("meta", id);
-  posix::Fd fd = posix::open_at(meta_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
+  posix::Fd fd = posix::open_at(fs, meta_fd.get(), id, O_RDONLY, 0, path, /*missing_ok=*/true);
   if (!fd) return std::nullopt;
-  return record::decode(posix::read_file(fd.get(), path), path).meta;
+  return record::decode(posix::read_file(fs, fd.get(), path), path).meta;
 }
 
 record::Metadata DiskStorage::Impl::read_initial_meta(int fd, const std::string& id) {
   std::string path = path_of("msg", id);
-  std::string prefix = posix::read_at(fd, record::kPrefixSize, 0, path);
+  std::string prefix = posix::read_at(fs, fd, record::kPrefixSize, 0, path);
   if (auto p = record::decode_prefix(prefix, path)) return p->meta;
-  return record::decode(posix::read_file(fd, path), path).meta;  // unusually long metadata
+  return record::decode(posix::read_file(fs, fd, path), path).meta;  // unusually long metadata
 }
 
 void DiskStorage::Impl::write_meta_file(const std::string& id, const record::Metadata& meta) {
   std::string tmp_name = std::to_string(::getpid()) + "." + std::to_string(tmp_seq++) + "." + id;
   std::string tmp_path = root + "/tmp/" + tmp_name;
   posix::Fd fd =
-      posix::open_at(tmp_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, kFileMode, tmp_path);
+      posix::open_at(fs, tmp_fd.get(), tmp_name, O_WRONLY | O_CREAT | O_EXCL, kFileMode, tmp_path);
   try {
-    posix::write_all(fd.get(), record::encode(meta, nullptr), tmp_path);
-    posix::sync_data(fd.get(), tmp_path);
-    if (::renameat(tmp_fd.get(), tmp_name.c_str(), meta_fd.get(), id.c_str()) != 0) {
+    posix::write_all(fs, fd.get(), record::encode(meta, nullptr), tmp_path);
+    posix::sync_data(fs, fd.get(), tmp_path);
+    if (fs.renameat2(tmp_fd.get(), tmp_name.c_str(), meta_fd.get(), id.c_str(), 0) != 0) {
       posix::io_error("rename", tmp_path, errno);
     }
   } catch (...) {
-    ::unlinkat(tmp_fd.get(), tmp_name.c_str(), 0);
+    fs.unlinkat(tmp_fd.get(), tmp_name.c_str(), 0);
     throw;
   }
-  posix::sync_all(meta_fd.get(), root + "/meta");
+  posix::sync_all(fs, meta_fd.get(), root + "/meta");
 }
 
 Lease DiskStorage::Impl::read_lease(int fd, const std::string& id) {
   char buf[64];
-  ssize_t n = ::fgetxattr(fd, kLeaseXattr, buf, sizeof buf);
+  ssize_t n = fs.fgetxattr(fd, kLeaseXattr, buf, sizeof buf);
   if (n < 0 && errno != ENODATA) posix::io_error("getxattr", path_of("msg", id), errno);
   // None yet, or torn by a crash: no lease.
   return record::decode_lease(std::string_view(buf, n > 0 ? static_cast<size_t>(n) : 0))
@@ -446,26 +457,44 @@ Lease DiskStorage::Impl::read_lease(int fd, const std::string& id) {
 
 void DiskStorage::Impl::write_lease(int fd, const std::string& id, const Lease& lease) {
   std::string bytes = record::encode_lease(lease);
-  if (::fsetxattr(fd, kLeaseXattr, bytes.data(), bytes.size(), 0) != 0) {
+  if (fs.fsetxattr(fd, kLeaseXattr, bytes.data(), bytes.size()) != 0) {
     posix::io_error("setxattr", path_of("msg", id), errno);
   }
 }
 
 void DiskStorage::Impl::quarantine(int fd, const std::string& id, const std::string& reason) {
   // Caller holds the exclusive lock on `fd`, so no writer or updater is active.
-  if (!same_file(fd, msg_fd.get(), id)) return;  // removed or replaced meanwhile
+  if (!same_file(fs, fd, msg_fd.get(), id)) return;  // removed or replaced meanwhile
   set_aside(id, reason);
 }
 
 void DiskStorage::Impl::set_aside(const std::string& id, const std::string& reason) {
+  // Linked into corrupt/ and made durable there before the name leaves msg/, so that no
+  // power loss loses the record: at worst it is back in msg/ and is set aside again.
   std::string dest = id + ".msg";
-  if (::renameat(msg_fd.get(), id.c_str(), corrupt_fd.get(), dest.c_str()) != 0) {
-    posix::io_error("rename", path_of("msg", id), errno);
+  auto link_into_corrupt = [&](int dir, const std::string& to) {
+    for (int tries = 0; fs.linkat(dir, id.c_str(), corrupt_fd.get(), to.c_str()) != 0; ++tries) {
+      if (errno == EEXIST && tries == 0) {  // set aside before a power loss undid the unlink
+        posix::unlink_at(fs, corrupt_fd.get(), to, path_of("corrupt", to));
+        continue;
+      }
+      return errno;
+    }
+    return 0;
+  };
+  if (int err = link_into_corrupt(msg_fd.get(), dest); err == EPERM) {
+    // A directory cannot be linked; it holds no record, so moving it is enough.
+    if (fs.renameat2(msg_fd.get(), id.c_str(), corrupt_fd.get(), dest.c_str(), 0) != 0) {
+      posix::io_error("rename", path_of("msg", id), errno);
+    }
+  } else if (err != 0) {
+    posix::io_error("link", path_of("msg", id), err);
+  } else {
+    link_into_corrupt(meta_fd.get(), id + ".meta");  // there may be none
+    posix::sync_all(fs, corrupt_fd.get(), root + "/corrupt");
+    posix::unlink_at(fs, msg_fd.get(), id, path_of("msg", id));
+    posix::unlink_at(fs, meta_fd.get(), id, path_of("meta", id));
   }
-  std::string meta_dest = id + ".meta";
-  ::renameat(meta_fd.get(), id.c_str(), corrupt_fd.get(), meta_dest.c_str());  // may not exist
-  posix::sync_all(msg_fd.get(), root + "/msg");
-  posix::sync_all(corrupt_fd.get(), root + "/corrupt");
   spdlog::error("spool {}: message {} is corrupt ({}); moved to {}", root, id, reason,
                 path_of("corrupt", dest));
 }
@@ -475,7 +504,7 @@ Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
   // Something that is no file under a message's name (a directory, a FIFO, a link)
   // is set aside: opening a FIFO would block, and a directory cannot be read.
   struct stat st;
-  if (::fstatat(msg_fd.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+  if (fs.fstatat(msg_fd.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return Probe::kGone;
     posix::io_error("stat", path, errno);
   }
@@ -483,16 +512,16 @@ Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
     set_aside(id, "not a regular file");
     return Probe::kCorrupt;
   }
-  posix::Fd fd = posix::open_at(msg_fd.get(), id, O_RDONLY | O_NONBLOCK | O_NOFOLLOW, 0, path,
+  posix::Fd fd = posix::open_at(fs, msg_fd.get(), id, O_RDONLY | O_NONBLOCK | O_NOFOLLOW, 0, path,
                                 /*missing_ok=*/true);
   if (!fd) return Probe::kGone;
-  if (::fstat(fd.get(), &st) != 0) posix::io_error("stat", path, errno);
+  if (fs.fstat(fd.get(), &st) != 0) posix::io_error("stat", path, errno);
   if (!S_ISREG(st.st_mode)) return Probe::kGone;  // swapped meanwhile: seen next time
   if (st.st_size == 0) {                          // a reserved slot, not a message
     if (::time(nullptr) - st.st_mtime > kStaleSlotSeconds &&
-        posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/true, path) &&
-        posix::file_size(fd.get(), path) == 0 && same_file(fd.get(), msg_fd.get(), id)) {
-      posix::unlink_at(msg_fd.get(), id, path);  // left by a process that died
+        posix::lock(fs, fd.get(), /*exclusive=*/true, /*nonblocking=*/true, path) &&
+        posix::file_size(fs, fd.get(), path) == 0 && same_file(fs, fd.get(), msg_fd.get(), id)) {
+      posix::unlink_at(fs, msg_fd.get(), id, path);  // left by a process that died
     }
     return Probe::kGone;
   }
@@ -501,8 +530,8 @@ Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
   for (int pass = 0; pass < 2; ++pass) {
     std::string problem;
     try {
-      off_t size = posix::file_size(fd.get(), path);
-      std::string prefix = posix::read_at(fd.get(), record::kPrefixSize, 0, path);
+      off_t size = posix::file_size(fs, fd.get(), path);
+      std::string prefix = posix::read_at(fs, fd.get(), record::kPrefixSize, 0, path);
       auto p = record::decode_prefix(prefix, path);
       if (p && p->total_length == static_cast<uint64_t>(size)) {
         auto meta = read_meta_file(id);
@@ -520,10 +549,10 @@ Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
       problem = e.what();
     }
     if (pass == 0) {
-      if (!posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/true, path)) {
+      if (!posix::lock(fs, fd.get(), /*exclusive=*/true, /*nonblocking=*/true, path)) {
         return Probe::kInProgress;  // its writer holds the lock: write() has not returned
       }
-      if (!same_file(fd.get(), msg_fd.get(), id)) return Probe::kGone;
+      if (!same_file(fs, fd.get(), msg_fd.get(), id)) return Probe::kGone;
       continue;  // look again, now that no writer can be active
     }
     quarantine(fd.get(), id, problem);
@@ -536,16 +565,16 @@ posix::Fd DiskStorage::Impl::lock_stored(std::string_view id, bool exclusive, in
   check_id(id);
   std::string sid(id);
   std::string path = path_of("msg", sid);
-  posix::Fd fd = posix::open_at(msg_fd.get(), sid, access | O_NONBLOCK | O_NOFOLLOW, 0, path,
+  posix::Fd fd = posix::open_at(fs, msg_fd.get(), sid, access | O_NONBLOCK | O_NOFOLLOW, 0, path,
                                 /*missing_ok=*/true);
   if (!fd) return fd;
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) posix::io_error("stat", path, errno);
+  if (fs.fstat(fd.get(), &st) != 0) posix::io_error("stat", path, errno);
   if (!S_ISREG(st.st_mode)) return posix::Fd();  // no message: load() sets it aside
-  posix::lock(fd.get(), exclusive, /*nonblocking=*/false, path);
+  posix::lock(fs, fd.get(), exclusive, /*nonblocking=*/false, path);
   // Removed (or recycled under another name) while we waited for the lock, or a
   // reserved slot rather than a message.
-  if (!same_file(fd.get(), msg_fd.get(), sid) || posix::file_size(fd.get(), path) == 0) {
+  if (!same_file(fs, fd.get(), msg_fd.get(), sid) || posix::file_size(fs, fd.get(), path) == 0) {
     return posix::Fd();
   }
   return fd;
@@ -583,15 +612,23 @@ class DiskStorage::Impl::Stream : public EntryStream {
   bool swept_ = false;
 };
 
-DiskStorage::DiskStorage(const std::string& path, bool create) : impl_(std::make_unique<Impl>()) {
+DiskStorage::DiskStorage(const std::string& path, const DiskOptions& options)
+    : impl_(std::make_unique<Impl>(options)) {
   if (path.empty()) throw InvalidArgument("disk storage path is empty");
   std::error_code ec;
-  if (!create && !std::filesystem::exists(std::filesystem::path(path) / "FORMAT", ec))
+  if (!options.create && !std::filesystem::exists(std::filesystem::path(path) / "FORMAT", ec))
     throw InvalidArgument("no spool at " + path);
   impl_->root = path;
   impl_->open_spool();
   impl_->sweep_temp_files();
 }
+
+DiskStorage::DiskStorage(const std::string& path, bool create)
+    : DiskStorage(path, [&] {
+        DiskOptions options;
+        options.create = create;
+        return options;
+      }()) {}
 
 DiskStorage::~DiskStorage() = default;
 
@@ -602,6 +639,7 @@ Capabilities DiskStorage::capabilities() const {
 }
 
 std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
+  disk::FileSystem& fs = impl_->fs;
   // In pieces: the body is written from the envelope, never copied.
   record::Parts record =
       record::encode_parts(record::initial_metadata(envelope, timestamp), &envelope);
@@ -609,15 +647,15 @@ std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
   while (true) {
     std::string id = impl_->take_slot();
     std::string path = impl_->path_of("msg", id);
-    posix::Fd fd = posix::open_at(msg_dir, id, O_WRONLY, 0, path, /*missing_ok=*/true);
+    posix::Fd fd = posix::open_at(fs, msg_dir, id, O_WRONLY, 0, path, /*missing_ok=*/true);
     if (!fd) continue;  // a stale slot deleted by another process: take the next one
-    posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
-    if (!same_file(fd.get(), msg_dir, id) || posix::file_size(fd.get(), path) != 0) continue;
+    posix::lock(fs, fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
+    if (!same_file(fs, fd.get(), msg_dir, id) || posix::file_size(fs, fd.get(), path) != 0) continue;
     try {
-      posix::write_all(fd.get(), {record.head, record.body, record.tail}, path);
-      posix::sync_data(fd.get(), path);
+      posix::write_all(fs, fd.get(), {record.head, record.body, record.tail}, path);
+      posix::sync_data(fs, fd.get(), path);
     } catch (...) {
-      ::unlinkat(msg_dir, id.c_str(), 0);
+      fs.unlinkat(msg_dir, id.c_str(), 0);
       throw;
     }
     return id;  // closing the file releases the lock and wakes wait()ers
@@ -638,7 +676,7 @@ void DiskStorage::do_set_recipients_delivered(std::string_view id,
 }
 
 ClaimResult DiskStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  return impl_->mutate(id, record::ops::claim(system_clock().now(), duration));
+  return impl_->mutate(id, record::ops::claim(impl_->clock.now(), duration));
 }
 
 void DiskStorage::do_release(std::string_view id, Fence fence) {
@@ -646,7 +684,7 @@ void DiskStorage::do_release(std::string_view id, Fence fence) {
 }
 
 Lease DiskStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
-  return impl_->mutate(id, record::ops::renew(fence, system_clock().now(), duration, id));
+  return impl_->mutate(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
 }
 
 void DiskStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
@@ -660,36 +698,40 @@ void DiskStorage::release_hold(std::string_view id) {
 // PATH/counters: one JSON object, read-modify-written under flock(). Statistics, so
 // not fsynced; a file that does not parse (a crash mid-write) is logged and restarted.
 void DiskStorage::add_counters(const Counters& delta) {
+  disk::FileSystem& fs = impl_->fs;
   std::string path = impl_->root + "/counters";
-  posix::Fd fd = posix::open_at(impl_->root_fd.get(), "counters", O_RDWR | O_CREAT, 0644, path);
-  posix::lock(fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
-  Counters sum = parse_counters(posix::read_file(fd.get(), path), path);
+  posix::Fd fd = posix::open_at(fs, impl_->root_fd.get(), "counters", O_RDWR | O_CREAT, 0644, path);
+  posix::lock(fs, fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
+  Counters sum = parse_counters(posix::read_file(fs, fd.get(), path), path);
   for (const auto& [name, n] : delta) sum[name] += n;
   std::string text = format_counters(sum);
-  posix::rewrite(fd.get(), text, path);
+  posix::rewrite(fs, fd.get(), text, path);
 }
 
 Counters DiskStorage::counters() {
+  disk::FileSystem& fs = impl_->fs;
   std::string path = impl_->root + "/counters";
-  posix::Fd fd = posix::open_at(impl_->root_fd.get(), "counters", O_RDONLY, 0, path,
+  posix::Fd fd = posix::open_at(fs, impl_->root_fd.get(), "counters", O_RDONLY, 0, path,
                                 /*missing_ok=*/true);
   if (!fd) return {};
-  posix::lock(fd.get(), /*exclusive=*/false, /*nonblocking=*/false, path);
-  return parse_counters(posix::read_file(fd.get(), path), path);
+  posix::lock(fs, fd.get(), /*exclusive=*/false, /*nonblocking=*/false, path);
+  return parse_counters(posix::read_file(fs, fd.get(), path), path);
 }
 
 std::unique_ptr<EntryStream> DiskStorage::load() {
+  disk::FileSystem& fs = impl_->fs;
   impl_->ensure_watch();  // so wait() reports whatever is written after this load began
   std::string path = impl_->root + "/msg";
   return std::make_unique<Impl::Stream>(
-      *impl_, posix::open_at(impl_->root_fd.get(), "msg", O_RDONLY | O_DIRECTORY, 0, path));
+      *impl_, posix::open_at(fs, impl_->root_fd.get(), "msg", O_RDONLY | O_DIRECTORY, 0, path));
 }
 
 QueuedMessage DiskStorage::get(std::string_view id) {
+  disk::FileSystem& fs = impl_->fs;
   posix::Fd fd = impl_->open_locked(id, /*exclusive=*/false);
   std::string sid(id);
   std::string path = impl_->path_of("msg", sid);
-  record::Message m = record::decode_message(posix::read_file(fd.get(), path), path);
+  record::Message m = record::decode_message(posix::read_file(fs, fd.get(), path), path);
   auto meta = impl_->read_meta_file(sid);
   record::Metadata current = meta ? *meta : m.meta;
   current.lease = impl_->read_lease(fd.get(), sid);
@@ -697,6 +739,7 @@ QueuedMessage DiskStorage::get(std::string_view id) {
 }
 
 void DiskStorage::do_remove(std::string_view id, Fence fence) {
+  disk::FileSystem& fs = impl_->fs;
   posix::Fd fd = impl_->lock_stored(id, /*exclusive=*/true, O_RDWR);
   std::string sid(id);
   std::string path = impl_->path_of("msg", sid);
@@ -707,19 +750,27 @@ void DiskStorage::do_remove(std::string_view id, Fence fence) {
   // write, or, with the pool full, unlinked.
   bool pooled = fd && impl_->pool_has_room();
   if (pooled) {
-    if (::fremovexattr(fd.get(), kLeaseXattr) != 0 && errno != ENODATA) {
+    if (fs.fremovexattr(fd.get(), kLeaseXattr) != 0 && errno != ENODATA) {
       posix::io_error("removexattr", path, errno);
     }
-    if (::ftruncate(fd.get(), 0) != 0) posix::io_error("truncate", path, errno);
-    posix::sync_all(fd.get(), path);
+    if (fs.ftruncate(fd.get(), 0) != 0) posix::io_error("truncate", path, errno);
+    posix::sync_all(fs, fd.get(), path);
   } else if (fd) {
-    posix::unlink_at(impl_->msg_fd.get(), sid, path);
+    posix::unlink_at(fs, impl_->msg_fd.get(), sid, path);
   }
-  posix::unlink_at(impl_->meta_fd.get(), sid, impl_->path_of("meta", sid));
+  // The metadata goes only once the message's removal is durable: were meta/ID gone
+  // and msg/ID back after a power loss, the message would return with its first
+  // metadata (attempts, delivered recipients and hold forgotten). A meta/ID left behind
+  // by a crash is swept by load().
   bool unlinked = fd && !pooled;
+  std::string meta_path = impl_->path_of("meta", sid);
+  if (!unlinked) posix::unlink_at(fs, impl_->meta_fd.get(), sid, meta_path);
   fd = posix::Fd();  // frees the lock (and an unlinked file) before the pool or the sync
   if (pooled) impl_->pool_add(std::move(sid));
-  if (unlinked) impl_->sync_removal();
+  if (unlinked) {
+    impl_->sync_removal();
+    posix::unlink_at(fs, impl_->meta_fd.get(), sid, meta_path);
+  }
 }
 
 std::vector<QueueEntry> DiskStorage::do_wait(std::chrono::milliseconds timeout) {

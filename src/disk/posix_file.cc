@@ -38,10 +38,10 @@ Fd::~Fd() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Fd open_at(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& path,
+Fd open_at(FileSystem& fs, int dirfd, const std::string& name, int flags, mode_t mode, const std::string& path,
            bool missing_ok) {
   while (true) {
-    int fd = ::openat(dirfd, name.c_str(), flags | O_CLOEXEC, mode);
+    int fd = fs.openat(dirfd, name.c_str(), flags | O_CLOEXEC, mode);
     if (fd >= 0) return Fd(fd);
     if (errno == EINTR) continue;
     if (errno == ENOENT && missing_ok) return Fd();
@@ -49,9 +49,10 @@ Fd open_at(int dirfd, const std::string& name, int flags, mode_t mode, const std
   }
 }
 
-void write_all(int fd, std::string_view data, const std::string& path) {
+void write_all(FileSystem& fs, int fd, std::string_view data, const std::string& path) {
   while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
+    iovec one{const_cast<char*>(data.data()), data.size()};
+    ssize_t n = fs.writev(fd, &one, 1);
     if (n < 0) {
       if (errno == EINTR) continue;
       io_error("write", path, errno);
@@ -60,14 +61,14 @@ void write_all(int fd, std::string_view data, const std::string& path) {
   }
 }
 
-void write_all(int fd, std::initializer_list<std::string_view> pieces, const std::string& path) {
+void write_all(FileSystem& fs, int fd, std::initializer_list<std::string_view> pieces, const std::string& path) {
   std::vector<iovec> iov;
   for (std::string_view p : pieces)
     if (!p.empty()) iov.push_back({const_cast<char*>(p.data()), p.size()});
   size_t first = 0;
   while (first < iov.size()) {
     int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
-    ssize_t n = ::writev(fd, iov.data() + first, count);
+    ssize_t n = fs.writev(fd, iov.data() + first, count);
     if (n < 0) {
       if (errno == EINTR) continue;
       io_error("write", path, errno);
@@ -81,23 +82,23 @@ void write_all(int fd, std::initializer_list<std::string_view> pieces, const std
   }
 }
 
-void rewrite(int fd, std::string_view data, const std::string& path) {
+void rewrite(FileSystem& fs, int fd, std::string_view data, const std::string& path) {
   for (size_t done = 0; done < data.size();) {
-    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(done));
+    ssize_t n = fs.pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       io_error("write", path, errno);
     }
     done += static_cast<size_t>(n);
   }
-  if (::ftruncate(fd, static_cast<off_t>(data.size())) != 0) io_error("truncate", path, errno);
+  if (fs.ftruncate(fd, static_cast<off_t>(data.size())) != 0) io_error("truncate", path, errno);
 }
 
-std::string read_at(int fd, size_t n, off_t offset, const std::string& path) {
+std::string read_at(FileSystem& fs, int fd, size_t n, off_t offset, const std::string& path) {
   std::string out(n, '\0');
   size_t got = 0;
   while (got < n) {
-    ssize_t r = ::pread(fd, out.data() + got, n - got, offset + static_cast<off_t>(got));
+    ssize_t r = fs.pread(fd, out.data() + got, n - got, offset + static_cast<off_t>(got));
     if (r < 0) {
       if (errno == EINTR) continue;
       io_error("read", path, errno);
@@ -109,27 +110,27 @@ std::string read_at(int fd, size_t n, off_t offset, const std::string& path) {
   return out;
 }
 
-off_t file_size(int fd, const std::string& path) {
+off_t file_size(FileSystem& fs, int fd, const std::string& path) {
   struct stat st;
-  if (::fstat(fd, &st) != 0) io_error("stat", path, errno);
+  if (fs.fstat(fd, &st) != 0) io_error("stat", path, errno);
   return st.st_size;
 }
 
-std::string read_file(int fd, const std::string& path) {
-  return read_at(fd, static_cast<size_t>(file_size(fd, path)), 0, path);
+std::string read_file(FileSystem& fs, int fd, const std::string& path) {
+  return read_at(fs, fd, static_cast<size_t>(file_size(fs, fd, path)), 0, path);
 }
 
-void sync_data(int fd, const std::string& path) {
-  if (::fdatasync(fd) != 0) io_error("fdatasync", path, errno);
+void sync_data(FileSystem& fs, int fd, const std::string& path) {
+  if (fs.fdatasync(fd) != 0) io_error("fdatasync", path, errno);
 }
 
-void sync_all(int fd, const std::string& path) {
-  if (::fsync(fd) != 0) io_error("fsync", path, errno);
+void sync_all(FileSystem& fs, int fd, const std::string& path) {
+  if (fs.fsync(fd) != 0) io_error("fsync", path, errno);
 }
 
-bool lock(int fd, bool exclusive, bool nonblocking, const std::string& path) {
+bool lock(FileSystem& fs, int fd, bool exclusive, bool nonblocking, const std::string& path) {
   int op = (exclusive ? LOCK_EX : LOCK_SH) | (nonblocking ? LOCK_NB : 0);
-  while (::flock(fd, op) != 0) {
+  while (fs.flock(fd, op) != 0) {
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK && nonblocking) return false;
     io_error("lock", path, errno);
@@ -137,8 +138,8 @@ bool lock(int fd, bool exclusive, bool nonblocking, const std::string& path) {
   return true;
 }
 
-bool unlink_at(int dirfd, const std::string& name, const std::string& path) {
-  if (::unlinkat(dirfd, name.c_str(), 0) == 0) return true;
+bool unlink_at(FileSystem& fs, int dirfd, const std::string& name, const std::string& path) {
+  if (fs.unlinkat(dirfd, name.c_str(), 0) == 0) return true;
   if (errno == ENOENT) return false;
   io_error("unlink", path, errno);
 }

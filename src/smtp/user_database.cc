@@ -199,16 +199,16 @@ void UserDatabase::store(const std::string& path, const std::string& user,
   std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
   if (dir.empty()) dir = "/";
   try {
-    posix::Fd fd = posix::open_at(AT_FDCWD, temp, O_WRONLY | O_CREAT | O_TRUNC, mode, temp);
+    posix::Fd fd = posix::open_at(disk::posix_file_system(), AT_FDCWD, temp, O_WRONLY | O_CREAT | O_TRUNC, mode, temp);
     ::fchmod(fd.get(), mode);  // whatever the umask
-    posix::write_all(fd.get(), data, temp);
-    posix::sync_data(fd.get(), temp);
+    posix::write_all(disk::posix_file_system(), fd.get(), data, temp);
+    posix::sync_data(disk::posix_file_system(), fd.get(), temp);
     if (::rename(temp.c_str(), path.c_str()) != 0) posix::io_error("rename", temp, errno);
   } catch (const QueueError&) {
     ::unlink(temp.c_str());
     throw;
   }
-  posix::sync_all(posix::open_at(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir).get(), dir);
+  posix::sync_all(disk::posix_file_system(), posix::open_at(disk::posix_file_system(), AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir).get(), dir);
 }
 
 }  // namespace slimta
