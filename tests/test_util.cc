@@ -18,9 +18,10 @@
 
 namespace slimta::testing {
 
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/slimta-test-XXXXXX";
+TempDir::TempDir(const std::string& under) {
+  const char* env = std::getenv("TMPDIR");
+  std::string base = !under.empty() ? under : env && *env ? env : "/tmp";
+  std::string tmpl = base + "/slimta-test-XXXXXX";
   if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   path_ = tmpl;
 }

@@ -15,10 +15,11 @@
 
 namespace slimta::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
+// A fresh directory under `under`, else $TMPDIR (or /tmp), removed with its contents on
+// destruction.
 class TempDir {
  public:
-  TempDir();
+  explicit TempDir(const std::string& under = "");
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
