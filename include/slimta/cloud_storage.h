@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "slimta/clock.h"
 #include "slimta/storage.h"
 
 namespace slimta {
@@ -84,8 +85,10 @@ class SimpleQueueService {
 
 class CloudStorage : public QueueStorage {
  public:
+  // `clock`: where leases read the time (claim, renew, expiry).
   explicit CloudStorage(SimpleStorageService object_store,
-                        std::optional<SimpleQueueService> message_queue = std::nullopt);
+                        std::optional<SimpleQueueService> message_queue = std::nullopt,
+                        const Clock& clock = system_clock());
   ~CloudStorage() override;
 
   Capabilities capabilities() const override;

@@ -218,6 +218,7 @@ SimpleQueueService::SimpleQueueService(SimpleQueueService&&) noexcept = default;
 struct CloudStorage::Impl {
   SimpleStorageService s3;
   std::optional<SimpleQueueService> sqs;
+  const Clock& clock;
 
   std::string key(std::string_view id) const { return s3.prefix() + std::string(id); }
   // "s3://BUCKET/KEY", naming an object in errors.
@@ -322,8 +323,9 @@ class CloudStorage::Impl::Stream : public PagedStream {
 };
 
 CloudStorage::CloudStorage(SimpleStorageService object_store,
-                           std::optional<SimpleQueueService> message_queue)
-    : impl_(std::make_unique<Impl>(Impl{std::move(object_store), std::move(message_queue)})) {}
+                           std::optional<SimpleQueueService> message_queue, const Clock& clock)
+    : impl_(std::make_unique<Impl>(
+          Impl{std::move(object_store), std::move(message_queue), clock})) {}
 
 CloudStorage::~CloudStorage() = default;
 
@@ -366,7 +368,7 @@ void CloudStorage::do_set_recipients_delivered(std::string_view id,
 }
 
 ClaimResult CloudStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  return impl_->update(id, record::ops::claim(system_clock().now(), duration));
+  return impl_->update(id, record::ops::claim(impl_->clock.now(), duration));
 }
 
 void CloudStorage::do_release(std::string_view id, Fence fence) {
@@ -374,7 +376,7 @@ void CloudStorage::do_release(std::string_view id, Fence fence) {
 }
 
 Lease CloudStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
-  return impl_->update(id, record::ops::renew(fence, system_clock().now(), duration, id));
+  return impl_->update(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
 }
 
 void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
