@@ -345,7 +345,7 @@ int run(int argc, char** argv) {
                                       {"auth", {tls_flags, submit, true}}};
   setups["auth"].flags.insert(setups["auth"].flags.end(), {"--users", keys.sub("users")});
 
-  testing::RedisServer redis(testing::RedisServer::Config{"", /*appendonly=*/true});
+  testing::RedisServer redis(testing::RedisServer::Config{.password = "", .appendonly = true});
   RedisOptions ro = redis.options("bench:");
   std::string redis_url = "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:";
   RedisStorage rs(ro);

@@ -17,7 +17,8 @@ unguarded=0
 for n in $(grep -n 'posix::sync_\(data\|all\)(' "$root/$file" | cut -d: -f1); do
   cp "$root/$file" "$work/$file"
   call=$(sed -n "${n}p" "$root/$file" | sed 's/^ *//')
-  sed -i "${n}s|posix::sync_\(data\|all\)(.*;|(void)0;  // removed by check-syncs|" "$work/$file"
+  sed -i "${n}s#posix::sync_\(data\|all\)(.*;#(void)0;  // removed by check-syncs#" "$work/$file"
+  if cmp -s "$root/$file" "$work/$file"; then echo "check-syncs: could not remove line $n" >&2; exit 2; fi
   ninja -C "$work/build" slimta_tests >/dev/null
   if "$work/build/tests/slimta_tests" --gtest_filter='PowerLoss*:FileFault*' >"$work/out" 2>&1; then
     echo "NOT GUARDED  $file:$n  $call"

@@ -27,8 +27,17 @@ TempDir::TempDir(const std::string& under) {
 }
 
 TempDir::~TempDir() {
+  if (keep_) return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::optional<nlohmann::json> test_server(const std::string& name) {
+  const char* file = std::getenv("SLIMTA_TEST_SERVERS");
+  if (!file || !*file) return std::nullopt;
+  nlohmann::json all = nlohmann::json::parse(read_file(file));  // throws if unreadable
+  if (!all.contains(name)) throw std::runtime_error(std::string(file) + " has no " + name);
+  return all.at(name);
 }
 
 Envelope sample_envelope(size_t recipients, size_t body_size, unsigned seed) {

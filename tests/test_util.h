@@ -5,10 +5,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "slimta/envelope.h"
 #include "slimta/storage.h"
@@ -25,10 +28,18 @@ class TempDir {
   TempDir& operator=(const TempDir&) = delete;
   const std::string& path() const { return path_; }
   std::string sub(const std::string& name) const { return path_ + "/" + name; }
+  // Leaves the directory in place at destruction (its new owner removes it).
+  void keep() { keep_ = true; }
 
  private:
   std::string path_;
+  bool keep_ = false;
 };
+
+// The server `name` ("redis", "redis_password", "moto") that ctest's test_servers
+// fixture started for the whole run, as the fixture described it (port, pid, dir), when
+// $SLIMTA_TEST_SERVERS names its file; nullopt outside ctest.
+std::optional<nlohmann::json> test_server(const std::string& name);
 
 // An envelope with every field set, recipients "rcpt0@example.org".."rcpt{n-1}@...",
 // and a body of `body_size` bytes that includes NUL, CR, LF and 8-bit bytes.

@@ -324,8 +324,8 @@ class CloudStorage::Impl::Stream : public PagedStream {
 
 CloudStorage::CloudStorage(SimpleStorageService object_store,
                            std::optional<SimpleQueueService> message_queue, const Clock& clock)
-    : impl_(std::make_unique<Impl>(
-          Impl{std::move(object_store), std::move(message_queue), clock})) {}
+    : impl_(
+          std::make_unique<Impl>(Impl{std::move(object_store), std::move(message_queue), clock})) {}
 
 CloudStorage::~CloudStorage() = default;
 

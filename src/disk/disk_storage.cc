@@ -47,9 +47,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -650,7 +650,8 @@ std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
     posix::Fd fd = posix::open_at(fs, msg_dir, id, O_WRONLY, 0, path, /*missing_ok=*/true);
     if (!fd) continue;  // a stale slot deleted by another process: take the next one
     posix::lock(fs, fd.get(), /*exclusive=*/true, /*nonblocking=*/false, path);
-    if (!same_file(fs, fd.get(), msg_dir, id) || posix::file_size(fs, fd.get(), path) != 0) continue;
+    if (!same_file(fs, fd.get(), msg_dir, id) || posix::file_size(fs, fd.get(), path) != 0)
+      continue;
     try {
       posix::write_all(fs, fd.get(), {record.head, record.body, record.tail}, path);
       posix::sync_data(fs, fd.get(), path);

@@ -38,8 +38,8 @@ Fd::~Fd() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Fd open_at(FileSystem& fs, int dirfd, const std::string& name, int flags, mode_t mode, const std::string& path,
-           bool missing_ok) {
+Fd open_at(FileSystem& fs, int dirfd, const std::string& name, int flags, mode_t mode,
+           const std::string& path, bool missing_ok) {
   while (true) {
     int fd = fs.openat(dirfd, name.c_str(), flags | O_CLOEXEC, mode);
     if (fd >= 0) return Fd(fd);
@@ -61,7 +61,8 @@ void write_all(FileSystem& fs, int fd, std::string_view data, const std::string&
   }
 }
 
-void write_all(FileSystem& fs, int fd, std::initializer_list<std::string_view> pieces, const std::string& path) {
+void write_all(FileSystem& fs, int fd, std::initializer_list<std::string_view> pieces,
+               const std::string& path) {
   std::vector<iovec> iov;
   for (std::string_view p : pieces)
     if (!p.empty()) iov.push_back({const_cast<char*>(p.data()), p.size()});

@@ -43,12 +43,13 @@ class Fd {
 
 // openat() retried on EINTR. Returns an empty Fd for ENOENT when `missing_ok`;
 // throws for every other error.
-Fd open_at(FileSystem& fs, int dirfd, const std::string& name, int flags, mode_t mode, const std::string& path,
-           bool missing_ok = false);
+Fd open_at(FileSystem& fs, int dirfd, const std::string& name, int flags, mode_t mode,
+           const std::string& path, bool missing_ok = false);
 
 void write_all(FileSystem& fs, int fd, std::string_view data, const std::string& path);
 // The pieces one after the other, as one write would (writev): no copy into one buffer.
-void write_all(FileSystem& fs, int fd, std::initializer_list<std::string_view> pieces, const std::string& path);
+void write_all(FileSystem& fs, int fd, std::initializer_list<std::string_view> pieces,
+               const std::string& path);
 // Reads from `offset` until `n` bytes or end of file; returns the bytes read.
 std::string read_at(FileSystem& fs, int fd, size_t n, off_t offset, const std::string& path);
 std::string read_file(FileSystem& fs, int fd, const std::string& path);

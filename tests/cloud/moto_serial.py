@@ -7,22 +7,23 @@ can both pass the check: an update is lost, which real S3 never allows (its cond
 writes are atomic). Serialising requests gives moto the atomicity S3 has. SQS
 ReceiveMessage long polls stay concurrent, so a waiting client does not stall the rest.
 
-usage: moto_serial.py -H HOST -p PORT
+usage: moto_serial.py -H HOST [-p PORT]
+With no port (or 0) it binds a free one: no other process can take it between the
+choice and the bind. Either way it prints "port N" on stdout once it listens.
 """
 import argparse
 import os
 import threading
 
-from werkzeug.serving import run_simple
+from werkzeug.serving import make_server
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('-H', '--host', default='127.0.0.1')
-    parser.add_argument('-p', '--port', type=int, required=True)
+    parser.add_argument('-p', '--port', type=int, default=0)
     args = parser.parse_args()
-    os.environ.setdefault('MOTO_PORT', str(args.port))
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
 
@@ -32,7 +33,10 @@ def main():
         with lock:
             return list(app(environ, start_response))
 
-    run_simple(args.host, args.port, serialised, threaded=True)
+    server = make_server(args.host, args.port, serialised, threaded=True)
+    os.environ.setdefault('MOTO_PORT', str(server.port))
+    print(f'port {server.port}', flush=True)
+    server.serve_forever()
 
 
 if __name__ == '__main__':

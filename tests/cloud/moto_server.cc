@@ -1,5 +1,7 @@
 #include "cloud/moto_server.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -11,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "cloud/http.h"
 #include "test_util.h"
@@ -53,48 +56,63 @@ bool MotoServer::skipped() {
   return v && std::string(v) == "1";
 }
 
-MotoServer::MotoServer(std::map<std::string, std::string> extra_env) : port_(free_port()) {
+MotoServer::MotoServer(std::map<std::string, std::string> extra_env, bool detached)
+    : detached_(detached) {
   // The python that has moto: the one next to moto_server (a pyenv shim or a venv).
   std::string moto = find_moto();
   std::string python = std::filesystem::path(moto).parent_path() / "python3";
   if (::access(python.c_str(), X_OK) != 0) python = "python3";
   std::string script = SLIMTA_SOURCE_DIR "/tests/cloud/moto_serial.py";
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (!extra_env.count(kv.substr(0, kv.find('=')))) env.push_back(kv);
+  }
+  for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& kv : env) envp.push_back(kv.data());
+  envp.push_back(nullptr);
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
   if (pid_ == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    for (const auto& [k, v] : extra_env) ::setenv(k.c_str(), v.c_str(), 1);
-    std::string port = std::to_string(port_);
-    ::freopen("/dev/null", "w", stdout);
+    if (detached) {
+      ::setsid();
+    } else {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    }
+    ::dup2(out[1], 1);
     ::freopen("/dev/null", "w", stderr);
-    ::execlp(python.c_str(), "python3", script.c_str(), "-H", "127.0.0.1", "-p", port.c_str(),
-             nullptr);
+    ::freopen("/dev/null", "r", stdin);
+    ::execle(python.c_str(), "python3", script.c_str(), "-H", "127.0.0.1", nullptr, envp.data());
     ::_exit(127);
   }
-  cloud::Http http(2, "us-east-1", {"test", "test", ""});
+  ::close(out[1]);
+  // "port N" once it listens on the port it bound.
+  std::string said;
+  char buf[256];
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (true) {
+  while (said.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{out[0], POLLIN, 0};
+    if (::poll(&pfd, 1, 100) <= 0) continue;
+    ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    said.append(buf, static_cast<size_t>(n));
+  }
+  ::close(out[0]);
+  if (said.starts_with("port ")) port_ = std::atoi(said.c_str() + 5);
+  if (port_ <= 0) {
+    ::kill(pid_, SIGKILL);
     int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("moto_server exited at start (status " +
-                               std::to_string(WEXITSTATUS(status)) + ")");
-    }
-    try {
-      // /moto-api/ answers without authentication, so it does not spend the free
-      // requests of INITIAL_NO_AUTH_ACTION_COUNT.
-      auto r =
-          http.send(cloud::make_request("GET", endpoint() + "/moto-api/data.json", "s3", "probe"));
-      if (r.status == 200) break;
-    } catch (const QueueError&) {
-    }
-    if (std::chrono::steady_clock::now() > deadline)
-      throw std::runtime_error("moto_server did not start in 60 s");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    throw std::runtime_error("moto_server did not start (it said '" + said + "', exit status " +
+                             std::to_string(WEXITSTATUS(status)) + ")");
   }
 }
 
 MotoServer::~MotoServer() {
-  if (pid_ > 0) {
+  if (pid_ > 0 && !detached_) {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
   }
@@ -126,8 +144,12 @@ std::string MotoServer::create_queue(const std::string& name) const {
 }
 
 MotoServer& shared_moto() {
-  static MotoServer server;
-  return server;
+  static auto server = [] {
+    if (auto found = test_server("moto"))
+      return std::make_unique<MotoServer>(found->at("port").get<int>());
+    return std::make_unique<MotoServer>();
+  }();
+  return *server;
 }
 
 }  // namespace slimta::testing

@@ -129,37 +129,45 @@ struct Worker {
     const State& now = *messages[id].acked;
     if (pick < 40) {
       Timestamp ts = 2000 + rng() % 1000;
-      apply(id, [&](Outcome& s) { s->timestamp = ts; }, [&] { storage.set_timestamp(id, ts); });
+      apply(
+          id, [&](Outcome& s) { s->timestamp = ts; }, [&] { storage.set_timestamp(id, ts); });
     } else if (pick < 50) {
       uint32_t want = now.attempts + 1;
-      apply(id, [&](Outcome& s) { s->attempts = want; },
-            [&] { EXPECT_EQ(storage.increment_attempts(id), want); });
+      apply(
+          id, [&](Outcome& s) { s->attempts = want; },
+          [&] { EXPECT_EQ(storage.increment_attempts(id), want); });
     } else if (pick < 58) {
       size_t r = rng() % now.envelope.recipients.size();
-      apply(id, [&](Outcome& s) { s->delivered.insert(r); },
-            [&] { storage.set_recipients_delivered(id, std::vector<size_t>{r}); });
+      apply(
+          id, [&](Outcome& s) { s->delivered.insert(r); },
+          [&] { storage.set_recipients_delivered(id, std::vector<size_t>{r}); });
     } else if (pick < 64) {
       Hold h{static_cast<Timestamp>(3000 + rng() % 100), "held " + std::to_string(i)};
-      apply(id, [&](Outcome& s) { s->hold = h; }, [&] { storage.hold(id, h.reason, h.since); });
+      apply(
+          id, [&](Outcome& s) { s->hold = h; }, [&] { storage.hold(id, h.reason, h.since); });
     } else if (pick < 68) {
-      apply(id, [](Outcome& s) { s->hold.reset(); }, [&] { storage.release_hold(id); });
+      apply(
+          id, [](Outcome& s) { s->hold.reset(); }, [&] { storage.release_hold(id); });
     } else if (pick < 85) {  // a delivery attempt under a lease
       ClaimResult c = storage.claim(id, std::chrono::seconds(60));
       if (c.status != ClaimResult::Status::claimed) return;
       Fence fence{c.lease.token};
       Timestamp ts = 4000 + rng() % 1000;
-      apply(id, [&](Outcome& s) { s->attempts++; },
-            [&] { storage.increment_attempts(id, fence); });
+      apply(
+          id, [&](Outcome& s) { s->attempts++; }, [&] { storage.increment_attempts(id, fence); });
       storage.renew(id, fence, std::chrono::seconds(60));
       if (rng() % 2) {
-        apply(id, [&](Outcome& s) { s->timestamp = ts; },
-              [&] { storage.set_timestamp(id, ts, fence); });
+        apply(
+            id, [&](Outcome& s) { s->timestamp = ts; },
+            [&] { storage.set_timestamp(id, ts, fence); });
         storage.release(id, fence);
       } else {
-        apply(id, [](Outcome& s) { s.reset(); }, [&] { storage.remove(id, fence); });
+        apply(
+            id, [](Outcome& s) { s.reset(); }, [&] { storage.remove(id, fence); });
       }
     } else if (pick < 95) {
-      apply(id, [](Outcome& s) { s.reset(); }, [&] { storage.remove(id); });
+      apply(
+          id, [](Outcome& s) { s.reset(); }, [&] { storage.remove(id); });
     } else {
       storage.add_counters({{"attempts", 1}});  // statistics: not durable, never fatal
     }
@@ -272,8 +280,8 @@ void power_loss_rounds(unsigned seed, int rounds) {
     } catch (const QueueError& e) {
       ASSERT_TRUE(faults->is_cut()) << context << ": " << e.what();  // opening was cut
     }
-    auto unsynced = rng() % 2 ? FaultFileSystem::Unsynced::torn
-                              : FaultFileSystem::Unsynced::dropped;
+    auto unsynced =
+        rng() % 2 ? FaultFileSystem::Unsynced::torn : FaultFileSystem::Unsynced::dropped;
     faults->restore(unsynced, rng);
     DiskStorage storage(spool, on(faults, reuse_pool));
     check_after_restore(storage, workers, context);

@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <thread>
 
@@ -32,6 +34,15 @@ bool ready(int port, const std::string& password) {
   return ok;
 }
 
+// The fixture's server named `name` when ctest started one (see the header), else one
+// of this process's own.
+std::unique_ptr<RedisServer> fixture_redis(const std::string& name, RedisServer::Config config) {
+  if (auto found = test_server(name)) {
+    return std::make_unique<RedisServer>(config, found->at("port").get<int>(), found->at("dir"));
+  }
+  return std::make_unique<RedisServer>(config);
+}
+
 }  // namespace
 
 bool RedisServer::skipped() {
@@ -39,12 +50,30 @@ bool RedisServer::skipped() {
   return v && std::string(v) == "1";
 }
 
-RedisServer::RedisServer(Config config) : config_(std::move(config)), port_(free_port()) {
-  start();
+RedisServer::RedisServer(Config config) : config_(std::move(config)) {
+  own_dir_.emplace();
+  dir_ = own_dir_->path();
+  if (config_.detached) own_dir_->keep();
+  // free_port() races with every other process choosing ports: when redis finds its
+  // port taken, another is tried.
+  for (int tries = 0;; ++tries) {
+    port_ = free_port();
+    try {
+      start();
+      return;
+    } catch (const std::runtime_error&) {
+      if (tries == 5 ||
+          read_file(dir_ + "/redis.log").find("Address already in use") == std::string::npos)
+        throw;
+    }
+  }
 }
 
+RedisServer::RedisServer(Config config, int port, std::string dir)
+    : config_(std::move(config)), dir_(std::move(dir)), port_(port) {}
+
 RedisServer::~RedisServer() {
-  if (pid_ > 0) {
+  if (pid_ > 0 && !config_.detached) {
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
   }
@@ -59,11 +88,11 @@ void RedisServer::start() {
                                    "--save",
                                    "",
                                    "--dir",
-                                   dir_.path(),
+                                   dir_,
                                    "--daemonize",
                                    "no",
                                    "--logfile",
-                                   dir_.path() + "/redis.log",
+                                   dir_ + "/redis.log",
                                    "--databases",
                                    "16",
                                    "--unixsocket",
@@ -81,9 +110,18 @@ void RedisServer::start() {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+    if (config_.detached) {
+      ::setsid();
+    } else {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+    }
     int devnull = ::open("/dev/null", O_RDWR);
     ::dup2(devnull, 1);
+    // Detached, it must not hold the pipes of whoever started it (ctest waits on them).
+    if (config_.detached) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 2);
+    }
     ::execvp("redis-server", argv.data());
     ::_exit(127);
   }
@@ -126,13 +164,13 @@ RedisOptions RedisServer::options(const std::string& prefix, int db) const {
 }
 
 RedisServer& shared_redis() {
-  static RedisServer server;
-  return server;
+  static auto server = fixture_redis("redis", RedisServer::Config{});
+  return *server;
 }
 
 RedisServer& shared_redis_with_password() {
-  static RedisServer server(RedisServer::Config{.password = "s3cret"});
-  return server;
+  static auto server = fixture_redis("redis_password", RedisServer::Config{.password = "s3cret"});
+  return *server;
 }
 
 }  // namespace slimta::testing

@@ -1,10 +1,15 @@
-// A real redis-server for the tests: started on 127.0.0.1, a free port and a temp
-// dir, stopped by its PID. A test that needs one FAILS if it cannot start it; it is
-// skipped only when a developer sets SLIMTA_SKIP_REDIS=1 locally (CI never does).
+// A real redis-server for the tests: started on 127.0.0.1, a free port (another one if
+// that was taken before redis bound it) and a temp dir, stopped by its PID. A test that
+// needs one FAILS if it cannot start it; it is skipped only when a developer sets
+// SLIMTA_SKIP_REDIS=1 locally (CI never does).
+//
+// Under ctest, the shared servers are the ones the "test_servers" fixture started once
+// for the whole run (tests/support/test_servers.cc), found through $SLIMTA_TEST_SERVERS.
 #pragma once
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 
 #include "slimta/redis_storage.h"
@@ -17,8 +22,13 @@ class RedisServer {
   struct Config {
     std::string password;     // requirepass, if not empty
     bool appendonly = false;  // AOF with appendfsync always
+    // Outlives this object and its process (the ctest fixture's servers): stop it by
+    // its pid, remove its dir.
+    bool detached = false;
   };
   explicit RedisServer(Config config);
+  // A server that another process started and stops.
+  RedisServer(Config config, int port, std::string dir);
   RedisServer() : RedisServer(Config{}) {}
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
@@ -26,9 +36,10 @@ class RedisServer {
 
   int port() const { return port_; }
   // The server also listens on this unix socket.
-  std::string socket_path() const { return dir_.path() + "/redis.sock"; }
-  const std::string& dir() const { return dir_.path(); }
+  std::string socket_path() const { return dir_ + "/redis.sock"; }
+  const std::string& dir() const { return dir_; }
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
 
   void kill();    // SIGKILL, as a crash would
   void pause();   // SIGSTOP: the server hangs, connections stay open
@@ -43,7 +54,8 @@ class RedisServer {
 
  private:
   Config config_;
-  TempDir dir_;
+  std::optional<TempDir> own_dir_;
+  std::string dir_;
   int port_ = 0;
   pid_t pid_ = -1;
 };

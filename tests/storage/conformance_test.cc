@@ -141,9 +141,7 @@ class ConformanceTest : public ::testing::TestWithParam<Backend> {
       std::this_thread::sleep_for(d);
     }
   }
-  Timestamp now() {
-    return location_->clock() ? location_->clock()->now() : system_clock().now();
-  }
+  Timestamp now() { return location_->clock() ? location_->clock()->now() : system_clock().now(); }
 
   std::unique_ptr<Location> location_;
   std::unique_ptr<QueueStorage> storage_;

@@ -91,9 +91,9 @@ class FaultFileSystem : public disk::FileSystem {
   ino_t root_ino_ = 0;
   std::atomic<bool> cut_{false};
   std::atomic<uint64_t> changes_{0}, cut_at_{UINT64_MAX}, kept_{0};
-  std::mutex mu_;  // guards what follows; held across a sync so a cut is atomic
-  std::map<ino_t, Listing> dirs_;         // durable entries, per directory inode
-  std::map<ino_t, std::string> data_;     // durable content, per file inode
+  std::mutex mu_;                      // guards what follows; held across a sync so a cut is atomic
+  std::map<ino_t, Listing> dirs_;      // durable entries, per directory inode
+  std::map<ino_t, std::string> data_;  // durable content, per file inode
   std::map<Op, std::pair<int, int>> faults_;  // op -> (errno, calls left)
   std::map<Op, uint64_t> calls_;
 };
