@@ -72,6 +72,47 @@ size_t peak_rss(int pid) {
   return 0;
 }
 
+int port_after(const std::string& marker, const std::string& text) {
+  size_t at = text.find(marker);
+  int port = at == std::string::npos ? 0 : std::atoi(text.c_str() + at + marker.size());
+  if (port <= 0) throw std::runtime_error("no port after '" + marker + "' in: " + text);
+  return port;
+}
+
+std::vector<int> listening_ports(const std::string& output) {
+  std::string line = output.substr(output.find("listening on "));
+  line = line.substr(0, line.find('\n'));
+  std::vector<int> ports;
+  for (size_t at = line.find(':'); at != std::string::npos; at = line.find(':', at + 1)) {
+    int port = std::atoi(line.c_str() + at + 1);
+    if (port > 0) ports.push_back(port);
+  }
+  if (ports.empty()) throw std::runtime_error("no listening port in: " + output);
+  return ports;
+}
+
+ClosedPort::ClosedPort() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot bind a port on 127.0.0.1");
+  }
+  port_ = ntohs(addr.sin_port);
+}
+
+ClosedPort::~ClosedPort() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+const ClosedPort& closed_port() {
+  static ClosedPort port;
+  return port;
+}
+
 int free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -149,7 +190,29 @@ CrossProcessWait write_in_child_and_wait(
   return result;
 }
 
-CommandResult run_command(const std::vector<std::string>& argv, const std::string& input) {
+namespace {
+
+// Runs argv in this (forked) process, with the environment plus `env`.
+[[noreturn]] void exec_with(const std::vector<std::string>& argv, const Environment& env) {
+  std::vector<std::string> vars;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (!env.count(kv.substr(0, kv.find('=')))) vars.push_back(std::move(kv));
+  }
+  for (const auto& [k, v] : env) vars.push_back(k + "=" + v);
+  std::vector<char*> args, envp;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  for (auto& kv : vars) envp.push_back(kv.data());
+  envp.push_back(nullptr);
+  ::execvpe(args[0], args.data(), envp.data());
+  ::_exit(127);
+}
+
+}  // namespace
+
+CommandResult run_command(const std::vector<std::string>& argv, const std::string& input,
+                          const Environment& env) {
   ::signal(SIGPIPE, SIG_IGN);  // a child that exits early must not kill the test
   int in_pipe[2], out_pipe[2], err_pipe[2];
   if (::pipe2(in_pipe, O_CLOEXEC) || ::pipe2(out_pipe, O_CLOEXEC) || ::pipe2(err_pipe, O_CLOEXEC)) {
@@ -160,11 +223,7 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
     ::dup2(in_pipe[0], 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
+    exec_with(argv, env);
   }
   ::close(in_pipe[0]);
   ::close(out_pipe[1]);
@@ -210,18 +269,15 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
   return result;
 }
 
-ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::string& ready) {
+ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::string& ready,
+                           const Environment& env) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     if (!ready.empty()) ::dup2(out[1], 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
+    exec_with(argv, env);
   }
   ::close(out[1]);
   if (!ready.empty()) {

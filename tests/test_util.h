@@ -58,8 +58,37 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::second
 // Peak resident memory (VmHWM, /proc) of a process, in bytes; 0 if it is gone.
 size_t peak_rss(int pid);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago. Racy (another process may take
+// it before it is bound): servers the tests start bind port 0 and report the port they
+// got, read back with port_after() / listening_ports(). Left: RedisServer (which
+// retries when it loses the race), HAProxy's frontends and the tests of a relay routed
+// to its own port, which must be known before it is bound.
 int free_port();
+
+// The number after the first `marker` in `text` (e.g. "ready 41234"); throws if none.
+int port_after(const std::string& marker, const std::string& text);
+// The ports of "slimta-queue serve: listening on 127.0.0.1:P (smtp), ..." in `output`,
+// in the order of the listeners (serve was given port 0).
+std::vector<int> listening_ports(const std::string& output);
+
+// A TCP port on 127.0.0.1 where nothing listens, for as long as this object lives: its
+// socket is bound but not listening, so every connection is refused and no other
+// process can take the port meanwhile.
+class ClosedPort {
+ public:
+  ClosedPort();
+  ~ClosedPort();
+  ClosedPort(const ClosedPort&) = delete;
+  ClosedPort& operator=(const ClosedPort&) = delete;
+  int port() const { return port_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+// One ClosedPort for the whole test process.
+const ClosedPort& closed_port();
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
@@ -83,8 +112,13 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
+// Variables added to (or replacing those of) a child's environment; the tests' own
+// environment is never changed.
+using Environment = std::map<std::string, std::string>;
+
 // Runs argv (no shell) with `input` on stdin; waits for it.
-CommandResult run_command(const std::vector<std::string>& argv, const std::string& input = "");
+CommandResult run_command(const std::vector<std::string>& argv, const std::string& input = "",
+                          const Environment& env = {});
 
 // A program running beside the test (a server). Its stdout is read up to a line
 // containing `ready` (when not empty): the constructor throws, naming the program and
@@ -92,7 +126,8 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
 // SIGTERMs and reaps it if the test did not.
 class ChildProcess {
  public:
-  explicit ChildProcess(const std::vector<std::string>& argv, const std::string& ready = "");
+  explicit ChildProcess(const std::vector<std::string>& argv, const std::string& ready = "",
+                        const Environment& env = {});
   ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;

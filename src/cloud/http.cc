@@ -17,11 +17,6 @@
 namespace slimta::cloud {
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 std::string trim(std::string s) {
   size_t b = s.find_first_not_of(" \t\r\n");
   size_t e = s.find_last_not_of(" \t\r\n");
@@ -55,7 +50,12 @@ bool throttled(const Response& r) {
 
 }  // namespace
 
-Credentials resolve_credentials(const AwsOptions& aws) {
+std::string process_environment(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+Credentials resolve_credentials(const AwsOptions& aws, const Environment& env) {
   if (!aws.access_key_id.empty())
     return {aws.access_key_id, aws.secret_access_key, aws.session_token};
   if (!env("AWS_ACCESS_KEY_ID").empty()) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -18,9 +19,14 @@ namespace slimta::cloud {
 struct Credentials {
   std::string key, secret, token;
 };
+// A variable of the environment ("" when unset): std::getenv in production.
+using Environment = std::function<std::string(const char* name)>;
+std::string process_environment(const char* name);
+
 // Explicit options, else the environment, else ~/.aws/credentials. Throws
 // CloudStorageError (not retryable) when there are none.
-Credentials resolve_credentials(const AwsOptions& aws);
+Credentials resolve_credentials(const AwsOptions& aws,
+                                const Environment& env = process_environment);
 
 struct Request {
   std::string method = "GET";

@@ -194,23 +194,24 @@ TEST_F(CloudTest, CredentialsComeFromTheProfileFileAndAreNeverShown) {
       dir.sub("credentials"),
       "[default]\naws_access_key_id = AKIDEFAULT\naws_secret_access_key = s3cr3t-default\n"
       "[other]\naws_access_key_id = AKIDOTHER\naws_secret_access_key = s3cr3t-other\n");
-  ::setenv("AWS_SHARED_CREDENTIALS_FILE", dir.sub("credentials").c_str(), 1);
-  ::unsetenv("AWS_ACCESS_KEY_ID");
-  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  std::map<std::string, std::string> vars{{"AWS_SHARED_CREDENTIALS_FILE", dir.sub("credentials")}};
+  cloud::Environment env = [&](const char* name) {
+    auto it = vars.find(name);
+    return it == vars.end() ? std::string() : it->second;
+  };
   AwsOptions o;
   o.profile = "other";
-  EXPECT_EQ(cloud::resolve_credentials(o).key, "AKIDOTHER");
+  EXPECT_EQ(cloud::resolve_credentials(o, env).key, "AKIDOTHER");
   o.profile = "";
-  EXPECT_EQ(cloud::resolve_credentials(o).secret, "s3cr3t-default");
+  EXPECT_EQ(cloud::resolve_credentials(o, env).secret, "s3cr3t-default");
   o.profile = "absent";
   try {
-    cloud::resolve_credentials(o);
+    cloud::resolve_credentials(o, env);
     FAIL();
   } catch (const CloudStorageError& e) {
     EXPECT_NE(std::string(e.what()).find("absent"), std::string::npos);
     EXPECT_EQ(std::string(e.what()).find("s3cr3t"), std::string::npos);
   }
-  ::unsetenv("AWS_SHARED_CREDENTIALS_FILE");
 }
 
 TEST_F(CloudTest, AnotherProcessWaitSeesEveryWrite) {

@@ -33,8 +33,8 @@ def parse_question(data):
 
 
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind(('127.0.0.1', port))
-print('ready', flush=True)
+sock.bind(('127.0.0.1', port))  # port 0: one the kernel picks
+print(f'ready {sock.getsockname()[1]}', flush=True)
 while True:
     data, peer = sock.recvfrom(512)
     try:

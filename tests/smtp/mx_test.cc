@@ -59,7 +59,8 @@ TEST(MxLookupTest, PreferenceOrderImplicitMxNullMxAndMissingDomains) {
   auto missing = smtp::lookup_mx("nosuch.test", r);
   EXPECT_EQ(missing.status, Status::no_domain);
   EXPECT_NE(missing.detail.find("nosuch.test"), std::string::npos);
-  smtp::Resolver dead{"127.0.0.1:" + std::to_string(testing::free_port()), std::chrono::seconds(1)};
+  testing::ClosedPort nothing;  // (TCP; no DNS server has its number for UDP either)
+  smtp::Resolver dead{nothing.address(), std::chrono::seconds(1)};
   EXPECT_EQ(smtp::lookup_mx("example.test", dead).status, Status::temporary);
 }
 
@@ -121,15 +122,15 @@ class Handler:
         return '250 2.0.0 OK'
 async def main(port, n):
     loop = asyncio.get_running_loop()
-    for i in range(1, n + 1):
-        await loop.create_server(lambda: SMTP(Handler(), timeout=2), host='127.0.0.%d' % i, port=port)
-    print('ready', flush=True)
+    for i in range(1, n + 1):  # port 0 for the first: the kernel picks; the rest share it
+        server = await loop.create_server(lambda: SMTP(Handler(), timeout=2), host='127.0.0.%d' % i, port=port)
+        port = server.sockets[0].getsockname()[1]
+    print('ready %d' % port, flush=True)
     await asyncio.Event().wait()
 asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 )py");
-  int port = testing::free_port();
-  testing::ChildProcess sinks(
-      {"/usr/bin/python3", dir.sub("sinks.py"), std::to_string(port), "100"}, "ready");
+  testing::ChildProcess sinks({"/usr/bin/python3", dir.sub("sinks.py"), "0", "100"}, "ready ");
+  int port = testing::port_after("ready ", sinks.output());
   nlohmann::json zone = nlohmann::json::object();
   for (int i = 1; i <= 100; ++i) {
     std::string d = "d" + std::to_string(i) + ".test";

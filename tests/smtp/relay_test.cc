@@ -106,7 +106,7 @@ TEST(SmtpRelayTest, ManyMessagesReuseOneConnectionAndBodiesArriveWhole) {
 }
 
 TEST(SmtpRelayTest, ARefusedConnectionIsATransientFailureForEveryRecipient) {
-  int port = testing::free_port();  // nothing listens there
+  int port = testing::closed_port().port();  // nothing listens there
   SmtpRelay relay(relay_to(port));
   auto r = relay.attempt(message({"a@x.org", "b@x.org"}), 1);
   ASSERT_EQ(r.size(), 2u);

@@ -6,19 +6,19 @@
 namespace slimta::testing {
 
 SmtpSink::SmtpSink(const nlohmann::json& rules, const std::string& user,
-                   const std::string& password)
-    : port_(free_port()) {
+                   const std::string& password) {
   std::string log = dir_.sub("received.jsonl");
   write_file(log, "");
   // Debian's python3, which has python3-aiosmtpd (not a pyenv one that may not).
   try {
-    std::vector<std::string> argv{"/usr/bin/python3", SLIMTA_SOURCE_DIR "/tests/smtp/sink.py",
-                                  std::to_string(port_), log, rules.dump()};
+    std::vector<std::string> argv{"/usr/bin/python3", SLIMTA_SOURCE_DIR "/tests/smtp/sink.py", "0",
+                                  log, rules.dump()};
     if (!user.empty()) {
       argv.push_back(user);
       argv.push_back(password);
     }
-    process_ = std::make_unique<ChildProcess>(argv, "ready\n");
+    process_ = std::make_unique<ChildProcess>(argv, "ready ");
+    port_ = port_after("ready ", process_->output());
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("the SMTP sink did not start (python3-aiosmtpd is "
                                          "installed by scripts/install-deps.sh): ") +

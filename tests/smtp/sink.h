@@ -23,8 +23,8 @@ class SmtpSink {
   SmtpSink& operator=(const SmtpSink&) = delete;
 
   int port() const { return port_; }
-  // The messages accepted so far (those whose log line is complete): {"from", "to": [...], "helo", "size", "seq",
-  // "received" (the first Received: field, unfolded), "report"}.
+  // The messages accepted so far (those whose log line is complete): {"from", "to": [...], "helo",
+  // "size", "seq", "received" (the first Received: field, unfolded), "report"}.
   std::vector<nlohmann::json> received() const;
 
  private:

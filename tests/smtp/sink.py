@@ -12,12 +12,13 @@ repeats ("250" accepts). Recipients without a rule are accepted. With USER and P
 import asyncio
 import json
 import signal
+import socket
 import sys
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-port, log = int(sys.argv[1]), sys.argv[2]
+port, log = int(sys.argv[1]), sys.argv[2]  # port 0: one the kernel picks
 rules = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 credentials = (sys.argv[4].encode(), sys.argv[5].encode()) if len(sys.argv) > 5 else None
 
@@ -57,8 +58,26 @@ class Handler:
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 auth = {'authenticator': authenticator, 'auth_required': True,
         'auth_require_tls': False} if credentials else {}
-controller = Controller(Handler(), hostname='127.0.0.1', port=port, **auth)
+
+
+class BoundController(Controller):
+    """Serves on a socket bound before it starts (to port 0: the kernel's choice), so
+    that no other process can take the port between choosing and binding it."""
+
+    def __init__(self, handler, sock, **kwargs):
+        self._sock = sock
+        super().__init__(handler, hostname='127.0.0.1', port=sock.getsockname()[1], **kwargs)
+
+    def _create_server(self):
+        return self.loop.create_server(self._factory_invoker, sock=self._sock,
+                                       ssl=self.ssl_context)
+
+
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(('127.0.0.1', port))
+controller = BoundController(Handler(), listener, **auth)
 controller.start()
-print('ready', flush=True)
+print(f'ready {listener.getsockname()[1]}', flush=True)
 signal.sigwait({signal.SIGTERM, signal.SIGINT})
 controller.stop()

@@ -23,7 +23,7 @@ class CliTest : public ::testing::Test {
     args.insert(args.begin(), SLIMTA_QUEUE_BIN);
     args.push_back("--storage");
     args.push_back(storage_url_);
-    return run_command(args, input);
+    return run_command(args, input, env_);
   }
   // Enqueues message_ on storage_url_ and checks list --json and show --raw report it;
   // returns its id (empty after a failed assertion).
@@ -47,6 +47,7 @@ class CliTest : public ::testing::Test {
   testing::TempDir dir_;
   std::string spool_ = dir_.sub("spool");
   std::string storage_url_ = "disk:" + spool_;
+  testing::Environment env_;  // for the slimta-queue it runs
   const std::string message_ =
       "From: Alice <alice@example.com>\r\nTo: bob@example.org, \"C, Carol\" <carol@example.org>\r\n"
       "Bcc: dave@example.org\r\nSubject: hello\r\n\r\nbody \xe9\r\n";
@@ -357,8 +358,7 @@ TEST_F(CliTest, WorksOnS3StorageUrls) {
   testing::MotoServer& server = testing::shared_moto();
   server.create_bucket("clibucket");
   std::string queue = server.create_queue("cli" + random_hex(4));
-  ::setenv("AWS_ACCESS_KEY_ID", "test", 1);
-  ::setenv("AWS_SECRET_ACCESS_KEY", "test", 1);
+  env_ = {{"AWS_ACCESS_KEY_ID", "test"}, {"AWS_SECRET_ACCESS_KEY", "test"}};
   storage_url_ = "s3://clibucket/q" + random_hex(4) +
                  "?region=us-east-1&endpoint=" + server.endpoint() + "&sqs=" + queue;
   std::string id = enqueue_and_list();

@@ -46,11 +46,12 @@ except smtplib.SMTPDataError as e:
 TEST(StorageFaultTest, RedisOutOfMemoryIsATemporaryRefusalThatNamesNothingInternal) {
   testing::RedisServer redis;
   testing::TempDir dir;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
                       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0", "--smarthost",
-                      at(testing::free_port())},
+                      testing::closed_port().address()},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
   auto cli = [&](std::vector<std::string> args) {
     std::vector<std::string> argv{"redis-cli", "-p", std::to_string(redis.port())};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -68,7 +69,7 @@ TEST(StorageFaultTest, RedisOutOfMemoryIsATemporaryRefusalThatNamesNothingIntern
 
 TEST(StorageFaultTest, AFullDiskSpoolIsATemporaryRefusalThatNamesNoPath) {
   testing::TempDir dir;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   std::string mnt = dir.sub("small");
   testing::write_file(dir.sub("keep"), "");
   ASSERT_EQ(run_command({"mkdir", mnt}).exit_code, 0);
@@ -76,8 +77,10 @@ TEST(StorageFaultTest, AFullDiskSpoolIsATemporaryRefusalThatNamesNoPath) {
   ChildProcess serve(
       {"unshare", "-m", "sh", "-c",
        "mount -t tmpfs -o size=1m tmpfs " + mnt + " && exec " SLIMTA_QUEUE_BIN " serve --listen " +
-           at(port) + " --storage disk:" + mnt + "/spool --smarthost " + at(testing::free_port())},
+           at(port) + " --storage disk:" + mnt + "/spool --smarthost " +
+           testing::closed_port().address()},
       "listening on");
+  port = testing::listening_ports(serve.output())[0];
   EXPECT_EQ(send(dir, port, 400 * 1024), "ok");
   std::string reply = send(dir, port, 700 * 1024);
   EXPECT_EQ(reply.substr(0, 9), "452 4.3.1") << reply;
@@ -93,11 +96,12 @@ TEST(StorageFaultTest, AFullDiskSpoolIsATemporaryRefusalThatNamesNoPath) {
 TEST(StorageFaultTest, AHungRedisGetsA451InTimeAndServeRecovers) {
   testing::RedisServer redis;
   testing::TempDir dir;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
                       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0",
-                      "--storage-timeout", "1", "--smarthost", at(testing::free_port())},
+                      "--storage-timeout", "1", "--smarthost", testing::closed_port().address()},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
   EXPECT_EQ(send(dir, port), "ok");
   redis.pause();  // SIGSTOP: connections stay open, nothing answers
   auto start = std::chrono::steady_clock::now();
@@ -145,13 +149,14 @@ double cpu_seconds(int pid) {
 // logging 2.4 million lines in 5 s, and 59 clients were never greeted.
 TEST(SessionLimitTest, AtTheFileDescriptorLimitTheAcceptLoopBacksOffAndRecovers) {
   testing::TempDir dir;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   std::string log = dir.sub("serve.log");
   ChildProcess serve({"sh", "-c",
                       "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(port) +
-                          " --storage memory: --smarthost " + at(testing::free_port()) +
+                          " --storage memory: --smarthost " + testing::closed_port().address() +
                           " --max-sessions 1000 --max-sessions-per-client 1000 2>" + log},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
   double cpu_before = cpu_seconds(serve.pid());
   std::vector<std::unique_ptr<testing::SmtpClient>> clients;
   for (int i = 0; i < 100; ++i) clients.push_back(std::make_unique<testing::SmtpClient>(port));
@@ -175,13 +180,14 @@ TEST(SessionLimitTest, AtTheFileDescriptorLimitTheAcceptLoopBacksOffAndRecovers)
 
 TEST(SessionLimitTest, TheDefaultsComeFromTheFileDescriptorLimit) {
   testing::TempDir dir;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   // ulimit -n 64: (64 - 32) / 2 = 16 sessions; the 17th gets 421 4.7.0, as does the
   // 21st from one address with the default per-client limit of 20 (not reached here).
   ChildProcess serve({"sh", "-c",
                       "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(port) +
-                          " --storage memory: --smarthost " + at(testing::free_port())},
+                          " --storage memory: --smarthost " + testing::closed_port().address()},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
   std::vector<std::unique_ptr<testing::SmtpClient>> clients;
   for (int i = 0; i < 16; ++i) {
     clients.push_back(std::make_unique<testing::SmtpClient>(port));
@@ -200,10 +206,11 @@ using testing::peak_rss;
 // 1.6 GiB.
 TEST(MemoryTest, AMessageCostsAtMostOneAndAHalfTimesItsSizeInMemory) {
   testing::TempDir dir;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
-                      "disk:" + dir.sub("spool"), "--smarthost", at(testing::free_port())},
+                      "disk:" + dir.sub("spool"), "--smarthost", testing::closed_port().address()},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
   size_t before = peak_rss(serve.pid());
   size_t size = 24 << 20;
   EXPECT_EQ(send(dir, port, size), "ok");
@@ -215,21 +222,22 @@ TEST(MemoryTest, AMessageCostsAtMostOneAndAHalfTimesItsSizeInMemory) {
 // Found by probing: 1.28 GB was queued in 26 s with no free-space guard.
 TEST(MemoryTest, ADiskSpoolKeepsItsMinimumFreeSpace) {
   testing::TempDir dir;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   std::string mnt = dir.sub("small");
   ASSERT_EQ(run_command({"mkdir", mnt}).exit_code, 0);
   ChildProcess serve(
       {"unshare", "-m", "sh", "-c",
        "mount -t tmpfs -o size=4m tmpfs " + mnt + " && exec " SLIMTA_QUEUE_BIN " serve --listen " +
            at(port) + " --storage disk:" + mnt + "/spool --min-free 2M --smarthost " +
-           at(testing::free_port())},
+           testing::closed_port().address()},
       "listening on");
+  port = testing::listening_ports(serve.output())[0];
   EXPECT_EQ(send(dir, port, 1200 * 1024), "ok");     // 4 MiB - 1.2 MiB: 2.8 MiB left
   std::string reply = send(dir, port, 1200 * 1024);  // would leave 1.6 MiB < 2 MiB
   EXPECT_EQ(reply.substr(0, 9), "452 4.3.1") << reply;
   EXPECT_EQ(send(dir, port, 300 * 1024), "ok");
   auto bad = run_command({SLIMTA_QUEUE_BIN, "serve", "--storage", "memory:", "--listen",
-                          at(testing::free_port()), "--min-free", "lots"});
+                          testing::closed_port().address(), "--min-free", "lots"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("--min-free 'lots' is not BYTES[K|M|G] or N%"), std::string::npos)
       << bad.err;
@@ -240,6 +248,8 @@ TEST(MemoryTest, ADiskSpoolKeepsItsMinimumFreeSpace) {
 TEST(MailLoopTest, ARouteBackToItselfIsBouncedAtTheFirstHop) {
   testing::SmtpSink smarthost;  // takes the bounce to the sender
   testing::TempDir dir;
+  // Routed to its own port, which it must know before it binds it: chosen ahead (the
+  // one race left, with the two relays below and HAProxy's frontends).
   int port = testing::free_port();
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
                       "disk:" + dir.sub("spool"), "--hostname", "mx.loop.example", "--smarthost",

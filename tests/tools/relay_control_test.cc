@@ -82,7 +82,7 @@ class RelayControlTest : public ::testing::Test {
 
 TEST_F(RelayControlTest, ClosedToStrangersOpenToRelayNetworksAuthAndOurDomains) {
   testing::SmtpSink smarthost, mailbox;
-  int port = testing::free_port(), submission = testing::free_port();
+  int port = 0, submission = 0;  // serve binds port 0; read back below
   ChildProcess serve({SLIMTA_QUEUE_BIN,   "serve",
                       "--listen",         at(port),
                       "--submission",     at(submission),
@@ -96,6 +96,8 @@ TEST_F(RelayControlTest, ClosedToStrangersOpenToRelayNetworksAuthAndOurDomains) 
                       "--users",          dir_.sub("users"),
                       "--hostname",       "mx.test.example"},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
+  submission = testing::listening_ports(serve.output())[1];
   // From a relay network: anywhere.
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "far@remote.example"), "ok");
   // From elsewhere: only our domain, which its route takes to the mailbox server.
@@ -166,12 +168,13 @@ print(t.docmd('MAIL', 'FROM:<a@example.com>')[0])
 
 TEST_F(RelayControlTest, KnownRecipientsAreCheckedAtRcpt) {
   testing::write_file(dir_.sub("recipients"), "# valid users\nalice@ours.example\n@all.example\n");
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage", "memory:", "--smarthost",
-       at(testing::free_port()), "--relay-networks", "", "--accept-domains",
+       testing::closed_port().address(), "--relay-networks", "", "--accept-domains",
        "ours.example,all.example", "--accept-recipients", dir_.sub("recipients")},
       "listening on");
+  port = testing::listening_ports(serve.output())[0];
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "alice@ours.example"), "ok");
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "mallory@ours.example"), "550");
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "anyone@all.example"), "ok");
@@ -180,7 +183,7 @@ TEST_F(RelayControlTest, KnownRecipientsAreCheckedAtRcpt) {
 
 TEST_F(RelayControlTest, TheConfigFileDeclaresListenersAndRoutes) {
   testing::SmtpSink mailbox;
-  int port = testing::free_port(), submission = testing::free_port();
+  int port = 0, submission = 0;  // serve binds port 0; read back below
   testing::write_file(dir_.sub("slimta.toml"), "storage = \"disk:" + dir_.sub("spool") +
                                                    "\"\n"
                                                    "[serve]\n"
@@ -190,7 +193,7 @@ TEST_F(RelayControlTest, TheConfigFileDeclaresListenersAndRoutes) {
                                                    "relay-networks = \"127.0.0.2/32\"\n"
                                                    "accept-domains = [\"ours.example\"]\n"
                                                    "smarthost = \"" +
-                                                   at(testing::free_port()) +
+                                                   testing::closed_port().address() +
                                                    "\"\n"
                                                    "tls-cert = \"" +
                                                    cert_.cert +
@@ -212,6 +215,8 @@ TEST_F(RelayControlTest, TheConfigFileDeclaresListenersAndRoutes) {
                                                    "role = \"submission\"\n");
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--config", dir_.sub("slimta.toml")},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
+  submission = testing::listening_ports(serve.output())[1];
   EXPECT_NE(serve.output().find(at(submission) + " (submission)"), std::string::npos)
       << serve.output();
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "victim@remote.example"), "554");
@@ -243,7 +248,7 @@ TEST_F(RelayControlTest, TheConfigFileDeclaresListenersAndRoutes) {
 TEST_F(RelayControlTest, BadSettingsAreRefusedNamingThem) {
   auto serve = [&](const std::vector<std::string>& extra) {
     std::vector<std::string> argv{SLIMTA_QUEUE_BIN, "serve",    "--storage",
-                                  "memory:",        "--listen", at(testing::free_port())};
+                                  "memory:",        "--listen", at(0)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run_command(argv);
   };
@@ -253,7 +258,7 @@ TEST_F(RelayControlTest, BadSettingsAreRefusedNamingThem) {
       r.err.find("--relay-networks: network '10.1.2.3/8' has bits set past its prefix length"),
       std::string::npos)
       << r.err;
-  r = serve({"--submission", at(testing::free_port())});
+  r = serve({"--submission", at(0)});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("needs a TLS certificate and key, and users"), std::string::npos) << r.err;
   testing::write_file(dir_.sub("bad-users"), "alice:secret\n");
@@ -296,7 +301,7 @@ TEST_F(RelayControlTest, TheReadmesConfigExampleStartsAndIsClosed) {
     ASSERT_NE(at, std::string::npos) << from;
     config.replace(at, from.size(), to);
   };
-  int port = testing::free_port(), submission = testing::free_port();
+  int port = 0, submission = 0;  // serve binds port 0; read back below
   replace("/var/spool/slimta", dir_.sub("spool"));
   replace("/etc/slimta/recipients", dir_.sub("recipients"));
   replace("/etc/slimta/cert.pem", cert_.cert);
@@ -306,12 +311,14 @@ TEST_F(RelayControlTest, TheReadmesConfigExampleStartsAndIsClosed) {
   replace("0.0.0.0:587", at(submission));
   // This host is 127.0.0.1 alone here, so that 127.0.0.2 plays a stranger.
   replace("\"127.0.0.0/8,::1/128\"", "\"127.0.0.1/32\"");
-  replace("mail.example.net:25", at(testing::free_port()));
-  replace("10.0.0.5:25", at(testing::free_port()));
+  replace("mail.example.net:25", testing::closed_port().address());
+  replace("10.0.0.5:25", testing::closed_port().address());
   testing::write_file(dir_.sub("recipients"), "postmaster@example.org\n");
   testing::write_file(dir_.sub("slimta.toml"), config);
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--config", dir_.sub("slimta.toml")},
                      "listening on");
+  port = testing::listening_ports(serve.output())[0];
+  submission = testing::listening_ports(serve.output())[1];
   EXPECT_NE(serve.output().find(at(submission) + " (submission)"), std::string::npos);
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "victim@remote.example"), "ok");  // this host
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "victim@remote.example"), "554");
@@ -377,12 +384,13 @@ class HaproxyTest : public RelayControlTest {
 
 TEST_F(HaproxyTest, TheAddressHaproxySawDecidesRelayAndIsInTheReceivedLine) {
   testing::SmtpSink smarthost;
-  int port = testing::free_port();
+  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage", "disk:" + dir_.sub("spool"),
        "--smarthost", at(smarthost.port()), "--proxy-from", "127.0.0.1/32", "--relay-networks",
        "127.0.0.3/32", "--accept-domains", "ours.example"},
       "listening on");
+  port = testing::listening_ports(serve.output())[0];
   start_haproxy(port);
   // Without the PROXY header, every client would be HAProxy's 127.0.0.1 here.
   EXPECT_EQ(smtplib_send(dir_, v1_, "127.0.0.3", "v1@remote.example"), "ok");

@@ -38,7 +38,8 @@ std::unique_ptr<ChildProcess> start_node(const std::string& name, int port, cons
           SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage",
           url, "--smarthost", "127.0.0.1:" + std::to_string(sink_port), "--hostname", name,
           "--workers", std::to_string(kWorkersA), "--lease", "2", "--rescan", "3"},
-      "listening on");
+      "listening on",
+      testing::Environment{{"AWS_ACCESS_KEY_ID", "test"}, {"AWS_SECRET_ACCESS_KEY", "test"}});
 }
 
 // With `restart`, node B is started only after node A is killed: the daemon restarted
@@ -46,10 +47,11 @@ std::unique_ptr<ChildProcess> start_node(const std::string& name, int port, cons
 Result run_scale_out(const std::string& url, int messages, int kill_after, bool restart = false) {
   testing::SmtpSink sink;
   testing::TempDir dir;
-  int port_a = testing::free_port(), port_b = testing::free_port();
-  auto a = start_node("node-a", port_a, url, sink.port());
+  // Each node binds port 0 and says which port it got.
+  auto a = start_node("node-a", 0, url, sink.port());
+  int port_a = testing::listening_ports(a->output())[0];
   std::unique_ptr<ChildProcess> b;
-  if (!restart) b = start_node("node-b", port_b, url, sink.port());
+  if (!restart) b = start_node("node-b", 0, url, sink.port());
   // The client: everything to node A; each message that gets its 250 is recorded.
   testing::write_file(dir.sub("send.py"), R"py(
 import smtplib, sys
@@ -73,7 +75,7 @@ except Exception as e:  # node A was killed: what got its 250 is in the file
          std::chrono::steady_clock::now() < limit)
     std::this_thread::sleep_for(20ms);
   a->stop(SIGKILL);
-  if (restart) b = start_node("node-b", port_b, url, sink.port());
+  if (restart) b = start_node("node-b", 0, url, sink.port());
   sender.wait();
   Result r;
   std::istringstream in(testing::read_file(accepted_file));
@@ -143,8 +145,6 @@ TEST(ScaleOutTest, TwoNodesOnS3AndSqsNodeAKilledEveryAcceptedMessageArrives) {
   auto& server = testing::shared_moto();
   server.create_bucket("scaleout");
   std::string queue = server.create_queue("scale" + random_hex(4));
-  ::setenv("AWS_ACCESS_KEY_ID", "test", 1);
-  ::setenv("AWS_SECRET_ACCESS_KEY", "test", 1);
   std::string url = "s3://scaleout/n" + random_hex(4) +
                     "?region=us-east-1&endpoint=" + server.endpoint() + "&sqs=" + queue;
   check("s3+sqs", run_scale_out(url, 120, 40), 40);

@@ -140,8 +140,10 @@ int main(int argc, char** argv) {
       "0.0.0.0:587 --tls-cert CERT --tls-key KEY --users /etc/slimta/users (your users send "
       "anywhere after AUTH; add users with `slimta-queue passwd USER --users FILE`).\n");
   serve
-      ->add_option("--listen", serve_opts.listen,
-                   "HOST:PORT to accept SMTP on (port 25 role: relay rules at RCPT); repeatable")
+      ->add_option(
+          "--listen", serve_opts.listen,
+          "HOST:PORT to accept SMTP on (port 25 role: relay rules at RCPT); port 0: a free one, "
+          "printed in the \"listening on\" line; repeatable")
       ->capture_default_str();
   serve->add_option("--submission", serve_opts.submission,
                     "HOST:PORT for message submission (587): AUTH required before MAIL, "

@@ -30,7 +30,8 @@
 
 namespace slimta::cli {
 
-std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what) {
+std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what,
+                                                 bool port_zero) {
   auto bad = [&] {
     return InvalidArgument(std::string(what) + " '" + text + "' is not HOST:PORT");
   };
@@ -41,7 +42,7 @@ std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const 
   std::string port = text.substr(colon + 1);
   if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) throw bad();
   unsigned long p = std::stoul(port);
-  if (p == 0 || p > 65535) throw bad();
+  if ((p == 0 && !port_zero) || p > 65535) throw bad();
   return {host, static_cast<uint16_t>(p)};
 }
 
@@ -273,7 +274,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   if (!opts.config_file.empty()) read_config_tables(opts.config_file, listeners, routes);
   std::vector<std::pair<std::string, uint16_t>> endpoints;
   for (const Listener& l : listeners)
-    endpoints.push_back(parse_host_port(l.address, names_of(l.role).option));
+    endpoints.push_back(parse_host_port(l.address, names_of(l.role).option, /*port_zero=*/true));
 
   SmtpServerOptions server_opts;
   server_opts.hostname = opts.hostname;

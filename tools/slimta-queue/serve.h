@@ -54,7 +54,10 @@ struct MinFree {
 MinFree parse_min_free(const std::string& text);
 
 // Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.
-std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what);
+// `port_zero`: port 0 is taken (a listener: the system picks a free port, which serve
+// prints in its "listening on" line).
+std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what,
+                                                 bool port_zero = false);
 
 // `slimta-queue passwd USER --users FILE`: reads a password from `in` (without echo
 // when it is a terminal, asked twice), and adds or changes USER's entry.
