@@ -14,10 +14,10 @@
 
 #include "bench_util.h"
 #include "cloud/http.h"
-#include "cloud/moto_server.h"
+#include "support/moto_server.h"
 #include "core/record.h"
 #include "slimta/cloud_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace {
 

@@ -24,7 +24,7 @@
 
 #include "bench_util.h"
 #include "slimta/disk_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace {
 

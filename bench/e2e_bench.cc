@@ -43,14 +43,14 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "redis/redis_server.h"
+#include "support/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
 #include "slimta/user_database.h"
-#include "smtp/certificate.h"
-#include "smtp/sink.h"
-#include "smtp/smtp_client.h"
-#include "test_util.h"
+#include "support/certificate.h"
+#include "support/sink.h"
+#include "support/smtp_client.h"
+#include "support/test_util.h"
 
 namespace {
 

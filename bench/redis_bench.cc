@@ -21,7 +21,7 @@
 #include "bench_util.h"
 #include "core/record.h"
 #include "redis/connection.h"
-#include "redis/redis_server.h"
+#include "support/redis_server.h"
 #include "slimta/redis_storage.h"
 
 namespace {

@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cloud/http.h"
-#include "cloud/moto_server.h"
-#include "test_util.h"
+#include "support/moto_server.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -3,9 +3,9 @@
 // the right error class, and nothing acknowledged is lost.
 #include <gtest/gtest.h>
 
-#include "cloud/fault_server.h"
+#include "support/fault_server.h"
 #include "slimta/cloud_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

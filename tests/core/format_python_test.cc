@@ -8,7 +8,7 @@
 
 #include "core/hex.h"
 #include "slimta/disk_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -21,7 +21,7 @@
 #include "slimta/disk_storage.h"
 #include "slimta/errors.h"
 #include "support/fault_file_system.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

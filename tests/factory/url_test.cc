@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "slimta/redis_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "fuzz/fuzz_targets.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -12,10 +12,10 @@
 #include <sstream>
 #include <thread>
 
-#include "redis/redis_server.h"
+#include "support/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

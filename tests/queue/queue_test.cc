@@ -12,7 +12,7 @@
 
 #include "queue/bounce.h"
 #include "slimta/memory_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

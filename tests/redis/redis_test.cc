@@ -12,8 +12,8 @@
 #include <gtest/gtest.h>
 
 #include "redis/connection.h"
-#include "redis/redis_server.h"
-#include "test_util.h"
+#include "support/redis_server.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

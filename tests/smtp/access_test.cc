@@ -16,7 +16,7 @@
 #include "smtp/proxy_header.h"
 #include "smtp/relay_rules.h"
 #include "smtp/sasl.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -6,11 +6,11 @@
 #include <random>
 
 #include "slimta/smtp_server.h"
-#include "smtp/certificate.h"
+#include "support/certificate.h"
 #include "smtp/sasl.h"
-#include "smtp/smtp_client.h"
-#include "smtp/test_server.h"
-#include "test_util.h"
+#include "support/smtp_client.h"
+#include "support/test_server.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -1,5 +1,5 @@
 // Delivery by DNS: MX lookups through the system resolver against a test DNS server
-// (tests/smtp/dns_server.py), and MxRelay delivering to real SMTP sinks.
+// (tests/support/dns_server.py), and MxRelay delivering to real SMTP sinks.
 #include "slimta/mx_relay.h"
 
 #include <gtest/gtest.h>
@@ -9,9 +9,9 @@
 #include <thread>
 
 #include "smtp/dns.h"
-#include "smtp/dns_server.h"
-#include "smtp/sink.h"
-#include "test_util.h"
+#include "support/dns_server.h"
+#include "support/sink.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

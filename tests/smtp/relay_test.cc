@@ -12,8 +12,8 @@
 
 #include "slimta/memory_storage.h"
 #include "smtp/client.h"
-#include "smtp/sink.h"
-#include "test_util.h"
+#include "support/sink.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

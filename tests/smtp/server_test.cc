@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "smtp/command.h"
-#include "smtp/smtp_client.h"
-#include "smtp/test_server.h"
-#include "test_util.h"
+#include "support/smtp_client.h"
+#include "support/test_server.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -8,12 +8,12 @@
 #include "slimta/mx_relay.h"
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
-#include "smtp/certificate.h"
-#include "smtp/dns_server.h"
-#include "smtp/sink.h"
-#include "smtp/smtp_client.h"
-#include "smtp/test_server.h"
-#include "test_util.h"
+#include "support/certificate.h"
+#include "support/dns_server.h"
+#include "support/sink.h"
+#include "support/smtp_client.h"
+#include "support/test_server.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -9,13 +9,13 @@
 #include <set>
 #include <thread>
 
-#include "cloud/moto_server.h"
-#include "redis/redis_server.h"
+#include "support/moto_server.h"
+#include "support/redis_server.h"
 #include "slimta/cloud_storage.h"
 #include "slimta/disk_storage.h"
 #include "slimta/memory_storage.h"
 #include "slimta/redis_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -17,9 +17,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cloud/moto_server.h"
-#include "redis/redis_server.h"
-#include "test_util.h"
+#include "support/moto_server.h"
+#include "support/redis_server.h"
+#include "support/test_util.h"
 
 using slimta::testing::MotoServer;
 using slimta::testing::RedisServer;

@@ -12,10 +12,10 @@
 #include <sstream>
 #include <thread>
 
-#include "redis/redis_server.h"
-#include "smtp/sink.h"
-#include "smtp/smtp_client.h"
-#include "test_util.h"
+#include "support/redis_server.h"
+#include "support/sink.h"
+#include "support/smtp_client.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -13,9 +13,9 @@
 
 #include "slimta/disk_storage.h"
 #include "slimta/user_database.h"
-#include "smtp/certificate.h"
-#include "smtp/sink.h"
-#include "test_util.h"
+#include "support/certificate.h"
+#include "support/sink.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

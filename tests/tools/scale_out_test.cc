@@ -11,10 +11,10 @@
 #include <sstream>
 #include <thread>
 
-#include "cloud/moto_server.h"
-#include "redis/redis_server.h"
-#include "smtp/sink.h"
-#include "test_util.h"
+#include "support/moto_server.h"
+#include "support/redis_server.h"
+#include "support/sink.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

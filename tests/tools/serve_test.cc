@@ -8,10 +8,10 @@
 #include <thread>
 
 #include "slimta/disk_storage.h"
-#include "smtp/certificate.h"
-#include "smtp/dns_server.h"
-#include "smtp/sink.h"
-#include "test_util.h"
+#include "support/certificate.h"
+#include "support/dns_server.h"
+#include "support/sink.h"
+#include "support/test_util.h"
 
 namespace slimta {
 namespace {

@@ -1,4 +1,4 @@
-// A real SMTP sink for the tests: tests/smtp/sink.py on Debian's python3-aiosmtpd,
+// A real SMTP sink for the tests: tests/support/sink.py on Debian's python3-aiosmtpd,
 // started on 127.0.0.1 and a free port. A test that needs one FAILS if it cannot
 // start it (python3-aiosmtpd is installed by scripts/install-deps.sh).
 #pragma once
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta::testing {
 

@@ -1,4 +1,4 @@
-#include "smtp/smtp_client.h"
+#include "support/smtp_client.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

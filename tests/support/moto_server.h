@@ -1,5 +1,5 @@
 // A real S3 + SQS API server for the tests: moto (preinstalled with python3), run by
-// tests/cloud/moto_serial.py so that its conditional writes are atomic as S3's are,
+// tests/support/moto_serial.py so that its conditional writes are atomic as S3's are,
 // started on 127.0.0.1 and a port it binds itself (port 0, read back), stopped by its
 // PID. A test that needs it FAILS if it cannot start it; SLIMTA_SKIP_MOTO=1 skips such
 // tests, for local use only (CI never sets it).

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "slimta/redis_storage.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta::testing {
 

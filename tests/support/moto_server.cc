@@ -1,4 +1,4 @@
-#include "cloud/moto_server.h"
+#include "support/moto_server.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,13 +16,13 @@
 #include <vector>
 
 #include "cloud/http.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta::testing {
 namespace {
 
 // moto_server from PATH, or from pyenv when PATH lacks its shims. (The server itself is
-// started through tests/cloud/moto_serial.py, moto's app with serialised requests.)
+// started through tests/support/moto_serial.py, moto's app with serialised requests.)
 std::string find_moto() {
   std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
   const char* home = std::getenv("HOME");
@@ -62,7 +62,7 @@ MotoServer::MotoServer(std::map<std::string, std::string> extra_env, bool detach
   std::string moto = find_moto();
   std::string python = std::filesystem::path(moto).parent_path() / "python3";
   if (::access(python.c_str(), X_OK) != 0) python = "python3";
-  std::string script = SLIMTA_SOURCE_DIR "/tests/cloud/moto_serial.py";
+  std::string script = SLIMTA_SOURCE_DIR "/tests/support/moto_serial.py";
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;

@@ -1,4 +1,4 @@
-#include "cloud/fault_server.h"
+#include "support/fault_server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

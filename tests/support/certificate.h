@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace slimta::testing {
 

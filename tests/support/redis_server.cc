@@ -1,4 +1,4 @@
-#include "redis/redis_server.h"
+#include "support/redis_server.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "smtp/sink.h"
+#include "support/sink.h"
 
 #include <sstream>
 #include <stdexcept>
@@ -11,8 +11,8 @@ SmtpSink::SmtpSink(const nlohmann::json& rules, const std::string& user,
   write_file(log, "");
   // Debian's python3, which has python3-aiosmtpd (not a pyenv one that may not).
   try {
-    std::vector<std::string> argv{"/usr/bin/python3", SLIMTA_SOURCE_DIR "/tests/smtp/sink.py", "0",
-                                  log, rules.dump()};
+    std::vector<std::string> argv{"/usr/bin/python3", SLIMTA_SOURCE_DIR "/tests/support/sink.py",
+                                  "0", log, rules.dump()};
     if (!user.empty()) {
       argv.push_back(user);
       argv.push_back(password);
