@@ -472,15 +472,14 @@ void DiskStorage::Impl::set_aside(const std::string& id, const std::string& reas
   // Linked into corrupt/ and made durable there before the name leaves msg/, so that no
   // power loss loses the record: at worst it is back in msg/ and is set aside again.
   std::string dest = id + ".msg";
+  // 0 or the errno of linkat().
   auto link_into_corrupt = [&](int dir, const std::string& to) {
-    for (int tries = 0; fs.linkat(dir, id.c_str(), corrupt_fd.get(), to.c_str()) != 0; ++tries) {
-      if (errno == EEXIST && tries == 0) {  // set aside before a power loss undid the unlink
-        posix::unlink_at(fs, corrupt_fd.get(), to, path_of("corrupt", to));
-        continue;
-      }
-      return errno;
-    }
-    return 0;
+    auto link = [&] { return fs.linkat(dir, id.c_str(), corrupt_fd.get(), to.c_str()); };
+    if (link() == 0) return 0;
+    if (errno != EEXIST) return errno;
+    // Set aside once already, before a power loss undid the unlink: replace that copy.
+    posix::unlink_at(fs, corrupt_fd.get(), to, path_of("corrupt", to));
+    return link() == 0 ? 0 : errno;
   };
   if (int err = link_into_corrupt(msg_fd.get(), dest); err == EPERM) {
     // A directory cannot be linked; it holds no record, so moving it is enough.

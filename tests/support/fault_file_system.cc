@@ -110,11 +110,6 @@ void FaultFileSystem::cut() {
   cut_ = true;
 }
 
-uint64_t FaultFileSystem::calls(Op op) {
-  std::lock_guard lock(mu_);
-  return calls_[op];
-}
-
 bool FaultFileSystem::admit(Op op, bool changes) {
   if (changes && ++changes_ >= cut_at_) cut();
   std::lock_guard lock(mu_);
@@ -128,7 +123,6 @@ bool FaultFileSystem::admit(Op op, bool changes) {
     errno = it->second.first;
     return false;
   }
-  ++calls_[op];
   return true;
 }
 
@@ -149,42 +143,42 @@ int FaultFileSystem::sync(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return -1;
   if (S_ISDIR(st.st_mode)) {
-    Listing listing;
-    for (const std::string& name : names_in(fd)) {
-      struct stat e;
-      if (::fstatat(fd, name.c_str(), &e, AT_SYMLINK_NOFOLLOW) != 0) continue;  // just removed
-      if (S_ISDIR(e.st_mode) || S_ISREG(e.st_mode)) listing[name] = {e.st_ino, S_ISDIR(e.st_mode)};
-    }
-    dirs_[st.st_ino] = std::move(listing);
+    dirs_[st.st_ino] = listing_of(fd);
   } else if (S_ISREG(st.st_mode)) {
     data_[st.st_ino] = content_of(fd);
   }
   return 0;  // the real sync is skipped: the model, not the disk, decides what survives
 }
 
+FaultFileSystem::Listing FaultFileSystem::listing_of(int dirfd) {
+  Listing listing;
+  for (const std::string& name : names_in(dirfd)) {
+    struct stat e;
+    if (::fstatat(dirfd, name.c_str(), &e, AT_SYMLINK_NOFOLLOW) != 0) continue;  // just removed
+    if (S_ISDIR(e.st_mode) || S_ISREG(e.st_mode)) listing[name] = {e.st_ino, S_ISDIR(e.st_mode)};
+  }
+  return listing;
+}
+
 void FaultFileSystem::checkpoint() {
   dirs_.clear();
   data_.clear();
-  // Depth first, with inode numbers.
-  auto visit = [&](auto& self, const std::string& path) -> ino_t {
-    struct stat st;
-    if (::lstat(path.c_str(), &st) != 0) throw failure("stat " + path);
-    if (S_ISREG(st.st_mode)) {
-      data_[st.st_ino] = content_at(path);
-    } else if (S_ISDIR(st.st_mode)) {
-      Listing listing;
-      for (const auto& e : fs::directory_iterator(path)) {
-        std::string name = e.path().filename();
-        struct stat es;
-        if (::lstat(e.path().c_str(), &es) != 0) throw failure("stat " + e.path().string());
-        if (!S_ISREG(es.st_mode) && !S_ISDIR(es.st_mode)) continue;
-        listing[name] = {self(self, e.path().string()), S_ISDIR(es.st_mode) != 0};
+  auto visit = [&](auto& self, const std::string& path, ino_t ino) -> void {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw failure("open " + path);
+    Listing listing = listing_of(fd);
+    ::close(fd);
+    for (const auto& [name, entry] : listing) {
+      std::string child = path + "/" + name;
+      if (entry.dir) {
+        self(self, child, entry.ino);
+      } else {
+        data_[entry.ino] = content_at(child);
       }
-      dirs_[st.st_ino] = std::move(listing);
     }
-    return st.st_ino;
+    dirs_[ino] = std::move(listing);
   };
-  visit(visit, root_);
+  visit(visit, root_, root_ino_);
 }
 
 void FaultFileSystem::restore(Unsynced unsynced, std::mt19937& rng) {
@@ -192,6 +186,7 @@ void FaultFileSystem::restore(Unsynced unsynced, std::mt19937& rng) {
   // Where each inode's current content is, for torn appends.
   std::map<ino_t, std::string> where;
   for (const std::string& top : {root_, keep_}) {
+    if (unsynced != Unsynced::torn) break;
     for (const auto& e : fs::recursive_directory_iterator(top)) {
       struct stat st;
       if (::lstat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode))
@@ -218,7 +213,7 @@ void FaultFileSystem::restore(Unsynced unsynced, std::mt19937& rng) {
       }
       auto d = data_.find(entry.ino);
       std::string content = d == data_.end() ? std::string() : d->second;
-      if (auto w = where.find(entry.ino); unsynced == Unsynced::torn && w != where.end()) {
+      if (auto w = where.find(entry.ino); w != where.end()) {
         std::string now = content_at(w->second);
         if (now.size() > content.size() && now.starts_with(content)) {
           content = now.substr(0, content.size() + rng() % (now.size() - content.size() + 1));

@@ -45,9 +45,6 @@ class FaultFileSystem : public disk::FileSystem {
   void cut_after(uint64_t changes);
   void cut();
   bool is_cut() const { return cut_.load(); }
-  uint64_t changes() const { return changes_.load(); }
-  // Calls of `op` that went through since the start.
-  uint64_t calls(Op op);
   void restore(Unsynced unsynced, std::mt19937& rng);
 
   int openat(int dirfd, const char* name, int flags, mode_t mode) override;
@@ -77,6 +74,8 @@ class FaultFileSystem : public disk::FileSystem {
     bool dir;
   };
   using Listing = std::map<std::string, Entry>;
+  // The regular files and directories in directory `dirfd`, by name.
+  static Listing listing_of(int dirfd);
 
   // Whether a call of `op` may go ahead; false (errno set) if the power is off or a
   // fault is due.
@@ -95,7 +94,6 @@ class FaultFileSystem : public disk::FileSystem {
   std::map<ino_t, Listing> dirs_;      // durable entries, per directory inode
   std::map<ino_t, std::string> data_;  // durable content, per file inode
   std::map<Op, std::pair<int, int>> faults_;  // op -> (errno, calls left)
-  std::map<Op, uint64_t> calls_;
 };
 
 }  // namespace slimta::testing
