@@ -63,15 +63,6 @@ MotoServer::MotoServer(std::map<std::string, std::string> extra_env, bool detach
   std::string python = std::filesystem::path(moto).parent_path() / "python3";
   if (::access(python.c_str(), X_OK) != 0) python = "python3";
   std::string script = SLIMTA_SOURCE_DIR "/tests/support/moto_serial.py";
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    if (!extra_env.count(kv.substr(0, kv.find('=')))) env.push_back(kv);
-  }
-  for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& kv : env) envp.push_back(kv.data());
-  envp.push_back(nullptr);
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
@@ -84,8 +75,7 @@ MotoServer::MotoServer(std::map<std::string, std::string> extra_env, bool detach
     ::dup2(out[1], 1);
     ::freopen("/dev/null", "w", stderr);
     ::freopen("/dev/null", "r", stdin);
-    ::execle(python.c_str(), "python3", script.c_str(), "-H", "127.0.0.1", nullptr, envp.data());
-    ::_exit(127);
+    exec_with({python, script, "-H", "127.0.0.1"}, extra_env);
   }
   ::close(out[1]);
   // "port N" once it listens on the port it bound.

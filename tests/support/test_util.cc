@@ -190,10 +190,7 @@ CrossProcessWait write_in_child_and_wait(
   return result;
 }
 
-namespace {
-
-// Runs argv in this (forked) process, with the environment plus `env`.
-[[noreturn]] void exec_with(const std::vector<std::string>& argv, const Environment& env) {
+void exec_with(const std::vector<std::string>& argv, const Environment& env) {
   std::vector<std::string> vars;
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;
@@ -208,8 +205,6 @@ namespace {
   ::execvpe(args[0], args.data(), envp.data());
   ::_exit(127);
 }
-
-}  // namespace
 
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& input,
                           const Environment& env) {

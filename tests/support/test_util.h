@@ -116,6 +116,10 @@ struct CommandResult {
 // environment is never changed.
 using Environment = std::map<std::string, std::string>;
 
+// Replaces this (forked) process with argv (no shell), with the environment plus `env`;
+// exits 127 if argv cannot be run.
+[[noreturn]] void exec_with(const std::vector<std::string>& argv, const Environment& env);
+
 // Runs argv (no shell) with `input` on stdin; waits for it.
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& input = "",
                           const Environment& env = {});

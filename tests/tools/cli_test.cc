@@ -5,10 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "support/moto_server.h"
-#include "support/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
+#include "support/moto_server.h"
+#include "support/redis_server.h"
 #include "support/test_util.h"
 
 namespace slimta {

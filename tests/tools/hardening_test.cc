@@ -25,6 +25,20 @@ using testing::run_command;
 
 std::string at(int port) { return "127.0.0.1:" + std::to_string(port); }
 
+// serve on a disk spool in a tmpfs of `size` mounted on `mnt` (an empty directory) in
+// serve's own mount namespace, which goes away with the process; `flags` are added to
+// its command line.
+std::unique_ptr<ChildProcess> serve_on_tmpfs(const std::string& mnt, const std::string& size,
+                                             const std::string& flags = "") {
+  return std::make_unique<ChildProcess>(
+      std::vector<std::string>{"unshare", "-m", "sh", "-c",
+                               "mount -t tmpfs -o size=" + size + " tmpfs " + mnt +
+                                   " && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(0) +
+                                   " --storage disk:" + mnt + "/spool --smarthost " +
+                                   testing::closed_port().address() + flags},
+      "listening on");
+}
+
 // Sends one message of `size` bytes with smtplib; prints "ok", or the refusal's code
 // and text.
 std::string send(const testing::TempDir& dir, int port, size_t size = 100) {
@@ -46,12 +60,11 @@ except smtplib.SMTPDataError as e:
 TEST(StorageFaultTest, RedisOutOfMemoryIsATemporaryRefusalThatNamesNothingInternal) {
   testing::RedisServer redis;
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(0), "--storage",
                       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0", "--smarthost",
                       testing::closed_port().address()},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   auto cli = [&](std::vector<std::string> args) {
     std::vector<std::string> argv{"redis-cli", "-p", std::to_string(redis.port())};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -69,25 +82,18 @@ TEST(StorageFaultTest, RedisOutOfMemoryIsATemporaryRefusalThatNamesNothingIntern
 
 TEST(StorageFaultTest, AFullDiskSpoolIsATemporaryRefusalThatNamesNoPath) {
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
   std::string mnt = dir.sub("small");
   testing::write_file(dir.sub("keep"), "");
   ASSERT_EQ(run_command({"mkdir", mnt}).exit_code, 0);
-  // A 1 MiB tmpfs in serve's own mount namespace: it goes away with the process.
-  ChildProcess serve(
-      {"unshare", "-m", "sh", "-c",
-       "mount -t tmpfs -o size=1m tmpfs " + mnt + " && exec " SLIMTA_QUEUE_BIN " serve --listen " +
-           at(port) + " --storage disk:" + mnt + "/spool --smarthost " +
-           testing::closed_port().address()},
-      "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  auto serve = serve_on_tmpfs(mnt, "1m");
+  int port = testing::listening_ports(serve->output())[0];
   EXPECT_EQ(send(dir, port, 400 * 1024), "ok");
   std::string reply = send(dir, port, 700 * 1024);
   EXPECT_EQ(reply.substr(0, 9), "452 4.3.1") << reply;
   EXPECT_EQ(reply.find(mnt), std::string::npos) << reply;
   EXPECT_EQ(reply.find("spool"), std::string::npos) << reply;
   EXPECT_EQ(send(dir, port, 100 * 1024), "ok");  // what fits still goes in
-  auto list = run_command({"nsenter", "-t", std::to_string(serve.pid()), "-m", SLIMTA_QUEUE_BIN,
+  auto list = run_command({"nsenter", "-t", std::to_string(serve->pid()), "-m", SLIMTA_QUEUE_BIN,
                            "list", "--storage", "disk:" + mnt + "/spool"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_NE(list.out.find("in 2 Requests"), std::string::npos) << list.out;  // nothing torn
@@ -96,12 +102,11 @@ TEST(StorageFaultTest, AFullDiskSpoolIsATemporaryRefusalThatNamesNoPath) {
 TEST(StorageFaultTest, AHungRedisGetsA451InTimeAndServeRecovers) {
   testing::RedisServer redis;
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(0), "--storage",
                       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0",
                       "--storage-timeout", "1", "--smarthost", testing::closed_port().address()},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   EXPECT_EQ(send(dir, port), "ok");
   redis.pause();  // SIGSTOP: connections stay open, nothing answers
   auto start = std::chrono::steady_clock::now();
@@ -149,14 +154,13 @@ double cpu_seconds(int pid) {
 // logging 2.4 million lines in 5 s, and 59 clients were never greeted.
 TEST(SessionLimitTest, AtTheFileDescriptorLimitTheAcceptLoopBacksOffAndRecovers) {
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
   std::string log = dir.sub("serve.log");
   ChildProcess serve({"sh", "-c",
-                      "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(port) +
+                      "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(0) +
                           " --storage memory: --smarthost " + testing::closed_port().address() +
                           " --max-sessions 1000 --max-sessions-per-client 1000 2>" + log},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   double cpu_before = cpu_seconds(serve.pid());
   std::vector<std::unique_ptr<testing::SmtpClient>> clients;
   for (int i = 0; i < 100; ++i) clients.push_back(std::make_unique<testing::SmtpClient>(port));
@@ -180,14 +184,13 @@ TEST(SessionLimitTest, AtTheFileDescriptorLimitTheAcceptLoopBacksOffAndRecovers)
 
 TEST(SessionLimitTest, TheDefaultsComeFromTheFileDescriptorLimit) {
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
   // ulimit -n 64: (64 - 32) / 2 = 16 sessions; the 17th gets 421 4.7.0, as does the
   // 21st from one address with the default per-client limit of 20 (not reached here).
   ChildProcess serve({"sh", "-c",
-                      "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(port) +
+                      "ulimit -n 64 && exec " SLIMTA_QUEUE_BIN " serve --listen " + at(0) +
                           " --storage memory: --smarthost " + testing::closed_port().address()},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   std::vector<std::unique_ptr<testing::SmtpClient>> clients;
   for (int i = 0; i < 16; ++i) {
     clients.push_back(std::make_unique<testing::SmtpClient>(port));
@@ -206,11 +209,10 @@ using testing::peak_rss;
 // 1.6 GiB.
 TEST(MemoryTest, AMessageCostsAtMostOneAndAHalfTimesItsSizeInMemory) {
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(0), "--storage",
                       "disk:" + dir.sub("spool"), "--smarthost", testing::closed_port().address()},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   size_t before = peak_rss(serve.pid());
   size_t size = 24 << 20;
   EXPECT_EQ(send(dir, port, size), "ok");
@@ -222,22 +224,16 @@ TEST(MemoryTest, AMessageCostsAtMostOneAndAHalfTimesItsSizeInMemory) {
 // Found by probing: 1.28 GB was queued in 26 s with no free-space guard.
 TEST(MemoryTest, ADiskSpoolKeepsItsMinimumFreeSpace) {
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
   std::string mnt = dir.sub("small");
   ASSERT_EQ(run_command({"mkdir", mnt}).exit_code, 0);
-  ChildProcess serve(
-      {"unshare", "-m", "sh", "-c",
-       "mount -t tmpfs -o size=4m tmpfs " + mnt + " && exec " SLIMTA_QUEUE_BIN " serve --listen " +
-           at(port) + " --storage disk:" + mnt + "/spool --min-free 2M --smarthost " +
-           testing::closed_port().address()},
-      "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  auto serve = serve_on_tmpfs(mnt, "4m", " --min-free 2M");
+  int port = testing::listening_ports(serve->output())[0];
   EXPECT_EQ(send(dir, port, 1200 * 1024), "ok");     // 4 MiB - 1.2 MiB: 2.8 MiB left
   std::string reply = send(dir, port, 1200 * 1024);  // would leave 1.6 MiB < 2 MiB
   EXPECT_EQ(reply.substr(0, 9), "452 4.3.1") << reply;
   EXPECT_EQ(send(dir, port, 300 * 1024), "ok");
-  auto bad = run_command({SLIMTA_QUEUE_BIN, "serve", "--storage", "memory:", "--listen",
-                          testing::closed_port().address(), "--min-free", "lots"});
+  auto bad = run_command(
+      {SLIMTA_QUEUE_BIN, "serve", "--storage", "memory:", "--listen", at(0), "--min-free", "lots"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("--min-free 'lots' is not BYTES[K|M|G] or N%"), std::string::npos)
       << bad.err;

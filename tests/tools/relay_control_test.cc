@@ -82,10 +82,9 @@ class RelayControlTest : public ::testing::Test {
 
 TEST_F(RelayControlTest, ClosedToStrangersOpenToRelayNetworksAuthAndOurDomains) {
   testing::SmtpSink smarthost, mailbox;
-  int port = 0, submission = 0;  // serve binds port 0; read back below
   ChildProcess serve({SLIMTA_QUEUE_BIN,   "serve",
-                      "--listen",         at(port),
-                      "--submission",     at(submission),
+                      "--listen",         at(0),
+                      "--submission",     at(0),
                       "--storage",        "disk:" + dir_.sub("spool"),
                       "--smarthost",      at(smarthost.port()),
                       "--route",          "ours.example=" + at(mailbox.port()),
@@ -96,8 +95,8 @@ TEST_F(RelayControlTest, ClosedToStrangersOpenToRelayNetworksAuthAndOurDomains) 
                       "--users",          dir_.sub("users"),
                       "--hostname",       "mx.test.example"},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
-  submission = testing::listening_ports(serve.output())[1];
+  std::vector<int> ports = testing::listening_ports(serve.output());
+  int port = ports[0], submission = ports[1];
   // From a relay network: anywhere.
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "far@remote.example"), "ok");
   // From elsewhere: only our domain, which its route takes to the mailbox server.
@@ -168,13 +167,12 @@ print(t.docmd('MAIL', 'FROM:<a@example.com>')[0])
 
 TEST_F(RelayControlTest, KnownRecipientsAreCheckedAtRcpt) {
   testing::write_file(dir_.sub("recipients"), "# valid users\nalice@ours.example\n@all.example\n");
-  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve(
-      {SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage", "memory:", "--smarthost",
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", at(0), "--storage", "memory:", "--smarthost",
        testing::closed_port().address(), "--relay-networks", "", "--accept-domains",
        "ours.example,all.example", "--accept-recipients", dir_.sub("recipients")},
       "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "alice@ours.example"), "ok");
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "mallory@ours.example"), "550");
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "anyone@all.example"), "ok");
@@ -183,12 +181,11 @@ TEST_F(RelayControlTest, KnownRecipientsAreCheckedAtRcpt) {
 
 TEST_F(RelayControlTest, TheConfigFileDeclaresListenersAndRoutes) {
   testing::SmtpSink mailbox;
-  int port = 0, submission = 0;  // serve binds port 0; read back below
   testing::write_file(dir_.sub("slimta.toml"), "storage = \"disk:" + dir_.sub("spool") +
                                                    "\"\n"
                                                    "[serve]\n"
                                                    "listen = \"" +
-                                                   at(port) +
+                                                   at(0) +
                                                    "\"\n"
                                                    "relay-networks = \"127.0.0.2/32\"\n"
                                                    "accept-domains = [\"ours.example\"]\n"
@@ -210,13 +207,13 @@ TEST_F(RelayControlTest, TheConfigFileDeclaresListenersAndRoutes) {
                                                    "\"\n"
                                                    "[[listener]]\n"
                                                    "address = \"" +
-                                                   at(submission) +
+                                                   at(0) +
                                                    "\"\n"
                                                    "role = \"submission\"\n");
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--config", dir_.sub("slimta.toml")},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
-  submission = testing::listening_ports(serve.output())[1];
+  std::vector<int> ports = testing::listening_ports(serve.output());
+  int port = ports[0], submission = ports[1];
   EXPECT_NE(serve.output().find(at(submission) + " (submission)"), std::string::npos)
       << serve.output();
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "victim@remote.example"), "554");
@@ -301,14 +298,13 @@ TEST_F(RelayControlTest, TheReadmesConfigExampleStartsAndIsClosed) {
     ASSERT_NE(at, std::string::npos) << from;
     config.replace(at, from.size(), to);
   };
-  int port = 0, submission = 0;  // serve binds port 0; read back below
   replace("/var/spool/slimta", dir_.sub("spool"));
   replace("/etc/slimta/recipients", dir_.sub("recipients"));
   replace("/etc/slimta/cert.pem", cert_.cert);
   replace("/etc/slimta/key.pem", cert_.key);
   replace("\"/etc/slimta/users\"", "\"" + dir_.sub("users") + "\"");
-  replace("0.0.0.0:25\"", at(port) + "\"");
-  replace("0.0.0.0:587", at(submission));
+  replace("0.0.0.0:25\"", at(0) + "\"");
+  replace("0.0.0.0:587", at(0));
   // This host is 127.0.0.1 alone here, so that 127.0.0.2 plays a stranger.
   replace("\"127.0.0.0/8,::1/128\"", "\"127.0.0.1/32\"");
   replace("mail.example.net:25", testing::closed_port().address());
@@ -317,8 +313,8 @@ TEST_F(RelayControlTest, TheReadmesConfigExampleStartsAndIsClosed) {
   testing::write_file(dir_.sub("slimta.toml"), config);
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--config", dir_.sub("slimta.toml")},
                      "listening on");
-  port = testing::listening_ports(serve.output())[0];
-  submission = testing::listening_ports(serve.output())[1];
+  std::vector<int> ports = testing::listening_ports(serve.output());
+  int port = ports[0], submission = ports[1];
   EXPECT_NE(serve.output().find(at(submission) + " (submission)"), std::string::npos);
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.1", "victim@remote.example"), "ok");  // this host
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "victim@remote.example"), "554");
@@ -384,13 +380,12 @@ class HaproxyTest : public RelayControlTest {
 
 TEST_F(HaproxyTest, TheAddressHaproxySawDecidesRelayAndIsInTheReceivedLine) {
   testing::SmtpSink smarthost;
-  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve(
-      {SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage", "disk:" + dir_.sub("spool"),
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", at(0), "--storage", "disk:" + dir_.sub("spool"),
        "--smarthost", at(smarthost.port()), "--proxy-from", "127.0.0.1/32", "--relay-networks",
        "127.0.0.3/32", "--accept-domains", "ours.example"},
       "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   start_haproxy(port);
   // Without the PROXY header, every client would be HAProxy's 127.0.0.1 here.
   EXPECT_EQ(smtplib_send(dir_, v1_, "127.0.0.3", "v1@remote.example"), "ok");

@@ -37,13 +37,12 @@ s.quit()
 TEST(ServeTest, AcceptsOverSmtpDeliversToTheSmarthostAndStopsOnSigterm) {
   testing::SmtpSink sink;
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
   std::string spool = dir.sub("spool");
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port),
-                      "--storage", "disk:" + spool, "--smarthost",
-                      "127.0.0.1:" + std::to_string(sink.port()), "--hostname", "mx.test.example"},
-                     "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage", "disk:" + spool,
+       "--smarthost", "127.0.0.1:" + std::to_string(sink.port()), "--hostname", "mx.test.example"},
+      "listening on");
+  int port = testing::listening_ports(serve.output())[0];
   auto sent = send_with_smtplib(port, 30, dir);
   ASSERT_EQ(sent.exit_code, 0) << sent.err;
   auto swaks = run_command({"swaks", "--server", "127.0.0.1:" + std::to_string(port), "--from",
@@ -72,13 +71,12 @@ TEST(ServeTest, WithoutASmarthostItDeliversToTheMxHosts) {
   testing::DnsServer dns({{"example.org", {{"MX", {{10, "mx.example.org"}}}}},
                           {"mx.example.org", {{"A", {"127.0.0.1"}}}}});
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
   std::string spool = dir.sub("spool");
   ChildProcess serve(
-      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage",
-       "disk:" + spool, "--dns-server", dns.address(), "--mx-port", std::to_string(sink.port())},
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage", "disk:" + spool,
+       "--dns-server", dns.address(), "--mx-port", std::to_string(sink.port())},
       "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   ASSERT_EQ(send_with_smtplib(port, 2, dir).exit_code, 0);  // to bob@example.org
   for (int i = 0; i < 100 && sink.received().size() < 2; ++i) std::this_thread::sleep_for(100ms);
   ASSERT_EQ(sink.received().size(), 2u);
@@ -89,16 +87,14 @@ TEST(ServeTest, WithoutASmarthostItDeliversToTheMxHosts) {
 
 TEST(ServeTest, AConfigFileSetsTheStorageAndServesOptions) {
   testing::TempDir dir;
-  int port = 0;  // serve binds port 0; read back below
-  testing::write_file(dir.sub("slimta.toml"),
-                      "storage = \"disk:" + dir.sub("spool") +
-                          "\"\n[serve]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n");
+  testing::write_file(dir.sub("slimta.toml"), "storage = \"disk:" + dir.sub("spool") +
+                                                  "\"\n[serve]\nlisten = \"127.0.0.1:0" + "\"\n");
   // A smarthost where nothing listens: the message is deferred and stays stored.
   std::string nowhere = testing::closed_port().address();
   ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--config", dir.sub("slimta.toml"), "--smarthost", nowhere},
       "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   EXPECT_NE(serve.output().find("127.0.0.1:" + std::to_string(port)), std::string::npos)
       << serve.output();
   ASSERT_EQ(send_with_smtplib(port, 1, dir).exit_code, 0);
@@ -108,13 +104,12 @@ TEST(ServeTest, AConfigFileSetsTheStorageAndServesOptions) {
 TEST(ServeTest, OffersStarttlsWithTheConfiguredCertificate) {
   testing::TempDir dir;
   auto [cert, key] = testing::make_certificate(dir, "server");
-  int port = 0;  // serve binds port 0; read back below
   ChildProcess serve(
-      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:" + std::to_string(port), "--storage",
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage",
        "disk:" + dir.sub("spool"), "--tls-cert", cert, "--tls-key", key, "--smarthost",
        testing::closed_port().address()},  // nowhere: the message stays
       "listening on");
-  port = testing::listening_ports(serve.output())[0];
+  int port = testing::listening_ports(serve.output())[0];
   testing::write_file(dir.sub("tls.py"), R"py(
 import smtplib, ssl, sys
 s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))
