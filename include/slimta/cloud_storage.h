@@ -17,18 +17,23 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "slimta/clock.h"
 #include "slimta/storage.h"
 
 namespace slimta {
 
-class CloudStorage;
-
-// S3 and SQS failures. Retryable for 5xx, throttling and network errors (after the
-// bounded retries the client already made); not for 403 and other 4xx.
+// S3 and SQS failures: temporary for 5xx, throttling and network errors (after the
+// bounded retries the client already made), permanent for 403 and other 4xx, a missing
+// bucket or queue, or no credentials.
 class CloudStorageError : public QueueError {
  public:
+  static CloudStorageError temporary(const std::string& what) { return {what, true}; }
+  static CloudStorageError permanent(const std::string& what) { return {what, false}; }
+
+ private:
   CloudStorageError(const std::string& what, bool retryable) : QueueError(what, retryable) {}
 };
 
@@ -58,10 +63,31 @@ class SimpleStorageService {
   const std::string& bucket() const;
   const std::string& prefix() const;
 
+  // The object operations CloudStorage is made of. Keys are whole object names (the
+  // prefix is not added). Each throws CloudStorageError when S3 fails.
+  struct Object {
+    std::string body;
+    std::string etag;
+  };
+  // The object at `key`, or only its first `max_bytes` (when not 0); nullopt if none.
+  std::optional<Object> get(const std::string& key, size_t max_bytes = 0);
+  // PUT with a precondition: If-None-Match: * when `etag` is empty, If-Match: etag
+  // otherwise. False if the precondition failed.
+  bool put(const std::string& key, const std::string& body, const std::string& etag);
+  // DELETE, with If-Match: etag unless `etag` is empty. False if the precondition
+  // failed; a missing object is not an error.
+  bool remove(const std::string& key, const std::string& etag = "");
+  struct Page {
+    std::vector<std::string> keys;
+    std::string next;  // continuation token; empty on the last page
+  };
+  // One page (ListObjectsV2) of the keys under the prefix, from `token` ("" first).
+  Page list(const std::string& token);
+  // Requests made so far, by kind ("s3 GET", ...).
+  std::map<std::string, uint64_t> request_counts() const;
+
  private:
-  friend class CloudStorage;
   struct Impl;
-  Impl& impl() { return *impl_; }
   std::unique_ptr<Impl> impl_;
 };
 
@@ -76,10 +102,18 @@ class SimpleQueueService {
   ~SimpleQueueService();
   SimpleQueueService(SimpleQueueService&&) noexcept;
 
+  // Announces a stored message (SendMessage of {"id": ID, "timestamp": SECONDS}).
+  void queue_message(std::string_view id, Timestamp timestamp);
+  // Long-polls up to `wait_seconds` (0 to 20) for announcements, deletes every message
+  // received (a malformed one too, logged: left in the queue it would come back again
+  // and again) and returns the announced messages.
+  std::vector<QueueEntry> poll(int wait_seconds);
+  double poll_pause() const;
+  // Requests made so far, by kind ("sqs SendMessage", ...).
+  std::map<std::string, uint64_t> request_counts() const;
+
  private:
-  friend class CloudStorage;
   struct Impl;
-  Impl& impl() { return *impl_; }
   std::unique_ptr<Impl> impl_;
 };
 

@@ -54,84 +54,67 @@ struct SimpleStorageService::Impl {
   std::string base;  // URL of the bucket, without a trailing slash
   std::unique_ptr<cloud::Http> http;
 
-  struct Object {
-    std::string body;
-    std::string etag;
-  };
-
   std::string url(std::string_view key) const { return base + "/" + cloud::uri_encode(key, false); }
-
   [[noreturn]] void fail(const Response& r, const std::string& what) const {
-    std::string code = cloud::xml_value(r.body, "Code");
-    if (code == "NoSuchBucket")
-      throw CloudStorageError("S3 bucket '" + bucket + "' does not exist", false);
-    if (r.status == 403) {
-      throw CloudStorageError("S3 " + what + " refused (" + cloud::describe_error(r) +
-                                  "): check the credentials and their permissions on bucket '" +
-                                  bucket + "'",
-                              false);
-    }
-    throw CloudStorageError("S3 " + what + " failed: " + cloud::describe_error(r), r.status >= 500);
-  }
-
-  // nullopt if there is no such object.
-  std::optional<Object> get(const std::string& key, size_t max_bytes = 0) {
-    Request req = cloud::make_request("GET", url(key), "s3", "s3 GET");
-    if (max_bytes) req.headers.push_back({"Range", "bytes=0-" + std::to_string(max_bytes - 1)});
-    Response r = http->send(req);
-    if (r.status == 404 && cloud::xml_value(r.body, "Code") != "NoSuchBucket") return std::nullopt;
-    if (r.status != 200 && r.status != 206) fail(r, "GET " + key);
-    return Object{std::move(r.body), r.headers["etag"]};
-  }
-
-  // PUT with a precondition: If-None-Match: * when `etag` is empty, If-Match: etag
-  // otherwise. Returns false if the precondition failed (412).
-  bool put(const std::string& key, const std::string& body, const std::string& etag) {
-    Request req = cloud::make_request("PUT", url(key), "s3", "s3 PUT");
-    req.body = body;
-    req.headers = {{"Content-Type", "application/octet-stream"},
-                   etag.empty() ? std::pair<std::string, std::string>{"If-None-Match", "*"}
-                                : std::pair<std::string, std::string>{"If-Match", etag}};
-    Response r = http->send(req);
-    if (r.status == 412) return false;
-    if (r.status != 200) fail(r, "PUT " + key);
-    return true;
-  }
-
-  // DELETE, with If-Match: etag unless `etag` is empty. Returns false if the
-  // precondition failed (412); a missing object is not an error.
-  bool remove(const std::string& key, const std::string& etag = "") {
-    Request req = cloud::make_request("DELETE", url(key), "s3", "s3 DELETE");
-    if (!etag.empty()) req.headers.push_back({"If-Match", etag});
-    Response r = http->send(req);
-    if (r.status == 412) return false;
-    if (r.status != 204 && r.status != 200 && r.status != 404) fail(r, "DELETE " + key);
-    return true;
-  }
-
-  struct Page {
-    std::vector<std::string> keys;
-    std::string next;  // continuation token; empty on the last page
-  };
-  Page list(const std::string& token) {
-    // SigV4 signs the query as written: parameters sorted and encoded here.
-    std::string query;
-    if (!token.empty()) query += "continuation-token=" + cloud::uri_encode(token, true) + "&";
-    query += "list-type=2&prefix=" + cloud::uri_encode(prefix, true);
-    Response r = http->send(cloud::make_request("GET", base + "?" + query, "s3", "s3 LIST"));
-    if (r.status != 200) fail(r, "LIST");
-    Page page;
-    size_t pos = 0;
-    while (true) {
-      std::string key = cloud::xml_value(r.body, "Key", &pos);
-      if (pos == std::string::npos) break;
-      page.keys.push_back(std::move(key));
-    }
-    if (cloud::xml_value(r.body, "IsTruncated") == "true")
-      page.next = cloud::xml_value(r.body, "NextContinuationToken");
-    return page;
+    throw cloud::response_error("S3 " + what, r, "S3 bucket '" + bucket + "'");
   }
 };
+
+std::optional<SimpleStorageService::Object> SimpleStorageService::get(const std::string& key,
+                                                                      size_t max_bytes) {
+  Request req = cloud::make_request("GET", impl_->url(key), "s3", "s3 GET");
+  if (max_bytes) req.headers.push_back({"Range", "bytes=0-" + std::to_string(max_bytes - 1)});
+  Response r = impl_->http->send(req);
+  if (r.status == 404 && cloud::error_code(r) != "NoSuchBucket") return std::nullopt;
+  if (r.status != 200 && r.status != 206) impl_->fail(r, "GET " + key);
+  return Object{std::move(r.body), r.headers["etag"]};
+}
+
+bool SimpleStorageService::put(const std::string& key, const std::string& body,
+                               const std::string& etag) {
+  Request req = cloud::make_request("PUT", impl_->url(key), "s3", "s3 PUT");
+  req.body = body;
+  req.headers = {{"Content-Type", "application/octet-stream"},
+                 etag.empty() ? std::pair<std::string, std::string>{"If-None-Match", "*"}
+                              : std::pair<std::string, std::string>{"If-Match", etag}};
+  Response r = impl_->http->send(req);
+  if (r.status == 412) return false;
+  if (r.status != 200) impl_->fail(r, "PUT " + key);
+  return true;
+}
+
+bool SimpleStorageService::remove(const std::string& key, const std::string& etag) {
+  Request req = cloud::make_request("DELETE", impl_->url(key), "s3", "s3 DELETE");
+  if (!etag.empty()) req.headers.push_back({"If-Match", etag});
+  Response r = impl_->http->send(req);
+  if (r.status == 412) return false;
+  if (r.status != 204 && r.status != 200 && r.status != 404) impl_->fail(r, "DELETE " + key);
+  return true;
+}
+
+SimpleStorageService::Page SimpleStorageService::list(const std::string& token) {
+  // SigV4 signs the query as written: parameters sorted and encoded here.
+  std::string query;
+  if (!token.empty()) query += "continuation-token=" + cloud::uri_encode(token, true) + "&";
+  query += "list-type=2&prefix=" + cloud::uri_encode(impl_->prefix, true);
+  Response r =
+      impl_->http->send(cloud::make_request("GET", impl_->base + "?" + query, "s3", "s3 LIST"));
+  if (r.status != 200) impl_->fail(r, "LIST");
+  Page page;
+  size_t pos = 0;
+  while (true) {
+    std::string key = cloud::xml_value(r.body, "Key", &pos);
+    if (pos == std::string::npos) break;
+    page.keys.push_back(std::move(key));
+  }
+  if (cloud::xml_value(r.body, "IsTruncated") == "true")
+    page.next = cloud::xml_value(r.body, "NextContinuationToken");
+  return page;
+}
+
+std::map<std::string, uint64_t> SimpleStorageService::request_counts() const {
+  return impl_->http->counts();
+}
 
 SimpleStorageService::SimpleStorageService(std::string bucket, double timeout, std::string prefix,
                                            AwsOptions aws, bool path_style)
@@ -174,15 +157,9 @@ struct SimpleQueueService::Impl {
     req.headers = {{"Content-Type", "application/x-amz-json-1.0"},
                    {"X-Amz-Target", "AmazonSQS." + action}};
     Response r = http->send(req);
+    if (r.status != 200)
+      throw cloud::response_error("SQS " + action, r, "SQS queue '" + queue + "'");
     nlohmann::json j = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);
-    if (r.status != 200) {
-      std::string type = j.is_object() ? j.value("__type", "") : "";
-      std::string message =
-          j.is_object() ? j.value("message", j.value("Message", "")) : r.body.substr(0, 200);
-      throw CloudStorageError("SQS " + action + " failed: HTTP " + std::to_string(r.status) + " " +
-                                  type + ": " + message,
-                              r.status >= 500);
-    }
     return j;
   }
 
@@ -192,7 +169,8 @@ struct SimpleQueueService::Impl {
       queue_url = queue.starts_with("http://") || queue.starts_with("https://")
                       ? queue
                       : call("GetQueueUrl", {{"QueueName", queue}}).value("QueueUrl", "");
-      if (queue_url.empty()) throw CloudStorageError("SQS queue '" + queue + "' not found", false);
+      if (queue_url.empty())
+        throw CloudStorageError::permanent("SQS queue '" + queue + "' not found");
     }
     return queue_url;
   }
@@ -215,6 +193,64 @@ SimpleQueueService::SimpleQueueService(std::string queue, double timeout, double
 SimpleQueueService::~SimpleQueueService() = default;
 SimpleQueueService::SimpleQueueService(SimpleQueueService&&) noexcept = default;
 
+void SimpleQueueService::queue_message(std::string_view id, Timestamp timestamp) {
+  impl_->call("SendMessage",
+              {{"QueueUrl", impl_->url()},
+               {"MessageBody", nlohmann::json{{"id", id}, {"timestamp", timestamp}}.dump()}});
+}
+
+namespace {
+
+// One SQS message's notice, {"id": ID, "timestamp": SECONDS}; nullopt (and a log line)
+// for anything else: never an exception, whatever the queue holds.
+std::optional<QueueEntry> parse_notice(const nlohmann::json& message) {
+  std::string text;
+  if (message.is_object() && message.contains("Body") && message["Body"].is_string())
+    text = message["Body"].get<std::string>();
+  auto body = nlohmann::json::parse(text, nullptr, false);
+  if (body.is_object() && body.contains("id") && body["id"].is_string() &&
+      body.contains("timestamp") && body["timestamp"].is_number() &&
+      is_valid_id(body["id"].get<std::string>())) {
+    return QueueEntry{body["timestamp"].get<double>(), body["id"].get<std::string>()};
+  }
+  spdlog::warn("cloud: malformed SQS notice deleted: {}",
+               nlohmann::json(text.substr(0, 200))
+                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<QueueEntry> SimpleQueueService::poll(int wait_seconds) {
+  nlohmann::json r = impl_->call(
+      "ReceiveMessage",
+      {{"QueueUrl", impl_->url()}, {"MaxNumberOfMessages", 10}, {"WaitTimeSeconds", wait_seconds}},
+      static_cast<double>(wait_seconds));
+  std::vector<QueueEntry> out;
+  nlohmann::json entries = nlohmann::json::array();
+  const nlohmann::json* messages =
+      r.is_object() && r.contains("Messages") ? &r["Messages"] : nullptr;
+  if (messages && messages->is_array()) {
+    for (const auto& m : *messages) {
+      const nlohmann::json* handle =
+          m.is_object() && m.contains("ReceiptHandle") ? &m["ReceiptHandle"] : nullptr;
+      if (handle && handle->is_string()) {
+        entries.push_back({{"Id", std::to_string(entries.size())}, {"ReceiptHandle", *handle}});
+      }
+      if (auto entry = parse_notice(m)) out.push_back(*entry);
+    }
+  }
+  if (!entries.empty())
+    impl_->call("DeleteMessageBatch", {{"QueueUrl", impl_->url()}, {"Entries", entries}});
+  return out;
+}
+
+double SimpleQueueService::poll_pause() const { return impl_->poll_pause; }
+
+std::map<std::string, uint64_t> SimpleQueueService::request_counts() const {
+  return impl_->http->counts();
+}
+
 struct CloudStorage::Impl {
   SimpleStorageService s3;
   std::optional<SimpleQueueService> sqs;
@@ -233,9 +269,8 @@ struct CloudStorage::Impl {
       if (step()) return;
       std::this_thread::sleep_for(std::chrono::microseconds(rng() % (1000 * (round + 1))));
     }
-    throw CloudStorageError("S3 object " + k + " kept changing under " +
-                                std::to_string(kMaxCasRounds) + " attempts to update it",
-                            true);
+    throw CloudStorageError::temporary("S3 object " + k + " kept changing under " +
+                                       std::to_string(kMaxCasRounds) + " attempts to update it");
   }
 
   // Read-modify-write of a message's metadata with If-Match; an update that changes
@@ -246,12 +281,12 @@ struct CloudStorage::Impl {
     std::string k = key(id);
     std::optional<decltype(fn(std::declval<record::Metadata&>()))> result;
     cas_loop(k, [&] {
-      auto obj = s3.impl().get(k);
+      auto obj = s3.get(k);
       if (!obj) throw KeyError(std::string(id));
       record::Message m = record::decode_message(std::move(obj->body), where(k));
       const record::Metadata before = m.meta;
       result = fn(m.meta);
-      return m.meta == before || s3.impl().put(k, record::encode(m.meta, &m.envelope), obj->etag);
+      return m.meta == before || s3.put(k, record::encode(m.meta, &m.envelope), obj->etag);
     });
     return *result;
   }
@@ -268,7 +303,7 @@ class CloudStorage::Impl::Stream : public PagedStream {
 
   // One ListObjectsV2 page, then the metadata of its objects.
   bool fetch(std::vector<QueueEntry>& batch) override {
-    auto page = impl_.s3.impl().list(token_);
+    auto page = impl_.s3.list(token_);
     token_ = page.next;
     const std::string& prefix = impl_.s3.prefix();
     std::vector<std::string> ids;
@@ -289,11 +324,11 @@ class CloudStorage::Impl::Stream : public PagedStream {
           try {
             std::string k = impl_.key(ids[i]);
             std::string what = impl_.where(k);
-            auto obj = impl_.s3.impl().get(k, record::kPrefixSize);
+            auto obj = impl_.s3.get(k, record::kPrefixSize);
             if (!obj) continue;  // removed since the listing
             auto p = record::decode_prefix(obj->body, what);
             if (!p) {  // metadata longer than the prefix: read it all
-              obj = impl_.s3.impl().get(k);
+              obj = impl_.s3.get(k);
               if (!obj) continue;
               p = record::Prefix{obj->body.size(), record::decode(obj->body, what).meta};
             }
@@ -338,14 +373,10 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string id = new_message_id();
   std::string k = impl_->key(id);
   // false: the object exists, so an earlier attempt of this very call stored it.
-  impl_->s3.impl().put(k, record::encode(record::initial_metadata(envelope, timestamp), &envelope),
-                       "");
+  impl_->s3.put(k, record::encode(record::initial_metadata(envelope, timestamp), &envelope), "");
   if (impl_->sqs) {
     try {
-      auto& q = impl_->sqs->impl();
-      q.call("SendMessage",
-             {{"QueueUrl", q.url()},
-              {"MessageBody", nlohmann::json{{"id", id}, {"timestamp", timestamp}}.dump()}});
+      impl_->sqs->queue_message(id, timestamp);
     } catch (const QueueError& e) {
       spdlog::warn("message {} is stored but its SQS notice failed ({}); load() will find it", id,
                    e.what());
@@ -392,16 +423,16 @@ void CloudStorage::release_hold(std::string_view id) {
 void CloudStorage::add_counters(const Counters& delta) {
   std::string k = impl_->s3.prefix() + ".counters";
   impl_->cas_loop(k, [&] {
-    auto obj = impl_->s3.impl().get(k);
+    auto obj = impl_->s3.get(k);
     Counters sum = obj ? parse_counters(obj->body, impl_->where(k)) : Counters{};
     for (const auto& [name, n] : delta) sum[name] += n;
-    return impl_->s3.impl().put(k, format_counters(sum), obj ? obj->etag : "");
+    return impl_->s3.put(k, format_counters(sum), obj ? obj->etag : "");
   });
 }
 
 Counters CloudStorage::counters() {
   std::string k = impl_->s3.prefix() + ".counters";
-  auto obj = impl_->s3.impl().get(k);
+  auto obj = impl_->s3.get(k);
   return obj ? parse_counters(obj->body, impl_->where(k)) : Counters{};
 }
 
@@ -410,7 +441,7 @@ std::unique_ptr<EntryStream> CloudStorage::load() { return std::make_unique<Impl
 QueuedMessage CloudStorage::get(std::string_view id) {
   check_id(id);
   std::string k = impl_->key(id);
-  auto obj = impl_->s3.impl().get(k);
+  auto obj = impl_->s3.get(k);
   if (!obj) throw KeyError(std::string(id));
   record::Message m = record::decode_message(std::move(obj->body), impl_->where(k));
   return record::to_queued(std::move(m.envelope), m.meta);
@@ -420,75 +451,32 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
   check_id(id);
   std::string k = impl_->key(id);
   if (fence.token == 0) {
-    impl_->s3.impl().remove(k);
+    impl_->s3.remove(k);
     return;
   }
   // GET, check the fence, DELETE If-Match: a claim in between changes the ETag.
   impl_->cas_loop(k, [&] {
-    auto obj = impl_->s3.impl().get(k);
+    auto obj = impl_->s3.get(k);
     if (!obj) return true;
     record::check_fence(record::decode_message(obj->body, impl_->where(k)).meta, fence, id);
-    return impl_->s3.impl().remove(k, obj->etag);
+    return impl_->s3.remove(k, obj->etag);
   });
 }
-
-namespace {
-
-// One SQS message's notice, {"id": ID, "timestamp": SECONDS}; nullopt (and a log line)
-// for anything else: never an exception, whatever the queue holds.
-std::optional<QueueEntry> parse_notice(const nlohmann::json& message) {
-  std::string text;
-  if (message.is_object() && message.contains("Body") && message["Body"].is_string())
-    text = message["Body"].get<std::string>();
-  auto body = nlohmann::json::parse(text, nullptr, false);
-  if (body.is_object() && body.contains("id") && body["id"].is_string() &&
-      body.contains("timestamp") && body["timestamp"].is_number() &&
-      is_valid_id(body["id"].get<std::string>())) {
-    return QueueEntry{body["timestamp"].get<double>(), body["id"].get<std::string>()};
-  }
-  spdlog::warn("cloud: malformed SQS notice deleted: {}",
-               nlohmann::json(text.substr(0, 200))
-                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-  return std::nullopt;
-}
-
-}  // namespace
 
 std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {
   if (!impl_->sqs)
     throw NotSupported("CloudStorage without a message queue cannot wait() for new messages");
-  auto& q = impl_->sqs->impl();
+  SimpleQueueService& q = *impl_->sqs;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::vector<QueueEntry> out;
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline -
                                                                  std::chrono::steady_clock::now());
     int wait_s = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 20));
-    nlohmann::json r =
-        q.call("ReceiveMessage",
-               {{"QueueUrl", q.url()}, {"MaxNumberOfMessages", 10}, {"WaitTimeSeconds", wait_s}},
-               static_cast<double>(wait_s));
-    // Every notice received is deleted, a malformed one too (logged, set aside): left
-    // in the queue it would come back after its visibility timeout, again and again.
-    nlohmann::json entries = nlohmann::json::array();
-    const nlohmann::json* messages =
-        r.is_object() && r.contains("Messages") ? &r["Messages"] : nullptr;
-    if (messages && messages->is_array()) {
-      for (const auto& m : *messages) {
-        const nlohmann::json* handle =
-            m.is_object() && m.contains("ReceiptHandle") ? &m["ReceiptHandle"] : nullptr;
-        if (handle && handle->is_string()) {
-          entries.push_back({{"Id", std::to_string(entries.size())}, {"ReceiptHandle", *handle}});
-        }
-        if (auto entry = parse_notice(m)) out.push_back(*entry);
-      }
-    }
-    if (!entries.empty())
-      q.call("DeleteMessageBatch", {{"QueueUrl", q.url()}, {"Entries", entries}});
+    std::vector<QueueEntry> out = q.poll(wait_s);
     if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
     if (wait_s == 0) {
       auto pause =
-          std::min(std::chrono::duration<double>(q.poll_pause),
+          std::min(std::chrono::duration<double>(q.poll_pause()),
                    std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()));
       if (pause.count() > 0) std::this_thread::sleep_for(pause);
     }
@@ -496,9 +484,9 @@ std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout)
 }
 
 std::map<std::string, uint64_t> CloudStorage::request_counts() const {
-  auto counts = impl_->s3.impl().http->counts();
+  auto counts = impl_->s3.request_counts();
   if (impl_->sqs) {
-    for (const auto& [k, v] : impl_->sqs->impl().http->counts()) counts[k] += v;
+    for (const auto& [k, v] : impl_->sqs->request_counts()) counts[k] += v;
   }
   return counts;
 }

@@ -1,9 +1,8 @@
 #include "cloud/http.h"
 
-#include "core/ascii.h"
-
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdlib>
@@ -86,10 +85,9 @@ Credentials resolve_credentials(const AwsOptions& aws, const Environment& env) {
     if (k == "aws_session_token") c.token = v;
   }
   if (c.key.empty() || c.secret.empty()) {
-    throw CloudStorageError(
+    throw CloudStorageError::permanent(
         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or profile '" +
-            profile + "' in " + file,
-        false);
+        profile + "' in " + file);
   }
   return c;
 }
@@ -100,25 +98,27 @@ Http::Http(double timeout, std::string region, Credentials credentials)
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-Http::~Http() {
-  for (void* h : handles_) curl_easy_cleanup(static_cast<CURL*>(h));
-}
+Http::~Http() = default;
 
-void* Http::take_handle() {
+void Http::HandleCleanup::operator()(void* handle) const { curl_easy_cleanup(handle); }
+
+Http::Handle Http::take_handle() {
   {
     std::lock_guard lock(mu_);
     if (!handles_.empty()) {
-      void* h = handles_.back();
+      Handle h = std::move(handles_.back());
       handles_.pop_back();
       return h;
     }
   }
-  return curl_easy_init();
+  Handle h(curl_easy_init());
+  if (!h) throw CloudStorageError::temporary("curl_easy_init failed (out of memory?)");
+  return h;
 }
 
-void Http::give_handle(void* h) {
+void Http::give_handle(Handle h) {
   std::lock_guard lock(mu_);
-  handles_.push_back(h);
+  handles_.push_back(std::move(h));
 }
 
 Response Http::send(const Request& req) {
@@ -136,15 +136,21 @@ Response Http::send(const Request& req) {
       std::lock_guard lock(counts_mu_);
       ++counts_[req.kind];
     }
-    CURL* h = static_cast<CURL*>(take_handle());
+    Handle handle = take_handle();
+    CURL* h = handle.get();
     curl_easy_reset(h);
     Response resp;
-    curl_slist* headers = nullptr;
-    for (const auto& [k, v] : req.headers)
-      headers = curl_slist_append(headers, (k + ": " + v).c_str());
-    headers = curl_slist_append(headers, ("x-amz-content-sha256: " + sha256_hex(req.body)).c_str());
-    if (!creds_.token.empty())
-      headers = curl_slist_append(headers, ("x-amz-security-token: " + creds_.token).c_str());
+    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(nullptr,
+                                                                            curl_slist_free_all);
+    auto add_header = [&](const std::string& line) {
+      curl_slist* grown = curl_slist_append(header_list.get(), line.c_str());
+      if (!grown) throw std::bad_alloc();
+      header_list.release();
+      header_list.reset(grown);
+    };
+    for (const auto& [k, v] : req.headers) add_header(k + ": " + v);
+    add_header("x-amz-content-sha256: " + sha256_hex(req.body));
+    if (!creds_.token.empty()) add_header("x-amz-security-token: " + creds_.token);
     curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
@@ -162,29 +168,26 @@ Response Http::send(const Request& req) {
       curl_easy_setopt(h, CURLOPT_POSTFIELDS, req.body.data());
       curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
     }
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, header_list.get());
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp.body);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &resp.headers);
     CURLcode rc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp.status);
-    curl_slist_free_all(headers);
     if (rc != CURLE_OK) {
-      curl_easy_cleanup(h);  // the connection may be half-used: never reuse it
       last_error = curl_easy_strerror(rc);
-      continue;
+      continue;  // the handle is dropped: its connection may be half-used
     }
-    give_handle(h);
+    give_handle(std::move(handle));
     if (throttled(resp)) {
       last_error = describe_error(resp);
       continue;
     }
     return resp;
   }
-  throw CloudStorageError(req.kind + " " + req.url + " failed after " + std::to_string(kAttempts) +
-                              " attempts: " + last_error,
-                          true);
+  throw CloudStorageError::temporary(req.kind + " " + req.url + " failed after " +
+                                     std::to_string(kAttempts) + " attempts: " + last_error);
 }
 
 std::map<std::string, uint64_t> Http::counts() const {
@@ -260,13 +263,45 @@ std::string xml_value(std::string_view xml, std::string_view tag, size_t* pos) {
   return out;
 }
 
+std::string error_code(const Response& r) {
+  if (!r.body.starts_with("{")) return xml_value(r.body, "Code");
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  std::string type = j.is_object() && j.contains("__type") && j["__type"].is_string()
+                         ? j["__type"].get<std::string>()
+                         : "";
+  return type.substr(type.find('#') + 1);  // npos + 1 == 0: all of it
+}
+
 std::string describe_error(const Response& r) {
-  std::string code = xml_value(r.body, "Code");
-  std::string message = xml_value(r.body, "Message");
+  std::string message;
+  if (r.body.starts_with("{")) {
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    for (const char* key : {"message", "Message"})
+      if (j.is_object() && j.contains(key) && j[key].is_string()) message = j[key];
+  } else {
+    message = xml_value(r.body, "Message");
+  }
+  std::string code = error_code(r);
   std::string out = "HTTP " + std::to_string(r.status);
   if (!code.empty()) out += " " + code;
   if (!message.empty()) out += ": " + message;
   return out;
+}
+
+CloudStorageError response_error(const std::string& what, const Response& r,
+                                 const std::string& resource) {
+  std::string code = error_code(r);
+  if (code == "NoSuchBucket" || code == "QueueDoesNotExist" ||
+      code == "AWS.SimpleQueueService.NonExistentQueue") {
+    return CloudStorageError::permanent(resource + " does not exist");
+  }
+  if (r.status == 403) {
+    return CloudStorageError::permanent(what + " refused (" + describe_error(r) +
+                                        "): check the credentials and their permissions on " +
+                                        resource);
+  }
+  std::string text = what + " failed: " + describe_error(r);
+  return r.status >= 500 ? CloudStorageError::temporary(text) : CloudStorageError::permanent(text);
 }
 
 }  // namespace slimta::cloud

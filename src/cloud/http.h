@@ -6,6 +6,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -71,14 +72,19 @@ class Http {
   static constexpr int kAttempts = 4;
 
  private:
-  void* take_handle();
-  void give_handle(void* h);
+  // A CURL easy handle, cleaned up when dropped (curl.h stays out of this header).
+  struct HandleCleanup {
+    void operator()(void* handle) const;
+  };
+  using Handle = std::unique_ptr<void, HandleCleanup>;
+  Handle take_handle();
+  void give_handle(Handle h);
 
   double timeout_;
   std::string region_;
   Credentials creds_;
   std::mutex mu_;
-  std::vector<void*> handles_;  // idle CURL easy handles (connection reuse)
+  std::vector<Handle> handles_;  // idle ones (connection reuse)
   mutable std::mutex counts_mu_;
   std::map<std::string, uint64_t> counts_;
 };
@@ -88,7 +94,15 @@ std::string uri_encode(std::string_view s, bool encode_slash);
 std::string sha256_hex(std::string_view data);
 // Text of the first <tag>...</tag> in `xml`, entities decoded; empty if absent.
 std::string xml_value(std::string_view xml, std::string_view tag, size_t* pos = nullptr);
-// "CODE: message" from an S3 error body, or the HTTP status.
+// The service's error code: S3's XML <Code>, or SQS's JSON "__type" (after any '#').
+std::string error_code(const Response& r);
+// "HTTP STATUS CODE: message" from an S3 (XML) or SQS (JSON) error body.
 std::string describe_error(const Response& r);
+// Every S3 and SQS error response becomes a CloudStorageError here: `what` (e.g. "S3
+// GET KEY") failed, as the service said; `resource` (e.g. "S3 bucket 'b'") is named when
+// it does not exist or the credentials may not use it. 5xx is temporary, the rest
+// permanent (throttling and network errors were retried by Http::send).
+CloudStorageError response_error(const std::string& what, const Response& r,
+                                 const std::string& resource);
 
 }  // namespace slimta::cloud

@@ -177,6 +177,21 @@ TEST_F(CloudTest, AQueueGivenByNameIsLookedUp) {
   EXPECT_EQ(waiter.wait(std::chrono::milliseconds(5000)), (std::vector<QueueEntry>{{9, id}}));
 }
 
+// S3 answers in XML, SQS in JSON: one translation reads both and names the resource.
+TEST_F(CloudTest, AMissingQueueIsNamedAndIsNotRetried) {
+  std::string url = server_->endpoint() + "/123456789012/no-such-queue-here";
+  SimpleQueueService q(url, 10, 0.1, server_->aws());
+  try {
+    q.queue_message("0123456789abcdef0123456789abcdef", 1);
+    FAIL() << "announced into a queue that does not exist";
+  } catch (const CloudStorageError& e) {
+    EXPECT_NE(std::string(e.what()).find("SQS queue '" + url + "' does not exist"),
+              std::string::npos)
+        << e.what();
+    EXPECT_FALSE(e.retryable());
+  }
+}
+
 TEST_F(CloudTest, MissingBucketIsNamed) {
   CloudStorage s(SimpleStorageService("no-such-bucket-here", 10, "", server_->aws()));
   try {
