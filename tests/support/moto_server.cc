@@ -65,6 +65,7 @@ MotoServer::MotoServer(std::map<std::string, std::string> extra_env, bool detach
   std::string script = SLIMTA_SOURCE_DIR "/tests/support/moto_serial.py";
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  Exec exec({python, script, "-H", "127.0.0.1"}, extra_env);
   pid_ = ::fork();
   if (pid_ == 0) {
     if (detached) {
@@ -72,10 +73,11 @@ MotoServer::MotoServer(std::map<std::string, std::string> extra_env, bool detach
     } else {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     }
+    int devnull = ::open("/dev/null", O_RDWR);
+    ::dup2(devnull, 0);
     ::dup2(out[1], 1);
-    ::freopen("/dev/null", "w", stderr);
-    ::freopen("/dev/null", "r", stdin);
-    exec_with({python, script, "-H", "127.0.0.1"}, extra_env);
+    ::dup2(devnull, 2);
+    exec.run();
   }
   ::close(out[1]);
   // "port N" once it listens on the port it bound.

@@ -105,11 +105,9 @@ void RedisServer::start() {
     args.insert(args.end(), {"--appendonly", "no"});
   }
   if (!config_.password.empty()) args.insert(args.end(), {"--requirepass", config_.password});
+  Exec exec(args);
   pid_t pid = ::fork();
   if (pid == 0) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     if (config_.detached) {
       ::setsid();
     } else {
@@ -122,8 +120,7 @@ void RedisServer::start() {
       ::dup2(devnull, 0);
       ::dup2(devnull, 2);
     }
-    ::execvp("redis-server", argv.data());
-    ::_exit(127);
+    exec.run();
   }
   pid_ = pid;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

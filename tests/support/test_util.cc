@@ -190,19 +190,20 @@ CrossProcessWait write_in_child_and_wait(
   return result;
 }
 
-void exec_with(const std::vector<std::string>& argv, const Environment& env) {
-  std::vector<std::string> vars;
+Exec::Exec(const std::vector<std::string>& argv, const Environment& env) : argv_(argv) {
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;
-    if (!env.count(kv.substr(0, kv.find('=')))) vars.push_back(std::move(kv));
+    if (!env.count(kv.substr(0, kv.find('=')))) vars_.push_back(std::move(kv));
   }
-  for (const auto& [k, v] : env) vars.push_back(k + "=" + v);
-  std::vector<char*> args, envp;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  for (auto& kv : vars) envp.push_back(kv.data());
-  envp.push_back(nullptr);
-  ::execvpe(args[0], args.data(), envp.data());
+  for (const auto& [k, v] : env) vars_.push_back(k + "=" + v);
+  for (auto& a : argv_) args_.push_back(a.data());
+  args_.push_back(nullptr);
+  for (auto& kv : vars_) envp_.push_back(kv.data());
+  envp_.push_back(nullptr);
+}
+
+void Exec::run() const {
+  ::execvpe(args_[0], args_.data(), envp_.data());
   ::_exit(127);
 }
 
@@ -213,12 +214,13 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
   if (::pipe2(in_pipe, O_CLOEXEC) || ::pipe2(out_pipe, O_CLOEXEC) || ::pipe2(err_pipe, O_CLOEXEC)) {
     throw std::runtime_error("pipe failed");
   }
+  Exec exec(argv, env);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(in_pipe[0], 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    exec_with(argv, env);
+    exec.run();
   }
   ::close(in_pipe[0]);
   ::close(out_pipe[1]);
@@ -268,11 +270,12 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::stri
                            const Environment& env) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  Exec exec(argv, env);
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     if (!ready.empty()) ::dup2(out[1], 1);
-    exec_with(argv, env);
+    exec.run();
   }
   ::close(out[1]);
   if (!ready.empty()) {

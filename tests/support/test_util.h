@@ -116,9 +116,21 @@ struct CommandResult {
 // environment is never changed.
 using Environment = std::map<std::string, std::string>;
 
-// Replaces this (forked) process with argv (no shell), with the environment plus `env`;
-// exits 127 if argv cannot be run.
-[[noreturn]] void exec_with(const std::vector<std::string>& argv, const Environment& env);
+// argv (no shell) and the environment plus `env`, made ready for execvpe() before
+// fork(): the child of a process with threads must not allocate (another thread may have
+// held the allocator's lock at the fork, and the child would wait for it forever).
+class Exec {
+ public:
+  Exec(const std::vector<std::string>& argv, const Environment& env = {});
+  Exec(const Exec&) = delete;
+  Exec& operator=(const Exec&) = delete;
+  // In the child: becomes argv, or exits 127 if it cannot be run.
+  [[noreturn]] void run() const;
+
+ private:
+  std::vector<std::string> argv_, vars_;
+  std::vector<char*> args_, envp_;
+};
 
 // Runs argv (no shell) with `input` on stdin; waits for it.
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& input = "",
