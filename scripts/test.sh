@@ -4,7 +4,8 @@
 #   SLIMTA_SKIP_SANITIZE=1   local opt-out of the sanitizer pass (CI never sets it)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-jobs="$(nproc)"
+# Two tests per core: most of their time is spent waiting on servers, sockets and timers.
+jobs="$((2 * $(nproc)))"
 "$root/scripts/install-deps.sh"
 # moto_server (S3 + SQS API server for the cloud tests) comes with python3's moto,
 # which this machine has under pyenv.
