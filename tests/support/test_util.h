@@ -60,9 +60,9 @@ size_t peak_rss(int pid);
 
 // A TCP port on 127.0.0.1 that was free a moment ago. Racy (another process may take
 // it before it is bound): servers the tests start bind port 0 and report the port they
-// got, read back with port_after() / listening_ports(). Left: RedisServer (which
-// retries when it loses the race), HAProxy's frontends and the tests of a relay routed
-// to its own port, which must be known before it is bound.
+// got, read back with port_after() / listening_ports(); HAProxy takes over sockets the
+// test bound. Left: RedisServer (which retries when it loses the race) and the tests of
+// a relay routed to its own port, which must be known before serve binds it.
 int free_port();
 
 // The number after the first `marker` in `text` (e.g. "ready 41234"); throws if none.

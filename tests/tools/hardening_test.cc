@@ -245,7 +245,7 @@ TEST(MailLoopTest, ARouteBackToItselfIsBouncedAtTheFirstHop) {
   testing::SmtpSink smarthost;  // takes the bounce to the sender
   testing::TempDir dir;
   // Routed to its own port, which it must know before it binds it: chosen ahead (the
-  // one race left, with the two relays below and HAProxy's frontends).
+  // one race left, with the two relays below).
   int port = testing::free_port();
   ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", at(port), "--storage",
                       "disk:" + dir.sub("spool"), "--hostname", "mx.loop.example", "--smarthost",

@@ -3,8 +3,12 @@
 // relay networks, 127.0.0.1 not), AUTH against a users file made by `slimta-queue
 // passwd`, the submission port, routes, the config file's tables, and a real HAProxy
 // 2.6 in front sending PROXY headers (v1 and v2).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -338,22 +342,41 @@ TEST_F(RelayControlTest, PasswdOnATerminalAsksTwiceAndNeverEchoes) {
   EXPECT_TRUE(UserDatabase::load(dir_.sub("users")).check("tty", "typed secret"));
 }
 
+// A listening socket on 127.0.0.1 and a port the kernel picks, left open across exec,
+// for a server to take over (HAProxy's "bind fd@N"): no port is chosen before it is
+// bound. Returns the descriptor and the port.
+std::pair<int, int> inheritable_listener() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd, 64) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot listen on 127.0.0.1");
+  }
+  return {fd, ntohs(addr.sin_port)};
+}
+
 // HAProxy 2.6 (Debian's haproxy) on loopback in front of serve: one frontend sending
-// PROXY v1, one sending v2. Started in the foreground, stopped by its pid.
+// PROXY v1, one sending v2, on sockets it inherits. Started in the foreground, stopped
+// by its pid.
 class HaproxyTest : public RelayControlTest {
  protected:
   void start_haproxy(int serve_port) {
-    v1_ = testing::free_port();
-    v2_ = testing::free_port();
+    auto [fd1, port1] = inheritable_listener();
+    auto [fd2, port2] = inheritable_listener();
+    v1_ = port1;
+    v2_ = port2;
     testing::write_file(dir_.sub("haproxy.cfg"),
                         "global\n  maxconn 100\n"
                         "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
                         "  timeout server 30s\n"
-                        "frontend v1\n  bind " +
-                            at(v1_) +
+                        "frontend v1\n  bind fd@" +
+                            std::to_string(fd1) +
                             "\n  default_backend serve_v1\n"
-                            "frontend v2\n  bind " +
-                            at(v2_) +
+                            "frontend v2\n  bind fd@" +
+                            std::to_string(fd2) +
                             "\n  default_backend serve_v2\n"
                             "backend serve_v1\n  server s " +
                             at(serve_port) +
@@ -362,6 +385,8 @@ class HaproxyTest : public RelayControlTest {
                             at(serve_port) + " send-proxy-v2\n");
     haproxy_ = std::make_unique<ChildProcess>(
         std::vector<std::string>{"haproxy", "-f", dir_.sub("haproxy.cfg"), "-db"});
+    ::close(fd1);  // haproxy has them now
+    ::close(fd2);
     // Ready once both frontends take connections.
     ASSERT_TRUE(testing::eventually(
         [&] {
