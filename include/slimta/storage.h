@@ -280,4 +280,8 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url,
                                            std::optional<double> timeout = std::nullopt,
                                            bool create = true);
 
+// `url` with its password (userinfo, password=) replaced by "***": what a log line or an
+// operator's printout may show.
+std::string redact_storage_url(std::string_view url);
+
 }  // namespace slimta

@@ -10,6 +10,8 @@
 
 namespace slimta {
 
+std::string redact_storage_url(std::string_view url) { return url::redact(url); }
+
 std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<double> timeout,
                                            bool create) {
   size_t colon = url.find(':');

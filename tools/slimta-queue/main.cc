@@ -8,35 +8,17 @@
 #include <optional>
 
 #include "commands.h"
+#include "config_file.h"
 #include "serve.h"
 #include "slimta/storage.h"
 
 namespace {
 
-// The subcommand whose name is fewest edits (Levenshtein) from `word`, if any is 2 or
-// fewer away.
+// The subcommand whose name is closest to `word`, if one is close.
 std::optional<std::string> closest_subcommand(const CLI::App& app, const std::string& word) {
-  std::optional<std::string> best;
-  size_t best_distance = 3;
-  for (const CLI::App* sub : app.get_subcommands({})) {
-    const std::string& name = sub->get_name();
-    std::vector<size_t> row(name.size() + 1);
-    for (size_t j = 0; j <= name.size(); ++j) row[j] = j;
-    for (size_t i = 1; i <= word.size(); ++i) {
-      size_t diagonal = row[0];
-      row[0] = i;
-      for (size_t j = 1; j <= name.size(); ++j) {
-        size_t up = row[j];
-        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] != name[j - 1])});
-        diagonal = up;
-      }
-    }
-    if (row[name.size()] < best_distance) {
-      best_distance = row[name.size()];
-      best = name;
-    }
-  }
-  return best;
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  return slimta::cli::closest(word, names);
 }
 
 // A password in the storage URL on the command line is visible to every local user
@@ -248,6 +230,20 @@ int main(int argc, char** argv) {
   passwd->add_option("user", passwd_user, "user name")->required();
   passwd->add_option("--users", users_file, "users file to change (created 0600)")->required();
 
+  app.add_subcommand("check-config",
+                     "check --config's file (unknown keys, wrong types, bad values: exit 1) and "
+                     "serve's settings, without listening or opening the storage; print the "
+                     "effective configuration, passwords masked");
+
+  // CLI11 passes over what it does not know in the config file: checked first, strictly.
+  if (std::string config = config_path_in(argc, argv); !config.empty()) {
+    try {
+      check_config_file(config, app, *serve);
+    } catch (const QueueError& e) {
+      std::cerr << "slimta-queue: error: " << e.what() << "\n";
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -267,6 +263,11 @@ int main(int argc, char** argv) {
     if (passwd->parsed()) return cmd_passwd(passwd_user, users_file, std::cerr);
     if (auto* config = app.get_config_ptr(); config && config->count() > 0)
       serve_opts.config_file = config->as<std::string>();
+    if (app.got_subcommand("check-config")) {
+      cmd_check_config(serve_opts, std::cout, std::cerr);
+      print_effective_config(app, std::cout);
+      return 0;
+    }
     warn_if_password_in_argv(storage_url, argc, argv);
     std::string name = app.get_subcommands().front()->get_name();
     // Only what stores mail makes a spool; the others report a missing one.

@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "config_file.h"
 #include "slimta/disk_storage.h"
 #include "slimta/mx_relay.h"
 #include "slimta/queue.h"
@@ -125,13 +126,7 @@ const RoleNames& names_of(ListenerRole role) {
 // "submissions"). An unknown key or a wrong type is an error naming it and its line.
 void read_config_tables(const std::string& path, std::vector<Listener>& listeners,
                         std::vector<std::string>& routes) {
-  toml::table config;
-  try {
-    config = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    throw InvalidArgument(
-        fmt::format("config file '{}' line {}: {}", path, e.source().begin.line, e.description()));
-  }
+  toml::table config = parse_config_file(path);
   auto bad = [&](const toml::node& node, const std::string& why) {
     return InvalidArgument(
         fmt::format("config file '{}' line {}: {}", path, node.source().begin.line, why));
@@ -264,33 +259,36 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
 
 }  // namespace
 
-int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
-              std::ostream& err) {
-  std::vector<Listener> listeners;
-  for (const auto& a : opts.listen) listeners.push_back({a, ListenerRole::smtp});
-  for (const auto& a : opts.submission) listeners.push_back({a, ListenerRole::submission});
-  for (const auto& a : opts.submissions) listeners.push_back({a, ListenerRole::submissions});
-  std::vector<std::string> routes = opts.routes;
-  if (!opts.config_file.empty()) read_config_tables(opts.config_file, listeners, routes);
-  std::vector<std::pair<std::string, uint16_t>> endpoints;
-  for (const Listener& l : listeners)
-    endpoints.push_back(parse_host_port(l.address, names_of(l.role).option, /*port_zero=*/true));
+namespace {
 
-  SmtpServerOptions server_opts;
+// What serve runs, built and checked from its options and the config file's tables
+// before anything listens: check-config stops there.
+struct ServePlan {
+  std::vector<Listener> listeners;
+  std::vector<std::pair<std::string, uint16_t>> endpoints;
+  std::vector<std::string> routes;
+  SmtpServerOptions server_opts;  // all but has_room, which needs the storage
+  MinFree min_free;
+  std::unique_ptr<Relay> relay;
+};
+
+ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
+  ServePlan plan;
+  for (const auto& a : opts.listen) plan.listeners.push_back({a, ListenerRole::smtp});
+  for (const auto& a : opts.submission) plan.listeners.push_back({a, ListenerRole::submission});
+  for (const auto& a : opts.submissions) plan.listeners.push_back({a, ListenerRole::submissions});
+  plan.routes = opts.routes;
+  if (!opts.config_file.empty()) read_config_tables(opts.config_file, plan.listeners, plan.routes);
+  for (const Listener& l : plan.listeners) {
+    plan.endpoints.push_back(
+        parse_host_port(l.address, names_of(l.role).option, /*port_zero=*/true));
+  }
+  SmtpServerOptions& server_opts = plan.server_opts;
   server_opts.hostname = opts.hostname;
   server_opts.max_message_size = opts.max_message_size;
   server_opts.max_sessions = opts.max_sessions;
   server_opts.max_bytes_in_flight = opts.max_bytes_in_flight;
-  MinFree min_free = parse_min_free(opts.min_free);  // a bad value is refused now, not at DATA
-  // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
-  // has learnt: freed, they go back to the system at once, so memory follows the
-  // messages in flight instead of their high-water mark.
-  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-  if (auto* disk = dynamic_cast<DiskStorage*>(&storage)) {
-    server_opts.has_room = [path = disk->path(), min_free](size_t bytes) {
-      return spool_has_room(path, min_free, bytes);
-    };
-  }
+  plan.min_free = parse_min_free(opts.min_free);  // a bad value is refused now, not at DATA
   server_opts.max_sessions_per_client = opts.max_sessions_per_client;
   server_opts.data_timeout = millis(opts.data_timeout);
   server_opts.tls_certificate_file = opts.tls_cert;
@@ -307,7 +305,25 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
         << server_opts.relay_networks.to_string()
         << " takes in every address: this is an open relay\n";
   }
+  plan.relay = make_relay(opts, plan.routes, err);
+  return plan;
+}
 
+}  // namespace
+
+int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err) {
+  ServePlan plan = plan_serve(opts, err);
+  out << "# listeners\n";
+  for (const Listener& l : plan.listeners)
+    out << "#   " << l.address << " (" << names_of(l.role).name << ")\n";
+  out << "# routes\n";
+  for (const std::string& r : plan.routes) out << "#   " << r << "\n";
+  if (plan.routes.empty()) out << "#   (none)\n";
+  return 0;
+}
+
+int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
+              std::ostream& err) {
   // SIGTERM and SIGINT are taken by one thread with sigwait(): blocked here, before
   // any other thread starts, so every thread inherits the mask.
   sigset_t signals;
@@ -318,22 +334,32 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);
 
-  std::unique_ptr<Relay> relay = make_relay(opts, routes, err);
+  ServePlan plan = plan_serve(opts, err);
+  SmtpServerOptions& server_opts = plan.server_opts;
+  // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
+  // has learnt: freed, they go back to the system at once, so memory follows the
+  // messages in flight instead of their high-water mark.
+  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  if (auto* disk = dynamic_cast<DiskStorage*>(&storage)) {
+    server_opts.has_room = [path = disk->path(), min_free = plan.min_free](size_t bytes) {
+      return spool_has_room(path, min_free, bytes);
+    };
+  }
   QueuePolicy policy;
   policy.workers = opts.workers;
   policy.lease = millis(opts.lease);
   policy.reporting_mta = opts.hostname;
   policy.rescan_interval = opts.rescan;
-  Queue queue(storage, *relay, policy);
+  Queue queue(storage, *plan.relay, policy);
 
   SmtpServer server(server_opts, [&](Envelope&& env) { return queue.enqueue(env); });
   std::string bound;
-  for (size_t i = 0; i < listeners.size(); ++i) {
-    auto [host, port] = endpoints[i];
-    uint16_t p = server.listen(host, port, listeners[i].role);
-    bound += (bound.empty() ? "" : ", ") +
-             listeners[i].address.substr(0, listeners[i].address.rfind(':')) + ":" +
-             std::to_string(p) + " (" + names_of(listeners[i].role).name + ")";
+  for (size_t i = 0; i < plan.listeners.size(); ++i) {
+    const Listener& l = plan.listeners[i];
+    auto [host, port] = plan.endpoints[i];
+    uint16_t p = server.listen(host, port, l.role);
+    bound += (bound.empty() ? "" : ", ") + l.address.substr(0, l.address.rfind(':')) + ":" +
+             std::to_string(p) + " (" + names_of(l.role).name + ")";
   }
   spdlog::info(
       "serve: clients in {} and authenticated clients may relay to any domain; anyone may "

@@ -64,6 +64,10 @@ std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const 
 int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err);
 
 // Runs until SIGTERM or SIGINT: stops accepting, lets deliveries in flight finish, exits 0.
+// check-config: builds and checks everything serve would run from `opts` (listeners,
+// routes, networks, files, relay settings) without listening or touching the storage,
+// and prints the listeners and routes. Throws InvalidArgument on a problem.
+int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err);
 int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
               std::ostream& err);
 

@@ -1,0 +1,115 @@
+// The config file is checked strictly (tools/slimta-queue/config_file.h): a key CLI11
+// does not know, a key in the wrong section or a value of the wrong type is an error
+// naming the file, the line, the key and the closest known key, before anything runs;
+// and check-config prints the effective configuration.
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::run_command;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  // Runs slimta-queue with a config file holding `text`.
+  testing::CommandResult run(const std::string& text, std::vector<std::string> args) {
+    testing::write_file(dir_.sub("slimta.toml"), text);
+    args.insert(args.begin(), {SLIMTA_QUEUE_BIN, "--config", dir_.sub("slimta.toml")});
+    return run_command(args);
+  }
+  std::string spool() const { return dir_.sub("spool"); }
+  testing::TempDir dir_;
+};
+
+// Seen: the typo started serve, which then delivered to MX hosts instead.
+TEST_F(ConfigTest, AMisspelledKeyStopsServeNamingItsLineAndTheKeyMeant) {
+  auto r = run("storage = \"disk:" + spool() +
+                   "\"\n[serve]\nlisten = \"127.0.0.1:0\"\nsmarthst = \"mail.example.com:25\"\n",
+               {"serve"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("config file '" + dir_.sub("slimta.toml") +
+                       "' line 4: unknown key 'smarthst' in [serve]; did you mean 'smarthost'?"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out.find("listening"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(spool())) << "a refused config must not create a spool";
+}
+
+// Seen: storage under [serve] was ignored and ./spool used; max_size was ignored while
+// max-size worked.
+TEST_F(ConfigTest, AKeyInTheWrongSectionOrWithUnderscoresIsNamed) {
+  auto r = run("[serve]\nstorage = \"disk:" + spool() + "\"\n", {"list"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 2: unknown key 'storage' in [serve]; it belongs at the top of the "
+                       "file, before any [section]"),
+            std::string::npos)
+      << r.err;
+  r = run("smarthost = \"mail.example.com:25\"\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 1: unknown key 'smarthost' at the top; it belongs under [serve]"),
+            std::string::npos)
+      << r.err;
+  r = run("[serve]\nmax_size = 1000\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 2: unknown key 'max_size' in [serve]; did you mean 'max-size'?"),
+            std::string::npos)
+      << r.err;
+  r = run("[serve]\ncolour = \"red\"\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 2: unknown key 'colour' in [serve]\n"), std::string::npos) << r.err;
+}
+
+TEST_F(ConfigTest, AValueOfTheWrongTypeIsNamed) {
+  auto r = run("[serve]\nmax-size = \"big\"\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 2: 'max-size' takes a whole number"), std::string::npos) << r.err;
+  r = run("[serve]\nsmarthost-auth-insecure = \"yes\"\n", {"check-config"});
+  EXPECT_NE(r.err.find("line 2: 'smarthost-auth-insecure' takes true or false"),
+            std::string::npos)
+      << r.err;
+  r = run("[serve]\nlisten = [\"127.0.0.1:25\", 587]\n", {"check-config"});
+  EXPECT_NE(r.err.find("line 2: 'listen' takes a string or an array of them"), std::string::npos)
+      << r.err;
+  r = run("storage-timeout = \"soon\"\n", {"check-config"});
+  EXPECT_NE(r.err.find("line 1: 'storage-timeout' takes a number"), std::string::npos) << r.err;
+  r = run("[serve\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 1:"), std::string::npos) << r.err;
+}
+
+TEST_F(ConfigTest, CheckConfigPrintsTheEffectiveConfigurationWithSecretsMasked) {
+  std::string text =
+      "storage = \"redis://:s3cret@127.0.0.1:6379/0\"\n"
+      "[serve]\nlisten = [\"127.0.0.1:2525\", \"[::1]:2525\"]\nsmarthost = \"10.0.0.1:25\"\n"
+      "max-size = 1000\nsmarthost-auth-insecure = true\n"
+      "[routes]\n\"example.org\" = \"10.0.0.5:25\"\n";
+  auto r = run(text, {"check-config"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("s3cret"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("storage = \"redis://:***@127.0.0.1:6379/0\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[serve]\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nmax-size = 1000\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nworkers = 16\n"), std::string::npos) << r.out;  // a default
+  EXPECT_NE(r.out.find("#   [::1]:2525 (smtp)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("#   example.org=10.0.0.5:25"), std::string::npos) << r.out;
+  // What it prints is a config file that checks again.
+  testing::write_file(dir_.sub("effective.toml"), r.out);
+  auto again = run_command({SLIMTA_QUEUE_BIN, "--config", dir_.sub("effective.toml"),
+                            "check-config"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+
+  // Serve's own checks run too, without listening: a bad network, a missing file.
+  r = run("[serve]\nrelay-networks = \"10.1.2.3/8\"\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--relay-networks"), std::string::npos) << r.err;
+  r = run("[serve]\nusers = \"" + dir_.sub("nonexistent") + "\"\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(dir_.sub("nonexistent")), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace slimta

@@ -1,0 +1,177 @@
+#include "config_file.h"
+
+#include <algorithm>
+#include <ostream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "slimta/errors.h"
+#include "slimta/storage.h"
+
+namespace slimta::cli {
+namespace {
+
+// The config keys of `app`'s options: their long names, without help, version and
+// --config itself.
+std::vector<const CLI::Option*> config_options(const CLI::App& app) {
+  std::vector<const CLI::Option*> out;
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->get_lnames().empty()) continue;  // positional
+    const std::string& name = opt->get_lnames().front();
+    if (name == "help" || name == "version" || name == "config") continue;
+    out.push_back(opt);
+  }
+  return out;
+}
+
+std::string key_of(const CLI::Option* opt) { return opt->get_lnames().front(); }
+
+// Why `value` does not suit `opt`, or "" if it does.
+std::string type_problem(const CLI::Option* opt, const toml::node& value) {
+  if (opt->get_expected_max() == 0)
+    return value.is_boolean() ? "" : "takes true or false";  // a flag
+  auto scalar_ok = [&](const toml::node& v) {
+    const std::string type = opt->get_type_name();
+    if (type.starts_with("INT") || type.starts_with("UINT") || type.starts_with("FLOAT"))
+      return v.is_number();
+    return v.is_string();
+  };
+  const char* want = [&] {
+    const std::string type = opt->get_type_name();
+    if (type.starts_with("INT") || type.starts_with("UINT")) return "takes a whole number";
+    if (type.starts_with("FLOAT")) return "takes a number";
+    return "takes a string";
+  }();
+  if (opt->get_expected_max() > 1) {  // repeatable: one value or an array of them
+    if (const toml::array* array = value.as_array()) {
+      for (const toml::node& item : *array)
+        if (!scalar_ok(item)) return std::string(want) + " or an array of them";
+      return "";
+    }
+  }
+  return scalar_ok(value) ? "" : want;
+}
+
+}  // namespace
+
+toml::table parse_config_file(const std::string& path) {
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw InvalidArgument(
+        fmt::format("config file '{}' line {}: {}", path, e.source().begin.line, e.description()));
+  }
+}
+
+std::optional<std::string> closest(const std::string& word, const std::vector<std::string>& names) {
+  std::optional<std::string> best;
+  size_t best_distance = 3;
+  for (const std::string& name : names) {
+    std::vector<size_t> row(name.size() + 1);
+    for (size_t j = 0; j <= name.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= word.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= name.size(); ++j) {
+        size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] != name[j - 1])});
+        diagonal = up;
+      }
+    }
+    if (row[name.size()] < best_distance) {
+      best_distance = row[name.size()];
+      best = name;
+    }
+  }
+  return best;
+}
+
+void check_config_file(const std::string& path, const CLI::App& app, const CLI::App& serve) {
+  toml::table config = parse_config_file(path);
+  auto keys = [](const CLI::App& owner) {
+    std::vector<std::string> out;
+    for (const CLI::Option* opt : config_options(owner)) out.push_back(key_of(opt));
+    return out;
+  };
+  const std::vector<std::string> top_keys = keys(app), serve_keys = keys(serve);
+  const std::vector<std::string> tables = {"serve", "routes", "listener"};
+  auto check_section = [&](const toml::table& table, const CLI::App& owner, bool in_serve) {
+    std::vector<std::string> names = in_serve ? serve_keys : top_keys;
+    if (!in_serve) names.insert(names.end(), tables.begin(), tables.end());
+    const std::vector<std::string>& elsewhere = in_serve ? top_keys : serve_keys;
+    for (const auto& [k, value] : table) {
+      std::string key(k.str());
+      auto line = value.source().begin.line;
+      if (!in_serve && std::find(tables.begin(), tables.end(), key) != tables.end()) continue;
+
+      std::vector<const CLI::Option*> options = config_options(owner);
+      auto opt = std::find_if(options.begin(), options.end(),
+                              [&](const CLI::Option* o) { return key_of(o) == key; });
+      if (opt == options.end()) {
+        std::string hint;
+        if (std::find(elsewhere.begin(), elsewhere.end(), key) != elsewhere.end()) {
+          hint = in_serve ? "; it belongs at the top of the file, before any [section]"
+                          : "; it belongs under [serve]";
+        } else if (auto near = closest(key, names)) {
+          hint = "; did you mean '" + *near + "'?";
+        }
+        throw InvalidArgument(fmt::format("config file '{}' line {}: unknown key '{}' {}{}", path,
+                                          line, key, in_serve ? "in [serve]" : "at the top", hint));
+      }
+      if (std::string why = type_problem(*opt, value); !why.empty()) {
+        throw InvalidArgument(
+            fmt::format("config file '{}' line {}: '{}' {}", path, line, key, why));
+      }
+    }
+  };
+  for (const auto& [k, value] : config) {
+    if (k != "serve") continue;
+    const toml::table* serve_table = value.as_table();
+    if (!serve_table) {
+      throw InvalidArgument(fmt::format("config file '{}' line {}: serve must be a [serve] table",
+                                        path, value.source().begin.line));
+    }
+    check_section(*serve_table, serve, true);
+  }
+  check_section(config, app, false);
+}
+
+std::string config_path_in(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) return argv[i + 1];
+    if (arg.starts_with("--config=")) return arg.substr(9);
+  }
+  return "";
+}
+
+void print_effective_config(const CLI::App& app, std::ostream& out) {
+  // CLI11 writes every subcommand's options as SUB.KEY=VALUE: the top-level ones and
+  // serve's are the configuration; unset ones become comments, so that the output can
+  // be read back as a config file.
+  std::istringstream in(app.config_to_str(/*default_also=*/true, /*write_description=*/false));
+  std::string top, serve;
+  for (std::string line; std::getline(in, line);) {
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+    std::string* section = &top;
+    if (key.starts_with("serve.")) {
+      key = key.substr(6);
+      section = &serve;
+    } else if (key.find('.') != std::string::npos) {
+      continue;  // another subcommand's
+    }
+    if (value == "\"\"") {
+      *section += "# " + key + " (not set)\n";
+      continue;
+    }
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = '"' + redact_storage_url(value.substr(1, value.size() - 2)) + '"';
+    *section += key + " = " + value + "\n";
+  }
+  out << top << "\n[serve]\n" << serve;
+}
+
+}  // namespace slimta::cli
