@@ -9,17 +9,28 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/install-deps.sh"
-"$root/scripts/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+echo "== building slimta-queue (the first build takes a few minutes)"
+"$root/scripts/build.sh" "$root/build" --target slimta-queue -DCMAKE_BUILD_TYPE=RelWithDebInfo
 q="$root/build/slimta-queue"
 cd "$root"
 port="${SLIMTA_DEMO_PORT:-2525}"
-"$q" serve --listen "127.0.0.1:$port" --storage disk:./spool --smarthost "127.0.0.1:$((port + 1))" &
+said="$(mktemp)"
+"$q" serve --listen "127.0.0.1:$port" --storage disk:./spool --smarthost "127.0.0.1:$((port + 1))" \
+  >"$said" &
 serve=$!
-trap 'kill -TERM $serve 2>/dev/null; wait $serve 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-  python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+trap 'kill -TERM $serve 2>/dev/null; wait $serve 2>/dev/null || true; rm -f "$said"' EXIT
+# Its own "listening on" line, not just any server on the port.
+for _ in $(seq 100); do
+  grep -q "listening on" "$said" && break
+  if ! kill -0 "$serve" 2>/dev/null; then
+    echo "demo: slimta-queue serve did not start on 127.0.0.1:$port (see its error above);" \
+      "set SLIMTA_DEMO_PORT to another port" >&2
+    exit 1
+  fi
   sleep 0.1
 done
+grep -q "listening on" "$said" || { echo "demo: serve did not start in 10 s" >&2; exit 1; }
+cat "$said"
 python3 - "$port" <<'PY'
 import smtplib, sys
 with smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s:
