@@ -165,11 +165,21 @@ TEST_F(CliTest, HoldKeepsAMessageOutOfDeliveryUntilReleaseAndListShowsIt) {
   EXPECT_NE(q({"show", a}).out.find("state:        held"), std::string::npos);
   EXPECT_EQ(nlohmann::json::parse(q({"info", "--json"}).out)["held"], 1);
 
-  EXPECT_EQ(q({"hold", "--all"}).exit_code, 0);
-  EXPECT_TRUE(storage.get(b).hold.has_value());
+  // Seen: hold --all overwrote the operator's reason and time with the default.
+  Hold before = *storage.get(a).hold;
+  r = q({"hold", "--all"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("already held " + a + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("held " + b + "\n"), std::string::npos) << r.out;
+  EXPECT_EQ(*storage.get(a).hold, before);
+  EXPECT_EQ(storage.get(b).hold->reason, "held by an operator");
   r = q({"release", "--all", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["released"].size(), 2u);
+  // Seen: release said "released" of a message that was not held.
+  r = q({"release", a});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "not held " + a + "\n");
   EXPECT_FALSE(storage.get(a).hold.has_value());
   EXPECT_EQ(storage.claim(a, std::chrono::seconds(5)).status, ClaimResult::Status::claimed);
   EXPECT_NE(q({"list"}).out.find(a + "*"), std::string::npos);  // being attempted

@@ -240,39 +240,48 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
 }
 
 // Runs `fn` on each selected id; an unknown id named on the command line is an error
-// (exit 1), one that went away during --all is skipped. Prints "VERB ID" per message,
-// or {"VERB": [ids]} with --json.
+// (exit 1), one that went away during --all is skipped. `fn` returns what it did to the
+// message ("held", "already held", ...): printed "WHAT ID" per message, or with --json
+// one {"WHAT": [ids], ...} object (`verb`, what is done normally, always present).
 template <typename Fn>
 int for_each_selected(QueueStorage& storage, const Selection& sel, const char* verb, bool json,
                       std::ostream& out, std::ostream& err, Fn&& fn) {
   int rc = 0;
-  nlohmann::json done = nlohmann::json::array();
+  nlohmann::json done = nlohmann::json::object();
+  done[verb] = nlohmann::json::array();
   for (const auto& id : selected_ids(storage, sel)) {
     try {
-      fn(id);
-      done.push_back(id);
-      if (!json) out << verb << " " << id << "\n";
+      std::string what = fn(id);
+      done[what].push_back(id);
+      if (!json) out << what << " " << id << "\n";
     } catch (const KeyError& e) {
       if (sel.all) continue;
       err << "slimta-queue: error: " << e.what() << "\n";
       rc = 1;
     }
   }
-  if (json) out << dump(nlohmann::json{{verb, done}}) << "\n";
+  if (json) out << dump(done) << "\n";
   return rc;
 }
 
-int cmd_hold(QueueStorage& storage, const Selection& sel, const std::string& reason, bool json,
-             std::ostream& out, std::ostream& err) {
+int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
+             bool json, std::ostream& out, std::ostream& err) {
   Timestamp t = now();
-  return for_each_selected(storage, sel, "held", json, out, err,
-                           [&](const std::string& id) { storage.hold(id, reason, t); });
+  return for_each_selected(storage, sel, "held", json, out, err, [&](const std::string& id) {
+    // Held already and no new reason given: the operator's reason and time stay.
+    if (!reason && storage.get(id).hold) return "already held";
+    storage.hold(id, reason.value_or(kDefaultHoldReason), t);
+    return "held";
+  });
 }
 
 int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                 std::ostream& err) {
-  return for_each_selected(storage, sel, "released", json, out, err,
-                           [&](const std::string& id) { storage.release_hold(id); });
+  return for_each_selected(storage, sel, "released", json, out, err, [&](const std::string& id) {
+    if (!storage.get(id).hold) return "not held";
+    storage.release_hold(id);
+    return "released";
+  });
 }
 
 int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
@@ -352,14 +361,18 @@ int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream&
 int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
               std::ostream& err) {
   Timestamp t = now();
-  return for_each_selected(storage, sel, "retried", json, out, err,
-                           [&](const std::string& id) { storage.set_timestamp(id, t); });
+  return for_each_selected(storage, sel, "retried", json, out, err, [&](const std::string& id) {
+    storage.set_timestamp(id, t);
+    return "retried";
+  });
 }
 
 int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                std::ostream& err) {
-  return for_each_selected(storage, sel, "removed", json, out, err,
-                           [&](const std::string& id) { storage.remove(id); });
+  return for_each_selected(storage, sel, "removed", json, out, err, [&](const std::string& id) {
+    storage.remove(id);
+    return "removed";
+  });
 }
 
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {

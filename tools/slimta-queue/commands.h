@@ -2,6 +2,7 @@
 // `err`, and returns the process exit code; storage errors propagate as QueueError.
 #pragma once
 
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -31,9 +32,12 @@ int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostre
 int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                std::ostream& err);
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
-// Hold messages (claims refuse them until released), recording `reason` and the time.
-int cmd_hold(QueueStorage& storage, const Selection& sel, const std::string& reason, bool json,
-             std::ostream& out, std::ostream& err);
+// What hold records when no reason is given.
+inline constexpr const char* kDefaultHoldReason = "held by an operator";
+// Hold messages (claims refuse them until released), recording `reason` and the time. A
+// message held already keeps its reason and time unless a new reason is given.
+int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
+             bool json, std::ostream& out, std::ostream& err);
 // Lift the hold of messages.
 int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                 std::ostream& err);

@@ -98,12 +98,14 @@ int main(int argc, char** argv) {
     return sub;
   };
   Selection retry_sel, remove_sel, hold_sel, release_sel;
-  std::string hold_reason = "held by an operator";
+  std::optional<std::string> hold_reason;
   selecting("retry", "make messages due for delivery now", retry_sel);
   selecting("remove", "delete messages from the queue", remove_sel);
   selecting("hold", "keep messages in the queue without attempting them, until released", hold_sel)
-      ->add_option("--reason", hold_reason, "why (shown by list and show)")
-      ->capture_default_str();
+      ->add_option("--reason", hold_reason,
+                   std::string("why (shown by list and show; default: \"") + kDefaultHoldReason +
+                       "\"); a message held already keeps its reason and time unless one is "
+                       "given");
   selecting("release", "release held messages", release_sel);
 
   app.add_subcommand("info", "count queued messages and bytes, and the queue's event counters");
