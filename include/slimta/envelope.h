@@ -110,8 +110,12 @@ class Envelope {
 // comments and group syntax are dropped; order is kept.
 std::vector<std::string> parse_address_list(std::string_view value);
 
-// This host's name (gethostname), "localhost" if it has none: the default for
-// Envelope::receiver, EHLO names and Received: headers.
+// This host's fully-qualified name: gethostname(), and for a short name its canonical
+// name (getaddrinfo's AI_CANONNAME, as `hostname -f`) when that has a domain; else the
+// short name, or "localhost" if there is none. Looked up once per process. The default
+// for Envelope::receiver, EHLO names, Received: headers and bounces: a receiving server
+// may refuse a name that is not fully qualified (Postfix's
+// reject_non_fqdn_helo_hostname).
 std::string host_name();
 
 // `seconds` since the epoch in UTC, as strftime's `format` writes it (at most 63

@@ -1,5 +1,9 @@
 #include "slimta/envelope.h"
 
+#include <netdb.h>
+
+#include <cstring>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -182,9 +186,23 @@ std::string Envelope::flatten() const {
 }
 
 std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
+  static const std::string name = [] {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return std::string("localhost");
+    std::string found = buf;
+    if (found.find('.') != std::string::npos) return found;
+    // A short name: its canonical name (/etc/hosts or DNS), as `hostname -f` gives.
+    addrinfo hints{};
+    hints.ai_flags = AI_CANONNAME;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(buf, nullptr, &hints, &res) == 0) {
+      if (res && res->ai_canonname && std::strchr(res->ai_canonname, '.'))
+        found = res->ai_canonname;
+      ::freeaddrinfo(res);
+    }
+    return found;
+  }();
+  return name;
 }
 
 std::string utc_time(double seconds, const char* format) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "slimta/envelope.h"
 #include "support/test_util.h"
 
 namespace slimta {
@@ -68,8 +69,7 @@ TEST_F(ConfigTest, AValueOfTheWrongTypeIsNamed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("line 2: 'max-size' takes a whole number"), std::string::npos) << r.err;
   r = run("[serve]\nsmarthost-auth-insecure = \"yes\"\n", {"check-config"});
-  EXPECT_NE(r.err.find("line 2: 'smarthost-auth-insecure' takes true or false"),
-            std::string::npos)
+  EXPECT_NE(r.err.find("line 2: 'smarthost-auth-insecure' takes true or false"), std::string::npos)
       << r.err;
   r = run("[serve]\nlisten = [\"127.0.0.1:25\", 587]\n", {"check-config"});
   EXPECT_NE(r.err.find("line 2: 'listen' takes a string or an array of them"), std::string::npos)
@@ -98,8 +98,8 @@ TEST_F(ConfigTest, CheckConfigPrintsTheEffectiveConfigurationWithSecretsMasked) 
   EXPECT_NE(r.out.find("#   example.org=10.0.0.5:25"), std::string::npos) << r.out;
   // What it prints is a config file that checks again.
   testing::write_file(dir_.sub("effective.toml"), r.out);
-  auto again = run_command({SLIMTA_QUEUE_BIN, "--config", dir_.sub("effective.toml"),
-                            "check-config"});
+  auto again =
+      run_command({SLIMTA_QUEUE_BIN, "--config", dir_.sub("effective.toml"), "check-config"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
 
   // Serve's own checks run too, without listening: a bad network, a missing file.
@@ -109,6 +109,22 @@ TEST_F(ConfigTest, CheckConfigPrintsTheEffectiveConfigurationWithSecretsMasked) 
   r = run("[serve]\nusers = \"" + dir_.sub("nonexistent") + "\"\n", {"check-config"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find(dir_.sub("nonexistent")), std::string::npos) << r.err;
+}
+
+// Seen: the default name was the short one ("vm"); a smarthost with
+// reject_non_fqdn_helo_hostname refused the mail, and its bounce the same way.
+TEST_F(ConfigTest, TheDefaultHostNameIsTheFullyQualifiedOneAndAShortOneIsWarnedAbout) {
+  auto fqdn = run_command({"hostname", "--fqdn"});
+  ASSERT_EQ(fqdn.exit_code, 0) << fqdn.err;
+  EXPECT_EQ(host_name(), fqdn.out.substr(0, fqdn.out.find('\n')));
+  auto r = run("[serve]\n", {"check-config"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  bool qualified = host_name().find('.') != std::string::npos;
+  EXPECT_EQ(r.err.find("'" + host_name() + "' is not fully qualified") != std::string::npos,
+            !qualified)
+      << r.err;
+  r = run("[serve]\nhostname = \"mx.example.com\"\n", {"check-config"});
+  EXPECT_EQ(r.err.find("not fully qualified"), std::string::npos) << r.err;
 }
 
 }  // namespace

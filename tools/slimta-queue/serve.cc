@@ -305,6 +305,11 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
         << server_opts.relay_networks.to_string()
         << " takes in every address: this is an open relay\n";
   }
+  if (opts.hostname.empty() && host_name().find('.') == std::string::npos) {
+    err << "slimta-queue serve: warning: this host's name '" << host_name()
+        << "' is not fully qualified: servers may refuse it in HELO and in bounces; give "
+           "--hostname a name with its domain\n";
+  }
   plan.relay = make_relay(opts, plan.routes, err);
   return plan;
 }
