@@ -57,6 +57,11 @@ class RedisStorage : public QueueStorage {
 
   const RedisOptions& options() const;
 
+  // durable only when the server writes and fsyncs its append-only file before it
+  // answers (appendonly yes, appendfsync always): otherwise a crash of the server or of
+  // its host loses the last writes (up to a second with everysec, everything since the
+  // last snapshot without AOF). Asked of the server once; false while it cannot be
+  // asked or refuses CONFIG.
   Capabilities capabilities() const override;
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
   // SCAN (never KEYS) over PREFIX*, timestamps fetched in pipelined batches. Keys of

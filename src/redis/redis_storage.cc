@@ -29,6 +29,7 @@
 
 #include <charconv>
 #include <mutex>
+#include <optional>
 
 #include "core/paged_stream.h"
 #include "core/record.h"
@@ -242,6 +243,29 @@ struct RedisStorage::Impl {
 
   std::string key(std::string_view id) const { return pool.options().prefix + std::string(id); }
 
+  // Whether the server writes and fsyncs its append-only file before it answers: asked
+  // once (CONFIG GET); not remembered while the server cannot be asked.
+  std::mutex durable_mu;
+  std::optional<bool> durable;
+  bool is_durable() {
+    std::lock_guard lock(durable_mu);
+    if (durable) return *durable;
+    try {
+      auto config = [&](const char* name) {
+        return pool.run(true, [&](Connection& c) {
+          Reply r = c.command({"CONFIG", "GET", name}, /*allow_error=*/true);
+          if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+            return redis::reply_string(r->element[1], "CONFIG GET");
+          return std::string();  // CONFIG refused (renamed away by the operator, say)
+        });
+      };
+      durable = config("appendonly") == "yes" && config("appendfsync") == "always";
+      return *durable;
+    } catch (const QueueError&) {
+      return false;
+    }
+  }
+
   // Remembers the stream's end, so wait() reports whatever is written after this.
   void mark_stream_position() {
     std::lock_guard lock(wait_mu);
@@ -338,7 +362,8 @@ RedisStorage::~RedisStorage() = default;
 const RedisOptions& RedisStorage::options() const { return impl_->pool.options(); }
 
 Capabilities RedisStorage::capabilities() const {
-  return Capabilities{.can_wait = true, .shared = true, .durable = true, .can_lease = true};
+  return Capabilities{
+      .can_wait = true, .shared = true, .durable = impl_->is_durable(), .can_lease = true};
 }
 
 std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {

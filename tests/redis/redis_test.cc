@@ -10,6 +10,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 
 #include "redis/connection.h"
 #include "support/redis_server.h"
@@ -72,6 +73,19 @@ TEST_F(RedisTest, BadOptionsNameTheField) {
   o = {};
   o.socket_timeout = 0;
   EXPECT_NE(message(o).find("socket_timeout"), std::string::npos);
+}
+
+// Seen: capabilities().durable was true for any Redis, though one without an
+// append-only file fsynced at every write loses what it acknowledged in a crash.
+TEST_F(RedisTest, IsDurableOnlyWithAnAppendOnlyFileFsyncedAtEveryWrite) {
+  EXPECT_FALSE(RedisStorage(testing::shared_redis().options(prefix_)).capabilities().durable);
+  RedisServer aof(RedisServer::Config{.password = "", .appendonly = true});
+  EXPECT_TRUE(RedisStorage(aof.options(prefix_)).capabilities().durable);
+  redisContext* c = redisConnect("127.0.0.1", aof.port());
+  ASSERT_TRUE(c && !c->err);
+  freeReplyObject(redisCommand(c, "CONFIG SET appendfsync everysec"));
+  redisFree(c);
+  EXPECT_FALSE(RedisStorage(aof.options(prefix_)).capabilities().durable);
 }
 
 TEST_F(RedisTest, WorksOverAUnixSocket) {

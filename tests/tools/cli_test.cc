@@ -349,6 +349,9 @@ TEST_F(CliTest, WorksOnRedisStorageUrls) {
     SCOPED_TRACE(url);
     storage_url_ = url;
     ASSERT_FALSE(enqueue_and_list().empty());
+    // The shared test server keeps no append-only file: info says so.
+    EXPECT_NE(q({"info"}).out.find("durable:      no: a crash can lose accepted mail"),
+              std::string::npos);
     EXPECT_EQ(q({"remove", "--all"}).exit_code, 0);
   }
   // What the CLI stored is in db 2 under the prefix, where RedisStorage finds it.

@@ -406,6 +406,11 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
       << "held:         " << held << "\n"
       << "bytes:        " << bytes << "\n";
   if (next) out << "next attempt: " << format_time(*next) << " UTC\n";
+  out << "durable:      "
+      << (caps.durable ? "yes"
+                       : "no: a crash can lose accepted mail (Redis needs appendonly yes and "
+                         "appendfsync always)")
+      << "\n";
   if (stream->corrupt() > 0) out << "corrupt:      " << stream->corrupt() << " set aside\n";
   if (!counters.empty()) {
     out << "events (all queue processes, since the storage was created):\n";

@@ -341,6 +341,11 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
 
   ServePlan plan = plan_serve(opts, err);
   SmtpServerOptions& server_opts = plan.server_opts;
+  if (!storage.capabilities().durable) {
+    err << "slimta-queue serve: warning: the storage does not make mail durable: a crash can "
+           "lose mail already accepted (a Redis server needs appendonly yes and appendfsync "
+           "always)\n";
+  }
   // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
   // has learnt: freed, they go back to the system at once, so memory follows the
   // messages in flight instead of their high-water mark.
