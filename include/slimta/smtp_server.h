@@ -137,6 +137,13 @@ class SmtpServer {
   // address, or a submission role without a TLS certificate and users; QueueError if
   // it cannot listen.
   uint16_t listen(const std::string& host, uint16_t port, ListenerRole role = ListenerRole::smtp);
+
+  // Takes new options (a reloaded users file, TLS certificate, relay rules, limits) for
+  // the sessions that start from now on; sessions under way finish with the options they
+  // began with. Throws InvalidArgument, changing nothing, for options it cannot use (an
+  // unreadable certificate, submission listeners left without TLS or users).
+  // deliver_threads keeps its first value. Thread-safe.
+  void reload(SmtpServerOptions options);
   // Serve until stop(): on the calling thread.
   void run();
   // Stop accepting, end every session (a message not yet accepted is not kept; one

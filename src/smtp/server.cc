@@ -273,14 +273,11 @@ class LogLimiter {
   size_t happened_ = 0;
 };
 
-// What every session shares.
-struct Shared {
-  Shared(SmtpServerOptions o, SmtpServer::Deliver d)
-      : options(std::move(o)),
-        deliver(std::move(d)),
-        hostname(options.hostname.empty() ? host_name() : options.hostname),
-        pool(options.deliver_threads),
-        hashing(std::max(1u, std::thread::hardware_concurrency())) {
+// What the options make, replaced as a whole by SmtpServer::reload(): a session keeps
+// the settings it started with.
+struct Settings {
+  explicit Settings(SmtpServerOptions o)
+      : options(std::move(o)), hostname(options.hostname.empty() ? host_name() : options.hostname) {
     rules = smtp::make_relay_rules(options.accept_domains, options.known_recipients);
     max_sessions = options.max_sessions;
     if (max_sessions == 0) {
@@ -310,21 +307,32 @@ struct Shared {
   }
 
   const SmtpServerOptions options;
-  const SmtpServer::Deliver deliver;
   const std::string hostname;
-  asio::thread_pool pool;                 // runs `deliver`
-  asio::thread_pool hashing;              // runs the password checks of AUTH
-  std::optional<asio::ssl::context> tls;  // set when STARTTLS is offered
+  mutable std::optional<asio::ssl::context> tls;  // set when STARTTLS is offered
   smtp::RelayRules rules;
+  size_t max_sessions = 0;
+};
+
+// What every session shares.
+struct Shared {
+  Shared(SmtpServerOptions o, SmtpServer::Deliver d)
+      : deliver(std::move(d)),
+        pool(o.deliver_threads),
+        hashing(std::max(1u, std::thread::hardware_concurrency())),
+        settings(std::make_shared<const Settings>(std::move(o))) {}
+
+  const SmtpServer::Deliver deliver;
+  asio::thread_pool pool;     // runs `deliver`
+  asio::thread_pool hashing;  // runs the password checks of AUTH
+  std::atomic<std::shared_ptr<const Settings>> settings;
   std::atomic<size_t> bytes_in_flight{0};  // messages being received or stored
   LogLimiter over_client_limit, over_session_limit, accept_failed;  // event-loop thread
-  size_t max_sessions = 0;
   std::unordered_map<std::string, size_t> per_client;  // sessions by address (loop thread)
 
-  // Counts a session from `ip`; false (and not counted) when it has too many.
-  bool admit(const std::string& ip) {
+  // Counts a session from `ip`; false (and not counted) when it has `limit` already.
+  bool admit(const std::string& ip, size_t limit) {
     size_t& n = per_client[ip];
-    if (n >= options.max_sessions_per_client) {
+    if (n >= limit) {
       if (n == 0) per_client.erase(ip);
       return false;
     }
@@ -343,10 +351,11 @@ class Session {
  public:
   Session(Shared& server, tcp::socket& socket, ListenerRole role)
       : server_(server),
-        opts_(server.options),
+        settings_(server.settings.load()),
+        opts_(settings_->options),
         role_(role),
         stream_(socket),
-        deadline_{Deadline::Clock::now(), server.options.idle_timeout},
+        deadline_{Deadline::Clock::now(), opts_.idle_timeout},
         reader_(stream_, deadline_) {
     asio::error_code ec;
     auto ep = socket.remote_endpoint(ec);
@@ -365,7 +374,7 @@ class Session {
     auto ended = co_await (dialogue() || watchdog());
     if (ended.index() == 1 && greeted_) {  // a balancer or a TLS handshake gets no 421
       // Said at most once more, briefly: the client may not be reading at all.
-      out_ = "421 4.4.2 " + server_.hostname + " Error: timeout exceeded\r\n";
+      out_ = "421 4.4.2 " + settings_->hostname + " Error: timeout exceeded\r\n";
       asio::error_code ignored;
       asio::steady_timer timer(stream_.get_executor(), std::chrono::seconds(1));
       co_await (stream_.write(asio::buffer(out_), ignored) ||
@@ -397,24 +406,24 @@ class Session {
 
   awaitable<void> run() {
     if (opts_.proxy_from.contains(peer_ip_) && !co_await read_proxy_header()) co_return;
-    if (!server_.admit(peer_ip_)) {
+    if (!server_.admit(peer_ip_, opts_.max_sessions_per_client)) {
       if (auto n = server_.over_client_limit.due()) {
         spdlog::warn("smtp: [{}] refused: {} sessions from it already ({} such refusals)", peer_ip_,
                      opts_.max_sessions_per_client, *n);
       }
       if (role_ == ListenerRole::submissions) co_return;  // it expects TLS, not a reply
-      reply("421 4.7.0 " + server_.hostname + " Error: too many connections from your address");
+      reply("421 4.7.0 " + settings_->hostname + " Error: too many connections from your address");
       co_return co_await flush(/*force=*/true);
     }
     admitted_ = peer_ip_;
     if (role_ == ListenerRole::submissions) {
       asio::error_code ec;
       deadline_.hold();  // the handshake has its own time limit
-      co_await stream_.start_tls(*server_.tls, opts_.idle_timeout, ec);
+      co_await stream_.start_tls(*settings_->tls, opts_.idle_timeout, ec);
       deadline_.touch();
       if (ec) co_return;
     }
-    reply("220 " + server_.hostname + " ESMTP slimta-queue ready");
+    reply("220 " + settings_->hostname + " ESMTP slimta-queue ready");
     greeted_ = true;
     co_await flush();
     if (reader_.pending().empty()) co_await reader_.fill();
@@ -547,7 +556,7 @@ class Session {
     deadline_.touch();
     error("535 5.7.8 Error: authentication failed");
     if (auth_failures_ >= opts_.max_auth_failures && !done_) {
-      reply("421 4.7.0 " + server_.hostname + " Too many failed authentications");
+      reply("421 4.7.0 " + settings_->hostname + " Too many failed authentications");
       done_ = true;
     }
   }
@@ -556,7 +565,7 @@ class Session {
   void error(const std::string& text) {
     reply(text);
     if (++errors_ >= opts_.max_errors) {
-      reply("421 4.7.0 " + server_.hostname + " Too many errors, closing the connection");
+      reply("421 4.7.0 " + settings_->hostname + " Too many errors, closing the connection");
       done_ = true;
     }
   }
@@ -592,14 +601,14 @@ class Session {
       esmtp_ = v == "EHLO";
       reset_transaction();
       if (!esmtp_) {
-        reply("250 " + server_.hostname);
+        reply("250 " + settings_->hostname);
         co_return;
       }
-      reply("250-" + server_.hostname);
+      reply("250-" + settings_->hostname);
       reply("250-PIPELINING");
       reply("250-SIZE " + std::to_string(opts_.max_message_size));
       reply("250-8BITMIME");
-      if (server_.tls && !stream_.tls()) reply("250-STARTTLS");
+      if (settings_->tls && !stream_.tls()) reply("250-STARTTLS");
       if (auth_offered()) reply("250-AUTH PLAIN LOGIN");
       reply("250 ENHANCEDSTATUSCODES");
     } else if (v == "MAIL") {
@@ -635,7 +644,7 @@ class Session {
       if (path->address.empty()) co_return error("501 5.1.3 Bad recipient address syntax");
       if (!path->params.empty())
         co_return error("555 5.5.4 Unsupported RCPT parameter " + path->params.front().first);
-      if (auto refused = smtp::check_recipient(server_.rules, path->address, may_relay())) {
+      if (auto refused = smtp::check_recipient(settings_->rules, path->address, may_relay())) {
         spdlog::info("smtp: [{}] RCPT <{}> refused: {}", peer_ip_, path->address, *refused);
         co_return error(*refused);
       }
@@ -668,7 +677,7 @@ class Session {
       reply("252 2.5.2 Cannot VRFY user, but will accept the message and attempt delivery");
     } else if (v == "EXPN") {
       error("502 5.5.1 EXPN not available");
-    } else if (v == "STARTTLS" && server_.tls) {
+    } else if (v == "STARTTLS" && settings_->tls) {
       if (stream_.tls()) co_return error("503 5.5.1 Error: TLS already active");
       if (!c.arg.empty()) co_return error("501 5.5.4 Syntax: STARTTLS");
       reply("220 2.0.0 Ready to start TLS");
@@ -676,7 +685,7 @@ class Session {
       reader_.discard();
       asio::error_code ec;
       deadline_.hold();  // the handshake has its own time limit
-      co_await stream_.start_tls(*server_.tls, opts_.idle_timeout, ec);
+      co_await stream_.start_tls(*settings_->tls, opts_.idle_timeout, ec);
       if (ec) throw asio::system_error(ec);  // the session cannot go on in either mode
       helo_.clear();                         // RFC 3207: the client starts over with EHLO
       reset_transaction();
@@ -745,7 +754,7 @@ class Session {
                                   : std::string("ESMTP") + (stream_.tls() ? "S" : "") +
                                         (auth_user_.empty() ? "" : "A");
     env.client.auth = auth_user_;
-    env.receiver = server_.hostname;
+    env.receiver = settings_->hostname;
     env.timestamp = static_cast<double>(std::time(nullptr));
     env.parse(message.take());
     if (size_t hops = env.headers.count("Received"); opts_.max_hops && hops >= opts_.max_hops) {
@@ -753,7 +762,7 @@ class Session {
                    env.sender, hops);
       co_return error("554 5.4.6 Too many hops: a mail loop");
     }
-    std::string received = "from " + helo_ + " ([" + peer_ip_ + "]) by " + server_.hostname +
+    std::string received = "from " + helo_ + " ([" + peer_ip_ + "]) by " + settings_->hostname +
                            " with " + env.client.protocol;
     if (rcpts_.size() == 1) received += " for <" + rcpts_.front() + ">";
     received += "; " + rfc5322_date(env.timestamp);
@@ -782,6 +791,7 @@ class Session {
   }
 
   Shared& server_;
+  const std::shared_ptr<const Settings> settings_;  // as when the session began
   const SmtpServerOptions& opts_;
   const ListenerRole role_;
   std::optional<std::string> admitted_;  // counted in server_.per_client under this address
@@ -812,6 +822,7 @@ struct SmtpServer::Impl {
   std::atomic<size_t> open_sessions{0};
   std::set<tcp::socket*> sockets;  // open sessions' sockets (event-loop thread only)
   bool stopping = false;           // event-loop thread only
+  bool has_submission = false;     // a listener needs AUTH (so TLS and users)
 
   awaitable<void> accept_loop(tcp::acceptor& acceptor, ListenerRole role);
   awaitable<void> refuse(tcp::socket socket);
@@ -843,7 +854,7 @@ awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, ListenerR
       spdlog::info("smtp: accepting again");
       backoff = std::chrono::milliseconds(0);
     }
-    if (open_sessions >= shared.max_sessions) {
+    if (open_sessions >= shared.settings.load()->max_sessions) {
       asio::co_spawn(io, refuse(std::move(socket)), asio::detached);
       continue;
     }
@@ -853,12 +864,13 @@ awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, ListenerR
 
 // Over max_sessions: 421, given at most a second to be written, then closed.
 awaitable<void> SmtpServer::Impl::refuse(tcp::socket socket) {
+  auto settings = shared.settings.load();
   if (auto n = shared.over_session_limit.due()) {
-    spdlog::warn("smtp: {} sessions open (the limit): refused {} connections", shared.max_sessions,
-                 *n);
+    spdlog::warn("smtp: {} sessions open (the limit): refused {} connections",
+                 settings->max_sessions, *n);
   }
   std::string text =
-      "421 4.7.0 " + shared.hostname + " Error: too many connections, try again later\r\n";
+      "421 4.7.0 " + settings->hostname + " Error: too many connections, try again later\r\n";
   asio::steady_timer timer(io, std::chrono::seconds(1));
   asio::error_code ignored;
   co_await (
@@ -887,11 +899,16 @@ SmtpServer::~SmtpServer() {
   impl_->shared.hashing.join();
 }
 
+namespace {
+// What a submission listener needs: TLS, and users to authenticate.
+bool offers_auth(const Settings& s) { return s.tls && s.options.users; }
+}  // namespace
+
 uint16_t SmtpServer::listen(const std::string& host, uint16_t port, ListenerRole role) {
   asio::error_code ec;
   auto address = asio::ip::make_address(host, ec);
   if (ec) throw InvalidArgument("listen address '" + host + "' is not an IP address");
-  if (role != ListenerRole::smtp && (!impl_->shared.tls || !impl_->shared.options.users)) {
+  if (role != ListenerRole::smtp && !offers_auth(*impl_->shared.settings.load())) {
     throw InvalidArgument("a submission listener (" + host + ":" + std::to_string(port) +
                           ") needs a TLS certificate and key, and users to authenticate");
   }
@@ -902,6 +919,7 @@ uint16_t SmtpServer::listen(const std::string& host, uint16_t port, ListenerRole
     throw QueueError("cannot listen on " + host + ":" + std::to_string(port) + ": " +
                      e.code().message());
   }
+  impl_->has_submission |= role != ListenerRole::smtp;
   asio::co_spawn(impl_->io, impl_->accept_loop(*acceptor, role), asio::detached);
   return acceptor->local_endpoint().port();
 }
@@ -918,6 +936,14 @@ void SmtpServer::stop() {
     for (tcp::acceptor& a : impl->acceptors) a.close(ignored);
     for (tcp::socket* s : impl->sockets) s->close(ignored);
   });
+}
+
+void SmtpServer::reload(SmtpServerOptions options) {
+  auto next = std::make_shared<const Settings>(std::move(options));  // throws: nothing changes
+  if (impl_->has_submission && !offers_auth(*next)) {
+    throw InvalidArgument("the submission listeners need a TLS certificate and key, and users");
+  }
+  impl_->shared.settings.store(std::move(next));
 }
 
 size_t SmtpServer::sessions() const { return impl_->open_sessions.load(); }

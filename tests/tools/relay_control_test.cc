@@ -169,6 +169,37 @@ print(t.docmd('MAIL', 'FROM:<a@example.com>')[0])
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+// Seen: SIGHUP (systemctl reload) killed serve with exit 129.
+TEST_F(RelayControlTest, SighupReloadsUsersAndCertificateAndABadReloadKeepsTheOld) {
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", at(0), "--submission", at(0), "--storage",
+       "memory:", "--smarthost", testing::closed_port().address(), "--tls-cert", cert_.cert,
+       "--tls-key", cert_.key, "--users", dir_.sub("users"), "--hostname", "mx.test.example"},
+      "listening on");
+  int submission = testing::listening_ports(serve.output())[1];
+  auto send_as = [&](const std::string& login) {
+    return smtplib_send(dir_, submission, "127.0.0.2", "far@remote.example", login, cert_.cert);
+  };
+  EXPECT_NE(send_as("bob:builder").find("(535, b'5.7.8"), std::string::npos);  // no bob yet
+  auto r =
+      run_command({SLIMTA_QUEUE_BIN, "passwd", "bob", "--users", dir_.sub("users")}, "builder\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(::kill(serve.pid(), SIGHUP), 0);
+  EXPECT_TRUE(testing::eventually([&] { return send_as("bob:builder") == "ok"; }));
+  EXPECT_EQ(send_as("alice:wonderland"), "ok");
+
+  // A certificate that cannot be read: the reload fails and the old one stays in use.
+  testing::write_file(cert_.cert + ".good", testing::read_file(cert_.cert));
+  testing::write_file(cert_.cert, "not a certificate\n");
+  ASSERT_EQ(::kill(serve.pid(), SIGHUP), 0);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(::kill(serve.pid(), 0), 0) << "serve died";
+  testing::write_file(cert_.cert, testing::read_file(cert_.cert + ".good"));  // for the client
+  EXPECT_EQ(send_as("bob:builder"), "ok");
+  int status = serve.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
 TEST_F(RelayControlTest, KnownRecipientsAreCheckedAtRcpt) {
   testing::write_file(dir_.sub("recipients"), "# valid users\nalice@ours.example\n@all.example\n");
   ChildProcess serve(

@@ -329,12 +329,13 @@ int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& 
 
 int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
               std::ostream& err) {
-  // SIGTERM and SIGINT are taken by one thread with sigwait(): blocked here, before
-  // any other thread starts, so every thread inherits the mask.
+  // SIGTERM, SIGINT and SIGHUP are taken by one thread with sigwait(): blocked here,
+  // before any other thread starts, so every thread inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);
@@ -380,11 +381,34 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   queue.start();
   out << "slimta-queue serve: listening on " << bound << "\n" << std::flush;
 
+  // SIGHUP: the users file, the TLS certificate and key, the accept-recipients file and
+  // the config file's [routes] and [[listener]] are read again and checked; what the SMTP
+  // server uses takes effect for new sessions (those under way keep theirs). A reload
+  // that fails keeps the current settings.
+  auto reload = [&] {
+    try {
+      ServePlan fresh = plan_serve(opts, err);
+      fresh.server_opts.has_room = server_opts.has_room;
+      server.reload(std::move(fresh.server_opts));
+      spdlog::info(
+          "serve: SIGHUP: reloaded the users, TLS certificate and recipients files; a change of "
+          "listeners, routes or relay settings takes a restart");
+    } catch (const QueueError& e) {
+      spdlog::error("serve: SIGHUP: reload failed, keeping the current settings: {}", e.what());
+    }
+  };
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("serve: signal {}: stopping", sig);
-    server.stop();
+    while (true) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == SIGHUP) {
+        reload();
+        continue;
+      }
+      spdlog::info("serve: signal {}: stopping", sig);
+      server.stop();
+      return;
+    }
   });
   server.run();                                   // returns once stopped and every session ended
   pthread_kill(waiter.native_handle(), SIGTERM);  // no-op if it already returned
