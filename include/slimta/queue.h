@@ -130,6 +130,10 @@ class Queue {
   // result per envelope, in order: a failure of one does not stop the others.
   std::vector<EnqueueResult> enqueue(std::span<const Envelope> envelopes);
   EnqueueResult enqueue(const Envelope& envelope);
+  // The same, taking the envelope: it is freed once stored and before the message is
+  // due, so that a first delivery attempt reading the message back never finds this
+  // copy still in memory (a large message would otherwise cost twice its size).
+  EnqueueResult enqueue(Envelope&& envelope);
 
   // Schedule every stored message by its stored time. Returns how many.
   size_t load();

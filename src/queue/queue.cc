@@ -194,7 +194,8 @@ struct Queue::Impl {
                                           Timestamp after, std::string_view reply);
   void send_bounce(const Envelope& original, const std::string& id,
                    const std::vector<bounce::Failure>& failures, Timestamp now);
-  EnqueueResult enqueue(const Envelope& envelope);
+  // Writes the envelope to the storage; the caller schedules it when stored.
+  EnqueueResult store(const Envelope& envelope);
 
   void worker();
   void waiter();
@@ -418,7 +419,7 @@ void Queue::Impl::send_bounce(const Envelope& original, const std::string& id,
   schedule(bounce_id, now);
 }
 
-EnqueueResult Queue::Impl::enqueue(const Envelope& envelope) {
+EnqueueResult Queue::Impl::store(const Envelope& envelope) {
   Timestamp now = clock.now();
   EnqueueResult out;
   try {
@@ -440,7 +441,6 @@ EnqueueResult Queue::Impl::enqueue(const Envelope& envelope) {
   count(kEnqueued);
   spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", out.id, envelope.sender,
                envelope.recipients.size(), envelope.message_size());
-  schedule(out.id, now);
   return out;
 }
 
@@ -572,11 +572,22 @@ Queue::~Queue() { stop(); }
 std::vector<EnqueueResult> Queue::enqueue(std::span<const Envelope> envelopes) {
   std::vector<EnqueueResult> out;
   out.reserve(envelopes.size());
-  for (const auto& env : envelopes) out.push_back(impl_->enqueue(env));
+  for (const auto& env : envelopes) out.push_back(enqueue(env));
   return out;
 }
 
-EnqueueResult Queue::enqueue(const Envelope& envelope) { return impl_->enqueue(envelope); }
+EnqueueResult Queue::enqueue(const Envelope& envelope) {
+  EnqueueResult r = impl_->store(envelope);
+  if (r.ok()) impl_->schedule(r.id, impl_->clock.now());
+  return r;
+}
+
+EnqueueResult Queue::enqueue(Envelope&& envelope) {
+  EnqueueResult r = impl_->store(envelope);
+  { Envelope stored = std::move(envelope); }  // freed before it is due
+  if (r.ok()) impl_->schedule(r.id, impl_->clock.now());
+  return r;
+}
 
 size_t Queue::Impl::load() {
   auto stream = storage.load();

@@ -363,7 +363,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   policy.rescan_interval = opts.rescan;
   Queue queue(storage, *plan.relay, policy);
 
-  SmtpServer server(server_opts, [&](Envelope&& env) { return queue.enqueue(env); });
+  SmtpServer server(server_opts, [&](Envelope&& env) { return queue.enqueue(std::move(env)); });
   std::string bound;
   for (size_t i = 0; i < plan.listeners.size(); ++i) {
     const Listener& l = plan.listeners[i];
