@@ -92,7 +92,7 @@ struct QueuePolicy {
   // When a storage error stops an attempt, try again after this long (seconds).
   double error_retry = 30;
   // How often start() mode adds its event counts to the storage's counters (seconds).
-  double counters_interval = 5;
+  double counters_interval = 1;
   // How often start() mode schedules the whole storage again (seconds; 0: never), to
   // find messages no wait() notice announced to this process: with SQS each notice
   // reaches one process only, and that one may have died.

@@ -96,8 +96,10 @@ struct QueuedMessage {
   Envelope envelope;
   uint32_t attempts = 0;
   Timestamp timestamp = 0;  // next delivery attempt
-  // Indexes into the original recipient list that are marked delivered, ascending.
+  // Indexes into the original recipient list that are marked delivered, ascending,
+  // and those recipients' addresses, in the same order.
   std::vector<size_t> delivered;
+  std::vector<std::string> delivered_recipients;
   // Number of recipients in the original list.
   size_t original_recipients = 0;
   // The latest lease (token 0 if never claimed) and the operator's hold, if any.

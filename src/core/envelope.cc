@@ -46,16 +46,19 @@ std::string unfold(std::string_view raw) {
 
 // " value" folded so that no line exceeds kFoldColumn where whitespace allows;
 // each fold puts the line ending before an existing whitespace character, so
-// unfolding restores the value exactly.
+// unfolding restores the value exactly. A Received field's date-time (after its
+// last ';', RFC 5322 section 3.6.7) is kept whole on one line.
 std::string fold(std::string_view name, std::string_view value, const std::string& eol) {
   std::string out = " ";
   size_t column = name.size() + 2;
+  size_t whole_from = iequals(name, "Received") ? value.rfind(';') : std::string_view::npos;
   size_t i = 0;
   while (i < value.size()) {
     // The next word is its leading whitespace plus the non-whitespace run after it.
     size_t j = i;
     while (j < value.size() && is_wsp(value[j])) ++j;
     while (j < value.size() && !is_wsp(value[j])) ++j;
+    if (whole_from != std::string_view::npos && i > whole_from) j = value.size();
     std::string_view word = value.substr(i, j - i);
     if (column + word.size() > kFoldColumn && i > 0 && is_wsp(word.front())) {
       out += eol;

@@ -408,6 +408,7 @@ QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
     size_t d = 0;
     for (size_t i = 0; i < envelope.recipients.size(); ++i) {
       if (d < meta.delivered.size() && meta.delivered[d] == i) {
+        out.delivered_recipients.push_back(std::move(envelope.recipients[i]));
         ++d;
         continue;
       }

@@ -103,6 +103,20 @@ TEST(EnvelopeTest, PrependPutsTraceHeadersFirst) {
   EXPECT_EQ(env.flatten(), "Received: from x by y\r\nSubject: s\r\n\r\nb");
 }
 
+TEST(EnvelopeTest, ReceivedFoldsBeforeItsDateNeverInsideIt) {
+  // A Received field's date-time (after its last ';') stays on one line.
+  for (std::string helo : {"a", "mail.example.com", "a-much-longer-client-name.example.com"}) {
+    Envelope env;
+    std::string date = "Sat, 28 Nov 2026 11:25:16 +0000";
+    std::string value = "from " + helo + " ([192.0.2.1]) by relay.example.net with ESMTPS for " +
+                        "<someone@example.org>; " + date;
+    env.headers.prepend("Received", value);
+    const std::string& raw = env.headers.fields()[0].raw;
+    EXPECT_NE(raw.find(date), std::string::npos) << raw;
+    EXPECT_EQ(env.headers.get("Received"), value);
+  }
+}
+
 TEST(EnvelopeTest, AddAfterAnUnterminatedLastFieldStartsANewLine) {
   Envelope env;
   env.parse("Subject: x");

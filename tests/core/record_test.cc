@@ -148,6 +148,8 @@ TEST(RecordTest, ToQueuedDropsDeliveredRecipients) {
   EXPECT_EQ(q.envelope.recipients,
             (std::vector<std::string>{"rcpt1@example.org", "rcpt3@example.org"}));
   EXPECT_EQ(q.remaining_indexes(), (std::vector<size_t>{1, 3}));
+  EXPECT_EQ(q.delivered_recipients,
+            (std::vector<std::string>{"rcpt0@example.org", "rcpt2@example.org"}));
   EXPECT_EQ(q.attempts, 2u);
   EXPECT_EQ(q.timestamp, 7);
 }

@@ -9,12 +9,12 @@
 #include <set>
 #include <thread>
 
-#include "support/moto_server.h"
-#include "support/redis_server.h"
 #include "slimta/cloud_storage.h"
 #include "slimta/disk_storage.h"
 #include "slimta/memory_storage.h"
 #include "slimta/redis_storage.h"
+#include "support/moto_server.h"
+#include "support/redis_server.h"
 #include "support/test_util.h"
 
 namespace slimta {
@@ -242,6 +242,8 @@ TEST_P(ConformanceTest, DeliveredRecipientsAreLeftOutOfGet) {
   EXPECT_EQ(got.envelope.recipients,
             (std::vector<std::string>{"rcpt0@example.org", "rcpt2@example.org"}));
   EXPECT_EQ(got.delivered, (std::vector<size_t>{1, 3}));
+  EXPECT_EQ(got.delivered_recipients,
+            (std::vector<std::string>{"rcpt1@example.org", "rcpt3@example.org"}));
   EXPECT_EQ(got.remaining_indexes(), (std::vector<size_t>{0, 2}));
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -67,10 +68,12 @@ TEST_F(CliTest, EnqueueFromFileWithExplicitEnvelopeThenListShowAndRemove) {
   ASSERT_EQ(j.size(), 1u);
   EXPECT_EQ(j[0]["id"], id);
   EXPECT_EQ(j[0]["sender"], "s@example.com");
-  EXPECT_EQ(j[0]["recipients"], (std::vector<std::string>{"x@example.net", "y@example.net"}));
+  EXPECT_EQ(j[0]["recipients"],
+            (nlohmann::json{{{"address", "x@example.net"}, {"state", "pending"}},
+                            {{"address", "y@example.net"}, {"state", "pending"}}}));
   EXPECT_EQ(j[0]["attempts"], 0);
   EXPECT_EQ(j[0]["size"], message_.size());
-  EXPECT_TRUE(j[0]["timestamp"].is_number());
+  EXPECT_TRUE(j[0]["next_attempt_unix"].is_number());
 
   auto raw = q({"show", id, "--raw"});
   EXPECT_EQ(raw.exit_code, 0);
@@ -237,6 +240,70 @@ TEST_F(CliTest, InfoShowsTheQueuesEventCounters) {
   EXPECT_NE(text.find("12"), std::string::npos) << text;
 }
 
+// "2026-11-28T11:25:16Z"
+bool is_rfc3339(const nlohmann::json& v) {
+  static const std::regex re(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z)");
+  return v.is_string() && std::regex_match(v.get<std::string>(), re);
+}
+
+TEST_F(CliTest, JsonTimesAreRfc3339AndRecipientsCarryTheirState) {
+  DiskStorage storage(spool_);
+  Envelope env = testing::sample_envelope(3);
+  env.timestamp = 1795000000;
+  std::string held = storage.write(env, 1795000100);  // long past: must not show as next
+  const size_t one[] = {1};
+  storage.set_recipients_delivered(held, one);
+  storage.hold(held, "spam check", 1795000200);
+  double later = static_cast<double>(::time(nullptr)) + 3600;
+  std::string queued = storage.write(testing::sample_envelope(1), later);
+
+  auto list = nlohmann::json::parse(q({"list", "--json"}).out);
+  ASSERT_EQ(list.size(), 2u);
+  for (const auto& m : list) {
+    if (m["id"] == held) {
+      EXPECT_EQ(m["recipients"],
+                (nlohmann::json{{{"address", "rcpt0@example.org"}, {"state", "pending"}},
+                                {{"address", "rcpt1@example.org"}, {"state", "delivered"}},
+                                {{"address", "rcpt2@example.org"}, {"state", "pending"}}}));
+      EXPECT_TRUE(m["next_attempt"].is_null()) << m;  // held: no attempt is due
+      EXPECT_TRUE(is_rfc3339(m["hold"]["since"])) << m;
+      EXPECT_TRUE(m["hold"]["since_unix"].is_number()) << m;
+    } else {
+      EXPECT_TRUE(is_rfc3339(m["next_attempt"])) << m;
+      EXPECT_EQ(m["next_attempt_unix"], later) << m;
+    }
+  }
+  auto show = nlohmann::json::parse(q({"show", held, "--json"}).out);
+  EXPECT_EQ(show["received"], "2026-11-18T11:06:40Z") << show;
+  EXPECT_EQ(show["received_unix"], 1795000000) << show;
+
+  // info's next attempt is the queued message's, not the held one's old time.
+  auto info = nlohmann::json::parse(q({"info", "--json"}).out);
+  EXPECT_TRUE(is_rfc3339(info["next_attempt"])) << info;
+  EXPECT_EQ(info["next_attempt_unix"], later) << info;
+  std::string text = q({"list"}).out;
+  EXPECT_EQ(text.find("2026-11-18 11:08:20"), std::string::npos) << text;
+  EXPECT_EQ(q({"info"}).out.find("2026-11-18 11:08:20"), std::string::npos);
+  EXPECT_EQ(q({"show", held}).out.find("next attempt: 2026-11-18 11:08:20"), std::string::npos);
+}
+
+TEST_F(CliTest, EnqueueIsCountedInInfo) {
+  ASSERT_EQ(q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_).exit_code,
+            0);
+  auto info = nlohmann::json::parse(q({"info", "--json"}).out);
+  EXPECT_EQ(info["events"]["enqueued"], 1) << info;
+}
+
+TEST_F(CliTest, ShowIndentsFoldedHeaderLines) {
+  Envelope env;
+  env.parse("Subject: one\r\n two\r\n\tthree\r\nX-A: b\r\n\r\nbody\r\n");
+  env.sender = "a@example.com";
+  env.recipients = {"b@example.org"};
+  std::string id = DiskStorage(spool_).write(env, 1);
+  std::string out = q({"show", id}).out;
+  EXPECT_NE(out.find("  Subject: one\n   two\n  \tthree\n  X-A: b\n"), std::string::npos) << out;
+}
+
 TEST_F(CliTest, ShowEscapesControlCharactersInStoredData) {
   Envelope env = testing::sample_envelope(1);
   env.client.name = "evil\x1b[2J\x07";
@@ -257,7 +324,8 @@ TEST_F(CliTest, OneAddressPerToAndTheFileAfterIt) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(q({"list", "--json"}).out);
   ASSERT_EQ(j.size(), 1u);
-  EXPECT_EQ(j[0]["recipients"], (nlohmann::json{"b@example.org"})) << j.dump();
+  ASSERT_EQ(j[0]["recipients"].size(), 1u) << j.dump();
+  EXPECT_EQ(j[0]["recipients"][0]["address"], "b@example.org") << j.dump();
 }
 
 TEST_F(CliTest, ReadOnlyCommandsOnAMissingSpoolCreateNothing) {
@@ -292,6 +360,15 @@ TEST_F(CliTest, VersionAndUnknownCommands) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("did you mean"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, SubcommandHelpShowsTheGlobalOptions) {
+  for (const char* sub : {"list", "serve", "enqueue"}) {
+    auto r = run_command({SLIMTA_QUEUE_BIN, sub, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    for (const char* opt : {"--storage", "--config", "--json", "--storage-timeout"})
+      EXPECT_NE(r.out.find(opt), std::string::npos) << sub << " --help lacks " << opt << r.out;
+  }
 }
 
 TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {

@@ -129,6 +129,13 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
   env.client.name = "slimta-queue";
   std::string id = storage.write(env, env.timestamp);
   out << id << "\n";
+  if (storage.capabilities().can_lease) {  // counted as serve counts what it accepts
+    try {
+      storage.add_counters({{"enqueued", 1}});
+    } catch (const QueueError& e) {
+      err << "slimta-queue: warning: " << id << " queued but not counted: " << e.what() << "\n";
+    }
+  }
   return 0;
 }
 
@@ -153,7 +160,7 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
       std::string mark = state == "held" ? "!" : state == "active" ? "*" : "";
       char line[160];
       std::snprintf(line, sizeof(line), "%-34s %8zu  %-20s %5u  ", (entry.id + mark).c_str(), size,
-                    format_time(msg->timestamp).c_str(), msg->attempts);
+                    msg->hold ? "(held)" : format_time(msg->timestamp).c_str(), msg->attempts);
       out << line << display_sender(msg->envelope.sender) << "\n";
       if (msg->hold) {
         out << std::string(74, ' ') << "(held since " << format_time(msg->hold->since)
@@ -196,7 +203,7 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
                    {"protocol", env.client.protocol},
                    {"auth", env.client.auth}};
     j["receiver"] = env.receiver;
-    j["received"] = env.timestamp;
+    put_time(j, "received", env.timestamp);
     nlohmann::json headers = nlohmann::json::array();
     for (const auto& f : env.headers.fields()) {
       headers.push_back({{"name", f.name}, {"value", f.value()}});
@@ -215,8 +222,8 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
     out << "lease:        " << msg.lease.token << ", until " << format_time(msg.lease.expires)
         << " UTC\n";
   }
-  out << "next attempt: " << format_time(msg.timestamp) << " UTC\n"
-      << "attempts:     " << msg.attempts << "\n"
+  if (!msg.hold) out << "next attempt: " << format_time(msg.timestamp) << " UTC\n";
+  out << "attempts:     " << msg.attempts << "\n"
       << "size:         " << env.message_size() << " bytes\n"
       << "sender:       " << display_sender(env.sender) << "\n";
   out << "recipients:   " << env.recipients.size() << " pending, " << msg.delivered.size()
@@ -233,8 +240,18 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   if (!env.receiver.empty()) out << " by " << printable(env.receiver);
   out << "\nheaders:\n";
   for (const auto& f : env.headers.fields()) {
-    out << "  " << printable(f.name) << ":" << printable(f.raw, /*line_breaks=*/true);
-    if (!f.raw.ends_with('\n')) out << "\n";
+    // Each line of the field indented, continuation lines too, with its line ending as \n.
+    std::string_view rest = f.raw;
+    out << "  " << printable(f.name) << ":";
+    while (!rest.empty()) {
+      size_t eol = rest.find('\n');
+      std::string_view line = rest.substr(0, eol);
+      if (line.ends_with('\r')) line.remove_suffix(1);
+      out << printable(line, /*line_breaks=*/true) << "\n";
+      if (eol == std::string_view::npos || eol + 1 == rest.size()) break;
+      rest.remove_prefix(eol + 1);
+      out << "  ";
+    }
   }
   return 0;
 }
@@ -383,9 +400,12 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
     auto msg = try_get(storage, e->id, err);
     if (!msg) continue;
     ++count;
-    if (msg->hold) ++held;
     bytes += msg->envelope.message_size();
-    if (!next || e->timestamp < *next) next = e->timestamp;
+    if (msg->hold) {
+      ++held;  // due when released, not at its old time
+    } else if (!next || msg->timestamp < *next) {
+      next = msg->timestamp;
+    }
   }
   Capabilities caps = storage.capabilities();
   Counters counters = caps.can_lease ? storage.counters() : Counters{};
@@ -395,10 +415,10 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
                      {"bytes", bytes},
                      {"events", counters},
                      {"corrupt", stream->corrupt()},
-                     {"next_attempt", next ? nlohmann::json(*next) : nlohmann::json(nullptr)},
                      {"durable", caps.durable},
                      {"shared", caps.shared},
                      {"can_wait", caps.can_wait}};
+    put_time(j, "next_attempt", next);
     out << dump(j) << "\n";
     return 0;
   }

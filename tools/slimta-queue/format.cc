@@ -14,21 +14,35 @@ std::string message_state(const QueuedMessage& msg, Timestamp now) {
   return "queued";
 }
 
+void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestamp> ts) {
+  j[name] = ts ? nlohmann::json(utc_time(*ts, "%Y-%m-%dT%H:%M:%SZ")) : nlohmann::json(nullptr);
+  j[name + "_unix"] = ts ? nlohmann::json(*ts) : nlohmann::json(nullptr);
+}
+
 nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
-  nlohmann::json j{
-      {"id", id},
-      {"state", message_state(msg, now())},
-      {"timestamp", msg.timestamp},
-      {"next_attempt", format_time(msg.timestamp) + "Z"},
-      {"attempts", msg.attempts},
-      {"sender", msg.envelope.sender},
-      {"recipients", msg.envelope.recipients},
-      {"delivered", msg.delivered},
-      {"size", msg.envelope.message_size()},
-  };
-  if (msg.hold) j["hold"] = {{"since", msg.hold->since}, {"reason", msg.hold->reason}};
+  nlohmann::json recipients = nlohmann::json::array();
+  size_t pending = 0, delivered = 0;
+  for (size_t i = 0; i < msg.original_recipients; ++i) {
+    bool done = delivered < msg.delivered.size() && msg.delivered[delivered] == i;
+    const std::string& address =
+        done ? msg.delivered_recipients[delivered++] : msg.envelope.recipients[pending++];
+    recipients.push_back({{"address", address}, {"state", done ? "delivered" : "pending"}});
+  }
+  nlohmann::json j{{"id", id}, {"state", message_state(msg, now())}};
+  put_time(j, "next_attempt", msg.hold ? std::nullopt : std::optional(msg.timestamp));
+  j["attempts"] = msg.attempts;
+  j["sender"] = msg.envelope.sender;
+  j["recipients"] = std::move(recipients);
+  j["size"] = msg.envelope.message_size();
+  if (msg.hold) {
+    nlohmann::json hold{{"reason", msg.hold->reason}};
+    put_time(hold, "since", msg.hold->since);
+    j["hold"] = std::move(hold);
+  }
   if (msg.lease.token != 0) {
-    j["lease"] = {{"token", msg.lease.token}, {"expires", msg.lease.expires}};
+    nlohmann::json lease{{"token", msg.lease.token}};
+    put_time(lease, "expires", msg.lease.expires);
+    j["lease"] = std::move(lease);
   }
   return j;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -14,8 +15,12 @@ namespace slimta::cli {
 std::string format_time(Timestamp ts);
 // Seconds since the epoch, now.
 Timestamp now();
+// Every time in JSON output: "NAME": "2026-11-22T19:04:05Z" (RFC 3339, UTC) and
+// "NAME_unix": seconds since the epoch; both null when `ts` is absent.
+void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestamp> ts);
 
-// The JSON object `list --json` prints for one message.
+// The JSON object `list --json` prints for one message: its original recipients, each
+// with its state ("pending" or "delivered"); no next attempt while it is held.
 nlohmann::json message_json(const std::string& id, const QueuedMessage& msg);
 // JSON text, with bytes that are not UTF-8 replaced (addresses may hold 8-bit junk).
 std::string dump(const nlohmann::json& j, int indent = -1);

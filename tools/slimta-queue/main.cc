@@ -7,6 +7,8 @@
 #include <iostream>
 #include <optional>
 
+#include <fmt/format.h>
+
 #include "commands.h"
 #include "config_file.h"
 #include "serve.h"
@@ -19,6 +21,19 @@ std::optional<std::string> closest_subcommand(const CLI::App& app, const std::st
   std::vector<std::string> names;
   for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
   return slimta::cli::closest(word, names);
+}
+
+// Each subcommand's --help lists the options of the whole program it also takes
+// (--storage, --config, --json, ...), under its own.
+void add_global_options_to_help(CLI::App& app) {
+  std::string text = "Global options (before or after the command):\n";
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt == app.get_help_ptr() || opt == app.get_version_ptr()) continue;
+    std::string name = opt->get_name(false, true);
+    if (opt->get_type_size() != 0) name += " " + opt->get_type_name();
+    text += fmt::format("  {:<27} {}\n", name, opt->get_description());
+  }
+  for (CLI::App* sub : app.get_subcommands({})) sub->footer(sub->get_footer() + text);
 }
 
 // A password in the storage URL on the command line is visible to every local user
@@ -53,7 +68,8 @@ int main(int argc, char** argv) {
   app.add_option("--storage", storage_url,
                  "storage URL: disk:PATH (default disk:./spool), redis://HOST:PORT/DB, "
                  "s3://BUCKET/PREFIX?..., memory:")
-      ->envname("SLIMTA_STORAGE");
+      ->envname("SLIMTA_STORAGE")
+      ->type_name("URL");
   double storage_timeout = 10;
   app.add_option("--storage-timeout", storage_timeout,
                  "seconds a Redis or S3 call may take (unless the URL says timeout=): a hung "
@@ -63,7 +79,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "machine-readable JSON output");
   app.set_config("--config", "",
                  "read options from this TOML/INI file: storage = \"URL\" at the top, "
-                 "serve's options under [serve]");
+                 "serve's options under [serve]")
+      ->type_name("FILE");
 
   EnqueueOptions enq;
   auto* enqueue = app.add_subcommand(
@@ -236,6 +253,8 @@ int main(int argc, char** argv) {
                      "check --config's file (unknown keys, wrong types, bad values: exit 1) and "
                      "serve's settings, without listening or opening the storage; print the "
                      "effective configuration, passwords masked");
+
+  add_global_options_to_help(app);
 
   // CLI11 passes over what it does not know in the config file: checked first, strictly.
   if (std::string config = config_path_in(argc, argv); !config.empty()) {
