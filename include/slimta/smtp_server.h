@@ -56,8 +56,10 @@ struct SmtpServerOptions {
   size_t max_hops = 50;
   // Command lines longer than this get 500 5.5.2 (RFC 5321: 512 with CRLF).
   size_t max_command_line = 512;
-  // Message lines longer than this make the message refused, 500 5.5.2 (RFC 5321: 1000).
-  size_t max_data_line = 1000;
+  // Message lines longer than this (octets, without the line ending) make the message
+  // refused, 552 5.3.4. RFC 5321 allows 998, but mail with longer lines is common and
+  // Postfix takes it; the relays break such lines on the way out (write_data()).
+  size_t max_data_line = 65536;
   // A client silent this long, or not reading our replies for this long, or taking
   // this long to complete a command line from its first byte, gets 421 4.4.2 (if it
   // reads it within a second) and is disconnected.

@@ -33,11 +33,25 @@ namespace smtp {
 
 void write_data(std::initializer_list<std::string_view> parts, size_t chunk,
                 const std::function<void(std::string_view)>& out) {
+  constexpr size_t kMaxLine = 998;
   std::string piece;
   piece.reserve(std::min<size_t>(chunk, 1 << 20) + 1024);
   for (std::string_view part : parts) {
     for_each_line(part, [&](std::string_view line) {
-      if (!line.empty() && line.front() == '.') piece += '.';
+      // RFC 5321's 998 octets at most: a longer line goes out as several, each after the
+      // first starting with a space (Postfix's smtp_line_length_limit), so a header
+      // stays one (folded) field and MIME structure survives.
+      size_t room = kMaxLine;
+      if (!line.empty() && line.front() == '.') {
+        piece += '.';
+        --room;
+      }
+      while (line.size() > room) {
+        piece.append(line.substr(0, room));
+        piece += "\r\n ";
+        line.remove_prefix(room);
+        room = kMaxLine - 1;
+      }
       piece.append(line);
       piece += "\r\n";
       if (piece.size() >= chunk) {

@@ -741,7 +741,7 @@ class Session {
     if (opts_.has_room && !opts_.has_room(message.size()))
       co_return reply("452 4.3.1 Error: insufficient system storage, try again later");
     if (line_too_long) {
-      co_return reply("500 5.5.2 Message has a line longer than " +
+      co_return reply("552 5.3.4 Message has a line longer than " +
                       std::to_string(opts_.max_data_line) + " octets");
     }
     Envelope env;

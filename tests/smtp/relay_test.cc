@@ -41,10 +41,20 @@ TEST(DataOfTest, EndsEveryLineWithCrlfAndDoublesLeadingDots) {
   EXPECT_EQ(data_of("\r\n\n\r"), "\r\n\r\n\r\n.\r\n");
   EXPECT_EQ(data_of(".\r\n..x\n.\r.y"), "..\r\n...x\r\n..\r\n..y\r\n.\r\n");
   EXPECT_EQ(data_of("a.b\r\n .c\r\n"), "a.b\r\n .c\r\n.\r\n");  // only a leading dot
-  std::string big(100000, 'x');
-  big[50000] = '\n';
-  big[50001] = '.';
-  EXPECT_EQ(data_of(big), big.substr(0, 50000) + "\r\n." + big.substr(50001) + "\r\n.\r\n");
+  // Lines over 998 octets are broken with CRLF SPACE, as Postfix's smtp_line_length_limit.
+  EXPECT_EQ(data_of(std::string(2500, 'a') + "\r\nb\r\n"),
+            std::string(998, 'a') + "\r\n " + std::string(997, 'a') + "\r\n " +
+                std::string(505, 'a') + "\r\nb\r\n.\r\n");
+  EXPECT_EQ(data_of(std::string(998, 'a')), std::string(998, 'a') + "\r\n.\r\n");
+  EXPECT_EQ(data_of("." + std::string(998, 'a')),
+            ".." + std::string(996, 'a') + "\r\n " + "aa\r\n.\r\n");
+  std::string big, want;
+  for (int i = 0; i < 2000; ++i) {
+    std::string line = (i == 1000 ? "." : "") + std::string(70, 'x');
+    big += line + "\n";
+    want += (i == 1000 ? "." : "") + line + "\r\n";
+  }
+  EXPECT_EQ(data_of(big), want + ".\r\n");
 }
 
 Envelope message(std::vector<std::string> rcpts, std::string body = "hello\r\n") {
