@@ -14,9 +14,9 @@
 
 #include "bench_util.h"
 #include "cloud/http.h"
-#include "support/moto_server.h"
 #include "core/record.h"
 #include "slimta/cloud_storage.h"
+#include "support/moto_server.h"
 #include "support/test_util.h"
 
 namespace {

@@ -21,8 +21,8 @@
 #include "bench_util.h"
 #include "core/record.h"
 #include "redis/connection.h"
-#include "support/redis_server.h"
 #include "slimta/redis_storage.h"
+#include "support/redis_server.h"
 
 namespace {
 

@@ -199,7 +199,8 @@ void UserDatabase::store(const std::string& path, const std::string& user,
   std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
   if (dir.empty()) dir = "/";
   try {
-    posix::Fd fd = posix::open_at(disk::posix_file_system(), AT_FDCWD, temp, O_WRONLY | O_CREAT | O_TRUNC, mode, temp);
+    posix::Fd fd = posix::open_at(disk::posix_file_system(), AT_FDCWD, temp,
+                                  O_WRONLY | O_CREAT | O_TRUNC, mode, temp);
     ::fchmod(fd.get(), mode);  // whatever the umask
     posix::write_all(disk::posix_file_system(), fd.get(), data, temp);
     posix::sync_data(disk::posix_file_system(), fd.get(), temp);
@@ -208,7 +209,11 @@ void UserDatabase::store(const std::string& path, const std::string& user,
     ::unlink(temp.c_str());
     throw;
   }
-  posix::sync_all(disk::posix_file_system(), posix::open_at(disk::posix_file_system(), AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir).get(), dir);
+  posix::sync_all(
+      disk::posix_file_system(),
+      posix::open_at(disk::posix_file_system(), AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir)
+          .get(),
+      dir);
 }
 
 }  // namespace slimta

@@ -6,8 +6,8 @@
 #include <random>
 
 #include "slimta/smtp_server.h"
-#include "support/certificate.h"
 #include "smtp/sasl.h"
+#include "support/certificate.h"
 #include "support/smtp_client.h"
 #include "support/test_server.h"
 #include "support/test_util.h"
