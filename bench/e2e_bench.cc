@@ -43,11 +43,11 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "support/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
 #include "slimta/user_database.h"
 #include "support/certificate.h"
+#include "support/redis_server.h"
 #include "support/sink.h"
 #include "support/smtp_client.h"
 #include "support/test_util.h"
@@ -272,7 +272,9 @@ class Postfix {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  ~Postfix() { (void)::system(("postfix -c " + etc_ + " stop >/dev/null 2>&1").c_str()); }
+  ~Postfix() {
+    [[maybe_unused]] int rc = ::system(("postfix -c " + etc_ + " stop >/dev/null 2>&1").c_str());
+  }
   bool empty() const { return postfix_queue_empty(spool_); }
 
  private:

@@ -10,7 +10,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/install-deps.sh"
 echo "== building slimta-queue (the first build takes a few minutes)"
-"$root/scripts/build.sh" "$root/build" --target slimta-queue -DCMAKE_BUILD_TYPE=RelWithDebInfo
+"$root/scripts/build.sh" "$root/build" --target slimta-queue -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DSLIMTA_BUILD_TESTS=OFF -DSLIMTA_BUILD_BENCH=OFF
 q="$root/build/slimta-queue"
 cd "$root"
 port="${SLIMTA_DEMO_PORT:-2525}"

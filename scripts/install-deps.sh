@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages slimta-cpp builds and tests with (as root, or with
 # sudo). Does nothing when they are all present already.
+#   scripts/install-deps.sh          what building slimta-queue needs
+#   scripts/install-deps.sh --test   and what the test suite needs
 set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config python3
   zlib1g-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  libhiredis-dev libssl-dev redis-server libcurl4-openssl-dev
-  libasio-dev python3-aiosmtpd swaks openssl libcrypt-dev libtomlplusplus-dev whois haproxy
-  libnet-ssleay-perl libio-socket-ssl-perl
+  libhiredis-dev libssl-dev libcurl4-openssl-dev libasio-dev libcrypt-dev libtomlplusplus-dev
+  libsystemd-dev
 )
+if [ "${1:-}" = "--test" ]; then
+  packages+=(
+    libgtest-dev libgmock-dev libbenchmark-dev redis-server python3-aiosmtpd swaks
+    openssl whois haproxy libnet-ssleay-perl libio-socket-ssl-perl
+    dpkg-dev lintian man-db systemd adduser
+  )
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,14 +5,17 @@
 #include "factory/url.h"
 #include "slimta/disk_storage.h"
 #include "slimta/memory_storage.h"
-#include "slimta/redis_storage.h"
 #include "slimta/storage.h"
+#ifdef SLIMTA_WITH_REDIS
+#include "slimta/redis_storage.h"
+#endif
 
 namespace slimta {
 
 std::string redact_storage_url(std::string_view url) { return url::redact(url); }
 
-std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<double> timeout,
+std::unique_ptr<QueueStorage> open_storage(std::string_view url,
+                                           [[maybe_unused]] std::optional<double> timeout,
                                            bool create) {
   size_t colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0) {
@@ -42,17 +45,23 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<d
     }
     return std::make_unique<DiskStorage>(std::string(rest), create);
   }
+  std::string supported = "memory:, disk:";
+#ifdef SLIMTA_WITH_CLOUD
+  supported += ", s3:";
   if (scheme == "s3") {
     if (!url.starts_with("s3://"))
       throw InvalidArgument("storage URL '" + std::string(url) + "': expected s3://BUCKET/PREFIX");
     return url::open_s3(url, timeout);
   }
+#endif
+#ifdef SLIMTA_WITH_REDIS
+  supported += ", redis:, redis+unix:";
   if (scheme == "redis" || scheme == "redis+unix") {
     return std::make_unique<RedisStorage>(url::parse_redis(url, timeout));
   }
+#endif
   throw InvalidArgument("storage URL '" + url::redact(url) + "': unknown scheme '" +
-                        std::string(scheme) +
-                        "' (this build supports memory:, disk:, redis:, redis+unix:, s3:)");
+                        std::string(scheme) + "' (this build supports " + supported + ")");
 }
 
 }  // namespace slimta

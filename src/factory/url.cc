@@ -3,7 +3,9 @@
 #include <charconv>
 #include <fstream>
 
+#ifdef SLIMTA_WITH_CLOUD
 #include "slimta/cloud_storage.h"
+#endif
 #include "slimta/errors.h"
 
 namespace slimta::url {
@@ -163,6 +165,7 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
   return o;
 }
 
+#ifdef SLIMTA_WITH_CLOUD
 std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double> default_timeout) {
   std::string_view rest = url.substr(5);  // after "s3://"
   size_t q = rest.find('?');
@@ -199,5 +202,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
   if (!sqs.empty()) queue.emplace(sqs, timeout, 1.0, aws);
   return std::make_unique<CloudStorage>(std::move(s3), std::move(queue));
 }
+
+#endif
 
 }  // namespace slimta::url

@@ -130,7 +130,10 @@ void FaultFileSystem::keep(int dirfd, const char* name) {
   struct stat st;
   if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) return;
   std::string kept = keep_ + "/" + std::to_string(++kept_);
-  ::linkat(dirfd, name, AT_FDCWD, kept.c_str(), 0);
+  if (::linkat(dirfd, name, AT_FDCWD, kept.c_str(), 0) != 0) {
+    throw std::runtime_error("fault file system: cannot keep " + std::string(name) + ": " +
+                             std::strerror(errno));
+  }
 }
 
 int FaultFileSystem::sync(int fd) {
