@@ -200,6 +200,43 @@ TEST_F(RelayControlTest, SighupReloadsUsersAndCertificateAndABadReloadKeepsTheOl
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
 }
 
+TEST_F(RelayControlTest, SighupReloadsTheConfigFilesRelaySettings) {
+  testing::SmtpSink first, second;
+  auto config = [&](const std::string& networks, int smarthost, const std::string& extra = "") {
+    testing::write_file(dir_.sub("slimta.toml"),
+                        "storage = \"memory:\"\n[serve]\nrelay-networks = \"" + networks +
+                            "\"\nsmarthost = \"127.0.0.1:" + std::to_string(smarthost) + "\"\n" +
+                            extra);
+  };
+  config("127.0.0.2/32", first.port());
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "--config", dir_.sub("slimta.toml"), "serve", "--listen", at(0)},
+      "listening on");
+  int port = testing::listening_ports(serve.output())[0];
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.3", "far@remote.example"), "554");
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "one@remote.example"), "ok");
+  EXPECT_TRUE(testing::eventually([&] { return first.received().size() == 1; }));
+
+  // Another relay network and another smarthost: both apply after SIGHUP.
+  config("127.0.0.3/32", second.port());
+  ASSERT_EQ(::kill(serve.pid(), SIGHUP), 0);
+  EXPECT_TRUE(testing::eventually(
+      [&] { return smtplib_send(dir_, port, "127.0.0.3", "two@remote.example") == "ok"; }));
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "far@remote.example"), "554");
+  EXPECT_TRUE(testing::eventually([&] { return second.received().size() == 1; }));
+  EXPECT_EQ(first.received().size(), 1u);
+
+  // A mistake in the file: the reload fails, the settings in use stay.
+  config("127.0.0.2/32", first.port(), "smarthst = \"127.0.0.1:1\"\n");
+  ASSERT_EQ(::kill(serve.pid(), SIGHUP), 0);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.3", "three@remote.example"), "ok");
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "far@remote.example"), "554");
+  EXPECT_TRUE(testing::eventually([&] { return second.received().size() == 2; }));
+  int status = serve.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
 TEST_F(RelayControlTest, KnownRecipientsAreCheckedAtRcpt) {
   testing::write_file(dir_.sub("recipients"), "# valid users\nalice@ours.example\n@all.example\n");
   ChildProcess serve(

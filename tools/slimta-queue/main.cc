@@ -1,9 +1,13 @@
 // slimta-queue: inspect and manage a slimta queue in any storage.
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 
@@ -36,6 +40,36 @@ void add_global_options_to_help(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands({})) sub->footer(sub->get_footer() + text);
 }
 
+// "<N>": the syslog priority of a log line's level, for journald.
+class SyslogPriority : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr char kPriority[] = {'7', '7', '6', '4', '3', '2', '6'};  // by level
+    dest.push_back(kPriority[static_cast<int>(msg.level)]);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<SyslogPriority>();
+  }
+};
+
+// Log lines go to stderr: stdout carries results (ids, lists, JSON). Under systemd
+// (JOURNAL_STREAM names our stderr) the journal adds the time and reads the priority
+// from a "<N>" prefix (sd-daemon(3)); elsewhere the line carries its own time.
+void configure_logging() {
+  auto logger = spdlog::stderr_color_mt("slimta-queue");
+  spdlog::set_default_logger(logger);
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  struct stat st {};
+  unsigned long long dev = 0, ino = 0;
+  if (stream && std::sscanf(stream, "%llu:%llu", &dev, &ino) == 2 && ::fstat(2, &st) == 0 &&
+      st.st_dev == dev && st.st_ino == ino) {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<SyslogPriority>('*').set_pattern("<%*>%v");
+    logger->set_formatter(std::move(formatter));
+  }
+}
+
 // A password in the storage URL on the command line is visible to every local user
 // (`ps`): say so, and how to avoid it.
 void warn_if_password_in_argv(const std::string& url, int argc, char** argv) {
@@ -53,24 +87,42 @@ void warn_if_password_in_argv(const std::string& url, int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  using namespace slimta;
-  using namespace slimta::cli;
-  // Log lines go to stderr: stdout carries results (ids, lists, JSON).
-  spdlog::set_default_logger(spdlog::stderr_color_mt("slimta-queue"));
+using slimta::cli::EnqueueOptions;
+using slimta::cli::Selection;
 
+// The command line: every option's variable, and the CLI11 definitions that fill them.
+// Built once to run; built again to read the config file anew on SIGHUP.
+struct Cli {
   CLI::App app{"slimta-queue: inspect and manage a slimta mail queue"};
+  std::string storage_url = "disk:./spool";
+  bool json = false;
+  double storage_timeout = 10;
+  EnqueueOptions enq;
+  std::string show_id;
+  bool raw = false;
+  Selection retry_sel, remove_sel, hold_sel, release_sel;
+  std::optional<std::string> hold_reason;
+  slimta::cli::ServeOptions serve_opts;
+  std::string passwd_user, users_file;
+  CLI::App* serve = nullptr;
+  CLI::App* passwd = nullptr;
+
+  Cli();
+  // Checks the config file named in argv strictly, then parses argv; throws
+  // QueueError (the config file) or CLI::ParseError (the command line).
+  void parse(int argc, char** argv);
+};
+
+Cli::Cli() {
+  using namespace slimta::cli;
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "slimta-queue " SLIMTA_VERSION);
   app.fallthrough();  // --storage and --json are accepted after the subcommand too
-  std::string storage_url = "disk:./spool";
-  bool json = false;
   app.add_option("--storage", storage_url,
                  "storage URL: disk:PATH (default disk:./spool), redis://HOST:PORT/DB, "
                  "s3://BUCKET/PREFIX?..., memory:")
       ->envname("SLIMTA_STORAGE")
       ->type_name("URL");
-  double storage_timeout = 10;
   app.add_option("--storage-timeout", storage_timeout,
                  "seconds a Redis or S3 call may take (unless the URL says timeout=): a hung "
                  "server then fails the call, and an SMTP client gets 451 in time")
@@ -82,7 +134,6 @@ int main(int argc, char** argv) {
                  "serve's options under [serve]")
       ->type_name("FILE");
 
-  EnqueueOptions enq;
   auto* enqueue = app.add_subcommand(
       "enqueue", "queue a message read from FILE or stdin; prints the new id on the last line");
   enqueue->add_option("file", enq.file, "RFC 5322 message file, - for stdin")
@@ -97,14 +148,12 @@ int main(int argc, char** argv) {
 
   app.add_subcommand("list", "list queued messages, soonest next attempt first");
 
-  std::string show_id;
-  bool raw = false;
   auto* show = app.add_subcommand("show", "show one message and its queue metadata");
   show->add_option("id", show_id, "message id")->required();
   show->add_flag("--raw", raw, "write the stored message bytes to stdout");
 
   // A subcommand acting on the messages named, or on --all of them.
-  auto selecting = [&app](const char* name, const char* what, Selection& sel) {
+  auto selecting = [this](const char* name, const char* what, Selection& sel) {
     auto* sub = app.add_subcommand(name, what);
     sub->add_option("ids", sel.ids, "message ids");
     sub->add_flag("--all", sel.all, "every queued message");
@@ -114,8 +163,6 @@ int main(int argc, char** argv) {
     });
     return sub;
   };
-  Selection retry_sel, remove_sel, hold_sel, release_sel;
-  std::optional<std::string> hold_reason;
   selecting("retry", "make messages due for delivery now", retry_sel);
   selecting("remove", "delete messages from the queue", remove_sel);
   selecting("hold", "keep messages in the queue without attempting them, until released", hold_sel)
@@ -128,8 +175,7 @@ int main(int argc, char** argv) {
   app.add_subcommand("info", "count queued messages and bytes, and the queue's event counters");
   app.add_subcommand("shape", "queued messages by recipient domain and age in minutes (qshape)");
 
-  ServeOptions serve_opts;
-  auto* serve = app.add_subcommand(
+  serve = app.add_subcommand(
       "serve", "run the queue: accept mail over SMTP, keep it in the storage, deliver it");
   serve->footer(
       "Who may send what (closed by default): clients in --relay-networks (default: this host "
@@ -182,6 +228,17 @@ int main(int argc, char** argv) {
                     "our name in the greeting, Received: headers and bounces");
   serve->add_option("--max-size", serve_opts.max_message_size, "largest message, bytes")
       ->capture_default_str();
+  serve
+      ->add_option("--max-line-length", serve_opts.max_line_length,
+                   "longest message line taken, octets (RFC 5321 says 998; longer lines are "
+                   "broken with CRLF SPACE on relay, as Postfix does); beyond, 552 5.3.4")
+      ->check(CLI::Range(998, 1 << 30))
+      ->capture_default_str();
+  serve->add_option("--user", serve_opts.user,
+                    "started as root: bind the ports, then run as this user (default: slimta, "
+                    "when that user exists; root to stay root)");
+  serve->add_option("--group", serve_opts.group,
+                    "with --user: run with this group (default: the user's own)");
   serve
       ->add_option("--max-sessions", serve_opts.max_sessions,
                    "SMTP sessions at once; beyond, 421 (0: half the file descriptor limit)")
@@ -243,9 +300,8 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 
-  std::string passwd_user, users_file;
-  auto* passwd = app.add_subcommand(
-      "passwd", "add a user for SMTP AUTH, or change the password (read from stdin)");
+  passwd = app.add_subcommand("passwd",
+                              "add a user for SMTP AUTH, or change the password (read from stdin)");
   passwd->add_option("user", passwd_user, "user name")->required();
   passwd->add_option("--users", users_file, "users file to change (created 0600)")->required();
 
@@ -255,18 +311,30 @@ int main(int argc, char** argv) {
                      "effective configuration, passwords masked");
 
   add_global_options_to_help(app);
+}
 
+void Cli::parse(int argc, char** argv) {
+  using namespace slimta::cli;
   // CLI11 passes over what it does not know in the config file: checked first, strictly.
-  if (std::string config = config_path_in(argc, argv); !config.empty()) {
-    try {
-      check_config_file(config, app, *serve);
-    } catch (const QueueError& e) {
-      std::cerr << "slimta-queue: error: " << e.what() << "\n";
-      return 1;
-    }
-  }
+  if (std::string config = config_path_in(argc, argv); !config.empty())
+    check_config_file(config, app, *serve);
+  app.parse(argc, argv);
+  if (auto* config = app.get_config_ptr(); config && config->count() > 0)
+    serve_opts.config_file = config->as<std::string>();
+}
+
+int main(int argc, char** argv) {
+  using namespace slimta;
+  using namespace slimta::cli;
+  configure_logging();
+
+  Cli cli;
+  CLI::App& app = cli.app;
   try {
-    app.parse(argc, argv);
+    cli.parse(argc, argv);
+  } catch (const QueueError& e) {  // the config file
+    std::cerr << "slimta-queue: error: " << e.what() << "\n";
+    return 1;
   } catch (const CLI::ParseError& e) {
     // A word where the subcommand should be: name it, and the closest one.
     std::vector<std::string> left = app.remaining();
@@ -281,30 +349,44 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (passwd->parsed()) return cmd_passwd(passwd_user, users_file, std::cerr);
-    if (auto* config = app.get_config_ptr(); config && config->count() > 0)
-      serve_opts.config_file = config->as<std::string>();
+    if (cli.passwd->parsed()) return cmd_passwd(cli.passwd_user, cli.users_file, std::cerr);
     if (app.got_subcommand("check-config")) {
-      cmd_check_config(serve_opts, std::cout, std::cerr);
+      cmd_check_config(cli.serve_opts, std::cout, std::cerr);
       print_effective_config(app, std::cout);
       return 0;
     }
-    warn_if_password_in_argv(storage_url, argc, argv);
+    warn_if_password_in_argv(cli.storage_url, argc, argv);
     std::string name = app.get_subcommands().front()->get_name();
+    if (name == "serve") {
+      // The storage is opened once serve runs as its --user; SIGHUP reads the command
+      // line and the config file again.
+      auto open = [&] { return open_storage(cli.storage_url, cli.storage_timeout, true); };
+      auto reread = [argc, argv] {
+        Cli fresh;
+        try {
+          fresh.parse(argc, argv);
+        } catch (const CLI::ParseError& e) {
+          throw InvalidArgument(std::string("the command line or config file: ") + e.what());
+        }
+        return fresh.serve_opts;
+      };
+      return cmd_serve(open, cli.serve_opts, reread, std::cout, std::cerr);
+    }
     // Only what stores mail makes a spool; the others report a missing one.
-    bool create = name == "serve" || name == "enqueue";
-    std::unique_ptr<QueueStorage> storage = open_storage(storage_url, storage_timeout, create);
-    if (name == "enqueue") return cmd_enqueue(*storage, enq, std::cout, std::cerr);
+    std::unique_ptr<QueueStorage> storage =
+        open_storage(cli.storage_url, cli.storage_timeout, /*create=*/name == "enqueue");
+    bool json = cli.json;
+    if (name == "enqueue") return cmd_enqueue(*storage, cli.enq, std::cout, std::cerr);
     if (name == "list") return cmd_list(*storage, json, std::cout, std::cerr);
-    if (name == "show") return cmd_show(*storage, show_id, raw, json, std::cout);
-    if (name == "retry") return cmd_retry(*storage, retry_sel, json, std::cout, std::cerr);
-    if (name == "remove") return cmd_remove(*storage, remove_sel, json, std::cout, std::cerr);
+    if (name == "show") return cmd_show(*storage, cli.show_id, cli.raw, json, std::cout);
+    if (name == "retry") return cmd_retry(*storage, cli.retry_sel, json, std::cout, std::cerr);
+    if (name == "remove") return cmd_remove(*storage, cli.remove_sel, json, std::cout, std::cerr);
     if (name == "info") return cmd_info(*storage, json, std::cout, std::cerr);
     if (name == "hold")
-      return cmd_hold(*storage, hold_sel, hold_reason, json, std::cout, std::cerr);
-    if (name == "release") return cmd_release(*storage, release_sel, json, std::cout, std::cerr);
+      return cmd_hold(*storage, cli.hold_sel, cli.hold_reason, json, std::cout, std::cerr);
+    if (name == "release")
+      return cmd_release(*storage, cli.release_sel, json, std::cout, std::cerr);
     if (name == "shape") return cmd_shape(*storage, json, std::cout, std::cerr);
-    if (name == "serve") return cmd_serve(*storage, serve_opts, std::cout, std::cerr);
   } catch (const QueueError& e) {
     std::cerr << "slimta-queue: error: " << e.what() << "\n";
     return 1;

@@ -2,18 +2,24 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <grp.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
+#include <systemd/sd-daemon.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -286,6 +292,7 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   SmtpServerOptions& server_opts = plan.server_opts;
   server_opts.hostname = opts.hostname;
   server_opts.max_message_size = opts.max_message_size;
+  server_opts.max_data_line = opts.max_line_length;
   server_opts.max_sessions = opts.max_sessions;
   server_opts.max_bytes_in_flight = opts.max_bytes_in_flight;
   plan.min_free = parse_min_free(opts.min_free);  // a bad value is refused now, not at DATA
@@ -327,8 +334,73 @@ int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& 
   return 0;
 }
 
-int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
-              std::ostream& err) {
+namespace {
+
+// A relay replaced on reload while attempts run: each attempt keeps the relay it began
+// with until it ends.
+class ReloadableRelay : public Relay {
+ public:
+  explicit ReloadableRelay(std::unique_ptr<Relay> relay) : current_(std::move(relay)) {}
+  void set(std::unique_ptr<Relay> relay) { current_.store(std::move(relay)); }
+  std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) override {
+    return current_.load()->attempt(envelope, attempt);
+  }
+
+ private:
+  std::atomic<std::shared_ptr<Relay>> current_;
+};
+
+// Started as root, once the ports are bound and the TLS key and users file read: run as
+// opts.user (default: slimta, when that user exists) and opts.group (default: the
+// user's), before the storage is opened so that what serve creates is the user's.
+void drop_privileges(const ServeOptions& opts, std::ostream& err) {
+  const bool root = ::geteuid() == 0;
+  std::string name = opts.user;
+  if (name.empty()) {
+    if (!opts.group.empty()) throw InvalidArgument("--group " + opts.group + " needs --user");
+    if (!root) return;
+    if (!::getpwnam("slimta")) {
+      err << "slimta-queue serve: warning: running as root: create a 'slimta' system user "
+             "(serve then runs as it) or give --user\n";
+      return;
+    }
+    name = "slimta";
+  }
+  const struct passwd* pw = ::getpwnam(name.c_str());
+  if (!pw) throw InvalidArgument("--user " + name + ": no such user");
+  const uid_t uid = pw->pw_uid;
+  gid_t gid = pw->pw_gid;
+  if (!opts.group.empty()) {
+    const struct group* gr = ::getgrnam(opts.group.c_str());
+    if (!gr) throw InvalidArgument("--group " + opts.group + ": no such group");
+    gid = gr->gr_gid;
+  }
+  if (!root) {
+    if (uid == ::geteuid() && gid == ::getegid()) return;
+    throw InvalidArgument("--user " + name + ": only root can switch users (serve runs as uid " +
+                          std::to_string(::geteuid()) + ")");
+  }
+  if (uid == 0) return;  // --user root: stay
+  if (::initgroups(name.c_str(), gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
+    throw QueueError("cannot run as user " + name + ": " + std::strerror(errno));
+  }
+  if (::setuid(0) == 0) throw QueueError("ran as user " + name + " but could become root again");
+  spdlog::info("serve: running as user {} (uid {}, gid {})", name, uid, gid);
+}
+
+// "HOST:PORT (role), ..." of the listeners, to compare across reloads.
+std::string describe_listeners(const std::vector<Listener>& listeners) {
+  std::string out;
+  for (const Listener& l : listeners)
+    out += (out.empty() ? "" : ", ") + l.address + " (" + names_of(l.role).name + ")";
+  return out;
+}
+
+}  // namespace
+
+int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage,
+              const ServeOptions& opts, const std::function<ServeOptions()>& reread,
+              std::ostream& out, std::ostream& err) {
   // SIGTERM, SIGINT and SIGHUP are taken by one thread with sigwait(): blocked here,
   // before any other thread starts, so every thread inherits the mask.
   sigset_t signals;
@@ -341,29 +413,18 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   ::signal(SIGPIPE, SIG_IGN);
 
   ServePlan plan = plan_serve(opts, err);
-  SmtpServerOptions& server_opts = plan.server_opts;
-  if (!storage.capabilities().durable) {
-    err << "slimta-queue serve: warning: the storage does not make mail durable: a crash can "
-           "lose mail already accepted (a Redis server needs appendonly yes and appendfsync "
-           "always)\n";
-  }
-  // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
-  // has learnt: freed, they go back to the system at once, so memory follows the
-  // messages in flight instead of their high-water mark.
-  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-  if (auto* disk = dynamic_cast<DiskStorage*>(&storage)) {
-    server_opts.has_room = [path = disk->path(), min_free = plan.min_free](size_t bytes) {
-      return spool_has_room(path, min_free, bytes);
+  // The disk spool's path once the storage is open (before any session begins).
+  std::string spool;
+  auto has_room = [&spool](MinFree min_free) {
+    return [&spool, min_free](size_t bytes) {
+      return spool.empty() || spool_has_room(spool, min_free, bytes);
     };
-  }
-  QueuePolicy policy;
-  policy.workers = opts.workers;
-  policy.lease = millis(opts.lease);
-  policy.reporting_mta = opts.hostname;
-  policy.rescan_interval = opts.rescan;
-  Queue queue(storage, *plan.relay, policy);
-
-  SmtpServer server(server_opts, [&](Envelope&& env) { return queue.enqueue(std::move(env)); });
+  };
+  plan.server_opts.has_room = has_room(plan.min_free);
+  ReloadableRelay relay(std::move(plan.relay));
+  std::unique_ptr<Queue> queue;
+  SmtpServer server(plan.server_opts,
+                    [&](Envelope&& env) { return queue->enqueue(std::move(env)); });
   std::string bound;
   for (size_t i = 0; i < plan.listeners.size(); ++i) {
     const Listener& l = plan.listeners[i];
@@ -372,30 +433,68 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
     bound += (bound.empty() ? "" : ", ") + l.address.substr(0, l.address.rfind(':')) + ":" +
              std::to_string(p) + " (" + names_of(l.role).name + ")";
   }
-  spdlog::info(
-      "serve: clients in {} and authenticated clients may relay to any domain; anyone may "
-      "send to {}",
-      server_opts.relay_networks.empty() ? "no network" : server_opts.relay_networks.to_string(),
-      opts.accept_domains.empty() ? "no domain"
-                                  : fmt::format("{}", fmt::join(opts.accept_domains, ", ")));
-  queue.start();
-  out << "slimta-queue serve: listening on " << bound << "\n" << std::flush;
+  drop_privileges(opts, err);
 
-  // SIGHUP: the users file, the TLS certificate and key, the accept-recipients file and
-  // the config file's [routes] and [[listener]] are read again and checked; what the SMTP
-  // server uses takes effect for new sessions (those under way keep theirs). A reload
-  // that fails keeps the current settings.
+  std::unique_ptr<QueueStorage> storage = open_storage();
+  if (!storage->capabilities().durable) {
+    err << "slimta-queue serve: warning: the storage does not make mail durable: a crash can "
+           "lose mail already accepted (a Redis server needs appendonly yes and appendfsync "
+           "always)\n";
+  }
+  if (auto* disk = dynamic_cast<DiskStorage*>(storage.get())) spool = disk->path();
+  // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
+  // has learnt: freed, they go back to the system at once, so memory follows the
+  // messages in flight instead of their high-water mark.
+  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  QueuePolicy policy;
+  policy.workers = opts.workers;
+  policy.lease = millis(opts.lease);
+  policy.reporting_mta = opts.hostname;
+  policy.rescan_interval = opts.rescan;
+  queue = std::make_unique<Queue>(*storage, relay, policy);
+
+  auto log_rules = [](const SmtpServerOptions& o, const ServeOptions& so) {
+    spdlog::info(
+        "serve: clients in {} and authenticated clients may relay to any domain; anyone may "
+        "send to {}",
+        o.relay_networks.empty() ? "no network" : o.relay_networks.to_string(),
+        so.accept_domains.empty() ? "no domain"
+                                  : fmt::format("{}", fmt::join(so.accept_domains, ", ")));
+  };
+  log_rules(plan.server_opts, opts);
+  queue->start();
+  out << "slimta-queue serve: listening on " << bound << "\n" << std::flush;
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s", bound.c_str());
+
+  // SIGHUP: the command line and the config file are read again, and with them the
+  // users, TLS and recipients files; everything serve checks at start is checked again.
+  // The SMTP settings apply to new sessions (those under way keep theirs), the relay
+  // settings to new delivery attempts. A reload that fails keeps the current settings.
+  // Listeners, the storage, the user and the queue's workers and lease take a restart.
+  const std::string listeners = describe_listeners(plan.listeners);
   auto reload = [&] {
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
     try {
-      ServePlan fresh = plan_serve(opts, err);
-      fresh.server_opts.has_room = server_opts.has_room;
+      ServeOptions fresh_opts = reread();
+      ServePlan fresh = plan_serve(fresh_opts, err);
+      if (describe_listeners(fresh.listeners) != listeners) {
+        spdlog::warn("serve: SIGHUP: the listeners changed ({}): that takes a restart; still on {}",
+                     describe_listeners(fresh.listeners), listeners);
+      }
+      if (fresh_opts.workers != opts.workers || fresh_opts.lease != opts.lease ||
+          fresh_opts.user != opts.user || fresh_opts.group != opts.group) {
+        spdlog::warn("serve: SIGHUP: workers, lease, user and group take a restart");
+      }
+      fresh.server_opts.has_room = has_room(fresh.min_free);
+      SmtpServerOptions applied = fresh.server_opts;
       server.reload(std::move(fresh.server_opts));
-      spdlog::info(
-          "serve: SIGHUP: reloaded the users, TLS certificate and recipients files; a change of "
-          "listeners, routes or relay settings takes a restart");
+      relay.set(std::move(fresh.relay));
+      log_rules(applied, fresh_opts);
+      spdlog::info("serve: SIGHUP: configuration reloaded");
     } catch (const QueueError& e) {
       spdlog::error("serve: SIGHUP: reload failed, keeping the current settings: {}", e.what());
     }
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s", bound.c_str());
   };
   std::thread waiter([&] {
     while (true) {
@@ -406,6 +505,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
         continue;
       }
       spdlog::info("serve: signal {}: stopping", sig);
+      sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing sessions and deliveries");
       server.stop();
       return;
     }
@@ -413,7 +513,7 @@ int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out
   server.run();                                   // returns once stopped and every session ended
   pthread_kill(waiter.native_handle(), SIGTERM);  // no-op if it already returned
   waiter.join();
-  queue.stop();
+  queue->stop();
   out << "slimta-queue serve: stopped\n";
   return 0;
 }

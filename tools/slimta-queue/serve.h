@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -26,8 +28,10 @@ struct ServeOptions {
   uint16_t mx_port = 25;   // port of the MX hosts
   std::string hostname;    // empty: this host's name
   size_t max_message_size = 50 * 1024 * 1024;
-  double data_timeout = 600;  // seconds for a whole message's data
-  size_t max_sessions = 0;    // 0: from the file descriptor limit
+  size_t max_line_length = 65536;  // octets, without CRLF
+  std::string user, group;         // started as root: who to run as after binding
+  double data_timeout = 600;       // seconds for a whole message's data
+  size_t max_sessions = 0;         // 0: from the file descriptor limit
   size_t max_sessions_per_client = 20;
   double relay_idle_timeout = 30;                // seconds an idle outgoing connection is kept
   size_t max_bytes_in_flight = size_t{1} << 30;  // messages held in memory at once
@@ -63,12 +67,18 @@ std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const 
 // when it is a terminal, asked twice), and adds or changes USER's entry.
 int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err);
 
-// Runs until SIGTERM or SIGINT: stops accepting, lets deliveries in flight finish, exits 0.
 // check-config: builds and checks everything serve would run from `opts` (listeners,
 // routes, networks, files, relay settings) without listening or touching the storage,
 // and prints the listeners and routes. Throws InvalidArgument on a problem.
 int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err);
-int cmd_serve(QueueStorage& storage, const ServeOptions& opts, std::ostream& out,
-              std::ostream& err);
+
+// Runs until SIGTERM or SIGINT: stops accepting, lets deliveries in flight finish, exits 0.
+// Binds the listeners, then runs as opts.user (started as root), then opens the storage
+// with `open_storage`. On SIGHUP, `reread` gives the options read anew (the command line
+// and the config file; it throws QueueError on a mistake), applied to what follows.
+// Tells systemd (sd_notify) when it is ready, reloading and stopping.
+int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage,
+              const ServeOptions& opts, const std::function<ServeOptions()>& reread,
+              std::ostream& out, std::ostream& err);
 
 }  // namespace slimta::cli

@@ -1,0 +1,144 @@
+// slimta-queue serve as a system daemon: the systemd notification protocol, journald's
+// log format, and the switch from root to its user.
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "support/smtp_client.h"
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::ChildProcess;
+
+// Sends one message to 127.0.0.1:port; the code of the reply to the end of DATA.
+int send_message(int port) {
+  testing::SmtpClient c(port);
+  if (c.code() != 220) return -1;
+  c.exchange("EHLO client.example\r\n");
+  c.exchange("MAIL FROM:<a@example.com>\r\n");
+  c.exchange("RCPT TO:<b@example.org>\r\n");
+  c.exchange("DATA\r\n");
+  return c.exchange("Subject: t\r\n\r\nhi\r\n.\r\n");
+}
+
+// A NOTIFY_SOCKET as systemd makes one: datagrams, one notification each.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      throw std::runtime_error("cannot bind " + path);
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~NotifySocket() { ::close(fd_); }
+  // The next notification, "" after 10 s without one.
+  std::string next() {
+    char buf[4096];
+    ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+    return n > 0 ? std::string(buf, n) : "";
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+TEST(DaemonTest, TellsSystemdWhenReadyReloadingAndStopping) {
+  testing::TempDir dir;
+  NotifySocket notify(dir.sub("notify"));
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage",
+                      "memory:", "--smarthost", testing::closed_port().address(), "--user", "root"},
+                     "listening on", {{"NOTIFY_SOCKET", notify.path()}});
+  std::string ready = notify.next();
+  EXPECT_NE(ready.find("READY=1"), std::string::npos) << ready;
+  EXPECT_NE(ready.find("STATUS=listening on 127.0.0.1:"), std::string::npos) << ready;
+  ASSERT_EQ(::kill(serve.pid(), SIGHUP), 0);
+  EXPECT_NE(notify.next().find("RELOADING=1"), std::string::npos);
+  EXPECT_NE(notify.next().find("READY=1"), std::string::npos);
+  ASSERT_EQ(::kill(serve.pid(), SIGTERM), 0);
+  EXPECT_NE(notify.next().find("STOPPING=1"), std::string::npos);
+  int status = serve.wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+TEST(DaemonTest, LogLinesSuitJournaldWhenItHoldsStderr) {
+  // JOURNAL_STREAM names stderr's device and inode: priority prefixes, no time stamps.
+  const std::string serve = std::string("exec ") + SLIMTA_QUEUE_BIN +
+                            " serve --listen 127.0.0.1:0 --storage memory: --user root "
+                            "--smarthost " +
+                            testing::closed_port().address();
+  ChildProcess journald(
+      {"bash", "-c",
+       "exec 2>&1; export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); " + serve},
+      "listening on");
+  EXPECT_NE(journald.output().find("\n<6>serve: clients in"), std::string::npos)
+      << journald.output();
+  EXPECT_EQ(journald.output().find("[20"), std::string::npos) << journald.output();
+  // Another stream's JOURNAL_STREAM (inherited, say): time stamps as usual.
+  ChildProcess other({"bash", "-c", "exec 2>&1; export JOURNAL_STREAM=1:1; " + serve},
+                     "listening on");
+  EXPECT_EQ(other.output().find("<6>"), std::string::npos) << other.output();
+  EXPECT_NE(other.output().find("[20"), std::string::npos) << other.output();
+}
+
+TEST(DaemonTest, StartedAsRootItBindsThenRunsAsItsUser) {
+  testing::TempDir dir;
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  if (::geteuid() != 0) {  // only root switches users
+    auto r = testing::run_command({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0",
+                                   "--storage", "memory:", "--user", "nobody"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("--user nobody: only root can switch users"), std::string::npos) << r.err;
+    return;
+  }
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0711), 0);
+  std::string spool = dir.sub("spool");
+  std::filesystem::create_directory(spool);
+  ASSERT_EQ(::chown(spool.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage", "disk:" + spool,
+       "--smarthost", testing::closed_port().address(), "--user", "nobody"},
+      "listening on");
+  // Every uid (real, effective, saved, file system) is nobody's.
+  std::ifstream status("/proc/" + std::to_string(serve.pid()) + "/status");
+  std::string line, uids;
+  while (std::getline(status, line))
+    if (line.starts_with("Uid:")) uids = line;
+  std::string n = std::to_string(nobody->pw_uid);
+  EXPECT_EQ(uids, "Uid:\t" + n + "\t" + n + "\t" + n + "\t" + n) << uids;
+  // What it stores is nobody's.
+  ASSERT_EQ(send_message(testing::listening_ports(serve.output())[0]), 250);
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(spool)) {
+    struct stat st {};
+    ASSERT_EQ(::stat(entry.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, nobody->pw_uid) << entry.path();
+    ++files;
+  }
+  EXPECT_GT(files, 2u);
+
+  auto r = testing::run_command({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage",
+                                 "memory:", "--user", "no-such-user-here"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--user no-such-user-here: no such user"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace slimta
