@@ -482,8 +482,11 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
                      describe_listeners(fresh.listeners), listeners);
       }
       if (fresh_opts.workers != opts.workers || fresh_opts.lease != opts.lease ||
-          fresh_opts.user != opts.user || fresh_opts.group != opts.group) {
-        spdlog::warn("serve: SIGHUP: workers, lease, user and group take a restart");
+          fresh_opts.rescan != opts.rescan || fresh_opts.user != opts.user ||
+          fresh_opts.group != opts.group || fresh_opts.hostname != opts.hostname) {
+        spdlog::warn(
+            "serve: SIGHUP: workers, lease, rescan, user and group take a restart, and so does "
+            "the host name in bounces (the greeting and relays use the new one)");
       }
       fresh.server_opts.has_room = has_room(fresh.min_free);
       SmtpServerOptions applied = fresh.server_opts;
