@@ -8,13 +8,13 @@ packages=(
   g++ cmake ninja-build pkg-config python3
   zlib1g-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libhiredis-dev libssl-dev libcurl4-openssl-dev libasio-dev libcrypt-dev libtomlplusplus-dev
-  libsystemd-dev
+  libsystemd-dev libcpp-httplib-dev
 )
 if [ "${1:-}" = "--test" ]; then
   packages+=(
     libgtest-dev libgmock-dev libbenchmark-dev redis-server python3-aiosmtpd swaks
     openssl whois haproxy libnet-ssleay-perl libio-socket-ssl-perl
-    dpkg-dev lintian man-db systemd adduser
+    dpkg-dev lintian man-db systemd adduser prometheus
   )
 fi
 missing=()

@@ -39,6 +39,7 @@
 
 #include "slimta/clock.h"
 #include "slimta/envelope.h"
+#include "slimta/metrics.h"
 #include "slimta/storage.h"
 
 namespace slimta {
@@ -99,6 +100,11 @@ struct QueuePolicy {
   double rescan_interval = 300;
   // Our name in bounces (Reporting-MTA, From: MAILER-DAEMON@...). Empty: the hostname.
   std::string reporting_mta;
+  // Where the queue counts and times what it does for Prometheus (not owned; must
+  // outlive the queue): slimta_messages_received_total, slimta_deliveries_total{result},
+  // slimta_bounces_total, slimta_lease_lost_total, and the histograms
+  // slimta_delivery_attempt_duration_seconds and slimta_message_queue_time_seconds.
+  metrics::Registry* metrics = nullptr;
 
   // Seconds to wait after the `attempts`-th failed attempt.
   double backoff(uint32_t attempts) const;

@@ -40,6 +40,7 @@
 
 #include "slimta/envelope.h"
 #include "slimta/ip_networks.h"
+#include "slimta/metrics.h"
 #include "slimta/queue.h"
 #include "slimta/user_database.h"
 
@@ -82,6 +83,10 @@ struct SmtpServerOptions {
   // When set, asked at DATA (with 0) and before a message is stored (with its size)
   // whether the storage has room for it; false: 452 4.3.1 (a disk spool's --min-free).
   std::function<bool(size_t bytes)> has_room;
+  // Where the server counts for Prometheus (not owned; the same one across reload()):
+  // slimta_smtp_sessions_total, slimta_smtp_rejections_total{reason} (each 4xx/5xx
+  // reply, by a small fixed set of reasons) and slimta_auth_failures_total.
+  metrics::Registry* metrics = nullptr;
   // Threads that run `deliver` (storage writes): messages accepted concurrently.
   size_t deliver_threads = 32;
   // PEM files: when both are set, STARTTLS is offered (TLS 1.2 or later).

@@ -73,7 +73,28 @@ struct Queue::Impl {
         relay(r),
         policy(std::move(p)),
         clock(c),
-        mta(policy.reporting_mta.empty() ? host_name() : policy.reporting_mta) {}
+        mta(policy.reporting_mta.empty() ? host_name() : policy.reporting_mta) {
+    if (metrics::Registry* m = policy.metrics) {
+      metric.received = &m->counter("slimta_messages_received_total",
+                                    "Messages accepted into the queue by this process");
+      const char* deliveries = "Delivery results by recipient: delivered, deferred or failed";
+      metric.delivered =
+          &m->counter("slimta_deliveries_total", deliveries, {{"result", "delivered"}});
+      metric.deferred =
+          &m->counter("slimta_deliveries_total", deliveries, {{"result", "deferred"}});
+      metric.failed = &m->counter("slimta_deliveries_total", deliveries, {{"result", "failed"}});
+      metric.bounces = &m->counter("slimta_bounces_total", "Bounces (DSNs) this process queued");
+      metric.lease_lost =
+          &m->counter("slimta_lease_lost_total", "Attempts whose lease another process took over");
+      metric.attempt_seconds = &m->histogram("slimta_delivery_attempt_duration_seconds",
+                                             "Time of one delivery attempt of one message",
+                                             metrics::duration_buckets(600));
+      metric.queue_seconds = &m->histogram(
+          "slimta_message_queue_time_seconds",
+          "Time from a message's acceptance to its last recipient's final result",
+          {1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400, 5 * 86400});
+    }
+  }
 
   QueueStorage& storage;
   Relay& relay;
@@ -114,6 +135,15 @@ struct Queue::Impl {
   std::vector<std::thread> threads;
 
   std::array<std::atomic<int64_t>, kEventCount> counts{};
+  // Prometheus instruments (policy.metrics), or null.
+  struct {
+    metrics::Counter *received = nullptr, *delivered = nullptr, *deferred = nullptr,
+                     *failed = nullptr, *bounces = nullptr, *lease_lost = nullptr;
+    metrics::Histogram *attempt_seconds = nullptr, *queue_seconds = nullptr;
+  } metric;
+  static void inc(metrics::Counter* c, uint64_t n = 1) {
+    if (c && n) c->inc(n);
+  }
 
   void count(Event e, int64_t n = 1) { counts[e].fetch_add(n, std::memory_order_relaxed); }
 
@@ -241,6 +271,7 @@ std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
     return deliver(id, fence, now);
   } catch (const LeaseLost& e) {
     count(kLeaseLost);
+    inc(metric.lease_lost);
     spdlog::warn("queue: {} lease_lost: {}", id, e.what());
     return std::nullopt;
   } catch (const KeyError&) {
@@ -325,7 +356,12 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
             RecipientResult::permanent("554 5.4.6 Too many hops (" + std::to_string(hops) +
                                        " Received: headers): a mail loop"));
       } else {
+        auto began = std::chrono::steady_clock::now();
         results = relay.attempt(env, attempt);
+        if (metric.attempt_seconds) {
+          metric.attempt_seconds->observe(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+        }
       }
       if (results.size() != env.recipients.size()) {
         throw std::runtime_error("relay returned " + std::to_string(results.size()) +
@@ -378,6 +414,14 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
     retry.clear();
   }
 
+  size_t delivered_now = 0;
+  for (const auto& r : results) delivered_now += r.kind == RecipientResult::Kind::delivered;
+  inc(metric.delivered, delivered_now);
+  inc(metric.failed, failed.size());
+  inc(metric.deferred, retry.size());
+  if (retry.empty() && metric.queue_seconds && env.timestamp > 0)
+    metric.queue_seconds->observe(std::max(0.0, after - env.timestamp));
+
   // From here on the relay's answers must not be lost to a storage failure: what
   // could not be stored is kept (unsaved) and stored before the next try.
   Unsaved learnt;
@@ -414,6 +458,7 @@ void Queue::Impl::send_bounce(const Envelope& original, const std::string& id,
   Envelope dsn = bounce::make(original, id, failures, mta, now);
   std::string bounce_id = storage.write(dsn, now);
   count(kBounced);
+  inc(metric.bounces);
   spdlog::info("queue: {} bounced to=<{}> rcpts={} dsn={}", id, original.sender, failures.size(),
                bounce_id);
   schedule(bounce_id, now);
@@ -439,6 +484,7 @@ EnqueueResult Queue::Impl::store(const Envelope& envelope) {
     return out;
   }
   count(kEnqueued);
+  inc(metric.received);
   spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", out.id, envelope.sender,
                envelope.recipients.size(), envelope.message_size());
   return out;

@@ -42,6 +42,42 @@
 namespace slimta {
 namespace {
 
+// The reason label of a refused command (a 4xx or 5xx reply), from the reply: a small
+// fixed set, so the metric's series stay bounded whatever clients send.
+const char* rejection_reason(std::string_view reply) {
+  struct Rule {
+    std::string_view has;
+    const char* reason;
+  };
+  static constexpr Rule kRules[] = {
+      {"5.7.11", "tls_required"},
+      {"5.7.1", "relay_denied"},
+      {"5.1.1", "unknown_recipient"},
+      {"too many connections", "sessions"},
+      {"5.3.4", "too_big"},
+      {"4.3.1", "resources"},
+      {"5.4.6", "loop"},
+      {"5.7.0", "auth_required"},
+      {"5.7.8", "auth_failed"},
+      {"4.4.2", "timeout"},
+      {"Too many errors", "errors"},
+      {"Too many failed", "auth_failed"},
+      {"4.3.0", "storage"},
+      {"5.6.0", "storage"},
+  };
+  for (const Rule& r : kRules)
+    if (reply.find(r.has) != std::string_view::npos) return r.reason;
+  if (reply.starts_with("50")) return "syntax";
+  return "other";
+}
+
+void count_rejection(metrics::Registry* m, std::string_view reply) {
+  if (!m || reply.empty() || (reply[0] != '4' && reply[0] != '5')) return;
+  m->counter("slimta_smtp_rejections_total", "SMTP commands and connections refused, by reason",
+             {{"reason", rejection_reason(reply)}})
+      .inc();
+}
+
 using namespace asio::experimental::awaitable_operators;
 using asio::awaitable;
 using asio::use_awaitable;
@@ -554,6 +590,9 @@ class Session {
     asio::steady_timer delay(stream_.get_executor(), opts_.auth_failure_delay * auth_failures_);
     co_await delay.async_wait(use_awaitable);
     deadline_.touch();
+    if (opts_.metrics) {
+      opts_.metrics->counter("slimta_auth_failures_total", "AUTH attempts that failed").inc();
+    }
     error("535 5.7.8 Error: authentication failed");
     if (auth_failures_ >= opts_.max_auth_failures && !done_) {
       reply("421 4.7.0 " + settings_->hostname + " Too many failed authentications");
@@ -561,7 +600,10 @@ class Session {
     }
   }
 
-  void reply(const std::string& text) { out_ += text + "\r\n"; }
+  void reply(const std::string& text) {
+    count_rejection(opts_.metrics, text);
+    out_ += text + "\r\n";
+  }
   void error(const std::string& text) {
     reply(text);
     if (++errors_ >= opts_.max_errors) {
@@ -871,6 +913,7 @@ awaitable<void> SmtpServer::Impl::refuse(tcp::socket socket) {
   }
   std::string text =
       "421 4.7.0 " + settings->hostname + " Error: too many connections, try again later\r\n";
+  count_rejection(settings->options.metrics, text);
   asio::steady_timer timer(io, std::chrono::seconds(1));
   asio::error_code ignored;
   co_await (
@@ -881,6 +924,8 @@ awaitable<void> SmtpServer::Impl::refuse(tcp::socket socket) {
 
 awaitable<void> SmtpServer::Impl::session(tcp::socket socket, ListenerRole role) {
   ++open_sessions;
+  if (metrics::Registry* m = shared.settings.load()->options.metrics)
+    m->counter("slimta_smtp_sessions_total", "SMTP connections accepted").inc();
   sockets.insert(&socket);
   co_await Session(shared, socket, role).serve();
   asio::error_code ignored;
@@ -891,7 +936,12 @@ awaitable<void> SmtpServer::Impl::session(tcp::socket socket, ListenerRole role)
 }
 
 SmtpServer::SmtpServer(SmtpServerOptions options, Deliver deliver)
-    : impl_(std::make_unique<Impl>(std::move(options), std::move(deliver))) {}
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(deliver))) {
+  if (metrics::Registry* m = impl_->shared.settings.load()->options.metrics) {
+    m->counter("slimta_smtp_sessions_total", "SMTP connections accepted");
+    m->counter("slimta_auth_failures_total", "AUTH attempts that failed");
+  }
+}
 
 SmtpServer::~SmtpServer() {
   stop();

@@ -234,6 +234,12 @@ Cli::Cli() {
                    "broken with CRLF SPACE on relay, as Postfix does); beyond, 552 5.3.4")
       ->check(CLI::Range(998, 1 << 30))
       ->capture_default_str();
+  serve->add_option("--http", serve_opts.http,
+                    "HOST:PORT for HTTP: /metrics (Prometheus), /healthz, /readyz, /api/v1/info; "
+                    "a loopback address unless --http-token-file is given");
+  serve->add_option("--http-token-file", serve_opts.http_token_file,
+                    "file whose first line (16 characters or more) is the bearer token /api/ "
+                    "requires");
   serve->add_option("--user", serve_opts.user,
                     "started as root: bind the ports, then run as this user (default: slimta, "
                     "when that user exists; root to stay root)");

@@ -27,6 +27,13 @@
 #include <thread>
 
 #include "config_file.h"
+#include "http.h"
+#ifdef SLIMTA_WITH_CLOUD
+#include "slimta/cloud_storage.h"
+#endif
+#ifdef SLIMTA_WITH_REDIS
+#include "slimta/redis_storage.h"
+#endif
 #include "slimta/disk_storage.h"
 #include "slimta/mx_relay.h"
 #include "slimta/queue.h"
@@ -388,6 +395,18 @@ void drop_privileges(const ServeOptions& opts, std::ostream& err) {
   spdlog::info("serve: running as user {} (uid {}, gid {})", name, uid, gid);
 }
 
+// The storage's kind, for slimta_build_info.
+std::string storage_kind(const QueueStorage& storage) {
+  if (dynamic_cast<const DiskStorage*>(&storage)) return "disk";
+#ifdef SLIMTA_WITH_REDIS
+  if (dynamic_cast<const RedisStorage*>(&storage)) return "redis";
+#endif
+#ifdef SLIMTA_WITH_CLOUD
+  if (dynamic_cast<const CloudStorage*>(&storage)) return "s3";
+#endif
+  return "memory";
+}
+
 // "HOST:PORT (role), ..." of the listeners, to compare across reloads.
 std::string describe_listeners(const std::vector<Listener>& listeners) {
   std::string out;
@@ -413,6 +432,8 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   ::signal(SIGPIPE, SIG_IGN);
 
   ServePlan plan = plan_serve(opts, err);
+  metrics::Registry registry;  // outlives everything that counts into it
+  plan.server_opts.metrics = &registry;
   // The disk spool's path once the storage is open (before any session begins).
   std::string spool;
   auto has_room = [&spool](MinFree min_free) {
@@ -451,7 +472,50 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   policy.lease = millis(opts.lease);
   policy.reporting_mta = opts.hostname;
   policy.rescan_interval = opts.rescan;
+  policy.metrics = &registry;
   queue = std::make_unique<Queue>(*storage, relay, policy);
+
+  // --http: metrics, health and readiness; the HTTP server goes first at the end.
+  std::atomic<bool> draining = false;
+  std::unique_ptr<QueueGauges> gauges;
+  std::unique_ptr<HttpServer> http;
+  if (!opts.http.empty()) {
+    registry.gauge("slimta_build_info", "The running slimta-queue: 1, with its version and storage",
+                   [] { return 1.0; },
+                   {{"version", SLIMTA_VERSION}, {"storage", storage_kind(*storage)}});
+    registry.gauge("slimta_smtp_sessions_active", "SMTP sessions open now",
+                   [&server] { return static_cast<double>(server.sessions()); });
+    gauges = std::make_unique<QueueGauges>(*storage);
+    const char* shared = " (the whole shared queue, the same on every node: aggregate with max())";
+    registry.gauge("slimta_queue_messages", std::string("Messages queued") + shared,
+                   [g = gauges.get()] { return g->messages(); });
+    registry.gauge("slimta_queue_held_messages", std::string("Messages held") + shared,
+                   [g = gauges.get()] { return g->held(); });
+    registry.gauge("slimta_queue_oldest_message_age_seconds",
+                   std::string("Age of the oldest queued message") + shared,
+                   [g = gauges.get()] { return g->oldest_age(); });
+    registry.gauge("slimta_queue_scan_seconds",
+                   "Time the last background scan of the queue for these gauges took",
+                   [g = gauges.get()] { return g->scan_seconds(); });
+    auto ready = [&draining, &spool, min_free = plan.min_free, &storage]() -> std::string {
+      if (draining) return "draining: serve is stopping";
+      if (!spool.empty() && !spool_has_room(spool, min_free, 0))
+        return "the disk spool is below its free-space guard (--min-free)";
+      auto began = std::chrono::steady_clock::now();
+      try {
+        storage->get("slimta-readyz-probe");
+      } catch (const KeyError&) {
+        // the storage answered
+      } catch (const QueueError& e) {
+        return std::string("the storage is not reachable: ") + e.what();
+      }
+      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+      if (took > 2) return fmt::format("the storage took {:.1f} s to answer (over 2 s)", took);
+      return "";
+    };
+    http = std::make_unique<HttpServer>(HttpOptions{opts.http, opts.http_token_file}, registry,
+                                        *gauges, ready);
+  }
 
   auto log_rules = [](const SmtpServerOptions& o, const ServeOptions& so) {
     spdlog::info(
@@ -463,6 +527,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   };
   log_rules(plan.server_opts, opts);
   queue->start();
+  if (http) bound += ", " + http->address() + " (http)";
   out << "slimta-queue serve: listening on " << bound << "\n" << std::flush;
   sd_notifyf(0, "READY=1\nSTATUS=listening on %s", bound.c_str());
 
@@ -489,6 +554,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
             "the host name in bounces (the greeting and relays use the new one)");
       }
       fresh.server_opts.has_room = has_room(fresh.min_free);
+      fresh.server_opts.metrics = &registry;
       SmtpServerOptions applied = fresh.server_opts;
       server.reload(std::move(fresh.server_opts));
       relay.set(std::move(fresh.relay));
@@ -508,6 +574,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
         continue;
       }
       spdlog::info("serve: signal {}: stopping", sig);
+      draining = true;
       sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing sessions and deliveries");
       server.stop();
       return;
@@ -516,6 +583,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   server.run();                                   // returns once stopped and every session ended
   pthread_kill(waiter.native_handle(), SIGTERM);  // no-op if it already returned
   waiter.join();
+  http.reset();
   queue->stop();
   out << "slimta-queue serve: stopped\n";
   return 0;

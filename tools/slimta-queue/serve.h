@@ -30,6 +30,8 @@ struct ServeOptions {
   size_t max_message_size = 50 * 1024 * 1024;
   size_t max_line_length = 65536;  // octets, without CRLF
   std::string user, group;         // started as root: who to run as after binding
+  std::string http;                // HOST:PORT of the metrics/health listener; empty: none
+  std::string http_token_file;     // bearer token for /api/ (needed off loopback)
   double data_timeout = 600;       // seconds for a whole message's data
   size_t max_sessions = 0;         // 0: from the file descriptor limit
   size_t max_sessions_per_client = 20;

@@ -1,0 +1,180 @@
+// serve --http as monitoring meets it: promtool checks the metrics, a real Prometheus
+// (Debian's 2.42) scrapes them and answers a PromQL query, /readyz follows the storage,
+// and the listener stays on loopback unless a token guards it.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "support/redis_server.h"
+#include "support/sink.h"
+#include "support/smtp_client.h"
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+
+// The "HOST:PORT (http)" serve printed.
+int http_port(const std::string& output) {
+  size_t at = output.find(" (http)");
+  if (at == std::string::npos) return -1;
+  size_t colon = output.rfind(':', at);
+  return std::stoi(output.substr(colon + 1, at - colon - 1));
+}
+
+httplib::Result get(int port, const std::string& path, const httplib::Headers& headers = {}) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(10, 0);
+  return client.Get(path.c_str(), headers);
+}
+
+// One message from 127.0.0.1 to `rcpt`; the code of the reply that ends it (or refuses).
+int send(int port, const std::string& rcpt) {
+  testing::SmtpClient c(port);
+  c.code();
+  c.exchange("EHLO client.example\r\n");
+  c.exchange("MAIL FROM:<a@example.com>\r\n");
+  int code = c.exchange("RCPT TO:<" + rcpt + ">\r\n");
+  if (code != 250) return code;
+  c.exchange("DATA\r\n");
+  return c.exchange("Subject: t\r\n\r\nhi\r\n.\r\n");
+}
+
+// The value of the first sample line `series` (name and labels, exactly), or -1.
+double sample(const std::string& text, const std::string& series) {
+  size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  testing::TempDir dir_;
+  testing::SmtpSink sink_;
+};
+
+TEST_F(HttpTest, MetricsPassPromtoolAndPrometheusScrapesThem) {
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--storage",
+       "disk:" + dir_.sub("spool"), "--smarthost", "127.0.0.1:" + std::to_string(sink_.port()),
+       "--accept-domains", "ours.example", "--relay-networks", "127.0.0.2/32", "--user", "root"},
+      "listening on");
+  int smtp = testing::listening_ports(serve.output())[0];
+  int port = http_port(serve.output());
+  ASSERT_GT(port, 0) << serve.output();
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(send(smtp, "u" + std::to_string(i) + "@ours.example"), 250);
+  EXPECT_EQ(send(smtp, "far@remote.example"), 554);  // not in the relay networks
+  ASSERT_TRUE(testing::eventually([&] { return sink_.received().size() == 3; }));
+
+  std::string text;
+  ASSERT_TRUE(testing::eventually([&] {
+    auto res = get(port, "/metrics");
+    text = res ? res->body : "";
+    return sample(text, "slimta_deliveries_total{result=\"delivered\"}") == 3;
+  })) << text;
+  EXPECT_EQ(sample(text, "slimta_messages_received_total"), 3) << text;
+  EXPECT_EQ(sample(text, "slimta_smtp_sessions_total"), 4) << text;
+  EXPECT_EQ(sample(text, "slimta_smtp_rejections_total{reason=\"relay_denied\"}"), 1) << text;
+  EXPECT_EQ(sample(text, "slimta_delivery_attempt_duration_seconds_count"), 3) << text;
+  EXPECT_EQ(sample(text, "slimta_message_queue_time_seconds_count"), 3) << text;
+  EXPECT_NE(text.find("slimta_build_info{version=\""), std::string::npos) << text;
+  EXPECT_NE(text.find("storage=\"disk\"} 1"), std::string::npos) << text;
+  EXPECT_EQ(get(port, "/metrics")->get_header_value("Content-Type"),
+            "text/plain; version=0.0.4; charset=utf-8");
+
+  testing::write_file(dir_.sub("metrics.txt"), text);
+  auto check = testing::run_command({"promtool", "check", "metrics"}, text);
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+
+  // A real Prometheus scrapes serve every second; PromQL sees the counter.
+  int prom_port = testing::free_port();
+  testing::write_file(dir_.sub("prometheus.yml"),
+                      "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: slimta\n"
+                      "    static_configs:\n      - targets: ['127.0.0.1:" +
+                          std::to_string(port) + "']\n");
+  ChildProcess prometheus({"prometheus", "--config.file=" + dir_.sub("prometheus.yml"),
+                           "--storage.tsdb.path=" + dir_.sub("tsdb"),
+                           "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+                          "");
+  std::string answer;
+  EXPECT_TRUE(testing::eventually(
+      [&] {
+        auto res = get(prom_port, "/api/v1/query?query=sum(slimta_messages_received_total)");
+        if (!res || res->status != 200) return false;
+        answer = res->body;
+        auto j = nlohmann::json::parse(answer);
+        auto& result = j["data"]["result"];
+        return !result.empty() && result[0]["value"][1] == "3";
+      },
+      30s))
+      << answer;
+}
+
+TEST_F(HttpTest, HealthAndReadinessFollowTheStorage) {
+  testing::RedisServer redis;
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--storage",
+       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?timeout=1", "--smarthost",
+       "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
+      "listening on");
+  int port = http_port(serve.output());
+  EXPECT_EQ(get(port, "/healthz")->status, 200);
+  EXPECT_EQ(get(port, "/readyz")->status, 200);
+  redis.pause();  // hangs: every call times out
+  auto res = get(port, "/readyz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_NE(res->body.find("the storage is not reachable"), std::string::npos) << res->body;
+  EXPECT_EQ(get(port, "/healthz")->status, 200);  // alive all the same
+  redis.resume();
+  EXPECT_TRUE(testing::eventually([&] { return get(port, "/readyz")->status == 200; }));
+  auto missing = get(port, "/nope");
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(nlohmann::json::parse(missing->body)["error"], "no such resource");
+}
+
+TEST_F(HttpTest, OffLoopbackOnlyWithATokenAndTheApiWantsIt) {
+  std::vector<std::string> base{
+      SLIMTA_QUEUE_BIN, "serve",   "--listen",    "127.0.0.1:0",
+      "--storage",      "memory:", "--smarthost", "127.0.0.1:" + std::to_string(sink_.port()),
+      "--user",         "root"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto argv = base;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  };
+  auto r = testing::run_command(with({"--http", "0.0.0.0:0"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--http 0.0.0.0:0: without --http-token-file the HTTP listener may only "
+                       "bind a loopback address"),
+            std::string::npos)
+      << r.err;
+  testing::write_file(dir_.sub("short"), "abc\n");
+  r = testing::run_command(with({"--http", "0.0.0.0:0", "--http-token-file", dir_.sub("short")}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("at least 16 characters"), std::string::npos) << r.err;
+
+  const std::string token = "s3cret-token-0123456789";
+  testing::write_file(dir_.sub("token"), token + "\n");
+  ChildProcess serve(with({"--http", "0.0.0.0:0", "--http-token-file", dir_.sub("token")}),
+                     "listening on");
+  int port = http_port(serve.output());
+  auto res = get(port, "/api/v1/info");
+  EXPECT_EQ(res->status, 401);
+  EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
+  EXPECT_EQ(get(port, "/api/v1/info", {{"Authorization", "Bearer wrong-token-0123456789"}})->status,
+            401);
+  res = get(port, "/api/v1/info", {{"Authorization", "Bearer " + token}});
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(nlohmann::json::parse(res->body)["messages"], 0) << res->body;
+  EXPECT_EQ(get(port, "/metrics")->status, 200);  // scrapes need no token
+}
+
+}  // namespace
+}  // namespace slimta
