@@ -62,9 +62,6 @@ class Registry {
   // A value read at each scrape (`value` must be quick and thread-safe).
   void gauge(const std::string& name, const std::string& help, std::function<double()> value,
              const Labels& labels = {});
-  // A counter whose value is read at each scrape (a total kept elsewhere).
-  void counter_fn(const std::string& name, const std::string& help, std::function<double()> value,
-                  const Labels& labels = {});
 
   // Every family, in registration order: # HELP, # TYPE, then its series.
   std::string render() const;

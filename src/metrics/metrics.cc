@@ -158,14 +158,6 @@ void Registry::gauge(const std::string& name, const std::string& help,
   f.add(labels).read = std::move(value);
 }
 
-void Registry::counter_fn(const std::string& name, const std::string& help,
-                          std::function<double()> value, const Labels& labels) {
-  std::lock_guard lock(mu_);
-  Family& f = family(name, help, "counter");
-  if (f.find(labels)) throw InvalidArgument("metric " + name + ": series registered twice");
-  f.add(labels).read = std::move(value);
-}
-
 std::string Registry::render() const {
   std::lock_guard lock(mu_);
   std::string out;
