@@ -27,6 +27,7 @@
 //                  [--only sink,postfix,disk,redis,kill,rules,tls,auth,memory]
 // With several rounds, each round measures every part once and the medians of the
 // per-round ratios are printed beside each round's figures.
+#include <httplib.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -170,6 +171,7 @@ struct Setup {
   std::vector<std::string> flags;  // besides --listen, --storage, --smarthost
   Opening opening = ehlo;
   bool submission = false;  // the clients go to a --submission port
+  int http_port = 0;        // serve has --http there: /metrics is scraped every second
 };
 
 // 16 clients at once, one message of `size` bytes each, to serve on disk.
@@ -202,12 +204,29 @@ nlohmann::json run_serve(const std::string& url, int sink_port, size_t messages,
     flags.insert(flags.end(), {"--submission", "127.0.0.1:" + std::to_string(client_port)});
   }
   auto serve = start_serve(port, url, sink_port, flags);
+  std::atomic<bool> done = false;
+  std::atomic<int> scrapes = 0;
+  std::thread scraper;
+  if (setup.http_port) {
+    scraper = std::thread([&] {
+      httplib::Client client("127.0.0.1", setup.http_port);
+      while (!done) {
+        if (auto res = client.Get("/metrics"); res && res->status == 200) ++scrapes;
+        for (int i = 0; i < 20 && !done; ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
   auto start = Steady::now();
   double accepted = load(client_port, messages, clients, data, setup.opening);
   while (!empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   double delivered = messages / seconds_since(start);
+  done = true;
+  if (scraper.joinable()) scraper.join();
   serve->stop(SIGTERM);
-  return {{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
+  nlohmann::json out{{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
+  if (setup.http_port) out["scrapes"] = scrapes.load();
+  return out;
 }
 
 // Waits until no message file is left in a Postfix queue directory.
@@ -346,6 +365,8 @@ int run(int argc, char** argv) {
                                       {"tls", {tls_flags, ehlo_starttls}},
                                       {"auth", {tls_flags, submit, true}}};
   setups["auth"].flags.insert(setups["auth"].flags.end(), {"--users", keys.sub("users")});
+  int http_port = testing::free_port();
+  setups["http"] = {{"--http", "127.0.0.1:" + std::to_string(http_port)}, ehlo, false, http_port};
 
   testing::RedisServer redis(testing::RedisServer::Config{.password = "", .appendonly = true});
   RedisOptions ro = redis.options("bench:");
@@ -369,7 +390,7 @@ int run(int argc, char** argv) {
       round["redis_aof_always"] = run_serve(redis_url, sink_port, messages, clients, data,
                                             [&] { return rs.load_all().empty(); });
     }
-    for (const char* part : {"rules", "tls", "auth"}) {
+    for (const char* part : {"rules", "tls", "auth", "http"}) {
       if (!wanted(part)) continue;
       testing::TempDir dir;
       std::string spool = dir.sub("spool");
@@ -377,8 +398,10 @@ int run(int argc, char** argv) {
           "disk:" + spool, sink_port, messages, clients, data,
           [&] { return DiskStorage(spool).load_all().empty(); }, setups[part]);
     }
-    // What relay control costs: the MX checks against plain disk, AUTH against TLS alone.
-    for (auto [part, reference] : {std::pair{"rules", "disk"}, std::pair{"auth", "tls"}}) {
+    // What relay control costs: the MX checks against plain disk, AUTH against TLS alone;
+    // and what --http costs, scraped every second.
+    for (auto [part, reference] :
+         {std::pair{"rules", "disk"}, std::pair{"auth", "tls"}, std::pair{"http", "disk"}}) {
       if (!round.contains(part) || !round.contains(reference)) continue;
       double ratio = round[part]["accepted_per_s"].get<double>() /
                      round[reference]["accepted_per_s"].get<double>();

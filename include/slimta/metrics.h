@@ -43,8 +43,9 @@ class Histogram {
   std::atomic<double> sum_{0};
 };
 
-// Bucket bounds for durations: 1 ms to `max_seconds`, about 3 per decade.
-std::vector<double> duration_buckets(double max_seconds);
+// Bucket bounds for durations from `min_seconds` to `max_seconds`, 3 per decade
+// (1, 2.5, 5 times each power of ten).
+std::vector<double> duration_buckets(double min_seconds, double max_seconds);
 
 class Registry {
  public:

@@ -77,11 +77,15 @@ std::vector<uint64_t> Histogram::counts() const {
   return out;
 }
 
-std::vector<double> duration_buckets(double max_seconds) {
+std::vector<double> duration_buckets(double min_seconds, double max_seconds) {
   std::vector<double> out;
-  for (double decade = 0.001; decade <= max_seconds; decade *= 10) {
+  int first = static_cast<int>(std::floor(std::log10(min_seconds) + 1e-9));
+  int last = static_cast<int>(std::floor(std::log10(max_seconds) + 1e-9));
+  for (int k = first; k <= last; ++k) {
     for (double step : {1.0, 2.5, 5.0}) {
-      if (decade * step <= max_seconds * 1.0000001) out.push_back(decade * step);
+      double bound = step * std::pow(10.0, k);
+      if (bound >= min_seconds * (1 - 1e-9) && bound <= max_seconds * (1 + 1e-9))
+        out.push_back(bound);
     }
   }
   return out;

@@ -88,7 +88,7 @@ struct Queue::Impl {
           &m->counter("slimta_lease_lost_total", "Attempts whose lease another process took over");
       metric.attempt_seconds = &m->histogram("slimta_delivery_attempt_duration_seconds",
                                              "Time of one delivery attempt of one message",
-                                             metrics::duration_buckets(600));
+                                             metrics::duration_buckets(0.001, 600));
       metric.queue_seconds = &m->histogram(
           "slimta_message_queue_time_seconds",
           "Time from a message's acceptance to its last recipient's final result",

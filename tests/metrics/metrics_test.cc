@@ -47,9 +47,10 @@ TEST(MetricsTest, BadNamesAndMixedTypesAreRefused) {
 }
 
 TEST(MetricsTest, DurationBucketsSpanMillisecondsToTheMaximum) {
-  auto b = duration_buckets(10);
-  ASSERT_FALSE(b.empty());
+  auto b = duration_buckets(0.001, 10);
+  ASSERT_EQ(b.size(), 13u);
   EXPECT_DOUBLE_EQ(b.front(), 0.001);
+  EXPECT_DOUBLE_EQ(b[1], 0.0025);
   EXPECT_DOUBLE_EQ(b.back(), 10);
   EXPECT_TRUE(std::is_sorted(b.begin(), b.end()));
 }

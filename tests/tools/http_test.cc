@@ -83,6 +83,10 @@ TEST_F(HttpTest, MetricsPassPromtoolAndPrometheusScrapesThem) {
   EXPECT_EQ(sample(text, "slimta_smtp_rejections_total{reason=\"relay_denied\"}"), 1) << text;
   EXPECT_EQ(sample(text, "slimta_delivery_attempt_duration_seconds_count"), 3) << text;
   EXPECT_EQ(sample(text, "slimta_message_queue_time_seconds_count"), 3) << text;
+  EXPECT_EQ(sample(text, "slimta_storage_operation_duration_seconds_count{op=\"write\"}"), 3)
+      << text;
+  EXPECT_EQ(sample(text, "slimta_storage_operation_duration_seconds_count{op=\"remove\"}"), 3)
+      << text;
   EXPECT_NE(text.find("slimta_build_info{version=\""), std::string::npos) << text;
   EXPECT_NE(text.find("storage=\"disk\"} 1"), std::string::npos) << text;
   EXPECT_EQ(get(port, "/metrics")->get_header_value("Content-Type"),

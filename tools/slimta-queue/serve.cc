@@ -40,6 +40,7 @@
 #include "slimta/routing_relay.h"
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
+#include "slimta/timed_storage.h"
 #include "slimta/user_database.h"
 
 namespace slimta::cli {
@@ -457,6 +458,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   drop_privileges(opts, err);
 
   std::unique_ptr<QueueStorage> storage = open_storage();
+  TimedStorage timed_storage(*storage, registry);  // what the queue uses: its calls timed
   if (!storage->capabilities().durable) {
     err << "slimta-queue serve: warning: the storage does not make mail durable: a crash can "
            "lose mail already accepted (a Redis server needs appendonly yes and appendfsync "
@@ -473,7 +475,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   policy.reporting_mta = opts.hostname;
   policy.rescan_interval = opts.rescan;
   policy.metrics = &registry;
-  queue = std::make_unique<Queue>(*storage, relay, policy);
+  queue = std::make_unique<Queue>(timed_storage, relay, policy);
 
   // --http: metrics, health and readiness; the HTTP server goes first at the end.
   std::atomic<bool> draining = false;

@@ -1,0 +1,65 @@
+// TimedStorage: a QueueStorage that times every call of another one into the histogram
+// slimta_storage_operation_duration_seconds{op}, for serve's /metrics. wait() is not
+// timed (it blocks on purpose).
+#pragma once
+
+#include <array>
+
+#include "slimta/metrics.h"
+#include "slimta/storage.h"
+
+namespace slimta {
+
+class TimedStorage : public QueueStorage {
+ public:
+  // `inner` and `registry` must outlive this object.
+  TimedStorage(QueueStorage& inner, metrics::Registry& registry);
+
+  QueueStorage& inner() { return inner_; }
+
+  Capabilities capabilities() const override { return inner_.capabilities(); }
+  std::string write(const Envelope& envelope, Timestamp timestamp) override;
+  std::unique_ptr<EntryStream> load() override;
+  QueuedMessage get(std::string_view id) override;
+  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void release_hold(std::string_view id) override;
+  void add_counters(const Counters& delta) override;
+  Counters counters() override;
+
+  enum Op : size_t {
+    kWrite,
+    kLoad,
+    kGet,
+    kHold,
+    kReleaseHold,
+    kAddCounters,
+    kCounters,
+    kSetTimestamp,
+    kIncrementAttempts,
+    kSetRecipientsDelivered,
+    kRemove,
+    kClaim,
+    kRelease,
+    kRenew,
+    kOpCount
+  };
+
+ protected:
+  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) override;
+  uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
+                                   Fence fence) override;
+  void do_remove(std::string_view id, Fence fence) override;
+  ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
+  void do_release(std::string_view id, Fence fence) override;
+  Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
+  std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
+
+ private:
+  template <typename Fn>
+  auto timed(Op op, Fn&& fn);
+  QueueStorage& inner_;
+  std::array<metrics::Histogram*, kOpCount> histograms_{};
+};
+
+}  // namespace slimta
