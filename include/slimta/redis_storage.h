@@ -71,6 +71,7 @@ class RedisStorage : public QueueStorage {
   QueuedMessage get(std::string_view id) override;
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
+  void announce(std::string_view id, Timestamp timestamp) override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 

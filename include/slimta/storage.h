@@ -224,6 +224,13 @@ class QueueStorage {
   // Lift the hold; not an error if the message is not held. KeyError if not stored.
   virtual void release_hold(std::string_view id);
 
+  // Tell the wait() of other processes and storage objects that `id` changed (an
+  // operator made it due, or released it), as write() does for a new message: they
+  // report it with its stored next attempt. A hint, not durable; a message not stored
+  // is not reported. The default does nothing (no wait()); this object's own wait()
+  // may or may not report it.
+  virtual void announce(std::string_view id, Timestamp timestamp);
+
   // Add `delta` to the shared event counters (atomic per counter), and read them.
   virtual void add_counters(const Counters& delta);
   virtual Counters counters();

@@ -414,6 +414,11 @@ void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp 
   impl_->update(id, record::ops::hold(reason, since));
 }
 
+void CloudStorage::announce(std::string_view id, Timestamp timestamp) {
+  check_id(id);
+  if (impl_->sqs) impl_->sqs->queue_message(id, timestamp);
+}
+
 void CloudStorage::release_hold(std::string_view id) {
   impl_->update(id, record::ops::release_hold());
 }

@@ -56,6 +56,7 @@ void QueueStorage::do_release(std::string_view, Fence) { no_leases(); }
 Lease QueueStorage::do_renew(std::string_view, Fence, std::chrono::milliseconds) { no_leases(); }
 void QueueStorage::hold(std::string_view, std::string_view, Timestamp) { no_leases(); }
 void QueueStorage::release_hold(std::string_view) { no_leases(); }
+void QueueStorage::announce(std::string_view, Timestamp) {}
 void QueueStorage::add_counters(const Counters&) { no_leases(); }
 Counters QueueStorage::counters() { no_leases(); }
 

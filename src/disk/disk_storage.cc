@@ -75,7 +75,7 @@ namespace slimta {
 namespace {
 
 constexpr std::string_view kFormat = "slimta-spool 1\n";
-constexpr const char* kSubdirs[] = {"msg", "meta", "tmp", "corrupt"};
+constexpr const char* kSubdirs[] = {"msg", "meta", "tmp", "corrupt", "nudge"};
 constexpr mode_t kFileMode = 0600;
 constexpr mode_t kDirMode = 0700;
 constexpr size_t kTagHexDigits = 16;
@@ -133,12 +133,13 @@ struct DiskStorage::Impl {
   const Clock& clock;
   const size_t max_pool;
   std::string root;
-  posix::Fd root_fd, msg_fd, meta_fd, tmp_fd, corrupt_fd;
+  posix::Fd root_fd, msg_fd, meta_fd, tmp_fd, corrupt_fd, nudge_fd;
   std::string tag = random_hex(kTagHexDigits / 2);
   std::atomic<uint64_t> tmp_seq{0};
 
   std::mutex watch_mu;  // guards inotify setup; do_wait is single-threaded by contract
   posix::Fd inotify;
+  int nudge_wd = -1;  // the watch on nudge/: announce()ments, from any storage object
 
   // The group commit of removals: every unlink numbered before a sync of msg/ began
   // is durable once that sync ends.
@@ -281,6 +282,7 @@ void DiskStorage::Impl::open_spool() {
   meta_fd = open_dir("meta");
   tmp_fd = open_dir("tmp");
   corrupt_fd = open_dir("corrupt");
+  nudge_fd = open_dir("nudge");
   // Asking for an attribute the spool never has tells whether there are any.
   char probe;
   if (fs.fgetxattr(msg_fd.get(), kLeaseXattr, &probe, sizeof probe) < 0 && errno != ENODATA) {
@@ -411,6 +413,13 @@ void DiskStorage::Impl::ensure_watch() {
   if (::inotify_add_watch(fd.get(), msg.c_str(), IN_CLOSE_WRITE) < 0) {
     posix::io_error("inotify_add_watch", msg, errno);
   }
+  std::string nudge = root + "/nudge";
+  nudge_wd = ::inotify_add_watch(fd.get(), nudge.c_str(), IN_CLOSE_WRITE);
+  if (nudge_wd < 0) posix::io_error("inotify_add_watch", nudge, errno);
+  // Announcements from before the watch: the load() that goes with it covers them.
+  DirHandle dir(posix::open_at(fs, nudge_fd.get(), ".", O_RDONLY | O_DIRECTORY, 0, nudge));
+  for (std::string name = dir.next(nudge); !name.empty(); name = dir.next(nudge))
+    fs.unlinkat(nudge_fd.get(), name.c_str(), 0);
   inotify = std::move(fd);
 }
 
@@ -695,6 +704,14 @@ void DiskStorage::release_hold(std::string_view id) {
   impl_->mutate(id, record::ops::release_hold());
 }
 
+// An empty file nudge/ID, closed: the IN_CLOSE_WRITE of every watcher's nudge/ watch.
+void DiskStorage::announce(std::string_view id, Timestamp) {
+  check_id(id);
+  std::string name(id);
+  posix::open_at(impl_->fs, impl_->nudge_fd.get(), name, O_WRONLY | O_CREAT, 0600,
+                 impl_->path_of("nudge", id));
+}
+
 // PATH/counters: one JSON object, read-modify-written under flock(). Statistics, so
 // not fsynced; a file that does not parse (a crash mid-write) is logged and restarted.
 void DiskStorage::add_counters(const Counters& delta) {
@@ -807,7 +824,12 @@ std::vector<QueueEntry> DiskStorage::do_wait(std::chrono::milliseconds timeout) 
         if (ev->mask & IN_Q_OVERFLOW) overflow = true;
         if (ev->len == 0) continue;
         std::string name(ev->name);
-        if (!is_valid_id(name) || name.starts_with(impl_->tag)) continue;
+        if (!is_valid_id(name)) continue;
+        if (ev->wd == impl_->nudge_wd) {  // an announcement: whoever wrote the message
+          impl_->fs.unlinkat(impl_->nudge_fd.get(), name.c_str(), 0);
+        } else if (name.starts_with(impl_->tag)) {
+          continue;  // our own write
+        }
         seen.insert(std::move(name));
       }
     }

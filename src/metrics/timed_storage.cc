@@ -59,6 +59,9 @@ void TimedStorage::hold(std::string_view id, std::string_view reason, Timestamp 
 void TimedStorage::release_hold(std::string_view id) {
   timed(kReleaseHold, [&] { inner_.release_hold(id); });
 }
+void TimedStorage::announce(std::string_view id, Timestamp timestamp) {
+  inner_.announce(id, timestamp);
+}
 void TimedStorage::add_counters(const Counters& delta) {
   timed(kAddCounters, [&] { inner_.add_counters(delta); });
 }

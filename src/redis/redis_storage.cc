@@ -389,6 +389,16 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   return id;
 }
 
+void RedisStorage::announce(std::string_view id, Timestamp timestamp) {
+  check_id(id);
+  std::string maxlen = std::to_string(options().notify_max_len);
+  std::string ts = redis::format_timestamp(timestamp);
+  impl_->pool.run(true, [&](Connection& c) {
+    return c.command({"XADD", impl_->stream_key, "MAXLEN", "~", maxlen, "*", "id", id, "timestamp",
+                      ts, "writer", impl_->tag});
+  });
+}
+
 Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, bool idempotent,
                                      std::vector<std::string> args) {
   check_id(id);

@@ -406,6 +406,27 @@ TEST_P(ConformanceTest, WaitReportsWritesOfAnotherObject) {
   EXPECT_EQ(seen, written);
 }
 
+TEST_P(ConformanceTest, AnnounceReachesTheWaitOfAnotherObject) {
+  if (!storage_->capabilities().can_wait) {
+    storage_->announce(storage_->write(sample_envelope(1), 1), 1);  // nothing to tell
+    return;
+  }
+  // A message this object wrote (a serve that took it over SMTP), made due by another
+  // (an operator's retry): this object's wait() hears of it.
+  std::string id = storage_->write(sample_envelope(1), 5000);
+  storage_->wait(std::chrono::milliseconds(100));  // whatever the write itself announced
+  auto op = location_->open();
+  op->set_timestamp(id, 100);
+  op->announce(id, 100);
+  bool seen = false;
+  for (int tries = 0; tries < 25 && !seen; ++tries) {
+    for (const auto& e : storage_->wait(std::chrono::milliseconds(200))) {
+      if (e.id == id && e.timestamp == 100) seen = true;
+    }
+  }
+  EXPECT_TRUE(seen);
+}
+
 TEST_P(ConformanceTest, WaitTimesOutWithNothing) {
   if (!storage_->capabilities().can_wait) {
     EXPECT_THROW(storage_->wait(std::chrono::milliseconds(100)), NotSupported);

@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "slimta/disk_storage.h"
 #include "support/certificate.h"
 #include "support/dns_server.h"
+#include "support/redis_server.h"
 #include "support/sink.h"
 #include "support/test_util.h"
 
@@ -122,6 +124,65 @@ s.quit()
   auto entries = DiskStorage(dir.sub("spool")).load_all();
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(DiskStorage(dir.sub("spool")).get(entries[0].id).envelope.client.protocol, "ESMTPS");
+}
+
+// An operator's retry and release reach a running serve at once, not at its next
+// rescan (5 minutes) or hold recheck (a minute).
+void retry_and_release_take_effect_at_once(const std::string& url) {
+  // Each message's first attempt is deferred, its second accepted.
+  testing::SmtpSink sink(nlohmann::json{
+      {"bob@example.org", {"451 4.3.0 not now", "250 ok", "451 4.3.0 not now", "250 ok"}}});
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage", url,
+                      "--smarthost", "127.0.0.1:" + std::to_string(sink.port()), "--user", "root"},
+                     "listening on");
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), SLIMTA_QUEUE_BIN);
+    args.insert(args.end(), {"--storage", url});
+    return run_command(args);
+  };
+  testing::TempDir dir;
+  ASSERT_EQ(send_with_smtplib(testing::listening_ports(serve.output())[0], 1, dir).exit_code, 0);
+  std::string id;
+  ASSERT_TRUE(testing::eventually([&] {  // deferred by the 451, next attempt in 5 minutes
+    auto j = nlohmann::json::parse(cli({"list", "--json"}).out);
+    if (j.size() != 1 || j[0]["attempts"] != 1) return false;
+    id = j[0]["id"];
+    return true;
+  }));
+  ASSERT_EQ(cli({"hold", id}).exit_code, 0);
+  ASSERT_EQ(cli({"retry", id}).exit_code, 0);  // due, but held: serve must leave it
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_TRUE(sink.received().empty());
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(cli({"release", id}).exit_code, 0);
+  ASSERT_TRUE(testing::eventually([&] { return sink.received().size() == 1; }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+
+  // And a plain retry of a deferred message.
+  ASSERT_EQ(send_with_smtplib(testing::listening_ports(serve.output())[0], 1, dir).exit_code, 0);
+  ASSERT_TRUE(testing::eventually([&] {
+    auto j = nlohmann::json::parse(cli({"list", "--json"}).out);
+    if (j.size() != 1 || j[0]["attempts"] != 1) return false;
+    id = j[0]["id"];
+    return true;
+  }));
+  start = std::chrono::steady_clock::now();
+  ASSERT_EQ(cli({"retry", id}).exit_code, 0);
+  ASSERT_TRUE(testing::eventually([&] { return sink.received().size() == 2; }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+}
+
+TEST(ServeTest, RetryAndReleaseTakeEffectAtOnceOnDisk) {
+  testing::TempDir dir;
+  retry_and_release_take_effect_at_once("disk:" + dir.sub("spool"));
+}
+
+TEST(ServeTest, RetryAndReleaseTakeEffectAtOnceOnRedis) {
+  if (testing::RedisServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  testing::RedisServer& server = testing::shared_redis();
+  retry_and_release_take_effect_at_once("redis://127.0.0.1:" + std::to_string(server.port()) +
+                                        "/3?prefix=now" + random_hex(4) + ":");
 }
 
 TEST(ServeTest, BadFlagsAreRefusedNamingThem) {

@@ -295,8 +295,10 @@ int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<st
 int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                 std::ostream& err) {
   return for_each_selected(storage, sel, "released", json, out, err, [&](const std::string& id) {
-    if (!storage.get(id).hold) return "not held";
+    QueuedMessage msg = storage.get(id);
+    if (!msg.hold) return "not held";
     storage.release_hold(id);
+    storage.announce(id, msg.timestamp);  // a running serve takes it up now
     return "released";
   });
 }
@@ -380,6 +382,7 @@ int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostre
   Timestamp t = now();
   return for_each_selected(storage, sel, "retried", json, out, err, [&](const std::string& id) {
     storage.set_timestamp(id, t);
+    storage.announce(id, t);  // a running serve takes it up now, not at its next rescan
     return "retried";
   });
 }
