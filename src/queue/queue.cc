@@ -141,6 +141,10 @@ struct Queue::Impl {
                      *failed = nullptr, *bounces = nullptr, *lease_lost = nullptr;
     metrics::Histogram *attempt_seconds = nullptr, *queue_seconds = nullptr;
   } metric;
+  // Seconds since the message was received (Postfix's delay=), for the log.
+  double delay(const Envelope& env) const {
+    return env.timestamp > 0 ? std::max(0.0, clock.now() - env.timestamp) : 0.0;
+  }
   static void inc(metrics::Counter* c, uint64_t n = 1) {
     if (c && n) c->inc(n);
   }
@@ -330,7 +334,8 @@ std::optional<Timestamp> Queue::Impl::finish_attempt(const std::string& id, Fenc
   storage.set_timestamp(id, next, fence);
   storage.release(id, fence);
   count(kDeferred);
-  spdlog::info("queue: {} deferred n={} next={} reply=\"{}\"", id, attempts, iso_time(next), reply);
+  spdlog::info("queue: {} deferred attempt={} next={} reply=\"{}\"", id, attempts, iso_time(next),
+               reply);
   return next;
 }
 
@@ -382,11 +387,13 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
     switch (r.kind) {
       case RecipientResult::Kind::delivered:
         count(kDelivered);
-        spdlog::info("queue: {} delivered rcpt=<{}> reply=\"{}\"", id, env.recipients[i], r.reply);
+        spdlog::info("queue: {} delivered rcpt=<{}> attempt={} delay={:.1f} reply=\"{}\"", id,
+                     env.recipients[i], attempt, delay(env), r.reply);
         done.push_back(original[i]);
         break;
       case RecipientResult::Kind::permanent:
-        spdlog::info("queue: {} failed rcpt=<{}> reply=\"{}\"", id, env.recipients[i], r.reply);
+        spdlog::info("queue: {} failed rcpt=<{}> attempt={} delay={:.1f} reply=\"{}\"", id,
+                     env.recipients[i], attempt, delay(env), r.reply);
         done.push_back(original[i]);
         failed.push_back({env.recipients[i], r.reply});
         break;
@@ -407,8 +414,8 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
   }
   if (!give_up.empty()) {
     for (size_t i : retry) {
-      spdlog::info("queue: {} failed rcpt=<{}> reply=\"{}\" gave up {}", id, env.recipients[i],
-                   results[i].reply, give_up);
+      spdlog::info("queue: {} failed rcpt=<{}> attempt={} delay={:.1f} gave_up=\"{}\" reply=\"{}\"",
+                   id, env.recipients[i], attempt, delay(env), give_up, results[i].reply);
       failed.push_back({env.recipients[i], results[i].reply});
     }
     retry.clear();

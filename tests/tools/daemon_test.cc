@@ -12,7 +12,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "support/sink.h"
 #include "support/smtp_client.h"
 #include "support/test_util.h"
 
@@ -95,6 +100,44 @@ TEST(DaemonTest, LogLinesSuitJournaldWhenItHoldsStderr) {
                      "listening on");
   EXPECT_EQ(other.output().find("<6>"), std::string::npos) << other.output();
   EXPECT_NE(other.output().find("[20"), std::string::npos) << other.output();
+}
+
+TEST(DaemonTest, JsonLogLinesCarryTheEventsFields) {
+  testing::TempDir dir;
+  testing::SmtpSink sink;
+  ChildProcess serve({"bash", "-c",
+                      std::string("exec 2>") + dir.sub("log") + "; exec " + SLIMTA_QUEUE_BIN +
+                          " --log-format json serve --listen 127.0.0.1:0 --storage memory: "
+                          "--user root --smarthost 127.0.0.1:" +
+                          std::to_string(sink.port())},
+                     "listening on");
+  ASSERT_EQ(send_message(testing::listening_ports(serve.output())[0]), 250);
+  ASSERT_TRUE(testing::eventually([&] { return sink.received().size() == 1; }));
+  ASSERT_TRUE(testing::eventually([&] {
+    return testing::read_file(dir.sub("log")).find("\"event\":\"removed\"") != std::string::npos;
+  }));
+  serve.stop(SIGTERM);
+  std::istringstream log(testing::read_file(dir.sub("log")));
+  std::map<std::string, nlohmann::json> events;
+  for (std::string line; std::getline(log, line);) {
+    if (line.starts_with("slimta-queue serve: ")) continue;  // warnings before logging
+    nlohmann::json j = nlohmann::json::parse(line);          // every log line is JSON
+    EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
+    if (j.contains("event")) events[j["event"]] = j;
+  }
+  ASSERT_TRUE(events.count("delivered")) << testing::read_file(dir.sub("log"));
+  const nlohmann::json& d = events["delivered"];
+  EXPECT_EQ(d["component"], "queue");
+  EXPECT_EQ(d["id"].get<std::string>().size(), 32u);
+  EXPECT_EQ(d["rcpt"], "b@example.org");
+  EXPECT_EQ(d["attempt"], 1);
+  EXPECT_TRUE(d["delay"].is_number());
+  EXPECT_EQ(d["reply"].get<std::string>().substr(0, 3), "250") << d;
+  EXPECT_EQ(events["enqueued"]["from"], "a@example.com");
+  EXPECT_EQ(events["enqueued"]["rcpts"], 1);
+  auto bad = testing::run_command({SLIMTA_QUEUE_BIN, "--log-format", "xml", "list"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--log-format"), std::string::npos) << bad.err;
 }
 
 TEST(DaemonTest, StartedAsRootItBindsThenRunsAsItsUser) {

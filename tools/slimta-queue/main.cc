@@ -1,9 +1,4 @@
 // slimta-queue: inspect and manage a slimta queue in any storage.
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-#include <sys/stat.h>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -15,6 +10,7 @@
 
 #include "commands.h"
 #include "config_file.h"
+#include "logging.h"
 #include "serve.h"
 #include "slimta/storage.h"
 
@@ -38,36 +34,6 @@ void add_global_options_to_help(CLI::App& app) {
     text += fmt::format("  {:<27} {}\n", name, opt->get_description());
   }
   for (CLI::App* sub : app.get_subcommands({})) sub->footer(sub->get_footer() + text);
-}
-
-// "<N>": the syslog priority of a log line's level, for journald.
-class SyslogPriority : public spdlog::custom_flag_formatter {
- public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&,
-              spdlog::memory_buf_t& dest) override {
-    static constexpr char kPriority[] = {'7', '7', '6', '4', '3', '2', '6'};  // by level
-    dest.push_back(kPriority[static_cast<int>(msg.level)]);
-  }
-  std::unique_ptr<custom_flag_formatter> clone() const override {
-    return std::make_unique<SyslogPriority>();
-  }
-};
-
-// Log lines go to stderr: stdout carries results (ids, lists, JSON). Under systemd
-// (JOURNAL_STREAM names our stderr) the journal adds the time and reads the priority
-// from a "<N>" prefix (sd-daemon(3)); elsewhere the line carries its own time.
-void configure_logging() {
-  auto logger = spdlog::stderr_color_mt("slimta-queue");
-  spdlog::set_default_logger(logger);
-  const char* stream = std::getenv("JOURNAL_STREAM");
-  struct stat st {};
-  unsigned long long dev = 0, ino = 0;
-  if (stream && std::sscanf(stream, "%llu:%llu", &dev, &ino) == 2 && ::fstat(2, &st) == 0 &&
-      st.st_dev == dev && st.st_ino == ino) {
-    auto formatter = std::make_unique<spdlog::pattern_formatter>();
-    formatter->add_flag<SyslogPriority>('*').set_pattern("<%*>%v");
-    logger->set_formatter(std::move(formatter));
-  }
 }
 
 // A password in the storage URL on the command line is visible to every local user
@@ -96,6 +62,7 @@ struct Cli {
   CLI::App app{"slimta-queue: inspect and manage a slimta mail queue"};
   std::string storage_url = "disk:./spool";
   bool json = false;
+  std::string log_format = "text";
   double storage_timeout = 10;
   EnqueueOptions enq;
   std::string show_id;
@@ -129,6 +96,11 @@ Cli::Cli() {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--json", json, "machine-readable JSON output");
+  app.add_option("--log-format", log_format,
+                 "log lines on stderr: text, or json (one object a line: time, level, id, "
+                 "event, rcpt, reply, ...)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   app.set_config("--config", "",
                  "read options from this TOML/INI file: storage = \"URL\" at the top, "
                  "serve's options under [serve]")
@@ -355,6 +327,7 @@ int main(int argc, char** argv) {
   }
 
   try {
+    set_log_format(cli.log_format);
     if (cli.passwd->parsed()) return cmd_passwd(cli.passwd_user, cli.users_file, std::cerr);
     if (app.got_subcommand("check-config")) {
       cmd_check_config(cli.serve_opts, std::cout, std::cerr);
