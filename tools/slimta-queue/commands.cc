@@ -105,23 +105,9 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
     err << "slimta-queue: error: no recipients: give --to ADDRESS or To:/Cc:/Bcc: headers\n";
     return 1;
   }
-  // Addresses go into SMTP commands later: refuse whitespace and control characters
-  // (a CR LF in an address would inject commands), and recipients without a domain.
-  auto bad_address = [](const std::string& a) {
-    return a.size() > 254 || std::any_of(a.begin(), a.end(), [](char c) {
-             auto u = static_cast<unsigned char>(c);
-             return u <= 0x20 || u == 0x7F;
-           });
-  };
-  if (bad_address(env.sender)) {
-    err << "slimta-queue: error: invalid sender address '" << env.sender << "'\n";
+  if (std::string bad = invalid_address(env); !bad.empty()) {
+    err << "slimta-queue: error: " << bad << "\n";
     return 1;
-  }
-  for (const auto& r : env.recipients) {
-    if (bad_address(r) || r.find('@') == std::string::npos) {
-      err << "slimta-queue: error: invalid recipient address '" << r << "'\n";
-      return 1;
-    }
   }
   env.timestamp = now();
   env.receiver = host_name();
@@ -195,21 +181,7 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
     return 0;
   }
   if (json) {
-    nlohmann::json j = message_json(id, msg);
-    j["original_recipients"] = msg.original_recipients;
-    j["client"] = {{"ip", env.client.ip},
-                   {"host", env.client.host},
-                   {"name", env.client.name},
-                   {"protocol", env.client.protocol},
-                   {"auth", env.client.auth}};
-    j["receiver"] = env.receiver;
-    put_time(j, "received", env.timestamp);
-    nlohmann::json headers = nlohmann::json::array();
-    for (const auto& f : env.headers.fields()) {
-      headers.push_back({{"name", f.name}, {"value", f.value()}});
-    }
-    j["headers"] = headers;
-    out << dump(j, 2) << "\n";
+    out << dump(show_json(id, msg), 2) << "\n";
     return 0;
   }
   out << "id:           " << id << "\n"
@@ -281,118 +253,137 @@ int for_each_selected(QueueStorage& storage, const Selection& sel, const char* v
   return rc;
 }
 
-int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
-             bool json, std::ostream& out, std::ostream& err) {
+std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
+                   const std::optional<std::string>& hold_reason) {
   Timestamp t = now();
-  return for_each_selected(storage, sel, "held", json, out, err, [&](const std::string& id) {
+  if (action == "retry") {
+    storage.set_timestamp(id, t);
+    storage.announce(id, t);  // a running serve takes it up now, not at its next rescan
+    return "retried";
+  }
+  if (action == "hold") {
     // Held already and no new reason given: the operator's reason and time stay.
-    if (!reason && storage.get(id).hold) return "already held";
-    storage.hold(id, reason.value_or(kDefaultHoldReason), t);
+    if (!hold_reason && storage.get(id).hold) return "already held";
+    storage.hold(id, hold_reason.value_or(kDefaultHoldReason), t);
     return "held";
-  });
-}
-
-int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
-                std::ostream& err) {
-  return for_each_selected(storage, sel, "released", json, out, err, [&](const std::string& id) {
+  }
+  if (action == "release") {
     QueuedMessage msg = storage.get(id);
     if (!msg.hold) return "not held";
     storage.release_hold(id);
     storage.announce(id, msg.timestamp);  // a running serve takes it up now
     return "released";
+  }
+  if (action == "remove") {
+    storage.remove(id);
+    return "removed";
+  }
+  throw InvalidArgument("unknown action '" + std::string(action) +
+                        "' (retry, hold, release, remove)");
+}
+
+int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
+             bool json, std::ostream& out, std::ostream& err) {
+  return for_each_selected(storage, sel, "held", json, out, err, [&](const std::string& id) {
+    return act_on(storage, "hold", id, reason);
   });
 }
 
-int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
+int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
+                std::ostream& err) {
+  return for_each_selected(storage, sel, "released", json, out, err,
+                           [&](const std::string& id) { return act_on(storage, "release", id); });
+}
+
+namespace {
+constexpr const char* kShapeBuckets[Shape::kBuckets] = {"5",   "10",  "20",  "40",   "80",
+                                                        "160", "320", "640", "1280", "1280+"};
+size_t row_sum(const Shape::Row& r) { return std::accumulate(r.begin(), r.end(), size_t{0}); }
+}  // namespace
+
+Shape compute_shape(QueueStorage& storage, std::ostream& err) {
   // qshape's buckets: messages younger than 5, 10, 20, ... 1280 minutes, then older.
-  constexpr int kBuckets = 10;
-  const double limits[kBuckets - 1] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
+  const double limits[Shape::kBuckets - 1] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
   auto bucket_of = [&](double minutes) {
-    for (int b = 0; b < kBuckets - 1; ++b)
+    for (int b = 0; b < Shape::kBuckets - 1; ++b)
       if (minutes < limits[b]) return b;
-    return kBuckets - 1;
+    return Shape::kBuckets - 1;
   };
-  using Row = std::array<size_t, kBuckets>;
-  std::map<std::string, Row> rows;
-  Row total{};
+  Shape shape;
+  std::map<std::string, Shape::Row> rows;
   Timestamp t = now();
   auto stream = storage.load();
   while (auto e = stream->next()) {
     auto msg = try_get(storage, e->id, err);
     if (!msg) continue;
     int b = bucket_of((t - msg->envelope.timestamp) / 60);
-    ++total[b];
+    ++shape.total[b];
     std::set<std::string> domains;  // a message counts once per recipient domain
-    for (const auto& r : msg->envelope.recipients) {
-      auto at = r.rfind('@');
-      std::string d = at == std::string::npos ? r : r.substr(at + 1);
-      std::transform(d.begin(), d.end(), d.begin(),
-                     [](unsigned char c) { return std::tolower(c); });
-      domains.insert(d);
-    }
-    for (const auto& d : domains) ++rows.try_emplace(d, Row{}).first->second[b];
+    for (const auto& r : msg->envelope.recipients) domains.insert(recipient_domain(r));
+    for (const auto& d : domains) ++rows.try_emplace(d, Shape::Row{}).first->second[b];
   }
-  auto sum = [](const Row& r) { return std::accumulate(r.begin(), r.end(), size_t{0}); };
-  std::vector<std::pair<std::string, Row>> sorted(rows.begin(), rows.end());
-  std::stable_sort(sorted.begin(), sorted.end(),
-                   [&](const auto& a, const auto& b) { return sum(a.second) > sum(b.second); });
-  const char* names[kBuckets] = {"5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"};
+  shape.domains.assign(rows.begin(), rows.end());
+  std::stable_sort(shape.domains.begin(), shape.domains.end(), [&](const auto& a, const auto& b) {
+    return row_sum(a.second) > row_sum(b.second);
+  });
+  return shape;
+}
+
+nlohmann::json shape_json(const Shape& shape) {
+  auto row_json = [&](const Shape::Row& r) {
+    nlohmann::json j{{"total", row_sum(r)}};
+    for (int b = 0; b < Shape::kBuckets; ++b) j[kShapeBuckets[b]] = r[b];
+    return j;
+  };
+  nlohmann::json domains = nlohmann::json::array();
+  for (const auto& [d, r] : shape.domains) {
+    nlohmann::json j = row_json(r);
+    j["domain"] = d;
+    domains.push_back(j);
+  }
+  return {
+      {"buckets_minutes", kShapeBuckets}, {"total", row_json(shape.total)}, {"domains", domains}};
+}
+
+int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
+  Shape shape = compute_shape(storage, err);
   if (json) {
-    auto row_json = [&](const Row& r) {
-      nlohmann::json j{{"total", sum(r)}};
-      for (int b = 0; b < kBuckets; ++b) j[names[b]] = r[b];
-      return j;
-    };
-    nlohmann::json domains = nlohmann::json::array();
-    for (const auto& [d, r] : sorted) {
-      nlohmann::json j = row_json(r);
-      j["domain"] = d;
-      domains.push_back(j);
-    }
-    out << dump(nlohmann::json{
-               {"buckets_minutes", names}, {"total", row_json(total)}, {"domains", domains}})
-        << "\n";
+    out << dump(shape_json(shape)) << "\n";
     return 0;
   }
-  auto print_row = [&](const std::string& name, const Row& r) {
+  auto print_row = [&](const std::string& name, const Shape::Row& r) {
     char cell[32];
-    std::snprintf(cell, sizeof(cell), "%6zu", sum(r));
+    std::snprintf(cell, sizeof(cell), "%6zu", row_sum(r));
     out << std::string(std::max<size_t>(1, 24 - std::min<size_t>(name.size(), 23)), ' ') << name
         << " " << cell;
-    for (int b = 0; b < kBuckets; ++b) {
+    for (int b = 0; b < Shape::kBuckets; ++b) {
       std::snprintf(cell, sizeof(cell), " %5zu", r[b]);
       out << cell;
     }
     out << "\n";
   };
   out << std::string(25, ' ') << "     T";
-  for (const char* n : names) {
+  for (const char* n : kShapeBuckets) {
     char cell[16];
     std::snprintf(cell, sizeof(cell), " %5s", n);
     out << cell;
   }
   out << "\n";
-  print_row("TOTAL", total);
-  for (const auto& [d, r] : sorted) print_row(d, r);
+  print_row("TOTAL", shape.total);
+  for (const auto& [d, r] : shape.domains) print_row(d, r);
   return 0;
 }
 
 int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
               std::ostream& err) {
-  Timestamp t = now();
-  return for_each_selected(storage, sel, "retried", json, out, err, [&](const std::string& id) {
-    storage.set_timestamp(id, t);
-    storage.announce(id, t);  // a running serve takes it up now, not at its next rescan
-    return "retried";
-  });
+  return for_each_selected(storage, sel, "retried", json, out, err,
+                           [&](const std::string& id) { return act_on(storage, "retry", id); });
 }
 
 int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                std::ostream& err) {
-  return for_each_selected(storage, sel, "removed", json, out, err, [&](const std::string& id) {
-    storage.remove(id);
-    return "removed";
-  });
+  return for_each_selected(storage, sel, "removed", json, out, err,
+                           [&](const std::string& id) { return act_on(storage, "remove", id); });
 }
 
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {

@@ -2,10 +2,14 @@
 // `err`, and returns the process exit code; storage errors propagate as QueueError.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "slimta/storage.h"
 
@@ -41,6 +45,22 @@ int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<st
 // Lift the hold of messages.
 int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                 std::ostream& err);
+// What retry, hold, release and remove do to one message, for the CLI and the HTTP API:
+// returns what was done ("retried", "held", "already held", "released", "not held",
+// "removed"). Retry and release announce the message to running serve processes.
+// KeyError if it is not stored (not for remove); InvalidArgument for another action.
+std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
+                   const std::optional<std::string>& hold_reason = std::nullopt);
+// qshape's view of the queue: messages by recipient domain and age in minutes (a
+// message counts once per domain), the busiest domains first, and the total.
+struct Shape {
+  static constexpr int kBuckets = 10;  // under 5, 10, 20, ... 1280 minutes, then older
+  using Row = std::array<size_t, kBuckets>;
+  Row total{};
+  std::vector<std::pair<std::string, Row>> domains;
+};
+Shape compute_shape(QueueStorage& storage, std::ostream& err);
+nlohmann::json shape_json(const Shape& shape);
 // A qshape-style table: messages by recipient domain and age.
 int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
 

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
+
 namespace slimta::cli {
 
 std::string format_time(Timestamp ts) { return utc_time(ts, "%Y-%m-%d %H:%M:%S"); }
@@ -47,6 +50,40 @@ nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
   return j;
 }
 
+nlohmann::json show_json(const std::string& id, const QueuedMessage& msg) {
+  const Envelope& env = msg.envelope;
+  nlohmann::json j = message_json(id, msg);
+  j["original_recipients"] = msg.original_recipients;
+  j["client"] = {{"ip", env.client.ip},
+                 {"host", env.client.host},
+                 {"name", env.client.name},
+                 {"protocol", env.client.protocol},
+                 {"auth", env.client.auth}};
+  j["receiver"] = env.receiver;
+  put_time(j, "received", env.timestamp);
+  nlohmann::json headers = nlohmann::json::array();
+  for (const auto& f : env.headers.fields()) {
+    headers.push_back({{"name", f.name}, {"value", f.value()}});
+  }
+  j["headers"] = headers;
+  return j;
+}
+
+std::string invalid_address(const Envelope& envelope) {
+  auto bad = [](const std::string& a) {
+    return a.size() > 254 || std::any_of(a.begin(), a.end(), [](char c) {
+             auto u = static_cast<unsigned char>(c);
+             return u <= 0x20 || u == 0x7F;
+           });
+  };
+  if (bad(envelope.sender)) return "invalid sender address '" + printable(envelope.sender) + "'";
+  for (const auto& r : envelope.recipients) {
+    if (bad(r) || r.find('@') == std::string::npos)
+      return "invalid recipient address '" + printable(r) + "'";
+  }
+  return "";
+}
+
 std::string dump(const nlohmann::json& j, int indent) {
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -64,6 +101,13 @@ std::string printable(std::string_view text, bool line_breaks) {
     }
   }
   return out;
+}
+
+std::string recipient_domain(std::string_view address) {
+  size_t at = address.rfind('@');
+  std::string d(at == std::string_view::npos ? address : address.substr(at + 1));
+  std::transform(d.begin(), d.end(), d.begin(), [](unsigned char c) { return std::tolower(c); });
+  return d;
 }
 
 std::string display_sender(const std::string& sender) {

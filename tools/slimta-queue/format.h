@@ -25,6 +25,15 @@ nlohmann::json message_json(const std::string& id, const QueuedMessage& msg);
 // JSON text, with bytes that are not UTF-8 replaced (addresses may hold 8-bit junk).
 std::string dump(const nlohmann::json& j, int indent = -1);
 
+// What `show --json` prints: message_json() and the original recipient count, the
+// client, the receiver, the receipt time and the headers.
+nlohmann::json show_json(const std::string& id, const QueuedMessage& msg);
+
+// Addresses go into SMTP commands later: "" when the sender and recipients are fit,
+// else what is wrong ("invalid recipient address 'x'"): whitespace or a control
+// character (a CR LF would inject commands), over 254 octets, a recipient without '@'.
+std::string invalid_address(const Envelope& envelope);
+
 // "held", "active" (a queue process holds an unexpired lease on it) or "queued".
 std::string message_state(const QueuedMessage& msg, Timestamp now);
 
@@ -32,6 +41,9 @@ std::string message_state(const QueuedMessage& msg, Timestamp now);
 // \xHH, so stored data cannot drive the operator's terminal. With `line_breaks`, CR,
 // LF and tab (a folded header) are kept.
 std::string printable(std::string_view text, bool line_breaks = false);
+
+// The domain of a recipient address, lowercased (the whole address if it has no '@').
+std::string recipient_domain(std::string_view address);
 
 // "<>" for the null sender, the address otherwise (printable()).
 std::string display_sender(const std::string& sender);

@@ -6,11 +6,15 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "commands.h"
 #include "format.h"
 #include "serve.h"
 #include "slimta/ip_networks.h"
@@ -63,6 +67,9 @@ void QueueGauges::scan() {
 }
 
 struct HttpServer::Impl {
+  explicit Impl(HttpContext c) : context(std::move(c)) {}
+  HttpContext context;
+  std::string token;
   httplib::Server server;
   std::thread thread;
 };
@@ -95,48 +102,228 @@ void json_reply(httplib::Response& res, int status, const nlohmann::json& body) 
   res.set_content(dump(body) + "\n", "application/json");
 }
 
+void error_reply(httplib::Response& res, int status, const std::string& message) {
+  json_reply(res, status, {{"error", message}});
+}
+
+// The API's filters: a recipient domain, a state, a minimum age since receipt.
+struct Filter {
+  std::string domain;
+  std::string state;  // queued | held | active
+  double older_than = -1;
+
+  static Filter parse(const httplib::Request& req) {
+    Filter f;
+    f.domain = recipient_domain(req.get_param_value("domain"));
+    f.state = req.get_param_value("state");
+    if (!f.state.empty() && f.state != "queued" && f.state != "held" && f.state != "active")
+      throw InvalidArgument("state='" + f.state + "': queued, held or active");
+    if (req.has_param("older-than")) {
+      std::string v = req.get_param_value("older-than");
+      char* end = nullptr;
+      f.older_than = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(f.older_than >= 0))
+        throw InvalidArgument("older-than='" + v + "': a number of seconds");
+    }
+    return f;
+  }
+  bool matches(const QueuedMessage& m, Timestamp t) const {
+    if (!state.empty() && message_state(m, t) != state) return false;
+    if (older_than >= 0 && t - m.envelope.timestamp < older_than) return false;
+    if (domain.empty()) return true;
+    return std::any_of(m.envelope.recipients.begin(), m.envelope.recipients.end(),
+                       [&](const std::string& r) { return recipient_domain(r) == domain; });
+  }
+};
+
+// Every stored id, sorted: the order pages follow.
+std::vector<std::string> sorted_ids(QueueStorage& storage) {
+  std::vector<std::string> ids;
+  auto stream = storage.load();
+  while (auto e = stream->next()) ids.push_back(std::move(e->id));
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 }  // namespace
 
-HttpServer::HttpServer(const HttpOptions& options, metrics::Registry& registry,
-                       const QueueGauges& gauges, Readiness ready)
-    : impl_(std::make_unique<Impl>()) {
+HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
+    : impl_(std::make_unique<Impl>(std::move(context))) {
   auto [host, port] = parse_host_port(options.listen, "--http", /*port_zero=*/true);
-  std::string token;
   if (!options.token_file.empty()) {
-    token = read_token(options.token_file);
+    impl_->token = read_token(options.token_file);
   } else if (!IpNetworks::parse("127.0.0.0/8,::1/128").contains(host)) {
     throw InvalidArgument("--http " + options.listen +
                           ": without --http-token-file the HTTP listener may only bind a "
                           "loopback address (127.0.0.1, ::1)");
   }
-  httplib::Server& server = impl_->server;
+  Impl& impl = *impl_;
+  HttpContext& ctx = impl.context;
+  httplib::Server& server = impl.server;
   server.set_default_headers({{"Cache-Control", "no-store"},
                               {"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy", "default-src 'none'"}});
-  server.Get("/metrics", [&registry](const httplib::Request&, httplib::Response& res) {
-    res.set_content(registry.render(), "text/plain; version=0.0.4; charset=utf-8");
+  server.set_payload_max_length(ctx.max_message_size + 1);
+  server.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
+    res.set_content(ctx.registry.render(), "text/plain; version=0.0.4; charset=utf-8");
   });
   server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
-  server.Get("/readyz", [ready](const httplib::Request&, httplib::Response& res) {
-    std::string why = ready();
+  server.Get("/readyz", [&ctx](const httplib::Request&, httplib::Response& res) {
+    std::string why = ctx.ready();
     res.status = why.empty() ? 200 : 503;
     res.set_content(why.empty() ? "ready\n" : why + "\n", "text/plain");
   });
-  server.Get("/api/v1/info", [token, &gauges](const httplib::Request& req, httplib::Response& res) {
-    if (!token.empty() && !same(req.get_header_value("Authorization"), "Bearer " + token)) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      return json_reply(res, 401, {{"error", "a bearer token is required (--http-token-file)"}});
-    }
-    json_reply(res, 200,
-               {{"messages", static_cast<uint64_t>(gauges.messages())},
-                {"held", static_cast<uint64_t>(gauges.held())},
-                {"oldest_message_age_seconds", gauges.oldest_age()},
-                {"scan_seconds", gauges.scan_seconds()}});
-  });
+
+  // /api/: the token first, then the handler; its mistakes are 400s and 404s, storage
+  // faults 503s (details to the log, not to the client).
+  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  auto api = [&impl](Handler handler) {
+    return [&impl, handler](const httplib::Request& req, httplib::Response& res) {
+      if (!impl.token.empty() &&
+          !same(req.get_header_value("Authorization"), "Bearer " + impl.token)) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        return error_reply(res, 401, "a bearer token is required (--http-token-file)");
+      }
+      try {
+        handler(req, res);
+      } catch (const KeyError&) {
+        error_reply(res, 404, "no such message");
+      } catch (const InvalidArgument& e) {
+        error_reply(res, 400, e.what());
+      } catch (const QueueError& e) {
+        spdlog::error("http: {} {}: {}", req.method, req.path, e.what());
+        error_reply(res, 503, "the storage failed; try again");
+      }
+    };
+  };
+  server.Get("/api/v1/info", api([&ctx](const httplib::Request&, httplib::Response& res) {
+               json_reply(res, 200,
+                          {{"messages", static_cast<uint64_t>(ctx.gauges.messages())},
+                           {"held", static_cast<uint64_t>(ctx.gauges.held())},
+                           {"oldest_message_age_seconds", ctx.gauges.oldest_age()},
+                           {"scan_seconds", ctx.gauges.scan_seconds()}});
+             }));
+  server.Get("/api/v1/shape", api([&ctx](const httplib::Request&, httplib::Response& res) {
+               std::ostringstream ignored;
+               json_reply(res, 200, shape_json(compute_shape(ctx.storage, ignored)));
+             }));
+  server.Get("/api/v1/messages", api([&ctx](const httplib::Request& req, httplib::Response& res) {
+               Filter filter = Filter::parse(req);
+               size_t limit = 100;
+               if (req.has_param("limit")) {
+                 std::string v = req.get_param_value("limit");
+                 char* end = nullptr;
+                 long n = std::strtol(v.c_str(), &end, 10);
+                 if (v.empty() || *end != '\0' || n < 1 || n > 1000)
+                   throw InvalidArgument("limit='" + v + "': 1 to 1000");
+                 limit = static_cast<size_t>(n);
+               }
+               std::string cursor = req.get_param_value("cursor");
+               std::vector<std::string> ids = sorted_ids(ctx.storage);
+               auto it = std::upper_bound(ids.begin(), ids.end(), cursor);
+               nlohmann::json page = nlohmann::json::array();
+               Timestamp t = now();
+               std::string last;
+               for (; it != ids.end() && page.size() < limit; ++it) {
+                 try {
+                   QueuedMessage msg = ctx.storage.get(*it);
+                   last = *it;
+                   if (filter.matches(msg, t)) page.push_back(message_json(*it, msg));
+                 } catch (const KeyError&) {
+                   // delivered since the listing
+                 }
+               }
+               bool more = it != ids.end();
+               json_reply(res, 200,
+                          {{"messages", page},
+                           {"next_cursor", more ? nlohmann::json(last) : nlohmann::json()}});
+             }));
+  server.Get(R"(/api/v1/messages/([A-Za-z0-9_-]+))",
+             api([&ctx](const httplib::Request& req, httplib::Response& res) {
+               std::string id = req.matches[1];
+               json_reply(res, 200, show_json(id, ctx.storage.get(id)));
+             }));
+  server.Delete(R"(/api/v1/messages/([A-Za-z0-9_-]+))",
+                api([&ctx](const httplib::Request& req, httplib::Response& res) {
+                  std::string id = req.matches[1];
+                  ctx.storage.get(id);  // 404 if it is not there
+                  json_reply(res, 200, {{"id", id}, {"done", act_on(ctx.storage, "remove", id)}});
+                }));
+  server.Post(R"(/api/v1/messages/([A-Za-z0-9_-]+)/(retry|hold|release))",
+              api([&ctx](const httplib::Request& req, httplib::Response& res) {
+                std::string id = req.matches[1];
+                std::optional<std::string> reason;
+                if (req.has_param("reason")) reason = req.get_param_value("reason");
+                json_reply(
+                    res, 200,
+                    {{"id", id}, {"done", act_on(ctx.storage, req.matches[2].str(), id, reason)}});
+              }));
+  server.Post(R"(/api/v1/messages/(retry|hold|release|remove))",
+              api([&ctx](const httplib::Request& req, httplib::Response& res) {
+                Filter filter = Filter::parse(req);
+                std::optional<std::string> reason;
+                if (req.has_param("reason")) reason = req.get_param_value("reason");
+                std::string action = req.matches[1];
+                nlohmann::json done = nlohmann::json::object();
+                Timestamp t = now();
+                for (const std::string& id : sorted_ids(ctx.storage)) {
+                  try {
+                    if (!filter.matches(ctx.storage.get(id), t)) continue;
+                    done[act_on(ctx.storage, action, id, reason)].push_back(id);
+                  } catch (const KeyError&) {
+                    // delivered since the listing
+                  }
+                }
+                json_reply(res, 200, done);
+              }));
+  // Injection, as python-slimta's EdgeWsgi: the envelope in headers, the message as body.
+  server.Post(
+      "/api/v1/messages", api([&ctx, &impl](const httplib::Request& req, httplib::Response& res) {
+        if (req.get_header_value("Content-Type").rfind("message/rfc822", 0) != 0)
+          return error_reply(res, 415, "the body must be message/rfc822");
+        if (req.body.size() > ctx.max_message_size) {
+          return error_reply(res, 413,
+                             "the message is over the limit of " +
+                                 std::to_string(ctx.max_message_size) + " octets");
+        }
+        if (!req.has_header("X-Envelope-Sender"))
+          throw InvalidArgument("X-Envelope-Sender is missing (empty for the null sender)");
+        Envelope env;
+        env.sender = req.get_header_value("X-Envelope-Sender");
+        for (size_t i = 0; i < req.get_header_value_count("X-Envelope-Recipient"); ++i) {
+          std::string v = req.get_header_value("X-Envelope-Recipient", i);
+          for (size_t at = 0; at <= v.size();) {
+            size_t comma = std::min(v.find(',', at), v.size());
+            std::string r = v.substr(at, comma - at);
+            r.erase(0, r.find_first_not_of(' '));
+            r.erase(r.find_last_not_of(' ') + 1);
+            if (!r.empty()) env.recipients.push_back(r);
+            at = comma + 1;
+          }
+        }
+        if (env.recipients.empty()) throw InvalidArgument("X-Envelope-Recipient is missing");
+        if (std::string bad = invalid_address(env); !bad.empty()) throw InvalidArgument(bad);
+        if (impl.token.empty()) {
+          if (std::string why = ctx.relay_refusal(req.remote_addr, env); !why.empty())
+            return error_reply(res, 403, why);
+        }
+        env.parse(req.body);
+        env.timestamp = now();
+        env.client.ip = req.remote_addr;
+        env.client.protocol = "HTTP";
+        env.receiver = ctx.hostname.empty() ? host_name() : ctx.hostname;
+        env.headers.prepend("Received", "from [" + req.remote_addr + "] by " + env.receiver +
+                                            " with HTTP; " + rfc5322_date(env.timestamp));
+        EnqueueResult result = ctx.enqueue(std::move(env));
+        if (result.ok()) return json_reply(res, 201, {{"id", result.id}});
+        if (!result.retryable) return error_reply(res, 400, "message not accepted");
+        error_reply(res, 503, "the message could not be stored; try again");
+      }));
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) json_reply(res, res.status, {{"error", "no such resource"}});
+    if (res.body.empty())
+      error_reply(res, res.status, res.status == 413 ? "too large" : "no such resource");
   });
   int bound =
       port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);

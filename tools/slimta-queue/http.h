@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "slimta/metrics.h"
+#include "slimta/queue.h"
 #include "slimta/storage.h"
 
 namespace slimta::cli {
@@ -44,15 +45,34 @@ struct HttpOptions {
   std::string token_file;  // first line: the bearer token /api/ needs; empty: loopback only
 };
 
+// What the HTTP server serves from; everything must outlive it.
+struct HttpContext {
+  metrics::Registry& registry;
+  const QueueGauges& gauges;
+  QueueStorage& storage;  // the API's reads and actions
+  // Whether serve can take traffic: "" when ready, else why not (503's body).
+  std::function<std::string()> ready;
+  // Queues an injected message (durable when it returns), as SMTP's DATA does.
+  std::function<EnqueueResult(Envelope&&)> enqueue;
+  size_t max_message_size = 0;
+  std::string hostname;  // ours, for the Received: field of injected messages
+  // Without a token: whether a client at this address may send these recipients
+  // anywhere (SMTP's relay rules: "" when it may, else why not). With a token, a
+  // client is trusted as an authenticated SMTP client is.
+  std::function<std::string(const std::string& ip, const Envelope& envelope)> relay_refusal;
+};
+
 class HttpServer {
  public:
-  // Whether serve can take traffic: "" when ready, else why not (503's body).
-  using Readiness = std::function<std::string()>;
   // Binds now (throws InvalidArgument naming the problem: a non-loopback address
   // without a token, a bad token file; QueueError if it cannot bind), serves from a
-  // thread of its own until destroyed.
-  HttpServer(const HttpOptions& options, metrics::Registry& registry, const QueueGauges& gauges,
-             Readiness ready);
+  // thread of its own until destroyed. Routes: GET /metrics, /healthz, /readyz; under
+  // /api/v1/ (the token's, if any): GET info, shape, messages (filters domain=, state=,
+  // older-than=SECONDS; limit=, cursor= pages by id), messages/ID; POST messages/ID/
+  // (retry|hold|release), DELETE messages/ID; POST messages/(retry|hold|release|remove)
+  // for every message the filters select; POST messages (a message/rfc822 body with
+  // X-Envelope-Sender and X-Envelope-Recipient headers) -> 201 {"id"} once durable.
+  HttpServer(const HttpOptions& options, HttpContext context);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "config_file.h"
+#include "format.h"
 #include "http.h"
 #ifdef SLIMTA_WITH_CLOUD
 #include "slimta/cloud_storage.h"
@@ -515,8 +516,21 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
       if (took > 2) return fmt::format("the storage took {:.1f} s to answer (over 2 s)", took);
       return "";
     };
-    http = std::make_unique<HttpServer>(HttpOptions{opts.http, opts.http_token_file}, registry,
-                                        *gauges, ready);
+    http = std::make_unique<HttpServer>(
+        HttpOptions{opts.http, opts.http_token_file},
+        HttpContext{registry, *gauges, timed_storage, ready,
+                    [&queue](Envelope&& env) { return queue->enqueue(std::move(env)); },
+                    opts.max_message_size, opts.hostname,
+                    [networks = plan.server_opts.relay_networks, domains = opts.accept_domains](
+                        const std::string& ip, const Envelope& env) {
+                      if (networks.contains(ip)) return std::string();
+                      for (const auto& r : env.recipients) {
+                        if (std::find(domains.begin(), domains.end(), recipient_domain(r)) ==
+                            domains.end())
+                          return "<" + r + ">: Relay access denied";
+                      }
+                      return std::string();
+                    }});
   }
 
   auto log_rules = [](const SmtpServerOptions& o, const ServeOptions& so) {
