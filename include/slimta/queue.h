@@ -31,6 +31,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -105,6 +106,9 @@ struct QueuePolicy {
   // slimta_bounces_total, slimta_lease_lost_total, and the histograms
   // slimta_delivery_attempt_duration_seconds and slimta_message_queue_time_seconds.
   metrics::Registry* metrics = nullptr;
+  // Called with the first deferring reply of each deferred attempt (from the worker
+  // threads: must be thread-safe and quick), e.g. to show the top deferral reasons.
+  std::function<void(const std::string& reply)> on_deferral;
 
   // Seconds to wait after the `attempts`-th failed attempt.
   double backoff(uint32_t attempts) const;

@@ -334,6 +334,7 @@ std::optional<Timestamp> Queue::Impl::finish_attempt(const std::string& id, Fenc
   storage.set_timestamp(id, next, fence);
   storage.release(id, fence);
   count(kDeferred);
+  if (policy.on_deferral) policy.on_deferral(std::string(reply));
   spdlog::info("queue: {} deferred attempt={} next={} reply=\"{}\"", id, attempts, iso_time(next),
                reply);
   return next;

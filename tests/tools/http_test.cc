@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "slimta/disk_storage.h"
 #include "slimta/storage.h"
 
 #include "support/redis_server.h"
@@ -181,6 +183,16 @@ TEST_F(HttpTest, OffLoopbackOnlyWithATokenAndTheApiWantsIt) {
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(nlohmann::json::parse(res->body)["messages"], 0) << res->body;
   EXPECT_EQ(get(port, "/metrics")->status, 200);  // scrapes need no token
+  // The page: the token as a browser sends it (Basic, any user) or as Bearer.
+  res = get(port, "/");
+  EXPECT_EQ(res->status, 401);
+  EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Basic realm=\"slimta-queue\"");
+  httplib::Client browser("127.0.0.1", port);
+  browser.set_basic_auth("anyone", token.c_str());
+  EXPECT_EQ(browser.Get("/")->status, 200);
+  browser.set_basic_auth("anyone", "wrong-token-0123456789");
+  EXPECT_EQ(browser.Get("/")->status, 401);
+  EXPECT_EQ(get(port, "/", {{"Authorization", "Bearer " + token}})->status, 200);
 }
 
 httplib::Result post(int port, const std::string& path, const std::string& body = "",
@@ -292,6 +304,84 @@ void check_api(const std::string& url, size_t count) {
       {{"X-Envelope-Sender", "a@example.com"}, {"X-Envelope-Recipient", "far@remote.example"}});
   EXPECT_EQ(refused->status, 403);
   EXPECT_NE(refused->body.find("Relay access denied"), std::string::npos) << refused->body;
+}
+
+// Chromium's network log: the URLs the page itself asked for (requests whose initiator
+// is `origin`; the browser's own background requests have none).
+std::vector<std::string> page_requests(const std::string& netlog, const std::string& origin) {
+  std::string text = testing::read_file(netlog);
+  nlohmann::json log = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (log.is_discarded()) {  // cut short on exit: close the events list
+    while (!text.empty() && (text.back() == '\n' || text.back() == ',')) text.pop_back();
+    log = nlohmann::json::parse(text + "]}");
+  }
+  std::vector<std::string> out;
+  for (const auto& e : log["events"]) {
+    const auto& p = e.value("params", nlohmann::json::object());
+    if (p.contains("url") && p.value("initiator", "") == origin) out.push_back(p["url"]);
+  }
+  return out;
+}
+
+TEST_F(HttpTest, TheStatusPageInHeadlessChromium) {
+  std::string spool = dir_.sub("spool");
+  std::string held;
+  {
+    DiskStorage storage(spool);
+    double now = static_cast<double>(::time(nullptr));
+    for (int i = 0; i < 3; ++i) {
+      Envelope env = testing::sample_envelope(1);
+      env.timestamp = now - 600;
+      std::string id = storage.write(env, now + 86400);
+      if (i == 0) held = id;
+    }
+    storage.hold(held, "spam <check>", now);
+  }
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                      "--storage", "disk:" + spool, "--smarthost",
+                      "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
+                     "listening on");
+  int port = http_port(serve.output());
+  std::string origin = "http://127.0.0.1:" + std::to_string(port);
+  ASSERT_TRUE(testing::eventually(
+      [&] { return nlohmann::json::parse(get(port, "/api/v1/info")->body)["messages"] == 3; }));
+  auto page = get(port, "/");
+  EXPECT_EQ(page->status, 200);
+  // One policy (two would both apply): nothing from anywhere, its own inline style only.
+  EXPECT_EQ(page->get_header_value_count("Content-Security-Policy"), 1u);
+  EXPECT_EQ(page->get_header_value("Content-Security-Policy")
+                .find("default-src 'none'; "
+                      "style-src 'unsafe-inline'"),
+            0u);
+  EXPECT_EQ(page->body.find("<script"), std::string::npos);
+
+  std::vector<std::string> chromium{"chromium",
+                                    "--headless",
+                                    "--no-sandbox",
+                                    "--disable-gpu",
+                                    "--user-data-dir=" + dir_.sub("profile"),
+                                    "--log-net-log=" + dir_.sub("netlog.json")};
+  auto with = [&](std::vector<std::string> args) {
+    auto argv = chromium;
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  };
+  auto dom = testing::run_command(with({"--dump-dom", origin + "/"}));
+  ASSERT_EQ(dom.exit_code, 0) << dom.err;
+  EXPECT_NE(dom.out.find("id=\"depth\">3<"), std::string::npos) << dom.out;
+  EXPECT_NE(dom.out.find("id=\"held\">1<"), std::string::npos) << dom.out;
+  EXPECT_NE(dom.out.find(held), std::string::npos) << dom.out;
+  EXPECT_NE(dom.out.find("spam &lt;check&gt;"), std::string::npos) << dom.out;  // escaped
+  EXPECT_NE(dom.out.find("<svg"), std::string::npos) << dom.out;
+  for (const auto& url : page_requests(dir_.sub("netlog.json"), origin))
+    EXPECT_TRUE(url.starts_with(origin + "/")) << "the page fetched " << url;
+
+  // A screenshot beside the test binary, for a human to look at.
+  auto shot = testing::run_command(
+      with({"--screenshot=" + std::filesystem::absolute("status-page.png").string(),
+            "--window-size=1000,1000", origin + "/"}));
+  ASSERT_EQ(shot.exit_code, 0) << shot.err;
+  EXPECT_EQ(testing::read_file("status-page.png").substr(0, 8), "\x89PNG\r\n\x1a\n");
 }
 
 TEST_F(HttpTest, TheApiPagesFiltersActsAndInjectsOnDisk) {

@@ -301,32 +301,35 @@ constexpr const char* kShapeBuckets[Shape::kBuckets] = {"5",   "10",  "20",  "40
 size_t row_sum(const Shape::Row& r) { return std::accumulate(r.begin(), r.end(), size_t{0}); }
 }  // namespace
 
-Shape compute_shape(QueueStorage& storage, std::ostream& err) {
+ShapeBuilder::ShapeBuilder(Timestamp now) : now_(now) {}
+
+void ShapeBuilder::add(const QueuedMessage& msg) {
   // qshape's buckets: messages younger than 5, 10, 20, ... 1280 minutes, then older.
-  const double limits[Shape::kBuckets - 1] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
-  auto bucket_of = [&](double minutes) {
-    for (int b = 0; b < Shape::kBuckets - 1; ++b)
-      if (minutes < limits[b]) return b;
-    return Shape::kBuckets - 1;
-  };
-  Shape shape;
-  std::map<std::string, Shape::Row> rows;
-  Timestamp t = now();
-  auto stream = storage.load();
-  while (auto e = stream->next()) {
-    auto msg = try_get(storage, e->id, err);
-    if (!msg) continue;
-    int b = bucket_of((t - msg->envelope.timestamp) / 60);
-    ++shape.total[b];
-    std::set<std::string> domains;  // a message counts once per recipient domain
-    for (const auto& r : msg->envelope.recipients) domains.insert(recipient_domain(r));
-    for (const auto& d : domains) ++rows.try_emplace(d, Shape::Row{}).first->second[b];
-  }
-  shape.domains.assign(rows.begin(), rows.end());
-  std::stable_sort(shape.domains.begin(), shape.domains.end(), [&](const auto& a, const auto& b) {
+  static constexpr double kLimits[Shape::kBuckets - 1] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
+  double minutes = (now_ - msg.envelope.timestamp) / 60;
+  int b = 0;
+  while (b < Shape::kBuckets - 1 && minutes >= kLimits[b]) ++b;
+  ++shape_.total[b];
+  std::set<std::string> domains;  // a message counts once per recipient domain
+  for (const auto& r : msg.envelope.recipients) domains.insert(recipient_domain(r));
+  for (const auto& d : domains) ++rows_.try_emplace(d, Shape::Row{}).first->second[b];
+}
+
+Shape ShapeBuilder::finish() {
+  shape_.domains.assign(rows_.begin(), rows_.end());
+  std::stable_sort(shape_.domains.begin(), shape_.domains.end(), [&](const auto& a, const auto& b) {
     return row_sum(a.second) > row_sum(b.second);
   });
-  return shape;
+  return std::move(shape_);
+}
+
+Shape compute_shape(QueueStorage& storage, std::ostream& err) {
+  ShapeBuilder builder(now());
+  auto stream = storage.load();
+  while (auto e = stream->next()) {
+    if (auto msg = try_get(storage, e->id, err)) builder.add(*msg);
+  }
+  return builder.finish();
 }
 
 nlohmann::json shape_json(const Shape& shape) {

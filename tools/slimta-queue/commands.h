@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -58,6 +59,18 @@ struct Shape {
   using Row = std::array<size_t, kBuckets>;
   Row total{};
   std::vector<std::pair<std::string, Row>> domains;
+};
+// Builds a Shape one message at a time (compute_shape() and serve's background scan).
+class ShapeBuilder {
+ public:
+  explicit ShapeBuilder(Timestamp now);
+  void add(const QueuedMessage& msg);
+  Shape finish();
+
+ private:
+  Timestamp now_;
+  Shape shape_;
+  std::map<std::string, Shape::Row> rows_;
 };
 Shape compute_shape(QueueStorage& storage, std::ostream& err);
 nlohmann::json shape_json(const Shape& shape);

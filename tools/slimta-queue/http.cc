@@ -18,6 +18,7 @@
 #include "format.h"
 #include "serve.h"
 #include "slimta/ip_networks.h"
+#include "status_page.h"
 
 namespace slimta::cli {
 
@@ -33,37 +34,128 @@ double QueueGauges::oldest_age() const {
   return oldest > 0 ? std::max(0.0, now() - oldest) : 0;
 }
 
+QueueSnapshot QueueGauges::snapshot() const {
+  std::lock_guard lock(mu_);
+  return snapshot_;
+}
+
 void QueueGauges::scan() {
   while (!stop_) {
     auto began = std::chrono::steady_clock::now();
     try {
-      double messages = 0, held = 0, oldest = 0;
+      QueueSnapshot next;
+      ShapeBuilder shape(now());
       auto stream = storage_.load();
       while (auto entry = stream->next()) {
         if (stop_) return;
         try {
           QueuedMessage msg = storage_.get(entry->id);
-          ++messages;
-          if (msg.hold) ++held;
+          ++next.messages;
+          shape.add(msg);
+          if (msg.hold) {
+            ++next.held;
+            if (next.held_messages.size() < 50)
+              next.held_messages.push_back(message_json(entry->id, msg));
+          }
           double received = msg.envelope.timestamp;
-          if (received > 0 && (oldest == 0 || received < oldest)) oldest = received;
+          if (received > 0 && (next.oldest == 0 || received < next.oldest)) next.oldest = received;
         } catch (const KeyError&) {
           // delivered since the listing
         }
       }
-      messages_ = messages;
-      held_ = held;
-      oldest_ = oldest;
+      next.shape = shape.finish();
+      next.taken = now();
+      next.scan_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+      messages_ = next.messages;
+      held_ = next.held;
+      oldest_ = next.oldest;
+      scan_seconds_ = next.scan_seconds;
+      std::lock_guard lock(mu_);
+      snapshot_ = std::move(next);
     } catch (const QueueError& e) {
       spdlog::warn("http: the queue gauges could not scan the storage: {}", e.what());
     }
     double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
-    scan_seconds_ = took;
     auto pause = std::chrono::duration<double>(std::max(5.0, 10 * took));
     for (auto until = std::chrono::steady_clock::now() + pause;
          !stop_ && std::chrono::steady_clock::now() < until;)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+}
+
+// Each minute is closed within a second of its end, by a thread of its own.
+Activity::Activity(metrics::Registry& registry)
+    : registry_(registry), thread_([this] {
+        std::unique_lock lock(mu_);
+        while (!stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; }))
+          roll(now());
+      }) {}
+
+Activity::~Activity() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  thread_.join();
+}
+
+std::array<uint64_t, 4> Activity::totals() {
+  // The queue's own series (registered first, by the queue: the help is its).
+  const char* help = "Delivery results by recipient: delivered, deferred or failed";
+  return {registry_.counter("slimta_deliveries_total", help, {{"result", "delivered"}}).value(),
+          registry_.counter("slimta_deliveries_total", help, {{"result", "deferred"}}).value(),
+          registry_.counter("slimta_deliveries_total", help, {{"result", "failed"}}).value(),
+          registry_.counter("slimta_bounces_total", "Bounces (DSNs) this process queued").value()};
+}
+
+// Closes the minutes that ended: what the counters gained during each.
+void Activity::roll(Timestamp t) {
+  Timestamp minute = std::floor(t / 60) * 60;
+  if (minutes_.empty()) {
+    minutes_.push_back(Minute{minute});
+    base_ = totals();
+    return;
+  }
+  if (minutes_.back().start == minute) return;
+  std::array<uint64_t, 4> now_totals = totals();
+  Minute& closing = minutes_.back();
+  closing.delivered = now_totals[0] - base_[0];
+  closing.deferred = now_totals[1] - base_[1];
+  closing.failed = now_totals[2] - base_[2];
+  closing.bounced = now_totals[3] - base_[3];
+  base_ = now_totals;
+  for (Timestamp m = closing.start + 60; m <= minute; m += 60) minutes_.push_back(Minute{m});
+  while (minutes_.size() > 60) minutes_.pop_front();
+}
+
+void Activity::deferred(const std::string& reply) {
+  std::lock_guard lock(mu_);
+  std::string reason = reply.substr(0, 120);
+  if (!reasons_.count(reason) && reasons_.size() >= 100) reason = "(other replies)";
+  ++reasons_[reason];
+}
+
+std::vector<Activity::Minute> Activity::last_hour() {
+  std::lock_guard lock(mu_);
+  roll(now());
+  std::vector<Minute> out(minutes_.begin(), minutes_.end());
+  std::array<uint64_t, 4> t = totals();  // the minute under way, so far
+  out.back().delivered = t[0] - base_[0];
+  out.back().deferred = t[1] - base_[1];
+  out.back().failed = t[2] - base_[2];
+  out.back().bounced = t[3] - base_[3];
+  return out;
+}
+
+std::vector<std::pair<std::string, uint64_t>> Activity::top_deferrals(size_t n) {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::string, uint64_t>> out(reasons_.begin(), reasons_.end());
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  if (out.size() > n) out.resize(n);
+  return out;
 }
 
 struct HttpServer::Impl {
@@ -88,6 +180,26 @@ std::string read_token(const std::string& path) {
                           "': the token must have at least 16 characters");
   }
   return token;
+}
+
+// RFC 4648 base64 (Basic authentication); "" for anything that is not.
+std::string base64_decode(std::string_view in) {
+  static constexpr std::string_view kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t bits = 0;
+  int count = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    size_t v = kAlphabet.find(c);
+    if (v == std::string_view::npos) return "";
+    bits = (bits << 6) | static_cast<uint32_t>(v);
+    if ((count += 6) >= 8) {
+      count -= 8;
+      out += static_cast<char>((bits >> count) & 0xff);
+    }
+  }
+  return out;
 }
 
 // A comparison that takes as long whatever the bytes: no timing hint to a guesser.
@@ -164,6 +276,31 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
                               {"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy", "default-src 'none'"}});
   server.set_payload_max_length(ctx.max_message_size + 1);
+  // The page: with a token, the token as Bearer, or as a browser sends it: Basic, any
+  // user name, the token as password.
+  server.Get("/", [&impl, &ctx](const httplib::Request& req, httplib::Response& res) {
+    if (!impl.token.empty()) {
+      std::string auth = req.get_header_value("Authorization");
+      bool basic = auth.starts_with("Basic ") && [&] {
+        std::string decoded = base64_decode(auth.substr(6));
+        size_t colon = decoded.find(':');
+        return colon != std::string::npos && same(decoded.substr(colon + 1), impl.token);
+      }();
+      if (!basic && !same(auth, "Bearer " + impl.token)) {
+        res.set_header("WWW-Authenticate", "Basic realm=\"slimta-queue\"");
+        res.status = 401;
+        res.set_content("the token is required (as the password)\n", "text/plain");
+        return;
+      }
+    }
+    res.headers.erase("Content-Security-Policy");  // the default one forbids its style
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; "
+                   "frame-ancestors 'none'; base-uri 'none'");
+    res.set_content(status_page(ctx.gauges.snapshot(), ctx.activity,
+                                ctx.hostname.empty() ? host_name() : ctx.hostname),
+                    "text/html; charset=utf-8");
+  });
   server.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
     res.set_content(ctx.registry.render(), "text/plain; version=0.0.4; charset=utf-8");
   });

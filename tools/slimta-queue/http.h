@@ -2,22 +2,40 @@
 // JSON view of the queue, for operators and their monitoring.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
 #include "slimta/metrics.h"
 #include "slimta/queue.h"
 #include "slimta/storage.h"
 
 namespace slimta::cli {
 
-// The shared queue's size, held messages and oldest message, from a full scan run in
-// the background: a scrape never scans. After each scan it waits 5 s, or ten times as
-// long as the scan took (so scanning costs at most a tenth of the time).
+// The shared queue seen by a full scan run in the background: a scrape or a page load
+// never scans. After each scan it waits 5 s, or ten times as long as the scan took
+// (so scanning costs at most a tenth of the time).
+struct QueueSnapshot {
+  double messages = 0, held = 0;
+  Timestamp oldest = 0;  // receipt time of the oldest message (0: none)
+  Shape shape;
+  std::vector<nlohmann::json> held_messages;  // message_json() of the first 50
+  double scan_seconds = 0;
+  Timestamp taken = 0;  // 0 until the first scan ends
+};
+
 class QueueGauges {
  public:
   explicit QueueGauges(QueueStorage& storage);
@@ -25,18 +43,52 @@ class QueueGauges {
   QueueGauges(const QueueGauges&) = delete;
   QueueGauges& operator=(const QueueGauges&) = delete;
 
+  QueueSnapshot snapshot() const;
   double messages() const { return messages_.load(); }
   double held() const { return held_.load(); }
   // Seconds since the oldest queued message was received (0 for an empty queue).
   double oldest_age() const;
-  // Seconds the last scan took.
   double scan_seconds() const { return scan_seconds_.load(); }
 
  private:
   void scan();
   QueueStorage& storage_;
   std::atomic<double> messages_{0}, held_{0}, oldest_{0}, scan_seconds_{0};
+  mutable std::mutex mu_;
+  QueueSnapshot snapshot_;
   std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// What this process did over the last hour, minute by minute, and why it deferred.
+class Activity {
+ public:
+  explicit Activity(metrics::Registry& registry);
+  ~Activity();
+  Activity(const Activity&) = delete;
+  Activity& operator=(const Activity&) = delete;
+  // QueuePolicy::on_deferral.
+  void deferred(const std::string& reply);
+
+  struct Minute {
+    Timestamp start = 0;
+    uint64_t delivered = 0, deferred = 0, failed = 0, bounced = 0;
+  };
+  // Up to 60 minutes, oldest first; the last is the minute under way.
+  std::vector<Minute> last_hour();
+  // The most frequent deferring replies since start, most frequent first.
+  std::vector<std::pair<std::string, uint64_t>> top_deferrals(size_t n);
+
+ private:
+  std::array<uint64_t, 4> totals();  // delivered, deferred, failed, bounced
+  void roll(Timestamp now);
+  metrics::Registry& registry_;
+  std::mutex mu_;
+  std::deque<Minute> minutes_;
+  std::array<uint64_t, 4> base_{};  // totals when the current minute began
+  std::map<std::string, uint64_t> reasons_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
   std::thread thread_;
 };
 
@@ -49,6 +101,7 @@ struct HttpOptions {
 struct HttpContext {
   metrics::Registry& registry;
   const QueueGauges& gauges;
+  Activity& activity;
   QueueStorage& storage;  // the API's reads and actions
   // Whether serve can take traffic: "" when ready, else why not (503's body).
   std::function<std::string()> ready;
@@ -66,7 +119,8 @@ class HttpServer {
  public:
   // Binds now (throws InvalidArgument naming the problem: a non-loopback address
   // without a token, a bad token file; QueueError if it cannot bind), serves from a
-  // thread of its own until destroyed. Routes: GET /metrics, /healthz, /readyz; under
+  // thread of its own until destroyed. Routes: GET / (the status page), /metrics,
+  // /healthz, /readyz; under
   // /api/v1/ (the token's, if any): GET info, shape, messages (filters domain=, state=,
   // older-than=SECONDS; limit=, cursor= pages by id), messages/ID; POST messages/ID/
   // (retry|hold|release), DELETE messages/ID; POST messages/(retry|hold|release|remove)

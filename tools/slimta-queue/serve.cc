@@ -476,6 +476,11 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   policy.reporting_mta = opts.hostname;
   policy.rescan_interval = opts.rescan;
   policy.metrics = &registry;
+  std::unique_ptr<Activity> activity;  // for the status page
+  if (!opts.http.empty()) {
+    activity = std::make_unique<Activity>(registry);
+    policy.on_deferral = [a = activity.get()](const std::string& reply) { a->deferred(reply); };
+  }
   queue = std::make_unique<Queue>(timed_storage, relay, policy);
 
   // --http: metrics, health and readiness; the HTTP server goes first at the end.
@@ -518,7 +523,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
     };
     http = std::make_unique<HttpServer>(
         HttpOptions{opts.http, opts.http_token_file},
-        HttpContext{registry, *gauges, timed_storage, ready,
+        HttpContext{registry, *gauges, *activity, timed_storage, ready,
                     [&queue](Envelope&& env) { return queue->enqueue(std::move(env)); },
                     opts.max_message_size, opts.hostname,
                     [networks = plan.server_opts.relay_networks, domains = opts.accept_domains](
