@@ -129,17 +129,24 @@ TEST_F(HttpTest, HealthAndReadinessFollowTheStorage) {
   testing::RedisServer redis;
   ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--storage",
-       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?timeout=1", "--smarthost",
+       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?timeout=5", "--smarthost",
        "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
       "listening on");
   int port = http_port(serve.output());
   EXPECT_EQ(get(port, "/healthz")->status, 200);
   EXPECT_EQ(get(port, "/readyz")->status, 200);
-  redis.pause();  // hangs: every call times out
+  redis.pause();  // hangs: each call would wait for the 5 s timeout; /readyz does not
+  auto start = std::chrono::steady_clock::now();
   auto res = get(port, "/readyz");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 503);
-  EXPECT_NE(res->body.find("the storage is not reachable"), std::string::npos) << res->body;
+  EXPECT_NE(res->body.find("the storage did not answer within 2000 ms"), std::string::npos)
+      << res->body;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
+  EXPECT_TRUE(testing::eventually([&] {  // then the question under way times out
+    auto r = get(port, "/readyz");
+    return r->status == 503 && r->body.find("the storage is not reachable") != std::string::npos;
+  }));
   EXPECT_EQ(get(port, "/healthz")->status, 200);  // alive all the same
   redis.resume();
   EXPECT_TRUE(testing::eventually([&] { return get(port, "/readyz")->status == 200; }));

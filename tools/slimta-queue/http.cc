@@ -3,6 +3,7 @@
 // operator's curl; Boost.Beast would bring Boost and coroutine plumbing for no gain here.
 #include "http.h"
 
+#include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
@@ -82,6 +83,51 @@ void QueueGauges::scan() {
          !stop_ && std::chrono::steady_clock::now() < until;)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+}
+
+StorageProbe::StorageProbe(QueueStorage& storage)
+    : storage_(storage), thread_([this] {
+        std::unique_lock lock(mu_);
+        while (true) {
+          cv_.wait(lock, [this] { return stop_ || asked_; });
+          if (stop_) return;
+          lock.unlock();
+          std::string answer;
+          try {
+            storage_.get("slimta-readyz-probe");
+          } catch (const KeyError&) {
+            // the storage answered
+          } catch (const QueueError& e) {
+            answer = std::string("the storage is not reachable: ") + e.what();
+          }
+          lock.lock();
+          answer_ = std::move(answer);
+          asked_ = false;
+          ++round_;
+          cv_.notify_all();
+        }
+      }) {}
+
+StorageProbe::~StorageProbe() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+std::string StorageProbe::check(std::chrono::milliseconds limit) {
+  std::unique_lock lock(mu_);
+  uint64_t round = round_;
+  if (!asked_) {  // else join the question under way
+    asked_ = true;
+    cv_.notify_all();
+  }
+  if (!cv_.wait_for(lock, limit, [&] { return round_ != round; })) {
+    return fmt::format("the storage did not answer within {} ms", limit.count());
+  }
+  return answer_;
 }
 
 // Each minute is closed within a second of its end, by a thread of its own.

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -89,6 +90,27 @@ class Activity {
   std::map<std::string, uint64_t> reasons_;
   std::condition_variable stop_cv_;
   bool stop_ = false;
+  std::thread thread_;
+};
+
+// Whether the storage answers, asked from a thread of its own so that a caller waits
+// at most a given time even when the storage hangs; one question at a time.
+class StorageProbe {
+ public:
+  explicit StorageProbe(QueueStorage& storage);
+  ~StorageProbe();  // waits for a question under way (the storage's own timeout bounds it)
+  StorageProbe(const StorageProbe&) = delete;
+  StorageProbe& operator=(const StorageProbe&) = delete;
+  // "" when the storage answered within `limit`, else why not.
+  std::string check(std::chrono::milliseconds limit);
+
+ private:
+  QueueStorage& storage_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool asked_ = false, stop_ = false;
+  uint64_t round_ = 0;
+  std::string answer_;
   std::thread thread_;
 };
 

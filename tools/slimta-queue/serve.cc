@@ -486,6 +486,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   // --http: metrics, health and readiness; the HTTP server goes first at the end.
   std::atomic<bool> draining = false;
   std::unique_ptr<QueueGauges> gauges;
+  std::unique_ptr<StorageProbe> probe;
   std::unique_ptr<HttpServer> http;
   if (!opts.http.empty()) {
     registry.gauge("slimta_build_info", "The running slimta-queue: 1, with its version and storage",
@@ -505,21 +506,12 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
     registry.gauge("slimta_queue_scan_seconds",
                    "Time the last background scan of the queue for these gauges took",
                    [g = gauges.get()] { return g->scan_seconds(); });
-    auto ready = [&draining, &spool, min_free = plan.min_free, &storage]() -> std::string {
+    probe = std::make_unique<StorageProbe>(*storage);
+    auto ready = [&draining, &spool, min_free = plan.min_free, &probe]() -> std::string {
       if (draining) return "draining: serve is stopping";
       if (!spool.empty() && !spool_has_room(spool, min_free, 0))
         return "the disk spool is below its free-space guard (--min-free)";
-      auto began = std::chrono::steady_clock::now();
-      try {
-        storage->get("slimta-readyz-probe");
-      } catch (const KeyError&) {
-        // the storage answered
-      } catch (const QueueError& e) {
-        return std::string("the storage is not reachable: ") + e.what();
-      }
-      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
-      if (took > 2) return fmt::format("the storage took {:.1f} s to answer (over 2 s)", took);
-      return "";
+      return probe->check(std::chrono::seconds(2));
     };
     http = std::make_unique<HttpServer>(
         HttpOptions{opts.http, opts.http_token_file},
