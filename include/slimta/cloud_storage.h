@@ -143,7 +143,8 @@ class CloudStorage : public QueueStorage {
   std::map<std::string, uint64_t> request_counts() const;
 
  protected:
-  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) override;
+  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                        std::string_view last_reply) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
   void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
                                    Fence fence) override;

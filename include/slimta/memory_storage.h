@@ -28,7 +28,8 @@ class MemoryStorage : public QueueStorage {
   Counters counters() override;
 
  protected:
-  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) override;
+  void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                        std::string_view last_reply) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
   void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
                                    Fence fence) override;

@@ -105,6 +105,8 @@ struct QueuedMessage {
   // The latest lease (token 0 if never claimed) and the operator's hold, if any.
   Lease lease;
   std::optional<Hold> hold;
+  // The reply that deferred the last attempt ("" until one did).
+  std::string last_reply;
 
   // Original index of each recipient in envelope.recipients, in the same order:
   // what set_recipients_delivered() expects for envelope.recipients[i].
@@ -158,11 +160,18 @@ class QueueStorage {
   // Set the time of the next delivery attempt. Throws KeyError if `id` is not stored
   // (it never creates a record).
   void set_timestamp(std::string_view id, Timestamp timestamp) {
-    do_set_timestamp(id, timestamp, Fence{});
+    do_set_timestamp(id, timestamp, Fence{}, {});
   }
   void set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
     check_fence_arg(fence);
-    do_set_timestamp(id, timestamp, fence);
+    do_set_timestamp(id, timestamp, fence, {});
+  }
+  // The same, recording `last_reply` (the reply that deferred the attempt) with the
+  // message's metadata, in the same atomic step: list and show print it.
+  void set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                     std::string_view last_reply) {
+    check_fence_arg(fence);
+    do_set_timestamp(id, timestamp, fence, last_reply);
   }
 
   // Add one to the attempt count and return the new count. Atomic: two concurrent
@@ -247,7 +256,9 @@ class QueueStorage {
 
  protected:
   // The mutations; `fence.token` is 0 for the unfenced form.
-  virtual void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) = 0;
+  // `last_reply` empty: the one recorded stays.
+  virtual void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                                std::string_view last_reply) = 0;
   virtual uint32_t do_increment_attempts(std::string_view id, Fence fence) = 0;
   virtual void do_set_recipients_delivered(std::string_view id,
                                            std::span<const size_t> rcpt_indexes, Fence fence) = 0;

@@ -385,8 +385,9 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
   return id;
 }
 
-void CloudStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
-  impl_->update(id, record::ops::set_timestamp(timestamp, fence, id));
+void CloudStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                                    std::string_view last_reply) {
+  impl_->update(id, record::ops::set_timestamp(timestamp, fence, id, last_reply));
 }
 
 uint32_t CloudStorage::do_increment_attempts(std::string_view id, Fence fence) {

@@ -15,10 +15,12 @@
 
 namespace slimta::record::ops {
 
-inline auto set_timestamp(Timestamp timestamp, Fence fence, std::string_view id) {
-  return [=](Metadata& m) {
+inline auto set_timestamp(Timestamp timestamp, Fence fence, std::string_view id,
+                          std::string_view last_reply) {
+  return [=, reply = std::string(last_reply)](Metadata& m) {
     check_fence(m, fence, id);
     m.timestamp = timestamp;
+    if (!reply.empty()) m.last_reply = reply;
     return 0;
   };
 }

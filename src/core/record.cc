@@ -21,6 +21,7 @@ enum Tag : uint8_t {
   kDelivered = 0x04,
   kLease = 0x05,
   kHold = 0x06,
+  kLastReply = 0x07,
   kSender = 0x10,
   kRecipient = 0x11,
   kClientIp = 0x12,
@@ -149,6 +150,9 @@ bool read_meta_field(Metadata& meta, uint8_t tag, std::string_view value, std::s
       if (value.size() < 8) corrupt(what, "hold field shorter than 8 bytes");
       meta.hold = Hold{std::bit_cast<double>(get_u64(value)), std::string(value.substr(8))};
       return true;
+    case kLastReply:
+      meta.last_reply = value;
+      return true;
     default:
       return tag < kFirstEnvelopeTag;  // unknown metadata tags are skipped
   }
@@ -203,6 +207,7 @@ Parts encode_parts(const Metadata& meta, const Envelope* envelope) {
     hold.append(meta.hold->reason);
     put_field(out, kHold, hold);
   }
+  if (!meta.last_reply.empty()) put_field(out, kLastReply, meta.last_reply);
 
   if (envelope) {
     put_field(out, kSender, envelope->sender);
@@ -403,6 +408,7 @@ QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
   out.delivered.assign(meta.delivered.begin(), meta.delivered.end());
   out.lease = meta.lease;
   out.hold = meta.hold;
+  out.last_reply = meta.last_reply;
   if (!meta.delivered.empty()) {
     std::vector<std::string> remaining;
     size_t d = 0;

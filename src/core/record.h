@@ -29,6 +29,7 @@ struct Metadata {
   std::vector<uint32_t> delivered;  // ascending, unique, each < recipients
   Lease lease;                      // the latest claim (token 0: never claimed)
   std::optional<Hold> hold;
+  std::string last_reply;  // of the last deferred attempt; empty until one
 
   bool operator==(const Metadata&) const = default;
 };

@@ -75,8 +75,9 @@ std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) 
   return id;
 }
 
-void MemoryStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
-  impl_->mutate(id, record::ops::set_timestamp(timestamp, fence, id));
+void MemoryStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                                     std::string_view last_reply) {
+  impl_->mutate(id, record::ops::set_timestamp(timestamp, fence, id, last_reply));
 }
 
 uint32_t MemoryStorage::do_increment_attempts(std::string_view id, Fence fence) {

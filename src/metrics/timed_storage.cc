@@ -70,9 +70,11 @@ Counters TimedStorage::counters() {
 }
 
 // The unfenced form for token 0, as the caller used it.
-void TimedStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
+void TimedStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                                    std::string_view last_reply) {
   timed(kSetTimestamp, [&] {
-    fence.token ? inner_.set_timestamp(id, timestamp, fence) : inner_.set_timestamp(id, timestamp);
+    fence.token ? inner_.set_timestamp(id, timestamp, fence, last_reply)
+                : inner_.set_timestamp(id, timestamp);
   });
 }
 uint32_t TimedStorage::do_increment_attempts(std::string_view id, Fence fence) {

@@ -331,7 +331,7 @@ std::optional<Timestamp> Queue::Impl::finish_attempt(const std::string& id, Fenc
   if (!done.empty()) storage.set_recipients_delivered(id, done, fence);
   uint32_t attempts = storage.increment_attempts(id, fence);
   Timestamp next = after + policy.backoff(attempts);
-  storage.set_timestamp(id, next, fence);
+  storage.set_timestamp(id, next, fence, reply);
   storage.release(id, fence);
   count(kDeferred);
   if (policy.on_deferral) policy.on_deferral(std::string(reply));

@@ -71,8 +71,10 @@ void Connection::check_reply(const redisReply* r) const {
   if (r->type != REDIS_REPLY_ERROR) return;
   std::string_view msg(r->str, r->len);
   std::string what = where_ + ": " + std::string(msg);
+  // Redis 7 refuses a command of more than 10 arguments from an unauthenticated client
+  // with a protocol error rather than NOAUTH: the same mistake, a missing password.
   if (starts_with_any(msg, {"NOAUTH", "WRONGPASS", "ERR invalid password", "ERR AUTH",
-                            "ERR Client sent AUTH"})) {
+                            "ERR Client sent AUTH", "ERR Protocol error: unauthenticated"})) {
     throw QueueError(where_ + ": authentication failed (" + std::string(msg) + ")", false);
   }
   if (msg.find("DB index is out of range") != std::string_view::npos) {

@@ -64,6 +64,7 @@ end
 const Script& set_timestamp_script() {
   static const Script s(std::string(kGate) + R"lua(
 redis.call('HSET', KEYS[1], 'timestamp', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'last_reply', ARGV[3]) end
 return {1}
 )lua");
   return s;
@@ -407,9 +408,11 @@ Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, 
   return pool.run(idempotent, [&](Connection& c) { return c.eval(script, {k}, views); });
 }
 
-void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
-  Reply r = impl_->run_script(set_timestamp_script(), id, true,
-                              {std::to_string(fence.token), redis::format_timestamp(timestamp)});
+void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
+                                    std::string_view last_reply) {
+  Reply r = impl_->run_script(
+      set_timestamp_script(), id, true,
+      {std::to_string(fence.token), redis::format_timestamp(timestamp), std::string(last_reply)});
   script_reply(r, id, fence);
 }
 
@@ -509,9 +512,9 @@ QueuedMessage RedisStorage::get(std::string_view id) {
   std::string key = impl_->key(id);
   Reply r = impl_->pool.run(true, [&](Connection& c) {
     return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered", "lease_token",
-                      "lease_expires", "hold_since", "hold_reason"});
+                      "lease_expires", "hold_since", "hold_reason", "last_reply"});
   });
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 8 || r->element[0]->type == REDIS_REPLY_NIL) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 9 || r->element[0]->type == REDIS_REPLY_NIL) {
     throw KeyError(std::string(id));
   }
   std::string what = "redis key " + key;
@@ -549,6 +552,7 @@ QueuedMessage RedisStorage::get(std::string_view id) {
   if (auto since = redis::parse_timestamp(optional_field(6))) {
     meta.hold = Hold{*since, std::string(optional_field(7))};
   }
+  meta.last_reply = optional_field(8);
   return record::to_queued(std::move(m.envelope), meta);
 }
 

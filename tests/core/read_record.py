@@ -5,7 +5,7 @@ language-neutral; also handy for an operator looking at a spool file."""
 import json, struct, sys, zlib
 
 NAMES = {0x01: 'next_attempt', 0x02: 'attempts', 0x03: 'recipient_count',
-         0x04: 'delivered', 0x05: 'lease', 0x06: 'hold', 0x10: 'sender', 0x11: 'recipient', 0x12: 'client_ip',
+         0x04: 'delivered', 0x05: 'lease', 0x06: 'hold', 0x07: 'last_reply', 0x10: 'sender', 0x11: 'recipient', 0x12: 'client_ip',
          0x13: 'client_host', 0x14: 'client_name', 0x15: 'client_protocol',
          0x16: 'client_auth', 0x17: 'receiver', 0x18: 'received_at', 0x1F: 'message'}
 

@@ -22,11 +22,15 @@ TEST(RecordTest, LeaseAndHoldRoundTripAndAreLeftOutWhenUnset) {
   Metadata meta = plain;
   meta.lease = Lease{41, 1795000000.5};
   meta.hold = Hold{1795000001.25, "spam complaint \xff"};
+  meta.last_reply = "451 4.2.1 busy";
   std::string bytes = encode(meta, &env);
   EXPECT_EQ(decode_message(bytes, "m").meta, meta);
   EXPECT_EQ(decode_prefix(bytes.substr(0, 200), "m")->meta, meta);
-  // A record never claimed or held carries neither field (the same bytes as before).
-  EXPECT_EQ(encode(plain, &env).size() + 5 + 16 + 5 + 8 + meta.hold->reason.size(), bytes.size());
+  // A record never claimed, held or deferred carries none of those fields (the same
+  // bytes as before they existed).
+  EXPECT_EQ(encode(plain, &env).size() + 5 + 16 + 5 + 8 + meta.hold->reason.size() + 5 +
+                meta.last_reply.size(),
+            bytes.size());
 }
 
 TEST(RecordTest, ClaimRules) {

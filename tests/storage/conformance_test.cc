@@ -483,6 +483,23 @@ TEST_P(ConformanceTest, FencedMutationsOfTheHolderWork) {
   EXPECT_THROW(storage_->set_timestamp(id, 1, fence), KeyError);
 }
 
+TEST_P(ConformanceTest, ADeferralRecordsTheLastReply) {
+  std::string id = storage_->write(sample_envelope(1), 1);
+  EXPECT_EQ(storage_->get(id).last_reply, "");
+  Fence fence{storage_->claim(id, seconds(30)).lease.token};
+  storage_->set_timestamp(id, 600, fence, "451 4.2.1 mailbox busy \"now\"");
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.timestamp, 600);
+  EXPECT_EQ(got.last_reply, "451 4.2.1 mailbox busy \"now\"");
+  storage_->set_timestamp(id, 700, fence);  // without a reply: the last one stays
+  EXPECT_EQ(storage_->get(id).last_reply, "451 4.2.1 mailbox busy \"now\"");
+  storage_->release(id, fence);
+  Fence again{storage_->claim(id, seconds(30)).lease.token};
+  EXPECT_THROW(storage_->set_timestamp(id, 800, fence, "stale"), LeaseLost);
+  storage_->set_timestamp(id, 800, again, "452 4.2.2 full");
+  EXPECT_EQ(storage_->get(id).last_reply, "452 4.2.2 full");
+}
+
 TEST_P(ConformanceTest, AnExpiredLeaseIsTakenOverAndItsHolderIsFenced) {
   std::string id = storage_->write(sample_envelope(2), 1);
   QueueStorage* slow = &peer();  // the first holder, on its own object if shared

@@ -287,6 +287,19 @@ TEST_F(CliTest, JsonTimesAreRfc3339AndRecipientsCarryTheirState) {
   EXPECT_EQ(q({"show", held}).out.find("next attempt: 2026-11-18 11:08:20"), std::string::npos);
 }
 
+TEST_F(CliTest, ListAndShowGiveTheReplyThatDeferredTheLastAttempt) {
+  DiskStorage storage(spool_);
+  std::string id = storage.write(testing::sample_envelope(1), 1);
+  Fence fence{storage.claim(id, std::chrono::seconds(30)).lease.token};
+  storage.set_timestamp(id, 2000000000, fence, "451 4.2.1 <rcpt0@example.org>: mailbox busy");
+  storage.release(id, fence);
+  std::string list = q({"list"}).out;
+  EXPECT_NE(list.find("(451 4.2.1 <rcpt0@example.org>: mailbox busy)"), std::string::npos) << list;
+  EXPECT_EQ(nlohmann::json::parse(q({"list", "--json"}).out)[0]["last_reply"],
+            "451 4.2.1 <rcpt0@example.org>: mailbox busy");
+  EXPECT_NE(q({"show", id}).out.find("last reply:   451 4.2.1"), std::string::npos);
+}
+
 TEST_F(CliTest, EnqueueIsCountedInInfo) {
   ASSERT_EQ(q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_).exit_code,
             0);

@@ -149,6 +149,9 @@ void retry_and_release_take_effect_at_once(const std::string& url) {
     id = j[0]["id"];
     return true;
   }));
+  // The deferring reply is kept with the message, as postqueue -p shows it.
+  std::string reply = nlohmann::json::parse(cli({"list", "--json"}).out)[0]["last_reply"];
+  EXPECT_NE(reply.find("451 4.3.0 not now"), std::string::npos) << reply;
   ASSERT_EQ(cli({"hold", id}).exit_code, 0);
   ASSERT_EQ(cli({"retry", id}).exit_code, 0);  // due, but held: serve must leave it
   std::this_thread::sleep_for(1500ms);

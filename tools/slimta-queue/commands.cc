@@ -148,6 +148,9 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
       std::snprintf(line, sizeof(line), "%-34s %8zu  %-20s %5u  ", (entry.id + mark).c_str(), size,
                     msg->hold ? "(held)" : format_time(msg->timestamp).c_str(), msg->attempts);
       out << line << display_sender(msg->envelope.sender) << "\n";
+      // Like postqueue -p: why the last attempt was deferred, in parentheses.
+      if (!msg->last_reply.empty())
+        out << std::string(74, ' ') << "(" << printable(msg->last_reply) << ")\n";
       if (msg->hold) {
         out << std::string(74, ' ') << "(held since " << format_time(msg->hold->since)
             << " UTC: " << msg->hold->reason << ")\n";
@@ -195,8 +198,9 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
         << " UTC\n";
   }
   if (!msg.hold) out << "next attempt: " << format_time(msg.timestamp) << " UTC\n";
-  out << "attempts:     " << msg.attempts << "\n"
-      << "size:         " << env.message_size() << " bytes\n"
+  out << "attempts:     " << msg.attempts << "\n";
+  if (!msg.last_reply.empty()) out << "last reply:   " << printable(msg.last_reply) << "\n";
+  out << "size:         " << env.message_size() << " bytes\n"
       << "sender:       " << display_sender(env.sender) << "\n";
   out << "recipients:   " << env.recipients.size() << " pending, " << msg.delivered.size()
       << " delivered of " << msg.original_recipients << "\n";

@@ -34,6 +34,7 @@ nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
   nlohmann::json j{{"id", id}, {"state", message_state(msg, now())}};
   put_time(j, "next_attempt", msg.hold ? std::nullopt : std::optional(msg.timestamp));
   j["attempts"] = msg.attempts;
+  j["last_reply"] = msg.last_reply.empty() ? nlohmann::json() : nlohmann::json(msg.last_reply);
   j["sender"] = msg.envelope.sender;
   j["recipients"] = std::move(recipients);
   j["size"] = msg.envelope.message_size();
