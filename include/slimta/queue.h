@@ -126,6 +126,15 @@ struct EnqueueResult {
   bool ok() const { return !id.empty(); }
 };
 
+// An operator's bounce: message `id` is returned to its sender now, its pending
+// recipients failed with "550 5.0.0 " + `reason` (a DSN from MAILER-DAEMON@
+// `reporting_mta`, stored due now and announce()d), then removed. A message with the
+// null sender is only removed (a bounce is never bounced). Returns the DSN's id, ""
+// when none was sent. KeyError if `id` is not stored; the DSN is stored before the
+// removal, so a failure in between can send it twice but never lose it.
+std::string bounce_now(QueueStorage& storage, const std::string& id, std::string_view reason,
+                       std::string_view reporting_mta);
+
 class Queue {
  public:
   // `storage`, `relay` and `clock` must outlive the Queue. Throws InvalidArgument for

@@ -1,6 +1,8 @@
 #include "queue/bounce.h"
 
 #include "core/lines.h"
+#include "slimta/clock.h"
+#include "slimta/queue.h"
 
 namespace slimta::bounce {
 namespace {
@@ -101,3 +103,25 @@ Envelope make(const Envelope& original, std::string_view id, std::span<const Fai
 }
 
 }  // namespace slimta::bounce
+
+namespace slimta {
+
+std::string bounce_now(QueueStorage& storage, const std::string& id, std::string_view reason,
+                       std::string_view reporting_mta) {
+  QueuedMessage msg = storage.get(id);
+  std::string dsn_id;
+  if (!msg.envelope.sender.empty() && !msg.envelope.recipients.empty()) {
+    std::vector<bounce::Failure> failures;
+    for (const auto& r : msg.envelope.recipients)
+      failures.push_back({r, "550 5.0.0 " + std::string(reason)});
+    Timestamp now = system_clock().now();
+    Envelope dsn = bounce::make(msg.envelope, id, failures,
+                                reporting_mta.empty() ? host_name() : reporting_mta, now);
+    dsn_id = storage.write(dsn, now);
+    storage.announce(dsn_id, now);
+  }
+  storage.remove(id);
+  return dsn_id;
+}
+
+}  // namespace slimta

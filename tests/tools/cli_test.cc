@@ -300,6 +300,33 @@ TEST_F(CliTest, ListAndShowGiveTheReplyThatDeferredTheLastAttempt) {
   EXPECT_NE(q({"show", id}).out.find("last reply:   451 4.2.1"), std::string::npos);
 }
 
+TEST_F(CliTest, BounceReturnsTheMessageToItsSenderNow) {
+  DiskStorage storage(spool_);
+  Envelope env = testing::sample_envelope(2);
+  env.sender = "alice@example.com";
+  std::string id = storage.write(env, 1);
+  const size_t first[] = {0};
+  storage.set_recipients_delivered(id, first);
+  Envelope from_null = testing::sample_envelope(1);
+  from_null.sender = "";
+  std::string null_id = storage.write(from_null, 1);
+
+  auto r = q({"bounce", id, null_id, "--reason", "spam run, stopped"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("bounced " + id), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("removed " + null_id), std::string::npos) << r.out;  // never bounced
+  auto left = storage.load_all();
+  ASSERT_EQ(left.size(), 1u);  // the DSN alone
+  QueuedMessage dsn = storage.get(left[0].id);
+  EXPECT_EQ(dsn.envelope.sender, "");
+  EXPECT_EQ(dsn.envelope.recipients, (std::vector<std::string>{"alice@example.com"}));
+  std::string text = dsn.envelope.flatten();
+  EXPECT_NE(text.find("Final-Recipient: rfc822; rcpt1@example.org"), std::string::npos) << text;
+  EXPECT_EQ(text.find("Final-Recipient: rfc822; rcpt0@example.org"), std::string::npos);
+  EXPECT_NE(text.find("spam run, stopped"), std::string::npos) << text;
+  EXPECT_EQ(q({"bounce", id}).exit_code, 1);  // gone
+}
+
 TEST_F(CliTest, EnqueueIsCountedInInfo) {
   ASSERT_EQ(q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_).exit_code,
             0);

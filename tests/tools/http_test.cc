@@ -279,10 +279,22 @@ void check_api(const std::string& url, size_t count) {
   EXPECT_EQ(get(port, "/api/v1/messages/" + id)->status, 404);
   EXPECT_EQ(post(port, "/api/v1/messages/" + id + "/hold")->status, 404);
 
+  // Bounce: a DSN to the sender, and the message gone.
+  const std::string& to_bounce = ids[8];
+  bool bounced_other =
+      nlohmann::json::parse(
+          get(port, "/api/v1/messages/" + to_bounce)->body)["recipients"][0]["address"] ==
+      "x@other.example";
+  auto bounced = post(port, "/api/v1/messages/" + to_bounce + "/bounce?reason=test");
+  EXPECT_EQ(bounced->status, 200) << bounced->body;
+  EXPECT_EQ(nlohmann::json::parse(bounced->body)["done"], "bounced");
+  EXPECT_EQ(get(port, "/api/v1/messages/" + to_bounce)->status, 404);
+
   // Bulk, by filter.
   auto bulk = post(port, "/api/v1/messages/hold?domain=other.example&reason=bulk");
   ASSERT_EQ(bulk->status, 200) << bulk->body;
-  size_t others = count / 10 - (shown["recipients"][0]["address"] == "x@other.example" ? 1 : 0);
+  size_t others = count / 10 - (shown["recipients"][0]["address"] == "x@other.example" ? 1 : 0) -
+                  (bounced_other ? 1 : 0);
   EXPECT_EQ(nlohmann::json::parse(bulk->body)["held"].size(), others);
   EXPECT_EQ(post(port, "/api/v1/messages/hold?state=nonsense")->status, 400);
 

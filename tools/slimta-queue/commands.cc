@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "format.h"
+#include "slimta/queue.h"
 
 namespace slimta::cli {
 namespace {
@@ -258,7 +259,7 @@ int for_each_selected(QueueStorage& storage, const Selection& sel, const char* v
 }
 
 std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
-                   const std::optional<std::string>& hold_reason) {
+                   const std::optional<std::string>& reason) {
   Timestamp t = now();
   if (action == "retry") {
     storage.set_timestamp(id, t);
@@ -267,8 +268,8 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
   }
   if (action == "hold") {
     // Held already and no new reason given: the operator's reason and time stay.
-    if (!hold_reason && storage.get(id).hold) return "already held";
-    storage.hold(id, hold_reason.value_or(kDefaultHoldReason), t);
+    if (!reason && storage.get(id).hold) return "already held";
+    storage.hold(id, reason.value_or(kDefaultHoldReason), t);
     return "held";
   }
   if (action == "release") {
@@ -282,14 +283,27 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
     storage.remove(id);
     return "removed";
   }
+  if (action == "bounce") {
+    // A message from the null sender is removed only: a bounce is never bounced.
+    return bounce_now(storage, id, reason.value_or(kDefaultBounceReason), "").empty() ? "removed"
+                                                                                      : "bounced";
+  }
   throw InvalidArgument("unknown action '" + std::string(action) +
-                        "' (retry, hold, release, remove)");
+                        "' (retry, hold, release, remove, bounce)");
 }
 
 int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
              bool json, std::ostream& out, std::ostream& err) {
   return for_each_selected(storage, sel, "held", json, out, err, [&](const std::string& id) {
     return act_on(storage, "hold", id, reason);
+  });
+}
+
+int cmd_bounce(QueueStorage& storage, const Selection& sel,
+               const std::optional<std::string>& reason, bool json, std::ostream& out,
+               std::ostream& err) {
+  return for_each_selected(storage, sel, "bounced", json, out, err, [&](const std::string& id) {
+    return act_on(storage, "bounce", id, reason);
   });
 }
 

@@ -43,15 +43,22 @@ inline constexpr const char* kDefaultHoldReason = "held by an operator";
 // message held already keeps its reason and time unless a new reason is given.
 int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
              bool json, std::ostream& out, std::ostream& err);
+// What bounce gives as the reason when none is given.
+inline constexpr const char* kDefaultBounceReason = "returned to the sender by the postmaster";
+// Return messages to their senders now (bounce_now()).
+int cmd_bounce(QueueStorage& storage, const Selection& sel,
+               const std::optional<std::string>& reason, bool json, std::ostream& out,
+               std::ostream& err);
 // Lift the hold of messages.
 int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                 std::ostream& err);
-// What retry, hold, release and remove do to one message, for the CLI and the HTTP API:
-// returns what was done ("retried", "held", "already held", "released", "not held",
-// "removed"). Retry and release announce the message to running serve processes.
-// KeyError if it is not stored (not for remove); InvalidArgument for another action.
+// What retry, hold, release, remove and bounce do to one message, for the CLI and the
+// HTTP API: returns what was done ("retried", "held", "already held", "released", "not
+// held", "removed", "bounced"). Retry and release announce the message to running
+// serve processes; `reason` is hold's or bounce's. KeyError if it is not stored (not
+// for remove); InvalidArgument for another action.
 std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
-                   const std::optional<std::string>& hold_reason = std::nullopt);
+                   const std::optional<std::string>& reason = std::nullopt);
 // qshape's view of the queue: messages by recipient domain and age in minutes (a
 // message counts once per domain), the busiest domains first, and the total.
 struct Shape {

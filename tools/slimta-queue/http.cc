@@ -434,7 +434,7 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
                   ctx.storage.get(id);  // 404 if it is not there
                   json_reply(res, 200, {{"id", id}, {"done", act_on(ctx.storage, "remove", id)}});
                 }));
-  server.Post(R"(/api/v1/messages/([A-Za-z0-9_-]+)/(retry|hold|release))",
+  server.Post(R"(/api/v1/messages/([A-Za-z0-9_-]+)/(retry|hold|release|bounce))",
               api([&ctx](const httplib::Request& req, httplib::Response& res) {
                 std::string id = req.matches[1];
                 std::optional<std::string> reason;
@@ -443,7 +443,7 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
                     res, 200,
                     {{"id", id}, {"done", act_on(ctx.storage, req.matches[2].str(), id, reason)}});
               }));
-  server.Post(R"(/api/v1/messages/(retry|hold|release|remove))",
+  server.Post(R"(/api/v1/messages/(retry|hold|release|remove|bounce))",
               api([&ctx](const httplib::Request& req, httplib::Response& res) {
                 Filter filter = Filter::parse(req);
                 std::optional<std::string> reason;

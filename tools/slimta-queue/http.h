@@ -145,7 +145,8 @@ class HttpServer {
   // /healthz, /readyz; under
   // /api/v1/ (the token's, if any): GET info, shape, messages (filters domain=, state=,
   // older-than=SECONDS; limit=, cursor= pages by id), messages/ID; POST messages/ID/
-  // (retry|hold|release), DELETE messages/ID; POST messages/(retry|hold|release|remove)
+  // (retry|hold|release|bounce), DELETE messages/ID; POST messages/(retry|hold|release|
+  // remove|bounce)
   // for every message the filters select; POST messages (a message/rfc822 body with
   // X-Envelope-Sender and X-Envelope-Recipient headers) -> 201 {"id"} once durable.
   HttpServer(const HttpOptions& options, HttpContext context);

@@ -67,8 +67,8 @@ struct Cli {
   EnqueueOptions enq;
   std::string show_id;
   bool raw = false;
-  Selection retry_sel, remove_sel, hold_sel, release_sel;
-  std::optional<std::string> hold_reason;
+  Selection retry_sel, remove_sel, hold_sel, release_sel, bounce_sel;
+  std::optional<std::string> hold_reason, bounce_reason;
   slimta::cli::ServeOptions serve_opts;
   std::string passwd_user, users_file;
   CLI::App* serve = nullptr;
@@ -143,6 +143,12 @@ Cli::Cli() {
                        "\"); a message held already keeps its reason and time unless one is "
                        "given");
   selecting("release", "release held messages", release_sel);
+  selecting("bounce",
+            "return messages to their senders now (a DSN for their pending recipients), then "
+            "remove them",
+            bounce_sel)
+      ->add_option("--reason", bounce_reason,
+                   std::string("the DSN's diagnostic (default: \"") + kDefaultBounceReason + "\")");
 
   app.add_subcommand("info", "count queued messages and bytes, and the queue's event counters");
   app.add_subcommand("shape", "queued messages by recipient domain and age in minutes (qshape)");
@@ -365,6 +371,8 @@ int main(int argc, char** argv) {
       return cmd_hold(*storage, cli.hold_sel, cli.hold_reason, json, std::cout, std::cerr);
     if (name == "release")
       return cmd_release(*storage, cli.release_sel, json, std::cout, std::cerr);
+    if (name == "bounce")
+      return cmd_bounce(*storage, cli.bounce_sel, cli.bounce_reason, json, std::cout, std::cerr);
     if (name == "shape") return cmd_shape(*storage, json, std::cout, std::cerr);
   } catch (const QueueError& e) {
     std::cerr << "slimta-queue: error: " << e.what() << "\n";

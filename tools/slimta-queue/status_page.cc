@@ -165,16 +165,17 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
   } else {
     out +=
         "<table id=\"held-messages\"><tr><th>Id</th><th>Since (UTC)</th><th>Reason</th>"
-        "<th>Sender</th><th>Recipients</th></tr>";
+        "<th>Sender</th><th>Recipients</th><th>Last reply</th></tr>";
     for (const auto& m : queue.held_messages) {
       std::string rcpts;
       for (const auto& r : m["recipients"])
         rcpts += (rcpts.empty() ? "" : ", ") + r["address"].get<std::string>();
+      std::string reply = m["last_reply"].is_string() ? m["last_reply"].get<std::string>() : "";
       out +=
-          fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+          fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                       html(m["id"].get<std::string>()), html(m["hold"]["since"].get<std::string>()),
                       html(m["hold"]["reason"].get<std::string>()),
-                      html(m["sender"].get<std::string>()), html(rcpts));
+                      html(m["sender"].get<std::string>()), html(rcpts), html(reply));
     }
     out += "</table>";
   }
