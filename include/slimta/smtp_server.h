@@ -157,6 +157,12 @@ class SmtpServer {
   // whose write is under way finishes it), and make run() return.
   void stop();
 
+  // The decision RCPT TO would make for `recipient` from `client_ip` (authenticated or
+  // not), with the settings new sessions get: nullopt when accepted, else the reply.
+  // For mail that arrives another way (serve's HTTP injection).
+  std::optional<std::string> refusal(const std::string& client_ip, const std::string& recipient,
+                                     bool authenticated) const;
+
   // Sessions open now, and messages accepted so far.
   size_t sessions() const;
   size_t accepted() const;

@@ -996,6 +996,14 @@ void SmtpServer::reload(SmtpServerOptions options) {
   impl_->shared.settings.store(std::move(next));
 }
 
+std::optional<std::string> SmtpServer::refusal(const std::string& client_ip,
+                                               const std::string& recipient,
+                                               bool authenticated) const {
+  auto settings = impl_->shared.settings.load();
+  bool may_relay = authenticated || settings->options.relay_networks.contains(client_ip);
+  return smtp::check_recipient(settings->rules, recipient, may_relay);
+}
+
 size_t SmtpServer::sessions() const { return impl_->open_sessions.load(); }
 size_t SmtpServer::accepted() const { return impl_->shared.accepted_messages.load(); }
 

@@ -323,6 +323,11 @@ void check_api(const std::string& url, size_t count) {
       {{"X-Envelope-Sender", "a@example.com"}, {"X-Envelope-Recipient", "far@remote.example"}});
   EXPECT_EQ(refused->status, 403);
   EXPECT_NE(refused->body.find("Relay access denied"), std::string::npos) << refused->body;
+  // The relay tricks SMTP refuses through an accept domain are refused here too.
+  refused = post(port, "/api/v1/messages", "x", "message/rfc822",
+                 {{"X-Envelope-Sender", "a@example.com"},
+                  {"X-Envelope-Recipient", "far.example!user@ours.example"}});
+  EXPECT_EQ(refused->status, 403) << refused->body;
 }
 
 // Chromium's network log: the URLs the page itself asked for (requests whose initiator

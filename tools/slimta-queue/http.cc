@@ -488,10 +488,9 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
         }
         if (env.recipients.empty()) throw InvalidArgument("X-Envelope-Recipient is missing");
         if (std::string bad = invalid_address(env); !bad.empty()) throw InvalidArgument(bad);
-        if (impl.token.empty()) {
-          if (std::string why = ctx.relay_refusal(req.remote_addr, env); !why.empty())
-            return error_reply(res, 403, why);
-        }
+        if (std::string why = ctx.relay_refusal(req.remote_addr, env, !impl.token.empty());
+            !why.empty())
+          return error_reply(res, 403, why);
         env.parse(req.body);
         env.timestamp = now();
         env.client.ip = req.remote_addr;

@@ -131,10 +131,11 @@ struct HttpContext {
   std::function<EnqueueResult(Envelope&&)> enqueue;
   size_t max_message_size = 0;
   std::string hostname;  // ours, for the Received: field of injected messages
-  // Without a token: whether a client at this address may send these recipients
-  // anywhere (SMTP's relay rules: "" when it may, else why not). With a token, a
-  // client is trusted as an authenticated SMTP client is.
-  std::function<std::string(const std::string& ip, const Envelope& envelope)> relay_refusal;
+  // SMTP's relay rules for an injected message's recipients: "" when a client at `ip`
+  // may send to all of them, else RCPT's reply. A client with the token counts as an
+  // authenticated SMTP client.
+  std::function<std::string(const std::string& ip, const Envelope& envelope, bool authenticated)>
+      relay_refusal;
 };
 
 class HttpServer {

@@ -518,13 +518,9 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
         HttpContext{registry, *gauges, *activity, timed_storage, ready,
                     [&queue](Envelope&& env) { return queue->enqueue(std::move(env)); },
                     opts.max_message_size, opts.hostname,
-                    [networks = plan.server_opts.relay_networks, domains = opts.accept_domains](
-                        const std::string& ip, const Envelope& env) {
-                      if (networks.contains(ip)) return std::string();
+                    [&server](const std::string& ip, const Envelope& env, bool authenticated) {
                       for (const auto& r : env.recipients) {
-                        if (std::find(domains.begin(), domains.end(), recipient_domain(r)) ==
-                            domains.end())
-                          return "<" + r + ">: Relay access denied";
+                        if (auto why = server.refusal(ip, r, authenticated)) return *why;
                       }
                       return std::string();
                     }});
