@@ -314,8 +314,6 @@ int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ost
 }
 
 namespace {
-constexpr const char* kShapeBuckets[Shape::kBuckets] = {"5",   "10",  "20",  "40",   "80",
-                                                        "160", "320", "640", "1280", "1280+"};
 size_t row_sum(const Shape::Row& r) { return std::accumulate(r.begin(), r.end(), size_t{0}); }
 }  // namespace
 
@@ -353,7 +351,7 @@ Shape compute_shape(QueueStorage& storage, std::ostream& err) {
 nlohmann::json shape_json(const Shape& shape) {
   auto row_json = [&](const Shape::Row& r) {
     nlohmann::json j{{"total", row_sum(r)}};
-    for (int b = 0; b < Shape::kBuckets; ++b) j[kShapeBuckets[b]] = r[b];
+    for (int b = 0; b < Shape::kBuckets; ++b) j[Shape::kBucketNames[b]] = r[b];
     return j;
   };
   nlohmann::json domains = nlohmann::json::array();
@@ -362,8 +360,9 @@ nlohmann::json shape_json(const Shape& shape) {
     j["domain"] = d;
     domains.push_back(j);
   }
-  return {
-      {"buckets_minutes", kShapeBuckets}, {"total", row_json(shape.total)}, {"domains", domains}};
+  return {{"buckets_minutes", Shape::kBucketNames},
+          {"total", row_json(shape.total)},
+          {"domains", domains}};
 }
 
 int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
@@ -384,7 +383,7 @@ int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream&
     out << "\n";
   };
   out << std::string(25, ' ') << "     T";
-  for (const char* n : kShapeBuckets) {
+  for (const char* n : Shape::kBucketNames) {
     char cell[16];
     std::snprintf(cell, sizeof(cell), " %5s", n);
     out << cell;

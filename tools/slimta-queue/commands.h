@@ -63,6 +63,8 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
 // message counts once per domain), the busiest domains first, and the total.
 struct Shape {
   static constexpr int kBuckets = 10;  // under 5, 10, 20, ... 1280 minutes, then older
+  static constexpr std::array<const char*, kBuckets> kBucketNames = {
+      "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"};
   using Row = std::array<size_t, kBuckets>;
   Row total{};
   std::vector<std::pair<std::string, Row>> domains;

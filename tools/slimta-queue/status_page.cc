@@ -140,9 +140,7 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
   out +=
       "<h2>By recipient domain and age (minutes)</h2><table id=\"shape\"><tr><th>Domain</th>"
       "<th>Total</th>";
-  static constexpr const char* kBuckets[] = {"5",   "10",  "20",  "40",   "80",
-                                             "160", "320", "640", "1280", "1280+"};
-  for (const char* b : kBuckets) out += fmt::format("<th>{}</th>", b);
+  for (const char* b : Shape::kBucketNames) out += fmt::format("<th>{}</th>", b);
   out += "</tr>";
   auto row = [&](const std::string& name, const Shape::Row& r) {
     size_t total = 0;
