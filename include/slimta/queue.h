@@ -135,6 +135,17 @@ struct EnqueueResult {
 std::string bounce_now(QueueStorage& storage, const std::string& id, std::string_view reason,
                        std::string_view reporting_mta);
 
+// The queue's delivery counters in `registry`, made on first use: what a Queue with
+// QueuePolicy::metrics counts into, and what others of the process read (serve's
+// status page). slimta_deliveries_total{result} per recipient, slimta_bounces_total.
+struct DeliveryCounters {
+  metrics::Counter& delivered;
+  metrics::Counter& deferred;
+  metrics::Counter& failed;
+  metrics::Counter& bounced;
+};
+DeliveryCounters delivery_counters(metrics::Registry& registry);
+
 class Queue {
  public:
   // `storage`, `relay` and `clock` must outlive the Queue. Throws InvalidArgument for

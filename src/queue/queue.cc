@@ -67,6 +67,14 @@ double QueuePolicy::backoff(uint32_t attempts) const {
   return std::min(max_backoff, initial_backoff * std::pow(multiplier, exponent));
 }
 
+DeliveryCounters delivery_counters(metrics::Registry& registry) {
+  const char* help = "Delivery results by recipient: delivered, deferred or failed";
+  return {registry.counter("slimta_deliveries_total", help, {{"result", "delivered"}}),
+          registry.counter("slimta_deliveries_total", help, {{"result", "deferred"}}),
+          registry.counter("slimta_deliveries_total", help, {{"result", "failed"}}),
+          registry.counter("slimta_bounces_total", "Bounces (DSNs) this process queued")};
+}
+
 struct Queue::Impl {
   Impl(QueueStorage& s, Relay& r, QueuePolicy p, const Clock& c)
       : storage(s),
@@ -77,13 +85,11 @@ struct Queue::Impl {
     if (metrics::Registry* m = policy.metrics) {
       metric.received = &m->counter("slimta_messages_received_total",
                                     "Messages accepted into the queue by this process");
-      const char* deliveries = "Delivery results by recipient: delivered, deferred or failed";
-      metric.delivered =
-          &m->counter("slimta_deliveries_total", deliveries, {{"result", "delivered"}});
-      metric.deferred =
-          &m->counter("slimta_deliveries_total", deliveries, {{"result", "deferred"}});
-      metric.failed = &m->counter("slimta_deliveries_total", deliveries, {{"result", "failed"}});
-      metric.bounces = &m->counter("slimta_bounces_total", "Bounces (DSNs) this process queued");
+      DeliveryCounters deliveries = delivery_counters(*m);
+      metric.delivered = &deliveries.delivered;
+      metric.deferred = &deliveries.deferred;
+      metric.failed = &deliveries.failed;
+      metric.bounces = &deliveries.bounced;
       metric.lease_lost =
           &m->counter("slimta_lease_lost_total", "Attempts whose lease another process took over");
       metric.attempt_seconds = &m->histogram("slimta_delivery_attempt_duration_seconds",

@@ -30,8 +30,24 @@ QueueGauges::~QueueGauges() {
   thread_.join();
 }
 
+double QueueGauges::messages() const {
+  std::lock_guard lock(mu_);
+  return snapshot_.messages;
+}
+
+double QueueGauges::held() const {
+  std::lock_guard lock(mu_);
+  return snapshot_.held;
+}
+
+double QueueGauges::scan_seconds() const {
+  std::lock_guard lock(mu_);
+  return snapshot_.scan_seconds;
+}
+
 double QueueGauges::oldest_age() const {
-  double oldest = oldest_.load();
+  std::lock_guard lock(mu_);
+  double oldest = snapshot_.oldest;
   return oldest > 0 ? std::max(0.0, now() - oldest) : 0;
 }
 
@@ -68,10 +84,6 @@ void QueueGauges::scan() {
       next.taken = now();
       next.scan_seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
-      messages_ = next.messages;
-      held_ = next.held;
-      oldest_ = next.oldest;
-      scan_seconds_ = next.scan_seconds;
       std::lock_guard lock(mu_);
       snapshot_ = std::move(next);
     } catch (const QueueError& e) {
@@ -132,7 +144,7 @@ std::string StorageProbe::check(std::chrono::milliseconds limit) {
 
 // Each minute is closed within a second of its end, by a thread of its own.
 Activity::Activity(metrics::Registry& registry)
-    : registry_(registry), thread_([this] {
+    : counters_(delivery_counters(registry)), thread_([this] {
         std::unique_lock lock(mu_);
         while (!stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; }))
           roll(now());
@@ -147,13 +159,9 @@ Activity::~Activity() {
   thread_.join();
 }
 
-std::array<uint64_t, 4> Activity::totals() {
-  // The queue's own series (registered first, by the queue: the help is its).
-  const char* help = "Delivery results by recipient: delivered, deferred or failed";
-  return {registry_.counter("slimta_deliveries_total", help, {{"result", "delivered"}}).value(),
-          registry_.counter("slimta_deliveries_total", help, {{"result", "deferred"}}).value(),
-          registry_.counter("slimta_deliveries_total", help, {{"result", "failed"}}).value(),
-          registry_.counter("slimta_bounces_total", "Bounces (DSNs) this process queued").value()};
+std::array<uint64_t, 4> Activity::totals() const {
+  return {counters_.delivered.value(), counters_.deferred.value(), counters_.failed.value(),
+          counters_.bounced.value()};
 }
 
 // Closes the minutes that ended: what the counters gained during each.

@@ -45,16 +45,16 @@ class QueueGauges {
   QueueGauges& operator=(const QueueGauges&) = delete;
 
   QueueSnapshot snapshot() const;
-  double messages() const { return messages_.load(); }
-  double held() const { return held_.load(); }
+  // The last scan's figures (what the metrics read, without copying the snapshot).
+  double messages() const;
+  double held() const;
   // Seconds since the oldest queued message was received (0 for an empty queue).
   double oldest_age() const;
-  double scan_seconds() const { return scan_seconds_.load(); }
+  double scan_seconds() const;
 
  private:
   void scan();
   QueueStorage& storage_;
-  std::atomic<double> messages_{0}, held_{0}, oldest_{0}, scan_seconds_{0};
   mutable std::mutex mu_;
   QueueSnapshot snapshot_;
   std::atomic<bool> stop_{false};
@@ -81,9 +81,9 @@ class Activity {
   std::vector<std::pair<std::string, uint64_t>> top_deferrals(size_t n);
 
  private:
-  std::array<uint64_t, 4> totals();  // delivered, deferred, failed, bounced
+  std::array<uint64_t, 4> totals() const;  // delivered, deferred, failed, bounced
   void roll(Timestamp now);
-  metrics::Registry& registry_;
+  DeliveryCounters counters_;  // the queue's
   std::mutex mu_;
   std::deque<Minute> minutes_;
   std::array<uint64_t, 4> base_{};  // totals when the current minute began
