@@ -244,6 +244,14 @@ struct RedisStorage::Impl {
 
   std::string key(std::string_view id) const { return pool.options().prefix + std::string(id); }
 
+  // Queues the notice of `id` (due at `ts`, formatted) on the notification stream:
+  // write() in its transaction, announce() alone.
+  void append_notice(Connection& c, std::string_view id, std::string_view ts) const {
+    std::string maxlen = std::to_string(pool.options().notify_max_len);
+    c.append(
+        {"XADD", stream_key, "MAXLEN", "~", maxlen, "*", "id", id, "timestamp", ts, "writer", tag});
+  }
+
   // Whether the server writes and fsyncs its append-only file before it answers: asked
   // once (CONFIG GET); not remembered while the server cannot be asked.
   std::mutex durable_mu;
@@ -374,13 +382,11 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string key = impl_->key(id);
   std::string ts = redis::format_timestamp(timestamp);
   std::string rcpts = std::to_string(meta.recipients);
-  std::string maxlen = std::to_string(options().notify_max_len);
   impl_->pool.run(true, [&](Connection& c) {
     c.append({"MULTI"});
     c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
               "recipients", rcpts});
-    c.append({"XADD", impl_->stream_key, "MAXLEN", "~", maxlen, "*", "id", id, "timestamp", ts,
-              "writer", impl_->tag});
+    impl_->append_notice(c, id, ts);
     c.append({"EXEC"});
     Reply replies[4];
     for (auto& r : replies) r = c.read_reply(/*allow_error=*/true);  // read all before checking
@@ -392,11 +398,10 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
 
 void RedisStorage::announce(std::string_view id, Timestamp timestamp) {
   check_id(id);
-  std::string maxlen = std::to_string(options().notify_max_len);
   std::string ts = redis::format_timestamp(timestamp);
   impl_->pool.run(true, [&](Connection& c) {
-    return c.command({"XADD", impl_->stream_key, "MAXLEN", "~", maxlen, "*", "id", id, "timestamp",
-                      ts, "writer", impl_->tag});
+    impl_->append_notice(c, id, ts);
+    return c.read_reply();
   });
 }
 
