@@ -99,4 +99,14 @@ bool SmtpClient::closed() {
   return io(false, &c, 1) == 0;
 }
 
+int send_message(int port, const std::string& rcpt) {
+  SmtpClient c(port);
+  if (int greeting = c.code(); greeting != 220) return greeting;
+  c.exchange("EHLO client.example\r\n");
+  c.exchange("MAIL FROM:<a@example.com>\r\n");
+  if (int code = c.exchange("RCPT TO:<" + rcpt + ">\r\n"); code != 250) return code;
+  c.exchange("DATA\r\n");
+  return c.exchange("Subject: t\r\n\r\nhi\r\n.\r\n");
+}
+
 }  // namespace slimta::testing

@@ -49,4 +49,8 @@ class SmtpClient {
   std::unique_ptr<ssl_st, SslFree> ssl_;
 };
 
+// One short message from a@example.com to `rcpt` on a new connection to 127.0.0.1:port:
+// the code of the reply that ends its DATA, or of the greeting or RCPT that refused it.
+int send_message(int port, const std::string& rcpt = "b@example.org");
+
 }  // namespace slimta::testing

@@ -26,17 +26,6 @@ namespace {
 
 using testing::ChildProcess;
 
-// Sends one message to 127.0.0.1:port; the code of the reply to the end of DATA.
-int send_message(int port) {
-  testing::SmtpClient c(port);
-  if (c.code() != 220) return -1;
-  c.exchange("EHLO client.example\r\n");
-  c.exchange("MAIL FROM:<a@example.com>\r\n");
-  c.exchange("RCPT TO:<b@example.org>\r\n");
-  c.exchange("DATA\r\n");
-  return c.exchange("Subject: t\r\n\r\nhi\r\n.\r\n");
-}
-
 // A NOTIFY_SOCKET as systemd makes one: datagrams, one notification each.
 class NotifySocket {
  public:
@@ -111,7 +100,7 @@ TEST(DaemonTest, JsonLogLinesCarryTheEventsFields) {
                           "--user root --smarthost 127.0.0.1:" +
                           std::to_string(sink.port())},
                      "listening on");
-  ASSERT_EQ(send_message(testing::listening_ports(serve.output())[0]), 250);
+  ASSERT_EQ(testing::send_message(testing::listening_ports(serve.output())[0]), 250);
   ASSERT_TRUE(testing::eventually([&] { return sink.received().size() == 1; }));
   ASSERT_TRUE(testing::eventually([&] {
     return testing::read_file(dir.sub("log")).find("\"event\":\"removed\"") != std::string::npos;
@@ -167,7 +156,7 @@ TEST(DaemonTest, StartedAsRootItBindsThenRunsAsItsUser) {
   std::string n = std::to_string(nobody->pw_uid);
   EXPECT_EQ(uids, "Uid:\t" + n + "\t" + n + "\t" + n + "\t" + n) << uids;
   // What it stores is nobody's.
-  ASSERT_EQ(send_message(testing::listening_ports(serve.output())[0]), 250);
+  ASSERT_EQ(testing::send_message(testing::listening_ports(serve.output())[0]), 250);
   size_t files = 0;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(spool)) {
     struct stat st {};

@@ -39,18 +39,6 @@ httplib::Result get(int port, const std::string& path, const httplib::Headers& h
   return client.Get(path.c_str(), headers);
 }
 
-// One message from 127.0.0.1 to `rcpt`; the code of the reply that ends it (or refuses).
-int send(int port, const std::string& rcpt) {
-  testing::SmtpClient c(port);
-  c.code();
-  c.exchange("EHLO client.example\r\n");
-  c.exchange("MAIL FROM:<a@example.com>\r\n");
-  int code = c.exchange("RCPT TO:<" + rcpt + ">\r\n");
-  if (code != 250) return code;
-  c.exchange("DATA\r\n");
-  return c.exchange("Subject: t\r\n\r\nhi\r\n.\r\n");
-}
-
 // The value of the first sample line `series` (name and labels, exactly), or -1.
 double sample(const std::string& text, const std::string& series) {
   size_t at = text.find("\n" + series + " ");
@@ -73,8 +61,9 @@ TEST_F(HttpTest, MetricsPassPromtoolAndPrometheusScrapesThem) {
   int smtp = testing::listening_ports(serve.output())[0];
   int port = http_port(serve.output());
   ASSERT_GT(port, 0) << serve.output();
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(send(smtp, "u" + std::to_string(i) + "@ours.example"), 250);
-  EXPECT_EQ(send(smtp, "far@remote.example"), 554);  // not in the relay networks
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(testing::send_message(smtp, "u" + std::to_string(i) + "@ours.example"), 250);
+  EXPECT_EQ(testing::send_message(smtp, "far@remote.example"), 554);  // not in the relay networks
   ASSERT_TRUE(testing::eventually([&] { return sink_.received().size() == 3; }));
 
   std::string text;
