@@ -1,8 +1,6 @@
 // slimta-queue: inspect and manage a slimta queue in any storage.
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <optional>
 
