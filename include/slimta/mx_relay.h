@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,9 @@ namespace slimta {
 struct MxRelayOptions {
   // Settings of each connection; host is ignored, port applies to every MX (25).
   SmtpRelayOptions smtp;
+  // Settings for the MX hosts of these domains (lower-case) instead of `smtp`
+  // (a destination's connect timeout, idle timeout, messages per connection).
+  std::map<std::string, SmtpRelayOptions> domains;
   // "IP" or "IP:PORT" of the DNS server to ask; empty: those of /etc/resolv.conf.
   std::string dns_server;
   std::chrono::milliseconds dns_timeout = std::chrono::seconds(5);
@@ -33,6 +37,8 @@ class MxRelay : public Relay {
   ~MxRelay() override;
 
   std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) override;
+  // The recipient's domain, lower-case.
+  std::string destination(const std::string& recipient) const override;
 
  private:
   struct Impl;

@@ -41,6 +41,7 @@
 #include "slimta/clock.h"
 #include "slimta/envelope.h"
 #include "slimta/metrics.h"
+#include "slimta/shaping.h"
 #include "slimta/storage.h"
 
 namespace slimta {
@@ -51,6 +52,10 @@ struct RecipientResult {
   Kind kind = Kind::transient;
   // The peer's reply, e.g. "250 2.0.0 Ok" or "550 5.1.1 <x@example.com>: no such user".
   std::string reply;
+  // Transient because the destination could not be reached or sent us away (no
+  // connection, a 421, a session cut before the transaction): counts toward marking
+  // the destination down (shaping.h), which a recipient's own 4xx does not.
+  bool unreachable = false;
 
   static RecipientResult delivered(std::string reply = "250 2.0.0 Ok");
   static RecipientResult transient(std::string reply);
@@ -67,6 +72,10 @@ class Relay {
   // as a transient failure for every recipient, with the error as the reply.
   // Called from several worker threads at once.
   virtual std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) = 0;
+  // The destination (next hop) `recipient` is delivered to, by which the queue
+  // shapes deliveries (QueuePolicy::shaping): recipients of one destination share its
+  // limits and are attempted together. The default: one destination, "".
+  virtual std::string destination(const std::string& recipient) const;
 };
 
 struct QueuePolicy {
@@ -106,6 +115,17 @@ struct QueuePolicy {
   // slimta_bounces_total, slimta_lease_lost_total, and the histograms
   // slimta_delivery_attempt_duration_seconds and slimta_message_queue_time_seconds.
   metrics::Registry* metrics = nullptr;
+  // Delivery shaping (shaping.h): each due message waits in the line of its
+  // destination (Relay::destination of its recipients), and workers take the lines in
+  // turn, so a slow destination holds at most its max_connections of them and the rest
+  // keep flowing. A destination at its limit or rate, or suspended, keeps its messages
+  // waiting (not attempted, not counted as an attempt); one that is down has them
+  // deferred without a connection. A message with recipients at several destinations
+  // is attempted at each at once (max_parallel_destinations).
+  ShapingPolicy shaping;
+  // Where the destinations' slots, rates and health are kept; null: the storage's
+  // (QueueStorage::destinations(), shared by every process on it where it can be).
+  std::shared_ptr<Destinations> destinations;
   // Called with the first deferring reply of each deferred attempt (from the worker
   // threads: must be thread-safe and quick), e.g. to show the top deferral reasons.
   std::function<void(const std::string& reply)> on_deferral;

@@ -23,6 +23,8 @@ class RoutingRelay : public Relay {
                std::shared_ptr<Relay> fallback);
 
   std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) override;
+  // A routed recipient's route domain; the fallback's destination otherwise.
+  std::string destination(const std::string& recipient) const override;
 
  private:
   std::map<std::string, std::shared_ptr<Relay>> routes_;  // lower-case domain

@@ -34,6 +34,8 @@ struct SmtpRelayOptions {
   // is closed at once, so no descriptor is held by a connection that is of no use.
   size_t max_idle_connections = 16;
   std::chrono::milliseconds idle_connection_timeout = std::chrono::seconds(30);
+  // Messages a connection carries before it is closed (QUIT); 0: no limit.
+  size_t max_messages_per_connection = 0;
   // STARTTLS: never; opportunistic (when offered, encrypted but not authenticated,
   // like Postfix's "may"); required (must be offered, and the certificate must chain
   // to tls_ca_file, or the system's CAs when empty, and name `host`).
@@ -55,6 +57,8 @@ class SmtpRelay : public Relay {
   ~SmtpRelay() override;
 
   std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) override;
+  // "HOST:PORT" of the smarthost: every recipient goes there.
+  std::string destination(const std::string& recipient) const override;
 
   // Connections opened so far (for tests and reports: reuse keeps this low).
   size_t connections_opened() const;

@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -43,6 +44,7 @@
 #include "slimta/clock.h"
 #include "slimta/envelope.h"
 #include "slimta/errors.h"
+#include "slimta/shaping.h"
 
 namespace slimta {
 
@@ -240,6 +242,11 @@ class QueueStorage {
   // may or may not report it.
   virtual void announce(std::string_view id, Timestamp timestamp);
 
+  // Where the destinations' shaping state is kept for every process on this storage
+  // (see shaping.h for what each backend shares); made on first call, then the same
+  // object. The default: per process.
+  virtual std::shared_ptr<Destinations> destinations();
+
   // Add `delta` to the shared event counters (atomic per counter), and read them.
   virtual void add_counters(const Counters& delta);
   virtual Counters counters();
@@ -272,6 +279,9 @@ class QueueStorage {
 
  private:
   static void check_fence_arg(Fence fence);
+
+  std::once_flag destinations_once_;
+  std::shared_ptr<Destinations> destinations_;
 };
 
 // A new random id (128 bits from the system CSPRNG, 32 lowercase hex digits).

@@ -24,6 +24,7 @@ class TimedStorage : public QueueStorage {
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
   void announce(std::string_view id, Timestamp timestamp) override;
+  std::shared_ptr<Destinations> destinations() override { return inner_.destinations(); }
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 

@@ -57,6 +57,11 @@ Lease QueueStorage::do_renew(std::string_view, Fence, std::chrono::milliseconds)
 void QueueStorage::hold(std::string_view, std::string_view, Timestamp) { no_leases(); }
 void QueueStorage::release_hold(std::string_view) { no_leases(); }
 void QueueStorage::announce(std::string_view, Timestamp) {}
+
+std::shared_ptr<Destinations> QueueStorage::destinations() {
+  std::call_once(destinations_once_, [&] { destinations_ = local_destinations(); });
+  return destinations_;
+}
 void QueueStorage::add_counters(const Counters&) { no_leases(); }
 Counters QueueStorage::counters() { no_leases(); }
 

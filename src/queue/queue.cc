@@ -7,9 +7,13 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
 #include <mutex>
 #include <queue>
 #include <random>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -48,9 +52,30 @@ void validate(const QueuePolicy& p) {
   if (!(p.error_retry > 0)) bad("error_retry must be more than 0 seconds");
   if (!(p.counters_interval > 0)) bad("counters_interval must be more than 0 seconds");
   if (!(p.rescan_interval >= 0)) bad("rescan_interval must be 0 (never) or more seconds");
+  if (p.shaping.slot_lease.count() <= 0) bad("shaping.slot_lease must be more than 0 ms");
+  if (p.shaping.max_parallel_destinations == 0)
+    bad("shaping.max_parallel_destinations must be at least 1");
+  auto check_limits = [&](const std::string& name, const DestinationLimits& l) {
+    if (l.max_connections == 0) bad("destination " + name + ": max-connections must be at least 1");
+    if (!(l.max_rate >= 0)) bad("destination " + name + ": max-rate must not be negative");
+  };
+  check_limits("defaults", p.shaping.defaults);
+  for (const auto& [name, l] : p.shaping.destinations) check_limits("'" + name + "'", l);
 }
 
+// What became of a message after a worker took it.
+struct Next {
+  enum class Kind { done, at, wait } kind = Kind::done;
+  Timestamp at = 0;  // at: look at it again then
+  std::string line;  // wait: the destination whose turn it waits for
+  static Next done() { return {}; }
+  static Next when(Timestamp t) { return {Kind::at, t, {}}; }
+  static Next wait(std::string line) { return {Kind::wait, 0, std::move(line)}; }
+};
+
 }  // namespace
+
+std::string Relay::destination(const std::string&) const { return {}; }
 
 RecipientResult RecipientResult::delivered(std::string reply) {
   return RecipientResult{Kind::delivered, std::move(reply)};
@@ -81,7 +106,8 @@ struct Queue::Impl {
         relay(r),
         policy(std::move(p)),
         clock(c),
-        mta(policy.reporting_mta.empty() ? host_name() : policy.reporting_mta) {
+        mta(policy.reporting_mta.empty() ? host_name() : policy.reporting_mta),
+        board(policy.destinations ? policy.destinations : s.destinations()) {
     if (metrics::Registry* m = policy.metrics) {
       metric.received = &m->counter("slimta_messages_received_total",
                                     "Messages accepted into the queue by this process");
@@ -107,6 +133,7 @@ struct Queue::Impl {
   const QueuePolicy policy;
   const Clock& clock;
   const std::string mta;
+  const std::shared_ptr<Destinations> board;
 
   // The schedule: a min-heap of (due, seq, id). `pending` holds the due time of each
   // id's live heap entry; an entry whose time differs is stale and skipped (lazy
@@ -124,7 +151,23 @@ struct Queue::Impl {
   std::condition_variable stop_cv;  // the other threads: stop
   std::priority_queue<Item, std::vector<Item>, std::greater<>> heap;
   std::unordered_map<std::string, Timestamp> pending;
+  // Ids taken from the schedule: being attempted, or waiting in their destination's
+  // line (with no claim, token 0).
   std::unordered_map<std::string, Fence> in_flight;
+  // Shaping: the due messages of each destination in line, the attempts this process
+  // has under way there, and until when the destination refused a slot (not asked
+  // again before). A line goes when empty and idle.
+  struct Line {
+    std::deque<std::string> ids;
+    size_t active = 0;
+    Timestamp blocked_until = 0;
+  };
+  std::map<std::string, Line> lines;
+  std::string last_line;  // the line served last: the next one is after it (round robin)
+  // The destination of a message, when known (enqueued here, read, or attempted):
+  // when due it joins that line without being read first.
+  std::unordered_map<std::string, std::string> line_of;
+  std::set<std::pair<std::string, uint64_t>> slots;  // held, renewed by renewer()
   // What an attempt learnt but could not store (the storage failed after the relay
   // answered): recipients delivered or failed for good, by original index, and whether
   // the message is done. Stored before anything else is tried for the message, so a
@@ -182,8 +225,17 @@ struct Queue::Impl {
     if (wake) work_cv.notify_one();
   }
 
-  // The first live entry due by `now`, moved to in_flight.
-  std::optional<std::string> pop_due_locked(Timestamp now) {
+  // A message just stored, due now, for `line`: known, so it is not read to line it up.
+  void schedule_new(const std::string& id, std::string line) {
+    {
+      std::lock_guard lock(mu);
+      line_of[id] = std::move(line);
+    }
+    schedule(id, clock.now());
+  }
+
+  // The id of the first live entry, when it is due by `now`.
+  const std::string* peek_due_locked(Timestamp now) {
     while (!heap.empty()) {
       const Item& top = heap.top();
       auto it = pending.find(top.id);
@@ -191,51 +243,150 @@ struct Queue::Impl {
         heap.pop();  // stale
         continue;
       }
-      if (top.due > now) return std::nullopt;
-      std::string id = top.id;
-      heap.pop();
-      pending.erase(it);
-      in_flight.emplace(id, Fence{});
-      return id;
+      return top.due <= now ? &top.id : nullptr;
     }
-    return std::nullopt;
+    return nullptr;
+  }
+  // The first live entry due by `now`, moved to in_flight.
+  std::optional<std::string> pop_due_locked(Timestamp now) {
+    const std::string* top = peek_due_locked(now);
+    if (!top) return std::nullopt;
+    std::string id = *top;
+    heap.pop();
+    pending.erase(id);
+    in_flight.emplace(id, Fence{});
+    return id;
   }
 
+  // When the schedule or a line next has something to do.
   std::optional<Timestamp> next_due_locked() {
+    std::optional<Timestamp> next;
     while (!heap.empty()) {
       auto it = pending.find(heap.top().id);
-      if (it != pending.end() && it->second == heap.top().due) return heap.top().due;
+      if (it != pending.end() && it->second == heap.top().due) {
+        next = heap.top().due;
+        break;
+      }
       heap.pop();
     }
+    for (const auto& [name, line] : lines) {
+      if (line.ids.empty() || line.active >= policy.shaping.limits(name).max_connections) continue;
+      if (!next || line.blocked_until < *next) next = line.blocked_until;
+    }
+    return next;
+  }
+
+  // What a worker does next.
+  struct Job {
+    std::string id;
+    bool classify = false;  // read it to learn its destination, then line it up
+    std::string line;       // attempt it, with a place of this line (Line::active) taken
+    bool has_line = false;
+  };
+  std::optional<Job> take_locked(Timestamp now) {
+    // Due messages of a known destination join its line, unread.
+    while (const std::string* top = peek_due_locked(now)) {
+      auto known = line_of.find(*top);
+      if (known == line_of.end()) break;
+      std::string id = *pop_due_locked(now);
+      lines[known->second].ids.push_back(std::move(id));
+    }
+    // The lines in turn, from the one after the last served.
+    for (size_t n = 0, total = lines.size(); n < total; ++n) {
+      auto it = lines.upper_bound(last_line);
+      if (it == lines.end()) it = lines.begin();
+      last_line = it->first;
+      Line& line = it->second;
+      if (line.ids.empty() && line.active == 0 && line.blocked_until <= now) {
+        lines.erase(it);
+        continue;
+      }
+      if (line.ids.empty() || line.blocked_until > now ||
+          line.active >= policy.shaping.limits(it->first).max_connections)
+        continue;
+      Job job{line.ids.front(), false, it->first, true};
+      line.ids.pop_front();
+      ++line.active;
+      return job;
+    }
+    if (auto id = pop_due_locked(now)) return Job{*id, true, {}, false};
     return std::nullopt;
   }
 
-  void finish_locked(const std::string& id, std::optional<Timestamp> next) {
-    in_flight.erase(id);
-    if (next) schedule_locked(id, *next);
+  // Gives back a place taken in a line; the line goes when empty and idle.
+  void leave_line_locked(const std::string& name, Timestamp blocked_until = 0) {
+    auto it = lines.find(name);
+    if (it == lines.end()) return;
+    Line& line = it->second;
+    if (line.active > 0) --line.active;
+    line.blocked_until = std::max(line.blocked_until, blocked_until);
+    // A blocked line stays, so that what joins it meanwhile waits too.
+    if (line.ids.empty() && line.active == 0 && line.blocked_until <= clock.now()) lines.erase(it);
   }
-  void finish(const std::string& id, std::optional<Timestamp> next) {
-    std::lock_guard lock(mu);
-    finish_locked(id, next);
+  // Takes a place in line `name` for an attempt, unless it is full or blocked.
+  bool enter_line_locked(const std::string& name, Timestamp now) {
+    Line& line = lines[name];
+    if (line.blocked_until > now || line.active >= policy.shaping.limits(name).max_connections) {
+      return false;
+    }
+    ++line.active;
+    return true;
   }
 
-  // One claim-and-attempt of `id`. Returns when to look at it again; nullopt when
-  // this process is done with it (removed, or another process owns it now).
-  std::optional<Timestamp> process(const std::string& id);
-  std::optional<Timestamp> deliver(const std::string& id, Fence fence, Timestamp now);
+  void finish_locked(const std::string& id, const Next& next) {
+    switch (next.kind) {
+      case Next::Kind::done:
+        in_flight.erase(id);
+        line_of.erase(id);
+        break;
+      case Next::Kind::at:
+        in_flight.erase(id);
+        schedule_locked(id, next.at);
+        break;
+      case Next::Kind::wait:
+        in_flight[id] = Fence{};  // released: nothing to renew
+        line_of[id] = next.line;
+        lines[next.line].ids.push_front(id);  // first when the destination's turn comes
+        break;
+    }
+  }
+  void finish(const std::string& id, const Next& next) {
+    {
+      std::lock_guard lock(mu);
+      finish_locked(id, next);
+    }
+    work_cv.notify_one();
+  }
+
+  // Runs a job: a classification, or one claim-and-attempt.
+  Next run(const Job& job);
+  // Reads `id` to learn the destination it waits for.
+  Next classify(const std::string& id);
+  // One claim-and-attempt of `id`, holding a place in `line` if has_line.
+  Next process(const std::string& id, const std::string* line);
+  Next deliver(const std::string& id, Fence fence, Timestamp now, const std::string* line);
+  // The recipients of `env` attempted at their destinations as shaping allows, into
+  // `results` (one per recipient); a recipient whose destination has no slot for it
+  // now is left out (`waiting`), and `wait_line` names the first such destination.
+  // Returns whether any recipient was attempted.
+  bool attempt_shaped(const Envelope& env, uint32_t attempt, const std::string* line,
+                      std::vector<RecipientResult>& results, std::vector<char>& waiting,
+                      std::string& wait_line);
   // Stores what an earlier attempt could not (see unsaved), counting that attempt;
   // nullopt when there was nothing to store.
-  std::optional<std::optional<Timestamp>> store_unsaved(const std::string& id, Fence fence,
-                                                        Timestamp now);
+  std::optional<Next> store_unsaved(const std::string& id, Fence fence, Timestamp now);
   // The end of an attempt: `done` marked, the bounce sent, then the message removed or
   // deferred by its backoff.
-  std::optional<Timestamp> finish_attempt(const std::string& id, Fence fence,
-                                          const std::vector<size_t>& done, bool finished,
-                                          Timestamp after, std::string_view reply);
+  Next finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
+                      bool finished, Timestamp after, std::string_view reply);
   void send_bounce(const Envelope& original, const std::string& id,
                    const std::vector<bounce::Failure>& failures, Timestamp now);
   // Writes the envelope to the storage; the caller schedules it when stored.
   EnqueueResult store(const Envelope& envelope);
+  // The destination `env` waits for first: that of its first recipient.
+  std::string first_destination(const Envelope& env) const {
+    return env.recipients.empty() ? std::string() : relay.destination(env.recipients.front());
+  }
 
   void worker();
   void waiter();
@@ -246,28 +397,64 @@ struct Queue::Impl {
   void flush_counters();
 };
 
-std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
+Next Queue::Impl::run(const Job& job) {
+  if (job.classify) return classify(job.id);
+  return process(job.id, job.has_line ? &job.line : nullptr);
+}
+
+Next Queue::Impl::classify(const std::string& id) {
+  Timestamp now = clock.now();
+  try {
+    QueuedMessage msg = storage.get(id);
+    std::string line = first_destination(msg.envelope);
+    if (msg.timestamp > now) {  // deferred meanwhile (by another process)
+      std::lock_guard lock(mu);
+      line_of[id] = line;
+      return Next::when(msg.timestamp);
+    }
+    return Next::wait(std::move(line));
+  } catch (const KeyError&) {
+    return Next::done();  // gone: delivered by another process, or removed
+  } catch (const QueueError&) {
+    return process(id, nullptr);  // unreadable now: the attempt says what to do
+  }
+}
+
+Next Queue::Impl::process(const std::string& id, const std::string* line) {
+  // The place this job holds in `line` is given back however it ends.
+  struct Place {
+    Impl& q;
+    const std::string* line;
+    ~Place() {
+      if (!line) return;
+      {
+        std::lock_guard lock(q.mu);
+        q.leave_line_locked(*line);
+      }
+      q.work_cv.notify_one();
+    }
+  } place{*this, line};
   Timestamp now = clock.now();
   ClaimResult claim;
   try {
     claim = storage.claim(id, policy.lease);
   } catch (const KeyError&) {
-    return std::nullopt;  // gone: delivered by another process, or removed
+    return Next::done();  // gone: delivered by another process, or removed
   } catch (const QueueError& e) {
     count(kError);
     spdlog::error("queue: {} error claiming: {}; retry at {}", id, e.what(),
                   iso_time(now + policy.error_retry));
-    return now + policy.error_retry;
+    return Next::when(now + policy.error_retry);
   }
   switch (claim.status) {
     case ClaimResult::Status::held:
       spdlog::debug("queue: {} held; looking again in {} s", id, policy.hold_recheck);
-      return now + policy.hold_recheck;
+      return Next::when(now + policy.hold_recheck);
     case ClaimResult::Status::busy: {
       // Another process is on it: look again when its lease runs out (it will have
       // removed or rescheduled the message by then, unless it died).
       thread_local std::mt19937 rng(std::random_device{}());
-      return std::max(now, claim.lease.expires) + (rng() % 250) / 1000.0;
+      return Next::when(std::max(now, claim.lease.expires) + (rng() % 250) / 1000.0);
     }
     case ClaimResult::Status::claimed:
       break;
@@ -278,15 +465,15 @@ std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
     in_flight[id] = fence;
   }
   try {
-    return deliver(id, fence, now);
+    return deliver(id, fence, now, line);
   } catch (const LeaseLost& e) {
     count(kLeaseLost);
     inc(metric.lease_lost);
     spdlog::warn("queue: {} lease_lost: {}", id, e.what());
-    return std::nullopt;
+    return Next::done();
   } catch (const KeyError&) {
     spdlog::info("queue: {} removed while being attempted (by an operator?)", id);
-    return std::nullopt;
+    return Next::done();
   } catch (const QueueError& e) {
     count(kError);
     Timestamp retry = clock.now() + policy.error_retry;
@@ -296,12 +483,11 @@ std::optional<Timestamp> Queue::Impl::process(const std::string& id) {
     } catch (const QueueError&) {
       // The lease runs out by itself.
     }
-    return retry;
+    return Next::when(retry);
   }
 }
 
-std::optional<std::optional<Timestamp>> Queue::Impl::store_unsaved(const std::string& id,
-                                                                   Fence fence, Timestamp now) {
+std::optional<Next> Queue::Impl::store_unsaved(const std::string& id, Fence fence, Timestamp now) {
   Unsaved u;
   {
     std::lock_guard lock(mu);
@@ -313,7 +499,7 @@ std::optional<std::optional<Timestamp>> Queue::Impl::store_unsaved(const std::st
     std::lock_guard lock(mu);
     unsaved.erase(id);
   };
-  std::optional<Timestamp> next;
+  Next next;
   try {
     next = finish_attempt(id, fence, u.done, u.finished, now, "(stored after a storage failure)");
   } catch (const KeyError&) {  // removed meanwhile (by an operator): nothing left to store
@@ -325,14 +511,14 @@ std::optional<std::optional<Timestamp>> Queue::Impl::store_unsaved(const std::st
   return next;
 }
 
-std::optional<Timestamp> Queue::Impl::finish_attempt(const std::string& id, Fence fence,
-                                                     const std::vector<size_t>& done, bool finished,
-                                                     Timestamp after, std::string_view reply) {
+Next Queue::Impl::finish_attempt(const std::string& id, Fence fence,
+                                 const std::vector<size_t>& done, bool finished, Timestamp after,
+                                 std::string_view reply) {
   if (finished) {
     storage.remove(id, fence);
     count(kRemoved);
     spdlog::info("queue: {} removed", id);
-    return std::nullopt;
+    return Next::done();
   }
   if (!done.empty()) storage.set_recipients_delivered(id, done, fence);
   uint32_t attempts = storage.increment_attempts(id, fence);
@@ -343,46 +529,172 @@ std::optional<Timestamp> Queue::Impl::finish_attempt(const std::string& id, Fenc
   if (policy.on_deferral) policy.on_deferral(std::string(reply));
   spdlog::info("queue: {} deferred attempt={} next={} reply=\"{}\"", id, attempts, iso_time(next),
                reply);
-  return next;
+  return Next::when(next);
 }
 
-std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now) {
+bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const std::string* line,
+                                 std::vector<RecipientResult>& results, std::vector<char>& waiting,
+                                 std::string& wait_line) {
+  // The recipients by destination, in order of first appearance.
+  std::vector<std::pair<std::string, std::vector<size_t>>> groups;
+  for (size_t i = 0; i < env.recipients.size(); ++i) {
+    std::string dest = relay.destination(env.recipients[i]);
+    auto g =
+        std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == dest; });
+    if (g == groups.end()) {
+      groups.emplace_back(std::move(dest), std::vector<size_t>{i});
+    } else {
+      g->second.push_back(i);
+    }
+  }
+  struct Part {
+    const std::string* dest;
+    const std::vector<size_t>* indexes;
+    uint64_t slot;
+    bool probe;
+  };
+  std::vector<Part> parts;
+  bool attempted = false;
+  for (const auto& [dest, indexes] : groups) {
+    Timestamp now = clock.now();
+    // This job's own place in its line counts for that destination; others need one.
+    bool placed = line && *line == dest;
+    if (!placed) {
+      std::lock_guard lock(mu);
+      placed = enter_line_locked(dest, now);
+    }
+    SlotGrant grant;
+    if (placed) {
+      try {
+        grant = board->acquire(dest, policy.shaping.limits(dest), policy.shaping.slot_lease);
+      } catch (const QueueError& e) {
+        grant.status = SlotGrant::Status::busy;
+        grant.retry_after = policy.error_retry;
+        grant.reason = std::string("destination state unavailable: ") + e.what();
+        spdlog::error("queue: destination {}: {}", dest, e.what());
+      }
+    } else {
+      grant.reason = "this process's connections to it are all in use";
+    }
+    if (grant.granted()) {
+      std::lock_guard lock(mu);
+      slots.emplace(dest, grant.slot);
+      parts.push_back({&dest, &indexes, grant.slot, grant.probe});
+      continue;
+    }
+    // A line refused a slot is not asked again before retry_after; a destination that
+    // is down has its messages deferred instead, each in turn.
+    Timestamp block =
+        grant.status == SlotGrant::Status::down ? 0 : now + std::max(grant.retry_after, 0.001);
+    {
+      std::lock_guard lock(mu);
+      if (placed && !(line && *line == dest)) {
+        leave_line_locked(dest, block);
+      } else if (auto it = lines.find(dest); it != lines.end()) {
+        it->second.blocked_until = std::max(it->second.blocked_until, block);
+      }
+    }
+    if (grant.status == SlotGrant::Status::down) {
+      // Deferred without a connection while the destination is down.
+      for (size_t i : indexes) results[i] = RecipientResult::transient("451 4.4.1 " + grant.reason);
+      attempted = true;
+      continue;
+    }
+    spdlog::debug("queue: destination {} waits: {}", dest, grant.reason);
+    for (size_t i : indexes) waiting[i] = 1;
+    if (wait_line.empty()) wait_line = dest;
+  }
+  if (parts.empty()) return attempted;
+
+  // Each part to its destination; up to max_parallel_destinations at once.
+  auto deliver_part = [&](const Part& p) {
+    const Envelope* part = &env;
+    Envelope copy;
+    if (p.indexes->size() != env.recipients.size()) {
+      copy = env;
+      copy.recipients.clear();
+      for (size_t i : *p.indexes) copy.recipients.push_back(env.recipients[i]);
+      part = &copy;
+    }
+    std::vector<RecipientResult> got;
+    try {
+      got = relay.attempt(*part, attempt);
+      if (got.size() != p.indexes->size()) {
+        throw std::runtime_error("relay returned " + std::to_string(got.size()) + " results for " +
+                                 std::to_string(p.indexes->size()) + " recipients");
+      }
+    } catch (const std::exception& e) {
+      got.assign(p.indexes->size(),
+                 RecipientResult::transient(std::string("451 4.3.0 relay error: ") + e.what()));
+    }
+    bool reachable = !std::all_of(got.begin(), got.end(), [](const RecipientResult& r) {
+      return r.kind == RecipientResult::Kind::transient && r.unreachable;
+    });
+    try {
+      board->release(*p.dest, p.slot, reachable, got.front().reply, policy.shaping.down);
+    } catch (const QueueError& e) {
+      spdlog::warn("queue: destination {}: could not give back slot {}: {} (its lease runs out)",
+                   *p.dest, p.slot, e.what());
+    }
+    if (p.probe)
+      spdlog::info("queue: destination {} probed: {}", *p.dest,
+                   reachable ? "reachable again" : "still not reachable");
+    {
+      std::lock_guard lock(mu);
+      slots.erase({*p.dest, p.slot});
+      if (!(line && *line == *p.dest)) leave_line_locked(*p.dest);
+    }
+    work_cv.notify_one();
+    for (size_t k = 0; k < p.indexes->size(); ++k) results[(*p.indexes)[k]] = std::move(got[k]);
+  };
+  const size_t batch = policy.shaping.max_parallel_destinations;
+  for (size_t first = 0; first < parts.size(); first += batch) {
+    size_t last = std::min(parts.size(), first + batch);
+    std::vector<std::future<void>> others;
+    for (size_t k = first + 1; k < last; ++k)
+      others.push_back(std::async(std::launch::async, deliver_part, std::cref(parts[k])));
+    deliver_part(parts[first]);
+    for (auto& f : others) f.get();
+  }
+  return true;
+}
+
+Next Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now,
+                          const std::string* line) {
   if (auto stored = store_unsaved(id, fence, now)) return *stored;
   QueuedMessage msg = storage.get(id);
   if (msg.timestamp > now) {
     // Rescheduled since we scheduled it (by another process, or an operator).
     storage.release(id, fence);
-    return msg.timestamp;
+    return Next::when(msg.timestamp);
   }
   const Envelope& env = msg.envelope;
   std::vector<size_t> original = msg.remaining_indexes();
   uint32_t attempt = msg.attempts + 1;
-  std::vector<RecipientResult> results;
+  std::vector<RecipientResult> results(env.recipients.size());
+  std::vector<char> waiting(env.recipients.size(), 0);
+  std::string wait_line;
   if (!env.recipients.empty()) {
-    count(kAttempt);
-    spdlog::info("queue: {} attempt n={} rcpts={}", id, attempt, env.recipients.size());
-    try {
-      if (size_t hops = env.headers.count("Received"); policy.max_hops && hops > policy.max_hops) {
-        results.assign(
-            env.recipients.size(),
-            RecipientResult::permanent("554 5.4.6 Too many hops (" + std::to_string(hops) +
-                                       " Received: headers): a mail loop"));
-      } else {
-        auto began = std::chrono::steady_clock::now();
-        results = relay.attempt(env, attempt);
-        if (metric.attempt_seconds) {
-          metric.attempt_seconds->observe(
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
-        }
-      }
-      if (results.size() != env.recipients.size()) {
-        throw std::runtime_error("relay returned " + std::to_string(results.size()) +
-                                 " results for " + std::to_string(env.recipients.size()) +
-                                 " recipients");
-      }
-    } catch (const std::exception& e) {
+    if (size_t hops = env.headers.count("Received"); policy.max_hops && hops > policy.max_hops) {
+      count(kAttempt);
       results.assign(env.recipients.size(),
-                     RecipientResult::transient(std::string("451 4.3.0 relay error: ") + e.what()));
+                     RecipientResult::permanent("554 5.4.6 Too many hops (" + std::to_string(hops) +
+                                                " Received: headers): a mail loop"));
+    } else {
+      auto began = std::chrono::steady_clock::now();
+      if (!attempt_shaped(env, attempt, line, results, waiting, wait_line)) {
+        // Every destination of it is busy, rate-limited or suspended: it waits for its
+        // turn without counting an attempt.
+        storage.release(id, fence);
+        return Next::wait(wait_line);
+      }
+      count(kAttempt);
+      spdlog::info("queue: {} attempt n={} rcpts={}", id, attempt,
+                   std::count(waiting.begin(), waiting.end(), 0));
+      if (metric.attempt_seconds) {
+        metric.attempt_seconds->observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+      }
     }
   }
 
@@ -390,6 +702,7 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
   std::vector<bounce::Failure> failed;
   std::vector<size_t> retry;  // indexes into env.recipients
   for (size_t i = 0; i < results.size(); ++i) {
+    if (waiting[i]) continue;
     const auto& r = results[i];
     switch (r.kind) {
       case RecipientResult::Kind::delivered:
@@ -409,6 +722,7 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
         break;
     }
   }
+  bool any_waiting = !wait_line.empty();
 
   Timestamp after = clock.now();
   std::string give_up;
@@ -429,25 +743,38 @@ std::optional<Timestamp> Queue::Impl::deliver(const std::string& id, Fence fence
   }
 
   size_t delivered_now = 0;
-  for (const auto& r : results) delivered_now += r.kind == RecipientResult::Kind::delivered;
+  for (size_t i = 0; i < results.size(); ++i)
+    delivered_now += !waiting[i] && results[i].kind == RecipientResult::Kind::delivered;
   inc(metric.delivered, delivered_now);
   inc(metric.failed, failed.size());
   inc(metric.deferred, retry.size());
-  if (retry.empty() && metric.queue_seconds && env.timestamp > 0)
+  if (retry.empty() && !any_waiting && metric.queue_seconds && env.timestamp > 0)
     metric.queue_seconds->observe(std::max(0.0, after - env.timestamp));
 
   // From here on the relay's answers must not be lost to a storage failure: what
   // could not be stored is kept (unsaved) and stored before the next try.
   Unsaved learnt;
   for (size_t i = 0; i < results.size(); ++i)
-    if (results[i].kind == RecipientResult::Kind::delivered) learnt.done.push_back(original[i]);
+    if (!waiting[i] && results[i].kind == RecipientResult::Kind::delivered)
+      learnt.done.push_back(original[i]);
   try {
     // The bounce is stored before the recipients are marked: a crash in between can
     // send a bounce twice, but never lose one.
     if (!failed.empty()) send_bounce(env, id, failed, after);
-    learnt = Unsaved{done, retry.empty()};
-    return finish_attempt(id, fence, done, retry.empty(), after,
-                          retry.empty() ? "" : results[retry.front()].reply);
+    learnt = Unsaved{done, retry.empty() && !any_waiting};
+    if (retry.empty() && any_waiting) {
+      // What was attempted is settled; the rest waits for its destination's turn.
+      if (!done.empty()) storage.set_recipients_delivered(id, done, fence);
+      storage.release(id, fence);
+      return Next::wait(wait_line);
+    }
+    Next next = finish_attempt(id, fence, done, retry.empty(), after,
+                               retry.empty() ? "" : results[retry.front()].reply);
+    if (next.kind == Next::Kind::at) {
+      std::lock_guard lock(mu);
+      line_of[id] = relay.destination(env.recipients[retry.front()]);
+    }
+    return next;
   } catch (const LeaseLost&) {
     throw;  // another process holds it now: its own attempt decides
   } catch (const KeyError&) {
@@ -475,7 +802,7 @@ void Queue::Impl::send_bounce(const Envelope& original, const std::string& id,
   inc(metric.bounces);
   spdlog::info("queue: {} bounced to=<{}> rcpts={} dsn={}", id, original.sender, failures.size(),
                bounce_id);
-  schedule(bounce_id, now);
+  schedule_new(bounce_id, first_destination(dsn));
 }
 
 EnqueueResult Queue::Impl::store(const Envelope& envelope) {
@@ -508,11 +835,11 @@ void Queue::Impl::worker() {
   std::unique_lock lock(mu);
   while (!stopping) {
     Timestamp now = clock.now();
-    if (auto id = pop_due_locked(now)) {
+    if (auto job = take_locked(now)) {
       lock.unlock();
-      auto next = process(*id);
+      Next next = run(*job);
       lock.lock();
-      finish_locked(*id, next);  // under the lock the next pop takes anyway
+      finish_locked(job->id, next);  // under the lock the next take needs anyway
       continue;
     }
     auto due = next_due_locked();
@@ -556,13 +883,22 @@ void Queue::Impl::housekeeper() {
 // claiming the message meanwhile, while a process that dies still lets its messages
 // go within one lease.
 void Queue::Impl::renewer() {
-  const auto every = std::max(policy.lease / 3, std::chrono::milliseconds(1));
+  const auto every =
+      std::max(std::min(policy.lease, policy.shaping.slot_lease) / 3, std::chrono::milliseconds(1));
   std::unique_lock lock(mu);
   while (!stop_cv.wait_for(lock, every, [&] { return stopping; })) {
     std::vector<std::pair<std::string, Fence>> claimed;
     for (const auto& [id, fence] : in_flight)
       if (fence.token != 0) claimed.emplace_back(id, fence);
+    std::vector<std::pair<std::string, uint64_t>> held(slots.begin(), slots.end());
     lock.unlock();
+    for (const auto& [dest, slot] : held) {
+      try {
+        board->renew(dest, slot, policy.shaping.slot_lease);
+      } catch (const QueueError& e) {
+        spdlog::warn("queue: destination {} could not renew slot {}: {}", dest, slot, e.what());
+      }
+    }
     for (const auto& [id, fence] : claimed) {
       try {
         storage.renew(id, fence, policy.lease);
@@ -638,14 +974,15 @@ std::vector<EnqueueResult> Queue::enqueue(std::span<const Envelope> envelopes) {
 
 EnqueueResult Queue::enqueue(const Envelope& envelope) {
   EnqueueResult r = impl_->store(envelope);
-  if (r.ok()) impl_->schedule(r.id, impl_->clock.now());
+  if (r.ok()) impl_->schedule_new(r.id, impl_->first_destination(envelope));
   return r;
 }
 
 EnqueueResult Queue::enqueue(Envelope&& envelope) {
   EnqueueResult r = impl_->store(envelope);
+  std::string line = impl_->first_destination(envelope);
   { Envelope stored = std::move(envelope); }  // freed before it is due
-  if (r.ok()) impl_->schedule(r.id, impl_->clock.now());
+  if (r.ok()) impl_->schedule_new(r.id, std::move(line));
   return r;
 }
 
@@ -671,14 +1008,14 @@ void Queue::schedule(const QueueEntry& entry) { impl_->schedule(entry.id, entry.
 size_t Queue::run_pending() {
   size_t n = 0;
   while (true) {
-    std::optional<std::string> id;
+    std::optional<Impl::Job> job;
     {
       std::lock_guard lock(impl_->mu);
-      id = impl_->pop_due_locked(impl_->clock.now());
+      job = impl_->take_locked(impl_->clock.now());
     }
-    if (!id) return n;
-    impl_->finish(*id, impl_->process(*id));
-    ++n;
+    if (!job) return n;
+    impl_->finish(job->id, impl_->run(*job));
+    n += !job->classify;
   }
 }
 
@@ -689,7 +1026,9 @@ std::optional<Timestamp> Queue::next_due() const {
 
 size_t Queue::scheduled() const {
   std::lock_guard lock(impl_->mu);
-  return impl_->pending.size();
+  size_t n = impl_->pending.size();
+  for (const auto& [name, line] : impl_->lines) n += line.ids.size();
+  return n;
 }
 
 void Queue::start() {

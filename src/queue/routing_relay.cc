@@ -24,6 +24,15 @@ RoutingRelay::RoutingRelay(std::map<std::string, std::shared_ptr<Relay>> routes,
   }
 }
 
+std::string RoutingRelay::destination(const std::string& recipient) const {
+  size_t at = recipient.rfind('@');
+  if (at != std::string::npos) {
+    std::string domain = to_lower(recipient.substr(at + 1));
+    if (routes_.count(domain)) return domain;
+  }
+  return fallback_->destination(recipient);
+}
+
 std::vector<RecipientResult> RoutingRelay::attempt(const Envelope& envelope, uint32_t attempt) {
   return deliver_in_groups(
       envelope,

@@ -304,6 +304,7 @@ class Connection {
   }
 
   std::chrono::steady_clock::time_point idle_since;
+  size_t messages = 0;  // transactions begun on this connection
 
   void quit() {
     try {
@@ -458,11 +459,14 @@ struct Client::Impl {
   }
 
   void give_back(std::unique_ptr<Connection> c) {
-    std::lock_guard lock(mu);
-    if (idle.size() < options.max_idle_connections) {
+    std::unique_lock lock(mu);
+    bool spent = options.max_messages_per_connection != 0 &&
+                 ++c->messages >= options.max_messages_per_connection;
+    if (!spent && idle.size() < options.max_idle_connections) {
       c->idle_since = std::chrono::steady_clock::now();
       idle.push_back(std::move(c));
     } else {
+      lock.unlock();  // QUIT waits for the reply
       c->quit();
     }
   }
@@ -550,11 +554,16 @@ Client::Outcome Client::deliver(const Envelope& envelope) {
     out.results.assign(envelope.recipients.size(), e.permanent
                                                        ? RecipientResult::permanent(e.reply)
                                                        : RecipientResult::transient(e.reply));
+    // Not reached, or sent away with a 421: the destination's fault, not a recipient's.
+    bool unreachable = !out.reached || e.reply.starts_with("421");
+    for (auto& r : out.results) r.unreachable = unreachable && !e.permanent;
   }
   return out;
 }
 
 size_t Client::connections_opened() const { return impl_->opened.load(); }
+
+const SmtpRelayOptions& Client::options() const { return impl_->options; }
 
 }  // namespace smtp
 
@@ -585,6 +594,11 @@ SmtpRelay::~SmtpRelay() = default;
 
 std::vector<RecipientResult> SmtpRelay::attempt(const Envelope& envelope, uint32_t) {
   return impl_->client.deliver(envelope).results;
+}
+
+std::string SmtpRelay::destination(const std::string&) const {
+  const auto& o = impl_->client.options();
+  return to_lower(o.host) + ":" + std::to_string(o.port);
 }
 
 size_t SmtpRelay::connections_opened() const { return impl_->client.connections_opened(); }

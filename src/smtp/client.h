@@ -64,6 +64,7 @@ class Client {
   Outcome deliver(const Envelope& envelope);
 
   size_t connections_opened() const;
+  const SmtpRelayOptions& options() const;
 
   // Closes the idle connections that are of no more use: idle longer than
   // options.idle_connection_timeout (QUIT), or closed or written to by the server.

@@ -18,6 +18,11 @@ struct MxRelay::Impl {
       options.smtp.starttls = SmtpRelayOptions::Tls::opportunistic;
     }
     options.smtp.username.clear();
+    for (auto& [domain, o] : options.domains) {
+      o.starttls = options.smtp.starttls;
+      o.username.clear();
+      o.port = options.smtp.port;
+    }
     resolver.server = options.dns_server;
     resolver.timeout = options.dns_timeout;
   }
@@ -30,11 +35,14 @@ struct MxRelay::Impl {
   std::map<std::string, std::shared_ptr<smtp::Client>> clients;
   std::unique_ptr<smtp::Every> sweeper;
 
-  std::shared_ptr<smtp::Client> client_for(const std::string& address) {
+  // A domain with settings of its own has clients of its own.
+  std::shared_ptr<smtp::Client> client_for(const std::string& address, const std::string& domain) {
+    auto own = options.domains.find(domain);
+    bool special = own != options.domains.end();
     std::lock_guard lock(mu);
-    auto& c = clients[address];
+    auto& c = clients[special ? domain + " " + address : address];
     if (!c) {
-      SmtpRelayOptions o = options.smtp;
+      SmtpRelayOptions o = special ? own->second : options.smtp;
       o.host = address;
       c = std::make_shared<smtp::Client>(o);
     }
@@ -71,7 +79,7 @@ struct MxRelay::Impl {
     }
     smtp::Client::Outcome outcome;
     for (size_t i = 0; i < mx.addresses.size(); ++i) {
-      outcome = client_for(mx.addresses[i])->deliver(env);
+      outcome = client_for(mx.addresses[i], domain)->deliver(env);
       if (outcome.reached) break;  // tried: its answers stand (never a second MX)
     }
     return outcome.results;
@@ -83,6 +91,11 @@ MxRelay::MxRelay(MxRelayOptions options) : impl_(std::make_unique<Impl>(std::mov
                                                  [impl = impl_.get()] { impl->sweep(); });
 }
 MxRelay::~MxRelay() = default;
+
+std::string MxRelay::destination(const std::string& recipient) const {
+  size_t at = recipient.rfind('@');
+  return at == std::string::npos ? std::string() : to_lower(recipient.substr(at + 1));
+}
 
 std::vector<RecipientResult> MxRelay::attempt(const Envelope& envelope, uint32_t) {
   return deliver_in_groups(

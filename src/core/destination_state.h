@@ -1,0 +1,44 @@
+// The state of one destination and the rules over it, shared by the Destinations kept
+// in process (local_destinations) and in a disk spool (a state file per destination).
+// Redis keeps the same state in a hash and applies the same rules in Lua (its
+// redis_storage.cc says so beside its scripts).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "slimta/shaping.h"
+
+namespace slimta::shaping {
+
+struct DestinationState {
+  uint64_t next_slot = 1;
+  std::map<uint64_t, Timestamp> slots;  // slot -> when its lease runs out
+  uint64_t probe_slot = 0;              // the slot testing a down destination, or 0
+  double tokens = -1;                   // rate bucket; -1: full
+  Timestamp tokens_at = 0;
+  uint32_t failures = 0;
+  Timestamp down_until = 0;
+  Timestamp suspended_until = 0;  // DestinationStatus::kForever: no end
+  std::string suspend_reason;
+  std::string last_reply;
+  Timestamp last_attempt = 0;
+
+  SlotGrant acquire(const DestinationLimits& limits, std::chrono::milliseconds lease,
+                    Timestamp now);
+  void renew(uint64_t slot, std::chrono::milliseconds lease, Timestamp now);
+  void release(uint64_t slot, bool reachable, std::string_view reply, const DownPolicy& down,
+               Timestamp now);
+  DestinationStatus status(const std::string& name, Timestamp now);
+  // Nothing worth keeping: no slot, no failure, no suspension, idle for 10 minutes.
+  bool idle(Timestamp now) const;
+
+  // One "key value" line each, for a state file.
+  std::string serialize() const;
+  static DestinationState parse(std::string_view text);
+};
+
+}  // namespace slimta::shaping

@@ -1,0 +1,293 @@
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <mutex>
+#include <unordered_map>
+
+#include "core/ascii.h"
+#include "core/destination_state.h"
+#include "slimta/errors.h"
+#include "slimta/shaping.h"
+
+namespace slimta {
+
+double DownPolicy::interval(uint32_t failures) const {
+  if (after == 0 || failures < after) return 0;
+  return std::min(max, initial * std::pow(2.0, std::min<uint32_t>(failures - after, 30)));
+}
+
+const DestinationLimits& ShapingPolicy::limits(std::string_view destination) const {
+  auto it = destinations.find(to_lower(std::string(destination)));
+  return it == destinations.end() ? defaults : it->second;
+}
+
+double parse_rate(std::string_view text) {
+  auto bad = [&]() -> double {
+    throw InvalidArgument("rate '" + std::string(text) +
+                          "' is not a number of messages per s, m or h (e.g. \"10/s\", "
+                          "\"600/m\", \"3600/h\")");
+  };
+  size_t slash = text.find('/');
+  if (slash == std::string_view::npos) return bad();
+  std::string count(text.substr(0, slash));
+  std::string unit = to_lower(std::string(text.substr(slash + 1)));
+  double n = 0;
+  auto [end, ec] = std::from_chars(count.data(), count.data() + count.size(), n);
+  if (ec != std::errc() || end != count.data() + count.size() || !(n > 0) || !std::isfinite(n))
+    return bad();
+  static const std::map<std::string, double> kSeconds = {
+      {"s", 1},       {"sec", 1},  {"second", 1},  {"m", 60},    {"min", 60},
+      {"minute", 60}, {"h", 3600}, {"hour", 3600}, {"d", 86400}, {"day", 86400}};
+  auto it = kSeconds.find(unit);
+  if (it == kSeconds.end()) return bad();
+  return n / it->second;
+}
+
+namespace shaping {
+namespace {
+
+double seconds(std::chrono::milliseconds d) { return static_cast<double>(d.count()) / 1000; }
+
+// How soon a process refused a slot looks again when nothing else tells it: a slot
+// given back by another process, or an operator's resume, is seen this late.
+constexpr double kRecheck = 0.1;
+constexpr double kSuspendRecheck = 1;
+
+}  // namespace
+
+SlotGrant DestinationState::acquire(const DestinationLimits& limits,
+                                    std::chrono::milliseconds lease, Timestamp now) {
+  SlotGrant g;
+  if (suspended_until == DestinationStatus::kForever || suspended_until > now) {
+    g.status = SlotGrant::Status::suspended;
+    g.retry_after = kSuspendRecheck;
+    g.reason = "suspended by an operator" +
+               (suspend_reason.empty() ? std::string() : ": " + suspend_reason);
+    return g;
+  }
+  std::erase_if(slots, [&](const auto& s) { return s.second <= now; });
+  if (probe_slot && !slots.contains(probe_slot)) probe_slot = 0;  // the prober died
+  bool probe = false;
+  if (failures > 0 && down_until > 0) {
+    if (down_until > now || probe_slot) {
+      g.status = SlotGrant::Status::down;
+      g.retry_after = down_until > now ? down_until - now : kSuspendRecheck;
+      g.reason = "destination not reachable (" + std::to_string(failures) + " attempts in a row)" +
+                 (last_reply.empty() ? "" : ": " + last_reply);
+      return g;
+    }
+    probe = true;
+  }
+  if (slots.size() >= std::max<size_t>(1, limits.max_connections)) {
+    g.status = SlotGrant::Status::busy;
+    g.retry_after = kRecheck;
+    g.reason = "all " + std::to_string(limits.max_connections) + " connections in use";
+    return g;
+  }
+  if (limits.max_rate > 0) {
+    // A bucket of one token: the messages go evenly spaced, never in a burst.
+    double have = tokens < 0 ? 1 : std::min(1.0, tokens + (now - tokens_at) * limits.max_rate);
+    if (have < 1) {
+      tokens = have;
+      tokens_at = now;
+      g.status = SlotGrant::Status::rate;
+      // At least a millisecond: a time stamp near 2e9 s has steps of 0.24 us, so a
+      // smaller wait could round to no wait at all.
+      g.retry_after = std::max(0.001, (1 - have) / limits.max_rate);
+      g.reason = "rate limit reached";
+      return g;
+    }
+    tokens = have - 1;
+    tokens_at = now;
+  }
+  g.status = SlotGrant::Status::granted;
+  g.slot = next_slot++;
+  g.probe = probe;
+  slots[g.slot] = now + seconds(lease);
+  if (probe) probe_slot = g.slot;
+  last_attempt = now;
+  return g;
+}
+
+void DestinationState::renew(uint64_t slot, std::chrono::milliseconds lease, Timestamp now) {
+  auto it = slots.find(slot);
+  if (it != slots.end()) it->second = now + seconds(lease);
+}
+
+void DestinationState::release(uint64_t slot, bool reachable, std::string_view reply,
+                               const DownPolicy& down, Timestamp now) {
+  slots.erase(slot);
+  if (probe_slot == slot) probe_slot = 0;
+  if (!reply.empty()) last_reply = std::string(reply);
+  if (reachable) {
+    failures = 0;
+    down_until = 0;
+  } else {
+    ++failures;
+    double interval = down.interval(failures);
+    if (interval > 0) down_until = now + interval;
+  }
+}
+
+DestinationStatus DestinationState::status(const std::string& name, Timestamp now) {
+  std::erase_if(slots, [&](const auto& s) { return s.second <= now; });
+  DestinationStatus s;
+  s.name = name;
+  s.in_use = slots.size();
+  s.rate_tokens = tokens;
+  s.failures = failures;
+  s.down_until = down_until > now ? down_until : 0;
+  s.suspended_until = suspended_until;
+  s.suspend_reason = suspend_reason;
+  s.last_reply = last_reply;
+  s.last_attempt = last_attempt;
+  return s;
+}
+
+bool DestinationState::idle(Timestamp now) const {
+  bool suspended = suspended_until == DestinationStatus::kForever || suspended_until > now;
+  return slots.empty() && failures == 0 && !suspended && last_attempt < now - 600;
+}
+
+std::string DestinationState::serialize() const {
+  auto line = [](std::string& out, std::string_view key, const std::string& value) {
+    out += key;
+    out += ' ';
+    for (char c : value) out += (c == '\n' || c == '\r') ? ' ' : c;
+    out += '\n';
+  };
+  std::string out;
+  auto num = [](double v) {
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, end);
+  };
+  line(out, "next_slot", std::to_string(next_slot));
+  for (const auto& [slot, expires] : slots)
+    line(out, "slot", std::to_string(slot) + " " + num(expires));
+  line(out, "probe_slot", std::to_string(probe_slot));
+  line(out, "tokens", num(tokens));
+  line(out, "tokens_at", num(tokens_at));
+  line(out, "failures", std::to_string(failures));
+  line(out, "down_until", num(down_until));
+  line(out, "suspended_until", num(suspended_until));
+  line(out, "suspend_reason", suspend_reason);
+  line(out, "last_reply", last_reply);
+  line(out, "last_attempt", num(last_attempt));
+  return out;
+}
+
+DestinationState DestinationState::parse(std::string_view text) {
+  DestinationState s;
+  auto to_double = [](std::string_view v) {
+    double d = 0;
+    std::from_chars(v.data(), v.data() + v.size(), d);
+    return d;
+  };
+  auto to_u64 = [](std::string_view v) {
+    uint64_t n = 0;
+    std::from_chars(v.data(), v.data() + v.size(), n);
+    return n;
+  };
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    size_t sp = line.find(' ');
+    if (sp == std::string_view::npos) continue;
+    std::string_view key = line.substr(0, sp), value = line.substr(sp + 1);
+    if (key == "next_slot")
+      s.next_slot = std::max<uint64_t>(1, to_u64(value));
+    else if (key == "slot") {
+      size_t sp2 = value.find(' ');
+      if (sp2 != std::string_view::npos)
+        s.slots[to_u64(value.substr(0, sp2))] = to_double(value.substr(sp2 + 1));
+    } else if (key == "probe_slot")
+      s.probe_slot = to_u64(value);
+    else if (key == "tokens")
+      s.tokens = to_double(value);
+    else if (key == "tokens_at")
+      s.tokens_at = to_double(value);
+    else if (key == "failures")
+      s.failures = static_cast<uint32_t>(to_u64(value));
+    else if (key == "down_until")
+      s.down_until = to_double(value);
+    else if (key == "suspended_until")
+      s.suspended_until = to_double(value);
+    else if (key == "suspend_reason")
+      s.suspend_reason = std::string(value);
+    else if (key == "last_reply")
+      s.last_reply = std::string(value);
+    else if (key == "last_attempt")
+      s.last_attempt = to_double(value);
+  }
+  return s;
+}
+
+}  // namespace shaping
+
+namespace {
+
+class LocalDestinations : public Destinations {
+ public:
+  explicit LocalDestinations(const Clock& clock) : clock_(clock) {}
+
+  SlotGrant acquire(const std::string& destination, const DestinationLimits& limits,
+                    std::chrono::milliseconds lease) override {
+    std::lock_guard lock(mu_);
+    return table_[destination].acquire(limits, lease, clock_.now());
+  }
+  void renew(const std::string& destination, uint64_t slot,
+             std::chrono::milliseconds lease) override {
+    std::lock_guard lock(mu_);
+    auto it = table_.find(destination);
+    if (it != table_.end()) it->second.renew(slot, lease, clock_.now());
+  }
+  void release(const std::string& destination, uint64_t slot, bool reachable,
+               std::string_view reply, const DownPolicy& down) override {
+    std::lock_guard lock(mu_);
+    Timestamp now = clock_.now();
+    table_[destination].release(slot, reachable, reply, down, now);
+    if (++releases_ % 1024 == 0) prune(now);
+  }
+  void suspend(const std::string& destination, Timestamp until, std::string_view reason) override {
+    std::lock_guard lock(mu_);
+    auto& s = table_[destination];
+    s.suspended_until = until;
+    s.suspend_reason = std::string(reason);
+  }
+  void resume(const std::string& destination) override {
+    std::lock_guard lock(mu_);
+    auto it = table_.find(destination);
+    if (it == table_.end()) return;
+    it->second.suspended_until = 0;
+    it->second.suspend_reason.clear();
+  }
+  std::vector<DestinationStatus> status() override {
+    std::lock_guard lock(mu_);
+    Timestamp now = clock_.now();
+    prune(now);
+    std::vector<DestinationStatus> out;
+    for (auto& [name, s] : table_) out.push_back(s.status(name, now));
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    return out;
+  }
+
+ private:
+  void prune(Timestamp now) {
+    std::erase_if(table_, [&](const auto& kv) { return kv.second.idle(now); });
+  }
+
+  const Clock& clock_;
+  std::mutex mu_;
+  std::unordered_map<std::string, shaping::DestinationState> table_;
+  uint64_t releases_ = 0;
+};
+
+}  // namespace
+
+std::shared_ptr<Destinations> local_destinations(const Clock& clock) {
+  return std::make_shared<LocalDestinations>(clock);
+}
+
+}  // namespace slimta
