@@ -68,6 +68,8 @@ class DiskStorage : public QueueStorage {
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
   void announce(std::string_view id, Timestamp timestamp) override;
+  // Shared by the processes of this host: state files in the spool's destinations/.
+  std::shared_ptr<Destinations> destinations() override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 

@@ -72,6 +72,8 @@ class RedisStorage : public QueueStorage {
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
   void announce(std::string_view id, Timestamp timestamp) override;
+  // Shared by every process on the server (src/redis/destinations.cc).
+  std::shared_ptr<Destinations> destinations() override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 

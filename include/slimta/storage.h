@@ -262,6 +262,10 @@ class QueueStorage {
   std::vector<QueueEntry> load_all();
 
  protected:
+  // Where the default destinations() reads the time (a backend whose leases take a
+  // Clock passes the same one).
+  void set_shaping_clock(const Clock& clock) { shaping_clock_ = &clock; }
+
   // The mutations; `fence.token` is 0 for the unfenced form.
   // `last_reply` empty: the one recorded stays.
   virtual void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
@@ -280,6 +284,7 @@ class QueueStorage {
  private:
   static void check_fence_arg(Fence fence);
 
+  const Clock* shaping_clock_ = &system_clock();
   std::once_flag destinations_once_;
   std::shared_ptr<Destinations> destinations_;
 };

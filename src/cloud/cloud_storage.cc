@@ -360,7 +360,9 @@ class CloudStorage::Impl::Stream : public PagedStream {
 CloudStorage::CloudStorage(SimpleStorageService object_store,
                            std::optional<SimpleQueueService> message_queue, const Clock& clock)
     : impl_(
-          std::make_unique<Impl>(Impl{std::move(object_store), std::move(message_queue), clock})) {}
+          std::make_unique<Impl>(Impl{std::move(object_store), std::move(message_queue), clock})) {
+  set_shaping_clock(clock);
+}
 
 CloudStorage::~CloudStorage() = default;
 

@@ -36,9 +36,17 @@ struct DestinationState {
   // Nothing worth keeping: no slot, no failure, no suspension, idle for 10 minutes.
   bool idle(Timestamp now) const;
 
+  // Sets a field from its text, as serialize() writes it and Redis keeps it (a slot is
+  // "slot" with "ID EXPIRES", or "slot:ID" with "EXPIRES"). Unknown keys are ignored.
+  void set_field(std::string_view key, std::string_view value);
+
   // One "key value" line each, for a state file.
   std::string serialize() const;
   static DestinationState parse(std::string_view text);
 };
+
+// The reasons a grant gives, the same from every Destinations.
+std::string down_reason(uint32_t failures, std::string_view last_reply);
+std::string suspended_reason(std::string_view reason);
 
 }  // namespace slimta::shaping

@@ -61,8 +61,7 @@ SlotGrant DestinationState::acquire(const DestinationLimits& limits,
   if (suspended_until == DestinationStatus::kForever || suspended_until > now) {
     g.status = SlotGrant::Status::suspended;
     g.retry_after = kSuspendRecheck;
-    g.reason = "suspended by an operator" +
-               (suspend_reason.empty() ? std::string() : ": " + suspend_reason);
+    g.reason = suspended_reason(suspend_reason);
     return g;
   }
   std::erase_if(slots, [&](const auto& s) { return s.second <= now; });
@@ -177,8 +176,7 @@ std::string DestinationState::serialize() const {
   return out;
 }
 
-DestinationState DestinationState::parse(std::string_view text) {
-  DestinationState s;
+void DestinationState::set_field(std::string_view key, std::string_view value) {
   auto to_double = [](std::string_view v) {
     double d = 0;
     std::from_chars(v.data(), v.data() + v.size(), d);
@@ -189,39 +187,54 @@ DestinationState DestinationState::parse(std::string_view text) {
     std::from_chars(v.data(), v.data() + v.size(), n);
     return n;
   };
+  if (key == "next_slot") {
+    next_slot = std::max<uint64_t>(1, to_u64(value));
+  } else if (key == "slot") {
+    size_t sp = value.find(' ');
+    if (sp != std::string_view::npos)
+      slots[to_u64(value.substr(0, sp))] = to_double(value.substr(sp + 1));
+  } else if (key.starts_with("slot:")) {
+    slots[to_u64(key.substr(5))] = to_double(value);
+  } else if (key == "probe_slot") {
+    probe_slot = to_u64(value);
+  } else if (key == "tokens") {
+    tokens = to_double(value);
+  } else if (key == "tokens_at") {
+    tokens_at = to_double(value);
+  } else if (key == "failures") {
+    failures = static_cast<uint32_t>(to_u64(value));
+  } else if (key == "down_until") {
+    down_until = to_double(value);
+  } else if (key == "suspended_until") {
+    suspended_until = to_double(value);
+  } else if (key == "suspend_reason") {
+    suspend_reason = std::string(value);
+  } else if (key == "last_reply") {
+    last_reply = std::string(value);
+  } else if (key == "last_attempt") {
+    last_attempt = to_double(value);
+  }
+}
+
+DestinationState DestinationState::parse(std::string_view text) {
+  DestinationState s;
   while (!text.empty()) {
     size_t nl = text.find('\n');
     std::string_view line = text.substr(0, nl);
     text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
     size_t sp = line.find(' ');
-    if (sp == std::string_view::npos) continue;
-    std::string_view key = line.substr(0, sp), value = line.substr(sp + 1);
-    if (key == "next_slot")
-      s.next_slot = std::max<uint64_t>(1, to_u64(value));
-    else if (key == "slot") {
-      size_t sp2 = value.find(' ');
-      if (sp2 != std::string_view::npos)
-        s.slots[to_u64(value.substr(0, sp2))] = to_double(value.substr(sp2 + 1));
-    } else if (key == "probe_slot")
-      s.probe_slot = to_u64(value);
-    else if (key == "tokens")
-      s.tokens = to_double(value);
-    else if (key == "tokens_at")
-      s.tokens_at = to_double(value);
-    else if (key == "failures")
-      s.failures = static_cast<uint32_t>(to_u64(value));
-    else if (key == "down_until")
-      s.down_until = to_double(value);
-    else if (key == "suspended_until")
-      s.suspended_until = to_double(value);
-    else if (key == "suspend_reason")
-      s.suspend_reason = std::string(value);
-    else if (key == "last_reply")
-      s.last_reply = std::string(value);
-    else if (key == "last_attempt")
-      s.last_attempt = to_double(value);
+    if (sp != std::string_view::npos) s.set_field(line.substr(0, sp), line.substr(sp + 1));
   }
   return s;
+}
+
+std::string down_reason(uint32_t failures, std::string_view last_reply) {
+  return "destination not reachable (" + std::to_string(failures) + " attempts in a row)" +
+         (last_reply.empty() ? "" : ": " + std::string(last_reply));
+}
+
+std::string suspended_reason(std::string_view reason) {
+  return "suspended by an operator" + (reason.empty() ? std::string() : ": " + std::string(reason));
 }
 
 }  // namespace shaping

@@ -59,7 +59,7 @@ void QueueStorage::release_hold(std::string_view) { no_leases(); }
 void QueueStorage::announce(std::string_view, Timestamp) {}
 
 std::shared_ptr<Destinations> QueueStorage::destinations() {
-  std::call_once(destinations_once_, [&] { destinations_ = local_destinations(); });
+  std::call_once(destinations_once_, [&] { destinations_ = local_destinations(*shaping_clock_); });
   return destinations_;
 }
 void QueueStorage::add_counters(const Counters&) { no_leases(); }

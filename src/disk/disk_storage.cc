@@ -68,6 +68,7 @@
 #include "core/counters_text.h"
 #include "core/metadata_ops.h"
 #include "core/record.h"
+#include "disk/destinations.h"
 #include "disk/file_system.h"
 #include "disk/posix_file.h"
 
@@ -75,7 +76,7 @@ namespace slimta {
 namespace {
 
 constexpr std::string_view kFormat = "slimta-spool 1\n";
-constexpr const char* kSubdirs[] = {"msg", "meta", "tmp", "corrupt", "nudge"};
+constexpr const char* kSubdirs[] = {"msg", "meta", "tmp", "corrupt", "nudge", "destinations"};
 constexpr mode_t kFileMode = 0600;
 constexpr mode_t kDirMode = 0700;
 constexpr size_t kTagHexDigits = 16;
@@ -131,6 +132,8 @@ struct DiskStorage::Impl {
   std::shared_ptr<disk::FileSystem> fs_owner;
   disk::FileSystem& fs;
   const Clock& clock;
+  std::once_flag destinations_once;
+  std::shared_ptr<Destinations> destinations;
   const size_t max_pool;
   std::string root;
   posix::Fd root_fd, msg_fd, meta_fd, tmp_fd, corrupt_fd, nudge_fd;
@@ -706,6 +709,13 @@ void DiskStorage::release_hold(std::string_view id) {
 }
 
 // An empty file nudge/ID, closed: the IN_CLOSE_WRITE of every watcher's nudge/ watch.
+std::shared_ptr<Destinations> DiskStorage::destinations() {
+  std::call_once(impl_->destinations_once, [&] {
+    impl_->destinations = disk::make_destinations(impl_->root + "/destinations", impl_->clock);
+  });
+  return impl_->destinations;
+}
+
 void DiskStorage::announce(std::string_view id, Timestamp) {
   check_id(id);
   std::string name(id);

@@ -60,7 +60,9 @@ class SnapshotStream : public PagedStream {
 
 }  // namespace
 
-MemoryStorage::MemoryStorage(const Clock& clock) : impl_(std::make_unique<Impl>(clock)) {}
+MemoryStorage::MemoryStorage(const Clock& clock) : impl_(std::make_unique<Impl>(clock)) {
+  set_shaping_clock(clock);
+}
 MemoryStorage::~MemoryStorage() = default;
 
 Capabilities MemoryStorage::capabilities() const {

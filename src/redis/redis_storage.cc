@@ -34,6 +34,7 @@
 #include "core/paged_stream.h"
 #include "core/record.h"
 #include "redis/connection.h"
+#include "redis/destinations.h"
 
 namespace slimta {
 namespace {
@@ -234,6 +235,8 @@ struct RedisStorage::Impl {
       : pool(std::move(o)), stream_key(pool.options().prefix + ".notify") {}
 
   redis::Pool pool;
+  std::once_flag destinations_once;
+  std::shared_ptr<Destinations> destinations;
   std::string stream_key;
   std::string counters_key = pool.options().prefix + ".counters";
   std::string tag = random_hex(8);  // marks this object's notifications
@@ -394,6 +397,12 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
     return 0;
   });
   return id;
+}
+
+std::shared_ptr<Destinations> RedisStorage::destinations() {
+  std::call_once(impl_->destinations_once,
+                 [&] { impl_->destinations = redis::make_destinations(impl_->pool); });
+  return impl_->destinations;
 }
 
 void RedisStorage::announce(std::string_view id, Timestamp timestamp) {

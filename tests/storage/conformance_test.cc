@@ -22,6 +22,7 @@ namespace {
 
 using testing::sample_envelope;
 using testing::TempDir;
+using namespace std::chrono_literals;
 
 // One test's storage location. open() may be called several times: every object it
 // returns uses the same location (for backends where capabilities().shared).
@@ -97,19 +98,22 @@ struct Backend {
   std::unique_ptr<Location> (*make)();
   bool needs_redis = false;
   bool needs_moto = false;
+  // Whether destinations() of two objects on one location share their state.
+  bool shared_destinations = false;
 };
 
 const Backend kBackends[] = {
     {"memory", [] { return std::unique_ptr<Location>(new MemoryLocation); }},
-    {"disk", [] { return std::unique_ptr<Location>(new DiskLocation); }},
+    {"disk", [] { return std::unique_ptr<Location>(new DiskLocation); }, false, false, true},
     {"redis",
-     [] { return std::unique_ptr<Location>(new RedisLocation(testing::shared_redis(), 0)); }, true},
+     [] { return std::unique_ptr<Location>(new RedisLocation(testing::shared_redis(), 0)); }, true,
+     false, true},
     {"redis_password_db5",
      [] {
        return std::unique_ptr<Location>(
            new RedisLocation(testing::shared_redis_with_password(), 5));
      },
-     true},
+     true, false, true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true},
 };
 
@@ -141,6 +145,11 @@ class ConformanceTest : public ::testing::TestWithParam<Backend> {
       std::this_thread::sleep_for(d);
     }
   }
+  // The destinations of a second object where the backend shares them, else storage_'s.
+  Destinations& peer_destinations() {
+    return GetParam().shared_destinations ? *peer().destinations() : *storage_->destinations();
+  }
+
   Timestamp now() { return location_->clock() ? location_->clock()->now() : system_clock().now(); }
 
   std::unique_ptr<Location> location_;
@@ -617,6 +626,125 @@ TEST_P(ConformanceTest, CountersAddUpAcrossObjectsAndAreNotMessages) {
   EXPECT_EQ(storage_->counters(), want);
   EXPECT_EQ(second.counters(), want);
   EXPECT_TRUE(storage_->load_all().empty());
+}
+
+// --- Destinations (shaping.h): every backend keeps them; disk and Redis share them
+// between objects (processes).
+
+TEST_P(ConformanceTest, DestinationSlotsAreLimitedAndSharedAndComeBackWhenReleased) {
+  DestinationLimits two;
+  two.max_connections = 2;
+  Destinations& a = *storage_->destinations();
+  Destinations& b = peer_destinations();
+  SlotGrant first = a.acquire("mx.example", two, 10s);
+  SlotGrant second = b.acquire("mx.example", two, 10s);
+  ASSERT_TRUE(first.granted());
+  ASSERT_TRUE(second.granted());
+  EXPECT_NE(first.slot, second.slot);
+  SlotGrant third = a.acquire("mx.example", two, 10s);
+  EXPECT_EQ(third.status, SlotGrant::Status::busy);
+  EXPECT_GT(third.retry_after, 0);
+  EXPECT_EQ(third.reason, "all 2 connections in use");
+  EXPECT_TRUE(a.acquire("other.example", two, 10s).granted());  // per destination
+  auto status = b.status();
+  ASSERT_EQ(status.size(), 2u);
+  EXPECT_EQ(status[0].name, "mx.example");
+  EXPECT_EQ(status[0].in_use, 2u);
+  b.release("mx.example", second.slot, true, "250 2.0.0 Ok", DownPolicy{});
+  EXPECT_TRUE(a.acquire("mx.example", two, 10s).granted());
+  EXPECT_EQ(a.status()[0].last_reply, "250 2.0.0 Ok");
+}
+
+TEST_P(ConformanceTest, ASlotNotRenewedRunsOutAndOneRenewedStays) {
+  DestinationLimits one;
+  one.max_connections = 1;
+  Destinations& a = *storage_->destinations();
+  SlotGrant g = a.acquire("mx.example", one, 1500ms);
+  ASSERT_TRUE(g.granted());
+  pass(1000ms);
+  a.renew("mx.example", g.slot, 1500ms);
+  pass(1000ms);
+  EXPECT_EQ(peer_destinations().acquire("mx.example", one, 1500ms).status, SlotGrant::Status::busy);
+  pass(700ms);  // its holder died: no renewal
+  EXPECT_TRUE(peer_destinations().acquire("mx.example", one, 1500ms).granted());
+}
+
+TEST_P(ConformanceTest, DestinationRateSpacesGrantsEvenly) {
+  DestinationLimits slow;
+  slow.max_rate = 0.5;  // one every 2 s
+  Destinations& a = *storage_->destinations();
+  ASSERT_TRUE(a.acquire("mx.example", slow, 10s).granted());
+  SlotGrant next = peer_destinations().acquire("mx.example", slow, 10s);
+  EXPECT_EQ(next.status, SlotGrant::Status::rate);
+  EXPECT_GT(next.retry_after, 1.5);
+  EXPECT_LE(next.retry_after, 2.0);
+  pass(2100ms);
+  EXPECT_TRUE(a.acquire("mx.example", slow, 10s).granted());
+}
+
+TEST_P(ConformanceTest, UnreachableInARowMarksADestinationDownThenOneProbeTestsIt) {
+  DestinationLimits limits;
+  DownPolicy down;
+  down.after = 2;
+  down.initial = 1;
+  down.max = 10;
+  Destinations& a = *storage_->destinations();
+  Destinations& b = peer_destinations();
+  for (int i = 0; i < 2; ++i) {
+    SlotGrant g = a.acquire("dead.example", limits, 10s);
+    ASSERT_TRUE(g.granted());
+    EXPECT_FALSE(g.probe);
+    a.release("dead.example", g.slot, false, "421 4.4.2 closing", down);
+  }
+  SlotGrant refused = b.acquire("dead.example", limits, 10s);
+  EXPECT_EQ(refused.status, SlotGrant::Status::down);
+  EXPECT_GT(refused.retry_after, 0.5);
+  EXPECT_LE(refused.retry_after, 1.0);
+  EXPECT_EQ(refused.reason, "destination not reachable (2 attempts in a row): 421 4.4.2 closing");
+  auto status = b.status();
+  ASSERT_EQ(status.size(), 1u);
+  EXPECT_EQ(status[0].failures, 2u);
+  EXPECT_GT(status[0].down_until, now());
+  pass(1100ms);
+  SlotGrant probe = b.acquire("dead.example", limits, 10s);
+  ASSERT_TRUE(probe.granted());
+  EXPECT_TRUE(probe.probe);
+  EXPECT_EQ(a.acquire("dead.example", limits, 10s).status, SlotGrant::Status::down)
+      << "one probe at a time";
+  b.release("dead.example", probe.slot, false, "421 4.4.2 still closing", down);
+  refused = a.acquire("dead.example", limits, 10s);
+  EXPECT_EQ(refused.status, SlotGrant::Status::down);
+  EXPECT_GT(refused.retry_after, 1.5);  // twice as long
+  pass(2100ms);
+  probe = a.acquire("dead.example", limits, 10s);
+  ASSERT_TRUE(probe.probe);
+  a.release("dead.example", probe.slot, true, "250 2.0.0 Ok", down);
+  SlotGrant back = b.acquire("dead.example", limits, 10s);
+  EXPECT_TRUE(back.granted());
+  EXPECT_FALSE(back.probe);
+  EXPECT_EQ(b.status()[0].failures, 0u);
+}
+
+TEST_P(ConformanceTest, SuspendedDestinationsAreRefusedUntilResumedOrTheirTime) {
+  DestinationLimits limits;
+  Destinations& a = *storage_->destinations();
+  Destinations& b = peer_destinations();  // the operator's tool
+  b.suspend("slow.example", DestinationStatus::kForever, "asked to wait");
+  b.suspend("../odd name", now() + 1, "");
+  SlotGrant g = a.acquire("slow.example", limits, 10s);
+  EXPECT_EQ(g.status, SlotGrant::Status::suspended);
+  EXPECT_EQ(g.reason, "suspended by an operator: asked to wait");
+  EXPECT_LE(g.retry_after, 1.0);
+  EXPECT_EQ(a.acquire("../odd name", limits, 10s).status, SlotGrant::Status::suspended);
+  auto status = a.status();
+  ASSERT_EQ(status.size(), 2u);
+  EXPECT_EQ(status[0].name, "../odd name");
+  EXPECT_EQ(status[1].suspended_until, DestinationStatus::kForever);
+  EXPECT_EQ(status[1].suspend_reason, "asked to wait");
+  pass(1100ms);
+  EXPECT_TRUE(a.acquire("../odd name", limits, 10s).granted());  // its time is up
+  b.resume("slow.example");
+  EXPECT_TRUE(a.acquire("slow.example", limits, 10s).granted());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::ValuesIn(kBackends),
