@@ -25,6 +25,7 @@ struct SmtpRelayOptions {
   std::string host;
   uint16_t port = 25;
   std::string ehlo_name;  // empty: this host's name
+  // For the TCP connection and the server's greeting.
   std::chrono::milliseconds connect_timeout = std::chrono::seconds(30);
   // For each command's reply; the reply to the message data gets data_timeout.
   std::chrono::milliseconds command_timeout = std::chrono::minutes(5);

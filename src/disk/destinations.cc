@@ -1,10 +1,10 @@
 // DiskStorage's Destinations: a state file per destination under the spool,
-// destinations/HEX(NAME) (the name may come from a recipient's domain: hex keeps it
-// a plain file name), holding shaping::DestinationState as "key value" lines. Each
-// change locks the file (flock, so a process that dies lets go at once), reads it,
-// applies the rule and writes it back: one count of slots, one bucket and one health
-// for every process of the host. Not synced: the state is advice about the next
-// minutes, and a crash loses at most a slot that would have run out anyway.
+// destinations/dHEX(NAME) (the name may come from a recipient's domain: hex keeps it
+// a plain file name; the "d" gives the empty name, the default destination, one), holding
+// shaping::DestinationState as "key value" lines. Each change locks the file (flock, so a process
+// that dies lets go at once), reads it, applies the rule and writes it back: one count of slots,
+// one bucket and one health for every process of the host. Not synced: the state is advice about
+// the next minutes, and a crash loses at most a slot that would have run out anyway.
 #include "disk/destinations.h"
 
 #include <fcntl.h>
@@ -62,8 +62,9 @@ class DiskDestinations : public Destinations {
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
       std::string file = entry.path().filename().string();
-      std::optional<std::string> name = from_hex(file);
-      if (!name || name->empty()) continue;  // not ours
+      std::optional<std::string> name;
+      if (file.starts_with("d")) name = from_hex(std::string_view(file).substr(1));
+      if (!name) continue;  // not ours
       change(*name, [&](shaping::DestinationState& s, Timestamp now) {
         out.push_back(s.status(*name, now));
       });
@@ -77,7 +78,7 @@ class DiskDestinations : public Destinations {
   // Locks NAME's file, reads it, runs fn, writes it back (or removes it when idle).
   template <class Fn>
   void change(const std::string& name, Fn fn) {
-    std::string path = dir_ + "/" + to_hex(name);
+    std::string path = dir_ + "/d" + to_hex(name);
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) fail("open", path);
     struct Close {

@@ -122,7 +122,9 @@ class Connection {
                               [done](asio::error_code ec, const tcp::endpoint&) { done(ec); });
         },
         opts_.connect_timeout, "connect");
-    Reply greeting = read_reply(opts_.command_timeout);
+    // The greeting within the connect timeout too: a server that accepts and never
+    // greets (a tarpit) holds a delivery that long, not a command timeout's five minutes.
+    Reply greeting = read_reply(opts_.connect_timeout);
     if (greeting.code != 220) fail("greeting: " + greeting.text);
     hello(ehlo_name);
     using Tls = SmtpRelayOptions::Tls;

@@ -144,7 +144,7 @@ TEST(SmtpRelayTest, APeerThatNeverAnswersTimesOut) {
   socklen_t len = sizeof(addr);
   ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
   SmtpRelayOptions o = relay_to(ntohs(addr.sin_port));
-  o.command_timeout = std::chrono::milliseconds(300);
+  o.connect_timeout = std::chrono::milliseconds(300);  // the greeting is within it
   SmtpRelay relay(o);
   auto start = std::chrono::steady_clock::now();
   auto r = relay.attempt(message({"a@x.org"}), 1);

@@ -680,6 +680,9 @@ TEST_P(ConformanceTest, DestinationRateSpacesGrantsEvenly) {
   EXPECT_LE(next.retry_after, 2.0);
   pass(2100ms);
   EXPECT_TRUE(a.acquire("mx.example", slow, 10s).granted());
+  // The default destination (a relay that does not name one) is "".
+  EXPECT_TRUE(a.acquire("", slow, 10s).granted());
+  EXPECT_EQ(peer_destinations().acquire("", slow, 10s).status, SlotGrant::Status::rate);
 }
 
 TEST_P(ConformanceTest, UnreachableInARowMarksADestinationDownThenOneProbeTestsIt) {

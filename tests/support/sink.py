@@ -6,7 +6,10 @@ accepts to LOG. Prints "ready" once it listens; runs until SIGTERM.
     sink.py PORT LOG [RULES_JSON [USER PASSWORD]]
 
 RULES_JSON maps a recipient to the replies its RCPT TO gets, in order; the last one
-repeats ("250" accepts). Recipients without a rule are accepted. With USER and PASSWORD the sink offers AUTH
+repeats ("250" accepts). Recipients without a rule are accepted. Its key "_delay" (not
+an address) makes each message's DATA take that many seconds (a slow destination).
+Each logged message has "active": the transactions (MAIL FROM to the end of DATA)
+under way at its MAIL FROM, this one included, and "t": the time of its MAIL FROM. With USER and PASSWORD the sink offers AUTH
 (PLAIN, LOGIN; also without TLS) and requires it before MAIL.
 """
 import asyncio
@@ -14,13 +17,23 @@ import json
 import signal
 import socket
 import sys
+import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult
 
 port, log = int(sys.argv[1]), sys.argv[2]  # port 0: one the kernel picks
 rules = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 credentials = (sys.argv[4].encode(), sys.argv[5].encode()) if len(sys.argv) > 5 else None
+delay = float(rules.pop('_delay', 0))
+active = 0  # transactions under way
+
+
+def end_transaction(session):
+    global active
+    if getattr(session, 'in_transaction', False):
+        session.in_transaction = False
+        active -= 1
 
 
 def authenticator(server, session, envelope, mechanism, auth_data):
@@ -29,6 +42,20 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 
 class Handler:
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        global active
+        end_transaction(session)
+        session.in_transaction = True
+        active += 1
+        envelope.active, envelope.started = active, time.time()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return '250 OK'
+
+    async def handle_RSET(self, server, session, envelope):
+        end_transaction(session)
+        return '250 OK'
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         replies = rules.get(address)
         if replies:
@@ -39,6 +66,9 @@ class Handler:
         return '250 2.1.5 OK'
 
     async def handle_DATA(self, server, session, envelope):
+        if delay:
+            await asyncio.sleep(delay)
+        end_transaction(session)
         data = envelope.original_content or envelope.content
         headers = data.split(b'\r\n\r\n', 1)[0].decode('utf-8', 'replace')
         seq, received = '', None
@@ -51,13 +81,23 @@ class Handler:
             f.write(json.dumps({'from': envelope.mail_from, 'to': envelope.rcpt_tos,
                                 'helo': session.host_name,
                                 'size': len(data), 'seq': seq, 'received': received or '',
-                                'report': b'multipart/report' in data}) + '\n')
+                                'report': b'multipart/report' in data,
+                                'active': getattr(envelope, 'active', 0),
+                                't': getattr(envelope, 'started', 0)}) + '\n')
         return '250 2.0.0 OK: accepted'
 
 
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 auth = {'authenticator': authenticator, 'auth_required': True,
         'auth_require_tls': False} if credentials else {}
+
+
+class CountingSMTP(SMTP):
+    """Ends the transaction of a session whose client went away in the middle of it."""
+
+    def connection_lost(self, exc):
+        end_transaction(self.session)
+        super().connection_lost(exc)
 
 
 class BoundController(Controller):
@@ -67,6 +107,9 @@ class BoundController(Controller):
     def __init__(self, handler, sock, **kwargs):
         self._sock = sock
         super().__init__(handler, hostname='127.0.0.1', port=sock.getsockname()[1], **kwargs)
+
+    def factory(self):
+        return CountingSMTP(self.handler, **self.SMTP_kwargs)
 
     def _create_server(self):
         return self.loop.create_server(self._factory_invoker, sock=self._sock,

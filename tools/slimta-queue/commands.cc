@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -454,6 +455,140 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
                     static_cast<long long>(n));
       out << line;
     }
+  }
+  return 0;
+}
+
+double parse_duration(const std::string& text) {
+  static const std::map<char, double> kUnits = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+  double unit = 1;
+  std::string number = text;
+  if (!number.empty() && kUnits.contains(number.back())) {
+    unit = kUnits.at(number.back());
+    number.pop_back();
+  }
+  size_t used = 0;
+  double n = -1;
+  try {
+    n = std::stod(number, &used);
+  } catch (const std::exception&) {
+  }
+  if (number.empty() || used != number.size() || !(n > 0) || !std::isfinite(n))
+    throw InvalidArgument("duration '" + text + "' is not a number of s, m, h or d (e.g. 30m)");
+  return n * unit;
+}
+
+namespace {
+// Destination names are kept in lower case, as the queue looks them up.
+std::string lowered(std::string name) {
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return name;
+}
+}  // namespace
+
+int cmd_suspend(QueueStorage& storage, const std::string& destination,
+                std::optional<double> seconds, const std::string& reason, bool json,
+                std::ostream& out) {
+  if (destination.empty()) throw InvalidArgument("suspend: no destination given");
+  Timestamp until = seconds ? now() + *seconds : DestinationStatus::kForever;
+  storage.destinations()->suspend(lowered(destination), until, reason);
+  if (json) {
+    nlohmann::json j{{"destination", lowered(destination)}, {"suspended", true}};
+    put_time(j, "until", seconds ? std::optional<Timestamp>(until) : std::nullopt);
+    out << dump(j) << "\n";
+  } else {
+    out << "suspended " << lowered(destination)
+        << (seconds ? " until " + format_time(until) + " UTC" : std::string(" until resumed"))
+        << "\n";
+  }
+  return 0;
+}
+
+int cmd_resume(QueueStorage& storage, const std::string& destination, bool json,
+               std::ostream& out) {
+  if (destination.empty()) throw InvalidArgument("resume: no destination given");
+  storage.destinations()->resume(lowered(destination));
+  if (json) {
+    out << dump(nlohmann::json{{"destination", lowered(destination)}, {"suspended", false}})
+        << "\n";
+  } else {
+    out << "resumed " << lowered(destination) << "\n";
+  }
+  return 0;
+}
+
+int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool json,
+                     std::ostream& out, std::ostream& err) {
+  Timestamp t = now();
+  std::map<std::string, DestinationStatus> all;
+  for (auto& s : storage.destinations()->status()) all[s.name] = std::move(s);
+  std::map<std::string, size_t> waiting;
+  for (const auto& [domain, row] : compute_shape(storage, err).domains) {
+    waiting[domain] = row_sum(row);
+    all.try_emplace(domain).first->second.name = domain;
+  }
+  auto state_of = [&](const DestinationStatus& s) -> std::string {
+    if (s.suspended(t)) return "suspended";
+    if (s.down_until > t) return "down";
+    if (s.failures > 0) return "failing";
+    return "ok";
+  };
+  if (json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& [name, s] : all) {
+      const DestinationLimits& limits = shaping.limits(name);
+      nlohmann::json j{{"destination", name},
+                       {"state", state_of(s)},
+                       {"in_use", s.in_use},
+                       {"max_connections", limits.max_connections},
+                       {"max_rate", limits.max_rate > 0 ? nlohmann::json(limits.max_rate)
+                                                        : nlohmann::json(nullptr)},
+                       {"failures", s.failures},
+                       {"waiting", waiting.contains(name) ? waiting[name] : 0},
+                       {"last_reply", s.last_reply.empty() ? nlohmann::json(nullptr)
+                                                           : nlohmann::json(s.last_reply)}};
+      put_time(j, "down_until",
+               s.down_until > t ? std::optional<Timestamp>(s.down_until) : std::nullopt);
+      bool forever = s.suspended_until == DestinationStatus::kForever;
+      put_time(
+          j, "suspended_until",
+          s.suspended(t) && !forever ? std::optional<Timestamp>(s.suspended_until) : std::nullopt);
+      j["suspended_until_resumed"] = forever;
+      j["suspend_reason"] = s.suspended(t) ? nlohmann::json(s.suspend_reason) : nullptr;
+      put_time(j, "last_attempt",
+               s.last_attempt > 0 ? std::optional<Timestamp>(s.last_attempt) : std::nullopt);
+      list.push_back(std::move(j));
+    }
+    out << dump(list) << "\n";
+    return 0;
+  }
+  if (all.empty()) {
+    out << "no destination has state or mail waiting\n";
+    return 0;
+  }
+  char line[256];
+  std::snprintf(line, sizeof line, "%-32s %-9s %6s %6s %8s %8s  %s\n", "DESTINATION", "STATE",
+                "IN USE", "LIMIT", "WAITING", "FAILURES", "UNTIL / LAST REPLY");
+  out << line;
+  for (const auto& [name, s] : all) {
+    const DestinationLimits& limits = shaping.limits(name);
+    std::string note;
+    if (s.suspended(t)) {
+      note = s.suspended_until == DestinationStatus::kForever
+                 ? "until resumed"
+                 : "until " + format_time(s.suspended_until);
+      if (!s.suspend_reason.empty()) note += ": " + s.suspend_reason;
+    } else if (s.down_until > t) {
+      note = "until " + format_time(s.down_until);
+      if (!s.last_reply.empty()) note += ": " + s.last_reply;
+    } else {
+      note = s.last_reply;
+    }
+    std::snprintf(line, sizeof line, "%-32s %-9s %6zu %6zu %8zu %8u  ", printable(name).c_str(),
+                  state_of(s).c_str(), s.in_use, limits.max_connections,
+                  waiting.contains(name) ? waiting[name] : size_t{0}, s.failures);
+    out << line << printable(note) << "\n";
   }
   return 0;
 }

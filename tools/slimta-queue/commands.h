@@ -86,4 +86,21 @@ nlohmann::json shape_json(const Shape& shape);
 // A qshape-style table: messages by recipient domain and age.
 int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
 
+// "90", "90s", "30m", "2h", "1d": seconds. Throws InvalidArgument naming the text.
+double parse_duration(const std::string& text);
+
+// suspend: DESTINATION is not attempted by any serve process on the storage, for
+// `seconds` (nullopt: until resumed), with `reason` shown in its deferrals and in
+// `destinations`. resume: attempted again at once.
+int cmd_suspend(QueueStorage& storage, const std::string& destination,
+                std::optional<double> seconds, const std::string& reason, bool json,
+                std::ostream& out);
+int cmd_resume(QueueStorage& storage, const std::string& destination, bool json, std::ostream& out);
+// The destinations with state (in use, down, suspended, recently attempted) or mail
+// waiting (messages by recipient domain): state, slots in use, failures, until when
+// down or suspended, last reply, messages waiting; with `shaping` (the config
+// file's), each one's limits too.
+int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool json,
+                     std::ostream& out, std::ostream& err);
+
 }  // namespace slimta::cli

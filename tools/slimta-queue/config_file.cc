@@ -1,6 +1,8 @@
 #include "config_file.h"
 
 #include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <ostream>
 #include <sstream>
 
@@ -87,6 +89,83 @@ std::optional<std::string> closest(const std::string& word, const std::vector<st
   return best;
 }
 
+ShapingPolicy read_shaping(const std::string& path) {
+  ShapingPolicy shaping;
+  if (path.empty()) return shaping;
+  toml::table config = parse_config_file(path);
+  auto bad = [&](const toml::node& node, const std::string& why) {
+    return InvalidArgument(
+        fmt::format("config file '{}' line {}: {}", path, node.source().begin.line, why));
+  };
+  const toml::node* node = config.get("destinations");
+  if (!node) return shaping;
+  const toml::table* table = node->as_table();
+  if (!table) throw bad(*node, "destinations must be tables: [destinations.\"example.com\"]");
+  // The defaults first, so that each destination starts from them.
+  std::vector<std::pair<std::string, const toml::table*>> entries;
+  for (const auto& [name, value] : *table) {
+    const toml::table* limits = value.as_table();
+    if (!limits)
+      throw bad(value, "destination '" + std::string(name.str()) +
+                           "' must be a table: [destinations.\"" + std::string(name.str()) + "\"]");
+    if (name.str() == "*")
+      entries.insert(entries.begin(), {"*", limits});
+    else
+      entries.emplace_back(std::string(name.str()), limits);
+  }
+  static const std::vector<std::string> kKeys = {"max-connections", "max-rate",
+                                                 "max-messages-per-connection", "connect-timeout",
+                                                 "idle-timeout"};
+  for (const auto& [name, limits] : entries) {
+    std::string lower = name;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    DestinationLimits l = shaping.defaults;
+    for (const auto& [k, value] : *limits) {
+      std::string key(k.str());
+      std::string where = "destination '" + name + "' " + key;
+      auto whole = [&](int64_t min) {
+        auto n = value.value<int64_t>();
+        if (!value.is_integer() || !n || *n < min)
+          throw bad(value, where + " must be a whole number of at least " + std::to_string(min));
+        return static_cast<size_t>(*n);
+      };
+      auto seconds = [&] {
+        auto n = value.value<double>();
+        if (!value.is_number() || !n || !(*n > 0))
+          throw bad(value, where + " must be a number of seconds more than 0");
+        return std::chrono::milliseconds(static_cast<int64_t>(*n * 1000));
+      };
+      if (key == "max-connections") {
+        l.max_connections = whole(1);
+      } else if (key == "max-messages-per-connection") {
+        l.max_messages_per_connection = whole(0);
+      } else if (key == "max-rate") {
+        auto text = value.value<std::string>();
+        if (!text) throw bad(value, where + " must be a string such as \"10/s\"");
+        try {
+          l.max_rate = parse_rate(*text);
+        } catch (const InvalidArgument& e) {
+          throw bad(value, where + ": " + e.what());
+        }
+      } else if (key == "connect-timeout") {
+        l.connect_timeout = seconds();
+      } else if (key == "idle-timeout") {
+        l.idle_timeout = seconds();
+      } else {
+        auto near = closest(key, kKeys);
+        throw bad(value, "unknown key '" + key + "' in destination '" + name + "'" +
+                             (near ? "; did you mean '" + *near + "'?" : ""));
+      }
+    }
+    if (name == "*")
+      shaping.defaults = l;
+    else
+      shaping.destinations[lower] = l;
+  }
+  return shaping;
+}
+
 void check_config_file(const std::string& path, const CLI::App& app, const CLI::App& serve) {
   toml::table config = parse_config_file(path);
   auto keys = [](const CLI::App& owner) {
@@ -95,7 +174,7 @@ void check_config_file(const std::string& path, const CLI::App& app, const CLI::
     return out;
   };
   const std::vector<std::string> top_keys = keys(app), serve_keys = keys(serve);
-  const std::vector<std::string> tables = {"serve", "routes", "listener"};
+  const std::vector<std::string> tables = {"serve", "routes", "listener", "destinations"};
   auto check_section = [&](const toml::table& table, const CLI::App& owner, bool in_serve) {
     std::vector<std::string> names = in_serve ? serve_keys : top_keys;
     if (!in_serve) names.insert(names.end(), tables.begin(), tables.end());

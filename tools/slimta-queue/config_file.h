@@ -10,6 +10,8 @@
 #include <toml++/toml.h>
 #include <CLI/CLI.hpp>
 
+#include "slimta/shaping.h"
+
 namespace slimta::cli {
 
 // The name in `names` fewest edits (Levenshtein) from `word`, if one is 2 or fewer away.
@@ -26,6 +28,12 @@ toml::table parse_config_file(const std::string& path);
 // strings), throws InvalidArgument "config file 'PATH' line N: ..." naming the key and,
 // for an unknown one, the closest known key. A file that does not parse throws too.
 void check_config_file(const std::string& path, const CLI::App& app, const CLI::App& serve);
+
+// The [destinations."NAME"] tables of the config file at `path` ("" for none): each
+// destination's max-connections, max-rate ("10/s"), max-messages-per-connection,
+// connect-timeout and idle-timeout (seconds); [destinations."*"] sets the defaults of
+// all. An unknown key or a bad value throws InvalidArgument naming it and its line.
+ShapingPolicy read_shaping(const std::string& path);
 
 // The --config value in argv, or "" (looked up before CLI11 reads the file).
 std::string config_path_in(int argc, char** argv);

@@ -69,6 +69,7 @@ struct Cli {
   std::optional<std::string> hold_reason, bounce_reason;
   slimta::cli::ServeOptions serve_opts;
   std::string passwd_user, users_file;
+  std::string destination, suspend_for, suspend_reason;
   CLI::App* serve = nullptr;
   CLI::App* passwd = nullptr;
 
@@ -150,6 +151,21 @@ Cli::Cli() {
 
   app.add_subcommand("info", "count queued messages and bytes, and the queue's event counters");
   app.add_subcommand("shape", "queued messages by recipient domain and age in minutes (qshape)");
+  auto* suspend = app.add_subcommand(
+      "suspend",
+      "stop deliveries to a destination (an MX domain, a route's domain, a smarthost "
+      "HOST:PORT) on every serve process of the storage; its mail waits, unattempted");
+  suspend->add_option("destination", destination, "the destination")->required();
+  suspend->add_option("--for", suspend_for,
+                      "for this long (90s, 30m, 2h, 1d); default: until resumed");
+  suspend->add_option("--reason", suspend_reason, "shown by destinations and in the log");
+  app.add_subcommand("resume", "deliver to a suspended destination again, at once")
+      ->add_option("destination", destination, "the destination")
+      ->required();
+  app.add_subcommand("destinations",
+                     "destinations: state (ok, failing, down, suspended), connections in use "
+                     "and the limit ([destinations] of --config), messages waiting, failures, "
+                     "until when, last reply");
 
   serve = app.add_subcommand(
       "serve", "run the queue: accept mail over SMTP, keep it in the storage, deliver it");
@@ -372,6 +388,15 @@ int main(int argc, char** argv) {
     if (name == "bounce")
       return cmd_bounce(*storage, cli.bounce_sel, cli.bounce_reason, json, std::cout, std::cerr);
     if (name == "shape") return cmd_shape(*storage, json, std::cout, std::cerr);
+    if (name == "suspend") {
+      std::optional<double> seconds;
+      if (!cli.suspend_for.empty()) seconds = parse_duration(cli.suspend_for);
+      return cmd_suspend(*storage, cli.destination, seconds, cli.suspend_reason, json, std::cout);
+    }
+    if (name == "resume") return cmd_resume(*storage, cli.destination, json, std::cout);
+    if (name == "destinations")
+      return cmd_destinations(*storage, read_shaping(cli.serve_opts.config_file), json, std::cout,
+                              std::cerr);
   } catch (const QueueError& e) {
     std::cerr << "slimta-queue: error: " << e.what() << "\n";
     return 1;

@@ -223,11 +223,25 @@ std::set<std::string> read_recipients(const std::string& path) {
 
 // Out: the smarthost, or else the MX hosts of each recipient's domain; ahead of
 // either, the routes of the transport map.
+// Each destination's connections take its [destinations] settings (a route's
+// destination is its domain, the smarthost's HOST:PORT, an MX domain itself).
 std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<std::string>& routes,
-                                  std::ostream& err) {
+                                  const ShapingPolicy& shaping, std::ostream& err) {
   SmtpRelayOptions base;
   base.ehlo_name = opts.hostname;
   base.idle_connection_timeout = millis(opts.relay_idle_timeout);
+  base.connect_timeout = shaping.defaults.connect_timeout;
+  base.max_messages_per_connection = shaping.defaults.max_messages_per_connection;
+  if (shaping.defaults.idle_timeout != DestinationLimits{}.idle_timeout)
+    base.idle_connection_timeout = shaping.defaults.idle_timeout;
+  auto for_destination = [&](SmtpRelayOptions o, const std::string& name) {
+    auto it = shaping.destinations.find(name);
+    if (it == shaping.destinations.end()) return o;
+    o.connect_timeout = it->second.connect_timeout;
+    o.idle_connection_timeout = it->second.idle_timeout;
+    o.max_messages_per_connection = it->second.max_messages_per_connection;
+    return o;
+  };
   std::shared_ptr<Relay> fallback;
   if (!opts.smarthost.empty()) {
     SmtpRelayOptions r = base;
@@ -245,27 +259,35 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
           "system's), or --smarthost-auth-insecure to send it anyway");
     }
     if (!r.username.empty()) r.password = smarthost_password(opts);
-    fallback = std::make_shared<SmtpRelay>(r);
+    fallback =
+        std::make_shared<SmtpRelay>(for_destination(r, r.host + ":" + std::to_string(r.port)));
   } else {
     MxRelayOptions m;
     m.smtp = base;
     m.smtp.port = opts.mx_port;
     m.dns_server = opts.dns_server;
+    for (const auto& [name, limits] : shaping.destinations)
+      if (name.find(':') == std::string::npos) m.domains[name] = for_destination(m.smtp, name);
     fallback = std::make_shared<MxRelay>(m);
     err << "slimta-queue serve: no --smarthost: delivering to each domain's MX hosts\n";
   }
   std::map<std::string, std::shared_ptr<Relay>> by_domain;
-  std::map<std::string, std::shared_ptr<Relay>> by_target;  // one relay per HOST:PORT
+  // One relay per HOST:PORT, or per route where its destination has settings of its own.
+  std::map<std::string, std::shared_ptr<Relay>> by_target;
   for (const std::string& route : routes) {
     size_t eq = route.find('=');
     if (eq == std::string::npos || eq == 0)
       throw InvalidArgument("--route '" + route + "' is not DOMAIN=HOST:PORT");
     std::string target = route.substr(eq + 1);
-    auto& relay = by_target[target];
+    std::string domain = route.substr(0, eq);
+    std::transform(domain.begin(), domain.end(), domain.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    bool own = shaping.destinations.contains(domain);
+    auto& relay = by_target[own ? domain + "=" + target : target];
     if (!relay) {
       SmtpRelayOptions r = base;
       std::tie(r.host, r.port) = parse_host_port(target, "--route target");
-      relay = std::make_shared<SmtpRelay>(r);
+      relay = std::make_shared<SmtpRelay>(own ? for_destination(r, domain) : r);
     }
     by_domain[route.substr(0, eq)] = relay;
   }
@@ -282,6 +304,7 @@ struct ServePlan {
   std::vector<Listener> listeners;
   std::vector<std::pair<std::string, uint16_t>> endpoints;
   std::vector<std::string> routes;
+  ShapingPolicy shaping;          // [destinations]
   SmtpServerOptions server_opts;  // all but has_room, which needs the storage
   MinFree min_free;
   std::unique_ptr<Relay> relay;
@@ -294,6 +317,7 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   for (const auto& a : opts.submissions) plan.listeners.push_back({a, ListenerRole::submissions});
   plan.routes = opts.routes;
   if (!opts.config_file.empty()) read_config_tables(opts.config_file, plan.listeners, plan.routes);
+  plan.shaping = read_shaping(opts.config_file);
   for (const Listener& l : plan.listeners) {
     plan.endpoints.push_back(
         parse_host_port(l.address, names_of(l.role).option, /*port_zero=*/true));
@@ -326,7 +350,7 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
         << "' is not fully qualified: servers may refuse it in HELO and in bounces; give "
            "--hostname a name with its domain\n";
   }
-  plan.relay = make_relay(opts, plan.routes, err);
+  plan.relay = make_relay(opts, plan.routes, plan.shaping, err);
   return plan;
 }
 
@@ -340,6 +364,17 @@ int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& 
   out << "# routes\n";
   for (const std::string& r : plan.routes) out << "#   " << r << "\n";
   if (plan.routes.empty()) out << "#   (none)\n";
+  out << "# destinations\n";
+  auto print = [&](const std::string& name, const DestinationLimits& l) {
+    out << "#   " << name << ": max-connections " << l.max_connections << ", max-rate "
+        << (l.max_rate > 0 ? fmt::format("{:g}/s", l.max_rate) : std::string("none"))
+        << ", max-messages-per-connection "
+        << (l.max_messages_per_connection ? std::to_string(l.max_messages_per_connection)
+                                          : std::string("none"))
+        << ", connect-timeout " << l.connect_timeout.count() / 1000.0 << " s\n";
+  };
+  print("(default)", plan.shaping.defaults);
+  for (const auto& [name, l] : plan.shaping.destinations) print(name, l);
   return 0;
 }
 
@@ -353,6 +388,9 @@ class ReloadableRelay : public Relay {
   void set(std::unique_ptr<Relay> relay) { current_.store(std::move(relay)); }
   std::vector<RecipientResult> attempt(const Envelope& envelope, uint32_t attempt) override {
     return current_.load()->attempt(envelope, attempt);
+  }
+  std::string destination(const std::string& recipient) const override {
+    return current_.load()->destination(recipient);
   }
 
  private:
@@ -476,6 +514,10 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   policy.reporting_mta = opts.hostname;
   policy.rescan_interval = opts.rescan;
   policy.metrics = &registry;
+  policy.shaping = plan.shaping;
+  // A slot of a destination lasts as a message's lease: a process that dies lets both go
+  // within --lease.
+  policy.shaping.slot_lease = policy.lease;
   std::unique_ptr<Activity> activity;  // for the status page
   if (!opts.http.empty()) {
     activity = std::make_unique<Activity>(registry);
@@ -561,6 +603,18 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
         spdlog::warn(
             "serve: SIGHUP: workers, lease, rescan, user and group take a restart, and so does "
             "the host name in bounces (the greeting and relays use the new one)");
+      }
+      auto limits = [](const ShapingPolicy& p) {
+        std::vector<std::tuple<std::string, size_t, double>> out{
+            {"*", p.defaults.max_connections, p.defaults.max_rate}};
+        for (const auto& [name, l] : p.destinations)
+          out.emplace_back(name, l.max_connections, l.max_rate);
+        return out;
+      };
+      if (limits(fresh.shaping) != limits(plan.shaping)) {
+        spdlog::warn(
+            "serve: SIGHUP: destination limits (max-connections, max-rate) take a restart; "
+            "their connection settings apply to new connections now");
       }
       fresh.server_opts.has_room = has_room(fresh.min_free);
       fresh.server_opts.metrics = &registry;
