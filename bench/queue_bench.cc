@@ -8,12 +8,17 @@
 // * reference, same run: the same storage calls made bare, without the engine (write,
 //   claim, get, remove in a loop), so the engine's overhead shows as a ratio.
 // * start-up: --load-messages messages stored, then Queue::load() (load() + schedule).
+// * shaping: the same runs with the relay naming 20 destinations (the recipients'
+//   domains) under the default limits, which do not bind, against shaping off; rounds
+//   alternated, the median ratio reported.
 //
-// usage: queue_bench [--messages N] [--load-messages N] [--only run_pending|threaded|load]
+// usage: queue_bench [--messages N] [--load-messages N] [--rounds N]
+//                    [--only run_pending|threaded|load|shaping]
 // (--only: one measurement, for profiling)
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -37,10 +42,19 @@ class NoopRelay : public Relay {
   }
 };
 
+// The same, naming each recipient's domain as its destination.
+class DomainRelay : public NoopRelay {
+ public:
+  std::string destination(const std::string& recipient) const override {
+    return recipient.substr(recipient.rfind('@') + 1);
+  }
+};
+
 Envelope small_message(int i) {
   Envelope env;
   env.sender = "sender@example.com";
-  env.recipients = {"rcpt" + std::to_string(i % 100) + "@example.org"};
+  env.recipients = {"rcpt" + std::to_string(i % 100) + "@d" + std::to_string(i % 20) +
+                    ".example.org"};
   env.headers.add("From", "sender@example.com");
   env.headers.add("Subject", "message " + std::to_string(i));
   env.body = std::string(512, 'x');
@@ -60,10 +74,12 @@ double bare_storage_rate(const std::vector<Envelope>& envs) {
   return envs.size() / seconds_since(start);
 }
 
-double run_pending_rate(const std::vector<Envelope>& envs) {
+double run_pending_rate(const std::vector<Envelope>& envs, bool shaping = false) {
   MemoryStorage storage;
-  NoopRelay relay;
-  Queue queue(storage, relay);
+  DomainRelay relay;
+  QueuePolicy policy;
+  policy.shaping.enabled = shaping;
+  Queue queue(storage, relay, policy);
   auto start = Steady::now();
   for (const auto& env : envs) queue.enqueue(env);
   queue.run_pending();
@@ -72,11 +88,12 @@ double run_pending_rate(const std::vector<Envelope>& envs) {
   return rate;
 }
 
-double threaded_rate(const std::vector<Envelope>& envs, size_t workers) {
+double threaded_rate(const std::vector<Envelope>& envs, size_t workers, bool shaping = false) {
   MemoryStorage storage;
-  NoopRelay relay;
+  DomainRelay relay;
   QueuePolicy policy;
   policy.workers = workers;
+  policy.shaping.enabled = shaping;
   Queue queue(storage, relay, policy);
   queue.start();
   auto start = Steady::now();
@@ -88,16 +105,41 @@ double threaded_rate(const std::vector<Envelope>& envs, size_t workers) {
   return rate;
 }
 
+// Shaping on against off, `rounds` times alternated: the median ratio of each run.
+nlohmann::json shaping_ratios(const std::vector<Envelope>& envs, int rounds) {
+  std::vector<double> pending, threaded;
+  nlohmann::json out;
+  for (int r = 0; r < rounds; ++r) {
+    double off = run_pending_rate(envs, false), on = run_pending_rate(envs, true);
+    pending.push_back(on / off);
+    double toff = threaded_rate(envs, 2, false), ton = threaded_rate(envs, 2, true);
+    threaded.push_back(ton / toff);
+    out["rounds"].push_back({{"run_pending_off_per_s", off},
+                             {"run_pending_on_per_s", on},
+                             {"start_2_workers_off_per_s", toff},
+                             {"start_2_workers_on_per_s", ton}});
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  out["run_pending_on_vs_off_ratio"] = median(pending);
+  out["start_2_workers_on_vs_off_ratio"] = median(threaded);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   size_t messages = 100000, load_messages = 1000000;
+  int rounds = 5;
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--messages") messages = std::stoul(argv[i + 1]);
     if (a == "--load-messages") load_messages = std::stoul(argv[i + 1]);
     if (a == "--only") only = argv[i + 1];
+    if (a == "--rounds") rounds = std::stoi(argv[i + 1]);
   }
   std::vector<Envelope> envs;
   for (size_t i = 0; i < messages; ++i) envs.push_back(small_message(static_cast<int>(i)));
@@ -108,6 +150,10 @@ int main(int argc, char** argv) {
   }
   if (only == "threaded") {
     std::cout << nlohmann::json{{"start_2_workers_per_s", threaded_rate(envs, 2)}} << "\n";
+    return 0;
+  }
+  if (only == "shaping") {
+    std::cout << shaping_ratios(envs, rounds).dump(2) << "\n";
     return 0;
   }
   if (only == "load") messages = 0;
@@ -129,6 +175,7 @@ int main(int argc, char** argv) {
     spdlog::set_default_logger(previous);
     spdlog::set_level(spdlog::level::warn);
     out["engine_vs_bare_ratio"] = out["run_pending_1_thread_per_s"].get<double>() / bare;
+    out["shaping"] = shaping_ratios(envs, rounds);
   }
 
   {

@@ -56,8 +56,11 @@ struct DownPolicy {
 };
 
 struct ShapingPolicy {
+  // false: no destinations, no limits, no shared state: every due message is attempted
+  // as a worker is free, in the order due.
+  bool enabled = true;
   DestinationLimits defaults;
-  std::map<std::string, DestinationLimits> destinations;  // by lower-case name
+  std::map<std::string, DestinationLimits, std::less<>> destinations;  // by lower-case name
   DownPolicy down;
   // How long a slot lasts unless renewed: a dead process's slots come back this late.
   std::chrono::milliseconds slot_lease = std::chrono::seconds(60);

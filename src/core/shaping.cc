@@ -17,7 +17,11 @@ double DownPolicy::interval(uint32_t failures) const {
 }
 
 const DestinationLimits& ShapingPolicy::limits(std::string_view destination) const {
-  auto it = destinations.find(to_lower(std::string(destination)));
+  if (destinations.empty()) return defaults;
+  auto it = destinations.find(destination);  // the relays name them in lower case
+  if (it == destinations.end() && std::any_of(destination.begin(), destination.end(),
+                                              [](char c) { return c >= 'A' && c <= 'Z'; }))
+    it = destinations.find(to_lower(std::string(destination)));
   return it == destinations.end() ? defaults : it->second;
 }
 

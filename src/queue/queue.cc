@@ -270,7 +270,7 @@ struct Queue::Impl {
       heap.pop();
     }
     for (const auto& [name, line] : lines) {
-      if (line.ids.empty() || line.active >= policy.shaping.limits(name).max_connections) continue;
+      if (line.ids.empty() || line.active >= max_connections(name)) continue;
       if (!next || line.blocked_until < *next) next = line.blocked_until;
     }
     return next;
@@ -301,8 +301,7 @@ struct Queue::Impl {
         lines.erase(it);
         continue;
       }
-      if (line.ids.empty() || line.blocked_until > now ||
-          line.active >= policy.shaping.limits(it->first).max_connections)
+      if (line.ids.empty() || line.blocked_until > now || line.active >= max_connections(it->first))
         continue;
       Job job{line.ids.front(), false, it->first, true};
       line.ids.pop_front();
@@ -326,7 +325,7 @@ struct Queue::Impl {
   // Takes a place in line `name` for an attempt, unless it is full or blocked.
   bool enter_line_locked(const std::string& name, Timestamp now) {
     Line& line = lines[name];
-    if (line.blocked_until > now || line.active >= policy.shaping.limits(name).max_connections) {
+    if (line.blocked_until > now || line.active >= max_connections(name)) {
       return false;
     }
     ++line.active;
@@ -385,7 +384,14 @@ struct Queue::Impl {
   EnqueueResult store(const Envelope& envelope);
   // The destination `env` waits for first: that of its first recipient.
   std::string first_destination(const Envelope& env) const {
-    return env.recipients.empty() ? std::string() : relay.destination(env.recipients.front());
+    return env.recipients.empty() ? std::string() : destination_of(env.recipients.front());
+  }
+  // Shaping off: one destination without limits.
+  std::string destination_of(const std::string& recipient) const {
+    return policy.shaping.enabled ? relay.destination(recipient) : std::string();
+  }
+  size_t max_connections(const std::string& destination) const {
+    return policy.shaping.enabled ? policy.shaping.limits(destination).max_connections : SIZE_MAX;
   }
 
   void worker();
@@ -538,7 +544,7 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
   // The recipients by destination, in order of first appearance.
   std::vector<std::pair<std::string, std::vector<size_t>>> groups;
   for (size_t i = 0; i < env.recipients.size(); ++i) {
-    std::string dest = relay.destination(env.recipients[i]);
+    std::string dest = destination_of(env.recipients[i]);
     auto g =
         std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == dest; });
     if (g == groups.end()) {
@@ -564,7 +570,9 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
       placed = enter_line_locked(dest, now);
     }
     SlotGrant grant;
-    if (placed) {
+    if (placed && !policy.shaping.enabled) {
+      grant.status = SlotGrant::Status::granted;  // no limits: no slot
+    } else if (placed) {
       try {
         grant = board->acquire(dest, policy.shaping.limits(dest), policy.shaping.slot_lease);
       } catch (const QueueError& e) {
@@ -578,7 +586,7 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
     }
     if (grant.granted()) {
       std::lock_guard lock(mu);
-      slots.emplace(dest, grant.slot);
+      if (grant.slot) slots.emplace(dest, grant.slot);
       parts.push_back({&dest, &indexes, grant.slot, grant.probe});
       continue;
     }
@@ -631,7 +639,8 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
       return r.kind == RecipientResult::Kind::transient && r.unreachable;
     });
     try {
-      board->release(*p.dest, p.slot, reachable, got.front().reply, policy.shaping.down);
+      if (p.slot)
+        board->release(*p.dest, p.slot, reachable, got.front().reply, policy.shaping.down);
     } catch (const QueueError& e) {
       spdlog::warn("queue: destination {}: could not give back slot {}: {} (its lease runs out)",
                    *p.dest, p.slot, e.what());
@@ -772,7 +781,7 @@ Next Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now,
                                retry.empty() ? "" : results[retry.front()].reply);
     if (next.kind == Next::Kind::at) {
       std::lock_guard lock(mu);
-      line_of[id] = relay.destination(env.recipients[retry.front()]);
+      line_of[id] = destination_of(env.recipients[retry.front()]);
     }
     return next;
   } catch (const LeaseLost&) {

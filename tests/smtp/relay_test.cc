@@ -134,6 +134,30 @@ TEST(SmtpRelayTest, ARefusedConnectionIsATransientFailureForEveryRecipient) {
       << r6[0].reply;
 }
 
+TEST(SmtpRelayTest, AConnectionCarriesAtMostMaxMessagesPerConnection) {
+  SmtpSink sink;
+  SmtpRelayOptions o = relay_to(sink.port());
+  o.max_messages_per_connection = 3;
+  SmtpRelay relay(o);
+  for (int i = 0; i < 7; ++i) {
+    auto r = relay.attempt(message({"r@x.org"}), 1);
+    ASSERT_EQ(r[0].kind, Kind::delivered) << r[0].reply;
+  }
+  EXPECT_EQ(relay.connections_opened(), 3u);  // 3 + 3 + 1
+  EXPECT_EQ(sink.received().size(), 7u);
+}
+
+TEST(SmtpRelayTest, AnUnreachableOrRefusingPeerIsMarkedUnreachableARecipientsRefusalIsNot) {
+  SmtpRelay refused(relay_to(testing::closed_port().port()));
+  auto r = refused.attempt(message({"a@x.org"}), 1);
+  EXPECT_TRUE(r[0].unreachable) << r[0].reply;
+  SmtpSink sink(nlohmann::json{{"busy@x.org", {"450 4.2.1 mailbox busy"}}});
+  SmtpRelay relay(relay_to(sink.port()));
+  r = relay.attempt(message({"busy@x.org"}), 1);
+  EXPECT_EQ(r[0].kind, Kind::transient);
+  EXPECT_FALSE(r[0].unreachable) << "a recipient's 4xx says nothing about the destination";
+}
+
 TEST(SmtpRelayTest, APeerThatNeverAnswersTimesOut) {
   int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

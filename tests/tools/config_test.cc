@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include "slimta/clock.h"
 #include "slimta/envelope.h"
 #include "support/test_util.h"
 
@@ -125,6 +128,65 @@ TEST_F(ConfigTest, TheDefaultHostNameIsTheFullyQualifiedOneAndAShortOneIsWarnedA
       << r.err;
   r = run("[serve]\nhostname = \"mx.example.com\"\n", {"check-config"});
   EXPECT_EQ(r.err.find("not fully qualified"), std::string::npos) << r.err;
+}
+
+TEST_F(ConfigTest, DestinationsAreCheckedAndShownByCheckConfig) {
+  auto r = run(R"toml(
+[destinations."*"]
+max-connections = 10
+[destinations."Slow.Example"]
+max-connections = 2
+max-rate = "600/m"
+max-messages-per-connection = 50
+connect-timeout = 5
+)toml",
+               {"check-config"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("#   (default): max-connections 10, max-rate none"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("#   slow.example: max-connections 2, max-rate 10/s, "
+                       "max-messages-per-connection 50, connect-timeout 5 s"),
+            std::string::npos)
+      << r.out;
+
+  r = run("[destinations.\"x.example\"]\nmax-conections = 2\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 2: unknown key 'max-conections' in destination 'x.example'; did "
+                       "you mean 'max-connections'?"),
+            std::string::npos)
+      << r.err;
+  r = run("[destinations.\"x.example\"]\nmax-rate = \"10/fortnight\"\n", {"check-config"});
+  EXPECT_NE(r.err.find("line 2: destination 'x.example' max-rate: rate '10/fortnight'"),
+            std::string::npos)
+      << r.err;
+  r = run("[destinations.\"x.example\"]\nmax-connections = 0\n", {"check-config"});
+  EXPECT_NE(r.err.find("max-connections must be a whole number of at least 1"), std::string::npos)
+      << r.err;
+  r = run("[destinations]\n\"x.example\" = 3\n", {"check-config"});
+  EXPECT_NE(r.err.find("destination 'x.example' must be a table"), std::string::npos) << r.err;
+}
+
+TEST_F(ConfigTest, SuspendTakesADurationAndNamesABadOne) {
+  auto r = run("", {"--storage", "disk:" + spool(), "enqueue", "--from", "a@example.com", "--to",
+                    "b@example.org"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run("", {"--storage", "disk:" + spool(), "suspend", "example.org", "--for", "soon"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("duration 'soon' is not a number of s, m, h or d"), std::string::npos)
+      << r.err;
+  r = run("[destinations.\"example.org\"]\nmax-connections = 4\n",
+          {"--storage", "disk:" + spool(), "suspend", "Example.ORG", "--for", "90m", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["destination"], "example.org");
+  EXPECT_NEAR(j["until_unix"].get<double>(), system_clock().now() + 5400, 30);
+  r = run("[destinations.\"example.org\"]\nmax-connections = 4\n",
+          {"--storage", "disk:" + spool(), "destinations"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // One destination, suspended, its limit from the config file, one message waiting.
+  EXPECT_NE(r.out.find("example.org                      suspended      0      4        1"),
+            std::string::npos)
+      << r.out;
 }
 
 }  // namespace
