@@ -41,8 +41,9 @@ struct DestinationLimits {
   double max_rate = 0;          // messages per second; 0: no limit
   // Messages one connection carries before it is closed; 0: no limit.
   size_t max_messages_per_connection = 0;
-  std::chrono::milliseconds connect_timeout = std::chrono::seconds(30);
-  std::chrono::milliseconds idle_timeout = std::chrono::seconds(30);
+  // The relay's connection settings for it; 0: the relay's own.
+  std::chrono::milliseconds connect_timeout{0};
+  std::chrono::milliseconds idle_timeout{0};
 };
 
 // When unreachable attempts mark a destination down, and for how long.

@@ -230,16 +230,15 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
   SmtpRelayOptions base;
   base.ehlo_name = opts.hostname;
   base.idle_connection_timeout = millis(opts.relay_idle_timeout);
-  base.connect_timeout = shaping.defaults.connect_timeout;
-  base.max_messages_per_connection = shaping.defaults.max_messages_per_connection;
-  if (shaping.defaults.idle_timeout != DestinationLimits{}.idle_timeout)
-    base.idle_connection_timeout = shaping.defaults.idle_timeout;
+  auto apply = [](SmtpRelayOptions& o, const DestinationLimits& l) {
+    if (l.connect_timeout.count() > 0) o.connect_timeout = l.connect_timeout;
+    if (l.idle_timeout.count() > 0) o.idle_connection_timeout = l.idle_timeout;
+    o.max_messages_per_connection = l.max_messages_per_connection;
+  };
+  apply(base, shaping.defaults);
   auto for_destination = [&](SmtpRelayOptions o, const std::string& name) {
     auto it = shaping.destinations.find(name);
-    if (it == shaping.destinations.end()) return o;
-    o.connect_timeout = it->second.connect_timeout;
-    o.idle_connection_timeout = it->second.idle_timeout;
-    o.max_messages_per_connection = it->second.max_messages_per_connection;
+    if (it != shaping.destinations.end()) apply(o, it->second);
     return o;
   };
   std::shared_ptr<Relay> fallback;
@@ -371,7 +370,10 @@ int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& 
         << ", max-messages-per-connection "
         << (l.max_messages_per_connection ? std::to_string(l.max_messages_per_connection)
                                           : std::string("none"))
-        << ", connect-timeout " << l.connect_timeout.count() / 1000.0 << " s\n";
+        << ", connect-timeout "
+        << (l.connect_timeout.count() ? fmt::format("{:g} s", l.connect_timeout.count() / 1000.0)
+                                      : std::string("the relay's"))
+        << "\n";
   };
   print("(default)", plan.shaping.defaults);
   for (const auto& [name, l] : plan.shaping.destinations) print(name, l);
