@@ -6,6 +6,11 @@
 //   sink       the same clients straight into the sink (the harness's ceiling);
 //   postfix    Debian's Postfix as a relay to the sink (a private instance: its own
 //              config, queue and data directories; it fsyncs each message before 250);
+//   haraka     Haraka (npm) relaying through its outbound queue to the sink (a private
+//              instance, a node process per core; its queue files are written without
+//              fsync);
+//              the haraka binary from $HARAKA, else /opt/haraka/node_modules/.bin/haraka
+//              (npm install --prefix /opt/haraka Haraka);
 //   disk       serve on a disk spool (fdatasync per message);
 //   redis      serve on a redis-server with appendonly yes + appendfsync always;
 //   kill       serve on disk SIGKILLed under load and restarted: how many messages got
@@ -24,7 +29,7 @@
 // Needs the postfix package (smtp-sink and postfix) and root (Postfix's own user).
 //
 // usage: e2e_bench [--messages N] [--clients N] [--size BYTES] [--rounds N]
-//                  [--only sink,postfix,disk,redis,kill,rules,tls,auth,memory]
+//                  [--only sink,postfix,haraka,disk,redis,kill,rules,tls,auth,memory]
 // With several rounds, each round measures every part once and the medians of the
 // per-round ratios are printed beside each round's figures.
 #include <httplib.h>
@@ -311,6 +316,74 @@ nlohmann::json run_postfix(int sink_port, size_t messages, int clients, const st
   return {{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
 }
 
+// A private Haraka relaying everything it accepts from 127.0.0.1 through its outbound
+// queue to 127.0.0.1:sink_port (a get_mx plugin names the sink for every domain).
+class Haraka {
+ public:
+  Haraka(int port, int sink_port) {
+    const char* env = std::getenv("HARAKA");
+    std::string bin = env ? env : "/opt/haraka/node_modules/.bin/haraka";
+    if (!std::filesystem::exists(bin))
+      throw std::runtime_error("no haraka at " + bin +
+                               ": npm install --prefix /opt/haraka Haraka, or set HARAKA");
+    std::string home = dir_.sub("haraka");
+    // Its default configuration first (connection.ini's messages and the like).
+    if (testing::run_command({bin, "-i", home}).exit_code != 0)
+      throw std::runtime_error("haraka -i " + home + " failed");
+    testing::write_file(home + "/config/plugins", "route_sink\nrelay\n");
+    testing::write_file(home + "/config/relay.ini", "[relay]\nacl=true\n");
+    testing::write_file(home + "/config/relay_acl_allow", "127.0.0.1/32\n");
+    testing::write_file(home + "/config/smtp.ini",
+                        "listen=127.0.0.1:" + std::to_string(port) + "\nnodes=cpus\n");
+    testing::write_file(home + "/config/log.ini", "[main]\nlevel=warn\n");
+    testing::write_file(home + "/config/me", "haraka.bench.example\n");
+    // The sink for every domain; and no reverse DNS of 127.0.0.1 (this machine has no
+    // DNS: each connection would wait for the lookup to time out).
+    testing::write_file(home + "/plugins/route_sink.js",
+                        "exports.hook_get_mx = (next, hmail, domain) => next(OK, "
+                        "{exchange: '127.0.0.1', port: " +
+                            std::to_string(sink_port) +
+                            ", priority: 0})\n"
+                            "exports.hook_lookup_rdns = (next, connection) => next(OK, "
+                            "'localhost')\n");
+    queue_ = home + "/queue";
+    process_ =
+        std::make_unique<testing::ChildProcess>(std::vector<std::string>{bin, "-c", home}, "");
+    if (!testing::eventually(
+            [&] {
+              try {
+                testing::SmtpClient c(port);
+                return c.code() == 220;
+              } catch (const std::exception&) {
+                return false;
+              }
+            },
+            std::chrono::seconds(30)))
+      throw std::runtime_error("haraka did not start listening");
+  }
+  bool empty() const {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(queue_, ec))
+      if (e.is_regular_file() && !e.path().filename().string().starts_with(".")) return false;
+    return true;
+  }
+
+ private:
+  testing::TempDir dir_;
+  std::string queue_;
+  std::unique_ptr<testing::ChildProcess> process_;
+};
+
+nlohmann::json run_haraka(int sink_port, size_t messages, int clients, const std::string& data) {
+  int port = testing::free_port();
+  Haraka haraka(port, sink_port);
+  auto start = Steady::now();
+  double accepted = load(port, messages, clients, data);
+  while (!haraka.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  double delivered = messages / seconds_since(start);
+  return {{"accepted_per_s", accepted}, {"delivered_per_s", delivered}};
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   size_t n = v.size();
@@ -380,6 +453,7 @@ int run(int argc, char** argv) {
     nlohmann::json round;
     if (wanted("sink")) round["sink_straight_per_s"] = load(sink_port, messages, clients, data);
     if (wanted("postfix")) round["postfix"] = run_postfix(sink_port, messages, clients, data);
+    if (wanted("haraka")) round["haraka"] = run_haraka(sink_port, messages, clients, data);
     if (wanted("disk")) {
       testing::TempDir dir;
       std::string spool = dir.sub("spool");
@@ -408,13 +482,15 @@ int run(int argc, char** argv) {
       round[part][std::string("accepted_vs_") + reference] = ratio;
       ratios[std::string(part) + "_accepted_vs_" + reference].push_back(ratio);
     }
-    for (const char* k : {"disk", "redis_aof_always"}) {
-      if (!round.contains(k) || !round.contains("postfix")) continue;
-      for (const char* what : {"accepted", "delivered"}) {
-        std::string field = std::string(what) + "_per_s";
-        double ratio = round[k][field].get<double>() / round["postfix"][field].get<double>();
-        round[k][std::string(what) + "_vs_postfix"] = ratio;
-        ratios[std::string(k) + "_" + what + "_vs_postfix"].push_back(ratio);
+    for (const char* peer : {"postfix", "haraka"}) {
+      for (const char* k : {"disk", "redis_aof_always"}) {
+        if (!round.contains(k) || !round.contains(peer)) continue;
+        for (const char* what : {"accepted", "delivered"}) {
+          std::string field = std::string(what) + "_per_s";
+          double ratio = round[k][field].get<double>() / round[peer][field].get<double>();
+          round[k][std::string(what) + "_vs_" + peer] = ratio;
+          ratios[std::string(k) + "_" + what + "_vs_" + peer].push_back(ratio);
+        }
       }
     }
     std::cerr << "e2e_bench: round " << r + 1 << ": " << round.dump() << "\n";
