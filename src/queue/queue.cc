@@ -66,10 +66,13 @@ void validate(const QueuePolicy& p) {
 // What became of a message after a worker took it.
 struct Next {
   enum class Kind { done, at, wait } kind = Kind::done;
-  Timestamp at = 0;  // at: look at it again then
-  std::string line;  // wait: the destination whose turn it waits for
+  Timestamp at = 0;                 // at: look at it again then
+  std::optional<std::string> line;  // wait: the destination whose turn it waits for;
+                                    // at: the one it will wait for, when known
   static Next done() { return {}; }
-  static Next when(Timestamp t) { return {Kind::at, t, {}}; }
+  static Next when(Timestamp t, std::optional<std::string> line = std::nullopt) {
+    return {Kind::at, t, std::move(line)};
+  }
   static Next wait(std::string line) { return {Kind::wait, 0, std::move(line)}; }
 };
 
@@ -150,7 +153,13 @@ struct Queue::Impl {
   std::condition_variable work_cv;  // workers: something was scheduled, or stop
   std::condition_variable stop_cv;  // the other threads: stop
   std::priority_queue<Item, std::vector<Item>, std::greater<>> heap;
-  std::unordered_map<std::string, Timestamp> pending;
+  // The due time of each scheduled id, and the destination it will wait for when
+  // known (enqueued here, read, or attempted): it then joins that line unread.
+  struct Pending {
+    Timestamp due;
+    std::optional<std::string> line;
+  };
+  std::unordered_map<std::string, Pending> pending;
   // Ids taken from the schedule: being attempted, or waiting in their destination's
   // line (with no claim, token 0).
   std::unordered_map<std::string, Fence> in_flight;
@@ -164,9 +173,6 @@ struct Queue::Impl {
   };
   std::map<std::string, Line> lines;
   std::string last_line;  // the line served last: the next one is after it (round robin)
-  // The destination of a message, when known (enqueued here, read, or attempted):
-  // when due it joins that line without being read first.
-  std::unordered_map<std::string, std::string> line_of;
   std::set<std::pair<std::string, uint64_t>> slots;  // held, renewed by renewer()
   // What an attempt learnt but could not store (the storage failed after the relay
   // answered): recipients delivered or failed for good, by original index, and whether
@@ -201,12 +207,14 @@ struct Queue::Impl {
   void count(Event e, int64_t n = 1) { counts[e].fetch_add(n, std::memory_order_relaxed); }
 
   // Returns whether it was scheduled (not already, and not in flight).
-  bool schedule_locked(const std::string& id, Timestamp due) {
+  bool schedule_locked(const std::string& id, Timestamp due,
+                       std::optional<std::string> line = std::nullopt) {
     if (in_flight.contains(id)) return false;  // its attempt reschedules it
-    auto [it, inserted] = pending.try_emplace(id, due);
+    auto [it, inserted] = pending.try_emplace(id, Pending{due, line});
     if (!inserted) {
-      if (it->second <= due) return false;
-      it->second = due;
+      if (line && !it->second.line) it->second.line = std::move(line);
+      if (it->second.due <= due) return false;
+      it->second.due = due;
     }
     heap.push(Item{due, seq++, id});
     return true;
@@ -216,22 +224,19 @@ struct Queue::Impl {
   // worker woken while the lock is held would only block on it). Workers also look
   // at the schedule at least once a second, so a wake-up is never needed for
   // correctness, only for latency.
-  void schedule(const std::string& id, Timestamp due) {
+  void schedule(const std::string& id, Timestamp due,
+                std::optional<std::string> line = std::nullopt) {
     bool wake;
     {
       std::lock_guard lock(mu);
-      wake = schedule_locked(id, due) && idle_workers > 0;
+      wake = schedule_locked(id, due, std::move(line)) && idle_workers > 0;
     }
     if (wake) work_cv.notify_one();
   }
 
   // A message just stored, due now, for `line`: known, so it is not read to line it up.
   void schedule_new(const std::string& id, std::string line) {
-    {
-      std::lock_guard lock(mu);
-      line_of[id] = std::move(line);
-    }
-    schedule(id, clock.now());
+    schedule(id, clock.now(), std::move(line));
   }
 
   // The id of the first live entry, when it is due by `now`.
@@ -239,7 +244,7 @@ struct Queue::Impl {
     while (!heap.empty()) {
       const Item& top = heap.top();
       auto it = pending.find(top.id);
-      if (it == pending.end() || it->second != top.due) {
+      if (it == pending.end() || it->second.due != top.due) {
         heap.pop();  // stale
         continue;
       }
@@ -263,7 +268,7 @@ struct Queue::Impl {
     std::optional<Timestamp> next;
     while (!heap.empty()) {
       auto it = pending.find(heap.top().id);
-      if (it != pending.end() && it->second == heap.top().due) {
+      if (it != pending.end() && it->second.due == heap.top().due) {
         next = heap.top().due;
         break;
       }
@@ -286,10 +291,11 @@ struct Queue::Impl {
   std::optional<Job> take_locked(Timestamp now) {
     // Due messages of a known destination join its line, unread.
     while (const std::string* top = peek_due_locked(now)) {
-      auto known = line_of.find(*top);
-      if (known == line_of.end()) break;
+      auto known = pending.find(*top);
+      if (!known->second.line) break;
+      std::string line = std::move(*known->second.line);
       std::string id = *pop_due_locked(now);
-      lines[known->second].ids.push_back(std::move(id));
+      lines[line].ids.push_back(std::move(id));
     }
     // The lines in turn, from the one after the last served.
     for (size_t n = 0, total = lines.size(); n < total; ++n) {
@@ -332,29 +338,28 @@ struct Queue::Impl {
     return true;
   }
 
-  void finish_locked(const std::string& id, const Next& next) {
+  // What a job left: the message rescheduled, in line or done, and the job's place in
+  // its line given back.
+  void finish_locked(const Job& job, const Next& next) {
+    const std::string& id = job.id;
+    if (job.has_line) leave_line_locked(job.line);
     switch (next.kind) {
       case Next::Kind::done:
         in_flight.erase(id);
-        line_of.erase(id);
         break;
       case Next::Kind::at:
         in_flight.erase(id);
-        schedule_locked(id, next.at);
+        schedule_locked(id, next.at, next.line);
         break;
       case Next::Kind::wait:
-        in_flight[id] = Fence{};  // released: nothing to renew
-        line_of[id] = next.line;
-        lines[next.line].ids.push_front(id);  // first when the destination's turn comes
+        in_flight[id] = Fence{};               // released: nothing to renew
+        lines[*next.line].ids.push_front(id);  // first when the destination's turn comes
         break;
     }
   }
-  void finish(const std::string& id, const Next& next) {
-    {
-      std::lock_guard lock(mu);
-      finish_locked(id, next);
-    }
-    work_cv.notify_one();
+  void finish(const Job& job, const Next& next) {
+    std::lock_guard lock(mu);
+    finish_locked(job, next);
   }
 
   // Runs a job: a classification, or one claim-and-attempt.
@@ -405,7 +410,9 @@ struct Queue::Impl {
 
 Next Queue::Impl::run(const Job& job) {
   if (job.classify) return classify(job.id);
-  return process(job.id, job.has_line ? &job.line : nullptr);
+  Next next = process(job.id, job.has_line ? &job.line : nullptr);
+  if (next.kind == Next::Kind::at && !next.line && job.has_line) next.line = job.line;
+  return next;
 }
 
 Next Queue::Impl::classify(const std::string& id) {
@@ -413,11 +420,7 @@ Next Queue::Impl::classify(const std::string& id) {
   try {
     QueuedMessage msg = storage.get(id);
     std::string line = first_destination(msg.envelope);
-    if (msg.timestamp > now) {  // deferred meanwhile (by another process)
-      std::lock_guard lock(mu);
-      line_of[id] = line;
-      return Next::when(msg.timestamp);
-    }
+    if (msg.timestamp > now) return Next::when(msg.timestamp, line);  // deferred meanwhile
     return Next::wait(std::move(line));
   } catch (const KeyError&) {
     return Next::done();  // gone: delivered by another process, or removed
@@ -427,19 +430,6 @@ Next Queue::Impl::classify(const std::string& id) {
 }
 
 Next Queue::Impl::process(const std::string& id, const std::string* line) {
-  // The place this job holds in `line` is given back however it ends.
-  struct Place {
-    Impl& q;
-    const std::string* line;
-    ~Place() {
-      if (!line) return;
-      {
-        std::lock_guard lock(q.mu);
-        q.leave_line_locked(*line);
-      }
-      q.work_cv.notify_one();
-    }
-  } place{*this, line};
   Timestamp now = clock.now();
   ClaimResult claim;
   try {
@@ -648,12 +638,14 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
     if (p.probe)
       spdlog::info("queue: destination {} probed: {}", *p.dest,
                    reachable ? "reachable again" : "still not reachable");
-    {
-      std::lock_guard lock(mu);
-      slots.erase({*p.dest, p.slot});
-      if (!(line && *line == *p.dest)) leave_line_locked(*p.dest);
+    if (bool own = line && *line == *p.dest; p.slot || !own) {
+      {
+        std::lock_guard lock(mu);
+        slots.erase({*p.dest, p.slot});
+        if (!own) leave_line_locked(*p.dest);
+      }
+      if (!own) work_cv.notify_one();  // the job's own place is given back as it ends
     }
-    work_cv.notify_one();
     for (size_t k = 0; k < p.indexes->size(); ++k) results[(*p.indexes)[k]] = std::move(got[k]);
   };
   const size_t batch = policy.shaping.max_parallel_destinations;
@@ -779,10 +771,7 @@ Next Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now,
     }
     Next next = finish_attempt(id, fence, done, retry.empty(), after,
                                retry.empty() ? "" : results[retry.front()].reply);
-    if (next.kind == Next::Kind::at) {
-      std::lock_guard lock(mu);
-      line_of[id] = destination_of(env.recipients[retry.front()]);
-    }
+    if (next.kind == Next::Kind::at) next.line = destination_of(env.recipients[retry.front()]);
     return next;
   } catch (const LeaseLost&) {
     throw;  // another process holds it now: its own attempt decides
@@ -848,7 +837,7 @@ void Queue::Impl::worker() {
       lock.unlock();
       Next next = run(*job);
       lock.lock();
-      finish_locked(job->id, next);  // under the lock the next take needs anyway
+      finish_locked(*job, next);  // under the lock the next take needs anyway
       continue;
     }
     auto due = next_due_locked();
@@ -1023,7 +1012,7 @@ size_t Queue::run_pending() {
       job = impl_->take_locked(impl_->clock.now());
     }
     if (!job) return n;
-    impl_->finish(job->id, impl_->run(*job));
+    impl_->finish(*job, impl_->run(*job));
     n += !job->classify;
   }
 }
