@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <mutex>
@@ -245,60 +246,75 @@ std::string suspended_reason(std::string_view reason) {
 
 namespace {
 
+// The table in shards, each under its own lock: the queue's workers ask for slots of
+// different destinations at once without waiting for each other.
 class LocalDestinations : public Destinations {
  public:
   explicit LocalDestinations(const Clock& clock) : clock_(clock) {}
 
   SlotGrant acquire(const std::string& destination, const DestinationLimits& limits,
                     std::chrono::milliseconds lease) override {
-    std::lock_guard lock(mu_);
-    return table_[destination].acquire(limits, lease, clock_.now());
+    Shard& shard = shard_of(destination);
+    std::lock_guard lock(shard.mu);
+    return shard.table[destination].acquire(limits, lease, clock_.now());
   }
   void renew(const std::string& destination, uint64_t slot,
              std::chrono::milliseconds lease) override {
-    std::lock_guard lock(mu_);
-    auto it = table_.find(destination);
-    if (it != table_.end()) it->second.renew(slot, lease, clock_.now());
+    Shard& shard = shard_of(destination);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.table.find(destination);
+    if (it != shard.table.end()) it->second.renew(slot, lease, clock_.now());
   }
   void release(const std::string& destination, uint64_t slot, bool reachable,
                std::string_view reply, const DownPolicy& down) override {
-    std::lock_guard lock(mu_);
+    Shard& shard = shard_of(destination);
+    std::lock_guard lock(shard.mu);
     Timestamp now = clock_.now();
-    table_[destination].release(slot, reachable, reply, down, now);
-    if (++releases_ % 1024 == 0) prune(now);
+    shard.table[destination].release(slot, reachable, reply, down, now);
+    if (++shard.releases % 1024 == 0) prune(shard, now);
   }
   void suspend(const std::string& destination, Timestamp until, std::string_view reason) override {
-    std::lock_guard lock(mu_);
-    auto& s = table_[destination];
+    Shard& shard = shard_of(destination);
+    std::lock_guard lock(shard.mu);
+    auto& s = shard.table[destination];
     s.suspended_until = until;
     s.suspend_reason = std::string(reason);
   }
   void resume(const std::string& destination) override {
-    std::lock_guard lock(mu_);
-    auto it = table_.find(destination);
-    if (it == table_.end()) return;
+    Shard& shard = shard_of(destination);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.table.find(destination);
+    if (it == shard.table.end()) return;
     it->second.suspended_until = 0;
     it->second.suspend_reason.clear();
   }
   std::vector<DestinationStatus> status() override {
-    std::lock_guard lock(mu_);
-    Timestamp now = clock_.now();
-    prune(now);
     std::vector<DestinationStatus> out;
-    for (auto& [name, s] : table_) out.push_back(s.status(name, now));
+    Timestamp now = clock_.now();
+    for (Shard& shard : shards_) {
+      std::lock_guard lock(shard.mu);
+      prune(shard, now);
+      for (auto& [name, s] : shard.table) out.push_back(s.status(name, now));
+    }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
     return out;
   }
 
  private:
-  void prune(Timestamp now) {
-    std::erase_if(table_, [&](const auto& kv) { return kv.second.idle(now); });
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::string, shaping::DestinationState> table;
+    uint64_t releases = 0;
+  };
+  Shard& shard_of(const std::string& destination) {
+    return shards_[std::hash<std::string>{}(destination) % shards_.size()];
+  }
+  static void prune(Shard& shard, Timestamp now) {
+    std::erase_if(shard.table, [&](const auto& kv) { return kv.second.idle(now); });
   }
 
   const Clock& clock_;
-  std::mutex mu_;
-  std::unordered_map<std::string, shaping::DestinationState> table_;
-  uint64_t releases_ = 0;
+  std::array<Shard, 16> shards_;
 };
 
 }  // namespace

@@ -173,7 +173,9 @@ struct Queue::Impl {
   };
   std::map<std::string, Line> lines;
   std::string last_line;  // the line served last: the next one is after it (round robin)
-  std::set<std::pair<std::string, uint64_t>> slots;  // held, renewed by renewer()
+  // Slots held, renewed by renewer(); under their own lock, off the schedule's.
+  std::mutex slots_mu;
+  std::set<std::pair<std::string, uint64_t>> slots;
   // What an attempt learnt but could not store (the storage failed after the relay
   // answered): recipients delivered or failed for good, by original index, and whether
   // the message is done. Stored before anything else is tried for the message, so a
@@ -575,8 +577,10 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
       grant.reason = "this process's connections to it are all in use";
     }
     if (grant.granted()) {
-      std::lock_guard lock(mu);
-      if (grant.slot) slots.emplace(dest, grant.slot);
+      if (grant.slot) {
+        std::lock_guard lock(slots_mu);
+        slots.emplace(dest, grant.slot);
+      }
       parts.push_back({&dest, &indexes, grant.slot, grant.probe});
       continue;
     }
@@ -638,13 +642,16 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
     if (p.probe)
       spdlog::info("queue: destination {} probed: {}", *p.dest,
                    reachable ? "reachable again" : "still not reachable");
-    if (bool own = line && *line == *p.dest; p.slot || !own) {
+    if (p.slot) {
+      std::lock_guard lock(slots_mu);
+      slots.erase({*p.dest, p.slot});
+    }
+    if (!(line && *line == *p.dest)) {  // the job's own place is given back as it ends
       {
         std::lock_guard lock(mu);
-        slots.erase({*p.dest, p.slot});
-        if (!own) leave_line_locked(*p.dest);
+        leave_line_locked(*p.dest);
       }
-      if (!own) work_cv.notify_one();  // the job's own place is given back as it ends
+      work_cv.notify_one();
     }
     for (size_t k = 0; k < p.indexes->size(); ++k) results[(*p.indexes)[k]] = std::move(got[k]);
   };
@@ -888,8 +895,12 @@ void Queue::Impl::renewer() {
     std::vector<std::pair<std::string, Fence>> claimed;
     for (const auto& [id, fence] : in_flight)
       if (fence.token != 0) claimed.emplace_back(id, fence);
-    std::vector<std::pair<std::string, uint64_t>> held(slots.begin(), slots.end());
     lock.unlock();
+    std::vector<std::pair<std::string, uint64_t>> held;
+    {
+      std::lock_guard slots_lock(slots_mu);
+      held.assign(slots.begin(), slots.end());
+    }
     for (const auto& [dest, slot] : held) {
       try {
         board->renew(dest, slot, policy.shaping.slot_lease);
