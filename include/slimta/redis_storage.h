@@ -33,6 +33,9 @@ struct RedisOptions {
   std::string unix_socket;
   int db = 0;
   std::optional<std::string> password;  // AUTH password; none: no AUTH
+  // An ACL user (Redis 6+): AUTH username password. Needs the password; none: the
+  // default user. See acl_rule() for what the user must be allowed.
+  std::optional<std::string> username;
   // Seconds to wait for a connect or a reply; none: wait as long as it takes. Blocking
   // waits (wait()) add their own block time to it, so they never time out early.
   std::optional<double> socket_timeout;
@@ -56,6 +59,12 @@ class RedisStorage : public QueueStorage {
   ~RedisStorage() override;
 
   const RedisOptions& options() const;
+
+  // The least an ACL user needs for a storage on `prefix` (ACL SETUSER NAME on
+  // >PASSWORD followed by this): its keys, and the commands this backend and its
+  // scripts run. CONFIG is not in it: capabilities().durable is then false, as the
+  // server cannot be asked.
+  static std::string acl_rule(std::string_view prefix);
 
   // durable only when the server writes and fsyncs its append-only file before it
   // answers (appendonly yes, appendfsync always): otherwise a crash of the server or of

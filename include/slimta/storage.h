@@ -301,11 +301,11 @@ void check_id(std::string_view id);
 // Open the storage a URL names. Schemes:
 //   memory:            in-process, not durable (tests, one-shot tools)
 //   disk:PATH          the embedded default: a spool directory (created if missing)
-//   redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
-//   redis+unix:///PATH/redis.sock[?db=N&password=P&prefix=P&timeout=SECONDS]
+//   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
+//   redis+unix:///PATH/redis.sock[?db=N&username=U&password=P&prefix=P&timeout=SECONDS]
 //   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P]
 // Redis URLs also take password-file=PATH (the password's first line, so that it is
-// not in the command line). `timeout` (seconds) applies to a Redis or S3 URL that
+// not in the command line) and username=USER (an ACL user, doc/redis.md). `timeout` (seconds) applies to a Redis or S3 URL that
 // gives no timeout= of its own: a server that hangs then fails the call in time,
 // retryably. Throws InvalidArgument naming the problem for a malformed or unknown URL;
 // the message never shows the URL's password.

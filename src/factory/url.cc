@@ -96,7 +96,7 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
   size_t q = rest.find('?');
   auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
   rest = rest.substr(0, q);
-  bool userinfo_password = false;
+  bool userinfo_password = false, userinfo_username = false;
 
   if (unix_socket) {
     if (!rest.starts_with("/")) bad(url, "redis+unix:// needs an absolute socket path");
@@ -111,8 +111,11 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       if (colon == std::string_view::npos) {
         o.password = decode(userinfo, url);  // redis://password@host, as redis-cli takes it
       } else {
-        if (colon != 0) bad(url, "usernames (Redis ACL users) are not supported; use :PASSWORD@");
-        o.password = decode(userinfo.substr(1), url);
+        if (colon != 0) {
+          o.username = decode(userinfo.substr(0, colon), url);  // an ACL user
+          userinfo_username = true;
+        }
+        o.password = decode(userinfo.substr(colon + 1), url);
       }
     }
     size_t slash = rest.find('/');
@@ -147,6 +150,9 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       o.db = number<int>(value, url, "db");
     } else if (key == "password") {
       o.password = value;
+    } else if (key == "username") {
+      if (value.empty()) bad(url, "username= is empty");
+      o.username = value;
     } else if (key == "password-file") {
       std::ifstream in(value);
       std::string line;
@@ -154,13 +160,17 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       if (!line.empty() && line.back() == '\r') line.pop_back();
       o.password = line;
     } else {
-      bad(url,
-          "unknown parameter '" + key + "' (known: prefix, timeout, db, password, password-file)");
+      bad(url, "unknown parameter '" + key +
+                   "' (known: prefix, timeout, db, username, password, password-file)");
     }
   }
   if (int(userinfo_password) + int(params.count("password")) + int(params.count("password-file")) >
       1)
     bad(url, "give the password once: in the URL, password= or password-file=");
+  if (params.count("username") && userinfo_username)
+    bad(url, "give the username once: in the URL or username=");
+  if (o.username && !o.password)
+    bad(url, "an ACL user needs its password: USER:PASSWORD@, password= or password-file=");
   if (!o.socket_timeout) o.socket_timeout = default_timeout;
   return o;
 }

@@ -22,7 +22,7 @@ timeval to_timeval(double seconds) {
 std::string describe(const RedisOptions& o) {
   std::string where = o.unix_socket.empty() ? "redis " + o.host + ":" + std::to_string(o.port)
                                             : "redis unix:" + o.unix_socket;
-  return where + " db " + std::to_string(o.db);
+  return where + " db " + std::to_string(o.db) + (o.username ? " user " + *o.username : "");
 }
 
 bool starts_with_any(std::string_view s, std::initializer_list<std::string_view> prefixes) {
@@ -52,7 +52,11 @@ Connection::Connection(const RedisOptions& o) : where_(describe(o)) {
   if (ctx_->err) throw_connection_error();
   set_timeout(o.socket_timeout);
   if (o.unix_socket.empty()) redisEnableKeepAlive(ctx_.get());
-  if (o.password) command({"AUTH", *o.password});
+  if (o.username && o.password) {
+    command({"AUTH", *o.username, *o.password});
+  } else if (o.password) {
+    command({"AUTH", *o.password});
+  }
   if (o.db != 0) command({"SELECT", std::to_string(o.db)});
 }
 
@@ -76,6 +80,11 @@ void Connection::check_reply(const redisReply* r) const {
   if (starts_with_any(msg, {"NOAUTH", "WRONGPASS", "ERR invalid password", "ERR AUTH",
                             "ERR Client sent AUTH", "ERR Protocol error: unauthenticated"})) {
     throw QueueError(where_ + ": authentication failed (" + std::string(msg) + ")", false);
+  }
+  if (msg.find("NOPERM") != std::string_view::npos) {
+    throw QueueError(where_ + ": the Redis user may not do this (" + std::string(msg) +
+                         "); it needs RedisStorage::acl_rule(prefix), see doc/redis.md",
+                     false);
   }
   if (msg.find("DB index is out of range") != std::string_view::npos) {
     throw QueueError(where_ + ": cannot select the db (" + std::string(msg) + ")", false);

@@ -373,6 +373,15 @@ RedisStorage::~RedisStorage() = default;
 
 const RedisOptions& RedisStorage::options() const { return impl_->pool.options(); }
 
+std::string RedisStorage::acl_rule(std::string_view prefix) {
+  // Key commands are held to the prefix by ~PREFIX*, scripts' calls too; the others
+  // are named one by one, so that nothing keyless and dangerous (FLUSHDB, CONFIG SET,
+  // FUNCTION FLUSH) comes with a category.
+  return "~" + std::string(prefix) +
+         "* resetchannels +@hash +@stream +eval +evalsha +multi +exec +discard +scan +del "
+         "+expire +persist +time +select +ping";
+}
+
 Capabilities RedisStorage::capabilities() const {
   return Capabilities{
       .can_wait = true, .shared = true, .durable = impl_->is_durable(), .can_lease = true};

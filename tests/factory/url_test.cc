@@ -46,11 +46,31 @@ TEST(UrlTest, BadRedisUrlsNameTheProblem) {
   EXPECT_NE(error("redis://host:notaport").find("port 'notaport'"), std::string::npos);
   EXPECT_NE(error("redis://host/x").find("db 'x'"), std::string::npos);
   EXPECT_NE(error("redis://host?colour=red").find("unknown parameter 'colour'"), std::string::npos);
-  EXPECT_NE(error("redis://user:pw@host").find("not supported"), std::string::npos);
   EXPECT_NE(error("redis://").find("no host"), std::string::npos);
   EXPECT_NE(error("redis+unix://relative.sock").find("absolute"), std::string::npos);
   EXPECT_NE(error("redis://h?timeout=%zz").find("percent"), std::string::npos);
   EXPECT_NE(error("redis://h?prefix=a&prefix=b").find("twice"), std::string::npos);
+}
+
+TEST(UrlTest, AnAclUserComesWithItsPassword) {
+  RedisOptions o = url::parse_redis("redis://alice:p%40ss@h:6380/1");
+  EXPECT_EQ(o.username, "alice");
+  EXPECT_EQ(o.password, "p@ss");
+  o = url::parse_redis("redis+unix:///run/r.sock?username=alice&password=x");
+  EXPECT_EQ(o.username, "alice");
+  EXPECT_EQ(o.password, "x");
+  o = url::parse_redis("redis://:pw@h");
+  EXPECT_FALSE(o.username);
+  for (const char* bad :
+       {"redis://h?username=alice", "redis://alice:pw@h?username=bob", "redis://h?username="}) {
+    try {
+      url::parse_redis(bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("user"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(url::redact("redis://alice:pw@h:1/0"), "redis://alice:***@h:1/0");
 }
 
 TEST(UrlTest, ErrorsNeverShowThePassword) {

@@ -10,7 +10,9 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+
 #include <hiredis/hiredis.h>
+#include <sstream>
 
 #include "redis/connection.h"
 #include "support/redis_server.h"
@@ -290,6 +292,65 @@ TEST_F(RedisTest, BadCredentialsAndBadDbAreClearAndNotRetryable) {
   EXPECT_FALSE(retry3);
 
   EXPECT_EQ(error_of(server.options(prefix_)).first, "KeyError");
+}
+
+// An ACL user allowed RedisStorage::acl_rule(P) works on P (the conformance suite runs
+// whole on such a user) and nowhere else, and cannot do what the rule leaves out.
+TEST_F(RedisTest, AnAclUserIsHeldToItsPrefixAndTheRule) {
+  RedisServer& server = testing::shared_redis();
+  std::string user = "slimta" + random_hex(4);
+  std::vector<std::string> argv = {"ACL", "SETUSER", user, "reset", "on", ">pw-" + user};
+  std::istringstream rule(RedisStorage::acl_rule(prefix_));
+  for (std::string word; rule >> word;) argv.push_back(word);
+  raw(server, std::vector<std::string_view>(argv.begin(), argv.end()));
+
+  RedisOptions mine = server.options(prefix_);
+  mine.username = user;
+  mine.password = "pw-" + user;
+  RedisStorage storage(mine);
+  std::string id = storage.write(testing::sample_envelope(), 1);
+  EXPECT_EQ(storage.load_all().size(), 1u);
+  EXPECT_FALSE(storage.capabilities().durable) << "CONFIG is not in the rule: unknown";
+
+  RedisOptions other = mine;
+  other.prefix = "elsewhere" + random_hex(4) + ":";
+  try {
+    RedisStorage(other).write(testing::sample_envelope(), 1);
+    ADD_FAILURE() << "wrote under another prefix";
+  } catch (const QueueError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("user " + user), std::string::npos) << what;
+    EXPECT_NE(what.find("may not do this (NOPERM"), std::string::npos) << what;
+    EXPECT_NE(what.find("acl_rule"), std::string::npos) << what;
+    EXPECT_FALSE(e.retryable());
+  }
+  redis::Connection c(mine);
+  for (std::vector<std::string_view> cmd : {std::vector<std::string_view>{"FLUSHDB"},
+                                            {"CONFIG", "SET", "appendonly", "no"},
+                                            {"KEYS", "*"},
+                                            {"FUNCTION", "FLUSH"}}) {
+    redis::Reply r = c.command(cmd, /*allow_error=*/true);
+    ASSERT_EQ(r->type, REDIS_REPLY_ERROR) << cmd[0] << " was allowed";
+    EXPECT_TRUE(std::string_view(r->str, r->len).starts_with("NOPERM")) << r->str;
+  }
+
+  // doc/redis.md gives the same rule, for the default prefix.
+  std::string doc = testing::read_file(std::string(SLIMTA_SOURCE_DIR) + "/doc/redis.md");
+  EXPECT_NE(doc.find("ACL SETUSER slimta reset on >PASSWORD " + RedisStorage::acl_rule("slimta:")),
+            std::string::npos)
+      << "doc/redis.md and RedisStorage::acl_rule() differ";
+
+  RedisOptions wrong = mine;
+  wrong.password = "not-it";
+  try {
+    RedisStorage(wrong).get(id);
+    ADD_FAILURE() << "a wrong password was taken";
+  } catch (const QueueError& e) {
+    EXPECT_NE(std::string(e.what()).find("user " + user + ": authentication failed"),
+              std::string::npos)
+        << e.what();
+    EXPECT_EQ(std::string(e.what()).find("not-it"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(RedisTest, ServerKilledMidWritesThenRestartedLosesNothingAcknowledged) {

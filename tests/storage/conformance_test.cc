@@ -7,6 +7,7 @@
 #include <atomic>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "slimta/cloud_storage.h"
@@ -70,6 +71,34 @@ class RedisLocation : public Location {
   RedisOptions options_;
 };
 
+// A fresh prefix on the shared redis-server, through an ACL user allowed exactly
+// RedisStorage::acl_rule(prefix) (the rule doc/redis.md gives).
+class RedisAclLocation : public Location {
+ public:
+  RedisAclLocation() : options_(testing::shared_redis().options("acl" + random_hex(4) + ":", 0)) {
+    options_.username = "slimta" + random_hex(4);
+    options_.password = "pw" + random_hex(8);
+    acl_setuser(options_.username.value(), *options_.password, options_.prefix);
+  }
+  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
+
+  static void acl_setuser(const std::string& user, const std::string& password,
+                          const std::string& prefix) {
+    std::vector<std::string> argv = {
+        "redis-cli", "-p",      std::to_string(testing::shared_redis().port()),
+        "ACL",       "SETUSER", user,
+        "reset",     "on",      ">" + password};
+    std::istringstream rule(RedisStorage::acl_rule(prefix));
+    for (std::string word; rule >> word;) argv.push_back(word);
+    testing::CommandResult r = testing::run_command(argv);
+    if (r.exit_code != 0 || r.out.find("OK") == std::string::npos)
+      throw std::runtime_error("ACL SETUSER failed: " + r.out + r.err);
+  }
+
+ private:
+  RedisOptions options_;
+};
+
 // A fresh prefix in a bucket, and a fresh SQS queue, on a shared moto_server.
 class CloudLocation : public Location {
  public:
@@ -114,6 +143,8 @@ const Backend kBackends[] = {
            new RedisLocation(testing::shared_redis_with_password(), 5));
      },
      true, false, true},
+    {"redis_acl_user", [] { return std::unique_ptr<Location>(new RedisAclLocation); }, true, false,
+     true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true},
 };
 
