@@ -6,7 +6,12 @@
 // Then RedisStorage write/get/increment_attempts/remove with 1 and 32 threads, and
 // load() of --load-messages stored messages with the growth of resident memory.
 //
+// --only tls: instead, the same server's plain and TLS ports (rediss://, certificate
+// verified), write/get/increment_attempts at 1 thread, alternated per round, and the
+// median ratio TLS / plain of each.
+//
 // usage: redis_bench [--seconds S] [--rounds R] [--load-messages N] [--size BYTES]
+//                    [--only tls]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -22,6 +27,7 @@
 #include "core/record.h"
 #include "redis/connection.h"
 #include "slimta/redis_storage.h"
+#include "support/certificate.h"
 #include "support/redis_server.h"
 
 namespace {
@@ -48,6 +54,53 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Plain against TLS on one server, one thread: ops per second and the ratios.
+nlohmann::json tls_vs_plain(double seconds, int rounds, size_t size) {
+  slimta::testing::TempDir dir;
+  slimta::testing::Certificate cert = slimta::testing::make_certificate(dir, "redis");
+  slimta::testing::RedisServer server(
+      slimta::testing::RedisServer::Config{.tls_cert = cert.cert, .tls_key = cert.key});
+  RedisOptions plain_o = server.options("plain:");
+  RedisOptions tls_o = server.options("tls:");
+  tls_o.port = server.tls_port();
+  tls_o.tls = true;
+  tls_o.tls_ca_file = cert.cert;
+  RedisStorage plain(plain_o), tls(tls_o);
+  Envelope env = slimta::testing::sample_envelope(1, size);
+  std::map<std::string, std::vector<double>> rates, ratios;
+  for (int round = 0; round < rounds; ++round) {
+    std::map<std::string, double> r;
+    for (auto [name, storage] : {std::pair<const char*, RedisStorage*>{"plain", &plain},
+                                 std::pair<const char*, RedisStorage*>{"tls", &tls}}) {
+      std::vector<std::string> ids;
+      r[std::string("write_") + name] = rate(1, seconds, [&](int, size_t) {
+        ids.push_back(storage->write(env, 1));
+        return true;
+      });
+      r[std::string("get_") + name] = rate(1, seconds, [&](int, size_t i) {
+        storage->get(ids[i % ids.size()]);
+        return true;
+      });
+      r[std::string("increment_attempts_") + name] = rate(1, seconds, [&](int, size_t i) {
+        storage->increment_attempts(ids[i % ids.size()]);
+        return true;
+      });
+      for (const auto& id : ids) storage->remove(id);
+    }
+    for (const auto& [k, v] : r) rates[k].push_back(v);
+    for (const char* op : {"write", "get", "increment_attempts"})
+      ratios[std::string(op) + "_tls_vs_plain"].push_back(r[std::string(op) + "_tls"] /
+                                                          r[std::string(op) + "_plain"]);
+  }
+  nlohmann::json out;
+  for (const auto& [k, v] : rates) out["per_s_median"][k] = median(v);
+  for (const auto& [k, v] : ratios) {
+    out["ratio_median"][k] = median(v);
+    out["ratio_rounds"][k] = v;
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,6 +108,7 @@ int main(int argc, char** argv) {
   int rounds = 3;
   size_t load_messages = 1000000;
   size_t size = 4096;
+  std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string arg = argv[i];
     if (arg == "--seconds")
@@ -65,6 +119,8 @@ int main(int argc, char** argv) {
       load_messages = std::stoul(argv[i + 1]);
     else if (arg == "--size")
       size = std::stoul(argv[i + 1]);
+    else if (arg == "--only")
+      only = argv[i + 1];
     else {
       std::cerr << "unknown option " << arg << "\n";
       return 2;
@@ -72,6 +128,10 @@ int main(int argc, char** argv) {
   }
   nlohmann::json out;
   try {
+    if (only == "tls") {
+      std::cout << tls_vs_plain(seconds, rounds, size).dump(2) << "\n";
+      return 0;
+    }
     slimta::testing::RedisServer server;
     Envelope env = slimta::testing::sample_envelope(1, size);
     std::string value = slimta::record::encode(slimta::record::initial_metadata(env, 0), &env);

@@ -36,6 +36,14 @@ struct RedisOptions {
   // An ACL user (Redis 6+): AUTH username password. Needs the password; none: the
   // default user. See acl_rule() for what the user must be allowed.
   std::optional<std::string> username;
+  // TLS (rediss://): the server's certificate must chain to tls_ca_file (the system's
+  // CAs when empty) and name `host` (sent as SNI too); a client certificate and key
+  // when the server asks for one (tls-auth-clients).
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file, tls_key_file;
+  // The name the certificate must have, sent as SNI; empty: `host`.
+  std::string tls_server_name;
   // Seconds to wait for a connect or a reply; none: wait as long as it takes. Blocking
   // waits (wait()) add their own block time to it, so they never time out early.
   std::optional<double> socket_timeout;

@@ -302,6 +302,7 @@ void check_id(std::string_view id);
 //   memory:            in-process, not durable (tests, one-shot tools)
 //   disk:PATH          the embedded default: a spool directory (created if missing)
 //   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
+//   rediss://...same...[&ca=FILE&cert=FILE&key=FILE&sni=NAME]   (TLS, doc/redis.md)
 //   redis+unix:///PATH/redis.sock[?db=N&username=U&password=P&prefix=P&timeout=SECONDS]
 //   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P]
 // Redis URLs also take password-file=PATH (the password's first line, so that it is

@@ -55,8 +55,8 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url,
   }
 #endif
 #ifdef SLIMTA_WITH_REDIS
-  supported += ", redis:, redis+unix:";
-  if (scheme == "redis" || scheme == "redis+unix") {
+  supported += ", redis:, rediss:, redis+unix:";
+  if (scheme == "redis" || scheme == "rediss" || scheme == "redis+unix") {
     return std::make_unique<RedisStorage>(url::parse_redis(url, timeout));
   }
 #endif

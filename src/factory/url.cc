@@ -87,11 +87,14 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
   bool unix_socket = false;
   if (url.starts_with("redis://")) {
     rest = url.substr(8);
+  } else if (url.starts_with("rediss://")) {
+    rest = url.substr(9);
+    o.tls = true;
   } else if (url.starts_with("redis+unix://")) {
     rest = url.substr(13);
     unix_socket = true;
   } else {
-    bad(url, "expected redis://HOST[:PORT][/DB] or redis+unix:///PATH");
+    bad(url, "expected redis://HOST[:PORT][/DB], rediss://... (TLS) or redis+unix:///PATH");
   }
   size_t q = rest.find('?');
   auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
@@ -150,6 +153,13 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       o.db = number<int>(value, url, "db");
     } else if (key == "password") {
       o.password = value;
+    } else if (key == "ca" || key == "cert" || key == "key" || key == "sni") {
+      if (!o.tls) bad(url, key + "= is for TLS: the URL is rediss://");
+      if (value.empty()) bad(url, key + "= is empty");
+      (key == "ca"     ? o.tls_ca_file
+       : key == "cert" ? o.tls_cert_file
+       : key == "key"  ? o.tls_key_file
+                       : o.tls_server_name) = value;
     } else if (key == "username") {
       if (value.empty()) bad(url, "username= is empty");
       o.username = value;
@@ -161,7 +171,8 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       o.password = line;
     } else {
       bad(url, "unknown parameter '" + key +
-                   "' (known: prefix, timeout, db, username, password, password-file)");
+                   "' (known: prefix, timeout, db, username, password, password-file, and for "
+                   "rediss: ca, cert, key, sni)");
     }
   }
   if (int(userinfo_password) + int(params.count("password")) + int(params.count("password-file")) >
@@ -169,6 +180,8 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
     bad(url, "give the password once: in the URL, password= or password-file=");
   if (params.count("username") && userinfo_username)
     bad(url, "give the username once: in the URL or username=");
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty())
+    bad(url, "a client certificate needs both cert= and key=");
   if (o.username && !o.password)
     bad(url, "an ACL user needs its password: USER:PASSWORD@, password= or password-file=");
   if (!o.socket_timeout) o.socket_timeout = default_timeout;

@@ -2,8 +2,19 @@
 
 #include "core/hex.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <cmath>
@@ -22,7 +33,8 @@ timeval to_timeval(double seconds) {
 std::string describe(const RedisOptions& o) {
   std::string where = o.unix_socket.empty() ? "redis " + o.host + ":" + std::to_string(o.port)
                                             : "redis unix:" + o.unix_socket;
-  return where + " db " + std::to_string(o.db) + (o.username ? " user " + *o.username : "");
+  return (o.tls ? "rediss " + where.substr(6) : where) + " db " + std::to_string(o.db) +
+         (o.username ? " user " + *o.username : "");
 }
 
 bool starts_with_any(std::string_view s, std::initializer_list<std::string_view> prefixes) {
@@ -41,17 +53,176 @@ Script::Script(std::string src) : source(std::move(src)) {
   sha1 = to_hex(std::string_view(reinterpret_cast<const char*>(digest), len));
 }
 
+struct Connection::Tls {
+  int fd = -1;
+  SSL_CTX* ctx = nullptr;
+  SSL* ssl = nullptr;
+  redisReader* reader = redisReaderCreate();
+  std::string out;  // commands formatted, not yet sent
+  std::optional<double> timeout;
+  ~Tls() {
+    if (ssl) SSL_free(ssl);
+    if (ctx) SSL_CTX_free(ctx);
+    if (fd >= 0) ::close(fd);
+    if (reader) redisReaderFree(reader);
+  }
+  // Waits for `events` on the socket within the timeout; false when it ran out.
+  bool wait(short events) const {
+    pollfd p{fd, events, 0};
+    int ms = timeout ? static_cast<int>(std::ceil(*timeout * 1000)) : -1;
+    int n;
+    do {
+      n = ::poll(&p, 1, ms);
+    } while (n < 0 && errno == EINTR);
+    return n > 0;
+  }
+};
+
+namespace {
+// OpenSSL's last error, or `fallback`.
+std::string ssl_error(const char* fallback) {
+  unsigned long e = ERR_get_error();
+  if (e == 0) return fallback;
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+}  // namespace
+
+void Connection::tls_fail(const std::string& what, bool retryable) {
+  broken_ = true;
+  if (retryable) throw ConnectionFailed(where_ + ": " + what);
+  throw QueueError(where_ + ": " + what, false);
+}
+
+void Connection::tls_connect(const RedisOptions& o) {
+  tls_ = std::make_unique<Tls>();
+  Tls& t = *tls_;
+  // Connecting with no socket_timeout still gives up after 10 s.
+  t.timeout = o.socket_timeout.value_or(10.0);
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  std::string port = std::to_string(o.port);
+  if (int rc = ::getaddrinfo(o.host.c_str(), port.c_str(), &hints, &found); rc != 0)
+    tls_fail(std::string("cannot resolve the host: ") + gai_strerror(rc));
+  std::string failure = "connect failed";
+  for (addrinfo* a = found; a && t.fd < 0; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int err = 0;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      err = errno;
+      if (err == EINPROGRESS) {
+        t.fd = fd;
+        bool ready = t.wait(POLLOUT);
+        t.fd = -1;
+        socklen_t len = sizeof err;
+        if (!ready)
+          err = ETIMEDOUT;
+        else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+          err = errno;
+      }
+    }
+    if (err == 0) {
+      t.fd = fd;
+    } else {
+      failure = std::string("connect failed: ") + std::strerror(err);
+      ::close(fd);
+    }
+  }
+  ::freeaddrinfo(found);
+  if (t.fd < 0) tls_fail(failure);
+  int one = 1;
+  ::setsockopt(t.fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(t.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+  t.ctx = SSL_CTX_new(TLS_client_method());
+  if (!t.ctx) tls_fail("TLS: " + ssl_error("cannot make a context"), false);
+  SSL_CTX_set_min_proto_version(t.ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(t.ctx, SSL_VERIFY_PEER, nullptr);
+  if (o.tls_ca_file.empty()
+          ? SSL_CTX_set_default_verify_paths(t.ctx) != 1
+          : SSL_CTX_load_verify_locations(t.ctx, o.tls_ca_file.c_str(), nullptr) != 1)
+    tls_fail("TLS: cannot read the CA file '" + o.tls_ca_file + "': " + ssl_error("?"), false);
+  if (!o.tls_cert_file.empty() &&
+      (SSL_CTX_use_certificate_chain_file(t.ctx, o.tls_cert_file.c_str()) != 1 ||
+       SSL_CTX_use_PrivateKey_file(t.ctx, o.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+       SSL_CTX_check_private_key(t.ctx) != 1))
+    tls_fail("TLS: cannot use the client certificate '" + o.tls_cert_file + "' and key '" +
+                 o.tls_key_file + "': " + ssl_error("?"),
+             false);
+  t.ssl = SSL_new(t.ctx);
+  SSL_set_fd(t.ssl, t.fd);
+  const std::string& name = o.tls_server_name.empty() ? o.host : o.tls_server_name;
+  in6_addr ip;
+  bool is_ip =
+      ::inet_pton(AF_INET, name.c_str(), &ip) == 1 || ::inet_pton(AF_INET6, name.c_str(), &ip) == 1;
+  if (is_ip) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t.ssl), name.c_str());
+  } else {
+    SSL_set_tlsext_host_name(t.ssl, name.c_str());
+    SSL_set1_host(t.ssl, name.c_str());
+  }
+  while (true) {
+    ERR_clear_error();
+    int rc = SSL_connect(t.ssl);
+    if (rc == 1) break;
+    int e = SSL_get_error(t.ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      if (!t.wait(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT))
+        tls_fail("TLS handshake timed out (is it a TLS port?)");
+      continue;
+    }
+    long verify = SSL_get_verify_result(t.ssl);
+    if (verify != X509_V_OK)
+      tls_fail(std::string("TLS: the server's certificate was refused: ") +
+                   X509_verify_cert_error_string(verify),
+               false);
+    tls_fail("TLS handshake failed: " +
+             ssl_error("the server closed the connection (not a TLS port?)"));
+  }
+}
+
+void Connection::tls_flush() {
+  Tls& t = *tls_;
+  size_t sent = 0;
+  while (sent < t.out.size()) {
+    ERR_clear_error();
+    int n = SSL_write(t.ssl, t.out.data() + sent, static_cast<int>(t.out.size() - sent));
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    int e = SSL_get_error(t.ssl, n);
+    if ((e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) &&
+        t.wait(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT))
+      continue;
+    tls_fail(e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ
+                 ? "timed out"
+                 : "TLS write failed: " + ssl_error("?"));
+  }
+  t.out.clear();
+}
+
+Connection::~Connection() = default;
+
 Connection::Connection(const RedisOptions& o) : where_(describe(o)) {
-  // Connecting with no socket_timeout still gives up after 10 s: an unreachable host
-  // must not hang a caller forever.
-  timeval tv = to_timeval(o.socket_timeout.value_or(10.0));
-  redisContext* c = o.unix_socket.empty() ? redisConnectWithTimeout(o.host.c_str(), o.port, tv)
-                                          : redisConnectUnixWithTimeout(o.unix_socket.c_str(), tv);
-  if (!c) throw ConnectionFailed(where_ + ": cannot allocate a connection");
-  ctx_.reset(c);
-  if (ctx_->err) throw_connection_error();
+  if (o.tls) {
+    tls_connect(o);
+  } else {
+    // Connecting with no socket_timeout still gives up after 10 s: an unreachable host
+    // must not hang a caller forever.
+    timeval tv = to_timeval(o.socket_timeout.value_or(10.0));
+    redisContext* c = o.unix_socket.empty()
+                          ? redisConnectWithTimeout(o.host.c_str(), o.port, tv)
+                          : redisConnectUnixWithTimeout(o.unix_socket.c_str(), tv);
+    if (!c) throw ConnectionFailed(where_ + ": cannot allocate a connection");
+    ctx_.reset(c);
+    if (ctx_->err) throw_connection_error();
+    if (o.unix_socket.empty()) redisEnableKeepAlive(ctx_.get());
+  }
   set_timeout(o.socket_timeout);
-  if (o.unix_socket.empty()) redisEnableKeepAlive(ctx_.get());
   if (o.username && o.password) {
     command({"AUTH", *o.username, *o.password});
   } else if (o.password) {
@@ -68,6 +239,10 @@ void Connection::throw_connection_error() {
   } else if (ctx_->err == REDIS_ERR_EOF) {
     detail = "connection closed by the server";
   }
+  // Closed or reset before any reply: a TLS port answers a plain client so.
+  if (!answered_ &&
+      (ctx_->err == REDIS_ERR_EOF || (ctx_->err == REDIS_ERR_IO && errno == ECONNRESET)))
+    detail += " (a TLS port? then the URL is rediss://)";
   throw ConnectionFailed(where_ + ": " + detail);
 }
 
@@ -110,6 +285,14 @@ void Connection::append(const std::vector<std::string_view>& args) {
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
+  if (tls_) {
+    char* cmd = nullptr;
+    int len = redisFormatCommandArgv(&cmd, static_cast<int>(args.size()), argv.data(), lens.data());
+    if (len < 0) tls_fail("cannot format a command", false);
+    tls_->out.append(cmd, static_cast<size_t>(len));
+    redisFreeCommand(cmd);
+    return;
+  }
   if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(), lens.data()) !=
       REDIS_OK) {
     throw_connection_error();
@@ -118,7 +301,33 @@ void Connection::append(const std::vector<std::string_view>& args) {
 
 Reply Connection::read_reply(bool allow_error) {
   void* raw = nullptr;
-  if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || !raw) throw_connection_error();
+  if (tls_) {
+    Tls& t = *tls_;
+    if (!t.out.empty()) tls_flush();
+    while (true) {
+      if (redisReaderGetReply(t.reader, &raw) != REDIS_OK)
+        tls_fail(std::string("protocol error: ") + t.reader->errstr, false);
+      if (raw) break;
+      char buf[16384];
+      ERR_clear_error();
+      int n = SSL_read(t.ssl, buf, sizeof buf);
+      if (n > 0) {
+        redisReaderFeed(t.reader, buf, static_cast<size_t>(n));
+        continue;
+      }
+      int e = SSL_get_error(t.ssl, n);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        if (!t.wait(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT)) tls_fail("timed out");
+        continue;
+      }
+      tls_fail(e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL
+                   ? "connection closed by the server"
+                   : "TLS read failed: " + ssl_error("?"));
+    }
+  } else if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || !raw) {
+    throw_connection_error();
+  }
+  answered_ = true;
   Reply reply(static_cast<redisReply*>(raw));
   if (!allow_error) check_reply(reply.get());
   return reply;
@@ -150,6 +359,10 @@ void Connection::check_transaction(const redisReply* exec,
 }
 
 void Connection::set_timeout(std::optional<double> seconds) {
+  if (tls_) {
+    tls_->timeout = seconds;
+    return;
+  }
   if (redisSetTimeout(ctx_.get(), to_timeval(seconds.value_or(0))) != REDIS_OK)
     throw_connection_error();
 }

@@ -44,6 +44,7 @@ class Connection {
   // Connects, authenticates and selects the db. Throws ConnectionFailed if the server
   // cannot be reached, QueueError (not retryable) for bad credentials or db.
   explicit Connection(const RedisOptions& options);
+  ~Connection();
 
   // One command, one reply. Throws ConnectionFailed on I/O failure and QueueError for
   // an error reply (see check_reply), except that error replies are returned when
@@ -72,8 +73,17 @@ class Connection {
   [[noreturn]] void throw_connection_error();
   void check_reply(const redisReply* reply) const;
 
+  // TLS (options.tls): our own socket and OpenSSL, hiredis's formatter and reply
+  // reader (Debian's hiredis 0.14 has no TLS); ctx_ is then null.
+  struct Tls;
+  void tls_connect(const RedisOptions& o);
+  void tls_flush();
+  [[noreturn]] void tls_fail(const std::string& what, bool retryable = true);
+
   std::unique_ptr<redisContext, ContextDeleter> ctx_;
-  std::string where_;  // "redis 127.0.0.1:6379 db 0", for messages
+  std::unique_ptr<Tls> tls_;
+  bool answered_ = false;  // a reply was read: the server speaks our protocol
+  std::string where_;      // "redis 127.0.0.1:6379 db 0", for messages
   bool broken_ = false;
 };
 

@@ -73,6 +73,31 @@ TEST(UrlTest, AnAclUserComesWithItsPassword) {
   EXPECT_EQ(url::redact("redis://alice:pw@h:1/0"), "redis://alice:***@h:1/0");
 }
 
+TEST(UrlTest, RedissIsTlsWithItsFiles) {
+  RedisOptions o = url::parse_redis(
+      "rediss://u:pw@cache.example.net:6380/2?ca=/etc/ca.pem&cert=/c.pem&key=/k.pem"
+      "&sni=redis.example.net");
+  EXPECT_TRUE(o.tls);
+  EXPECT_EQ(o.host, "cache.example.net");
+  EXPECT_EQ(o.port, 6380);
+  EXPECT_EQ(o.tls_ca_file, "/etc/ca.pem");
+  EXPECT_EQ(o.tls_cert_file, "/c.pem");
+  EXPECT_EQ(o.tls_key_file, "/k.pem");
+  EXPECT_EQ(o.tls_server_name, "redis.example.net");
+  EXPECT_FALSE(url::parse_redis("redis://h").tls);
+  for (const auto& [bad, want] : std::vector<std::pair<const char*, const char*>>{
+           {"redis://h?ca=/etc/ca.pem", "ca= is for TLS: the URL is rediss://"},
+           {"rediss://h?cert=/c.pem", "needs both cert= and key="},
+           {"rediss://h?ca=", "ca= is empty"}}) {
+    try {
+      url::parse_redis(bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(UrlTest, ErrorsNeverShowThePassword) {
   auto error = [](const std::string& u) {
     try {

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "redis/connection.h"
+#include "support/certificate.h"
 #include "support/redis_server.h"
 #include "support/test_util.h"
 
@@ -351,6 +352,64 @@ TEST_F(RedisTest, AnAclUserIsHeldToItsPrefixAndTheRule) {
         << e.what();
     EXPECT_EQ(std::string(e.what()).find("not-it"), std::string::npos) << e.what();
   }
+}
+
+// rediss:// checks who it talks to: a certificate from another CA, or for another
+// name, is refused, not retried, and says why; a plain client on the TLS port and a
+// TLS client on the plain port fail clearly.
+TEST_F(RedisTest, TlsVerifiesTheServerAndNamesWhatIsWrong) {
+  RedisServer& server = testing::shared_redis_tls();
+  RedisOptions good = server.options(prefix_);
+  good.port = server.tls_port();
+  good.tls = true;
+  good.tls_ca_file = testing::shared_redis_tls_cert();
+  RedisStorage storage(good);
+  std::string id = storage.write(testing::sample_envelope(), 1);
+  EXPECT_EQ(storage.get(id).envelope.sender, testing::sample_envelope().sender);
+  // With a client certificate as well (the server asks for one, optionally).
+  RedisOptions with_cert = good;
+  with_cert.tls_cert_file = testing::shared_redis_tls_cert();
+  with_cert.tls_key_file =
+      with_cert.tls_cert_file.substr(0, with_cert.tls_cert_file.size() - 4) + ".key";
+  EXPECT_EQ(RedisStorage(with_cert).get(id).attempts, 0u);
+
+  auto error_of = [&](RedisOptions o) -> std::pair<std::string, bool> {
+    try {
+      RedisStorage(o).get(id);
+    } catch (const KeyError&) {
+      return {"KeyError", false};
+    } catch (const QueueError& e) {
+      return {e.what(), e.retryable()};
+    }
+    return {"no error", false};
+  };
+  testing::TempDir dir;
+  RedisOptions other_ca = good;
+  other_ca.tls_ca_file = testing::make_certificate(dir, "other").cert;
+  auto [msg1, retry1] = error_of(other_ca);
+  EXPECT_NE(msg1.find("rediss 127.0.0.1:"), std::string::npos) << msg1;
+  EXPECT_NE(msg1.find("certificate was refused"), std::string::npos) << msg1;
+  EXPECT_FALSE(retry1);
+
+  RedisOptions wrong_name = good;
+  wrong_name.tls_server_name = "redis.example.net";  // not in the certificate
+  auto [msg2, retry2] = error_of(wrong_name);
+  EXPECT_NE(msg2.find("certificate was refused"), std::string::npos) << msg2;
+  EXPECT_NE(msg2.find("mismatch"), std::string::npos) << msg2;
+  EXPECT_FALSE(retry2);
+
+  RedisOptions plain_to_tls = server.options(prefix_);
+  plain_to_tls.port = server.tls_port();
+  auto [msg3, retry3] = error_of(plain_to_tls);
+  EXPECT_NE(msg3.find("rediss://"), std::string::npos) << msg3;
+
+  RedisOptions tls_to_plain = good;
+  tls_to_plain.port = server.port();
+  auto [msg4, retry4] = error_of(tls_to_plain);
+  EXPECT_NE(msg4.find("TLS"), std::string::npos) << msg4;
+  EXPECT_TRUE(retry4);  // a hiccup as far as we can tell
+  std::printf("[ report ] TLS errors:\n  %s\n  %s\n  %s\n  %s\n", msg1.c_str(), msg2.c_str(),
+              msg3.c_str(), msg4.c_str());
 }
 
 TEST_F(RedisTest, ServerKilledMidWritesThenRestartedLosesNothingAcknowledged) {

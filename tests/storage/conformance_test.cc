@@ -71,6 +71,21 @@ class RedisLocation : public Location {
   RedisOptions options_;
 };
 
+// A fresh prefix on the shared TLS redis-server, over rediss:// (certificate verified
+// against its CA, host name checked).
+class RedissLocation : public Location {
+ public:
+  RedissLocation() : options_(testing::shared_redis_tls().options("tls" + random_hex(4) + ":", 0)) {
+    options_.port = testing::shared_redis_tls().tls_port();
+    options_.tls = true;
+    options_.tls_ca_file = testing::shared_redis_tls_cert();
+  }
+  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
+
+ private:
+  RedisOptions options_;
+};
+
 // A fresh prefix on the shared redis-server, through an ACL user allowed exactly
 // RedisStorage::acl_rule(prefix) (the rule doc/redis.md gives).
 class RedisAclLocation : public Location {
@@ -145,6 +160,7 @@ const Backend kBackends[] = {
      true, false, true},
     {"redis_acl_user", [] { return std::unique_ptr<Location>(new RedisAclLocation); }, true, false,
      true},
+    {"rediss_tls", [] { return std::unique_ptr<Location>(new RedissLocation); }, true, false, true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true},
 };
 

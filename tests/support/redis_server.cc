@@ -1,5 +1,7 @@
 #include "support/redis_server.h"
 
+#include "support/certificate.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
@@ -58,6 +60,7 @@ RedisServer::RedisServer(Config config) : config_(std::move(config)) {
   // port taken, another is tried.
   for (int tries = 0;; ++tries) {
     port_ = free_port();
+    if (!config_.tls_cert.empty()) tls_port_ = free_port();
     try {
       start();
       return;
@@ -105,6 +108,12 @@ void RedisServer::start() {
     args.insert(args.end(), {"--appendonly", "no"});
   }
   if (!config_.password.empty()) args.insert(args.end(), {"--requirepass", config_.password});
+  if (!config_.tls_cert.empty()) {
+    args.insert(args.end(),
+                {"--tls-port", std::to_string(tls_port_), "--tls-cert-file", config_.tls_cert,
+                 "--tls-key-file", config_.tls_key, "--tls-ca-cert-file", config_.tls_cert,
+                 "--tls-auth-clients", "optional"});
+  }
   Exec exec(args);
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -163,6 +172,19 @@ RedisOptions RedisServer::options(const std::string& prefix, int db) const {
 RedisServer& shared_redis() {
   static auto server = fixture_redis("redis", RedisServer::Config{});
   return *server;
+}
+
+const std::string& shared_redis_tls_cert() {
+  static TempDir dir;
+  static Certificate cert = make_certificate(dir, "redis");
+  return cert.cert;
+}
+
+RedisServer& shared_redis_tls() {
+  static RedisServer server(RedisServer::Config{
+      .tls_cert = shared_redis_tls_cert(),
+      .tls_key = shared_redis_tls_cert().substr(0, shared_redis_tls_cert().size() - 4) + ".key"});
+  return server;
 }
 
 RedisServer& shared_redis_with_password() {

@@ -20,11 +20,14 @@ namespace slimta::testing {
 class RedisServer {
  public:
   struct Config {
-    std::string password;     // requirepass, if not empty
+    std::string password{};   // requirepass, if not empty
     bool appendonly = false;  // AOF with appendfsync always
     // Outlives this object and its process (the ctest fixture's servers): stop it by
     // its pid, remove its dir.
     bool detached = false;
+    // Also a TLS port with this certificate and key (its own CA: see certificate.h);
+    // client certificates are asked for but optional.
+    std::string tls_cert{}, tls_key{};
   };
   explicit RedisServer(Config config);
   // A server that another process started and stops.
@@ -35,6 +38,7 @@ class RedisServer {
   RedisServer& operator=(const RedisServer&) = delete;
 
   int port() const { return port_; }
+  int tls_port() const { return tls_port_; }  // 0 without Config::tls_cert
   // The server also listens on this unix socket.
   std::string socket_path() const { return dir_ + "/redis.sock"; }
   const std::string& dir() const { return dir_; }
@@ -57,6 +61,7 @@ class RedisServer {
   std::optional<TempDir> own_dir_;
   std::string dir_;
   int port_ = 0;
+  int tls_port_ = 0;
   pid_t pid_ = -1;
 };
 
@@ -64,5 +69,9 @@ class RedisServer {
 RedisServer& shared_redis();
 // One shared server with requirepass "s3cret".
 RedisServer& shared_redis_with_password();
+// One shared server with a TLS port too, and the certificate it presents (for
+// localhost and 127.0.0.1, its own CA).
+RedisServer& shared_redis_tls();
+const std::string& shared_redis_tls_cert();
 
 }  // namespace slimta::testing
