@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "queue/bounce.h"
+#include "queue/recipient_groups.h"
 
 namespace slimta {
 namespace {
@@ -287,8 +288,8 @@ struct Queue::Impl {
   struct Job {
     std::string id;
     bool classify = false;  // read it to learn its destination, then line it up
-    std::string line;       // attempt it, with a place of this line (Line::active) taken
-    bool has_line = false;
+    // Attempt it, with a place of this line (Line::active) taken, if any.
+    std::optional<std::string> line;
   };
   std::optional<Job> take_locked(Timestamp now) {
     // Due messages of a known destination join its line, unread.
@@ -311,12 +312,12 @@ struct Queue::Impl {
       }
       if (line.ids.empty() || line.blocked_until > now || line.active >= max_connections(it->first))
         continue;
-      Job job{line.ids.front(), false, it->first, true};
+      Job job{line.ids.front(), false, it->first};
       line.ids.pop_front();
       ++line.active;
       return job;
     }
-    if (auto id = pop_due_locked(now)) return Job{*id, true, {}, false};
+    if (auto id = pop_due_locked(now)) return Job{*id, true, std::nullopt};
     return std::nullopt;
   }
 
@@ -344,7 +345,7 @@ struct Queue::Impl {
   // its line given back.
   void finish_locked(const Job& job, const Next& next) {
     const std::string& id = job.id;
-    if (job.has_line) leave_line_locked(job.line);
+    if (job.line) leave_line_locked(*job.line);
     switch (next.kind) {
       case Next::Kind::done:
         in_flight.erase(id);
@@ -368,7 +369,7 @@ struct Queue::Impl {
   Next run(const Job& job);
   // Reads `id` to learn the destination it waits for.
   Next classify(const std::string& id);
-  // One claim-and-attempt of `id`, holding a place in `line` if has_line.
+  // One claim-and-attempt of `id`, holding a place in `line` if not null.
   Next process(const std::string& id, const std::string* line);
   Next deliver(const std::string& id, Fence fence, Timestamp now, const std::string* line);
   // The recipients of `env` attempted at their destinations as shaping allows, into
@@ -412,8 +413,8 @@ struct Queue::Impl {
 
 Next Queue::Impl::run(const Job& job) {
   if (job.classify) return classify(job.id);
-  Next next = process(job.id, job.has_line ? &job.line : nullptr);
-  if (next.kind == Next::Kind::at && !next.line && job.has_line) next.line = job.line;
+  Next next = process(job.id, job.line ? &*job.line : nullptr);
+  if (next.kind == Next::Kind::at && !next.line) next.line = job.line;
   return next;
 }
 
@@ -609,26 +610,10 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
   if (parts.empty()) return attempted;
 
   // Each part to its destination; up to max_parallel_destinations at once.
-  auto deliver_part = [&](const Part& p) {
-    const Envelope* part = &env;
-    Envelope copy;
-    if (p.indexes->size() != env.recipients.size()) {
-      copy = env;
-      copy.recipients.clear();
-      for (size_t i : *p.indexes) copy.recipients.push_back(env.recipients[i]);
-      part = &copy;
-    }
-    std::vector<RecipientResult> got;
-    try {
-      got = relay.attempt(*part, attempt);
-      if (got.size() != p.indexes->size()) {
-        throw std::runtime_error("relay returned " + std::to_string(got.size()) + " results for " +
-                                 std::to_string(p.indexes->size()) + " recipients");
-      }
-    } catch (const std::exception& e) {
-      got.assign(p.indexes->size(),
-                 RecipientResult::transient(std::string("451 4.3.0 relay error: ") + e.what()));
-    }
+  auto deliver = [&](const Part& p) {
+    std::vector<RecipientResult> got = deliver_part(
+        env, *p.indexes,
+        "relay error: ", [&](const Envelope& part) { return relay.attempt(part, attempt); });
     bool reachable = !std::all_of(got.begin(), got.end(), [](const RecipientResult& r) {
       return r.kind == RecipientResult::Kind::transient && r.unreachable;
     });
@@ -660,8 +645,8 @@ bool Queue::Impl::attempt_shaped(const Envelope& env, uint32_t attempt, const st
     size_t last = std::min(parts.size(), first + batch);
     std::vector<std::future<void>> others;
     for (size_t k = first + 1; k < last; ++k)
-      others.push_back(std::async(std::launch::async, deliver_part, std::cref(parts[k])));
-    deliver_part(parts[first]);
+      others.push_back(std::async(std::launch::async, deliver, std::cref(parts[k])));
+    deliver(parts[first]);
     for (auto& f : others) f.get();
   }
   return true;
@@ -706,7 +691,8 @@ Next Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now,
     }
   }
 
-  std::vector<size_t> done;  // original indexes: delivered or failed for good
+  std::vector<size_t> done;       // original indexes: delivered or failed for good
+  std::vector<size_t> delivered;  // original indexes: delivered now
   std::vector<bounce::Failure> failed;
   std::vector<size_t> retry;  // indexes into env.recipients
   for (size_t i = 0; i < results.size(); ++i) {
@@ -718,6 +704,7 @@ Next Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now,
         spdlog::info("queue: {} delivered rcpt=<{}> attempt={} delay={:.1f} reply=\"{}\"", id,
                      env.recipients[i], attempt, delay(env), r.reply);
         done.push_back(original[i]);
+        delivered.push_back(original[i]);
         break;
       case RecipientResult::Kind::permanent:
         spdlog::info("queue: {} failed rcpt=<{}> attempt={} delay={:.1f} reply=\"{}\"", id,
@@ -750,10 +737,7 @@ Next Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now,
     retry.clear();
   }
 
-  size_t delivered_now = 0;
-  for (size_t i = 0; i < results.size(); ++i)
-    delivered_now += !waiting[i] && results[i].kind == RecipientResult::Kind::delivered;
-  inc(metric.delivered, delivered_now);
+  inc(metric.delivered, delivered.size());
   inc(metric.failed, failed.size());
   inc(metric.deferred, retry.size());
   if (retry.empty() && !any_waiting && metric.queue_seconds && env.timestamp > 0)
@@ -761,10 +745,7 @@ Next Queue::Impl::deliver(const std::string& id, Fence fence, Timestamp now,
 
   // From here on the relay's answers must not be lost to a storage failure: what
   // could not be stored is kept (unsaved) and stored before the next try.
-  Unsaved learnt;
-  for (size_t i = 0; i < results.size(); ++i)
-    if (!waiting[i] && results[i].kind == RecipientResult::Kind::delivered)
-      learnt.done.push_back(original[i]);
+  Unsaved learnt{delivered, false};
   try {
     // The bounce is stored before the recipients are marked: a crash in between can
     // send a bounce twice, but never lose one.
