@@ -478,27 +478,18 @@ double parse_duration(const std::string& text) {
   return n * unit;
 }
 
-namespace {
-// Destination names are kept in lower case, as the queue looks them up.
-std::string lowered(std::string name) {
-  std::transform(name.begin(), name.end(), name.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return name;
-}
-}  // namespace
-
 int cmd_suspend(QueueStorage& storage, const std::string& destination,
                 std::optional<double> seconds, const std::string& reason, bool json,
                 std::ostream& out) {
   if (destination.empty()) throw InvalidArgument("suspend: no destination given");
   Timestamp until = seconds ? now() + *seconds : DestinationStatus::kForever;
-  storage.destinations()->suspend(lowered(destination), until, reason);
+  storage.destinations()->suspend(lower_case(destination), until, reason);
   if (json) {
-    nlohmann::json j{{"destination", lowered(destination)}, {"suspended", true}};
+    nlohmann::json j{{"destination", lower_case(destination)}, {"suspended", true}};
     put_time(j, "until", seconds ? std::optional<Timestamp>(until) : std::nullopt);
     out << dump(j) << "\n";
   } else {
-    out << "suspended " << lowered(destination)
+    out << "suspended " << lower_case(destination)
         << (seconds ? " until " + format_time(until) + " UTC" : std::string(" until resumed"))
         << "\n";
   }
@@ -508,12 +499,12 @@ int cmd_suspend(QueueStorage& storage, const std::string& destination,
 int cmd_resume(QueueStorage& storage, const std::string& destination, bool json,
                std::ostream& out) {
   if (destination.empty()) throw InvalidArgument("resume: no destination given");
-  storage.destinations()->resume(lowered(destination));
+  storage.destinations()->resume(lower_case(destination));
   if (json) {
-    out << dump(nlohmann::json{{"destination", lowered(destination)}, {"suspended", false}})
+    out << dump(nlohmann::json{{"destination", lower_case(destination)}, {"suspended", false}})
         << "\n";
   } else {
-    out << "resumed " << lowered(destination) << "\n";
+    out << "resumed " << lower_case(destination) << "\n";
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "format.h"
 #include "slimta/errors.h"
 #include "slimta/storage.h"
 
@@ -117,9 +118,6 @@ ShapingPolicy read_shaping(const std::string& path) {
                                                  "max-messages-per-connection", "connect-timeout",
                                                  "idle-timeout"};
   for (const auto& [name, limits] : entries) {
-    std::string lower = name;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     DestinationLimits l = shaping.defaults;
     for (const auto& [k, value] : *limits) {
       std::string key(k.str());
@@ -161,7 +159,7 @@ ShapingPolicy read_shaping(const std::string& path) {
     if (name == "*")
       shaping.defaults = l;
     else
-      shaping.destinations[lower] = l;
+      shaping.destinations[lower_case(name)] = l;
   }
   return shaping;
 }

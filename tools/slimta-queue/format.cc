@@ -104,11 +104,15 @@ std::string printable(std::string_view text, bool line_breaks) {
   return out;
 }
 
+std::string lower_case(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
 std::string recipient_domain(std::string_view address) {
   size_t at = address.rfind('@');
-  std::string d(at == std::string_view::npos ? address : address.substr(at + 1));
-  std::transform(d.begin(), d.end(), d.begin(), [](unsigned char c) { return std::tolower(c); });
-  return d;
+  return lower_case(std::string(at == std::string_view::npos ? address : address.substr(at + 1)));
 }
 
 std::string display_sender(const std::string& sender) {

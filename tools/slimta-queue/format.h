@@ -42,6 +42,9 @@ std::string message_state(const QueuedMessage& msg, Timestamp now);
 // LF and tab (a folded header) are kept.
 std::string printable(std::string_view text, bool line_breaks = false);
 
+// `text` in lower case (ASCII): domain and destination names as the queue keeps them.
+std::string lower_case(std::string text);
+
 // The domain of a recipient address, lowercased (the whole address if it has no '@').
 std::string recipient_domain(std::string_view address);
 

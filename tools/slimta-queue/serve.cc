@@ -278,9 +278,7 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
     if (eq == std::string::npos || eq == 0)
       throw InvalidArgument("--route '" + route + "' is not DOMAIN=HOST:PORT");
     std::string target = route.substr(eq + 1);
-    std::string domain = route.substr(0, eq);
-    std::transform(domain.begin(), domain.end(), domain.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::string domain = lower_case(route.substr(0, eq));
     bool own = shaping.destinations.contains(domain);
     auto& relay = by_target[own ? domain + "=" + target : target];
     if (!relay) {
