@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "slimta/shaping.h"
 
@@ -44,6 +45,9 @@ struct DestinationState {
   std::string serialize() const;
   static DestinationState parse(std::string_view text);
 };
+
+// Destinations::status() lists them by name: every implementation sorts with this.
+void sort_by_name(std::vector<DestinationStatus>& list);
 
 // The reasons a grant gives, the same from every Destinations.
 std::string down_reason(uint32_t failures, std::string_view last_reply);

@@ -233,6 +233,10 @@ DestinationState DestinationState::parse(std::string_view text) {
   return s;
 }
 
+void sort_by_name(std::vector<DestinationStatus>& list) {
+  std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+}
+
 std::string down_reason(uint32_t failures, std::string_view last_reply) {
   return "destination not reachable (" + std::to_string(failures) + " attempts in a row)" +
          (last_reply.empty() ? "" : ": " + std::string(last_reply));
@@ -296,7 +300,7 @@ class LocalDestinations : public Destinations {
       prune(shard, now);
       for (auto& [name, s] : shard.table) out.push_back(s.status(name, now));
     }
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    shaping::sort_by_name(out);
     return out;
   }
 

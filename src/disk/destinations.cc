@@ -11,7 +11,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -70,7 +69,7 @@ class DiskDestinations : public Destinations {
       });
     }
     if (ec) throw QueueError("cannot list " + dir_ + ": " + ec.message(), true);
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    shaping::sort_by_name(out);
     return out;
   }
 

@@ -7,7 +7,6 @@
 // one is a change to both (the conformance tests run both).
 #include "redis/destinations.h"
 
-#include <algorithm>
 #include <charconv>
 #include <string>
 
@@ -231,7 +230,7 @@ class RedisDestinations : public Destinations {
       }
       return 0;
     });
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    shaping::sort_by_name(out);
     return out;
   }
 
