@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "slimta/storage.h"
 
@@ -44,6 +45,26 @@ struct RedisOptions {
   std::string tls_cert_file, tls_key_file;
   // The name the certificate must have, sent as SNI; empty: `host`.
   std::string tls_server_name;
+  // Sentinel (redis+sentinel://): when not empty, these sentinels are asked for the
+  // address of the master named `sentinel_master` (host and port above are then
+  // unused), the answer is checked with ROLE, and it is asked again whenever the
+  // master stops answering or turns out to be a replica (READONLY, MASTERDOWN): so a
+  // failover costs retryable errors (451s) for as long as it takes, never more.
+  struct Address {
+    std::string host;
+    int port = 26379;
+  };
+  std::vector<Address> sentinels;
+  std::string sentinel_master;
+  std::optional<std::string> sentinel_password;  // the sentinels' requirepass, if any
+  // Acknowledged by replicas: after each write and each change of a message's metadata
+  // (claim, attempt, delivery, deferral, hold, removal), WAIT until this many replicas
+  // have it, at most `ack_timeout` seconds; fewer is a retryable error (a write is then
+  // taken back and the SMTP client told 451). Redis replicates asynchronously: without
+  // it, a write acknowledged just before the master dies may be missing from the replica
+  // that replaces it. 0: no WAIT.
+  int min_replicas_ack = 0;
+  double ack_timeout = 1.0;
   // Seconds to wait for a connect or a reply; none: wait as long as it takes. Blocking
   // waits (wait()) add their own block time to it, so they never time out early.
   std::optional<double> socket_timeout;

@@ -55,8 +55,9 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url,
   }
 #endif
 #ifdef SLIMTA_WITH_REDIS
-  supported += ", redis:, rediss:, redis+unix:";
-  if (scheme == "redis" || scheme == "rediss" || scheme == "redis+unix") {
+  supported += ", redis:, rediss:, redis+unix:, redis+sentinel:";
+  if (scheme == "redis" || scheme == "rediss" || scheme == "redis+unix" ||
+      scheme == "redis+sentinel") {
     return std::make_unique<RedisStorage>(url::parse_redis(url, timeout));
   }
 #endif

@@ -25,6 +25,29 @@ T number(std::string_view s, std::string_view url, const char* what) {
   return v;
 }
 
+// HOST[:PORT] or [IPV6][:PORT].
+RedisOptions::Address host_port(std::string_view hostport, int default_port, std::string_view url) {
+  std::string_view port;
+  if (hostport.starts_with("[")) {
+    size_t close = hostport.find(']');
+    if (close == std::string_view::npos) bad(url, "unclosed '[' in the host");
+    std::string_view after = hostport.substr(close + 1);
+    if (!after.empty()) {
+      if (!after.starts_with(":")) bad(url, "junk after ']' in the host");
+      port = after.substr(1);
+    }
+    hostport = hostport.substr(1, close - 1);
+  } else if (size_t colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    port = hostport.substr(colon + 1);
+    hostport = hostport.substr(0, colon);
+  }
+  RedisOptions::Address a{"", default_port};
+  if (!port.empty()) a.port = number<int>(port, url, "port");
+  if (hostport.empty()) bad(url, "no host");
+  a.host = decode(hostport, url);
+  return a;
+}
+
 }  // namespace
 
 std::string redact(std::string_view url) {
@@ -41,7 +64,9 @@ std::string redact(std::string_view url) {
     }
   }
   for (size_t p = out.find("password="); p != std::string::npos; p = out.find("password=", p + 1)) {
-    if (p > 0 && out[p - 1] != '?' && out[p - 1] != '&') continue;
+    // password= and sentinel-password=
+    size_t key = p >= 9 && out.compare(p - 9, 9, "sentinel-") == 0 ? p - 9 : p;
+    if (key > 0 && out[key - 1] != '?' && out[key - 1] != '&') continue;
     size_t value = p + 9, end = out.find('&', value);
     out.replace(value, (end == std::string::npos ? out.size() : end) - value, "***");
   }
@@ -84,7 +109,7 @@ std::map<std::string, std::string> parse_query(std::string_view query, std::stri
 RedisOptions parse_redis(std::string_view url, std::optional<double> default_timeout) {
   RedisOptions o;
   std::string_view rest;
-  bool unix_socket = false;
+  bool unix_socket = false, sentinel = false;
   if (url.starts_with("redis://")) {
     rest = url.substr(8);
   } else if (url.starts_with("rediss://")) {
@@ -93,8 +118,13 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
   } else if (url.starts_with("redis+unix://")) {
     rest = url.substr(13);
     unix_socket = true;
+  } else if (url.starts_with("redis+sentinel://")) {
+    rest = url.substr(17);
+    sentinel = true;
   } else {
-    bad(url, "expected redis://HOST[:PORT][/DB], rediss://... (TLS) or redis+unix:///PATH");
+    bad(url,
+        "expected redis://HOST[:PORT][/DB], rediss://... (TLS), redis+unix:///PATH or "
+        "redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]");
   }
   size_t q = rest.find('?');
   auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
@@ -122,27 +152,26 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       }
     }
     size_t slash = rest.find('/');
-    std::string_view hostport = rest.substr(0, slash);
-    if (slash != std::string_view::npos && slash + 1 < rest.size()) {
-      o.db = number<int>(rest.substr(slash + 1), url, "db");
-    }
-    std::string_view port;
-    if (hostport.starts_with("[")) {  // [IPv6]:port
-      size_t close = hostport.find(']');
-      if (close == std::string_view::npos) bad(url, "unclosed '[' in the host");
-      std::string_view after = hostport.substr(close + 1);
-      if (!after.empty()) {
-        if (!after.starts_with(":")) bad(url, "junk after ']' in the host");
-        port = after.substr(1);
+    std::string_view hosts = rest.substr(0, slash);
+    std::string_view path =
+        slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    if (sentinel) {  // the sentinels, then /MASTER[/DB]
+      while (true) {
+        size_t comma = hosts.find(',');
+        o.sentinels.push_back(host_port(hosts.substr(0, comma), 26379, url));
+        if (comma == std::string_view::npos) break;
+        hosts = hosts.substr(comma + 1);
       }
-      hostport = hostport.substr(1, close - 1);
-    } else if (size_t colon = hostport.rfind(':'); colon != std::string_view::npos) {
-      port = hostport.substr(colon + 1);
-      hostport = hostport.substr(0, colon);
+      size_t next = path.find('/');
+      o.sentinel_master = decode(path.substr(0, next), url);
+      if (o.sentinel_master.empty()) bad(url, "no master name: redis+sentinel://SENTINELS/MASTER");
+      path = next == std::string_view::npos ? std::string_view() : path.substr(next + 1);
+    } else {
+      RedisOptions::Address a = host_port(hosts, 6379, url);
+      o.host = a.host;
+      o.port = a.port;
     }
-    if (!port.empty()) o.port = number<int>(port, url, "port");
-    if (hostport.empty()) bad(url, "no host");
-    o.host = decode(hostport, url);
+    if (!path.empty()) o.db = number<int>(path, url, "db");
   }
   for (const auto& [key, value] : params) {
     if (key == "prefix") {
@@ -160,6 +189,14 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
        : key == "cert" ? o.tls_cert_file
        : key == "key"  ? o.tls_key_file
                        : o.tls_server_name) = value;
+    } else if (key == "min-replicas-ack") {
+      o.min_replicas_ack = number<int>(value, url, "min-replicas-ack");
+    } else if (key == "ack-timeout") {
+      o.ack_timeout = number<double>(value, url, "ack-timeout");
+      if (!(o.ack_timeout > 0)) bad(url, "ack-timeout must be more than 0 seconds");
+    } else if (key == "sentinel-password") {
+      if (!sentinel) bad(url, "sentinel-password= is for redis+sentinel:// URLs");
+      o.sentinel_password = value;
     } else if (key == "username") {
       if (value.empty()) bad(url, "username= is empty");
       o.username = value;
@@ -171,8 +208,9 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       o.password = line;
     } else {
       bad(url, "unknown parameter '" + key +
-                   "' (known: prefix, timeout, db, username, password, password-file, and for "
-                   "rediss: ca, cert, key, sni)");
+                   "' (known: prefix, timeout, db, username, password, password-file, "
+                   "min-replicas-ack, ack-timeout; for rediss: ca, cert, key, sni; for "
+                   "redis+sentinel: sentinel-password)");
     }
   }
   if (int(userinfo_password) + int(params.count("password")) + int(params.count("password-file")) >

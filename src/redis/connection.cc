@@ -16,6 +16,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -34,7 +35,8 @@ std::string describe(const RedisOptions& o) {
   std::string where = o.unix_socket.empty() ? "redis " + o.host + ":" + std::to_string(o.port)
                                             : "redis unix:" + o.unix_socket;
   return (o.tls ? "rediss " + where.substr(6) : where) + " db " + std::to_string(o.db) +
-         (o.username ? " user " + *o.username : "");
+         (o.username ? " user " + *o.username : "") +
+         (o.sentinels.empty() ? "" : " (master " + o.sentinel_master + ")");
 }
 
 bool starts_with_any(std::string_view s, std::initializer_list<std::string_view> prefixes) {
@@ -265,9 +267,10 @@ void Connection::check_reply(const redisReply* r) const {
     throw QueueError(where_ + ": cannot select the db (" + std::string(msg) + ")", false);
   }
   if (starts_with_any(msg, {"OOM"})) throw StorageFull(what);
+  if (starts_with_any(msg, {"READONLY", "MASTERDOWN"})) throw NotMaster(what);
   // MISCONF: the server cannot persist (its disk); an operator's fix makes it work again.
-  bool retryable = starts_with_any(msg, {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY",
-                                         "CLUSTERDOWN", "MISCONF", "NOREPLICAS"});
+  bool retryable =
+      starts_with_any(msg, {"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MISCONF", "NOREPLICAS"});
   throw QueueError(what, retryable);
 }
 
@@ -358,6 +361,17 @@ void Connection::check_transaction(const redisReply* exec,
   for (size_t i = 0; i < exec->elements; ++i) check_reply(exec->element[i]);
 }
 
+void Connection::await_replicas(int replicas, double timeout) {
+  auto ms = static_cast<long long>(std::ceil(timeout * 1000));
+  Reply r = command({"WAIT", std::to_string(replicas), std::to_string(ms)});
+  if (r->type != REDIS_REPLY_INTEGER)
+    throw QueueError(where_ + ": unexpected reply to WAIT", false);
+  if (r->integer < replicas)
+    throw NotReplicated(
+        where_ + ": " + std::to_string(r->integer) + " of the " + std::to_string(replicas) +
+        " replicas wanted (min-replicas-ack) had it within " + std::to_string(ms) + " ms");
+}
+
 void Connection::set_timeout(std::optional<double> seconds) {
   if (tls_) {
     tls_->timeout = seconds;
@@ -378,13 +392,113 @@ std::unique_ptr<Connection> Pool::acquire(bool& reused) {
     }
   }
   reused = false;
-  return std::make_unique<Connection>(options_);
+  return connect();
 }
 
 void Pool::release(std::unique_ptr<Connection> conn) {
   if (!conn || conn->broken()) return;
   std::lock_guard lock(mu_);
-  if (idle_.size() < options_.max_idle_connections) idle_.push_back(std::move(conn));
+  if (conn->generation == generation_ && idle_.size() < options_.max_idle_connections)
+    idle_.push_back(std::move(conn));
+}
+
+void Pool::lost_master(uint64_t generation) {
+  std::lock_guard lock(mu_);
+  if (generation != generation_) return;  // already known
+  ++generation_;
+  idle_.clear();
+  master_.reset();
+}
+
+std::unique_ptr<Connection> Pool::connect() {
+  uint64_t generation;
+  std::optional<RedisOptions::Address> cached;
+  size_t first;
+  {
+    std::lock_guard lock(mu_);
+    generation = generation_;
+    if (options_.sentinels.empty()) {
+      auto conn = std::make_unique<Connection>(options_);
+      conn->generation = generation;
+      return conn;
+    }
+    cached = master_;
+    first = first_sentinel_;
+  }
+  std::string errors;
+  if (cached) {
+    try {
+      return connect_master(*cached, generation);
+    } catch (const ConnectionFailed& e) {
+      lost_master(generation);
+      errors += std::string("; ") + e.what();
+      std::lock_guard lock(mu_);
+      generation = generation_;
+    }
+  }
+  // Just after a failover some sentinels may still name the old master: each one's
+  // answer is tried in turn, from the one that answered last time.
+  std::vector<std::pair<std::string, int>> tried;
+  size_t n = options_.sentinels.size();
+  for (size_t i = 0; i < n; ++i) {
+    size_t index = (first + i) % n;
+    RedisOptions::Address named;
+    try {
+      named = ask_sentinel(options_.sentinels[index]);
+    } catch (const QueueError& e) {
+      errors += std::string("; ") + e.what();
+      continue;
+    }
+    if (std::find(tried.begin(), tried.end(), std::pair(named.host, named.port)) != tried.end())
+      continue;
+    tried.emplace_back(named.host, named.port);
+    try {
+      auto conn = connect_master(named, generation);
+      std::lock_guard lock(mu_);
+      if (generation == generation_) master_ = named;
+      first_sentinel_ = index;
+      return conn;
+    } catch (const ConnectionFailed& e) {
+      errors += std::string("; ") + e.what();
+    }
+  }
+  throw ConnectionFailed("redis master '" + options_.sentinel_master + "': " +
+                         (tried.empty() ? "no sentinel named it" : "not reachable") + errors);
+}
+
+std::unique_ptr<Connection> Pool::connect_master(const RedisOptions::Address& master,
+                                                 uint64_t generation) {
+  RedisOptions o = options_;
+  o.host = master.host;
+  o.port = master.port;
+  auto conn = std::make_unique<Connection>(o);
+  conn->generation = generation;
+  Reply role = conn->command({"ROLE"});
+  if (role->type != REDIS_REPLY_ARRAY || role->elements == 0 ||
+      reply_string(role->element[0], "ROLE") != "master") {
+    throw ConnectionFailed(conn->where() +
+                           ": named the master but a replica (a failover under way)");
+  }
+  return conn;
+}
+
+RedisOptions::Address Pool::ask_sentinel(const RedisOptions::Address& sentinel) const {
+  RedisOptions so;
+  so.host = sentinel.host;
+  so.port = sentinel.port;
+  so.password = options_.sentinel_password;
+  // A sentinel's answer is small: one that does not give it in 2 s is skipped.
+  so.socket_timeout = std::min(options_.socket_timeout.value_or(2.0), 2.0);
+  Connection c(so);
+  Reply r = c.command({"SENTINEL", "get-master-addr-by-name", options_.sentinel_master});
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+    throw QueueError("sentinel " + sentinel.host + ":" + std::to_string(sentinel.port) +
+                         " does not know a master '" + options_.sentinel_master + "'",
+                     true);
+  RedisOptions::Address master{reply_string(r->element[0], "SENTINEL"), 0};
+  std::string port = reply_string(r->element[1], "SENTINEL");
+  std::from_chars(port.data(), port.data() + port.size(), master.port);
+  return master;
 }
 
 std::string reply_string(const redisReply* r, std::string_view what) {

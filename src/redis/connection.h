@@ -23,6 +23,20 @@ class ConnectionFailed : public QueueError {
   explicit ConnectionFailed(const std::string& what) : QueueError(what, true) {}
 };
 
+// The server is a replica, not the master (READONLY, MASTERDOWN): it did not run the
+// command. Retryable; the master is looked for again.
+class NotMaster : public QueueError {
+ public:
+  explicit NotMaster(const std::string& what) : QueueError(what, true) {}
+};
+
+// WAIT saw fewer replicas acknowledge a change than min_replicas_ack. Retryable; the
+// change is on the master and may or may not survive its loss.
+class NotReplicated : public QueueError {
+ public:
+  explicit NotReplicated(const std::string& what) : QueueError(what, true) {}
+};
+
 struct ReplyDeleter {
   void operator()(redisReply* r) const { freeReplyObject(r); }
 };
@@ -63,11 +77,17 @@ class Connection {
   void check_transaction(const redisReply* exec,
                          std::initializer_list<const redisReply*> queued) const;
 
+  // WAIT until `replicas` replicas have every change made on this connection, at most
+  // `timeout` seconds; throws NotReplicated when fewer did.
+  void await_replicas(int replicas, double timeout);
+
   // Socket read/write timeout; none: wait forever.
   void set_timeout(std::optional<double> seconds);
 
   bool broken() const { return broken_; }
   const std::string& where() const { return where_; }
+
+  uint64_t generation = 0;  // the Pool's master generation it was made in
 
  private:
   [[noreturn]] void throw_connection_error();
@@ -87,14 +107,18 @@ class Connection {
   bool broken_ = false;
 };
 
-// Connections shared by the threads of one RedisStorage.
+// Connections shared by the threads of one RedisStorage, all to the master: the one
+// of the options, or the one the sentinels name (asked once, and again after the
+// master was lost).
 class Pool {
  public:
   explicit Pool(RedisOptions options) : options_(std::move(options)) {}
 
   // Runs fn(Connection&) on a pooled connection. If the call fails because the
   // connection was dead and it came from the idle list (a server restart closes idle
-  // connections), an `idempotent` call is retried once on a new connection.
+  // connections), an `idempotent` call is retried once on a new connection. A call
+  // that reached a replica (NotMaster: it did nothing there) is retried once on the
+  // master found again, idempotent or not.
   template <typename Fn>
   auto run(bool idempotent, Fn&& fn) {
     for (int attempt = 0;; ++attempt) {
@@ -105,7 +129,11 @@ class Pool {
         release(std::move(conn));
         return result;
       } catch (const ConnectionFailed&) {
+        lost_master(conn->generation);
         if (!(idempotent && reused && attempt == 0)) throw;
+      } catch (const NotMaster&) {
+        lost_master(conn->generation);
+        if (attempt != 0) throw;
       } catch (...) {
         release(std::move(conn));
         throw;
@@ -113,15 +141,42 @@ class Pool {
     }
   }
 
+  // run() for a change that must reach min_replicas_ack replicas before it counts:
+  // fn, then WAIT on the same connection.
+  template <typename Fn>
+  auto run_acked(bool idempotent, Fn&& fn) {
+    return run(idempotent, [&](Connection& c) {
+      auto result = fn(c);
+      if (options_.min_replicas_ack > 0)
+        c.await_replicas(options_.min_replicas_ack, options_.ack_timeout);
+      return result;
+    });
+  }
+
+  // A new connection to the master (for wait()'s own connection). Throws
+  // ConnectionFailed when no master can be found or reached.
+  std::unique_ptr<Connection> connect();
+  // The master reached by connections of `generation` failed or is a replica now: its
+  // idle connections are dropped and, with sentinels, they are asked again.
+  void lost_master(uint64_t generation);
+
   const RedisOptions& options() const { return options_; }
 
  private:
   std::unique_ptr<Connection> acquire(bool& reused);
   void release(std::unique_ptr<Connection> conn);
+  // A connection to `master` if it is one (ROLE); ConnectionFailed otherwise.
+  std::unique_ptr<Connection> connect_master(const RedisOptions::Address& master,
+                                             uint64_t generation);
+  // The address `sentinel` gives for the master; QueueError if it gives none.
+  RedisOptions::Address ask_sentinel(const RedisOptions::Address& sentinel) const;
 
   RedisOptions options_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;
+  uint64_t generation_ = 1;
+  std::optional<RedisOptions::Address> master_;  // with sentinels: their last answer
+  size_t first_sentinel_ = 0;                    // the one that answered last
 };
 
 // The string of a bulk or status reply; throws QueueError naming `what` otherwise.

@@ -217,7 +217,8 @@ std::vector<uint32_t> parse_delivered(std::string_view s) {
 }
 
 void validate(const RedisOptions& o) {
-  if (o.unix_socket.empty() && o.host.empty()) throw InvalidArgument("redis host is empty");
+  if (o.unix_socket.empty() && o.host.empty() && o.sentinels.empty())
+    throw InvalidArgument("redis host is empty");
   if (o.port < 1 || o.port > 65535) {
     throw InvalidArgument("redis port " + std::to_string(o.port) + " is not in 1-65535");
   }
@@ -226,6 +227,17 @@ void validate(const RedisOptions& o) {
     throw InvalidArgument("redis socket_timeout must be more than 0 seconds (or none)");
   }
   if (o.notify_max_len == 0) throw InvalidArgument("redis notify_max_len must be at least 1");
+  if (!o.sentinels.empty() && o.sentinel_master.empty())
+    throw InvalidArgument("redis sentinels need the name of the master they watch");
+  for (const auto& s : o.sentinels) {
+    if (s.host.empty()) throw InvalidArgument("redis sentinel host is empty");
+    if (s.port < 1 || s.port > 65535)
+      throw InvalidArgument("redis sentinel port " + std::to_string(s.port) + " is not in 1-65535");
+  }
+  if (o.min_replicas_ack < 0)
+    throw InvalidArgument("redis min_replicas_ack " + std::to_string(o.min_replicas_ack) +
+                          " is negative");
+  if (!(o.ack_timeout > 0)) throw InvalidArgument("redis ack_timeout must be more than 0 seconds");
 }
 
 }  // namespace
@@ -379,7 +391,7 @@ std::string RedisStorage::acl_rule(std::string_view prefix) {
   // FUNCTION FLUSH) comes with a category.
   return "~" + std::string(prefix) +
          "* resetchannels +@hash +@stream +eval +evalsha +multi +exec +discard +scan +del "
-         "+expire +persist +time +select +ping";
+         "+expire +persist +time +select +ping +role +wait";
 }
 
 Capabilities RedisStorage::capabilities() const {
@@ -394,17 +406,28 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string key = impl_->key(id);
   std::string ts = redis::format_timestamp(timestamp);
   std::string rcpts = std::to_string(meta.recipients);
-  impl_->pool.run(true, [&](Connection& c) {
-    c.append({"MULTI"});
-    c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
-              "recipients", rcpts});
-    impl_->append_notice(c, id, ts);
-    c.append({"EXEC"});
-    Reply replies[4];
-    for (auto& r : replies) r = c.read_reply(/*allow_error=*/true);  // read all before checking
-    c.check_transaction(replies[3].get(), {replies[0].get(), replies[1].get(), replies[2].get()});
-    return 0;
-  });
+  try {
+    impl_->pool.run_acked(true, [&](Connection& c) {
+      c.append({"MULTI"});
+      c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
+                "recipients", rcpts});
+      impl_->append_notice(c, id, ts);
+      c.append({"EXEC"});
+      Reply replies[4];
+      for (auto& r : replies) r = c.read_reply(/*allow_error=*/true);  // read all before checking
+      c.check_transaction(replies[3].get(), {replies[0].get(), replies[1].get(), replies[2].get()});
+      return 0;
+    });
+  } catch (const redis::NotReplicated&) {
+    // Not acknowledged, so not accepted: the sender keeps the message and tries again;
+    // a copy left here could be delivered beside that one. Taken back if we can.
+    try {
+      impl_->pool.run(true, [&](Connection& c) { return c.command({"DEL", key}); });
+    } catch (const QueueError& e) {
+      spdlog::warn("redis: {} was not replicated and could not be taken back: {}", id, e.what());
+    }
+    throw;
+  }
   return id;
 }
 
@@ -428,7 +451,7 @@ Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, 
   check_id(id);
   std::string k = key(id);
   std::vector<std::string_view> views(args.begin(), args.end());
-  return pool.run(idempotent, [&](Connection& c) { return c.eval(script, {k}, views); });
+  return pool.run_acked(idempotent, [&](Connection& c) { return c.eval(script, {k}, views); });
 }
 
 void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
@@ -583,7 +606,7 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
   if (fence.token == 0) {
     check_id(id);
     std::string key = impl_->key(id);
-    impl_->pool.run(true, [&](Connection& c) { return c.command({"DEL", key}); });
+    impl_->pool.run_acked(true, [&](Connection& c) { return c.command({"DEL", key}); });
     return;
   }
   Reply r = impl_->run_script(remove_script(), id, true, {std::to_string(fence.token)});
@@ -602,8 +625,7 @@ std::vector<QueueEntry> RedisStorage::do_wait(std::chrono::milliseconds timeout)
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     int64_t block_ms = std::max<int64_t>(1, left.count());
-    if (!impl_->wait_conn || impl_->wait_conn->broken())
-      impl_->wait_conn = std::make_unique<Connection>(o);
+    if (!impl_->wait_conn || impl_->wait_conn->broken()) impl_->wait_conn = impl_->pool.connect();
     Connection& c = *impl_->wait_conn;
     // The read may take the whole block time: the socket timeout comes on top of it.
     if (o.socket_timeout) c.set_timeout(*o.socket_timeout + static_cast<double>(block_ms) / 1000.0);

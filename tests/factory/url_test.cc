@@ -98,6 +98,55 @@ TEST(UrlTest, RedissIsTlsWithItsFiles) {
   }
 }
 
+TEST(UrlTest, SentinelUrlsNameTheSentinelsAndTheMaster) {
+  RedisOptions o = url::parse_redis(
+      "redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380,[::1]:26381/mymaster/3"
+      "?sentinel-password=spw&min-replicas-ack=1&ack-timeout=0.5&prefix=q:");
+  ASSERT_EQ(o.sentinels.size(), 3u);
+  EXPECT_EQ(o.sentinels[0].host, "10.0.0.1");
+  EXPECT_EQ(o.sentinels[0].port, 26379);
+  EXPECT_EQ(o.sentinels[1].host, "10.0.0.2");
+  EXPECT_EQ(o.sentinels[1].port, 26380);
+  EXPECT_EQ(o.sentinels[2].host, "::1");
+  EXPECT_EQ(o.sentinels[2].port, 26381);
+  EXPECT_EQ(o.sentinel_master, "mymaster");
+  EXPECT_EQ(o.db, 3);
+  EXPECT_EQ(o.password, "pw");
+  EXPECT_EQ(o.sentinel_password, "spw");
+  EXPECT_EQ(o.min_replicas_ack, 1);
+  EXPECT_EQ(o.ack_timeout, 0.5);
+  EXPECT_EQ(o.prefix, "q:");
+  o = url::parse_redis("redis+sentinel://s1/m");
+  EXPECT_EQ(o.db, 0);
+  EXPECT_FALSE(o.sentinel_password);
+  EXPECT_EQ(url::parse_redis("redis://h?min-replicas-ack=2").min_replicas_ack, 2);
+  EXPECT_EQ(url::parse_redis("redis://h").min_replicas_ack, 0);
+  for (const auto& [bad, want] : std::vector<std::pair<const char*, const char*>>{
+           {"redis+sentinel://s1", "no master name"},
+           {"redis+sentinel://s1/", "no master name"},
+           {"redis+sentinel://s1,/m", "no host"},
+           {"redis+sentinel://s1:x/m", "port 'x' is not a number"},
+           {"redis+sentinel://s1/m/x", "db 'x' is not a number"},
+           {"redis://h?sentinel-password=x", "sentinel-password= is for redis+sentinel://"},
+           {"redis://h?min-replicas-ack=one", "min-replicas-ack 'one' is not a number"},
+           {"redis://h?ack-timeout=0", "ack-timeout must be more than 0"}}) {
+    try {
+      url::parse_redis(bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+  try {
+    RedisOptions negative;
+    negative.min_replicas_ack = -1;
+    RedisStorage storage(negative);
+    ADD_FAILURE() << "min_replicas_ack -1 was taken";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("min_replicas_ack -1 is negative"), std::string::npos);
+  }
+}
+
 TEST(UrlTest, ErrorsNeverShowThePassword) {
   auto error = [](const std::string& u) {
     try {
@@ -117,6 +166,8 @@ TEST(UrlTest, ErrorsNeverShowThePassword) {
   EXPECT_EQ(url::redact("redis://:pw@h:1/0?prefix=p&password=pw2&timeout=1"),
             "redis://:***@h:1/0?prefix=p&password=***&timeout=1");
   EXPECT_EQ(url::redact("redis://h:1/0?prefix=password=x"), "redis://h:1/0?prefix=password=x");
+  EXPECT_EQ(url::redact("redis+sentinel://:pw@s1,s2:1/m?sentinel-password=spw&db=1"),
+            "redis+sentinel://:***@s1,s2:1/m?sentinel-password=***&db=1");
   EXPECT_EQ(url::redact("disk:/var/spool/a@b"), "disk:/var/spool/a@b");
 }
 

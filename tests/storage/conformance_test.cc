@@ -114,6 +114,20 @@ class RedisAclLocation : public Location {
   RedisOptions options_;
 };
 
+// A fresh prefix on the shared master + replica, found through its sentinel, every
+// change acknowledged by the replica (min-replicas-ack=1).
+class RedisSentinelLocation : public Location {
+ public:
+  RedisSentinelLocation()
+      : options_(testing::shared_redis_sentinel().options("sen" + random_hex(4) + ":")) {
+    options_.min_replicas_ack = 1;
+  }
+  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
+
+ private:
+  RedisOptions options_;
+};
+
 // A fresh prefix in a bucket, and a fresh SQS queue, on a shared moto_server.
 class CloudLocation : public Location {
  public:
@@ -161,6 +175,8 @@ const Backend kBackends[] = {
     {"redis_acl_user", [] { return std::unique_ptr<Location>(new RedisAclLocation); }, true, false,
      true},
     {"rediss_tls", [] { return std::unique_ptr<Location>(new RedissLocation); }, true, false, true},
+    {"redis_sentinel", [] { return std::unique_ptr<Location>(new RedisSentinelLocation); }, true,
+     false, true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true},
 };
 

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -83,29 +84,32 @@ RedisServer::~RedisServer() {
 }
 
 void RedisServer::start() {
-  std::vector<std::string> args = {"redis-server",
-                                   "--port",
-                                   std::to_string(port_),
-                                   "--bind",
-                                   "127.0.0.1",
-                                   "--save",
-                                   "",
-                                   "--dir",
-                                   dir_,
-                                   "--daemonize",
-                                   "no",
-                                   "--logfile",
-                                   dir_ + "/redis.log",
-                                   "--databases",
-                                   "16",
-                                   "--unixsocket",
-                                   socket_path(),
-                                   "--unixsocketperm",
-                                   "700"};
-  if (config_.appendonly) {
-    args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always"});
+  std::vector<std::string> args;
+  if (config_.sentinel_of != 0) {
+    // A sentinel rewrites its config file: written once, kept across restarts.
+    std::string conf = dir_ + "/sentinel.conf";
+    if (!std::filesystem::exists(conf)) {
+      const std::string& m = config_.sentinel_master;
+      write_file(conf, "port " + std::to_string(port_) + "\nbind 127.0.0.1\ndir " + dir_ +
+                           "\nlogfile " + dir_ + "/redis.log\nsentinel monitor " + m +
+                           " 127.0.0.1 " + std::to_string(config_.sentinel_of) + " " +
+                           std::to_string(config_.quorum) + "\nsentinel down-after-milliseconds " +
+                           m + " 1000\nsentinel failover-timeout " + m + " 5000\n");
+    }
+    args = {"redis-server", conf, "--sentinel"};
   } else {
-    args.insert(args.end(), {"--appendonly", "no"});
+    args = {"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+            "--dir", dir_, "--daemonize", "no", "--logfile", dir_ + "/redis.log", "--databases",
+            "16", "--unixsocket", socket_path(), "--unixsocketperm", "700",
+            // a replica's first sync at once, not 5 s later
+            "--repl-diskless-sync-delay", "0"};
+    if (config_.appendonly) {
+      args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always"});
+    } else {
+      args.insert(args.end(), {"--appendonly", "no"});
+    }
+    if (config_.replica_of != 0)
+      args.insert(args.end(), {"--replicaof", "127.0.0.1", std::to_string(config_.replica_of)});
   }
   if (!config_.password.empty()) args.insert(args.end(), {"--requirepass", config_.password});
   if (!config_.tls_cert.empty()) {
@@ -185,6 +189,93 @@ RedisServer& shared_redis_tls() {
       .tls_cert = shared_redis_tls_cert(),
       .tls_key = shared_redis_tls_cert().substr(0, shared_redis_tls_cert().size() - 4) + ".key"});
   return server;
+}
+
+SentinelGroup::SentinelGroup(int sentinels, bool detached) {
+  data_.push_back(std::make_unique<RedisServer>(RedisServer::Config{.detached = detached}));
+  data_.push_back(std::make_unique<RedisServer>(
+      RedisServer::Config{.detached = detached, .replica_of = data_[0]->port()}));
+  for (int i = 0; i < sentinels; ++i) {
+    sentinels_.push_back(std::make_unique<RedisServer>(RedisServer::Config{
+        .detached = detached, .sentinel_of = data_[0]->port(), .quorum = sentinels / 2 + 1}));
+  }
+  // Ready when every sentinel knows the replica (or a failover finds none to promote)
+  // and the other sentinels (or it cannot reach a quorum).
+  auto count = [](int port, const char* what) {
+    redisContext* c = redisConnect("127.0.0.1", port);
+    size_t n = 0;
+    if (c && !c->err) {
+      auto* r = static_cast<redisReply*>(redisCommand(c, "SENTINEL %s %s", what, kMaster));
+      if (r && r->type == REDIS_REPLY_ARRAY) n = r->elements;
+      if (r) freeReplyObject(r);
+    }
+    if (c) redisFree(c);
+    return n;
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (auto& s : sentinels_) {
+    while (count(s->port(), "replicas") != 1 ||
+           count(s->port(), "sentinels") != sentinels_.size() - 1) {
+      if (std::chrono::steady_clock::now() > deadline)
+        throw std::runtime_error("the sentinels did not find the replica and each other in 20 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+}
+
+SentinelGroup::SentinelGroup(const std::vector<std::pair<int, std::string>>& servers,
+                             int sentinels) {
+  for (size_t i = 0; i < servers.size(); ++i) {
+    bool is_sentinel = i + static_cast<size_t>(sentinels) >= servers.size();
+    auto server = std::make_unique<RedisServer>(
+        RedisServer::Config{.sentinel_of = is_sentinel ? servers[0].first : 0}, servers[i].first,
+        servers[i].second);
+    (is_sentinel ? sentinels_ : data_).push_back(std::move(server));
+  }
+}
+
+std::vector<RedisServer*> SentinelGroup::all() {
+  std::vector<RedisServer*> out;
+  for (auto& s : data_) out.push_back(s.get());
+  for (auto& s : sentinels_) out.push_back(s.get());
+  return out;
+}
+
+RedisOptions SentinelGroup::options(const std::string& prefix) const {
+  RedisOptions o = data_[0]->options(prefix);
+  o.host.clear();
+  for (const auto& s : sentinels_) o.sentinels.push_back({"127.0.0.1", s->port()});
+  o.sentinel_master = kMaster;
+  return o;
+}
+
+int SentinelGroup::master_port() const {
+  for (const auto& s : sentinels_) {
+    redisContext* c = redisConnect("127.0.0.1", s->port());
+    int port = 0;
+    if (c && !c->err) {
+      auto* r =
+          static_cast<redisReply*>(redisCommand(c, "SENTINEL get-master-addr-by-name %s", kMaster));
+      if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+        port = std::atoi(r->element[1]->str);
+      if (r) freeReplyObject(r);
+    }
+    if (c) redisFree(c);
+    if (port != 0) return port;
+  }
+  return 0;
+}
+
+SentinelGroup& shared_redis_sentinel() {
+  static std::unique_ptr<SentinelGroup> group = [] {
+    std::vector<std::pair<int, std::string>> found;
+    for (const char* name : {"sentinel_master", "sentinel_replica", "sentinel"}) {
+      if (auto s = test_server(name)) found.emplace_back(s->at("port").get<int>(), s->at("dir"));
+    }
+    return found.size() == 3 ? std::make_unique<SentinelGroup>(found, 1)
+                             : std::make_unique<SentinelGroup>(1);
+  }();
+  return *group;
 }
 
 RedisServer& shared_redis_with_password() {

@@ -9,8 +9,10 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "slimta/redis_storage.h"
 #include "support/test_util.h"
@@ -28,6 +30,13 @@ class RedisServer {
     // Also a TLS port with this certificate and key (its own CA: see certificate.h);
     // client certificates are asked for but optional.
     std::string tls_cert{}, tls_key{};
+    int replica_of = 0;  // a replica of the server on this port (127.0.0.1)
+    // A sentinel (redis-server --sentinel) watching the master on this port as
+    // sentinel_master, agreeing on its failure with `quorum` sentinels; it is down after
+    // 1 s without an answer.
+    int sentinel_of = 0;
+    std::string sentinel_master = "mm";
+    int quorum = 1;
   };
   explicit RedisServer(Config config);
   // A server that another process started and stops.
@@ -65,6 +74,31 @@ class RedisServer {
   pid_t pid_ = -1;
 };
 
+// A master, a replica and sentinels watching them as "mm": Redis as high availability
+// deploys it. Server 0 is the master at first, server 1 its replica.
+class SentinelGroup {
+ public:
+  static constexpr const char* kMaster = "mm";
+  // Starts them (detached: see RedisServer::Config::detached).
+  explicit SentinelGroup(int sentinels, bool detached = false);
+  // Servers started by another process (the ctest fixture): data ports, sentinel ports
+  // and dirs, in the order of ports().
+  explicit SentinelGroup(const std::vector<std::pair<int, std::string>>& servers, int sentinels);
+
+  RedisServer& server(size_t i) { return *data_.at(i); }
+  RedisServer& sentinel(size_t i) { return *sentinels_.at(i); }
+  size_t sentinels() const { return sentinels_.size(); }
+  // Every server, data then sentinels.
+  std::vector<RedisServer*> all();
+  // Options that find the master through the sentinels.
+  RedisOptions options(const std::string& prefix = "test:") const;
+  // The master's port as the first sentinel that answers names it; 0 if none does.
+  int master_port() const;
+
+ private:
+  std::vector<std::unique_ptr<RedisServer>> data_, sentinels_;
+};
+
 // One server shared by the tests of a process (started on first use).
 RedisServer& shared_redis();
 // One shared server with requirepass "s3cret".
@@ -73,5 +107,7 @@ RedisServer& shared_redis_with_password();
 // localhost and 127.0.0.1, its own CA).
 RedisServer& shared_redis_tls();
 const std::string& shared_redis_tls_cert();
+// One shared master + replica + 1 sentinel.
+SentinelGroup& shared_redis_sentinel();
 
 }  // namespace slimta::testing

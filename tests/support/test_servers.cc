@@ -1,6 +1,7 @@
 // The servers every test process of one ctest run shares: one redis-server, one with a
-// password, one moto_server (S3 + SQS), started once by the "test_servers" fixture
-// instead of once per test process (moto alone takes a second or more to start).
+// password, a master + replica + sentinel, one moto_server (S3 + SQS), started once by
+// the "test_servers" fixture instead of once per test process (moto alone takes a second
+// or more to start).
 //
 //   test_servers start FILE   starts them detached and describes them in FILE (JSON)
 //   test_servers stop FILE    stops them and removes their directories and FILE
@@ -38,6 +39,14 @@ int start(const std::string& file) {
     RedisServer secured(RedisServer::Config{.password = "s3cret", .detached = true});
     all["redis_password"] = {
         {"port", secured.port()}, {"pid", secured.pid()}, {"dir", secured.dir()}};
+    save();
+    slimta::testing::SentinelGroup group(1, /*detached=*/true);
+    const char* names[] = {"sentinel_master", "sentinel_replica", "sentinel"};
+    std::vector<RedisServer*> servers = group.all();
+    for (size_t i = 0; i < servers.size(); ++i) {
+      all[names[i]] = {
+          {"port", servers[i]->port()}, {"pid", servers[i]->pid()}, {"dir", servers[i]->dir()}};
+    }
     save();
   }
   if (!MotoServer::skipped()) {

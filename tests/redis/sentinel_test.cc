@@ -1,0 +1,215 @@
+// RedisStorage on Redis as high availability deploys it: a master, a replica and
+// sentinels (real redis-server processes started by the tests), failovers forced and by
+// SIGKILL, and min-replicas-ack (WAIT).
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "redis/connection.h"
+#include "slimta/redis_storage.h"
+#include "support/redis_server.h"
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::RedisServer;
+using testing::sample_envelope;
+using testing::SentinelGroup;
+
+class SentinelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (RedisServer::skipped())
+      GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  }
+  static redis::Reply command(int port, const std::vector<std::string_view>& args) {
+    RedisOptions o;
+    o.host = "127.0.0.1";
+    o.port = port;
+    o.socket_timeout = 5;
+    redis::Connection c(o);
+    return c.command(args);
+  }
+  // Waits until the master on `port` has `n` replicas in sync.
+  static bool replicas_in_sync(int port, int n,
+                               std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    return testing::eventually(
+        [&] {
+          try {
+            redis::Reply r = command(port, {"INFO", "replication"});
+            std::string info(r->str, r->len);
+            return info.find("role:master") != std::string::npos &&
+                   info.find("connected_slaves:" + std::to_string(n)) != std::string::npos &&
+                   info.find("state=online") != std::string::npos;
+          } catch (const QueueError&) {
+            return false;
+          }
+        },
+        limit);
+  }
+  std::string prefix_ = "st" + random_hex(4) + ":";
+};
+
+TEST_F(SentinelTest, AWriteNoReplicaAcknowledgedIsRefusedAndTakenBack) {
+  RedisOptions o = testing::shared_redis().options(prefix_);  // a master without replicas
+  o.min_replicas_ack = 1;
+  o.ack_timeout = 0.1;
+  RedisStorage storage(o);
+  try {
+    storage.write(sample_envelope(), 1000);
+    ADD_FAILURE() << "a write no replica acknowledged was accepted";
+  } catch (const QueueError& e) {
+    EXPECT_TRUE(e.retryable()) << e.what();
+    EXPECT_NE(std::string(e.what()).find("0 of the 1 replicas wanted (min-replicas-ack)"),
+              std::string::npos)
+        << e.what();
+  }
+  // Not left behind to be delivered beside the copy the sender will send again.
+  EXPECT_FALSE(storage.load()->next());
+  o.min_replicas_ack = 0;
+  EXPECT_NO_THROW(RedisStorage(o).write(sample_envelope(), 1000));
+}
+
+TEST_F(SentinelTest, NoSentinelOrAnUnknownMasterIsAClearRetryableError) {
+  RedisOptions o;
+  o.sentinels = {{"127.0.0.1", testing::free_port()}};
+  o.sentinel_master = "mm";
+  o.socket_timeout = 2;
+  try {
+    RedisStorage(o).get("0123456789abcdef0123456789abcdef");
+    ADD_FAILURE() << "no sentinel, yet an answer";
+  } catch (const QueueError& e) {
+    EXPECT_TRUE(e.retryable()) << e.what();
+    EXPECT_NE(std::string(e.what()).find("redis master 'mm': no sentinel named it"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("Connection refused"), std::string::npos) << e.what();
+  }
+  o = testing::shared_redis_sentinel().options(prefix_);
+  o.sentinel_master = "nosuch";
+  try {
+    RedisStorage(o).get("0123456789abcdef0123456789abcdef");
+    ADD_FAILURE() << "an unknown master, yet an answer";
+  } catch (const QueueError& e) {
+    EXPECT_NE(std::string(e.what()).find("no sentinel named it; sentinel 127.0.0.1:"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("does not know a master 'nosuch'"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(SentinelTest, AForcedFailoverCostsRetryableErrorsOnlyAndLosesNothing) {
+  SentinelGroup group(3);
+  ASSERT_TRUE(replicas_in_sync(group.server(0).port(), 1));
+  RedisOptions o = group.options(prefix_);
+  o.min_replicas_ack = 1;
+  RedisStorage storage(o), watcher(o);
+  watcher.load();  // from now on, wait() reports what `storage` writes
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back(storage.write(sample_envelope(), 1000 + i));
+  ASSERT_EQ(group.master_port(), group.server(0).port());
+
+  command(group.sentinel(0).port(), {"SENTINEL", "FAILOVER", SentinelGroup::kMaster});
+  int refused = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((ids.size() < 40 || group.master_port() != group.server(1).port()) &&
+         std::chrono::steady_clock::now() < deadline) {
+    try {
+      ids.push_back(storage.write(sample_envelope(), 2000));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } catch (const QueueError& e) {
+      ASSERT_TRUE(e.retryable()) << e.what();
+      ++refused;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ASSERT_EQ(group.master_port(), group.server(1).port()) << "no failover in 30 s";
+  ids.push_back(storage.write(sample_envelope(), 3000));  // on the new master
+  for (const auto& id : ids) EXPECT_NO_THROW(storage.get(id)) << id;
+  // The waiting connection followed too.
+  std::set<std::string> seen;
+  ASSERT_TRUE(testing::eventually([&] {
+    for (const auto& e : watcher.wait(std::chrono::milliseconds(200))) seen.insert(e.id);
+    return seen.count(ids.back()) == 1;
+  }));
+  std::cout << "forced failover: " << ids.size() << " writes acknowledged, " << refused
+            << " refused (retryable) during the switch\n";
+}
+
+TEST_F(SentinelTest, WithMinReplicasAckNoAcknowledgedWriteIsLostWhenTheMasterIsKilled) {
+  SentinelGroup group(3);
+  ASSERT_TRUE(replicas_in_sync(group.server(0).port(), 1));
+  RedisOptions o = group.options(prefix_);
+  o.min_replicas_ack = 1;
+  RedisStorage storage(o);
+
+  std::mutex mu;
+  std::vector<std::string> acked;
+  std::atomic<int> refused{0};
+  std::atomic<bool> stop{false};
+  std::string not_retryable;
+  std::thread writer;
+  struct Join {  // also when an assertion ends the test early
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    ~Join() {
+      stop = true;
+      if (thread.joinable()) thread.join();
+    }
+  } join{stop, writer};
+  writer = std::thread([&] {
+    while (!stop) {
+      try {
+        std::string id = storage.write(sample_envelope(), 1000);
+        std::lock_guard lock(mu);
+        acked.push_back(id);
+      } catch (const QueueError& e) {
+        if (!e.retryable()) {
+          std::lock_guard lock(mu);
+          not_retryable = e.what();
+          return;
+        }
+        ++refused;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+  });
+  auto acked_count = [&] {
+    std::lock_guard lock(mu);
+    return acked.size();
+  };
+  ASSERT_TRUE(testing::eventually([&] { return acked_count() >= 200; }));
+  group.server(0).kill();  // the master, mid-write
+  size_t at_kill = acked_count();
+  ASSERT_TRUE(testing::eventually([&] { return group.master_port() == group.server(1).port(); },
+                                  std::chrono::seconds(30)))
+      << "no failover in 30 s";
+  // Without a replica the new master cannot acknowledge: writes wait for the old master
+  // to come back, which the sentinels make a replica (after ~10 s of it saying master).
+  group.server(0).start();
+  ASSERT_TRUE(replicas_in_sync(group.server(1).port(), 1, std::chrono::seconds(60)));
+  ASSERT_TRUE(testing::eventually([&] { return acked_count() >= at_kill + 100; }));
+  stop = true;
+  writer.join();
+  ASSERT_EQ(not_retryable, "");
+  size_t lost = 0;
+  for (const auto& id : acked) {
+    try {
+      storage.get(id);
+    } catch (const KeyError&) {
+      ++lost;
+    }
+  }
+  EXPECT_EQ(lost, 0u) << "of " << acked.size() << " acknowledged writes";
+  EXPECT_GT(refused.load(), 0);  // the switch was seen
+  std::cout << "SIGKILL of the master: " << acked.size() << " acknowledged, " << lost << " lost, "
+            << refused << " refused (retryable)\n";
+}
+
+}  // namespace
+}  // namespace slimta
