@@ -186,6 +186,9 @@ struct Queue::Impl {
     bool finished = false;  // nothing left to deliver: remove it
   };
   std::unordered_map<std::string, Unsaved> unsaved;
+  // Claims an attempt could not give back (the storage failed): the next attempt resumes
+  // them (renew) rather than waiting, claim refused, for their lease to run out.
+  std::unordered_map<std::string, Fence> unreleased;
   uint64_t seq = 0;
   size_t idle_workers = 0;  // workers waiting on work_cv
   bool running = false;
@@ -435,11 +438,30 @@ Next Queue::Impl::classify(const std::string& id) {
 Next Queue::Impl::process(const std::string& id, const std::string* line) {
   Timestamp now = clock.now();
   ClaimResult claim;
+  std::optional<Fence> held;
+  {
+    std::lock_guard lock(mu);
+    if (auto it = unreleased.find(id); it != unreleased.end()) {
+      held = it->second;
+      unreleased.erase(it);
+    }
+  }
   try {
-    claim = storage.claim(id, policy.lease);
+    if (held) {
+      try {
+        claim = ClaimResult{ClaimResult::Status::claimed, storage.renew(id, *held, policy.lease)};
+      } catch (const LeaseLost&) {
+        held.reset();  // ran out, or taken: claimed as any other
+      }
+    }
+    if (!held) claim = storage.claim(id, policy.lease);
   } catch (const KeyError&) {
     return Next::done();  // gone: delivered by another process, or removed
   } catch (const QueueError& e) {
+    if (held) {
+      std::lock_guard lock(mu);
+      unreleased.emplace(id, *held);
+    }
     count(kError);
     spdlog::error("queue: {} error claiming: {}; retry at {}", id, e.what(),
                   iso_time(now + policy.error_retry));
@@ -479,8 +501,10 @@ Next Queue::Impl::process(const std::string& id, const std::string* line) {
     spdlog::error("queue: {} error: {}; retry at {}", id, e.what(), iso_time(retry));
     try {
       storage.release(id, fence);
+    } catch (const LeaseLost&) {
     } catch (const QueueError&) {
-      // The lease runs out by itself.
+      std::lock_guard lock(mu);
+      unreleased.emplace(id, fence);  // resumed by the retry (else its lease runs out)
     }
     return Next::when(retry);
   }

@@ -157,6 +157,11 @@ class BreakableStorage : public MemoryStorage {
  public:
   using MemoryStorage::MemoryStorage;
   bool broken = false;
+  bool reads_broken = false;  // get() fails too
+  QueuedMessage get(std::string_view id) override {
+    if (reads_broken) throw QueueError("connection refused", true);
+    return MemoryStorage::get(id);
+  }
 
  protected:
   void check() const {
@@ -175,7 +180,30 @@ class BreakableStorage : public MemoryStorage {
     check();
     MemoryStorage::do_remove(id, fence);
   }
+  void do_release(std::string_view id, Fence fence) override {
+    check();
+    MemoryStorage::do_release(id, fence);
+  }
 };
+
+// Found by failing Redis over under load: an attempt whose storage went away before it
+// began could not give back its claim either, and its retry 30 s later found the
+// message claimed (by that dead attempt) and waited for the lease: 5 minutes.
+TEST_F(QueueTest, AClaimThatCouldNotBeGivenBackDoesNotDelayTheRetry) {
+  BreakableStorage broken_storage{clock};
+  auto q = std::make_unique<Queue>(broken_storage, relay, quiet_policy(), clock);
+  std::string id = enqueue(*q, message({"a@x.org"}));
+  broken_storage.broken = broken_storage.reads_broken = true;
+  q->run_pending();  // claimed; reading it and giving the claim back both fail
+  EXPECT_EQ(relay.calls.size(), 0u);
+  Timestamp retry = *q->next_due();
+  EXPECT_EQ(retry, kStart + quiet_policy().error_retry);
+  broken_storage.broken = broken_storage.reads_broken = false;
+  clock.set(retry);
+  q->run_pending();
+  EXPECT_EQ(relay.calls.size(), 1u) << "the retry waited for the dead attempt's lease";
+  EXPECT_THROW(broken_storage.get(id), KeyError);
+}
 
 // Found by probing: when marking the delivered recipients failed (ENOSPC), the whole
 // message was retried every 30 s; recipients that had it got 4 copies in 90 s, and the
