@@ -10,8 +10,12 @@
 // verified), write/get/increment_attempts at 1 thread, alternated per round, and the
 // median ratio TLS / plain of each.
 //
+// --only ack: a master and its replica; write and increment_attempts without and with
+// min-replicas-ack=1 (a WAIT after each), at 1 and 16 threads, alternated per round, and
+// the median ratio with / without.
+//
 // usage: redis_bench [--seconds S] [--rounds R] [--load-messages N] [--size BYTES]
-//                    [--only tls]
+//                    [--only tls|ack]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -54,6 +58,19 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+using Series = std::map<std::string, std::vector<double>>;
+
+// The medians of rates and ratios over the rounds, and each round's ratios.
+nlohmann::json summary(const Series& rates, const Series& ratios) {
+  nlohmann::json out;
+  for (const auto& [k, v] : rates) out["per_s_median"][k] = median(v);
+  for (const auto& [k, v] : ratios) {
+    out["ratio_median"][k] = median(v);
+    out["ratio_rounds"][k] = v;
+  }
+  return out;
+}
+
 // Plain against TLS on one server, one thread: ops per second and the ratios.
 nlohmann::json tls_vs_plain(double seconds, int rounds, size_t size) {
   slimta::testing::TempDir dir;
@@ -67,7 +84,7 @@ nlohmann::json tls_vs_plain(double seconds, int rounds, size_t size) {
   tls_o.tls_ca_file = cert.cert;
   RedisStorage plain(plain_o), tls(tls_o);
   Envelope env = slimta::testing::sample_envelope(1, size);
-  std::map<std::string, std::vector<double>> rates, ratios;
+  Series rates, ratios;
   for (int round = 0; round < rounds; ++round) {
     std::map<std::string, double> r;
     for (auto [name, storage] : {std::pair<const char*, RedisStorage*>{"plain", &plain},
@@ -92,13 +109,55 @@ nlohmann::json tls_vs_plain(double seconds, int rounds, size_t size) {
       ratios[std::string(op) + "_tls_vs_plain"].push_back(r[std::string(op) + "_tls"] /
                                                           r[std::string(op) + "_plain"]);
   }
-  nlohmann::json out;
-  for (const auto& [k, v] : rates) out["per_s_median"][k] = median(v);
-  for (const auto& [k, v] : ratios) {
-    out["ratio_median"][k] = median(v);
-    out["ratio_rounds"][k] = v;
+  return summary(rates, ratios);
+}
+
+// Without and with min-replicas-ack=1 on a master with one replica.
+nlohmann::json ack_vs_none(double seconds, int rounds, size_t size) {
+  slimta::testing::RedisServer master;
+  slimta::testing::RedisServer replica(
+      slimta::testing::RedisServer::Config{.replica_of = master.port()});
+  RedisOptions none_o = master.options("none:"), ack_o = master.options("ack:");
+  ack_o.min_replicas_ack = 1;
+  RedisStorage none(none_o), ack(ack_o);
+  // The replica must be in sync before WAIT can be answered.
+  for (int i = 0;; ++i) {
+    try {
+      ack.remove(ack.write(slimta::testing::sample_envelope(1, 10), 1));
+      break;
+    } catch (const slimta::QueueError&) {
+      if (i == 200) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
-  return out;
+  Envelope env = slimta::testing::sample_envelope(1, size);
+  Series rates, ratios;
+  for (int round = 0; round < rounds; ++round) {
+    std::map<std::string, double> r;
+    for (int threads : {1, 16}) {
+      std::string t = "_" + std::to_string(threads) + "t";
+      for (auto [name, storage] : {std::pair<const char*, RedisStorage*>{"none", &none},
+                                   std::pair<const char*, RedisStorage*>{"ack1", &ack}}) {
+        std::vector<std::vector<std::string>> ids(threads);
+        r[std::string("write_") + name + t] = rate(threads, seconds, [&](int th, size_t) {
+          ids[th].push_back(storage->write(env, 1));
+          return true;
+        });
+        r[std::string("increment_attempts_") + name + t] =
+            rate(threads, seconds, [&](int th, size_t i) {
+              storage->increment_attempts(ids[th][i % ids[th].size()]);
+              return true;
+            });
+        for (const auto& v : ids)
+          for (const auto& id : v) storage->remove(id);
+      }
+      for (const char* op : {"write", "increment_attempts"})
+        ratios[std::string(op) + "_ack1_vs_none" + t].push_back(r[std::string(op) + "_ack1" + t] /
+                                                                r[std::string(op) + "_none" + t]);
+    }
+    for (const auto& [k, v] : r) rates[k].push_back(v);
+  }
+  return summary(rates, ratios);
 }
 
 }  // namespace
@@ -132,6 +191,10 @@ int main(int argc, char** argv) {
       std::cout << tls_vs_plain(seconds, rounds, size).dump(2) << "\n";
       return 0;
     }
+    if (only == "ack") {
+      std::cout << ack_vs_none(seconds, rounds, size).dump(2) << "\n";
+      return 0;
+    }
     slimta::testing::RedisServer server;
     Envelope env = slimta::testing::sample_envelope(1, size);
     std::string value = slimta::record::encode(slimta::record::initial_metadata(env, 0), &env);
@@ -141,7 +204,7 @@ int main(int argc, char** argv) {
     // Each ratio compares an operation with the reference measured seconds before it,
     // and the median over the rounds is reported: the machine's speed drifts.
     RedisStorage storage(server.options("bench:"));
-    std::map<std::string, std::vector<double>> rates, ratios;
+    Series rates, ratios;
     for (int round = 0; round < rounds; ++round) {
       for (int threads : {1, 32}) {
         std::string n = "_" + std::to_string(threads) + (threads == 1 ? "_thread" : "_threads");

@@ -436,27 +436,37 @@ std::unique_ptr<Connection> Pool::connect() {
       generation = generation_;
     }
   }
-  // Just after a failover some sentinels may still name the old master: each one's
-  // answer is tried in turn, from the one that answered last time.
-  std::vector<std::pair<std::string, int>> tried;
+  // Every sentinel is asked: just after a failover some still name the old master, which
+  // may be back, empty, and say it is a master until they make it a replica. The newest
+  // configuration (the highest epoch) wins; a tie goes to the one that answered first.
+  struct Named {
+    RedisOptions::Address master;
+    long long epoch;
+    size_t sentinel;
+  };
+  std::vector<Named> named;
   size_t n = options_.sentinels.size();
   for (size_t i = 0; i < n; ++i) {
     size_t index = (first + i) % n;
-    RedisOptions::Address named;
     try {
-      named = ask_sentinel(options_.sentinels[index]);
+      auto [master, epoch] = ask_sentinel(options_.sentinels[index]);
+      named.push_back({master, epoch, index});
     } catch (const QueueError& e) {
       errors += std::string("; ") + e.what();
-      continue;
     }
-    if (std::find(tried.begin(), tried.end(), std::pair(named.host, named.port)) != tried.end())
-      continue;
-    tried.emplace_back(named.host, named.port);
+  }
+  std::stable_sort(named.begin(), named.end(),
+                   [](const Named& a, const Named& b) { return a.epoch > b.epoch; });
+  std::vector<std::pair<std::string, int>> tried;
+  for (const Named& candidate : named) {
+    auto address = std::pair(candidate.master.host, candidate.master.port);
+    if (std::find(tried.begin(), tried.end(), address) != tried.end()) continue;
+    tried.push_back(address);
     try {
-      auto conn = connect_master(named, generation);
+      auto conn = connect_master(candidate.master, generation);
       std::lock_guard lock(mu_);
-      if (generation == generation_) master_ = named;
-      first_sentinel_ = index;
+      if (generation == generation_) master_ = candidate.master;
+      first_sentinel_ = candidate.sentinel;
       return conn;
     } catch (const ConnectionFailed& e) {
       errors += std::string("; ") + e.what();
@@ -482,7 +492,8 @@ std::unique_ptr<Connection> Pool::connect_master(const RedisOptions::Address& ma
   return conn;
 }
 
-RedisOptions::Address Pool::ask_sentinel(const RedisOptions::Address& sentinel) const {
+std::pair<RedisOptions::Address, long long> Pool::ask_sentinel(
+    const RedisOptions::Address& sentinel) const {
   RedisOptions so;
   so.host = sentinel.host;
   so.port = sentinel.port;
@@ -490,15 +501,28 @@ RedisOptions::Address Pool::ask_sentinel(const RedisOptions::Address& sentinel) 
   // A sentinel's answer is small: one that does not give it in 2 s is skipped.
   so.socket_timeout = std::min(options_.socket_timeout.value_or(2.0), 2.0);
   Connection c(so);
-  Reply r = c.command({"SENTINEL", "get-master-addr-by-name", options_.sentinel_master});
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+  Reply r = c.command({"SENTINEL", "MASTER", options_.sentinel_master}, /*allow_error=*/true);
+  if (r->type != REDIS_REPLY_ARRAY)
     throw QueueError("sentinel " + sentinel.host + ":" + std::to_string(sentinel.port) +
                          " does not know a master '" + options_.sentinel_master + "'",
                      true);
-  RedisOptions::Address master{reply_string(r->element[0], "SENTINEL"), 0};
-  std::string port = reply_string(r->element[1], "SENTINEL");
-  std::from_chars(port.data(), port.data() + port.size(), master.port);
-  return master;
+  RedisOptions::Address master{"", 0};
+  long long epoch = 0;
+  for (size_t i = 0; i + 1 < r->elements; i += 2) {
+    std::string field = reply_string(r->element[i], "SENTINEL MASTER");
+    std::string value = reply_string(r->element[i + 1], "SENTINEL MASTER");
+    if (field == "ip")
+      master.host = value;
+    else if (field == "port")
+      std::from_chars(value.data(), value.data() + value.size(), master.port);
+    else if (field == "config-epoch")
+      std::from_chars(value.data(), value.data() + value.size(), epoch);
+  }
+  if (master.host.empty() || master.port == 0)
+    throw QueueError("sentinel " + sentinel.host + ":" + std::to_string(sentinel.port) +
+                         ": no address in its answer for '" + options_.sentinel_master + "'",
+                     true);
+  return {master, epoch};
 }
 
 std::string reply_string(const redisReply* r, std::string_view what) {

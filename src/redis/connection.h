@@ -168,8 +168,10 @@ class Pool {
   // A connection to `master` if it is one (ROLE); ConnectionFailed otherwise.
   std::unique_ptr<Connection> connect_master(const RedisOptions::Address& master,
                                              uint64_t generation);
-  // The address `sentinel` gives for the master; QueueError if it gives none.
-  RedisOptions::Address ask_sentinel(const RedisOptions::Address& sentinel) const;
+  // The address `sentinel` gives for the master, and the epoch of that configuration;
+  // QueueError if it gives none.
+  std::pair<RedisOptions::Address, long long> ask_sentinel(
+      const RedisOptions::Address& sentinel) const;
 
   RedisOptions options_;
   std::mutex mu_;

@@ -30,6 +30,7 @@
 #include <charconv>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 
 #include "core/paged_stream.h"
 #include "core/record.h"
@@ -138,11 +139,17 @@ local expires = (tonumber(l[2] or '0') or 0)
 if l[3] then return {2, token, expires} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if expires > now then return {4, token, expires} end
+if expires > now then
+  if redis.call('HGET', KEYS[1], 'lease_claim') ~= ARGV[2] then return {4, token, expires} end
+  -- The same claim again: its first answer was lost (see do_claim)
+  expires = now + tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], 'lease_expires', string.format('%.0f', expires))
+  return {1, token, expires}
+end
 token = token + 1
 expires = now + tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'lease_token', string.format('%.0f', token),
-           'lease_expires', string.format('%.0f', expires))
+           'lease_expires', string.format('%.0f', expires), 'lease_claim', ARGV[2])
 return {1, token, expires}
 )lua");
   return s;
@@ -301,6 +308,14 @@ struct RedisStorage::Impl {
       }
       return std::string("0-0");
     });
+  }
+
+  // Claims sent without an answer, by message id: the name each was sent with.
+  std::mutex claims_mu;
+  std::unordered_map<std::string, std::string> unanswered_claims;
+  void forget_claim(std::string_view id) {
+    std::lock_guard lock(claims_mu);
+    unanswered_claims.erase(std::string(id));
   }
 
   // Runs a per-message script on KEYS[1] = key(id).
@@ -482,9 +497,24 @@ void RedisStorage::do_set_recipients_delivered(std::string_view id,
 }
 
 ClaimResult RedisStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  // Not retried on a dead connection: a lost reply may hide a claim that happened,
-  // and a retry would then find the message busy until that lease expires.
-  Reply r = impl_->run_script(claim_script(), id, false, {std::to_string(duration.count())});
+  // A claim whose answer was lost (the connection died, WAIT fell short) may have
+  // happened: the next claim of this object for the message sends the same random name
+  // and gets that lease back, instead of finding the message busy until it runs out.
+  std::string name;
+  {
+    std::lock_guard lock(impl_->claims_mu);
+    auto [it, fresh] = impl_->unanswered_claims.try_emplace(std::string(id));
+    if (fresh) it->second = random_hex(8);
+    name = it->second;
+  }
+  Reply r;
+  try {
+    r = impl_->run_script(claim_script(), id, false, {std::to_string(duration.count()), name});
+  } catch (const QueueError& e) {
+    if (!e.retryable()) impl_->forget_claim(id);
+    throw;
+  }
+  impl_->forget_claim(id);
   const redisReply* status = script_reply(r, id, Fence{});
   Lease lease{static_cast<uint64_t>(status->element[1]->integer),
               static_cast<double>(status->element[2]->integer) / 1000};
