@@ -209,7 +209,10 @@ void Connection::tls_flush() {
 
 Connection::~Connection() = default;
 
-Connection::Connection(const RedisOptions& o) : where_(describe(o)) {
+Connection::Connection(const RedisOptions& o)
+    : where_(describe(o)),
+      wait_replicas_(o.min_replicas_ack),
+      wait_ms_(std::to_string(static_cast<long long>(std::ceil(o.ack_timeout * 1000)))) {
   if (o.tls) {
     tls_connect(o);
   } else {
@@ -337,18 +340,25 @@ Reply Connection::read_reply(bool allow_error) {
 }
 
 Reply Connection::eval(const Script& script, const std::vector<std::string_view>& keys,
-                       const std::vector<std::string_view>& args) {
+                       const std::vector<std::string_view>& args, bool acked) {
   std::string nkeys = std::to_string(keys.size());
   std::vector<std::string_view> argv{"EVALSHA", script.sha1, nkeys};
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
-  Reply r = command(argv, /*allow_error=*/true);
+  append(argv);
+  if (acked) append_wait();
+  Reply r = read_reply(/*allow_error=*/true);
   if (r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
+    if (acked && wait_replicas_ > 0) read_reply(/*allow_error=*/true);  // nothing was changed
     argv[0] = "EVAL";
     argv[1] = script.source;
-    r = command(argv, /*allow_error=*/true);
+    append(argv);
+    if (acked) append_wait();
+    r = read_reply(/*allow_error=*/true);
   }
+  Reply wait = acked ? read_wait() : Reply();
   check_reply(r.get());
+  check_wait(wait);
   return r;
 }
 
@@ -361,15 +371,23 @@ void Connection::check_transaction(const redisReply* exec,
   for (size_t i = 0; i < exec->elements; ++i) check_reply(exec->element[i]);
 }
 
-void Connection::await_replicas(int replicas, double timeout) {
-  auto ms = static_cast<long long>(std::ceil(timeout * 1000));
-  Reply r = command({"WAIT", std::to_string(replicas), std::to_string(ms)});
+void Connection::append_wait() {
+  if (wait_replicas_ > 0) append({"WAIT", std::to_string(wait_replicas_), wait_ms_});
+}
+
+Reply Connection::read_wait() {
+  return wait_replicas_ > 0 ? read_reply(/*allow_error=*/true) : Reply();
+}
+
+void Connection::check_wait(const Reply& r) const {
+  if (!r) return;
+  check_reply(r.get());
   if (r->type != REDIS_REPLY_INTEGER)
     throw QueueError(where_ + ": unexpected reply to WAIT", false);
-  if (r->integer < replicas)
-    throw NotReplicated(
-        where_ + ": " + std::to_string(r->integer) + " of the " + std::to_string(replicas) +
-        " replicas wanted (min-replicas-ack) had it within " + std::to_string(ms) + " ms");
+  if (r->integer < wait_replicas_)
+    throw NotReplicated(where_ + ": " + std::to_string(r->integer) + " of the " +
+                        std::to_string(wait_replicas_) +
+                        " replicas wanted (min-replicas-ack) had it within " + wait_ms_ + " ms");
 }
 
 void Connection::set_timeout(std::optional<double> seconds) {
@@ -501,27 +519,26 @@ std::pair<RedisOptions::Address, long long> Pool::ask_sentinel(
   // A sentinel's answer is small: one that does not give it in 2 s is skipped.
   so.socket_timeout = std::min(options_.socket_timeout.value_or(2.0), 2.0);
   Connection c(so);
-  Reply r = c.command({"SENTINEL", "MASTER", options_.sentinel_master}, /*allow_error=*/true);
-  if (r->type != REDIS_REPLY_ARRAY)
-    throw QueueError("sentinel " + sentinel.host + ":" + std::to_string(sentinel.port) +
-                         " does not know a master '" + options_.sentinel_master + "'",
-                     true);
-  RedisOptions::Address master{"", 0};
+  // The address as get-master-addr-by-name gives it (it names the promoted replica
+  // already while the failover is under way), the epoch of the configuration from
+  // SENTINEL MASTER (config-epoch); pipelined.
+  c.append({"SENTINEL", "get-master-addr-by-name", options_.sentinel_master});
+  c.append({"SENTINEL", "MASTER", options_.sentinel_master});
+  Reply addr = c.read_reply(/*allow_error=*/true);
+  Reply info = c.read_reply(/*allow_error=*/true);
+  std::string where = "sentinel " + sentinel.host + ":" + std::to_string(sentinel.port);
+  if (addr->type != REDIS_REPLY_ARRAY || addr->elements != 2)
+    throw QueueError(where + " does not know a master '" + options_.sentinel_master + "'", true);
+  RedisOptions::Address master{reply_string(addr->element[0], "SENTINEL"), 0};
+  std::string port = reply_string(addr->element[1], "SENTINEL");
+  std::from_chars(port.data(), port.data() + port.size(), master.port);
   long long epoch = 0;
-  for (size_t i = 0; i + 1 < r->elements; i += 2) {
-    std::string field = reply_string(r->element[i], "SENTINEL MASTER");
-    std::string value = reply_string(r->element[i + 1], "SENTINEL MASTER");
-    if (field == "ip")
-      master.host = value;
-    else if (field == "port")
-      std::from_chars(value.data(), value.data() + value.size(), master.port);
-    else if (field == "config-epoch")
+  for (size_t i = 0; info->type == REDIS_REPLY_ARRAY && i + 1 < info->elements; i += 2) {
+    if (reply_string(info->element[i], "SENTINEL MASTER") == "config-epoch") {
+      std::string value = reply_string(info->element[i + 1], "SENTINEL MASTER");
       std::from_chars(value.data(), value.data() + value.size(), epoch);
+    }
   }
-  if (master.host.empty() || master.port == 0)
-    throw QueueError("sentinel " + sentinel.host + ":" + std::to_string(sentinel.port) +
-                         ": no address in its answer for '" + options_.sentinel_master + "'",
-                     true);
   return {master, epoch};
 }
 

@@ -68,18 +68,28 @@ class Connection {
   void append(const std::vector<std::string_view>& args);
   Reply read_reply(bool allow_error = false);
 
-  // EVALSHA, or EVAL if the server has not cached the script.
+  // EVALSHA, or EVAL if the server has not cached the script. `acked`: a change that
+  // must reach min_replicas_ack replicas (WAIT pipelined behind it, see finish_wait).
   Reply eval(const Script& script, const std::vector<std::string_view>& keys,
-             const std::vector<std::string_view>& args);
+             const std::vector<std::string_view>& args, bool acked = false);
 
   // Checks the replies of a pipelined MULTI, commands..., EXEC: throws QueueError for an
   // error at any step (the transaction then did nothing).
   void check_transaction(const redisReply* exec,
                          std::initializer_list<const redisReply*> queued) const;
 
-  // WAIT until `replicas` replicas have every change made on this connection, at most
-  // `timeout` seconds; throws NotReplicated when fewer did.
-  void await_replicas(int replicas, double timeout);
+  // min_replicas_ack: append_wait() queues a WAIT for the changes sent so far (nothing
+  // without min_replicas_ack); read_wait() reads its reply (null without), once every
+  // reply before it was read; check_wait() throws NotReplicated when fewer replicas
+  // than wanted had them within ack_timeout. It comes after the check of the replies
+  // before it: a replica refuses WAIT, and READONLY is the error that says why.
+  void append_wait();
+  Reply read_wait();
+  void check_wait(const Reply& wait) const;
+
+  // Throws QueueError for an error reply: NotMaster, StorageFull, not retryable for
+  // bad credentials and permissions, retryable for a server busy or loading.
+  void check_reply(const redisReply* reply) const;
 
   // Socket read/write timeout; none: wait forever.
   void set_timeout(std::optional<double> seconds);
@@ -91,7 +101,6 @@ class Connection {
 
  private:
   [[noreturn]] void throw_connection_error();
-  void check_reply(const redisReply* reply) const;
 
   // TLS (options.tls): our own socket and OpenSSL, hiredis's formatter and reply
   // reader (Debian's hiredis 0.14 has no TLS); ctx_ is then null.
@@ -104,6 +113,8 @@ class Connection {
   std::unique_ptr<Tls> tls_;
   bool answered_ = false;  // a reply was read: the server speaks our protocol
   std::string where_;      // "redis 127.0.0.1:6379 db 0", for messages
+  int wait_replicas_ = 0;  // RedisOptions::min_replicas_ack
+  std::string wait_ms_;    // RedisOptions::ack_timeout, in ms
   bool broken_ = false;
 };
 
@@ -139,18 +150,6 @@ class Pool {
         throw;
       }
     }
-  }
-
-  // run() for a change that must reach min_replicas_ack replicas before it counts:
-  // fn, then WAIT on the same connection.
-  template <typename Fn>
-  auto run_acked(bool idempotent, Fn&& fn) {
-    return run(idempotent, [&](Connection& c) {
-      auto result = fn(c);
-      if (options_.min_replicas_ack > 0)
-        c.await_replicas(options_.min_replicas_ack, options_.ack_timeout);
-      return result;
-    });
   }
 
   // A new connection to the master (for wait()'s own connection). Throws

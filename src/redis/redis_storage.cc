@@ -313,10 +313,6 @@ struct RedisStorage::Impl {
   // Claims sent without an answer, by message id: the name each was sent with.
   std::mutex claims_mu;
   std::unordered_map<std::string, std::string> unanswered_claims;
-  void forget_claim(std::string_view id) {
-    std::lock_guard lock(claims_mu);
-    unanswered_claims.erase(std::string(id));
-  }
 
   // Runs a per-message script on KEYS[1] = key(id).
   Reply run_script(const redis::Script& script, std::string_view id, bool idempotent,
@@ -422,15 +418,18 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string ts = redis::format_timestamp(timestamp);
   std::string rcpts = std::to_string(meta.recipients);
   try {
-    impl_->pool.run_acked(true, [&](Connection& c) {
+    impl_->pool.run(true, [&](Connection& c) {
       c.append({"MULTI"});
       c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
                 "recipients", rcpts});
       impl_->append_notice(c, id, ts);
       c.append({"EXEC"});
+      c.append_wait();  // one round trip with the transaction
       Reply replies[4];
       for (auto& r : replies) r = c.read_reply(/*allow_error=*/true);  // read all before checking
+      Reply wait = c.read_wait();
       c.check_transaction(replies[3].get(), {replies[0].get(), replies[1].get(), replies[2].get()});
+      c.check_wait(wait);
       return 0;
     });
   } catch (const redis::NotReplicated&) {
@@ -466,7 +465,8 @@ Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, 
   check_id(id);
   std::string k = key(id);
   std::vector<std::string_view> views(args.begin(), args.end());
-  return pool.run_acked(idempotent, [&](Connection& c) { return c.eval(script, {k}, views); });
+  return pool.run(idempotent,
+                  [&](Connection& c) { return c.eval(script, {k}, views, /*acked=*/true); });
 }
 
 void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
@@ -503,18 +503,24 @@ ClaimResult RedisStorage::do_claim(std::string_view id, std::chrono::millisecond
   std::string name;
   {
     std::lock_guard lock(impl_->claims_mu);
-    auto [it, fresh] = impl_->unanswered_claims.try_emplace(std::string(id));
-    if (fresh) it->second = random_hex(8);
-    name = it->second;
+    auto it = impl_->unanswered_claims.find(std::string(id));
+    if (it != impl_->unanswered_claims.end()) {
+      name = std::move(it->second);
+      impl_->unanswered_claims.erase(it);
+    } else {
+      name = random_hex(8);
+    }
   }
   Reply r;
   try {
     r = impl_->run_script(claim_script(), id, false, {std::to_string(duration.count()), name});
   } catch (const QueueError& e) {
-    if (!e.retryable()) impl_->forget_claim(id);
+    if (e.retryable()) {  // it may have happened
+      std::lock_guard lock(impl_->claims_mu);
+      impl_->unanswered_claims.emplace(std::string(id), name);
+    }
     throw;
   }
-  impl_->forget_claim(id);
   const redisReply* status = script_reply(r, id, Fence{});
   Lease lease{static_cast<uint64_t>(status->element[1]->integer),
               static_cast<double>(status->element[2]->integer) / 1000};
@@ -636,7 +642,15 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
   if (fence.token == 0) {
     check_id(id);
     std::string key = impl_->key(id);
-    impl_->pool.run_acked(true, [&](Connection& c) { return c.command({"DEL", key}); });
+    impl_->pool.run(true, [&](Connection& c) {
+      c.append({"DEL", key});
+      c.append_wait();
+      Reply r = c.read_reply(/*allow_error=*/true);
+      Reply wait = c.read_wait();
+      c.check_reply(r.get());
+      c.check_wait(wait);
+      return r;
+    });
     return;
   }
   Reply r = impl_->run_script(remove_script(), id, true, {std::to_string(fence.token)});

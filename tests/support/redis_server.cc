@@ -151,6 +151,11 @@ void RedisServer::start() {
   }
 }
 
+void RedisServer::start_as_replica_of(int port) {
+  config_.replica_of = port;
+  start();
+}
+
 void RedisServer::kill() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);

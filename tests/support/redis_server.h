@@ -58,6 +58,9 @@ class RedisServer {
   void pause();   // SIGSTOP: the server hangs, connections stay open
   void resume();  // SIGCONT
   void start();   // (re)start on the same port and data dir
+  // Restarts it as a replica of the server on `port`, as an operator brings a failed
+  // master back after a failover (the sentinels would make it one, but take 10-30 s).
+  void start_as_replica_of(int port);
 
   // Options pointing at this server, with socket_timeout set and a prefix.
   RedisOptions options(const std::string& prefix = "test:", int db = 0) const;

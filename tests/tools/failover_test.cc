@@ -19,6 +19,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::ChildProcess;
+using testing::RedisServer;
 using testing::SentinelGroup;
 
 struct Case {
@@ -45,6 +46,17 @@ bool replica_in_sync(int port, std::chrono::milliseconds limit) {
                r.out.find("state=online") != std::string::npos;
       },
       limit);
+}
+
+// The end of every server's log, for a failure's message.
+std::string logs(SentinelGroup& group) {
+  std::string out;
+  for (RedisServer* s : group.all()) {
+    std::string log = testing::read_file(s->dir() + "/redis.log");
+    size_t from = log.size() > 3000 ? log.find('\n', log.size() - 3000) : 0;
+    out += "--- port " + std::to_string(s->port()) + "\n" + log.substr(from);
+  }
+  return out;
 }
 
 TEST_P(FailoverTest, EveryAcknowledgedMessageIsDelivered) {
@@ -110,9 +122,10 @@ TEST_P(FailoverTest, EveryAcknowledgedMessageIsDelivered) {
   size_t at_switch = count();
   ASSERT_TRUE(
       testing::eventually([&] { return group.master_port() == group.server(1).port(); }, 30s))
-      << "no failover in 30 s";
-  if (c.kill) group.server(0).start();  // the sentinels make it a replica of the new master
-  ASSERT_TRUE(replica_in_sync(group.server(1).port(), 60s));
+      << "no failover in 30 s\n"
+      << logs(group);
+  if (c.kill) group.server(0).start_as_replica_of(group.server(1).port());
+  ASSERT_TRUE(replica_in_sync(group.server(1).port(), 60s)) << logs(group);
   ASSERT_TRUE(testing::eventually([&] { return count() >= at_switch + 200; }, 30s))
       << "mail is not accepted again after the failover";
   stop = true;
