@@ -57,6 +57,14 @@ struct RedisOptions {
   std::vector<Address> sentinels;
   std::string sentinel_master;
   std::optional<std::string> sentinel_password;  // the sentinels' requirepass, if any
+  // Redis Cluster (redis+cluster://): when not empty, these nodes are asked for the
+  // cluster's slots (any one that answers; host and port above are then unused), and
+  // each call goes to the master of its key's slot, following MOVED and ASK while slots
+  // move. A message is one key, so one slot; messages spread over every slot. Its
+  // notice goes to one of `notify_shards` streams (by the message's slot), so no stream
+  // is a hot key; wait() polls them every 100 ms. Only db 0 exists in a cluster.
+  std::vector<Address> cluster_nodes;
+  size_t notify_shards = 16;
   // Acknowledged by replicas: after each write and each change of a message's metadata
   // (claim, attempt, delivery, deferral, hold, removal), WAIT until this many replicas
   // have it, at most `ack_timeout` seconds; fewer is a retryable error (a write is then

@@ -55,9 +55,9 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url,
   }
 #endif
 #ifdef SLIMTA_WITH_REDIS
-  supported += ", redis:, rediss:, redis+unix:, redis+sentinel:";
+  supported += ", redis:, rediss:, redis+unix:, redis+sentinel:, redis+cluster:";
   if (scheme == "redis" || scheme == "rediss" || scheme == "redis+unix" ||
-      scheme == "redis+sentinel") {
+      scheme == "redis+sentinel" || scheme == "redis+cluster") {
     return std::make_unique<RedisStorage>(url::parse_redis(url, timeout));
   }
 #endif

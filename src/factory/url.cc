@@ -109,7 +109,7 @@ std::map<std::string, std::string> parse_query(std::string_view query, std::stri
 RedisOptions parse_redis(std::string_view url, std::optional<double> default_timeout) {
   RedisOptions o;
   std::string_view rest;
-  bool unix_socket = false, sentinel = false;
+  bool unix_socket = false, sentinel = false, cluster = false;
   if (url.starts_with("redis://")) {
     rest = url.substr(8);
   } else if (url.starts_with("rediss://")) {
@@ -121,10 +121,14 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
   } else if (url.starts_with("redis+sentinel://")) {
     rest = url.substr(17);
     sentinel = true;
+  } else if (url.starts_with("redis+cluster://")) {
+    rest = url.substr(16);
+    cluster = true;
   } else {
     bad(url,
         "expected redis://HOST[:PORT][/DB], rediss://... (TLS), redis+unix:///PATH or "
-        "redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]");
+        "redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB] or "
+        "redis+cluster://HOST[:PORT][,HOST[:PORT]...]");
   }
   size_t q = rest.find('?');
   auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
@@ -155,18 +159,21 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
     std::string_view hosts = rest.substr(0, slash);
     std::string_view path =
         slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
-    if (sentinel) {  // the sentinels, then /MASTER[/DB]
+    if (sentinel || cluster) {  // HOST[:PORT],...
       while (true) {
         size_t comma = hosts.find(',');
-        o.sentinels.push_back(host_port(hosts.substr(0, comma), 26379, url));
+        auto& list = sentinel ? o.sentinels : o.cluster_nodes;
+        list.push_back(host_port(hosts.substr(0, comma), sentinel ? 26379 : 6379, url));
         if (comma == std::string_view::npos) break;
         hosts = hosts.substr(comma + 1);
       }
+    }
+    if (sentinel) {  // then /MASTER[/DB]
       size_t next = path.find('/');
       o.sentinel_master = decode(path.substr(0, next), url);
       if (o.sentinel_master.empty()) bad(url, "no master name: redis+sentinel://SENTINELS/MASTER");
       path = next == std::string_view::npos ? std::string_view() : path.substr(next + 1);
-    } else {
+    } else if (!cluster) {
       RedisOptions::Address a = host_port(hosts, 6379, url);
       o.host = a.host;
       o.port = a.port;
@@ -194,6 +201,9 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
     } else if (key == "ack-timeout") {
       o.ack_timeout = number<double>(value, url, "ack-timeout");
       if (!(o.ack_timeout > 0)) bad(url, "ack-timeout must be more than 0 seconds");
+    } else if (key == "notify-shards") {
+      if (!cluster) bad(url, "notify-shards= is for redis+cluster:// URLs");
+      o.notify_shards = number<size_t>(value, url, "notify-shards");
     } else if (key == "sentinel-password") {
       if (!sentinel) bad(url, "sentinel-password= is for redis+sentinel:// URLs");
       o.sentinel_password = value;
@@ -210,7 +220,7 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       bad(url, "unknown parameter '" + key +
                    "' (known: prefix, timeout, db, username, password, password-file, "
                    "min-replicas-ack, ack-timeout; for rediss: ca, cert, key, sni; for "
-                   "redis+sentinel: sentinel-password)");
+                   "redis+sentinel: sentinel-password; for redis+cluster: notify-shards)");
     }
   }
   if (int(userinfo_password) + int(params.count("password")) + int(params.count("password-file")) >
@@ -222,6 +232,7 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
     bad(url, "a client certificate needs both cert= and key=");
   if (o.username && !o.password)
     bad(url, "an ACL user needs its password: USER:PASSWORD@, password= or password-file=");
+  if (cluster && o.db != 0) bad(url, "a cluster has only db 0");
   if (!o.socket_timeout) o.socket_timeout = default_timeout;
   return o;
 }

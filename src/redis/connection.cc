@@ -20,6 +20,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 namespace slimta::redis {
 namespace {
@@ -271,6 +272,9 @@ void Connection::check_reply(const redisReply* r) const {
   }
   if (starts_with_any(msg, {"OOM"})) throw StorageFull(what);
   if (starts_with_any(msg, {"READONLY", "MASTERDOWN"})) throw NotMaster(what);
+  bool ask = false;
+  std::string node;
+  if (parse_redirect(msg, ask, node)) throw Redirect(what, ask, node);
   // MISCONF: the server cannot persist (its disk); an operator's fix makes it work again.
   bool retryable =
       starts_with_any(msg, {"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MISCONF", "NOREPLICAS"});
@@ -397,6 +401,116 @@ void Connection::set_timeout(std::optional<double> seconds) {
   }
   if (redisSetTimeout(ctx_.get(), to_timeval(seconds.value_or(0))) != REDIS_OK)
     throw_connection_error();
+}
+
+struct Pool::Cluster {
+  std::mutex mu;
+  std::map<std::string, std::unique_ptr<Pool>> nodes;  // by "HOST:PORT"
+  std::vector<std::string> slots;                      // the master of each; empty: ask
+  std::vector<std::string> masters;
+};
+
+Pool::Pool(RedisOptions options) : options_(std::move(options)) {
+  if (!options_.cluster_nodes.empty()) cluster_ = std::make_unique<Cluster>();
+}
+
+Pool::~Pool() = default;
+
+Pool& Pool::node(const std::string& name) {
+  std::lock_guard lock(cluster_->mu);
+  auto& p = cluster_->nodes[name];
+  if (!p) {
+    RedisOptions o = options_;
+    o.cluster_nodes.clear();
+    size_t colon = name.rfind(':');
+    o.host = name.substr(0, colon);
+    o.port = std::atoi(name.c_str() + colon + 1);
+    p = std::make_unique<Pool>(std::move(o));
+  }
+  return *p;
+}
+
+void Pool::refresh_slots() {
+  std::vector<std::string> seeds;
+  {
+    std::lock_guard lock(cluster_->mu);
+    seeds = cluster_->masters;
+  }
+  for (const auto& n : options_.cluster_nodes)
+    seeds.push_back(n.host + ":" + std::to_string(n.port));
+  std::string errors;
+  for (const auto& seed : seeds) {
+    try {
+      Reply r = node(seed).run(true, [](Connection& c) { return c.command({"CLUSTER", "SLOTS"}); });
+      std::vector<std::string> slots(kClusterSlots), masters;
+      for (size_t i = 0; i < r->elements; ++i) {
+        const redisReply* range = r->element[i];
+        if (range->elements < 3 || range->element[2]->elements < 2) continue;
+        std::string host = reply_string(range->element[2]->element[0], "CLUSTER SLOTS");
+        // An empty host is the node asked (cluster-announce-hostname unset, Redis 7).
+        if (host.empty()) host = seed.substr(0, seed.rfind(':'));
+        std::string name = host + ":" + std::to_string(range->element[2]->element[1]->integer);
+        for (long long slot = range->element[0]->integer;
+             slot <= range->element[1]->integer && slot < kClusterSlots; ++slot)
+          slots[static_cast<size_t>(slot)] = name;
+        if (std::find(masters.begin(), masters.end(), name) == masters.end())
+          masters.push_back(name);
+      }
+      if (masters.empty()) {
+        errors += "; " + seed + ": no slots served (is the cluster made?)";
+        continue;
+      }
+      std::sort(masters.begin(), masters.end());
+      std::lock_guard lock(cluster_->mu);
+      cluster_->slots = std::move(slots);
+      cluster_->masters = std::move(masters);
+      return;
+    } catch (const QueueError& e) {
+      errors += std::string("; ") + e.what();
+    }
+  }
+  throw ConnectionFailed("redis cluster: no node gave its slots" + errors);
+}
+
+std::string Pool::master_of(uint16_t slot) {
+  {
+    std::lock_guard lock(cluster_->mu);
+    if (!cluster_->slots.empty() && !cluster_->slots[slot].empty()) return cluster_->slots[slot];
+  }
+  refresh_slots();
+  std::lock_guard lock(cluster_->mu);
+  if (cluster_->slots[slot].empty())
+    throw QueueError("redis cluster: no master serves slot " + std::to_string(slot), true);
+  return cluster_->slots[slot];
+}
+
+std::string Pool::any_master() { return masters().front(); }
+
+std::vector<std::string> Pool::masters() {
+  if (!cluster_) return {""};
+  {
+    std::lock_guard lock(cluster_->mu);
+    if (!cluster_->masters.empty()) return cluster_->masters;
+  }
+  refresh_slots();
+  std::lock_guard lock(cluster_->mu);
+  return cluster_->masters;
+}
+
+void Pool::moved(uint16_t slot, const std::string& name) {
+  std::lock_guard lock(cluster_->mu);
+  if (cluster_->slots.empty()) return;
+  cluster_->slots[slot] = name;
+  if (std::find(cluster_->masters.begin(), cluster_->masters.end(), name) ==
+      cluster_->masters.end()) {
+    cluster_->masters.push_back(name);
+    std::sort(cluster_->masters.begin(), cluster_->masters.end());
+  }
+}
+
+void Pool::forget_slots() {
+  std::lock_guard lock(cluster_->mu);
+  cluster_->slots.clear();
 }
 
 std::unique_ptr<Connection> Pool::acquire(bool& reused) {

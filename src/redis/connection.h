@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "redis/cluster.h"
 #include "slimta/errors.h"
 #include "slimta/redis_storage.h"
 
@@ -120,37 +121,65 @@ class Connection {
 
 // Connections shared by the threads of one RedisStorage, all to the master: the one
 // of the options, or the one the sentinels name (asked once, and again after the
-// master was lost).
+// master was lost). For a cluster, a pool per master, and the map of which one serves
+// each slot (run_on()).
 class Pool {
  public:
-  explicit Pool(RedisOptions options) : options_(std::move(options)) {}
+  explicit Pool(RedisOptions options);
+  ~Pool();
 
   // Runs fn(Connection&) on a pooled connection. If the call fails because the
   // connection was dead and it came from the idle list (a server restart closes idle
   // connections), an `idempotent` call is retried once on a new connection. A call
   // that reached a replica (NotMaster: it did nothing there) is retried once on the
-  // master found again, idempotent or not.
+  // master found again, idempotent or not. For a cluster: on some master (for what is
+  // not about a key).
   template <typename Fn>
   auto run(bool idempotent, Fn&& fn) {
-    for (int attempt = 0;; ++attempt) {
-      bool reused = false;
-      std::unique_ptr<Connection> conn = acquire(reused);
+    if (cluster_) return node(any_master()).run_here(idempotent, std::forward<Fn>(fn));
+    return run_here(idempotent, std::forward<Fn>(fn));
+  }
+
+  // run() on the master that serves `key`'s slot. A MOVED answer (the slot is served
+  // elsewhere now) updates the map and goes there; ASK (the slot is being moved) goes
+  // there after ASKING; a dead master makes the map asked again. The command did nothing
+  // where it was redirected from, so any call follows (at most 5 hops). Not a cluster:
+  // run().
+  template <typename Fn>
+  auto run_on(std::string_view key, bool idempotent, Fn&& fn) {
+    if (!cluster_) return run(idempotent, std::forward<Fn>(fn));
+    uint16_t slot = key_slot(key);
+    std::string target = master_of(slot);
+    bool asking = false;
+    for (int hops = 0;; ++hops) {
       try {
-        auto result = fn(*conn);
-        release(std::move(conn));
-        return result;
+        return node(target).run_here(idempotent, [&](Connection& c) {
+          if (asking) c.command({"ASKING"});
+          return fn(c);
+        });
+      } catch (const Redirect& r) {
+        if (hops == 5) throw;
+        std::string to =
+            r.node.starts_with(":") ? target.substr(0, target.rfind(':')) + r.node : r.node;
+        if (!r.ask) moved(slot, to);
+        target = to;
+        asking = r.ask;
       } catch (const ConnectionFailed&) {
-        lost_master(conn->generation);
-        if (!(idempotent && reused && attempt == 0)) throw;
-      } catch (const NotMaster&) {
-        lost_master(conn->generation);
-        if (attempt != 0) throw;
-      } catch (...) {
-        release(std::move(conn));
+        forget_slots();  // a failover, maybe: asked again next time
         throw;
       }
     }
   }
+
+  // The masters of a cluster ("HOST:PORT"); one empty name otherwise. run_node() runs on
+  // one of them (run(), with the empty name).
+  std::vector<std::string> masters();
+  template <typename Fn>
+  auto run_node(const std::string& name, bool idempotent, Fn&& fn) {
+    if (!cluster_) return run(idempotent, std::forward<Fn>(fn));
+    return node(name).run_here(idempotent, std::forward<Fn>(fn));
+  }
+  bool cluster() const { return cluster_ != nullptr; }
 
   // A new connection to the master (for wait()'s own connection). Throws
   // ConnectionFailed when no master can be found or reached.
@@ -172,6 +201,41 @@ class Pool {
   std::pair<RedisOptions::Address, long long> ask_sentinel(
       const RedisOptions::Address& sentinel) const;
 
+  // run() on this pool's own server.
+  template <typename Fn>
+  auto run_here(bool idempotent, Fn&& fn) {
+    for (int attempt = 0;; ++attempt) {
+      bool reused = false;
+      std::unique_ptr<Connection> conn = acquire(reused);
+      try {
+        auto result = fn(*conn);
+        release(std::move(conn));
+        return result;
+      } catch (const ConnectionFailed&) {
+        lost_master(conn->generation);
+        if (!(idempotent && reused && attempt == 0)) throw;
+      } catch (const NotMaster&) {
+        lost_master(conn->generation);
+        if (attempt != 0) throw;
+      } catch (...) {
+        release(std::move(conn));
+        throw;
+      }
+    }
+  }
+
+  // Cluster: the pool of node "HOST:PORT", made on first use.
+  Pool& node(const std::string& name);
+  // The master of `slot` (the map asked for when not known), one of the masters.
+  std::string master_of(uint16_t slot);
+  std::string any_master();
+  void moved(uint16_t slot, const std::string& name);
+  void forget_slots();
+  // Asks a known master, else a node of the options, for the slots (CLUSTER SLOTS).
+  void refresh_slots();
+
+  struct Cluster;
+  std::unique_ptr<Cluster> cluster_;
   RedisOptions options_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;

@@ -125,15 +125,19 @@ std::string seconds_text(double d) {
 
 class RedisDestinations : public Destinations {
  public:
+  // In a cluster a script's keys must share a slot: every destination's keys carry the
+  // hash tag {dest} (PREFIX{dest}.dest:NAME, PREFIX{dest}.destinations).
   explicit RedisDestinations(Pool& pool)
-      : pool_(pool), index_(pool.options().prefix + ".destinations") {}
+      : pool_(pool),
+        base_(pool.options().prefix + (pool.cluster() ? "{dest}" : "")),
+        index_(base_ + ".destinations") {}
 
   SlotGrant acquire(const std::string& destination, const DestinationLimits& limits,
                     std::chrono::milliseconds lease) override {
     std::string max = std::to_string(limits.max_connections);
     std::string rate = seconds_text(limits.max_rate);
     std::string ms = std::to_string(lease.count());
-    Reply r = pool_.run(false, [&](Connection& c) {
+    Reply r = pool_.run_on(index_, false, [&](Connection& c) {
       return c.eval(acquire_script(), {key(destination), index_}, {destination, max, rate, ms});
     });
     auto field = [&](size_t i) {
@@ -168,7 +172,7 @@ class RedisDestinations : public Destinations {
   void renew(const std::string& destination, uint64_t slot,
              std::chrono::milliseconds lease) override {
     std::string ms = std::to_string(lease.count());
-    pool_.run(true, [&](Connection& c) {
+    pool_.run_on(index_, true, [&](Connection& c) {
       return c.eval(renew_script(), {key(destination)}, {std::to_string(slot), ms});
     });
   }
@@ -177,7 +181,7 @@ class RedisDestinations : public Destinations {
                std::string_view reply, const DownPolicy& down) override {
     std::string after = std::to_string(down.after), initial = seconds_text(down.initial),
                 max = seconds_text(down.max);
-    pool_.run(false, [&](Connection& c) {
+    pool_.run_on(index_, false, [&](Connection& c) {
       return c.eval(release_script(), {key(destination)},
                     {std::to_string(slot), reachable ? "1" : "0", reply, after, initial, max});
     });
@@ -185,7 +189,7 @@ class RedisDestinations : public Destinations {
 
   void suspend(const std::string& destination, Timestamp until, std::string_view reason) override {
     std::string k = key(destination), u = seconds_text(until);
-    pool_.run(true, [&](Connection& c) {
+    pool_.run_on(index_, true, [&](Connection& c) {
       c.append({"MULTI"});
       c.append({"HSET", k, "suspended_until", u, "suspend_reason", reason});
       c.append({"PERSIST", k});
@@ -200,7 +204,7 @@ class RedisDestinations : public Destinations {
 
   void resume(const std::string& destination) override {
     std::string k = key(destination);
-    pool_.run(true, [&](Connection& c) {
+    pool_.run_on(index_, true, [&](Connection& c) {
       c.command({"HSET", k, "suspended_until", "0", "suspend_reason", ""});
       c.command({"EXPIRE", k, "86400"});
       return 0;
@@ -209,7 +213,7 @@ class RedisDestinations : public Destinations {
 
   std::vector<DestinationStatus> status() override {
     std::vector<DestinationStatus> out;
-    pool_.run(true, [&](Connection& c) {
+    pool_.run_on(index_, true, [&](Connection& c) {
       out.clear();
       Reply time = c.command({"TIME"});
       Timestamp now = std::stod(reply_string(time->element[0], "TIME")) +
@@ -236,10 +240,11 @@ class RedisDestinations : public Destinations {
 
  private:
   std::string key(const std::string& destination) const {
-    return pool_.options().prefix + ".dest:" + destination;
+    return base_ + ".dest:" + destination;
   }
 
   Pool& pool_;
+  const std::string base_;
   const std::string index_;
 };
 

@@ -30,6 +30,7 @@
 #include <charconv>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "core/paged_stream.h"
@@ -224,7 +225,7 @@ std::vector<uint32_t> parse_delivered(std::string_view s) {
 }
 
 void validate(const RedisOptions& o) {
-  if (o.unix_socket.empty() && o.host.empty() && o.sentinels.empty())
+  if (o.unix_socket.empty() && o.host.empty() && o.sentinels.empty() && o.cluster_nodes.empty())
     throw InvalidArgument("redis host is empty");
   if (o.port < 1 || o.port > 65535) {
     throw InvalidArgument("redis port " + std::to_string(o.port) + " is not in 1-65535");
@@ -241,6 +242,19 @@ void validate(const RedisOptions& o) {
     if (s.port < 1 || s.port > 65535)
       throw InvalidArgument("redis sentinel port " + std::to_string(s.port) + " is not in 1-65535");
   }
+  if (!o.cluster_nodes.empty() && !o.sentinels.empty())
+    throw InvalidArgument("redis: a cluster or sentinels, not both");
+  if (!o.cluster_nodes.empty() && o.db != 0)
+    throw InvalidArgument("redis db " + std::to_string(o.db) + ": a cluster has only db 0");
+  if (o.notify_shards == 0 || o.notify_shards > 1024)
+    throw InvalidArgument("redis notify_shards " + std::to_string(o.notify_shards) +
+                          " is not in 1-1024");
+  for (const auto& n : o.cluster_nodes) {
+    if (n.host.empty()) throw InvalidArgument("redis cluster node host is empty");
+    if (n.port < 1 || n.port > 65535)
+      throw InvalidArgument("redis cluster node port " + std::to_string(n.port) +
+                            " is not in 1-65535");
+  }
   if (o.min_replicas_ack < 0)
     throw InvalidArgument("redis min_replicas_ack " + std::to_string(o.min_replicas_ack) +
                           " is negative");
@@ -250,19 +264,26 @@ void validate(const RedisOptions& o) {
 }  // namespace
 
 struct RedisStorage::Impl {
-  explicit Impl(RedisOptions o)
-      : pool(std::move(o)), stream_key(pool.options().prefix + ".notify") {}
+  explicit Impl(RedisOptions o) : pool(std::move(o)) {
+    // One stream on a server; in a cluster, shards of it spread over the slots.
+    if (!pool.cluster()) {
+      stream_keys.push_back(pool.options().prefix + ".notify");
+    } else {
+      for (size_t i = 0; i < pool.options().notify_shards; ++i)
+        stream_keys.push_back(pool.options().prefix + ".notify." + std::to_string(i));
+    }
+  }
 
   redis::Pool pool;
   std::once_flag destinations_once;
   std::shared_ptr<Destinations> destinations;
-  std::string stream_key;
+  std::vector<std::string> stream_keys;
   std::string counters_key = pool.options().prefix + ".counters";
   std::string tag = random_hex(8);  // marks this object's notifications
 
   std::mutex wait_mu;
   std::unique_ptr<Connection> wait_conn;
-  std::string last_stream_id;  // empty until the first load() or wait()
+  std::vector<std::string> last_ids;  // by stream; empty until the first load() or wait()
 
   std::string key(std::string_view id) const { return pool.options().prefix + std::string(id); }
 
@@ -270,9 +291,18 @@ struct RedisStorage::Impl {
   // write() in its transaction, announce() alone.
   void append_notice(Connection& c, std::string_view id, std::string_view ts) const {
     std::string maxlen = std::to_string(pool.options().notify_max_len);
-    c.append(
-        {"XADD", stream_key, "MAXLEN", "~", maxlen, "*", "id", id, "timestamp", ts, "writer", tag});
+    c.append({"XADD", stream_of(id), "MAXLEN", "~", maxlen, "*", "id", id, "timestamp", ts,
+              "writer", tag});
   }
+  // The stream that carries the notices of `id`.
+  const std::string& stream_of(std::string_view id) const {
+    return stream_keys[stream_keys.size() == 1 ? 0 : redis::key_slot(id) % stream_keys.size()];
+  }
+  // Reads the notices of stream `i` after last_ids[i] into `out` (waiting up to `block`
+  // ms for one, if given). Returns false when notices were trimmed away unread: the
+  // caller then reports every message.
+  bool read_notices(Connection& c, size_t i, std::optional<int64_t> block,
+                    std::vector<QueueEntry>& out);
 
   // Whether the server writes and fsyncs its append-only file before it answers: asked
   // once (CONFIG GET); not remembered while the server cannot be asked.
@@ -300,14 +330,18 @@ struct RedisStorage::Impl {
   // Remembers the stream's end, so wait() reports whatever is written after this.
   void mark_stream_position() {
     std::lock_guard lock(wait_mu);
-    if (!last_stream_id.empty()) return;
-    last_stream_id = pool.run(true, [&](Connection& c) {
-      Reply r = c.command({"XREVRANGE", stream_key, "+", "-", "COUNT", "1"});
-      if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements >= 1) {
-        return redis::reply_string(r->element[0]->element[0], "XREVRANGE");
-      }
-      return std::string("0-0");
-    });
+    if (!last_ids.empty()) return;
+    std::vector<std::string> ids;
+    for (const auto& key : stream_keys) {
+      ids.push_back(pool.run_on(key, true, [&](Connection& c) {
+        Reply r = c.command({"XREVRANGE", key, "+", "-", "COUNT", "1"});
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements >= 1) {
+          return redis::reply_string(r->element[0]->element[0], "XREVRANGE");
+        }
+        return std::string("0-0");
+      }));
+    }
+    last_ids = std::move(ids);
   }
 
   // Claims sent without an answer, by message id: the name each was sent with.
@@ -324,13 +358,16 @@ struct RedisStorage::Impl {
 class RedisStorage::Impl::Stream : public PagedStream {
  public:
   explicit Stream(Impl& impl)
-      : impl_(impl), match_(glob_escape(impl.pool.options().prefix) + "*") {}
+      : impl_(impl),
+        match_(glob_escape(impl.pool.options().prefix) + "*"),
+        masters_(impl.pool.masters()) {}
 
  private:
-  // One SCAN step, then the timestamps of the keys it found in one pipelined batch.
+  // One SCAN step (on each master of a cluster in turn), then the timestamps of the
+  // keys it found in one pipelined batch.
   bool fetch(std::vector<QueueEntry>& batch) override {
     const std::string& prefix = impl_.pool.options().prefix;
-    impl_.pool.run(true, [&](Connection& c) {
+    impl_.pool.run_node(masters_[master_], true, [&](Connection& c) {
       Reply r = c.command({"SCAN", cursor_, "MATCH", match_, "COUNT", "1000", "TYPE", "hash"});
       if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
         throw QueueError("unexpected SCAN reply");
@@ -366,11 +403,14 @@ class RedisStorage::Impl::Stream : public PagedStream {
       cursor_ = next_cursor;
       return 0;
     });
-    return cursor_ != "0";
+    if (cursor_ == "0") ++master_;
+    return master_ < masters_.size();
   }
 
   Impl& impl_;
   std::string match_;
+  std::vector<std::string> masters_;
+  size_t master_ = 0;
   std::string cursor_ = "0";
 };
 
@@ -418,6 +458,25 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string ts = redis::format_timestamp(timestamp);
   std::string rcpts = std::to_string(meta.recipients);
   try {
+    if (impl_->pool.cluster()) {
+      // The message and its stream are in different slots: the message, then its notice.
+      impl_->pool.run_on(key, true, [&](Connection& c) {
+        c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
+                  "recipients", rcpts});
+        c.append_wait();
+        Reply r = c.read_reply(/*allow_error=*/true);
+        Reply wait = c.read_wait();
+        c.check_reply(r.get());
+        c.check_wait(wait);
+        return 0;
+      });
+      try {
+        announce(id, timestamp);
+      } catch (const QueueError& e) {  // this node has it; the others find it at a rescan
+        spdlog::warn("redis: {} stored but not announced to other nodes: {}", id, e.what());
+      }
+      return id;
+    }
     impl_->pool.run(true, [&](Connection& c) {
       c.append({"MULTI"});
       c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
@@ -436,7 +495,7 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
     // Not acknowledged, so not accepted: the sender keeps the message and tries again;
     // a copy left here could be delivered beside that one. Taken back if we can.
     try {
-      impl_->pool.run(true, [&](Connection& c) { return c.command({"DEL", key}); });
+      impl_->pool.run_on(key, true, [&](Connection& c) { return c.command({"DEL", key}); });
     } catch (const QueueError& e) {
       spdlog::warn("redis: {} was not replicated and could not be taken back: {}", id, e.what());
     }
@@ -454,7 +513,7 @@ std::shared_ptr<Destinations> RedisStorage::destinations() {
 void RedisStorage::announce(std::string_view id, Timestamp timestamp) {
   check_id(id);
   std::string ts = redis::format_timestamp(timestamp);
-  impl_->pool.run(true, [&](Connection& c) {
+  impl_->pool.run_on(impl_->stream_of(id), true, [&](Connection& c) {
     impl_->append_notice(c, id, ts);
     return c.read_reply();
   });
@@ -465,8 +524,8 @@ Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, 
   check_id(id);
   std::string k = key(id);
   std::vector<std::string_view> views(args.begin(), args.end());
-  return pool.run(idempotent,
-                  [&](Connection& c) { return c.eval(script, {k}, views, /*acked=*/true); });
+  return pool.run_on(k, idempotent,
+                     [&](Connection& c) { return c.eval(script, {k}, views, /*acked=*/true); });
 }
 
 void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
@@ -561,7 +620,7 @@ void RedisStorage::release_hold(std::string_view id) {
 void RedisStorage::add_counters(const Counters& delta) {
   if (delta.empty()) return;
   // Not retried: the increments may have happened.
-  impl_->pool.run(false, [&](Connection& c) {
+  impl_->pool.run_on(impl_->counters_key, false, [&](Connection& c) {
     for (const auto& [name, n] : delta)
       c.append({"HINCRBY", impl_->counters_key, name, std::to_string(n)});
     std::vector<Reply> replies;
@@ -571,7 +630,7 @@ void RedisStorage::add_counters(const Counters& delta) {
 }
 
 Counters RedisStorage::counters() {
-  Reply r = impl_->pool.run(true, [&](Connection& c) {
+  Reply r = impl_->pool.run_on(impl_->counters_key, true, [&](Connection& c) {
     return c.command({"HGETALL", impl_->counters_key});
   });
   Counters out;
@@ -592,7 +651,7 @@ std::unique_ptr<EntryStream> RedisStorage::load() {
 QueuedMessage RedisStorage::get(std::string_view id) {
   check_id(id);
   std::string key = impl_->key(id);
-  Reply r = impl_->pool.run(true, [&](Connection& c) {
+  Reply r = impl_->pool.run_on(key, true, [&](Connection& c) {
     return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered", "lease_token",
                       "lease_expires", "hold_since", "hold_reason", "last_reply"});
   });
@@ -642,7 +701,7 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
   if (fence.token == 0) {
     check_id(id);
     std::string key = impl_->key(id);
-    impl_->pool.run(true, [&](Connection& c) {
+    impl_->pool.run_on(key, true, [&](Connection& c) {
       c.append({"DEL", key});
       c.append_wait();
       Reply r = c.read_reply(/*allow_error=*/true);
@@ -659,75 +718,98 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
   script_reply(r, id, fence);
 }
 
+bool RedisStorage::Impl::read_notices(Connection& c, size_t i, std::optional<int64_t> block,
+                                      std::vector<QueueEntry>& out) {
+  const std::string& stream = stream_keys[i];
+  std::string before = last_ids[i];
+  std::vector<std::string_view> args{"XREAD", "COUNT", "1000"};
+  std::string block_ms = block ? std::to_string(*block) : "";
+  if (block) args.insert(args.end(), {"BLOCK", block_ms});
+  args.insert(args.end(), {"STREAMS", stream, before});
+  Reply r = c.command(args);
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 || r->element[0]->elements != 2)
+    return true;  // nothing new
+  const redisReply* entries = r->element[0]->element[1];
+  for (size_t e = 0; e < entries->elements; ++e) {
+    const redisReply* entry = entries->element[e];
+    last_ids[i] = redis::reply_string(entry->element[0], "XREAD id");
+    const redisReply* fields = entry->element[1];
+    std::string id, writer;
+    std::optional<double> ts;
+    for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+      std::string_view name(fields->element[f]->str, fields->element[f]->len);
+      std::string_view value(fields->element[f + 1]->str, fields->element[f + 1]->len);
+      if (name == "id")
+        id = value;
+      else if (name == "timestamp")
+        ts = redis::parse_timestamp(value);
+      else if (name == "writer")
+        writer = value;
+    }
+    if (writer == tag) continue;
+    if (!is_valid_id(id) || !ts) {  // not ours to fix: skipped, and said once
+      spdlog::warn("redis: malformed notification {} in {} skipped", last_ids[i], stream);
+      continue;
+    }
+    out.push_back(QueueEntry{*ts, id});
+  }
+  // Entries trimmed away before we read them would be lost. The stream has lost entries
+  // after `before` if it was trimmed and its first entry is newer than `before`. (It may
+  // also be a false alarm when only entries up to `before` went, which takes a reader
+  // lagging by ~notify_max_len.)
+  Reply info = c.command({"XINFO", "STREAM", stream});
+  long long length = 0, added = 0;
+  std::string first;
+  for (size_t f = 0; f + 1 < info->elements; f += 2) {
+    std::string name = redis::reply_string(info->element[f], "XINFO");
+    const redisReply* v = info->element[f + 1];
+    if (name == "length")
+      length = v->integer;
+    else if (name == "entries-added")
+      added = v->integer;
+    else if (name == "recorded-first-entry-id")
+      first = redis::reply_string(v, "XINFO");
+  }
+  return !(added > length && stream_id(first) > stream_id(before));
+}
+
 std::vector<QueueEntry> RedisStorage::do_wait(std::chrono::milliseconds timeout) {
   impl_->mark_stream_position();
   std::lock_guard lock(impl_->wait_mu);
   const RedisOptions& o = options();
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<QueueEntry> out;
+  auto report_all = [&](const std::string& where) {
+    spdlog::warn("{}: notifications were trimmed before they were read; reporting every message",
+                 where);
+    out.clear();
+    Impl::Stream stream(*impl_);
+    while (auto e = stream.next()) out.push_back(std::move(*e));
+  };
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
+    if (impl_->pool.cluster()) {
+      // Streams in many slots cannot be read by one blocking XREAD: each is polled.
+      for (size_t i = 0; i < impl_->stream_keys.size(); ++i) {
+        bool complete = impl_->pool.run_on(impl_->stream_keys[i], true, [&](Connection& c) {
+          return impl_->read_notices(c, i, std::nullopt, out);
+        });
+        if (!complete) {
+          report_all(impl_->stream_keys[i]);
+          return out;
+        }
+      }
+      if (!out.empty() || left.count() <= 0) return out;
+      std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(100)));
+      continue;
+    }
     int64_t block_ms = std::max<int64_t>(1, left.count());
     if (!impl_->wait_conn || impl_->wait_conn->broken()) impl_->wait_conn = impl_->pool.connect();
     Connection& c = *impl_->wait_conn;
     // The read may take the whole block time: the socket timeout comes on top of it.
     if (o.socket_timeout) c.set_timeout(*o.socket_timeout + static_cast<double>(block_ms) / 1000.0);
-    std::string before = impl_->last_stream_id;
-    Reply r = c.command({"XREAD", "COUNT", "1000", "BLOCK", std::to_string(block_ms), "STREAMS",
-                         impl_->stream_key, before});
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2) {
-      const redisReply* entries = r->element[0]->element[1];
-      for (size_t i = 0; i < entries->elements; ++i) {
-        const redisReply* e = entries->element[i];
-        impl_->last_stream_id = redis::reply_string(e->element[0], "XREAD id");
-        const redisReply* fields = e->element[1];
-        std::string id, writer;
-        std::optional<double> ts;
-        for (size_t f = 0; f + 1 < fields->elements; f += 2) {
-          std::string_view name(fields->element[f]->str, fields->element[f]->len);
-          std::string_view value(fields->element[f + 1]->str, fields->element[f + 1]->len);
-          if (name == "id")
-            id = value;
-          else if (name == "timestamp")
-            ts = redis::parse_timestamp(value);
-          else if (name == "writer")
-            writer = value;
-        }
-        if (writer == impl_->tag) continue;
-        if (!is_valid_id(id) || !ts) {  // not ours to fix: skipped, and said once
-          spdlog::warn("redis: malformed notification {} in {} skipped", impl_->last_stream_id,
-                       impl_->stream_key);
-          continue;
-        }
-        out.push_back(QueueEntry{*ts, id});
-      }
-      // Entries trimmed away before we read them would be lost: then report every
-      // message. The stream has lost entries after `before` if it was trimmed and its
-      // first entry is newer than `before`. (It may also be a false alarm when only
-      // entries up to `before` went, which takes a reader lagging by ~notify_max_len.)
-      Reply info = c.command({"XINFO", "STREAM", impl_->stream_key});
-      long long length = 0, added = 0;
-      std::string first;
-      for (size_t f = 0; f + 1 < info->elements; f += 2) {
-        std::string name = redis::reply_string(info->element[f], "XINFO");
-        const redisReply* v = info->element[f + 1];
-        if (name == "length")
-          length = v->integer;
-        else if (name == "entries-added")
-          added = v->integer;
-        else if (name == "recorded-first-entry-id")
-          first = redis::reply_string(v, "XINFO");
-      }
-      if (added > length && stream_id(first) > stream_id(before)) {
-        spdlog::warn(
-            "{}: notifications were trimmed before they were read; reporting every message",
-            c.where());
-        out.clear();
-        Impl::Stream stream(*impl_);
-        while (auto e = stream.next()) out.push_back(std::move(*e));
-      }
-    }
+    if (!impl_->read_notices(c, 0, block_ms, out)) report_all(c.where());
     if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
   }
 }

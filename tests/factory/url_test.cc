@@ -8,6 +8,16 @@
 namespace slimta {
 namespace {
 
+// parse_redis(url) throws InvalidArgument saying `want`.
+void expect_refused(const std::string& url, const std::string& want) {
+  try {
+    url::parse_redis(url);
+    ADD_FAILURE() << url << " was taken";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+  }
+}
+
 TEST(UrlTest, RedisUrls) {
   RedisOptions o = url::parse_redis("redis://localhost");
   EXPECT_EQ(o.host, "localhost");
@@ -63,12 +73,7 @@ TEST(UrlTest, AnAclUserComesWithItsPassword) {
   EXPECT_FALSE(o.username);
   for (const char* bad :
        {"redis://h?username=alice", "redis://alice:pw@h?username=bob", "redis://h?username="}) {
-    try {
-      url::parse_redis(bad);
-      ADD_FAILURE() << bad << " was taken";
-    } catch (const InvalidArgument& e) {
-      EXPECT_NE(std::string(e.what()).find("user"), std::string::npos) << e.what();
-    }
+    expect_refused(bad, "user");
   }
   EXPECT_EQ(url::redact("redis://alice:pw@h:1/0"), "redis://alice:***@h:1/0");
 }
@@ -89,12 +94,7 @@ TEST(UrlTest, RedissIsTlsWithItsFiles) {
            {"redis://h?ca=/etc/ca.pem", "ca= is for TLS: the URL is rediss://"},
            {"rediss://h?cert=/c.pem", "needs both cert= and key="},
            {"rediss://h?ca=", "ca= is empty"}}) {
-    try {
-      url::parse_redis(bad);
-      ADD_FAILURE() << bad << " was taken";
-    } catch (const InvalidArgument& e) {
-      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
-    }
+    expect_refused(bad, want);
   }
 }
 
@@ -130,12 +130,7 @@ TEST(UrlTest, SentinelUrlsNameTheSentinelsAndTheMaster) {
            {"redis://h?sentinel-password=x", "sentinel-password= is for redis+sentinel://"},
            {"redis://h?min-replicas-ack=one", "min-replicas-ack 'one' is not a number"},
            {"redis://h?ack-timeout=0", "ack-timeout must be more than 0"}}) {
-    try {
-      url::parse_redis(bad);
-      ADD_FAILURE() << bad << " was taken";
-    } catch (const InvalidArgument& e) {
-      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
-    }
+    expect_refused(bad, want);
   }
   try {
     RedisOptions negative;
@@ -144,6 +139,27 @@ TEST(UrlTest, SentinelUrlsNameTheSentinelsAndTheMaster) {
     ADD_FAILURE() << "min_replicas_ack -1 was taken";
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("min_replicas_ack -1 is negative"), std::string::npos);
+  }
+}
+
+TEST(UrlTest, ClusterUrlsNameItsNodes) {
+  RedisOptions o =
+      url::parse_redis("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2?notify-shards=8&prefix=q:");
+  ASSERT_EQ(o.cluster_nodes.size(), 2u);
+  EXPECT_EQ(o.cluster_nodes[0].host, "10.0.0.1");
+  EXPECT_EQ(o.cluster_nodes[0].port, 7000);
+  EXPECT_EQ(o.cluster_nodes[1].host, "10.0.0.2");
+  EXPECT_EQ(o.cluster_nodes[1].port, 6379);
+  EXPECT_EQ(o.notify_shards, 8u);
+  EXPECT_EQ(o.password, "pw");
+  EXPECT_EQ(o.prefix, "q:");
+  EXPECT_EQ(url::parse_redis("redis+cluster://h/0").db, 0);
+  for (const auto& [bad, want] : std::vector<std::pair<const char*, const char*>>{
+           {"redis+cluster://h/1", "a cluster has only db 0"},
+           {"redis+cluster://h,/", "no host"},
+           {"redis://h?notify-shards=4", "notify-shards= is for redis+cluster://"},
+           {"redis+cluster://h?notify-shards=x", "notify-shards 'x' is not a number"}}) {
+    expect_refused(bad, want);
   }
 }
 

@@ -12,9 +12,9 @@
 #include <sstream>
 #include <thread>
 
-#include "support/redis_server.h"
 #include "slimta/disk_storage.h"
 #include "slimta/redis_storage.h"
+#include "support/redis_server.h"
 #include "support/test_util.h"
 
 namespace slimta {
@@ -43,6 +43,16 @@ Target redis_target() {
   RedisOptions o = server.options(prefix);
   return {"redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=" + prefix,
           [o] { return std::make_unique<RedisStorage>(o); }};
+}
+
+Target redis_cluster_target() {
+  auto& cluster = testing::shared_redis_cluster();
+  std::string prefix = "mp" + random_hex(4) + ":";
+  RedisOptions o = cluster.options(prefix);
+  std::string url = "redis+cluster://";
+  for (size_t i = 0; i < cluster.size(); ++i)
+    url += (i ? "," : "") + std::string("127.0.0.1:") + std::to_string(cluster.node(i).port());
+  return {url + "?prefix=" + prefix, [o] { return std::make_unique<RedisStorage>(o); }};
 }
 
 std::unique_ptr<testing::ChildProcess> spawn_worker(const std::string& url,
@@ -132,10 +142,13 @@ RunResult run_processes(const Target& target, const TempDir& dir, bool kill_one)
 class MultiProcessTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "redis" && testing::RedisServer::skipped())
+    if (GetParam() != "disk" && testing::RedisServer::skipped())
       GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
   }
-  Target target() { return GetParam() == "disk" ? disk_target(dir_) : redis_target(); }
+  Target target() {
+    if (GetParam() == "disk") return disk_target(dir_);
+    return GetParam() == "redis" ? redis_target() : redis_cluster_target();
+  }
   TempDir dir_;
 };
 
@@ -221,7 +234,8 @@ TEST_P(MultiProcessTest, AStaleProcessIsFencedOut) {
   for (int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) ::close(fd);
 }
 
-INSTANTIATE_TEST_SUITE_P(Storages, MultiProcessTest, ::testing::Values("disk", "redis"),
+INSTANTIATE_TEST_SUITE_P(Storages, MultiProcessTest,
+                         ::testing::Values("disk", "redis", "redis_cluster"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

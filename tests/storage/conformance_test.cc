@@ -128,6 +128,17 @@ class RedisSentinelLocation : public Location {
   RedisOptions options_;
 };
 
+// A fresh prefix on the shared cluster of 3 masters.
+class RedisClusterLocation : public Location {
+ public:
+  RedisClusterLocation()
+      : options_(testing::shared_redis_cluster().options("clu" + random_hex(4) + ":")) {}
+  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
+
+ private:
+  RedisOptions options_;
+};
+
 // A fresh prefix in a bucket, and a fresh SQS queue, on a shared moto_server.
 class CloudLocation : public Location {
  public:
@@ -176,6 +187,8 @@ const Backend kBackends[] = {
      true},
     {"rediss_tls", [] { return std::unique_ptr<Location>(new RedissLocation); }, true, false, true},
     {"redis_sentinel", [] { return std::unique_ptr<Location>(new RedisSentinelLocation); }, true,
+     false, true},
+    {"redis_cluster", [] { return std::unique_ptr<Location>(new RedisClusterLocation); }, true,
      false, true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true},
 };

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -48,6 +49,31 @@ std::unique_ptr<RedisServer> fixture_redis(const std::string& name, RedisServer:
 
 }  // namespace
 
+namespace {
+
+bool bindable(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+int RedisServer::cluster_port() {
+  // Below the kernel's ephemeral range, and with its bus port (+10000) free as well.
+  static std::mt19937 rng(std::random_device{}());
+  for (int i = 0; i < 1000; ++i) {
+    int port = 20000 + static_cast<int>(rng() % 12000);
+    if (bindable(port) && bindable(port + 10000)) return port;
+  }
+  throw std::runtime_error("no free port pair for a cluster node");
+}
+
 bool RedisServer::skipped() {
   const char* v = std::getenv("SLIMTA_SKIP_REDIS");
   return v && std::string(v) == "1";
@@ -60,7 +86,7 @@ RedisServer::RedisServer(Config config) : config_(std::move(config)) {
   // free_port() races with every other process choosing ports: when redis finds its
   // port taken, another is tried.
   for (int tries = 0;; ++tries) {
-    port_ = free_port();
+    port_ = config_.cluster ? cluster_port() : free_port();
     if (!config_.tls_cert.empty()) tls_port_ = free_port();
     try {
       start();
@@ -110,6 +136,9 @@ void RedisServer::start() {
     }
     if (config_.replica_of != 0)
       args.insert(args.end(), {"--replicaof", "127.0.0.1", std::to_string(config_.replica_of)});
+    if (config_.cluster)
+      args.insert(args.end(), {"--cluster-enabled", "yes", "--cluster-config-file",
+                               dir_ + "/nodes.conf", "--cluster-node-timeout", "2000"});
   }
   if (!config_.password.empty()) args.insert(args.end(), {"--requirepass", config_.password});
   if (!config_.tls_cert.empty()) {
@@ -281,6 +310,58 @@ SentinelGroup& shared_redis_sentinel() {
                              : std::make_unique<SentinelGroup>(1);
   }();
   return *group;
+}
+
+RedisCluster::RedisCluster(int masters, bool detached) {
+  std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
+  for (int i = 0; i < masters; ++i) {
+    nodes_.push_back(
+        std::make_unique<RedisServer>(RedisServer::Config{.detached = detached, .cluster = true}));
+    create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
+  }
+  create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+  CommandResult made = run_command(create);
+  if (made.exit_code != 0)
+    throw std::runtime_error("redis-cli --cluster create failed: " + made.out + made.err);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (auto& n : nodes_) {
+    while (run_command({"redis-cli", "-p", std::to_string(n->port()), "CLUSTER", "INFO"})
+               .out.find("cluster_state:ok") == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline)
+        throw std::runtime_error("the cluster was not ok in 30 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+}
+
+RedisCluster::RedisCluster(const std::vector<std::pair<int, std::string>>& nodes) {
+  for (const auto& [port, dir] : nodes)
+    nodes_.push_back(
+        std::make_unique<RedisServer>(RedisServer::Config{.cluster = true}, port, dir));
+}
+
+RedisOptions RedisCluster::options(const std::string& prefix) const {
+  RedisOptions o = nodes_[0]->options(prefix);
+  o.host.clear();
+  for (const auto& n : nodes_) o.cluster_nodes.push_back({"127.0.0.1", n->port()});
+  return o;
+}
+
+long long RedisCluster::keys(size_t i) const {
+  return std::atoll(
+      run_command({"redis-cli", "-p", std::to_string(nodes_.at(i)->port()), "DBSIZE"}).out.c_str());
+}
+
+RedisCluster& shared_redis_cluster() {
+  static std::unique_ptr<RedisCluster> cluster = [] {
+    std::vector<std::pair<int, std::string>> found;
+    for (const char* name : {"cluster0", "cluster1", "cluster2"}) {
+      if (auto s = test_server(name)) found.emplace_back(s->at("port").get<int>(), s->at("dir"));
+    }
+    return found.size() == 3 ? std::make_unique<RedisCluster>(found)
+                             : std::make_unique<RedisCluster>(3);
+  }();
+  return *cluster;
 }
 
 RedisServer& shared_redis_with_password() {

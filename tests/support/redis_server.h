@@ -37,6 +37,8 @@ class RedisServer {
     int sentinel_of = 0;
     std::string sentinel_master = "mm";
     int quorum = 1;
+    // A Redis Cluster node (its bus on port + 10000; see RedisCluster).
+    bool cluster = false;
   };
   explicit RedisServer(Config config);
   // A server that another process started and stops.
@@ -67,6 +69,8 @@ class RedisServer {
 
   // True when SLIMTA_SKIP_REDIS=1 (local opt-out).
   static bool skipped();
+  // A free port below the ephemeral range whose port + 10000 is free too.
+  static int cluster_port();
 
  private:
   Config config_;
@@ -102,6 +106,25 @@ class SentinelGroup {
   std::vector<std::unique_ptr<RedisServer>> data_, sentinels_;
 };
 
+// A Redis Cluster of masters made with redis-cli --cluster create (no replicas), ready
+// (cluster_state:ok on every node) when constructed.
+class RedisCluster {
+ public:
+  explicit RedisCluster(int masters = 3, bool detached = false);
+  // Nodes started by another process (the ctest fixture): ports and dirs.
+  explicit RedisCluster(const std::vector<std::pair<int, std::string>>& nodes);
+
+  RedisServer& node(size_t i) { return *nodes_.at(i); }
+  size_t size() const { return nodes_.size(); }
+  // Options that reach it through its nodes.
+  RedisOptions options(const std::string& prefix = "test:") const;
+  // Keys a node holds (DBSIZE).
+  long long keys(size_t i) const;
+
+ private:
+  std::vector<std::unique_ptr<RedisServer>> nodes_;
+};
+
 // One server shared by the tests of a process (started on first use).
 RedisServer& shared_redis();
 // One shared server with requirepass "s3cret".
@@ -112,5 +135,7 @@ RedisServer& shared_redis_tls();
 const std::string& shared_redis_tls_cert();
 // One shared master + replica + 1 sentinel.
 SentinelGroup& shared_redis_sentinel();
+// One shared cluster of 3 masters.
+RedisCluster& shared_redis_cluster();
 
 }  // namespace slimta::testing

@@ -1,7 +1,7 @@
 // The servers every test process of one ctest run shares: one redis-server, one with a
-// password, a master + replica + sentinel, one moto_server (S3 + SQS), started once by
-// the "test_servers" fixture instead of once per test process (moto alone takes a second
-// or more to start).
+// password, a master + replica + sentinel, a cluster of 3 masters, one moto_server
+// (S3 + SQS), started once by the "test_servers" fixture instead of once per test
+// process (moto alone takes a second or more to start).
 //
 //   test_servers start FILE   starts them detached and describes them in FILE (JSON)
 //   test_servers stop FILE    stops them and removes their directories and FILE
@@ -46,6 +46,12 @@ int start(const std::string& file) {
     for (size_t i = 0; i < servers.size(); ++i) {
       all[names[i]] = {
           {"port", servers[i]->port()}, {"pid", servers[i]->pid()}, {"dir", servers[i]->dir()}};
+    }
+    save();
+    slimta::testing::RedisCluster cluster(3, /*detached=*/true);
+    for (size_t i = 0; i < cluster.size(); ++i) {
+      RedisServer& n = cluster.node(i);
+      all["cluster" + std::to_string(i)] = {{"port", n.port()}, {"pid", n.pid()}, {"dir", n.dir()}};
     }
     save();
   }

@@ -1,0 +1,153 @@
+// RedisStorage on a Redis Cluster (3 masters made by redis-cli --cluster create, real
+// redis-server processes started by the tests): messages spread over the masters, and
+// slots resharded while messages are written and worked on.
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "redis/cluster.h"
+#include "slimta/redis_storage.h"
+#include "support/redis_server.h"
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using testing::RedisCluster;
+using testing::RedisServer;
+using testing::sample_envelope;
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (RedisServer::skipped())
+      GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  }
+  std::string prefix_ = "ct" + random_hex(4) + ":";
+};
+
+TEST(ClusterSlotTest, KeySlotsAreTheSpecificationsAndFollowHashTags) {
+  // The cluster specification's examples, and what CLUSTER KEYSLOT answers.
+  EXPECT_EQ(redis::key_slot("123456789"), 12739);  // CRC16 XMODEM 0x31C3 % 16384
+  EXPECT_EQ(redis::key_slot("foo"), 12182);
+  EXPECT_EQ(redis::key_slot("{user1000}.following"), redis::key_slot("user1000"));
+  EXPECT_EQ(redis::key_slot("foo{}{bar}"), redis::key_slot("foo{}{bar}"));  // empty tag: whole
+  EXPECT_NE(redis::key_slot("foo{}{bar}"), redis::key_slot("bar"));
+  EXPECT_EQ(redis::key_slot("foo{{bar}}zap"), redis::key_slot("{bar"));
+}
+
+TEST_F(ClusterTest, SlotsAgreeWithTheServer) {
+  RedisCluster& cluster = testing::shared_redis_cluster();
+  for (std::string key : {"a", "slimta:0123456789abcdef0123456789abcdef", "x{tag}y", "{dest}"}) {
+    auto r = testing::run_command(
+        {"redis-cli", "-p", std::to_string(cluster.node(0).port()), "CLUSTER", "KEYSLOT", key});
+    EXPECT_EQ(std::stoi(r.out), redis::key_slot(key)) << key;
+  }
+}
+
+TEST_F(ClusterTest, MessagesAndTheirNoticesSpreadOverEveryMaster) {
+  RedisCluster cluster(3);
+  RedisStorage storage(cluster.options(prefix_)), other(cluster.options(prefix_));
+  other.load();  // from now on, other.wait() reports what `storage` writes
+  std::set<std::string> ids;
+  for (int i = 0; i < 300; ++i) ids.insert(storage.write(sample_envelope(1, 256), 1000 + i));
+  for (size_t n = 0; n < cluster.size(); ++n)
+    EXPECT_GT(cluster.keys(n), 60) << "node " << n << " holds too few of 300 messages";
+  std::set<std::string> loaded;
+  RedisStorage reader(cluster.options(prefix_));
+  auto stream = reader.load();
+  while (auto e = stream->next()) loaded.insert(e->id);
+  EXPECT_EQ(loaded, ids);
+  std::set<std::string> noticed;
+  ASSERT_TRUE(testing::eventually([&] {
+    for (const auto& e : other.wait(std::chrono::milliseconds(300))) noticed.insert(e.id);
+    return noticed.size() == ids.size();
+  }));
+  EXPECT_EQ(noticed, ids);
+}
+
+TEST_F(ClusterTest, ReshardingWhileWritingAndWorkingLosesNothing) {
+  RedisCluster cluster(3);
+  RedisOptions o = cluster.options(prefix_);
+  RedisStorage writer(o), worker(o);
+  std::mutex mu;
+  std::vector<std::string> written;
+  std::set<std::string> removed;
+  std::atomic<bool> stop{false};
+  std::string failure;
+  auto fail = [&](const std::exception& e) {
+    std::lock_guard lock(mu);
+    failure = e.what();
+    stop = true;
+  };
+  std::thread writing([&] {
+    try {
+      while (!stop) {
+        std::string id = writer.write(sample_envelope(1, 2048), 1000);
+        std::lock_guard lock(mu);
+        written.push_back(id);
+      }
+    } catch (const std::exception& e) {
+      fail(e);
+    }
+  });
+  std::thread working([&] {  // claims, attempts and removes one in three
+    try {
+      for (size_t n = 0; !stop;) {
+        std::string id;
+        {
+          std::lock_guard lock(mu);
+          if (n * 3 >= written.size()) continue;
+          id = written[n++ * 3];
+        }
+        ClaimResult c = worker.claim(id, std::chrono::seconds(30));
+        ASSERT_EQ(c.status, ClaimResult::Status::claimed);
+        worker.increment_attempts(id, Fence{c.lease.token});
+        worker.remove(id, Fence{c.lease.token});
+        std::lock_guard lock(mu);
+        removed.insert(id);
+      }
+    } catch (const std::exception& e) {
+      fail(e);
+    }
+  });
+  ASSERT_TRUE(testing::eventually([&] {
+    std::lock_guard lock(mu);
+    return written.size() > 500;
+  }));
+  auto id_of = [&](size_t n) {
+    return testing::run_command(
+               {"redis-cli", "-p", std::to_string(cluster.node(n).port()), "CLUSTER", "MYID"})
+        .out.substr(0, 40);
+  };
+  long long before = cluster.keys(1);
+  auto moved = testing::run_command({"redis-cli", "--cluster", "reshard",
+                                     "127.0.0.1:" + std::to_string(cluster.node(0).port()),
+                                     "--cluster-from", id_of(0), "--cluster-to", id_of(1),
+                                     "--cluster-slots", "3000", "--cluster-yes"});
+  ASSERT_EQ(moved.exit_code, 0) << moved.out << moved.err;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // on the new map a while
+  stop = true;
+  writing.join();
+  working.join();
+  ASSERT_EQ(failure, "") << "a call failed during the resharding";
+  EXPECT_GT(cluster.keys(1), before) << "node 1 got no keys: nothing was resharded";
+
+  RedisStorage fresh(o);
+  std::set<std::string> expected, loaded;
+  for (const auto& id : written)
+    if (!removed.count(id)) expected.insert(id);
+  auto stream = fresh.load();
+  while (auto e = stream->next()) loaded.insert(e->id);
+  EXPECT_EQ(loaded.size(), expected.size());
+  EXPECT_EQ(loaded, expected);
+  for (const auto& id : removed) EXPECT_THROW(fresh.get(id), KeyError) << id;
+  std::cout << written.size() << " written, " << removed.size()
+            << " worked and removed during a resharding of 3000 slots; none lost\n";
+}
+
+}  // namespace
+}  // namespace slimta
