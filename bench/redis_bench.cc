@@ -14,8 +14,12 @@
 // min-replicas-ack=1 (a WAIT after each), at 1 and 16 threads, alternated per round, and
 // the median ratio with / without.
 //
+// --only cluster: one redis-server against a cluster of 3 masters (redis-cli --cluster
+// create), write and get at 1 and 32 threads, alternated per round; the ratio cluster /
+// single and how the writes spread over the masters (keys and commands per node).
+//
 // usage: redis_bench [--seconds S] [--rounds R] [--load-messages N] [--size BYTES]
-//                    [--only tls|ack]
+//                    [--only tls|ack|cluster]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -160,6 +164,51 @@ nlohmann::json ack_vs_none(double seconds, int rounds, size_t size) {
   return summary(rates, ratios);
 }
 
+// One server against a cluster of three masters.
+nlohmann::json cluster_vs_single(double seconds, int rounds, size_t size) {
+  slimta::testing::RedisServer single;
+  slimta::testing::RedisCluster cluster(3);
+  RedisStorage one(single.options("one:")), three(cluster.options("three:"));
+  Envelope env = slimta::testing::sample_envelope(1, size);
+  Series rates, ratios;
+  for (int round = 0; round < rounds; ++round) {
+    std::map<std::string, double> r;
+    for (int threads : {1, 32}) {
+      std::string t = "_" + std::to_string(threads) + "t";
+      for (auto [name, storage] : {std::pair<const char*, RedisStorage*>{"single", &one},
+                                   std::pair<const char*, RedisStorage*>{"cluster3", &three}}) {
+        std::vector<std::vector<std::string>> ids(threads);
+        r[std::string("write_") + name + t] = rate(threads, seconds, [&](int th, size_t) {
+          ids[th].push_back(storage->write(env, 1));
+          return true;
+        });
+        r[std::string("get_") + name + t] = rate(threads, seconds, [&](int th, size_t i) {
+          storage->get(ids[th][i % ids[th].size()]);
+          return true;
+        });
+        if (round + 1 < rounds || threads != 32 || std::string(name) != "cluster3") {
+          for (const auto& v : ids)
+            for (const auto& id : v) storage->remove(id);
+        }
+      }
+      for (const char* op : {"write", "get"})
+        ratios[std::string(op) + "_cluster3_vs_single" + t].push_back(
+            r[std::string(op) + "_cluster3" + t] / r[std::string(op) + "_single" + t]);
+    }
+    for (const auto& [k, v] : r) rates[k].push_back(v);
+  }
+  nlohmann::json out = summary(rates, ratios);
+  // The last round's messages are left on the cluster: how they and the calls spread.
+  for (size_t n = 0; n < cluster.size(); ++n) {
+    auto info = slimta::testing::run_command(
+        {"redis-cli", "-p", std::to_string(cluster.node(n).port()), "INFO", "stats"});
+    size_t at = info.out.find("total_commands_processed:");
+    out["per_node"][std::to_string(n)] = {{"keys", cluster.keys(n)},
+                                          {"commands", std::atoll(info.out.c_str() + at + 25)}};
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,6 +242,10 @@ int main(int argc, char** argv) {
     }
     if (only == "ack") {
       std::cout << ack_vs_none(seconds, rounds, size).dump(2) << "\n";
+      return 0;
+    }
+    if (only == "cluster") {
+      std::cout << cluster_vs_single(seconds, rounds, size).dump(2) << "\n";
       return 0;
     }
     slimta::testing::RedisServer server;

@@ -180,6 +180,8 @@ class Pool {
     return node(name).run_here(idempotent, std::forward<Fn>(fn));
   }
   bool cluster() const { return cluster_ != nullptr; }
+  // Cluster: the master that serves `slot` (the map asked for when not known).
+  std::string master_of(uint16_t slot);
 
   // A new connection to the master (for wait()'s own connection). Throws
   // ConnectionFailed when no master can be found or reached.
@@ -226,8 +228,6 @@ class Pool {
 
   // Cluster: the pool of node "HOST:PORT", made on first use.
   Pool& node(const std::string& name);
-  // The master of `slot` (the map asked for when not known), one of the masters.
-  std::string master_of(uint16_t slot);
   std::string any_master();
   void moved(uint16_t slot, const std::string& name);
   void forget_slots();

@@ -239,9 +239,7 @@ class RedisDestinations : public Destinations {
   }
 
  private:
-  std::string key(const std::string& destination) const {
-    return base_ + ".dest:" + destination;
-  }
+  std::string key(const std::string& destination) const { return base_ + ".dest:" + destination; }
 
   Pool& pool_;
   const std::string base_;

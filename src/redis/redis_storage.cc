@@ -290,9 +290,24 @@ struct RedisStorage::Impl {
   // Queues the notice of `id` (due at `ts`, formatted) on the notification stream:
   // write() in its transaction, announce() alone.
   void append_notice(Connection& c, std::string_view id, std::string_view ts) const {
+    append_notice(c, stream_of(id), id, ts);
+  }
+  void append_notice(Connection& c, const std::string& stream, std::string_view id,
+                     std::string_view ts) const {
     std::string maxlen = std::to_string(pool.options().notify_max_len);
-    c.append({"XADD", stream_of(id), "MAXLEN", "~", maxlen, "*", "id", id, "timestamp", ts,
-              "writer", tag});
+    c.append(
+        {"XADD", stream, "MAXLEN", "~", maxlen, "*", "id", id, "timestamp", ts, "writer", tag});
+  }
+  // Cluster: a notice stream on the master of `key`'s slot, so that the message and its
+  // notice go in one round trip (readers read every stream); stream_of(id) if none is.
+  const std::string& stream_beside(std::string_view id, std::string_view key) {
+    std::string master = pool.master_of(redis::key_slot(key));
+    size_t first = redis::key_slot(id) % stream_keys.size();
+    for (size_t n = 0; n < stream_keys.size(); ++n) {
+      const std::string& stream = stream_keys[(first + n) % stream_keys.size()];
+      if (pool.master_of(redis::key_slot(stream)) == master) return stream;
+    }
+    return stream_of(id);
   }
   // The stream that carries the notices of `id`.
   const std::string& stream_of(std::string_view id) const {
@@ -442,7 +457,7 @@ std::string RedisStorage::acl_rule(std::string_view prefix) {
   // FUNCTION FLUSH) comes with a category.
   return "~" + std::string(prefix) +
          "* resetchannels +@hash +@stream +eval +evalsha +multi +exec +discard +scan +del "
-         "+expire +persist +time +select +ping +role +wait";
+         "+expire +persist +time +select +ping +role +wait +cluster|slots +asking";
 }
 
 Capabilities RedisStorage::capabilities() const {
@@ -459,19 +474,24 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string rcpts = std::to_string(meta.recipients);
   try {
     if (impl_->pool.cluster()) {
-      // The message and its stream are in different slots: the message, then its notice.
-      impl_->pool.run_on(key, true, [&](Connection& c) {
+      // The message and its notice are in different slots, so not in one transaction:
+      // pipelined to the same master when a stream is there, the notice sent on its own
+      // when that one failed (a slot moving); the message is stored either way.
+      const std::string& stream = impl_->stream_beside(id, key);
+      bool noticed = impl_->pool.run_on(key, true, [&](Connection& c) {
         c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
                   "recipients", rcpts});
+        impl_->append_notice(c, stream, id, ts);
         c.append_wait();
         Reply r = c.read_reply(/*allow_error=*/true);
+        Reply notice = c.read_reply(/*allow_error=*/true);
         Reply wait = c.read_wait();
         c.check_reply(r.get());
         c.check_wait(wait);
-        return 0;
+        return notice->type != REDIS_REPLY_ERROR;
       });
       try {
-        announce(id, timestamp);
+        if (!noticed) announce(id, timestamp);
       } catch (const QueueError& e) {  // this node has it; the others find it at a rescan
         spdlog::warn("redis: {} stored but not announced to other nodes: {}", id, e.what());
       }
