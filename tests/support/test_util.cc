@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -274,6 +275,8 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::stri
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
+    // Never outlive a crashed test: it would hold ctest's pipe open, and ctest wait.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (!ready.empty()) ::dup2(out[1], 1);
     exec.run();
   }

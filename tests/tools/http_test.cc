@@ -33,10 +33,22 @@ int http_port(const std::string& output) {
   return std::stoi(output.substr(colon + 1, at - colon - 1));
 }
 
-httplib::Result get(int port, const std::string& path, const httplib::Headers& headers = {}) {
+// A request that may fail (empty result): for polling.
+httplib::Result try_get(int port, const std::string& path, const httplib::Headers& headers = {}) {
   httplib::Client client("127.0.0.1", port);
-  client.set_read_timeout(10, 0);
+  client.set_read_timeout(30, 0);
   return client.Get(path.c_str(), headers);
+}
+
+// A request that must be answered: a failure throws, naming it (the test fails, and its
+// child processes are stopped), rather than an empty result being used.
+httplib::Result answered(httplib::Result res, const std::string& what) {
+  if (!res) throw std::runtime_error(what + " got no answer: " + httplib::to_string(res.error()));
+  return res;
+}
+
+httplib::Result get(int port, const std::string& path, const httplib::Headers& headers = {}) {
+  return answered(try_get(port, path, headers), "GET " + path);
 }
 
 // The value of the first sample line `series` (name and labels, exactly), or -1.
@@ -68,7 +80,7 @@ TEST_F(HttpTest, MetricsPassPromtoolAndPrometheusScrapesThem) {
 
   std::string text;
   ASSERT_TRUE(testing::eventually([&] {
-    auto res = get(port, "/metrics");
+    auto res = try_get(port, "/metrics");
     text = res ? res->body : "";
     // A message is removed just after its delivery is counted: wait for both.
     return sample(text, "slimta_deliveries_total{result=\"delivered\"}") == 3 &&
@@ -103,7 +115,7 @@ TEST_F(HttpTest, MetricsPassPromtoolAndPrometheusScrapesThem) {
   std::string answer;
   EXPECT_TRUE(testing::eventually(
       [&] {
-        auto res = get(prom_port, "/api/v1/query?query=sum(slimta_messages_received_total)");
+        auto res = try_get(prom_port, "/api/v1/query?query=sum(slimta_messages_received_total)");
         if (!res || res->status != 200) return false;
         answer = res->body;
         auto j = nlohmann::json::parse(answer);
@@ -195,7 +207,7 @@ httplib::Result post(int port, const std::string& path, const std::string& body 
                      const std::string& type = "text/plain", const httplib::Headers& headers = {}) {
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(30, 0);
-  return client.Post(path.c_str(), headers, body, type.c_str());
+  return answered(client.Post(path.c_str(), headers, body, type.c_str()), "POST " + path);
 }
 
 // The API on one storage: pages over `count` messages written beforehand (due in a day,
