@@ -295,6 +295,7 @@ void Connection::append(const std::vector<std::string_view>& args) {
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
+  ++unread_;
   if (tls_) {
     char* cmd = nullptr;
     int len = redisFormatCommandArgv(&cmd, static_cast<int>(args.size()), argv.data(), lens.data());
@@ -338,6 +339,7 @@ Reply Connection::read_reply(bool allow_error) {
     throw_connection_error();
   }
   answered_ = true;
+  --unread_;
   Reply reply(static_cast<redisReply*>(raw));
   if (!allow_error) check_reply(reply.get());
   return reply;

@@ -95,7 +95,8 @@ class Connection {
   // Socket read/write timeout; none: wait forever.
   void set_timeout(std::optional<double> seconds);
 
-  bool broken() const { return broken_; }
+  // Broken, or replies left unread (a caller stopped at an error): not to be reused.
+  bool broken() const { return broken_ || unread_ != 0; }
   const std::string& where() const { return where_; }
 
   uint64_t generation = 0;  // the Pool's master generation it was made in
@@ -117,6 +118,7 @@ class Connection {
   int wait_replicas_ = 0;  // RedisOptions::min_replicas_ack
   std::string wait_ms_;    // RedisOptions::ack_timeout, in ms
   bool broken_ = false;
+  size_t unread_ = 0;  // commands sent whose replies were not read yet
 };
 
 // Connections shared by the threads of one RedisStorage, all to the master: the one

@@ -195,8 +195,8 @@ class RedisDestinations : public Destinations {
       c.append({"PERSIST", k});
       c.append({"HSET", index_, destination, "1"});
       c.append({"EXEC"});
-      Reply multi = c.read_reply(), a = c.read_reply(), b = c.read_reply(), d = c.read_reply();
-      Reply exec = c.read_reply();
+      Reply multi = c.read_reply(true), a = c.read_reply(true), b = c.read_reply(true),
+            d = c.read_reply(true), exec = c.read_reply(true);  // all read before any is checked
       c.check_transaction(exec.get(), {multi.get(), a.get(), b.get(), d.get()});
       return 0;
     });

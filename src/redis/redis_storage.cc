@@ -278,8 +278,17 @@ struct RedisStorage::Impl {
   std::once_flag destinations_once;
   std::shared_ptr<Destinations> destinations;
   std::vector<std::string> stream_keys;
-  std::string counters_key = pool.options().prefix + ".counters";
+  // The event counters: one hash on a server; in a cluster one per notice shard
+  // (PREFIX.counters.N), each process adding to its own, counters() summing them.
+  std::vector<std::string> counters_keys = [&] {
+    std::vector<std::string> keys;
+    if (!pool.cluster()) return std::vector<std::string>{pool.options().prefix + ".counters"};
+    for (size_t i = 0; i < pool.options().notify_shards; ++i)
+      keys.push_back(pool.options().prefix + ".counters." + std::to_string(i));
+    return keys;
+  }();
   std::string tag = random_hex(8);  // marks this object's notifications
+  const std::string& counters_key = counters_keys[redis::key_slot(tag) % counters_keys.size()];
 
   std::mutex wait_mu;
   std::unique_ptr<Connection> wait_conn;
@@ -643,22 +652,25 @@ void RedisStorage::add_counters(const Counters& delta) {
   impl_->pool.run_on(impl_->counters_key, false, [&](Connection& c) {
     for (const auto& [name, n] : delta)
       c.append({"HINCRBY", impl_->counters_key, name, std::to_string(n)});
-    std::vector<Reply> replies;
-    for (size_t i = 0; i < delta.size(); ++i) replies.push_back(c.read_reply());
+    std::vector<Reply> replies;  // all read before any is checked
+    for (size_t i = 0; i < delta.size(); ++i) replies.push_back(c.read_reply(true));
+    for (const auto& r : replies) c.check_reply(r.get());
     return 0;
   });
 }
 
 Counters RedisStorage::counters() {
-  Reply r = impl_->pool.run_on(impl_->counters_key, true, [&](Connection& c) {
-    return c.command({"HGETALL", impl_->counters_key});
-  });
   Counters out;
-  for (size_t i = 0; i + 1 < r->elements; i += 2) {
-    int64_t n = 0;
-    std::string_view v(r->element[i + 1]->str, r->element[i + 1]->len);
-    std::from_chars(v.data(), v.data() + v.size(), n);
-    out[std::string(r->element[i]->str, r->element[i]->len)] = n;
+  for (const auto& key : impl_->counters_keys) {
+    Reply r = impl_->pool.run_on(key, true, [&](Connection& c) {
+      return c.command({"HGETALL", key});
+    });
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+      int64_t n = 0;
+      std::string_view v(r->element[i + 1]->str, r->element[i + 1]->len);
+      std::from_chars(v.data(), v.data() + v.size(), n);
+      out[std::string(r->element[i]->str, r->element[i]->len)] += n;
+    }
   }
   return out;
 }

@@ -241,6 +241,31 @@ TEST_F(RedisTest, ScriptsSurviveAScriptFlush) {
   EXPECT_EQ(storage.increment_attempts(id), 1u);  // NOSCRIPT -> EVAL
 }
 
+// A caller that stops reading at an error reply leaves the replies after it on the
+// connection: reused, it would hand them to the next caller as answers to its commands.
+TEST_F(RedisTest, AConnectionWithRepliesLeftUnreadIsNotReused) {
+  redis::Connection c(testing::shared_redis().options(prefix_));
+  c.append({"PING"});
+  c.append({"ECHO", "second"});
+  c.read_reply();
+  EXPECT_TRUE(c.broken()) << "one reply unread";
+  EXPECT_EQ(redis::reply_string(c.read_reply().get(), "ECHO"), "second");
+  EXPECT_FALSE(c.broken());
+  redis::Pool pool(testing::shared_redis().options(prefix_));
+  EXPECT_THROW(pool.run(true,
+                        [](redis::Connection& conn) {
+                          conn.append({"INCR", "not-a-number-key", "extra"});  // an error
+                          conn.append({"ECHO", "late"});
+                          return conn.read_reply();
+                        }),
+               QueueError);
+  // The next call gets its own answer, not "late".
+  redis::Reply r = pool.run(true, [](redis::Connection& conn) {
+    return conn.command({"ECHO", "mine"});
+  });
+  EXPECT_EQ(redis::reply_string(r.get(), "ECHO"), "mine");
+}
+
 TEST_F(RedisTest, ConnectionRefusedIsRetryableAndNamesTheServer) {
   int port;
   {
