@@ -247,6 +247,21 @@ SentinelGroup::SentinelGroup(int sentinels, bool detached) {
     return n;
   };
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  // And the replica acknowledges writes at once (just after its first sync it may
+  // answer WAIT only once a second for a while): three quick answers in a row.
+  redisContext* c = redisConnect("127.0.0.1", data_[0]->port());
+  for (int in_a_row = 0; c && !c->err && in_a_row < 3;) {
+    freeReplyObject(redisCommand(c, "SET in-sync-probe %d", in_a_row));
+    auto* r = static_cast<redisReply*>(redisCommand(c, "WAIT 1 50"));
+    bool acked = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    if (r) freeReplyObject(r);
+    in_a_row = acked ? in_a_row + 1 : 0;
+    if (std::chrono::steady_clock::now() > deadline) {
+      redisFree(c);
+      throw std::runtime_error("the replica did not acknowledge writes in 20 s");
+    }
+  }
+  if (c) redisFree(c);
   for (auto& s : sentinels_) {
     while (count(s->port(), "replicas") != 1 ||
            count(s->port(), "sentinels") != sentinels_.size() - 1) {
