@@ -488,9 +488,9 @@ std::string Pool::master_of(uint16_t slot) {
 
 std::string Pool::any_master() { return masters().front(); }
 
-std::vector<std::string> Pool::masters() {
+std::vector<std::string> Pool::masters(bool fresh) {
   if (!cluster_) return {""};
-  {
+  if (!fresh) {
     std::lock_guard lock(cluster_->mu);
     if (!cluster_->masters.empty()) return cluster_->masters;
   }

@@ -173,9 +173,10 @@ class Pool {
     }
   }
 
-  // The masters of a cluster ("HOST:PORT"); one empty name otherwise. run_node() runs on
-  // one of them (run(), with the empty name).
-  std::vector<std::string> masters();
+  // The masters of a cluster ("HOST:PORT"), as the cluster is asked again when `fresh`;
+  // one empty name otherwise. run_node() runs on one of them (run(), with the empty
+  // name).
+  std::vector<std::string> masters(bool fresh = false);
   template <typename Fn>
   auto run_node(const std::string& name, bool idempotent, Fn&& fn) {
     if (!cluster_) return run(idempotent, std::forward<Fn>(fn));

@@ -384,7 +384,9 @@ class RedisStorage::Impl::Stream : public PagedStream {
   explicit Stream(Impl& impl)
       : impl_(impl),
         match_(glob_escape(impl.pool.options().prefix) + "*"),
-        masters_(impl.pool.masters()) {}
+        // Asked afresh: a replica promoted since the map was made must be scanned,
+        // its old master (a replica now, or gone) not.
+        masters_(impl.pool.masters(/*fresh=*/true)) {}
 
  private:
   // One SCAN step (on each master of a cluster in turn), then the timestamps of the
