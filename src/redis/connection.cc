@@ -488,6 +488,15 @@ std::string Pool::master_of(uint16_t slot) {
 
 std::string Pool::any_master() { return masters().front(); }
 
+std::string Pool::refreshed_master_of(uint16_t slot) {
+  try {
+    refresh_slots();
+    return master_of(slot);
+  } catch (const QueueError&) {
+    return "";
+  }
+}
+
 std::vector<std::string> Pool::masters(bool fresh) {
   if (!cluster_) return {""};
   if (!fresh) {

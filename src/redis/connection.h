@@ -144,9 +144,9 @@ class Pool {
 
   // run() on the master that serves `key`'s slot. A MOVED answer (the slot is served
   // elsewhere now) updates the map and goes there; ASK (the slot is being moved) goes
-  // there after ASKING; a dead master makes the map asked again. The command did nothing
-  // where it was redirected from, so any call follows (at most 5 hops). Not a cluster:
-  // run().
+  // there after ASKING; the command did nothing where it was redirected from, so any
+  // call follows (at most 5 hops). A dead master makes the map asked again, and an
+  // idempotent call goes once to the slot's new master. Not a cluster: run().
   template <typename Fn>
   auto run_on(std::string_view key, bool idempotent, Fn&& fn) {
     if (!cluster_) return run(idempotent, std::forward<Fn>(fn));
@@ -167,8 +167,12 @@ class Pool {
         target = to;
         asking = r.ask;
       } catch (const ConnectionFailed&) {
-        forget_slots();  // a failover, maybe: asked again next time
-        throw;
+        forget_slots();  // a failover, maybe: the map is asked again
+        // An idempotent call goes once to the slot's new master, if it has one now.
+        std::string now = idempotent && hops == 0 ? refreshed_master_of(slot) : "";
+        if (now.empty() || now == target) throw;
+        target = now;
+        asking = false;
       }
     }
   }
@@ -232,6 +236,8 @@ class Pool {
   // Cluster: the pool of node "HOST:PORT", made on first use.
   Pool& node(const std::string& name);
   std::string any_master();
+  // master_of(), the map asked again; empty if it cannot be asked.
+  std::string refreshed_master_of(uint16_t slot);
   void moved(uint16_t slot, const std::string& name);
   void forget_slots();
   // Asks a known master, else a node of the options, for the slots (CLUSTER SLOTS).

@@ -12,6 +12,7 @@
 #include "slimta/redis_storage.h"
 #include "support/redis_server.h"
 #include "support/test_util.h"
+#include "support/writer.h"
 
 namespace slimta {
 namespace {
@@ -147,6 +148,55 @@ TEST_F(ClusterTest, ReshardingWhileWritingAndWorkingLosesNothing) {
   for (const auto& id : removed) EXPECT_THROW(fresh.get(id), KeyError) << id;
   std::cout << written.size() << " written, " << removed.size()
             << " worked and removed during a resharding of 3000 slots; none lost\n";
+}
+
+// A master of the cluster dies; its replica takes its slots. The storage finds the new
+// master by itself (the map asked again), and with min-replicas-ack=1 nothing it
+// acknowledged is lost.
+TEST_F(ClusterTest, AMasterKilledItsReplicaTakesOverAndNothingAcknowledgedIsLost) {
+  RedisCluster cluster(3, false, /*replicas=*/1);
+  RedisOptions o = cluster.options(prefix_);
+  o.min_replicas_ack = 1;
+  RedisStorage storage(o);
+  testing::Writer writer(storage, 512);
+  ASSERT_TRUE(testing::eventually([&] { return writer.count() >= 300; }));
+  size_t victim = cluster.size();
+  for (size_t n = 0; n < cluster.size() && victim == cluster.size(); ++n) {
+    auto role =
+        testing::run_command({"redis-cli", "-p", std::to_string(cluster.node(n).port()), "ROLE"});
+    if (role.out.starts_with("master")) victim = n;
+  }
+  ASSERT_LT(victim, cluster.size());
+  cluster.node(victim).kill();
+  size_t at_kill = writer.count();
+  size_t survivor = (victim + 1) % cluster.size();
+  auto survivor_says = [&](std::vector<std::string> command) {
+    command.insert(command.begin(),
+                   {"redis-cli", "-p", std::to_string(cluster.node(survivor).port())});
+    return testing::run_command(command).out;
+  };
+  ASSERT_TRUE(testing::eventually(
+      [&] {  // the slots of the dead node served by its replica (failed nodes are not listed)
+        return survivor_says({"CLUSTER", "INFO"}).find("cluster_state:ok") != std::string::npos &&
+               survivor_says({"CLUSTER", "SLOTS"})
+                       .find("\n" + std::to_string(cluster.node(victim).port()) + "\n") ==
+                   std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << "no failover in 30 s";
+  // Writes to the other masters go on; those to the promoted one wait for a replica.
+  ASSERT_TRUE(testing::eventually([&] { return writer.count() >= at_kill + 200; }));
+  writer.stop();
+  ASSERT_EQ(writer.failure(), "");
+  RedisStorage fresh(o);
+  size_t lost = testing::count_missing(fresh, writer.acked());
+  EXPECT_EQ(lost, 0u) << "of " << writer.acked().size() << " acknowledged writes";
+  std::set<std::string> loaded;
+  auto stream = fresh.load();  // scans the promoted replica, not the dead master
+  while (auto e = stream->next()) loaded.insert(e->id);
+  EXPECT_EQ(loaded.size(), writer.acked().size());
+  std::cout << "a cluster master killed: " << writer.acked().size() << " acknowledged, " << lost
+            << " lost, " << writer.refused() << " refused (retryable)\n";
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "slimta/redis_storage.h"
 #include "support/redis_server.h"
 #include "support/test_util.h"
+#include "support/writer.h"
 
 namespace slimta {
 namespace {
@@ -192,44 +193,10 @@ TEST_F(SentinelTest, WithMinReplicasAckNoAcknowledgedWriteIsLostWhenTheMasterIsK
   o.min_replicas_ack = 1;
   RedisStorage storage(o);
 
-  std::mutex mu;
-  std::vector<std::string> acked;
-  std::atomic<int> refused{0};
-  std::atomic<bool> stop{false};
-  std::string not_retryable;
-  std::thread writer;
-  struct Join {  // also when an assertion ends the test early
-    std::atomic<bool>& stop;
-    std::thread& thread;
-    ~Join() {
-      stop = true;
-      if (thread.joinable()) thread.join();
-    }
-  } join{stop, writer};
-  writer = std::thread([&] {
-    while (!stop) {
-      try {
-        std::string id = storage.write(sample_envelope(), 1000);
-        std::lock_guard lock(mu);
-        acked.push_back(id);
-      } catch (const QueueError& e) {
-        if (!e.retryable()) {
-          std::lock_guard lock(mu);
-          not_retryable = e.what();
-          return;
-        }
-        ++refused;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-    }
-  });
-  auto acked_count = [&] {
-    std::lock_guard lock(mu);
-    return acked.size();
-  };
-  ASSERT_TRUE(testing::eventually([&] { return acked_count() >= 200; }));
+  testing::Writer writer(storage);
+  ASSERT_TRUE(testing::eventually([&] { return writer.count() >= 200; }));
   group.server(0).kill();  // the master, mid-write
-  size_t at_kill = acked_count();
+  size_t at_kill = writer.count();
   ASSERT_TRUE(testing::eventually([&] { return group.master_port() == group.server(1).port(); },
                                   std::chrono::seconds(30)))
       << "no failover in 30 s";
@@ -237,22 +204,14 @@ TEST_F(SentinelTest, WithMinReplicasAckNoAcknowledgedWriteIsLostWhenTheMasterIsK
   // to come back, as a replica.
   group.server(0).start_as_replica_of(group.server(1).port());
   ASSERT_TRUE(replicas_in_sync(group.server(1).port(), 1, std::chrono::seconds(60)));
-  ASSERT_TRUE(testing::eventually([&] { return acked_count() >= at_kill + 100; }));
-  stop = true;
-  writer.join();
-  ASSERT_EQ(not_retryable, "");
-  size_t lost = 0;
-  for (const auto& id : acked) {
-    try {
-      storage.get(id);
-    } catch (const KeyError&) {
-      ++lost;
-    }
-  }
-  EXPECT_EQ(lost, 0u) << "of " << acked.size() << " acknowledged writes";
-  EXPECT_GT(refused.load(), 0);  // the switch was seen
-  std::cout << "SIGKILL of the master: " << acked.size() << " acknowledged, " << lost << " lost, "
-            << refused << " refused (retryable)\n";
+  ASSERT_TRUE(testing::eventually([&] { return writer.count() >= at_kill + 100; }));
+  writer.stop();
+  ASSERT_EQ(writer.failure(), "");
+  size_t lost = testing::count_missing(storage, writer.acked());
+  EXPECT_EQ(lost, 0u) << "of " << writer.acked().size() << " acknowledged writes";
+  EXPECT_GT(writer.refused(), 0);  // the switch was seen
+  std::cout << "SIGKILL of the master: " << writer.acked().size() << " acknowledged, " << lost
+            << " lost, " << writer.refused() << " refused (retryable)\n";
 }
 
 // Replication is asynchronous: what the master acknowledged but its replica had not yet
@@ -288,14 +247,7 @@ TEST_F(SentinelTest, AStalledReplicaLosesAcknowledgedWritesUnlessMinReplicasAck)
       return false;
     }
   }));
-  size_t lost = 0;
-  for (const auto& id : ids) {
-    try {
-      plain.get(id);
-    } catch (const KeyError&) {
-      ++lost;
-    }
-  }
+  size_t lost = testing::count_missing(plain, ids);
   EXPECT_GT(lost, 0u) << "the replica had every write: it did not stall";
   std::cout << "without min-replicas-ack: " << lost << " of " << ids.size()
             << " acknowledged writes lost; with it: the write was refused\n";

@@ -327,14 +327,14 @@ SentinelGroup& shared_redis_sentinel() {
   return *group;
 }
 
-RedisCluster::RedisCluster(int masters, bool detached) {
+RedisCluster::RedisCluster(int masters, bool detached, int replicas) {
   std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
-  for (int i = 0; i < masters; ++i) {
+  for (int i = 0; i < masters * (1 + replicas); ++i) {
     nodes_.push_back(
         std::make_unique<RedisServer>(RedisServer::Config{.detached = detached, .cluster = true}));
     create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
   }
-  create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+  create.insert(create.end(), {"--cluster-replicas", std::to_string(replicas), "--cluster-yes"});
   CommandResult made = run_command(create);
   if (made.exit_code != 0)
     throw std::runtime_error("redis-cli --cluster create failed: " + made.out + made.err);

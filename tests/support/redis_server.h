@@ -106,11 +106,11 @@ class SentinelGroup {
   std::vector<std::unique_ptr<RedisServer>> data_, sentinels_;
 };
 
-// A Redis Cluster of masters made with redis-cli --cluster create (no replicas), ready
-// (cluster_state:ok on every node) when constructed.
+// A Redis Cluster made with redis-cli --cluster create (`replicas` for each master),
+// ready (cluster_state:ok on every node) when constructed.
 class RedisCluster {
  public:
-  explicit RedisCluster(int masters = 3, bool detached = false);
+  explicit RedisCluster(int masters = 3, bool detached = false, int replicas = 0);
   // Nodes started by another process (the ctest fixture): ports and dirs.
   explicit RedisCluster(const std::vector<std::pair<int, std::string>>& nodes);
 
