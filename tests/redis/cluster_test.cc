@@ -194,7 +194,10 @@ TEST_F(ClusterTest, AMasterKilledItsReplicaTakesOverAndNothingAcknowledgedIsLost
   std::set<std::string> loaded;
   auto stream = fresh.load();  // scans the promoted replica, not the dead master
   while (auto e = stream->next()) loaded.insert(e->id);
-  EXPECT_EQ(loaded.size(), writer.acked().size());
+  for (const auto& id : writer.acked()) EXPECT_TRUE(loaded.count(id)) << id << " not loaded";
+  // A write refused after it was stored (the master died before it could be taken back)
+  // may be there too: at most one per refusal.
+  EXPECT_LE(loaded.size(), writer.acked().size() + static_cast<size_t>(writer.refused()));
   std::cout << "a cluster master killed: " << writer.acked().size() << " acknowledged, " << lost
             << " lost, " << writer.refused() << " refused (retryable)\n";
 }
