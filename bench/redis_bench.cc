@@ -75,6 +75,59 @@ nlohmann::json summary(const Series& rates, const Series& ratios) {
   return out;
 }
 
+// One side of a comparison: a storage and its name in the figures.
+struct Side {
+  const char* name;
+  RedisStorage* storage;
+};
+
+// Rounds of: at each thread count, `a` then `b`: writes for `seconds`, then each of `ops`
+// ("get", "increment_attempts") on the ids written, which are removed after. Rates are
+// named OP_SIDE and ratios OP_B_vs_A, with _Nt after them when there are several thread
+// counts. `keep_last`: the ids of `b`'s last run are left in place (to look at).
+nlohmann::json compare(Side a, Side b, const std::vector<int>& thread_counts,
+                       const std::vector<std::string>& ops, double seconds, int rounds, size_t size,
+                       bool keep_last = false) {
+  Envelope env = slimta::testing::sample_envelope(1, size);
+  std::vector<std::string> all_ops{"write"};
+  all_ops.insert(all_ops.end(), ops.begin(), ops.end());
+  Series rates, ratios;
+  for (int round = 0; round < rounds; ++round) {
+    std::map<std::string, double> r;
+    for (int threads : thread_counts) {
+      std::string t = thread_counts.size() == 1 ? "" : "_" + std::to_string(threads) + "t";
+      for (int which = 0; which < 2; ++which) {
+        Side side = which == 0 ? a : b;
+        std::vector<std::vector<std::string>> ids(threads);
+        r[std::string("write_") + side.name + t] = rate(threads, seconds, [&](int th, size_t) {
+          ids[th].push_back(side.storage->write(env, 1));
+          return true;
+        });
+        for (const auto& op : ops) {
+          r[op + "_" + side.name + t] = rate(threads, seconds, [&](int th, size_t i) {
+            const std::string& id = ids[th][i % ids[th].size()];
+            if (op == "get")
+              side.storage->get(id);
+            else
+              side.storage->increment_attempts(id);
+            return true;
+          });
+        }
+        bool last = round + 1 == rounds && threads == thread_counts.back() && which == 1;
+        if (!(keep_last && last)) {
+          for (const auto& v : ids)
+            for (const auto& id : v) side.storage->remove(id);
+        }
+      }
+      for (const auto& op : all_ops)
+        ratios[op + "_" + b.name + "_vs_" + a.name + t].push_back(r[op + "_" + b.name + t] /
+                                                                  r[op + "_" + a.name + t]);
+    }
+    for (const auto& [k, v] : r) rates[k].push_back(v);
+  }
+  return summary(rates, ratios);
+}
+
 // Plain against TLS on one server, one thread: ops per second and the ratios.
 nlohmann::json tls_vs_plain(double seconds, int rounds, size_t size) {
   slimta::testing::TempDir dir;
@@ -87,33 +140,8 @@ nlohmann::json tls_vs_plain(double seconds, int rounds, size_t size) {
   tls_o.tls = true;
   tls_o.tls_ca_file = cert.cert;
   RedisStorage plain(plain_o), tls(tls_o);
-  Envelope env = slimta::testing::sample_envelope(1, size);
-  Series rates, ratios;
-  for (int round = 0; round < rounds; ++round) {
-    std::map<std::string, double> r;
-    for (auto [name, storage] : {std::pair<const char*, RedisStorage*>{"plain", &plain},
-                                 std::pair<const char*, RedisStorage*>{"tls", &tls}}) {
-      std::vector<std::string> ids;
-      r[std::string("write_") + name] = rate(1, seconds, [&](int, size_t) {
-        ids.push_back(storage->write(env, 1));
-        return true;
-      });
-      r[std::string("get_") + name] = rate(1, seconds, [&](int, size_t i) {
-        storage->get(ids[i % ids.size()]);
-        return true;
-      });
-      r[std::string("increment_attempts_") + name] = rate(1, seconds, [&](int, size_t i) {
-        storage->increment_attempts(ids[i % ids.size()]);
-        return true;
-      });
-      for (const auto& id : ids) storage->remove(id);
-    }
-    for (const auto& [k, v] : r) rates[k].push_back(v);
-    for (const char* op : {"write", "get", "increment_attempts"})
-      ratios[std::string(op) + "_tls_vs_plain"].push_back(r[std::string(op) + "_tls"] /
-                                                          r[std::string(op) + "_plain"]);
-  }
-  return summary(rates, ratios);
+  return compare({"plain", &plain}, {"tls", &tls}, {1}, {"get", "increment_attempts"}, seconds,
+                 rounds, size);
 }
 
 // Without and with min-replicas-ack=1 on a master with one replica.
@@ -134,34 +162,8 @@ nlohmann::json ack_vs_none(double seconds, int rounds, size_t size) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  Envelope env = slimta::testing::sample_envelope(1, size);
-  Series rates, ratios;
-  for (int round = 0; round < rounds; ++round) {
-    std::map<std::string, double> r;
-    for (int threads : {1, 16}) {
-      std::string t = "_" + std::to_string(threads) + "t";
-      for (auto [name, storage] : {std::pair<const char*, RedisStorage*>{"none", &none},
-                                   std::pair<const char*, RedisStorage*>{"ack1", &ack}}) {
-        std::vector<std::vector<std::string>> ids(threads);
-        r[std::string("write_") + name + t] = rate(threads, seconds, [&](int th, size_t) {
-          ids[th].push_back(storage->write(env, 1));
-          return true;
-        });
-        r[std::string("increment_attempts_") + name + t] =
-            rate(threads, seconds, [&](int th, size_t i) {
-              storage->increment_attempts(ids[th][i % ids[th].size()]);
-              return true;
-            });
-        for (const auto& v : ids)
-          for (const auto& id : v) storage->remove(id);
-      }
-      for (const char* op : {"write", "increment_attempts"})
-        ratios[std::string(op) + "_ack1_vs_none" + t].push_back(r[std::string(op) + "_ack1" + t] /
-                                                                r[std::string(op) + "_none" + t]);
-    }
-    for (const auto& [k, v] : r) rates[k].push_back(v);
-  }
-  return summary(rates, ratios);
+  return compare({"none", &none}, {"ack1", &ack}, {1, 16}, {"increment_attempts"}, seconds, rounds,
+                 size);
 }
 
 // One server against a cluster of three masters.
@@ -169,35 +171,8 @@ nlohmann::json cluster_vs_single(double seconds, int rounds, size_t size) {
   slimta::testing::RedisServer single;
   slimta::testing::RedisCluster cluster(3);
   RedisStorage one(single.options("one:")), three(cluster.options("three:"));
-  Envelope env = slimta::testing::sample_envelope(1, size);
-  Series rates, ratios;
-  for (int round = 0; round < rounds; ++round) {
-    std::map<std::string, double> r;
-    for (int threads : {1, 32}) {
-      std::string t = "_" + std::to_string(threads) + "t";
-      for (auto [name, storage] : {std::pair<const char*, RedisStorage*>{"single", &one},
-                                   std::pair<const char*, RedisStorage*>{"cluster3", &three}}) {
-        std::vector<std::vector<std::string>> ids(threads);
-        r[std::string("write_") + name + t] = rate(threads, seconds, [&](int th, size_t) {
-          ids[th].push_back(storage->write(env, 1));
-          return true;
-        });
-        r[std::string("get_") + name + t] = rate(threads, seconds, [&](int th, size_t i) {
-          storage->get(ids[th][i % ids[th].size()]);
-          return true;
-        });
-        if (round + 1 < rounds || threads != 32 || std::string(name) != "cluster3") {
-          for (const auto& v : ids)
-            for (const auto& id : v) storage->remove(id);
-        }
-      }
-      for (const char* op : {"write", "get"})
-        ratios[std::string(op) + "_cluster3_vs_single" + t].push_back(
-            r[std::string(op) + "_cluster3" + t] / r[std::string(op) + "_single" + t]);
-    }
-    for (const auto& [k, v] : r) rates[k].push_back(v);
-  }
-  nlohmann::json out = summary(rates, ratios);
+  nlohmann::json out = compare({"single", &one}, {"cluster3", &three}, {1, 32}, {"get"}, seconds,
+                               rounds, size, /*keep_last=*/true);
   // The last round's messages are left on the cluster: how they and the calls spread.
   for (size_t n = 0; n < cluster.size(); ++n) {
     auto info = slimta::testing::run_command(
