@@ -70,7 +70,7 @@ class Connection {
   Reply read_reply(bool allow_error = false);
 
   // EVALSHA, or EVAL if the server has not cached the script. `acked`: a change that
-  // must reach min_replicas_ack replicas (WAIT pipelined behind it, see finish_wait).
+  // must reach min_replicas_ack replicas (WAIT pipelined behind it, see append_wait).
   Reply eval(const Script& script, const std::vector<std::string_view>& keys,
              const std::vector<std::string_view>& args, bool acked = false);
 

@@ -224,12 +224,22 @@ std::vector<uint32_t> parse_delivered(std::string_view s) {
   return out;
 }
 
+void check_port(const std::string& what, int port) {
+  if (port < 1 || port > 65535)
+    throw InvalidArgument(what + " port " + std::to_string(port) + " is not in 1-65535");
+}
+
+void check_addresses(const std::string& what, const std::vector<RedisOptions::Address>& list) {
+  for (const auto& a : list) {
+    if (a.host.empty()) throw InvalidArgument(what + " host is empty");
+    check_port(what, a.port);
+  }
+}
+
 void validate(const RedisOptions& o) {
   if (o.unix_socket.empty() && o.host.empty() && o.sentinels.empty() && o.cluster_nodes.empty())
     throw InvalidArgument("redis host is empty");
-  if (o.port < 1 || o.port > 65535) {
-    throw InvalidArgument("redis port " + std::to_string(o.port) + " is not in 1-65535");
-  }
+  check_port("redis", o.port);
   if (o.db < 0) throw InvalidArgument("redis db " + std::to_string(o.db) + " is negative");
   if (o.socket_timeout && !(*o.socket_timeout > 0)) {
     throw InvalidArgument("redis socket_timeout must be more than 0 seconds (or none)");
@@ -237,11 +247,7 @@ void validate(const RedisOptions& o) {
   if (o.notify_max_len == 0) throw InvalidArgument("redis notify_max_len must be at least 1");
   if (!o.sentinels.empty() && o.sentinel_master.empty())
     throw InvalidArgument("redis sentinels need the name of the master they watch");
-  for (const auto& s : o.sentinels) {
-    if (s.host.empty()) throw InvalidArgument("redis sentinel host is empty");
-    if (s.port < 1 || s.port > 65535)
-      throw InvalidArgument("redis sentinel port " + std::to_string(s.port) + " is not in 1-65535");
-  }
+  check_addresses("redis sentinel", o.sentinels);
   if (!o.cluster_nodes.empty() && !o.sentinels.empty())
     throw InvalidArgument("redis: a cluster or sentinels, not both");
   if (!o.cluster_nodes.empty() && o.db != 0)
@@ -249,12 +255,7 @@ void validate(const RedisOptions& o) {
   if (o.notify_shards == 0 || o.notify_shards > 1024)
     throw InvalidArgument("redis notify_shards " + std::to_string(o.notify_shards) +
                           " is not in 1-1024");
-  for (const auto& n : o.cluster_nodes) {
-    if (n.host.empty()) throw InvalidArgument("redis cluster node host is empty");
-    if (n.port < 1 || n.port > 65535)
-      throw InvalidArgument("redis cluster node port " + std::to_string(n.port) +
-                            " is not in 1-65535");
-  }
+  check_addresses("redis cluster node", o.cluster_nodes);
   if (o.min_replicas_ack < 0)
     throw InvalidArgument("redis min_replicas_ack " + std::to_string(o.min_replicas_ack) +
                           " is negative");
@@ -264,29 +265,31 @@ void validate(const RedisOptions& o) {
 }  // namespace
 
 struct RedisStorage::Impl {
-  explicit Impl(RedisOptions o) : pool(std::move(o)) {
-    // One stream on a server; in a cluster, shards of it spread over the slots.
-    if (!pool.cluster()) {
-      stream_keys.push_back(pool.options().prefix + ".notify");
-    } else {
-      for (size_t i = 0; i < pool.options().notify_shards; ++i)
-        stream_keys.push_back(pool.options().prefix + ".notify." + std::to_string(i));
-    }
-  }
+  explicit Impl(RedisOptions o) : pool(std::move(o)) {}
 
   redis::Pool pool;
   std::once_flag destinations_once;
   std::shared_ptr<Destinations> destinations;
-  std::vector<std::string> stream_keys;
-  // The event counters: one hash on a server; in a cluster one per notice shard
-  // (PREFIX.counters.N), each process adding to its own, counters() summing them.
-  std::vector<std::string> counters_keys = [&] {
+
+  // PREFIX + NAME on a server; in a cluster notify_shards keys PREFIX + NAME + ".N",
+  // spread over the slots, so that none is a hot key.
+  std::vector<std::string> sharded(const std::string& name) const {
+    std::string key = pool.options().prefix + name;
+    if (!pool.cluster()) return {key};
     std::vector<std::string> keys;
-    if (!pool.cluster()) return std::vector<std::string>{pool.options().prefix + ".counters"};
     for (size_t i = 0; i < pool.options().notify_shards; ++i)
-      keys.push_back(pool.options().prefix + ".counters." + std::to_string(i));
+      keys.push_back(key + "." + std::to_string(i));
     return keys;
+  }
+  // The notices' streams, and their slots.
+  std::vector<std::string> stream_keys = sharded(".notify");
+  std::vector<uint16_t> stream_slots = [&] {
+    std::vector<uint16_t> slots;
+    for (const auto& k : stream_keys) slots.push_back(redis::key_slot(k));
+    return slots;
   }();
+  // The event counters: each process adds to one, counters() sums them.
+  std::vector<std::string> counters_keys = sharded(".counters");
   std::string tag = random_hex(8);  // marks this object's notifications
   const std::string& counters_key = counters_keys[redis::key_slot(tag) % counters_keys.size()];
 
@@ -313,8 +316,8 @@ struct RedisStorage::Impl {
     std::string master = pool.master_of(redis::key_slot(key));
     size_t first = redis::key_slot(id) % stream_keys.size();
     for (size_t n = 0; n < stream_keys.size(); ++n) {
-      const std::string& stream = stream_keys[(first + n) % stream_keys.size()];
-      if (pool.master_of(redis::key_slot(stream)) == master) return stream;
+      size_t i = (first + n) % stream_keys.size();
+      if (pool.master_of(stream_slots[i]) == master) return stream_keys[i];
     }
     return stream_of(id);
   }
@@ -483,6 +486,9 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string key = impl_->key(id);
   std::string ts = redis::format_timestamp(timestamp);
   std::string rcpts = std::to_string(meta.recipients);
+  const std::vector<std::string_view> hset{"HSET",      key, "record",     bytes,
+                                           "timestamp", ts,  "attempts",   "0",
+                                           "delivered", "",  "recipients", rcpts};
   try {
     if (impl_->pool.cluster()) {
       // The message and its notice are in different slots, so not in one transaction:
@@ -490,8 +496,7 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
       // when that one failed (a slot moving); the message is stored either way.
       const std::string& stream = impl_->stream_beside(id, key);
       bool noticed = impl_->pool.run_on(key, true, [&](Connection& c) {
-        c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
-                  "recipients", rcpts});
+        c.append(hset);
         impl_->append_notice(c, stream, id, ts);
         c.append_wait();
         Reply r = c.read_reply(/*allow_error=*/true);
@@ -510,8 +515,7 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
     }
     impl_->pool.run(true, [&](Connection& c) {
       c.append({"MULTI"});
-      c.append({"HSET", key, "record", bytes, "timestamp", ts, "attempts", "0", "delivered", "",
-                "recipients", rcpts});
+      c.append(hset);
       impl_->append_notice(c, id, ts);
       c.append({"EXEC"});
       c.append_wait();  // one round trip with the transaction
