@@ -324,15 +324,8 @@ TEST_F(RedisTest, BadCredentialsAndBadDbAreClearAndNotRetryable) {
 // whole on such a user) and nowhere else, and cannot do what the rule leaves out.
 TEST_F(RedisTest, AnAclUserIsHeldToItsPrefixAndTheRule) {
   RedisServer& server = testing::shared_redis();
-  std::string user = "slimta" + random_hex(4);
-  std::vector<std::string> argv = {"ACL", "SETUSER", user, "reset", "on", ">pw-" + user};
-  std::istringstream rule(RedisStorage::acl_rule(prefix_));
-  for (std::string word; rule >> word;) argv.push_back(word);
-  raw(server, std::vector<std::string_view>(argv.begin(), argv.end()));
-
-  RedisOptions mine = server.options(prefix_);
-  mine.username = user;
-  mine.password = "pw-" + user;
+  RedisOptions mine = testing::as_acl_user(server, server.options(prefix_));
+  std::string user = *mine.username;
   RedisStorage storage(mine);
   std::string id = storage.write(testing::sample_envelope(), 1);
   EXPECT_EQ(storage.load_all().size(), 1u);

@@ -28,39 +28,6 @@ class SentinelTest : public ::testing::Test {
     if (RedisServer::skipped())
       GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
   }
-  static redis::Reply command(int port, const std::vector<std::string_view>& args) {
-    RedisOptions o;
-    o.host = "127.0.0.1";
-    o.port = port;
-    o.socket_timeout = 5;
-    redis::Connection c(o);
-    return c.command(args);
-  }
-  // Waits until the master on `port` has `n` replicas in sync: a write on it is
-  // acknowledged by them (WAIT) at once.
-  static bool replicas_in_sync(int port, int n,
-                               std::chrono::milliseconds limit = std::chrono::seconds(20)) {
-    return testing::eventually(
-        [&] {
-          try {
-            RedisOptions o;
-            o.host = "127.0.0.1";
-            o.port = port;
-            o.socket_timeout = 5;
-            redis::Connection c(o);
-            // Just after its first sync a replica may answer WAIT only with its periodic
-            // acknowledgement (once a second) for a while: three quick answers in a row.
-            for (int i = 0; i < 3; ++i) {
-              c.command({"SET", "in-sync-probe", std::to_string(i)});
-              if (c.command({"WAIT", std::to_string(n), "50"})->integer != n) return false;
-            }
-            return true;
-          } catch (const QueueError&) {
-            return false;
-          }
-        },
-        limit);
-  }
   std::string prefix_ = "st" + random_hex(4) + ":";
 };
 
@@ -90,7 +57,7 @@ TEST_F(SentinelTest, AWriteNoReplicaAcknowledgedIsRefusedAndTakenBack) {
 TEST_F(SentinelTest, AClaimWhoseAnswerWasLostIsGrantedAgainToItsSenderOnly) {
   RedisServer master;
   RedisServer replica(RedisServer::Config{.replica_of = master.port()});
-  ASSERT_TRUE(replicas_in_sync(master.port(), 1));
+  ASSERT_TRUE(testing::replicas_in_sync(master.port(), 1));
   RedisOptions o = master.options(prefix_);
   o.min_replicas_ack = 1;
   o.ack_timeout = 0.2;
@@ -107,7 +74,7 @@ TEST_F(SentinelTest, AClaimWhoseAnswerWasLostIsGrantedAgainToItsSenderOnly) {
   replica.pause();
   EXPECT_THROW(storage.claim(id, std::chrono::minutes(5)), redis::NotReplicated);
   replica.resume();
-  ASSERT_TRUE(replicas_in_sync(master.port(), 1));
+  ASSERT_TRUE(testing::replicas_in_sync(master.port(), 1));
   EXPECT_EQ(other.claim(id, std::chrono::minutes(5)).status, ClaimResult::Status::busy);
   ClaimResult again = storage.claim(id, std::chrono::minutes(5));
   ASSERT_EQ(again.status, ClaimResult::Status::claimed);
@@ -150,7 +117,7 @@ TEST_F(SentinelTest, NoSentinelOrAnUnknownMasterIsAClearRetryableError) {
 
 TEST_F(SentinelTest, AForcedFailoverCostsRetryableErrorsOnlyAndLosesNothing) {
   SentinelGroup group(3);
-  ASSERT_TRUE(replicas_in_sync(group.server(0).port(), 1));
+  ASSERT_TRUE(testing::replicas_in_sync(group.server(0).port(), 1));
   RedisOptions o = group.options(prefix_);
   o.min_replicas_ack = 1;
   RedisStorage storage(o), watcher(o);
@@ -159,7 +126,8 @@ TEST_F(SentinelTest, AForcedFailoverCostsRetryableErrorsOnlyAndLosesNothing) {
   for (int i = 0; i < 20; ++i) ids.push_back(storage.write(sample_envelope(), 1000 + i));
   ASSERT_EQ(group.master_port(), group.server(0).port());
 
-  command(group.sentinel(0).port(), {"SENTINEL", "FAILOVER", SentinelGroup::kMaster});
+  testing::run_command({"redis-cli", "-p", std::to_string(group.sentinel(0).port()), "SENTINEL",
+                        "FAILOVER", SentinelGroup::kMaster});
   int refused = 0;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while ((ids.size() < 40 || group.master_port() != group.server(1).port()) &&
@@ -188,7 +156,7 @@ TEST_F(SentinelTest, AForcedFailoverCostsRetryableErrorsOnlyAndLosesNothing) {
 
 TEST_F(SentinelTest, WithMinReplicasAckNoAcknowledgedWriteIsLostWhenTheMasterIsKilled) {
   SentinelGroup group(3);
-  ASSERT_TRUE(replicas_in_sync(group.server(0).port(), 1));
+  ASSERT_TRUE(testing::replicas_in_sync(group.server(0).port(), 1));
   RedisOptions o = group.options(prefix_);
   o.min_replicas_ack = 1;
   RedisStorage storage(o);
@@ -203,7 +171,7 @@ TEST_F(SentinelTest, WithMinReplicasAckNoAcknowledgedWriteIsLostWhenTheMasterIsK
   // Without a replica the new master cannot acknowledge: writes wait for the old master
   // to come back, as a replica.
   group.server(0).start_as_replica_of(group.server(1).port());
-  ASSERT_TRUE(replicas_in_sync(group.server(1).port(), 1, std::chrono::seconds(60)));
+  ASSERT_TRUE(testing::replicas_in_sync(group.server(1).port(), 1, std::chrono::seconds(60)));
   ASSERT_TRUE(testing::eventually([&] { return writer.count() >= at_kill + 100; }));
   writer.stop();
   ASSERT_EQ(writer.failure(), "");
@@ -220,7 +188,7 @@ TEST_F(SentinelTest, WithMinReplicasAckNoAcknowledgedWriteIsLostWhenTheMasterIsK
 // acknowledged writes are lost; with it the write was refused (451) instead.
 TEST_F(SentinelTest, AStalledReplicaLosesAcknowledgedWritesUnlessMinReplicasAck) {
   SentinelGroup group(3);
-  ASSERT_TRUE(replicas_in_sync(group.server(0).port(), 1));
+  ASSERT_TRUE(testing::replicas_in_sync(group.server(0).port(), 1));
   RedisOptions o = group.options(prefix_);
   RedisStorage plain(o);
   o.min_replicas_ack = 1;

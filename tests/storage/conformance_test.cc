@@ -60,84 +60,36 @@ class DiskLocation : public Location {
   ManualClock clock_{system_clock().now()};
 };
 
-// A fresh key prefix on a shared redis-server (started by the test itself).
+// A RedisStorage on these options (each location with a fresh key prefix, on servers
+// the tests start).
 class RedisLocation : public Location {
  public:
-  RedisLocation(testing::RedisServer& server, int db)
-      : options_(server.options("conf" + random_hex(4) + ":", db)) {}
+  explicit RedisLocation(RedisOptions options) : options_(std::move(options)) {}
   std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
 
  private:
   RedisOptions options_;
 };
 
-// A fresh prefix on the shared TLS redis-server, over rediss:// (certificate verified
-// against its CA, host name checked).
-class RedissLocation : public Location {
- public:
-  RedissLocation() : options_(testing::shared_redis_tls().options("tls" + random_hex(4) + ":", 0)) {
-    options_.port = testing::shared_redis_tls().tls_port();
-    options_.tls = true;
-    options_.tls_ca_file = testing::shared_redis_tls_cert();
-  }
-  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
+std::string fresh_prefix(const std::string& kind) { return kind + random_hex(4) + ":"; }
 
- private:
-  RedisOptions options_;
-};
+// The shared TLS redis-server, over rediss:// (certificate verified against its CA, host
+// name checked).
+RedisOptions rediss_options() {
+  RedisOptions o = testing::shared_redis_tls().options(fresh_prefix("tls"), 0);
+  o.port = testing::shared_redis_tls().tls_port();
+  o.tls = true;
+  o.tls_ca_file = testing::shared_redis_tls_cert();
+  return o;
+}
 
-// A fresh prefix on the shared redis-server, through an ACL user allowed exactly
-// RedisStorage::acl_rule(prefix) (the rule doc/redis.md gives).
-class RedisAclLocation : public Location {
- public:
-  RedisAclLocation() : options_(testing::shared_redis().options("acl" + random_hex(4) + ":", 0)) {
-    options_.username = "slimta" + random_hex(4);
-    options_.password = "pw" + random_hex(8);
-    acl_setuser(options_.username.value(), *options_.password, options_.prefix);
-  }
-  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
-
-  static void acl_setuser(const std::string& user, const std::string& password,
-                          const std::string& prefix) {
-    std::vector<std::string> argv = {
-        "redis-cli", "-p",      std::to_string(testing::shared_redis().port()),
-        "ACL",       "SETUSER", user,
-        "reset",     "on",      ">" + password};
-    std::istringstream rule(RedisStorage::acl_rule(prefix));
-    for (std::string word; rule >> word;) argv.push_back(word);
-    testing::CommandResult r = testing::run_command(argv);
-    if (r.exit_code != 0 || r.out.find("OK") == std::string::npos)
-      throw std::runtime_error("ACL SETUSER failed: " + r.out + r.err);
-  }
-
- private:
-  RedisOptions options_;
-};
-
-// A fresh prefix on the shared master + replica, found through its sentinel, every
-// change acknowledged by the replica (min-replicas-ack=1).
-class RedisSentinelLocation : public Location {
- public:
-  RedisSentinelLocation()
-      : options_(testing::shared_redis_sentinel().options("sen" + random_hex(4) + ":")) {
-    options_.min_replicas_ack = 1;
-  }
-  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
-
- private:
-  RedisOptions options_;
-};
-
-// A fresh prefix on the shared cluster of 3 masters.
-class RedisClusterLocation : public Location {
- public:
-  RedisClusterLocation()
-      : options_(testing::shared_redis_cluster().options("clu" + random_hex(4) + ":")) {}
-  std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
-
- private:
-  RedisOptions options_;
-};
+// The shared master + replica, found through its sentinel, every change acknowledged by
+// the replica (min-replicas-ack=1).
+RedisOptions sentinel_options() {
+  RedisOptions o = testing::shared_redis_sentinel().options(fresh_prefix("sen"));
+  o.min_replicas_ack = 1;
+  return o;
+}
 
 // A fresh prefix in a bucket, and a fresh SQS queue, on a shared moto_server.
 class CloudLocation : public Location {
@@ -175,21 +127,34 @@ const Backend kBackends[] = {
     {"memory", [] { return std::unique_ptr<Location>(new MemoryLocation); }},
     {"disk", [] { return std::unique_ptr<Location>(new DiskLocation); }, false, false, true},
     {"redis",
-     [] { return std::unique_ptr<Location>(new RedisLocation(testing::shared_redis(), 0)); }, true,
-     false, true},
-    {"redis_password_db5",
      [] {
        return std::unique_ptr<Location>(
-           new RedisLocation(testing::shared_redis_with_password(), 5));
+           new RedisLocation(testing::shared_redis().options(fresh_prefix("conf"), 0)));
      },
      true, false, true},
-    {"redis_acl_user", [] { return std::unique_ptr<Location>(new RedisAclLocation); }, true, false,
+    {"redis_password_db5",
+     [] {
+       return std::unique_ptr<Location>(new RedisLocation(
+           testing::shared_redis_with_password().options(fresh_prefix("conf"), 5)));
+     },
+     true, false, true},
+    {"redis_acl_user",
+     [] {
+       return std::unique_ptr<Location>(new RedisLocation(testing::as_acl_user(
+           testing::shared_redis(), testing::shared_redis().options(fresh_prefix("acl"), 0))));
+     },
+     true, false, true},
+    {"rediss_tls", [] { return std::unique_ptr<Location>(new RedisLocation(rediss_options())); },
+     true, false, true},
+    {"redis_sentinel",
+     [] { return std::unique_ptr<Location>(new RedisLocation(sentinel_options())); }, true, false,
      true},
-    {"rediss_tls", [] { return std::unique_ptr<Location>(new RedissLocation); }, true, false, true},
-    {"redis_sentinel", [] { return std::unique_ptr<Location>(new RedisSentinelLocation); }, true,
-     false, true},
-    {"redis_cluster", [] { return std::unique_ptr<Location>(new RedisClusterLocation); }, true,
-     false, true},
+    {"redis_cluster",
+     [] {
+       return std::unique_ptr<Location>(
+           new RedisLocation(testing::shared_redis_cluster().options(fresh_prefix("clu"))));
+     },
+     true, false, true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true},
 };
 

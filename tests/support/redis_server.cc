@@ -18,6 +18,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -207,6 +208,45 @@ RedisOptions RedisServer::options(const std::string& prefix, int db) const {
   return o;
 }
 
+bool replicas_in_sync(int port, int n, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  std::string wait = "WAIT " + std::to_string(n) + " 50";
+  redisContext* c = nullptr;
+  int in_a_row = 0;
+  while (in_a_row < 3 && std::chrono::steady_clock::now() <= deadline) {
+    if (!c || c->err) {
+      if (c) redisFree(c);
+      c = redisConnect("127.0.0.1", port);
+      if (c->err) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+    }
+    freeReplyObject(redisCommand(c, "SET in-sync-probe %d", in_a_row));
+    auto* r = static_cast<redisReply*>(redisCommand(c, wait.c_str()));
+    bool acked = r && r->type == REDIS_REPLY_INTEGER && r->integer == n;
+    if (r) freeReplyObject(r);
+    in_a_row = acked ? in_a_row + 1 : 0;
+    if (!acked) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (c) redisFree(c);
+  return in_a_row == 3;
+}
+
+RedisOptions as_acl_user(const RedisServer& server, RedisOptions options) {
+  options.username = "slimta" + random_hex(4);
+  options.password = "pw" + random_hex(8);
+  std::vector<std::string> argv = {"redis-cli", "-p",      std::to_string(server.port()),
+                                   "ACL",       "SETUSER", *options.username,
+                                   "reset",     "on",      ">" + *options.password};
+  std::istringstream rule(RedisStorage::acl_rule(options.prefix));
+  for (std::string word; rule >> word;) argv.push_back(word);
+  CommandResult r = run_command(argv);
+  if (r.exit_code != 0 || r.out.find("OK") == std::string::npos)
+    throw std::runtime_error("ACL SETUSER failed: " + r.out + r.err);
+  return options;
+}
+
 RedisServer& shared_redis() {
   static auto server = fixture_redis("redis", RedisServer::Config{});
   return *server;
@@ -247,21 +287,10 @@ SentinelGroup::SentinelGroup(int sentinels, bool detached) {
     return n;
   };
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  // And the replica acknowledges writes at once (just after its first sync it may
-  // answer WAIT only once a second for a while): three quick answers in a row.
-  redisContext* c = redisConnect("127.0.0.1", data_[0]->port());
-  for (int in_a_row = 0; c && !c->err && in_a_row < 3;) {
-    freeReplyObject(redisCommand(c, "SET in-sync-probe %d", in_a_row));
-    auto* r = static_cast<redisReply*>(redisCommand(c, "WAIT 1 50"));
-    bool acked = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    if (r) freeReplyObject(r);
-    in_a_row = acked ? in_a_row + 1 : 0;
-    if (std::chrono::steady_clock::now() > deadline) {
-      redisFree(c);
-      throw std::runtime_error("the replica did not acknowledge writes in 20 s");
-    }
-  }
-  if (c) redisFree(c);
+  if (!replicas_in_sync(data_[0]->port(), 1,
+                        std::chrono::duration_cast<std::chrono::milliseconds>(
+                            deadline - std::chrono::steady_clock::now())))
+    throw std::runtime_error("the replica did not acknowledge writes in 20 s");
   for (auto& s : sentinels_) {
     while (count(s->port(), "replicas") != 1 ||
            count(s->port(), "sentinels") != sentinels_.size() - 1) {

@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -124,6 +125,15 @@ class RedisCluster {
  private:
   std::vector<std::unique_ptr<RedisServer>> nodes_;
 };
+
+// Whether the master on `port` has `n` replicas that acknowledge writes at once (three
+// in a row, each within 50 ms: just after its first sync a replica may answer WAIT only
+// once a second for a while), waiting up to `limit`.
+bool replicas_in_sync(int port, int n, std::chrono::milliseconds limit = std::chrono::seconds(20));
+
+// `options` (for a server on `server`) as a new ACL user allowed exactly
+// RedisStorage::acl_rule(options.prefix), the rule doc/redis.md gives.
+RedisOptions as_acl_user(const RedisServer& server, RedisOptions options);
 
 // One server shared by the tests of a process (started on first use).
 RedisServer& shared_redis();

@@ -36,18 +36,6 @@ class FailoverTest : public ::testing::TestWithParam<Case> {
   }
 };
 
-// The master on `port` has a replica in sync.
-bool replica_in_sync(int port, std::chrono::milliseconds limit) {
-  return testing::eventually(
-      [&] {
-        auto r =
-            testing::run_command({"redis-cli", "-p", std::to_string(port), "INFO", "replication"});
-        return r.out.find("role:master") != std::string::npos &&
-               r.out.find("state=online") != std::string::npos;
-      },
-      limit);
-}
-
 // The end of every server's log, for a failure's message.
 std::string logs(SentinelGroup& group) {
   std::string out;
@@ -62,7 +50,7 @@ std::string logs(SentinelGroup& group) {
 TEST_P(FailoverTest, EveryAcknowledgedMessageIsDelivered) {
   const Case& c = GetParam();
   SentinelGroup group(3);
-  ASSERT_TRUE(replica_in_sync(group.server(0).port(), 20s));
+  ASSERT_TRUE(testing::replicas_in_sync(group.server(0).port(), 1, 20s));
   testing::SmtpSink sink;
   std::string url = "redis+sentinel://";
   for (size_t i = 0; i < group.sentinels(); ++i)
@@ -125,7 +113,7 @@ TEST_P(FailoverTest, EveryAcknowledgedMessageIsDelivered) {
       << "no failover in 30 s\n"
       << logs(group);
   if (c.kill) group.server(0).start_as_replica_of(group.server(1).port());
-  ASSERT_TRUE(replica_in_sync(group.server(1).port(), 60s)) << logs(group);
+  ASSERT_TRUE(testing::replicas_in_sync(group.server(1).port(), 1, 60s)) << logs(group);
   ASSERT_TRUE(testing::eventually([&] { return count() >= at_switch + 200; }, 30s))
       << "mail is not accepted again after the failover";
   stop = true;
