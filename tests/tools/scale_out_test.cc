@@ -43,9 +43,12 @@ std::unique_ptr<ChildProcess> start_node(const std::string& name, int port, cons
 }
 
 // With `restart`, node B is started only after node A is killed: the daemon restarted
-// on the same storage after a crash under load.
-Result run_scale_out(const std::string& url, int messages, int kill_after, bool restart = false) {
-  testing::SmtpSink sink;
+// on the same storage after a crash under load. `data_delay`: seconds each DATA takes at
+// the sink, so that node A cannot keep up with the sender and has work left to take over.
+Result run_scale_out(const std::string& url, int messages, int kill_after, bool restart = false,
+                     double data_delay = 0) {
+  testing::SmtpSink sink(data_delay ? nlohmann::json{{"_delay", data_delay}}
+                                    : nlohmann::json::object());
   testing::TempDir dir;
   // Each node binds port 0 and says which port it got.
   auto a = start_node("node-a", 0, url, sink.port());
@@ -147,7 +150,9 @@ TEST(ScaleOutTest, TwoNodesOnS3AndSqsNodeAKilledEveryAcceptedMessageArrives) {
   std::string queue = server.create_queue("scale" + random_hex(4));
   std::string url = "s3://scaleout/n" + random_hex(4) +
                     "?region=us-east-1&endpoint=" + server.endpoint() + "&sqs=" + queue;
-  check("s3+sqs", run_scale_out(url, 120, 40), 40);
+  // A slow sink (0.3 s a message, 13/s for node A's 4 workers) against a sender at ~25/s:
+  // without it node A could deliver all it accepted before its kill, leaving B nothing.
+  check("s3+sqs", run_scale_out(url, 120, 20, false, 0.3), 20);
 }
 
 }  // namespace
