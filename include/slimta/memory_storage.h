@@ -24,6 +24,7 @@ class MemoryStorage : public QueueStorage {
   QueuedMessage get(std::string_view id) override;
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
+  size_t repair_due(std::string& cursor) override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 
@@ -37,6 +38,8 @@ class MemoryStorage : public QueueStorage {
   ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
   void do_release(std::string_view id, Fence fence) override;
   Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
+  std::vector<QueueEntry> do_due(Timestamp now, size_t limit,
+                                 std::chrono::milliseconds hand_out) override;
 
  private:
   struct Impl;

@@ -118,6 +118,7 @@ class RedisStorage : public QueueStorage {
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
   void announce(std::string_view id, Timestamp timestamp) override;
+  size_t repair_due(std::string& cursor) override;
   // Shared by every process on the server (src/redis/destinations.cc).
   std::shared_ptr<Destinations> destinations() override;
   void add_counters(const Counters& delta) override;
@@ -137,6 +138,8 @@ class RedisStorage : public QueueStorage {
   // load() or wait() call. If the stream was trimmed past unread entries, every stored
   // message is reported instead, so none is missed.
   std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
+  std::vector<QueueEntry> do_due(Timestamp now, size_t limit,
+                                 std::chrono::milliseconds hand_out) override;
 
  private:
   struct Impl;

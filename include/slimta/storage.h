@@ -121,6 +121,9 @@ struct Capabilities {
   bool shared = false;     // several processes (or hosts) may use the same storage
   bool durable = false;    // write() returns only after the message would survive a crash
   bool can_lease = false;  // claim(), release(), hold() and the fenced mutations work
+  // due() and repair_due() work: the storage keeps its messages indexed by due time, so
+  // that a queue can pull the work due now instead of holding the whole schedule.
+  bool due_index = false;
 };
 
 // A stream of entries from load(). Entries are produced as they are read, so a
@@ -258,6 +261,23 @@ class QueueStorage {
   // wait() without a time limit: returns only when there is something to return.
   std::vector<QueueEntry> wait();
 
+  // The due-time index (capabilities().due_index; NotSupported otherwise). Up to `limit`
+  // messages due by `now`, oldest first, each as (when it became due, id). A message is
+  // due when its next attempt (set_timestamp) is at or before `now` and it is not held;
+  // every message handed out is HANDED OUT ONCE: not again, to any caller, until
+  // `hand_out` after `now`, unless its time is set again meanwhile (set_timestamp,
+  // release_hold). So nodes pulling from one storage share the due work without
+  // reading the rest, and a message handed to a process that died comes back after
+  // `hand_out` (the lease a claim would take). The index changes in the same atomic
+  // step as the timestamp, hold or removal that moves it. InvalidArgument unless
+  // `limit` and `hand_out` are positive.
+  std::vector<QueueEntry> due(Timestamp now, size_t limit, std::chrono::milliseconds hand_out);
+  // One step of the sweep that puts back in the due index a message missing from it (one
+  // stored by a version without the index, or whose notice was lost), reading as little
+  // as the backend can. `cursor` "" starts a pass and is "" again when the pass is done.
+  // Returns how many messages it put back. NotSupported unless capabilities().due_index.
+  virtual size_t repair_due(std::string& cursor);
+
   // Convenience: drain load() into a vector (for small queues and tests).
   std::vector<QueueEntry> load_all();
 
@@ -280,6 +300,9 @@ class QueueStorage {
   virtual Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration);
   // Backends that can notify override this; the default throws NotSupported.
   virtual std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout);
+  // Backends with a due index override this; the default throws NotSupported.
+  virtual std::vector<QueueEntry> do_due(Timestamp now, size_t limit,
+                                         std::chrono::milliseconds hand_out);
 
  private:
   static void check_fence_arg(Fence fence);
@@ -306,12 +329,11 @@ void check_id(std::string_view id);
 //   redis+unix:///PATH/redis.sock[?db=N&username=U&password=P&prefix=P&timeout=SECONDS]
 //   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P]
 // Redis URLs also take password-file=PATH (the password's first line, so that it is
-// not in the command line) and username=USER (an ACL user, doc/redis.md). `timeout` (seconds) applies to a Redis or S3 URL that
-// gives no timeout= of its own: a server that hangs then fails the call in time,
-// retryably. Throws InvalidArgument naming the problem for a malformed or unknown URL;
-// the message never shows the URL's password.
-// `create`: whether a disk: URL may create its spool (false for read-only tools: a
-// missing spool is then an InvalidArgument "no spool at PATH").
+// not in the command line) and username=USER (an ACL user, doc/redis.md). `timeout` (seconds)
+// applies to a Redis or S3 URL that gives no timeout= of its own: a server that hangs then fails
+// the call in time, retryably. Throws InvalidArgument naming the problem for a malformed or unknown
+// URL; the message never shows the URL's password. `create`: whether a disk: URL may create its
+// spool (false for read-only tools: a missing spool is then an InvalidArgument "no spool at PATH").
 std::unique_ptr<QueueStorage> open_storage(std::string_view url,
                                            std::optional<double> timeout = std::nullopt,
                                            bool create = true);

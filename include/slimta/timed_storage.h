@@ -24,6 +24,7 @@ class TimedStorage : public QueueStorage {
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
   void announce(std::string_view id, Timestamp timestamp) override;
+  size_t repair_due(std::string& cursor) override;
   std::shared_ptr<Destinations> destinations() override { return inner_.destinations(); }
   void add_counters(const Counters& delta) override;
   Counters counters() override;
@@ -43,6 +44,8 @@ class TimedStorage : public QueueStorage {
     kClaim,
     kRelease,
     kRenew,
+    kDue,
+    kRepairDue,
     kOpCount
   };
 
@@ -57,6 +60,8 @@ class TimedStorage : public QueueStorage {
   void do_release(std::string_view id, Fence fence) override;
   Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
   std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
+  std::vector<QueueEntry> do_due(Timestamp now, size_t limit,
+                                 std::chrono::milliseconds hand_out) override;
 
  private:
   template <typename Fn>

@@ -65,6 +65,26 @@ std::shared_ptr<Destinations> QueueStorage::destinations() {
 void QueueStorage::add_counters(const Counters&) { no_leases(); }
 Counters QueueStorage::counters() { no_leases(); }
 
+namespace {
+[[noreturn]] void no_due_index() {
+  throw NotSupported("this storage has no due-time index (capabilities().due_index)");
+}
+}  // namespace
+
+std::vector<QueueEntry> QueueStorage::due(Timestamp now, size_t limit,
+                                          std::chrono::milliseconds hand_out) {
+  if (limit == 0) throw InvalidArgument("due(): limit must be at least 1");
+  if (hand_out.count() <= 0) {
+    throw InvalidArgument("due(): hand_out must be positive, got " +
+                          std::to_string(hand_out.count()) + " ms");
+  }
+  return do_due(now, limit, hand_out);
+}
+std::vector<QueueEntry> QueueStorage::do_due(Timestamp, size_t, std::chrono::milliseconds) {
+  no_due_index();
+}
+size_t QueueStorage::repair_due(std::string&) { no_due_index(); }
+
 std::vector<QueueEntry> QueueStorage::wait() {
   while (true) {
     auto entries = wait(std::chrono::hours(24));

@@ -1,5 +1,6 @@
 #include "slimta/memory_storage.h"
 
+#include <algorithm>
 #include <mutex>
 #include <string_view>
 #include <unordered_map>
@@ -14,6 +15,10 @@ struct MemoryStorage::Impl {
   struct Stored {
     Envelope envelope;
     record::Metadata meta;
+    // The due index, as the shared backends keep it: when due() handed the message out
+    // last, until when (0: not since its time was last set).
+    Timestamp handed_until = 0;
+    Timestamp due_at() const { return handed_until != 0 ? handed_until : meta.timestamp; }
   };
   explicit Impl(const Clock& c) : clock(c) {}
   const Clock& clock;
@@ -66,7 +71,8 @@ MemoryStorage::MemoryStorage(const Clock& clock) : impl_(std::make_unique<Impl>(
 MemoryStorage::~MemoryStorage() = default;
 
 Capabilities MemoryStorage::capabilities() const {
-  return Capabilities{.can_wait = false, .shared = false, .durable = false, .can_lease = true};
+  return Capabilities{
+      .can_wait = false, .shared = false, .durable = false, .can_lease = true, .due_index = true};
 }
 
 std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -79,7 +85,10 @@ std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) 
 
 void MemoryStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                                      std::string_view last_reply) {
-  impl_->mutate(id, record::ops::set_timestamp(timestamp, fence, id, last_reply));
+  impl_->with(id, [&](Impl::Stored& s) {
+    record::ops::set_timestamp(timestamp, fence, id, last_reply)(s.meta);
+    s.handed_until = 0;
+  });
 }
 
 uint32_t MemoryStorage::do_increment_attempts(std::string_view id, Fence fence) {
@@ -109,7 +118,36 @@ void MemoryStorage::hold(std::string_view id, std::string_view reason, Timestamp
 }
 
 void MemoryStorage::release_hold(std::string_view id) {
-  impl_->mutate(id, record::ops::release_hold());
+  impl_->with(id, [&](Impl::Stored& s) {
+    record::ops::release_hold()(s.meta);
+    s.handed_until = 0;
+  });
+}
+
+// A scan of every message: this backend is for tests and one-shot tools, where the
+// queue is small; the shared backends keep a real index.
+std::vector<QueueEntry> MemoryStorage::do_due(Timestamp now, size_t limit,
+                                              std::chrono::milliseconds hand_out) {
+  std::lock_guard lock(impl_->mu);
+  std::vector<std::pair<QueueEntry, Impl::Stored*>> found;
+  for (auto& [id, s] : impl_->messages)
+    if (!s.meta.hold && s.due_at() <= now) found.push_back({{s.due_at(), id}, &s});
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a.first.timestamp != b.first.timestamp ? a.first.timestamp < b.first.timestamp
+                                                  : a.first.id < b.first.id;
+  });
+  if (found.size() > limit) found.resize(limit);
+  std::vector<QueueEntry> out;
+  for (auto& [entry, s] : found) {
+    s->handed_until = now + std::chrono::duration<double>(hand_out).count();
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+size_t MemoryStorage::repair_due(std::string& cursor) {
+  cursor.clear();  // every message is in the index: it is the messages themselves
+  return 0;
 }
 
 void MemoryStorage::add_counters(const Counters& delta) {

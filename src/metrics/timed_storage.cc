@@ -18,7 +18,9 @@ constexpr const char* kOpNames[TimedStorage::kOpCount] = {"write",
                                                           "remove",
                                                           "claim",
                                                           "release",
-                                                          "renew"};
+                                                          "renew",
+                                                          "due",
+                                                          "repair_due"};
 
 }  // namespace
 
@@ -103,6 +105,13 @@ Lease TimedStorage::do_renew(std::string_view id, Fence fence, std::chrono::mill
 }
 std::vector<QueueEntry> TimedStorage::do_wait(std::chrono::milliseconds timeout) {
   return inner_.wait(timeout);
+}
+std::vector<QueueEntry> TimedStorage::do_due(Timestamp now, size_t limit,
+                                             std::chrono::milliseconds hand_out) {
+  return timed(kDue, [&] { return inner_.due(now, limit, hand_out); });
+}
+size_t TimedStorage::repair_due(std::string& cursor) {
+  return timed(kRepairDue, [&] { return inner_.repair_due(cursor); });
 }
 
 }  // namespace slimta

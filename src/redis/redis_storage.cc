@@ -20,6 +20,13 @@
 //   on expiry), and holds ("hold_since", "hold_reason"). Every fenced mutation checks
 //   the token in the same script that mutates: the check and the change are one
 //   atomic step.
+// * The due-time index (one server, or Sentinel; not in a cluster, where a message's
+//   key and the index cannot share a slot) is a sorted set PREFIX.due of message keys
+//   scored by when each is due: its timestamp, or when a due() hand-out runs out. Every
+//   script that moves a message's time, hold or existence moves it in the index as
+//   KEYS[2], in the same atomic step; a member whose message is gone is dropped by the
+//   first script that finds it so. due() is one script: the oldest due members, each
+//   re-scored to the end of its hand-out.
 // * write() picks the id first, so retrying it after a lost reply stores the same hash
 //   again rather than a second message (it may announce the message twice; wait()
 //   callers treat a notification as a hint to schedule an id, which is idempotent).
@@ -45,9 +52,9 @@ using redis::Connection;
 using redis::Reply;
 using redis::Script;
 
-// Every script below takes the message's key as KEYS[1] and, for the mutations that can
-// be fenced, the fence token as ARGV[1] ("0": unfenced), and replies with a table whose
-// first element says what happened (ScriptStatus).
+// Every script below takes the message's key as KEYS[1] (and the due index as KEYS[2]
+// when there is one) and, for the mutations that can be fenced, the fence token as ARGV[1] ("0":
+// unfenced), and replies with a table whose first element says what happened (ScriptStatus).
 enum ScriptStatus : long long { kMissing = 0, kDone = 1, kOutOfRange = 2, kLeaseLost = 3 };
 
 // Opens every fenced script: {0} if the message is not stored, {3, token, expires_ms}
@@ -55,7 +62,10 @@ enum ScriptStatus : long long { kMissing = 0, kDone = 1, kOutOfRange = 2, kLease
 // number (written by another tool) counts as 0: no lease, so the message can be
 // claimed again, rather than every script failing on it.
 constexpr std::string_view kGate = R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  return {0}
+end
 if ARGV[1] ~= '0' then
   local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires')
   if (l[1] or '0') ~= ARGV[1] or (l[2] or '0') == '0' then
@@ -68,6 +78,9 @@ const Script& set_timestamp_script() {
   static const Script s(std::string(kGate) + R"lua(
 redis.call('HSET', KEYS[1], 'timestamp', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'last_reply', ARGV[3]) end
+if KEYS[2] and redis.call('HEXISTS', KEYS[1], 'hold_since') == 0 then
+  redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+end
 return {1}
 )lua");
   return s;
@@ -105,6 +118,7 @@ return {1}
 const Script& remove_script() {
   static const Script s(std::string(kGate) + R"lua(
 redis.call('DEL', KEYS[1])
+if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
 return {1}
 )lua");
   return s;
@@ -131,13 +145,20 @@ return {1, tonumber(ARGV[1]), expires}
 
 // ARGV[1] = lease duration in ms. {1, token, expires_ms} when claimed; {2, ...} held;
 // {4, token, expires_ms} busy.
+// A held message found in the due index leaves it (held messages are not due).
 const Script& claim_script() {
   static const Script s(R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  return {0}
+end
 local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires', 'hold_since')
 local token = (tonumber(l[1] or '0') or 0)
 local expires = (tonumber(l[2] or '0') or 0)
-if l[3] then return {2, token, expires} end
+if l[3] then
+  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  return {2, token, expires}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if expires > now then
@@ -156,15 +177,50 @@ return {1, token, expires}
   return s;
 }
 
+// ARGV[1] = since ('' to lift the hold), ARGV[2] = reason.
 const Script& hold_script() {
   static const Script s(R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return {0} end
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  return {0}
+end
 if ARGV[1] == '' then
   redis.call('HDEL', KEYS[1], 'hold_since', 'hold_reason')
+  if KEYS[2] then redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'timestamp'), KEYS[1]) end
 else
   redis.call('HSET', KEYS[1], 'hold_since', ARGV[1], 'hold_reason', ARGV[2])
+  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
 end
 return {1}
+)lua");
+  return s;
+}
+
+// KEYS[1] = the due index; ARGV = now, limit, until (now + hand-out). The oldest members
+// due by now, with their scores, each re-scored to `until`.
+const Script& due_script() {
+  static const Script s(R"lua(
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[3], due[i]) end
+return due
+)lua");
+  return s;
+}
+
+// KEYS[1] = the due index, KEYS[2...] = message keys: each message stored, not held and
+// missing from the index is put in it at its timestamp. Returns how many.
+const Script& repair_script() {
+  static const Script s(R"lua(
+local n = 0
+for i = 2, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'timestamp', 'recipients', 'hold_since')
+  local ts = tonumber(h[1] or '')
+  if ts and h[2] and not h[3] and not redis.call('ZSCORE', KEYS[1], KEYS[i]) then
+    redis.call('ZADD', KEYS[1], h[1], KEYS[i])
+    n = n + 1
+  end
+end
+return n
 )lua");
   return s;
 }
@@ -291,6 +347,9 @@ struct RedisStorage::Impl {
   // The event counters: each process adds to one, counters() sums them.
   std::vector<std::string> counters_keys = sharded(".counters");
   std::string tag = random_hex(8);  // marks this object's notifications
+  // The due index (none in a cluster: see the top of this file).
+  const std::optional<std::string> due_key =
+      pool.cluster() ? std::nullopt : std::optional(pool.options().prefix + ".due");
   const std::string& counters_key = counters_keys[redis::key_slot(tag) % counters_keys.size()];
 
   std::mutex wait_mu;
@@ -471,12 +530,15 @@ std::string RedisStorage::acl_rule(std::string_view prefix) {
   // FUNCTION FLUSH) comes with a category.
   return "~" + std::string(prefix) +
          "* resetchannels +@hash +@stream +eval +evalsha +multi +exec +discard +scan +del "
-         "+expire +persist +time +select +ping +role +wait +cluster|slots +asking";
+         "+expire +persist +time +select +ping +role +wait +cluster|slots +asking +@sortedset";
 }
 
 Capabilities RedisStorage::capabilities() const {
-  return Capabilities{
-      .can_wait = true, .shared = true, .durable = impl_->is_durable(), .can_lease = true};
+  return Capabilities{.can_wait = true,
+                      .shared = true,
+                      .durable = impl_->is_durable(),
+                      .can_lease = true,
+                      .due_index = impl_->due_key.has_value()};
 }
 
 std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -517,12 +579,14 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
       c.append({"MULTI"});
       c.append(hset);
       impl_->append_notice(c, id, ts);
+      c.append({"ZADD", *impl_->due_key, ts, key});
       c.append({"EXEC"});
       c.append_wait();  // one round trip with the transaction
-      Reply replies[4];
+      Reply replies[5];
       for (auto& r : replies) r = c.read_reply(/*allow_error=*/true);  // read all before checking
       Reply wait = c.read_wait();
-      c.check_transaction(replies[3].get(), {replies[0].get(), replies[1].get(), replies[2].get()});
+      c.check_transaction(replies[4].get(),
+                          {replies[0].get(), replies[1].get(), replies[2].get(), replies[3].get()});
       c.check_wait(wait);
       return 0;
     });
@@ -558,9 +622,11 @@ Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, 
                                      std::vector<std::string> args) {
   check_id(id);
   std::string k = key(id);
+  std::vector<std::string_view> keys{k};
+  if (due_key) keys.push_back(*due_key);
   std::vector<std::string_view> views(args.begin(), args.end());
   return pool.run_on(k, idempotent,
-                     [&](Connection& c) { return c.eval(script, {k}, views, /*acked=*/true); });
+                     [&](Connection& c) { return c.eval(script, keys, views, /*acked=*/true); });
 }
 
 void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
@@ -741,10 +807,15 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
     std::string key = impl_->key(id);
     impl_->pool.run_on(key, true, [&](Connection& c) {
       c.append({"DEL", key});
+      // Not in one transaction with the DEL: a member left behind is dropped by the next
+      // script that finds its message gone.
+      if (impl_->due_key) c.append({"ZREM", *impl_->due_key, key});
       c.append_wait();
       Reply r = c.read_reply(/*allow_error=*/true);
+      Reply zrem = impl_->due_key ? c.read_reply(/*allow_error=*/true) : nullptr;
       Reply wait = c.read_wait();
       c.check_reply(r.get());
+      if (zrem) c.check_reply(zrem.get());
       c.check_wait(wait);
       return r;
     });
@@ -754,6 +825,65 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
   if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->integer == kMissing)
     return;  // not an error for remove()
   script_reply(r, id, fence);
+}
+
+std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
+                                             std::chrono::milliseconds hand_out) {
+  if (!impl_->due_key) throw NotSupported("redis cluster: no due-time index (doc/redis.md)");
+  const std::string& index = *impl_->due_key;
+  const std::string& prefix = options().prefix;
+  std::string until =
+      redis::format_timestamp(now + std::chrono::duration<double>(hand_out).count());
+  std::string at = redis::format_timestamp(now), count = std::to_string(limit);
+  // Not retried on a dead connection (what it handed out would be lost for a hand-out),
+  // and not acknowledged by replicas: a hand-out lost to a failover only means a message
+  // is handed out twice, and claim() lets one process have it.
+  Reply r = impl_->pool.run_on(index, false, [&](Connection& c) {
+    return c.eval(due_script(), {index}, {at, count, until});
+  });
+  std::vector<QueueEntry> out;
+  for (size_t i = 0; i + 1 < r->elements; i += 2) {
+    std::string key = redis::reply_string(r->element[i], "due");
+    auto ts = redis::parse_timestamp(redis::reply_string(r->element[i + 1], "due"));
+    std::string_view id = std::string_view(key).substr(std::min(prefix.size(), key.size()));
+    if (!key.starts_with(prefix) || !is_valid_id(id) || !ts) {
+      spdlog::warn("redis: {} has a member that names no message: '{}'; dropped", index, key);
+      impl_->pool.run_on(index, true, [&](Connection& c) {
+        return c.command({"ZREM", index, key});
+      });
+      continue;
+    }
+    out.push_back(QueueEntry{*ts, std::string(id)});
+  }
+  return out;
+}
+
+size_t RedisStorage::repair_due(std::string& cursor) {
+  if (!impl_->due_key) throw NotSupported("redis cluster: no due-time index (doc/redis.md)");
+  const std::string& index = *impl_->due_key;
+  const std::string& prefix = options().prefix;
+  std::string match = glob_escape(prefix) + "*";
+  return impl_->pool.run(true, [&](Connection& c) -> size_t {
+    Reply r = c.command(
+        {"SCAN", cursor.empty() ? "0" : cursor, "MATCH", match, "COUNT", "1000", "TYPE", "hash"});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) throw QueueError("unexpected SCAN reply");
+    std::string next = redis::reply_string(r->element[0], "SCAN cursor");
+    std::vector<std::string> keys{index};
+    const redisReply* found = r->element[1];
+    for (size_t i = 0; i < found->elements; ++i) {
+      std::string k = redis::reply_string(found->element[i], "SCAN");
+      if (k.starts_with(prefix) && is_valid_id(std::string_view(k).substr(prefix.size())))
+        keys.push_back(std::move(k));
+    }
+    size_t repaired = 0;
+    if (keys.size() > 1) {
+      std::vector<std::string_view> views(keys.begin(), keys.end());
+      Reply n = c.eval(repair_script(), views, {});
+      repaired = n->type == REDIS_REPLY_INTEGER ? static_cast<size_t>(n->integer) : 0;
+    }
+    cursor = next == "0" ? "" : next;
+    return repaired;
+  });
 }
 
 bool RedisStorage::Impl::read_notices(Connection& c, size_t i, std::optional<int64_t> block,

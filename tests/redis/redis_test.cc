@@ -163,6 +163,42 @@ TEST_F(RedisTest, AMessageIsOneHashInTheSharedFormat) {
   EXPECT_EQ(raw(server, {"XLEN", prefix_ + ".notify"})->integer, 1);
 }
 
+// Messages stored by a version without the index (or whose member was lost) are put back
+// by a repair pass over SCAN pages; members that name no message are dropped by the first
+// script that finds them so.
+TEST_F(RedisTest, TheDueIndexIsRepairedBySweepingAndCleanedOfWhatNamesNoMessage) {
+  RedisServer& server = testing::shared_redis();
+  RedisStorage storage(server.options(prefix_));
+  std::string index = prefix_ + ".due";
+  std::set<std::string> written;
+  for (int i = 0; i < 2500; ++i) written.insert(storage.write(sample_envelope(1, 10, i), 10 + i));
+  std::string held = storage.write(sample_envelope(), 5);
+  storage.hold(held, "x", 1);
+  EXPECT_EQ(raw(server, {"ZCARD", index})->integer, 2500);
+  EXPECT_EQ(raw(server, {"ZSCORE", index, prefix_ + *written.begin()})->type, REDIS_REPLY_STRING);
+  raw(server, {"DEL", index});  // as an older version left it
+  std::string gone = "0123456789abcdef0123456789abcdef";
+  raw(server, {"ZADD", index, "1", prefix_ + gone});
+  raw(server, {"ZADD", index, "2", prefix_ + "../not-an-id"});
+  std::string cursor;
+  size_t repaired = 0, steps = 0;
+  do {
+    repaired += storage.repair_due(cursor);
+    ++steps;
+  } while (!cursor.empty());
+  EXPECT_EQ(repaired, 2500u);  // not the held one
+  EXPECT_GT(steps, 1u);
+  auto first = storage.due(1e9, 2, std::chrono::seconds(60));
+  ASSERT_EQ(first.size(), 1u);  // the garbage member dropped, with a warning
+  EXPECT_EQ(first[0].id, gone);
+  EXPECT_EQ(raw(server, {"ZSCORE", index, prefix_ + "../not-an-id"})->type, REDIS_REPLY_NIL);
+  EXPECT_THROW(storage.claim(gone, std::chrono::seconds(30)), KeyError);
+  EXPECT_EQ(raw(server, {"ZSCORE", index, prefix_ + gone})->type, REDIS_REPLY_NIL);
+  std::set<std::string> due;
+  for (const auto& e : storage.due(1e9, 5000, std::chrono::seconds(60))) due.insert(e.id);
+  EXPECT_EQ(due, written);
+}
+
 TEST_F(RedisTest, LoadIgnoresOtherPrefixesAndKeysThatAreNotMessages) {
   RedisServer& server = testing::shared_redis();
   RedisStorage storage(server.options(prefix_));

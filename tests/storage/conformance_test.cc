@@ -791,6 +791,130 @@ TEST_P(ConformanceTest, SuspendedDestinationsAreRefusedUntilResumedOrTheirTime) 
   EXPECT_TRUE(a.acquire("slow.example", limits, 10s).granted());
 }
 
+// --- The due-time index ------------------------------------------------------------
+
+// The ids of `entries`, in order.
+std::vector<std::string> ids_of(const std::vector<QueueEntry>& entries) {
+  std::vector<std::string> out;
+  for (const auto& e : entries) out.push_back(e.id);
+  return out;
+}
+
+// Whether the backend has the index; one without says so when asked for it (checked).
+bool has_due_index(QueueStorage& storage) {
+  if (storage.capabilities().due_index) return true;
+  EXPECT_THROW(storage.due(1000, 10, std::chrono::seconds(60)), NotSupported);
+  std::string cursor;
+  EXPECT_THROW(storage.repair_due(cursor), NotSupported);
+  return false;
+}
+
+TEST_P(ConformanceTest, DueHandsOutWhatIsDueOldestFirstAndEachOncePerHandOut) {
+  if (!has_due_index(*storage_)) return;
+  std::string a = storage_->write(sample_envelope(1, 100, 1), 100);
+  std::string b = storage_->write(sample_envelope(1, 100, 2), 50);
+  std::string later = storage_->write(sample_envelope(1, 100, 3), 5000);
+  EXPECT_THROW(storage_->due(1000, 0, seconds(60)), InvalidArgument);
+  EXPECT_THROW(storage_->due(1000, 10, milliseconds(0)), InvalidArgument);
+  EXPECT_TRUE(storage_->due(40, 10, seconds(60)).empty());  // nothing due yet
+  auto first = storage_->due(1000, 1, seconds(60));         // the limit holds
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0], (QueueEntry{50, b}));
+  auto rest = storage_->due(1000, 10, seconds(60));
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0], (QueueEntry{100, a}));
+  // Handed out once: not again, to this object or another, until the hand-out runs out.
+  EXPECT_TRUE(storage_->due(1059, 10, seconds(60)).empty());
+  EXPECT_TRUE(peer().due(1059, 10, seconds(60)).empty());
+  auto again = peer().due(1061, 10, seconds(9000));  // a taker that died: back to another
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ((std::set<std::string>{again[0].id, again[1].id}), (std::set<std::string>{a, b}));
+  EXPECT_EQ(again[0].timestamp, 1060);  // when it became due again
+  EXPECT_EQ(storage_->due(5000, 10, seconds(60)), (std::vector<QueueEntry>{{5000, later}}));
+  EXPECT_EQ(storage_->load_all().size(), 3u);  // handing out changes no message
+  EXPECT_EQ(storage_->get(a).timestamp, 100);
+}
+
+TEST_P(ConformanceTest, ADeferralMovesTheMessageInTheIndexWithItsTimestamp) {
+  if (!has_due_index(*storage_)) return;
+  std::string id = storage_->write(sample_envelope(), 100);
+  ASSERT_EQ(ids_of(storage_->due(1000, 10, seconds(600))), std::vector<std::string>{id});
+  ClaimResult c = storage_->claim(id, seconds(30));
+  ASSERT_EQ(c.status, Status::claimed);
+  // The attempt defers it to 5000: due then, and not before, although its hand-out
+  // (until 1600) runs out first.
+  storage_->set_timestamp(id, 5000, Fence{c.lease.token}, "451 4.3.0 try later");
+  storage_->release(id, Fence{c.lease.token});
+  EXPECT_TRUE(peer().due(4999, 10, seconds(600)).empty());
+  EXPECT_EQ(peer().due(5000, 10, seconds(600)), (std::vector<QueueEntry>{{5000, id}}));
+  EXPECT_EQ(storage_->get(id).timestamp, 5000);
+  // An operator's "retry now" makes it due at once, whatever was handed out.
+  storage_->set_timestamp(id, 200);
+  EXPECT_EQ(peer().due(1000, 10, seconds(600)), (std::vector<QueueEntry>{{200, id}}));
+  // A refused (fenced-out) deferral moves nothing.
+  EXPECT_THROW(storage_->set_timestamp(id, 9000, Fence{c.lease.token}), LeaseLost);
+  EXPECT_EQ(peer().due(1700, 10, seconds(600)), (std::vector<QueueEntry>{{1600, id}}));
+}
+
+TEST_P(ConformanceTest, HeldAndRemovedMessagesAreNeverHandedOut) {
+  if (!has_due_index(*storage_)) return;
+  std::string held = storage_->write(sample_envelope(1, 100, 1), 100);
+  std::string gone = storage_->write(sample_envelope(1, 100, 2), 100);
+  std::string claimed_gone = storage_->write(sample_envelope(1, 100, 3), 100);
+  storage_->hold(held, "ticket 7", 90);
+  storage_->set_timestamp(held, 50);  // an operator's retry does not lift the hold
+  storage_->remove(gone);
+  ClaimResult c = storage_->claim(claimed_gone, seconds(30));
+  storage_->remove(claimed_gone, Fence{c.lease.token});
+  EXPECT_TRUE(peer().due(1000, 10, seconds(60)).empty());
+  storage_->release_hold(held);
+  EXPECT_EQ(peer().due(1000, 10, seconds(60)), (std::vector<QueueEntry>{{50, held}}));
+  // Held again after it was handed out: not handed out when that runs out.
+  storage_->hold(held, "ticket 8", 95);
+  EXPECT_TRUE(peer().due(2000, 10, seconds(60)).empty());
+}
+
+TEST_P(ConformanceTest, ConcurrentTakersShareTheDueWorkEachMessageOnce) {
+  if (!has_due_index(*storage_)) return;
+  std::set<std::string> written;
+  for (int i = 0; i < 60; ++i) written.insert(storage_->write(sample_envelope(1, 50, i), 10 + i));
+  std::vector<std::unique_ptr<QueueStorage>> takers;
+  for (int t = 0; t < 4; ++t)
+    takers.push_back(storage_->capabilities().shared ? location_->open() : nullptr);
+  std::mutex mu;
+  std::map<std::string, int> seen;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      QueueStorage& s = takers[t] ? *takers[t] : *storage_;
+      while (true) {
+        auto batch = s.due(1000, 7, seconds(300));
+        if (batch.empty()) return;
+        std::lock_guard lock(mu);
+        for (const auto& e : batch) ++seen[e.id];
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(seen.size(), written.size());
+  for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id << " handed out " << n << " times";
+}
+
+TEST_P(ConformanceTest, ARepairPassOverAHealthyIndexChangesNothing) {
+  if (!has_due_index(*storage_)) return;
+  for (int i = 0; i < 5; ++i) storage_->write(sample_envelope(1, 50, i), 10 + i);
+  std::string held = storage_->write(sample_envelope(), 5);
+  storage_->hold(held, "x", 1);
+  std::string cursor;
+  size_t repaired = 0, steps = 0;
+  do {
+    repaired += storage_->repair_due(cursor);
+  } while (!cursor.empty() && ++steps < 10000);
+  EXPECT_TRUE(cursor.empty());
+  EXPECT_EQ(repaired, 0u);
+  EXPECT_EQ(storage_->due(1000, 10, seconds(60)).size(), 5u);  // the held one still not
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::ValuesIn(kBackends),
                          [](const auto& info) { return std::string(info.param.name); });
 
