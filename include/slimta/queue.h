@@ -106,8 +106,29 @@ struct QueuePolicy {
   double counters_interval = 1;
   // How often start() mode schedules the whole storage again (seconds; 0: never), to
   // find messages no wait() notice announced to this process: with SQS each notice
-  // reaches one process only, and that one may have died.
+  // reaches one process only, and that one may have died. Not with a due index.
   double rescan_interval = 300;
+  // Pull due work from the storage's due-time index when it has one
+  // (capabilities().due_index) instead of holding every message's schedule: the queue
+  // then keeps in memory only what is due now (about due_batch messages, and up to
+  // max_line_waiting per destination), start() loads nothing, and a message whose
+  // attempt ended waits in the storage, not here. false: the whole schedule in memory,
+  // load() at start and rescans (as with a storage without the index).
+  bool use_due_index = true;
+  // With the due index: how often start() mode asks it for due work when the last ask
+  // left nothing more (seconds); what comes due is attempted within about this long.
+  double due_poll = 1;
+  // With the due index: how many due messages are taken from it at once, and kept
+  // scheduled here at most (the storage hands them to nobody else for `lease`).
+  size_t due_batch = 100;
+  // With the due index: at most this many messages wait in memory in one destination's
+  // line (a slow, rate-limited or suspended one); the rest stay in the storage, handed
+  // out again after `lease`.
+  size_t max_line_waiting = 1000;
+  // With the due index: seconds between two steps of the sweep that puts back in the
+  // index messages missing from it (QueueStorage::repair_due; each step reads up to
+  // ~1000 messages' entries, so a pass over N messages takes N/1000 of these; 0: none).
+  double repair_interval = 5;
   // Our name in bounces (Reporting-MTA, From: MAILER-DAEMON@...). Empty: the hostname.
   std::string reporting_mta;
   // Where the queue counts and times what it does for Prometheus (not owned; must
@@ -192,8 +213,8 @@ class Queue {
   void schedule(const QueueEntry& entry);
 
   // Attempt, on the calling thread, every scheduled message due by the clock (and
-  // those that become due while it runs, e.g. new bounces). Returns how many attempts
-  // it started (claims tried).
+  // those that become due while it runs, e.g. new bounces), and with a due index every
+  // message it hands out. Returns how many attempts it started (claims tried).
   size_t run_pending();
   // When the next scheduled message is due; nullopt if none is scheduled.
   std::optional<Timestamp> next_due() const;
@@ -201,6 +222,8 @@ class Queue {
 
   // Run in the background: load(), then `workers` delivery threads, a thread that
   // schedules what wait() reports (if the storage can wait), and the counters flush.
+  // With a due index (QueuePolicy::use_due_index): no load() and no wait(), but a
+  // thread that pulls due work and one that repairs the index.
   void start();
   // Stop the background threads. Attempts in flight finish (their results stored);
   // nothing scheduled is lost (it stays in the storage). Counts are flushed.

@@ -53,6 +53,10 @@ void validate(const QueuePolicy& p) {
   if (!(p.error_retry > 0)) bad("error_retry must be more than 0 seconds");
   if (!(p.counters_interval > 0)) bad("counters_interval must be more than 0 seconds");
   if (!(p.rescan_interval >= 0)) bad("rescan_interval must be 0 (never) or more seconds");
+  if (!(p.due_poll > 0)) bad("due_poll must be more than 0 seconds");
+  if (p.due_batch == 0) bad("due_batch must be at least 1");
+  if (p.max_line_waiting == 0) bad("max_line_waiting must be at least 1");
+  if (!(p.repair_interval >= 0)) bad("repair_interval must be 0 (never) or more seconds");
   if (p.shaping.slot_lease.count() <= 0) bad("shaping.slot_lease must be more than 0 ms");
   if (p.shaping.max_parallel_destinations == 0)
     bad("shaping.max_parallel_destinations must be at least 1");
@@ -111,7 +115,8 @@ struct Queue::Impl {
         policy(std::move(p)),
         clock(c),
         mta(policy.reporting_mta.empty() ? host_name() : policy.reporting_mta),
-        board(policy.destinations ? policy.destinations : s.destinations()) {
+        board(policy.destinations ? policy.destinations : s.destinations()),
+        pull(policy.use_due_index && s.capabilities().due_index) {
     if (metrics::Registry* m = policy.metrics) {
       metric.received = &m->counter("slimta_messages_received_total",
                                     "Messages accepted into the queue by this process");
@@ -138,6 +143,9 @@ struct Queue::Impl {
   const Clock& clock;
   const std::string mta;
   const std::shared_ptr<Destinations> board;
+  // Whether due work is pulled from the storage's index (QueuePolicy::use_due_index):
+  // then only what is due about now is kept here; the index keeps the rest.
+  const bool pull;
 
   // The schedule: a min-heap of (due, seq, id). `pending` holds the due time of each
   // id's live heap entry; an entry whose time differs is stale and skipped (lazy
@@ -153,6 +161,7 @@ struct Queue::Impl {
   mutable std::mutex mu;
   std::condition_variable work_cv;  // workers: something was scheduled, or stop
   std::condition_variable stop_cv;  // the other threads: stop
+  std::condition_variable pull_cv;  // puller(): room for due work, or stop
   std::priority_queue<Item, std::vector<Item>, std::greater<>> heap;
   // The due time of each scheduled id, and the destination it will wait for when
   // known (enqueued here, read, or attempted): it then joins that line unread.
@@ -212,10 +221,17 @@ struct Queue::Impl {
 
   void count(Event e, int64_t n = 1) { counts[e].fetch_add(n, std::memory_order_relaxed); }
 
-  // Returns whether it was scheduled (not already, and not in flight).
+  // Returns whether it was scheduled (not already, and not in flight). With the due
+  // index, what is not due soon is left to the index (which has it at its time, or at
+  // the end of its hand-out), unless this process owes it a retry of its own (unsaved,
+  // unreleased); so is what comes beyond a few batches while the workers are behind.
   bool schedule_locked(const std::string& id, Timestamp due,
                        std::optional<std::string> line = std::nullopt) {
     if (in_flight.contains(id)) return false;  // its attempt reschedules it
+    if (pull && !unsaved.contains(id) && !unreleased.contains(id) &&
+        (due > clock.now() + policy.due_poll || pending.size() >= 4 * policy.due_batch) &&
+        !pending.contains(id))
+      return false;
     auto [it, inserted] = pending.try_emplace(id, Pending{due, line});
     if (!inserted) {
       if (line && !it->second.line) it->second.line = std::move(line);
@@ -266,7 +282,23 @@ struct Queue::Impl {
     heap.pop();
     pending.erase(id);
     in_flight.emplace(id, Fence{});
+    if (pull && pending.size() == policy.due_batch / 2) pull_cv.notify_one();  // room
     return id;
+  }
+  // Puts `id` (taken from the schedule) in line `name`, first or last; with the due
+  // index, a line already max_line_waiting long leaves it to the index instead.
+  void join_line_locked(const std::string& name, std::string id, bool first) {
+    Line& line = lines[name];
+    if (pull && line.ids.size() >= policy.max_line_waiting) {
+      in_flight.erase(id);
+      return;
+    }
+    in_flight[id] = Fence{};  // waiting: nothing to renew
+    if (first) {
+      line.ids.push_front(std::move(id));
+    } else {
+      line.ids.push_back(std::move(id));
+    }
   }
 
   // When the schedule or a line next has something to do.
@@ -300,8 +332,7 @@ struct Queue::Impl {
       auto known = pending.find(*top);
       if (!known->second.line) break;
       std::string line = std::move(*known->second.line);
-      std::string id = *pop_due_locked(now);
-      lines[line].ids.push_back(std::move(id));
+      join_line_locked(line, *pop_due_locked(now), /*first=*/false);
     }
     // The lines in turn, from the one after the last served.
     for (size_t n = 0, total = lines.size(); n < total; ++n) {
@@ -357,9 +388,8 @@ struct Queue::Impl {
         in_flight.erase(id);
         schedule_locked(id, next.at, next.line);
         break;
-      case Next::Kind::wait:
-        in_flight[id] = Fence{};               // released: nothing to renew
-        lines[*next.line].ids.push_front(id);  // first when the destination's turn comes
+      case Next::Kind::wait:  // first when the destination's turn comes
+        join_line_locked(*next.line, id, /*first=*/true);
         break;
     }
   }
@@ -405,8 +435,13 @@ struct Queue::Impl {
     return policy.shaping.enabled ? policy.shaping.limits(destination).max_connections : SIZE_MAX;
   }
 
+  // Takes due work from the storage's index while there is room for it here.
+  // Returns whether it got any.
+  bool pull_due();
   void worker();
   void waiter();
+  void puller();
+  void repairer();
   void housekeeper();
   void renewer();
   void rescanner();
@@ -930,6 +965,65 @@ void Queue::Impl::renewer() {
   }
 }
 
+bool Queue::Impl::pull_due() {
+  size_t room;
+  {
+    std::lock_guard lock(mu);
+    room = policy.due_batch - std::min(policy.due_batch, pending.size());
+  }
+  if (room == 0) return false;
+  std::vector<QueueEntry> got = storage.due(clock.now(), room, policy.lease);
+  if (got.empty()) return false;
+  std::lock_guard lock(mu);
+  for (const auto& e : got) schedule_locked(e.id, e.timestamp);
+  if (idle_workers > 0) work_cv.notify_all();
+  return true;
+}
+
+// Pulls due work: at once while the index has more and there is room, else after
+// due_poll (or when the workers have made room).
+void Queue::Impl::puller() {
+  std::unique_lock lock(mu);
+  while (!stopping) {
+    lock.unlock();
+    double wait = policy.due_poll;
+    try {
+      if (pull_due()) wait = 0;
+    } catch (const QueueError& e) {
+      spdlog::error("queue: taking due work failed: {}; trying again in {} s", e.what(),
+                    policy.due_poll);
+    }
+    lock.lock();
+    bool room = pending.size() < policy.due_batch / 2 + 1;
+    if (wait == 0 && room) continue;
+    pull_cv.wait_for(lock, std::chrono::duration<double>(wait == 0 ? policy.due_poll : wait));
+  }
+}
+
+// Steps through the storage's index repair sweep (QueueStorage::repair_due), one step
+// every repair_interval, pass after pass.
+void Queue::Impl::repairer() {
+  std::string cursor;
+  size_t repaired = 0;
+  std::unique_lock lock(mu);
+  while (!stop_cv.wait_for(lock, std::chrono::duration<double>(policy.repair_interval),
+                           [&] { return stopping; })) {
+    lock.unlock();
+    try {
+      repaired += storage.repair_due(cursor);
+      if (cursor.empty()) {
+        if (repaired > 0)
+          spdlog::warn("queue: put {} messages missing from the due index back in it", repaired);
+        repaired = 0;
+      }
+    } catch (const QueueError& e) {
+      spdlog::error("queue: repairing the due index failed: {}; trying again in {} s", e.what(),
+                    policy.repair_interval);
+    }
+    lock.lock();
+  }
+}
+
 // Schedules the whole storage again every rescan_interval: what no notice announced
 // to this process (SQS hands each notice to one process only; a process that took one
 // may have died) is found this way.
@@ -1021,7 +1115,16 @@ void Queue::schedule(const QueueEntry& entry) { impl_->schedule(entry.id, entry.
 
 size_t Queue::run_pending() {
   size_t n = 0;
+  bool more_due = impl_->pull;  // until the index has nothing more
   while (true) {
+    if (more_due) {
+      bool low;
+      {
+        std::lock_guard lock(impl_->mu);
+        low = impl_->pending.size() <= impl_->policy.due_batch / 2;
+      }
+      if (low) more_due = impl_->pull_due();
+    }
     std::optional<Impl::Job> job;
     {
       std::lock_guard lock(impl_->mu);
@@ -1052,15 +1155,22 @@ void Queue::start() {
     impl_->running = true;
     impl_->stopping = false;
   }
-  load();
-  for (size_t i = 0; i < impl_->policy.workers; ++i)
+  const QueuePolicy& policy = impl_->policy;
+  if (!impl_->pull) load();
+  for (size_t i = 0; i < policy.workers; ++i)
     impl_->threads.emplace_back([this] { impl_->worker(); });
-  if (impl_->storage.capabilities().can_wait)
-    impl_->threads.emplace_back([this] { impl_->waiter(); });
+  if (impl_->pull) {
+    // The index hands out whatever is due, written by whichever process: no notices
+    // needed, and nothing to rescan.
+    impl_->threads.emplace_back([this] { impl_->puller(); });
+    if (policy.repair_interval > 0) impl_->threads.emplace_back([this] { impl_->repairer(); });
+  } else {
+    if (impl_->storage.capabilities().can_wait)
+      impl_->threads.emplace_back([this] { impl_->waiter(); });
+    if (policy.rescan_interval > 0) impl_->threads.emplace_back([this] { impl_->rescanner(); });
+  }
   impl_->threads.emplace_back([this] { impl_->housekeeper(); });
   impl_->threads.emplace_back([this] { impl_->renewer(); });
-  if (impl_->policy.rescan_interval > 0)
-    impl_->threads.emplace_back([this] { impl_->rescanner(); });
 }
 
 void Queue::stop() {
@@ -1071,6 +1181,7 @@ void Queue::stop() {
   }
   impl_->work_cv.notify_all();
   impl_->stop_cv.notify_all();
+  impl_->pull_cv.notify_all();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
   impl_->flush_counters();

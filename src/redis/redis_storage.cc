@@ -875,9 +875,19 @@ size_t RedisStorage::repair_due(std::string& cursor) {
       if (k.starts_with(prefix) && is_valid_id(std::string_view(k).substr(prefix.size())))
         keys.push_back(std::move(k));
     }
-    size_t repaired = 0;
+    // One ZMSCORE tells which are in the index (all, but after an upgrade or a fault):
+    // only the others are looked at, by the script that repairs them.
+    std::vector<std::string> missing{index};
     if (keys.size() > 1) {
-      std::vector<std::string_view> views(keys.begin(), keys.end());
+      std::vector<std::string_view> args{"ZMSCORE"};
+      args.insert(args.end(), keys.begin(), keys.end());
+      Reply scores = c.command(args);
+      for (size_t i = 0; i < scores->elements && i + 1 < keys.size(); ++i)
+        if (scores->element[i]->type == REDIS_REPLY_NIL) missing.push_back(keys[i + 1]);
+    }
+    size_t repaired = 0;
+    if (missing.size() > 1) {
+      std::vector<std::string_view> views(missing.begin(), missing.end());
       Reply n = c.eval(repair_script(), views, {});
       repaired = n->type == REDIS_REPLY_INTEGER ? static_cast<size_t>(n->integer) : 0;
     }

@@ -270,9 +270,12 @@ Cli::Cli() {
   serve
       ->add_option("--rescan", serve_opts.rescan,
                    "seconds between full rescans of the storage, for messages announced to "
-                   "another node that died (0: never)")
+                   "another node that died (0: never; not with a due index)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  serve->add_flag("--full-schedule", serve_opts.full_schedule,
+                  "hold every message's schedule in memory and rescan, even on a storage with "
+                  "a due-time index (Redis): the behaviour before the index");
   serve->add_option("--tls-cert", serve_opts.tls_cert,
                     "PEM certificate chain: offer STARTTLS (with --tls-key)");
   serve->add_option("--tls-key", serve_opts.tls_key, "PEM private key for --tls-cert");

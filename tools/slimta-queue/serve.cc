@@ -513,6 +513,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   policy.lease = millis(opts.lease);
   policy.reporting_mta = opts.hostname;
   policy.rescan_interval = opts.rescan;
+  policy.use_due_index = !opts.full_schedule;
   policy.metrics = &registry;
   policy.shaping = plan.shaping;
   // A slot of a destination lasts as a message's lease: a process that dies lets both go
@@ -598,8 +599,9 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
                      describe_listeners(fresh.listeners), listeners);
       }
       if (fresh_opts.workers != opts.workers || fresh_opts.lease != opts.lease ||
-          fresh_opts.rescan != opts.rescan || fresh_opts.user != opts.user ||
-          fresh_opts.group != opts.group || fresh_opts.hostname != opts.hostname) {
+          fresh_opts.rescan != opts.rescan || fresh_opts.full_schedule != opts.full_schedule ||
+          fresh_opts.user != opts.user || fresh_opts.group != opts.group ||
+          fresh_opts.hostname != opts.hostname) {
         spdlog::warn(
             "serve: SIGHUP: workers, lease, rescan, user and group take a restart, and so does "
             "the host name in bounces (the greeting and relays use the new one)");

@@ -41,6 +41,7 @@ struct ServeOptions {
   size_t workers = 16;            // delivery attempts in flight
   double lease = 300;             // seconds
   double rescan = 300;            // seconds between full rescans of the storage (0: never)
+  bool full_schedule = false;     // hold every message's schedule even with a due index
   std::string tls_cert, tls_key;  // PEM: offer STARTTLS
   std::string smarthost_tls = "opportunistic";  // never | opportunistic | required
   std::string smarthost_ca;                     // CA file for required TLS (default: system)

@@ -1,0 +1,139 @@
+// `slimta-queue serve` nodes on one Redis with its due-time index: a node's memory does
+// not grow with the messages waiting, Redis hears little from idle nodes, and what comes
+// due is attempted once, by one node, within 2 s of its time.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <thread>
+
+#include "redis/connection.h"
+#include "slimta/redis_storage.h"
+#include "support/redis_server.h"
+#include "support/sink.h"
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+
+std::unique_ptr<ChildProcess> start_node(const std::string& name, const std::string& url,
+                                         int sink_port, bool full_schedule = false) {
+  std::vector<std::string> argv{
+      SLIMTA_QUEUE_BIN, "serve", "--listen",    "127.0.0.1:0",
+      "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink_port),
+      "--hostname",     name,    "--workers",   "8"};
+  if (full_schedule) argv.push_back("--full-schedule");
+  return std::make_unique<ChildProcess>(argv, "listening on");
+}
+
+// The commands the server has processed so far (INFO's own included).
+long long commands_processed(testing::RedisServer& server) {
+  redis::Connection c(server.options("", 0));
+  redis::Reply r = c.command({"INFO", "stats"});
+  std::string info(r->str, r->len);
+  size_t at = info.find("total_commands_processed:");
+  return std::stoll(info.substr(at + 25));
+}
+
+// A message with X-Test-Seq: `seq` (what the sink records), due at `due`.
+Envelope numbered(int seq) {
+  Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(seq));
+  env.headers.add("X-Test-Seq", std::to_string(seq));
+  env.timestamp = system_clock().now();
+  return env;
+}
+
+TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttemptDueWorkOnce) {
+  if (testing::RedisServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  auto& server = testing::shared_redis();
+  std::string prefix = "due" + random_hex(4) + ":";
+  std::string url = "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=" + prefix;
+  std::string empty_url = "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=empty" +
+                          random_hex(4) + ":";
+  testing::SmtpSink sink;
+
+  // 100,000 messages deferred by an hour, written by four threads.
+  const int kWaiting = 100000;
+  Timestamp later = system_clock().now() + 3600;
+  {
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 4; ++t) {
+      writers.emplace_back([&, t] {
+        RedisStorage storage(server.options(prefix, 0));
+        Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(t));
+        for (int i = t; i < kWaiting; i += 4) storage.write(env, later + i % 600);
+      });
+    }
+    for (auto& w : writers) w.join();
+  }
+
+  // The RSS of a node on an empty queue, of one holding the whole schedule, and of the
+  // three nodes on the index, each after it has been up for 3 s.
+  auto settled_rss = [](ChildProcess& node) {
+    std::this_thread::sleep_for(3s);
+    return testing::peak_rss(node.pid());
+  };
+  size_t empty_rss, full_rss;
+  {
+    auto empty = start_node("empty", empty_url, sink.port());
+    empty_rss = settled_rss(*empty);
+    auto full = start_node("full", url, sink.port(), /*full_schedule=*/true);
+    full_rss = settled_rss(*full);
+  }
+  std::vector<std::unique_ptr<ChildProcess>> nodes;
+  for (int n = 0; n < 3; ++n)
+    nodes.push_back(start_node("node" + std::to_string(n), url, sink.port()));
+  std::this_thread::sleep_for(3s);
+  std::vector<size_t> rss;
+  for (auto& node : nodes) rss.push_back(testing::peak_rss(node->pid()));
+
+  // Idle: what the three nodes ask of Redis in 10 s.
+  long long before = commands_processed(server);
+  std::this_thread::sleep_for(10s);
+  double per_second = static_cast<double>(commands_processed(server) - before - 1) / 10;
+
+  // 150 messages due 3 to 6 s from now, written by a fourth process.
+  const int kDue = 150;
+  std::map<std::string, Timestamp> due_at;
+  {
+    RedisStorage storage(server.options(prefix, 0));
+    Timestamp start = system_clock().now() + 3;
+    for (int i = 0; i < kDue; ++i) {
+      Timestamp t = start + 3.0 * i / kDue;
+      storage.write(numbered(i), t);
+      due_at[std::to_string(i)] = t;
+    }
+  }
+  testing::eventually([&] { return sink.received().size() >= kDue; }, 30s);
+  std::this_thread::sleep_for(1s);  // any duplicate would arrive by now
+  std::map<std::string, int> seen;
+  std::map<std::string, int> by_node;
+  double worst = 0;
+  for (const auto& m : sink.received()) {
+    std::string seq = m["seq"].get<std::string>();
+    ++seen[seq];
+    ++by_node[m["helo"].get<std::string>()];
+    worst = std::max(worst, m["t"].get<double>() - due_at[seq]);
+  }
+  for (auto& node : nodes) node->stop(SIGTERM);
+
+  std::printf(
+      "[ report ] %d messages waiting: node RSS on the index %.1f / %.1f / %.1f MiB, on an "
+      "empty queue %.1f MiB, holding the whole schedule %.1f MiB; idle Redis commands/s of 3 "
+      "nodes %.1f; %d due messages: delivered %zu, by node %d/%d/%d, worst delay %.2f s\n",
+      kWaiting, rss[0] / 1048576.0, rss[1] / 1048576.0, rss[2] / 1048576.0, empty_rss / 1048576.0,
+      full_rss / 1048576.0, per_second, kDue, seen.size(), by_node["node0"], by_node["node1"],
+      by_node["node2"], worst);
+  for (size_t r : rss) EXPECT_LT(r, empty_rss + 4 * 1048576) << "a node grew with the queue";
+  EXPECT_GT(full_rss, empty_rss + 4 * 1048576) << "the whole schedule should cost memory";
+  EXPECT_LE(per_second, 10) << "idle nodes should ask Redis little";
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kDue));
+  for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
+  EXPECT_LE(worst, 2.0) << "a message was attempted more than 2 s after its time";
+}
+
+}  // namespace
+}  // namespace slimta
