@@ -1,0 +1,160 @@
+// The due-time index against the whole schedule in memory (serve --full-schedule), side
+// by side in one run on one redis-server 7.0 the bench starts: with N messages waiting
+// (deferred by an hour), one `slimta-queue serve` node's RSS, the commands it costs
+// Redis (at start, and per minute while idle, with its rescans every 300 s spread over
+// the minutes), and the delay from a message's due time to its attempt at a sink
+// (p50, p99 of `--due` messages coming due over 2 s). Prints JSON.
+//
+//   due_bench [--sizes 10000,100000,1000000] [--due 200]
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "bench_util.h"
+#include "redis/connection.h"
+#include "slimta/redis_storage.h"
+#include "support/redis_server.h"
+#include "support/sink.h"
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr double kRescan = 300;  // serve's default --rescan
+constexpr double kIdleSeconds = 20;
+
+long long commands_processed(testing::RedisServer& server) {
+  redis::Connection c(server.options("", 0));
+  redis::Reply r = c.command({"INFO", "stats"});
+  std::string info(r->str, r->len);
+  return std::stoll(info.substr(info.find("total_commands_processed:") + 25));
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+// `n` messages deferred by an hour under `prefix`, written by 8 threads.
+void fill(testing::RedisServer& server, const std::string& prefix, size_t n) {
+  RedisStorage storage(server.options(prefix, 0));
+  Envelope env = testing::sample_envelope(1, 64, 1);
+  env.timestamp = system_clock().now();
+  Timestamp later = system_clock().now() + 3600;
+  std::atomic<size_t> next{0};
+  bench::rate(8, 1e9, [&](int, size_t) {
+    size_t i = next++;
+    if (i >= n) return false;
+    storage.write(env, later + static_cast<double>(i % 600));
+    return true;
+  });
+}
+
+nlohmann::json measure(testing::RedisServer& server, const std::string& prefix, bool full,
+                       size_t due_count) {
+  testing::SmtpSink sink;
+  std::string url = "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=" + prefix;
+  std::vector<std::string> argv{
+      SLIMTA_QUEUE_BIN, "serve", "--listen",    "127.0.0.1:0",
+      "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink.port()),
+      "--workers",      "16"};
+  if (full) argv.push_back("--full-schedule");
+  long long c0 = commands_processed(server);
+  auto started = bench::Clock::now();
+  testing::ChildProcess node(argv, "listening on");
+  double start_seconds = bench::seconds_since(started);
+  std::this_thread::sleep_for(3s);
+  long long c1 = commands_processed(server);
+  std::this_thread::sleep_for(std::chrono::duration<double>(kIdleSeconds));
+  long long c2 = commands_processed(server);
+  size_t rss = testing::peak_rss(node.pid());
+
+  // Messages coming due over 2 s, written by another process.
+  std::map<std::string, Timestamp> due_at;
+  {
+    RedisStorage storage(server.options(prefix, 0));
+    Timestamp start = system_clock().now() + 2;
+    for (size_t i = 0; i < due_count; ++i) {
+      Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(i));
+      env.headers.add("X-Test-Seq", std::to_string(i));
+      env.timestamp = system_clock().now();
+      Timestamp t = start + 2.0 * static_cast<double>(i) / static_cast<double>(due_count);
+      storage.write(env, t);
+      due_at[std::to_string(i)] = t;
+    }
+  }
+  testing::eventually([&] { return sink.received().size() >= due_count; }, 60s);
+  std::vector<double> delays;
+  for (const auto& m : sink.received())
+    delays.push_back(m["t"].get<double>() - due_at[m["seq"].get<std::string>()]);
+  node.stop(SIGTERM);
+
+  double idle_per_minute = static_cast<double>(c2 - c1) / kIdleSeconds * 60;
+  double at_start = static_cast<double>(c1 - c0);
+  nlohmann::json out;
+  out["rss_mib"] = static_cast<double>(rss) / 1048576.0;
+  out["start_seconds"] = start_seconds;
+  out["commands_first_3s"] = at_start;
+  out["commands_per_minute_idle"] = idle_per_minute;
+  // The full schedule rescans every 300 s, as costly as its start-up load.
+  out["commands_per_minute_with_rescans"] = idle_per_minute + (full ? at_start * 60 / kRescan : 0);
+  out["due_delivered"] = delays.size();
+  out["due_to_attempt_p50_s"] = percentile(delays, 0.5);
+  out["due_to_attempt_p99_s"] = percentile(delays, 0.99);
+  return out;
+}
+
+int run(int argc, char** argv) {
+  std::vector<size_t> sizes{10000, 100000, 1000000};
+  size_t due_count = 200;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--sizes") {
+      sizes.clear();
+      std::stringstream in(value);
+      for (std::string part; std::getline(in, part, ',');) sizes.push_back(std::stoul(part));
+    } else if (flag == "--due") {
+      due_count = std::stoul(value);
+    } else {
+      std::cerr << "due_bench: unknown option " << flag << "\n";
+      return 2;
+    }
+  }
+  testing::RedisServer server;
+  nlohmann::json out;
+  out["redis"] = "redis-server 7.0 on loopback, no persistence; one serve node, 16 workers";
+  for (size_t n : sizes) {
+    std::string prefix = "b" + std::to_string(n) + ":";
+    auto filling = bench::Clock::now();
+    fill(server, prefix, n);
+    nlohmann::json row;
+    row["fill_seconds"] = bench::seconds_since(filling);
+    row["full_schedule"] = measure(server, prefix, true, due_count);
+    row["due_index"] = measure(server, prefix, false, due_count);
+    out["waiting_" + std::to_string(n)] = row;
+    std::cerr << "due_bench: " << n << " done\n";
+  }
+  std::cout << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace slimta
+
+int main(int argc, char** argv) {
+  try {
+    return slimta::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "due_bench: " << e.what() << "\n";
+    return 1;
+  }
+}
