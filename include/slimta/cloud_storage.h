@@ -79,7 +79,8 @@ class SimpleStorageService {
   bool remove(const std::string& key, const std::string& etag = "");
   struct Page {
     std::vector<std::string> keys;
-    std::string next;  // continuation token; empty on the last page
+    std::vector<Timestamp> modified;  // each key's LastModified, in the same order
+    std::string next;                 // continuation token; empty on the last page
   };
   // One page (ListObjectsV2) of the keys under the prefix, from `token` ("" first).
   Page list(const std::string& token);
@@ -102,8 +103,22 @@ class SimpleQueueService {
   ~SimpleQueueService();
   SimpleQueueService(SimpleQueueService&&) noexcept;
 
-  // Announces a stored message (SendMessage of {"id": ID, "timestamp": SECONDS}).
-  void queue_message(std::string_view id, Timestamp timestamp);
+  // Announces a stored message (SendMessage of {"id": ID, "timestamp": SECONDS}), seen
+  // by receivers after `delay_seconds` (0 to 900).
+  void queue_message(std::string_view id, Timestamp timestamp, int delay_seconds = 0);
+  // The due index's side (CloudStorage::due): up to `max` (1 to 10) notices now, each
+  // then hidden from other receivers for `visibility_seconds` (ReceiveMessage, no long
+  // poll). Malformed ones are deleted (logged).
+  struct Notice {
+    QueueEntry entry;
+    std::string message_id;  // SQS's, the same at every receipt of one notice
+    std::string handle;      // this receipt's, for the two calls below
+  };
+  std::vector<Notice> receive(int max, int visibility_seconds);
+  // Hides a received notice for `seconds` from now (0: visible again at once; at most
+  // 12 h after it was received). False if the receipt is no longer valid.
+  bool change_visibility(const std::string& handle, int seconds);
+  void delete_message(const std::string& handle);
   // Long-polls up to `wait_seconds` (0 to 20) for announcements, deletes every message
   // received (a malformed one too, logged: left in the queue it would come back again
   // and again) and returns the announced messages.
@@ -119,10 +134,13 @@ class SimpleQueueService {
 
 class CloudStorage : public QueueStorage {
  public:
-  // `clock`: where leases read the time (claim, renew, expiry).
+  // `clock`: where leases read the time (claim, renew, expiry), and the due index.
+  // `stale_after`: seconds after which the repair sweep (repair_due) reads an object not
+  // rewritten since and due, to announce it again (a message being attempted is rewritten
+  // at each attempt, so a healthy one is never read).
   explicit CloudStorage(SimpleStorageService object_store,
                         std::optional<SimpleQueueService> message_queue = std::nullopt,
-                        const Clock& clock = system_clock());
+                        const Clock& clock = system_clock(), double stale_after = 7200);
   ~CloudStorage() override;
 
   Capabilities capabilities() const override;
@@ -136,6 +154,9 @@ class CloudStorage : public QueueStorage {
   void hold(std::string_view id, std::string_view reason, Timestamp since) override;
   void release_hold(std::string_view id) override;
   void announce(std::string_view id, Timestamp timestamp) override;
+  // One ListObjectsV2 page: each object not rewritten for `stale_after` is read (its
+  // first 4 KiB) and, when due and not held, announced again.
+  size_t repair_due(std::string& cursor) override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 
@@ -153,7 +174,11 @@ class CloudStorage : public QueueStorage {
   void do_release(std::string_view id, Fence fence) override;
   Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
   // Long-polls SQS; deletes the notices it returns. Without a message queue: NotSupported.
+  // Not to be mixed with due() on one queue: the notices are the due index.
   std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
+  // With a message queue, its notices are the due index: see the top of cloud_storage.cc.
+  std::vector<QueueEntry> do_due(Timestamp now, size_t limit,
+                                 std::chrono::milliseconds hand_out) override;
 
  private:
   struct Impl;

@@ -15,13 +15,27 @@
 //   mutation are the same If-Match read-modify-write (expiry judged by this host's
 //   clock: keep the hosts in NTP sync). A fenced remove() is GET, check, DELETE
 //   If-Match, so a claim that slipped in between makes it start over.
+// * With SQS, a message's notice is its schedule (the due index): sent with
+//   DelaySeconds until its time (at most 900 s), it is left in the queue when received
+//   by due(), hidden (VisibilityTimeout) for the hand-out; the receiver keeps its
+//   receipt so that a deferral hides it until the next attempt (ChangeMessageVisibility,
+//   up to 12 h; a notice that shows up before its time is hidden again), a renewal
+//   extends it, and the removal deletes it. A notice whose message is gone or held is
+//   deleted by the claim that finds so (release_hold() sends a new one). So a waiting
+//   message costs no S3 request; a notice lost (SendMessage failed after the PUT) is
+//   found by the sweep (repair_due), which reads only objects not rewritten for
+//   `stale_after`: a message being attempted is rewritten at every attempt.
 #include "slimta/cloud_storage.h"
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "cloud/http.h"
 #include "core/counters_text.h"
@@ -37,6 +51,16 @@ using cloud::Response;
 namespace {
 
 constexpr int kMaxCasRounds = 64;
+
+// S3's "2026-11-28T20:00:00.000Z" in seconds since the epoch; 0 if unreadable (taken as
+// old, so that the sweep looks at the object rather than trusting it).
+Timestamp iso8601(const std::string& s) {
+  std::tm tm{};
+  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!end) return 0;
+  double fraction = *end == '.' ? std::atof(end) : 0;
+  return static_cast<Timestamp>(timegm(&tm)) + fraction;
+}
 
 void check_options(double timeout, const AwsOptions& aws) {
   if (!(timeout > 0)) throw InvalidArgument("timeout must be more than 0 seconds");
@@ -105,7 +129,10 @@ SimpleStorageService::Page SimpleStorageService::list(const std::string& token) 
   while (true) {
     std::string key = cloud::xml_value(r.body, "Key", &pos);
     if (pos == std::string::npos) break;
+    size_t at = pos;  // each Contents has its Key, then its LastModified
+    Timestamp modified = iso8601(cloud::xml_value(r.body, "LastModified", &at));
     page.keys.push_back(std::move(key));
+    page.modified.push_back(modified);
   }
   if (cloud::xml_value(r.body, "IsTruncated") == "true")
     page.next = cloud::xml_value(r.body, "NextContinuationToken");
@@ -193,10 +220,28 @@ SimpleQueueService::SimpleQueueService(std::string queue, double timeout, double
 SimpleQueueService::~SimpleQueueService() = default;
 SimpleQueueService::SimpleQueueService(SimpleQueueService&&) noexcept = default;
 
-void SimpleQueueService::queue_message(std::string_view id, Timestamp timestamp) {
-  impl_->call("SendMessage",
-              {{"QueueUrl", impl_->url()},
-               {"MessageBody", nlohmann::json{{"id", id}, {"timestamp", timestamp}}.dump()}});
+void SimpleQueueService::queue_message(std::string_view id, Timestamp timestamp,
+                                       int delay_seconds) {
+  nlohmann::json body{{"QueueUrl", impl_->url()},
+                      {"MessageBody", nlohmann::json{{"id", id}, {"timestamp", timestamp}}.dump()}};
+  if (delay_seconds > 0) body["DelaySeconds"] = std::min(delay_seconds, 900);
+  impl_->call("SendMessage", body);
+}
+
+bool SimpleQueueService::change_visibility(const std::string& handle, int seconds) {
+  try {
+    impl_->call("ChangeMessageVisibility", {{"QueueUrl", impl_->url()},
+                                            {"ReceiptHandle", handle},
+                                            {"VisibilityTimeout", std::clamp(seconds, 0, 43200)}});
+    return true;
+  } catch (const QueueError& e) {
+    if (e.retryable()) throw;
+    return false;  // the receipt ran out (received again since), or the notice is gone
+  }
+}
+
+void SimpleQueueService::delete_message(const std::string& handle) {
+  impl_->call("DeleteMessage", {{"QueueUrl", impl_->url()}, {"ReceiptHandle", handle}});
 }
 
 namespace {
@@ -220,6 +265,29 @@ std::optional<QueueEntry> parse_notice(const nlohmann::json& message) {
 }
 
 }  // namespace
+
+std::vector<SimpleQueueService::Notice> SimpleQueueService::receive(int max,
+                                                                    int visibility_seconds) {
+  nlohmann::json r = impl_->call("ReceiveMessage", {{"QueueUrl", impl_->url()},
+                                                    {"MaxNumberOfMessages", std::clamp(max, 1, 10)},
+                                                    {"VisibilityTimeout", visibility_seconds},
+                                                    {"WaitTimeSeconds", 0}});
+  std::vector<Notice> out;
+  const nlohmann::json* messages =
+      r.is_object() && r.contains("Messages") ? &r["Messages"] : nullptr;
+  if (!messages || !messages->is_array()) return out;
+  for (const auto& m : *messages) {
+    if (!m.is_object() || !m.contains("ReceiptHandle") || !m["ReceiptHandle"].is_string()) continue;
+    std::string handle = m["ReceiptHandle"].get<std::string>();
+    auto entry = parse_notice(m);
+    if (!entry) {
+      delete_message(handle);
+      continue;
+    }
+    out.push_back({*entry, m.value("MessageId", ""), std::move(handle)});
+  }
+  return out;
+}
 
 std::vector<QueueEntry> SimpleQueueService::poll(int wait_seconds) {
   nlohmann::json r = impl_->call(
@@ -255,6 +323,60 @@ struct CloudStorage::Impl {
   SimpleStorageService s3;
   std::optional<SimpleQueueService> sqs;
   const Clock& clock;
+  double stale_after;
+
+  // The notices this object received through due() and holds (their receipts), by id.
+  struct Held {
+    std::string message_id, handle;
+    Timestamp received = 0;
+  };
+  std::mutex notices_mu;
+  std::unordered_map<std::string, Held> notices;
+
+  // Seconds from now until `t`, as SQS takes them (whole, at least 0, rounded up).
+  int seconds_until(Timestamp t) const {
+    return static_cast<int>(std::clamp(std::ceil(t - clock.now()), 0.0, 43200.0));
+  }
+  std::optional<Held> held_notice(std::string_view id) {
+    std::lock_guard lock(notices_mu);
+    auto it = notices.find(std::string(id));
+    if (it == notices.end()) return std::nullopt;
+    return it->second;
+  }
+  // The message is gone or held: its notice (if this object holds it) goes too.
+  void drop_notice(std::string_view id) {
+    std::optional<Held> held;
+    {
+      std::lock_guard lock(notices_mu);
+      auto it = notices.find(std::string(id));
+      if (it == notices.end()) return;
+      held = std::move(it->second);
+      notices.erase(it);
+    }
+    try {
+      sqs->delete_message(held->handle);
+    } catch (const QueueError& e) {  // it shows up again, and its claim finds out
+      spdlog::warn("cloud: {}: could not delete its SQS notice: {}", id, e.what());
+    }
+  }
+  // Hides the notice of `id` (if this object holds it) until `t`; a receipt can hide
+  // for 12 h from its receipt at most: later, the notice shows up early and due() hides
+  // it again.
+  void hide_notice_until(std::string_view id, Timestamp t) {
+    std::optional<Held> held = held_notice(id);
+    if (!held) return;
+    double left = 43200 - (clock.now() - held->received) - 60;
+    int seconds = std::min(seconds_until(t), static_cast<int>(std::max(0.0, left)));
+    try {
+      if (!sqs->change_visibility(held->handle, seconds)) {
+        std::lock_guard lock(notices_mu);
+        auto it = notices.find(std::string(id));
+        if (it != notices.end() && it->second.handle == held->handle) notices.erase(it);
+      }
+    } catch (const QueueError& e) {  // it shows up at the end of its hand-out instead
+      spdlog::warn("cloud: {}: could not hide its SQS notice: {}", id, e.what());
+    }
+  }
 
   std::string key(std::string_view id) const { return s3.prefix() + std::string(id); }
   // "s3://BUCKET/KEY", naming an object in errors.
@@ -358,17 +480,22 @@ class CloudStorage::Impl::Stream : public PagedStream {
 };
 
 CloudStorage::CloudStorage(SimpleStorageService object_store,
-                           std::optional<SimpleQueueService> message_queue, const Clock& clock)
-    : impl_(
-          std::make_unique<Impl>(Impl{std::move(object_store), std::move(message_queue), clock})) {
+                           std::optional<SimpleQueueService> message_queue, const Clock& clock,
+                           double stale_after) {
+  if (!(stale_after > 0)) throw InvalidArgument("stale_after must be more than 0 seconds");
+  impl_ =
+      std::make_unique<Impl>(std::move(object_store), std::move(message_queue), clock, stale_after);
   set_shaping_clock(clock);
 }
 
 CloudStorage::~CloudStorage() = default;
 
 Capabilities CloudStorage::capabilities() const {
-  return Capabilities{
-      .can_wait = impl_->sqs.has_value(), .shared = true, .durable = true, .can_lease = true};
+  return Capabilities{.can_wait = impl_->sqs.has_value(),
+                      .shared = true,
+                      .durable = true,
+                      .can_lease = true,
+                      .due_index = impl_->sqs.has_value()};
 }
 
 std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -378,7 +505,7 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
   impl_->s3.put(k, record::encode(record::initial_metadata(envelope, timestamp), &envelope), "");
   if (impl_->sqs) {
     try {
-      impl_->sqs->queue_message(id, timestamp);
+      impl_->sqs->queue_message(id, timestamp, impl_->seconds_until(timestamp));
     } catch (const QueueError& e) {
       spdlog::warn("message {} is stored but its SQS notice failed ({}); load() will find it", id,
                    e.what());
@@ -390,6 +517,7 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
 void CloudStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                                     std::string_view last_reply) {
   impl_->update(id, record::ops::set_timestamp(timestamp, fence, id, last_reply));
+  if (impl_->sqs) impl_->hide_notice_until(id, timestamp);
 }
 
 uint32_t CloudStorage::do_increment_attempts(std::string_view id, Fence fence) {
@@ -402,28 +530,52 @@ void CloudStorage::do_set_recipients_delivered(std::string_view id,
 }
 
 ClaimResult CloudStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  return impl_->update(id, record::ops::claim(impl_->clock.now(), duration));
+  ClaimResult r;
+  try {
+    r = impl_->update(id, record::ops::claim(impl_->clock.now(), duration));
+  } catch (const KeyError&) {
+    if (impl_->sqs) impl_->drop_notice(id);  // a notice of a message gone
+    throw;
+  }
+  if (r.status == ClaimResult::Status::held && impl_->sqs) impl_->drop_notice(id);
+  return r;
 }
 
 void CloudStorage::do_release(std::string_view id, Fence fence) {
-  impl_->update(id, record::ops::release(fence, id));
+  Timestamp next = 0;
+  impl_->update(id, [&](record::Metadata& m) {
+    next = m.timestamp;
+    return record::ops::release(fence, id)(m);
+  });
+  // Released before its time (found rescheduled): its notice waits until then.
+  if (impl_->sqs && next > impl_->clock.now()) impl_->hide_notice_until(id, next);
 }
 
 Lease CloudStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
-  return impl_->update(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
+  Lease lease = impl_->update(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
+  if (impl_->sqs) impl_->hide_notice_until(id, lease.expires);  // the hand-out goes on
+  return lease;
 }
 
 void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->update(id, record::ops::hold(reason, since));
+  if (impl_->sqs) impl_->drop_notice(id);
 }
 
 void CloudStorage::announce(std::string_view id, Timestamp timestamp) {
   check_id(id);
-  if (impl_->sqs) impl_->sqs->queue_message(id, timestamp);
+  if (impl_->sqs) impl_->sqs->queue_message(id, timestamp, impl_->seconds_until(timestamp));
 }
 
 void CloudStorage::release_hold(std::string_view id) {
-  impl_->update(id, record::ops::release_hold());
+  Timestamp next = 0;
+  bool was_held = false;
+  impl_->update(id, [&](record::Metadata& m) {
+    was_held = m.hold.has_value();
+    next = m.timestamp;
+    return record::ops::release_hold()(m);
+  });
+  if (was_held) announce(id, next);  // its notice went when it was held
 }
 
 // One object, PREFIX.counters, in the text form of core/counters_text.h, updated with
@@ -460,15 +612,86 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
   std::string k = impl_->key(id);
   if (fence.token == 0) {
     impl_->s3.remove(k);
-    return;
+  } else {
+    // GET, check the fence, DELETE If-Match: a claim in between changes the ETag.
+    impl_->cas_loop(k, [&] {
+      auto obj = impl_->s3.get(k);
+      if (!obj) return true;
+      record::check_fence(record::decode_message(obj->body, impl_->where(k)).meta, fence, id);
+      return impl_->s3.remove(k, obj->etag);
+    });
   }
-  // GET, check the fence, DELETE If-Match: a claim in between changes the ETag.
-  impl_->cas_loop(k, [&] {
-    auto obj = impl_->s3.get(k);
-    if (!obj) return true;
-    record::check_fence(record::decode_message(obj->body, impl_->where(k)).meta, fence, id);
-    return impl_->s3.remove(k, obj->etag);
-  });
+  if (impl_->sqs) impl_->drop_notice(id);
+}
+
+std::vector<QueueEntry> CloudStorage::do_due(Timestamp now, size_t limit,
+                                             std::chrono::milliseconds hand_out) {
+  if (!impl_->sqs) throw NotSupported("CloudStorage without a message queue has no due index");
+  int visibility = static_cast<int>(
+      std::clamp(std::ceil(std::chrono::duration<double>(hand_out).count()), 1.0, 43200.0));
+  std::vector<QueueEntry> out;
+  std::set<std::string> taken;
+  // At most 10 notices a receive, and a few receives a call: the rest waits for the next.
+  for (int round = 0; round < 10 && out.size() < limit; ++round) {
+    auto got =
+        impl_->sqs->receive(static_cast<int>(std::min<size_t>(10, limit - out.size())), visibility);
+    if (got.empty()) break;
+    for (auto& n : got) {
+      const std::string& id = n.entry.id;
+      if (n.entry.timestamp > now) {  // shown before its time (a wait beyond 900 s)
+        int seconds =
+            static_cast<int>(std::clamp(std::ceil(n.entry.timestamp - now), 0.0, 43200.0));
+        impl_->sqs->change_visibility(n.handle, seconds);
+        continue;
+      }
+      std::string older;  // another notice of the same message, held here: one is enough
+      {
+        std::lock_guard lock(impl_->notices_mu);
+        auto [it, fresh] = impl_->notices.try_emplace(id);
+        if (!fresh && it->second.message_id != n.message_id) older = it->second.handle;
+        it->second = {n.message_id, n.handle, impl_->clock.now()};
+      }
+      if (!older.empty()) {
+        try {
+          impl_->sqs->delete_message(older);
+        } catch (const QueueError& e) {
+          spdlog::warn("cloud: {}: could not delete a second SQS notice: {}", id, e.what());
+        }
+      }
+      if (taken.insert(id).second) out.push_back(n.entry);
+    }
+  }
+  return out;
+}
+
+size_t CloudStorage::repair_due(std::string& cursor) {
+  if (!impl_->sqs) throw NotSupported("CloudStorage without a message queue has no due index");
+  auto page = impl_->s3.list(cursor);
+  const std::string& prefix = impl_->s3.prefix();
+  Timestamp now = impl_->clock.now();
+  size_t announced = 0;
+  for (size_t i = 0; i < page.keys.size(); ++i) {
+    const std::string& k = page.keys[i];
+    if (!k.starts_with(prefix) || page.modified[i] > now - impl_->stale_after) continue;
+    std::string id = k.substr(prefix.size());
+    if (!is_valid_id(id)) continue;
+    try {
+      auto obj = impl_->s3.get(k, record::kPrefixSize);
+      if (!obj) continue;  // removed since the listing
+      auto p = record::decode_prefix(obj->body, impl_->where(k));
+      if (!p && !(obj = impl_->s3.get(k))) continue;  // metadata past 4 KiB: read it all
+      record::Metadata meta = p ? p->meta : record::decode(obj->body, impl_->where(k)).meta;
+      if (meta.hold || meta.timestamp > now) continue;
+      announce(id, meta.timestamp);
+      ++announced;
+      spdlog::info("cloud: {} was due since {:.0f} s and untouched for {:.0f} s: announced again",
+                   id, now - meta.timestamp, now - page.modified[i]);
+    } catch (const CorruptRecord& e) {
+      spdlog::error("{}; left in place", e.what());
+    }
+  }
+  cursor = page.next;
+  return announced;
 }
 
 std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {

@@ -252,6 +252,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
   double timeout = default_timeout.value_or(60);
   bool path_style = true;
   std::string sqs;
+  double stale_after = 7200;
   for (const auto& [key, value] : params) {
     if (key == "region")
       aws.region = value;
@@ -265,14 +266,18 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
       path_style = value != "0";
     else if (key == "profile")
       aws.profile = value;
+    else if (key == "stale-after")
+      stale_after = number<double>(value, url, "stale-after");
     else
       bad(url, "unknown parameter '" + key +
-                   "' (known: region, endpoint, sqs, timeout, path_style, profile)");
+                   "' (known: region, endpoint, sqs, timeout, path_style, profile, stale-after)");
   }
   SimpleStorageService s3(bucket, timeout, prefix, aws, path_style);
   std::optional<SimpleQueueService> queue;
   if (!sqs.empty()) queue.emplace(sqs, timeout, 1.0, aws);
-  return std::make_unique<CloudStorage>(std::move(s3), std::move(queue));
+  if (!(stale_after > 0)) bad(url, "stale-after must be more than 0 seconds");
+  return std::make_unique<CloudStorage>(std::move(s3), std::move(queue), system_clock(),
+                                        stale_after);
 }
 
 #endif

@@ -1,0 +1,163 @@
+// The S3+SQS due index, in real time (SQS delays and visibility follow the real clock):
+// the promises the conformance rows check on the other backends at made-up times.
+// Against moto_server (S3 + SQS) started by the tests.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "slimta/cloud_storage.h"
+#include "support/moto_server.h"
+#include "support/test_util.h"
+
+namespace slimta {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::MotoServer;
+using testing::sample_envelope;
+
+constexpr auto kHandOut = 2s;
+
+class CloudDueTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (MotoServer::skipped()) GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
+    server_ = &testing::shared_moto();
+    static bool made = false;
+    if (!made) server_->create_bucket("duetest");
+    made = true;
+    queue_url_ = server_->create_queue("due" + random_hex(6));
+  }
+  // Another object (a process) on the same bucket, prefix and queue; without the queue:
+  // a writer whose notices are lost.
+  std::unique_ptr<CloudStorage> open(bool with_queue = true, double stale_after = 7200) {
+    std::optional<SimpleQueueService> q;
+    if (with_queue) q.emplace(queue_url_, 30, 0.1, server_->aws());
+    return std::make_unique<CloudStorage>(
+        SimpleStorageService("duetest", 30, prefix_, server_->aws()), std::move(q), system_clock(),
+        stale_after);
+  }
+  static Timestamp now() { return system_clock().now(); }
+  static std::set<std::string> ids(const std::vector<QueueEntry>& entries) {
+    std::set<std::string> out;
+    for (const auto& e : entries) out.insert(e.id);
+    return out;
+  }
+
+  MotoServer* server_ = nullptr;
+  std::string prefix_ = "due" + random_hex(4) + "/";
+  std::string queue_url_;
+};
+
+TEST_F(CloudDueTest, WhatIsDueIsHandedOutOnceThenAgainWhenTheHandOutRunsOut) {
+  auto a = open(), b = open();
+  ASSERT_TRUE(a->capabilities().due_index);
+  std::set<std::string> written;
+  for (int i = 0; i < 3; ++i) written.insert(a->write(sample_envelope(1, 50, i), now() - 1));
+  EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), written);
+  EXPECT_TRUE(a->due(now(), 10, kHandOut).empty());
+  EXPECT_TRUE(b->due(now(), 10, kHandOut).empty());  // to nobody else either
+  std::this_thread::sleep_for(kHandOut + 300ms);
+  EXPECT_EQ(ids(b->due(now(), 10, kHandOut)), written);  // a died: b gets them
+  EXPECT_EQ(a->request_counts()["s3 GET"], 0u);          // no object was read
+}
+
+TEST_F(CloudDueTest, ADeferralHidesTheNoticeUntilItsTimeAndAnEarlyOneIsHiddenAgain) {
+  auto a = open();
+  std::string id = a->write(sample_envelope(), now());
+  ASSERT_EQ(a->due(now(), 10, kHandOut).size(), 1u);
+  ClaimResult c = a->claim(id, 30s);
+  ASSERT_EQ(c.status, ClaimResult::Status::claimed);
+  a->set_timestamp(id, now() + 3, Fence{c.lease.token}, "451 4.3.0 later");
+  a->release(id, Fence{c.lease.token});
+  std::this_thread::sleep_for(2500ms);  // past the hand-out, before its time
+  EXPECT_TRUE(a->due(now(), 10, kHandOut).empty());
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_EQ(ids(a->due(now(), 10, 30s)), std::set<std::string>{id});
+  // A notice that shows up before its time (a wait longer than SQS can delay) is hidden
+  // until then: asked as if 3 s earlier, it is not due, and stays hidden for 3 s.
+  std::string later = a->write(sample_envelope(1, 50, 2), now());
+  EXPECT_TRUE(a->due(now() - 3, 10, kHandOut).empty());
+  EXPECT_TRUE(a->due(now(), 10, kHandOut).empty());
+  std::this_thread::sleep_for(3200ms);
+  EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), (std::set<std::string>{later}));
+}
+
+TEST_F(CloudDueTest, AMessageStoredForLaterIsNotHandedOutBeforeItsTime) {
+  auto a = open();
+  std::string id = a->write(sample_envelope(), now() + 2);
+  EXPECT_TRUE(a->due(now() + 10, 10, kHandOut).empty());  // its notice is delayed
+  std::this_thread::sleep_for(2300ms);
+  EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), std::set<std::string>{id});
+}
+
+TEST_F(CloudDueTest, HeldAndRemovedMessagesLeaveTheIndexAtTheLatestAtTheirNextClaim) {
+  auto a = open(), op = open();
+  std::string held_here = a->write(sample_envelope(1, 50, 1), now());
+  std::string held_there = a->write(sample_envelope(1, 50, 2), now());
+  std::string removed_here = a->write(sample_envelope(1, 50, 3), now());
+  std::string removed_there = a->write(sample_envelope(1, 50, 4), now());
+  ASSERT_EQ(a->due(now(), 10, kHandOut).size(), 4u);
+  a->hold(held_here, "ticket 1", now());    // a holds its notice: it goes
+  op->hold(held_there, "ticket 2", now());  // an operator's tool: it cannot
+  a->remove(removed_here);                  // goes with its notice
+  op->remove(removed_there);                // its notice shows up again
+  std::this_thread::sleep_for(kHandOut + 300ms);
+  auto again = a->due(now(), 10, kHandOut);
+  EXPECT_EQ(ids(again), (std::set<std::string>{held_there, removed_there}));
+  EXPECT_EQ(a->claim(held_there, 30s).status, ClaimResult::Status::held);  // and it goes
+  EXPECT_THROW(a->claim(removed_there, 30s), KeyError);                    // and it goes
+  std::this_thread::sleep_for(kHandOut + 300ms);
+  EXPECT_TRUE(a->due(now(), 10, kHandOut).empty());
+  op->release_hold(held_here);  // a new notice, due at its time
+  EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), std::set<std::string>{held_here});
+}
+
+TEST_F(CloudDueTest, ConcurrentTakersShareTheDueWorkEachMessageOnce) {
+  auto writer = open();
+  std::set<std::string> written;
+  for (int i = 0; i < 40; ++i) written.insert(writer->write(sample_envelope(1, 50, i), now()));
+  std::mutex mu;
+  std::map<std::string, int> seen;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      auto s = open();
+      for (int empty = 0; empty < 2;) {
+        auto batch = s->due(now(), 5, 30s);
+        empty += batch.empty();
+        std::lock_guard lock(mu);
+        for (const auto& e : batch) ++seen[e.id];
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(seen.size(), written.size());
+  for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id << " handed out " << n << " times";
+}
+
+TEST_F(CloudDueTest, TheSweepAnnouncesAStaleDueMessageWhoseNoticeWasLostAndReadsNoOther) {
+  auto lost = open(/*with_queue=*/false);  // stores, and its notice never goes
+  std::string orphan = lost->write(sample_envelope(1, 50, 1), now());
+  std::string held = lost->write(sample_envelope(1, 50, 2), now());
+  lost->hold(held, "x", now());
+  std::string future = lost->write(sample_envelope(1, 50, 3), now() + 3600);
+  std::string fresh = open()->write(sample_envelope(1, 50, 4), now() + 3600);  // announced
+  auto patient = open(/*with_queue=*/true, /*stale_after=*/3600);
+  std::string cursor;
+  EXPECT_EQ(patient->repair_due(cursor), 0u);  // nothing stale yet: nothing read
+  EXPECT_EQ(patient->request_counts()["s3 GET"], 0u);
+  EXPECT_TRUE(cursor.empty());
+  EXPECT_TRUE(patient->due(now(), 10, kHandOut).empty());
+  auto a = open(/*with_queue=*/true, /*stale_after=*/1);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(a->repair_due(cursor), 1u);  // the orphan; the held and future ones read only
+  EXPECT_EQ(a->request_counts()["s3 GET"], 4u);
+  EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), std::set<std::string>{orphan});
+}
+
+}  // namespace
+}  // namespace slimta
