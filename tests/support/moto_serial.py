@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""moto_server with its requests serialised, except SQS long polls.
+"""moto_server with its requests serialised, except SQS long polls, and counted.
 
 moto checks an S3 conditional write (If-Match / If-None-Match) and then stores the
 object in a separate step. moto_server runs threaded, so two concurrent conditional PUTs
@@ -7,11 +7,17 @@ can both pass the check: an update is lost, which real S3 never allows (its cond
 writes are atomic). Serialising requests gives moto the atomicity S3 has. SQS
 ReceiveMessage long polls stay concurrent, so a waiting client does not stall the rest.
 
+Each request is counted by kind ("s3 GET", "s3 PUT", ..., "sqs ReceiveMessage", ...):
+GET /__counts answers them as JSON (that request is not counted nor passed to moto), so
+that a test can see what its storage asked of S3 and SQS, whatever process asked.
+
 usage: moto_serial.py -H HOST [-p PORT]
 With no port (or 0) it binds a free one: no other process can take it between the
 choice and the bind. Either way it prints "port N" on stdout once it listens.
 """
 import argparse
+import collections
+import json
 import os
 import threading
 
@@ -26,9 +32,22 @@ def main():
     args = parser.parse_args()
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
+    counts = collections.Counter()
+    counts_lock = threading.Lock()
 
     def serialised(environ, start_response):
-        if environ.get('HTTP_X_AMZ_TARGET', '').endswith('.ReceiveMessage'):
+        target = environ.get('HTTP_X_AMZ_TARGET', '')
+        if environ.get('PATH_INFO') == '/__counts' and not target:
+            with counts_lock:
+                body = json.dumps(counts).encode()
+            start_response('200 OK', [('Content-Type', 'application/json')])
+            return [body]
+        kind = 'sqs ' + target.split('.')[-1] if target else 's3 ' + environ['REQUEST_METHOD']
+        if kind == 's3 GET' and 'list-type=2' in environ.get('QUERY_STRING', ''):
+            kind = 's3 LIST'
+        with counts_lock:
+            counts[kind] += 1
+        if target.endswith('.ReceiveMessage'):
             return app(environ, start_response)
         with lock:
             return list(app(environ, start_response))

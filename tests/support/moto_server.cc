@@ -124,6 +124,13 @@ void MotoServer::create_bucket(const std::string& bucket) const {
   if (r.status != 200) throw std::runtime_error("cannot create bucket " + bucket + ": " + r.body);
 }
 
+std::map<std::string, uint64_t> MotoServer::request_counts() const {
+  cloud::Http http(10, "us-east-1", {"test", "test", ""});
+  auto r = http.send(cloud::make_request("GET", endpoint() + "/__counts", "s3", "counts"));
+  if (r.status != 200) throw std::runtime_error("cannot read moto's request counts: " + r.body);
+  return nlohmann::json::parse(r.body).get<std::map<std::string, uint64_t>>();
+}
+
 std::string MotoServer::create_queue(const std::string& name) const {
   cloud::Http http(10, "us-east-1", {"test", "test", ""});
   auto req = cloud::make_request("POST", endpoint() + "/", "sqs", "create queue");

@@ -37,6 +37,9 @@ class MotoServer {
   // Creates a bucket / a queue (returns the queue URL), signed with aws().
   void create_bucket(const std::string& bucket) const;
   std::string create_queue(const std::string& name) const;
+  // The requests it has served so far, by kind ("s3 GET", "s3 LIST", "sqs SendMessage",
+  // ...), whoever made them (counted by tests/support/moto_serial.py).
+  std::map<std::string, uint64_t> request_counts() const;
 
   static bool skipped();
 

@@ -7,7 +7,9 @@
 #include <thread>
 
 #include "redis/connection.h"
+#include "slimta/cloud_storage.h"
 #include "slimta/redis_storage.h"
+#include "support/moto_server.h"
 #include "support/redis_server.h"
 #include "support/sink.h"
 #include "support/test_util.h"
@@ -18,14 +20,18 @@ namespace {
 using namespace std::chrono_literals;
 using testing::ChildProcess;
 
+// `rescan`: serve's --rescan, which only the whole schedule uses.
 std::unique_ptr<ChildProcess> start_node(const std::string& name, const std::string& url,
-                                         int sink_port, bool full_schedule = false) {
+                                         int sink_port, bool full_schedule = false,
+                                         int rescan = 300) {
+  testing::Environment env{{"AWS_ACCESS_KEY_ID", "test"}, {"AWS_SECRET_ACCESS_KEY", "test"}};
   std::vector<std::string> argv{
       SLIMTA_QUEUE_BIN, "serve", "--listen",    "127.0.0.1:0",
       "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink_port),
       "--hostname",     name,    "--workers",   "8"};
   if (full_schedule) argv.push_back("--full-schedule");
-  return std::make_unique<ChildProcess>(argv, "listening on");
+  argv.insert(argv.end(), {"--rescan", std::to_string(rescan)});
+  return std::make_unique<ChildProcess>(argv, "listening on", env);
 }
 
 // The commands the server has processed so far (INFO's own included).
@@ -133,6 +139,89 @@ TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttempt
   EXPECT_EQ(seen.size(), static_cast<size_t>(kDue));
   for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
   EXPECT_LE(worst, 2.0) << "a message was attempted more than 2 s after its time";
+}
+
+// S3 requests by kind, from a moto_server's own count, minus `before`.
+std::map<std::string, uint64_t> since(const testing::MotoServer& moto,
+                                      const std::map<std::string, uint64_t>& before) {
+  auto now = moto.request_counts();
+  for (const auto& [k, v] : before) now[k] -= v;
+  return now;
+}
+
+// 1,000 messages deferred by an hour on S3+SQS, two nodes on them: while they wait, S3
+// sees no GET for them (the whole schedule would read each once per 300 s rescan).
+TEST(DueIndexServeTest, OnS3AndSqsWaitingMessagesCostNoGet) {
+  if (testing::MotoServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
+  testing::MotoServer moto;  // its own: its request counts are this test's alone
+  moto.create_bucket("duewait");
+  std::string queue = moto.create_queue("duewait");
+  std::string url = "s3://duewait/q?region=us-east-1&endpoint=" + moto.endpoint() + "&sqs=" + queue;
+  const int kWaiting = 1000;
+  {
+    CloudStorage storage(SimpleStorageService("duewait", 30, "q/", moto.aws()),
+                         SimpleQueueService(queue, 30, 0.1, moto.aws()));
+    Envelope env = numbered(0);
+    for (int i = 0; i < kWaiting; ++i) storage.write(env, system_clock().now() + 3600);
+  }
+  testing::SmtpSink sink;
+  std::vector<std::unique_ptr<ChildProcess>> nodes;
+  // --rescan 10: the whole schedule would read every message twice in the window.
+  for (int n = 0; n < 2; ++n)
+    nodes.push_back(start_node("node" + std::to_string(n), url, sink.port(), false, 10));
+  std::this_thread::sleep_for(2s);
+  auto before = moto.request_counts();
+  const double kWindow = 20;
+  std::this_thread::sleep_for(std::chrono::duration<double>(kWindow));
+  auto seen = since(moto, before);
+  for (auto& node : nodes) node->stop(SIGTERM);
+  double gets = static_cast<double>(seen["s3 GET"]);
+  double per_message_per_rescan = gets / kWaiting * (300 / kWindow);
+  std::string all;
+  for (const auto& [k, v] : seen)
+    if (v) all += " " + k + "=" + std::to_string(v);
+  std::printf(
+      "[ report ] s3+sqs, %d messages waiting, 2 nodes, %.0f s: requests%s; S3 GET per message "
+      "per 300 s: %.4f (the whole schedule: 1 per node)\n",
+      kWaiting, kWindow, all.c_str(), per_message_per_rescan);
+  EXPECT_LT(per_message_per_rescan, 0.1);
+  EXPECT_TRUE(sink.received().empty());
+}
+
+// A message stored without its notice (the SendMessage after the PUT failed) is found by
+// the sweep once not rewritten for stale-after, and delivered: within stale-after + one
+// sweep pass (one LIST page per repair step, every 5 s) + the poll (doc/queue.md).
+TEST(DueIndexServeTest, OnS3AnObjectWhoseNoticeWasLostIsDeliveredWithinTheBound) {
+  if (testing::MotoServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
+  auto& moto = testing::shared_moto();
+  moto.create_bucket("dueorphan");
+  std::string queue = moto.create_queue("orphan" + random_hex(4));
+  std::string prefix = "o" + random_hex(4) + "/";
+  Timestamp stored = system_clock().now();
+  {
+    CloudStorage lost(SimpleStorageService("dueorphan", 30, prefix, moto.aws()));  // no SQS
+    lost.write(numbered(7), stored);
+  }
+  testing::SmtpSink sink;
+  const double kStaleAfter = 3;
+  auto node =
+      start_node("node",
+                 "s3://dueorphan/" + prefix + "?region=us-east-1&endpoint=" + moto.endpoint() +
+                     "&sqs=" + queue + "&stale-after=3",
+                 sink.port());
+  // One page of objects: one repair step (5 s) covers it; the poll takes it within 1 s.
+  const double kBound = kStaleAfter + 5 + 1;
+  EXPECT_TRUE(testing::eventually([&] { return !sink.received().empty(); }, 30s));
+  node->stop(SIGTERM);
+  auto got = sink.received();
+  ASSERT_EQ(got.size(), 1u);
+  double after = got[0]["t"].get<double>() - stored;
+  std::printf("[ report ] s3+sqs orphan delivered %.1f s after it was stored (bound %.0f s)\n",
+              after, kBound + 2);
+  EXPECT_EQ(got[0]["seq"], "7");
+  EXPECT_LE(after, kBound + 2);  // 2 s for a busy machine
 }
 
 }  // namespace
