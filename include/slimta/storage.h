@@ -327,7 +327,7 @@ void check_id(std::string_view id);
 //   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
 //   rediss://...same...[&ca=FILE&cert=FILE&key=FILE&sni=NAME]   (TLS, doc/redis.md)
 //   redis+unix:///PATH/redis.sock[?db=N&username=U&password=P&prefix=P&timeout=SECONDS]
-//   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P]
+//   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P&stale-after=SECONDS]
 // Redis URLs also take password-file=PATH (the password's first line, so that it is
 // not in the command line) and username=USER (an ACL user, doc/redis.md). `timeout` (seconds)
 // applies to a Redis or S3 URL that gives no timeout= of its own: a server that hangs then fails

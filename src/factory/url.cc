@@ -266,8 +266,9 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
       path_style = value != "0";
     else if (key == "profile")
       aws.profile = value;
-    else if (key == "stale-after")
-      stale_after = number<double>(value, url, "stale-after");
+    else if (key == "stale-after" &&
+             !((stale_after = number<double>(value, url, "stale-after")) > 0))
+      bad(url, "stale-after must be more than 0 seconds");
     else
       bad(url, "unknown parameter '" + key +
                    "' (known: region, endpoint, sqs, timeout, path_style, profile, stale-after)");
@@ -275,7 +276,6 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
   SimpleStorageService s3(bucket, timeout, prefix, aws, path_style);
   std::optional<SimpleQueueService> queue;
   if (!sqs.empty()) queue.emplace(sqs, timeout, 1.0, aws);
-  if (!(stale_after > 0)) bad(url, "stale-after must be more than 0 seconds");
   return std::make_unique<CloudStorage>(std::move(s3), std::move(queue), system_clock(),
                                         stale_after);
 }

@@ -214,4 +214,18 @@ TEST(UrlTest, OpenStorageBuildsARedisStorage) {
 }
 
 }  // namespace
+TEST(UrlTest, AnS3StaleAfterMustBeAPositiveNumber) {
+  auto error = [](const char* u) {
+    try {
+      open_storage(u);
+    } catch (const InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error("s3://bucket?stale-after=0").find("stale-after must be more than 0"),
+            std::string::npos);
+  EXPECT_NE(error("s3://bucket?stale-after=soon").find("stale-after"), std::string::npos);
+}
+
 }  // namespace slimta
