@@ -329,6 +329,7 @@ struct CloudStorage::Impl {
   struct Held {
     std::string message_id, handle;
     Timestamp received = 0;
+    Timestamp hidden_until = 0;  // what hide_notice_until() asked last
   };
   std::mutex notices_mu;
   std::unordered_map<std::string, Held> notices;
@@ -364,14 +365,18 @@ struct CloudStorage::Impl {
   // it again.
   void hide_notice_until(std::string_view id, Timestamp t) {
     std::optional<Held> held = held_notice(id);
-    if (!held) return;
+    if (!held || held->hidden_until == t) return;  // a deferral, then its release
     double left = 43200 - (clock.now() - held->received) - 60;
     int seconds = std::min(seconds_until(t), static_cast<int>(std::max(0.0, left)));
     try {
-      if (!sqs->change_visibility(held->handle, seconds)) {
-        std::lock_guard lock(notices_mu);
-        auto it = notices.find(std::string(id));
-        if (it != notices.end() && it->second.handle == held->handle) notices.erase(it);
+      bool hidden = sqs->change_visibility(held->handle, seconds);
+      std::lock_guard lock(notices_mu);
+      auto it = notices.find(std::string(id));
+      if (it == notices.end() || it->second.handle != held->handle) return;
+      if (hidden) {
+        it->second.hidden_until = t;
+      } else {
+        notices.erase(it);
       }
     } catch (const QueueError& e) {  // it shows up at the end of its hand-out instead
       spdlog::warn("cloud: {}: could not hide its SQS notice: {}", id, e.what());

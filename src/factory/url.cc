@@ -238,6 +238,12 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
 }
 
 #ifdef SLIMTA_WITH_CLOUD
+// `value`, unless it is not more than 0: then InvalidArgument naming `what`.
+double positive(double value, std::string_view url, const std::string& what) {
+  if (!(value > 0)) bad(url, what + " must be more than 0 seconds");
+  return value;
+}
+
 std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double> default_timeout) {
   std::string_view rest = url.substr(5);  // after "s3://"
   size_t q = rest.find('?');
@@ -266,9 +272,8 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
       path_style = value != "0";
     else if (key == "profile")
       aws.profile = value;
-    else if (key == "stale-after" &&
-             !((stale_after = number<double>(value, url, "stale-after")) > 0))
-      bad(url, "stale-after must be more than 0 seconds");
+    else if (key == "stale-after")
+      stale_after = positive(number<double>(value, url, "stale-after"), url, "stale-after");
     else
       bad(url, "unknown parameter '" + key +
                    "' (known: region, endpoint, sqs, timeout, path_style, profile, stale-after)");
