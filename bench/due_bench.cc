@@ -3,13 +3,15 @@
 // (deferred by an hour), one `slimta-queue serve` node's RSS, the commands it costs
 // Redis (at start, and per minute while idle, with its rescans every 300 s spread over
 // the minutes), and the delay from a message's due time to its attempt at a sink
-// (p50, p99 of `--due` messages coming due over 2 s). Prints JSON.
+// (p50, p99 of `--due` messages coming due over 2 s). The same on S3+SQS through a
+// moto_server it starts (its requests counted by kind). Prints JSON.
 //
-//   due_bench [--sizes 10000,100000,1000000] [--due 200]
+//   due_bench [--sizes 10000,100000,1000000] [--cloud-sizes 1000,10000] [--due 200]
 #include <signal.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -18,7 +20,9 @@
 
 #include "bench_util.h"
 #include "redis/connection.h"
+#include "slimta/cloud_storage.h"
 #include "slimta/redis_storage.h"
+#include "support/moto_server.h"
 #include "support/redis_server.h"
 #include "support/sink.h"
 #include "support/test_util.h"
@@ -31,11 +35,25 @@ using namespace std::chrono_literals;
 constexpr double kRescan = 300;  // serve's default --rescan
 constexpr double kIdleSeconds = 20;
 
-long long commands_processed(testing::RedisServer& server) {
+// One backend the bench runs on: how serve names it, how its service counts the
+// requests it serves, and a storage object on it (another process, for the writes).
+struct Backend {
+  std::string url;
+  std::function<double()> requests;
+  std::function<std::unique_ptr<QueueStorage>()> open;
+};
+
+double redis_commands(testing::RedisServer& server) {
   redis::Connection c(server.options("", 0));
   redis::Reply r = c.command({"INFO", "stats"});
   std::string info(r->str, r->len);
-  return std::stoll(info.substr(info.find("total_commands_processed:") + 25));
+  return std::stod(info.substr(info.find("total_commands_processed:") + 25));
+}
+
+double moto_requests(const testing::MotoServer& moto) {
+  double n = 0;
+  for (const auto& [kind, count] : moto.request_counts()) n += static_cast<double>(count);
+  return n;
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -44,9 +62,9 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
-// `n` messages deferred by an hour under `prefix`, written by 8 threads.
-void fill(testing::RedisServer& server, const std::string& prefix, size_t n) {
-  RedisStorage storage(server.options(prefix, 0));
+// `n` messages deferred by an hour, written by 8 threads.
+void fill(const Backend& backend, size_t n) {
+  auto storage = backend.open();
   Envelope env = testing::sample_envelope(1, 64, 1);
   env.timestamp = system_clock().now();
   Timestamp later = system_clock().now() + 3600;
@@ -54,41 +72,41 @@ void fill(testing::RedisServer& server, const std::string& prefix, size_t n) {
   bench::rate(8, 1e9, [&](int, size_t) {
     size_t i = next++;
     if (i >= n) return false;
-    storage.write(env, later + static_cast<double>(i % 600));
+    storage->write(env, later + static_cast<double>(i % 600));
     return true;
   });
 }
 
-nlohmann::json measure(testing::RedisServer& server, const std::string& prefix, bool full,
-                       size_t due_count) {
+nlohmann::json measure(const Backend& backend, bool full, size_t due_count) {
   testing::SmtpSink sink;
-  std::string url = "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=" + prefix;
   std::vector<std::string> argv{
-      SLIMTA_QUEUE_BIN, "serve", "--listen",    "127.0.0.1:0",
-      "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink.port()),
+      SLIMTA_QUEUE_BIN, "serve",     "--listen",    "127.0.0.1:0",
+      "--storage",      backend.url, "--smarthost", "127.0.0.1:" + std::to_string(sink.port()),
       "--workers",      "16"};
   if (full) argv.push_back("--full-schedule");
-  long long c0 = commands_processed(server);
+  double c0 = backend.requests();
   auto started = bench::Clock::now();
-  testing::ChildProcess node(argv, "listening on");
+  testing::ChildProcess node(
+      argv, "listening on",
+      testing::Environment{{"AWS_ACCESS_KEY_ID", "test"}, {"AWS_SECRET_ACCESS_KEY", "test"}});
   double start_seconds = bench::seconds_since(started);
   std::this_thread::sleep_for(3s);
-  long long c1 = commands_processed(server);
+  double c1 = backend.requests();
   std::this_thread::sleep_for(std::chrono::duration<double>(kIdleSeconds));
-  long long c2 = commands_processed(server);
+  double c2 = backend.requests();
   size_t rss = testing::peak_rss(node.pid());
 
   // Messages coming due over 2 s, written by another process.
   std::map<std::string, Timestamp> due_at;
   {
-    RedisStorage storage(server.options(prefix, 0));
+    auto storage = backend.open();
     Timestamp start = system_clock().now() + 2;
     for (size_t i = 0; i < due_count; ++i) {
       Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(i));
       env.headers.add("X-Test-Seq", std::to_string(i));
       env.timestamp = system_clock().now();
       Timestamp t = start + 2.0 * static_cast<double>(i) / static_cast<double>(due_count);
-      storage.write(env, t);
+      storage->write(env, t);
       due_at[std::to_string(i)] = t;
     }
   }
@@ -98,30 +116,42 @@ nlohmann::json measure(testing::RedisServer& server, const std::string& prefix, 
     delays.push_back(m["t"].get<double>() - due_at[m["seq"].get<std::string>()]);
   node.stop(SIGTERM);
 
-  double idle_per_minute = static_cast<double>(c2 - c1) / kIdleSeconds * 60;
-  double at_start = static_cast<double>(c1 - c0);
+  double idle_per_minute = (c2 - c1) / kIdleSeconds * 60;
+  double at_start = c1 - c0;
   nlohmann::json out;
   out["rss_mib"] = static_cast<double>(rss) / 1048576.0;
   out["start_seconds"] = start_seconds;
-  out["commands_first_3s"] = at_start;
-  out["commands_per_minute_idle"] = idle_per_minute;
+  out["requests_first_3s"] = at_start;
+  out["requests_per_minute_idle"] = idle_per_minute;
   // The full schedule rescans every 300 s, as costly as its start-up load.
-  out["commands_per_minute_with_rescans"] = idle_per_minute + (full ? at_start * 60 / kRescan : 0);
+  out["requests_per_minute_with_rescans"] = idle_per_minute + (full ? at_start * 60 / kRescan : 0);
   out["due_delivered"] = delays.size();
   out["due_to_attempt_p50_s"] = percentile(delays, 0.5);
   out["due_to_attempt_p99_s"] = percentile(delays, 0.99);
   return out;
 }
 
+// Both modes on `backend` after filling it with `n` waiting messages.
+nlohmann::json compare(const Backend& backend, size_t n, size_t due_count) {
+  nlohmann::json row;
+  auto filling = bench::Clock::now();
+  fill(backend, n);
+  row["fill_seconds"] = bench::seconds_since(filling);
+  row["full_schedule"] = measure(backend, true, due_count);
+  row["due_index"] = measure(backend, false, due_count);
+  return row;
+}
+
 int run(int argc, char** argv) {
-  std::vector<size_t> sizes{10000, 100000, 1000000};
+  std::vector<size_t> sizes{10000, 100000, 1000000}, cloud_sizes{1000, 10000};
   size_t due_count = 200;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--sizes") {
-      sizes.clear();
+    if (flag == "--sizes" || flag == "--cloud-sizes") {
+      auto& list = flag == "--sizes" ? sizes : cloud_sizes;
+      list.clear();
       std::stringstream in(value);
-      for (std::string part; std::getline(in, part, ',');) sizes.push_back(std::stoul(part));
+      for (std::string part; std::getline(in, part, ',');) list.push_back(std::stoul(part));
     } else if (flag == "--due") {
       due_count = std::stoul(value);
     } else {
@@ -129,19 +159,40 @@ int run(int argc, char** argv) {
       return 2;
     }
   }
-  testing::RedisServer server;
   nlohmann::json out;
-  out["redis"] = "redis-server 7.0 on loopback, no persistence; one serve node, 16 workers";
-  for (size_t n : sizes) {
-    std::string prefix = "b" + std::to_string(n) + ":";
-    auto filling = bench::Clock::now();
-    fill(server, prefix, n);
-    nlohmann::json row;
-    row["fill_seconds"] = bench::seconds_since(filling);
-    row["full_schedule"] = measure(server, prefix, true, due_count);
-    row["due_index"] = measure(server, prefix, false, due_count);
-    out["waiting_" + std::to_string(n)] = row;
-    std::cerr << "due_bench: " << n << " done\n";
+  out["setup"] =
+      "one serve node, 16 workers; redis-server 7.0 (loopback, no persistence), "
+      "moto_server (S3 + SQS); requests: Redis commands (scripts' own included), "
+      "S3 and SQS HTTP requests";
+  {
+    testing::RedisServer server;
+    for (size_t n : sizes) {
+      std::string prefix = "b" + std::to_string(n) + ":";
+      Backend redis{
+          "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=" + prefix,
+          [&] { return redis_commands(server); },
+          [&, prefix] { return std::make_unique<RedisStorage>(server.options(prefix, 0)); }};
+      out["redis_waiting_" + std::to_string(n)] = compare(redis, n, due_count);
+      std::cerr << "due_bench: redis " << n << " done\n";
+    }
+  }
+  {
+    testing::MotoServer moto;
+    moto.create_bucket("due");
+    for (size_t n : cloud_sizes) {
+      std::string prefix = "b" + std::to_string(n) + "/";
+      std::string queue = moto.create_queue("due" + std::to_string(n));
+      Backend s3{
+          "s3://due/" + prefix + "?region=us-east-1&endpoint=" + moto.endpoint() + "&sqs=" + queue,
+          [&] { return moto_requests(moto); },
+          [&, prefix, queue] {
+            return std::make_unique<CloudStorage>(
+                SimpleStorageService("due", 30, prefix, moto.aws()),
+                SimpleQueueService(queue, 30, 0.1, moto.aws()));
+          }};
+      out["s3_sqs_waiting_" + std::to_string(n)] = compare(s3, n, due_count);
+      std::cerr << "due_bench: s3+sqs " << n << " done\n";
+    }
   }
   std::cout << out.dump(2) << "\n";
   return 0;
