@@ -40,19 +40,6 @@ class SwitchRelay : public Relay {
   }
 };
 
-constexpr const char* kOps[] = {"write",
-                                "load",
-                                "get",
-                                "set_timestamp",
-                                "increment_attempts",
-                                "set_recipients_delivered",
-                                "remove",
-                                "claim",
-                                "release",
-                                "renew",
-                                "due",
-                                "repair_due"};
-
 // What one backend's service counted so far.
 using ServiceCounts = std::function<Counts()>;
 
@@ -69,6 +56,15 @@ Counts redis_counts(testing::RedisServer& server) {
     out[name] = std::stod(line.substr(at + 6));
   }
   return out;
+}
+
+// What `storage` asked of S3 and SQS so far, by kind.
+ServiceCounts cloud_counts(const CloudStorage& storage) {
+  return [&storage] {
+    Counts out;
+    for (const auto& [k, v] : storage.request_counts()) out[k] = static_cast<double>(v);
+    return out;
+  };
 }
 
 Counts minus(Counts after, const Counts& before) {
@@ -92,13 +88,7 @@ nlohmann::json count_lifecycle(QueueStorage& inner, size_t n, bool use_index,
   TimedStorage storage(inner, registry);
   auto calls = [&] {
     Counts out;
-    for (const char* op : kOps) {
-      auto& h = registry.histogram("slimta_storage_operation_duration_seconds", "",
-                                   metrics::duration_buckets(0.0001, 10), {{"op", op}});
-      double k = 0;
-      for (uint64_t c : h.counts()) k += static_cast<double>(c);
-      if (k) out[op] = k;
-    }
+    for (const auto& [op, n] : storage.call_counts()) out[op] = static_cast<double>(n);
     return out;
   };
   ManualClock manual(system_clock().now());
@@ -194,22 +184,12 @@ int run(int argc, char** argv) {
     std::string queue = server.create_queue("cost");
     CloudStorage storage(SimpleStorageService("cost", 30, "c/", server.aws()),
                          SimpleQueueService(queue, 30, 0.1, server.aws()));
-    ServiceCounts service = [&] {
-      Counts out;
-      for (const auto& [k, v] : storage.request_counts()) out[k] = static_cast<double>(v);
-      return out;
-    };
-    out["s3_sqs_full_schedule"] = count_lifecycle(storage, cloud_n, false, service);
+    out["s3_sqs_full_schedule"] = count_lifecycle(storage, cloud_n, false, cloud_counts(storage));
     std::string indexed_queue = server.create_queue("costidx");
     CloudStorage indexed(SimpleStorageService("cost", 30, "i/", server.aws()),
                          SimpleQueueService(indexed_queue, 30, 0.1, server.aws()));
-    ServiceCounts indexed_service = [&] {
-      Counts out;
-      for (const auto& [k, v] : indexed.request_counts()) out[k] = static_cast<double>(v);
-      return out;
-    };
     out["s3_sqs_due_index"] =
-        count_lifecycle(indexed, cloud_n, true, indexed_service, /*real_time=*/true);
+        count_lifecycle(indexed, cloud_n, true, cloud_counts(indexed), /*real_time=*/true);
   }
   std::cout << out.dump(2) << "\n";
   return 0;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 
 #include "slimta/metrics.h"
 #include "slimta/storage.h"
@@ -48,6 +49,8 @@ class TimedStorage : public QueueStorage {
     kRepairDue,
     kOpCount
   };
+  // Calls made so far, by operation name ("write", "get", ...), those made at least once.
+  std::map<std::string, uint64_t> call_counts() const;
 
  protected:
   void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,

@@ -400,6 +400,17 @@ struct CloudStorage::Impl {
                                        std::to_string(kMaxCasRounds) + " attempts to update it");
   }
 
+  // The metadata of the object at `k` from its first 4 KiB (the record keeps it first),
+  // or from the whole object when it is longer; nullopt if the object is gone.
+  // CorruptRecord if it cannot be decoded.
+  std::optional<record::Metadata> read_metadata(const std::string& k) {
+    auto obj = s3.get(k, record::kPrefixSize);
+    if (!obj) return std::nullopt;
+    if (auto p = record::decode_prefix(obj->body, where(k))) return p->meta;
+    if (!(obj = s3.get(k))) return std::nullopt;
+    return record::decode(obj->body, where(k)).meta;
+  }
+
   // Read-modify-write of a message's metadata with If-Match; an update that changes
   // nothing (a busy claim) is not written.
   template <typename Fn>
@@ -449,17 +460,9 @@ class CloudStorage::Impl::Stream : public PagedStream {
       workers.emplace_back([&] {
         for (size_t i; (i = next++) < ids.size();) {
           try {
-            std::string k = impl_.key(ids[i]);
-            std::string what = impl_.where(k);
-            auto obj = impl_.s3.get(k, record::kPrefixSize);
-            if (!obj) continue;  // removed since the listing
-            auto p = record::decode_prefix(obj->body, what);
-            if (!p) {  // metadata longer than the prefix: read it all
-              obj = impl_.s3.get(k);
-              if (!obj) continue;
-              p = record::Prefix{obj->body.size(), record::decode(obj->body, what).meta};
-            }
-            found[i] = QueueEntry{p->meta.timestamp, ids[i]};
+            auto meta = impl_.read_metadata(impl_.key(ids[i]));
+            if (!meta) continue;  // removed since the listing
+            found[i] = QueueEntry{meta->timestamp, ids[i]};
           } catch (const CorruptRecord& e) {
             ++corrupt;
             spdlog::error("{}; left in place", e.what());
@@ -681,16 +684,12 @@ size_t CloudStorage::repair_due(std::string& cursor) {
     std::string id = k.substr(prefix.size());
     if (!is_valid_id(id)) continue;
     try {
-      auto obj = impl_->s3.get(k, record::kPrefixSize);
-      if (!obj) continue;  // removed since the listing
-      auto p = record::decode_prefix(obj->body, impl_->where(k));
-      if (!p && !(obj = impl_->s3.get(k))) continue;  // metadata past 4 KiB: read it all
-      record::Metadata meta = p ? p->meta : record::decode(obj->body, impl_->where(k)).meta;
-      if (meta.hold || meta.timestamp > now) continue;
-      announce(id, meta.timestamp);
+      auto meta = impl_->read_metadata(k);
+      if (!meta || meta->hold || meta->timestamp > now) continue;  // gone, held or not due
+      announce(id, meta->timestamp);
       ++announced;
       spdlog::info("cloud: {} was due since {:.0f} s and untouched for {:.0f} s: announced again",
-                   id, now - meta.timestamp, now - page.modified[i]);
+                   id, now - meta->timestamp, now - page.modified[i]);
     } catch (const CorruptRecord& e) {
       spdlog::error("{}; left in place", e.what());
     }

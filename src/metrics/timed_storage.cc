@@ -33,6 +33,16 @@ TimedStorage::TimedStorage(QueueStorage& inner, metrics::Registry& registry) : i
   }
 }
 
+std::map<std::string, uint64_t> TimedStorage::call_counts() const {
+  std::map<std::string, uint64_t> out;
+  for (size_t op = 0; op < kOpCount; ++op) {
+    uint64_t n = 0;
+    for (uint64_t c : histograms_[op]->counts()) n += c;
+    if (n) out[kOpNames[op]] = n;
+  }
+  return out;
+}
+
 template <typename Fn>
 auto TimedStorage::timed(Op op, Fn&& fn) {
   struct Observe {

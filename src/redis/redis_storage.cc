@@ -434,6 +434,23 @@ struct RedisStorage::Impl {
   std::mutex claims_mu;
   std::unordered_map<std::string, std::string> unanswered_claims;
 
+  // One SCAN step from `cursor` ("0" first) over the message hashes under the prefix:
+  // the ids of the keys it found into `ids`; returns the next cursor ("0": done).
+  std::string scan_ids(Connection& c, const std::string& cursor, std::vector<std::string>& ids) {
+    const std::string& prefix = pool.options().prefix;
+    Reply r = c.command(
+        {"SCAN", cursor, "MATCH", glob_escape(prefix) + "*", "COUNT", "1000", "TYPE", "hash"});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) throw QueueError("unexpected SCAN reply");
+    const redisReply* keys = r->element[1];
+    for (size_t i = 0; i < keys->elements; ++i) {
+      std::string_view k(keys->element[i]->str, keys->element[i]->len);
+      if (!k.starts_with(prefix)) continue;
+      std::string_view id = k.substr(prefix.size());
+      if (is_valid_id(id)) ids.emplace_back(id);
+    }
+    return redis::reply_string(r->element[0], "SCAN cursor");
+  }
+
   // Runs a per-message script on KEYS[1] = key(id).
   Reply run_script(const redis::Script& script, std::string_view id, bool idempotent,
                    std::vector<std::string> args);
@@ -445,7 +462,6 @@ class RedisStorage::Impl::Stream : public PagedStream {
  public:
   explicit Stream(Impl& impl)
       : impl_(impl),
-        match_(glob_escape(impl.pool.options().prefix) + "*"),
         // Asked afresh: a replica promoted since the map was made must be scanned,
         // its old master (a replica now, or gone) not.
         masters_(impl.pool.masters(/*fresh=*/true)) {}
@@ -454,20 +470,9 @@ class RedisStorage::Impl::Stream : public PagedStream {
   // One SCAN step (on each master of a cluster in turn), then the timestamps of the
   // keys it found in one pipelined batch.
   bool fetch(std::vector<QueueEntry>& batch) override {
-    const std::string& prefix = impl_.pool.options().prefix;
     impl_.pool.run_node(masters_[master_], true, [&](Connection& c) {
-      Reply r = c.command({"SCAN", cursor_, "MATCH", match_, "COUNT", "1000", "TYPE", "hash"});
-      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-        throw QueueError("unexpected SCAN reply");
-      std::string next_cursor = redis::reply_string(r->element[0], "SCAN cursor");
       std::vector<std::string> ids;
-      const redisReply* keys = r->element[1];
-      for (size_t i = 0; i < keys->elements; ++i) {
-        std::string_view k(keys->element[i]->str, keys->element[i]->len);
-        if (!k.starts_with(prefix)) continue;
-        std::string_view id = k.substr(prefix.size());
-        if (is_valid_id(id)) ids.emplace_back(id);
-      }
+      std::string next_cursor = impl_.scan_ids(c, cursor_, ids);
       // "recipients" is only in message hashes: other hashes under the prefix are skipped.
       for (const auto& id : ids) c.append({"HMGET", impl_.key(id), "timestamp", "recipients"});
       std::vector<Reply> replies;
@@ -496,7 +501,6 @@ class RedisStorage::Impl::Stream : public PagedStream {
   }
 
   Impl& impl_;
-  std::string match_;
   std::vector<std::string> masters_;
   size_t master_ = 0;
   std::string cursor_ = "0";
@@ -861,20 +865,11 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
 size_t RedisStorage::repair_due(std::string& cursor) {
   if (!impl_->due_key) throw NotSupported("redis cluster: no due-time index (doc/redis.md)");
   const std::string& index = *impl_->due_key;
-  const std::string& prefix = options().prefix;
-  std::string match = glob_escape(prefix) + "*";
   return impl_->pool.run(true, [&](Connection& c) -> size_t {
-    Reply r = c.command(
-        {"SCAN", cursor.empty() ? "0" : cursor, "MATCH", match, "COUNT", "1000", "TYPE", "hash"});
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) throw QueueError("unexpected SCAN reply");
-    std::string next = redis::reply_string(r->element[0], "SCAN cursor");
+    std::vector<std::string> ids;
+    std::string next = impl_->scan_ids(c, cursor.empty() ? "0" : cursor, ids);
     std::vector<std::string> keys{index};
-    const redisReply* found = r->element[1];
-    for (size_t i = 0; i < found->elements; ++i) {
-      std::string k = redis::reply_string(found->element[i], "SCAN");
-      if (k.starts_with(prefix) && is_valid_id(std::string_view(k).substr(prefix.size())))
-        keys.push_back(std::move(k));
-    }
+    for (const auto& id : ids) keys.push_back(impl_->key(id));
     // One ZMSCORE tells which are in the index (all, but after an upgrade or a fault):
     // only the others are looked at, by the script that repairs them.
     std::vector<std::string> missing{index};
