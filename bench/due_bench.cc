@@ -19,7 +19,6 @@
 #include <thread>
 
 #include "bench_util.h"
-#include "redis/connection.h"
 #include "slimta/cloud_storage.h"
 #include "slimta/redis_storage.h"
 #include "support/moto_server.h"
@@ -42,13 +41,6 @@ struct Backend {
   std::function<double()> requests;
   std::function<std::unique_ptr<QueueStorage>()> open;
 };
-
-double redis_commands(testing::RedisServer& server) {
-  redis::Connection c(server.options("", 0));
-  redis::Reply r = c.command({"INFO", "stats"});
-  std::string info(r->str, r->len);
-  return std::stod(info.substr(info.find("total_commands_processed:") + 25));
-}
 
 double moto_requests(const testing::MotoServer& moto) {
   double n = 0;
@@ -172,7 +164,7 @@ int run(int argc, char** argv) {
       std::string prefix = "b" + std::to_string(n) + ":";
       Backend redis{
           "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=" + prefix,
-          [&] { return redis_commands(server); },
+          [&] { return static_cast<double>(server.commands_processed()); },
           [&, prefix] { return std::make_unique<RedisStorage>(server.options(prefix, 0)); }};
       out["redis_waiting_" + std::to_string(n)] = compare(redis, n, due_count);
       std::cerr << "due_bench: redis " << n << " done\n";

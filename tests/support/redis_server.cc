@@ -1,5 +1,6 @@
 #include "support/redis_server.h"
 
+#include "redis/connection.h"
 #include "support/certificate.h"
 
 #include <arpa/inet.h>
@@ -411,6 +412,13 @@ RedisCluster& shared_redis_cluster() {
 RedisServer& shared_redis_with_password() {
   static auto server = fixture_redis("redis_password", RedisServer::Config{.password = "s3cret"});
   return *server;
+}
+
+long long RedisServer::commands_processed() const {
+  redis::Connection c(options("", 0));
+  redis::Reply r = c.command({"INFO", "stats"});
+  std::string info(r->str, r->len);
+  return std::stoll(info.substr(info.find("total_commands_processed:") + 25));
 }
 
 }  // namespace slimta::testing

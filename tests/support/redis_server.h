@@ -51,6 +51,9 @@ class RedisServer {
 
   int port() const { return port_; }
   int tls_port() const { return tls_port_; }  // 0 without Config::tls_cert
+  // The commands it has processed so far (INFO stats' total_commands_processed: scripts'
+  // own calls and this INFO included).
+  long long commands_processed() const;
   // The server also listens on this unix socket.
   std::string socket_path() const { return dir_ + "/redis.sock"; }
   const std::string& dir() const { return dir_; }

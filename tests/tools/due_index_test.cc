@@ -6,7 +6,6 @@
 #include <map>
 #include <thread>
 
-#include "redis/connection.h"
 #include "slimta/cloud_storage.h"
 #include "slimta/redis_storage.h"
 #include "support/moto_server.h"
@@ -32,15 +31,6 @@ std::unique_ptr<ChildProcess> start_node(const std::string& name, const std::str
   if (full_schedule) argv.push_back("--full-schedule");
   argv.insert(argv.end(), {"--rescan", std::to_string(rescan)});
   return std::make_unique<ChildProcess>(argv, "listening on", env);
-}
-
-// The commands the server has processed so far (INFO's own included).
-long long commands_processed(testing::RedisServer& server) {
-  redis::Connection c(server.options("", 0));
-  redis::Reply r = c.command({"INFO", "stats"});
-  std::string info(r->str, r->len);
-  size_t at = info.find("total_commands_processed:");
-  return std::stoll(info.substr(at + 25));
 }
 
 // A message with X-Test-Seq: `seq` (what the sink records), due at `due`.
@@ -97,9 +87,9 @@ TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttempt
   for (auto& node : nodes) rss.push_back(testing::peak_rss(node->pid()));
 
   // Idle: what the three nodes ask of Redis in 10 s.
-  long long before = commands_processed(server);
+  long long before = server.commands_processed();
   std::this_thread::sleep_for(10s);
-  double per_second = static_cast<double>(commands_processed(server) - before - 1) / 10;
+  double per_second = static_cast<double>(server.commands_processed() - before - 1) / 10;
 
   // 150 messages due 3 to 6 s from now, written by a fourth process.
   const int kDue = 150;
