@@ -65,6 +65,13 @@ struct RedisOptions {
   // is a hot key; wait() polls them every 100 ms. Only db 0 exists in a cluster.
   std::vector<Address> cluster_nodes;
   size_t notify_shards = 16;
+  // Cluster: the due-time index (doc/redis.md). 0: none, and serve keeps the whole
+  // schedule. N (a power of two, at most 16384): new messages are given ids whose keys
+  // fall in N evenly spaced slots (every 16384/N-th), each with its own index beside
+  // them, so every script keeps a message and its index in one slot. Raising N later
+  // keeps every indexed slot indexed; messages stored before it was set, or with a
+  // larger N, are not indexed (the repair sweep counts them and says so).
+  size_t due_slots = 0;
   // Acknowledged by replicas: after each write and each change of a message's metadata
   // (claim, attempt, delivery, deferral, hold, removal), WAIT until this many replicas
   // have it, at most `ack_timeout` seconds; fewer is a retryable error (a write is then

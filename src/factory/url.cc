@@ -204,6 +204,11 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
     } else if (key == "notify-shards") {
       if (!cluster) bad(url, "notify-shards= is for redis+cluster:// URLs");
       o.notify_shards = number<size_t>(value, url, "notify-shards");
+    } else if (key == "due-slots") {
+      if (!cluster) bad(url, "due-slots= is for redis+cluster:// URLs (one server has the index)");
+      o.due_slots = number<size_t>(value, url, "due-slots");
+      if (o.due_slots == 0 || o.due_slots > 16384 || (o.due_slots & (o.due_slots - 1)) != 0)
+        bad(url, "due-slots " + value + " is not a power of two from 1 to 16384");
     } else if (key == "sentinel-password") {
       if (!sentinel) bad(url, "sentinel-password= is for redis+sentinel:// URLs");
       o.sentinel_password = value;
@@ -217,10 +222,11 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
       if (!line.empty() && line.back() == '\r') line.pop_back();
       o.password = line;
     } else {
-      bad(url, "unknown parameter '" + key +
-                   "' (known: prefix, timeout, db, username, password, password-file, "
-                   "min-replicas-ack, ack-timeout; for rediss: ca, cert, key, sni; for "
-                   "redis+sentinel: sentinel-password; for redis+cluster: notify-shards)");
+      bad(url,
+          "unknown parameter '" + key +
+              "' (known: prefix, timeout, db, username, password, password-file, "
+              "min-replicas-ack, ack-timeout; for rediss: ca, cert, key, sni; for "
+              "redis+sentinel: sentinel-password; for redis+cluster: notify-shards, due-slots)");
     }
   }
   if (int(userinfo_password) + int(params.count("password")) + int(params.count("password-file")) >

@@ -25,7 +25,7 @@ std::map<std::string, std::string> parse_query(std::string_view query, std::stri
 // redis+unix:///path/to/redis.sock[?db=N&password=P&prefix=P&timeout=SECONDS]
 // redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db][?...&
 //   sentinel-password=P] (sentinels' port 26379 by default)
-// redis+cluster://[[user]:password@]host[:port][,host[:port]...][?...&notify-shards=N]
+// redis+cluster://[[user]:password@]host[:port][,host[:port]...][?...&notify-shards=N&due-slots=N]
 // Any of them: min-replicas-ack=N&ack-timeout=SECONDS (RedisOptions::min_replicas_ack).
 // password-file: a file whose first line is the password (kept out of `ps`). A URL
 // without timeout= gets `default_timeout`. Throws InvalidArgument naming the URL (its

@@ -1,21 +1,35 @@
 #include "redis/cluster.h"
 
+#include <optional>
+
 namespace slimta::redis {
 
-uint16_t key_slot(std::string_view key) {
+namespace {
+
+// The hash tag of `key`: between the first '{' and the next '}', when not empty.
+std::optional<std::string_view> hash_tag(std::string_view key) {
   size_t open = key.find('{');
-  if (open != std::string_view::npos) {
-    size_t close = key.find('}', open + 1);
-    if (close != std::string_view::npos && close > open + 1)
-      key = key.substr(open + 1, close - open - 1);
-  }
-  uint16_t crc = 0;
-  for (unsigned char byte : key) {
+  if (open == std::string_view::npos) return std::nullopt;
+  size_t close = key.find('}', open + 1);
+  if (close == std::string_view::npos || close == open + 1) return std::nullopt;
+  return key.substr(open + 1, close - open - 1);
+}
+
+}  // namespace
+
+uint16_t crc16(std::string_view data, uint16_t crc) {
+  for (unsigned char byte : data) {
     crc ^= static_cast<uint16_t>(byte << 8);
     for (int bit = 0; bit < 8; ++bit)
       crc = static_cast<uint16_t>(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
   }
-  return crc % kClusterSlots;
+  return crc;
+}
+
+bool has_hash_tag(std::string_view key) { return hash_tag(key).has_value(); }
+
+uint16_t key_slot(std::string_view key) {
+  return crc16(hash_tag(key).value_or(key)) % kClusterSlots;
 }
 
 bool parse_redirect(std::string_view error, bool& ask, std::string& node) {

@@ -275,9 +275,10 @@ void Connection::check_reply(const redisReply* r) const {
   bool ask = false;
   std::string node;
   if (parse_redirect(msg, ask, node)) throw Redirect(what, ask, node);
+  if (starts_with_any(msg, {"TRYAGAIN"})) throw TryAgain(what);
   // MISCONF: the server cannot persist (its disk); an operator's fix makes it work again.
   bool retryable =
-      starts_with_any(msg, {"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MISCONF", "NOREPLICAS"});
+      starts_with_any(msg, {"LOADING", "BUSY", "CLUSTERDOWN", "MISCONF", "NOREPLICAS"});
   throw QueueError(what, retryable);
 }
 

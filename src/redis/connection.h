@@ -5,10 +5,13 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "redis/cluster.h"
@@ -153,12 +156,19 @@ class Pool {
     uint16_t slot = key_slot(key);
     std::string target = master_of(slot);
     bool asking = false;
+    int split = 0;  // TRYAGAIN answers so far
     for (int hops = 0;; ++hops) {
       try {
         return node(target).run_here(idempotent, [&](Connection& c) {
           if (asking) c.command({"ASKING"});
           return fn(c);
         });
+      } catch (const TryAgain&) {
+        // The keys of a multi-key call (a message and its due index) are split by a slot
+        // being moved: asked again until the move is done, up to ~5 s.
+        if (++split == 100) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5 * split, 50)));
+        --hops;  // not a redirection
       } catch (const Redirect& r) {
         if (hops == 5) throw;
         std::string to =

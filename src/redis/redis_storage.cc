@@ -20,13 +20,16 @@
 //   on expiry), and holds ("hold_since", "hold_reason"). Every fenced mutation checks
 //   the token in the same script that mutates: the check and the change are one
 //   atomic step.
-// * The due-time index (one server, or Sentinel; not in a cluster, where a message's
-//   key and the index cannot share a slot) is a sorted set PREFIX.due of message keys
-//   scored by when each is due: its timestamp, or when a due() hand-out runs out. Every
-//   script that moves a message's time, hold or existence moves it in the index as
-//   KEYS[2], in the same atomic step; a member whose message is gone is dropped by the
-//   first script that finds it so. due() is one script: the oldest due members, each
-//   re-scored to the end of its hand-out.
+// * The due-time index is a sorted set PREFIX.due of message keys scored by when each
+//   is due: its timestamp, or when a due() hand-out runs out. Every script that moves a
+//   message's time, hold or existence moves it in the index as KEYS[2], in the same
+//   atomic step; a member whose message is gone is dropped by the first script that
+//   finds it so. due() reads the oldest due members, then one script hands out those
+//   still due, each re-scored to the end of its hand-out. In a cluster a script touches
+//   one slot, so with due_slots = N there are N indexes, PREFIX{TAG}.due, one in every
+//   (16384/N)-th slot, and a new message's id is picked so that its key is in one of
+//   them: message and index share a slot, and every script still keeps them in step.
+//   (Ids keep their form; a hash tag in the key would have changed the stored format.)
 // * write() picks the id first, so retrying it after a lost reply stores the same hash
 //   again rather than a second message (it may announce the message twice; wait()
 //   callers treat a notification as a hint to schedule an id, which is idempotent).
@@ -34,7 +37,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <charconv>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -196,13 +202,20 @@ return {1}
   return s;
 }
 
-// KEYS[1] = the due index; ARGV = now, limit, until (now + hand-out). The oldest members
-// due by now, with their scores, each re-scored to `until`.
-const Script& due_script() {
+// KEYS[1] = the due index; ARGV = now, until (now + hand-out), members...: each member
+// still due by now is re-scored to `until`; returns those, with their scores before.
+const Script& hand_out_script() {
   static const Script s(R"lua(
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[3], due[i]) end
-return due
+local out = {}
+for i = 3, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    out[#out + 1] = ARGV[i]
+    out[#out + 1] = score
+  end
+end
+return out
 )lua");
   return s;
 }
@@ -312,6 +325,11 @@ void validate(const RedisOptions& o) {
     throw InvalidArgument("redis notify_shards " + std::to_string(o.notify_shards) +
                           " is not in 1-1024");
   check_addresses("redis cluster node", o.cluster_nodes);
+  if (o.due_slots != 0 && o.cluster_nodes.empty())
+    throw InvalidArgument("redis due_slots is for a cluster (one server always has the index)");
+  if (o.due_slots > redis::kClusterSlots || (o.due_slots & (o.due_slots - 1)) != 0)
+    throw InvalidArgument("redis due_slots " + std::to_string(o.due_slots) +
+                          " is not 0 or a power of two up to 16384");
   if (o.min_replicas_ack < 0)
     throw InvalidArgument("redis min_replicas_ack " + std::to_string(o.min_replicas_ack) +
                           " is negative");
@@ -347,10 +365,28 @@ struct RedisStorage::Impl {
   // The event counters: each process adds to one, counters() sums them.
   std::vector<std::string> counters_keys = sharded(".counters");
   std::string tag = random_hex(8);  // marks this object's notifications
-  // The due index (none in a cluster: see the top of this file).
-  const std::optional<std::string> due_key =
-      pool.cluster() ? std::nullopt : std::optional(pool.options().prefix + ".due");
   const std::string& counters_key = counters_keys[redis::key_slot(tag) % counters_keys.size()];
+
+  // The due index: its sorted sets (none: no index), and in a cluster the one of each
+  // slot (-1: the slot has none). See the top of this file.
+  std::vector<std::string> due_keys;
+  std::vector<int> due_of_slot;
+  // Cluster: new ids are picked so that their keys fall in an indexed slot.
+  bool pick_ids = false;
+  void make_due_index();
+  // The index that holds message key `key`, if any.
+  const std::string* due_key_of(std::string_view key) const {
+    if (due_keys.empty()) return nullptr;
+    if (!pool.cluster()) return &due_keys[0];
+    int i = due_of_slot[redis::key_slot(key)];
+    return i < 0 ? nullptr : &due_keys[static_cast<size_t>(i)];
+  }
+  // A new message id: new_message_id(), or in a cluster with the index one whose key is
+  // in an indexed slot (tried until one is: 16384 / due_slots tries on average, the CRC
+  // of the prefix and the random part taken once).
+  std::string new_id() const;
+  // Messages the repair sweep found in slots without an index, this pass.
+  std::atomic<size_t> unindexed{0};
 
   std::mutex wait_mu;
   std::unique_ptr<Connection> wait_conn;
@@ -458,6 +494,51 @@ struct RedisStorage::Impl {
   class Stream;
 };
 
+void RedisStorage::Impl::make_due_index() {
+  const RedisOptions& o = pool.options();
+  if (!pool.cluster()) {
+    due_keys = {o.prefix + ".due"};
+    return;
+  }
+  if (o.due_slots == 0) return;
+  due_of_slot.assign(redis::kClusterSlots, -1);
+  if (redis::has_hash_tag(o.prefix)) {  // every key is in the prefix's slot: one index
+    due_keys = {o.prefix + ".due"};
+    due_of_slot[redis::key_slot(o.prefix)] = 0;
+    return;
+  }
+  // Every (16384 / N)-th slot, so that a larger N keeps these. Each index is named with
+  // a hash tag found to land in its slot.
+  const size_t step = redis::kClusterSlots / o.due_slots;
+  due_keys.resize(o.due_slots);
+  for (size_t found = 0, n = 0; found < o.due_slots; ++n) {
+    std::string key = o.prefix + "{" + std::to_string(n) + "}.due";
+    uint16_t slot = redis::key_slot(key);
+    if (slot % step != 0 || due_of_slot[slot] >= 0) continue;
+    due_of_slot[slot] = static_cast<int>(slot / step);
+    due_keys[slot / step] = std::move(key);
+    ++found;
+  }
+  pick_ids = true;
+}
+
+std::string RedisStorage::Impl::new_id() const {
+  if (!pick_ids) return new_message_id();
+  const std::string& prefix = pool.options().prefix;
+  static constexpr char kHex[] = "0123456789abcdef";
+  while (true) {
+    // The random part, then four hex digits counted through until the slot is indexed.
+    std::string id = new_message_id();
+    id.resize(id.size() - 4);
+    uint16_t base = redis::crc16(id, redis::crc16(prefix));
+    for (unsigned n = 0; n < 0x10000; ++n) {
+      char tail[4] = {kHex[(n >> 12) & 15], kHex[(n >> 8) & 15], kHex[(n >> 4) & 15], kHex[n & 15]};
+      uint16_t slot = redis::crc16(std::string_view(tail, 4), base) % redis::kClusterSlots;
+      if (due_of_slot[slot] >= 0) return id.append(tail, 4);
+    }
+  }
+}
+
 class RedisStorage::Impl::Stream : public PagedStream {
  public:
   explicit Stream(Impl& impl)
@@ -522,6 +603,7 @@ RedisStorage::RedisStorage(std::string host, int port, int db, std::optional<std
 RedisStorage::RedisStorage(RedisOptions options) {
   validate(options);
   impl_ = std::make_unique<Impl>(std::move(options));
+  impl_->make_due_index();
 }
 
 RedisStorage::~RedisStorage() = default;
@@ -542,11 +624,11 @@ Capabilities RedisStorage::capabilities() const {
                       .shared = true,
                       .durable = impl_->is_durable(),
                       .can_lease = true,
-                      .due_index = impl_->due_key.has_value()};
+                      .due_index = !impl_->due_keys.empty()};
 }
 
 std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
-  std::string id = new_message_id();
+  std::string id = impl_->new_id();
   record::Metadata meta = record::initial_metadata(envelope, timestamp);
   std::string bytes = record::encode(meta, &envelope);
   std::string key = impl_->key(id);
@@ -559,16 +641,30 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
     if (impl_->pool.cluster()) {
       // The message and its notice are in different slots, so not in one transaction:
       // pipelined to the same master when a stream is there, the notice sent on its own
-      // when that one failed (a slot moving); the message is stored either way.
+      // when that one failed (a slot moving); the message is stored either way. Its
+      // index is in its slot: the message and its entry are one transaction.
       const std::string& stream = impl_->stream_beside(id, key);
+      const std::string* index = impl_->due_key_of(key);
       bool noticed = impl_->pool.run_on(key, true, [&](Connection& c) {
-        c.append(hset);
+        if (index) {
+          c.append({"MULTI"});
+          c.append(hset);
+          c.append({"ZADD", *index, ts, key});
+          c.append({"EXEC"});
+        } else {
+          c.append(hset);
+        }
         impl_->append_notice(c, stream, id, ts);
         c.append_wait();
-        Reply r = c.read_reply(/*allow_error=*/true);
+        Reply replies[4];
+        for (size_t i = 0; i < (index ? 4 : 1); ++i) replies[i] = c.read_reply(true);
         Reply notice = c.read_reply(/*allow_error=*/true);
         Reply wait = c.read_wait();
-        c.check_reply(r.get());
+        if (index)
+          c.check_transaction(replies[3].get(),
+                              {replies[0].get(), replies[1].get(), replies[2].get()});
+        else
+          c.check_reply(replies[0].get());
         c.check_wait(wait);
         return notice->type != REDIS_REPLY_ERROR;
       });
@@ -583,7 +679,7 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
       c.append({"MULTI"});
       c.append(hset);
       impl_->append_notice(c, id, ts);
-      c.append({"ZADD", *impl_->due_key, ts, key});
+      c.append({"ZADD", impl_->due_keys[0], ts, key});
       c.append({"EXEC"});
       c.append_wait();  // one round trip with the transaction
       Reply replies[5];
@@ -627,7 +723,7 @@ Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, 
   check_id(id);
   std::string k = key(id);
   std::vector<std::string_view> keys{k};
-  if (due_key) keys.push_back(*due_key);
+  if (const std::string* index = due_key_of(k)) keys.push_back(*index);
   std::vector<std::string_view> views(args.begin(), args.end());
   return pool.run_on(k, idempotent,
                      [&](Connection& c) { return c.eval(script, keys, views, /*acked=*/true); });
@@ -809,14 +905,15 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
   if (fence.token == 0) {
     check_id(id);
     std::string key = impl_->key(id);
+    const std::string* index = impl_->due_key_of(key);
     impl_->pool.run_on(key, true, [&](Connection& c) {
       c.append({"DEL", key});
       // Not in one transaction with the DEL: a member left behind is dropped by the next
       // script that finds its message gone.
-      if (impl_->due_key) c.append({"ZREM", *impl_->due_key, key});
+      if (index) c.append({"ZREM", *index, key});
       c.append_wait();
       Reply r = c.read_reply(/*allow_error=*/true);
-      Reply zrem = impl_->due_key ? c.read_reply(/*allow_error=*/true) : nullptr;
+      Reply zrem = index ? c.read_reply(/*allow_error=*/true) : nullptr;
       Reply wait = c.read_wait();
       c.check_reply(r.get());
       if (zrem) c.check_reply(zrem.get());
@@ -833,62 +930,158 @@ void RedisStorage::do_remove(std::string_view id, Fence fence) {
 
 std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
                                              std::chrono::milliseconds hand_out) {
-  if (!impl_->due_key) throw NotSupported("redis cluster: no due-time index (doc/redis.md)");
-  const std::string& index = *impl_->due_key;
+  const std::vector<std::string>& indexes = impl_->due_keys;
+  if (indexes.empty()) throw NotSupported("redis cluster without due-slots=: no due-time index");
   const std::string& prefix = options().prefix;
   std::string until =
       redis::format_timestamp(now + std::chrono::duration<double>(hand_out).count());
   std::string at = redis::format_timestamp(now), count = std::to_string(limit);
-  // Not retried on a dead connection (what it handed out would be lost for a hand-out),
-  // and not acknowledged by replicas: a hand-out lost to a failover only means a message
-  // is handed out twice, and claim() lets one process have it.
-  Reply r = impl_->pool.run_on(index, false, [&](Connection& c) {
-    return c.eval(due_script(), {index}, {at, count, until});
-  });
-  std::vector<QueueEntry> out;
-  for (size_t i = 0; i + 1 < r->elements; i += 2) {
-    std::string key = redis::reply_string(r->element[i], "due");
-    auto ts = redis::parse_timestamp(redis::reply_string(r->element[i + 1], "due"));
-    std::string_view id = std::string_view(key).substr(std::min(prefix.size(), key.size()));
-    if (!key.starts_with(prefix) || !is_valid_id(id) || !ts) {
-      spdlog::warn("redis: {} has a member that names no message: '{}'; dropped", index, key);
-      impl_->pool.run_on(index, true, [&](Connection& c) {
-        return c.command({"ZREM", index, key});
-      });
-      continue;
+  const std::vector<std::string_view> range_args{"ZRANGEBYSCORE", "",      "-inf", at,
+                                                 "WITHSCORES",    "LIMIT", "0",    count};
+  auto range = [&](Connection& c, size_t i) {
+    std::vector<std::string_view> args = range_args;
+    args[1] = indexes[i];
+    c.append(args);
+  };
+  // What each index has due, the oldest `limit`: read on each master in one pipelined
+  // round trip (an index whose slot is moving is then read on its own, following the
+  // cluster's redirection).
+  struct Found {
+    double score;
+    std::string key;
+    size_t index;
+  };
+  std::vector<Found> found;
+  auto take = [&](const redisReply* r, size_t i) {
+    for (size_t e = 0; e + 1 < r->elements; e += 2) {
+      auto score = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
+      if (score) found.push_back(Found{*score, redis::reply_string(r->element[e], "due"), i});
     }
-    out.push_back(QueueEntry{*ts, std::string(id)});
+  };
+  std::map<std::string, std::vector<size_t>> by_master;
+  for (size_t i = 0; i < indexes.size(); ++i)
+    by_master[impl_->pool.cluster() ? impl_->pool.master_of(redis::key_slot(indexes[i])) : ""]
+        .push_back(i);
+  for (const auto& [master, list] : by_master) {
+    std::vector<size_t> elsewhere;
+    impl_->pool.run_node(master, true, [&](Connection& c) {
+      for (size_t i : list) range(c, i);
+      for (size_t i : list) {
+        Reply r = c.read_reply(/*allow_error=*/true);
+        if (r->type == REDIS_REPLY_ERROR)
+          elsewhere.push_back(i);
+        else
+          take(r.get(), i);
+      }
+      return 0;
+    });
+    for (size_t i : elsewhere) {
+      Reply r = impl_->pool.run_on(indexes[i], true, [&](Connection& c) {
+        range(c, i);
+        return c.read_reply();
+      });
+      take(r.get(), i);
+    }
   }
+  std::stable_sort(found.begin(), found.end(),
+                   [](const Found& a, const Found& b) { return a.score < b.score; });
+  if (found.size() > limit) found.resize(limit);
+  std::map<size_t, std::vector<std::string>> chosen;
+  for (auto& f : found) chosen[f.index].push_back(std::move(f.key));
+
+  // Handed out by one script per index, which takes only those still due (another
+  // process may have taken some since they were read). Not retried on a dead connection
+  // (what it handed out would be lost for a hand-out), and not acknowledged by replicas:
+  // a hand-out lost to a failover only means a message is handed out twice, and claim()
+  // lets one process have it.
+  std::vector<QueueEntry> out;
+  for (const auto& [i, keys] : chosen) {
+    const std::string& index = indexes[i];
+    std::vector<std::string_view> args{at, until};
+    args.insert(args.end(), keys.begin(), keys.end());
+    Reply r = impl_->pool.run_on(
+        index, false, [&](Connection& c) { return c.eval(hand_out_script(), {index}, args); });
+    for (size_t e = 0; e + 1 < r->elements; e += 2) {
+      std::string key = redis::reply_string(r->element[e], "due");
+      auto ts = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
+      std::string_view id = std::string_view(key).substr(std::min(prefix.size(), key.size()));
+      if (!key.starts_with(prefix) || !is_valid_id(id) || !ts) {
+        spdlog::warn("redis: {} has a member that names no message: '{}'; dropped", index, key);
+        impl_->pool.run_on(index, true, [&](Connection& c) {
+          return c.command({"ZREM", index, key});
+        });
+        continue;
+      }
+      out.push_back(QueueEntry{*ts, std::string(id)});
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const QueueEntry& a, const QueueEntry& b) {
+    return a.timestamp < b.timestamp;
+  });
   return out;
 }
 
 size_t RedisStorage::repair_due(std::string& cursor) {
-  if (!impl_->due_key) throw NotSupported("redis cluster: no due-time index (doc/redis.md)");
-  const std::string& index = *impl_->due_key;
-  return impl_->pool.run(true, [&](Connection& c) -> size_t {
-    std::vector<std::string> ids;
-    std::string next = impl_->scan_ids(c, cursor.empty() ? "0" : cursor, ids);
-    std::vector<std::string> keys{index};
-    for (const auto& id : ids) keys.push_back(impl_->key(id));
-    // One ZMSCORE tells which are in the index (all, but after an upgrade or a fault):
-    // only the others are looked at, by the script that repairs them.
-    std::vector<std::string> missing{index};
-    if (keys.size() > 1) {
-      std::vector<std::string_view> args{"ZMSCORE"};
+  if (impl_->due_keys.empty())
+    throw NotSupported("redis cluster without due-slots=: no due-time index");
+  // The cursor: "M/SCAN-CURSOR", the M-th master (as masters() lists them; one on a
+  // server) and where its SCAN is.
+  size_t m = 0;
+  std::string scan = "0";
+  if (!cursor.empty()) {
+    size_t slash = cursor.find('/');
+    auto res = std::from_chars(cursor.data(), cursor.data() + std::min(slash, cursor.size()), m);
+    if (slash == std::string::npos || res.ptr != cursor.data() + slash)
+      throw InvalidArgument("redis: not a repair_due() cursor: '" + cursor.substr(0, 80) + "'");
+    scan = cursor.substr(slash + 1);
+  } else {
+    impl_->unindexed = 0;
+  }
+  std::vector<std::string> masters = impl_->pool.masters();
+  std::vector<std::string> ids;
+  std::string next =
+      m >= masters.size() ? "0" : impl_->pool.run_node(masters[m], true, [&](Connection& c) {
+        return impl_->scan_ids(c, scan, ids);
+      });
+  // The keys found, by the index that holds each (in its slot, in a cluster).
+  std::map<const std::string*, std::vector<std::string>> by_index;
+  for (const auto& id : ids) {
+    std::string key = impl_->key(id);
+    if (const std::string* index = impl_->due_key_of(key))
+      by_index[index].push_back(std::move(key));
+    else
+      ++impl_->unindexed;
+  }
+  size_t repaired = 0;
+  for (const auto& [index, keys] : by_index) {
+    repaired += impl_->pool.run_on(*index, true, [&](Connection& c) -> size_t {
+      // One ZMSCORE tells which are in the index (all, but after an upgrade or a fault):
+      // only the others are looked at, by the script that repairs them.
+      std::vector<std::string_view> args{"ZMSCORE", *index};
       args.insert(args.end(), keys.begin(), keys.end());
       Reply scores = c.command(args);
-      for (size_t i = 0; i < scores->elements && i + 1 < keys.size(); ++i)
-        if (scores->element[i]->type == REDIS_REPLY_NIL) missing.push_back(keys[i + 1]);
-    }
-    size_t repaired = 0;
-    if (missing.size() > 1) {
-      std::vector<std::string_view> views(missing.begin(), missing.end());
-      Reply n = c.eval(repair_script(), views, {});
-      repaired = n->type == REDIS_REPLY_INTEGER ? static_cast<size_t>(n->integer) : 0;
-    }
-    cursor = next == "0" ? "" : next;
+      std::vector<std::string_view> missing{*index};
+      for (size_t i = 0; i < scores->elements && i < keys.size(); ++i)
+        if (scores->element[i]->type == REDIS_REPLY_NIL) missing.push_back(keys[i]);
+      if (missing.size() == 1) return 0;
+      Reply n = c.eval(repair_script(), missing, {});
+      return n->type == REDIS_REPLY_INTEGER ? static_cast<size_t>(n->integer) : 0;
+    });
+  }
+  if (next == "0") ++m;
+  if (m < masters.size()) {
+    cursor = std::to_string(m) + "/" + next;
     return repaired;
-  });
+  }
+  cursor.clear();
+  if (size_t n = impl_->unindexed.exchange(0)) {
+    spdlog::warn(
+        "redis: {} messages are in slots without the due-time index (stored before "
+        "due-slots= was set, or with a larger one): nodes that use the index do not attempt "
+        "them; serve one node with --full-schedule until this warning stops",
+        n);
+  }
+  return repaired;
 }
 
 bool RedisStorage::Impl::read_notices(Connection& c, size_t i, std::optional<int64_t> block,

@@ -154,11 +154,18 @@ TEST(UrlTest, ClusterUrlsNameItsNodes) {
   EXPECT_EQ(o.password, "pw");
   EXPECT_EQ(o.prefix, "q:");
   EXPECT_EQ(url::parse_redis("redis+cluster://h/0").db, 0);
+  EXPECT_EQ(o.due_slots, 0u);  // no index unless asked for
+  EXPECT_EQ(url::parse_redis("redis+cluster://h?due-slots=64").due_slots, 64u);
+  EXPECT_EQ(url::parse_redis("redis+cluster://h?due-slots=16384").due_slots, 16384u);
   for (const auto& [bad, want] : std::vector<std::pair<const char*, const char*>>{
            {"redis+cluster://h/1", "a cluster has only db 0"},
            {"redis+cluster://h,/", "no host"},
            {"redis://h?notify-shards=4", "notify-shards= is for redis+cluster://"},
-           {"redis+cluster://h?notify-shards=x", "notify-shards 'x' is not a number"}}) {
+           {"redis+cluster://h?notify-shards=x", "notify-shards 'x' is not a number"},
+           {"redis://h?due-slots=64", "due-slots= is for redis+cluster://"},
+           {"redis+cluster://h?due-slots=48", "due-slots 48 is not a power of two"},
+           {"redis+cluster://h?due-slots=0", "due-slots 0 is not a power of two"},
+           {"redis+cluster://h?due-slots=32768", "due-slots 32768 is not a power of two"}}) {
     expect_refused(bad, want);
   }
 }

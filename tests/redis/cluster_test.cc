@@ -4,6 +4,7 @@
 #include <atomic>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -70,9 +71,12 @@ TEST_F(ClusterTest, MessagesAndTheirNoticesSpreadOverEveryMaster) {
   EXPECT_EQ(noticed, ids);
 }
 
-TEST_F(ClusterTest, ReshardingWhileWritingAndWorkingLosesNothing) {
+// With due_slots, the indexes move with their messages' slots: everything left is
+// still handed out by due() afterwards.
+void reshard_while_writing_and_working(const std::string& prefix, size_t due_slots) {
   RedisCluster cluster(3);
-  RedisOptions o = cluster.options(prefix_);
+  RedisOptions o = cluster.options(prefix);
+  o.due_slots = due_slots;
   RedisStorage writer(o), worker(o);
   std::mutex mu;
   std::vector<std::string> written;
@@ -146,8 +150,130 @@ TEST_F(ClusterTest, ReshardingWhileWritingAndWorkingLosesNothing) {
   EXPECT_EQ(loaded.size(), expected.size());
   EXPECT_EQ(loaded, expected);
   for (const auto& id : removed) EXPECT_THROW(fresh.get(id), KeyError) << id;
+  if (due_slots) {
+    std::set<std::string> due;
+    for (const auto& e : fresh.due(2000, 1000000, std::chrono::seconds(60))) due.insert(e.id);
+    EXPECT_EQ(due, expected) << "the index and the messages disagree after the resharding";
+  }
   std::cout << written.size() << " written, " << removed.size()
-            << " worked and removed during a resharding of 3000 slots; none lost\n";
+            << " worked and removed during a resharding of 3000 slots; none lost"
+            << (due_slots ? ", the index agrees" : "") << "\n";
+}
+
+TEST_F(ClusterTest, ReshardingWhileWritingAndWorkingLosesNothing) {
+  reshard_while_writing_and_working(prefix_, 0);
+}
+
+TEST_F(ClusterTest, ReshardingWithTheDueIndexLosesNothingAndTheIndexAgrees) {
+  reshard_while_writing_and_working(prefix_, 64);
+}
+
+// The ids of what `storage` hands out as due by `now` (in a few calls of 100).
+std::vector<std::string> all_due(RedisStorage& storage, Timestamp now) {
+  std::vector<std::string> ids;
+  for (auto batch = storage.due(now, 100, std::chrono::seconds(600)); !batch.empty();
+       batch = storage.due(now, 100, std::chrono::seconds(600))) {
+    for (const auto& e : batch) ids.push_back(e.id);
+  }
+  return ids;
+}
+
+// Deletes every key matching `pattern` on every node.
+void delete_keys(RedisCluster& cluster, const std::string& pattern) {
+  for (size_t n = 0; n < cluster.size(); ++n) {
+    std::string port = std::to_string(cluster.node(n).port());
+    auto keys = testing::run_command({"redis-cli", "-p", port, "--scan", "--pattern", pattern});
+    std::istringstream lines(keys.out);
+    for (std::string key; std::getline(lines, key);)
+      if (!key.empty()) testing::run_command({"redis-cli", "-p", port, "DEL", key});
+  }
+}
+
+TEST_F(ClusterTest, WithDueSlotsMessagesAreIndexedInTheirOwnSlotsOnEveryMaster) {
+  RedisCluster cluster(3);
+  RedisOptions o = cluster.options(prefix_);
+  EXPECT_FALSE(RedisStorage(o).capabilities().due_index);  // not unless asked for
+  EXPECT_THROW(RedisStorage(o).due(1000, 10, std::chrono::seconds(60)), NotSupported);
+  o.due_slots = 64;
+  RedisStorage storage(o);
+  EXPECT_TRUE(storage.capabilities().due_index);
+  std::vector<std::string> written;
+  for (int i = 0; i < 300; ++i) written.push_back(storage.write(sample_envelope(1, 256), 1000 + i));
+  // Ids keep their form; their keys are in every 256th slot, spread over the masters.
+  for (const auto& id : written) {
+    EXPECT_TRUE(is_valid_id(id));
+    EXPECT_EQ(redis::key_slot(prefix_ + id) % 256, 0) << id;
+  }
+  for (size_t n = 0; n < cluster.size(); ++n)
+    EXPECT_GT(cluster.keys(n), 60) << "node " << n << " holds too few of 300 messages";
+  // Handed out oldest first across the indexes of all masters, each once.
+  auto first = storage.due(1099.5, 50, std::chrono::seconds(600));
+  ASSERT_EQ(first.size(), 50u);
+  for (size_t i = 0; i < first.size(); ++i)
+    EXPECT_EQ(first[i], (QueueEntry{1000.0 + i, written[i]}));
+  RedisStorage other(o);
+  auto rest = all_due(other, 1500);  // the first 50 are handed out until 1699.5
+  EXPECT_EQ(rest, std::vector<std::string>(written.begin() + 50, written.end()));
+  EXPECT_TRUE(storage.due(1500, 100, std::chrono::seconds(600)).empty());
+
+  // A storage opened with more slots still indexes every one these went to.
+  o.due_slots = 256;
+  RedisStorage more(o);
+  EXPECT_EQ(all_due(more, 9999).size(), 300u);
+
+  // The indexes lost: the sweep walks every master and puts every message back.
+  delete_keys(cluster, prefix_ + "{*}.due");
+  EXPECT_TRUE(storage.due(99999, 100, std::chrono::seconds(600)).empty());
+  std::string cursor;
+  size_t repaired = 0, steps = 0;
+  do {
+    repaired += storage.repair_due(cursor);
+  } while (++steps < 1000 && !cursor.empty());
+  EXPECT_GE(steps, cluster.size()) << "one pass scans every master";
+  EXPECT_EQ(repaired, 300u);
+  auto back = all_due(storage, 5000);
+  EXPECT_EQ(back, written);  // at their own times again
+  EXPECT_THROW(
+      [&] {
+        std::string bad = "x/0";
+        storage.repair_due(bad);
+      }(),
+      InvalidArgument);
+}
+
+TEST_F(ClusterTest, WithAHashTaggedPrefixThereIsOneIndexInItsSlot) {
+  RedisCluster& cluster = testing::shared_redis_cluster();
+  RedisOptions o = cluster.options("{q" + random_hex(4) + "}:");
+  o.due_slots = 64;
+  RedisStorage storage(o);
+  std::vector<std::string> written;
+  for (int i = 0; i < 20; ++i) written.push_back(storage.write(sample_envelope(), 100 + i));
+  for (const auto& id : written)
+    EXPECT_EQ(redis::key_slot(o.prefix + id), redis::key_slot(o.prefix));
+  EXPECT_EQ(all_due(storage, 1000), written);
+}
+
+// Messages stored before the index was asked for are in slots without one: not handed
+// out, and the sweep counts them (its warning tells the operator what to do).
+TEST_F(ClusterTest, MessagesStoredBeforeDueSlotsAreNotIndexedAndNeverLost) {
+  RedisCluster& cluster = testing::shared_redis_cluster();
+  RedisOptions o = cluster.options(prefix_);
+  std::vector<std::string> before;
+  {
+    RedisStorage old(o);
+    for (int i = 0; i < 40; ++i) before.push_back(old.write(sample_envelope(), 100));
+  }
+  o.due_slots = 4;
+  RedisStorage storage(o);
+  std::string indexed = storage.write(sample_envelope(), 100);
+  std::string cursor;
+  size_t repaired = 0, steps = 0;
+  do {
+    repaired += storage.repair_due(cursor);
+  } while (!cursor.empty() && ++steps < 1000);
+  EXPECT_EQ(repaired, 0u);
+  EXPECT_EQ(all_due(storage, 1000), std::vector<std::string>{indexed});
+  for (const auto& id : before) EXPECT_EQ(storage.get(id).timestamp, 100) << id;
 }
 
 // A master of the cluster dies; its replica takes its slots. The storage finds the new

@@ -159,6 +159,13 @@ const Backend kBackends[] = {
            new RedisLocation(testing::shared_redis_cluster().options(fresh_prefix("clu"))));
      },
      true, false, true},
+    {"redis_cluster_due_slots",
+     [] {
+       RedisOptions o = testing::shared_redis_cluster().options(fresh_prefix("cdi"));
+       o.due_slots = 16;
+       return std::unique_ptr<Location>(new RedisLocation(o));
+     },
+     true, false, true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true, false,
      true},
 };
