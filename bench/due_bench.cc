@@ -4,9 +4,11 @@
 // Redis (at start, and per minute while idle, with its rescans every 300 s spread over
 // the minutes), and the delay from a message's due time to its attempt at a sink
 // (p50, p99 of `--due` messages coming due over 2 s). The same on S3+SQS through a
-// moto_server it starts (its requests counted by kind). Prints JSON.
+// moto_server it starts (its requests counted by kind), and on a Redis Cluster of 3
+// masters with due-slots=64. Prints JSON.
 //
-//   due_bench [--sizes 10000,100000,1000000] [--cloud-sizes 1000] [--due 200]
+//   due_bench [--sizes 10000,100000,1000000] [--cluster-sizes 100000] [--cloud-sizes 1000]
+//             [--due 200]
 #include <signal.h>
 
 #include <algorithm>
@@ -137,12 +139,14 @@ nlohmann::json compare(const Backend& backend, size_t n, size_t due_count) {
 int run(int argc, char** argv) {
   // moto's SQS scans every message it holds at each request: filling 10,000 took over 12
   // minutes (the Redis sizes take seconds), so the S3 default is 1,000.
-  std::vector<size_t> sizes{10000, 100000, 1000000}, cloud_sizes{1000};
+  std::vector<size_t> sizes{10000, 100000, 1000000}, cluster_sizes{100000}, cloud_sizes{1000};
   size_t due_count = 200;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--sizes" || flag == "--cloud-sizes") {
-      auto& list = flag == "--sizes" ? sizes : cloud_sizes;
+    if (flag == "--sizes" || flag == "--cluster-sizes" || flag == "--cloud-sizes") {
+      auto& list = flag == "--sizes"           ? sizes
+                   : flag == "--cluster-sizes" ? cluster_sizes
+                                               : cloud_sizes;
       list.clear();
       std::stringstream in(value);
       for (std::string part; std::getline(in, part, ',');) list.push_back(std::stoul(part));
@@ -155,7 +159,8 @@ int run(int argc, char** argv) {
   }
   nlohmann::json out;
   out["setup"] =
-      "one serve node, 16 workers; redis-server 7.0 (loopback, no persistence), "
+      "one serve node, 16 workers; redis-server 7.0 (loopback, no persistence; the cluster: "
+      "3 masters, due-slots=64), "
       "moto_server (S3 + SQS); requests: Redis commands (scripts' own included), "
       "S3 and SQS HTTP requests";
   {
@@ -168,6 +173,27 @@ int run(int argc, char** argv) {
           [&, prefix] { return std::make_unique<RedisStorage>(server.options(prefix, 0)); }};
       out["redis_waiting_" + std::to_string(n)] = compare(redis, n, due_count);
       std::cerr << "due_bench: redis " << n << " done\n";
+    }
+  }
+  if (!cluster_sizes.empty()) {
+    testing::RedisCluster cluster(3);
+    std::string nodes;
+    for (size_t i = 0; i < cluster.size(); ++i)
+      nodes += (i ? ",127.0.0.1:" : "127.0.0.1:") + std::to_string(cluster.node(i).port());
+    for (size_t n : cluster_sizes) {
+      std::string prefix = "c" + std::to_string(n) + ":";
+      RedisOptions o = cluster.options(prefix);
+      o.due_slots = 64;
+      Backend redis_cluster{"redis+cluster://" + nodes + "?due-slots=64&prefix=" + prefix,
+                            [&] {
+                              double sum = 0;
+                              for (size_t i = 0; i < cluster.size(); ++i)
+                                sum += static_cast<double>(cluster.node(i).commands_processed());
+                              return sum;
+                            },
+                            [o] { return std::make_unique<RedisStorage>(o); }};
+      out["redis_cluster_waiting_" + std::to_string(n)] = compare(redis_cluster, n, due_count);
+      std::cerr << "due_bench: redis cluster " << n << " done\n";
     }
   }
   {

@@ -18,8 +18,11 @@
 // create), write and get at 1 and 32 threads, alternated per round; the ratio cluster /
 // single and how the writes spread over the masters (keys and commands per node).
 //
+// --only cluster-index: on a cluster of 3 masters, without the due-time index and with
+// due-slots=64, write and get at 1 and 32 threads, alternated per round; the ratio.
+//
 // usage: redis_bench [--seconds S] [--rounds R] [--load-messages N] [--size BYTES]
-//                    [--only tls|ack|cluster]
+//                    [--only tls|ack|cluster|cluster-index]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -184,6 +187,16 @@ nlohmann::json cluster_vs_single(double seconds, int rounds, size_t size) {
   return out;
 }
 
+// A cluster of three masters without the due-time index and with due-slots=64 (ids
+// picked into 64 slots, the index added in the write's MULTI).
+nlohmann::json cluster_index_vs_none(double seconds, int rounds, size_t size) {
+  slimta::testing::RedisCluster cluster(3);
+  RedisOptions indexed = cluster.options("indexed:");
+  indexed.due_slots = 64;
+  RedisStorage none(cluster.options("none:")), index(indexed);
+  return compare({"none", &none}, {"due_slots64", &index}, {1, 32}, {"get"}, seconds, rounds, size);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -217,6 +230,10 @@ int main(int argc, char** argv) {
     }
     if (only == "ack") {
       std::cout << ack_vs_none(seconds, rounds, size).dump(2) << "\n";
+      return 0;
+    }
+    if (only == "cluster-index") {
+      std::cout << cluster_index_vs_none(seconds, rounds, size).dump(2) << "\n";
       return 0;
     }
     if (only == "cluster") {

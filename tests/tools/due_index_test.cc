@@ -131,6 +131,95 @@ TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttempt
   EXPECT_LE(worst, 2.0) << "a message was attempted more than 2 s after its time";
 }
 
+// The same on a 3-master Redis Cluster with due-slots=64: 20,000 waiting, two nodes.
+TEST(DueIndexServeTest, OnARedisClusterTwoNodesHoldNothingOfWhatWaitsAndAttemptDueWorkOnce) {
+  if (testing::RedisServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
+  testing::RedisCluster cluster(3);  // its own: other tests' commands would be counted
+  std::string prefix = "due" + random_hex(4) + ":";
+  std::string nodes_list;
+  for (size_t n = 0; n < cluster.size(); ++n)
+    nodes_list += (n ? ",127.0.0.1:" : "127.0.0.1:") + std::to_string(cluster.node(n).port());
+  const size_t kDueSlots = 64;
+  auto url_of = [&](const std::string& p) {
+    return "redis+cluster://" + nodes_list + "?prefix=" + p +
+           "&due-slots=" + std::to_string(kDueSlots);
+  };
+  RedisOptions o = cluster.options(prefix);
+  o.due_slots = kDueSlots;
+  testing::SmtpSink sink;
+
+  const int kWaiting = 20000;
+  Timestamp later = system_clock().now() + 3600;
+  {
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 4; ++t) {
+      writers.emplace_back([&, t] {
+        RedisStorage storage(o);
+        Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(t));
+        for (int i = t; i < kWaiting; i += 4) storage.write(env, later + i % 600);
+      });
+    }
+    for (auto& w : writers) w.join();
+  }
+  size_t empty_rss;
+  {
+    auto empty = start_node("empty", url_of("empty" + random_hex(4) + ":"), sink.port());
+    std::this_thread::sleep_for(3s);
+    empty_rss = testing::peak_rss(empty->pid());
+  }
+  std::vector<std::unique_ptr<ChildProcess>> nodes;
+  for (int n = 0; n < 2; ++n)
+    nodes.push_back(start_node("node" + std::to_string(n), url_of(prefix), sink.port()));
+  std::this_thread::sleep_for(3s);
+  std::vector<size_t> rss;
+  for (auto& node : nodes) rss.push_back(testing::peak_rss(node->pid()));
+
+  auto commands = [&] {
+    long long sum = 0;
+    for (size_t n = 0; n < cluster.size(); ++n) sum += cluster.node(n).commands_processed();
+    return sum;
+  };
+  long long before = commands();
+  std::this_thread::sleep_for(10s);
+  double per_second = static_cast<double>(commands() - before - 3) / 10;
+
+  const int kDue = 100;
+  std::map<std::string, Timestamp> due_at;
+  {
+    RedisStorage storage(o);
+    Timestamp start = system_clock().now() + 3;
+    for (int i = 0; i < kDue; ++i) {
+      Timestamp t = start + 2.0 * i / kDue;
+      storage.write(numbered(i), t);
+      due_at[std::to_string(i)] = t;
+    }
+  }
+  testing::eventually([&] { return sink.received().size() >= kDue; }, 30s);
+  std::this_thread::sleep_for(1s);
+  std::map<std::string, int> seen;
+  double worst = 0;
+  for (const auto& m : sink.received()) {
+    std::string seq = m["seq"].get<std::string>();
+    ++seen[seq];
+    worst = std::max(worst, m["t"].get<double>() - due_at[seq]);
+  }
+  for (auto& node : nodes) node->stop(SIGTERM);
+  std::printf(
+      "[ report ] redis cluster (3 masters, due-slots=%zu), %d messages waiting: node RSS %.1f "
+      "/ %.1f MiB, on an empty queue %.1f MiB; idle commands/s of 2 nodes %.1f; %d due: "
+      "delivered %zu, worst delay %.2f s\n",
+      kDueSlots, kWaiting, rss[0] / 1048576.0, rss[1] / 1048576.0, empty_rss / 1048576.0,
+      per_second, kDue, seen.size(), worst);
+  for (size_t r : rss) EXPECT_LT(r, empty_rss + 4 * 1048576) << "a node grew with the queue";
+  // Each poll reads every index (pipelined, one round trip per master): 64 a second a
+  // node (a poll more or less in the window: 20%), and the sweep's few.
+  EXPECT_LE(per_second, 2 * (kDueSlots * 1.2 + 10.0));
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kDue));
+  for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
+  EXPECT_LE(worst, 2.0) << "a message was attempted more than 2 s after its time";
+}
+
 // S3 requests by kind, from a moto_server's own count, minus `before`.
 std::map<std::string, uint64_t> since(const testing::MotoServer& moto,
                                       const std::map<std::string, uint64_t>& before) {
