@@ -141,6 +141,13 @@ class CloudStorage : public QueueStorage {
   explicit CloudStorage(SimpleStorageService object_store,
                         std::optional<SimpleQueueService> message_queue = std::nullopt,
                         const Clock& clock = system_clock(), double stale_after = 7200);
+  // The same over several SQS queues, so that one storage holds more notices in flight
+  // than one queue allows (120,000): a message's notices go to the queue its id picks,
+  // and due() and wait() read every queue in turn (doc/costs.md). Every process on the
+  // storage must name the same queues; their order does not matter for reading, but it
+  // picks where new notices go, so keep it the same too.
+  CloudStorage(SimpleStorageService object_store, std::vector<SimpleQueueService> message_queues,
+               const Clock& clock = system_clock(), double stale_after = 7200);
   ~CloudStorage() override;
 
   Capabilities capabilities() const override;

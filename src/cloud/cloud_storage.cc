@@ -29,6 +29,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cmath>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -320,14 +321,28 @@ std::map<std::string, uint64_t> SimpleQueueService::request_counts() const {
 }
 
 struct CloudStorage::Impl {
+  Impl(SimpleStorageService s3, std::vector<SimpleQueueService> queues, const Clock& clock,
+       double stale_after)
+      : s3(std::move(s3)), queues(std::move(queues)), clock(clock), stale_after(stale_after) {}
+
   SimpleStorageService s3;
-  std::optional<SimpleQueueService> sqs;
+  std::vector<SimpleQueueService> queues;  // none: no notices, no due index
   const Clock& clock;
   double stale_after;
+  std::atomic<size_t> next_queue{0};  // where due() and wait() read next
+
+  bool has_queue() const { return !queues.empty(); }
+  // The queue the notices of `id` go to (FNV-1a of the id: the same in every process).
+  SimpleQueueService& queue_of(std::string_view id) {
+    uint32_t h = 2166136261u;
+    for (unsigned char c : id) h = (h ^ c) * 16777619u;
+    return queues[h % queues.size()];
+  }
 
   // The notices this object received through due() and holds (their receipts), by id.
   struct Held {
     std::string message_id, handle;
+    size_t queue = 0;  // which of `queues` it came from
     Timestamp received = 0;
     Timestamp hidden_until = 0;  // what hide_notice_until() asked last
   };
@@ -355,7 +370,7 @@ struct CloudStorage::Impl {
       notices.erase(it);
     }
     try {
-      sqs->delete_message(held->handle);
+      queues[held->queue].delete_message(held->handle);
     } catch (const QueueError& e) {  // it shows up again, and its claim finds out
       spdlog::warn("cloud: {}: could not delete its SQS notice: {}", id, e.what());
     }
@@ -369,7 +384,7 @@ struct CloudStorage::Impl {
     double left = 43200 - (clock.now() - held->received) - 60;
     int seconds = std::min(seconds_until(t), static_cast<int>(std::max(0.0, left)));
     try {
-      bool hidden = sqs->change_visibility(held->handle, seconds);
+      bool hidden = queues[held->queue].change_visibility(held->handle, seconds);
       std::lock_guard lock(notices_mu);
       auto it = notices.find(std::string(id));
       if (it == notices.end() || it->second.handle != held->handle) return;
@@ -487,23 +502,37 @@ class CloudStorage::Impl::Stream : public PagedStream {
   std::string token_;
 };
 
+namespace {
+std::vector<SimpleQueueService> queue_list(std::optional<SimpleQueueService> queue) {
+  std::vector<SimpleQueueService> list;
+  if (queue) list.push_back(std::move(*queue));
+  return list;
+}
+}  // namespace
+
 CloudStorage::CloudStorage(SimpleStorageService object_store,
                            std::optional<SimpleQueueService> message_queue, const Clock& clock,
+                           double stale_after)
+    : CloudStorage(std::move(object_store), queue_list(std::move(message_queue)), clock,
+                   stale_after) {}
+
+CloudStorage::CloudStorage(SimpleStorageService object_store,
+                           std::vector<SimpleQueueService> message_queues, const Clock& clock,
                            double stale_after) {
   if (!(stale_after > 0)) throw InvalidArgument("stale_after must be more than 0 seconds");
-  impl_ =
-      std::make_unique<Impl>(std::move(object_store), std::move(message_queue), clock, stale_after);
+  impl_ = std::make_unique<Impl>(std::move(object_store), std::move(message_queues), clock,
+                                 stale_after);
   set_shaping_clock(clock);
 }
 
 CloudStorage::~CloudStorage() = default;
 
 Capabilities CloudStorage::capabilities() const {
-  return Capabilities{.can_wait = impl_->sqs.has_value(),
+  return Capabilities{.can_wait = impl_->has_queue(),
                       .shared = true,
                       .durable = true,
                       .can_lease = true,
-                      .due_index = impl_->sqs.has_value()};
+                      .due_index = impl_->has_queue()};
 }
 
 std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
@@ -511,9 +540,9 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string k = impl_->key(id);
   // false: the object exists, so an earlier attempt of this very call stored it.
   impl_->s3.put(k, record::encode(record::initial_metadata(envelope, timestamp), &envelope), "");
-  if (impl_->sqs) {
+  if (impl_->has_queue()) {
     try {
-      impl_->sqs->queue_message(id, timestamp, impl_->seconds_until(timestamp));
+      impl_->queue_of(id).queue_message(id, timestamp, impl_->seconds_until(timestamp));
     } catch (const QueueError& e) {
       spdlog::warn("message {} is stored but its SQS notice failed ({}); load() will find it", id,
                    e.what());
@@ -525,7 +554,7 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
 void CloudStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                                     std::string_view last_reply) {
   impl_->update(id, record::ops::set_timestamp(timestamp, fence, id, last_reply));
-  if (impl_->sqs) impl_->hide_notice_until(id, timestamp);
+  if (impl_->has_queue()) impl_->hide_notice_until(id, timestamp);
 }
 
 uint32_t CloudStorage::do_increment_attempts(std::string_view id, Fence fence) {
@@ -542,10 +571,10 @@ ClaimResult CloudStorage::do_claim(std::string_view id, std::chrono::millisecond
   try {
     r = impl_->update(id, record::ops::claim(impl_->clock.now(), duration));
   } catch (const KeyError&) {
-    if (impl_->sqs) impl_->drop_notice(id);  // a notice of a message gone
+    if (impl_->has_queue()) impl_->drop_notice(id);  // a notice of a message gone
     throw;
   }
-  if (r.status == ClaimResult::Status::held && impl_->sqs) impl_->drop_notice(id);
+  if (r.status == ClaimResult::Status::held && impl_->has_queue()) impl_->drop_notice(id);
   return r;
 }
 
@@ -556,23 +585,24 @@ void CloudStorage::do_release(std::string_view id, Fence fence) {
     return record::ops::release(fence, id)(m);
   });
   // Released before its time (found rescheduled): its notice waits until then.
-  if (impl_->sqs && next > impl_->clock.now()) impl_->hide_notice_until(id, next);
+  if (impl_->has_queue() && next > impl_->clock.now()) impl_->hide_notice_until(id, next);
 }
 
 Lease CloudStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
   Lease lease = impl_->update(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
-  if (impl_->sqs) impl_->hide_notice_until(id, lease.expires);  // the hand-out goes on
+  if (impl_->has_queue()) impl_->hide_notice_until(id, lease.expires);  // the hand-out goes on
   return lease;
 }
 
 void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->update(id, record::ops::hold(reason, since));
-  if (impl_->sqs) impl_->drop_notice(id);
+  if (impl_->has_queue()) impl_->drop_notice(id);
 }
 
 void CloudStorage::announce(std::string_view id, Timestamp timestamp) {
   check_id(id);
-  if (impl_->sqs) impl_->sqs->queue_message(id, timestamp, impl_->seconds_until(timestamp));
+  if (impl_->has_queue())
+    impl_->queue_of(id).queue_message(id, timestamp, impl_->seconds_until(timestamp));
 }
 
 void CloudStorage::release_hold(std::string_view id) {
@@ -629,39 +659,46 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
       return impl_->s3.remove(k, obj->etag);
     });
   }
-  if (impl_->sqs) impl_->drop_notice(id);
+  if (impl_->has_queue()) impl_->drop_notice(id);
 }
 
 std::vector<QueueEntry> CloudStorage::do_due(Timestamp now, size_t limit,
                                              std::chrono::milliseconds hand_out) {
-  if (!impl_->sqs) throw NotSupported("CloudStorage without a message queue has no due index");
+  if (!impl_->has_queue())
+    throw NotSupported("CloudStorage without a message queue has no due index");
   int visibility = static_cast<int>(
       std::clamp(std::ceil(std::chrono::duration<double>(hand_out).count()), 1.0, 43200.0));
   std::vector<QueueEntry> out;
   std::set<std::string> taken;
-  // At most 10 notices a receive, and a few receives a call: the rest waits for the next.
-  for (int round = 0; round < 10 && out.size() < limit; ++round) {
+  // At most 10 notices a receive, and up to 10 receives a call, the queues read in turn
+  // (where the last call stopped): the rest waits for the next call. A call stops early
+  // once every queue came back empty in a row.
+  const size_t count = impl_->queues.size();
+  size_t at = impl_->next_queue.load(), empty_in_a_row = 0;
+  for (int round = 0; round < 10 && out.size() < limit && empty_in_a_row < count; ++round) {
+    size_t q = at++ % count;
+    SimpleQueueService& queue = impl_->queues[q];
     auto got =
-        impl_->sqs->receive(static_cast<int>(std::min<size_t>(10, limit - out.size())), visibility);
-    if (got.empty()) break;
+        queue.receive(static_cast<int>(std::min<size_t>(10, limit - out.size())), visibility);
+    empty_in_a_row = got.empty() ? empty_in_a_row + 1 : 0;
     for (auto& n : got) {
       const std::string& id = n.entry.id;
       if (n.entry.timestamp > now) {  // shown before its time (a wait beyond 900 s)
         int seconds =
             static_cast<int>(std::clamp(std::ceil(n.entry.timestamp - now), 0.0, 43200.0));
-        impl_->sqs->change_visibility(n.handle, seconds);
+        queue.change_visibility(n.handle, seconds);
         continue;
       }
-      std::string older;  // another notice of the same message, held here: one is enough
+      std::optional<Impl::Held> older;  // another notice of the same message: one is enough
       {
         std::lock_guard lock(impl_->notices_mu);
         auto [it, fresh] = impl_->notices.try_emplace(id);
-        if (!fresh && it->second.message_id != n.message_id) older = it->second.handle;
-        it->second = {n.message_id, n.handle, impl_->clock.now()};
+        if (!fresh && it->second.message_id != n.message_id) older = it->second;
+        it->second = {n.message_id, n.handle, q, impl_->clock.now()};
       }
-      if (!older.empty()) {
+      if (older) {
         try {
-          impl_->sqs->delete_message(older);
+          impl_->queues[older->queue].delete_message(older->handle);
         } catch (const QueueError& e) {
           spdlog::warn("cloud: {}: could not delete a second SQS notice: {}", id, e.what());
         }
@@ -669,11 +706,13 @@ std::vector<QueueEntry> CloudStorage::do_due(Timestamp now, size_t limit,
       if (taken.insert(id).second) out.push_back(n.entry);
     }
   }
+  impl_->next_queue = at;
   return out;
 }
 
 size_t CloudStorage::repair_due(std::string& cursor) {
-  if (!impl_->sqs) throw NotSupported("CloudStorage without a message queue has no due index");
+  if (!impl_->has_queue())
+    throw NotSupported("CloudStorage without a message queue has no due index");
   auto page = impl_->s3.list(cursor);
   const std::string& prefix = impl_->s3.prefix();
   Timestamp now = impl_->clock.now();
@@ -699,19 +738,21 @@ size_t CloudStorage::repair_due(std::string& cursor) {
 }
 
 std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {
-  if (!impl_->sqs)
+  if (!impl_->has_queue())
     throw NotSupported("CloudStorage without a message queue cannot wait() for new messages");
-  SimpleQueueService& q = *impl_->sqs;
   auto deadline = std::chrono::steady_clock::now() + timeout;
+  const size_t count = impl_->queues.size();
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline -
                                                                  std::chrono::steady_clock::now());
-    int wait_s = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 20));
+    // One queue is long-polled up to 20 s; several are each polled up to 1 s in turn.
+    int wait_s = static_cast<int>(std::clamp<int64_t>(left.count(), 0, count == 1 ? 20 : 1));
+    SimpleQueueService& q = impl_->queues[impl_->next_queue++ % count];
     std::vector<QueueEntry> out = q.poll(wait_s);
     if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
     if (wait_s == 0) {
       auto pause =
-          std::min(std::chrono::duration<double>(q.poll_pause()),
+          std::min(std::chrono::duration<double>(q.poll_pause() / static_cast<double>(count)),
                    std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()));
       if (pause.count() > 0) std::this_thread::sleep_for(pause);
     }
@@ -720,9 +761,8 @@ std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout)
 
 std::map<std::string, uint64_t> CloudStorage::request_counts() const {
   auto counts = impl_->s3.request_counts();
-  if (impl_->sqs) {
-    for (const auto& [k, v] : impl_->sqs->request_counts()) counts[k] += v;
-  }
+  for (const auto& queue : impl_->queues)
+    for (const auto& [k, v] : queue.request_counts()) counts[k] += v;
   return counts;
 }
 

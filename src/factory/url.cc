@@ -1,7 +1,9 @@
 #include "factory/url.h"
 
 #include <charconv>
+#include <algorithm>
 #include <fstream>
+#include <vector>
 
 #ifdef SLIMTA_WITH_CLOUD
 #include "slimta/cloud_storage.h"
@@ -284,10 +286,21 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
       bad(url, "unknown parameter '" + key +
                    "' (known: region, endpoint, sqs, timeout, path_style, profile, stale-after)");
   }
+  // sqs=Q1,Q2,...: one storage over several queues (queue URLs and names hold no comma).
+  std::vector<std::string> names;
+  for (size_t at = 0; !sqs.empty() && at <= sqs.size();) {
+    size_t comma = std::min(sqs.find(',', at), sqs.size());
+    std::string queue = sqs.substr(at, comma - at);
+    if (queue.empty()) bad(url, "an empty queue in sqs=");
+    if (std::find(names.begin(), names.end(), queue) != names.end())
+      bad(url, "queue '" + queue + "' is named twice in sqs=");
+    names.push_back(std::move(queue));
+    at = comma + 1;
+  }
+  std::vector<SimpleQueueService> queues;
+  for (const auto& name : names) queues.emplace_back(name, timeout, 1.0, aws);
   SimpleStorageService s3(bucket, timeout, prefix, aws, path_style);
-  std::optional<SimpleQueueService> queue;
-  if (!sqs.empty()) queue.emplace(sqs, timeout, 1.0, aws);
-  return std::make_unique<CloudStorage>(std::move(s3), std::move(queue), system_clock(),
+  return std::make_unique<CloudStorage>(std::move(s3), std::move(queues), system_clock(),
                                         stale_after);
 }
 

@@ -33,7 +33,7 @@ std::map<std::string, std::string> parse_query(std::string_view query, std::stri
 RedisOptions parse_redis(std::string_view url, std::optional<double> default_timeout = {});
 
 #ifdef SLIMTA_WITH_CLOUD
-// s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE_URL_OR_NAME&timeout=S&path_style=0|1]
+// s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE_URL_OR_NAME[,QUEUE...]&timeout=S&path_style=0|1]
 // Throws InvalidArgument naming the URL and the bad part.
 std::unique_ptr<QueueStorage> open_s3(std::string_view url,
                                       std::optional<double> default_timeout = {});

@@ -21,7 +21,9 @@ using testing::sample_envelope;
 
 constexpr auto kHandOut = 2s;
 
-class CloudDueTest : public ::testing::Test {
+// Each test on a storage over one SQS queue, and over three (one storage spreading its
+// notices over several queues).
+class CloudDueTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
     if (MotoServer::skipped()) GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
@@ -29,16 +31,18 @@ class CloudDueTest : public ::testing::Test {
     static bool made = false;
     if (!made) server_->create_bucket("duetest");
     made = true;
-    queue_url_ = server_->create_queue("due" + random_hex(6));
+    for (int i = 0; i < GetParam(); ++i)
+      queue_urls_.push_back(server_->create_queue("due" + random_hex(6)));
   }
-  // Another object (a process) on the same bucket, prefix and queue; without the queue:
-  // a writer whose notices are lost.
+  // Another object (a process) on the same bucket, prefix and queues; without them: a
+  // writer whose notices are lost.
   std::unique_ptr<CloudStorage> open(bool with_queue = true, double stale_after = 7200) {
-    std::optional<SimpleQueueService> q;
-    if (with_queue) q.emplace(queue_url_, 30, 0.1, server_->aws());
+    std::vector<SimpleQueueService> queues;
+    if (with_queue)
+      for (const auto& url : queue_urls_) queues.emplace_back(url, 30, 0.1, server_->aws());
     return std::make_unique<CloudStorage>(
-        SimpleStorageService("duetest", 30, prefix_, server_->aws()), std::move(q), system_clock(),
-        stale_after);
+        SimpleStorageService("duetest", 30, prefix_, server_->aws()), std::move(queues),
+        system_clock(), stale_after);
   }
   static Timestamp now() { return system_clock().now(); }
   static std::set<std::string> ids(const std::vector<QueueEntry>& entries) {
@@ -49,10 +53,10 @@ class CloudDueTest : public ::testing::Test {
 
   MotoServer* server_ = nullptr;
   std::string prefix_ = "due" + random_hex(4) + "/";
-  std::string queue_url_;
+  std::vector<std::string> queue_urls_;
 };
 
-TEST_F(CloudDueTest, WhatIsDueIsHandedOutOnceThenAgainWhenTheHandOutRunsOut) {
+TEST_P(CloudDueTest, WhatIsDueIsHandedOutOnceThenAgainWhenTheHandOutRunsOut) {
   auto a = open(), b = open();
   ASSERT_TRUE(a->capabilities().due_index);
   std::set<std::string> written;
@@ -65,7 +69,7 @@ TEST_F(CloudDueTest, WhatIsDueIsHandedOutOnceThenAgainWhenTheHandOutRunsOut) {
   EXPECT_EQ(a->request_counts()["s3 GET"], 0u);          // no object was read
 }
 
-TEST_F(CloudDueTest, ADeferralHidesTheNoticeUntilItsTimeAndAnEarlyOneIsHiddenAgain) {
+TEST_P(CloudDueTest, ADeferralHidesTheNoticeUntilItsTimeAndAnEarlyOneIsHiddenAgain) {
   auto a = open();
   std::string id = a->write(sample_envelope(), now());
   ASSERT_EQ(a->due(now(), 10, kHandOut).size(), 1u);
@@ -86,7 +90,7 @@ TEST_F(CloudDueTest, ADeferralHidesTheNoticeUntilItsTimeAndAnEarlyOneIsHiddenAga
   EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), (std::set<std::string>{later}));
 }
 
-TEST_F(CloudDueTest, AMessageStoredForLaterIsNotHandedOutBeforeItsTime) {
+TEST_P(CloudDueTest, AMessageStoredForLaterIsNotHandedOutBeforeItsTime) {
   auto a = open();
   std::string id = a->write(sample_envelope(), now() + 2);
   EXPECT_TRUE(a->due(now() + 10, 10, kHandOut).empty());  // its notice is delayed
@@ -94,7 +98,7 @@ TEST_F(CloudDueTest, AMessageStoredForLaterIsNotHandedOutBeforeItsTime) {
   EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), std::set<std::string>{id});
 }
 
-TEST_F(CloudDueTest, HeldAndRemovedMessagesLeaveTheIndexAtTheLatestAtTheirNextClaim) {
+TEST_P(CloudDueTest, HeldAndRemovedMessagesLeaveTheIndexAtTheLatestAtTheirNextClaim) {
   auto a = open(), op = open();
   std::string held_here = a->write(sample_envelope(1, 50, 1), now());
   std::string held_there = a->write(sample_envelope(1, 50, 2), now());
@@ -116,7 +120,7 @@ TEST_F(CloudDueTest, HeldAndRemovedMessagesLeaveTheIndexAtTheLatestAtTheirNextCl
   EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), std::set<std::string>{held_here});
 }
 
-TEST_F(CloudDueTest, ConcurrentTakersShareTheDueWorkEachMessageOnce) {
+TEST_P(CloudDueTest, ConcurrentTakersShareTheDueWorkEachMessageOnce) {
   auto writer = open();
   std::set<std::string> written;
   for (int i = 0; i < 40; ++i) written.insert(writer->write(sample_envelope(1, 50, i), now()));
@@ -139,7 +143,7 @@ TEST_F(CloudDueTest, ConcurrentTakersShareTheDueWorkEachMessageOnce) {
   for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id << " handed out " << n << " times";
 }
 
-TEST_F(CloudDueTest, TheSweepAnnouncesAStaleDueMessageWhoseNoticeWasLostAndReadsNoOther) {
+TEST_P(CloudDueTest, TheSweepAnnouncesAStaleDueMessageWhoseNoticeWasLostAndReadsNoOther) {
   auto lost = open(/*with_queue=*/false);  // stores, and its notice never goes
   std::string orphan = lost->write(sample_envelope(1, 50, 1), now());
   std::string held = lost->write(sample_envelope(1, 50, 2), now());
@@ -158,6 +162,40 @@ TEST_F(CloudDueTest, TheSweepAnnouncesAStaleDueMessageWhoseNoticeWasLostAndReads
   EXPECT_EQ(a->request_counts()["s3 GET"], 4u);
   EXPECT_EQ(ids(a->due(now(), 10, kHandOut)), std::set<std::string>{orphan});
 }
+
+TEST_P(CloudDueTest, NoticesSpreadOverEveryQueueAndDueReadsThemAll) {
+  auto a = open();
+  std::set<std::string> written;
+  for (int i = 0; i < 30; ++i) written.insert(a->write(sample_envelope(1, 50, i), now() - 1));
+  for (const auto& url : queue_urls_) {  // each queue has some (looked at, hidden for 1 s)
+    SimpleQueueService queue(url, 30, 0.1, server_->aws());
+    EXPECT_FALSE(queue.receive(10, 1).empty()) << url << " got no notice";
+  }
+  std::this_thread::sleep_for(1500ms);
+  auto b = open();
+  std::set<std::string> seen;
+  for (int call = 0; call < 10 && seen.size() < written.size(); ++call)
+    for (const auto& e : b->due(now(), 100, kHandOut)) seen.insert(e.id);
+  EXPECT_EQ(seen, written);
+}
+
+// The whole schedule's way (serve --full-schedule) hears of new messages through every
+// queue too.
+TEST_P(CloudDueTest, WaitHearsOfWritesThroughEveryQueue) {
+  auto a = open(), b = open();
+  std::set<std::string> written, heard;
+  for (int i = 0; i < 12; ++i) written.insert(a->write(sample_envelope(1, 50, i), now()));
+  EXPECT_TRUE(testing::eventually(
+      [&] {
+        for (const auto& e : b->wait(1500ms)) heard.insert(e.id);
+        return heard == written;
+      },
+      30s));
+  EXPECT_EQ(heard, written);
+}
+
+INSTANTIATE_TEST_SUITE_P(Queues, CloudDueTest, ::testing::Values(1, 3),
+                         [](const auto& info) { return std::to_string(info.param) + "_queues"; });
 
 }  // namespace
 }  // namespace slimta

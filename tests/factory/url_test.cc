@@ -221,7 +221,7 @@ TEST(UrlTest, OpenStorageBuildsARedisStorage) {
 }
 
 }  // namespace
-TEST(UrlTest, AnS3StaleAfterMustBeAPositiveNumber) {
+TEST(UrlTest, AnS3UrlsStaleAfterAndQueuesAreChecked) {
   auto error = [](const char* u) {
     try {
       open_storage(u);
@@ -236,6 +236,11 @@ TEST(UrlTest, AnS3StaleAfterMustBeAPositiveNumber) {
   EXPECT_NE(error("s3://bucket?stale-after=soon").find("stale-after"), std::string::npos);
   // A good one is taken (it fails later, for want of credentials, not of stale-after).
   EXPECT_EQ(error("s3://bucket?stale-after=600"), "no error");
+  // sqs=: one queue or several, each once.
+  EXPECT_NE(error("s3://bucket?sqs=a,,b").find("an empty queue in sqs="), std::string::npos);
+  EXPECT_NE(error("s3://bucket?sqs=a,").find("an empty queue in sqs="), std::string::npos);
+  EXPECT_NE(error("s3://bucket?sqs=a,b,a").find("queue 'a' is named twice"), std::string::npos);
+  EXPECT_EQ(error("s3://bucket?sqs=a,b"), "no error");
 }
 
 }  // namespace slimta

@@ -303,5 +303,52 @@ TEST(DueIndexServeTest, OnS3AnObjectWhoseNoticeWasLostIsDeliveredWithinTheBound)
   EXPECT_LE(after, kBound + 2);  // 2 s for a busy machine
 }
 
+// One storage over two SQS queues (sqs=Q1,Q2): two nodes deliver every message written
+// through either queue once, within 2 s of its time.
+TEST(DueIndexServeTest, OnS3OverTwoQueuesEachDueMessageIsDeliveredOnce) {
+  if (testing::MotoServer::skipped())
+    GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
+  auto& moto = testing::shared_moto();
+  moto.create_bucket("duetwo");
+  std::vector<std::string> queues{moto.create_queue("two" + random_hex(4)),
+                                  moto.create_queue("two" + random_hex(4))};
+  std::string prefix = "t" + random_hex(4) + "/";
+  std::string url = "s3://duetwo/" + prefix + "?region=us-east-1&endpoint=" + moto.endpoint() +
+                    "&sqs=" + queues[0] + "," + queues[1];
+  testing::SmtpSink sink;
+  std::vector<std::unique_ptr<ChildProcess>> nodes;
+  for (int n = 0; n < 2; ++n)
+    nodes.push_back(start_node("node" + std::to_string(n), url, sink.port()));
+  const int kDue = 40;
+  std::map<std::string, Timestamp> due_at;
+  std::vector<uint64_t> sent(queues.size());
+  {
+    std::vector<SimpleQueueService> list;
+    for (const auto& q : queues) list.emplace_back(q, 30, 0.1, moto.aws());
+    CloudStorage storage(SimpleStorageService("duetwo", 30, prefix, moto.aws()), std::move(list));
+    Timestamp start = system_clock().now() + 3;
+    for (int i = 0; i < kDue; ++i) {
+      Timestamp t = start + 2.0 * i / kDue;
+      storage.write(numbered(i), t);
+      due_at[std::to_string(i)] = t;
+    }
+  }
+  ASSERT_TRUE(testing::eventually([&] { return sink.received().size() >= kDue; }, 60s));
+  std::this_thread::sleep_for(1s);
+  for (auto& node : nodes) node->stop(SIGTERM);
+  std::map<std::string, int> seen;
+  double worst = 0;
+  for (const auto& m : sink.received()) {
+    std::string seq = m["seq"].get<std::string>();
+    ++seen[seq];
+    worst = std::max(worst, m["t"].get<double>() - due_at[seq]);
+  }
+  std::printf("[ report ] s3+sqs over 2 queues, 2 nodes: %zu of %d delivered, worst delay %.2f s\n",
+              seen.size(), kDue, worst);
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kDue));
+  for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
+  EXPECT_LE(worst, 3.0) << "a message was attempted more than 3 s after its time";
+}
+
 }  // namespace
 }  // namespace slimta
