@@ -8,7 +8,7 @@
 // masters with due-slots=64. Prints JSON.
 //
 //   due_bench [--sizes 10000,100000,1000000] [--cluster-sizes 100000] [--cloud-sizes 1000]
-//             [--due 200]
+//             [--cloud-queues 1] [--due 200]
 #include <signal.h>
 
 #include <algorithm>
@@ -140,7 +140,7 @@ int run(int argc, char** argv) {
   // moto's SQS scans every message it holds at each request: filling 10,000 took over 12
   // minutes (the Redis sizes take seconds), so the S3 default is 1,000.
   std::vector<size_t> sizes{10000, 100000, 1000000}, cluster_sizes{100000}, cloud_sizes{1000};
-  size_t due_count = 200;
+  size_t due_count = 200, cloud_queues = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--sizes" || flag == "--cluster-sizes" || flag == "--cloud-sizes") {
@@ -150,6 +150,8 @@ int run(int argc, char** argv) {
       list.clear();
       std::stringstream in(value);
       for (std::string part; std::getline(in, part, ',');) list.push_back(std::stoul(part));
+    } else if (flag == "--cloud-queues") {
+      cloud_queues = std::stoul(value);
     } else if (flag == "--due") {
       due_count = std::stoul(value);
     } else {
@@ -201,14 +203,19 @@ int run(int argc, char** argv) {
     moto.create_bucket("due");
     for (size_t n : cloud_sizes) {
       std::string prefix = "b" + std::to_string(n) + "/";
-      std::string queue = moto.create_queue("due" + std::to_string(n));
+      std::vector<std::string> queues;
+      for (size_t q = 0; q < cloud_queues; ++q)
+        queues.push_back(moto.create_queue("due" + std::to_string(n) + "q" + std::to_string(q)));
+      std::string list;
+      for (const auto& q : queues) list += (list.empty() ? "" : ",") + q;
       Backend s3{
-          "s3://due/" + prefix + "?region=us-east-1&endpoint=" + moto.endpoint() + "&sqs=" + queue,
+          "s3://due/" + prefix + "?region=us-east-1&endpoint=" + moto.endpoint() + "&sqs=" + list,
           [&] { return moto_requests(moto); },
-          [&, prefix, queue] {
+          [&, prefix, queues] {
+            std::vector<SimpleQueueService> sqs;
+            for (const auto& q : queues) sqs.emplace_back(q, 30, 0.1, moto.aws());
             return std::make_unique<CloudStorage>(
-                SimpleStorageService("due", 30, prefix, moto.aws()),
-                SimpleQueueService(queue, 30, 0.1, moto.aws()));
+                SimpleStorageService("due", 30, prefix, moto.aws()), std::move(sqs));
           }};
       out["s3_sqs_waiting_" + std::to_string(n)] = compare(s3, n, due_count);
       std::cerr << "due_bench: s3+sqs " << n << " done\n";

@@ -3,6 +3,7 @@
 // due is attempted once, by one node, within 2 s of its time.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -41,6 +42,56 @@ Envelope numbered(int seq) {
   return env;
 }
 
+// `n` messages deferred by an hour (spread over 10 minutes), written by four threads,
+// each on its own storage object.
+void fill_waiting(const std::function<std::unique_ptr<QueueStorage>()>& open, int n) {
+  Timestamp later = system_clock().now() + 3600;
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      auto storage = open();
+      Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(t));
+      for (int i = t; i < n; i += 4) storage->write(env, later + i % 600);
+    });
+  }
+  for (auto& w : writers) w.join();
+}
+
+// What the sink received of `count` messages written through `storage`, due 3 s from
+// now and over `spread` seconds: deliveries by message and by node, and the worst delay
+// from a message's time to its delivery.
+struct DueDeliveries {
+  std::map<std::string, int> seen, by_node;
+  double worst = 0;
+};
+DueDeliveries deliver_due(QueueStorage& storage, testing::SmtpSink& sink, int count, double spread,
+                          std::chrono::seconds limit = 30s) {
+  std::map<std::string, Timestamp> due_at;
+  Timestamp start = system_clock().now() + 3;
+  for (int i = 0; i < count; ++i) {
+    Timestamp t = start + spread * i / count;
+    storage.write(numbered(i), t);
+    due_at[std::to_string(i)] = t;
+  }
+  testing::eventually([&] { return sink.received().size() >= static_cast<size_t>(count); }, limit);
+  std::this_thread::sleep_for(1s);  // any duplicate would arrive by now
+  DueDeliveries out;
+  for (const auto& m : sink.received()) {
+    std::string seq = m["seq"].get<std::string>();
+    ++out.seen[seq];
+    ++out.by_node[m["helo"].get<std::string>()];
+    out.worst = std::max(out.worst, m["t"].get<double>() - due_at[seq]);
+  }
+  return out;
+}
+
+// Each of `count` delivered once, within `bound` seconds of its time.
+void expect_each_once_in_time(const DueDeliveries& d, int count, double bound) {
+  EXPECT_EQ(d.seen.size(), static_cast<size_t>(count));
+  for (const auto& [seq, n] : d.seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
+  EXPECT_LE(d.worst, bound) << "a message was attempted more than " << bound << " s after its time";
+}
+
 TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttemptDueWorkOnce) {
   if (testing::RedisServer::skipped())
     GTEST_SKIP() << "SLIMTA_SKIP_REDIS=1: local opt-out, never set in CI";
@@ -53,18 +104,7 @@ TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttempt
 
   // 100,000 messages deferred by an hour, written by four threads.
   const int kWaiting = 100000;
-  Timestamp later = system_clock().now() + 3600;
-  {
-    std::vector<std::thread> writers;
-    for (int t = 0; t < 4; ++t) {
-      writers.emplace_back([&, t] {
-        RedisStorage storage(server.options(prefix, 0));
-        Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(t));
-        for (int i = t; i < kWaiting; i += 4) storage.write(env, later + i % 600);
-      });
-    }
-    for (auto& w : writers) w.join();
-  }
+  fill_waiting([&] { return std::make_unique<RedisStorage>(server.options(prefix, 0)); }, kWaiting);
 
   // The RSS of a node on an empty queue, of one holding the whole schedule, and of the
   // three nodes on the index, each after it has been up for 3 s.
@@ -93,27 +133,8 @@ TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttempt
 
   // 150 messages due 3 to 6 s from now, written by a fourth process.
   const int kDue = 150;
-  std::map<std::string, Timestamp> due_at;
-  {
-    RedisStorage storage(server.options(prefix, 0));
-    Timestamp start = system_clock().now() + 3;
-    for (int i = 0; i < kDue; ++i) {
-      Timestamp t = start + 3.0 * i / kDue;
-      storage.write(numbered(i), t);
-      due_at[std::to_string(i)] = t;
-    }
-  }
-  testing::eventually([&] { return sink.received().size() >= kDue; }, 30s);
-  std::this_thread::sleep_for(1s);  // any duplicate would arrive by now
-  std::map<std::string, int> seen;
-  std::map<std::string, int> by_node;
-  double worst = 0;
-  for (const auto& m : sink.received()) {
-    std::string seq = m["seq"].get<std::string>();
-    ++seen[seq];
-    ++by_node[m["helo"].get<std::string>()];
-    worst = std::max(worst, m["t"].get<double>() - due_at[seq]);
-  }
+  RedisStorage writer(server.options(prefix, 0));
+  DueDeliveries d = deliver_due(writer, sink, kDue, 3.0);
   for (auto& node : nodes) node->stop(SIGTERM);
 
   std::printf(
@@ -121,14 +142,12 @@ TEST(DueIndexServeTest, ThreeNodesHoldNothingOfAHundredThousandWaitingAndAttempt
       "empty queue %.1f MiB, holding the whole schedule %.1f MiB; idle Redis commands/s of 3 "
       "nodes %.1f; %d due messages: delivered %zu, by node %d/%d/%d, worst delay %.2f s\n",
       kWaiting, rss[0] / 1048576.0, rss[1] / 1048576.0, rss[2] / 1048576.0, empty_rss / 1048576.0,
-      full_rss / 1048576.0, per_second, kDue, seen.size(), by_node["node0"], by_node["node1"],
-      by_node["node2"], worst);
+      full_rss / 1048576.0, per_second, kDue, d.seen.size(), d.by_node["node0"], d.by_node["node1"],
+      d.by_node["node2"], d.worst);
   for (size_t r : rss) EXPECT_LT(r, empty_rss + 4 * 1048576) << "a node grew with the queue";
   EXPECT_GT(full_rss, empty_rss + 4 * 1048576) << "the whole schedule should cost memory";
   EXPECT_LE(per_second, 10) << "idle nodes should ask Redis little";
-  EXPECT_EQ(seen.size(), static_cast<size_t>(kDue));
-  for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
-  EXPECT_LE(worst, 2.0) << "a message was attempted more than 2 s after its time";
+  expect_each_once_in_time(d, kDue, 2.0);
 }
 
 // The same on a 3-master Redis Cluster with due-slots=64: 20,000 waiting, two nodes.
@@ -150,18 +169,7 @@ TEST(DueIndexServeTest, OnARedisClusterTwoNodesHoldNothingOfWhatWaitsAndAttemptD
   testing::SmtpSink sink;
 
   const int kWaiting = 20000;
-  Timestamp later = system_clock().now() + 3600;
-  {
-    std::vector<std::thread> writers;
-    for (int t = 0; t < 4; ++t) {
-      writers.emplace_back([&, t] {
-        RedisStorage storage(o);
-        Envelope env = testing::sample_envelope(1, 64, static_cast<unsigned>(t));
-        for (int i = t; i < kWaiting; i += 4) storage.write(env, later + i % 600);
-      });
-    }
-    for (auto& w : writers) w.join();
-  }
+  fill_waiting([&] { return std::make_unique<RedisStorage>(o); }, kWaiting);
   size_t empty_rss;
   {
     auto empty = start_node("empty", url_of("empty" + random_hex(4) + ":"), sink.port());
@@ -185,39 +193,20 @@ TEST(DueIndexServeTest, OnARedisClusterTwoNodesHoldNothingOfWhatWaitsAndAttemptD
   double per_second = static_cast<double>(commands() - before - 3) / 10;
 
   const int kDue = 100;
-  std::map<std::string, Timestamp> due_at;
-  {
-    RedisStorage storage(o);
-    Timestamp start = system_clock().now() + 3;
-    for (int i = 0; i < kDue; ++i) {
-      Timestamp t = start + 2.0 * i / kDue;
-      storage.write(numbered(i), t);
-      due_at[std::to_string(i)] = t;
-    }
-  }
-  testing::eventually([&] { return sink.received().size() >= kDue; }, 30s);
-  std::this_thread::sleep_for(1s);
-  std::map<std::string, int> seen;
-  double worst = 0;
-  for (const auto& m : sink.received()) {
-    std::string seq = m["seq"].get<std::string>();
-    ++seen[seq];
-    worst = std::max(worst, m["t"].get<double>() - due_at[seq]);
-  }
+  RedisStorage writer(o);
+  DueDeliveries d = deliver_due(writer, sink, kDue, 2.0);
   for (auto& node : nodes) node->stop(SIGTERM);
   std::printf(
       "[ report ] redis cluster (3 masters, due-slots=%zu), %d messages waiting: node RSS %.1f "
       "/ %.1f MiB, on an empty queue %.1f MiB; idle commands/s of 2 nodes %.1f; %d due: "
       "delivered %zu, worst delay %.2f s\n",
       kDueSlots, kWaiting, rss[0] / 1048576.0, rss[1] / 1048576.0, empty_rss / 1048576.0,
-      per_second, kDue, seen.size(), worst);
+      per_second, kDue, d.seen.size(), d.worst);
   for (size_t r : rss) EXPECT_LT(r, empty_rss + 4 * 1048576) << "a node grew with the queue";
   // Each poll reads every index (pipelined, one round trip per master): 64 a second a
   // node (a poll more or less in the window: 20%), and the sweep's few.
   EXPECT_LE(per_second, 2 * (kDueSlots * 1.2 + 10.0));
-  EXPECT_EQ(seen.size(), static_cast<size_t>(kDue));
-  for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
-  EXPECT_LE(worst, 2.0) << "a message was attempted more than 2 s after its time";
+  expect_each_once_in_time(d, kDue, 2.0);
 }
 
 // S3 requests by kind, from a moto_server's own count, minus `before`.
@@ -320,34 +309,14 @@ TEST(DueIndexServeTest, OnS3OverTwoQueuesEachDueMessageIsDeliveredOnce) {
   for (int n = 0; n < 2; ++n)
     nodes.push_back(start_node("node" + std::to_string(n), url, sink.port()));
   const int kDue = 40;
-  std::map<std::string, Timestamp> due_at;
-  std::vector<uint64_t> sent(queues.size());
-  {
-    std::vector<SimpleQueueService> list;
-    for (const auto& q : queues) list.emplace_back(q, 30, 0.1, moto.aws());
-    CloudStorage storage(SimpleStorageService("duetwo", 30, prefix, moto.aws()), std::move(list));
-    Timestamp start = system_clock().now() + 3;
-    for (int i = 0; i < kDue; ++i) {
-      Timestamp t = start + 2.0 * i / kDue;
-      storage.write(numbered(i), t);
-      due_at[std::to_string(i)] = t;
-    }
-  }
-  ASSERT_TRUE(testing::eventually([&] { return sink.received().size() >= kDue; }, 60s));
-  std::this_thread::sleep_for(1s);
+  std::vector<SimpleQueueService> list;
+  for (const auto& q : queues) list.emplace_back(q, 30, 0.1, moto.aws());
+  CloudStorage writer(SimpleStorageService("duetwo", 30, prefix, moto.aws()), std::move(list));
+  DueDeliveries d = deliver_due(writer, sink, kDue, 2.0, 60s);
   for (auto& node : nodes) node->stop(SIGTERM);
-  std::map<std::string, int> seen;
-  double worst = 0;
-  for (const auto& m : sink.received()) {
-    std::string seq = m["seq"].get<std::string>();
-    ++seen[seq];
-    worst = std::max(worst, m["t"].get<double>() - due_at[seq]);
-  }
   std::printf("[ report ] s3+sqs over 2 queues, 2 nodes: %zu of %d delivered, worst delay %.2f s\n",
-              seen.size(), kDue, worst);
-  EXPECT_EQ(seen.size(), static_cast<size_t>(kDue));
-  for (const auto& [seq, n] : seen) EXPECT_EQ(n, 1) << "message " << seq << " delivered " << n;
-  EXPECT_LE(worst, 3.0) << "a message was attempted more than 3 s after its time";
+              d.seen.size(), kDue, d.worst);
+  expect_each_once_in_time(d, kDue, 3.0);
 }
 
 }  // namespace
