@@ -202,20 +202,14 @@ return {1}
   return s;
 }
 
-// KEYS[1] = the due index; ARGV = now, until (now + hand-out), members...: each member
-// still due by now is re-scored to `until`; returns those, with their scores before.
-const Script& hand_out_script() {
+// KEYS[1] = the due index; ARGV = now, limit, until (now + hand-out). The oldest members
+// due by now, with their scores, each re-scored to `until`: what another process took
+// a moment before is not among them, the next ones are.
+const Script& due_script() {
   static const Script s(R"lua(
-local out = {}
-for i = 3, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) <= tonumber(ARGV[1]) then
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
-    out[#out + 1] = ARGV[i]
-    out[#out + 1] = score
-  end
-end
-return out
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[3], due[i]) end
+return due
 )lua");
   return s;
 }
@@ -943,19 +937,15 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
     args[1] = indexes[i];
     c.append(args);
   };
-  // What each index has due, the oldest `limit`: read on each master in one pipelined
-  // round trip (an index whose slot is moving is then read on its own, following the
-  // cluster's redirection).
-  struct Found {
-    double score;
-    std::string key;
-    size_t index;
-  };
-  std::vector<Found> found;
+  // How many of the oldest `limit` due each index holds: each read on its master, all of
+  // a master's in one pipelined round trip (an index whose slot is moving is then read
+  // on its own, following the cluster's redirection). Reads only: nothing is handed out
+  // while nothing is due.
+  std::vector<std::pair<double, size_t>> found;  // score, index
   auto take = [&](const redisReply* r, size_t i) {
     for (size_t e = 0; e + 1 < r->elements; e += 2) {
       auto score = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
-      if (score) found.push_back(Found{*score, redis::reply_string(r->element[e], "due"), i});
+      if (score) found.emplace_back(*score, i);
     }
   };
   std::map<std::string, std::vector<size_t>> by_master;
@@ -983,24 +973,23 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
       take(r.get(), i);
     }
   }
-  std::stable_sort(found.begin(), found.end(),
-                   [](const Found& a, const Found& b) { return a.score < b.score; });
+  std::sort(found.begin(), found.end());
   if (found.size() > limit) found.resize(limit);
-  std::map<size_t, std::vector<std::string>> chosen;
-  for (auto& f : found) chosen[f.index].push_back(std::move(f.key));
+  std::map<size_t, size_t> take_from;  // index -> how many
+  for (const auto& [score, i] : found) ++take_from[i];
 
-  // Handed out by one script per index, which takes only those still due (another
-  // process may have taken some since they were read). Not retried on a dead connection
-  // (what it handed out would be lost for a hand-out), and not acknowledged by replicas:
-  // a hand-out lost to a failover only means a message is handed out twice, and claim()
-  // lets one process have it.
+  // Then each index hands out its oldest that many by one script, atomically: members
+  // another process took in between are not handed out twice; the next ones are. Not
+  // retried on a dead connection (what it handed out would be lost for a hand-out),
+  // and not acknowledged by replicas: a hand-out lost to a failover only means a
+  // message is handed out twice, and claim() lets one process have it.
   std::vector<QueueEntry> out;
-  for (const auto& [i, keys] : chosen) {
+  for (const auto& [i, n] : take_from) {
     const std::string& index = indexes[i];
-    std::vector<std::string_view> args{at, until};
-    args.insert(args.end(), keys.begin(), keys.end());
-    Reply r = impl_->pool.run_on(
-        index, false, [&](Connection& c) { return c.eval(hand_out_script(), {index}, args); });
+    std::string wanted = std::to_string(n);
+    Reply r = impl_->pool.run_on(index, false, [&](Connection& c) {
+      return c.eval(due_script(), {index}, {at, wanted, until});
+    });
     for (size_t e = 0; e + 1 < r->elements; e += 2) {
       std::string key = redis::reply_string(r->element[e], "due");
       auto ts = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <latch>
 #include <map>
 #include <set>
 #include <sstream>
@@ -911,6 +912,33 @@ TEST_P(ConformanceTest, ConcurrentTakersShareTheDueWorkEachMessageOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(seen.size(), written.size());
   for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id << " handed out " << n << " times";
+}
+
+// Takers asking at the same moment each get a whole batch while enough is due: none is
+// left with nothing because another took the same messages a moment before.
+TEST_P(ConformanceTest, TakersAskingAtOnceEachGetAFullBatchWhileEnoughIsDue) {
+  if (!has_due_index(*storage_, GetParam())) return;
+  for (int i = 0; i < 200; ++i) storage_->write(sample_envelope(1, 50, i), 10 + i);
+  std::vector<std::unique_ptr<QueueStorage>> takers;
+  for (int t = 0; t < 4; ++t)
+    takers.push_back(storage_->capabilities().shared ? location_->open() : nullptr);
+  std::latch start(4);
+  std::vector<std::vector<QueueEntry>> got(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      QueueStorage& s = takers[t] ? *takers[t] : *storage_;
+      start.arrive_and_wait();
+      got[t] = s.due(1000, 25, seconds(300));
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> all;
+  for (int t = 0; t < 4; ++t) {
+    EXPECT_EQ(got[t].size(), 25u) << "taker " << t;
+    for (const auto& e : got[t]) all.insert(e.id);
+  }
+  EXPECT_EQ(all.size(), 100u);  // each handed out once
 }
 
 TEST_P(ConformanceTest, ARepairPassOverAHealthyIndexChangesNothing) {
