@@ -929,80 +929,88 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
   const std::string& prefix = options().prefix;
   std::string until =
       redis::format_timestamp(now + std::chrono::duration<double>(hand_out).count());
-  std::string at = redis::format_timestamp(now), count = std::to_string(limit);
-  const std::vector<std::string_view> range_args{"ZRANGEBYSCORE", "",      "-inf", at,
-                                                 "WITHSCORES",    "LIMIT", "0",    count};
-  auto range = [&](Connection& c, size_t i) {
-    std::vector<std::string_view> args = range_args;
-    args[1] = indexes[i];
-    c.append(args);
-  };
-  // How many of the oldest `limit` due each index holds: each read on its master, all of
-  // a master's in one pipelined round trip (an index whose slot is moving is then read
-  // on its own, following the cluster's redirection). Reads only: nothing is handed out
-  // while nothing is due.
-  std::vector<std::pair<double, size_t>> found;  // score, index
-  auto take = [&](const redisReply* r, size_t i) {
-    for (size_t e = 0; e + 1 < r->elements; e += 2) {
-      auto score = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
-      if (score) found.emplace_back(*score, i);
-    }
-  };
+  std::string at = redis::format_timestamp(now);
   std::map<std::string, std::vector<size_t>> by_master;
   for (size_t i = 0; i < indexes.size(); ++i)
     by_master[impl_->pool.cluster() ? impl_->pool.master_of(redis::key_slot(indexes[i])) : ""]
         .push_back(i);
-  for (const auto& [master, list] : by_master) {
-    std::vector<size_t> elsewhere;
-    impl_->pool.run_node(master, true, [&](Connection& c) {
-      for (size_t i : list) range(c, i);
-      for (size_t i : list) {
-        Reply r = c.read_reply(/*allow_error=*/true);
-        if (r->type == REDIS_REPLY_ERROR)
-          elsewhere.push_back(i);
-        else
-          take(r.get(), i);
+
+  // How many of the oldest `wanted` due each index holds: each read on its master, all
+  // of a master's in one pipelined round trip (an index whose slot is moving is then
+  // read on its own, following the cluster's redirection). Reads only: nothing is handed
+  // out while nothing is due.
+  auto due_in_each = [&](size_t wanted) {
+    std::string count = std::to_string(wanted);
+    auto range = [&](Connection& c, size_t i) {
+      c.append({"ZRANGEBYSCORE", indexes[i], "-inf", at, "WITHSCORES", "LIMIT", "0", count});
+    };
+    std::vector<std::pair<double, size_t>> found;  // score, index
+    auto take = [&](const redisReply* r, size_t i) {
+      for (size_t e = 0; e + 1 < r->elements; e += 2) {
+        auto score = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
+        if (score) found.emplace_back(*score, i);
       }
-      return 0;
-    });
-    for (size_t i : elsewhere) {
-      Reply r = impl_->pool.run_on(indexes[i], true, [&](Connection& c) {
-        range(c, i);
-        return c.read_reply();
+    };
+    for (const auto& [master, list] : by_master) {
+      std::vector<size_t> elsewhere;
+      impl_->pool.run_node(master, true, [&](Connection& c) {
+        for (size_t i : list) range(c, i);
+        for (size_t i : list) {
+          Reply r = c.read_reply(/*allow_error=*/true);
+          if (r->type == REDIS_REPLY_ERROR)
+            elsewhere.push_back(i);
+          else
+            take(r.get(), i);
+        }
+        return 0;
       });
-      take(r.get(), i);
+      for (size_t i : elsewhere) {
+        Reply r = impl_->pool.run_on(indexes[i], true, [&](Connection& c) {
+          range(c, i);
+          return c.read_reply();
+        });
+        take(r.get(), i);
+      }
     }
-  }
-  std::sort(found.begin(), found.end());
-  if (found.size() > limit) found.resize(limit);
-  std::map<size_t, size_t> take_from;  // index -> how many
-  for (const auto& [score, i] : found) ++take_from[i];
+    std::sort(found.begin(), found.end());
+    if (found.size() > wanted) found.resize(wanted);
+    std::map<size_t, size_t> per_index;
+    for (const auto& [score, i] : found) ++per_index[i];
+    return per_index;
+  };
 
   // Then each index hands out its oldest that many by one script, atomically: members
-  // another process took in between are not handed out twice; the next ones are. Not
-  // retried on a dead connection (what it handed out would be lost for a hand-out),
-  // and not acknowledged by replicas: a hand-out lost to a failover only means a
-  // message is handed out twice, and claim() lets one process have it.
+  // another process took in between are not handed out twice; the next ones are. An
+  // index that had fewer left than asked (others took them) is made up for by asking
+  // again, a few rounds at most. Not retried on a dead connection (what it handed out
+  // would be lost for a hand-out), and not acknowledged by replicas: a hand-out lost to
+  // a failover only means a message is handed out twice, and claim() lets one process
+  // have it.
   std::vector<QueueEntry> out;
-  for (const auto& [i, n] : take_from) {
-    const std::string& index = indexes[i];
-    std::string wanted = std::to_string(n);
-    Reply r = impl_->pool.run_on(index, false, [&](Connection& c) {
-      return c.eval(due_script(), {index}, {at, wanted, until});
-    });
-    for (size_t e = 0; e + 1 < r->elements; e += 2) {
-      std::string key = redis::reply_string(r->element[e], "due");
-      auto ts = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
-      std::string_view id = std::string_view(key).substr(std::min(prefix.size(), key.size()));
-      if (!key.starts_with(prefix) || !is_valid_id(id) || !ts) {
-        spdlog::warn("redis: {} has a member that names no message: '{}'; dropped", index, key);
-        impl_->pool.run_on(index, true, [&](Connection& c) {
-          return c.command({"ZREM", index, key});
-        });
-        continue;
+  for (int round = 0; round < 4 && out.size() < limit; ++round) {
+    bool short_of_it = false;
+    for (const auto& [i, n] : due_in_each(limit - out.size())) {
+      const std::string& index = indexes[i];
+      std::string wanted = std::to_string(n);
+      Reply r = impl_->pool.run_on(index, false, [&](Connection& c) {
+        return c.eval(due_script(), {index}, {at, wanted, until});
+      });
+      short_of_it = short_of_it || r->elements / 2 < n;
+      for (size_t e = 0; e + 1 < r->elements; e += 2) {
+        std::string key = redis::reply_string(r->element[e], "due");
+        auto ts = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
+        std::string_view id = std::string_view(key).substr(std::min(prefix.size(), key.size()));
+        if (!key.starts_with(prefix) || !is_valid_id(id) || !ts) {
+          spdlog::warn("redis: {} has a member that names no message: '{}'; dropped", index, key);
+          impl_->pool.run_on(index, true, [&](Connection& c) {
+            return c.command({"ZREM", index, key});
+          });
+          continue;
+        }
+        out.push_back(QueueEntry{*ts, std::string(id)});
       }
-      out.push_back(QueueEntry{*ts, std::string(id)});
     }
+    if (!short_of_it) break;
   }
   std::stable_sort(out.begin(), out.end(), [](const QueueEntry& a, const QueueEntry& b) {
     return a.timestamp < b.timestamp;
