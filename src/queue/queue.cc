@@ -1156,6 +1156,16 @@ void Queue::start() {
     impl_->stopping = false;
   }
   const QueuePolicy& policy = impl_->policy;
+  // Said once: an operator wants to know which way this process works (doc/queue.md).
+  if (impl_->pull) {
+    spdlog::info("queue: pulling due work from the storage's due-time index every {} s",
+                 policy.due_poll);
+  } else {
+    spdlog::info(
+        "queue: keeping the whole schedule in memory ({}), rescanned every {} s",
+        impl_->storage.capabilities().due_index ? "asked for" : "the storage has no due-time index",
+        policy.rescan_interval);
+  }
   if (!impl_->pull) load();
   for (size_t i = 0; i < policy.workers; ++i)
     impl_->threads.emplace_back([this] { impl_->worker(); });

@@ -3,9 +3,12 @@
 // it with other queues on the same storage. On a ManualClock and a MemoryStorage (whose
 // index keeps the contract every shared backend keeps; tests/storage checks them all).
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <map>
 #include <mutex>
+#include <sstream>
 
 #include "slimta/memory_storage.h"
 #include "slimta/queue.h"
@@ -68,6 +71,28 @@ class DueIndexTest : public ::testing::Test {
   MemoryStorage storage{clock};
   CountingRelay relay;
 };
+
+// What start() says about the way it works, captured from the log.
+std::string started_log(Queue& q) {
+  std::ostringstream log;
+  spdlog::default_logger()->sinks().push_back(
+      std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+  q.start();
+  spdlog::default_logger()->sinks().pop_back();
+  q.stop();
+  return log.str();
+}
+
+TEST_F(DueIndexTest, StartSaysWhetherItPullsFromTheIndexOrKeepsTheWholeSchedule) {
+  auto pulling = make();
+  EXPECT_NE(started_log(*pulling).find("pulling due work from the storage's due-time index"),
+            std::string::npos);
+  QueuePolicy p;
+  p.use_due_index = false;
+  auto whole = make(p);
+  EXPECT_NE(started_log(*whole).find("keeping the whole schedule in memory (asked for)"),
+            std::string::npos);
+}
 
 TEST_F(DueIndexTest, ADeferredMessageWaitsInTheStorageNotInMemoryAndIsAttemptedWhenDue) {
   auto q = make();
