@@ -688,7 +688,12 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
     // Not acknowledged, so not accepted: the sender keeps the message and tries again;
     // a copy left here could be delivered beside that one. Taken back if we can.
     try {
-      impl_->pool.run_on(key, true, [&](Connection& c) { return c.command({"DEL", key}); });
+      impl_->pool.run_on(key, true, [&](Connection& c) {
+        Reply r = c.command({"DEL", key});
+        // Its index entry too (else the first script to find the message gone drops it).
+        if (const std::string* index = impl_->due_key_of(key)) c.command({"ZREM", *index, key});
+        return r;
+      });
     } catch (const QueueError& e) {
       spdlog::warn("redis: {} was not replicated and could not be taken back: {}", id, e.what());
     }

@@ -298,10 +298,13 @@ TEST_F(ClusterTest, MessagesStoredBeforeDueSlotsAreNotIndexedAndNeverLost) {
 // A master of the cluster dies; its replica takes its slots. The storage finds the new
 // master by itself (the map asked again), and with min-replicas-ack=1 nothing it
 // acknowledged is lost.
-TEST_F(ClusterTest, AMasterKilledItsReplicaTakesOverAndNothingAcknowledgedIsLost) {
+// With due_slots, every acknowledged message is in the index after the failover too:
+// message and index entry are one transaction in one slot, replicated together.
+void kill_a_master_under_writes(const std::string& prefix, size_t due_slots) {
   RedisCluster cluster(3, false, /*replicas=*/1);
-  RedisOptions o = cluster.options(prefix_);
+  RedisOptions o = cluster.options(prefix);
   o.min_replicas_ack = 1;
+  o.due_slots = due_slots;
   RedisStorage storage(o);
   testing::Writer writer(storage, 512);
   ASSERT_TRUE(testing::eventually([&] { return writer.count() >= 300; }));
@@ -343,8 +346,22 @@ TEST_F(ClusterTest, AMasterKilledItsReplicaTakesOverAndNothingAcknowledgedIsLost
   // A write refused after it was stored (the master died before it could be taken back)
   // may be there too: at most one per refusal.
   EXPECT_LE(loaded.size(), writer.acked().size() + static_cast<size_t>(writer.refused()));
+  if (due_slots) {
+    std::set<std::string> due;
+    for (const auto& e : fresh.due(2000, 1000000, std::chrono::seconds(60))) due.insert(e.id);
+    for (const auto& id : writer.acked()) EXPECT_TRUE(due.count(id)) << id << " not in the index";
+  }
   std::cout << "a cluster master killed: " << writer.acked().size() << " acknowledged, " << lost
-            << " lost, " << writer.refused() << " refused (retryable)\n";
+            << " lost, " << writer.refused() << " refused (retryable)"
+            << (due_slots ? "; every acknowledged one in the index" : "") << "\n";
+}
+
+TEST_F(ClusterTest, AMasterKilledItsReplicaTakesOverAndNothingAcknowledgedIsLost) {
+  kill_a_master_under_writes(prefix_, 0);
+}
+
+TEST_F(ClusterTest, AMasterKilledUnderTheDueIndexLosesNoAcknowledgedMessageNorItsEntry) {
+  kill_a_master_under_writes(prefix_, 64);
 }
 
 }  // namespace

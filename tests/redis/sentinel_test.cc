@@ -45,8 +45,10 @@ TEST_F(SentinelTest, AWriteNoReplicaAcknowledgedIsRefusedAndTakenBack) {
               std::string::npos)
         << e.what();
   }
-  // Not left behind to be delivered beside the copy the sender will send again.
+  // Not left behind to be delivered beside the copy the sender will send again, nor its
+  // entry in the due index.
   EXPECT_FALSE(storage.load()->next());
+  EXPECT_TRUE(storage.due(2000, 10, std::chrono::seconds(60)).empty());
   o.min_replicas_ack = 0;
   EXPECT_NO_THROW(RedisStorage(o).write(sample_envelope(), 1000));
 }
