@@ -1,7 +1,7 @@
 #include "factory/url.h"
 
-#include <charconv>
 #include <algorithm>
+#include <charconv>
 #include <fstream>
 #include <vector>
 
