@@ -273,16 +273,15 @@ max-connections = 3
                     {"--workers", "8", "--lease", "3", "--hostname", "node-" + std::to_string(i),
                      "--route", "example.org=127.0.0.1:" + std::to_string(sink.port())}));
   }
-  // 300 messages, a hundred through each node.
-  std::vector<std::thread> senders;
-  for (int i = 0; i < 3; ++i) {
-    senders.emplace_back([&, i] {
-      TempDir own;
-      send_many(port_of(*nodes[i]), "b@example.org", 100, "n" + std::to_string(i), own);
-    });
-  }
-  for (auto& t : senders) t.join();
-  // Kill a node while it holds slots (it has delivered something: it takes part).
+  // 300 messages, a hundred through each node: node-1's first, so that it is delivering
+  // (holding slots) when it is killed. Sent all at once, busy peers could take every
+  // slot and every message before node-1 got one (each node pulls all due work from the
+  // index): a CI run saw node-1 deliver nothing in 30 s.
+  auto send = [&](int i) {
+    TempDir own;
+    send_many(port_of(*nodes[i]), "b@example.org", 100, "n" + std::to_string(i), own);
+  };
+  send(1);
   ASSERT_TRUE(testing::eventually(
       [&] {
         for (const auto& m : sink.received())
@@ -290,6 +289,10 @@ max-connections = 3
         return false;
       },
       30s));
+  std::vector<std::thread> senders;
+  for (int i : {0, 2}) senders.emplace_back(send, i);
+  for (auto& t : senders) t.join();
+  // Kill node-1 while it still has its own work under way.
   double killed_at = system_clock().now();
   nodes[1]->stop(SIGKILL);
   std::set<std::string> want;
