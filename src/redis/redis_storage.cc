@@ -24,11 +24,13 @@
 //   is due: its timestamp, or when a due() hand-out runs out. Every script that moves a
 //   message's time, hold or existence moves it in the index as KEYS[2], in the same
 //   atomic step; a member whose message is gone is dropped by the first script that
-//   finds it so. due() reads the oldest due members, then one script hands out those
-//   still due, each re-scored to the end of its hand-out. In a cluster a script touches
-//   one slot, so with due_slots = N there are N indexes, PREFIX{TAG}.due, one in every
-//   (16384/N)-th slot, and a new message's id is picked so that its key is in one of
-//   them: message and index share a slot, and every script still keeps them in step.
+//   finds it so. due() reads how many of the oldest due each index holds, then one
+//   script per index takes its oldest that many, re-scoring each to the end of its
+//   hand-out (what another process took in between is not taken twice). In a cluster
+//   a script touches one slot, so with due_slots = N there are N indexes,
+//   PREFIX{TAG}.due, one in every (16384/N)-th slot, and a new message's id is picked
+//   so that its key is in one of them: message and index share a slot, and every script
+//   still keeps them in step.
 //   (Ids keep their form; a hash tag in the key would have changed the stored format.)
 // * write() picks the id first, so retrying it after a lost reply stores the same hash
 //   again rather than a second message (it may announce the message twice; wait()

@@ -397,6 +397,12 @@ long long RedisCluster::keys(size_t i) const {
       run_command({"redis-cli", "-p", std::to_string(nodes_.at(i)->port()), "DBSIZE"}).out.c_str());
 }
 
+long long RedisCluster::commands_processed() const {
+  long long sum = 0;
+  for (const auto& node : nodes_) sum += node->commands_processed();
+  return sum;
+}
+
 RedisCluster& shared_redis_cluster() {
   static std::unique_ptr<RedisCluster> cluster = [] {
     std::vector<std::pair<int, std::string>> found;

@@ -124,6 +124,8 @@ class RedisCluster {
   RedisOptions options(const std::string& prefix = "test:") const;
   // Keys a node holds (DBSIZE).
   long long keys(size_t i) const;
+  // The commands all its nodes have processed so far (RedisServer::commands_processed()).
+  long long commands_processed() const;
 
  private:
   std::vector<std::unique_ptr<RedisServer>> nodes_;
