@@ -151,6 +151,7 @@ class CloudStorage : public QueueStorage {
   ~CloudStorage() override;
 
   Capabilities capabilities() const override;
+  std::string kind() const override { return "s3"; }
   // One PUT (If-None-Match: *) and, with a message queue, one SendMessage. If the
   // announcement fails the message is still stored (load() finds it); that is logged.
   std::string write(const Envelope& envelope, Timestamp timestamp) override;

@@ -21,6 +21,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "slimta/clock.h"
 #include "slimta/storage.h"
@@ -30,6 +31,21 @@ namespace slimta {
 namespace disk {
 class FileSystem;  // src/disk/file_system.h
 }
+
+// The free space a spool leaves on its file system: a spool that fills its disk to the
+// last byte fails its metadata updates too (attempts, deliveries), and its disk is
+// usually the system's. write() refuses (StorageFull) a message that would cross it.
+struct MinFree {
+  double bytes = 0;       // >= 0: this many bytes (0: none, only what the disk lacks)
+  double percent = -1;    // >= 0: this share of the file system, instead of `bytes`
+  bool standard = false;  // instead of both: 1 GiB or 5% of the file system, the smaller
+
+  // The bytes to keep free on a file system of `total` bytes.
+  double of(double total) const;
+  // "BYTES[K|M|G]", "N%" (0 to 100), "none", or "" for the standard guard. Throws
+  // InvalidArgument naming `text`.
+  static MinFree parse(std::string_view text);
+};
 
 struct DiskOptions {
   // false: a path that holds no spool yet is an InvalidArgument "no spool at PATH", and
@@ -43,6 +59,8 @@ struct DiskOptions {
   // The file operations; null means the POSIX calls. Tests pass one that injects faults
   // and simulates power loss.
   std::shared_ptr<disk::FileSystem> file_system;
+  // The free-space guard (none by default; the URL's min-free=, serve's --min-free).
+  MinFree min_free;
 };
 
 class DiskStorage : public QueueStorage {
@@ -58,6 +76,11 @@ class DiskStorage : public QueueStorage {
   const std::string& path() const;
 
   Capabilities capabilities() const override;
+  std::string kind() const override { return "disk"; }
+  // Whether the spool's file system keeps options.min_free free after `bytes` more
+  // (statvfs; true if the file system cannot be asked: the write itself will say).
+  bool has_room(size_t bytes) const override;
+  // Throws StorageFull, storing nothing, when the message would cross min_free.
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
   // Streams the spool directory. A record found corrupt is moved to PATH/corrupt/,
   // logged and counted in EntryStream::corrupt(). A message still being written by

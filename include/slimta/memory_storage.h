@@ -19,6 +19,7 @@ class MemoryStorage : public QueueStorage {
   ~MemoryStorage() override;
 
   Capabilities capabilities() const override;
+  std::string kind() const override { return "memory"; }
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
   std::unique_ptr<EntryStream> load() override;
   QueuedMessage get(std::string_view id) override;

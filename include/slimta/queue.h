@@ -167,6 +167,10 @@ struct EnqueueResult {
   bool ok() const { return !id.empty(); }
 };
 
+// Writes `envelope` into `storage` due at `now` (its timestamp set to `now` if 0), as
+// Queue::enqueue stores it but with no engine to schedule it; logs either outcome.
+EnqueueResult store_message(QueueStorage& storage, const Envelope& envelope, Timestamp now);
+
 // An operator's bounce: message `id` is returned to its sender now, its pending
 // recipients failed with "550 5.0.0 " + `reason` (a DSN from MAILER-DAEMON@
 // `reporting_mta`, stored due now and announce()d), then removed. A message with the

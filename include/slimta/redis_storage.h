@@ -116,6 +116,7 @@ class RedisStorage : public QueueStorage {
   // last snapshot without AOF). Asked of the server once; false while it cannot be
   // asked or refuses CONFIG.
   Capabilities capabilities() const override;
+  std::string kind() const override { return "redis"; }
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
   // SCAN (never KEYS) over PREFIX*, timestamps fetched in pipelined batches. Keys of
   // other prefixes, non-hash keys and hashes that are not messages are ignored; a

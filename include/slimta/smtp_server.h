@@ -13,16 +13,17 @@
 // v2), whose client address is then used for everything above, the Received: line and
 // the log.
 //
-// A message gets its 250 only after `deliver` returned an id (for a Queue: the
-// storage's write() returned, so the message is durable); when it fails the client
-// gets a 4xx (452 4.3.1 when the storage is full, else 451 4.3.0) and nothing is kept.
-// A client that disconnects before the end of DATA leaves nothing behind. A Received:
-// header is added; a message that already has max_hops of them is a loop (554 5.4.6).
+// A message is handed to the Reception (reception.h, the one door every way in shares:
+// address, size and hop checks, our Received: line, stages, room, the storage write),
+// and the client gets the reply it returns: 250 only once the message is durable, a 4xx
+// when the storage failed or is full, and nothing is kept then. A client that
+// disconnects before the end of DATA leaves nothing behind. The reception's
+// max_message_size is the SIZE limit, applied while the data arrives.
 // Every resource a client can take is bounded, each with its 4xx: sessions (in total
 // and per client address), message bytes in memory, storage room, and time (a command
 // line within idle_timeout of its first byte, the data within data_timeout).
 //
-// Networking runs on Asio (one event-loop thread); `deliver` runs on a pool of
+// Networking runs on Asio (one event-loop thread); the reception runs on a pool of
 // blocking threads, so slow storage never stalls other sessions.
 //
 // Thread safety: listen() before run(); stop() from any thread (e.g. a signal
@@ -42,19 +43,16 @@
 #include "slimta/ip_networks.h"
 #include "slimta/metrics.h"
 #include "slimta/queue.h"
+#include "slimta/reception.h"
 #include "slimta/user_database.h"
 
 namespace slimta {
 
 struct SmtpServerOptions {
-  // Our name in the greeting, the EHLO reply and Received: headers. Empty: hostname.
+  // Our name in the greeting and the EHLO reply (the Received: line takes the
+  // reception's). Empty: hostname.
   std::string hostname;
-  // The SIZE limit: a larger message gets 552 5.3.4 (at MAIL if announced).
-  size_t max_message_size = 50 * 1024 * 1024;
   size_t max_recipients = 1000;  // more get 452 4.5.3
-  // A message arriving with this many Received: headers already is in a mail loop:
-  // 554 5.4.6 at the end of DATA (Postfix's hopcount_limit). 0: no limit.
-  size_t max_hops = 50;
   // Command lines longer than this get 500 5.5.2 (RFC 5321: 512 with CRLF).
   size_t max_command_line = 512;
   // Message lines longer than this (octets, without the line ending) make the message
@@ -80,14 +78,11 @@ struct SmtpServerOptions {
   // stored): a message that would go beyond gets 452 4.3.1 at the end of DATA, and
   // DATA itself gets it while the budget is spent. Counted in 1 MiB chunks.
   size_t max_bytes_in_flight = size_t{1} << 30;
-  // When set, asked at DATA (with 0) and before a message is stored (with its size)
-  // whether the storage has room for it; false: 452 4.3.1 (a disk spool's --min-free).
-  std::function<bool(size_t bytes)> has_room;
   // Where the server counts for Prometheus (not owned; the same one across reload()):
   // slimta_smtp_sessions_total, slimta_smtp_rejections_total{reason} (each 4xx/5xx
   // reply, by a small fixed set of reasons) and slimta_auth_failures_total.
   metrics::Registry* metrics = nullptr;
-  // Threads that run `deliver` (storage writes): messages accepted concurrently.
+  // Threads that run the reception (storage writes): messages accepted concurrently.
   size_t deliver_threads = 32;
   // PEM files: when both are set, STARTTLS is offered (TLS 1.2 or later).
   std::string tls_certificate_file;
@@ -127,14 +122,10 @@ enum class ListenerRole {
 
 class SmtpServer {
  public:
-  // Takes each received message; returns its id (accepted) or the error (refused:
-  // 452 4.3.1 if the storage is full, 451 4.3.0 if retryable, else 554 5.6.0; the
-  // error's text is never sent, since it may name hosts and paths). Runs on a
-  // deliver thread.
-  using Deliver = std::function<EnqueueResult(Envelope&& envelope)>;
-
-  // Throws InvalidArgument for an unusable TLS certificate or key (naming the file).
-  SmtpServer(SmtpServerOptions options, Deliver deliver);
+  // Hands each received message to `reception` (which must outlive the server), and
+  // asks it for room before DATA. Throws InvalidArgument for an unusable TLS
+  // certificate or key (naming the file).
+  SmtpServer(SmtpServerOptions options, Reception& reception);
   ~SmtpServer();
   SmtpServer(const SmtpServer&) = delete;
   SmtpServer& operator=(const SmtpServer&) = delete;

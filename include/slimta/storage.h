@@ -151,6 +151,16 @@ class QueueStorage {
 
   virtual Capabilities capabilities() const = 0;
 
+  // What the storage is, for an operator's output and metrics: "memory", "disk",
+  // "redis" or "s3" (a wrapper says what it wraps). The default: "custom".
+  virtual std::string kind() const;
+
+  // Whether a write of a message of `bytes` octets would find room: false when the
+  // storage keeps a free-space guard and it would be crossed (DiskStorage's
+  // min_free), so that a receiver can refuse at once (452 4.3.1) what write() would
+  // refuse with StorageFull. A hint, not a reservation. The default: true.
+  virtual bool has_room(size_t bytes) const;
+
   // Store `envelope` with `timestamp` as its next delivery attempt and 0 attempts;
   // returns the new message's id. When it returns, the message is as durable as the
   // backend promises (capabilities().durable): accepting mail is taking responsibility
@@ -320,26 +330,5 @@ std::string random_hex(size_t bytes);
 bool is_valid_id(std::string_view id);
 // Throws InvalidArgument naming the bad id unless is_valid_id(id).
 void check_id(std::string_view id);
-
-// Open the storage a URL names. Schemes:
-//   memory:            in-process, not durable (tests, one-shot tools)
-//   disk:PATH          the embedded default: a spool directory (created if missing)
-//   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=SECONDS]
-//   rediss://...same...[&ca=FILE&cert=FILE&key=FILE&sni=NAME]   (TLS, doc/redis.md)
-//   redis+unix:///PATH/redis.sock[?db=N&username=U&password=P&prefix=P&timeout=SECONDS]
-//   s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE&timeout=SECONDS&path_style=0|1&profile=P&stale-after=SECONDS]
-// Redis URLs also take password-file=PATH (the password's first line, so that it is
-// not in the command line) and username=USER (an ACL user, doc/redis.md). `timeout` (seconds)
-// applies to a Redis or S3 URL that gives no timeout= of its own: a server that hangs then fails
-// the call in time, retryably. Throws InvalidArgument naming the problem for a malformed or unknown
-// URL; the message never shows the URL's password. `create`: whether a disk: URL may create its
-// spool (false for read-only tools: a missing spool is then an InvalidArgument "no spool at PATH").
-std::unique_ptr<QueueStorage> open_storage(std::string_view url,
-                                           std::optional<double> timeout = std::nullopt,
-                                           bool create = true);
-
-// `url` with its password (userinfo, password=) replaced by "***": what a log line or an
-// operator's printout may show.
-std::string redact_storage_url(std::string_view url);
 
 }  // namespace slimta

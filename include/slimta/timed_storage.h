@@ -19,6 +19,8 @@ class TimedStorage : public QueueStorage {
   QueueStorage& inner() { return inner_; }
 
   Capabilities capabilities() const override { return inner_.capabilities(); }
+  std::string kind() const override { return inner_.kind(); }
+  bool has_room(size_t bytes) const override { return inner_.has_room(bytes); }
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
   std::unique_ptr<EntryStream> load() override;
   QueuedMessage get(std::string_view id) override;

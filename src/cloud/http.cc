@@ -10,7 +10,7 @@
 #include <random>
 #include <thread>
 
-#include "core/ascii.h"
+#include "slimta/ascii.h"
 #include "core/hex.h"
 
 namespace slimta::cloud {

@@ -1,10 +1,12 @@
 // A small RFC 5322 address-list reader, enough to take envelope recipients from
 // To/Cc/Bcc (like `sendmail -t`). Hand-written because no Debian C++ package parses
 // address lists; it only has to find the addr-specs, not validate them.
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "slimta/ascii.h"
 #include "slimta/envelope.h"
 
 namespace slimta {
@@ -65,6 +67,23 @@ std::vector<std::string> parse_address_list(std::string_view value) {
     }
   }
   finish();
+  return out;
+}
+
+std::string printable(std::string_view text, bool line_breaks) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    bool kept = line_breaks && (c == '\r' || c == '\n' || c == '\t');
+    if ((u < 0x20 || u == 0x7f) && !kept) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
   return out;
 }
 

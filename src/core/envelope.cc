@@ -11,7 +11,7 @@
 #include <cmath>
 #include <ctime>
 
-#include "core/ascii.h"
+#include "slimta/ascii.h"
 #include "slimta/errors.h"
 
 namespace slimta {

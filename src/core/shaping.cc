@@ -5,7 +5,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "core/ascii.h"
+#include "slimta/ascii.h"
 #include "core/destination_state.h"
 #include "slimta/errors.h"
 #include "slimta/shaping.h"

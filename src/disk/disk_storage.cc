@@ -52,9 +52,11 @@
 #include <stdio.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -127,7 +129,8 @@ struct DiskStorage::Impl {
       : fs_owner(options.file_system),
         fs(fs_owner ? *fs_owner : disk::posix_file_system()),
         clock(*options.clock),
-        max_pool(options.reuse_pool) {}
+        max_pool(options.reuse_pool),
+        min_free(options.min_free) {}
 
   std::shared_ptr<disk::FileSystem> fs_owner;
   disk::FileSystem& fs;
@@ -135,6 +138,7 @@ struct DiskStorage::Impl {
   std::once_flag destinations_once;
   std::shared_ptr<Destinations> destinations;
   const size_t max_pool;
+  const MinFree min_free;
   std::string root;
   posix::Fd root_fd, msg_fd, meta_fd, tmp_fd, corrupt_fd, nudge_fd;
   std::string tag = random_hex(kTagHexDigits / 2);
@@ -643,6 +647,51 @@ DiskStorage::DiskStorage(const std::string& path, bool create)
 
 DiskStorage::~DiskStorage() = default;
 
+double MinFree::of(double total) const {
+  if (standard) return std::min(1024.0 * 1024 * 1024, total * 0.05);
+  if (percent >= 0) return total * percent / 100;
+  return bytes;
+}
+
+MinFree MinFree::parse(std::string_view text) {
+  MinFree out;
+  if (text.empty()) {
+    out.standard = true;
+    return out;
+  }
+  if (text == "none") return out;
+  std::string s(text);
+  size_t end = 0;
+  double v = -1;
+  try {
+    v = std::stod(s, &end);
+  } catch (const std::exception&) {
+  }
+  std::string unit = s.substr(end);
+  double scale = unit == ""    ? 1
+                 : unit == "K" ? 1024
+                 : unit == "M" ? 1024.0 * 1024
+                 : unit == "G" ? 1024.0 * 1024 * 1024
+                 : unit == "%" ? 0
+                               : -1;
+  if (!(v >= 0) || end == 0 || scale < 0 || (unit == "%" && v > 100))
+    throw InvalidArgument("min-free '" + s + "' is not BYTES[K|M|G], N% or none");
+  if (unit == "%") {
+    out.percent = v;
+  } else {
+    out.bytes = v * scale;
+  }
+  return out;
+}
+
+bool DiskStorage::has_room(size_t bytes) const {
+  struct statvfs fs;
+  if (::statvfs(impl_->root.c_str(), &fs) != 0) return true;
+  double total = static_cast<double>(fs.f_blocks) * fs.f_frsize;
+  double avail = static_cast<double>(fs.f_bavail) * fs.f_frsize;
+  return avail - static_cast<double>(bytes) >= impl_->min_free.of(total);
+}
+
 const std::string& DiskStorage::path() const { return impl_->root; }
 
 Capabilities DiskStorage::capabilities() const {
@@ -654,6 +703,9 @@ std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
   // In pieces: the body is written from the envelope, never copied.
   record::Parts record =
       record::encode_parts(record::initial_metadata(envelope, timestamp), &envelope);
+  if (!has_room(record.head.size() + record.body.size() + record.tail.size()))
+    throw StorageFull("the disk spool " + impl_->root +
+                      " is below its free-space guard (min-free)");
   int msg_dir = impl_->msg_fd.get();
   while (true) {
     std::string id = impl_->take_slot();

@@ -1,11 +1,12 @@
 // The storage URL factory: a plain switch on the scheme, the one place that knows
 // every backend.
+#include <cctype>
 #include <string>
 
 #include "factory/url.h"
 #include "slimta/disk_storage.h"
 #include "slimta/memory_storage.h"
-#include "slimta/storage.h"
+#include "slimta/open_storage.h"
 #ifdef SLIMTA_WITH_REDIS
 #include "slimta/redis_storage.h"
 #endif
@@ -14,9 +15,59 @@ namespace slimta {
 
 std::string redact_storage_url(std::string_view url) { return url::redact(url); }
 
-std::unique_ptr<QueueStorage> open_storage(std::string_view url,
-                                           [[maybe_unused]] std::optional<double> timeout,
+std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<double> timeout,
                                            bool create) {
+  OpenOptions options;
+  options.timeout = timeout;
+  options.create = create;
+  return open_storage(url, options);
+}
+
+namespace {
+
+// disk:PATH[?min-free=...], and the URL-like disk:///abs/path.
+std::unique_ptr<QueueStorage> open_disk(std::string_view url, std::string_view rest,
+                                        const OpenOptions& options) {
+  if (rest.starts_with("//")) {
+    rest.remove_prefix(2);
+    if (!rest.starts_with("/")) {
+      throw InvalidArgument("storage URL '" + std::string(url) +
+                            "': disk:// URLs need an absolute path (disk:///var/spool/slimta)");
+    }
+  }
+  size_t q = rest.find('?');
+  // "min-free=5%" as an operator writes it: a '%' that starts no escape is itself.
+  std::string query(q == std::string_view::npos ? "" : rest.substr(q + 1));
+  for (size_t i = query.find('%'); i != std::string::npos; i = query.find('%', i + 1)) {
+    if (i + 2 >= query.size() || !std::isxdigit(static_cast<unsigned char>(query[i + 1])) ||
+        !std::isxdigit(static_cast<unsigned char>(query[i + 2])))
+      query.insert(i + 1, "25");
+  }
+  auto params = url::parse_query(query, url);
+  rest = rest.substr(0, q);
+  if (rest.empty()) {
+    throw InvalidArgument("storage URL '" + std::string(url) +
+                          "': disk: needs a directory, e.g. disk:/var/spool/slimta");
+  }
+  DiskOptions disk;
+  disk.create = options.create;
+  std::optional<std::string> min_free = options.min_free;
+  if (auto it = params.find("min-free"); it != params.end()) {
+    min_free = it->second;
+    params.erase(it);
+  }
+  if (!params.empty()) {
+    throw InvalidArgument("storage URL '" + std::string(url) + "': unknown parameter '" +
+                          params.begin()->first + "' (disk: takes min-free=)");
+  }
+  if (min_free) disk.min_free = MinFree::parse(*min_free);
+  return std::make_unique<DiskStorage>(std::string(rest), disk);
+}
+
+}  // namespace
+
+std::unique_ptr<QueueStorage> open_storage(std::string_view url, const OpenOptions& options) {
+  [[maybe_unused]] std::optional<double> timeout = options.timeout;
   size_t colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0) {
     throw InvalidArgument("malformed storage URL '" + url::redact(url) +
@@ -30,21 +81,7 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url,
     }
     return std::make_unique<MemoryStorage>();
   }
-  if (scheme == "disk") {
-    // disk:PATH, and the URL-like disk:///abs/path.
-    if (rest.starts_with("//")) {
-      rest.remove_prefix(2);
-      if (!rest.starts_with("/")) {
-        throw InvalidArgument("storage URL '" + std::string(url) +
-                              "': disk:// URLs need an absolute path (disk:///var/spool/slimta)");
-      }
-    }
-    if (rest.empty()) {
-      throw InvalidArgument("storage URL '" + std::string(url) +
-                            "': disk: needs a directory, e.g. disk:/var/spool/slimta");
-    }
-    return std::make_unique<DiskStorage>(std::string(rest), create);
-  }
+  if (scheme == "disk") return open_disk(url, rest, options);
   std::string supported = "memory:, disk:";
 #ifdef SLIMTA_WITH_CLOUD
   supported += ", s3:";

@@ -19,6 +19,7 @@
 
 #include "queue/bounce.h"
 #include "queue/recipient_groups.h"
+#include "slimta/ascii.h"
 
 namespace slimta {
 namespace {
@@ -850,8 +851,7 @@ void Queue::Impl::send_bounce(const Envelope& original, const std::string& id,
   schedule_new(bounce_id, first_destination(dsn));
 }
 
-EnqueueResult Queue::Impl::store(const Envelope& envelope) {
-  Timestamp now = clock.now();
+EnqueueResult store_message(QueueStorage& storage, const Envelope& envelope, Timestamp now) {
   EnqueueResult out;
   try {
     if (envelope.recipients.empty()) throw InvalidArgument("the envelope has no recipients");
@@ -866,13 +866,20 @@ EnqueueResult Queue::Impl::store(const Envelope& envelope) {
     out.error = e.what();
     out.retryable = dynamic_cast<const InvalidArgument*>(&e) == nullptr;
     out.storage_full = dynamic_cast<const StorageFull*>(&e) != nullptr;
-    spdlog::warn("queue: not enqueued from=<{}>: {}", envelope.sender, e.what());
+    spdlog::warn("queue: not enqueued from=<{}>: {}", printable(envelope.sender), e.what());
     return out;
   }
-  count(kEnqueued);
-  inc(metric.received);
-  spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", out.id, envelope.sender,
+  spdlog::info("queue: {} enqueued from=<{}> rcpts={} size={}", out.id, printable(envelope.sender),
                envelope.recipients.size(), envelope.message_size());
+  return out;
+}
+
+EnqueueResult Queue::Impl::store(const Envelope& envelope) {
+  EnqueueResult out = store_message(storage, envelope, clock.now());
+  if (out.ok()) {
+    count(kEnqueued);
+    inc(metric.received);
+  }
   return out;
 }
 

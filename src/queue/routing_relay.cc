@@ -1,7 +1,7 @@
 #include "slimta/routing_relay.h"
 
-#include "core/ascii.h"
 #include "queue/recipient_groups.h"
+#include "slimta/ascii.h"
 #include "slimta/errors.h"
 
 namespace slimta {
@@ -25,11 +25,8 @@ RoutingRelay::RoutingRelay(std::map<std::string, std::shared_ptr<Relay>> routes,
 }
 
 std::string RoutingRelay::destination(const std::string& recipient) const {
-  size_t at = recipient.rfind('@');
-  if (at != std::string::npos) {
-    std::string domain = to_lower(recipient.substr(at + 1));
-    if (routes_.count(domain)) return domain;
-  }
+  if (std::string domain = domain_of(recipient); !domain.empty() && routes_.count(domain))
+    return domain;
   return fallback_->destination(recipient);
 }
 
@@ -37,10 +34,8 @@ std::vector<RecipientResult> RoutingRelay::attempt(const Envelope& envelope, uin
   return deliver_in_groups(
       envelope,
       [this](const std::string& r) -> std::variant<std::string, RecipientResult> {
-        size_t at = r.rfind('@');
-        if (at == std::string::npos) return kFallback;
-        std::string domain = to_lower(r.substr(at + 1));
-        return routes_.count(domain) ? domain : kFallback;
+        std::string domain = domain_of(r);
+        return !domain.empty() && routes_.count(domain) ? domain : kFallback;
       },
       [&](const Envelope& part, const std::string& domain) {
         Relay& relay = domain.empty() ? *fallback_ : *routes_.at(domain);

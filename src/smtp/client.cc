@@ -24,7 +24,7 @@
 
 #include <poll.h>
 
-#include "core/ascii.h"
+#include "slimta/ascii.h"
 #include "core/lines.h"
 #include "smtp/sasl.h"
 

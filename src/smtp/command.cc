@@ -1,6 +1,6 @@
 #include "smtp/command.h"
 
-#include "core/ascii.h"
+#include "slimta/ascii.h"
 
 #include <algorithm>
 #include <cctype>

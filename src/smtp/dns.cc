@@ -10,7 +10,26 @@
 #include <cstring>
 #include <tuple>
 
+#include "slimta/errors.h"
+#include "slimta/host_port.h"
+
 namespace slimta::smtp {
+
+sockaddr_in dns_server_address(const std::string& server) {
+  HostPort hp;
+  try {
+    hp = parse_host_port(server, "DNS server", 53);
+  } catch (const InvalidArgument&) {
+    throw InvalidArgument("DNS server '" + server + "' is not IPv4[:PORT]");
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(hp.port);
+  if (inet_pton(AF_INET, hp.host.c_str(), &addr.sin_addr) != 1)
+    throw InvalidArgument("DNS server '" + server + "' is not IPv4[:PORT]");
+  return addr;
+}
+
 namespace {
 
 // A resolver state set up for one lookup; closed on destruction.
@@ -18,24 +37,14 @@ class State {
  public:
   explicit State(const Resolver& r) {
     std::memset(&st_, 0, sizeof(st_));
-    if (res_ninit(&st_) != 0) throw std::runtime_error("res_ninit failed");
+    if (res_ninit(&st_) != 0)
+      throw QueueError("the DNS resolver could not be set up (res_ninit)", /*retryable=*/true);
     auto secs =
         std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(r.timeout).count());
     st_.retrans = static_cast<int>(secs);
     st_.retry = 2;
     if (!r.server.empty()) {
-      std::string ip = r.server;
-      int port = 53;
-      if (size_t colon = ip.rfind(':'); colon != std::string::npos) {
-        port = std::stoi(ip.substr(colon + 1));
-        ip = ip.substr(0, colon);
-      }
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_port = htons(static_cast<uint16_t>(port));
-      if (inet_pton(AF_INET, ip.c_str(), &addr.sin_addr) != 1)
-        throw std::invalid_argument("DNS server '" + r.server + "' is not IPv4[:PORT]");
-      st_.nsaddr_list[0] = addr;
+      st_.nsaddr_list[0] = dns_server_address(r.server);
       st_.nscount = 1;
     }
   }

@@ -2,11 +2,17 @@
 // (glibc's libresolv: res_nquery with a per-call state, so it is thread-safe).
 #pragma once
 
+#include <netinet/in.h>
+
 #include <chrono>
 #include <string>
 #include <vector>
 
 namespace slimta::smtp {
+
+// The address of a DNS server given as "IPV4" or "IPV4:PORT" (port 53 by default).
+// Throws InvalidArgument naming `server` otherwise.
+sockaddr_in dns_server_address(const std::string& server);
 
 struct Resolver {
   // "IP" or "IP:PORT" of the DNS server to ask; empty: those of /etc/resolv.conf.

@@ -5,8 +5,8 @@
 #include <map>
 #include <mutex>
 
-#include "core/ascii.h"
 #include "queue/recipient_groups.h"
+#include "slimta/ascii.h"
 #include "smtp/client.h"
 #include "smtp/dns.h"
 
@@ -23,6 +23,8 @@ struct MxRelay::Impl {
       o.username.clear();
       o.port = options.smtp.port;
     }
+    // A bad server is said now (serve's check-config), not at every delivery.
+    if (!options.dns_server.empty()) smtp::dns_server_address(options.dns_server);
     resolver.server = options.dns_server;
     resolver.timeout = options.dns_timeout;
   }
@@ -93,18 +95,17 @@ MxRelay::MxRelay(MxRelayOptions options) : impl_(std::make_unique<Impl>(std::mov
 MxRelay::~MxRelay() = default;
 
 std::string MxRelay::destination(const std::string& recipient) const {
-  size_t at = recipient.rfind('@');
-  return at == std::string::npos ? std::string() : to_lower(recipient.substr(at + 1));
+  return domain_of(recipient);
 }
 
 std::vector<RecipientResult> MxRelay::attempt(const Envelope& envelope, uint32_t) {
   return deliver_in_groups(
       envelope,
       [](const std::string& r) -> std::variant<std::string, RecipientResult> {
-        size_t at = r.rfind('@');
-        if (at == std::string::npos || at + 1 == r.size())
+        std::string domain = domain_of(r);
+        if (domain.empty())
           return RecipientResult::permanent("553 5.1.3 <" + r + ">: no domain to deliver to");
-        return to_lower(r.substr(at + 1));
+        return domain;
       },
       [this](const Envelope& part, const std::string& domain) {
         return impl_->deliver_domain(part, domain);

@@ -2,7 +2,7 @@
 
 #include <string_view>
 
-#include "core/ascii.h"
+#include "slimta/ascii.h"
 #include "slimta/errors.h"
 
 namespace slimta::smtp {
@@ -27,11 +27,6 @@ RelayRules make_relay_rules(const std::vector<std::string>& accept_domains,
     }
   }
   return rules;
-}
-
-std::string domain_of(const std::string& address) {
-  size_t at = address.rfind('@');
-  return at == std::string::npos ? "" : to_lower(address.substr(at + 1));
 }
 
 bool has_routing(const std::string& address) {

@@ -22,9 +22,6 @@ struct RelayRules {
 RelayRules make_relay_rules(const std::vector<std::string>& accept_domains,
                             const std::optional<std::set<std::string>>& known_recipients);
 
-// The domain of `address` (after its last '@'), lower case; empty if it has none.
-std::string domain_of(const std::string& address);
-
 // Whether the local part of `address` routes on to another host (user%remote@ours,
 // remote!user@ours, user@remote@ours, "user@remote"@ours): sender-specified routing
 // that a client which may not relay must not use through a domain we accept.

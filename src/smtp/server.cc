@@ -351,14 +351,14 @@ struct Settings {
 
 // What every session shares.
 struct Shared {
-  Shared(SmtpServerOptions o, SmtpServer::Deliver d)
-      : deliver(std::move(d)),
+  Shared(SmtpServerOptions o, Reception& r)
+      : reception(r),
         pool(o.deliver_threads),
         hashing(std::max(1u, std::thread::hardware_concurrency())),
         settings(std::make_shared<const Settings>(std::move(o))) {}
 
-  const SmtpServer::Deliver deliver;
-  asio::thread_pool pool;     // runs `deliver`
+  Reception& reception;
+  asio::thread_pool pool;     // runs reception.receive()
   asio::thread_pool hashing;  // runs the password checks of AUTH
   std::atomic<std::shared_ptr<const Settings>> settings;
   std::atomic<size_t> bytes_in_flight{0};  // messages being received or stored
@@ -389,6 +389,7 @@ class Session {
       : server_(server),
         settings_(server.settings.load()),
         opts_(settings_->options),
+        door_(server.reception.options()),
         role_(role),
         stream_(socket),
         deadline_{Deadline::Clock::now(), opts_.idle_timeout},
@@ -648,7 +649,7 @@ class Session {
       }
       reply("250-" + settings_->hostname);
       reply("250-PIPELINING");
-      reply("250-SIZE " + std::to_string(opts_.max_message_size));
+      reply("250-SIZE " + std::to_string(door_->max_message_size));
       reply("250-8BITMIME");
       if (settings_->tls && !stream_.tls()) reply("250-STARTTLS");
       if (auth_offered()) reply("250-AUTH PLAIN LOGIN");
@@ -666,9 +667,9 @@ class Session {
           char* end = nullptr;
           unsigned long long size = std::strtoull(value.c_str(), &end, 10);
           if (value.empty() || *end != '\0') co_return error("501 5.5.4 Bad SIZE parameter");
-          if (size > opts_.max_message_size)
+          if (door_->max_message_size && size > door_->max_message_size)
             co_return error("552 5.3.4 Message size exceeds the limit of " +
-                            std::to_string(opts_.max_message_size) + " octets");
+                            std::to_string(door_->max_message_size) + " octets");
         } else if (key == "BODY") {
           if (value != "7BIT" && value != "8BITMIME")
             co_return error("501 5.5.4 Unsupported BODY type " + value);
@@ -700,7 +701,7 @@ class Session {
       if (!c.arg.empty()) co_return error("501 5.5.4 Syntax: DATA");
       if (server_.bytes_in_flight >= opts_.max_bytes_in_flight)
         co_return reply("452 4.3.1 Error: insufficient system resources, try again later");
-      if (opts_.has_room && !opts_.has_room(0))
+      if (!server_.reception.has_room(0))
         co_return reply("452 4.3.1 Error: insufficient system storage, try again later");
       reply("354 End data with <CR><LF>.<CR><LF>");
       co_await flush(/*force=*/true);
@@ -765,7 +766,8 @@ class Session {
       prev_crlf = line.crlf;
       std::string_view text = line.text;
       if (!text.empty() && text.front() == '.') text.remove_prefix(1);  // dot-stuffing
-      if (message.size() + text.size() + 2 > opts_.max_message_size) too_big = true;
+      if (door_->max_message_size && message.size() + text.size() + 2 > door_->max_message_size)
+        too_big = true;
       if (too_big || no_memory) continue;
       no_memory = !message.append(text, line.crlf ? "\r\n" : "\n", opts_.max_bytes_in_flight);
     }
@@ -773,15 +775,13 @@ class Session {
     deadline_.touch();
     if (too_big) {
       co_return reply("552 5.3.4 Message size exceeds the limit of " +
-                      std::to_string(opts_.max_message_size) + " octets");
+                      std::to_string(door_->max_message_size) + " octets");
     }
     if (no_memory) {
       spdlog::warn("smtp: [{}] message refused: {} bytes of messages in flight (the limit)",
                    peer_ip_, opts_.max_bytes_in_flight);
       co_return reply("452 4.3.1 Error: insufficient system resources, try again later");
     }
-    if (opts_.has_room && !opts_.has_room(message.size()))
-      co_return reply("452 4.3.1 Error: insufficient system storage, try again later");
     if (line_too_long) {
       co_return reply("552 5.3.4 Message has a line longer than " +
                       std::to_string(opts_.max_data_line) + " octets");
@@ -796,45 +796,29 @@ class Session {
                                   : std::string("ESMTP") + (stream_.tls() ? "S" : "") +
                                         (auth_user_.empty() ? "" : "A");
     env.client.auth = auth_user_;
-    env.receiver = settings_->hostname;
-    env.timestamp = static_cast<double>(std::time(nullptr));
     env.parse(message.take());
-    if (size_t hops = env.headers.count("Received"); opts_.max_hops && hops >= opts_.max_hops) {
-      spdlog::warn("smtp: [{}] message from <{}> refused: {} hops, a mail loop", peer_ip_,
-                   env.sender, hops);
-      co_return error("554 5.4.6 Too many hops: a mail loop");
-    }
-    std::string received = "from " + helo_ + " ([" + peer_ip_ + "]) by " + settings_->hostname +
-                           " with " + env.client.protocol;
-    if (rcpts_.size() == 1) received += " for <" + rcpts_.front() + ">";
-    received += "; " + rfc5322_date(env.timestamp);
-    try {
-      env.headers.prepend("Received", received);
-    } catch (const QueueError&) {  // an EHLO name with a control character
-      co_return reply("501 5.5.4 Bad HELO/EHLO name");
-    }
-    // The storage write runs on the deliver pool; this coroutine resumes here after.
+    // The checks, our Received: line and the storage write run on the deliver pool;
+    // this coroutine resumes here after.
     deadline_.hold();
-    EnqueueResult result = co_await asio::co_spawn(
+    ReceptionResult result = co_await asio::co_spawn(
         server_.pool,
-        [&]() -> awaitable<EnqueueResult> { co_return server_.deliver(std::move(env)); },
+        [&]() -> awaitable<ReceptionResult> {
+          co_return server_.reception.receive(std::move(env));
+        },
         use_awaitable);
     deadline_.touch();
-    if (result.ok()) {
-      ++server_.accepted_messages;
-      reply("250 2.0.0 Ok: queued as " + result.id);
-    } else if (result.storage_full) {  // the error itself goes to the log, never here
-      reply("452 4.3.1 Error: insufficient system storage, try again later");
-    } else if (result.retryable) {
-      reply("451 4.3.0 Error: queue file write error, try again later");
+    if (result.queued()) ++server_.accepted_messages;
+    if (result.outcome == ReceptionResult::Outcome::refused) {
+      error(result.reply);
     } else {
-      reply("554 5.6.0 Error: message not accepted");
+      reply(result.reply);
     }
   }
 
   Shared& server_;
   const std::shared_ptr<const Settings> settings_;  // as when the session began
   const SmtpServerOptions& opts_;
+  const std::shared_ptr<const ReceptionOptions> door_;  // as when the session began
   const ListenerRole role_;
   std::optional<std::string> admitted_;  // counted in server_.per_client under this address
   Stream stream_;
@@ -856,7 +840,7 @@ class Session {
 }  // namespace
 
 struct SmtpServer::Impl {
-  Impl(SmtpServerOptions o, Deliver d) : shared(std::move(o), std::move(d)) {}
+  Impl(SmtpServerOptions o, Reception& r) : shared(std::move(o), r) {}
 
   Shared shared;
   asio::io_context io;
@@ -935,8 +919,8 @@ awaitable<void> SmtpServer::Impl::session(tcp::socket socket, ListenerRole role)
   --open_sessions;
 }
 
-SmtpServer::SmtpServer(SmtpServerOptions options, Deliver deliver)
-    : impl_(std::make_unique<Impl>(std::move(options), std::move(deliver))) {
+SmtpServer::SmtpServer(SmtpServerOptions options, Reception& reception)
+    : impl_(std::make_unique<Impl>(std::move(options), reception)) {
   if (metrics::Registry* m = impl_->shared.settings.load()->options.metrics) {
     m->counter("slimta_smtp_sessions_total", "SMTP connections accepted");
     m->counter("slimta_auth_failures_total", "AUTH attempts that failed");

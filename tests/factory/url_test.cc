@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "slimta/disk_storage.h"
+#include "slimta/open_storage.h"
 #include "slimta/redis_storage.h"
 #include "support/test_util.h"
 
@@ -221,6 +223,49 @@ TEST(UrlTest, OpenStorageBuildsARedisStorage) {
 }
 
 }  // namespace
+// The free-space guard belongs to the disk storage: its URL's min-free= (or the
+// caller's default) makes write() refuse with StorageFull and has_room() say so.
+TEST(UrlTest, ADiskUrlTakesItsFreeSpaceGuard) {
+  testing::TempDir dir;
+  Envelope env;
+  env.sender = "a@example.com";
+  env.recipients = {"b@example.org"};
+  env.parse("Subject: s\r\n\r\nx\r\n");
+  auto plain = open_storage("disk:" + dir.sub("a"));
+  EXPECT_EQ(plain->kind(), "disk");
+  EXPECT_TRUE(plain->has_room(1000));
+  EXPECT_FALSE(plain->write(env, 0).empty());
+
+  auto full = open_storage("disk:" + dir.sub("b") + "?min-free=100%");
+  EXPECT_FALSE(full->has_room(0));
+  EXPECT_THROW(full->write(env, 0), StorageFull);
+  EXPECT_TRUE(full->load_all().empty());
+  // The URL's guard wins over the caller's default; the default applies without one.
+  OpenOptions o;
+  o.min_free = "100%";
+  EXPECT_TRUE(open_storage("disk:" + dir.sub("c") + "?min-free=none", o)->has_room(0));
+  EXPECT_FALSE(open_storage("disk:" + dir.sub("d"), o)->has_room(0));
+  o.min_free = "1K";
+  EXPECT_TRUE(open_storage("disk:" + dir.sub("e"), o)->has_room(0));
+
+  for (std::string bad : {"?min-free=lots", "?min-free=101%", "?min-free=-1", "?size=3"}) {
+    try {
+      open_storage("disk:" + dir.sub("f") + bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const InvalidArgument& e) {
+      std::string what = e.what();
+      EXPECT_TRUE(what.find("min-free") != std::string::npos ||
+                  what.find("unknown parameter 'size'") != std::string::npos)
+          << what;
+    }
+  }
+  EXPECT_EQ(MinFree::parse("2M").of(1e12), 2.0 * 1024 * 1024);
+  EXPECT_EQ(MinFree::parse("10%").of(1000), 100);
+  EXPECT_EQ(MinFree::parse("").of(1000), 50);                    // 5% ...
+  EXPECT_EQ(MinFree::parse("").of(1e12), 1024.0 * 1024 * 1024);  // ... or 1 GiB
+  EXPECT_EQ(MinFree::parse("none").of(1e12), 0);
+}
+
 TEST(UrlTest, AnS3UrlsStaleAfterAndQueuesAreChecked) {
   auto error = [](const char* u) {
     try {

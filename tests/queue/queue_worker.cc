@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "slimta/open_storage.h"
 #include "slimta/queue.h"
 
 namespace {

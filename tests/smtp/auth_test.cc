@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "slimta/memory_storage.h"
 #include "slimta/smtp_server.h"
 #include "smtp/sasl.h"
 #include "support/certificate.h"
@@ -251,7 +252,9 @@ s.sendmail('a@example.com', ['b@elsewhere.example'], b'Subject: x\r\n\r\nx\r\n')
 
 TEST_F(AuthTest, SubmissionListenersNeedTlsAndUsers) {
   SmtpServerOptions o;
-  SmtpServer server(o, [](Envelope&&) { return EnqueueResult{}; });
+  MemoryStorage storage;
+  Reception reception(Reception::into(storage), Reception::room_in(storage));
+  SmtpServer server(o, reception);
   EXPECT_THROW(server.listen("127.0.0.1", 0, ListenerRole::submission), InvalidArgument);
   EXPECT_THROW(server.listen("127.0.0.1", 0, ListenerRole::submissions), InvalidArgument);
 }

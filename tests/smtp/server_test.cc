@@ -24,8 +24,8 @@ using testing::run_command;
 
 class ServerFixture : public ::testing::Test {
  protected:
-  void start(SmtpServerOptions options = {}) {
-    server_ = std::make_unique<testing::TestSmtpServer>(options);
+  void start(SmtpServerOptions options = {}, ReceptionOptions door = {}) {
+    server_ = std::make_unique<testing::TestSmtpServer>(options, ListenerRole::smtp, door);
     port_ = server_->port();
   }
 
@@ -146,10 +146,11 @@ TEST_F(ServerFixture, LinesLongerThanRfc5321sAreAcceptedByDefault) {
 
 TEST_F(ServerFixture, LimitsGetTheRightReplies) {
   SmtpServerOptions o;
-  o.max_message_size = 5000;
   o.max_recipients = 2;
   o.max_data_line = 2000;
-  start(o);
+  ReceptionOptions door;
+  door.max_message_size = 5000;
+  start(o, door);
   auto c = connect();
   EXPECT_EQ(c->exchange("EHLO " + std::string(600, 'h') + "\r\n"), 500);  // line too long
   EXPECT_EQ(c->exchange("EHLO c.example\r\n"), 250);

@@ -5,6 +5,7 @@
 #include <set>
 #include <thread>
 
+#include "slimta/memory_storage.h"
 #include "slimta/mx_relay.h"
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
@@ -222,8 +223,10 @@ TEST(TlsOptionsTest, AnUnreadableCertificateIsRefusedNamingTheFile) {
   SmtpServerOptions o;
   o.tls_certificate_file = "/nonexistent/cert.pem";
   o.tls_key_file = "/nonexistent/key.pem";
+  MemoryStorage storage;
+  Reception reception(Reception::into(storage), Reception::room_in(storage));
   try {
-    SmtpServer s(o, [](Envelope&&) { return EnqueueResult{}; });
+    SmtpServer s(o, reception);
     FAIL() << "accepted a missing certificate";
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/cert.pem"), std::string::npos) << e.what();

@@ -80,6 +80,13 @@ int port_after(const std::string& marker, const std::string& text) {
   return port;
 }
 
+int http_port(const std::string& output) {
+  size_t at = output.find(" (http)");
+  if (at == std::string::npos) return -1;
+  size_t colon = output.rfind(':', at);
+  return std::stoi(output.substr(colon + 1, at - colon - 1));
+}
+
 std::vector<int> listening_ports(const std::string& output) {
   std::string line = output.substr(output.find("listening on "));
   line = line.substr(0, line.find('\n'));

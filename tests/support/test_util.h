@@ -70,6 +70,8 @@ int port_after(const std::string& marker, const std::string& text);
 // The ports of "slimta-queue serve: listening on 127.0.0.1:P (smtp), ..." in `output`,
 // in the order of the listeners (serve was given port 0).
 std::vector<int> listening_ports(const std::string& output);
+// The port of serve's "HOST:PORT (http)" listener in `output`, or -1.
+int http_port(const std::string& output);
 
 // A TCP port on 127.0.0.1 where nothing listens, for as long as this object lives: its
 // socket is bound but not listening, so every connection is refused and no other

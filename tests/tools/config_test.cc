@@ -67,6 +67,19 @@ TEST_F(ConfigTest, AKeyInTheWrongSectionOrWithUnderscoresIsNamed) {
   EXPECT_NE(r.err.find("line 2: unknown key 'colour' in [serve]\n"), std::string::npos) << r.err;
 }
 
+// Seen: a bad --dns-server passed check-config, then every MX delivery deferred with
+// "451 4.3.0 stoi". check-config and serve now refuse it, naming it.
+TEST_F(ConfigTest, ABadDnsServerIsRefusedByCheckConfig) {
+  for (std::string bad : {"127.0.0.1:dns", "resolver.example", "127.0.0.1:70000", "::1"}) {
+    auto r = run("[serve]\ndns-server = \"" + bad + "\"\n", {"check-config"});
+    EXPECT_EQ(r.exit_code, 1) << bad;
+    EXPECT_NE(r.err.find("DNS server '" + bad + "' is not IPv4[:PORT]"), std::string::npos)
+        << r.err;
+  }
+  auto good = run("[serve]\ndns-server = \"127.0.0.1:5353\"\n", {"check-config"});
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+}
+
 TEST_F(ConfigTest, AValueOfTheWrongTypeIsNamed) {
   auto r = run("[serve]\nmax-size = \"big\"\n", {"check-config"});
   EXPECT_EQ(r.exit_code, 1);

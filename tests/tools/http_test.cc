@@ -12,7 +12,7 @@
 #include <set>
 
 #include "slimta/disk_storage.h"
-#include "slimta/storage.h"
+#include "slimta/open_storage.h"
 
 #include "support/redis_server.h"
 #include "support/sink.h"
@@ -26,13 +26,6 @@ using namespace std::chrono_literals;
 using testing::ChildProcess;
 
 // The "HOST:PORT (http)" serve printed.
-int http_port(const std::string& output) {
-  size_t at = output.find(" (http)");
-  if (at == std::string::npos) return -1;
-  size_t colon = output.rfind(':', at);
-  return std::stoi(output.substr(colon + 1, at - colon - 1));
-}
-
 // A request that may fail (empty result): for polling.
 httplib::Result try_get(int port, const std::string& path, const httplib::Headers& headers = {}) {
   httplib::Client client("127.0.0.1", port);
@@ -71,7 +64,7 @@ TEST_F(HttpTest, MetricsPassPromtoolAndPrometheusScrapesThem) {
        "--accept-domains", "ours.example", "--relay-networks", "127.0.0.2/32", "--user", "root"},
       "listening on");
   int smtp = testing::listening_ports(serve.output())[0];
-  int port = http_port(serve.output());
+  int port = testing::http_port(serve.output());
   ASSERT_GT(port, 0) << serve.output();
   for (int i = 0; i < 3; ++i)
     ASSERT_EQ(testing::send_message(smtp, "u" + std::to_string(i) + "@ours.example"), 250);
@@ -133,7 +126,7 @@ TEST_F(HttpTest, HealthAndReadinessFollowTheStorage) {
        "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?timeout=5", "--smarthost",
        "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
       "listening on");
-  int port = http_port(serve.output());
+  int port = testing::http_port(serve.output());
   EXPECT_EQ(get(port, "/healthz")->status, 200);
   EXPECT_EQ(get(port, "/readyz")->status, 200);
   redis.pause();  // hangs: each call would wait for the 5 s timeout; /readyz does not
@@ -181,7 +174,7 @@ TEST_F(HttpTest, OffLoopbackOnlyWithATokenAndTheApiWantsIt) {
   testing::write_file(dir_.sub("token"), token + "\n");
   ChildProcess serve(with({"--http", "0.0.0.0:0", "--http-token-file", dir_.sub("token")}),
                      "listening on");
-  int port = http_port(serve.output());
+  int port = testing::http_port(serve.output());
   auto res = get(port, "/api/v1/info");
   EXPECT_EQ(res->status, 401);
   EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
@@ -228,7 +221,7 @@ void check_api(const std::string& url, size_t count) {
        url, "--smarthost", "127.0.0.1:" + std::to_string(sink.port()), "--user", "root",
        "--relay-networks", "", "--accept-domains", "ours.example", "--max-size", "5000"},
       "listening on");
-  int port = http_port(serve.output());
+  int port = testing::http_port(serve.output());
 
   // Every message once, in id order, over pages of 1,000.
   std::vector<std::string> ids;
@@ -366,7 +359,7 @@ TEST_F(HttpTest, TheStatusPageInHeadlessChromium) {
                       "--storage", "disk:" + spool, "--smarthost",
                       "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
                      "listening on");
-  int port = http_port(serve.output());
+  int port = testing::http_port(serve.output());
   std::string origin = "http://127.0.0.1:" + std::to_string(port);
   ASSERT_TRUE(testing::eventually(
       [&] { return nlohmann::json::parse(get(port, "/api/v1/info")->body)["messages"] == 3; }));

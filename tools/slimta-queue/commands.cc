@@ -13,7 +13,9 @@
 #include <sstream>
 
 #include "format.h"
+#include "slimta/ascii.h"
 #include "slimta/queue.h"
+#include "slimta/reception.h"
 
 namespace slimta::cli {
 namespace {
@@ -107,23 +109,16 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
     err << "slimta-queue: error: no recipients: give --to ADDRESS or To:/Cc:/Bcc: headers\n";
     return 1;
   }
-  if (std::string bad = invalid_address(env); !bad.empty()) {
-    err << "slimta-queue: error: " << bad << "\n";
-    return 1;
-  }
-  env.timestamp = now();
-  env.receiver = host_name();
   env.client.protocol = "local";
-  env.client.name = "slimta-queue";
-  std::string id = storage.write(env, env.timestamp);
-  out << id << "\n";
-  if (storage.capabilities().can_lease) {  // counted as serve counts what it accepts
-    try {
-      storage.add_counters({{"enqueued", 1}});
-    } catch (const QueueError& e) {
-      err << "slimta-queue: warning: " << id << " queued but not counted: " << e.what() << "\n";
-    }
+  // The door SMTP and HTTP share: the same checks, Received: line and counters.
+  Reception reception(Reception::into(storage), Reception::room_in(storage));
+  ReceptionResult result = reception.receive(std::move(env));
+  if (!result.queued()) {
+    err << "slimta-queue: error: message not queued: " << result.reply << "\n";
+    // sendmail's exit codes: EX_TEMPFAIL (75) when the same message may be tried again.
+    return result.outcome == ReceptionResult::Outcome::deferred ? 75 : 1;
   }
+  out << result.id << "\n";
   return 0;
 }
 
@@ -328,7 +323,7 @@ void ShapeBuilder::add(const QueuedMessage& msg) {
   while (b < Shape::kBuckets - 1 && minutes >= kLimits[b]) ++b;
   ++shape_.total[b];
   std::set<std::string> domains;  // a message counts once per recipient domain
-  for (const auto& r : msg.envelope.recipients) domains.insert(recipient_domain(r));
+  for (const auto& r : msg.envelope.recipients) domains.insert(domain_of(r));
   for (const auto& d : domains) ++rows_.try_emplace(d, Shape::Row{}).first->second[b];
 }
 
@@ -483,13 +478,13 @@ int cmd_suspend(QueueStorage& storage, const std::string& destination,
                 std::ostream& out) {
   if (destination.empty()) throw InvalidArgument("suspend: no destination given");
   Timestamp until = seconds ? now() + *seconds : DestinationStatus::kForever;
-  storage.destinations()->suspend(lower_case(destination), until, reason);
+  storage.destinations()->suspend(to_lower(destination), until, reason);
   if (json) {
-    nlohmann::json j{{"destination", lower_case(destination)}, {"suspended", true}};
+    nlohmann::json j{{"destination", to_lower(destination)}, {"suspended", true}};
     put_time(j, "until", seconds ? std::optional<Timestamp>(until) : std::nullopt);
     out << dump(j) << "\n";
   } else {
-    out << "suspended " << lower_case(destination)
+    out << "suspended " << to_lower(destination)
         << (seconds ? " until " + format_time(until) + " UTC" : std::string(" until resumed"))
         << "\n";
   }
@@ -499,12 +494,12 @@ int cmd_suspend(QueueStorage& storage, const std::string& destination,
 int cmd_resume(QueueStorage& storage, const std::string& destination, bool json,
                std::ostream& out) {
   if (destination.empty()) throw InvalidArgument("resume: no destination given");
-  storage.destinations()->resume(lower_case(destination));
+  storage.destinations()->resume(to_lower(destination));
   if (json) {
-    out << dump(nlohmann::json{{"destination", lower_case(destination)}, {"suspended", false}})
+    out << dump(nlohmann::json{{"destination", to_lower(destination)}, {"suspended", false}})
         << "\n";
   } else {
-    out << "resumed " << lower_case(destination) << "\n";
+    out << "resumed " << to_lower(destination) << "\n";
   }
   return 0;
 }

@@ -9,8 +9,9 @@
 #include <fmt/format.h>
 
 #include "format.h"
+#include "slimta/ascii.h"
 #include "slimta/errors.h"
-#include "slimta/storage.h"
+#include "slimta/open_storage.h"
 
 namespace slimta::cli {
 namespace {
@@ -159,7 +160,7 @@ ShapingPolicy read_shaping(const std::string& path) {
     if (name == "*")
       shaping.defaults = l;
     else
-      shaping.destinations[lower_case(name)] = l;
+      shaping.destinations[to_lower(name)] = l;
   }
   return shaping;
 }

@@ -70,49 +70,8 @@ nlohmann::json show_json(const std::string& id, const QueuedMessage& msg) {
   return j;
 }
 
-std::string invalid_address(const Envelope& envelope) {
-  auto bad = [](const std::string& a) {
-    return a.size() > 254 || std::any_of(a.begin(), a.end(), [](char c) {
-             auto u = static_cast<unsigned char>(c);
-             return u <= 0x20 || u == 0x7F;
-           });
-  };
-  if (bad(envelope.sender)) return "invalid sender address '" + printable(envelope.sender) + "'";
-  for (const auto& r : envelope.recipients) {
-    if (bad(r) || r.find('@') == std::string::npos)
-      return "invalid recipient address '" + printable(r) + "'";
-  }
-  return "";
-}
-
 std::string dump(const nlohmann::json& j, int indent) {
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-std::string printable(std::string_view text, bool line_breaks) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    auto u = static_cast<unsigned char>(c);
-    bool kept = line_breaks && (c == '\r' || c == '\n' || c == '\t');
-    if ((u < 0x20 || u == 0x7f) && !kept) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string lower_case(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return text;
-}
-
-std::string recipient_domain(std::string_view address) {
-  size_t at = address.rfind('@');
-  return lower_case(std::string(at == std::string_view::npos ? address : address.substr(at + 1)));
 }
 
 std::string display_sender(const std::string& sender) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "slimta/ascii.h"
 #include "slimta/storage.h"
 
 namespace slimta::cli {
@@ -32,21 +33,8 @@ nlohmann::json show_json(const std::string& id, const QueuedMessage& msg);
 // Addresses go into SMTP commands later: "" when the sender and recipients are fit,
 // else what is wrong ("invalid recipient address 'x'"): whitespace or a control
 // character (a CR LF would inject commands), over 254 octets, a recipient without '@'.
-std::string invalid_address(const Envelope& envelope);
-
 // "held", "active" (a queue process holds an unexpired lease on it) or "queued".
 std::string message_state(const QueuedMessage& msg, Timestamp now);
-
-// `text` safe for a terminal: control characters (ESC, BEL, NUL, ...) written as
-// \xHH, so stored data cannot drive the operator's terminal. With `line_breaks`, CR,
-// LF and tab (a folded header) are kept.
-std::string printable(std::string_view text, bool line_breaks = false);
-
-// `text` in lower case (ASCII): domain and destination names as the queue keeps them.
-std::string lower_case(std::string text);
-
-// The domain of a recipient address, lowercased (the whole address if it has no '@').
-std::string recipient_domain(std::string_view address);
 
 // "<>" for the null sender, the address otherwise (printable()).
 std::string display_sender(const std::string& sender);

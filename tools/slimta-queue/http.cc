@@ -18,6 +18,8 @@
 #include "commands.h"
 #include "format.h"
 #include "serve.h"
+#include "slimta/ascii.h"
+#include "slimta/host_port.h"
 #include "slimta/ip_networks.h"
 #include "status_page.h"
 
@@ -280,7 +282,7 @@ struct Filter {
 
   static Filter parse(const httplib::Request& req) {
     Filter f;
-    f.domain = recipient_domain(req.get_param_value("domain"));
+    f.domain = to_lower(req.get_param_value("domain"));
     f.state = req.get_param_value("state");
     if (!f.state.empty() && f.state != "queued" && f.state != "held" && f.state != "active")
       throw InvalidArgument("state='" + f.state + "': queued, held or active");
@@ -298,7 +300,7 @@ struct Filter {
     if (older_than >= 0 && t - m.envelope.timestamp < older_than) return false;
     if (domain.empty()) return true;
     return std::any_of(m.envelope.recipients.begin(), m.envelope.recipients.end(),
-                       [&](const std::string& r) { return recipient_domain(r) == domain; });
+                       [&](const std::string& r) { return domain_of(r) == domain; });
   }
 };
 
@@ -315,7 +317,7 @@ std::vector<std::string> sorted_ids(QueueStorage& storage) {
 
 HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
     : impl_(std::make_unique<Impl>(std::move(context))) {
-  auto [host, port] = parse_host_port(options.listen, "--http", /*port_zero=*/true);
+  auto [host, port] = parse_host_port(options.listen, "--http", std::nullopt, /*port_zero=*/true);
   if (!options.token_file.empty()) {
     impl_->token = read_token(options.token_file);
   } else if (!IpNetworks::parse("127.0.0.0/8,::1/128").contains(host)) {
@@ -329,7 +331,9 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
   server.set_default_headers({{"Cache-Control", "no-store"},
                               {"X-Content-Type-Options", "nosniff"},
                               {"Content-Security-Policy", "default-src 'none'"}});
-  server.set_payload_max_length(ctx.max_message_size + 1);
+  // What a client may send: a body over the door's limit is read no further.
+  size_t max_size = ctx.reception.options()->max_message_size;
+  server.set_payload_max_length(max_size ? max_size + 1 : size_t{1} << 30);
   // The page: with a token, the token as Bearer, or as a browser sends it: Basic, any
   // user name, the token as password.
   server.Get("/", [&impl, &ctx](const httplib::Request& req, httplib::Response& res) {
@@ -351,9 +355,9 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
     res.set_header("Content-Security-Policy",
                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; "
                    "frame-ancestors 'none'; base-uri 'none'");
-    res.set_content(status_page(ctx.gauges.snapshot(), ctx.activity,
-                                ctx.hostname.empty() ? host_name() : ctx.hostname),
-                    "text/html; charset=utf-8");
+    res.set_content(
+        status_page(ctx.gauges.snapshot(), ctx.activity, ctx.reception.options()->hostname),
+        "text/html; charset=utf-8");
   });
   server.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
     res.set_content(ctx.registry.render(), "text/plain; version=0.0.4; charset=utf-8");
@@ -474,11 +478,6 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
       "/api/v1/messages", api([&ctx, &impl](const httplib::Request& req, httplib::Response& res) {
         if (req.get_header_value("Content-Type").rfind("message/rfc822", 0) != 0)
           return error_reply(res, 415, "the body must be message/rfc822");
-        if (req.body.size() > ctx.max_message_size) {
-          return error_reply(res, 413,
-                             "the message is over the limit of " +
-                                 std::to_string(ctx.max_message_size) + " octets");
-        }
         if (!req.has_header("X-Envelope-Sender"))
           throw InvalidArgument("X-Envelope-Sender is missing (empty for the null sender)");
         Envelope env;
@@ -495,21 +494,22 @@ HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
           }
         }
         if (env.recipients.empty()) throw InvalidArgument("X-Envelope-Recipient is missing");
-        if (std::string bad = invalid_address(env); !bad.empty()) throw InvalidArgument(bad);
         if (std::string why = ctx.relay_refusal(req.remote_addr, env, !impl.token.empty());
             !why.empty())
           return error_reply(res, 403, why);
         env.parse(req.body);
-        env.timestamp = now();
         env.client.ip = req.remote_addr;
         env.client.protocol = "HTTP";
-        env.receiver = ctx.hostname.empty() ? host_name() : ctx.hostname;
-        env.headers.prepend("Received", "from [" + req.remote_addr + "] by " + env.receiver +
-                                            " with HTTP; " + rfc5322_date(env.timestamp));
-        EnqueueResult result = ctx.enqueue(std::move(env));
-        if (result.ok()) return json_reply(res, 201, {{"id", result.id}});
-        if (!result.retryable) return error_reply(res, 400, "message not accepted");
-        error_reply(res, 503, "the message could not be stored; try again");
+        ReceptionResult result = ctx.reception.receive(std::move(env));
+        if (result.queued()) return json_reply(res, 201, {{"id", result.id}});
+        // The door's SMTP reply, as SMTP would have said it; a 4xx may be sent again.
+        bool again = result.outcome == ReceptionResult::Outcome::deferred;
+        if (again) res.set_header("Retry-After", "60");
+        json_reply(res,
+                   again                             ? 503
+                   : result.reply.starts_with("552") ? 413
+                                                     : 400,
+                   {{"error", "message not accepted: " + result.reply}, {"reply", result.reply}});
       }));
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty())

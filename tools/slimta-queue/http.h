@@ -21,6 +21,7 @@
 #include "commands.h"
 #include "slimta/metrics.h"
 #include "slimta/queue.h"
+#include "slimta/reception.h"
 #include "slimta/storage.h"
 
 namespace slimta::cli {
@@ -127,10 +128,9 @@ struct HttpContext {
   QueueStorage& storage;  // the API's reads and actions
   // Whether serve can take traffic: "" when ready, else why not (503's body).
   std::function<std::string()> ready;
-  // Queues an injected message (durable when it returns), as SMTP's DATA does.
-  std::function<EnqueueResult(Envelope&&)> enqueue;
-  size_t max_message_size = 0;
-  std::string hostname;  // ours, for the Received: field of injected messages
+  // The door injected messages go through, as SMTP's DATA (its max_message_size is
+  // also the body's limit).
+  Reception& reception;
   // SMTP's relay rules for an injected message's recipients: "" when a client at `ip`
   // may send to all of them, else RCPT's reply. A client with the token counts as an
   // authenticated SMTP client.

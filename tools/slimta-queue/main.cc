@@ -10,7 +10,7 @@
 #include "config_file.h"
 #include "logging.h"
 #include "serve.h"
-#include "slimta/storage.h"
+#include "slimta/open_storage.h"
 
 namespace {
 
@@ -252,8 +252,9 @@ Cli::Cli() {
                    "beyond, 452 4.3.1")
       ->capture_default_str();
   serve->add_option("--min-free", serve_opts.min_free,
-                    "disk spool: free space to keep, BYTES[K|M|G] or N% (default: 1G or 5%, the "
-                    "smaller); a message that would go below gets 452 4.3.1");
+                    "disk spool: free space to keep, BYTES[K|M|G], N% or none (default: 1G or 5%, "
+                    "the smaller; the URL's min-free= wins); a message that would go below gets "
+                    "452 4.3.1");
   serve
       ->add_option("--relay-idle-timeout", serve_opts.relay_idle_timeout,
                    "seconds an idle outgoing SMTP connection is kept for the next message")
@@ -362,7 +363,12 @@ int main(int argc, char** argv) {
     if (name == "serve") {
       // The storage is opened once serve runs as its --user; SIGHUP reads the command
       // line and the config file again.
-      auto open = [&] { return open_storage(cli.storage_url, cli.storage_timeout, true); };
+      auto open = [&] {
+        OpenOptions o;
+        o.timeout = cli.storage_timeout;
+        o.min_free = cli.serve_opts.min_free;
+        return open_storage(cli.storage_url, o);
+      };
       auto reread = [argc, argv] {
         Cli fresh;
         try {

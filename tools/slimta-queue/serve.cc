@@ -8,7 +8,6 @@
 #include <pwd.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/statvfs.h>
 #include <systemd/sd-daemon.h>
 #include <termios.h>
 #include <unistd.h>
@@ -29,15 +28,12 @@
 #include "config_file.h"
 #include "format.h"
 #include "http.h"
-#ifdef SLIMTA_WITH_CLOUD
-#include "slimta/cloud_storage.h"
-#endif
-#ifdef SLIMTA_WITH_REDIS
-#include "slimta/redis_storage.h"
-#endif
+#include "slimta/ascii.h"
 #include "slimta/disk_storage.h"
+#include "slimta/host_port.h"
 #include "slimta/mx_relay.h"
 #include "slimta/queue.h"
+#include "slimta/reception.h"
 #include "slimta/routing_relay.h"
 #include "slimta/smtp_relay.h"
 #include "slimta/smtp_server.h"
@@ -45,51 +41,6 @@
 #include "slimta/user_database.h"
 
 namespace slimta::cli {
-
-std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what,
-                                                 bool port_zero) {
-  auto bad = [&] {
-    return InvalidArgument(std::string(what) + " '" + text + "' is not HOST:PORT");
-  };
-  size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) throw bad();
-  std::string host = text.substr(0, colon);
-  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  std::string port = text.substr(colon + 1);
-  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) throw bad();
-  unsigned long p = std::stoul(port);
-  if ((p == 0 && !port_zero) || p > 65535) throw bad();
-  return {host, static_cast<uint16_t>(p)};
-}
-
-double MinFree::of(double total) const {
-  if (bytes >= 0) return bytes;
-  if (percent >= 0) return total * percent / 100;
-  return std::min(1024.0 * 1024 * 1024, total * 0.05);
-}
-
-MinFree parse_min_free(const std::string& text) {
-  if (text.empty()) return {};
-  size_t end = 0;
-  double v = -1;
-  try {
-    v = std::stod(text, &end);
-  } catch (const std::exception&) {
-  }
-  std::string unit = text.substr(end);
-  static const std::map<std::string, double> units{
-      {"", 1}, {"K", 1024}, {"M", 1024.0 * 1024}, {"G", 1024.0 * 1024 * 1024}, {"%", -1}};
-  auto u = units.find(unit);
-  if (v < 0 || end == 0 || u == units.end() || (unit == "%" && v > 100))
-    throw InvalidArgument("--min-free '" + text + "' is not BYTES[K|M|G] or N%");
-  MinFree out;
-  if (unit == "%") {
-    out.percent = v;
-  } else {
-    out.bytes = v * u->second;
-  }
-  return out;
-}
 
 namespace {
 
@@ -195,17 +146,6 @@ IpNetworks networks_option(const std::string& value, const char* flag) {
   }
 }
 
-// Whether the file system of `path` keeps `min_free` free after `bytes` more. A spool
-// that fills up to the last byte fails its metadata updates too, and its disk is
-// usually the system's.
-bool spool_has_room(const std::string& path, const MinFree& min_free, size_t bytes) {
-  struct statvfs fs;
-  if (::statvfs(path.c_str(), &fs) != 0) return true;  // the write itself will say
-  double total = static_cast<double>(fs.f_blocks) * fs.f_frsize;
-  double avail = static_cast<double>(fs.f_bavail) * fs.f_frsize;
-  return avail - static_cast<double>(bytes) >= min_free.of(total);
-}
-
 // The known recipients of the accept domains: one "user@domain" or "@domain" a line.
 std::set<std::string> read_recipients(const std::string& path) {
   std::ifstream in(path);
@@ -244,7 +184,9 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
   std::shared_ptr<Relay> fallback;
   if (!opts.smarthost.empty()) {
     SmtpRelayOptions r = base;
-    std::tie(r.host, r.port) = parse_host_port(opts.smarthost, "--smarthost");
+    HostPort smarthost = parse_host_port(opts.smarthost, "--smarthost");
+    r.host = smarthost.host;
+    r.port = smarthost.port;
     using Tls = SmtpRelayOptions::Tls;
     if (opts.smarthost_tls == "never") r.starttls = Tls::never;
     if (opts.smarthost_tls == "required") r.starttls = Tls::required;
@@ -278,12 +220,14 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
     if (eq == std::string::npos || eq == 0)
       throw InvalidArgument("--route '" + route + "' is not DOMAIN=HOST:PORT");
     std::string target = route.substr(eq + 1);
-    std::string domain = lower_case(route.substr(0, eq));
+    std::string domain = to_lower(route.substr(0, eq));
     bool own = shaping.destinations.contains(domain);
     auto& relay = by_target[own ? domain + "=" + target : target];
     if (!relay) {
       SmtpRelayOptions r = base;
-      std::tie(r.host, r.port) = parse_host_port(target, "--route target");
+      HostPort to = parse_host_port(target, "--route target");
+      r.host = to.host;
+      r.port = to.port;
       relay = std::make_shared<SmtpRelay>(own ? for_destination(r, domain) : r);
     }
     by_domain[route.substr(0, eq)] = relay;
@@ -299,11 +243,11 @@ namespace {
 // before anything listens: check-config stops there.
 struct ServePlan {
   std::vector<Listener> listeners;
-  std::vector<std::pair<std::string, uint16_t>> endpoints;
+  std::vector<HostPort> endpoints;
   std::vector<std::string> routes;
-  ShapingPolicy shaping;          // [destinations]
-  SmtpServerOptions server_opts;  // all but has_room, which needs the storage
-  MinFree min_free;
+  ShapingPolicy shaping;  // [destinations]
+  SmtpServerOptions server_opts;
+  ReceptionOptions door;  // the one door's limits
   std::unique_ptr<Relay> relay;
 };
 
@@ -317,15 +261,20 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   plan.shaping = read_shaping(opts.config_file);
   for (const Listener& l : plan.listeners) {
     plan.endpoints.push_back(
-        parse_host_port(l.address, names_of(l.role).option, /*port_zero=*/true));
+        parse_host_port(l.address, names_of(l.role).option, std::nullopt, /*port_zero=*/true));
   }
   SmtpServerOptions& server_opts = plan.server_opts;
   server_opts.hostname = opts.hostname;
-  server_opts.max_message_size = opts.max_message_size;
+  plan.door.hostname = opts.hostname;
+  plan.door.max_message_size = opts.max_message_size;
   server_opts.max_data_line = opts.max_line_length;
   server_opts.max_sessions = opts.max_sessions;
   server_opts.max_bytes_in_flight = opts.max_bytes_in_flight;
-  plan.min_free = parse_min_free(opts.min_free);  // a bad value is refused now, not at DATA
+  try {  // the storage applies it (to a disk spool); a bad value is refused now
+    MinFree::parse(opts.min_free);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(std::string("--") + e.what());
+  }
   server_opts.max_sessions_per_client = opts.max_sessions_per_client;
   server_opts.data_timeout = millis(opts.data_timeout);
   server_opts.tls_certificate_file = opts.tls_cert;
@@ -435,18 +384,6 @@ void drop_privileges(const ServeOptions& opts, std::ostream& err) {
   spdlog::info("serve: running as user {} (uid {}, gid {})", name, uid, gid);
 }
 
-// The storage's kind, for slimta_build_info.
-std::string storage_kind(const QueueStorage& storage) {
-  if (dynamic_cast<const DiskStorage*>(&storage)) return "disk";
-#ifdef SLIMTA_WITH_REDIS
-  if (dynamic_cast<const RedisStorage*>(&storage)) return "redis";
-#endif
-#ifdef SLIMTA_WITH_CLOUD
-  if (dynamic_cast<const CloudStorage*>(&storage)) return "s3";
-#endif
-  return "memory";
-}
-
 // "HOST:PORT (role), ..." of the listeners, to compare across reloads.
 std::string describe_listeners(const std::vector<Listener>& listeners) {
   std::string out;
@@ -474,18 +411,13 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   ServePlan plan = plan_serve(opts, err);
   metrics::Registry registry;  // outlives everything that counts into it
   plan.server_opts.metrics = &registry;
-  // The disk spool's path once the storage is open (before any session begins).
-  std::string spool;
-  auto has_room = [&spool](MinFree min_free) {
-    return [&spool, min_free](size_t bytes) {
-      return spool.empty() || spool_has_room(spool, min_free, bytes);
-    };
-  };
-  plan.server_opts.has_room = has_room(plan.min_free);
   ReloadableRelay relay(std::move(plan.relay));
+  // The storage and the queue, once serve runs as its user (before any session begins).
+  std::unique_ptr<QueueStorage> storage;
   std::unique_ptr<Queue> queue;
-  SmtpServer server(plan.server_opts,
-                    [&](Envelope&& env) { return queue->enqueue(std::move(env)); });
+  Reception reception([&queue](Envelope&& env) { return queue->enqueue(std::move(env)); },
+                      [&storage](size_t bytes) { return storage->has_room(bytes); }, plan.door);
+  SmtpServer server(plan.server_opts, reception);
   std::string bound;
   for (size_t i = 0; i < plan.listeners.size(); ++i) {
     const Listener& l = plan.listeners[i];
@@ -496,14 +428,13 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   }
   drop_privileges(opts, err);
 
-  std::unique_ptr<QueueStorage> storage = open_storage();
+  storage = open_storage();
   TimedStorage timed_storage(*storage, registry);  // what the queue uses: its calls timed
   if (!storage->capabilities().durable) {
     err << "slimta-queue serve: warning: the storage does not make mail durable: a crash can "
            "lose mail already accepted (a Redis server needs appendonly yes and appendfsync "
            "always)\n";
   }
-  if (auto* disk = dynamic_cast<DiskStorage*>(storage.get())) spool = disk->path();
   // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
   // has learnt: freed, they go back to the system at once, so memory follows the
   // messages in flight instead of their high-water mark.
@@ -533,8 +464,7 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
   std::unique_ptr<HttpServer> http;
   if (!opts.http.empty()) {
     registry.gauge("slimta_build_info", "The running slimta-queue: 1, with its version and storage",
-                   [] { return 1.0; },
-                   {{"version", SLIMTA_VERSION}, {"storage", storage_kind(*storage)}});
+                   [] { return 1.0; }, {{"version", SLIMTA_VERSION}, {"storage", storage->kind()}});
     registry.gauge("slimta_smtp_sessions_active", "SMTP sessions open now",
                    [&server] { return static_cast<double>(server.sessions()); });
     gauges = std::make_unique<QueueGauges>(*storage);
@@ -550,17 +480,14 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
                    "Time the last background scan of the queue for these gauges took",
                    [g = gauges.get()] { return g->scan_seconds(); });
     probe = std::make_unique<StorageProbe>(*storage);
-    auto ready = [&draining, &spool, min_free = plan.min_free, &probe]() -> std::string {
+    auto ready = [&draining, &storage, &probe]() -> std::string {
       if (draining) return "draining: serve is stopping";
-      if (!spool.empty() && !spool_has_room(spool, min_free, 0))
-        return "the disk spool is below its free-space guard (--min-free)";
+      if (!storage->has_room(0)) return "the storage is below its free-space guard (min-free)";
       return probe->check(std::chrono::seconds(2));
     };
     http = std::make_unique<HttpServer>(
         HttpOptions{opts.http, opts.http_token_file},
-        HttpContext{registry, *gauges, *activity, timed_storage, ready,
-                    [&queue](Envelope&& env) { return queue->enqueue(std::move(env)); },
-                    opts.max_message_size, opts.hostname,
+        HttpContext{registry, *gauges, *activity, timed_storage, ready, reception,
                     [&server](const std::string& ip, const Envelope& env, bool authenticated) {
                       for (const auto& r : env.recipients) {
                         if (auto why = server.refusal(ip, r, authenticated)) return *why;
@@ -601,10 +528,11 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
       if (fresh_opts.workers != opts.workers || fresh_opts.lease != opts.lease ||
           fresh_opts.rescan != opts.rescan || fresh_opts.full_schedule != opts.full_schedule ||
           fresh_opts.user != opts.user || fresh_opts.group != opts.group ||
-          fresh_opts.hostname != opts.hostname) {
+          fresh_opts.hostname != opts.hostname || fresh_opts.min_free != opts.min_free) {
         spdlog::warn(
-            "serve: SIGHUP: workers, lease, rescan, user and group take a restart, and so does "
-            "the host name in bounces (the greeting and relays use the new one)");
+            "serve: SIGHUP: workers, lease, rescan, user, group and min-free take a restart, and "
+            "so does the host name in bounces (the greeting, Received: and relays use the new "
+            "one)");
       }
       auto limits = [](const ShapingPolicy& p) {
         std::vector<std::tuple<std::string, size_t, double>> out{
@@ -618,10 +546,10 @@ int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage
             "serve: SIGHUP: destination limits (max-connections, max-rate) take a restart; "
             "their connection settings apply to new connections now");
       }
-      fresh.server_opts.has_room = has_room(fresh.min_free);
       fresh.server_opts.metrics = &registry;
       SmtpServerOptions applied = fresh.server_opts;
       server.reload(std::move(fresh.server_opts));
+      reception.reload(std::move(fresh.door));
       relay.set(std::move(fresh.relay));
       log_rules(applied, fresh_opts);
       spdlog::info("serve: SIGHUP: configuration reloaded");

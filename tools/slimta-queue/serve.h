@@ -50,22 +50,6 @@ struct ServeOptions {
   std::string smarthost_password_file;          // its password (or $SLIMTA_SMARTHOST_PASSWORD)
 };
 
-// --min-free: the free space to keep on a file system of `total` bytes.
-struct MinFree {
-  double bytes = -1;    // BYTES[K|M|G]
-  double percent = -1;  // N%
-  // Neither given: 1 GiB or 5% of the file system, the smaller.
-  double of(double total) const;
-};
-// Parses BYTES[K|M|G] or N% ("" for the default). Throws InvalidArgument.
-MinFree parse_min_free(const std::string& text);
-
-// Parses "HOST:PORT" or "[V6]:PORT"; throws InvalidArgument naming `what`.
-// `port_zero`: port 0 is taken (a listener: the system picks a free port, which serve
-// prints in its "listening on" line).
-std::pair<std::string, uint16_t> parse_host_port(const std::string& text, const char* what,
-                                                 bool port_zero = false);
-
 // `slimta-queue passwd USER --users FILE`: reads a password from `in` (without echo
 // when it is a terminal, asked twice), and adds or changes USER's entry.
 int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err);

@@ -1,7 +1,7 @@
 // Queues a message on a disk spool through the installed library, reads it back.
 // Usage: consumer DIR; prints the message's id, exits 0 when it reads back intact.
 #include <slimta/disk_storage.h>
-#include <slimta/storage.h>
+#include <slimta/open_storage.h>
 
 #include <iostream>
 

@@ -1,4 +1,4 @@
-// ASCII case helpers for protocol text (SMTP verbs, header names, domains): the C
+// ASCII case helpers for protocol text (SMTP verbs, header names, domains, addresses): the C
 // locale's case, whatever the process locale.
 #pragma once
 
@@ -27,5 +27,16 @@ inline bool iequals(std::string_view a, std::string_view b) {
            return ascii_lower(x) == ascii_lower(y);
          });
 }
+
+// The domain of `address` (after its last '@'), lower-cased; "" when it has none.
+inline std::string domain_of(std::string_view address) {
+  size_t at = address.rfind('@');
+  return at == std::string_view::npos ? std::string() : to_lower(address.substr(at + 1));
+}
+
+// `text` with each control character (and DEL) written as \xNN, so that what a peer
+// sent cannot forge a log line or a terminal's output; `line_breaks` keeps CR, LF and
+// TAB as they are.
+std::string printable(std::string_view text, bool line_breaks = false);
 
 }  // namespace slimta
