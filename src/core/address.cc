@@ -74,11 +74,10 @@ std::string printable(std::string_view text, bool line_breaks) {
   std::string out;
   out.reserve(text.size());
   for (char c : text) {
-    auto u = static_cast<unsigned char>(c);
     bool kept = line_breaks && (c == '\r' || c == '\n' || c == '\t');
-    if ((u < 0x20 || u == 0x7f) && !kept) {
+    if (is_control(c) && !kept) {
       char hex[5];
-      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(c));
       out += hex;
     } else {
       out += c;

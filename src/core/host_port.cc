@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "slimta/ascii.h"
 #include "slimta/errors.h"
 
 namespace slimta {
@@ -34,8 +35,7 @@ HostPort parse_host_port(std::string_view text, std::string_view what,
     }
   }
   if (host.empty() || std::any_of(host.begin(), host.end(), [](char c) {
-        auto u = static_cast<unsigned char>(c);
-        return u <= 0x20 || u == 0x7f || c == '/' || c == '[' || c == ']';
+        return is_control(c) || c == ' ' || c == '/' || c == '[' || c == ']';
       }))
     throw bad();
   HostPort out{std::string(host), 0};

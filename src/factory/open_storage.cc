@@ -67,7 +67,6 @@ std::unique_ptr<QueueStorage> open_disk(std::string_view url, std::string_view r
 }  // namespace
 
 std::unique_ptr<QueueStorage> open_storage(std::string_view url, const OpenOptions& options) {
-  [[maybe_unused]] std::optional<double> timeout = options.timeout;
   size_t colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0) {
     throw InvalidArgument("malformed storage URL '" + url::redact(url) +
@@ -88,14 +87,14 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url, const OpenOptio
   if (scheme == "s3") {
     if (!url.starts_with("s3://"))
       throw InvalidArgument("storage URL '" + std::string(url) + "': expected s3://BUCKET/PREFIX");
-    return url::open_s3(url, timeout);
+    return url::open_s3(url, options.timeout);
   }
 #endif
 #ifdef SLIMTA_WITH_REDIS
   supported += ", redis:, rediss:, redis+unix:, redis+sentinel:, redis+cluster:";
   if (scheme == "redis" || scheme == "rediss" || scheme == "redis+unix" ||
       scheme == "redis+sentinel" || scheme == "redis+cluster") {
-    return std::make_unique<RedisStorage>(url::parse_redis(url, timeout));
+    return std::make_unique<RedisStorage>(url::parse_redis(url, options.timeout));
   }
 #endif
   throw InvalidArgument("storage URL '" + url::redact(url) + "': unknown scheme '" +

@@ -15,12 +15,7 @@ namespace {
 
 const char* const kNoRoom = "452 4.3.1 Error: insufficient system storage, try again later";
 
-bool has_control(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
+bool has_control(std::string_view s) { return std::any_of(s.begin(), s.end(), is_control); }
 
 // An address a queue can carry: no space or control character, at most 254 octets
 // (RFC 5321's path limit less the brackets); a recipient has a domain.
@@ -42,11 +37,6 @@ std::string reply_of(const StageVerdict& v) {
   char want = v.kind == StageVerdict::Kind::refuse ? '5' : '4';
   if (v.reply.size() >= 3 && v.reply[0] == want && !has_control(v.reply)) return v.reply;
   return want == '5' ? "554 5.7.1 Error: message refused" : "451 4.7.1 Error: try again later";
-}
-
-void check_stages(const ReceptionOptions& options) {
-  for (const auto& stage : options.stages)
-    if (!stage) throw InvalidArgument("a reception stage is null");
 }
 
 }  // namespace
@@ -94,9 +84,7 @@ Reception::Room Reception::room_in(const QueueStorage& storage) {
 Reception::Reception(Store store, Room room, ReceptionOptions options, const Clock& clock)
     : store_(std::move(store)), room_(std::move(room)), clock_(clock) {
   if (!store_) throw InvalidArgument("a reception needs somewhere to store");
-  check_stages(options);
-  if (options.hostname.empty()) options.hostname = host_name();
-  options_.store(std::make_shared<const ReceptionOptions>(std::move(options)));
+  reload(std::move(options));
 }
 
 Reception::~Reception() = default;
@@ -104,7 +92,8 @@ Reception::~Reception() = default;
 std::shared_ptr<const ReceptionOptions> Reception::options() const { return options_.load(); }
 
 void Reception::reload(ReceptionOptions options) {
-  check_stages(options);
+  for (const auto& stage : options.stages)
+    if (!stage) throw InvalidArgument("a reception stage is null");
   if (options.hostname.empty()) options.hostname = host_name();
   options_.store(std::make_shared<const ReceptionOptions>(std::move(options)));
 }

@@ -30,9 +30,6 @@ std::string dump(const nlohmann::json& j, int indent = -1);
 // client, the receiver, the receipt time and the headers.
 nlohmann::json show_json(const std::string& id, const QueuedMessage& msg);
 
-// Addresses go into SMTP commands later: "" when the sender and recipients are fit,
-// else what is wrong ("invalid recipient address 'x'"): whitespace or a control
-// character (a CR LF would inject commands), over 254 octets, a recipient without '@'.
 // "held", "active" (a queue process holds an unexpired lease on it) or "queued".
 std::string message_state(const QueuedMessage& msg, Timestamp now);
 
