@@ -15,7 +15,8 @@ set(SLIMTA_SYSTEMD_UNIT_DIR lib/systemd/system CACHE STRING
 install(TARGETS ${SLIMTA_LIBRARIES} EXPORT slimtaTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
-set(headers ascii clock envelope errors host_port storage open_storage memory_storage disk_storage metrics timed_storage
+set(headers ascii clock envelope errors host_port storage storage_wrapper open_storage memory_storage
+  disk_storage metrics timed_storage
   queue reception routing_relay shaping)
 if(SLIMTA_WITH_REDIS)
   list(APPEND headers redis_storage)

@@ -11,7 +11,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -a "$root/CMakeLists.txt" "$root/include" "$root/src" "$root/tests" "$root/tools" "$work/"
 cmake -S "$work" -B "$work/build" -G Ninja -DSLIMTA_BUILD_BENCH=OFF >/dev/null
-ninja -C "$work/build" slimta_tests >/dev/null
+ninja -C "$work/build" slimta_unit_tests >/dev/null
 file=src/disk/disk_storage.cc
 unguarded=0
 for n in $(grep -n 'posix::sync_\(data\|all\)(' "$root/$file" | cut -d: -f1); do
@@ -19,8 +19,8 @@ for n in $(grep -n 'posix::sync_\(data\|all\)(' "$root/$file" | cut -d: -f1); do
   call=$(sed -n "${n}p" "$root/$file" | sed 's/^ *//')
   sed -i "${n}s#posix::sync_\(data\|all\)(.*;#(void)0;  // removed by check-syncs#" "$work/$file"
   if cmp -s "$root/$file" "$work/$file"; then echo "check-syncs: could not remove line $n" >&2; exit 2; fi
-  ninja -C "$work/build" slimta_tests >/dev/null
-  if "$work/build/tests/slimta_tests" --gtest_filter='PowerLoss*:FileFault*' >"$work/out" 2>&1; then
+  ninja -C "$work/build" slimta_unit_tests >/dev/null
+  if "$work/build/tests/slimta_unit_tests" --gtest_filter='PowerLoss*:FileFault*' >"$work/out" 2>&1; then
     echo "NOT GUARDED  $file:$n  $call"
     unguarded=1
   else

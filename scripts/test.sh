@@ -14,13 +14,13 @@ if [ -d "$HOME/.pyenv/shims" ]; then export PATH="$HOME/.pyenv/shims:$PATH"; fi
 
 echo "== build (RelWithDebInfo)"
 "$root/scripts/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLIMTA_BUILD_TESTS=ON \
-  -DSLIMTA_BUILD_BENCH=ON -DCMAKE_INSTALL_PREFIX=/usr
+  -DSLIMTA_BUILD_BENCH=ON -DCMAKE_INSTALL_PREFIX=/usr -DSLIMTA_WERROR=ON
 echo "== tests"
 ctest --test-dir "$root/build" --output-on-failure -j "$jobs"
 
 echo "== build without Redis, cloud and SMTP, and a project against its install"
 "$root/scripts/build.sh" "$root/build-minimal" -DSLIMTA_WITH_REDIS=OFF -DSLIMTA_WITH_CLOUD=OFF \
-  -DSLIMTA_WITH_SMTP=OFF -DSLIMTA_BUILD_TESTS=OFF
+  -DSLIMTA_WITH_SMTP=OFF -DSLIMTA_BUILD_TESTS=OFF -DSLIMTA_WERROR=ON
 "$root/tests/install/consumer_test.sh" "$root/build-minimal"
 
 if [ "${SLIMTA_SKIP_SANITIZE:-0}" != "1" ]; then

@@ -158,10 +158,6 @@ class CloudStorage : public QueueStorage {
   // ListObjectsV2 page by page; the first 4 KiB of each object of a page (the record's
   // metadata) are fetched concurrently.
   std::unique_ptr<EntryStream> load() override;
-  QueuedMessage get(std::string_view id) override;
-  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
-  void release_hold(std::string_view id) override;
-  void announce(std::string_view id, Timestamp timestamp) override;
   // One ListObjectsV2 page: each object not rewritten for `stale_after` is read (its
   // first 4 KiB) and, when due and not held, announced again.
   size_t repair_due(std::string& cursor) override;
@@ -172,6 +168,10 @@ class CloudStorage : public QueueStorage {
   std::map<std::string, uint64_t> request_counts() const;
 
  protected:
+  QueuedMessage do_get(std::string_view id) override;
+  void do_hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void do_release_hold(std::string_view id) override;
+  void do_announce(std::string_view id, Timestamp timestamp) override;
   void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                         std::string_view last_reply) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;

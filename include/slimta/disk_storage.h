@@ -87,16 +87,16 @@ class DiskStorage : public QueueStorage {
   // another process is not listed (its write() has not returned). Once the stream is
   // exhausted, metadata files whose message is gone are deleted.
   std::unique_ptr<EntryStream> load() override;
-  QueuedMessage get(std::string_view id) override;
-  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
-  void release_hold(std::string_view id) override;
-  void announce(std::string_view id, Timestamp timestamp) override;
   // Shared by the processes of this host: state files in the spool's destinations/.
   std::shared_ptr<Destinations> destinations() override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 
  protected:
+  QueuedMessage do_get(std::string_view id) override;
+  void do_hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void do_release_hold(std::string_view id) override;
+  void do_announce(std::string_view id, Timestamp timestamp) override;
   void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                         std::string_view last_reply) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;

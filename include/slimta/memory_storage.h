@@ -22,14 +22,16 @@ class MemoryStorage : public QueueStorage {
   std::string kind() const override { return "memory"; }
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
   std::unique_ptr<EntryStream> load() override;
-  QueuedMessage get(std::string_view id) override;
-  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
-  void release_hold(std::string_view id) override;
+  // Counted in memory, no copy.
+  std::optional<QueueStats> stats() override;
   size_t repair_due(std::string& cursor) override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 
  protected:
+  QueuedMessage do_get(std::string_view id) override;
+  void do_hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void do_release_hold(std::string_view id) override;
   void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                         std::string_view last_reply) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;

@@ -6,7 +6,8 @@
 // Ids are opaque strings chosen by the storage: 1 to 64 characters from
 // [A-Za-z0-9_-], so they are safe in URLs, file names and Redis keys. A malformed
 // id passed to any method raises InvalidArgument (it can never name a file outside
-// the storage). An id that is well-formed but not stored raises KeyError, except in
+// the storage): checked here, once, by the public methods, before a backend's do_*
+// sees it. An id that is well-formed but not stored raises KeyError, except in
 // remove().
 //
 // Recipient indexes always refer to the ORIGINAL recipient list given to write(),
@@ -47,6 +48,15 @@
 #include "slimta/shaping.h"
 
 namespace slimta {
+
+// A new random id (128 bits from the system CSPRNG, 32 lowercase hex digits).
+std::string new_message_id();
+// `bytes` random bytes from the system CSPRNG as 2*bytes lowercase hex digits.
+std::string random_hex(size_t bytes);
+// Whether `id` has the form every storage accepts (see the top of this file).
+bool is_valid_id(std::string_view id);
+// Throws InvalidArgument naming the bad id unless is_valid_id(id).
+void check_id(std::string_view id);
 
 // One (timestamp, id) pair, as load() and wait() yield them.
 struct QueueEntry {
@@ -115,6 +125,15 @@ struct QueuedMessage {
   std::vector<size_t> remaining_indexes() const;
 };
 
+// What stats() tells of the whole queue.
+struct QueueStats {
+  uint64_t messages = 0;  // stored
+  uint64_t held = 0;      // of them, held
+  Timestamp oldest = 0;   // receipt time (Envelope::timestamp) of the oldest; 0: none
+
+  bool operator==(const QueueStats&) const = default;
+};
+
 // What a backend can do. Callers check these instead of catching NotSupported.
 struct Capabilities {
   bool can_wait = false;   // wait() works (false: it throws NotSupported)
@@ -175,25 +194,29 @@ class QueueStorage {
   // Set the time of the next delivery attempt. Throws KeyError if `id` is not stored
   // (it never creates a record).
   void set_timestamp(std::string_view id, Timestamp timestamp) {
+    check_id(id);
     do_set_timestamp(id, timestamp, Fence{}, {});
   }
   void set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
-    check_fence_arg(fence);
+    check_args(id, fence);
     do_set_timestamp(id, timestamp, fence, {});
   }
   // The same, recording `last_reply` (the reply that deferred the attempt) with the
   // message's metadata, in the same atomic step: list and show print it.
   void set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                      std::string_view last_reply) {
-    check_fence_arg(fence);
+    check_args(id, fence);
     do_set_timestamp(id, timestamp, fence, last_reply);
   }
 
   // Add one to the attempt count and return the new count. Atomic: two concurrent
   // callers get n and n+1. Throws KeyError if `id` is not stored.
-  uint32_t increment_attempts(std::string_view id) { return do_increment_attempts(id, Fence{}); }
+  uint32_t increment_attempts(std::string_view id) {
+    check_id(id);
+    return do_increment_attempts(id, Fence{});
+  }
   uint32_t increment_attempts(std::string_view id, Fence fence) {
-    check_fence_arg(fence);
+    check_args(id, fence);
     return do_increment_attempts(id, fence);
   }
 
@@ -201,11 +224,12 @@ class QueueStorage {
   // result is the union with what was already marked. Atomic. Throws KeyError if `id`
   // is not stored, InvalidArgument (changing nothing) if an index is out of range.
   void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) {
+    check_id(id);
     do_set_recipients_delivered(id, rcpt_indexes, Fence{});
   }
   void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
                                 Fence fence) {
-    check_fence_arg(fence);
+    check_args(id, fence);
     do_set_recipients_delivered(id, rcpt_indexes, fence);
   }
 
@@ -214,12 +238,18 @@ class QueueStorage {
 
   // The message and its metadata; the envelope lacks the delivered recipients.
   // Throws KeyError if `id` is not stored, CorruptRecord if it cannot be decoded.
-  virtual QueuedMessage get(std::string_view id) = 0;
+  QueuedMessage get(std::string_view id) {
+    check_id(id);
+    return do_get(id);
+  }
 
   // Delete the message. It is not an error if `id` is not stored.
-  void remove(std::string_view id) { do_remove(id, Fence{}); }
+  void remove(std::string_view id) {
+    check_id(id);
+    do_remove(id, Fence{});
+  }
   void remove(std::string_view id, Fence fence) {
-    check_fence_arg(fence);
+    check_args(id, fence);
     do_remove(id, fence);
   }
 
@@ -232,7 +262,7 @@ class QueueStorage {
   ClaimResult claim(std::string_view id, std::chrono::milliseconds duration);
   // End the lease early. Throws LeaseLost if it no longer holds the message.
   void release(std::string_view id, Fence fence) {
-    check_fence_arg(fence);
+    check_args(id, fence);
     do_release(id, fence);
   }
   // Extend the lease: it now runs out `duration` from now (the storage's clock), so
@@ -244,16 +274,25 @@ class QueueStorage {
 
   // Hold the message: claim() refuses it until release_hold(). Holding a held message
   // replaces the reason. A lease already granted runs on. KeyError if not stored.
-  virtual void hold(std::string_view id, std::string_view reason, Timestamp since);
+  void hold(std::string_view id, std::string_view reason, Timestamp since) {
+    check_id(id);
+    do_hold(id, reason, since);
+  }
   // Lift the hold; not an error if the message is not held. KeyError if not stored.
-  virtual void release_hold(std::string_view id);
+  void release_hold(std::string_view id) {
+    check_id(id);
+    do_release_hold(id);
+  }
 
   // Tell the wait() of other processes and storage objects that `id` changed (an
   // operator made it due, or released it), as write() does for a new message: they
   // report it with its stored next attempt. A hint, not durable; a message not stored
   // is not reported. The default does nothing (no wait()); this object's own wait()
   // may or may not report it.
-  virtual void announce(std::string_view id, Timestamp timestamp);
+  void announce(std::string_view id, Timestamp timestamp) {
+    check_id(id);
+    do_announce(id, timestamp);
+  }
 
   // Where the destinations' shaping state is kept for every process on this storage
   // (see shaping.h for what each backend shares); made on first call, then the same
@@ -288,6 +327,14 @@ class QueueStorage {
   // Returns how many messages it put back. NotSupported unless capabilities().due_index.
   virtual size_t repair_due(std::string& cursor);
 
+  // The queue's size, held count and oldest message from what the backend keeps beside
+  // the messages (an index, counters), at the cost of a few requests however many
+  // messages there are: nullopt when it keeps nothing that answers, and a caller that
+  // wants the figures reads every message (load() and get()). Messages stored before
+  // a backend kept these count once its repair_due() sweep has passed them.
+  // The default: nullopt.
+  virtual std::optional<QueueStats> stats();
+
   // Convenience: drain load() into a vector (for small queues and tests).
   std::vector<QueueEntry> load_all();
 
@@ -296,6 +343,13 @@ class QueueStorage {
   // Clock passes the same one).
   void set_shaping_clock(const Clock& clock) { shaping_clock_ = &clock; }
 
+  // What each public method does once its arguments are checked (the id's form, the
+  // fence, the durations): a backend implements these, never checks them again.
+  virtual QueuedMessage do_get(std::string_view id) = 0;
+  // Holds and announcements; the default hold throws NotSupported, announce does nothing.
+  virtual void do_hold(std::string_view id, std::string_view reason, Timestamp since);
+  virtual void do_release_hold(std::string_view id);
+  virtual void do_announce(std::string_view id, Timestamp timestamp);
   // The mutations; `fence.token` is 0 for the unfenced form.
   // `last_reply` empty: the one recorded stays.
   virtual void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
@@ -316,19 +370,14 @@ class QueueStorage {
 
  private:
   static void check_fence_arg(Fence fence);
+  static void check_args(std::string_view id, Fence fence) {
+    check_id(id);
+    check_fence_arg(fence);
+  }
 
   const Clock* shaping_clock_ = &system_clock();
   std::once_flag destinations_once_;
   std::shared_ptr<Destinations> destinations_;
 };
-
-// A new random id (128 bits from the system CSPRNG, 32 lowercase hex digits).
-std::string new_message_id();
-// `bytes` random bytes from the system CSPRNG as 2*bytes lowercase hex digits.
-std::string random_hex(size_t bytes);
-// Whether `id` has the form every storage accepts (see the top of this file).
-bool is_valid_id(std::string_view id);
-// Throws InvalidArgument naming the bad id unless is_valid_id(id).
-void check_id(std::string_view id);
 
 }  // namespace slimta

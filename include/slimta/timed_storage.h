@@ -1,34 +1,27 @@
 // TimedStorage: a QueueStorage that times every call of another one into the histogram
 // slimta_storage_operation_duration_seconds{op}, for serve's /metrics. wait() is not
-// timed (it blocks on purpose).
+// timed (it blocks on purpose), nor announce() (a hint); the rest StorageWrapper passes on.
 #pragma once
 
 #include <array>
 #include <map>
 
 #include "slimta/metrics.h"
-#include "slimta/storage.h"
+#include "slimta/storage_wrapper.h"
 
 namespace slimta {
 
-class TimedStorage : public QueueStorage {
+class TimedStorage : public StorageWrapper {
  public:
   // `inner` and `registry` must outlive this object.
   TimedStorage(QueueStorage& inner, metrics::Registry& registry);
 
-  QueueStorage& inner() { return inner_; }
+  QueueStorage& inner() { return target(); }
 
-  Capabilities capabilities() const override { return inner_.capabilities(); }
-  std::string kind() const override { return inner_.kind(); }
-  bool has_room(size_t bytes) const override { return inner_.has_room(bytes); }
   std::string write(const Envelope& envelope, Timestamp timestamp) override;
   std::unique_ptr<EntryStream> load() override;
-  QueuedMessage get(std::string_view id) override;
-  void hold(std::string_view id, std::string_view reason, Timestamp since) override;
-  void release_hold(std::string_view id) override;
-  void announce(std::string_view id, Timestamp timestamp) override;
   size_t repair_due(std::string& cursor) override;
-  std::shared_ptr<Destinations> destinations() override { return inner_.destinations(); }
+  std::optional<QueueStats> stats() override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 
@@ -49,12 +42,16 @@ class TimedStorage : public QueueStorage {
     kRenew,
     kDue,
     kRepairDue,
+    kStats,
     kOpCount
   };
   // Calls made so far, by operation name ("write", "get", ...), those made at least once.
   std::map<std::string, uint64_t> call_counts() const;
 
  protected:
+  QueuedMessage do_get(std::string_view id) override;
+  void do_hold(std::string_view id, std::string_view reason, Timestamp since) override;
+  void do_release_hold(std::string_view id) override;
   void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                         std::string_view last_reply) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
@@ -64,14 +61,12 @@ class TimedStorage : public QueueStorage {
   ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
   void do_release(std::string_view id, Fence fence) override;
   Lease do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) override;
-  std::vector<QueueEntry> do_wait(std::chrono::milliseconds timeout) override;
   std::vector<QueueEntry> do_due(Timestamp now, size_t limit,
                                  std::chrono::milliseconds hand_out) override;
 
  private:
   template <typename Fn>
   auto timed(Op op, Fn&& fn);
-  QueueStorage& inner_;
   std::array<metrics::Histogram*, kOpCount> histograms_{};
 };
 

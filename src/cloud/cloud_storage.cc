@@ -430,7 +430,6 @@ struct CloudStorage::Impl {
   // nothing (a busy claim) is not written.
   template <typename Fn>
   auto update(std::string_view id, Fn&& fn) {
-    check_id(id);
     std::string k = key(id);
     std::optional<decltype(fn(std::declval<record::Metadata&>()))> result;
     cas_loop(k, [&] {
@@ -594,18 +593,17 @@ Lease CloudStorage::do_renew(std::string_view id, Fence fence, std::chrono::mill
   return lease;
 }
 
-void CloudStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+void CloudStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->update(id, record::ops::hold(reason, since));
   if (impl_->has_queue()) impl_->drop_notice(id);
 }
 
-void CloudStorage::announce(std::string_view id, Timestamp timestamp) {
-  check_id(id);
+void CloudStorage::do_announce(std::string_view id, Timestamp timestamp) {
   if (impl_->has_queue())
     impl_->queue_of(id).queue_message(id, timestamp, impl_->seconds_until(timestamp));
 }
 
-void CloudStorage::release_hold(std::string_view id) {
+void CloudStorage::do_release_hold(std::string_view id) {
   Timestamp next = 0;
   bool was_held = false;
   impl_->update(id, [&](record::Metadata& m) {
@@ -636,8 +634,7 @@ Counters CloudStorage::counters() {
 
 std::unique_ptr<EntryStream> CloudStorage::load() { return std::make_unique<Impl::Stream>(*impl_); }
 
-QueuedMessage CloudStorage::get(std::string_view id) {
-  check_id(id);
+QueuedMessage CloudStorage::do_get(std::string_view id) {
   std::string k = impl_->key(id);
   auto obj = impl_->s3.get(k);
   if (!obj) throw KeyError(std::string(id));
@@ -646,7 +643,6 @@ QueuedMessage CloudStorage::get(std::string_view id) {
 }
 
 void CloudStorage::do_remove(std::string_view id, Fence fence) {
-  check_id(id);
   std::string k = impl_->key(id);
   if (fence.token == 0) {
     impl_->s3.remove(k);

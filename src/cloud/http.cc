@@ -10,8 +10,8 @@
 #include <random>
 #include <thread>
 
-#include "slimta/ascii.h"
 #include "core/hex.h"
+#include "slimta/ascii.h"
 
 namespace slimta::cloud {
 namespace {

@@ -5,8 +5,8 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "slimta/ascii.h"
 #include "core/destination_state.h"
+#include "slimta/ascii.h"
 #include "slimta/errors.h"
 #include "slimta/shaping.h"
 

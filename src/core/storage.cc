@@ -45,12 +45,13 @@ void check_duration(std::chrono::milliseconds duration) {
 }  // namespace
 
 ClaimResult QueueStorage::claim(std::string_view id, std::chrono::milliseconds duration) {
+  check_id(id);
   check_duration(duration);
   return do_claim(id, duration);
 }
 
 Lease QueueStorage::renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
-  check_fence_arg(fence);
+  check_args(id, fence);
   check_duration(duration);
   return do_renew(id, fence, duration);
 }
@@ -58,9 +59,9 @@ Lease QueueStorage::renew(std::string_view id, Fence fence, std::chrono::millise
 ClaimResult QueueStorage::do_claim(std::string_view, std::chrono::milliseconds) { no_leases(); }
 void QueueStorage::do_release(std::string_view, Fence) { no_leases(); }
 Lease QueueStorage::do_renew(std::string_view, Fence, std::chrono::milliseconds) { no_leases(); }
-void QueueStorage::hold(std::string_view, std::string_view, Timestamp) { no_leases(); }
-void QueueStorage::release_hold(std::string_view) { no_leases(); }
-void QueueStorage::announce(std::string_view, Timestamp) {}
+void QueueStorage::do_hold(std::string_view, std::string_view, Timestamp) { no_leases(); }
+void QueueStorage::do_release_hold(std::string_view) { no_leases(); }
+void QueueStorage::do_announce(std::string_view, Timestamp) {}
 
 std::shared_ptr<Destinations> QueueStorage::destinations() {
   std::call_once(destinations_once_, [&] { destinations_ = local_destinations(*shaping_clock_); });
@@ -95,6 +96,8 @@ std::vector<QueueEntry> QueueStorage::wait() {
     if (!entries.empty()) return entries;
   }
 }
+
+std::optional<QueueStats> QueueStorage::stats() { return std::nullopt; }
 
 std::vector<QueueEntry> QueueStorage::load_all() {
   std::vector<QueueEntry> out;

@@ -577,7 +577,6 @@ Probe DiskStorage::Impl::probe(const std::string& id, QueueEntry& entry) {
 }
 
 posix::Fd DiskStorage::Impl::lock_stored(std::string_view id, bool exclusive, int access) {
-  check_id(id);
   std::string sid(id);
   std::string path = path_of("msg", sid);
   posix::Fd fd = posix::open_at(fs, msg_fd.get(), sid, access | O_NONBLOCK | O_NOFOLLOW, 0, path,
@@ -752,11 +751,11 @@ Lease DiskStorage::do_renew(std::string_view id, Fence fence, std::chrono::milli
   return impl_->mutate(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
 }
 
-void DiskStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+void DiskStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->mutate(id, record::ops::hold(reason, since));
 }
 
-void DiskStorage::release_hold(std::string_view id) {
+void DiskStorage::do_release_hold(std::string_view id) {
   impl_->mutate(id, record::ops::release_hold());
 }
 
@@ -768,8 +767,7 @@ std::shared_ptr<Destinations> DiskStorage::destinations() {
   return impl_->destinations;
 }
 
-void DiskStorage::announce(std::string_view id, Timestamp) {
-  check_id(id);
+void DiskStorage::do_announce(std::string_view id, Timestamp) {
   std::string name(id);
   posix::open_at(impl_->fs, impl_->nudge_fd.get(), name, O_WRONLY | O_CREAT, 0600,
                  impl_->path_of("nudge", id));
@@ -806,7 +804,7 @@ std::unique_ptr<EntryStream> DiskStorage::load() {
       *impl_, posix::open_at(fs, impl_->root_fd.get(), "msg", O_RDONLY | O_DIRECTORY, 0, path));
 }
 
-QueuedMessage DiskStorage::get(std::string_view id) {
+QueuedMessage DiskStorage::do_get(std::string_view id) {
   disk::FileSystem& fs = impl_->fs;
   posix::Fd fd = impl_->open_locked(id, /*exclusive=*/false);
   std::string sid(id);
@@ -846,8 +844,9 @@ void DiskStorage::do_remove(std::string_view id, Fence fence) {
   std::string meta_path = impl_->path_of("meta", sid);
   if (!unlinked) posix::unlink_at(fs, impl_->meta_fd.get(), sid, meta_path);
   fd = posix::Fd();  // frees the lock (and an unlinked file) before the pool or the sync
-  if (pooled) impl_->pool_add(std::move(sid));
-  if (unlinked) {
+  if (pooled) {
+    impl_->pool_add(std::move(sid));
+  } else if (unlinked) {
     impl_->sync_removal();
     posix::unlink_at(fs, impl_->meta_fd.get(), sid, meta_path);
   }

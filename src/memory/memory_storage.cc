@@ -34,7 +34,6 @@ struct MemoryStorage::Impl {
   // Runs `fn` on the stored message under the lock; KeyError if it is not there.
   template <typename Fn>
   auto with(std::string_view id, Fn&& fn) {
-    check_id(id);
     std::lock_guard lock(mu);
     auto it = messages.find(id);
     if (it == messages.end()) throw KeyError(std::string(id));
@@ -113,11 +112,11 @@ Lease MemoryStorage::do_renew(std::string_view id, Fence fence,
   return impl_->mutate(id, record::ops::renew(fence, impl_->clock.now(), duration, id));
 }
 
-void MemoryStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+void MemoryStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->mutate(id, record::ops::hold(reason, since));
 }
 
-void MemoryStorage::release_hold(std::string_view id) {
+void MemoryStorage::do_release_hold(std::string_view id) {
   impl_->with(id, [&](Impl::Stored& s) {
     record::ops::release_hold()(s.meta);
     s.handed_until = 0;
@@ -168,12 +167,23 @@ std::unique_ptr<EntryStream> MemoryStorage::load() {
   return std::make_unique<SnapshotStream>(std::move(entries));
 }
 
-QueuedMessage MemoryStorage::get(std::string_view id) {
+std::optional<QueueStats> MemoryStorage::stats() {
+  std::lock_guard lock(impl_->mu);
+  QueueStats out;
+  for (const auto& [id, s] : impl_->messages) {
+    ++out.messages;
+    if (s.meta.hold) ++out.held;
+    Timestamp received = s.envelope.timestamp;
+    if (received > 0 && (out.oldest == 0 || received < out.oldest)) out.oldest = received;
+  }
+  return out;
+}
+
+QueuedMessage MemoryStorage::do_get(std::string_view id) {
   return impl_->with(id, [](Impl::Stored& s) { return record::to_queued(s.envelope, s.meta); });
 }
 
 void MemoryStorage::do_remove(std::string_view id, Fence fence) {
-  check_id(id);
   std::lock_guard lock(impl_->mu);
   auto it = impl_->messages.find(id);
   if (it == impl_->messages.end()) return;

@@ -20,11 +20,13 @@ constexpr const char* kOpNames[TimedStorage::kOpCount] = {"write",
                                                           "release",
                                                           "renew",
                                                           "due",
-                                                          "repair_due"};
+                                                          "repair_due",
+                                                          "stats"};
 
 }  // namespace
 
-TimedStorage::TimedStorage(QueueStorage& inner, metrics::Registry& registry) : inner_(inner) {
+TimedStorage::TimedStorage(QueueStorage& inner, metrics::Registry& registry)
+    : StorageWrapper(inner) {
   for (size_t op = 0; op < kOpCount; ++op) {
     histograms_[op] =
         &registry.histogram("slimta_storage_operation_duration_seconds",
@@ -57,71 +59,60 @@ auto TimedStorage::timed(Op op, Fn&& fn) {
 }
 
 std::string TimedStorage::write(const Envelope& envelope, Timestamp timestamp) {
-  return timed(kWrite, [&] { return inner_.write(envelope, timestamp); });
+  return timed(kWrite, [&] { return StorageWrapper::write(envelope, timestamp); });
 }
 std::unique_ptr<EntryStream> TimedStorage::load() {
-  return timed(kLoad, [&] { return inner_.load(); });
+  return timed(kLoad, [&] { return StorageWrapper::load(); });
 }
-QueuedMessage TimedStorage::get(std::string_view id) {
-  return timed(kGet, [&] { return inner_.get(id); });
+QueuedMessage TimedStorage::do_get(std::string_view id) {
+  return timed(kGet, [&] { return StorageWrapper::do_get(id); });
 }
-void TimedStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
-  timed(kHold, [&] { inner_.hold(id, reason, since); });
+void TimedStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
+  timed(kHold, [&] { StorageWrapper::do_hold(id, reason, since); });
 }
-void TimedStorage::release_hold(std::string_view id) {
-  timed(kReleaseHold, [&] { inner_.release_hold(id); });
-}
-void TimedStorage::announce(std::string_view id, Timestamp timestamp) {
-  inner_.announce(id, timestamp);
+void TimedStorage::do_release_hold(std::string_view id) {
+  timed(kReleaseHold, [&] { StorageWrapper::do_release_hold(id); });
 }
 void TimedStorage::add_counters(const Counters& delta) {
-  timed(kAddCounters, [&] { inner_.add_counters(delta); });
+  timed(kAddCounters, [&] { StorageWrapper::add_counters(delta); });
 }
 Counters TimedStorage::counters() {
-  return timed(kCounters, [&] { return inner_.counters(); });
+  return timed(kCounters, [&] { return StorageWrapper::counters(); });
 }
-
-// The unfenced form for token 0, as the caller used it.
 void TimedStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
                                     std::string_view last_reply) {
-  timed(kSetTimestamp, [&] {
-    fence.token ? inner_.set_timestamp(id, timestamp, fence, last_reply)
-                : inner_.set_timestamp(id, timestamp);
-  });
+  timed(kSetTimestamp, [&] { StorageWrapper::do_set_timestamp(id, timestamp, fence, last_reply); });
 }
 uint32_t TimedStorage::do_increment_attempts(std::string_view id, Fence fence) {
-  return timed(kIncrementAttempts, [&] {
-    return fence.token ? inner_.increment_attempts(id, fence) : inner_.increment_attempts(id);
-  });
+  return timed(kIncrementAttempts,
+               [&] { return StorageWrapper::do_increment_attempts(id, fence); });
 }
 void TimedStorage::do_set_recipients_delivered(std::string_view id,
                                                std::span<const size_t> rcpt_indexes, Fence fence) {
-  timed(kSetRecipientsDelivered, [&] {
-    fence.token ? inner_.set_recipients_delivered(id, rcpt_indexes, fence)
-                : inner_.set_recipients_delivered(id, rcpt_indexes);
-  });
+  timed(kSetRecipientsDelivered,
+        [&] { StorageWrapper::do_set_recipients_delivered(id, rcpt_indexes, fence); });
 }
 void TimedStorage::do_remove(std::string_view id, Fence fence) {
-  timed(kRemove, [&] { fence.token ? inner_.remove(id, fence) : inner_.remove(id); });
+  timed(kRemove, [&] { StorageWrapper::do_remove(id, fence); });
 }
 ClaimResult TimedStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
-  return timed(kClaim, [&] { return inner_.claim(id, duration); });
+  return timed(kClaim, [&] { return StorageWrapper::do_claim(id, duration); });
 }
 void TimedStorage::do_release(std::string_view id, Fence fence) {
-  timed(kRelease, [&] { inner_.release(id, fence); });
+  timed(kRelease, [&] { StorageWrapper::do_release(id, fence); });
 }
 Lease TimedStorage::do_renew(std::string_view id, Fence fence, std::chrono::milliseconds duration) {
-  return timed(kRenew, [&] { return inner_.renew(id, fence, duration); });
-}
-std::vector<QueueEntry> TimedStorage::do_wait(std::chrono::milliseconds timeout) {
-  return inner_.wait(timeout);
+  return timed(kRenew, [&] { return StorageWrapper::do_renew(id, fence, duration); });
 }
 std::vector<QueueEntry> TimedStorage::do_due(Timestamp now, size_t limit,
                                              std::chrono::milliseconds hand_out) {
-  return timed(kDue, [&] { return inner_.due(now, limit, hand_out); });
+  return timed(kDue, [&] { return StorageWrapper::do_due(now, limit, hand_out); });
+}
+std::optional<QueueStats> TimedStorage::stats() {
+  return timed(kStats, [&] { return StorageWrapper::stats(); });
 }
 size_t TimedStorage::repair_due(std::string& cursor) {
-  return timed(kRepairDue, [&] { return inner_.repair_due(cursor); });
+  return timed(kRepairDue, [&] { return StorageWrapper::repair_due(cursor); });
 }
 
 }  // namespace slimta

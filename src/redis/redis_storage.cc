@@ -32,6 +32,10 @@
 //   so that its key is in one of them: message and index share a slot, and every script
 //   still keeps them in step.
 //   (Ids keep their form; a hash tag in the key would have changed the stored format.)
+// * Beside each index, for stats(): PREFIX.received, a sorted set of every message key
+//   scored by its receipt time, and PREFIX.held, the set of held ones, kept by the same
+//   scripts and transactions (KEYS[3], KEYS[4]); so the queue's size, held count and
+//   oldest message are three reads per index, never a read per message.
 // * write() picks the id first, so retrying it after a lost reply stores the same hash
 //   again rather than a second message (it may announce the message twice; wait()
 //   callers treat a notification as a hint to schedule an id, which is idempotent).
@@ -65,13 +69,24 @@ using redis::Script;
 // unfenced), and replies with a table whose first element says what happened (ScriptStatus).
 enum ScriptStatus : long long { kMissing = 0, kDone = 1, kOutOfRange = 2, kLeaseLost = 3 };
 
+// The message leaves the index and the sets beside it (it is gone).
+constexpr std::string_view kForget = R"lua(
+local function forget()
+  if KEYS[2] then
+    redis.call('ZREM', KEYS[2], KEYS[1])
+    redis.call('ZREM', KEYS[3], KEYS[1])
+    redis.call('SREM', KEYS[4], KEYS[1])
+  end
+end
+)lua";
+
 // Opens every fenced script: {0} if the message is not stored, {3, token, expires_ms}
 // if ARGV[1] is a token that no longer holds the message. A lease field that is not a
 // number (written by another tool) counts as 0: no lease, so the message can be
 // claimed again, rather than every script failing on it.
-constexpr std::string_view kGate = R"lua(
+const std::string kGate = std::string(kForget) + R"lua(
 if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
-  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  forget()
   return {0}
 end
 if ARGV[1] ~= '0' then
@@ -126,7 +141,7 @@ return {1}
 const Script& remove_script() {
   static const Script s(std::string(kGate) + R"lua(
 redis.call('DEL', KEYS[1])
-if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+forget()
 return {1}
 )lua");
   return s;
@@ -155,9 +170,9 @@ return {1, tonumber(ARGV[1]), expires}
 // {4, token, expires_ms} busy.
 // A held message found in the due index leaves it (held messages are not due).
 const Script& claim_script() {
-  static const Script s(R"lua(
+  static const Script s(std::string(kForget) + R"lua(
 if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
-  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  forget()
   return {0}
 end
 local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires', 'hold_since')
@@ -187,17 +202,23 @@ return {1, token, expires}
 
 // ARGV[1] = since ('' to lift the hold), ARGV[2] = reason.
 const Script& hold_script() {
-  static const Script s(R"lua(
+  static const Script s(std::string(kForget) + R"lua(
 if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
-  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  forget()
   return {0}
 end
 if ARGV[1] == '' then
   redis.call('HDEL', KEYS[1], 'hold_since', 'hold_reason')
-  if KEYS[2] then redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'timestamp'), KEYS[1]) end
+  if KEYS[2] then
+    redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'timestamp'), KEYS[1])
+    redis.call('SREM', KEYS[4], KEYS[1])
+  end
 else
   redis.call('HSET', KEYS[1], 'hold_since', ARGV[1], 'hold_reason', ARGV[2])
-  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  if KEYS[2] then
+    redis.call('ZREM', KEYS[2], KEYS[1])
+    redis.call('SADD', KEYS[4], KEYS[1])
+  end
 end
 return {1}
 )lua");
@@ -216,20 +237,39 @@ return due
   return s;
 }
 
-// KEYS[1] = the due index, KEYS[2...] = message keys: each message stored, not held and
-// missing from the index is put in it at its timestamp. Returns how many.
+// KEYS[1] = the due index, KEYS[2] its received set, KEYS[3] its held set, KEYS[4...] =
+// message keys: each message stored, not held and missing from the index is put in it
+// at its timestamp (returned: how many); one missing from the received set is put there
+// (scored by its timestamp: a message stored before the set has lost its receipt time
+// to the hash's record), and a held one in the held set.
 const Script& repair_script() {
   static const Script s(R"lua(
 local n = 0
-for i = 2, #KEYS do
+for i = 4, #KEYS do
   local h = redis.call('HMGET', KEYS[i], 'timestamp', 'recipients', 'hold_since')
   local ts = tonumber(h[1] or '')
-  if ts and h[2] and not h[3] and not redis.call('ZSCORE', KEYS[1], KEYS[i]) then
-    redis.call('ZADD', KEYS[1], h[1], KEYS[i])
-    n = n + 1
+  if ts and h[2] then
+    if not h[3] and not redis.call('ZSCORE', KEYS[1], KEYS[i]) then
+      redis.call('ZADD', KEYS[1], h[1], KEYS[i])
+      n = n + 1
+    end
+    if not redis.call('ZSCORE', KEYS[2], KEYS[i]) then redis.call('ZADD', KEYS[2], h[1], KEYS[i]) end
+    if h[3] then redis.call('SADD', KEYS[3], KEYS[i]) end
   end
 end
 return n
+)lua");
+  return s;
+}
+
+// KEYS[1] = a received set, KEYS[2] = its held set: {messages, held[, oldest receipt]},
+// one request per index for stats().
+const Script& stats_script() {
+  static const Script s(R"lua(
+local out = {redis.call('ZCARD', KEYS[1]), redis.call('SCARD', KEYS[2])}
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] then out[3] = oldest[2] end
+return out
 )lua");
   return s;
 }
@@ -370,12 +410,28 @@ struct RedisStorage::Impl {
   // Cluster: new ids are picked so that their keys fall in an indexed slot.
   bool pick_ids = false;
   void make_due_index();
+  void make_index_keys();
+  // Beside each index (same name but .received and .held for .due: the same hash tag,
+  // so the same slot), for stats(): every message by receipt time, and the held ones.
+  std::vector<std::string> received_keys, held_keys;
   // The index that holds message key `key`, if any.
   const std::string* due_key_of(std::string_view key) const {
     if (due_keys.empty()) return nullptr;
     if (!pool.cluster()) return &due_keys[0];
     int i = due_of_slot[redis::key_slot(key)];
     return i < 0 ? nullptr : &due_keys[static_cast<size_t>(i)];
+  }
+  const std::string& received_key(const std::string* index) const {
+    return received_keys[static_cast<size_t>(index - due_keys.data())];
+  }
+  const std::string& held_key(const std::string* index) const {
+    return held_keys[static_cast<size_t>(index - due_keys.data())];
+  }
+  // Appends the commands that take message `key` out of its index and the sets beside.
+  void append_forget(Connection& c, const std::string* index, const std::string& key) const {
+    c.append({"ZREM", *index, key});
+    c.append({"ZREM", received_key(index), key});
+    c.append({"SREM", held_key(index), key});
   }
   // A new message id: new_message_id(), or in a cluster with the index one whose key is
   // in an indexed slot (tried until one is: 16384 / due_slots tries on average, the CRC
@@ -491,6 +547,15 @@ struct RedisStorage::Impl {
 };
 
 void RedisStorage::Impl::make_due_index() {
+  make_index_keys();
+  for (const std::string& due : due_keys) {
+    std::string base = due.substr(0, due.size() - std::string_view(".due").size());
+    received_keys.push_back(base + ".received");
+    held_keys.push_back(base + ".held");
+  }
+}
+
+void RedisStorage::Impl::make_index_keys() {
   const RedisOptions& o = pool.options();
   if (!pool.cluster()) {
     due_keys = {o.prefix + ".due"};
@@ -612,7 +677,8 @@ std::string RedisStorage::acl_rule(std::string_view prefix) {
   // FUNCTION FLUSH) comes with a category.
   return "~" + std::string(prefix) +
          "* resetchannels +@hash +@stream +eval +evalsha +multi +exec +discard +scan +del "
-         "+expire +persist +time +select +ping +role +wait +cluster|slots +asking +@sortedset";
+         "+expire +persist +time +select +ping +role +wait +cluster|slots +asking +@sortedset "
+         "+sadd +srem +scard";
 }
 
 Capabilities RedisStorage::capabilities() const {
@@ -629,6 +695,8 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string bytes = record::encode(meta, &envelope);
   std::string key = impl_->key(id);
   std::string ts = redis::format_timestamp(timestamp);
+  std::string received =
+      redis::format_timestamp(envelope.timestamp > 0 ? envelope.timestamp : timestamp);
   std::string rcpts = std::to_string(meta.recipients);
   const std::vector<std::string_view> hset{"HSET",      key, "record",     bytes,
                                            "timestamp", ts,  "attempts",   "0",
@@ -646,19 +714,20 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
           c.append({"MULTI"});
           c.append(hset);
           c.append({"ZADD", *index, ts, key});
+          c.append({"ZADD", impl_->received_key(index), received, key});
           c.append({"EXEC"});
         } else {
           c.append(hset);
         }
         impl_->append_notice(c, stream, id, ts);
         c.append_wait();
-        Reply replies[4];
-        for (size_t i = 0; i < (index ? 4 : 1); ++i) replies[i] = c.read_reply(true);
+        Reply replies[5];
+        for (size_t i = 0; i < (index ? 5 : 1); ++i) replies[i] = c.read_reply(true);
         Reply notice = c.read_reply(/*allow_error=*/true);
         Reply wait = c.read_wait();
         if (index)
-          c.check_transaction(replies[3].get(),
-                              {replies[0].get(), replies[1].get(), replies[2].get()});
+          c.check_transaction(replies[4].get(), {replies[0].get(), replies[1].get(),
+                                                 replies[2].get(), replies[3].get()});
         else
           c.check_reply(replies[0].get());
         c.check_wait(wait);
@@ -676,13 +745,14 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
       c.append(hset);
       impl_->append_notice(c, id, ts);
       c.append({"ZADD", impl_->due_keys[0], ts, key});
+      c.append({"ZADD", impl_->received_keys[0], received, key});
       c.append({"EXEC"});
       c.append_wait();  // one round trip with the transaction
-      Reply replies[5];
+      Reply replies[6];
       for (auto& r : replies) r = c.read_reply(/*allow_error=*/true);  // read all before checking
       Reply wait = c.read_wait();
-      c.check_transaction(replies[4].get(),
-                          {replies[0].get(), replies[1].get(), replies[2].get(), replies[3].get()});
+      c.check_transaction(replies[5].get(), {replies[0].get(), replies[1].get(), replies[2].get(),
+                                             replies[3].get(), replies[4].get()});
       c.check_wait(wait);
       return 0;
     });
@@ -692,8 +762,11 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
     try {
       impl_->pool.run_on(key, true, [&](Connection& c) {
         Reply r = c.command({"DEL", key});
-        // Its index entry too (else the first script to find the message gone drops it).
-        if (const std::string* index = impl_->due_key_of(key)) c.command({"ZREM", *index, key});
+        // Its index entries too (else the first script to find the message gone drops them).
+        if (const std::string* index = impl_->due_key_of(key)) {
+          impl_->append_forget(c, index, key);
+          for (int i = 0; i < 3; ++i) c.check_reply(c.read_reply(/*allow_error=*/true).get());
+        }
         return r;
       });
     } catch (const QueueError& e) {
@@ -710,8 +783,7 @@ std::shared_ptr<Destinations> RedisStorage::destinations() {
   return impl_->destinations;
 }
 
-void RedisStorage::announce(std::string_view id, Timestamp timestamp) {
-  check_id(id);
+void RedisStorage::do_announce(std::string_view id, Timestamp timestamp) {
   std::string ts = redis::format_timestamp(timestamp);
   impl_->pool.run_on(impl_->stream_of(id), true, [&](Connection& c) {
     impl_->append_notice(c, id, ts);
@@ -721,10 +793,10 @@ void RedisStorage::announce(std::string_view id, Timestamp timestamp) {
 
 Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, bool idempotent,
                                      std::vector<std::string> args) {
-  check_id(id);
   std::string k = key(id);
   std::vector<std::string_view> keys{k};
-  if (const std::string* index = due_key_of(k)) keys.push_back(*index);
+  if (const std::string* index = due_key_of(k))
+    keys.insert(keys.end(), {*index, received_key(index), held_key(index)});
   std::vector<std::string_view> views(args.begin(), args.end());
   return pool.run_on(k, idempotent,
                      [&](Connection& c) { return c.eval(script, keys, views, /*acked=*/true); });
@@ -809,13 +881,13 @@ Lease RedisStorage::do_renew(std::string_view id, Fence fence, std::chrono::mill
                static_cast<double>(status->element[2]->integer) / 1000};
 }
 
-void RedisStorage::hold(std::string_view id, std::string_view reason, Timestamp since) {
+void RedisStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
   script_reply(impl_->run_script(hold_script(), id, true,
                                  {redis::format_timestamp(since), std::string(reason)}),
                id, Fence{});
 }
 
-void RedisStorage::release_hold(std::string_view id) {
+void RedisStorage::do_release_hold(std::string_view id) {
   script_reply(impl_->run_script(hold_script(), id, true, {"", ""}), id, Fence{});
 }
 
@@ -853,8 +925,7 @@ std::unique_ptr<EntryStream> RedisStorage::load() {
   return std::make_unique<Impl::Stream>(*impl_);
 }
 
-QueuedMessage RedisStorage::get(std::string_view id) {
-  check_id(id);
+QueuedMessage RedisStorage::do_get(std::string_view id) {
   std::string key = impl_->key(id);
   Reply r = impl_->pool.run_on(key, true, [&](Connection& c) {
     return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered", "lease_token",
@@ -902,27 +973,8 @@ QueuedMessage RedisStorage::get(std::string_view id) {
   return record::to_queued(std::move(m.envelope), meta);
 }
 
+// Unfenced too: the script removes the message and its index entries in one step.
 void RedisStorage::do_remove(std::string_view id, Fence fence) {
-  if (fence.token == 0) {
-    check_id(id);
-    std::string key = impl_->key(id);
-    const std::string* index = impl_->due_key_of(key);
-    impl_->pool.run_on(key, true, [&](Connection& c) {
-      c.append({"DEL", key});
-      // Not in one transaction with the DEL: a member left behind is dropped by the next
-      // script that finds its message gone.
-      if (index) c.append({"ZREM", *index, key});
-      c.append_wait();
-      Reply r = c.read_reply(/*allow_error=*/true);
-      Reply zrem = index ? c.read_reply(/*allow_error=*/true) : nullptr;
-      Reply wait = c.read_wait();
-      c.check_reply(r.get());
-      if (zrem) c.check_reply(zrem.get());
-      c.check_wait(wait);
-      return r;
-    });
-    return;
-  }
   Reply r = impl_->run_script(remove_script(), id, true, {std::to_string(fence.token)});
   if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->integer == kMissing)
     return;  // not an error for remove()
@@ -1025,6 +1077,26 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
   return out;
 }
 
+std::optional<QueueStats> RedisStorage::stats() {
+  if (impl_->due_keys.empty()) return std::nullopt;
+  QueueStats out;
+  for (size_t i = 0; i < impl_->due_keys.size(); ++i) {
+    std::vector<std::string_view> keys{impl_->received_keys[i], impl_->held_keys[i]};
+    Reply r = impl_->pool.run_on(impl_->due_keys[i], true, [&](Connection& c) {
+      return c.eval(stats_script(), keys, {}, /*acked=*/false);
+    });
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+      throw QueueError("redis: unexpected reply to the stats script");
+    out.messages += static_cast<uint64_t>(std::max<long long>(0, r->element[0]->integer));
+    out.held += static_cast<uint64_t>(std::max<long long>(0, r->element[1]->integer));
+    if (r->elements == 3) {
+      auto ts = redis::parse_timestamp(redis::reply_string(r->element[2], "received"));
+      if (ts && *ts > 0 && (out.oldest == 0 || *ts < out.oldest)) out.oldest = *ts;
+    }
+  }
+  return out;
+}
+
 size_t RedisStorage::repair_due(std::string& cursor) {
   if (impl_->due_keys.empty())
     throw NotSupported("redis cluster without due-slots=: no due-time index");
@@ -1059,15 +1131,27 @@ size_t RedisStorage::repair_due(std::string& cursor) {
   size_t repaired = 0;
   for (const auto& [index, keys] : by_index) {
     repaired += impl_->pool.run_on(*index, true, [&](Connection& c) -> size_t {
-      // One ZMSCORE tells which are in the index (all, but after an upgrade or a fault):
-      // only the others are looked at, by the script that repairs them.
-      std::vector<std::string_view> args{"ZMSCORE", *index};
-      args.insert(args.end(), keys.begin(), keys.end());
-      Reply scores = c.command(args);
-      std::vector<std::string_view> missing{*index};
-      for (size_t i = 0; i < scores->elements && i < keys.size(); ++i)
-        if (scores->element[i]->type == REDIS_REPLY_NIL) missing.push_back(keys[i]);
-      if (missing.size() == 1) return 0;
+      // Two ZMSCOREs tell which are in the index and the received set (all, but after an
+      // upgrade or a fault): only the others are looked at, by the script that repairs
+      // them (held messages are never in the index: they are looked at every pass).
+      const std::string& received = impl_->received_key(index);
+      for (const std::string* set : {index, &received}) {
+        std::vector<std::string_view> args{"ZMSCORE", *set};
+        args.insert(args.end(), keys.begin(), keys.end());
+        c.append(args);
+      }
+      Reply in_index = c.read_reply(/*allow_error=*/true);  // both read before checking
+      Reply in_received = c.read_reply(/*allow_error=*/true);
+      c.check_reply(in_index.get());
+      c.check_reply(in_received.get());
+      std::vector<std::string_view> missing{*index, received, impl_->held_key(index)};
+      for (size_t i = 0; i < keys.size(); ++i) {
+        auto absent = [&](const Reply& r) {
+          return i >= r->elements || r->element[i]->type == REDIS_REPLY_NIL;
+        };
+        if (absent(in_index) || absent(in_received)) missing.push_back(keys[i]);
+      }
+      if (missing.size() == 3) return 0;
       Reply n = c.eval(repair_script(), missing, {});
       return n->type == REDIS_REPLY_INTEGER ? static_cast<size_t>(n->integer) : 0;
     });

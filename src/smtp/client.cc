@@ -24,8 +24,8 @@
 
 #include <poll.h>
 
-#include "slimta/ascii.h"
 #include "core/lines.h"
+#include "slimta/ascii.h"
 #include "smtp/sasl.h"
 
 namespace slimta {

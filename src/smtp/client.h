@@ -19,8 +19,8 @@ namespace slimta::smtp {
 
 // The message, given in `parts` that each end at a line end (its header section, its
 // body), as SMTP DATA: every line ended by CRLF (a bare LF or a bare CR ends one too),
-// a leading dot doubled, a line over 998 octets broken with CRLF SPACE, then "." CRLF. Handed to `out` in pieces of about `chunk`
-// bytes, so a large message is never copied whole.
+// a leading dot doubled, a line over 998 octets broken with CRLF SPACE, then "." CRLF. Handed to
+// `out` in pieces of about `chunk` bytes, so a large message is never copied whole.
 void write_data(std::initializer_list<std::string_view> parts, size_t chunk,
                 const std::function<void(std::string_view)>& out);
 // All of it at once, for one part.

@@ -161,12 +161,12 @@ class BreakableStorage : public MemoryStorage {
   using MemoryStorage::MemoryStorage;
   bool broken = false;
   bool reads_broken = false;  // get() fails too
-  QueuedMessage get(std::string_view id) override {
-    if (reads_broken) throw QueueError("connection refused", true);
-    return MemoryStorage::get(id);
-  }
 
  protected:
+  QueuedMessage do_get(std::string_view id) override {
+    if (reads_broken) throw QueueError("connection refused", true);
+    return MemoryStorage::do_get(id);
+  }
   void check() const {
     if (broken) throw StorageFull("no space left on device");
   }

@@ -126,34 +126,37 @@ struct Backend {
   // that the rows below, which ask it at made-up times, do not apply: tests/cloud/
   // due_index_test.cc checks the same promises in real time.
   bool real_time_index = false;
+  // Whether stats() answers (else it must say nullopt).
+  bool keeps_stats = false;
 };
 
 const Backend kBackends[] = {
-    {"memory", [] { return std::unique_ptr<Location>(new MemoryLocation); }},
+    {"memory", [] { return std::unique_ptr<Location>(new MemoryLocation); }, false, false, false,
+     false, true},
     {"disk", [] { return std::unique_ptr<Location>(new DiskLocation); }, false, false, true},
     {"redis",
      [] {
        return std::unique_ptr<Location>(
            new RedisLocation(testing::shared_redis().options(fresh_prefix("conf"), 0)));
      },
-     true, false, true},
+     true, false, true, false, true},
     {"redis_password_db5",
      [] {
        return std::unique_ptr<Location>(new RedisLocation(
            testing::shared_redis_with_password().options(fresh_prefix("conf"), 5)));
      },
-     true, false, true},
+     true, false, true, false, true},
     {"redis_acl_user",
      [] {
        return std::unique_ptr<Location>(new RedisLocation(testing::as_acl_user(
            testing::shared_redis(), testing::shared_redis().options(fresh_prefix("acl"), 0))));
      },
-     true, false, true},
+     true, false, true, false, true},
     {"rediss_tls", [] { return std::unique_ptr<Location>(new RedisLocation(rediss_options())); },
-     true, false, true},
+     true, false, true, false, true},
     {"redis_sentinel",
      [] { return std::unique_ptr<Location>(new RedisLocation(sentinel_options())); }, true, false,
-     true},
+     true, false, true},
     {"redis_cluster",
      [] {
        return std::unique_ptr<Location>(
@@ -166,7 +169,7 @@ const Backend kBackends[] = {
        o.due_slots = 16;
        return std::unique_ptr<Location>(new RedisLocation(o));
      },
-     true, false, true},
+     true, false, true, false, true},
     {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true, false,
      true},
 };
@@ -230,6 +233,38 @@ TEST_P(ConformanceTest, WriteThenGetReturnsTheEnvelopeWithZeroAttempts) {
   EXPECT_EQ(got.timestamp, 1234.5);
   EXPECT_TRUE(got.delivered.empty());
   EXPECT_EQ(got.original_recipients, 3u);
+}
+
+// stats() counts what is stored, held, and the oldest receipt, as every change leaves
+// them (write, hold, release, an unfenced and a fenced remove), seen from another object
+// too; a backend that keeps nothing for it says so (nullopt).
+TEST_P(ConformanceTest, StatsCountWhatIsStoredHeldAndTheOldest) {
+  if (!GetParam().keeps_stats) {
+    EXPECT_FALSE(storage_->stats().has_value());
+    return;
+  }
+  ASSERT_EQ(storage_->stats(), QueueStats{});
+  std::vector<std::string> ids;
+  for (int i = 1; i <= 4; ++i) {
+    Envelope env = sample_envelope(1, 64, i);
+    env.timestamp = 1000.0 * i;
+    ids.push_back(storage_->write(env, now() + 3600));
+  }
+  EXPECT_EQ(storage_->stats(), (QueueStats{4, 0, 1000}));
+  storage_->hold(ids[1], "looked at", now());
+  storage_->hold(ids[1], "looked at again", now());  // held once
+  storage_->hold(ids[2], "looked at", now());
+  EXPECT_EQ(peer().stats(), (QueueStats{4, 2, 1000}));
+  storage_->remove(ids[0]);
+  EXPECT_EQ(storage_->stats(), (QueueStats{3, 2, 2000}));
+  storage_->release_hold(ids[2]);
+  ClaimResult claim = storage_->claim(ids[2], std::chrono::seconds(60));
+  ASSERT_EQ(claim.status, ClaimResult::Status::claimed);
+  storage_->remove(ids[2], Fence{claim.lease.token});
+  EXPECT_EQ(storage_->stats(), (QueueStats{2, 1, 2000}));
+  storage_->remove(ids[1]);
+  storage_->remove(ids[3]);
+  EXPECT_EQ(peer().stats(), QueueStats{});
 }
 
 TEST_P(ConformanceTest, WriteReturnsADistinctIdEachTime) {

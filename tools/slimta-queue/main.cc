@@ -6,10 +6,18 @@
 
 #include <fmt/format.h>
 
-#include "commands.h"
-#include "config_file.h"
-#include "logging.h"
-#include "serve.h"
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include <thread>
+
+#include "admin/commands.h"
+#include "daemon/config_file.h"
+#include "daemon/daemon.h"
+#include "daemon/logging.h"
+#include "daemon/plan.h"
 #include "slimta/open_storage.h"
 
 namespace {
@@ -18,7 +26,7 @@ namespace {
 std::optional<std::string> closest_subcommand(const CLI::App& app, const std::string& word) {
   std::vector<std::string> names;
   for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
-  return slimta::cli::closest(word, names);
+  return slimta::daemon::closest(word, names);
 }
 
 // Each subcommand's --help lists the options of the whole program it also takes
@@ -51,8 +59,8 @@ void warn_if_password_in_argv(const std::string& url, int argc, char** argv) {
 
 }  // namespace
 
-using slimta::cli::EnqueueOptions;
-using slimta::cli::Selection;
+using slimta::admin::EnqueueOptions;
+using slimta::admin::Selection;
 
 // The command line: every option's variable, and the CLI11 definitions that fill them.
 // Built once to run; built again to read the config file anew on SIGHUP.
@@ -67,7 +75,7 @@ struct Cli {
   bool raw = false;
   Selection retry_sel, remove_sel, hold_sel, release_sel, bounce_sel;
   std::optional<std::string> hold_reason, bounce_reason;
-  slimta::cli::ServeOptions serve_opts;
+  slimta::daemon::ServeOptions serve_opts;
   std::string passwd_user, users_file;
   std::string destination, suspend_for, suspend_reason;
   CLI::App* serve = nullptr;
@@ -80,7 +88,7 @@ struct Cli {
 };
 
 Cli::Cli() {
-  using namespace slimta::cli;
+  using namespace slimta::admin;
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "slimta-queue " SLIMTA_VERSION);
   app.fallthrough();  // --storage and --json are accepted after the subcommand too
@@ -169,138 +177,7 @@ Cli::Cli() {
 
   serve = app.add_subcommand(
       "serve", "run the queue: accept mail over SMTP, keep it in the storage, deliver it");
-  serve->footer(
-      "Who may send what (closed by default): clients in --relay-networks (default: this host "
-      "only) and clients that authenticated (AUTH, only under TLS, against --users) may relay "
-      "to any domain; anyone may send to --accept-domains, and to nothing else (554 5.7.1 "
-      "Relay access denied).\n"
-      "A safe set-up for the internet: --listen 0.0.0.0:25 --accept-domains example.org "
-      "--route example.org=10.0.0.5:25 (inbound mail for your domain) and --submission "
-      "0.0.0.0:587 --tls-cert CERT --tls-key KEY --users /etc/slimta/users (your users send "
-      "anywhere after AUTH; add users with `slimta-queue passwd USER --users FILE`).\n");
-  serve
-      ->add_option(
-          "--listen", serve_opts.listen,
-          "HOST:PORT to accept SMTP on (port 25 role: relay rules at RCPT); port 0: a free one, "
-          "printed in the \"listening on\" line; repeatable")
-      ->capture_default_str();
-  serve->add_option("--submission", serve_opts.submission,
-                    "HOST:PORT for message submission (587): AUTH required before MAIL, "
-                    "STARTTLS before AUTH; repeatable");
-  serve->add_option("--submissions", serve_opts.submissions,
-                    "HOST:PORT for submission over implicit TLS (465, RFC 8314); repeatable");
-  serve
-      ->add_option("--relay-networks", serve_opts.relay_networks,
-                   "CIDR[,CIDR...] of clients that may relay to any domain without AUTH")
-      ->capture_default_str();
-  serve
-      ->add_option("--accept-domains", serve_opts.accept_domains,
-                   "DOMAIN[,DOMAIN...] we take mail for from anyone (MX or backup MX)")
-      ->delimiter(',');
-  serve->add_option("--accept-recipients", serve_opts.accept_recipients,
-                    "file of the accept domains' valid recipients (user@domain, or @domain for "
-                    "all), one a line: others are refused at RCPT (550 5.1.1)");
-  serve->add_option("--route", serve_opts.routes,
-                    "DOMAIN=HOST:PORT: deliver that domain's mail there, ahead of the smarthost "
-                    "and MX (repeatable; [routes] in the config file)");
-  serve->add_option("--users", serve_opts.users,
-                    "users file (name:crypt-hash a line, as Dovecot's passwd-file): offer AUTH "
-                    "PLAIN/LOGIN under TLS");
-  serve->add_option("--proxy-from", serve_opts.proxy_from,
-                    "CIDR[,CIDR...] of load balancers that send a PROXY protocol header (v1/v2): "
-                    "required from them, refused from anyone else");
-  serve->add_option("--smarthost", serve_opts.smarthost,
-                    "HOST:PORT to relay every message to (without it: to each domain's MX hosts)");
-  serve->add_option("--dns-server", serve_opts.dns_server,
-                    "IP[:PORT] of the DNS server for MX lookups (default: /etc/resolv.conf's)");
-  serve->add_option("--mx-port", serve_opts.mx_port, "port of the MX hosts")
-      ->check(CLI::Range(1, 65535))
-      ->capture_default_str();
-  serve->add_option("--hostname", serve_opts.hostname,
-                    "our name in the greeting, Received: headers and bounces");
-  serve->add_option("--max-size", serve_opts.max_message_size, "largest message, bytes")
-      ->capture_default_str();
-  serve
-      ->add_option("--max-line-length", serve_opts.max_line_length,
-                   "longest message line taken, octets (RFC 5321 says 998; longer lines are "
-                   "broken with CRLF SPACE on relay, as Postfix does); beyond, 552 5.3.4")
-      ->check(CLI::Range(998, 1 << 30))
-      ->capture_default_str();
-  serve->add_option("--http", serve_opts.http,
-                    "HOST:PORT for HTTP: /metrics (Prometheus), /healthz, /readyz, /api/v1/info; "
-                    "a loopback address unless --http-token-file is given");
-  serve->add_option("--http-token-file", serve_opts.http_token_file,
-                    "file whose first line (16 characters or more) is the bearer token /api/ "
-                    "requires");
-  serve->add_option("--user", serve_opts.user,
-                    "started as root: bind the ports, then run as this user (default: slimta, "
-                    "when that user exists; root to stay root)");
-  serve->add_option("--group", serve_opts.group,
-                    "with --user: run with this group (default: the user's own)");
-  serve
-      ->add_option("--max-sessions", serve_opts.max_sessions,
-                   "SMTP sessions at once; beyond, 421 (0: half the file descriptor limit)")
-      ->capture_default_str();
-  serve
-      ->add_option("--max-sessions-per-client", serve_opts.max_sessions_per_client,
-                   "SMTP sessions at once from one client address; beyond, 421")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  serve
-      ->add_option("--max-bytes-in-flight", serve_opts.max_bytes_in_flight,
-                   "bytes of messages held in memory at once (being received or stored); "
-                   "beyond, 452 4.3.1")
-      ->capture_default_str();
-  serve->add_option("--min-free", serve_opts.min_free,
-                    "disk spool: free space to keep, BYTES[K|M|G], N% or none (default: 1G or 5%, "
-                    "the smaller; the URL's min-free= wins); a message that would go below gets "
-                    "452 4.3.1");
-  serve
-      ->add_option("--relay-idle-timeout", serve_opts.relay_idle_timeout,
-                   "seconds an idle outgoing SMTP connection is kept for the next message")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  serve
-      ->add_option("--data-timeout", serve_opts.data_timeout,
-                   "seconds a client has for a whole message's data, however it trickles in")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  serve->add_option("--workers", serve_opts.workers, "deliveries in flight")
-      ->check(CLI::Range(1, 10000))
-      ->capture_default_str();
-  serve
-      ->add_option("--rescan", serve_opts.rescan,
-                   "seconds between full rescans of the storage, for messages announced to "
-                   "another node that died (0: never; not with a due index)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  serve->add_flag("--full-schedule", serve_opts.full_schedule,
-                  "hold every message's schedule in memory and rescan, even on a storage with "
-                  "a due-time index (Redis): the behaviour before the index");
-  serve->add_option("--tls-cert", serve_opts.tls_cert,
-                    "PEM certificate chain: offer STARTTLS (with --tls-key)");
-  serve->add_option("--tls-key", serve_opts.tls_key, "PEM private key for --tls-cert");
-  serve
-      ->add_option("--smarthost-tls", serve_opts.smarthost_tls,
-                   "STARTTLS to the smarthost: never, opportunistic (encrypt when offered) or "
-                   "required (verified certificate)")
-      ->check(CLI::IsMember({"never", "opportunistic", "required"}))
-      ->capture_default_str();
-  serve->add_option("--smarthost-ca", serve_opts.smarthost_ca,
-                    "CA file to verify the smarthost with (default: the system's)");
-  serve->add_option("--smarthost-user", serve_opts.smarthost_user,
-                    "AUTH PLAIN/LOGIN user at the smarthost (needs --smarthost-tls required)");
-  serve->add_flag("--smarthost-auth-insecure", serve_opts.smarthost_auth_insecure,
-                  "send the smarthost password even over TLS that was not verified, or none");
-  serve->add_option("--smarthost-password-file", serve_opts.smarthost_password_file,
-                    "file whose first line is that user's password (or set "
-                    "$SLIMTA_SMARTHOST_PASSWORD)");
-  serve
-      ->add_option(
-          "--lease", serve_opts.lease,
-          "seconds a claim lasts unless renewed (it is, every third of it, while its attempt runs)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  slimta::daemon::define_serve_options(*serve, serve_opts);
 
   passwd = app.add_subcommand("passwd",
                               "add a user for SMTP AUTH, or change the password (read from stdin)");
@@ -316,7 +193,7 @@ Cli::Cli() {
 }
 
 void Cli::parse(int argc, char** argv) {
-  using namespace slimta::cli;
+  using namespace slimta::daemon;
   // CLI11 passes over what it does not know in the config file: checked first, strictly.
   if (std::string config = config_path_in(argc, argv); !config.empty())
     check_config_file(config, app, *serve);
@@ -325,9 +202,72 @@ void Cli::parse(int argc, char** argv) {
     serve_opts.config_file = config->as<std::string>();
 }
 
+// serve: the daemon, with SIGTERM and SIGINT (stop: sessions and deliveries under way
+// finish) and SIGHUP (the command line and the config file read again) taken by one
+// thread with sigwait(), and systemd told (sd_notify) when it is ready, reloading and
+// stopping. The storage is opened once serve runs as its --user.
+int serve(const Cli& cli, int argc, char** argv) {
+  using namespace slimta;
+  // Blocked before any other thread starts, so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto open = [&] {
+    OpenOptions o;
+    o.timeout = cli.storage_timeout;
+    o.min_free = cli.serve_opts.min_free;
+    return open_storage(cli.storage_url, o);
+  };
+  daemon::Daemon d(cli.serve_opts, open, std::cerr);
+  d.start();
+  std::cout << "slimta-queue serve: listening on " << d.listening() << "\n" << std::flush;
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s", d.listening().c_str());
+  auto reload = [&] {
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    try {
+      Cli fresh;
+      try {
+        fresh.parse(argc, argv);
+      } catch (const CLI::ParseError& e) {
+        throw InvalidArgument(std::string("the command line or config file: ") + e.what());
+      }
+      d.reload(fresh.serve_opts);
+    } catch (const QueueError& e) {
+      spdlog::error("serve: SIGHUP: reload failed, keeping the current settings: {}", e.what());
+    }
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s", d.listening().c_str());
+  };
+  std::thread waiter([&] {
+    while (true) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == SIGHUP) {
+        reload();
+        continue;
+      }
+      spdlog::info("serve: signal {}: stopping", sig);
+      sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing sessions and deliveries");
+      d.stop();
+      return;
+    }
+  });
+  d.run();
+  pthread_kill(waiter.native_handle(), SIGTERM);  // no-op if it already returned
+  waiter.join();
+  std::cout << "slimta-queue serve: stopped\n";
+  return 0;
+}
+
 int main(int argc, char** argv) {
   using namespace slimta;
-  using namespace slimta::cli;
+  using namespace slimta::admin;
+  using namespace slimta::daemon;
   configure_logging();
 
   Cli cli;
@@ -354,32 +294,13 @@ int main(int argc, char** argv) {
     set_log_format(cli.log_format);
     if (cli.passwd->parsed()) return cmd_passwd(cli.passwd_user, cli.users_file, std::cerr);
     if (app.got_subcommand("check-config")) {
-      cmd_check_config(cli.serve_opts, std::cout, std::cerr);
+      check_config(cli.serve_opts, std::cout, std::cerr);
       print_effective_config(app, std::cout);
       return 0;
     }
     warn_if_password_in_argv(cli.storage_url, argc, argv);
     std::string name = app.get_subcommands().front()->get_name();
-    if (name == "serve") {
-      // The storage is opened once serve runs as its --user; SIGHUP reads the command
-      // line and the config file again.
-      auto open = [&] {
-        OpenOptions o;
-        o.timeout = cli.storage_timeout;
-        o.min_free = cli.serve_opts.min_free;
-        return open_storage(cli.storage_url, o);
-      };
-      auto reread = [argc, argv] {
-        Cli fresh;
-        try {
-          fresh.parse(argc, argv);
-        } catch (const CLI::ParseError& e) {
-          throw InvalidArgument(std::string("the command line or config file: ") + e.what());
-        }
-        return fresh.serve_opts;
-      };
-      return cmd_serve(open, cli.serve_opts, reread, std::cout, std::cerr);
-    }
+    if (name == "serve") return serve(cli, argc, argv);
     // Only what stores mail makes a spool; the others report a missing one.
     std::unique_ptr<QueueStorage> storage =
         open_storage(cli.storage_url, cli.storage_timeout, /*create=*/name == "enqueue");

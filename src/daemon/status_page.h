@@ -5,12 +5,12 @@
 
 #include <string>
 
-#include "http.h"
+#include "gauges.h"
 
-namespace slimta::cli {
+namespace slimta::daemon {
 
 // The whole page, from the last background scan and this process's last hour.
 std::string status_page(const QueueSnapshot& queue, Activity& activity,
                         const std::string& hostname);
 
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cctype>
 
-namespace slimta::cli {
+namespace slimta::admin {
 
 std::string format_time(Timestamp ts) { return utc_time(ts, "%Y-%m-%d %H:%M:%S"); }
 
@@ -78,4 +78,4 @@ std::string display_sender(const std::string& sender) {
   return sender.empty() ? "<>" : printable(sender);
 }
 
-}  // namespace slimta::cli
+}  // namespace slimta::admin

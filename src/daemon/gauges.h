@@ -1,5 +1,5 @@
-// serve's HTTP listener (--http): Prometheus metrics, health and readiness, and a
-// JSON view of the queue, for operators and their monitoring.
+// What serve's HTTP listener shows besides the API: the queue seen by a background
+// scan, this process's last hour, and whether the storage answers.
 #pragma once
 
 #include <array>
@@ -8,9 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -18,24 +16,30 @@
 
 #include <nlohmann/json.hpp>
 
-#include "commands.h"
+#include "admin/operations.h"
 #include "slimta/metrics.h"
 #include "slimta/queue.h"
-#include "slimta/reception.h"
 #include "slimta/storage.h"
 
-namespace slimta::cli {
+namespace slimta::daemon {
 
-// The shared queue seen by a full scan run in the background: a scrape or a page load
-// never scans. After each scan it waits 5 s, or ten times as long as the scan took
-// (so scanning costs at most a tenth of the time).
+using admin::Shape;
+
+// The shared queue as the gauges see it, from a thread of their own: a scrape or a page
+// load never reads the storage. The figures (messages, held, oldest) come every minute
+// from the storage's stats(), a request or so however long the queue; the shape and the held
+// messages (the status page's) from a full scan (a read per message), run only while
+// the page is being looked at, at most every 30 s or ten times as long as it took.
+// A storage without stats() is scanned for the figures too, every 5 s or ten times as
+// long as the scan took (so scanning costs at most a tenth of the time; doc/costs.md).
 struct QueueSnapshot {
   double messages = 0, held = 0;
-  Timestamp oldest = 0;  // receipt time of the oldest message (0: none)
+  Timestamp oldest = 0;      // receipt time of the oldest message (0: none)
+  double count_seconds = 0;  // how long the last count took (stats() or the scan)
+  Timestamp taken = 0;       // when the figures were counted; 0 until the first count
   Shape shape;
   std::vector<nlohmann::json> held_messages;  // message_json() of the first 50
-  double scan_seconds = 0;
-  Timestamp taken = 0;  // 0 until the first scan ends
+  Timestamp scanned = 0;  // when the shape and held messages were read; 0: not yet
 };
 
 class QueueGauges {
@@ -45,8 +49,12 @@ class QueueGauges {
   QueueGauges(const QueueGauges&) = delete;
   QueueGauges& operator=(const QueueGauges&) = delete;
 
+  // The snapshot, for the status page: asking for it is what starts full scans.
   QueueSnapshot snapshot() const;
-  // The last scan's figures (what the metrics read, without copying the snapshot).
+  // slimta_queue_messages, _held_messages, _oldest_message_age_seconds and
+  // _scan_seconds in `registry`, read from the last count.
+  void register_metrics(metrics::Registry& registry);
+  // The last count's figures (what the metrics read, without copying the snapshot).
   double messages() const;
   double held() const;
   // Seconds since the oldest queued message was received (0 for an empty queue).
@@ -54,10 +62,15 @@ class QueueGauges {
   double scan_seconds() const;
 
  private:
-  void scan();
+  void run();
+  bool count();               // from stats(); false when the storage has none
+  double scan(bool figures);  // the full scan; returns how long it took
+  void pause(std::chrono::steady_clock::time_point until);
   QueueStorage& storage_;
   mutable std::mutex mu_;
   QueueSnapshot snapshot_;
+  // When snapshot() was last called (steady clock, ns since its epoch).
+  mutable std::atomic<int64_t> wanted_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -115,52 +128,4 @@ class StorageProbe {
   std::thread thread_;
 };
 
-struct HttpOptions {
-  std::string listen;      // HOST:PORT; port 0: any free one
-  std::string token_file;  // first line: the bearer token /api/ needs; empty: loopback only
-};
-
-// What the HTTP server serves from; everything must outlive it.
-struct HttpContext {
-  metrics::Registry& registry;
-  const QueueGauges& gauges;
-  Activity& activity;
-  QueueStorage& storage;  // the API's reads and actions
-  // Whether serve can take traffic: "" when ready, else why not (503's body).
-  std::function<std::string()> ready;
-  // The door injected messages go through, as SMTP's DATA (its max_message_size is
-  // also the body's limit).
-  Reception& reception;
-  // SMTP's relay rules for an injected message's recipients: "" when a client at `ip`
-  // may send to all of them, else RCPT's reply. A client with the token counts as an
-  // authenticated SMTP client.
-  std::function<std::string(const std::string& ip, const Envelope& envelope, bool authenticated)>
-      relay_refusal;
-};
-
-class HttpServer {
- public:
-  // Binds now (throws InvalidArgument naming the problem: a non-loopback address
-  // without a token, a bad token file; QueueError if it cannot bind), serves from a
-  // thread of its own until destroyed. Routes: GET / (the status page), /metrics,
-  // /healthz, /readyz; under
-  // /api/v1/ (the token's, if any): GET info, shape, messages (filters domain=, state=,
-  // older-than=SECONDS; limit=, cursor= pages by id), messages/ID; POST messages/ID/
-  // (retry|hold|release|bounce), DELETE messages/ID; POST messages/(retry|hold|release|
-  // remove|bounce)
-  // for every message the filters select; POST messages (a message/rfc822 body with
-  // X-Envelope-Sender and X-Envelope-Recipient headers) -> 201 {"id"} once durable.
-  HttpServer(const HttpOptions& options, HttpContext context);
-  ~HttpServer();
-  HttpServer(const HttpServer&) = delete;
-  HttpServer& operator=(const HttpServer&) = delete;
-  // "HOST:PORT" as bound.
-  const std::string& address() const { return address_; }
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-  std::string address_;
-};
-
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

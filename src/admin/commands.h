@@ -1,5 +1,6 @@
 // The subcommands of slimta-queue. Each writes its result to `out`, diagnostics to
 // `err`, and returns the process exit code; storage errors propagate as QueueError.
+// What they do to the queue is operations.h's, shared with serve's HTTP API.
 #pragma once
 
 #include <array>
@@ -12,9 +13,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "operations.h"
+#include "slimta/shaping.h"
 #include "slimta/storage.h"
 
-namespace slimta::cli {
+namespace slimta::admin {
 
 struct EnqueueOptions {
   std::string file = "-";  // "-" is standard input
@@ -37,14 +40,10 @@ int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostre
 int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                std::ostream& err);
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
-// What hold records when no reason is given.
-inline constexpr const char* kDefaultHoldReason = "held by an operator";
 // Hold messages (claims refuse them until released), recording `reason` and the time. A
 // message held already keeps its reason and time unless a new reason is given.
 int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
              bool json, std::ostream& out, std::ostream& err);
-// What bounce gives as the reason when none is given.
-inline constexpr const char* kDefaultBounceReason = "returned to the sender by the postmaster";
 // Return messages to their senders now (bounce_now()).
 int cmd_bounce(QueueStorage& storage, const Selection& sel,
                const std::optional<std::string>& reason, bool json, std::ostream& out,
@@ -52,42 +51,8 @@ int cmd_bounce(QueueStorage& storage, const Selection& sel,
 // Lift the hold of messages.
 int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                 std::ostream& err);
-// What retry, hold, release, remove and bounce do to one message, for the CLI and the
-// HTTP API: returns what was done ("retried", "held", "already held", "released", "not
-// held", "removed", "bounced"). Retry and release announce the message to running
-// serve processes; `reason` is hold's or bounce's. KeyError if it is not stored (not
-// for remove); InvalidArgument for another action.
-std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
-                   const std::optional<std::string>& reason = std::nullopt);
-// qshape's view of the queue: messages by recipient domain and age in minutes (a
-// message counts once per domain), the busiest domains first, and the total.
-struct Shape {
-  static constexpr int kBuckets = 10;  // under 5, 10, 20, ... 1280 minutes, then older
-  static constexpr std::array<const char*, kBuckets> kBucketNames = {
-      "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"};
-  using Row = std::array<size_t, kBuckets>;
-  Row total{};
-  std::vector<std::pair<std::string, Row>> domains;
-};
-// Builds a Shape one message at a time (compute_shape() and serve's background scan).
-class ShapeBuilder {
- public:
-  explicit ShapeBuilder(Timestamp now);
-  void add(const QueuedMessage& msg);
-  Shape finish();
-
- private:
-  Timestamp now_;
-  Shape shape_;
-  std::map<std::string, Shape::Row> rows_;
-};
-Shape compute_shape(QueueStorage& storage, std::ostream& err);
-nlohmann::json shape_json(const Shape& shape);
 // A qshape-style table: messages by recipient domain and age.
 int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
-
-// "90", "90s", "30m", "2h", "1d": seconds. Throws InvalidArgument naming the text.
-double parse_duration(const std::string& text);
 
 // suspend: DESTINATION is not attempted by any serve process on the storage, for
 // `seconds` (nullopt: until resumed), with `reason` shown in its deferrals and in
@@ -103,4 +68,8 @@ int cmd_resume(QueueStorage& storage, const std::string& destination, bool json,
 int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool json,
                      std::ostream& out, std::ostream& err);
 
-}  // namespace slimta::cli
+// `slimta-queue passwd USER --users FILE`: reads a password from `in` (without echo
+// when it is a terminal, asked twice), and adds or changes USER's entry.
+int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err);
+
+}  // namespace slimta::admin

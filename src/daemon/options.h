@@ -1,16 +1,15 @@
-// slimta-queue serve: SMTP in, the queue, SMTP out to a smarthost.
+// serve's options: one struct, and the one place that defines them (names, help,
+// defaults, checks) for the command line and the config file's [serve] table.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <ostream>
 #include <string>
 #include <vector>
 
-#include "slimta/storage.h"
+#include <CLI/CLI.hpp>
 
-namespace slimta::cli {
+namespace slimta::daemon {
 
 struct ServeOptions {
   std::vector<std::string> listen{"127.0.0.1:2525"};   // HOST:PORT, [V6]:PORT: port-25 role
@@ -50,22 +49,7 @@ struct ServeOptions {
   std::string smarthost_password_file;          // its password (or $SLIMTA_SMARTHOST_PASSWORD)
 };
 
-// `slimta-queue passwd USER --users FILE`: reads a password from `in` (without echo
-// when it is a terminal, asked twice), and adds or changes USER's entry.
-int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err);
+// Adds serve's options to its CLI11 subcommand, each filling its member of `opts`.
+void define_serve_options(CLI::App& serve, ServeOptions& opts);
 
-// check-config: builds and checks everything serve would run from `opts` (listeners,
-// routes, networks, files, relay settings) without listening or touching the storage,
-// and prints the listeners and routes. Throws InvalidArgument on a problem.
-int cmd_check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err);
-
-// Runs until SIGTERM or SIGINT: stops accepting, lets deliveries in flight finish, exits 0.
-// Binds the listeners, then runs as opts.user (started as root), then opens the storage
-// with `open_storage`. On SIGHUP, `reread` gives the options read anew (the command line
-// and the config file; it throws QueueError on a mistake), applied to what follows.
-// Tells systemd (sd_notify) when it is ready, reloading and stopping.
-int cmd_serve(const std::function<std::unique_ptr<QueueStorage>()>& open_storage,
-              const ServeOptions& opts, const std::function<ServeOptions()>& reread,
-              std::ostream& out, std::ostream& err);
-
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace slimta::cli {
+namespace slimta::daemon {
 
 // Sets up the default logger on stderr, as text.
 void configure_logging();
@@ -18,4 +18,4 @@ void set_log_format(const std::string& format);
 // component, id and event, and each key (numbers as numbers, <address> unbracketed).
 nlohmann::json log_fields(std::string_view text);
 
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

@@ -8,12 +8,12 @@
 
 #include <fmt/format.h>
 
-#include "format.h"
+#include "admin/format.h"
 #include "slimta/ascii.h"
 #include "slimta/errors.h"
 #include "slimta/open_storage.h"
 
-namespace slimta::cli {
+namespace slimta::daemon {
 namespace {
 
 // The config keys of `app`'s options: their long names, without help, version and
@@ -252,4 +252,4 @@ void print_effective_config(const CLI::App& app, std::ostream& out) {
   out << top << "\n[serve]\n" << serve;
 }
 
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

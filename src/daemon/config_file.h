@@ -12,7 +12,7 @@
 
 #include "slimta/shaping.h"
 
-namespace slimta::cli {
+namespace slimta::daemon {
 
 // The name in `names` fewest edits (Levenshtein) from `word`, if one is 2 or fewer away.
 std::optional<std::string> closest(const std::string& word, const std::vector<std::string>& names);
@@ -42,4 +42,4 @@ std::string config_path_in(int argc, char** argv);
 // its default, as TOML (CLI11's own writer), secrets masked.
 void print_effective_config(const CLI::App& app, std::ostream& out);
 
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

@@ -1,4 +1,4 @@
-// Output helpers for slimta-queue: time stamps, tables and JSON.
+// Output helpers for the admin operations (CLI and HTTP API): time stamps, tables and JSON.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -10,7 +10,7 @@
 #include "slimta/ascii.h"
 #include "slimta/storage.h"
 
-namespace slimta::cli {
+namespace slimta::admin {
 
 // "2026-11-22 19:04:05" in UTC.
 std::string format_time(Timestamp ts);
@@ -36,4 +36,4 @@ std::string message_state(const QueuedMessage& msg, Timestamp now);
 // "<>" for the null sender, the address otherwise (printable()).
 std::string display_sender(const std::string& sender);
 
-}  // namespace slimta::cli
+}  // namespace slimta::admin

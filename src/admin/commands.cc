@@ -1,5 +1,8 @@
 #include "commands.h"
 
+#include <termios.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -13,11 +16,13 @@
 #include <sstream>
 
 #include "format.h"
+#include "operations.h"
 #include "slimta/ascii.h"
 #include "slimta/queue.h"
 #include "slimta/reception.h"
+#include "slimta/user_database.h"
 
-namespace slimta::cli {
+namespace slimta::admin {
 namespace {
 
 std::string read_input(const std::string& file) {
@@ -45,20 +50,6 @@ std::vector<QueueEntry> sorted_entries(QueueStorage& storage, std::ostream& err)
     return a.timestamp != b.timestamp ? a.timestamp < b.timestamp : a.id < b.id;
   });
   return entries;
-}
-
-// get() for listing: a message removed meanwhile is skipped, one that cannot be read
-// is reported.
-std::optional<QueuedMessage> try_get(QueueStorage& storage, const std::string& id,
-                                     std::ostream& err) {
-  try {
-    return storage.get(id);
-  } catch (const KeyError&) {
-    return std::nullopt;  // delivered or removed since load()
-  } catch (const QueueError& e) {
-    err << "slimta-queue: warning: cannot read message " << id << ": " << e.what() << "\n";
-    return std::nullopt;
-  }
 }
 
 std::vector<std::string> selected_ids(QueueStorage& storage, const Selection& sel) {
@@ -254,40 +245,6 @@ int for_each_selected(QueueStorage& storage, const Selection& sel, const char* v
   return rc;
 }
 
-std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
-                   const std::optional<std::string>& reason) {
-  Timestamp t = now();
-  if (action == "retry") {
-    storage.set_timestamp(id, t);
-    storage.announce(id, t);  // a running serve takes it up now, not at its next rescan
-    return "retried";
-  }
-  if (action == "hold") {
-    // Held already and no new reason given: the operator's reason and time stay.
-    if (!reason && storage.get(id).hold) return "already held";
-    storage.hold(id, reason.value_or(kDefaultHoldReason), t);
-    return "held";
-  }
-  if (action == "release") {
-    QueuedMessage msg = storage.get(id);
-    if (!msg.hold) return "not held";
-    storage.release_hold(id);
-    storage.announce(id, msg.timestamp);  // a running serve takes it up now
-    return "released";
-  }
-  if (action == "remove") {
-    storage.remove(id);
-    return "removed";
-  }
-  if (action == "bounce") {
-    // A message from the null sender is removed only: a bounce is never bounced.
-    return bounce_now(storage, id, reason.value_or(kDefaultBounceReason), "").empty() ? "removed"
-                                                                                      : "bounced";
-  }
-  throw InvalidArgument("unknown action '" + std::string(action) +
-                        "' (retry, hold, release, remove, bounce)");
-}
-
 int cmd_hold(QueueStorage& storage, const Selection& sel, const std::optional<std::string>& reason,
              bool json, std::ostream& out, std::ostream& err) {
   return for_each_selected(storage, sel, "held", json, out, err, [&](const std::string& id) {
@@ -309,58 +266,6 @@ int cmd_release(QueueStorage& storage, const Selection& sel, bool json, std::ost
                            [&](const std::string& id) { return act_on(storage, "release", id); });
 }
 
-namespace {
-size_t row_sum(const Shape::Row& r) { return std::accumulate(r.begin(), r.end(), size_t{0}); }
-}  // namespace
-
-ShapeBuilder::ShapeBuilder(Timestamp now) : now_(now) {}
-
-void ShapeBuilder::add(const QueuedMessage& msg) {
-  // qshape's buckets: messages younger than 5, 10, 20, ... 1280 minutes, then older.
-  static constexpr double kLimits[Shape::kBuckets - 1] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
-  double minutes = (now_ - msg.envelope.timestamp) / 60;
-  int b = 0;
-  while (b < Shape::kBuckets - 1 && minutes >= kLimits[b]) ++b;
-  ++shape_.total[b];
-  std::set<std::string> domains;  // a message counts once per recipient domain
-  for (const auto& r : msg.envelope.recipients) domains.insert(domain_of(r));
-  for (const auto& d : domains) ++rows_.try_emplace(d, Shape::Row{}).first->second[b];
-}
-
-Shape ShapeBuilder::finish() {
-  shape_.domains.assign(rows_.begin(), rows_.end());
-  std::stable_sort(shape_.domains.begin(), shape_.domains.end(), [&](const auto& a, const auto& b) {
-    return row_sum(a.second) > row_sum(b.second);
-  });
-  return std::move(shape_);
-}
-
-Shape compute_shape(QueueStorage& storage, std::ostream& err) {
-  ShapeBuilder builder(now());
-  auto stream = storage.load();
-  while (auto e = stream->next()) {
-    if (auto msg = try_get(storage, e->id, err)) builder.add(*msg);
-  }
-  return builder.finish();
-}
-
-nlohmann::json shape_json(const Shape& shape) {
-  auto row_json = [&](const Shape::Row& r) {
-    nlohmann::json j{{"total", row_sum(r)}};
-    for (int b = 0; b < Shape::kBuckets; ++b) j[Shape::kBucketNames[b]] = r[b];
-    return j;
-  };
-  nlohmann::json domains = nlohmann::json::array();
-  for (const auto& [d, r] : shape.domains) {
-    nlohmann::json j = row_json(r);
-    j["domain"] = d;
-    domains.push_back(j);
-  }
-  return {{"buckets_minutes", Shape::kBucketNames},
-          {"total", row_json(shape.total)},
-          {"domains", domains}};
-}
-
 int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
   Shape shape = compute_shape(storage, err);
   if (json) {
@@ -369,7 +274,7 @@ int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream&
   }
   auto print_row = [&](const std::string& name, const Shape::Row& r) {
     char cell[32];
-    std::snprintf(cell, sizeof(cell), "%6zu", row_sum(r));
+    std::snprintf(cell, sizeof(cell), "%6zu", Shape::sum(r));
     out << std::string(std::max<size_t>(1, 24 - std::min<size_t>(name.size(), 23)), ' ') << name
         << " " << cell;
     for (int b = 0; b < Shape::kBuckets; ++b) {
@@ -454,25 +359,6 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
   return 0;
 }
 
-double parse_duration(const std::string& text) {
-  static const std::map<char, double> kUnits = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
-  double unit = 1;
-  std::string number = text;
-  if (!number.empty() && kUnits.contains(number.back())) {
-    unit = kUnits.at(number.back());
-    number.pop_back();
-  }
-  size_t used = 0;
-  double n = -1;
-  try {
-    n = std::stod(number, &used);
-  } catch (const std::exception&) {
-  }
-  if (number.empty() || used != number.size() || !(n > 0) || !std::isfinite(n))
-    throw InvalidArgument("duration '" + text + "' is not a number of s, m, h or d (e.g. 30m)");
-  return n * unit;
-}
-
 int cmd_suspend(QueueStorage& storage, const std::string& destination,
                 std::optional<double> seconds, const std::string& reason, bool json,
                 std::ostream& out) {
@@ -511,7 +397,7 @@ int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool j
   for (auto& s : storage.destinations()->status()) all[s.name] = std::move(s);
   std::map<std::string, size_t> waiting;
   for (const auto& [domain, row] : compute_shape(storage, err).domains) {
-    waiting[domain] = row_sum(row);
+    waiting[domain] = Shape::sum(row);
     all.try_emplace(domain).first->second.name = domain;
   }
   auto state_of = [&](const DestinationStatus& s) -> std::string {
@@ -579,4 +465,34 @@ int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool j
   return 0;
 }
 
-}  // namespace slimta::cli
+int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err) {
+  bool terminal = ::isatty(STDIN_FILENO) == 1;
+  auto read_password = [&](const char* prompt) {
+    termios saved{};
+    if (terminal) {
+      err << prompt << std::flush;
+      ::tcgetattr(STDIN_FILENO, &saved);
+      termios quiet = saved;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    std::string line;
+    bool got = static_cast<bool>(std::getline(std::cin, line));
+    if (terminal) {
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+      err << "\n";
+    }
+    if (!got) throw InvalidArgument("no password given on standard input");
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return line;
+  };
+  std::string password = read_password("Password: ");
+  if (password.empty()) throw InvalidArgument("the password is empty");
+  if (terminal && read_password("Again: ") != password)
+    throw InvalidArgument("the passwords differ");
+  UserDatabase::store(users_file, user, UserDatabase::hash(password));
+  err << "slimta-queue passwd: " << user << " set in " << users_file << "\n";
+  return 0;
+}
+
+}  // namespace slimta::admin

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 
-#include "format.h"
+#include "admin/format.h"
 #include "slimta/envelope.h"
 
-namespace slimta::cli {
+namespace slimta::daemon {
 namespace {
 
 std::string html(std::string_view text) {
@@ -84,7 +84,7 @@ std::string chart(const std::vector<Activity::Minute>& minutes) {
 
 std::string status_page(const QueueSnapshot& queue, Activity& activity,
                         const std::string& hostname) {
-  Timestamp t = now();
+  Timestamp t = admin::now();
   std::string out = fmt::format(
       "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta http-equiv=\"refresh\" content=\"30\"><title>slimta-queue on {}</title><style>"
@@ -103,9 +103,9 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
     out += fmt::format(
         "<p><span class=\"n\" id=\"depth\">{}</span> messages queued, "
         "<span id=\"held\">{}</span> held; the oldest was received <span id=\"oldest\">{}</span> "
-        "ago. (Scanned {} ago in {:.2f} s; the whole shared queue.)</p>",
+        "ago. (Counted {} ago in {:.2f} s; the whole shared queue.)</p>",
         static_cast<uint64_t>(queue.messages), static_cast<uint64_t>(queue.held),
-        queue.oldest > 0 ? age(t - queue.oldest) : "-", age(t - queue.taken), queue.scan_seconds);
+        queue.oldest > 0 ? age(t - queue.oldest) : "-", age(t - queue.taken), queue.count_seconds);
   }
 
   std::vector<Activity::Minute> minutes = activity.last_hour();
@@ -137,8 +137,15 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
     out += "</table>";
   }
 
+  out += "<h2>By recipient domain and age (minutes)</h2>";
+  // Read message by message, only while this page is looked at (gauges.h).
+  out += queue.scanned == 0
+             ? std::string(
+                   "<p id=\"shape-scanning\">The first scan of every message (for this "
+                   "table and the held messages) is under way: reload in a moment.</p>")
+             : fmt::format("<p>Scanned {} ago.</p>", age(t - queue.scanned));
   out +=
-      "<h2>By recipient domain and age (minutes)</h2><table id=\"shape\"><tr><th>Domain</th>"
+      "<table id=\"shape\"><tr><th>Domain</th>"
       "<th>Total</th>";
   for (const char* b : Shape::kBucketNames) out += fmt::format("<th>{}</th>", b);
   out += "</tr>";
@@ -180,4 +187,4 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
   return out + "</body></html>\n";
 }
 
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

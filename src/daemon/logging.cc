@@ -9,10 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "format.h"
+#include "admin/format.h"
 #include "slimta/errors.h"
 
-namespace slimta::cli {
+namespace slimta::daemon {
 namespace {
 
 // The syslog priority of a level, as journald reads it from a "<N>" prefix.
@@ -54,7 +54,8 @@ class JsonFormatter : public spdlog::formatter {
                      {"level", spdlog::level::to_string_view(msg.level).data()}};
     j.update(log_fields(text));
     j["msg"] = std::string(text);
-    std::string line = (journal_ ? std::string("<") + priority(msg.level) + ">" : "") + dump(j);
+    std::string line =
+        (journal_ ? std::string("<") + priority(msg.level) + ">" : "") + admin::dump(j);
     line += '\n';
     dest.append(line.data(), line.data() + line.size());
   }
@@ -147,4 +148,4 @@ void set_log_format(const std::string& format) {
   }
 }
 
-}  // namespace slimta::cli
+}  // namespace slimta::daemon

@@ -1,0 +1,99 @@
+// The operations on a queue that an operator's tools share: the CLI's subcommands
+// (commands.h) and serve's HTTP API (daemon/http_routes.h) call these, so that an
+// action, a filter or a page means the same on both.
+#pragma once
+
+#include <array>
+#include <functional>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "slimta/storage.h"
+
+namespace slimta::admin {
+
+// What hold records when no reason is given.
+inline constexpr const char* kDefaultHoldReason = "held by an operator";
+// What bounce gives as the reason when none is given.
+inline constexpr const char* kDefaultBounceReason = "returned to the sender by the postmaster";
+
+// What retry, hold, release, remove and bounce do to one message: returns what was done
+// ("retried", "held", "already held", "released", "not held", "removed", "bounced").
+// Retry and release announce the message to running serve processes; `reason` is
+// hold's or bounce's. KeyError if it is not stored (not for remove); InvalidArgument
+// for another action.
+std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
+                   const std::optional<std::string>& reason = std::nullopt);
+
+// get() for listing: nullopt for a message removed since it was listed; one that cannot
+// be read is reported on `err` and skipped.
+std::optional<QueuedMessage> try_get(QueueStorage& storage, const std::string& id,
+                                     std::ostream& err);
+
+// Every stored id, sorted: the order pages follow.
+std::vector<std::string> sorted_ids(QueueStorage& storage);
+
+// Which messages an operation takes: a recipient domain, a state, a minimum age since
+// receipt. The empty filter takes every message.
+struct Filter {
+  std::string domain;      // lower case
+  std::string state;       // "" | queued | held | active (message_state())
+  double older_than = -1;  // seconds; negative: any age
+
+  // From query parameters: domain=, state=, older-than=SECONDS (`param` gives a
+  // parameter's value, nullopt when absent). InvalidArgument names a bad value.
+  static Filter parse(const std::function<std::optional<std::string>(const char*)>& param);
+  bool matches(const QueuedMessage& msg, Timestamp now) const;
+};
+
+// One page of messages in id order after `cursor` ("" for the first): up to `limit`
+// that `filter` takes, as message_json(); `next_cursor` is the last id read when more
+// follow.
+struct Page {
+  nlohmann::json messages = nlohmann::json::array();
+  std::optional<std::string> next_cursor;
+};
+Page list_page(QueueStorage& storage, const Filter& filter, size_t limit,
+               const std::string& cursor);
+
+// act_on() for every message `filter` takes: {"WHAT": [ids], ...}.
+nlohmann::json act_on_matching(QueueStorage& storage, std::string_view action, const Filter& filter,
+                               const std::optional<std::string>& reason);
+
+// qshape's view of the queue: messages by recipient domain and age in minutes (a
+// message counts once per domain), the busiest domains first, and the total.
+struct Shape {
+  static constexpr int kBuckets = 10;  // under 5, 10, 20, ... 1280 minutes, then older
+  static constexpr std::array<const char*, kBuckets> kBucketNames = {
+      "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"};
+  using Row = std::array<size_t, kBuckets>;
+  Row total{};
+  std::vector<std::pair<std::string, Row>> domains;
+
+  static size_t sum(const Row& row);
+};
+// Builds a Shape one message at a time (compute_shape() and serve's background scan).
+class ShapeBuilder {
+ public:
+  explicit ShapeBuilder(Timestamp now);
+  void add(const QueuedMessage& msg);
+  Shape finish();
+
+ private:
+  Timestamp now_;
+  Shape shape_;
+  std::map<std::string, Shape::Row> rows_;
+};
+Shape compute_shape(QueueStorage& storage, std::ostream& err);
+nlohmann::json shape_json(const Shape& shape);
+
+// "90", "90s", "30m", "2h", "1d": seconds. Throws InvalidArgument naming the text.
+double parse_duration(const std::string& text);
+
+}  // namespace slimta::admin

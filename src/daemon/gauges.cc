@@ -1,0 +1,274 @@
+#include "gauges.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "admin/format.h"
+
+namespace slimta::daemon {
+
+using admin::now;
+
+namespace {
+using Steady = std::chrono::steady_clock;
+// How often stats() is asked: a minute, the resolution queue depth is watched at,
+// costs a node with --http 1 request a minute (4 Redis commands: the script and its
+// calls) against the 70 to 130 its due polling and sweeps make (doc/costs.md).
+constexpr auto kCountEvery = std::chrono::seconds(60);
+double seconds_since(Steady::time_point t) {
+  return std::chrono::duration<double>(Steady::now() - t).count();
+}
+}  // namespace
+
+QueueGauges::QueueGauges(QueueStorage& storage) : storage_(storage), thread_([this] { run(); }) {}
+
+QueueGauges::~QueueGauges() {
+  stop_ = true;
+  thread_.join();
+}
+
+double QueueGauges::messages() const {
+  std::lock_guard lock(mu_);
+  return snapshot_.messages;
+}
+
+double QueueGauges::held() const {
+  std::lock_guard lock(mu_);
+  return snapshot_.held;
+}
+
+double QueueGauges::scan_seconds() const {
+  std::lock_guard lock(mu_);
+  return snapshot_.count_seconds;
+}
+
+double QueueGauges::oldest_age() const {
+  std::lock_guard lock(mu_);
+  double oldest = snapshot_.oldest;
+  return oldest > 0 ? std::max(0.0, now() - oldest) : 0;
+}
+
+QueueSnapshot QueueGauges::snapshot() const {
+  wanted_ = Steady::now().time_since_epoch().count();
+  std::lock_guard lock(mu_);
+  return snapshot_;
+}
+
+void QueueGauges::run() {
+  auto next_scan = Steady::now();
+  while (!stop_) {
+    auto began = Steady::now();
+    bool counted = count();
+    auto wanted = Steady::time_point(Steady::duration(wanted_.load()));
+    bool page_open =
+        wanted.time_since_epoch().count() != 0 && Steady::now() - wanted < std::chrono::minutes(5);
+    if (!counted || (page_open && Steady::now() >= next_scan)) {
+      double took = scan(/*figures=*/!counted);
+      auto floor = counted ? std::chrono::seconds(30) : std::chrono::seconds(5);
+      next_scan = Steady::now() +
+                  std::max<Steady::duration>(floor, std::chrono::duration_cast<Steady::duration>(
+                                                        std::chrono::duration<double>(10 * took)));
+      if (!counted) {
+        pause(next_scan);
+        continue;
+      }
+    }
+    pause(began + kCountEvery);
+  }
+}
+
+void QueueGauges::pause(Steady::time_point until) {
+  while (!stop_ && Steady::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+bool QueueGauges::count() {
+  auto began = Steady::now();
+  try {
+    std::optional<QueueStats> stats = storage_.stats();
+    if (!stats) return false;
+    std::lock_guard lock(mu_);
+    snapshot_.messages = static_cast<double>(stats->messages);
+    snapshot_.held = static_cast<double>(stats->held);
+    snapshot_.oldest = stats->oldest;
+    snapshot_.count_seconds = seconds_since(began);
+    snapshot_.taken = now();
+  } catch (const QueueError& e) {
+    spdlog::warn("http: the queue gauges could not count the queue: {}", e.what());
+  }
+  return true;
+}
+
+double QueueGauges::scan(bool figures) {
+  auto began = Steady::now();
+  try {
+    QueueSnapshot next;
+    admin::ShapeBuilder shape(now());
+    auto stream = storage_.load();
+    while (auto entry = stream->next()) {
+      if (stop_) return seconds_since(began);
+      try {
+        QueuedMessage msg = storage_.get(entry->id);
+        ++next.messages;
+        shape.add(msg);
+        if (msg.hold) {
+          ++next.held;
+          if (next.held_messages.size() < 50)
+            next.held_messages.push_back(admin::message_json(entry->id, msg));
+        }
+        double received = msg.envelope.timestamp;
+        if (received > 0 && (next.oldest == 0 || received < next.oldest)) next.oldest = received;
+      } catch (const KeyError&) {
+        // delivered since the listing
+      }
+    }
+    std::lock_guard lock(mu_);
+    snapshot_.shape = shape.finish();
+    snapshot_.held_messages = std::move(next.held_messages);
+    snapshot_.scanned = now();
+    if (figures) {
+      snapshot_.messages = next.messages;
+      snapshot_.held = next.held;
+      snapshot_.oldest = next.oldest;
+      snapshot_.count_seconds = seconds_since(began);
+      snapshot_.taken = snapshot_.scanned;
+    }
+  } catch (const QueueError& e) {
+    spdlog::warn("http: the queue gauges could not scan the storage: {}", e.what());
+  }
+  return seconds_since(began);
+}
+
+StorageProbe::StorageProbe(QueueStorage& storage)
+    : storage_(storage), thread_([this] {
+        std::unique_lock lock(mu_);
+        while (true) {
+          cv_.wait(lock, [this] { return stop_ || asked_; });
+          if (stop_) return;
+          lock.unlock();
+          std::string answer;
+          try {
+            storage_.get("slimta-readyz-probe");
+          } catch (const KeyError&) {
+            // the storage answered
+          } catch (const QueueError& e) {
+            answer = std::string("the storage is not reachable: ") + e.what();
+          }
+          lock.lock();
+          answer_ = std::move(answer);
+          asked_ = false;
+          ++round_;
+          cv_.notify_all();
+        }
+      }) {}
+
+StorageProbe::~StorageProbe() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+std::string StorageProbe::check(std::chrono::milliseconds limit) {
+  std::unique_lock lock(mu_);
+  uint64_t round = round_;
+  if (!asked_) {  // else join the question under way
+    asked_ = true;
+    cv_.notify_all();
+  }
+  if (!cv_.wait_for(lock, limit, [&] { return round_ != round; })) {
+    return fmt::format("the storage did not answer within {} ms", limit.count());
+  }
+  return answer_;
+}
+
+// Each minute is closed within a second of its end, by a thread of its own.
+Activity::Activity(metrics::Registry& registry)
+    : counters_(delivery_counters(registry)), thread_([this] {
+        std::unique_lock lock(mu_);
+        while (!stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; }))
+          roll(now());
+      }) {}
+
+Activity::~Activity() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  thread_.join();
+}
+
+std::array<uint64_t, 4> Activity::totals() const {
+  return {counters_.delivered.value(), counters_.deferred.value(), counters_.failed.value(),
+          counters_.bounced.value()};
+}
+
+// Closes the minutes that ended: what the counters gained during each.
+void Activity::roll(Timestamp t) {
+  Timestamp minute = std::floor(t / 60) * 60;
+  if (minutes_.empty()) {
+    minutes_.push_back(Minute{minute});
+    base_ = totals();
+    return;
+  }
+  if (minutes_.back().start == minute) return;
+  std::array<uint64_t, 4> now_totals = totals();
+  Minute& closing = minutes_.back();
+  closing.delivered = now_totals[0] - base_[0];
+  closing.deferred = now_totals[1] - base_[1];
+  closing.failed = now_totals[2] - base_[2];
+  closing.bounced = now_totals[3] - base_[3];
+  base_ = now_totals;
+  for (Timestamp m = closing.start + 60; m <= minute; m += 60) minutes_.push_back(Minute{m});
+  while (minutes_.size() > 60) minutes_.pop_front();
+}
+
+void Activity::deferred(const std::string& reply) {
+  std::lock_guard lock(mu_);
+  std::string reason = reply.substr(0, 120);
+  if (!reasons_.count(reason) && reasons_.size() >= 100) reason = "(other replies)";
+  ++reasons_[reason];
+}
+
+std::vector<Activity::Minute> Activity::last_hour() {
+  std::lock_guard lock(mu_);
+  roll(now());
+  std::vector<Minute> out(minutes_.begin(), minutes_.end());
+  std::array<uint64_t, 4> t = totals();  // the minute under way, so far
+  out.back().delivered = t[0] - base_[0];
+  out.back().deferred = t[1] - base_[1];
+  out.back().failed = t[2] - base_[2];
+  out.back().bounced = t[3] - base_[3];
+  return out;
+}
+
+std::vector<std::pair<std::string, uint64_t>> Activity::top_deferrals(size_t n) {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::string, uint64_t>> out(reasons_.begin(), reasons_.end());
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  if (out.size() > n) out.resize(n);
+  return out;
+}
+
+void QueueGauges::register_metrics(metrics::Registry& registry) {
+  const char* shared = " (the whole shared queue, the same on every node: aggregate with max())";
+  registry.gauge("slimta_queue_messages", std::string("Messages queued") + shared,
+                 [this] { return messages(); });
+  registry.gauge("slimta_queue_held_messages", std::string("Messages held") + shared,
+                 [this] { return held(); });
+  registry.gauge("slimta_queue_oldest_message_age_seconds",
+                 std::string("Age of the oldest queued message") + shared,
+                 [this] { return oldest_age(); });
+  registry.gauge("slimta_queue_scan_seconds",
+                 "Time the last background scan of the queue for these gauges took",
+                 [this] { return scan_seconds(); });
+}
+
+}  // namespace slimta::daemon

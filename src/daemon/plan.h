@@ -1,0 +1,51 @@
+// What serve runs, planned from its options and the config file's tables, and checked,
+// before anything listens or the storage is opened: check-config stops there, serve
+// and its reload go on from it.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "options.h"
+#include "slimta/host_port.h"
+#include "slimta/queue.h"
+#include "slimta/reception.h"
+#include "slimta/shaping.h"
+#include "slimta/smtp_server.h"
+
+namespace slimta::daemon {
+
+// A flag's seconds as a duration.
+inline std::chrono::milliseconds millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+struct Listener {
+  std::string address;  // HOST:PORT
+  ListenerRole role;
+};
+// "smtp", "submission" or "submissions": the role's name in the config file and the log.
+const char* role_name(ListenerRole role);
+
+struct ServePlan {
+  std::vector<Listener> listeners;
+  std::vector<HostPort> endpoints;  // each listener's, parsed
+  std::vector<std::string> routes;
+  ShapingPolicy shaping;  // [destinations]
+  SmtpServerOptions server_opts;
+  ReceptionOptions door;  // the one door's limits
+  std::unique_ptr<Relay> relay;
+};
+
+// Everything serve runs, built from `opts` and the config file it names; throws
+// InvalidArgument naming the option, file or line at fault. Warnings (an open relay, a
+// host name without its domain) go to `err`.
+ServePlan plan_serve(const ServeOptions& opts, std::ostream& err);
+
+// check-config: plan_serve(), then the listeners, routes and destination limits on `out`.
+int check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err);
+
+}  // namespace slimta::daemon
