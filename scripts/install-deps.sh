@@ -14,7 +14,7 @@ if [ "${1:-}" = "--test" ]; then
   packages+=(
     libgtest-dev libgmock-dev libbenchmark-dev redis-server python3-aiosmtpd swaks
     openssl whois haproxy libnet-ssleay-perl libio-socket-ssl-perl
-    dpkg-dev lintian man-db systemd adduser prometheus chromium
+    dpkg-dev lintian man-db systemd adduser prometheus chromium clang-tidy
   )
 fi
 missing=()

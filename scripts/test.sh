@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, builds, and runs every test, then runs
+# The whole test suite: installs what it needs, builds (warnings as errors), lints with
+# clang-tidy, and runs every test (ctest -L unit for the in-process part alone), then runs
 # them again under AddressSanitizer + UndefinedBehaviorSanitizer; builds without the
 # optional parts; builds, lints, installs and purges the Debian packages (as root).
 #   SLIMTA_SKIP_SANITIZE=1   local opt-out of the sanitizer pass (CI never sets it)
@@ -15,6 +16,8 @@ if [ -d "$HOME/.pyenv/shims" ]; then export PATH="$HOME/.pyenv/shims:$PATH"; fi
 echo "== build (RelWithDebInfo)"
 "$root/scripts/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLIMTA_BUILD_TESTS=ON \
   -DSLIMTA_BUILD_BENCH=ON -DCMAKE_INSTALL_PREFIX=/usr -DSLIMTA_WERROR=ON
+echo "== clang-tidy (.clang-tidy's checks)"
+"$root/scripts/tidy.sh" "$root/build"
 echo "== tests"
 ctest --test-dir "$root/build" --output-on-failure -j "$jobs"
 

@@ -145,7 +145,7 @@ Response Http::send(const Request& req) {
     auto add_header = [&](const std::string& line) {
       curl_slist* grown = curl_slist_append(header_list.get(), line.c_str());
       if (!grown) throw std::bad_alloc();
-      header_list.release();
+      static_cast<void>(header_list.release());  // owned by `grown` now
       header_list.reset(grown);
     };
     for (const auto& [k, v] : req.headers) add_header(k + ": " + v);

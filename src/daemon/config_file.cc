@@ -120,8 +120,11 @@ ShapingPolicy read_shaping(const std::string& path) {
                                                  "idle-timeout"};
   for (const auto& [name, limits] : entries) {
     DestinationLimits l = shaping.defaults;
-    for (const auto& [k, value] : *limits) {
-      std::string key(k.str());
+    for (const auto& entry : *limits) {
+      // Not a structured binding: the lambdas below capture it, which clang-tidy's clang
+      // (14) does not take yet.
+      const toml::node& value = entry.second;
+      std::string key(entry.first.str());
       std::string where = "destination '" + name + "' " + key;
       auto whole = [&](int64_t min) {
         auto n = value.value<int64_t>();

@@ -68,7 +68,9 @@ std::vector<RecipientResult> deliver_in_groups(const Envelope& envelope, Group g
   }
   if (groups.size() == 1 && groups.begin()->second.size() == envelope.recipients.size())
     return deliver(envelope, groups.begin()->first);
-  for (const auto& [name, indexes] : groups) {
+  for (const auto& group : groups) {
+    const auto& name = group.first;  // captured below: not a structured binding (clang 14)
+    const auto& indexes = group.second;
     std::vector<RecipientResult> results = deliver_part(
         envelope, indexes, "", [&](const Envelope& part) { return deliver(part, name); });
     for (size_t k = 0; k < indexes.size(); ++k) out[indexes[k]] = std::move(results[k]);

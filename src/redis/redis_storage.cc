@@ -1010,7 +1010,9 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
         if (score) found.emplace_back(*score, i);
       }
     };
-    for (const auto& [master, list] : by_master) {
+    for (const auto& node : by_master) {
+      const auto& master = node.first;  // captured below: not a structured binding (clang 14)
+      const auto& list = node.second;
       std::vector<size_t> elsewhere;
       impl_->pool.run_node(master, true, [&](Connection& c) {
         for (size_t i : list) range(c, i);
@@ -1129,7 +1131,9 @@ size_t RedisStorage::repair_due(std::string& cursor) {
       ++impl_->unindexed;
   }
   size_t repaired = 0;
-  for (const auto& [index, keys] : by_index) {
+  for (const auto& entry : by_index) {
+    const std::string* index = entry.first;  // captured below: not a structured binding
+    const std::vector<std::string>& keys = entry.second;
     repaired += impl_->pool.run_on(*index, true, [&](Connection& c) -> size_t {
       // Two ZMSCOREs tell which are in the index and the received set (all, but after an
       // upgrade or a fault): only the others are looked at, by the script that repairs
