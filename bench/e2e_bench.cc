@@ -28,7 +28,7 @@
 //
 // Needs the postfix package (smtp-sink and postfix) and root (Postfix's own user).
 //
-// usage: e2e_bench [--messages N] [--clients N] [--size BYTES] [--rounds N]
+// usage: [SLIMTA_QUEUE_BIN=PATH] e2e_bench [--messages N] [--clients N] [--size BYTES] [--rounds N]
 //                  [--only sink,postfix,haraka,disk,redis,kill,rules,tls,auth,memory]
 // With several rounds, each round measures every part once and the medians of the
 // per-round ratios are printed beside each round's figures.
@@ -109,10 +109,17 @@ std::string message_data(size_t size, size_t seq = 0) {
          std::to_string(seq) + "\r\n\r\n" + body + "\r\n.\r\n";
 }
 
+// The serve under test: this build's, or $SLIMTA_QUEUE_BIN (another build's, to compare
+// two in one run).
+std::string queue_bin() {
+  const char* other = std::getenv("SLIMTA_QUEUE_BIN");
+  return other && *other ? other : SLIMTA_QUEUE_BIN;
+}
+
 std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& url, int sink,
                                                    const std::vector<std::string>& extra = {}) {
   std::vector<std::string> argv{
-      SLIMTA_QUEUE_BIN, "serve", "--listen",    "127.0.0.1:" + std::to_string(port),
+      queue_bin(), "serve", "--listen",    "127.0.0.1:" + std::to_string(port),
       "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink),
       "--workers",      "16",    "--lease",     "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());

@@ -42,6 +42,10 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url,
                                            std::optional<double> timeout = std::nullopt,
                                            bool create = true);
 
+// Reads and checks `url` as open_storage() does, without opening, creating or connecting
+// to anything (check-config): the same InvalidArgument for the same mistake.
+void check_storage_url(std::string_view url, const OpenOptions& options = {});
+
 // `url` with its password (userinfo, password=) replaced by "***": what a log line or an
 // operator's printout may show.
 std::string redact_storage_url(std::string_view url);

@@ -100,6 +100,8 @@ class RedisStorage : public QueueStorage {
                         std::string prefix = "slimta:");
   // Throws InvalidArgument naming the bad field. Connects lazily, on first use.
   explicit RedisStorage(RedisOptions options);
+  // What the constructor refuses in `options` (InvalidArgument), without connecting.
+  static void check(const RedisOptions& options);
   ~RedisStorage() override;
 
   const RedisOptions& options() const;

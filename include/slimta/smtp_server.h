@@ -130,6 +130,13 @@ class SmtpServer {
   SmtpServer(const SmtpServer&) = delete;
   SmtpServer& operator=(const SmtpServer&) = delete;
 
+  // What the constructor and listen() would refuse for `options` and these listeners
+  // (host, role), in the same words, without building or binding anything (serve's
+  // check-config): an unusable TLS certificate or key, an address that is not an IP, a
+  // submission listener without TLS and users. Throws InvalidArgument.
+  static void check(const SmtpServerOptions& options,
+                    const std::vector<std::pair<std::string, ListenerRole>>& listeners);
+
   // Listen on `host`:`port` (port 0: a free one) for `role`; returns the port. May be
   // called several times (several listeners). Throws InvalidArgument for a bad
   // address, or a submission role without a TLS certificate and users; QueueError if

@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 #include <grp.h>
 #include <malloc.h>
-#include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -45,30 +44,18 @@ class ReloadableRelay : public Relay {
 };
 
 // Started as root, once the ports are bound and the TLS key and users file read: run as
-// opts.user (default: slimta, when that user exists) and opts.group (default: the
-// user's), before the storage is opened so that what serve creates is the user's.
-void drop_privileges(const ServeOptions& opts, std::ostream& err) {
+// the plan's user and group, before the storage is opened so that what serve creates
+// is the user's.
+void drop_privileges(const std::optional<RunAs>& run_as, std::ostream& err) {
   const bool root = ::geteuid() == 0;
-  std::string name = opts.user;
-  if (name.empty()) {
-    if (!opts.group.empty()) throw InvalidArgument("--group " + opts.group + " needs --user");
-    if (!root) return;
-    if (!::getpwnam("slimta")) {
+  if (!run_as) {
+    if (root) {
       err << "slimta-queue serve: warning: running as root: create a 'slimta' system user "
              "(serve then runs as it) or give --user\n";
-      return;
     }
-    name = "slimta";
+    return;
   }
-  const struct passwd* pw = ::getpwnam(name.c_str());
-  if (!pw) throw InvalidArgument("--user " + name + ": no such user");
-  const uid_t uid = pw->pw_uid;
-  gid_t gid = pw->pw_gid;
-  if (!opts.group.empty()) {
-    const struct group* gr = ::getgrnam(opts.group.c_str());
-    if (!gr) throw InvalidArgument("--group " + opts.group + ": no such group");
-    gid = gr->gr_gid;
-  }
+  const auto& [name, uid, gid] = *run_as;
   if (!root) {
     if (uid == ::geteuid() && gid == ::getegid()) return;
     throw InvalidArgument("--user " + name + ": only root can switch users (serve runs as uid " +
@@ -238,7 +225,7 @@ void Daemon::Impl::start_http() {
 Daemon::Daemon(const ServeOptions& opts, const StorageOpener& open_storage, std::ostream& err) {
   impl_ = std::make_unique<Impl>(opts, plan_serve(opts, err), err);
   impl_->bind();
-  drop_privileges(opts, err);
+  drop_privileges(impl_->plan.run_as, err);
   // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
   // has learnt: freed, they go back to the system at once, so memory follows the
   // messages in flight instead of their high-water mark.

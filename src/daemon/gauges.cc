@@ -18,6 +18,8 @@ using Steady = std::chrono::steady_clock;
 // costs a node with --http 1 request a minute (4 Redis commands: the script and its
 // calls) against the 70 to 130 its due polling and sweeps make (doc/costs.md).
 constexpr auto kCountEvery = std::chrono::seconds(60);
+// How long after the page was last asked for it counts as open (it reloads every 30 s).
+constexpr auto kPageOpen = std::chrono::minutes(5);
 double seconds_since(Steady::time_point t) {
   return std::chrono::duration<double>(Steady::now() - t).count();
 }
@@ -52,37 +54,41 @@ double QueueGauges::oldest_age() const {
 }
 
 QueueSnapshot QueueGauges::snapshot() const {
-  wanted_ = Steady::now().time_since_epoch().count();
+  auto now = Steady::now();
+  auto before =
+      Steady::time_point(Steady::duration(wanted_.exchange(now.time_since_epoch().count())));
+  // A first look, or the first in a while: scan now, not at the next count.
+  if (before.time_since_epoch().count() == 0 || now - before >= kPageOpen) woken_ = true;
   std::lock_guard lock(mu_);
   return snapshot_;
 }
 
+// One loop: a count when one is due (stats(); the scan where there is none), a scan when
+// the page is open and the last one is old enough; between, it sleeps until the next of
+// those, or until the page is asked for (snapshot()).
 void QueueGauges::run() {
-  auto next_scan = Steady::now();
+  auto next_count = Steady::now(), next_scan = Steady::now();
+  bool counted = true;  // whether the storage has stats()
   while (!stop_) {
-    auto began = Steady::now();
-    bool counted = count();
+    woken_ = false;
+    if (Steady::now() >= next_count) {
+      counted = count();
+      next_count = Steady::now() + kCountEvery;
+    }
     auto wanted = Steady::time_point(Steady::duration(wanted_.load()));
-    bool page_open =
-        wanted.time_since_epoch().count() != 0 && Steady::now() - wanted < std::chrono::minutes(5);
-    if (!counted || (page_open && Steady::now() >= next_scan)) {
+    bool page_open = wanted.time_since_epoch().count() != 0 && Steady::now() - wanted < kPageOpen;
+    if ((!counted || page_open) && Steady::now() >= next_scan) {
       double took = scan(/*figures=*/!counted);
       auto floor = counted ? std::chrono::seconds(30) : std::chrono::seconds(5);
       next_scan = Steady::now() +
                   std::max<Steady::duration>(floor, std::chrono::duration_cast<Steady::duration>(
                                                         std::chrono::duration<double>(10 * took)));
-      if (!counted) {
-        pause(next_scan);
-        continue;
-      }
+      if (!counted) next_count = next_scan;  // the scan counted
     }
-    pause(began + kCountEvery);
+    auto until = counted && !page_open ? next_count : std::min(next_count, next_scan);
+    while (!stop_ && !woken_ && Steady::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-}
-
-void QueueGauges::pause(Steady::time_point until) {
-  while (!stop_ && Steady::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
 }
 
 bool QueueGauges::count() {

@@ -65,12 +65,12 @@ class QueueGauges {
   void run();
   bool count();               // from stats(); false when the storage has none
   double scan(bool figures);  // the full scan; returns how long it took
-  void pause(std::chrono::steady_clock::time_point until);
   QueueStorage& storage_;
   mutable std::mutex mu_;
   QueueSnapshot snapshot_;
   // When snapshot() was last called (steady clock, ns since its epoch).
   mutable std::atomic<int64_t> wanted_{0};
+  mutable std::atomic<bool> woken_{false};  // the page was asked for a first time
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

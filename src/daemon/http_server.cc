@@ -82,16 +82,25 @@ bool page_allowed(const std::string& token, const httplib::Request& req) {
 
 }  // namespace
 
-HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
-    : impl_(std::make_unique<Impl>(std::move(context))) {
-  auto [host, port] = parse_host_port(options.listen, "--http", std::nullopt, /*port_zero=*/true);
+HttpBinding http_binding(const HttpOptions& options) {
+  HttpBinding b;
+  HostPort at = parse_host_port(options.listen, "--http", std::nullopt, /*port_zero=*/true);
+  b.host = at.host;
+  b.port = at.port;
   if (!options.token_file.empty()) {
-    impl_->token = read_token(options.token_file);
-  } else if (!IpNetworks::parse("127.0.0.0/8,::1/128").contains(host)) {
+    b.token = read_token(options.token_file);
+  } else if (!IpNetworks::parse("127.0.0.0/8,::1/128").contains(b.host)) {
     throw InvalidArgument("--http " + options.listen +
                           ": without --http-token-file the HTTP listener may only bind a "
                           "loopback address (127.0.0.1, ::1)");
   }
+  return b;
+}
+
+HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
+    : impl_(std::make_unique<Impl>(std::move(context))) {
+  auto [host, port, token] = http_binding(options);
+  impl_->token = token;
   impl_->context.api_token = !impl_->token.empty();
   impl_->routes();
   httplib::Server& server = impl_->server;

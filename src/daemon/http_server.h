@@ -19,6 +19,17 @@ struct HttpOptions {
   std::string token_file;  // first line: the bearer token /api/ needs; empty: loopback only
 };
 
+// Where --http binds and the token /api/ takes, read and checked from `options` (by
+// HttpServer, and by check-config through plan_serve): InvalidArgument for a bad
+// HOST:PORT, an address off loopback without a token file, or a token file that cannot
+// be read or holds a token under 16 characters.
+struct HttpBinding {
+  std::string host;
+  uint16_t port = 0;
+  std::string token;  // empty: none (loopback only)
+};
+HttpBinding http_binding(const HttpOptions& options);
+
 // What the HTTP server serves from; everything must outlive it.
 struct HttpContext {
   metrics::Registry& registry;

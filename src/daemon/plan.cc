@@ -1,6 +1,9 @@
 #include "plan.h"
 
 #include <fmt/format.h>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include <toml++/toml.h>
 
@@ -11,6 +14,7 @@
 #include <set>
 
 #include "config_file.h"
+#include "http_server.h"
 #include "slimta/ascii.h"
 #include "slimta/disk_storage.h"
 #include "slimta/mx_relay.h"
@@ -204,6 +208,25 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
   return std::make_unique<RoutingRelay>(std::move(by_domain), std::move(fallback));
 }
 
+// --user and --group, looked up (not switched to).
+std::optional<RunAs> run_as(const ServeOptions& opts) {
+  std::string name = opts.user;
+  if (name.empty()) {
+    if (!opts.group.empty()) throw InvalidArgument("--group " + opts.group + " needs --user");
+    if (::geteuid() != 0 || !::getpwnam("slimta")) return std::nullopt;
+    name = "slimta";
+  }
+  const struct passwd* pw = ::getpwnam(name.c_str());
+  if (!pw) throw InvalidArgument("--user " + name + ": no such user");
+  RunAs out{name, pw->pw_uid, pw->pw_gid};
+  if (!opts.group.empty()) {
+    const struct group* gr = ::getgrnam(opts.group.c_str());
+    if (!gr) throw InvalidArgument("--group " + opts.group + ": no such group");
+    out.gid = gr->gr_gid;
+  }
+  return out;
+}
+
 }  // namespace
 
 ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
@@ -252,6 +275,14 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
            "--hostname a name with its domain\n";
   }
   plan.relay = make_relay(opts, plan.routes, plan.shaping, err);
+  // What the server, the HTTP listener and the switch of user would refuse, refused now:
+  // check-config stops here, and says what serve would say.
+  std::vector<std::pair<std::string, ListenerRole>> listeners;
+  for (size_t i = 0; i < plan.listeners.size(); ++i)
+    listeners.emplace_back(plan.endpoints[i].host, plan.listeners[i].role);
+  SmtpServer::check(plan.server_opts, listeners);
+  if (!opts.http.empty()) http_binding(HttpOptions{opts.http, opts.http_token_file});
+  plan.run_as = run_as(opts);
   return plan;
 }
 

@@ -3,8 +3,11 @@
 // and its reload go on from it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -30,6 +33,13 @@ struct Listener {
 // "smtp", "submission" or "submissions": the role's name in the config file and the log.
 const char* role_name(ListenerRole role);
 
+// Whom serve runs as once its ports are bound.
+struct RunAs {
+  std::string name;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
 struct ServePlan {
   std::vector<Listener> listeners;
   std::vector<HostPort> endpoints;  // each listener's, parsed
@@ -38,6 +48,9 @@ struct ServePlan {
   SmtpServerOptions server_opts;
   ReceptionOptions door;  // the one door's limits
   std::unique_ptr<Relay> relay;
+  // --user and --group (default: slimta and its group, when started as root and that
+  // user exists); nullopt: serve stays who it is.
+  std::optional<RunAs> run_as;
 };
 
 // Everything serve runs, built from `opts` and the config file it names; throws

@@ -25,9 +25,9 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<d
 
 namespace {
 
-// disk:PATH[?min-free=...], and the URL-like disk:///abs/path.
+// disk:PATH[?min-free=...], and the URL-like disk:///abs/path. `open` false: checked only.
 std::unique_ptr<QueueStorage> open_disk(std::string_view url, std::string_view rest,
-                                        const OpenOptions& options) {
+                                        const OpenOptions& options, bool open) {
   if (rest.starts_with("//")) {
     rest.remove_prefix(2);
     if (!rest.starts_with("/")) {
@@ -61,12 +61,13 @@ std::unique_ptr<QueueStorage> open_disk(std::string_view url, std::string_view r
                           params.begin()->first + "' (disk: takes min-free=)");
   }
   if (min_free) disk.min_free = MinFree::parse(*min_free);
+  if (!open) return nullptr;
   return std::make_unique<DiskStorage>(std::string(rest), disk);
 }
 
-}  // namespace
-
-std::unique_ptr<QueueStorage> open_storage(std::string_view url, const OpenOptions& options) {
+// The one switch on the scheme, for open_storage() and check_storage_url().
+std::unique_ptr<QueueStorage> dispatch(std::string_view url, const OpenOptions& options,
+                                       bool open) {
   size_t colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0) {
     throw InvalidArgument("malformed storage URL '" + url::redact(url) +
@@ -78,27 +79,42 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url, const OpenOptio
     if (!rest.empty()) {
       throw InvalidArgument("storage URL '" + std::string(url) + "': memory: takes no path");
     }
-    return std::make_unique<MemoryStorage>();
+    return open ? std::make_unique<MemoryStorage>() : nullptr;
   }
-  if (scheme == "disk") return open_disk(url, rest, options);
+  if (scheme == "disk") return open_disk(url, rest, options, open);
   std::string supported = "memory:, disk:";
 #ifdef SLIMTA_WITH_CLOUD
   supported += ", s3:";
   if (scheme == "s3") {
     if (!url.starts_with("s3://"))
       throw InvalidArgument("storage URL '" + std::string(url) + "': expected s3://BUCKET/PREFIX");
-    return url::open_s3(url, options.timeout);
+    return url::open_s3(url, options.timeout, open);
   }
 #endif
 #ifdef SLIMTA_WITH_REDIS
   supported += ", redis:, rediss:, redis+unix:, redis+sentinel:, redis+cluster:";
   if (scheme == "redis" || scheme == "rediss" || scheme == "redis+unix" ||
       scheme == "redis+sentinel" || scheme == "redis+cluster") {
-    return std::make_unique<RedisStorage>(url::parse_redis(url, options.timeout));
+    RedisOptions redis = url::parse_redis(url, options.timeout);
+    if (!open) {
+      RedisStorage::check(redis);
+      return nullptr;
+    }
+    return std::make_unique<RedisStorage>(std::move(redis));
   }
 #endif
   throw InvalidArgument("storage URL '" + url::redact(url) + "': unknown scheme '" +
                         std::string(scheme) + "' (this build supports " + supported + ")");
+}
+
+}  // namespace
+
+std::unique_ptr<QueueStorage> open_storage(std::string_view url, const OpenOptions& options) {
+  return dispatch(url, options, /*open=*/true);
+}
+
+void check_storage_url(std::string_view url, const OpenOptions& options) {
+  dispatch(url, options, /*open=*/false);
 }
 
 }  // namespace slimta

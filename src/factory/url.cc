@@ -252,7 +252,8 @@ double positive(double value, std::string_view url, const std::string& what) {
   return value;
 }
 
-std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double> default_timeout) {
+std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double> default_timeout,
+                                      bool open) {
   std::string_view rest = url.substr(5);  // after "s3://"
   size_t q = rest.find('?');
   auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
@@ -297,6 +298,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
     names.push_back(std::move(queue));
     at = comma + 1;
   }
+  if (!open) return nullptr;
   std::vector<SimpleQueueService> queues;
   for (const auto& name : names) queues.emplace_back(name, timeout, 1.0, aws);
   SimpleStorageService s3(bucket, timeout, prefix, aws, path_style);

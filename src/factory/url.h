@@ -34,9 +34,10 @@ RedisOptions parse_redis(std::string_view url, std::optional<double> default_tim
 
 #ifdef SLIMTA_WITH_CLOUD
 // s3://BUCKET[/PREFIX][?region=R&endpoint=URL&sqs=QUEUE_URL_OR_NAME[,QUEUE...]&timeout=S&path_style=0|1]
-// Throws InvalidArgument naming the URL and the bad part.
+// Throws InvalidArgument naming the URL and the bad part. `open` false: the URL is only
+// read and checked (nullptr).
 std::unique_ptr<QueueStorage> open_s3(std::string_view url,
-                                      std::optional<double> default_timeout = {});
+                                      std::optional<double> default_timeout = {}, bool open = true);
 #endif
 
 }  // namespace slimta::url

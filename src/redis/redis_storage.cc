@@ -661,6 +661,8 @@ RedisStorage::RedisStorage(std::string host, int port, int db, std::optional<std
         return o;
       }()) {}
 
+void RedisStorage::check(const RedisOptions& options) { validate(options); }
+
 RedisStorage::RedisStorage(RedisOptions options) {
   validate(options);
   impl_ = std::make_unique<Impl>(std::move(options));

@@ -936,16 +936,28 @@ SmtpServer::~SmtpServer() {
 namespace {
 // What a submission listener needs: TLS, and users to authenticate.
 bool offers_auth(const Settings& s) { return s.tls && s.options.users; }
-}  // namespace
 
-uint16_t SmtpServer::listen(const std::string& host, uint16_t port, ListenerRole role) {
+// The address a listener binds, checked against what its role needs.
+asio::ip::address listener_address(const Settings& s, const std::string& host, ListenerRole role) {
   asio::error_code ec;
   auto address = asio::ip::make_address(host, ec);
   if (ec) throw InvalidArgument("listen address '" + host + "' is not an IP address");
-  if (role != ListenerRole::smtp && !offers_auth(*impl_->shared.settings.load())) {
-    throw InvalidArgument("a submission listener (" + host + ":" + std::to_string(port) +
+  if (role != ListenerRole::smtp && !offers_auth(s)) {
+    throw InvalidArgument("a submission listener (" + host +
                           ") needs a TLS certificate and key, and users to authenticate");
   }
+  return address;
+}
+}  // namespace
+
+void SmtpServer::check(const SmtpServerOptions& options,
+                       const std::vector<std::pair<std::string, ListenerRole>>& listeners) {
+  Settings settings(options);
+  for (const auto& [host, role] : listeners) listener_address(settings, host, role);
+}
+
+uint16_t SmtpServer::listen(const std::string& host, uint16_t port, ListenerRole role) {
+  auto address = listener_address(*impl_->shared.settings.load(), host, role);
   tcp::acceptor* acceptor = nullptr;
   try {
     acceptor = &impl_->acceptors.emplace_back(impl_->io, tcp::endpoint(address, port));

@@ -1,4 +1,4 @@
-// The config file is checked strictly (tools/slimta-queue/config_file.h): a key CLI11
+// The config file is checked strictly (src/daemon/config_file.h): a key CLI11
 // does not know, a key in the wrong section or a value of the wrong type is an error
 // naming the file, the line, the key and the closest known key, before anything runs;
 // and check-config prints the effective configuration.
@@ -78,6 +78,52 @@ TEST_F(ConfigTest, ABadDnsServerIsRefusedByCheckConfig) {
   }
   auto good = run("[serve]\ndns-server = \"127.0.0.1:5353\"\n", {"check-config"});
   EXPECT_EQ(good.exit_code, 0) << good.err;
+}
+
+// check-config runs the checks serve runs before it listens: a setting serve refuses is
+// refused by check-config, with the same words. (Seen: each of these passed
+// check-config, then stopped serve.)
+TEST_F(ConfigTest, CheckConfigRefusesWhatServeRefusesInTheSameWords) {
+  testing::write_file(dir_.sub("token"), "short\n");
+  struct Case {
+    std::string config;  // after [serve]'s listen and smarthost
+    std::string words;   // in both refusals
+  };
+  const std::string storage = "storage = \"disk:" + spool() + "\"\n";
+  std::vector<Case> cases = {
+      {"http = \"0.0.0.0:9025\"\n", "may only bind a loopback address"},
+      {"http = \"127.0.0.1:9025\"\nhttp-token-file = \"" + dir_.sub("none") + "\"\n",
+       "cannot read a token from it"},
+      {"http = \"127.0.0.1:9025\"\nhttp-token-file = \"" + dir_.sub("token") + "\"\n",
+       "the token must have at least 16 characters"},
+      {"http = \"127.0.0.1:99999\"\n", "99999"},
+      {"user = \"no-such-user-here\"\n", "--user no-such-user-here: no such user"},
+      {"user = \"root\"\ngroup = \"no-such-group-here\"\n",
+       "--group no-such-group-here: no such group"},
+      {"tls-cert = \"" + dir_.sub("none.pem") + "\"\ntls-key = \"" + dir_.sub("none.key") + "\"\n",
+       "cannot use TLS certificate file"},
+      {"submission = \"127.0.0.1:0\"\n", "needs a TLS certificate and key, and users"},
+      {"listen = \"localhost:0\"\n", "'localhost' is not an IP address"},
+  };
+  for (const Case& c : cases) {
+    std::string config = storage + "[serve]\nsmarthost = \"127.0.0.1:25\"\n" + c.config;
+    if (c.config.find("listen") == std::string::npos) config += "listen = \"127.0.0.1:0\"\n";
+    auto checked = run(config, {"check-config"});
+    auto served = run(config, {"serve"});
+    EXPECT_EQ(served.exit_code, 1) << c.config << served.err;
+    EXPECT_NE(served.err.find(c.words), std::string::npos) << c.config << served.err;
+    EXPECT_EQ(checked.exit_code, 1) << c.config << checked.out;
+    EXPECT_NE(checked.err.find(c.words), std::string::npos) << c.config << checked.err;
+  }
+  // The storage URL: check-config reads it as serve does, without connecting.
+  for (std::string bad :
+       std::vector<std::string>{"redis://127.0.0.1:99999/0", "s3://bucket?regio=x",
+                                "disk:" + spool() + "?min-free=7q", "mysql://db"}) {
+    auto checked =
+        run("storage = \"" + bad + "\"\n[serve]\nsmarthost = \"127.0.0.1:25\"\n", {"check-config"});
+    EXPECT_EQ(checked.exit_code, 1) << bad << checked.out;
+    EXPECT_NE(checked.err.find("slimta-queue: error: "), std::string::npos) << bad << checked.err;
+  }
 }
 
 TEST_F(ConfigTest, AValueOfTheWrongTypeIsNamed) {

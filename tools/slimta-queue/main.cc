@@ -82,6 +82,13 @@ struct Cli {
   CLI::App* passwd = nullptr;
 
   Cli();
+  // How serve opens the storage (and check-config reads its URL).
+  slimta::OpenOptions open_options() const {
+    slimta::OpenOptions o;
+    o.timeout = storage_timeout;
+    o.min_free = serve_opts.min_free;
+    return o;
+  }
   // Checks the config file named in argv strictly, then parses argv; throws
   // QueueError (the config file) or CLI::ParseError (the command line).
   void parse(int argc, char** argv);
@@ -218,12 +225,7 @@ int serve(const Cli& cli, int argc, char** argv) {
   // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);
 
-  auto open = [&] {
-    OpenOptions o;
-    o.timeout = cli.storage_timeout;
-    o.min_free = cli.serve_opts.min_free;
-    return open_storage(cli.storage_url, o);
-  };
+  auto open = [&] { return open_storage(cli.storage_url, cli.open_options()); };
   daemon::Daemon d(cli.serve_opts, open, std::cerr);
   d.start();
   std::cout << "slimta-queue serve: listening on " << d.listening() << "\n" << std::flush;
@@ -294,6 +296,7 @@ int main(int argc, char** argv) {
     set_log_format(cli.log_format);
     if (cli.passwd->parsed()) return cmd_passwd(cli.passwd_user, cli.users_file, std::cerr);
     if (app.got_subcommand("check-config")) {
+      check_storage_url(cli.storage_url, cli.open_options());
       check_config(cli.serve_opts, std::cout, std::cerr);
       print_effective_config(app, std::cout);
       return 0;
