@@ -2,7 +2,10 @@
 
 namespace slimta::daemon {
 
-void define_serve_options(CLI::App& serve, ServeOptions& opts) {
+namespace {
+
+// Listeners, and who may send what through them.
+void who_sends(CLI::App& serve, ServeOptions& opts) {
   serve.footer(
       "Who may send what (closed by default): clients in --relay-networks (default: this host "
       "only) and clients that authenticated (AUTH, only under TLS, against --users) may relay "
@@ -43,6 +46,10 @@ void define_serve_options(CLI::App& serve, ServeOptions& opts) {
   serve.add_option("--proxy-from", opts.proxy_from,
                    "CIDR[,CIDR...] of load balancers that send a PROXY protocol header (v1/v2): "
                    "required from them, refused from anyone else");
+}
+
+// Where mail goes, under which name, how large.
+void where_mail_goes(CLI::App& serve, ServeOptions& opts) {
   serve.add_option("--smarthost", opts.smarthost,
                    "HOST:PORT to relay every message to (without it: to each domain's MX hosts)");
   serve.add_option("--dns-server", opts.dns_server,
@@ -60,6 +67,10 @@ void define_serve_options(CLI::App& serve, ServeOptions& opts) {
                   "broken with CRLF SPACE on relay, as Postfix does); beyond, 552 5.3.4")
       ->check(CLI::Range(998, 1 << 30))
       ->capture_default_str();
+}
+
+// The HTTP listener, the user, the limits, the queue's workers and schedule.
+void how_it_runs(CLI::App& serve, ServeOptions& opts) {
   serve.add_option("--http", opts.http,
                    "HOST:PORT for HTTP: /metrics (Prometheus), /healthz, /readyz, /api/v1/info; "
                    "a loopback address unless --http-token-file is given");
@@ -111,6 +122,10 @@ void define_serve_options(CLI::App& serve, ServeOptions& opts) {
   serve.add_flag("--full-schedule", opts.full_schedule,
                  "hold every message's schedule in memory and rescan, even on a storage with "
                  "a due-time index (Redis): the behaviour before the index");
+}
+
+// TLS in, and TLS and AUTH to the smarthost; the lease.
+void tls_and_the_smarthost(CLI::App& serve, ServeOptions& opts) {
   serve.add_option("--tls-cert", opts.tls_cert,
                    "PEM certificate chain: offer STARTTLS (with --tls-key)");
   serve.add_option("--tls-key", opts.tls_key, "PEM private key for --tls-cert");
@@ -135,6 +150,16 @@ void define_serve_options(CLI::App& serve, ServeOptions& opts) {
           "seconds a claim lasts unless renewed (it is, every third of it, while its attempt runs)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+}
+
+}  // namespace
+
+void define_serve_options(CLI::App& serve, ServeOptions& opts) {
+  // In this order in --help and check-config's output.
+  who_sends(serve, opts);
+  where_mail_goes(serve, opts);
+  how_it_runs(serve, opts);
+  tls_and_the_smarthost(serve, opts);
 }
 
 }  // namespace slimta::daemon

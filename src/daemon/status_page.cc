@@ -80,22 +80,8 @@ std::string chart(const std::vector<Activity::Minute>& minutes) {
   return svg + "</svg>";
 }
 
-}  // namespace
-
-std::string status_page(const QueueSnapshot& queue, Activity& activity,
-                        const std::string& hostname) {
-  Timestamp t = admin::now();
-  std::string out = fmt::format(
-      "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-      "<meta http-equiv=\"refresh\" content=\"30\"><title>slimta-queue on {}</title><style>"
-      "body{{font-family:sans-serif;margin:1.5em;color:#222}}"
-      "table{{border-collapse:collapse;margin-bottom:1.5em}}"
-      "td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}"
-      "td:first-child,th:first-child{{text-align:left}}.n{{font-size:2em}}"
-      ".legend span{{margin-right:1em}}</style></head><body>"
-      "<h1>slimta-queue on {}</h1>",
-      html(hostname), html(hostname));
-
+// The figures the gauges counted.
+void queue_section(const QueueSnapshot& queue, Timestamp t, std::string& out) {
   out += "<h2>Queue</h2>";
   if (queue.taken == 0) {
     out += "<p id=\"scanning\">The first scan of the queue is under way.</p>";
@@ -107,7 +93,10 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
         static_cast<uint64_t>(queue.messages), static_cast<uint64_t>(queue.held),
         queue.oldest > 0 ? age(t - queue.oldest) : "-", age(t - queue.taken), queue.count_seconds);
   }
+}
 
+// This process's last hour, minute by minute, and why it deferred.
+void activity_section(Activity& activity, std::string& out) {
   std::vector<Activity::Minute> minutes = activity.last_hour();
   Activity::Minute sum;
   for (const auto& m : minutes) {
@@ -136,7 +125,10 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
       out += fmt::format("<tr><td>{}</td><td>{}</td></tr>", html(reply), n);
     out += "</table>";
   }
+}
 
+// By domain and age, from the last scan.
+void shape_section(const QueueSnapshot& queue, Timestamp t, std::string& out) {
   out += "<h2>By recipient domain and age (minutes)</h2>";
   // Read message by message, only while this page is looked at (gauges.h).
   out += queue.scanned == 0
@@ -163,7 +155,10 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
     row(domain, r);
   }
   out += "</table>";
+}
 
+// The first held messages, from the last scan.
+void held_section(const QueueSnapshot& queue, std::string& out) {
   out += "<h2>Held messages</h2>";
   if (queue.held_messages.empty()) {
     out += "<p>None.</p>";
@@ -184,6 +179,28 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
     }
     out += "</table>";
   }
+}
+
+}  // namespace
+
+std::string status_page(const QueueSnapshot& queue, Activity& activity,
+                        const std::string& hostname) {
+  Timestamp t = admin::now();
+  std::string out = fmt::format(
+      "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+      "<meta http-equiv=\"refresh\" content=\"30\"><title>slimta-queue on {}</title><style>"
+      "body{{font-family:sans-serif;margin:1.5em;color:#222}}"
+      "table{{border-collapse:collapse;margin-bottom:1.5em}}"
+      "td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}"
+      "td:first-child,th:first-child{{text-align:left}}.n{{font-size:2em}}"
+      ".legend span{{margin-right:1em}}</style></head><body>"
+      "<h1>slimta-queue on {}</h1>",
+      html(hostname), html(hostname));
+
+  queue_section(queue, t, out);
+  activity_section(activity, out);
+  shape_section(queue, t, out);
+  held_section(queue, out);
   return out + "</body></html>\n";
 }
 

@@ -1,5 +1,7 @@
 #include "factory/url.h"
 
+#include "slimta/host_port.h"
+
 #include <algorithm>
 #include <charconv>
 #include <fstream>
@@ -27,27 +29,17 @@ T number(std::string_view s, std::string_view url, const char* what) {
   return v;
 }
 
-// HOST[:PORT] or [IPV6][:PORT].
+// HOST[:PORT] or [IPV6][:PORT] (parse_host_port(), as every endpoint an operator
+// writes), the host then percent-decoded.
 RedisOptions::Address host_port(std::string_view hostport, int default_port, std::string_view url) {
-  std::string_view port;
-  if (hostport.starts_with("[")) {
-    size_t close = hostport.find(']');
-    if (close == std::string_view::npos) bad(url, "unclosed '[' in the host");
-    std::string_view after = hostport.substr(close + 1);
-    if (!after.empty()) {
-      if (!after.starts_with(":")) bad(url, "junk after ']' in the host");
-      port = after.substr(1);
-    }
-    hostport = hostport.substr(1, close - 1);
-  } else if (size_t colon = hostport.rfind(':'); colon != std::string_view::npos) {
-    port = hostport.substr(colon + 1);
-    hostport = hostport.substr(0, colon);
-  }
-  RedisOptions::Address a{"", default_port};
-  if (!port.empty()) a.port = number<int>(port, url, "port");
   if (hostport.empty()) bad(url, "no host");
-  a.host = decode(hostport, url);
-  return a;
+  HostPort at;
+  try {
+    at = parse_host_port(hostport, "host", static_cast<uint16_t>(default_port));
+  } catch (const InvalidArgument& e) {
+    bad(url, e.what());
+  }
+  return RedisOptions::Address{decode(at.host, url), at.port};
 }
 
 }  // namespace

@@ -55,7 +55,8 @@ TEST(UrlTest, BadRedisUrlsNameTheProblem) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(error("redis://host:notaport").find("port 'notaport'"), std::string::npos);
+  EXPECT_NE(error("redis://host:notaport").find("host 'host:notaport' is not HOST[:PORT]"),
+            std::string::npos);
   EXPECT_NE(error("redis://host/x").find("db 'x'"), std::string::npos);
   EXPECT_NE(error("redis://host?colour=red").find("unknown parameter 'colour'"), std::string::npos);
   EXPECT_NE(error("redis://").find("no host"), std::string::npos);
@@ -127,7 +128,7 @@ TEST(UrlTest, SentinelUrlsNameTheSentinelsAndTheMaster) {
            {"redis+sentinel://s1", "no master name"},
            {"redis+sentinel://s1/", "no master name"},
            {"redis+sentinel://s1,/m", "no host"},
-           {"redis+sentinel://s1:x/m", "port 'x' is not a number"},
+           {"redis+sentinel://s1:x/m", "host 's1:x' is not HOST[:PORT]"},
            {"redis+sentinel://s1/m/x", "db 'x' is not a number"},
            {"redis://h?sentinel-password=x", "sentinel-password= is for redis+sentinel://"},
            {"redis://h?min-replicas-ack=one", "min-replicas-ack 'one' is not a number"},

@@ -82,6 +82,9 @@ struct Cli {
   CLI::App* passwd = nullptr;
 
   Cli();
+  void global_options();
+  void queue_commands();
+  void serve_commands();
   // How serve opens the storage (and check-config reads its URL).
   slimta::OpenOptions open_options() const {
     slimta::OpenOptions o;
@@ -95,7 +98,14 @@ struct Cli {
 };
 
 Cli::Cli() {
-  using namespace slimta::admin;
+  global_options();
+  queue_commands();
+  serve_commands();
+  add_global_options_to_help(app);
+}
+
+// The options of the whole program, before or after the command.
+void Cli::global_options() {
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "slimta-queue " SLIMTA_VERSION);
   app.fallthrough();  // --storage and --json are accepted after the subcommand too
@@ -119,7 +129,11 @@ Cli::Cli() {
                  "read options from this TOML/INI file: storage = \"URL\" at the top, "
                  "serve's options under [serve]")
       ->type_name("FILE");
+}
 
+// The commands that read or act on the queue in the storage.
+void Cli::queue_commands() {
+  using namespace slimta::admin;
   auto* enqueue = app.add_subcommand(
       "enqueue", "queue a message read from FILE or stdin; prints the new id on the last line");
   enqueue->add_option("file", enq.file, "RFC 5322 message file, - for stdin")
@@ -181,7 +195,10 @@ Cli::Cli() {
                      "destinations: state (ok, failing, down, suspended), connections in use "
                      "and the limit ([destinations] of --config), messages waiting, failures, "
                      "until when, last reply");
+}
 
+// serve, and the commands around it.
+void Cli::serve_commands() {
   serve = app.add_subcommand(
       "serve", "run the queue: accept mail over SMTP, keep it in the storage, deliver it");
   slimta::daemon::define_serve_options(*serve, serve_opts);
@@ -195,8 +212,6 @@ Cli::Cli() {
                      "check --config's file (unknown keys, wrong types, bad values: exit 1) and "
                      "serve's settings, without listening or opening the storage; print the "
                      "effective configuration, passwords masked");
-
-  add_global_options_to_help(app);
 }
 
 void Cli::parse(int argc, char** argv) {
