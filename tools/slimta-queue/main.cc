@@ -228,7 +228,7 @@ void Cli::parse(int argc, char** argv) {
 // finish) and SIGHUP (the command line and the config file read again) taken by one
 // thread with sigwait(), and systemd told (sd_notify) when it is ready, reloading and
 // stopping. The storage is opened once serve runs as its --user.
-int serve(const Cli& cli, int argc, char** argv) {
+int run_serve(const Cli& cli, int argc, char** argv) {
   using namespace slimta;
   // Blocked before any other thread starts, so that every thread inherits the mask.
   sigset_t signals;
@@ -318,7 +318,7 @@ int main(int argc, char** argv) {
     }
     warn_if_password_in_argv(cli.storage_url, argc, argv);
     std::string name = app.get_subcommands().front()->get_name();
-    if (name == "serve") return serve(cli, argc, argv);
+    if (name == "serve") return run_serve(cli, argc, argv);
     // Only what stores mail makes a spool; the others report a missing one.
     std::unique_ptr<QueueStorage> storage =
         open_storage(cli.storage_url, cli.storage_timeout, /*create=*/name == "enqueue");
