@@ -100,139 +100,159 @@ std::map<std::string, std::string> parse_query(std::string_view query, std::stri
   return out;
 }
 
-RedisOptions parse_redis(std::string_view url, std::optional<double> default_timeout) {
-  RedisOptions o;
-  std::string_view rest;
-  bool unix_socket = false, sentinel = false, cluster = false;
-  if (url.starts_with("redis://")) {
-    rest = url.substr(8);
-  } else if (url.starts_with("rediss://")) {
-    rest = url.substr(9);
-    o.tls = true;
-  } else if (url.starts_with("redis+unix://")) {
-    rest = url.substr(13);
-    unix_socket = true;
-  } else if (url.starts_with("redis+sentinel://")) {
-    rest = url.substr(17);
-    sentinel = true;
-  } else if (url.starts_with("redis+cluster://")) {
-    rest = url.substr(16);
-    cluster = true;
-  } else {
-    bad(url,
-        "expected redis://HOST[:PORT][/DB], rediss://... (TLS), redis+unix:///PATH or "
-        "redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB] or "
-        "redis+cluster://HOST[:PORT][,HOST[:PORT]...]");
-  }
-  size_t q = rest.find('?');
-  auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
-  rest = rest.substr(0, q);
-  bool userinfo_password = false, userinfo_username = false;
+namespace {
 
-  if (unix_socket) {
+// Which redis URL it is.
+struct RedisKind {
+  bool unix_socket = false, sentinel = false, cluster = false;
+};
+
+// The scheme: sets `kind` (and o.tls for rediss), returns what follows "//".
+std::string_view redis_scheme(std::string_view url, RedisKind& kind, RedisOptions& o) {
+  const std::pair<std::string_view, bool*> kSchemes[] = {{"redis://", nullptr},
+                                                         {"rediss://", &o.tls},
+                                                         {"redis+unix://", &kind.unix_socket},
+                                                         {"redis+sentinel://", &kind.sentinel},
+                                                         {"redis+cluster://", &kind.cluster}};
+  for (const auto& [scheme, set] : kSchemes) {
+    if (!url.starts_with(scheme)) continue;
+    if (set) *set = true;
+    return url.substr(scheme.size());
+  }
+  bad(url,
+      "expected redis://HOST[:PORT][/DB], rediss://... (TLS), redis+unix:///PATH or "
+      "redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB] or "
+      "redis+cluster://HOST[:PORT][,HOST[:PORT]...]");
+}
+
+// What the userinfo gave.
+struct Userinfo {
+  bool password = false, username = false;
+};
+
+// [[USER]:PASSWORD@]HOSTS[/PATH], or redis+unix's socket path.
+Userinfo redis_authority(std::string_view rest, std::string_view url, const RedisKind& kind,
+                         RedisOptions& o) {
+  Userinfo given;
+  if (kind.unix_socket) {
     if (!rest.starts_with("/")) bad(url, "redis+unix:// needs an absolute socket path");
     o.unix_socket = decode(rest, url);
-  } else {
-    size_t at = rest.rfind('@');
-    if (at != std::string_view::npos) {
-      std::string_view userinfo = rest.substr(0, at);
-      rest = rest.substr(at + 1);
-      userinfo_password = true;
-      size_t colon = userinfo.find(':');
-      if (colon == std::string_view::npos) {
-        o.password = decode(userinfo, url);  // redis://password@host, as redis-cli takes it
-      } else {
-        if (colon != 0) {
-          o.username = decode(userinfo.substr(0, colon), url);  // an ACL user
-          userinfo_username = true;
-        }
-        o.password = decode(userinfo.substr(colon + 1), url);
-      }
-    }
-    size_t slash = rest.find('/');
-    std::string_view hosts = rest.substr(0, slash);
-    std::string_view path =
-        slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
-    if (sentinel || cluster) {  // HOST[:PORT],...
-      while (true) {
-        size_t comma = hosts.find(',');
-        auto& list = sentinel ? o.sentinels : o.cluster_nodes;
-        list.push_back(host_port(hosts.substr(0, comma), sentinel ? 26379 : 6379, url));
-        if (comma == std::string_view::npos) break;
-        hosts = hosts.substr(comma + 1);
-      }
-    }
-    if (sentinel) {  // then /MASTER[/DB]
-      size_t next = path.find('/');
-      o.sentinel_master = decode(path.substr(0, next), url);
-      if (o.sentinel_master.empty()) bad(url, "no master name: redis+sentinel://SENTINELS/MASTER");
-      path = next == std::string_view::npos ? std::string_view() : path.substr(next + 1);
-    } else if (!cluster) {
-      RedisOptions::Address a = host_port(hosts, 6379, url);
-      o.host = a.host;
-      o.port = a.port;
-    }
-    if (!path.empty()) o.db = number<int>(path, url, "db");
+    return given;
   }
-  for (const auto& [key, value] : params) {
-    if (key == "prefix") {
-      o.prefix = value;
-    } else if (key == "timeout") {
-      o.socket_timeout = number<double>(value, url, "timeout");
-    } else if (key == "db") {
-      o.db = number<int>(value, url, "db");
-    } else if (key == "password") {
-      o.password = value;
-    } else if (key == "ca" || key == "cert" || key == "key" || key == "sni") {
-      if (!o.tls) bad(url, key + "= is for TLS: the URL is rediss://");
-      if (value.empty()) bad(url, key + "= is empty");
-      (key == "ca"     ? o.tls_ca_file
-       : key == "cert" ? o.tls_cert_file
-       : key == "key"  ? o.tls_key_file
-                       : o.tls_server_name) = value;
-    } else if (key == "min-replicas-ack") {
-      o.min_replicas_ack = number<int>(value, url, "min-replicas-ack");
-    } else if (key == "ack-timeout") {
-      o.ack_timeout = number<double>(value, url, "ack-timeout");
-      if (!(o.ack_timeout > 0)) bad(url, "ack-timeout must be more than 0 seconds");
-    } else if (key == "notify-shards") {
-      if (!cluster) bad(url, "notify-shards= is for redis+cluster:// URLs");
-      o.notify_shards = number<size_t>(value, url, "notify-shards");
-    } else if (key == "due-slots") {
-      if (!cluster) bad(url, "due-slots= is for redis+cluster:// URLs (one server has the index)");
-      o.due_slots = number<size_t>(value, url, "due-slots");
-      if (o.due_slots == 0 || o.due_slots > 16384 || (o.due_slots & (o.due_slots - 1)) != 0)
-        bad(url, "due-slots " + value + " is not a power of two from 1 to 16384");
-    } else if (key == "sentinel-password") {
-      if (!sentinel) bad(url, "sentinel-password= is for redis+sentinel:// URLs");
-      o.sentinel_password = value;
-    } else if (key == "username") {
-      if (value.empty()) bad(url, "username= is empty");
-      o.username = value;
-    } else if (key == "password-file") {
-      std::ifstream in(value);
-      std::string line;
-      if (!in || !std::getline(in, line)) bad(url, "cannot read password-file '" + value + "'");
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      o.password = line;
+  size_t at = rest.rfind('@');
+  if (at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    given.password = true;
+    size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      o.password = decode(userinfo, url);  // redis://password@host, as redis-cli takes it
     } else {
-      bad(url,
-          "unknown parameter '" + key +
-              "' (known: prefix, timeout, db, username, password, password-file, "
-              "min-replicas-ack, ack-timeout; for rediss: ca, cert, key, sni; for "
-              "redis+sentinel: sentinel-password; for redis+cluster: notify-shards, due-slots)");
+      if (colon != 0) {
+        o.username = decode(userinfo.substr(0, colon), url);  // an ACL user
+        given.username = true;
+      }
+      o.password = decode(userinfo.substr(colon + 1), url);
     }
   }
-  if (int(userinfo_password) + int(params.count("password")) + int(params.count("password-file")) >
-      1)
+  size_t slash = rest.find('/');
+  std::string_view hosts = rest.substr(0, slash);
+  std::string_view path =
+      slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+  if (kind.sentinel || kind.cluster) {  // HOST[:PORT],...
+    while (true) {
+      size_t comma = hosts.find(',');
+      auto& list = kind.sentinel ? o.sentinels : o.cluster_nodes;
+      list.push_back(host_port(hosts.substr(0, comma), kind.sentinel ? 26379 : 6379, url));
+      if (comma == std::string_view::npos) break;
+      hosts = hosts.substr(comma + 1);
+    }
+  }
+  if (kind.sentinel) {  // then /MASTER[/DB]
+    size_t next = path.find('/');
+    o.sentinel_master = decode(path.substr(0, next), url);
+    if (o.sentinel_master.empty()) bad(url, "no master name: redis+sentinel://SENTINELS/MASTER");
+    path = next == std::string_view::npos ? std::string_view() : path.substr(next + 1);
+  } else if (!kind.cluster) {
+    RedisOptions::Address a = host_port(hosts, 6379, url);
+    o.host = a.host;
+    o.port = a.port;
+  }
+  if (!path.empty()) o.db = number<int>(path, url, "db");
+  return given;
+}
+
+// One query parameter.
+void redis_param(const std::string& key, const std::string& value, std::string_view url,
+                 const RedisKind& kind, RedisOptions& o) {
+  if (key == "prefix") {
+    o.prefix = value;
+  } else if (key == "timeout") {
+    o.socket_timeout = number<double>(value, url, "timeout");
+  } else if (key == "db") {
+    o.db = number<int>(value, url, "db");
+  } else if (key == "password") {
+    o.password = value;
+  } else if (key == "ca" || key == "cert" || key == "key" || key == "sni") {
+    if (!o.tls) bad(url, key + "= is for TLS: the URL is rediss://");
+    if (value.empty()) bad(url, key + "= is empty");
+    (key == "ca"     ? o.tls_ca_file
+     : key == "cert" ? o.tls_cert_file
+     : key == "key"  ? o.tls_key_file
+                     : o.tls_server_name) = value;
+  } else if (key == "min-replicas-ack") {
+    o.min_replicas_ack = number<int>(value, url, "min-replicas-ack");
+  } else if (key == "ack-timeout") {
+    o.ack_timeout = number<double>(value, url, "ack-timeout");
+    if (!(o.ack_timeout > 0)) bad(url, "ack-timeout must be more than 0 seconds");
+  } else if (key == "notify-shards") {
+    if (!kind.cluster) bad(url, "notify-shards= is for redis+cluster:// URLs");
+    o.notify_shards = number<size_t>(value, url, "notify-shards");
+  } else if (key == "due-slots") {
+    if (!kind.cluster)
+      bad(url, "due-slots= is for redis+cluster:// URLs (one server has the index)");
+    o.due_slots = number<size_t>(value, url, "due-slots");
+    if (o.due_slots == 0 || o.due_slots > 16384 || (o.due_slots & (o.due_slots - 1)) != 0)
+      bad(url, "due-slots " + value + " is not a power of two from 1 to 16384");
+  } else if (key == "sentinel-password") {
+    if (!kind.sentinel) bad(url, "sentinel-password= is for redis+sentinel:// URLs");
+    o.sentinel_password = value;
+  } else if (key == "username") {
+    if (value.empty()) bad(url, "username= is empty");
+    o.username = value;
+  } else if (key == "password-file") {
+    std::ifstream in(value);
+    std::string line;
+    if (!in || !std::getline(in, line)) bad(url, "cannot read password-file '" + value + "'");
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    o.password = line;
+  } else {
+    bad(url, "unknown parameter '" + key +
+                 "' (known: prefix, timeout, db, username, password, password-file, "
+                 "min-replicas-ack, ack-timeout; for rediss: ca, cert, key, sni; for "
+                 "redis+sentinel: sentinel-password; for redis+cluster: notify-shards, due-slots)");
+  }
+}
+
+}  // namespace
+
+RedisOptions parse_redis(std::string_view url, std::optional<double> default_timeout) {
+  RedisOptions o;
+  RedisKind kind;
+  std::string_view rest = redis_scheme(url, kind, o);
+  size_t q = rest.find('?');
+  auto params = parse_query(q == std::string_view::npos ? "" : rest.substr(q + 1), url);
+  Userinfo given = redis_authority(rest.substr(0, q), url, kind, o);
+  for (const auto& [key, value] : params) redis_param(key, value, url, kind, o);
+  if (int(given.password) + int(params.count("password")) + int(params.count("password-file")) > 1)
     bad(url, "give the password once: in the URL, password= or password-file=");
-  if (params.count("username") && userinfo_username)
+  if (params.count("username") && given.username)
     bad(url, "give the username once: in the URL or username=");
   if (o.tls_cert_file.empty() != o.tls_key_file.empty())
     bad(url, "a client certificate needs both cert= and key=");
   if (o.username && !o.password)
     bad(url, "an ACL user needs its password: USER:PASSWORD@, password= or password-file=");
-  if (cluster && o.db != 0) bad(url, "a cluster has only db 0");
+  if (kind.cluster && o.db != 0) bad(url, "a cluster has only db 0");
   if (!o.socket_timeout) o.socket_timeout = default_timeout;
   return o;
 }
