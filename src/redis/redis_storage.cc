@@ -680,7 +680,7 @@ std::string RedisStorage::acl_rule(std::string_view prefix) {
   return "~" + std::string(prefix) +
          "* resetchannels +@hash +@stream +eval +evalsha +multi +exec +discard +scan +del "
          "+expire +persist +time +select +ping +role +wait +cluster|slots +asking +@sortedset "
-         "+sadd +srem +scard";
+         "+sadd +srem +scard +smismember";
 }
 
 Capabilities RedisStorage::capabilities() const {
@@ -1137,25 +1137,31 @@ size_t RedisStorage::repair_due(std::string& cursor) {
     const std::string* index = entry.first;  // captured below: not a structured binding
     const std::vector<std::string>& keys = entry.second;
     repaired += impl_->pool.run_on(*index, true, [&](Connection& c) -> size_t {
-      // Two ZMSCOREs tell which are in the index and the received set (all, but after an
-      // upgrade or a fault): only the others are looked at, by the script that repairs
-      // them (held messages are never in the index: they are looked at every pass).
+      // Which are in the index, the received set and the held set (all that should be,
+      // but after an upgrade or a fault): only the others are looked at, by the script
+      // that repairs them. A held message is in the received and held sets, not the index.
       const std::string& received = impl_->received_key(index);
-      for (const std::string* set : {index, &received}) {
-        std::vector<std::string_view> args{"ZMSCORE", *set};
+      const std::string& held = impl_->held_key(index);
+      for (const auto& [command, set] :
+           {std::pair<const char*, const std::string*>{"ZMSCORE", index},
+            {"ZMSCORE", &received},
+            {"SMISMEMBER", &held}}) {
+        std::vector<std::string_view> args{command, *set};
         args.insert(args.end(), keys.begin(), keys.end());
         c.append(args);
       }
-      Reply in_index = c.read_reply(/*allow_error=*/true);  // both read before checking
+      Reply in_index = c.read_reply(/*allow_error=*/true);  // all read before checking
       Reply in_received = c.read_reply(/*allow_error=*/true);
-      c.check_reply(in_index.get());
-      c.check_reply(in_received.get());
-      std::vector<std::string_view> missing{*index, received, impl_->held_key(index)};
+      Reply in_held = c.read_reply(/*allow_error=*/true);
+      for (const Reply* r : {&in_index, &in_received, &in_held}) c.check_reply(r->get());
+      std::vector<std::string_view> missing{*index, received, held};
       for (size_t i = 0; i < keys.size(); ++i) {
-        auto absent = [&](const Reply& r) {
-          return i >= r->elements || r->element[i]->type == REDIS_REPLY_NIL;
+        auto present = [&](const Reply& r) {
+          return i < r->elements && r->element[i]->type != REDIS_REPLY_NIL &&
+                 !(r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 0);
         };
-        if (absent(in_index) || absent(in_received)) missing.push_back(keys[i]);
+        bool indexed = present(in_index) || present(in_held);
+        if (!indexed || !present(in_received)) missing.push_back(keys[i]);
       }
       if (missing.size() == 3) return 0;
       Reply n = c.eval(repair_script(), missing, {});
