@@ -53,11 +53,7 @@ std::vector<QueueEntry> sorted_entries(QueueStorage& storage, std::ostream& err)
 }
 
 std::vector<std::string> selected_ids(QueueStorage& storage, const Selection& sel) {
-  if (!sel.all) return sel.ids;
-  std::vector<std::string> ids;
-  auto stream = storage.load();
-  while (auto e = stream->next()) ids.push_back(std::move(e->id));
-  return ids;
+  return sel.all ? all_ids(storage) : sel.ids;
 }
 
 }  // namespace

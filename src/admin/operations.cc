@@ -24,10 +24,15 @@ std::optional<QueuedMessage> try_get(QueueStorage& storage, const std::string& i
   }
 }
 
-std::vector<std::string> sorted_ids(QueueStorage& storage) {
+std::vector<std::string> all_ids(QueueStorage& storage) {
   std::vector<std::string> ids;
   auto stream = storage.load();
   while (auto e = stream->next()) ids.push_back(std::move(e->id));
+  return ids;
+}
+
+std::vector<std::string> sorted_ids(QueueStorage& storage) {
+  std::vector<std::string> ids = all_ids(storage);
   std::sort(ids.begin(), ids.end());
   return ids;
 }

@@ -36,7 +36,8 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
 std::optional<QueuedMessage> try_get(QueueStorage& storage, const std::string& id,
                                      std::ostream& err);
 
-// Every stored id, sorted: the order pages follow.
+// Every stored id, as load() gives them, and sorted (the order pages follow).
+std::vector<std::string> all_ids(QueueStorage& storage);
 std::vector<std::string> sorted_ids(QueueStorage& storage);
 
 // Which messages an operation takes: a recipient domain, a state, a minimum age since

@@ -189,7 +189,7 @@ void Daemon::Impl::open(const StorageOpener& open_storage) {
            "always)\n";
   }
   QueuePolicy policy = queue_policy(opts, plan, registry);
-  if (!opts.http.empty()) {
+  if (plan.http) {
     activity = std::make_unique<Activity>(registry);
     policy.on_deferral = [a = activity.get()](const std::string& reply) { a->deferred(reply); };
   }
@@ -217,7 +217,7 @@ void Daemon::Impl::start_http() {
     return std::string();
   };
   http = std::make_unique<HttpServer>(
-      HttpOptions{opts.http, opts.http_token_file},
+      *plan.http,
       HttpContext{registry, *gauges, *activity, *timed_storage, ready, reception, relay_refusal});
   listening += ", " + http->address() + " (http)";
 }
@@ -231,7 +231,7 @@ Daemon::Daemon(const ServeOptions& opts, const StorageOpener& open_storage, std:
   // messages in flight instead of their high-water mark.
   ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   impl_->open(open_storage);
-  if (!opts.http.empty()) impl_->start_http();
+  if (impl_->plan.http) impl_->start_http();
 }
 
 Daemon::~Daemon() {

@@ -42,7 +42,7 @@ double QueueGauges::held() const {
   return snapshot_.held;
 }
 
-double QueueGauges::scan_seconds() const {
+double QueueGauges::count_seconds() const {
   std::lock_guard lock(mu_);
   return snapshot_.count_seconds;
 }
@@ -273,8 +273,9 @@ void QueueGauges::register_metrics(metrics::Registry& registry) {
                  std::string("Age of the oldest queued message") + shared,
                  [this] { return oldest_age(); });
   registry.gauge("slimta_queue_scan_seconds",
-                 "Time the last background scan of the queue for these gauges took",
-                 [this] { return scan_seconds(); });
+                 "Time the last count of the queue for these gauges took (the storage's stats(), "
+                 "or a scan of every message where it keeps none)",
+                 [this] { return count_seconds(); });
 }
 
 }  // namespace slimta::daemon

@@ -59,7 +59,7 @@ class QueueGauges {
   double held() const;
   // Seconds since the oldest queued message was received (0 for an empty queue).
   double oldest_age() const;
-  double scan_seconds() const;
+  double count_seconds() const;
 
  private:
   void run();

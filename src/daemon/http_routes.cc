@@ -83,7 +83,7 @@ void info(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {
              {{"messages", static_cast<uint64_t>(ctx.gauges.messages())},
               {"held", static_cast<uint64_t>(ctx.gauges.held())},
               {"oldest_message_age_seconds", ctx.gauges.oldest_age()},
-              {"scan_seconds", ctx.gauges.scan_seconds()}});
+              {"scan_seconds", ctx.gauges.count_seconds()}});
 }
 
 void shape(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {

@@ -84,6 +84,7 @@ bool page_allowed(const std::string& token, const httplib::Request& req) {
 
 HttpBinding http_binding(const HttpOptions& options) {
   HttpBinding b;
+  b.listen = options.listen;
   HostPort at = parse_host_port(options.listen, "--http", std::nullopt, /*port_zero=*/true);
   b.host = at.host;
   b.port = at.port;
@@ -97,16 +98,16 @@ HttpBinding http_binding(const HttpOptions& options) {
   return b;
 }
 
-HttpServer::HttpServer(const HttpOptions& options, HttpContext context)
+HttpServer::HttpServer(const HttpBinding& binding, HttpContext context)
     : impl_(std::make_unique<Impl>(std::move(context))) {
-  auto [host, port, token] = http_binding(options);
+  const auto& [listen, host, port, token] = binding;
   impl_->token = token;
   impl_->context.api_token = !impl_->token.empty();
   impl_->routes();
   httplib::Server& server = impl_->server;
   int bound =
       port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
-  if (bound <= 0) throw QueueError("cannot listen on " + options.listen + " (--http)");
+  if (bound <= 0) throw QueueError("cannot listen on " + listen + " (--http)");
   address_ =
       (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(bound);
   impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });

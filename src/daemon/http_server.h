@@ -24,6 +24,7 @@ struct HttpOptions {
 // HOST:PORT, an address off loopback without a token file, or a token file that cannot
 // be read or holds a token under 16 characters.
 struct HttpBinding {
+  std::string listen;  // as given, for errors
   std::string host;
   uint16_t port = 0;
   std::string token;  // empty: none (loopback only)
@@ -64,7 +65,7 @@ class HttpServer {
   // remove|bounce)
   // for every message the filters select; POST messages (a message/rfc822 body with
   // X-Envelope-Sender and X-Envelope-Recipient headers) -> 201 {"id"} once durable.
-  HttpServer(const HttpOptions& options, HttpContext context);
+  HttpServer(const HttpBinding& binding, HttpContext context);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -14,7 +14,6 @@
 #include <set>
 
 #include "config_file.h"
-#include "http_server.h"
 #include "slimta/ascii.h"
 #include "slimta/disk_storage.h"
 #include "slimta/mx_relay.h"
@@ -281,7 +280,7 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   for (size_t i = 0; i < plan.listeners.size(); ++i)
     listeners.emplace_back(plan.endpoints[i].host, plan.listeners[i].role);
   SmtpServer::check(plan.server_opts, listeners);
-  if (!opts.http.empty()) http_binding(HttpOptions{opts.http, opts.http_token_file});
+  if (!opts.http.empty()) plan.http = http_binding(HttpOptions{opts.http, opts.http_token_file});
   plan.run_as = run_as(opts);
   return plan;
 }

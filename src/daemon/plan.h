@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "http_server.h"
 #include "options.h"
 #include "slimta/host_port.h"
 #include "slimta/queue.h"
@@ -51,6 +52,8 @@ struct ServePlan {
   // --user and --group (default: slimta and its group, when started as root and that
   // user exists); nullopt: serve stays who it is.
   std::optional<RunAs> run_as;
+  // --http, its address and token read and checked; nullopt: no HTTP listener.
+  std::optional<HttpBinding> http;
 };
 
 // Everything serve runs, built from `opts` and the config file it names; throws

@@ -410,7 +410,7 @@ struct RedisStorage::Impl {
   // Cluster: new ids are picked so that their keys fall in an indexed slot.
   bool pick_ids = false;
   void make_due_index();
-  void make_index_keys();
+  void make_due_keys();
   // Beside each index (same name but .received and .held for .due: the same hash tag,
   // so the same slot), for stats(): every message by receipt time, and the held ones.
   std::vector<std::string> received_keys, held_keys;
@@ -547,7 +547,7 @@ struct RedisStorage::Impl {
 };
 
 void RedisStorage::Impl::make_due_index() {
-  make_index_keys();
+  make_due_keys();
   for (const std::string& due : due_keys) {
     std::string base = due.substr(0, due.size() - std::string_view(".due").size());
     received_keys.push_back(base + ".received");
@@ -555,7 +555,7 @@ void RedisStorage::Impl::make_due_index() {
   }
 }
 
-void RedisStorage::Impl::make_index_keys() {
+void RedisStorage::Impl::make_due_keys() {
   const RedisOptions& o = pool.options();
   if (!pool.cluster()) {
     due_keys = {o.prefix + ".due"};

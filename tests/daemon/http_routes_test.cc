@@ -42,7 +42,7 @@ class HttpRoutesTest : public ::testing::Test {
     gauges_->register_metrics(registry_);
     activity_ = std::make_unique<Activity>(registry_);
     server_ = std::make_unique<HttpServer>(
-        HttpOptions{"127.0.0.1:0", token_file},
+        http_binding(HttpOptions{"127.0.0.1:0", token_file}),
         HttpContext{registry_, *gauges_, *activity_, storage_,
                     [this] { return std::string(ready_ ? "" : "the storage is away"); }, reception_,
                     [](const std::string&, const Envelope& env, bool authenticated) {
