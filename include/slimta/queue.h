@@ -18,9 +18,10 @@
 // step (LeaseLost), the engine logs it and lets the message go; the newer holder's
 // progress stands.
 //
-// Events are logged one line each, "queue: ID EVENT key=value...", so an operator can
-// follow a message through the log; counts of each event go to the storage's shared
-// counters (slimta-queue info).
+// Each step is an event (queue_events.h) told to the policy's observers: by default
+// logged one line each, "queue: ID EVENT key=value...", so an operator can follow a
+// message through the log; counts of each event go to the storage's shared counters
+// (slimta-queue info).
 //
 // Two ways to drive it: start()/stop() run worker threads on the real clock (the
 // daemon); run_pending() runs what is due by the injected Clock on the calling
@@ -41,6 +42,7 @@
 #include "slimta/clock.h"
 #include "slimta/envelope.h"
 #include "slimta/metrics.h"
+#include "slimta/queue_events.h"
 #include "slimta/shaping.h"
 #include "slimta/storage.h"
 
@@ -147,9 +149,10 @@ struct QueuePolicy {
   // Where the destinations' slots, rates and health are kept; null: the storage's
   // (QueueStorage::destinations(), shared by every process on it where it can be).
   std::shared_ptr<Destinations> destinations;
-  // Called with the first deferring reply of each deferred attempt (from the worker
-  // threads: must be thread-safe and quick), e.g. to show the top deferral reasons.
-  std::function<void(const std::string& reply)> on_deferral;
+  // Who is told of each event (queue_events.h), in order, after the log (log_events:
+  // a LogObserver) and before the metrics (above), which the queue adds.
+  QueueObservers observers;
+  bool log_events = true;
 
   // Seconds to wait after the `attempts`-th failed attempt.
   double backoff(uint32_t attempts) const;
@@ -168,7 +171,11 @@ struct EnqueueResult {
 };
 
 // Writes `envelope` into `storage` due at `now` (its timestamp set to `now` if 0), as
-// Queue::enqueue stores it but with no engine to schedule it; logs either outcome.
+// Queue::enqueue stores it but with no engine to schedule it; tells `observers` either
+// outcome (enqueued, not_enqueued).
+EnqueueResult store_message(QueueStorage& storage, const Envelope& envelope, Timestamp now,
+                            const QueueObservers& observers);
+// The same, logged (LogObserver).
 EnqueueResult store_message(QueueStorage& storage, const Envelope& envelope, Timestamp now);
 
 // An operator's bounce: message `id` is returned to its sender now, its pending

@@ -59,13 +59,63 @@ std::string type_problem(const CLI::Option* opt, const toml::node& value) {
 
 }  // namespace
 
-toml::table parse_config_file(const std::string& path) {
+std::shared_ptr<const ConfigFile> ConfigFile::load(const std::string& path) {
   try {
-    return toml::parse_file(path);
+    return std::make_shared<const ConfigFile>(ConfigFile{path, toml::parse_file(path)});
   } catch (const toml::parse_error& e) {
     throw InvalidArgument(
         fmt::format("config file '{}' line {}: {}", path, e.source().begin.line, e.description()));
   }
+}
+
+InvalidArgument ConfigFile::error(const toml::node& node, const std::string& why) const {
+  return InvalidArgument(
+      fmt::format("config file '{}' line {}: {}", path, node.source().begin.line, why));
+}
+
+namespace {
+
+// A scalar as CLI11's TOML reader gives it: the text of a string, true/false, a number.
+std::string config_input(const toml::node& value) {
+  if (auto s = value.value_exact<std::string>()) return *s;
+  if (auto b = value.value_exact<bool>()) return *b ? "true" : "false";
+  if (auto i = value.value_exact<int64_t>()) return std::to_string(*i);
+  if (auto d = value.value_exact<double>()) return fmt::format("{}", *d);
+  return "";  // a date or a table: check_config_file() refused it already
+}
+
+class ParsedConfig : public CLI::ConfigTOML {
+ public:
+  explicit ParsedConfig(std::shared_ptr<const ConfigFile> config) : config_(std::move(config)) {}
+  std::vector<CLI::ConfigItem> from_config(std::istream&) const override {
+    std::vector<CLI::ConfigItem> items;
+    auto add = [&](const toml::table& table, std::vector<std::string> parents) {
+      for (const auto& [key, value] : table) {
+        if (value.is_table() || value.is_array_of_tables()) continue;  // not an option
+        CLI::ConfigItem item;
+        item.parents = parents;
+        item.name = std::string(key.str());
+        if (const toml::array* list = value.as_array()) {
+          for (const toml::node& v : *list) item.inputs.push_back(config_input(v));
+        } else {
+          item.inputs.push_back(config_input(value));
+        }
+        items.push_back(std::move(item));
+      }
+    };
+    add(config_->table, {});
+    if (const toml::table* serve = config_->table["serve"].as_table()) add(*serve, {"serve"});
+    return items;
+  }
+
+ private:
+  std::shared_ptr<const ConfigFile> config_;
+};
+
+}  // namespace
+
+std::shared_ptr<CLI::Config> cli_config(std::shared_ptr<const ConfigFile> config) {
+  return std::make_shared<ParsedConfig>(std::move(config));
 }
 
 std::optional<std::string> closest(const std::string& word, const std::vector<std::string>& names) {
@@ -91,15 +141,13 @@ std::optional<std::string> closest(const std::string& word, const std::vector<st
   return best;
 }
 
-ShapingPolicy read_shaping(const std::string& path) {
+ShapingPolicy read_shaping(const ConfigFile* config) {
   ShapingPolicy shaping;
-  if (path.empty()) return shaping;
-  toml::table config = parse_config_file(path);
+  if (!config) return shaping;
   auto bad = [&](const toml::node& node, const std::string& why) {
-    return InvalidArgument(
-        fmt::format("config file '{}' line {}: {}", path, node.source().begin.line, why));
+    return config->error(node, why);
   };
-  const toml::node* node = config.get("destinations");
+  const toml::node* node = config->table.get("destinations");
   if (!node) return shaping;
   const toml::table* table = node->as_table();
   if (!table) throw bad(*node, "destinations must be tables: [destinations.\"example.com\"]");
@@ -168,8 +216,9 @@ ShapingPolicy read_shaping(const std::string& path) {
   return shaping;
 }
 
-void check_config_file(const std::string& path, const CLI::App& app, const CLI::App& serve) {
-  toml::table config = parse_config_file(path);
+void check_config_file(const ConfigFile& file, const CLI::App& app, const CLI::App& serve) {
+  const toml::table& config = file.table;
+  const std::string& path = file.path;
   auto keys = [](const CLI::App& owner) {
     std::vector<std::string> out;
     for (const CLI::Option* opt : config_options(owner)) out.push_back(key_of(opt));

@@ -15,6 +15,7 @@
 
 #include "gauges.h"
 #include "http_server.h"
+#include "logging.h"
 #include "plan.h"
 #include "slimta/metrics.h"
 #include "slimta/queue.h"
@@ -157,7 +158,7 @@ struct Daemon::Impl {
   ReloadableRelay relay;
   std::unique_ptr<QueueStorage> storage;
   std::unique_ptr<TimedStorage> timed_storage;  // what the queue uses: its calls timed
-  std::unique_ptr<Activity> activity;           // for the status page (--http)
+  std::shared_ptr<Activity> activity;           // for the status page (--http)
   std::unique_ptr<Queue> queue;
   Reception reception;
   SmtpServer server;
@@ -189,9 +190,11 @@ void Daemon::Impl::open(const StorageOpener& open_storage) {
            "always)\n";
   }
   QueuePolicy policy = queue_policy(opts, plan, registry);
+  policy.log_events = false;  // logged by EventLog, which the JSON format reads as data
+  policy.observers = {std::make_shared<EventLog>()};
   if (plan.http) {
-    activity = std::make_unique<Activity>(registry);
-    policy.on_deferral = [a = activity.get()](const std::string& reply) { a->deferred(reply); };
+    activity = std::make_shared<Activity>(registry);
+    policy.observers.push_back(activity);
   }
   queue = std::make_unique<Queue>(*timed_storage, relay, policy);
 }

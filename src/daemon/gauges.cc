@@ -235,9 +235,11 @@ void Activity::roll(Timestamp t) {
   while (minutes_.size() > 60) minutes_.pop_front();
 }
 
-void Activity::deferred(const std::string& reply) {
+void Activity::on_event(const QueueEvent& event) {
+  const auto* deferred = std::get_if<events::Deferred>(&event);
+  if (!deferred) return;
   std::lock_guard lock(mu_);
-  std::string reason = reply.substr(0, 120);
+  std::string reason = deferred->reply.substr(0, 120);
   if (!reasons_.count(reason) && reasons_.size() >= 100) reason = "(other replies)";
   ++reasons_[reason];
 }

@@ -76,14 +76,15 @@ class QueueGauges {
 };
 
 // What this process did over the last hour, minute by minute, and why it deferred.
-class Activity {
+// It observes the queue for the deferring replies; the minutes come from the queue's
+// delivery counters.
+class Activity : public QueueObserver {
  public:
   explicit Activity(metrics::Registry& registry);
-  ~Activity();
+  ~Activity() override;
   Activity(const Activity&) = delete;
   Activity& operator=(const Activity&) = delete;
-  // QueuePolicy::on_deferral.
-  void deferred(const std::string& reply);
+  void on_event(const QueueEvent& event) override;
 
   struct Minute {
     Timestamp start = 0;

@@ -5,15 +5,18 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
-#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 
 #include "admin/format.h"
+#include "core/overloaded.h"
 #include "slimta/errors.h"
 
 namespace slimta::daemon {
 namespace {
+
+// The fields of the event being logged on this thread (EventLog), for the JSON format.
+thread_local const nlohmann::json* t_event_fields = nullptr;
 
 // The syslog priority of a level, as journald reads it from a "<N>" prefix.
 char priority(spdlog::level::level_enum level) {
@@ -52,7 +55,7 @@ class JsonFormatter : public spdlog::formatter {
     std::snprintf(frac, sizeof frac, ".%03dZ", millis);
     nlohmann::json j{{"time", utc_time(t, "%Y-%m-%dT%H:%M:%S") + frac},
                      {"level", spdlog::level::to_string_view(msg.level).data()}};
-    j.update(log_fields(text));
+    if (t_event_fields) j.update(*t_event_fields);
     j["msg"] = std::string(text);
     std::string line =
         (journal_ ? std::string("<") + priority(msg.level) + ">" : "") + admin::dump(j);
@@ -67,62 +70,72 @@ class JsonFormatter : public spdlog::formatter {
   bool journal_;
 };
 
-bool is_word(std::string_view s) {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
-}
+std::string iso_time(Timestamp t) { return utc_time(t, "%Y-%m-%dT%H:%M:%SZ"); }
 
 }  // namespace
 
-nlohmann::json log_fields(std::string_view text) {
-  nlohmann::json j = nlohmann::json::object();
-  size_t colon = text.find(": ");
-  if (colon == std::string_view::npos || !is_word(text.substr(0, colon))) return j;
-  j["component"] = std::string(text.substr(0, colon));
-  std::string_view rest = text.substr(colon + 2);
-  auto next_token = [&rest]() {
-    size_t end = rest.find(' ');
-    std::string_view token = rest.substr(0, end);
-    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-    return token;
-  };
-  // A message's event: "ID event"; other lines are prose, with key=value pairs at most.
-  if (std::string_view token = rest.substr(0, rest.find(' '));
-      is_valid_id(token) && token.size() == 32) {
-    j["id"] = std::string(next_token());
-    if (std::string_view event = rest.substr(0, rest.find(' ')); is_word(event))
-      j["event"] = std::string(next_token());
-  }
-  // key=value pairs; a quoted value runs to its closing quote (the last one for the
-  // last pair, so a reply may hold quotes).
-  while (!rest.empty()) {
-    size_t eq = rest.find('=');
-    if (eq == std::string_view::npos || !is_word(rest.substr(0, eq))) break;
-    std::string key(rest.substr(0, eq));
-    rest.remove_prefix(eq + 1);
-    std::string value;
-    if (rest.starts_with('"')) {
-      size_t close = rest.find("\" ", 1);
-      bool last =
-          close == std::string_view::npos || rest.find('=', close) == std::string_view::npos;
-      if (last) close = rest.rfind('"');
-      if (close == 0 || close == std::string_view::npos) break;
-      value = rest.substr(1, close - 1);
-      rest = close + 2 <= rest.size() ? rest.substr(close + 2) : std::string_view();
-    } else {
-      value = next_token();
-    }
-    if (value.size() >= 2 && value.front() == '<' && value.back() == '>')
-      value = value.substr(1, value.size() - 2);
-    double number = 0;
-    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), number);
-    if (ec == std::errc() && end == value.data() + value.size() && !value.empty()) {
-      j[key] = number;
-    } else {
-      j[key] = value;
-    }
-  }
+nlohmann::json event_fields(const QueueEvent& event) {
+  nlohmann::json j{{"component", "queue"}, {"event", event_name(event)}};
+  std::visit(
+      Overloaded{
+          [&](const events::Enqueued& e) {
+            j.update({{"id", e.id}, {"from", e.sender}, {"rcpts", e.rcpts}, {"size", e.size}});
+          },
+          [&](const events::NotEnqueued& e) {
+            j.update({{"from", e.sender}, {"error", e.error}, {"retryable", e.retryable}});
+          },
+          [&](const events::Attempt& e) {
+            j.update({{"id", e.id}, {"n", e.attempt}, {"rcpts", e.rcpts}, {"seconds", e.seconds}});
+          },
+          [&](const events::Delivered& e) {
+            j.update({{"id", e.id},
+                      {"rcpt", e.rcpt},
+                      {"attempt", e.attempt},
+                      {"delay", e.delay},
+                      {"reply", e.reply}});
+          },
+          [&](const events::Failed& e) {
+            j.update({{"id", e.id},
+                      {"rcpt", e.rcpt},
+                      {"attempt", e.attempt},
+                      {"delay", e.delay},
+                      {"reply", e.reply}});
+            if (!e.gave_up.empty()) j["gave_up"] = e.gave_up;
+          },
+          [&](const events::Deferred& e) {
+            j.update({{"id", e.id},
+                      {"attempt", e.attempt},
+                      {"next", iso_time(e.next)},
+                      {"reply", e.reply},
+                      {"rcpts", e.rcpts}});
+          },
+          [&](const events::Bounced& e) {
+            j.update({{"id", e.id}, {"to", e.to}, {"rcpts", e.rcpts}, {"dsn", e.dsn}});
+          },
+          [&](const events::Removed& e) {
+            j.update({{"id", e.id}, {"age", e.age}});
+          },
+          [&](const events::LeaseLost& e) {
+            j.update({{"id", e.id}, {"detail", e.detail}});
+          },
+          [&](const events::Error& e) {
+            j.update({{"id", e.id}, {"detail", e.detail}, {"retry", iso_time(e.retry)}});
+          },
+      },
+      event);
   return j;
+}
+
+void EventLog::on_event(const QueueEvent& event) {
+  nlohmann::json fields = event_fields(event);
+  t_event_fields = &fields;
+  try {
+    LogObserver::on_event(event);
+  } catch (...) {
+    t_event_fields = nullptr;
+    throw;
+  }
+  t_event_fields = nullptr;
 }
 
 void configure_logging() {

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "slimta/queue_events.h"
+
 namespace slimta::daemon {
 
 // Sets up the default logger on stderr, as text.
@@ -14,8 +16,15 @@ void configure_logging();
 // "text" or "json"; InvalidArgument for anything else.
 void set_log_format(const std::string& format);
 
-// The fields of a log line "component: [ID event] key=value key=\"value\"...":
-// component, id and event, and each key (numbers as numbers, <address> unbracketed).
-nlohmann::json log_fields(std::string_view text);
+// The queue's events to the log: each one's text line, which the JSON format writes
+// with the event's fields as data (event_fields), never parsed back from the text.
+class EventLog : public LogObserver {
+ public:
+  void on_event(const QueueEvent& event) override;
+};
+
+// An event's fields for the JSON log: component "queue", id, event, and its own
+// (queue_events.h; times as ISO 8601, addresses unbracketed).
+nlohmann::json event_fields(const QueueEvent& event);
 
 }  // namespace slimta::daemon

@@ -4,12 +4,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 namespace slimta::daemon {
+
+struct ConfigFile;
 
 struct ServeOptions {
   std::vector<std::string> listen{"127.0.0.1:2525"};   // HOST:PORT, [V6]:PORT: port-25 role
@@ -21,11 +24,11 @@ struct ServeOptions {
   std::vector<std::string> routes;                     // DOMAIN=HOST:PORT
   std::string users;                                   // users file: AUTH offered under TLS
   std::string proxy_from;                              // load balancers sending PROXY headers
-  std::string config_file;                             // for [routes] and [[listener]]
-  std::string smarthost;                               // HOST:PORT; empty: MX delivery by DNS
-  std::string dns_server;  // IP[:PORT] for MX lookups; empty: resolv.conf's
-  uint16_t mx_port = 25;   // port of the MX hosts
-  std::string hostname;    // empty: this host's name
+  std::shared_ptr<const ConfigFile> config;  // --config's file: [routes], [[listener]], ...
+  std::string smarthost;                     // HOST:PORT; empty: MX delivery by DNS
+  std::string dns_server;                    // IP[:PORT] for MX lookups; empty: resolv.conf's
+  uint16_t mx_port = 25;                     // port of the MX hosts
+  std::string hostname;                      // empty: this host's name
   size_t max_message_size = 50 * 1024 * 1024;
   size_t max_line_length = 65536;  // octets, without CRLF
   std::string user, group;         // started as root: who to run as after binding

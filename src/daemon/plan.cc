@@ -62,13 +62,10 @@ const RoleNames& names_of(ListenerRole role) {
 // The config file's tables, which CLI11 does not read: [routes] (DOMAIN = "HOST:PORT")
 // and [[listener]] (address = "HOST:PORT", role = "smtp" | "submission" |
 // "submissions"). An unknown key or a wrong type is an error naming it and its line.
-void read_config_tables(const std::string& path, std::vector<Listener>& listeners,
+void read_config_tables(const ConfigFile& file, std::vector<Listener>& listeners,
                         std::vector<std::string>& routes) {
-  toml::table config = parse_config_file(path);
-  auto bad = [&](const toml::node& node, const std::string& why) {
-    return InvalidArgument(
-        fmt::format("config file '{}' line {}: {}", path, node.source().begin.line, why));
-  };
+  const toml::table& config = file.table;
+  auto bad = [&](const toml::node& node, const std::string& why) { return file.error(node, why); };
   if (const toml::node* node = config.get("routes")) {
     const toml::table* table = node->as_table();
     if (!table) throw bad(*node, "routes must be a table: [routes] then DOMAIN = \"HOST:PORT\"");
@@ -234,8 +231,8 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   for (const auto& a : opts.submission) plan.listeners.push_back({a, ListenerRole::submission});
   for (const auto& a : opts.submissions) plan.listeners.push_back({a, ListenerRole::submissions});
   plan.routes = opts.routes;
-  if (!opts.config_file.empty()) read_config_tables(opts.config_file, plan.listeners, plan.routes);
-  plan.shaping = read_shaping(opts.config_file);
+  if (opts.config) read_config_tables(*opts.config, plan.listeners, plan.routes);
+  plan.shaping = read_shaping(opts.config.get());
   for (const Listener& l : plan.listeners) {
     plan.endpoints.push_back(
         parse_host_port(l.address, names_of(l.role).option, std::nullopt, /*port_zero=*/true));

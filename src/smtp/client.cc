@@ -26,6 +26,7 @@
 
 #include "core/lines.h"
 #include "slimta/ascii.h"
+#include "smtp/reply.h"
 #include "smtp/sasl.h"
 
 namespace slimta {
@@ -76,19 +77,14 @@ std::string data_of(std::string_view message) {
 namespace {
 
 using asio::ip::tcp;
+using smtp::BadReply;
+using smtp::Reply;
+using smtp::ReplyReader;
 
 // A failure of the connection itself: every recipient of the attempt gets `reply`.
 struct ConnectionError {
   std::string reply;
   bool permanent = false;  // every recipient fails for good (a loop)
-};
-
-struct Reply {
-  int code = 0;
-  std::string text;                // "250 first line / second line", as the log and bounces show it
-  std::vector<std::string> lines;  // each line's text after the code
-  bool ok() const { return code >= 200 && code < 400; }
-  bool permanent() const { return code >= 500; }
 };
 
 bool has_8bit(std::string_view s) {
@@ -367,49 +363,47 @@ class Connection {
         timeout, "write");
   }
 
-  // One reply, single or multi-line.
+  // One reply, single or multi-line, within `timeout` as a whole and the reader's
+  // bounds (reply.h): a server that trickles lines, or sends endless ones, is cut off.
   Reply read_reply(std::chrono::milliseconds timeout) {
-    Reply reply;
-    bool first = true;
-    while (true) {
-      size_t nl;
-      while ((nl = buffer_.find('\n')) == std::string::npos) {
-        if (buffer_.size() > 64 * 1024) fail("reply line too long");
-        char chunk[4096];
-        size_t n = 0;
-        run(
-            [&](auto done) {
-              auto handler = [done, &n](asio::error_code ec, size_t got) {
-                n = got;
-                done(ec);
-              };
-              if (tls_) {
-                tls_->async_read_some(asio::buffer(chunk), handler);
-              } else {
-                socket_.async_read_some(asio::buffer(chunk), handler);
-              }
-            },
-            timeout, "read");
-        buffer_.append(chunk, n);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    ReplyReader reader;
+    try {
+      while (true) {
+        size_t nl;
+        while ((nl = buffer_.find('\n')) == std::string::npos) {
+          if (buffer_.size() >= reader.room()) reader.add(buffer_);  // throws: too long
+          read_some(deadline);
+        }
+        bool complete = reader.add(std::string_view(buffer_).substr(0, nl));
+        buffer_.erase(0, nl + 1);
+        if (complete) return reader.take();
       }
-      std::string line = buffer_.substr(0, nl);
-      buffer_.erase(0, nl + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.size() < 3 || !std::isdigit(static_cast<unsigned char>(line[0])) ||
-          !std::isdigit(static_cast<unsigned char>(line[1])) ||
-          !std::isdigit(static_cast<unsigned char>(line[2])))
-        fail("bad reply line '" + line.substr(0, 80) + "'");
-      int code = std::stoi(line.substr(0, 3));
-      if (first) reply.code = code;
-      first = false;
-      reply.lines.push_back(line.size() > 4 ? line.substr(4) : "");
-      bool more = line.size() > 3 && line[3] == '-';
-      if (!more) break;
+    } catch (const BadReply& e) {
+      fail(e.what());
     }
-    reply.text = std::to_string(reply.code);
-    for (size_t i = 0; i < reply.lines.size(); ++i)
-      reply.text += (i ? " / " : " ") + reply.lines[i];
-    return reply;
+  }
+
+  // Appends what the peer sends next to buffer_, by `deadline`.
+  void read_some(std::chrono::steady_clock::time_point deadline) {
+    char chunk[4096];
+    size_t n = 0;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    run(
+        [&](auto done) {
+          auto handler = [done, &n](asio::error_code ec, size_t got) {
+            n = got;
+            done(ec);
+          };
+          if (tls_) {
+            tls_->async_read_some(asio::buffer(chunk), handler);
+          } else {
+            socket_.async_read_some(asio::buffer(chunk), handler);
+          }
+        },
+        std::max(left, std::chrono::milliseconds(1)), "read");
+    buffer_.append(chunk, n);
   }
 
   Reply command(const std::string& line, std::chrono::milliseconds timeout) {

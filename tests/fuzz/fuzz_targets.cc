@@ -8,6 +8,7 @@
 #include "slimta/errors.h"
 #include "smtp/command.h"
 #include "smtp/proxy_header.h"
+#include "smtp/reply.h"
 
 namespace slimta::fuzz {
 namespace {
@@ -81,6 +82,35 @@ void proxy_header(std::string_view data) {
     case smtp::ProxyHeader::Status::incomplete:
       require(data.size() < 16 + smtp::kMaxProxyV2Payload);
       break;
+  }
+}
+
+void smtp_reply(std::string_view data) {
+  // The lines as a peer's replies, one after another, within small bounds.
+  smtp::ReplyLimits limits{8, 512, 64};
+  smtp::ReplyReader reader(limits);
+  size_t lines = 0;
+  while (!data.empty()) {
+    size_t nl = data.find('\n');
+    std::string_view line = data.substr(0, nl);
+    data = nl == std::string_view::npos ? std::string_view() : data.substr(nl + 1);
+    bool complete = false;
+    try {
+      complete = reader.add(line);
+      ++lines;
+    } catch (const smtp::BadReply& e) {
+      require(e.what()[0] != '\0');
+      reader = smtp::ReplyReader(limits);  // the connection would be closed
+      lines = 0;
+      continue;
+    }
+    require(lines <= limits.max_lines);
+    if (complete) {
+      smtp::Reply r = reader.take();
+      require(r.code >= 0 && r.code <= 999);
+      require(r.lines.size() == lines && r.text.size() <= limits.max_text);
+      lines = 0;
+    }
   }
 }
 

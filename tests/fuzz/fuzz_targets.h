@@ -18,15 +18,15 @@ void record(std::string_view data);        // the stored record decoder
 void message(std::string_view data);       // RFC 5322 message parsing
 void address_list(std::string_view data);  // From/To/Cc address lists
 void proxy_header(std::string_view data);  // PROXY protocol v1/v2 headers
+void smtp_reply(std::string_view data);    // a destination's replies, line by line
 
 struct NamedTarget {
   const char* name;  // the corpus directory
   Target run;
 };
-inline constexpr NamedTarget kTargets[] = {{"smtp_command", smtp_command},
-                                           {"record", record},
-                                           {"message", message},
-                                           {"address_list", address_list},
-                                           {"proxy_header", proxy_header}};
+inline constexpr NamedTarget kTargets[] = {
+    {"smtp_command", smtp_command}, {"record", record},
+    {"message", message},           {"address_list", address_list},
+    {"proxy_header", proxy_header}, {"smtp_reply", smtp_reply}};
 
 }  // namespace slimta::fuzz

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include "slimta/memory_storage.h"
@@ -177,6 +178,75 @@ TEST(SmtpRelayTest, APeerThatNeverAnswersTimesOut) {
   EXPECT_EQ(r[0].kind, Kind::transient);
   EXPECT_NE(r[0].reply.find("timed out"), std::string::npos) << r[0].reply;
   ::close(listener);
+}
+
+// A hostile destination: greets, then answers EHLO with continuation lines, one every
+// `every` (none: as fast as it can), until the client goes away or `max_lines`.
+class HostileMx {
+ public:
+  HostileMx(std::chrono::milliseconds every, size_t max_lines) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(listener_, 4);
+    socklen_t len = sizeof(addr);
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, every, max_lines] {
+      int c = ::accept(listener_, nullptr, nullptr);
+      if (c < 0) return;
+      auto say = [&](const std::string& s) {
+        return ::send(c, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size());
+      };
+      say("220 mx.hostile.example ESMTP\r\n");
+      char buf[512];
+      if (::recv(c, buf, sizeof buf, 0) <= 0) return ::close(c), void();  // EHLO
+      const std::string line = "250-" + std::string(200, 'x') + "\r\n";
+      for (size_t n = 0; n < max_lines && say(line); ++n) {
+        sent_ += line.size();
+        if (every.count() > 0) std::this_thread::sleep_for(every);
+      }
+      ::close(c);
+    });
+  }
+  ~HostileMx() {
+    ::shutdown(listener_, SHUT_RDWR);
+    thread_.join();
+    ::close(listener_);
+  }
+  int port() const { return port_; }
+  size_t sent() const { return sent_; }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<size_t> sent_ = 0;
+  std::thread thread_;
+};
+
+TEST(SmtpRelayTest, AnEndlessReplyIsCutOffAndOnlyAnExcerptIsKept) {
+  HostileMx mx(std::chrono::milliseconds(0), 5'000'000);  // up to 1 GB of "250-"
+  SmtpRelay relay(relay_to(mx.port()));
+  auto r = relay.attempt(message({"a@x.org"}), 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, Kind::transient);
+  EXPECT_NE(r[0].reply.find("reply of more than 100 lines"), std::string::npos) << r[0].reply;
+  EXPECT_LT(r[0].reply.size(), 1200u);
+}
+
+TEST(SmtpRelayTest, AReplyTrickledLineByLineMeetsOneDeadlineForTheWhole) {
+  HostileMx mx(std::chrono::milliseconds(100), 90);  // each line in time, the whole not
+  SmtpRelayOptions o = relay_to(mx.port());
+  o.command_timeout = std::chrono::milliseconds(1000);
+  SmtpRelay relay(o);
+  auto start = std::chrono::steady_clock::now();
+  auto r = relay.attempt(message({"a@x.org"}), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(6));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, Kind::transient);
+  EXPECT_NE(r[0].reply.find("timed out"), std::string::npos) << r[0].reply;
 }
 
 TEST(SmtpRelayTest, BadOptionsAreRefused) {

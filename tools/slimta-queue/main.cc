@@ -216,12 +216,14 @@ void Cli::serve_commands() {
 
 void Cli::parse(int argc, char** argv) {
   using namespace slimta::daemon;
-  // CLI11 passes over what it does not know in the config file: checked first, strictly.
-  if (std::string config = config_path_in(argc, argv); !config.empty())
-    check_config_file(config, app, *serve);
+  // The file is read once: checked strictly first (CLI11 passes over what it does not
+  // know), then CLI11 takes its options from the parsed table, and serve its tables.
+  if (std::string path = config_path_in(argc, argv); !path.empty()) {
+    serve_opts.config = ConfigFile::load(path);
+    check_config_file(*serve_opts.config, app, *serve);
+    app.config_formatter(cli_config(serve_opts.config));
+  }
   app.parse(argc, argv);
-  if (auto* config = app.get_config_ptr(); config && config->count() > 0)
-    serve_opts.config_file = config->as<std::string>();
 }
 
 // serve: the daemon, with SIGTERM and SIGINT (stop: sessions and deliveries under way
@@ -343,7 +345,7 @@ int main(int argc, char** argv) {
     }
     if (name == "resume") return cmd_resume(*storage, cli.destination, json, std::cout);
     if (name == "destinations")
-      return cmd_destinations(*storage, read_shaping(cli.serve_opts.config_file), json, std::cout,
+      return cmd_destinations(*storage, read_shaping(cli.serve_opts.config.get()), json, std::cout,
                               std::cerr);
   } catch (const QueueError& e) {
     std::cerr << "slimta-queue: error: " << e.what() << "\n";

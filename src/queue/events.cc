@@ -1,0 +1,96 @@
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/overloaded.h"
+#include "slimta/ascii.h"
+#include "slimta/envelope.h"
+#include "slimta/queue_events.h"
+
+namespace slimta {
+namespace {
+
+// A remote string for a quoted value: control characters as \xNN (printable()), and
+// quotes and backslashes escaped, so that it cannot end its value early.
+std::string quoted(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return printable(out);
+}
+
+// "2026-11-22T21:50:44Z"
+std::string iso_time(Timestamp t) { return utc_time(t, "%Y-%m-%dT%H:%M:%SZ"); }
+
+std::string text_of(const events::Enqueued& e) {
+  return fmt::format("{} enqueued from=<{}> rcpts={} size={}", e.id, printable(e.sender), e.rcpts,
+                     e.size);
+}
+std::string text_of(const events::NotEnqueued& e) {
+  return fmt::format("not enqueued from=<{}>: {}", printable(e.sender), printable(e.error));
+}
+std::string text_of(const events::Attempt& e) {
+  return fmt::format("{} attempt n={} rcpts={}", e.id, e.attempt, e.rcpts);
+}
+std::string text_of(const events::Delivered& e) {
+  return fmt::format("{} delivered rcpt=<{}> attempt={} delay={:.1f} reply=\"{}\"", e.id,
+                     printable(e.rcpt), e.attempt, e.delay, quoted(e.reply));
+}
+std::string text_of(const events::Failed& e) {
+  std::string gave_up =
+      e.gave_up.empty() ? std::string() : fmt::format(" gave_up=\"{}\"", quoted(e.gave_up));
+  return fmt::format("{} failed rcpt=<{}> attempt={} delay={:.1f}{} reply=\"{}\"", e.id,
+                     printable(e.rcpt), e.attempt, e.delay, gave_up, quoted(e.reply));
+}
+std::string text_of(const events::Deferred& e) {
+  return fmt::format("{} deferred attempt={} next={} reply=\"{}\"", e.id, e.attempt,
+                     iso_time(e.next), quoted(e.reply));
+}
+std::string text_of(const events::Bounced& e) {
+  return fmt::format("{} bounced to=<{}> rcpts={} dsn={}", e.id, printable(e.to), e.rcpts, e.dsn);
+}
+std::string text_of(const events::Removed& e) { return e.id + " removed"; }
+std::string text_of(const events::LeaseLost& e) {
+  return fmt::format("{} lease_lost: {}", e.id, printable(e.detail));
+}
+std::string text_of(const events::Error& e) {
+  return fmt::format("{} error: {}; retry at {}", e.id, printable(e.detail), iso_time(e.retry));
+}
+
+}  // namespace
+
+const char* event_name(const QueueEvent& event) {
+  static constexpr const char* kNames[] = {"enqueued",   "not_enqueued", "attempt", "delivered",
+                                           "failed",     "deferred",     "bounced", "removed",
+                                           "lease_lost", "error"};
+  static_assert(std::size(kNames) == std::variant_size_v<QueueEvent>);
+  return kNames[event.index()];
+}
+
+std::string event_text(const QueueEvent& event, bool component) {
+  std::string text = std::visit([](const auto& e) { return text_of(e); }, event);
+  return component ? "queue: " + text : text;
+}
+
+void LogObserver::on_event(const QueueEvent& event) {
+  auto level = std::visit(Overloaded{[](const events::LeaseLost&) { return spdlog::level::warn; },
+                                     [](const events::NotEnqueued&) { return spdlog::level::warn; },
+                                     [](const events::Error&) { return spdlog::level::err; },
+                                     [](const auto&) { return spdlog::level::info; }},
+                          event);
+  spdlog::log(level, "{}", event_text(event));
+}
+
+void notify(const QueueObservers& observers, const QueueEvent& event) {
+  for (const auto& o : observers) {
+    if (!o) continue;
+    try {
+      o->on_event(event);
+    } catch (const std::exception& e) {
+      spdlog::error("queue: an observer failed on a {} event: {}", event_name(event), e.what());
+    }
+  }
+}
+
+}  // namespace slimta

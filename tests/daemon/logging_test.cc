@@ -1,0 +1,38 @@
+// The JSON log's fields come from the event as data: what a peer wrote in a reply
+// cannot pose as a field.
+#include "daemon/logging.h"
+
+#include <gtest/gtest.h>
+
+namespace slimta::daemon {
+namespace {
+
+TEST(EventFieldsTest, ARepliesTextCannotPoseAsAField) {
+  const std::string id = "0123456789abcdef0123456789abcdef";
+  // Read back from the text line, this reply once made the recipient "forged@evil".
+  events::Delivered d{id, "bob@example.org", 3, 12.5, "250 ok\" rcpt=<forged@evil> x=\""};
+  nlohmann::json j = event_fields(d);
+  EXPECT_EQ(j["component"], "queue");
+  EXPECT_EQ(j["event"], "delivered");
+  EXPECT_EQ(j["id"], id);
+  EXPECT_EQ(j["rcpt"], "bob@example.org");
+  EXPECT_EQ(j["attempt"], 3);
+  EXPECT_EQ(j["delay"], 12.5);
+  EXPECT_EQ(j["reply"], "250 ok\" rcpt=<forged@evil> x=\"");
+  EXPECT_FALSE(j.contains("x"));
+
+  nlohmann::json deferred = event_fields(events::Deferred{id, 2, 1'800'000'000, "451 busy", 4});
+  EXPECT_EQ(deferred["next"], "2027-01-15T08:00:00Z");
+  EXPECT_EQ(deferred["rcpts"], 4);
+  nlohmann::json gave_up =
+      event_fields(events::Failed{id, "c@example.org", 5, 1, "451 busy", "after 5 attempts"});
+  EXPECT_EQ(gave_up["gave_up"], "after 5 attempts");
+  EXPECT_FALSE(
+      event_fields(events::Failed{id, "c@example.org", 1, 1, "550 no", ""}).contains("gave_up"));
+  nlohmann::json refused = event_fields(events::NotEnqueued{"a@example.com", "disk full", true});
+  EXPECT_FALSE(refused.contains("id"));
+  EXPECT_EQ(refused["retryable"], true);
+}
+
+}  // namespace
+}  // namespace slimta::daemon
