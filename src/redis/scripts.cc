@@ -1,0 +1,218 @@
+#include "redis/scripts.h"
+
+#include <string>
+#include <string_view>
+
+namespace slimta::redis {
+namespace {
+
+// The message leaves the index and the sets beside it (it is gone).
+constexpr std::string_view kForget = R"lua(
+local function forget()
+  if KEYS[2] then
+    redis.call('ZREM', KEYS[2], KEYS[1])
+    redis.call('ZREM', KEYS[3], KEYS[1])
+    redis.call('SREM', KEYS[4], KEYS[1])
+  end
+end
+)lua";
+
+// Opens every fenced script: {0} if the message is not stored, {3, token, expires_ms}
+// if ARGV[1] is a token that no longer holds the message. A lease field that is not a
+// number (written by another tool) counts as 0: no lease, so the message can be
+// claimed again, rather than every script failing on it.
+const std::string kGate = std::string(kForget) + R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+  forget()
+  return {0}
+end
+if ARGV[1] ~= '0' then
+  local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires')
+  if (l[1] or '0') ~= ARGV[1] or (l[2] or '0') == '0' then
+    return {3, (tonumber(l[1] or '0') or 0), (tonumber(l[2] or '0') or 0)}
+  end
+end
+)lua";
+
+}  // namespace
+
+const Script& set_timestamp_script() {
+  static const Script s(std::string(kGate) + R"lua(
+redis.call('HSET', KEYS[1], 'timestamp', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'last_reply', ARGV[3]) end
+if KEYS[2] and redis.call('HEXISTS', KEYS[1], 'hold_since') == 0 then
+  redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+end
+return {1}
+)lua");
+  return s;
+}
+
+const Script& increment_script() {
+  static const Script s(std::string(kGate) + R"lua(
+return {1, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
+)lua");
+  return s;
+}
+
+// {2, index, count} if an index is out of range (nothing changed).
+const Script& delivered_script() {
+  static const Script s(std::string(kGate) + R"lua(
+local count = tonumber(redis.call('HGET', KEYS[1], 'recipients'))
+local set = {}
+for i = 2, #ARGV do
+  local n = tonumber(ARGV[i])
+  if n >= count then return {2, n, count} end
+  set[n] = true
+end
+local current = redis.call('HGET', KEYS[1], 'delivered') or ''
+for x in string.gmatch(current, '%d+') do set[tonumber(x)] = true end
+local list = {}
+for k in pairs(set) do list[#list + 1] = k end
+table.sort(list)
+for i = 1, #list do list[i] = string.format('%d', list[i]) end
+redis.call('HSET', KEYS[1], 'delivered', table.concat(list, ','))
+return {1}
+)lua");
+  return s;
+}
+
+const Script& remove_script() {
+  static const Script s(std::string(kGate) + R"lua(
+redis.call('DEL', KEYS[1])
+forget()
+return {1}
+)lua");
+  return s;
+}
+
+const Script& release_script() {
+  static const Script s(std::string(kGate) + R"lua(
+redis.call('HSET', KEYS[1], 'lease_expires', '0')
+return {1}
+)lua");
+  return s;
+}
+
+// ARGV[2] = lease duration in ms. {1, token, expires_ms}.
+const Script& renew_script() {
+  static const Script s(std::string(kGate) + R"lua(
+local t = redis.call('TIME')
+local expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'lease_expires', string.format('%.0f', expires))
+return {1, tonumber(ARGV[1]), expires}
+)lua");
+  return s;
+}
+
+// ARGV[1] = lease duration in ms. {1, token, expires_ms} when claimed; {2, ...} held;
+// {4, token, expires_ms} busy.
+// A held message found in the due index leaves it (held messages are not due).
+const Script& claim_script() {
+  static const Script s(std::string(kForget) + R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+  forget()
+  return {0}
+end
+local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires', 'hold_since')
+local token = (tonumber(l[1] or '0') or 0)
+local expires = (tonumber(l[2] or '0') or 0)
+if l[3] then
+  if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
+  return {2, token, expires}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if expires > now then
+  if redis.call('HGET', KEYS[1], 'lease_claim') ~= ARGV[2] then return {4, token, expires} end
+  -- The same claim again: its first answer was lost (see do_claim)
+  expires = now + tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], 'lease_expires', string.format('%.0f', expires))
+  return {1, token, expires}
+end
+token = token + 1
+expires = now + tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'lease_token', string.format('%.0f', token),
+           'lease_expires', string.format('%.0f', expires), 'lease_claim', ARGV[2])
+return {1, token, expires}
+)lua");
+  return s;
+}
+
+// ARGV[1] = since ('' to lift the hold), ARGV[2] = reason.
+const Script& hold_script() {
+  static const Script s(std::string(kForget) + R"lua(
+if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+  forget()
+  return {0}
+end
+if ARGV[1] == '' then
+  redis.call('HDEL', KEYS[1], 'hold_since', 'hold_reason')
+  if KEYS[2] then
+    redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'timestamp'), KEYS[1])
+    redis.call('SREM', KEYS[4], KEYS[1])
+  end
+else
+  redis.call('HSET', KEYS[1], 'hold_since', ARGV[1], 'hold_reason', ARGV[2])
+  if KEYS[2] then
+    redis.call('ZREM', KEYS[2], KEYS[1])
+    redis.call('SADD', KEYS[4], KEYS[1])
+  end
+end
+return {1}
+)lua");
+  return s;
+}
+
+// KEYS[1] = the due index; ARGV = now, limit, until (now + hand-out). The oldest members
+// due by now, with their scores, each re-scored to `until`: what another process took
+// a moment before is not among them, the next ones are.
+const Script& due_script() {
+  static const Script s(R"lua(
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[3], due[i]) end
+return due
+)lua");
+  return s;
+}
+
+// KEYS[1] = the due index, KEYS[2] its received set, KEYS[3] its held set, KEYS[4...] =
+// message keys: each message stored, not held and missing from the index is put in it
+// at its timestamp (returned: how many); one missing from the received set is put there
+// (scored by its timestamp: a message stored before the set has lost its receipt time
+// to the hash's record), and a held one in the held set.
+const Script& repair_script() {
+  static const Script s(R"lua(
+local n = 0
+for i = 4, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'timestamp', 'recipients', 'hold_since')
+  local ts = tonumber(h[1] or '')
+  if ts and h[2] then
+    if not h[3] and not redis.call('ZSCORE', KEYS[1], KEYS[i]) then
+      redis.call('ZADD', KEYS[1], h[1], KEYS[i])
+      n = n + 1
+    end
+    if not redis.call('ZSCORE', KEYS[2], KEYS[i]) then redis.call('ZADD', KEYS[2], h[1], KEYS[i]) end
+    if h[3] then redis.call('SADD', KEYS[3], KEYS[i]) end
+  end
+end
+return n
+)lua");
+  return s;
+}
+
+// KEYS[1] = a received set, KEYS[2] = its held set: {messages, held[, oldest receipt]},
+// one request per index for stats().
+const Script& stats_script() {
+  static const Script s(R"lua(
+local out = {redis.call('ZCARD', KEYS[1]), redis.call('SCARD', KEYS[2])}
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] then out[3] = oldest[2] end
+return out
+)lua");
+  return s;
+}
+
+// The status of a script's reply; throws KeyError / LeaseLost for those statuses.
+
+}  // namespace slimta::redis
