@@ -48,9 +48,12 @@ class UserDatabase {
   static std::string hash(std::string_view password);
 
   // Adds `user` with `hash` to the file at `path`, or replaces its hash, keeping every
-  // other line as it was. The file is replaced atomically (temp file, fsync, rename)
-  // and created mode 0600 when missing. Throws InvalidArgument for a name with ':',
-  // a control character or nothing in it, QueueError if the file cannot be written.
+  // other line as it was. The file is replaced atomically (a temp file of a random
+  // name made with O_EXCL, fsync, rename), keeping its mode and owner, and created
+  // mode 0600 when missing. Concurrent calls, in this process or others, take turns
+  // on the lock file PATH.lock (left in place). Throws InvalidArgument for a name with
+  // ':', a control character or nothing in it, QueueError if the file cannot be
+  // written.
   static void store(const std::string& path, const std::string& user, const std::string& hash);
 
  private:

@@ -76,9 +76,19 @@ std::string fold(std::string_view name, std::string_view value, const std::strin
 
 std::string Headers::Field::value() const { return unfold(raw); }
 
+namespace {
+// Whether field `f` is `name`: case aside, and with the blanks an obsolete field may have
+// before its colon (RFC 5322 4.5: "Received :" is a Received field, and a hop).
+bool named(const Headers::Field& f, std::string_view name) {
+  std::string_view n = f.name;
+  while (!n.empty() && (n.back() == ' ' || n.back() == '\t')) n.remove_suffix(1);
+  return iequals(n, name);
+}
+}  // namespace
+
 std::optional<std::string> Headers::get(std::string_view name) const {
   for (const auto& f : fields_) {
-    if (iequals(f.name, name)) return f.value();
+    if (named(f, name)) return f.value();
   }
   return std::nullopt;
 }
@@ -86,14 +96,14 @@ std::optional<std::string> Headers::get(std::string_view name) const {
 std::vector<std::string> Headers::get_all(std::string_view name) const {
   std::vector<std::string> out;
   for (const auto& f : fields_) {
-    if (iequals(f.name, name)) out.push_back(f.value());
+    if (named(f, name)) out.push_back(f.value());
   }
   return out;
 }
 
 size_t Headers::count(std::string_view name) const {
   return std::count_if(fields_.begin(), fields_.end(),
-                       [&](const Field& f) { return iequals(f.name, name); });
+                       [&](const Field& f) { return named(f, name); });
 }
 
 Headers::Field Headers::make_field(std::string_view name, std::string_view value) const {
@@ -121,7 +131,7 @@ void Headers::prepend(std::string_view name, std::string_view value) {
 }
 
 size_t Headers::remove(std::string_view name) {
-  return std::erase_if(fields_, [&](const Field& f) { return iequals(f.name, name); });
+  return std::erase_if(fields_, [&](const Field& f) { return named(f, name); });
 }
 
 void Headers::set_line_ending(std::string eol) {
@@ -157,7 +167,13 @@ void Envelope::parse(std::string message) {
       continue;
     }
     size_t colon = content.find(':');
-    if (colon == std::string_view::npos || !valid_field_name(content.substr(0, colon))) {
+    // The name, and the blanks RFC 5322's obsolete syntax allows before the colon
+    // ("Received :"): kept in the field's name as they came (flatten() is byte-exact),
+    // and passed over when a field is looked up by name.
+    std::string_view name =
+        colon == std::string_view::npos ? std::string_view() : content.substr(0, colon);
+    while (!name.empty() && is_wsp(name.back())) name.remove_suffix(1);
+    if (colon == std::string_view::npos || !valid_field_name(name)) {
       break;  // not a header field: the body starts here, without a separator
     }
     parsed.fields_.push_back(

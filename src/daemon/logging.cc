@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
@@ -17,6 +18,8 @@ namespace {
 
 // The fields of the event being logged on this thread (EventLog), for the JSON format.
 thread_local const nlohmann::json* t_event_fields = nullptr;
+// Whether the log is JSON: only then are an event's fields made.
+std::atomic<bool> g_json_log{false};
 
 // The syslog priority of a level, as journald reads it from a "<N>" prefix.
 char priority(spdlog::level::level_enum level) {
@@ -127,6 +130,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
 }
 
 void EventLog::on_event(const QueueEvent& event) {
+  if (!g_json_log.load(std::memory_order_relaxed)) return LogObserver::on_event(event);
   nlohmann::json fields = event_fields(event);
   t_event_fields = &fields;
   try {
@@ -146,6 +150,7 @@ void configure_logging() {
 void set_log_format(const std::string& format) {
   auto logger = spdlog::default_logger();
   bool journal = stderr_is_journal();
+  g_json_log = format == "json";
   if (format == "json") {
     logger->set_formatter(std::make_unique<JsonFormatter>(journal));
   } else if (format == "text") {

@@ -79,7 +79,7 @@ void LogObserver::on_event(const QueueEvent& event) {
                                      [](const events::Error&) { return spdlog::level::err; },
                                      [](const auto&) { return spdlog::level::info; }},
                           event);
-  spdlog::log(level, "{}", event_text(event));
+  if (spdlog::should_log(level)) spdlog::log(level, "{}", event_text(event));
 }
 
 void notify(const QueueObservers& observers, const QueueEvent& event) {

@@ -7,7 +7,14 @@ namespace slimta::redis {
 namespace {
 
 // The message leaves the index and the sets beside it (it is gone).
+// And count(): a lease field as a whole number, or nil when it is not one (Lua's
+// tonumber takes "nan" and "inf", which no comparison or increment survives).
 constexpr std::string_view kForget = R"lua(
+local function count(v)
+  local n = tonumber(v)
+  if n and n == n and n >= 0 and n < 9007199254740992 and math.floor(n) == n then return n end
+  return nil
+end
 local function forget()
   if KEYS[2] then
     redis.call('ZREM', KEYS[2], KEYS[1])
@@ -29,7 +36,7 @@ end
 if ARGV[1] ~= '0' then
   local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires')
   if (l[1] or '0') ~= ARGV[1] or (l[2] or '0') == '0' then
-    return {3, (tonumber(l[1] or '0') or 0), (tonumber(l[2] or '0') or 0)}
+    return {3, count(l[1] or '0') or 0, count(l[2] or '0') or 0}
   end
 end
 )lua";
@@ -115,14 +122,26 @@ if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
   return {0}
 end
 local l = redis.call('HMGET', KEYS[1], 'lease_token', 'lease_expires', 'hold_since')
-local token = (tonumber(l[1] or '0') or 0)
-local expires = (tonumber(l[2] or '0') or 0)
+local token = count(l[1] or '0')
+local expires = count(l[2] or '0')
 if l[3] then
   if KEYS[2] then redis.call('ZREM', KEYS[2], KEYS[1]) end
-  return {2, token, expires}
+  return {2, token or 0, expires or 0}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not token or not expires then
+  -- A lease field that does not read (another tool wrote it, or it was damaged) is a
+  -- lease held by someone unknown: it lasts until its expiry, or one lease from now
+  -- when that does not read either; then a claim takes it with a token above any
+  -- count (the time in ms).
+  if not expires then
+    expires = now + tonumber(ARGV[1])
+    redis.call('HSET', KEYS[1], 'lease_expires', string.format('%.0f', expires))
+  end
+  if expires > now then return {4, 0, expires} end
+  token = now
+end
 if expires > now then
   if redis.call('HGET', KEYS[1], 'lease_claim') ~= ARGV[2] then return {4, token, expires} end
   -- The same claim again: its first answer was lost (see do_claim)

@@ -2,6 +2,8 @@
 // is built this way).
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+#include <climits>
 #include <ctime>
 #include <optional>
 #include <set>
@@ -338,9 +340,15 @@ class Session {
       if (!path) co_return error(err);
       for (const auto& [key, value] : path->params) {
         if (key == "SIZE") {
-          char* end = nullptr;
-          unsigned long long size = std::strtoull(value.c_str(), &end, 10);
-          if (value.empty() || *end != '\0') co_return error("501 5.5.4 Bad SIZE parameter");
+          // Digits only (RFC 1870): strtoull took "-1" as 2^64-1, so a 552 for bad syntax.
+          unsigned long long size = 0;
+          auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), size);
+          bool digits = !value.empty() && std::all_of(value.begin(), value.end(), [](char ch) {
+            return ch >= '0' && ch <= '9';
+          });
+          if (!digits || end != value.data() + value.size())
+            co_return error("501 5.5.4 Bad SIZE parameter");
+          if (ec == std::errc::result_out_of_range) size = ULLONG_MAX;  // more than any limit
           if (door_->max_message_size && size > door_->max_message_size)
             co_return error("552 5.3.4 Message size exceeds the limit of " +
                             std::to_string(door_->max_message_size) + " octets");
@@ -439,7 +447,9 @@ class Session {
       if (line.text == "." && line.crlf && prev_crlf) break;
       prev_crlf = line.crlf;
       std::string_view text = line.text;
-      if (!text.empty() && text.front() == '.') text.remove_prefix(1);  // dot-stuffing
+      // Dot-stuffing: a line that began with '.' came with one more. A lone "." that is
+      // not the end (a bare LF on it or before it) was not stuffed: it stays a ".".
+      if (text.size() > 1 && text.front() == '.') text.remove_prefix(1);
       if (door_->max_message_size && message.size() + text.size() + 2 > door_->max_message_size)
         too_big = true;
       if (too_big || no_memory) continue;

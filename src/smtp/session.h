@@ -63,6 +63,14 @@ struct Settings {
     tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                      asio::ssl::context::no_tlsv1_1);
+    // TLS 1.2 with Mozilla's "intermediate" suites only: forward-secret key exchange
+    // and AEAD ciphers (no RSA key exchange, no CBC); TLS 1.3 keeps OpenSSL's set.
+    ::SSL_CTX_set_cipher_list(tls->native_handle(),
+                              "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                              "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:"
+                              "DHE-RSA-CHACHA20-POLY1305");
     asio::error_code ec;
     tls->use_certificate_chain_file(options.tls_certificate_file, ec);
     if (ec) {

@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -171,13 +172,24 @@ std::string UserDatabase::hash(std::string_view password) {
 void UserDatabase::store(const std::string& path, const std::string& user,
                          const std::string& hash) {
   check_name(user);
+  const std::string dir =
+      path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  const std::string dir_path = dir.empty() ? "/" : dir;
+  // One update at a time: a lock file beside the users file (the users file itself is
+  // replaced, so its lock would not hold), opened without following a link.
+  const std::string lock_path = path + ".lock";
+  posix::Fd lock = posix::open_at(disk::posix_file_system(), AT_FDCWD, lock_path,
+                                  O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600, lock_path);
+  while (::flock(lock.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) posix::io_error("flock", lock_path, errno);
+  }
+
   std::vector<std::string> lines;
   bool replaced = false;
-  mode_t mode = 0600;
+  struct stat old {};
+  const bool existed = ::stat(path.c_str(), &old) == 0;
   {
     std::ifstream in(path);
-    struct stat st;
-    if (in && ::stat(path.c_str(), &st) == 0) mode = st.st_mode & 07777;
     std::string line;
     while (std::getline(in, line)) {
       size_t colon = line.find(':');
@@ -194,14 +206,19 @@ void UserDatabase::store(const std::string& path, const std::string& user,
   std::string data;
   for (const std::string& l : lines) data += l + "\n";
 
-  // Temp file, fsync, rename, directory fsync: the old file or the new, never half.
-  std::string temp = path + ".tmp" + std::to_string(::getpid());
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-  if (dir.empty()) dir = "/";
+  // A temp file of a random name made by mkostemp (O_EXCL: never through a link
+  // planted in the directory), with the old file's mode and owner, fsync'd, renamed
+  // over it, the directory fsync'd: the old file or the new, never half.
+  std::string temp = path + ".XXXXXX";
+  int raw = ::mkostemp(temp.data(), O_CLOEXEC);
+  if (raw < 0) posix::io_error("mkostemp", temp, errno);
+  posix::Fd fd(raw);
   try {
-    posix::Fd fd = posix::open_at(disk::posix_file_system(), AT_FDCWD, temp,
-                                  O_WRONLY | O_CREAT | O_TRUNC, mode, temp);
-    ::fchmod(fd.get(), mode);  // whatever the umask
+    if (::fchmod(fd.get(), existed ? old.st_mode & 07777 : 0600) != 0)
+      posix::io_error("fchmod", temp, errno);
+    if (existed && (old.st_uid != ::geteuid() || old.st_gid != ::getegid()) &&
+        ::fchown(fd.get(), old.st_uid, old.st_gid) != 0)
+      posix::io_error("fchown", temp, errno);
     posix::write_all(disk::posix_file_system(), fd.get(), data, temp);
     posix::sync_data(disk::posix_file_system(), fd.get(), temp);
     if (::rename(temp.c_str(), path.c_str()) != 0) posix::io_error("rename", temp, errno);
@@ -209,11 +226,11 @@ void UserDatabase::store(const std::string& path, const std::string& user,
     ::unlink(temp.c_str());
     throw;
   }
-  posix::sync_all(
-      disk::posix_file_system(),
-      posix::open_at(disk::posix_file_system(), AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir)
-          .get(),
-      dir);
+  posix::sync_all(disk::posix_file_system(),
+                  posix::open_at(disk::posix_file_system(), AT_FDCWD, dir_path,
+                                 O_RDONLY | O_DIRECTORY, 0, dir_path)
+                      .get(),
+                  dir_path);
 }
 
 }  // namespace slimta

@@ -103,6 +103,12 @@ TEST_F(ReceptionTest, ChecksRefuseInOrderAndStoreNothing) {
   Envelope loop = message();
   for (int i = 0; i < 3; ++i) loop.headers.prepend("Received", "from x by y; hop");
   EXPECT_EQ(refused(loop), "554 5.4.6");
+  // "Received :" (a blank before the colon, RFC 5322's obsolete syntax) is a hop too.
+  Envelope spaced = message();
+  spaced.parse(
+      "Received : from a by b; hop\r\nReceived\t: from c by d; hop\r\n"
+      "Received: from e by f; hop\r\nSubject: x\r\n\r\nbody\r\n");
+  EXPECT_EQ(refused(spaced), "554 5.4.6");
   Envelope bad_helo = message();
   bad_helo.client.name = "evil\x07";
   EXPECT_EQ(refused(bad_helo), "501 5.5.4");

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -372,6 +373,63 @@ TEST(UserDatabaseTest, StoreAddsAndReplacesKeepingOtherLinesAndMode0600) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_THROW(UserDatabase::store(path, "a:b", "x"), InvalidArgument);
   EXPECT_THROW(UserDatabase::store(path, "", "x"), InvalidArgument);
+}
+
+TEST(UserDatabaseTest, StoreFollowsNoLinkPlantedWhereItWritesItsTempFile) {
+  testing::TempDir dir;
+  std::string path = dir.sub("users"), victim = dir.sub("victim");
+  testing::write_file(victim, "precious\n");
+  // The temp name was path + ".tmp" + the pid: whoever could write the directory could
+  // make root overwrite any file through a link there.
+  std::string planted = path + ".tmp" + std::to_string(::getpid());
+  ASSERT_EQ(::symlink(victim.c_str(), planted.c_str()), 0);
+  UserDatabase::store(path, "alice", UserDatabase::hash("one"));
+  EXPECT_EQ(testing::read_file(victim), "precious\n");
+  EXPECT_TRUE(UserDatabase::load(path).check("alice", "one"));
+  struct stat st;
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+}
+
+TEST(UserDatabaseTest, StoreKeepsTheFilesOwnerAndMode) {
+  testing::TempDir dir;
+  std::string path = dir.sub("users");
+  UserDatabase::store(path, "alice", UserDatabase::hash("one"));
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  const bool root = ::geteuid() == 0;
+  if (root) {
+    ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);  // nobody: the service user
+  }
+  UserDatabase::store(path, "bob", UserDatabase::hash("two"));
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  if (root) {
+    EXPECT_EQ(st.st_uid, 65534u);
+    EXPECT_EQ(st.st_gid, 65534u);
+  }
+}
+
+TEST(UserDatabaseTest, ConcurrentStoresLoseNoUser) {
+  testing::TempDir dir;
+  std::string path = dir.sub("users");
+  const std::string hash = UserDatabase::hash("pw");
+  std::vector<std::thread> writers;
+  std::atomic<int> failed = 0;
+  for (int i = 0; i < 8; ++i) {
+    writers.emplace_back([&, i] {
+      try {
+        UserDatabase::store(path, "user" + std::to_string(i), hash);
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  UserDatabase db = UserDatabase::load(path);
+  EXPECT_EQ(db.size(), 8u);
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(db.check("user" + std::to_string(i), "pw")) << i;
 }
 
 }  // namespace

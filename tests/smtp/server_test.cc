@@ -123,6 +123,9 @@ TEST_F(ServerFixture, CommandsOutOfSequenceAndUnknownOnesAreRefused) {
   EXPECT_EQ(c->exchange("RSET\r\n"), 250);
   EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> BODY=BINARYMIME\r\n"), 501);
   EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> SIZE=999999999999\r\n"), 552);
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> SIZE=-1\r\n"), 501);  // not "too big"
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> SIZE=+5\r\n"), 501);
+  EXPECT_EQ(c->exchange("MAIL FROM:<a@x.org> SIZE=99999999999999999999999\r\n"), 552);
   EXPECT_EQ(c->exchange("VRFY bob\r\n"), 252);
   EXPECT_EQ(c->exchange("EXPN staff\r\n"), 502);
   EXPECT_EQ(c->exchange("STARTTLS\r\n"), 502);  // not offered
@@ -246,8 +249,10 @@ TEST_F(ServerFixture, ABareLfDotDoesNotEndTheMessage) {
   EXPECT_EQ(c->reply().substr(0, 3), "250");
   auto entries = server_->storage.load_all();
   ASSERT_EQ(entries.size(), 1u);  // one message, holding the would-be commands as text
-  EXPECT_NE(server_->storage.get(entries[0].id).envelope.body.find("MAIL FROM:<evil@x.org>"),
-            std::string::npos);
+  const std::string body = server_->storage.get(entries[0].id).envelope.body;
+  EXPECT_NE(body.find("MAIL FROM:<evil@x.org>"), std::string::npos);
+  // The lone "." was not dot-stuffed by the client: it stays, not an empty line.
+  EXPECT_NE(body.find("body\n.\nMAIL"), std::string::npos) << body;
 }
 
 TEST_F(ServerFixture, TooManyErrorsAndSilenceCloseTheConnection) {

@@ -82,6 +82,28 @@ s.quit()
   EXPECT_EQ(server_->storage.get(entries[0].id).envelope.client.protocol, "ESMTPS");
 }
 
+// TLS 1.2 offers only Mozilla's "intermediate" suites: forward-secret key exchange
+// and AEAD ciphers; no RSA key exchange, no CBC with SHA-1 (OpenSSL's s_client as the
+// peer).
+TEST_F(TlsTest, Tls12OffersOnlyForwardSecretAeadSuites) {
+  start_server();
+  auto handshake = [&](const std::string& cipher) {
+    return run_command({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(port_),
+                        "-starttls", "smtp", "-tls1_2", "-cipher", cipher},
+                       "QUIT\n");
+  };
+  // The test certificate is ECDSA (P-256).
+  auto good = handshake("ECDHE-ECDSA-AES128-GCM-SHA256");
+  EXPECT_NE(good.out.find("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256"), std::string::npos)
+      << good.out << good.err;
+  for (const char* weak :
+       {"ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA256"}) {
+    auto r = handshake(weak);
+    EXPECT_EQ(r.out.find(std::string("Cipher is ") + weak), std::string::npos) << weak << r.out;
+    EXPECT_NE(r.out.find("Cipher is (NONE)"), std::string::npos) << weak << r.out << r.err;
+  }
+}
+
 // A client that asks for STARTTLS and then never starts the handshake is dropped
 // after the idle timeout, like any silent client.
 TEST_F(TlsTest, AStalledHandshakeEndsTheSession) {
