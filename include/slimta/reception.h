@@ -4,6 +4,7 @@
 // the same order, so the ways in cannot disagree:
 //
 //   1. the addresses: sender and every recipient well-formed   refused 501 5.1.7/5.1.3
+//      and at most max_recipients of them                      refused 550 5.5.3
 //   2. the size, against max_message_size                      refused 552 5.3.4
 //   3. the hop count: max_hops Received: fields already        refused 554 5.4.6
 //   4. the timestamp, from the injected Clock, and our Received: line on top
@@ -69,6 +70,10 @@ struct ReceptionOptions {
   std::string hostname;
   // Octets; a larger message is refused (552 5.3.4). 0: no limit.
   size_t max_message_size = 50 * 1024 * 1024;
+  // Recipients of one message; more are refused (550 5.5.3; SMTP's RCPT says 452 4.5.3
+  // to the one past it, so a client sends the rest in another transaction). 0: no
+  // limit.
+  size_t max_recipients = 1000;
   // A message arriving with this many Received: fields already is in a mail loop
   // (Postfix's hopcount_limit): refused, 554 5.4.6. 0: no limit.
   size_t max_hops = 50;

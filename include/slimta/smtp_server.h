@@ -52,7 +52,6 @@ struct SmtpServerOptions {
   // Our name in the greeting and the EHLO reply (the Received: line takes the
   // reception's). Empty: hostname.
   std::string hostname;
-  size_t max_recipients = 1000;  // more get 452 4.5.3
   // Command lines longer than this get 500 5.5.2 (RFC 5321: 512 with CRLF).
   size_t max_command_line = 512;
   // Message lines longer than this (octets, without the line ending) make the message

@@ -108,6 +108,12 @@ ReceptionResult Reception::receive(Envelope&& envelope) const {
     return refused("501 5.1.7 Bad sender address syntax");
   }
   if (envelope.recipients.empty()) return refused("554 5.5.1 Error: no valid recipients");
+  if (options->max_recipients && envelope.recipients.size() > options->max_recipients) {
+    spdlog::warn("reception: refused from=<{}>: {} recipients, over the limit of {}", from,
+                 envelope.recipients.size(), options->max_recipients);
+    return refused("550 5.5.3 Too many recipients: at most " +
+                   std::to_string(options->max_recipients) + " a message");
+  }
   for (const std::string& r : envelope.recipients) {
     if (bad_address(r, /*recipient=*/true)) {
       spdlog::warn("reception: refused from=<{}>: a bad recipient address <{}>", from,

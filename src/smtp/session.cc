@@ -373,7 +373,7 @@ class Session {
         spdlog::info("smtp: [{}] RCPT <{}> refused: {}", peer_ip_, path->address, *refused);
         co_return error(*refused);
       }
-      if (rcpts_.size() >= opts_.max_recipients)
+      if (door_->max_recipients && rcpts_.size() >= door_->max_recipients)
         co_return reply("452 4.5.3 Error: too many recipients");
       rcpts_.push_back(path->address);
       reply("250 2.1.5 Ok");

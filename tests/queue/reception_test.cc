@@ -99,6 +99,11 @@ TEST_F(ReceptionTest, ChecksRefuseInOrderAndStoreNothing) {
   Envelope none = message();
   none.recipients.clear();
   EXPECT_EQ(refused(none), "554 5.5.1");
+  Envelope crowd = message();  // HTTP injection took 16,000 recipients
+  o.max_recipients = 2;
+  door.reload(o);
+  crowd.recipients = {"a@example.org", "b@example.org", "c@example.org"};
+  EXPECT_EQ(refused(crowd), "550 5.5.3");
   EXPECT_EQ(refused(message(std::string(200, 'x'))), "552 5.3.4");
   Envelope loop = message();
   for (int i = 0; i < 3; ++i) loop.headers.prepend("Received", "from x by y; hop");

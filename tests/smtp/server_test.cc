@@ -149,9 +149,9 @@ TEST_F(ServerFixture, LinesLongerThanRfc5321sAreAcceptedByDefault) {
 
 TEST_F(ServerFixture, LimitsGetTheRightReplies) {
   SmtpServerOptions o;
-  o.max_recipients = 2;
   o.max_data_line = 2000;
   ReceptionOptions door;
+  door.max_recipients = 2;
   door.max_message_size = 5000;
   start(o, door);
   auto c = connect();

@@ -92,7 +92,11 @@ TEST(GaugesCostTest, OnRedisTheGaugesReadNoMessage) {
   EXPECT_EQ(info["messages"], kWaiting) << info;
   EXPECT_EQ(info["held"], kHeld) << info;
   EXPECT_GE(info["oldest_message_age_seconds"].get<double>(), 600) << info;
-  EXPECT_LE(with, 1.1 * without) << "the gauges should not read the queue message by message";
+  // Within 1.1x, give or take one tick of either node's timers: both poll the index
+  // every second and step the repair sweep (~4 commands) every 5 s, and on a loaded
+  // machine one node may fit a step more in the same minute (0.07 commands/s). A read
+  // per message would be 10,000 commands a scan.
+  EXPECT_LE(with, 1.1 * without + 0.1) << "the gauges should not read the queue message by message";
 }
 
 }  // namespace
