@@ -315,10 +315,11 @@ class QueueStorage {
   // due when its next attempt (set_timestamp) is at or before `now` and it is not held;
   // every message handed out is HANDED OUT ONCE: not again, to any caller, until
   // `hand_out` after `now`, unless its time is set again meanwhile (set_timestamp,
-  // release_hold). So nodes pulling from one storage share the due work without
-  // reading the rest, and a message handed to a process that died comes back after
-  // `hand_out` (the lease a claim would take). The index changes in the same atomic
-  // step as the timestamp, hold or removal that moves it. InvalidArgument unless
+  // release_hold); on S3+SQS at least once, as SQS delivers its notices (a second
+  // hand-out is rare, and claim() lets one attempt through). So nodes pulling from one
+  // storage share the due work without reading the rest, and a message handed to a
+  // process that died comes back after `hand_out` (the lease a claim would take). The index changes
+  // in the same atomic step as the timestamp, hold or removal that moves it. InvalidArgument unless
   // `limit` and `hand_out` are positive.
   std::vector<QueueEntry> due(Timestamp now, size_t limit, std::chrono::milliseconds hand_out);
   // One step of the sweep that puts back in the due index a message missing from it (one
