@@ -124,5 +124,8 @@ std::string utc_time(double seconds, const char* format);
 // An RFC 5322 date-time in UTC for `seconds` since the epoch, e.g.
 // "Sun, 22 Nov 2026 21:50:44 +0000" (Date:, Received:, Arrival-Date:).
 std::string rfc5322_date(double seconds);
+// An ISO 8601 / RFC 3339 date-time in UTC, to the second, e.g. "2026-11-22T21:50:44Z"
+// (logs, JSON).
+std::string iso8601_time(double seconds);
 
 }  // namespace slimta

@@ -18,7 +18,7 @@ std::string message_state(const QueuedMessage& msg, Timestamp now) {
 }
 
 void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestamp> ts) {
-  j[name] = ts ? nlohmann::json(utc_time(*ts, "%Y-%m-%dT%H:%M:%SZ")) : nlohmann::json(nullptr);
+  j[name] = ts ? nlohmann::json(iso8601_time(*ts)) : nlohmann::json(nullptr);
   j[name + "_unix"] = ts ? nlohmann::json(*ts) : nlohmann::json(nullptr);
 }
 

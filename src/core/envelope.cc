@@ -239,4 +239,6 @@ std::string rfc5322_date(double seconds) {
   return utc_time(seconds, "%a, %d %b %Y %H:%M:%S +0000");
 }
 
+std::string iso8601_time(double seconds) { return utc_time(seconds, "%Y-%m-%dT%H:%M:%SZ"); }
+
 }  // namespace slimta

@@ -73,8 +73,6 @@ class JsonFormatter : public spdlog::formatter {
   bool journal_;
 };
 
-std::string iso_time(Timestamp t) { return utc_time(t, "%Y-%m-%dT%H:%M:%SZ"); }
-
 }  // namespace
 
 nlohmann::json event_fields(const QueueEvent& event) {
@@ -108,7 +106,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
           [&](const events::Deferred& e) {
             j.update({{"id", e.id},
                       {"attempt", e.attempt},
-                      {"next", iso_time(e.next)},
+                      {"next", iso8601_time(e.next)},
                       {"reply", e.reply},
                       {"rcpts", e.rcpts}});
           },
@@ -122,7 +120,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
             j.update({{"id", e.id}, {"detail", e.detail}});
           },
           [&](const events::Error& e) {
-            j.update({{"id", e.id}, {"detail", e.detail}, {"retry", iso_time(e.retry)}});
+            j.update({{"id", e.id}, {"detail", e.detail}, {"retry", iso8601_time(e.retry)}});
           },
       },
       event);

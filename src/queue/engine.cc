@@ -71,6 +71,11 @@ std::optional<Counted> counted_as(const QueueEvent& event) {
       event);
 }
 
+// Whether due work comes from the storage's index (QueuePolicy::use_due_index).
+bool pulls(const QueuePolicy& p, QueueStorage& s) {
+  return p.use_due_index && s.capabilities().due_index;
+}
+
 ScheduleLimits limits_of(const QueuePolicy& p, bool pull,
                          std::function<size_t(const std::string&)> max_connections) {
   return {pull,
@@ -87,14 +92,14 @@ Engine::Engine(QueueStorage& s, Relay& r, QueuePolicy p, const Clock& c)
     : storage(s),
       policy(std::move(p)),
       clock(c),
-      schedule_(limits_of(policy, policy.use_due_index && s.capabilities().due_index,
+      schedule_(limits_of(policy, pulls(policy, s),
                           [this](const std::string& d) { return max_connections(d); })),
       relay_(r),
       mta_(policy.reporting_mta.empty() ? host_name() : policy.reporting_mta),
       board_(policy.destinations ? policy.destinations : s.destinations()),
       observers_(policy.log_events ? QueueObservers{std::make_shared<LogObserver>()}
                                    : QueueObservers{}),
-      feeder_(Feeder::make(policy.use_due_index && s.capabilities().due_index)),
+      feeder_(Feeder::make(pulls(policy, s))),
       parts_(policy.workers * (policy.shaping.max_parallel_destinations - 1)) {
   observers_.insert(observers_.end(), policy.observers.begin(), policy.observers.end());
   if (policy.metrics) observers_.push_back(std::make_shared<MetricsObserver>(*policy.metrics));

@@ -20,9 +20,6 @@ std::string quoted(std::string_view text) {
   return printable(out);
 }
 
-// "2026-11-22T21:50:44Z"
-std::string iso_time(Timestamp t) { return utc_time(t, "%Y-%m-%dT%H:%M:%SZ"); }
-
 std::string text_of(const events::Enqueued& e) {
   return fmt::format("{} enqueued from=<{}> rcpts={} size={}", e.id, printable(e.sender), e.rcpts,
                      e.size);
@@ -45,7 +42,7 @@ std::string text_of(const events::Failed& e) {
 }
 std::string text_of(const events::Deferred& e) {
   return fmt::format("{} deferred attempt={} next={} reply=\"{}\"", e.id, e.attempt,
-                     iso_time(e.next), quoted(e.reply));
+                     iso8601_time(e.next), quoted(e.reply));
 }
 std::string text_of(const events::Bounced& e) {
   return fmt::format("{} bounced to=<{}> rcpts={} dsn={}", e.id, printable(e.to), e.rcpts, e.dsn);
@@ -55,7 +52,7 @@ std::string text_of(const events::LeaseLost& e) {
   return fmt::format("{} lease_lost: {}", e.id, printable(e.detail));
 }
 std::string text_of(const events::Error& e) {
-  return fmt::format("{} error: {}; retry at {}", e.id, printable(e.detail), iso_time(e.retry));
+  return fmt::format("{} error: {}; retry at {}", e.id, printable(e.detail), iso8601_time(e.retry));
 }
 
 }  // namespace
