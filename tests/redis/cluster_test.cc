@@ -340,6 +340,21 @@ void kill_a_master_under_writes(const std::string& prefix, size_t due_slots) {
                                   std::chrono::seconds(90)));
   writer.stop();
   ASSERT_EQ(writer.failure(), "");
+  // Each node turns its own cluster_state back to ok, some after the survivor asked
+  // above; until then it answers CLUSTERDOWN (a retryable error). The reads below are
+  // about what was kept, so they wait for every live node to agree.
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        for (size_t n = 0; n < cluster.size(); ++n) {
+          if (n == victim) continue;
+          auto info = testing::run_command(
+              {"redis-cli", "-p", std::to_string(cluster.node(n).port()), "CLUSTER", "INFO"});
+          if (info.out.find("cluster_state:ok") == std::string::npos) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(30)))
+      << "a live node still says the cluster is down after 30 s";
   RedisStorage fresh(o);
   size_t lost = testing::count_missing(fresh, writer.acked());
   EXPECT_EQ(lost, 0u) << "of " << writer.acked().size() << " acknowledged writes";
