@@ -50,6 +50,7 @@ int run(int argc, char** argv) {
     }
   }
   testing::RedisServer redis;
+  testing::TempDir dir;
   // Small messages, due in a day: serve keeps them and the gauges count them.
   auto fill_start = Clock::now();
   const int threads = 8;
@@ -71,9 +72,9 @@ int run(int argc, char** argv) {
   int http = testing::free_port();
   testing::ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http",
-       "127.0.0.1:" + std::to_string(http), "--storage",
-       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:", "--smarthost",
-       "127.0.0.1:9", "--user", "root", "--rescan", "0"},
+       "127.0.0.1:" + std::to_string(http), "--http-token-file", testing::write_http_token(dir),
+       "--storage", "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:",
+       "--smarthost", "127.0.0.1:9", "--user", "root", "--rescan", "0"},
       "listening on");
   nlohmann::json out{{"messages", messages}, {"fill_seconds", fill_seconds}};
   out["healthz"] = time_requests(http, "/healthz", requests);
@@ -81,6 +82,7 @@ int run(int argc, char** argv) {
   out["readyz"] = time_requests(http, "/readyz", requests);
   // Once the background scan has counted every message: its time, and /metrics again.
   httplib::Client client("127.0.0.1", http);
+  client.set_default_headers({{"Authorization", std::string("Bearer ") + testing::kHttpToken}});
   auto scan_start = Clock::now();
   nlohmann::json info;
   while (seconds_since(scan_start) < 900) {

@@ -10,7 +10,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(smtp_command record message address_list proxy_header)
+[ ${#targets[@]} -gt 0 ] || targets=(smtp_command record message address_list proxy_header smtp_reply http_head cluster_slots)
 build="$root/build-fuzz"
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSLIMTA_FUZZ=ON -DSLIMTA_SANITIZE=ON -DSLIMTA_BUILD_BENCH=OFF >/dev/null

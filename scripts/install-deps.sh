@@ -8,11 +8,11 @@ packages=(
   g++ cmake ninja-build pkg-config python3
   zlib1g-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libhiredis-dev libssl-dev libcurl4-openssl-dev libasio-dev libcrypt-dev libtomlplusplus-dev
-  libsystemd-dev libcpp-httplib-dev
+  libsystemd-dev libmicrohttpd-dev
 )
 if [ "${1:-}" = "--test" ]; then
   packages+=(
-    libgtest-dev libgmock-dev libbenchmark-dev redis-server python3-aiosmtpd swaks
+    libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev redis-server python3-aiosmtpd swaks
     openssl whois haproxy libnet-ssleay-perl libio-socket-ssl-perl
     dpkg-dev lintian man-db systemd adduser prometheus chromium clang-tidy
   )

@@ -77,6 +77,10 @@ struct ReceptionOptions {
   // A message arriving with this many Received: fields already is in a mail loop
   // (Postfix's hopcount_limit): refused, 554 5.4.6. 0: no limit.
   size_t max_hops = 50;
+  // Bytes of messages held in memory at once over every way in (received, or being
+  // stored): SMTP's DATA says 452 4.3.1 past it, HTTP injection 503. The surfaces
+  // count against bytes_in_flight().
+  size_t max_bytes_in_flight = size_t{1} << 30;
   // Run in order on every message that passed the checks.
   std::vector<std::shared_ptr<ReceptionStage>> stages;
 };
@@ -132,6 +136,10 @@ class Reception {
   // before the client sends megabytes the write would refuse.
   bool has_room(size_t bytes = 0) const;
 
+  // The bytes of messages the surfaces hold in memory now (SMTP's DATA buffers, HTTP
+  // bodies), against options()->max_bytes_in_flight: the budget they share.
+  std::atomic<size_t>& bytes_in_flight() const { return bytes_in_flight_; }
+
   // The options in force: new calls take the latest reload().
   std::shared_ptr<const ReceptionOptions> options() const;
   // Takes new options for calls from now on. Throws InvalidArgument (changing
@@ -143,6 +151,7 @@ class Reception {
   Room room_;
   const Clock& clock_;
   std::atomic<std::shared_ptr<const ReceptionOptions>> options_;
+  mutable std::atomic<size_t> bytes_in_flight_{0};
 };
 
 // The Received: field (RFC 5321 4.4) our door adds: "from NAME ([IP])" as far as the

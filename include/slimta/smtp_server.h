@@ -73,10 +73,6 @@ struct SmtpServerOptions {
   size_t max_sessions_per_client = 20;
   // A client making this many bad commands gets 421 4.7.0 and is disconnected.
   size_t max_errors = 20;
-  // Bytes of messages held in memory at once, over every session (received, or being
-  // stored): a message that would go beyond gets 452 4.3.1 at the end of DATA, and
-  // DATA itself gets it while the budget is spent. Counted in 1 MiB chunks.
-  size_t max_bytes_in_flight = size_t{1} << 30;
   // Where the server counts for Prometheus (not owned; the same one across reload()):
   // slimta_smtp_sessions_total, slimta_smtp_rejections_total{reason} (each 4xx/5xx
   // reply, by a small fixed set of reasons) and slimta_auth_failures_total.

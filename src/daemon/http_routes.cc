@@ -7,6 +7,7 @@
 
 #include "admin/format.h"
 #include "admin/operations.h"
+#include "slimta/ascii.h"
 #include "status_page.h"
 
 namespace slimta::daemon::routes {
@@ -14,23 +15,22 @@ namespace slimta::daemon::routes {
 namespace {
 
 // The request's query parameters, as admin::Filter::parse reads them.
-std::function<std::optional<std::string>(const char*)> params_of(const httplib::Request& req) {
+std::function<std::optional<std::string>(const char*)> params_of(const HttpRequest& req) {
   return [&req](const char* name) -> std::optional<std::string> {
     if (!req.has_param(name)) return std::nullopt;
-    return req.get_param_value(name);
+    return req.param(name);
   };
 }
 
-std::optional<std::string> reason_of(const httplib::Request& req) {
+std::optional<std::string> reason_of(const HttpRequest& req) {
   if (!req.has_param("reason")) return std::nullopt;
-  return req.get_param_value("reason");
+  return req.param("reason");
 }
 
 // X-Envelope-Recipient headers, each a comma-separated list.
-std::vector<std::string> recipients_of(const httplib::Request& req) {
+std::vector<std::string> recipients_of(const HttpRequest& req) {
   std::vector<std::string> out;
-  for (size_t i = 0; i < req.get_header_value_count("X-Envelope-Recipient"); ++i) {
-    std::string v = req.get_header_value("X-Envelope-Recipient", i);
+  for (const std::string& v : req.header_values("X-Envelope-Recipient")) {
     for (size_t at = 0; at <= v.size();) {
       size_t comma = std::min(v.find(',', at), v.size());
       std::string r = v.substr(at, comma - at);
@@ -45,40 +45,75 @@ std::vector<std::string> recipients_of(const httplib::Request& req) {
 
 }  // namespace
 
-void json_reply(httplib::Response& res, int status, const nlohmann::json& body) {
+}  // namespace slimta::daemon::routes
+
+namespace slimta::daemon {
+
+bool HttpRequest::has_param(std::string_view name) const {
+  return std::any_of(params.begin(), params.end(), [&](const auto& p) { return p.first == name; });
+}
+
+std::string HttpRequest::param(std::string_view name) const {
+  for (const auto& [n, v] : params)
+    if (n == name) return v;
+  return "";
+}
+
+std::string HttpRequest::header(std::string_view name) const {
+  std::vector<std::string> all = header_values(name);
+  return all.empty() ? "" : all.front();
+}
+
+std::vector<std::string> HttpRequest::header_values(std::string_view name) const {
+  std::vector<std::string> out;
+  for (const auto& [n, v] : headers)
+    if (iequals(n, name)) out.push_back(v);
+  return out;
+}
+
+void HttpResponse::set_header(const std::string& name, const std::string& value) {
+  std::erase_if(headers, [&](const auto& h) { return iequals(h.first, name); });
+  headers.emplace_back(name, value);
+}
+
+}  // namespace slimta::daemon
+
+namespace slimta::daemon::routes {
+
+void json_reply(HttpResponse& res, int status, const nlohmann::json& body) {
   res.status = status;
   res.set_content(admin::dump(body) + "\n", "application/json");
 }
 
-void error_reply(httplib::Response& res, int status, const std::string& message) {
+void error_reply(HttpResponse& res, int status, const std::string& message) {
   json_reply(res, status, {{"error", message}});
 }
 
-void status_page(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {
-  res.headers.erase("Content-Security-Policy");  // the default one forbids its style
-  res.set_header("Content-Security-Policy",
-                 "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; "
-                 "frame-ancestors 'none'; base-uri 'none'");
+void status_page(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
+  res.set_header(  // the default one forbids its style
+      "Content-Security-Policy",
+      "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; "
+      "frame-ancestors 'none'; base-uri 'none'");
   res.set_content(
       daemon::status_page(ctx.gauges.snapshot(), ctx.activity, ctx.reception.options()->hostname),
       "text/html; charset=utf-8");
 }
 
-void metrics(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {
+void metrics(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
   res.set_content(ctx.registry.render(), "text/plain; version=0.0.4; charset=utf-8");
 }
 
-void healthz(HttpContext&, const httplib::Request&, httplib::Response& res) {
+void healthz(HttpContext&, const HttpRequest&, HttpResponse& res) {
   res.set_content("ok\n", "text/plain");
 }
 
-void readyz(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {
+void readyz(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
   std::string why = ctx.ready();
   res.status = why.empty() ? 200 : 503;
   res.set_content(why.empty() ? "ready\n" : why + "\n", "text/plain");
 }
 
-void info(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {
+void info(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
   json_reply(res, 200,
              {{"messages", static_cast<uint64_t>(ctx.gauges.messages())},
               {"held", static_cast<uint64_t>(ctx.gauges.held())},
@@ -86,63 +121,62 @@ void info(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {
               {"scan_seconds", ctx.gauges.count_seconds()}});
 }
 
-void shape(HttpContext& ctx, const httplib::Request&, httplib::Response& res) {
+void shape(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
   std::ostringstream ignored;
   json_reply(res, 200, admin::shape_json(admin::compute_shape(ctx.storage, ignored)));
 }
 
-void list_messages(HttpContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void list_messages(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   admin::Filter filter = admin::Filter::parse(params_of(req));
   size_t limit = 100;
   if (req.has_param("limit")) {
-    std::string v = req.get_param_value("limit");
+    std::string v = req.param("limit");
     char* end = nullptr;
     long n = std::strtol(v.c_str(), &end, 10);
     if (v.empty() || *end != '\0' || n < 1 || n > 1000)
       throw InvalidArgument("limit='" + v + "': 1 to 1000");
     limit = static_cast<size_t>(n);
   }
-  admin::Page page = admin::list_page(ctx.storage, filter, limit, req.get_param_value("cursor"));
+  admin::Page page = admin::list_page(ctx.storage, filter, limit, req.param("cursor"));
   json_reply(
       res, 200,
       {{"messages", std::move(page.messages)},
        {"next_cursor", page.next_cursor ? nlohmann::json(*page.next_cursor) : nlohmann::json()}});
 }
 
-void show_message(HttpContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void show_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   std::string id = req.matches[1];
   json_reply(res, 200, admin::show_json(id, ctx.storage.get(id)));
 }
 
-void remove_message(HttpContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void remove_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   std::string id = req.matches[1];
   ctx.storage.get(id);  // 404 if it is not there
   json_reply(res, 200, {{"id", id}, {"done", admin::act_on(ctx.storage, "remove", id)}});
 }
 
-void act_on_message(HttpContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void act_on_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   std::string id = req.matches[1];
-  std::string done = admin::act_on(ctx.storage, req.matches[2].str(), id, reason_of(req));
+  std::string done = admin::act_on(ctx.storage, req.matches[2], id, reason_of(req));
   json_reply(res, 200, {{"id", id}, {"done", done}});
 }
 
-void act_on_matching(HttpContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void act_on_matching(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   admin::Filter filter = admin::Filter::parse(params_of(req));
-  json_reply(res, 200,
-             admin::act_on_matching(ctx.storage, req.matches[1].str(), filter, reason_of(req)));
+  json_reply(res, 200, admin::act_on_matching(ctx.storage, req.matches[1], filter, reason_of(req)));
 }
 
 // As python-slimta's EdgeWsgi: the envelope in headers, the message as body.
-void inject(HttpContext& ctx, const httplib::Request& req, httplib::Response& res) {
-  if (req.get_header_value("Content-Type").rfind("message/rfc822", 0) != 0)
+void inject(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
+  if (!req.header("Content-Type").starts_with("message/rfc822"))
     return error_reply(res, 415, "the body must be message/rfc822");
-  if (!req.has_header("X-Envelope-Sender"))
+  if (req.header_values("X-Envelope-Sender").empty())
     throw InvalidArgument("X-Envelope-Sender is missing (empty for the null sender)");
   Envelope env;
-  env.sender = req.get_header_value("X-Envelope-Sender");
+  env.sender = req.header("X-Envelope-Sender");
   env.recipients = recipients_of(req);
   if (env.recipients.empty()) throw InvalidArgument("X-Envelope-Recipient is missing");
-  if (std::string why = ctx.relay_refusal(req.remote_addr, env, ctx.api_token); !why.empty())
+  if (std::string why = ctx.relay_refusal(req.remote_addr, env, true); !why.empty())
     return error_reply(res, 403, why);
   env.parse(req.body);
   env.client.ip = req.remote_addr;

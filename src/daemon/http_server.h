@@ -7,6 +7,7 @@
 #include <string>
 
 #include "gauges.h"
+#include "http_limits.h"
 #include "slimta/metrics.h"
 #include "slimta/queue.h"
 #include "slimta/reception.h"
@@ -16,7 +17,8 @@ namespace slimta::daemon {
 
 struct HttpOptions {
   std::string listen;      // HOST:PORT; port 0: any free one
-  std::string token_file;  // first line: the bearer token /api/ needs; empty: loopback only
+  std::string token_file;  // first line: the bearer token /api/ needs; empty: no API
+  HttpLimits limits;
 };
 
 // Where --http binds and the token /api/ takes, read and checked from `options` (by
@@ -27,7 +29,8 @@ struct HttpBinding {
   std::string listen;  // as given, for errors
   std::string host;
   uint16_t port = 0;
-  std::string token;  // empty: none (loopback only)
+  std::string token;  // empty: none (loopback only, and no /api/)
+  HttpLimits limits;
 };
 HttpBinding http_binding(const HttpOptions& options);
 
@@ -43,28 +46,33 @@ struct HttpContext {
   // also the body's limit).
   Reception& reception;
   // SMTP's relay rules for an injected message's recipients: "" when a client at `ip`
-  // may send to all of them, else RCPT's reply. A client with the token counts as an
-  // authenticated SMTP client.
+  // may send to all of them, else RCPT's reply. An API caller has the token: it counts
+  // as an authenticated SMTP client, whatever its address.
   std::function<std::string(const std::string& ip, const Envelope& envelope, bool authenticated)>
       relay_refusal;
-  // Set by HttpServer: whether /api/ takes a token (a caller that got through is then
-  // trusted as an authenticated SMTP client).
-  bool api_token = false;
 };
 
 class HttpServer {
  public:
   // Binds now (throws InvalidArgument naming the problem: a non-loopback address
-  // without a token, a bad token file; QueueError if it cannot bind), serves from a
-  // thread of its own until destroyed. Routes (http_routes.h, one function each):
-  // GET / (the status page), /metrics,
-  // /healthz, /readyz; under
-  // /api/v1/ (the token's, if any): GET info, shape, messages (filters domain=, state=,
+  // without a token, a bad token file; QueueError if it cannot bind), serves from
+  // threads of its own until destroyed. Routes (http_routes.h, one function each):
+  // GET / (the status page; the token's, as Bearer or a Basic password, if there is
+  // one), /metrics, /healthz, /readyz; under /api/v1/ (the token's, always: without a
+  // token file the API is off): GET info, shape, messages (filters domain=, state=,
   // older-than=SECONDS; limit=, cursor= pages by id), messages/ID; POST messages/ID/
   // (retry|hold|release|bounce), DELETE messages/ID; POST messages/(retry|hold|release|
-  // remove|bounce)
-  // for every message the filters select; POST messages (a message/rfc822 body with
-  // X-Envelope-Sender and X-Envelope-Recipient headers) -> 201 {"id"} once durable.
+  // remove|bounce) for every message the filters select; POST messages (a
+  // message/rfc822 body with X-Envelope-Sender and X-Envelope-Recipient headers) -> 201
+  // {"id"} once durable.
+  //
+  // Every request is checked from its head before its body is read (http_limits.h):
+  // the Host it names (421), its framing (411, 415, 400), the route (404, 405), the
+  // token (401, or 403 with no token file), the body's size against the door's limit
+  // (413) and the door's memory budget (503). The limits in binding.limits bound what
+  // a client costs; /healthz is answered on the network thread and the other routes on
+  // workers of their own, so no route can starve it. Each API call is logged with its
+  // caller.
   HttpServer(const HttpBinding& binding, HttpContext context);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;

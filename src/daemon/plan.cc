@@ -243,7 +243,7 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   plan.door.max_message_size = opts.max_message_size;
   server_opts.max_data_line = opts.max_line_length;
   server_opts.max_sessions = opts.max_sessions;
-  server_opts.max_bytes_in_flight = opts.max_bytes_in_flight;
+  plan.door.max_bytes_in_flight = opts.max_bytes_in_flight;
   try {  // the storage applies it (to a disk spool); a bad value is refused now
     MinFree::parse(opts.min_free);
   } catch (const InvalidArgument& e) {
@@ -277,7 +277,8 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   for (size_t i = 0; i < plan.listeners.size(); ++i)
     listeners.emplace_back(plan.endpoints[i].host, plan.listeners[i].role);
   SmtpServer::check(plan.server_opts, listeners);
-  if (!opts.http.empty()) plan.http = http_binding(HttpOptions{opts.http, opts.http_token_file});
+  if (!opts.http.empty())
+    plan.http = http_binding(HttpOptions{opts.http, opts.http_token_file, {}});
   plan.run_as = run_as(opts);
   return plan;
 }

@@ -6,8 +6,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "slimta/errors.h"
+
+struct redisReply;
 
 namespace slimta::redis {
 
@@ -40,7 +43,23 @@ class TryAgain : public QueueError {
   explicit TryAgain(const std::string& what) : QueueError(what, true) {}
 };
 
-// Parses a MOVED or ASK error reply; false if it is neither.
+// Parses a MOVED or ASK error reply; false if it is neither. `node` is then
+// "HOST:PORT", or ":PORT" (Redis 7 leaves out the host of the node asked).
 bool parse_redirect(std::string_view error, bool& ask, std::string& node);
+
+// What a node's CLUSTER SLOTS says: each slot's master ("HOST:PORT"; empty where none
+// serves it), and the masters, sorted.
+struct SlotMap {
+  std::vector<std::string> slots;  // kClusterSlots of them
+  std::vector<std::string> masters;
+};
+
+// Reads a CLUSTER SLOTS reply of the node at `asked_host` (for a master given with an
+// empty host), every part checked: an array of ranges, each [start, end, [host, port,
+// ...], replicas...] with 0 <= start <= end < 16384, a host of at most 255 printable
+// characters, a port 1-65535. Whatever a node sends, a reply of another shape is a
+// retryable QueueError naming `where` and what was wrong, never a slot out of range.
+SlotMap parse_cluster_slots(const redisReply* reply, std::string_view asked_host,
+                            const std::string& where);
 
 }  // namespace slimta::redis

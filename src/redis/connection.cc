@@ -445,25 +445,12 @@ void Pool::refresh_slots() {
   for (const auto& seed : seeds) {
     try {
       Reply r = node(seed).run(true, [](Connection& c) { return c.command({"CLUSTER", "SLOTS"}); });
-      std::vector<std::string> slots(kClusterSlots), masters;
-      for (size_t i = 0; i < r->elements; ++i) {
-        const redisReply* range = r->element[i];
-        if (range->elements < 3 || range->element[2]->elements < 2) continue;
-        std::string host = reply_string(range->element[2]->element[0], "CLUSTER SLOTS");
-        // An empty host is the node asked (cluster-announce-hostname unset, Redis 7).
-        if (host.empty()) host = seed.substr(0, seed.rfind(':'));
-        std::string name = host + ":" + std::to_string(range->element[2]->element[1]->integer);
-        for (long long slot = range->element[0]->integer;
-             slot <= range->element[1]->integer && slot < kClusterSlots; ++slot)
-          slots[static_cast<size_t>(slot)] = name;
-        if (std::find(masters.begin(), masters.end(), name) == masters.end())
-          masters.push_back(name);
-      }
+      auto [slots, masters] =
+          parse_cluster_slots(r.get(), seed.substr(0, seed.rfind(':')), "redis " + seed);
       if (masters.empty()) {
         errors += "; " + seed + ": no slots served (is the cluster made?)";
         continue;
       }
-      std::sort(masters.begin(), masters.end());
       std::lock_guard lock(cluster_->mu);
       cluster_->slots = std::move(slots);
       cluster_->masters = std::move(masters);
@@ -507,6 +494,19 @@ std::vector<std::string> Pool::masters(bool fresh) {
   refresh_slots();
   std::lock_guard lock(cluster_->mu);
   return cluster_->masters;
+}
+
+bool Pool::listed(const std::string& name, bool fresh) {
+  if (fresh) {
+    try {
+      refresh_slots();
+    } catch (const QueueError&) {
+      return false;
+    }
+  }
+  std::lock_guard lock(cluster_->mu);
+  return std::find(cluster_->masters.begin(), cluster_->masters.end(), name) !=
+         cluster_->masters.end();
 }
 
 void Pool::moved(uint16_t slot, const std::string& name) {

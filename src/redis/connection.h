@@ -148,8 +148,10 @@ class Pool {
   // run() on the master that serves `key`'s slot. A MOVED answer (the slot is served
   // elsewhere now) updates the map and goes there; ASK (the slot is being moved) goes
   // there after ASKING; the command did nothing where it was redirected from, so any
-  // call follows (at most 5 hops). A dead master makes the map asked again, and an
-  // idempotent call goes once to the slot's new master. Not a cluster: run().
+  // call follows (at most 5 hops), to a master the slot map lists (a node that serves
+  // no slot yet, the first slot moving to it, is reached once it serves one). A dead master makes
+  // the map asked again, and an idempotent call goes once to the slot's new master. Not a cluster:
+  // run().
   template <typename Fn>
   auto run_on(std::string_view key, bool idempotent, Fn&& fn) {
     if (!cluster_) return run(idempotent, std::forward<Fn>(fn));
@@ -173,6 +175,14 @@ class Pool {
         if (hops == 5) throw;
         std::string to =
             r.node.starts_with(":") ? target.substr(0, target.rfind(':')) + r.node : r.node;
+        // Only to a master of the slot map (asked again if need be): a node is not
+        // trusted to send the command, and the password, anywhere else.
+        if (!listed(to, false) && !listed(to, true)) {
+          throw QueueError("redis " + target + ": redirected slot " + std::to_string(slot) +
+                               " to " + to +
+                               ", a node the cluster's slot map does not list: not followed",
+                           true);
+        }
         if (!r.ask) moved(slot, to);
         target = to;
         asking = r.ask;
@@ -248,6 +258,8 @@ class Pool {
   std::string any_master();
   // master_of(), the map asked again; empty if it cannot be asked.
   std::string refreshed_master_of(uint16_t slot);
+  // Whether `name` is a master of the slot map (asked again first when `fresh`).
+  bool listed(const std::string& name, bool fresh);
   void moved(uint16_t slot, const std::string& name);
   void forget_slots();
   // Asks a known master, else a node of the options, for the slots (CLUSTER SLOTS).

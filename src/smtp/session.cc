@@ -381,7 +381,7 @@ class Session {
       if (!mail_) co_return error("503 5.5.1 Error: need MAIL command");
       if (rcpts_.empty()) co_return error("554 5.5.1 Error: no valid recipients");
       if (!c.arg.empty()) co_return error("501 5.5.4 Syntax: DATA");
-      if (server_.bytes_in_flight >= opts_.max_bytes_in_flight)
+      if (server_.reception.bytes_in_flight() >= door_->max_bytes_in_flight)
         co_return reply("452 4.3.1 Error: insufficient system resources, try again later");
       if (!server_.reception.has_room(0))
         co_return reply("452 4.3.1 Error: insufficient system storage, try again later");
@@ -433,7 +433,7 @@ class Session {
 
   // Reads the message up to the end marker, then hands it over.
   awaitable<void> data() {
-    MessageBuffer message(server_.bytes_in_flight);
+    MessageBuffer message(server_.reception.bytes_in_flight());
     bool too_big = false, line_too_long = false, prev_crlf = true, no_memory = false;
     while (true) {
       // Lines are taken straight from the buffer; only reading more suspends.
@@ -453,7 +453,7 @@ class Session {
       if (door_->max_message_size && message.size() + text.size() + 2 > door_->max_message_size)
         too_big = true;
       if (too_big || no_memory) continue;
-      no_memory = !message.append(text, line.crlf ? "\r\n" : "\n", opts_.max_bytes_in_flight);
+      no_memory = !message.append(text, line.crlf ? "\r\n" : "\n", door_->max_bytes_in_flight);
     }
     deadline_.unfix();  // all read: the idle timeout again
     deadline_.touch();
@@ -463,7 +463,7 @@ class Session {
     }
     if (no_memory) {
       spdlog::warn("smtp: [{}] message refused: {} bytes of messages in flight (the limit)",
-                   peer_ip_, opts_.max_bytes_in_flight);
+                   peer_ip_, door_->max_bytes_in_flight);
       co_return reply("452 4.3.1 Error: insufficient system resources, try again later");
     }
     if (line_too_long) {

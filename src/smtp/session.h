@@ -103,7 +103,6 @@ struct Shared {
   asio::thread_pool pool;     // runs reception.receive()
   asio::thread_pool hashing;  // runs the password checks of AUTH
   std::atomic<std::shared_ptr<const Settings>> settings;
-  std::atomic<size_t> bytes_in_flight{0};  // messages being received or stored
   LogLimiter over_client_limit, over_session_limit, accept_failed;  // event-loop thread
   std::unordered_map<std::string, size_t> per_client;  // sessions by address (loop thread)
 

@@ -2,14 +2,22 @@
 // through the door, the status page, the gauges and readiness, on a MemoryStorage, with
 // no serve process (tests/tools/http_test.cc takes serve as a whole, with Prometheus
 // and Chromium).
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "daemon/gauges.h"
+#include "daemon/http_limits.h"
 #include "daemon/http_routes.h"
 #include "daemon/http_server.h"
 #include "slimta/memory_storage.h"
@@ -36,24 +44,36 @@ nlohmann::json body_of(const httplib::Result& res) {
 
 class HttpRoutesTest : public ::testing::Test {
  protected:
-  // The server on 127.0.0.1:0, with the token in `token_file` when given.
-  void serve(const std::string& token_file = "") {
+  static constexpr const char* kToken = "0123456789abcdef0123";
+
+  // The server on 127.0.0.1:0 with the token kToken (/api/ needs one), or with no
+  // token file when `with_token` is false; client_ sends the token.
+  void serve(bool with_token = true, HttpLimits limits = {}) {
+    std::string token_file;
+    if (with_token) {
+      token_file = dir_.path() + "/token";
+      testing::write_file(token_file, std::string(kToken) + "\n");
+    }
     gauges_ = std::make_unique<QueueGauges>(storage_);
     gauges_->register_metrics(registry_);
     activity_ = std::make_unique<Activity>(registry_);
     server_ = std::make_unique<HttpServer>(
-        http_binding(HttpOptions{"127.0.0.1:0", token_file}),
+        http_binding(HttpOptions{"127.0.0.1:0", token_file, limits}),
         HttpContext{registry_, *gauges_, *activity_, storage_,
                     [this] { return std::string(ready_ ? "" : "the storage is away"); }, reception_,
-                    [](const std::string&, const Envelope& env, bool authenticated) {
+                    [this](const std::string&, const Envelope& env, bool authenticated) {
+                      authenticated_ = authenticated;
                       for (const auto& r : env.recipients)
-                        if (!authenticated && r.ends_with("@elsewhere.example"))
-                          return std::string("554 5.7.1 Relay access denied");
+                        if (r == "nobody@example.org")
+                          return std::string("550 5.1.1 Recipient address rejected");
                       return std::string();
                     }});
     std::string address = server_->address();
     port_ = std::stoi(address.substr(address.rfind(':') + 1));
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    client_->set_read_timeout(30, 0);
+    if (with_token)
+      client_->set_default_headers({{"Authorization", std::string("Bearer ") + kToken}});
   }
 
   std::set<std::string> ids_in(const nlohmann::json& list) {
@@ -62,11 +82,29 @@ class HttpRoutesTest : public ::testing::Test {
     return ids;
   }
 
+  testing::TempDir dir_;
+  std::atomic<bool> authenticated_ = false;
   MemoryStorage storage_;
   metrics::Registry registry_;
   std::atomic<bool> room_ = true;
   // The store as a disk spool under its free-space guard answers while room_ is false.
+  // While gate_ is closed, a store waits for it (a slow storage under an injection).
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool gate_closed_ = false;
+  std::atomic<int> at_gate_ = 0;
+  void open_gate() {
+    std::lock_guard lock(gate_mu_);
+    gate_closed_ = false;
+    gate_cv_.notify_all();
+  }
   Reception reception_{[this](Envelope&& env) {
+                         {
+                           std::unique_lock lock(gate_mu_);
+                           ++at_gate_;
+                           gate_cv_.wait(lock, [this] { return !gate_closed_; });
+                           --at_gate_;
+                         }
                          if (room_) return Reception::into(storage_)(std::move(env));
                          return EnqueueResult{"", "no space left", true, true};
                        },
@@ -76,6 +114,7 @@ class HttpRoutesTest : public ::testing::Test {
     ReceptionOptions o;
     o.hostname = "mx.example.net";
     o.max_message_size = 4096;
+    o.max_bytes_in_flight = 6000;  // one 4000-octet body in memory, not two
     return o;
   }
   std::atomic<bool> ready_ = true;
@@ -171,10 +210,12 @@ TEST_F(HttpRoutesTest, InjectionGoesThroughTheRelayRulesAndTheDoor) {
   EXPECT_NE(stored.envelope.headers.get("Received").value_or("").find("by mx.example.net"),
             std::string::npos);
 
-  res = inject("b@elsewhere.example", "Subject: in\r\n\r\nhello\r\n");
+  EXPECT_TRUE(authenticated_);  // the token is the caller's credential, not its address
+
+  res = inject("nobody@example.org", "Subject: in\r\n\r\nhello\r\n");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 403);
-  EXPECT_EQ(body_of(res)["error"], "554 5.7.1 Relay access denied");
+  EXPECT_EQ(body_of(res)["error"], "550 5.1.1 Recipient address rejected");
 
   res = inject("b@example.org", "Subject: big\r\n\r\n" + std::string(5000, 'x') + "\r\n");
   ASSERT_TRUE(res);
@@ -193,9 +234,7 @@ TEST_F(HttpRoutesTest, GaugesStatusPageAndReadiness) {
   storage_.write(message_to("u@a.example", 120), 0);
   std::string held = storage_.write(message_to("u@b.example"), 0);
   storage_.hold(held, "a <b>reason</b>", system_clock().now());
-  testing::TempDir dir;
-  testing::write_file(dir.path() + "/token", "0123456789abcdef0123\n");
-  serve(dir.path() + "/token");
+  serve();
   ASSERT_TRUE(testing::eventually([&] { return gauges_->snapshot().taken > 0; }));
   EXPECT_EQ(gauges_->messages(), 2);
   EXPECT_EQ(gauges_->held(), 1);
@@ -206,7 +245,8 @@ TEST_F(HttpRoutesTest, GaugesStatusPageAndReadiness) {
   EXPECT_NE(metrics->body.find("\nslimta_queue_messages 2\n"), std::string::npos) << metrics->body;
   EXPECT_NE(metrics->body.find("\nslimta_queue_held_messages 1\n"), std::string::npos);
 
-  auto page = client_->Get("/");
+  httplib::Client stranger("127.0.0.1", port_);
+  auto page = stranger.Get("/");
   ASSERT_TRUE(page);
   EXPECT_EQ(page->status, 401);
   httplib::Client browser("127.0.0.1", port_);
@@ -225,11 +265,10 @@ TEST_F(HttpRoutesTest, GaugesStatusPageAndReadiness) {
   EXPECT_NE(page->body.find("a &lt;b&gt;reason&lt;/b&gt;"), std::string::npos);
   EXPECT_EQ(page->body.find("<b>reason"), std::string::npos);
 
-  auto api = client_->Get("/api/v1/info");
+  auto api = stranger.Get("/api/v1/info");
   ASSERT_TRUE(api);
   EXPECT_EQ(api->status, 401);
-  api = client_->Get("/api/v1/info",
-                     httplib::Headers{{"Authorization", "Bearer 0123456789abcdef0123"}});
+  api = client_->Get("/api/v1/info");
   ASSERT_TRUE(api);
   EXPECT_EQ(body_of(api)["messages"], 2);
 
@@ -256,14 +295,273 @@ TEST_F(HttpRoutesTest, ARouteRunsWithoutAServer) {
                   [] { return std::string(); },
                   reception_,
                   [](const std::string&, const Envelope&, bool) { return std::string(); }};
-  httplib::Request req;
-  req.params.emplace("domain", "b.example");
-  httplib::Response res;
+  HttpRequest req;
+  req.params.emplace_back("domain", "b.example");
+  HttpResponse res;
   routes::list_messages(ctx, req, res);
   EXPECT_EQ(res.status, 200);
   auto list = nlohmann::json::parse(res.body)["messages"];
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0]["id"], b);
+}
+
+// The listener's limits: what a client may send, and cost, before it is refused.
+
+// A raw connection: bytes out, whatever comes back in.
+class Raw {
+ public:
+  explicit Raw(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      throw std::runtime_error("cannot connect to port " + std::to_string(port));
+  }
+  ~Raw() { ::close(fd_); }
+  bool send(const std::string& data) {
+    return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+  }
+  // True once the peer closed (or reset) within `limit`; what came before is kept.
+  bool closed(std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return true;
+      got_.append(buf, static_cast<size_t>(n));
+    }
+    return false;
+  }
+  // The status of the first response, read within 20 s; 0 if none came.
+  int status() {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (got_.find("\r\n") == std::string::npos && std::chrono::steady_clock::now() < until) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got_.append(buf, static_cast<size_t>(n));
+    }
+    return got_.starts_with("HTTP/1.") && got_.size() > 12 ? std::stoi(got_.substr(9, 3)) : 0;
+  }
+  const std::string& got() const { return got_; }
+
+ private:
+  int fd_;
+  std::string got_;
+};
+
+std::string head(const std::string& first, const std::vector<std::string>& headers) {
+  std::string out = first + "\r\nHost: localhost\r\n";
+  for (const auto& h : headers) out += h + "\r\n";
+  return out + "\r\n";
+}
+
+TEST(HttpLimitsTest, HostsAndFraming) {
+  ListenerNames loopback{"127.0.0.1", {"mx.example.net"}};
+  for (const char* ok : {"localhost", "localhost:9025", "LOCALHOST.", "127.0.0.1:80", "127.9.9.9",
+                         "[::1]:9025", "mx.example.net", "MX.example.net:9025"})
+    EXPECT_TRUE(host_allowed(ok, loopback)) << ok;
+  for (const char* bad : {"", "attacker.example", "attacker.example:9025", "192.0.2.1",
+                          "localhost:80x", "[::1", "localhost.attacker.example", "[::2]:80"})
+    EXPECT_FALSE(host_allowed(bad, loopback)) << bad;
+  ListenerNames any{"0.0.0.0", {"mx.example.net"}};
+  EXPECT_TRUE(host_allowed("192.0.2.1:9025", any));
+  EXPECT_FALSE(host_allowed("rebound.attacker.example", any));
+  ListenerNames one{"192.0.2.1", {"mx.example.net"}};
+  EXPECT_TRUE(host_allowed("192.0.2.1", one));
+  EXPECT_FALSE(host_allowed("192.0.2.2", one));
+
+  auto framing = [](std::optional<std::string_view> length,
+                    std::optional<std::string_view> transfer = std::nullopt,
+                    std::optional<std::string_view> content = std::nullopt, size_t max = 100) {
+    return check_framing(RequestHead{"POST", "/", std::nullopt, length, transfer, content}, max);
+  };
+  EXPECT_EQ(framing("10").status, 0);
+  EXPECT_EQ(framing("10").body, 10u);
+  EXPECT_EQ(framing(std::nullopt).status, 0);
+  EXPECT_EQ(framing("101").status, 413);
+  EXPECT_EQ(framing("10", std::nullopt, std::nullopt, 0).status, 413);  // no body here
+  EXPECT_EQ(framing("0", std::nullopt, std::nullopt, 0).status, 0);
+  EXPECT_EQ(framing(std::nullopt, "chunked").status, 411);
+  EXPECT_EQ(framing("10", std::nullopt, "gzip").status, 415);
+  EXPECT_EQ(framing("10", std::nullopt, "identity").status, 0);
+  for (const char* bad : {"", "-1", "1e3", " 10", "99999999999999999999", "0x10"})
+    EXPECT_EQ(framing(bad).status, 400) << bad;
+}
+
+TEST_F(HttpRoutesTest, TheApiNeedsATokenAndOnlyOurHostNamesAreAnswered) {
+  serve(/*with_token=*/false);
+  auto api = client_->Get("/api/v1/info");
+  ASSERT_TRUE(api);
+  EXPECT_EQ(api->status, 403);
+  EXPECT_NE(body_of(api)["error"].get<std::string>().find("--http-token-file"), std::string::npos);
+  EXPECT_EQ(client_->Post("/api/v1/messages/remove")->status, 403);  // the CSRF of finding 3
+  EXPECT_EQ(client_->Get("/healthz")->status, 200);
+  EXPECT_EQ(client_->Get("/metrics")->status, 200);
+  EXPECT_EQ(client_->Get("/")->status, 200);  // read-only, on loopback
+  // A page that rebound its own name to 127.0.0.1 sends that name as Host.
+  for (const char* host : {"attacker.example", "attacker.example:80"}) {
+    auto res = client_->Get("/", httplib::Headers{{"Host", host}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 421) << host;
+    EXPECT_EQ(res->body.find("queued"), std::string::npos);
+  }
+  std::string port = std::to_string(port_);
+  for (const std::string& host :
+       std::vector<std::string>{"localhost:" + port, "127.0.0.1:" + port, "mx.example.net"})
+    EXPECT_EQ(client_->Get("/metrics", httplib::Headers{{"Host", host}})->status, 200) << host;
+}
+
+TEST_F(HttpRoutesTest, TheHeadIsCheckedBeforeAByteOfTheBodyIsRead) {
+  serve();
+  const std::string auth = std::string("Authorization: Bearer ") + kToken;
+  const std::vector<std::string> envelope = {auth, "Content-Type: message/rfc822",
+                                             "X-Envelope-Sender: a@example.com",
+                                             "X-Envelope-Recipient: b@example.org"};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> all = envelope;
+    all.insert(all.end(), more.begin(), more.end());
+    return head("POST /api/v1/messages HTTP/1.1", all);
+  };
+  struct Case {
+    std::string request;
+    int status;
+  };
+  std::vector<Case> cases = {
+      {with({"Transfer-Encoding: chunked"}), 411},                    // no chunks, whatever follows
+      {with({"Content-Length: 10", "Content-Encoding: gzip"}), 415},  // nothing inflated
+      {with({"Content-Length: 1073741824"}), 413},                    // 1 GiB announced, none sent
+      {with({}), 411},                                                // no length, no body
+      {head("GET /metrics HTTP/1.1", {"Content-Length: 100"}), 413},  // no body here
+      {head("POST /api/v1/messages HTTP/1.1", {"Content-Length: 1073741824"}), 401},
+      {head("GET /nowhere HTTP/1.1", {}), 404},
+      {head("PUT /metrics HTTP/1.1", {}), 405},
+  };
+  for (const Case& c : cases) {
+    Raw raw(port_);
+    ASSERT_TRUE(raw.send(c.request));
+    EXPECT_EQ(raw.status(), c.status) << c.request << raw.got();
+  }
+  EXPECT_EQ(storage_.load_all().size(), 0u);
+  EXPECT_EQ(reception_.bytes_in_flight(), 0u);
+}
+
+TEST_F(HttpRoutesTest, BodiesInMemoryShareTheDoorsBudget) {
+  serve();
+  std::string message = "Subject: big\r\n\r\n";
+  message += std::string(4000 - message.size(), 'x');
+  Raw slow(port_);
+  ASSERT_TRUE(slow.send(head("POST /api/v1/messages HTTP/1.1",
+                             {std::string("Authorization: Bearer ") + kToken,
+                              "Content-Type: message/rfc822", "X-Envelope-Sender: a@example.com",
+                              "X-Envelope-Recipient: b@example.org", "Content-Length: 4000"}) +
+                        message.substr(0, 100)));
+  ASSERT_TRUE(testing::eventually([&] { return reception_.bytes_in_flight() >= 4000; }));
+  // A second body of 4000 octets would hold 8000 of a 6000 budget.
+  auto res = client_->Post("/api/v1/messages",
+                           httplib::Headers{{"X-Envelope-Sender", "a@example.com"},
+                                            {"X-Envelope-Recipient", "b@example.org"}},
+                           message, "message/rfc822");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->get_header_value("Retry-After"), "60");
+  ASSERT_TRUE(slow.send(message.substr(100)));
+  EXPECT_EQ(slow.status(), 201) << slow.got();
+  EXPECT_EQ(storage_.load_all().size(), 1u);
+  EXPECT_TRUE(testing::eventually([&] { return reception_.bytes_in_flight() == 0; }));
+}
+
+TEST_F(HttpRoutesTest, HealthIsAnsweredWhileTheWorkersAreBusyAndClientsTrickle) {
+  HttpLimits limits;
+  limits.workers = 1;
+  limits.waiting = 1;
+  serve(true, limits);
+  {
+    std::lock_guard lock(gate_mu_);
+    gate_closed_ = true;
+  }
+  auto inject = [this] {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    auto res = c.Post("/api/v1/messages",
+                      httplib::Headers{{"Authorization", std::string("Bearer ") + kToken},
+                                       {"X-Envelope-Sender", "a@example.com"},
+                                       {"X-Envelope-Recipient", "b@example.org"}},
+                      "Subject: in\r\n\r\nhello\r\n", "message/rfc822");
+    return res ? res->status : 0;
+  };
+  auto first = std::async(std::launch::async, inject);
+  ASSERT_TRUE(testing::eventually([&] { return at_gate_ == 1; }));  // the worker is held
+  // One more waits for the worker; the one after is told at once to come back.
+  auto second = std::async(std::launch::async, inject);
+  auto third = std::async(std::launch::async, inject);
+  std::future<int>* busy = nullptr;
+  ASSERT_TRUE(testing::eventually([&] {
+    for (auto* f : {&second, &third})
+      if (f->wait_for(std::chrono::milliseconds(0)) == std::future_status::ready) busy = f;
+    return busy != nullptr;
+  }));
+  EXPECT_EQ(busy->get(), 503);
+  // Twenty clients trickling their heads hold no thread: health and metrics answer.
+  std::vector<std::unique_ptr<Raw>> slow;
+  for (int i = 0; i < 20; ++i) {
+    slow.push_back(std::make_unique<Raw>(port_));
+    ASSERT_TRUE(slow.back()->send("GET /metrics HTTP/1.1\r\nHost: local"));
+  }
+  httplib::Client probe("127.0.0.1", port_);
+  probe.set_read_timeout(10, 0);
+  auto health = probe.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto metrics = probe.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  open_gate();
+  EXPECT_EQ(first.get(), 201);
+  EXPECT_EQ((busy == &second ? third : second).get(), 201);
+}
+
+TEST_F(HttpRoutesTest, ARequestTricklingInIsCutAtTheDeadline) {
+  HttpLimits limits;
+  limits.request_deadline = std::chrono::seconds(2);
+  serve(true, limits);
+  Raw raw(port_);
+  ASSERT_TRUE(raw.send("GET /metrics HTTP/1.1\r\nHost: localhost\r\n"));
+  auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  // A header line every 100 ms: never idle, never whole.
+  for (int i = 0; i < 300 && !closed; ++i) {
+    closed = !raw.send("X-Slow: " + std::to_string(i) + "\r\n") ||
+             raw.closed(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(closed) << "still open after 30 s";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_EQ(raw.got().find("200"), std::string::npos) << raw.got();
+}
+
+TEST_F(HttpRoutesTest, ConnectionsPastTheClientsLimitAreClosed) {
+  HttpLimits limits;
+  limits.max_per_client = 3;
+  serve(true, limits);
+  std::vector<std::unique_ptr<Raw>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<Raw>(port_));
+    ASSERT_TRUE(held.back()->send("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    EXPECT_EQ(held.back()->status(), 200);  // accepted, kept alive
+  }
+  Raw fourth(port_);
+  EXPECT_TRUE(fourth.closed());
+  EXPECT_EQ(fourth.got(), "");
+  held.pop_back();
+  EXPECT_TRUE(testing::eventually([&] {
+    Raw again(port_);
+    return again.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n") && again.status() == 200;
+  }));
 }
 
 }  // namespace

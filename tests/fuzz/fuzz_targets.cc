@@ -1,9 +1,15 @@
 #include "fuzz/fuzz_targets.h"
 
+#include <hiredis.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "core/record.h"
+#include "daemon/http_limits.h"
+#include "redis/cluster.h"
 #include "slimta/envelope.h"
 #include "slimta/errors.h"
 #include "smtp/command.h"
@@ -110,6 +116,54 @@ void smtp_reply(std::string_view data) {
       require(r.code >= 0 && r.code <= 999);
       require(r.lines.size() == lines && r.text.size() <= limits.max_text);
       lines = 0;
+    }
+  }
+}
+
+void http_head(std::string_view data) {
+  // Lines: the Host header, then Content-Length, Transfer-Encoding and Content-Encoding
+  // ("-" for absent), as a client may send them.
+  std::optional<std::string_view> field[4];
+  for (auto& f : field) {
+    size_t nl = data.find('\n');
+    std::string_view line = data.substr(0, nl);
+    data = nl == std::string_view::npos ? std::string_view() : data.substr(nl + 1);
+    if (line != "-") f = line;
+  }
+  for (const char* bound : {"127.0.0.1", "0.0.0.0", "::1", "192.0.2.1"}) {
+    daemon::ListenerNames listener{bound, {"mx.example.net"}};
+    bool allowed = field[0] && daemon::host_allowed(*field[0], listener);
+    require(!allowed || !field[0]->empty());
+  }
+  for (size_t max_body : {size_t{0}, size_t{4096}}) {
+    daemon::RequestHead head{"POST", "/", field[0], field[1], field[2], field[3]};
+    daemon::HeadVerdict v = daemon::check_framing(head, max_body);
+    require(v.status == 0 || v.status == 400 || v.status == 411 || v.status == 413 ||
+            v.status == 415);
+    require(v.status != 0 || v.body <= max_body);
+    require(v.status == 0 || !v.message.empty());
+    require(v.status == 0 || v.body == 0);
+  }
+}
+
+void cluster_slots(std::string_view data) {
+  // The bytes as a node sends them, read by hiredis as the storage reads them.
+  std::unique_ptr<redisReader, void (*)(redisReader*)> reader(redisReaderCreate(), redisReaderFree);
+  reader->maxbuf = 0;
+  if (redisReaderFeed(reader.get(), data.data(), data.size()) != REDIS_OK) return;
+  while (true) {
+    void* raw = nullptr;
+    if (redisReaderGetReply(reader.get(), &raw) != REDIS_OK || !raw) return;
+    std::unique_ptr<redisReply, void (*)(void*)> reply(static_cast<redisReply*>(raw),
+                                                       freeReplyObject);
+    try {
+      redis::SlotMap map = redis::parse_cluster_slots(reply.get(), "127.0.0.1", "fuzz");
+      require(map.slots.size() == redis::kClusterSlots);
+      for (const auto& name : map.slots)
+        require(name.empty() ||
+                std::find(map.masters.begin(), map.masters.end(), name) != map.masters.end());
+    } catch (const QueueError& e) {
+      require(e.retryable() && std::string(e.what()).find("CLUSTER SLOTS") != std::string::npos);
     }
   }
 }

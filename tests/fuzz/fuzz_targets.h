@@ -13,12 +13,14 @@ namespace slimta::fuzz {
 
 using Target = void (*)(std::string_view data);
 
-void smtp_command(std::string_view data);  // SMTP command lines and MAIL/RCPT arguments
-void record(std::string_view data);        // the stored record decoder
-void message(std::string_view data);       // RFC 5322 message parsing
-void address_list(std::string_view data);  // From/To/Cc address lists
-void proxy_header(std::string_view data);  // PROXY protocol v1/v2 headers
-void smtp_reply(std::string_view data);    // a destination's replies, line by line
+void smtp_command(std::string_view data);   // SMTP command lines and MAIL/RCPT arguments
+void record(std::string_view data);         // the stored record decoder
+void message(std::string_view data);        // RFC 5322 message parsing
+void address_list(std::string_view data);   // From/To/Cc address lists
+void proxy_header(std::string_view data);   // PROXY protocol v1/v2 headers
+void smtp_reply(std::string_view data);     // a destination's replies, line by line
+void http_head(std::string_view data);      // serve's HTTP checks of a request's head
+void cluster_slots(std::string_view data);  // a Redis node's CLUSTER SLOTS reply (RESP)
 
 struct NamedTarget {
   const char* name;  // the corpus directory
@@ -27,6 +29,7 @@ struct NamedTarget {
 inline constexpr NamedTarget kTargets[] = {
     {"smtp_command", smtp_command}, {"record", record},
     {"message", message},           {"address_list", address_list},
-    {"proxy_header", proxy_header}, {"smtp_reply", smtp_reply}};
+    {"proxy_header", proxy_header}, {"smtp_reply", smtp_reply},
+    {"http_head", http_head},       {"cluster_slots", cluster_slots}};
 
 }  // namespace slimta::fuzz

@@ -351,9 +351,9 @@ TEST_F(ServerFixture, SessionsAreLimitedPerClientAndInTotal) {
 }
 
 TEST_F(ServerFixture, MessagesInMemoryStayWithinTheBudget) {
-  SmtpServerOptions o;
-  o.max_bytes_in_flight = 3 << 20;  // three 1 MiB chunks
-  start(o);
+  ReceptionOptions door;
+  door.max_bytes_in_flight = 3 << 20;  // three 1 MiB chunks
+  start({}, door);
   auto lines = [](int n) {
     std::string out;
     for (int i = 0; i < n; ++i) out += std::string(998, 'a') + "\r\n";

@@ -326,4 +326,10 @@ int ChildProcess::stop(int sig) {
 
 ChildProcess::~ChildProcess() { stop(SIGTERM); }
 
+std::string write_http_token(const TempDir& dir) {
+  std::string path = dir.sub("http-token");
+  write_file(path, std::string(kHttpToken) + "\n");
+  return path;
+}
+
 }  // namespace slimta::testing

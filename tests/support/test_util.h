@@ -20,6 +20,12 @@ namespace slimta::testing {
 
 // A fresh directory under `under`, else $TMPDIR (or /tmp), removed with its contents on
 // destruction.
+// The bearer token tests give serve --http (/api/ needs one), and the file that holds
+// it: write_http_token(dir) writes dir/http-token and returns its path.
+inline constexpr const char* kHttpToken = "test-token-0123456789abcdef";
+class TempDir;
+std::string write_http_token(const TempDir& dir);
+
 class TempDir {
  public:
   explicit TempDir(const std::string& under = "");

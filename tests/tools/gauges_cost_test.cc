@@ -18,11 +18,12 @@ namespace {
 using namespace std::chrono_literals;
 using testing::ChildProcess;
 
-std::unique_ptr<ChildProcess> start_serve(const std::string& url, bool http) {
+std::unique_ptr<ChildProcess> start_serve(const std::string& url, const std::string& token_file) {
   std::vector<std::string> argv{
       SLIMTA_QUEUE_BIN, "serve", "--listen",    "127.0.0.1:0",
       "--storage",      url,     "--smarthost", testing::closed_port().address()};
-  if (http) argv.insert(argv.end(), {"--http", "127.0.0.1:0"});
+  if (!token_file.empty())
+    argv.insert(argv.end(), {"--http", "127.0.0.1:0", "--http-token-file", token_file});
   return std::make_unique<ChildProcess>(argv, "listening on");
 }
 
@@ -60,8 +61,9 @@ TEST(GaugesCostTest, OnRedisTheGaugesReadNoMessage) {
   fill(plain_server, prefix, kWaiting, kHeld);
   fill(http_server, prefix, kWaiting, kHeld);
 
-  auto plain = start_serve(url(plain_server), false);
-  auto http = start_serve(url(http_server), true);
+  testing::TempDir dir;
+  auto plain = start_serve(url(plain_server), "");
+  auto http = start_serve(url(http_server), testing::write_http_token(dir));
   int port = testing::http_port(http->output());
   std::this_thread::sleep_for(5s);
   // A minute: the --http node counts with stats() once in it (it counts once a minute).
@@ -71,6 +73,7 @@ TEST(GaugesCostTest, OnRedisTheGaugesReadNoMessage) {
   nlohmann::json info;
   int scrapes = 0;
   httplib::Client client("127.0.0.1", port);
+  client.set_default_headers({{"Authorization", std::string("Bearer ") + testing::kHttpToken}});
   for (auto until = std::chrono::steady_clock::now() + kWindow;
        std::chrono::steady_clock::now() < until;) {
     if (auto res = client.Get("/metrics"); res && res->status == 200) ++scrapes;

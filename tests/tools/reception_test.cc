@@ -34,10 +34,10 @@ class DoorTest : public ::testing::Test {
   void start(const std::string& url) {
     url_ = url;
     serve_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http",
-                                 "127.0.0.1:0", "--storage", url, "--smarthost",
-                                 testing::closed_port().address(), "--min-free", "none", "--user",
-                                 "root"},
+        std::vector<std::string>{
+            SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+            "--http-token-file", testing::write_http_token(dir_), "--storage", url, "--smarthost",
+            testing::closed_port().address(), "--min-free", "none", "--user", "root"},
         "listening on");
     smtp_ = testing::listening_ports(serve_->output())[0];
     http_ = testing::http_port(serve_->output());
@@ -67,10 +67,11 @@ class DoorTest : public ::testing::Test {
   Sent by_http(const std::string& message) {
     httplib::Client client("127.0.0.1", http_);
     client.set_read_timeout(30, 0);
-    auto res = client.Post(
-        "/api/v1/messages",
-        {{"X-Envelope-Sender", "a@example.com"}, {"X-Envelope-Recipient", "b@example.org"}},
-        message, "message/rfc822");
+    auto res = client.Post("/api/v1/messages",
+                           {{"Authorization", std::string("Bearer ") + testing::kHttpToken},
+                            {"X-Envelope-Sender", "a@example.com"},
+                            {"X-Envelope-Recipient", "b@example.org"}},
+                           message, "message/rfc822");
     Sent s;
     if (!res) return s;
     s.code = res->status;
