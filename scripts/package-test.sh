@@ -41,6 +41,7 @@ apt-get "${lock[@]}" install -y -qq "$deb" >/dev/null
 slimta-queue --config /etc/slimta/slimta.toml check-config || fail "check-config of the shipped file"
 getent passwd slimta >/dev/null || fail "no slimta user"
 [ "$(stat -c %U:%G:%a /var/spool/slimta)" = "slimta:slimta:750" ] || fail "spool owner/mode"
+[ "$(stat -c %U:%G:%a /etc/slimta/slimta.toml)" = "root:slimta:640" ] || fail "config owner/mode"
 grep -qx /etc/slimta/slimta.toml /var/lib/dpkg/info/slimta-cpp.conffiles || fail "conffile"
 for page in slimta-queue.8 slimta.toml.5; do
   file="/usr/share/man/man${page##*.}/$page.gz"

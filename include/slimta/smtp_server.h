@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -91,6 +92,16 @@ struct SmtpServerOptions {
   // for every user of a domain (case does not matter). Others get 550 5.1.1 at RCPT,
   // rather than a bounce later to a sender who may be forged.
   std::optional<std::set<std::string>> known_recipients;
+  // Where mail to "postmaster" (RFC 5321's address without a domain, which anyone may
+  // send to) is delivered: "user@domain". Empty: RCPT TO:<postmaster> is refused (550
+  // 5.1.1), for a postmaster without a domain cannot be delivered and its bounce would
+  // go to whatever sender an outsider named.
+  std::string postmaster;
+  // When set, an authenticated client may use only the MAIL FROM senders its login
+  // owns: lower-case "user@domain" or "@domain" -> the logins (lower case) that may
+  // send as it; anything else gets 553 5.7.1 (Postfix's smtpd_sender_login_maps with
+  // reject_authenticated_sender_login_mismatch). The null sender is anyone's.
+  std::optional<std::map<std::string, std::set<std::string>>> sender_logins;
 
   // AUTH PLAIN and LOGIN against these users, offered only under TLS (else AUTH gets
   // 538 5.7.11). Null: no AUTH.
@@ -99,6 +110,14 @@ struct SmtpServerOptions {
   // after max_auth_failures, 421 4.7.0 and disconnect.
   std::chrono::milliseconds auth_failure_delay = std::chrono::seconds(1);
   size_t max_auth_failures = 3;
+  // Across sessions: a client network (an IPv4 address, an IPv6 /64) with this many
+  // failed AUTHs within auth_lockout_window, or any client trying a user name that
+  // failed auth_failures_per_user times in it (unless it authenticated as that user in
+  // the last day), gets 454 4.7.0 with no password checked until the window passes.
+  // 0: no limit. The first values are kept (reload() does not change them).
+  size_t auth_failures_per_client = 10;
+  size_t auth_failures_per_user = 30;
+  std::chrono::seconds auth_lockout_window{900};
 
   // Load balancers that send a PROXY protocol header (v1 or v2). A connection from
   // these addresses must start with one (else it is closed, unanswered); one from any

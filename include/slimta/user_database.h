@@ -33,7 +33,8 @@ class UserDatabase {
   static UserDatabase load(const std::string& path);
 
   // Whether `password` is `user`'s. Costs one hash computation (~15 ms for yescrypt
-  // here) whether or not the user exists, so timing does not tell which names exist;
+  // here) whether or not the user exists (unknown_name_hash()), so timing does not tell
+  // which names exist;
   // only the right password within kCacheTime of an earlier success is answered at
   // once (at most kCacheSize successes are kept). Never logs either argument.
   bool check(std::string_view user, std::string_view password) const;
@@ -41,6 +42,10 @@ class UserDatabase {
   static constexpr size_t kCacheSize = 10000;
 
   size_t size() const { return users_.size(); }
+  // The hash an unknown name is checked against: one of the file's users' hashes, of
+  // its most common method and cost (yescrypt's when it has no users), so that an
+  // unknown name costs what most names cost and timing does not tell them apart.
+  const std::string& unknown_name_hash() const { return dummy_; }
   // Hash computations check() made so far (what the cache spared shows here).
   size_t hashes() const;
 

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "admin/format.h"
+#include "disk/permissions.h"
 #include "slimta/ascii.h"
 #include "slimta/errors.h"
 #include "slimta/open_storage.h"
@@ -60,6 +61,7 @@ std::string type_problem(const CLI::Option* opt, const toml::node& value) {
 }  // namespace
 
 std::shared_ptr<const ConfigFile> ConfigFile::load(const std::string& path) {
+  disk::check_permissions(path, "config file", disk::FileUse::setting);
   try {
     return std::make_shared<const ConfigFile>(ConfigFile{path, toml::parse_file(path)});
   } catch (const toml::parse_error& e) {

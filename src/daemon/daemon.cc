@@ -1,5 +1,7 @@
 #include "daemon.h"
 
+#include "config_file.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <grp.h>
@@ -13,6 +15,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "config_file.h"
 #include "gauges.h"
 #include "http_server.h"
 #include "logging.h"
@@ -68,6 +71,28 @@ void drop_privileges(const std::optional<RunAs>& run_as, std::ostream& err) {
   }
   if (::setuid(0) == 0) throw QueueError("ran as user " + name + " but could become root again");
   spdlog::info("serve: running as user {} (uid {}, gid {})", name, uid, gid);
+}
+
+// The files a SIGHUP reload reads again, as the user serve runs as now: one it cannot
+// read would make every reload fail, long after the start. serve does not keep a
+// privileged reader; the files are read through the service's group (root:slimta,
+// mode 0640, as the package installs the config), and a file that is not is named now.
+void warn_unreadable_after_drop(const ServeOptions& opts, const std::string& user) {
+  std::vector<std::pair<std::string, std::string>> files = {
+      {"--users", opts.users},
+      {"--tls-cert", opts.tls_cert},
+      {"--tls-key", opts.tls_key},
+      {"--accept-recipients", opts.accept_recipients},
+      {"--sender-logins", opts.sender_logins},
+      {"--smarthost-password-file", opts.smarthost_password_file}};
+  if (opts.config) files.emplace_back("--config", opts.config->path);
+  for (const auto& [flag, path] : files) {
+    if (path.empty() || ::access(path.c_str(), R_OK) == 0) continue;
+    spdlog::warn(
+        "serve: {} '{}': user {} cannot read it, so a SIGHUP reload would fail: make it "
+        "readable by the service's group (chown root:GROUP, chmod 0640)",
+        flag, path, user);
+  }
 }
 
 // "HOST:PORT (role), ..." of the listeners, to compare across reloads.
@@ -229,6 +254,7 @@ Daemon::Daemon(const ServeOptions& opts, const StorageOpener& open_storage, std:
   impl_ = std::make_unique<Impl>(opts, plan_serve(opts, err), err);
   impl_->bind();
   drop_privileges(impl_->plan.run_as, err);
+  if (impl_->plan.run_as) warn_unreadable_after_drop(opts, impl_->plan.run_as->name);
   // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
   // has learnt: freed, they go back to the system at once, so memory follows the
   // messages in flight instead of their high-water mark.

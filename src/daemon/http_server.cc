@@ -27,6 +27,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "disk/permissions.h"
 #include "http_routes.h"
 #include "slimta/ascii.h"
 #include "slimta/host_port.h"
@@ -37,6 +38,7 @@ namespace slimta::daemon {
 namespace {
 
 std::string read_token(const std::string& path) {
+  disk::check_permissions(path, "--http-token-file", disk::FileUse::secret);
   std::ifstream in(path);
   std::string token;
   if (!in || !std::getline(in, token)) {
@@ -401,9 +403,9 @@ MHD_Result HttpServer::Impl::respond(MHD_Connection* c, Exchange& x) {
       {"Cache-Control", "no-store"},
       {"X-Content-Type-Options", "nosniff"},
       {"Content-Security-Policy", "default-src 'none'"}};
-  for (const auto& [name, value] : x.res.headers) {
-    std::erase_if(headers, [&](const auto& h) { return iequals(h.first, name); });
-    headers.emplace_back(name, value);
+  for (const auto& header : x.res.headers) {
+    std::erase_if(headers, [&](const auto& h) { return iequals(h.first, header.first); });
+    headers.push_back(header);
   }
   headers.emplace_back("Content-Type", x.res.content_type);
   for (const auto& [name, value] : headers) MHD_add_response_header(r, name.c_str(), value.c_str());

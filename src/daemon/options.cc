@@ -37,6 +37,13 @@ void who_sends(CLI::App& serve, ServeOptions& opts) {
   serve.add_option("--accept-recipients", opts.accept_recipients,
                    "file of the accept domains' valid recipients (user@domain, or @domain for "
                    "all), one a line: others are refused at RCPT (550 5.1.1)");
+  serve.add_option("--postmaster", opts.postmaster,
+                   "ADDRESS: where mail to <postmaster> (no domain; anyone may send to it) is "
+                   "delivered; unset, RCPT TO:<postmaster> is refused (550 5.1.1)");
+  serve.add_option("--sender-logins", opts.sender_logins,
+                   "file of 'SENDER LOGIN[,LOGIN...]' lines (SENDER user@domain or @domain): "
+                   "an authenticated client may then use only the MAIL FROM its login owns "
+                   "(553 5.7.1), as Postfix's smtpd_sender_login_maps");
   serve.add_option("--route", opts.routes,
                    "DOMAIN=HOST:PORT: deliver that domain's mail there, ahead of the smarthost "
                    "and MX (repeatable; [routes] in the config file)");

@@ -21,6 +21,8 @@ struct ServeOptions {
   std::string relay_networks = "127.0.0.0/8,::1/128";  // who may relay without AUTH
   std::vector<std::string> accept_domains;             // mail for these from anyone
   std::string accept_recipients;                       // file: the accept domains' users
+  std::string postmaster;                              // where RCPT TO:<postmaster> goes
+  std::string sender_logins;                           // file: SENDER LOGIN[,LOGIN...]
   std::vector<std::string> routes;                     // DOMAIN=HOST:PORT
   std::string users;                                   // users file: AUTH offered under TLS
   std::string proxy_from;                              // load balancers sending PROXY headers

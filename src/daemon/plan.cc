@@ -12,8 +12,10 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "config_file.h"
+#include "disk/permissions.h"
 #include "slimta/ascii.h"
 #include "slimta/disk_storage.h"
 #include "slimta/mx_relay.h"
@@ -29,6 +31,8 @@ namespace {
 // $SLIMTA_SMARTHOST_PASSWORD; never from the command line, where `ps` would show it.
 std::string smarthost_password(const ServeOptions& opts) {
   if (!opts.smarthost_password_file.empty()) {
+    disk::check_permissions(opts.smarthost_password_file, "--smarthost-password-file",
+                            disk::FileUse::secret);
     std::ifstream in(opts.smarthost_password_file);
     std::string line;
     if (!in || !std::getline(in, line)) {
@@ -126,6 +130,31 @@ std::set<std::string> read_recipients(const std::string& path) {
     if (start == std::string::npos || line[start] == '#') continue;
     size_t end = line.find_last_not_of(" \t\r");
     out.insert(line.substr(start, end - start + 1));
+  }
+  return out;
+}
+
+// --sender-logins: "SENDER LOGIN[,LOGIN...]" a line (Postfix's smtpd_sender_login_maps),
+// '#' comments; lower-cased.
+std::map<std::string, std::set<std::string>> read_sender_logins(const std::string& path) {
+  disk::check_permissions(path, "--sender-logins", disk::FileUse::setting);
+  std::ifstream in(path);
+  if (!in) throw InvalidArgument("cannot read --sender-logins file '" + path + "'");
+  std::map<std::string, std::set<std::string>> out;
+  std::string line;
+  for (size_t number = 1; std::getline(in, line); ++number) {
+    std::istringstream fields(line);
+    std::string sender, logins, extra;
+    if (!(fields >> sender) || sender[0] == '#') continue;
+    if (!(fields >> logins) || (fields >> extra) || sender.find('@') == std::string::npos) {
+      throw InvalidArgument("--sender-logins '" + path + "' line " + std::to_string(number) +
+                            ": expected SENDER LOGIN[,LOGIN...] (SENDER user@domain or @domain)");
+    }
+    for (size_t at = 0; at <= logins.size();) {
+      size_t comma = std::min(logins.find(',', at), logins.size());
+      if (comma > at) out[to_lower(sender)].insert(to_lower(logins.substr(at, comma - at)));
+      at = comma + 1;
+    }
   }
   return out;
 }
@@ -255,6 +284,9 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   server_opts.tls_key_file = opts.tls_key;
   server_opts.relay_networks = networks_option(opts.relay_networks, "--relay-networks");
   server_opts.accept_domains = opts.accept_domains;
+  server_opts.postmaster = opts.postmaster;
+  if (!opts.sender_logins.empty())
+    server_opts.sender_logins = read_sender_logins(opts.sender_logins);
   if (!opts.accept_recipients.empty())
     server_opts.known_recipients = read_recipients(opts.accept_recipients);
   if (!opts.users.empty())

@@ -1,5 +1,6 @@
 #include "factory/url.h"
 
+#include "disk/permissions.h"
 #include "slimta/host_port.h"
 
 #include <algorithm>
@@ -200,6 +201,7 @@ void redis_param(const std::string& key, const std::string& value, std::string_v
      : key == "cert" ? o.tls_cert_file
      : key == "key"  ? o.tls_key_file
                      : o.tls_server_name) = value;
+    if (key == "key") disk::check_permissions(value, "key", disk::FileUse::secret);
   } else if (key == "min-replicas-ack") {
     o.min_replicas_ack = number<int>(value, url, "min-replicas-ack");
   } else if (key == "ack-timeout") {
@@ -221,6 +223,7 @@ void redis_param(const std::string& key, const std::string& value, std::string_v
     if (value.empty()) bad(url, "username= is empty");
     o.username = value;
   } else if (key == "password-file") {
+    disk::check_permissions(value, "password-file", disk::FileUse::secret);
     std::ifstream in(value);
     std::string line;
     if (!in || !std::getline(in, line)) bad(url, "cannot read password-file '" + value + "'");

@@ -159,8 +159,9 @@ std::optional<QueueStats> RedisStorage::stats() {
     Reply r = impl_->pool.run_on(impl_->due_keys[i], true, [&](Connection& c) {
       return c.eval(stats_script(), keys, {}, /*acked=*/false);
     });
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
-      throw QueueError("redis: unexpected reply to the stats script");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
+      throw QueueError("redis: unexpected reply to the stats script", true);
     out.messages += static_cast<uint64_t>(std::max<long long>(0, r->element[0]->integer));
     out.held += static_cast<uint64_t>(std::max<long long>(0, r->element[1]->integer));
     if (r->elements == 3) {

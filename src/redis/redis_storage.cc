@@ -80,7 +80,7 @@ using redis::set_timestamp_script;
 const redisReply* script_reply(const Reply& r, std::string_view id, Fence fence) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
       r->element[0]->type != REDIS_REPLY_INTEGER) {
-    throw QueueError("unexpected reply from redis for message " + std::string(id));
+    throw QueueError("unexpected reply from redis for message " + std::string(id), true);
   }
   switch (r->element[0]->integer) {
     case kMissing:
@@ -88,7 +88,7 @@ const redisReply* script_reply(const Reply& r, std::string_view id, Fence fence)
     case kLeaseLost:
       if (r->elements < 3 || r->element[1]->type != REDIS_REPLY_INTEGER ||
           r->element[2]->type != REDIS_REPLY_INTEGER)
-        throw QueueError("unexpected reply from redis for message " + std::string(id));
+        throw QueueError("unexpected reply from redis for message " + std::string(id), true);
       throw record::lease_lost(id, fence,
                                Lease{static_cast<uint64_t>(r->element[1]->integer),
                                      static_cast<double>(r->element[2]->integer) / 1000});
@@ -445,7 +445,7 @@ ClaimResult RedisStorage::do_claim(std::string_view id, std::chrono::millisecond
   const redisReply* status = script_reply(r, id, Fence{});
   if (status->elements < 3 || status->element[1]->type != REDIS_REPLY_INTEGER ||
       status->element[2]->type != REDIS_REPLY_INTEGER)
-    throw QueueError("unexpected reply from redis to a claim of " + std::string(id));
+    throw QueueError("unexpected reply from redis to a claim of " + std::string(id), true);
   Lease lease{static_cast<uint64_t>(status->element[1]->integer),
               static_cast<double>(status->element[2]->integer) / 1000};
   switch (status->element[0]->integer) {
@@ -525,7 +525,7 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
   // A reply of the wrong shape is the server's fault, retryable: never "not stored",
   // which would drop the message from the schedule as if an operator had removed it.
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 9)
-    throw QueueError("redis: HMGET of " + key + " answered with a reply of the wrong type");
+    throw QueueError("redis: HMGET of " + key + " answered with a reply of the wrong type", true);
   if (r->element[0]->type == REDIS_REPLY_NIL) throw KeyError(std::string(id));
   std::string what = "redis key " + key;
   record::Message m =

@@ -10,6 +10,7 @@
 
 #include <openssl/crypto.h>
 
+#include "slimta/ascii.h"
 #include "smtp/command.h"
 #include "smtp/proxy_header.h"
 #include "smtp/sasl.h"
@@ -248,6 +249,12 @@ class Session {
     } else {
       co_return error("504 5.5.4 Unrecognized authentication type");
     }
+    if (std::string why = server_.auth_guard.refused(peer_ip_, user); !why.empty()) {
+      OPENSSL_cleanse(password.data(), password.size());
+      spdlog::warn("smtp: [{}] authentication refused unchecked: {}", peer_ip_, why);
+      co_await auth_failed("454 4.7.0 Temporary authentication failure");
+      co_return;
+    }
     deadline_.hold();
     bool ok = !password.empty() &&
               co_await asio::co_spawn(
@@ -257,20 +264,29 @@ class Session {
     OPENSSL_cleanse(password.data(), password.size());
     if (ok) {
       deadline_.touch();
+      server_.auth_guard.succeeded(peer_ip_, user);
       auth_user_ = std::move(user);
       spdlog::info("smtp: [{}] authenticated as {}", peer_ip_, auth_user_);
       co_return reply("235 2.7.0 Authentication successful");
     }
     // Neither the name (a password typed in the wrong field) nor the response is logged.
+    server_.auth_guard.failed(peer_ip_, user);
+    spdlog::warn("smtp: [{}] authentication failed ({} in this session)", peer_ip_,
+                 auth_failures_ + 1);
+    co_await auth_failed("535 5.7.8 Error: authentication failed");
+  }
+
+  // A failed AUTH: answered late (n times the delay for the n-th of the session), and
+  // the session ended after max_auth_failures.
+  awaitable<void> auth_failed(const std::string& answer) {
     ++auth_failures_;
-    spdlog::warn("smtp: [{}] authentication failed ({} in this session)", peer_ip_, auth_failures_);
     asio::steady_timer delay(stream_.get_executor(), opts_.auth_failure_delay * auth_failures_);
     co_await delay.async_wait(use_awaitable);
     deadline_.touch();
     if (opts_.metrics) {
       opts_.metrics->counter("slimta_auth_failures_total", "AUTH attempts that failed").inc();
     }
-    error("535 5.7.8 Error: authentication failed");
+    error(answer);
     if (auth_failures_ >= opts_.max_auth_failures && !done_) {
       reply("421 4.7.0 " + settings_->hostname + " Too many failed authentications");
       done_ = true;
@@ -359,6 +375,11 @@ class Session {
           co_return error("555 5.5.4 Unsupported MAIL parameter " + key);
         }
       }
+      if (auto refused = smtp::check_sender(settings_->rules, path->address, auth_user_)) {
+        spdlog::info("smtp: [{}] MAIL <{}> refused: {}", peer_ip_, printable(path->address),
+                     *refused);
+        co_return error(*refused);
+      }
       mail_ = path->address;
       reply("250 2.1.0 Ok");
     } else if (v == "RCPT") {
@@ -375,7 +396,7 @@ class Session {
       }
       if (door_->max_recipients && rcpts_.size() >= door_->max_recipients)
         co_return reply("452 4.5.3 Error: too many recipients");
-      rcpts_.push_back(path->address);
+      rcpts_.push_back(smtp::stored_recipient(settings_->rules, path->address));
       reply("250 2.1.5 Ok");
     } else if (v == "DATA") {
       if (!mail_) co_return error("503 5.5.1 Error: need MAIL command");

@@ -11,9 +11,11 @@
 #include <thread>
 #include <unordered_map>
 
+#include "disk/permissions.h"
 #include "slimta/metrics.h"
 #include "slimta/reception.h"
 #include "slimta/smtp_server.h"
+#include "smtp/auth_guard.h"
 #include "smtp/relay_rules.h"
 #include "smtp/session_io.h"
 
@@ -48,7 +50,9 @@ class LogLimiter {
 struct Settings {
   explicit Settings(SmtpServerOptions o)
       : options(std::move(o)), hostname(options.hostname.empty() ? host_name() : options.hostname) {
-    rules = smtp::make_relay_rules(options.accept_domains, options.known_recipients);
+    rules = smtp::make_relay_rules(options.accept_domains, options.known_recipients,
+                                   options.postmaster);
+    rules.sender_logins = options.sender_logins;
     max_sessions = options.max_sessions;
     if (max_sessions == 0) {
       rlimit fds{};
@@ -71,6 +75,9 @@ struct Settings {
                               "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
                               "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:"
                               "DHE-RSA-CHACHA20-POLY1305");
+    disk::check_permissions(options.tls_certificate_file, "TLS certificate file",
+                            disk::FileUse::setting);
+    disk::check_permissions(options.tls_key_file, "TLS key file", disk::FileUse::secret);
     asio::error_code ec;
     tls->use_certificate_chain_file(options.tls_certificate_file, ec);
     if (ec) {
@@ -97,11 +104,14 @@ struct Shared {
       : reception(r),
         pool(o.deliver_threads),
         hashing(std::max(1u, std::thread::hardware_concurrency())),
+        auth_guard(smtp::AuthLimits{o.auth_failures_per_client, o.auth_failures_per_user,
+                                    o.auth_lockout_window}),
         settings(std::make_shared<const Settings>(std::move(o))) {}
 
   Reception& reception;
-  asio::thread_pool pool;     // runs reception.receive()
-  asio::thread_pool hashing;  // runs the password checks of AUTH
+  asio::thread_pool pool;      // runs reception.receive()
+  asio::thread_pool hashing;   // runs the password checks of AUTH
+  smtp::AuthGuard auth_guard;  // AUTH failures across sessions
   std::atomic<std::shared_ptr<const Settings>> settings;
   LogLimiter over_client_limit, over_session_limit, accept_failed;  // event-loop thread
   std::unordered_map<std::string, size_t> per_client;  // sessions by address (loop thread)

@@ -23,6 +23,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "disk/permissions.h"
 #include "disk/posix_file.h"
 #include "slimta/errors.h"
 
@@ -90,7 +91,26 @@ struct UserDatabase::Cache {
 UserDatabase::UserDatabase()
     : dummy_(crypt_string("dummy", make_setting("$y$"))), cache_(std::make_shared<Cache>()) {}
 
+namespace {
+
+// What a hash's computation costs: its method and parameters, without salt and digest
+// ("$y$j9T$", "$2b$12$", "$6$", "$6$rounds=10000$").
+std::string cost_class(const std::string& hash) {
+  if (hash.starts_with("$2")) return hash.substr(0, 7);
+  if (hash.starts_with("$6$")) {
+    return hash.compare(3, 7, "rounds=") == 0 ? hash.substr(0, hash.find('$', 3) + 1) : "$6$";
+  }
+  size_t method = hash.find('$', 1);
+  if (method == std::string::npos) return hash;
+  if (hash.starts_with("$y$") || hash.starts_with("$7$") || hash.starts_with("$gy$"))
+    return hash.substr(0, hash.find('$', method + 1) + 1);
+  return hash.substr(0, method + 1);
+}
+
+}  // namespace
+
 UserDatabase UserDatabase::load(const std::string& path) {
+  disk::check_permissions(path, "users file", disk::FileUse::secret);
   std::ifstream in(path);
   if (!in) throw InvalidArgument("cannot read users file '" + path + "': " + std::strerror(errno));
   UserDatabase db;
@@ -123,6 +143,21 @@ UserDatabase UserDatabase::load(const std::string& path) {
         throw bad("user '" + name + "' has no crypt(3) hash that libxcrypt can check");
     }
     if (!db.users_.emplace(name, hash).second) throw bad("user '" + name + "' listed twice");
+  }
+  // An unknown name is checked against a hash of the file's most common method and
+  // cost, so that it takes as long as most users' checks: a yescrypt dummy beside
+  // sha512-crypt users would tell the names that exist by their speed.
+  std::map<std::string, std::pair<size_t, const std::string*>> by_cost;
+  for (const auto& [name, hash] : db.users_) {
+    auto& [count, example] = by_cost[cost_class(hash)];
+    if (count++ == 0) example = &hash;
+  }
+  size_t most = 0;
+  for (const auto& [cost, entry] : by_cost) {
+    if (entry.first > most) {
+      most = entry.first;
+      db.dummy_ = *entry.second;
+    }
   }
   return db;
 }

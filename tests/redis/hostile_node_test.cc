@@ -149,5 +149,35 @@ TEST(HostileNodeTest, ARedirectionIsFollowedOnlyToAMasterTheSlotMapLists) {
   EXPECT_TRUE(contains(listed.commands(), "HSET hostile:"));
 }
 
+// Finding 11: a reply of the wrong type is a storage fault (retryable), never "no such
+// message", which the engine takes for a removal by an operator and forgets.
+TEST(HostileNodeTest, AReplyOfTheWrongTypeIsARetryableFaultNotAMissingMessage) {
+  std::string reply;
+  FakeRedis fake([&](const std::vector<std::string>& c) -> std::string {
+    if (auto r = common(c)) return *r;
+    return reply;
+  });
+  RedisOptions o;
+  o.port = fake.port();
+  o.host = "127.0.0.1";
+  o.socket_timeout = 5;
+  o.prefix = "hostile:";
+  RedisStorage storage(o);
+  const std::string id = "0123456789abcdef0123456789abcdef";
+  for (std::string wrong :
+       {std::string(":5\r\n"), std::string("+OK\r\n"), FakeRedis::bulk("record"),
+        FakeRedis::array({FakeRedis::integer(1), FakeRedis::integer(2)})}) {
+    reply = wrong;
+    try {
+      storage.get(id);
+      ADD_FAILURE() << "a message from " << wrong;
+    } catch (const KeyError& e) {
+      ADD_FAILURE() << "taken for a missing message: " << wrong << ": " << e.what();
+    } catch (const QueueError& e) {
+      EXPECT_TRUE(e.retryable()) << wrong << ": " << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace slimta

@@ -80,7 +80,17 @@ TEST(RelayRulesTest, ClosedToStrangersOpenForOurDomainsAndRelayClients) {
   EXPECT_EQ(check("User@OURS.example", false), "ok");
   EXPECT_EQ(check("user@backup.example", false), "ok");
   EXPECT_EQ(check("user@sub.ours.example", false).substr(0, 9), "554 5.7.1");
-  EXPECT_EQ(check("postmaster", false), "ok");
+  // "postmaster" without a domain, with nowhere to go, is refused (finding 5: it was
+  // accepted from anyone, then bounced with the outsider's headers to their sender).
+  EXPECT_EQ(check("postmaster", false),
+            "550 5.1.1 <postmaster>: Recipient address rejected: no postmaster address is set "
+            "here");
+  auto with = smtp::make_relay_rules({"ours.example"}, std::nullopt, "admin@ours.example");
+  EXPECT_EQ(smtp::check_recipient(with, "PostMaster", false), std::nullopt);
+  EXPECT_EQ(smtp::stored_recipient(with, "PostMaster"), "admin@ours.example");
+  EXPECT_EQ(smtp::stored_recipient(with, "user@ours.example"), "user@ours.example");
+  for (const char* bad : {"admin", "@ours.example", "admin@", "a b@ours.example"})
+    EXPECT_THROW(smtp::make_relay_rules({}, std::nullopt, bad), InvalidArgument) << bad;
   for (const char* trick : {"user%remote.example@ours.example", "remote.example!user@ours.example",
                             "user@remote.example@ours.example", "\"user@remote\"@ours.example"}) {
     EXPECT_EQ(check(trick, false).substr(0, 9), "554 5.7.1") << trick;
@@ -306,6 +316,23 @@ TEST(UserDatabaseTest, ChecksYescryptBcryptAndSha512CryptHashesFromMkpasswd) {
   EXPECT_FALSE(db.check("YURI", "yes pass"));
   EXPECT_FALSE(db.check("nobody", "yes pass"));
   EXPECT_FALSE(db.check("", ""));
+}
+
+// Finding 9: with sha512-crypt users, an unknown name (checked against yescrypt) took
+// several times longer than a known one. It is now checked against a hash of the file's
+// most common method and cost: as long as most users' checks.
+TEST(UserDatabaseTest, AnUnknownNameCostsWhatTheFilesMostCommonHashCosts) {
+  testing::TempDir dir;
+  std::string s1 = mkpasswd("sha512crypt", "a"), s2 = mkpasswd("sha512crypt", "b");
+  std::string b = mkpasswd("bcrypt", "c"), y = mkpasswd("yescrypt", "d");
+  testing::write_file(dir.sub("users"),
+                      "yuri:" + y + "\nsam:" + s1 + "\nsue:" + s2 + "\nbea:" + b + "\n");
+  UserDatabase db = UserDatabase::load(dir.sub("users"));
+  EXPECT_EQ(db.unknown_name_hash().substr(0, 3), "$6$") << db.unknown_name_hash();
+  EXPECT_FALSE(db.check("nobody", "a"));  // nor with a known user's password
+  testing::write_file(dir.sub("users2"), "bea:" + b + "\nbob:" + mkpasswd("bcrypt", "e") + "\n");
+  EXPECT_EQ(UserDatabase::load(dir.sub("users2")).unknown_name_hash().substr(0, 7), b.substr(0, 7));
+  EXPECT_EQ(UserDatabase().unknown_name_hash().substr(0, 3), "$y$");  // no users: yescrypt
 }
 
 TEST(UserDatabaseTest, ASuccessIsRememberedAndConcurrentChecksShareOneHash) {

@@ -146,6 +146,65 @@ except smtplib.SMTPServerDisconnected:
   EXPECT_GE(t3, 0.29);
 }
 
+// Finding 9 of the attack round: guesses spread over sessions and addresses went on
+// at 28-86 a second. Failures now count across sessions, per client network and per
+// name; a locked-out client is told 454 without its password being checked.
+TEST_F(AuthTest, FailuresCountAcrossSessionsPerClientAndPerName) {
+  SmtpServerOptions o = options();
+  o.auth_failures_per_client = 4;
+  o.auth_failures_per_user = 6;
+  start(o);
+  auto r = python(dir_, R"py(
+import base64
+def attempt(source, user, password):
+    s = smtplib.SMTP('127.0.0.1', port, source_address=(source, 0))
+    s.starttls(context=tls)
+    s.ehlo()
+    code, text = s.docmd('AUTH', 'PLAIN ' + base64.b64encode(b'\0' + user + b'\0' + password).decode())
+    s.close()
+    return str(code)
+out = [attempt('127.0.0.9', b'alice', b'wonderland')]  # alice's usual place
+# One guess a session from 127.0.0.1: the session limit (3) never comes into play.
+out += [attempt('127.0.0.1', b'alice', b'guess%d' % i) for i in range(4)]
+out.append(attempt('127.0.0.1', b'alice', b'wonderland'))  # locked: not even checked
+out.append(attempt('127.0.0.1', b'bob', b'other'))  # any name
+out.append(attempt('127.0.0.2', b'alice', b'wonderland'))  # another client: in
+print(' '.join(out))
+# Two more guesses at alice from elsewhere make six: the name is locked for strangers,
+# not for where alice has authenticated before.
+out = [attempt('127.0.0.3', b'alice', b'guess'), attempt('127.0.0.4', b'alice', b'guess')]
+out.append(attempt('127.0.0.5', b'alice', b'wonderland'))
+out.append(attempt('127.0.0.9', b'alice', b'wonderland'))
+print(' '.join(out))
+)py",
+                  port(), cert_.cert);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "235 535 535 535 535 454 454 235\n535 535 454 235\n");
+}
+
+// Finding 12: an authenticated user could send as anyone. With sender_logins, a login
+// uses only the senders it owns (Postfix's reject_authenticated_sender_login_mismatch).
+TEST_F(AuthTest, AnAuthenticatedLoginSendsOnlyAsTheSendersItOwns) {
+  SmtpServerOptions o = options();
+  o.sender_logins = std::map<std::string, std::set<std::string>>{
+      {"alice@ours.example", {"alice"}}, {"@shared.example", {"alice", "bob"}}};
+  start(o);
+  auto r = python(dir_, R"py(
+import base64
+s = tls_session()
+s.login('alice', 'wonderland')
+out = []
+for sender in ['alice@ours.example', 'Alice@OURS.example', 'x@shared.example', 'bob@ours.example', 'ceo@bank.example', '']:
+    code, text = s.docmd('MAIL FROM:<%s>' % sender)
+    out.append(str(code))
+    s.rset()
+print(' '.join(out))
+)py",
+                  port(), cert_.cert);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "250 250 250 553 553 250\n");
+}
+
 TEST_F(AuthTest, MalformedExchangesGetSyntaxErrorsAndAbortIsHonoured) {
   start(options());
   auto r = python(dir_, R"py(
@@ -174,6 +233,8 @@ TEST_F(AuthTest, RandomAuthExchangesAlwaysGetAnAnswerFromTheAllowedSet) {
   SmtpServerOptions o = options();
   o.auth_failure_delay = 0ms;
   o.max_auth_failures = 1000;
+  o.auth_failures_per_client = 0;  // the parsing is under test here, not the lockout
+  o.auth_failures_per_user = 0;
   start(o);
   // AUTH is only parsed under TLS: Python's TLS client drives it.
   auto r = python(dir_, R"py(

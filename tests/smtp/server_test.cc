@@ -177,6 +177,31 @@ TEST_F(ServerFixture, LimitsGetTheRightReplies) {
   EXPECT_EQ(server_->storage.load_all().size(), 1u);
 }
 
+TEST_F(ServerFixture, PostmasterGoesToTheConfiguredAddressOrIsRefused) {
+  start();
+  auto c = connect();
+  EXPECT_EQ(c->exchange("EHLO c.example\r\n"), 250);
+  EXPECT_EQ(c->exchange("MAIL FROM:<victim@x.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<postmaster>\r\n"), 550);
+  EXPECT_EQ(c->exchange("RCPT TO:<PostMaster>\r\n"), 550);
+
+  SmtpServerOptions o;
+  o.relay_networks = IpNetworks::parse("192.0.2.0/24");  // 127.0.0.1 is a stranger here
+  o.accept_domains = {"ours.example"};
+  o.postmaster = "admin@ours.example";
+  start(o);
+  c = connect();
+  EXPECT_EQ(c->exchange("EHLO c.example\r\n"), 250);
+  EXPECT_EQ(c->exchange("MAIL FROM:<someone@x.org>\r\n"), 250);
+  EXPECT_EQ(c->exchange("RCPT TO:<Postmaster>\r\n"), 250);
+  EXPECT_EQ(c->exchange("DATA\r\n"), 354);
+  EXPECT_EQ(c->exchange("Subject: hi\r\n\r\nhello\r\n.\r\n"), 250);
+  auto stored = server_->storage.load_all();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(server_->storage.get(stored[0].id).envelope.recipients,
+            std::vector<std::string>{"admin@ours.example"});
+}
+
 TEST_F(ServerFixture, AStorageFailureIs451AndNothingIsKept) {
   start();
   server_->fail = true;

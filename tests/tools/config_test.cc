@@ -4,6 +4,8 @@
 // and check-config prints the effective configuration.
 #include <filesystem>
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -41,6 +43,71 @@ TEST_F(ConfigTest, AMisspelledKeyStopsServeNamingItsLineAndTheKeyMeant) {
       << r.err;
   EXPECT_EQ(r.out.find("listening"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(spool())) << "a refused config must not create a spool";
+}
+
+// Finding 10 of the attack round: a config, users, token or password file any local
+// user may write was used silently. check-config refuses what serve refuses.
+TEST_F(ConfigTest, FilesAnyUserMayChangeAreRefusedAndReadableSecretsWarned) {
+  std::string token = dir_.sub("token"), users = dir_.sub("users");
+  testing::write_file(token, "0123456789abcdef0123\n");
+  testing::write_file(users, "");
+  ::chmod(token.c_str(), 0600);
+  ::chmod(users.c_str(), 0600);
+  std::string text = "storage = \"disk:" + spool() + "\"\n[serve]\nhttp = \"127.0.0.1:0\"\n" +
+                     "http-token-file = \"" + token + "\"\n";
+  auto r = run(text, {"check-config"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("any user"), std::string::npos) << r.err;
+
+  ::chmod(dir_.sub("slimta.toml").c_str(), 0666);  // run() writes it anew, keeping the mode
+  r = run(text, {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("config file '" + dir_.sub("slimta.toml") +
+                       "': any user may change it (mode 0666); refused: chmod o-w it"),
+            std::string::npos)
+      << r.err;
+  ::chmod(dir_.sub("slimta.toml").c_str(), 0644);
+
+  ::chmod(token.c_str(), 0602);
+  r = run(text, {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--http-token-file '" + token + "': any user may change it"),
+            std::string::npos)
+      << r.err;
+
+  ::chmod(token.c_str(), 0644);
+  r = run(text, {"check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("--http-token-file '" + token +
+                       "': any user may read this secret (mode 0644): chmod o-r it"),
+            std::string::npos)
+      << r.err;
+
+  ::chmod(users.c_str(), 0666);
+  r = run(text + "users = \"" + users + "\"\n", {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("users file '" + users + "': any user may change it"), std::string::npos)
+      << r.err;
+}
+
+TEST_F(ConfigTest, SenderLoginsAndPostmasterAreCheckedByCheckConfig) {
+  std::string logins = dir_.sub("sender-logins");
+  testing::write_file(logins, "# owners\nalice@example.org alice\n@example.net alice,bob\n");
+  std::string text = "storage = \"disk:" + spool() + "\"\n[serve]\nsender-logins = \"" + logins +
+                     "\"\npostmaster = \"admin@example.org\"\n";
+  auto r = run(text, {"check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  testing::write_file(logins, "alice@example.org alice\nbob@example.org\n");
+  r = run(text, {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--sender-logins '" + logins + "' line 2: expected SENDER LOGIN"),
+            std::string::npos)
+      << r.err;
+  testing::write_file(logins, "");
+  r = run("storage = \"disk:" + spool() + "\"\n[serve]\npostmaster = \"admin\"\n",
+          {"check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("postmaster 'admin' is not an address"), std::string::npos) << r.err;
 }
 
 // Seen: storage under [serve] was ignored and ./spool used; max_size was ignored while

@@ -172,5 +172,35 @@ TEST(DaemonTest, StartedAsRootItBindsThenRunsAsItsUser) {
   EXPECT_NE(r.err.find("--user no-such-user-here: no such user"), std::string::npos) << r.err;
 }
 
+// Finding 12 of the attack round: after serve dropped root, a SIGHUP reload could not
+// read a root-only users or key file, and said so only at the reload. Such a file is
+// named at the start.
+TEST(DaemonTest, AFileItsUserCannotReadForAReloadIsNamedAtTheStart) {
+  testing::TempDir dir;
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  ASSERT_EQ(::geteuid(), 0u) << "the test suite runs as root (serve switches users)";
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0711), 0);
+  std::string secret = dir.sub("recipients-root-only"), shared = dir.sub("recipients-shared");
+  testing::write_file(secret, "a@example.org\n");
+  testing::write_file(shared, "a@example.org\n");
+  ASSERT_EQ(::chmod(secret.c_str(), 0600), 0);
+  ASSERT_EQ(::chown(shared.c_str(), 0, nobody->pw_gid), 0);
+  ASSERT_EQ(::chmod(shared.c_str(), 0640), 0);
+  for (const std::string& file : {secret, shared}) {
+    // Its log (stderr) read up to a line logged after the check, on the same thread.
+    ChildProcess serve({"sh", "-c",
+                        std::string("exec \"$0\" serve --listen 127.0.0.1:0 --storage memory: "
+                                    "--accept-domains example.org --accept-recipients \"$1\" "
+                                    "--user nobody 2>&1"),
+                        SLIMTA_QUEUE_BIN, file},
+                       "anyone may send to");
+    bool warned = serve.output().find("--accept-recipients '" + file +
+                                      "': user nobody cannot read it, so a SIGHUP reload would "
+                                      "fail") != std::string::npos;
+    EXPECT_EQ(warned, file == secret) << serve.output();
+  }
+}
+
 }  // namespace
 }  // namespace slimta

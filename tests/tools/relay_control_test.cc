@@ -392,6 +392,7 @@ TEST_F(RelayControlTest, TheReadmesConfigExampleStartsAndIsClosed) {
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "victim@remote.example"), "554");
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "postmaster@example.org"), "ok");
   EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "nobody@example.org"), "550");
+  EXPECT_EQ(smtplib_send(dir_, port, "127.0.0.2", "postmaster"), "550");  // no postmaster set
   EXPECT_EQ(smtplib_send(dir_, submission, "127.0.0.1", "x@remote.example", "alice:wonderland",
                          cert_.cert),
             "ok");
