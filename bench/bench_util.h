@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -13,6 +15,15 @@ using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
+
+#ifdef SLIMTA_QUEUE_BIN
+// The serve under test: this build's, or $SLIMTA_QUEUE_BIN (another build's, to compare
+// two in one run).
+inline std::string queue_bin() {
+  const char* other = std::getenv("SLIMTA_QUEUE_BIN");
+  return other && *other ? other : SLIMTA_QUEUE_BIN;
+}
+#endif
 
 // Calls op(thread, i) from `threads` threads until `seconds` pass or every thread's op
 // returned false; returns successful calls per second.

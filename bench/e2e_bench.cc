@@ -109,17 +109,10 @@ std::string message_data(size_t size, size_t seq = 0) {
          std::to_string(seq) + "\r\n\r\n" + body + "\r\n.\r\n";
 }
 
-// The serve under test: this build's, or $SLIMTA_QUEUE_BIN (another build's, to compare
-// two in one run).
-std::string queue_bin() {
-  const char* other = std::getenv("SLIMTA_QUEUE_BIN");
-  return other && *other ? other : SLIMTA_QUEUE_BIN;
-}
-
 std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& url, int sink,
                                                    const std::vector<std::string>& extra = {}) {
   std::vector<std::string> argv{
-      queue_bin(), "serve", "--listen",    "127.0.0.1:" + std::to_string(port),
+      bench::queue_bin(), "serve", "--listen",    "127.0.0.1:" + std::to_string(port),
       "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink),
       "--workers",      "16",    "--lease",     "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());

@@ -1,7 +1,7 @@
 // serve --http with a large queue on Redis: how long /metrics and /readyz take while
 // the background scan for the queue gauges walks every message. The reference is
 // /healthz (no work at all), timed in the same run.
-//   http_bench [--messages N] [--requests N]   (prints JSON)
+//   [SLIMTA_QUEUE_BIN=PATH] http_bench [--messages N] [--requests N]   (prints JSON)
 #include <httplib.h>
 
 #include <algorithm>
@@ -71,7 +71,7 @@ int run(int argc, char** argv) {
 
   int http = testing::free_port();
   testing::ChildProcess serve(
-      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http",
+      {bench::queue_bin(), "serve", "--listen", "127.0.0.1:0", "--http",
        "127.0.0.1:" + std::to_string(http), "--http-token-file", testing::write_http_token(dir),
        "--storage", "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0?prefix=bench:",
        "--smarthost", "127.0.0.1:9", "--user", "root", "--rescan", "0"},

@@ -451,6 +451,20 @@ TEST_F(HttpRoutesTest, TheHeadIsCheckedBeforeAByteOfTheBodyIsRead) {
   EXPECT_EQ(reception_.bytes_in_flight(), 0u);
 }
 
+// Issue 34, finding 7: the README's `curl -X POST` sends no Content-Length and no body;
+// cpp-httplib answered 400 "no such resource". An action takes no body.
+TEST_F(HttpRoutesTest, AnActionWithoutAContentLengthIsTaken) {
+  std::string id = storage_.write(message_to("u@a.example"), 0);
+  storage_.hold(id, "looked at", system_clock().now());
+  serve();
+  Raw raw(port_);
+  ASSERT_TRUE(raw.send(head("POST /api/v1/messages/" + id + "/release HTTP/1.1",
+                            {std::string("Authorization: Bearer ") + kToken})));
+  EXPECT_EQ(raw.status(), 200) << raw.got();
+  EXPECT_NE(raw.got().find("\"released\""), std::string::npos) << raw.got();
+  EXPECT_FALSE(storage_.get(id).hold);
+}
+
 TEST_F(HttpRoutesTest, BodiesInMemoryShareTheDoorsBudget) {
   serve();
   std::string message = "Subject: big\r\n\r\n";

@@ -12,8 +12,9 @@ namespace slimta::testing {
 
 class SmtpClient {
  public:
-  // Connects to 127.0.0.1:port; reads wait at most 10 s. Throws if it cannot connect.
-  explicit SmtpClient(int port);
+  // Connects to 127.0.0.1:port, from `source` (a loopback address) when given; reads
+  // wait at most 10 s. Throws if it cannot connect.
+  explicit SmtpClient(int port, const std::string& source = "");
   ~SmtpClient();
   SmtpClient(const SmtpClient&) = delete;
   SmtpClient& operator=(const SmtpClient&) = delete;
