@@ -33,7 +33,9 @@ using bench::seconds_since;
 nlohmann::json percentiles(std::vector<double> ms) {
   if (ms.empty()) return {{"samples", 0}};
   std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))]; };
+  auto at = [&](double q) {
+    return ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))];
+  };
   return {{"samples", ms.size()}, {"p50_ms", at(0.5)}, {"p99_ms", at(0.99)}, {"max_ms", ms.back()}};
 }
 

@@ -113,8 +113,8 @@ std::unique_ptr<testing::ChildProcess> start_serve(int port, const std::string& 
                                                    const std::vector<std::string>& extra = {}) {
   std::vector<std::string> argv{
       bench::queue_bin(), "serve", "--listen",    "127.0.0.1:" + std::to_string(port),
-      "--storage",      url,     "--smarthost", "127.0.0.1:" + std::to_string(sink),
-      "--workers",      "16",    "--lease",     "2"};
+      "--storage",        url,     "--smarthost", "127.0.0.1:" + std::to_string(sink),
+      "--workers",        "16",    "--lease",     "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<testing::ChildProcess>(argv, "listening on");
 }
