@@ -58,10 +58,15 @@ struct RecipientResult {
   // connection, a 421, a session cut before the transaction): counts toward marking
   // the destination down (shaping.h), which a recipient's own 4xx does not.
   bool unreachable = false;
+  // Permanent by our own decision, with no peer's reply: the domain has no MX or
+  // address, a null MX, no domain at all, a mail loop. What our routing refused at once.
+  bool local = false;
 
   static RecipientResult delivered(std::string reply = "250 2.0.0 Ok");
   static RecipientResult transient(std::string reply);
   static RecipientResult permanent(std::string reply);
+  // A permanent failure decided here (local).
+  static RecipientResult refused_here(std::string reply);
 };
 
 // Where the queue hands messages for delivery (python's slimta.relay.Relay).
@@ -133,6 +138,13 @@ struct QueuePolicy {
   double repair_interval = 5;
   // Our name in bounces (Reporting-MTA, From: MAILER-DAEMON@...). Empty: the hostname.
   std::string reporting_mta;
+  // Whether a message came from a client we do not vouch for (one that neither
+  // authenticated nor sends from our relay networks: it could only send to our own
+  // domains, under any sender it liked). Its recipients that our own routing refuses
+  // at once (RecipientResult::local) fail without a bounce, logged as "not bounced": a
+  // bounce would carry the outsider's message to whatever sender it named
+  // (backscatter). A peer's 5xx is bounced as ever. Null: every sender is vouched for.
+  std::function<bool(const Envelope& envelope)> from_outsider;
   // Where the queue counts and times what it does for Prometheus (not owned; must
   // outlive the queue): slimta_messages_received_total, slimta_deliveries_total{result},
   // slimta_bounces_total, slimta_lease_lost_total, and the histograms

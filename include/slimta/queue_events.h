@@ -10,7 +10,8 @@
 //   attempt      an attempt began at its destinations          id, attempt, rcpts
 //   delivered    a recipient was delivered                     id, rcpt, attempt, delay, reply
 //   failed       a recipient failed for good (5xx), or the     id, rcpt, attempt, delay, reply,
-//                queue gave up on it (gave_up says why)        gave_up
+//                queue gave up on it, or it is not bounced     gave_up
+//                (gave_up says why)
 //   deferred     the message is tried again later              id, attempt, next, reply, rcpts
 //   bounced      a DSN went back to the sender                 id, to, rcpts, dsn
 //   removed      nothing is left to deliver: removed           id, age
@@ -64,7 +65,9 @@ struct Failed {
   uint32_t attempt = 1;
   double delay = 0;
   std::string reply;
-  std::string gave_up;  // empty for a 5xx; else why the queue gave up (expired)
+  // Empty for a 5xx that is bounced; else why the queue gave up (expired), or why it
+  // is not bounced (QueuePolicy::from_outsider).
+  std::string gave_up;
 };
 struct Deferred {
   std::string id;

@@ -175,6 +175,11 @@ class SmtpServer {
   std::optional<std::string> refusal(const std::string& client_ip, const std::string& recipient,
                                      bool authenticated) const;
 
+  // Whether this server vouches for a client: it authenticated (client.auth), or its
+  // address is in the relay networks (with the settings new sessions get). A client it
+  // does not vouch for could only send to the accept domains.
+  bool vouches_for(const ClientInfo& client) const;
+
   // Sessions open now, and messages accepted so far.
   size_t sessions() const;
   size_t accepted() const;

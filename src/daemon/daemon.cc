@@ -215,6 +215,11 @@ void Daemon::Impl::open(const StorageOpener& open_storage) {
            "always)\n";
   }
   QueuePolicy policy = queue_policy(opts, plan, registry);
+  // No bounce to an SMTP client we do not vouch for of what our own routing refused
+  // (HTTP callers have the token, the CLI is local: both vouched for).
+  policy.from_outsider = [this](const Envelope& e) {
+    return e.client.protocol.find("SMTP") != std::string::npos && !server.vouches_for(e.client);
+  };
   policy.log_events = false;  // logged by EventLog, which the JSON format reads as data
   policy.observers = {std::make_shared<EventLog>()};
   if (plan.http) {

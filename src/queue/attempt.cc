@@ -343,6 +343,7 @@ bool Engine::attempt_shaped(const Envelope& env, uint32_t attempt, const std::st
 // what is retried past the policy's attempts or age.
 static void sort_results(Engine& e, const std::string& id, const Envelope& env, Outcome& out) {
   const double age = age_of(env, out.after);
+  std::optional<bool> outsider;  // asked once, when a local refusal needs it
   for (size_t i = 0; i < out.results.size(); ++i) {
     if (out.waiting[i]) continue;
     const auto& r = out.results[i];
@@ -353,6 +354,14 @@ static void sort_results(Engine& e, const std::string& id, const Envelope& env, 
         out.delivered.push_back(out.original[i]);
         break;
       case RecipientResult::Kind::permanent:
+        if (r.local && e.policy.from_outsider && !outsider) outsider = e.policy.from_outsider(env);
+        if (r.local && outsider.value_or(false)) {
+          e.emit(events::Failed{id, env.recipients[i], out.attempt, age, r.reply,
+                                "not bounced: our own routing refused it, and the sender is "
+                                "an unauthenticated outsider's"});
+          out.done.push_back(out.original[i]);
+          break;
+        }
         e.emit(events::Failed{id, env.recipients[i], out.attempt, age, r.reply, {}});
         out.done.push_back(out.original[i]);
         out.failed.push_back({env.recipients[i], r.reply});
@@ -396,8 +405,8 @@ Next Engine::deliver(const std::string& id, Fence fence, Timestamp now, const st
       n > 0 && policy.max_hops && hops > policy.max_hops) {
     emit(events::Attempt{id, out.attempt, n, 0});
     out.results.assign(
-        n, RecipientResult::permanent("554 5.4.6 Too many hops (" + std::to_string(hops) +
-                                      " Received: headers): a mail loop"));
+        n, RecipientResult::refused_here("554 5.4.6 Too many hops (" + std::to_string(hops) +
+                                         " Received: headers): a mail loop"));
   } else if (n > 0) {
     auto began = std::chrono::steady_clock::now();
     if (!attempt_shaped(env, out.attempt, line, out)) {

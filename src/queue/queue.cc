@@ -49,6 +49,12 @@ RecipientResult RecipientResult::permanent(std::string reply) {
   return RecipientResult{Kind::permanent, std::move(reply)};
 }
 
+RecipientResult RecipientResult::refused_here(std::string reply) {
+  RecipientResult r = permanent(std::move(reply));
+  r.local = true;
+  return r;
+}
+
 double QueuePolicy::backoff(uint32_t attempts) const {
   double exponent = attempts == 0 ? 0 : static_cast<double>(attempts - 1);
   return std::min(max_backoff, initial_backoff * std::pow(multiplier, exponent));

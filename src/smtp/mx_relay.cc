@@ -71,9 +71,9 @@ struct MxRelay::Impl {
     size_t n = env.recipients.size();
     switch (mx.status) {
       case smtp::MxResult::Status::no_domain:
-        return std::vector(n, RecipientResult::permanent("550 5.1.2 " + mx.detail));
+        return std::vector(n, RecipientResult::refused_here("550 5.1.2 " + mx.detail));
       case smtp::MxResult::Status::null_mx:
-        return std::vector(n, RecipientResult::permanent("556 5.1.10 " + mx.detail));
+        return std::vector(n, RecipientResult::refused_here("556 5.1.10 " + mx.detail));
       case smtp::MxResult::Status::temporary:
         return std::vector(n, RecipientResult::transient("451 4.4.3 " + mx.detail));
       case smtp::MxResult::Status::ok:
@@ -104,7 +104,7 @@ std::vector<RecipientResult> MxRelay::attempt(const Envelope& envelope, uint32_t
       [](const std::string& r) -> std::variant<std::string, RecipientResult> {
         std::string domain = domain_of(r);
         if (domain.empty())
-          return RecipientResult::permanent("553 5.1.3 <" + r + ">: no domain to deliver to");
+          return RecipientResult::refused_here("553 5.1.3 <" + r + ">: no domain to deliver to");
         return domain;
       },
       [this](const Envelope& part, const std::string& domain) {

@@ -195,6 +195,11 @@ std::optional<std::string> SmtpServer::refusal(const std::string& client_ip,
   return smtp::check_recipient(settings->rules, recipient, may_relay);
 }
 
+bool SmtpServer::vouches_for(const ClientInfo& client) const {
+  return !client.auth.empty() ||
+         impl_->shared.settings.load()->options.relay_networks.contains(client.ip);
+}
+
 size_t SmtpServer::sessions() const { return impl_->open_sessions.load(); }
 size_t SmtpServer::accepted() const { return impl_->shared.accepted_messages.load(); }
 

@@ -11,39 +11,12 @@
 #include "queue/part_pool.h"
 #include "slimta/memory_storage.h"
 #include "slimta/queue.h"
+#include "support/event_recorder.h"
 
 namespace slimta {
 namespace {
 
 constexpr Timestamp kStart = 1'800'000'000;
-
-class Recorder : public QueueObserver {
- public:
-  void on_event(const QueueEvent& event) override {
-    std::lock_guard lock(mu_);
-    events_.push_back(event);
-  }
-  std::vector<QueueEvent> events() {
-    std::lock_guard lock(mu_);
-    return events_;
-  }
-  std::vector<std::string> names() {
-    std::vector<std::string> out;
-    for (const auto& e : events()) out.push_back(event_name(e));
-    return out;
-  }
-  template <class T>
-  std::vector<T> all() {
-    std::vector<T> out;
-    for (const auto& e : events())
-      if (const T* t = std::get_if<T>(&e)) out.push_back(*t);
-    return out;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<QueueEvent> events_;
-};
 
 // Recipients at "fail.example" fail for good, at "later.example" are deferred, the
 // rest delivered.
@@ -83,7 +56,7 @@ class EventsTest : public ::testing::Test {
   ManualClock clock{kStart};
   MemoryStorage storage{clock};
   ByDomainRelay relay;
-  std::shared_ptr<Recorder> seen = std::make_shared<Recorder>();
+  std::shared_ptr<testing::EventRecorder> seen = std::make_shared<testing::EventRecorder>();
 
   std::unique_ptr<Queue> make(QueuePolicy p = {}) {
     p.reporting_mta = "mx.test.example";

@@ -12,6 +12,7 @@
 
 #include "queue/bounce.h"
 #include "slimta/memory_storage.h"
+#include "support/event_recorder.h"
 #include "support/test_util.h"
 
 namespace slimta {
@@ -374,6 +375,50 @@ TEST_F(QueueTest, PermanentFailureBouncesAtOnceOnlyTheFailedRecipients) {
   QueuedMessage m = storage.get(id);
   EXPECT_EQ(m.envelope.recipients, (std::vector<std::string>{"later@x.org"}));
   EXPECT_EQ(m.delivered, (std::vector<size_t>{0, 1}));  // bad@ is never attempted again
+}
+
+// Issue 27, finding 5: what our own routing refused at once (no domain, no MX, a null
+// MX, a loop) is not bounced to the sender of a client we do not vouch for: that bounce
+// would carry an outsider's message to whatever sender it named. A peer's 5xx is.
+TEST_F(QueueTest, WhatOurRoutingRefusedIsNotBouncedToAnOutsidersSender) {
+  QueuePolicy policy = quiet_policy();
+  int asked = 0;
+  policy.from_outsider = [&](const Envelope& e) {
+    ++asked;
+    return e.client.ip == "203.0.113.9";
+  };
+  auto observer = std::make_shared<testing::EventRecorder>();
+  policy.observers.push_back(observer);
+  auto q = make(policy);
+  relay.script("postmaster", {RecipientResult::refused_here("553 5.1.3 <postmaster>: no domain")});
+  relay.script("user@nullmx.example", {RecipientResult::refused_here("556 5.1.10 null MX")});
+  relay.script("bad@x.org", {RecipientResult::permanent("550 5.1.1 <bad@x.org>: no such user")});
+  Envelope outsider = message({"postmaster", "user@nullmx.example", "bad@x.org"}, "victim@y.org");
+  outsider.client.ip = "203.0.113.9";
+  outsider.client.protocol = "ESMTP";
+  enqueue(*q, outsider);
+  q->run_pending();
+  ASSERT_EQ(relay.calls.size(), 2u);  // the message, then a bounce for bad@x.org alone
+  const Envelope& dsn = relay.calls[1].envelope;
+  EXPECT_EQ(dsn.recipients, std::vector<std::string>{"victim@y.org"});
+  EXPECT_NE(dsn.body.find("bad@x.org"), std::string::npos);
+  EXPECT_EQ(dsn.body.find("nullmx.example"), std::string::npos);
+  EXPECT_EQ(dsn.body.find("postmaster"), std::string::npos);
+  EXPECT_TRUE(storage.load_all().empty());
+  EXPECT_EQ(asked, 1);  // once a message
+  size_t not_bounced = 0;
+  for (const auto& f : observer->all<events::Failed>())
+    not_bounced += f.gave_up.starts_with("not bounced");
+  EXPECT_EQ(not_bounced, 2u);
+
+  // From a client it vouches for, the same refusals are bounced.
+  relay.calls.clear();
+  Envelope trusted = message({"user@nullmx.example"}, "alice@example.com");
+  trusted.client.ip = "127.0.0.1";
+  enqueue(*q, trusted);
+  q->run_pending();
+  ASSERT_EQ(relay.calls.size(), 2u);
+  EXPECT_NE(relay.calls[1].envelope.body.find("nullmx.example"), std::string::npos);
 }
 
 TEST_F(QueueTest, ABounceIsNeverBounced) {

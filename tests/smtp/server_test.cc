@@ -202,6 +202,21 @@ TEST_F(ServerFixture, PostmasterGoesToTheConfiguredAddressOrIsRefused) {
             std::vector<std::string>{"admin@ours.example"});
 }
 
+TEST_F(ServerFixture, ItVouchesForAuthenticatedClientsAndItsRelayNetworksOnly) {
+  SmtpServerOptions o;
+  o.relay_networks = IpNetworks::parse("192.0.2.0/24");
+  start(o);
+  auto client = [](std::string ip, std::string auth) {
+    ClientInfo c;
+    c.ip = std::move(ip);
+    c.auth = std::move(auth);
+    return c;
+  };
+  EXPECT_TRUE(server_->server().vouches_for(client("192.0.2.5", "")));
+  EXPECT_FALSE(server_->server().vouches_for(client("203.0.113.1", "")));
+  EXPECT_TRUE(server_->server().vouches_for(client("203.0.113.1", "alice")));
+}
+
 TEST_F(ServerFixture, AStorageFailureIs451AndNothingIsKept) {
   start();
   server_->fail = true;

@@ -436,6 +436,74 @@ TEST_F(HttpTest, TheStatusPageInHeadlessChromium) {
   EXPECT_EQ(testing::read_file("status-page.png").substr(0, 8), "\x89PNG\r\n\x1a\n");
 }
 
+// Finding 3 of the attack round, as a browser meets it: without a token the API was
+// open on loopback, so a page from another loopback origin emptied the queue with a
+// form (CSRF), and a DNS-rebinding page read it. Headless Chromium loads both pages
+// against serve's default set-up (loopback, no token); the queue keeps its messages
+// and the rebound name gets 421, not the page or the list.
+TEST_F(HttpTest, ACsrfFormOrARebindingPageInChromiumGetsNothing) {
+  std::string spool = dir_.sub("spool");
+  std::vector<std::string> ids;
+  {
+    DiskStorage storage(spool);
+    for (int i = 0; i < 3; ++i) ids.push_back(storage.write(testing::sample_envelope(1), 1e10));
+  }
+  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                      "--storage", "disk:" + spool, "--smarthost",
+                      "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
+                     "listening on");
+  int port = testing::http_port(serve.output());
+  std::string target = "http://127.0.0.1:" + std::to_string(port);
+  // The attacker's page, from another origin on this host: a form that posts itself to
+  // the API's bulk remove (a "simple" request a browser sends without asking), and a
+  // no-cors fetch doing the same.
+  std::string site = dir_.sub("site");
+  std::filesystem::create_directory(site);
+  testing::write_file(
+      site + "/csrf.html",
+      "<html><body><form id=f method=POST enctype=text/plain action=\"" + target +
+          "/api/v1/messages/remove\"><input name=a value=b></form><script>"
+          "fetch('" +
+          target +
+          "/api/v1/messages/remove', {method: 'POST', mode: 'no-cors'});"
+          "setTimeout(() => document.getElementById('f').submit(), 200);</script></body></html>");
+  int site_port = testing::free_port();
+  ChildProcess attacker({"python3", "-u", "-m", "http.server", "--bind", "127.0.0.2", "--directory",
+                         site, std::to_string(site_port)},
+                        "Serving HTTP");
+  std::vector<std::string> chromium{"chromium",
+                                    "--headless",
+                                    "--no-sandbox",
+                                    "--disable-gpu",
+                                    "--user-data-dir=" + dir_.sub("profile"),
+                                    "--virtual-time-budget=3000",
+                                    "--host-resolver-rules=MAP rebind.test 127.0.0.1"};
+  auto load = [&](const std::string& url) {
+    auto argv = chromium;
+    argv.push_back("--dump-dom");
+    argv.push_back(url);
+    return testing::run_command(argv);
+  };
+  auto csrf = load("http://127.0.0.2:" + std::to_string(site_port) + "/csrf.html");
+  ASSERT_EQ(csrf.exit_code, 0) << csrf.err;
+  EXPECT_EQ(DiskStorage(spool).load_all().size(), 3u) << "the form emptied the queue";
+  // The form's answer, where the browser went: the API is off without a token.
+  EXPECT_NE(csrf.out.find("the API is off"), std::string::npos) << csrf.out;
+
+  // A page whose name now resolves to 127.0.0.1 (the resolver rule plays the rebinding).
+  std::string rebound = "http://rebind.test:" + std::to_string(port);
+  for (const std::string& path :
+       {std::string("/"), std::string("/metrics"), std::string("/api/v1/messages")}) {
+    auto page = load(rebound + path);
+    ASSERT_EQ(page.exit_code, 0) << page.err;
+    EXPECT_NE(page.out.find("does not answer to that Host"), std::string::npos)
+        << path << ": " << page.out;
+    for (const auto& id : ids) EXPECT_EQ(page.out.find(id), std::string::npos) << path;
+    EXPECT_EQ(page.out.find("slimta_queue_messages"), std::string::npos) << path;
+  }
+  EXPECT_EQ(DiskStorage(spool).load_all().size(), 3u);
+}
+
 TEST_F(HttpTest, TheApiPagesFiltersActsAndInjectsOnDisk) {
   check_api("disk:" + dir_.sub("spool"), 10000);
 }
