@@ -219,8 +219,7 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
 // Runs `fn` on each selected id; an unknown id named on the command line is an error
 // (exit 1), one that went away during --all is skipped. `fn` returns what it did to the
 // message ("held", "already held", ...): printed "WHAT ID" per message, or with --json
-// one {"WHAT": [ids], ...} object (`verb`, what is done normally, always present). A
-// retry that a named message's hold prevented exits 1 too: nothing was done.
+// one {"WHAT": [ids], ...} object (`verb`, what is done normally, always present).
 template <typename Fn>
 int for_each_selected(QueueStorage& storage, const Selection& sel, const char* verb, bool json,
                       std::ostream& out, std::ostream& err, Fn&& fn) {
@@ -232,7 +231,6 @@ int for_each_selected(QueueStorage& storage, const Selection& sel, const char* v
       std::string what = fn(id);
       done[what].push_back(id);
       if (!json) out << what << " " << id << "\n";
-      if (!sel.all && what == kNotRetried) rc = 1;
     } catch (const KeyError& e) {
       if (sel.all) continue;
       err << "slimta-queue: error: " << e.what() << "\n";

@@ -41,9 +41,6 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
                    const std::optional<std::string>& reason) {
   Timestamp t = now();
   if (action == "retry") {
-    // A held message waits for its release, whatever its time: saying "retried" would
-    // be untrue (issue 34). KeyError when it is not stored.
-    if (storage.get(id).hold) return kNotRetried;
     storage.set_timestamp(id, t);
     storage.announce(id, t);  // a running serve takes it up now, not at its next rescan
     return "retried";
@@ -62,7 +59,6 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
     return "released";
   }
   if (action == "remove") {
-    storage.get(id);  // KeyError when it is not stored: "removed" would be untrue
     storage.remove(id);
     return "removed";
   }

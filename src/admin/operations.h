@@ -20,17 +20,14 @@ namespace slimta::admin {
 
 // What hold records when no reason is given.
 inline constexpr const char* kDefaultHoldReason = "held by an operator";
-// What retry answers for a held message: it waits for its release, whatever its time.
-inline constexpr const char* kNotRetried = "not retried (held: release it)";
-
 // What bounce gives as the reason when none is given.
 inline constexpr const char* kDefaultBounceReason = "returned to the sender by the postmaster";
 
 // What retry, hold, release, remove and bounce do to one message: returns what was done
-// ("retried", kNotRetried for a held message, "held", "already held", "released", "not
-// held", "removed", "bounced"). Retry and release announce the message to running serve
-// processes; `reason` is hold's or bounce's. KeyError if it is not stored;
-// InvalidArgument for another action.
+// ("retried", "held", "already held", "released", "not held", "removed", "bounced").
+// Retry and release announce the message to running serve processes; `reason` is
+// hold's or bounce's. KeyError if it is not stored (not for remove); InvalidArgument
+// for another action.
 std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
                    const std::optional<std::string>& reason = std::nullopt);
 
