@@ -60,6 +60,23 @@ double sample(const std::string& text, const std::string& series) {
 
 class HttpTest : public ::testing::Test {
  protected:
+  // serve on a disk spool with --http on loopback and no token, delivering to the sink.
+  std::vector<std::string> serve_on(const std::string& spool) const {
+    return {SLIMTA_QUEUE_BIN, "serve",
+            "--listen",       "127.0.0.1:0",
+            "--http",         "127.0.0.1:0",
+            "--storage",      "disk:" + spool,
+            "--smarthost",    "127.0.0.1:" + std::to_string(sink_.port()),
+            "--user",         "root"};
+  }
+  // Headless Chromium with its profile in the test's directory, then `args`.
+  std::vector<std::string> chromium(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv{"chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                                  "--user-data-dir=" + dir_.sub("profile")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
   testing::TempDir dir_;
   testing::SmtpSink sink_;
 };
@@ -389,10 +406,7 @@ TEST_F(HttpTest, TheStatusPageInHeadlessChromium) {
     }
     storage.hold(held, "spam <check>", now);
   }
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                      "--storage", "disk:" + spool, "--smarthost",
-                      "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
-                     "listening on");
+  ChildProcess serve(serve_on(spool), "listening on");
   int port = testing::http_port(serve.output());
   std::string origin = "http://127.0.0.1:" + std::to_string(port);
   ASSERT_TRUE(testing::eventually(
@@ -407,16 +421,9 @@ TEST_F(HttpTest, TheStatusPageInHeadlessChromium) {
             0u);
   EXPECT_EQ(page->body.find("<script"), std::string::npos);
 
-  std::vector<std::string> chromium{"chromium",
-                                    "--headless",
-                                    "--no-sandbox",
-                                    "--disable-gpu",
-                                    "--user-data-dir=" + dir_.sub("profile"),
-                                    "--log-net-log=" + dir_.sub("netlog.json")};
   auto with = [&](std::vector<std::string> args) {
-    auto argv = chromium;
-    argv.insert(argv.end(), args.begin(), args.end());
-    return argv;
+    args.insert(args.begin(), "--log-net-log=" + dir_.sub("netlog.json"));
+    return chromium(args);
   };
   auto dom = testing::run_command(with({"--dump-dom", origin + "/"}));
   ASSERT_EQ(dom.exit_code, 0) << dom.err;
@@ -448,10 +455,7 @@ TEST_F(HttpTest, ACsrfFormOrARebindingPageInChromiumGetsNothing) {
     DiskStorage storage(spool);
     for (int i = 0; i < 3; ++i) ids.push_back(storage.write(testing::sample_envelope(1), 1e10));
   }
-  ChildProcess serve({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                      "--storage", "disk:" + spool, "--smarthost",
-                      "127.0.0.1:" + std::to_string(sink_.port()), "--user", "root"},
-                     "listening on");
+  ChildProcess serve(serve_on(spool), "listening on");
   int port = testing::http_port(serve.output());
   std::string target = "http://127.0.0.1:" + std::to_string(port);
   // The attacker's page, from another origin on this host: a form that posts itself to
@@ -471,18 +475,10 @@ TEST_F(HttpTest, ACsrfFormOrARebindingPageInChromiumGetsNothing) {
   ChildProcess attacker({"python3", "-u", "-m", "http.server", "--bind", "127.0.0.2", "--directory",
                          site, std::to_string(site_port)},
                         "Serving HTTP");
-  std::vector<std::string> chromium{"chromium",
-                                    "--headless",
-                                    "--no-sandbox",
-                                    "--disable-gpu",
-                                    "--user-data-dir=" + dir_.sub("profile"),
-                                    "--virtual-time-budget=3000",
-                                    "--host-resolver-rules=MAP rebind.test 127.0.0.1"};
   auto load = [&](const std::string& url) {
-    auto argv = chromium;
-    argv.push_back("--dump-dom");
-    argv.push_back(url);
-    return testing::run_command(argv);
+    return testing::run_command(
+        chromium({"--virtual-time-budget=3000", "--host-resolver-rules=MAP rebind.test 127.0.0.1",
+                  "--dump-dom", url}));
   };
   auto csrf = load("http://127.0.0.2:" + std::to_string(site_port) + "/csrf.html");
   ASSERT_EQ(csrf.exit_code, 0) << csrf.err;
