@@ -41,7 +41,12 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
                    const std::optional<std::string>& reason) {
   Timestamp t = now();
   if (action == "retry") {
+    // A held message waits for its release, whatever its time: it is made due now, so
+    // that its release delivers it at once, and the answer says so (issue 34: it said
+    // "retried"). KeyError when it is not stored.
+    bool held = storage.get(id).hold.has_value();
     storage.set_timestamp(id, t);
+    if (held) return kDueAtRelease;
     storage.announce(id, t);  // a running serve takes it up now, not at its next rescan
     return "retried";
   }
@@ -59,6 +64,7 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
     return "released";
   }
   if (action == "remove") {
+    storage.get(id);  // KeyError when it is not stored: "removed" would be untrue
     storage.remove(id);
     return "removed";
   }

@@ -20,14 +20,17 @@ namespace slimta::admin {
 
 // What hold records when no reason is given.
 inline constexpr const char* kDefaultHoldReason = "held by an operator";
+// What retry answers for a held message: made due now, it waits for its release.
+inline constexpr const char* kDueAtRelease = "due at its release (held)";
+
 // What bounce gives as the reason when none is given.
 inline constexpr const char* kDefaultBounceReason = "returned to the sender by the postmaster";
 
 // What retry, hold, release, remove and bounce do to one message: returns what was done
-// ("retried", "held", "already held", "released", "not held", "removed", "bounced").
-// Retry and release announce the message to running serve processes; `reason` is
-// hold's or bounce's. KeyError if it is not stored (not for remove); InvalidArgument
-// for another action.
+// ("retried", kDueAtRelease for a held message, "held", "already held", "released", "not
+// held", "removed", "bounced"). Retry and release announce the message to running serve
+// processes; `reason` is hold's or bounce's. KeyError if it is not stored;
+// InvalidArgument for another action.
 std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
                    const std::optional<std::string>& reason = std::nullopt);
 

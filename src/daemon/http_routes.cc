@@ -150,8 +150,7 @@ void show_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
 }
 
 void remove_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
-  std::string id = req.matches[1];
-  ctx.storage.get(id);  // 404 if it is not there
+  std::string id = req.matches[1];  // act_on throws KeyError (404) if it is not there
   json_reply(res, 200, {{"id", id}, {"done", admin::act_on(ctx.storage, "remove", id)}});
 }
 

@@ -188,6 +188,14 @@ TEST_F(CliTest, HoldKeepsAMessageOutOfDeliveryUntilReleaseAndListShowsIt) {
   r = q({"release", a});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "not held " + a + "\n");
+  // Issue 34, finding 6: retry of a held message said "retried"; it is made due at its
+  // release, and says so.
+  q({"hold", b});
+  r = q({"retry", b});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, "due at its release (held) " + b + "\n");
+  EXPECT_TRUE(storage.get(b).hold.has_value());
+  q({"release", b});
   EXPECT_FALSE(storage.get(a).hold.has_value());
   EXPECT_EQ(storage.claim(a, std::chrono::seconds(5)).status, ClaimResult::Status::claimed);
   EXPECT_NE(q({"list"}).out.find(a + "*"), std::string::npos);  // being attempted
@@ -458,7 +466,12 @@ TEST_F(CliTest, BadInputGetsAClearErrorAndANonZeroExit) {
 
   auto both = q({"remove", "abc", "--all"});
   EXPECT_NE(both.exit_code, 0);
-  EXPECT_EQ(q({"remove", "0123456789abcdef"}).exit_code, 0);  // removing nothing is fine
+  // Issue 34, finding 6: removing an unknown id said "removed" and exited 0.
+  auto nothing = q({"remove", "0123456789abcdef"});
+  EXPECT_EQ(nothing.exit_code, 1);
+  EXPECT_EQ(nothing.out, "");
+  EXPECT_NE(nothing.err.find("no message with id '0123456789abcdef'"), std::string::npos)
+      << nothing.err;
 }
 
 TEST_F(CliTest, WorksOnRedisStorageUrls) {
