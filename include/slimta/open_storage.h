@@ -46,6 +46,10 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url,
 // to anything (check-config): the same InvalidArgument for the same mistake.
 void check_storage_url(std::string_view url, const OpenOptions& options = {});
 
+// The directory a disk: URL names, read as open_storage() reads it (InvalidArgument for
+// a malformed one); nullopt for another scheme.
+std::optional<std::string> spool_directory(std::string_view url);
+
 // `url` with its password (userinfo, password=) replaced by "***": what a log line or an
 // operator's printout may show.
 std::string redact_storage_url(std::string_view url);

@@ -69,6 +69,13 @@ struct ShapingPolicy {
   size_t max_parallel_destinations = 4;
 
   const DestinationLimits& limits(std::string_view destination) const;
+
+  // The most of one process's `workers` that one destination may hold at once, whatever
+  // its max_connections: all but an eighth of them (at least one kept back when there
+  // are two or more), so that a destination that never answers (a tarpit holds each
+  // connection for the whole connect timeout) cannot take every worker from the others
+  // (issue 34: with 20 connections a destination and 16 workers, it took all 16).
+  static size_t worker_cap(size_t workers);
 };
 
 // Parses "10/s", "600/m", "5/min", "3600/h", "2.5/second": messages per second.
@@ -124,7 +131,13 @@ class Destinations {
   // An operator's control: `until` a time or DestinationStatus::kForever.
   virtual void suspend(const std::string& destination, Timestamp until,
                        std::string_view reason) = 0;
+  // Ends a suspension, and forgets the unreachable attempts (forget_failures()): an
+  // operator who resumes a destination wants it tried now.
   virtual void resume(const std::string& destination) = 0;
+  // Forgets its consecutive unreachable attempts: no longer down, tried at once (an
+  // operator's retry or flush, as Postfix's flush forgets dead destinations). A probe
+  // under way ends as it would.
+  virtual void forget_failures(const std::string& destination) = 0;
   // Every destination with state (used, suspended or with failures), by name.
   virtual std::vector<DestinationStatus> status() = 0;
 };

@@ -15,9 +15,12 @@
 // Thread safety: the users are immutable after load(); check() from any thread at once.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -54,12 +57,14 @@ class UserDatabase {
 
   // Adds `user` with `hash` to the file at `path`, or replaces its hash, keeping every
   // other line as it was. The file is replaced atomically (a temp file of a random
-  // name made with O_EXCL, fsync, rename), keeping its mode and owner, and created
-  // mode 0600 when missing. Concurrent calls, in this process or others, take turns
-  // on the lock file PATH.lock (left in place). Throws InvalidArgument for a name with
-  // ':', a control character or nothing in it, QueueError if the file cannot be
-  // written.
-  static void store(const std::string& path, const std::string& user, const std::string& hash);
+  // name made with O_EXCL, fsync, rename), keeping its mode and owner. A missing file
+  // is created mode 0640 in `group` when given (the service's: the server reads it as
+  // that group's member), else mode 0600. Concurrent calls, in this process or others,
+  // take turns on the lock file PATH.lock (left in place). Throws InvalidArgument for a
+  // name with ':', a control character or nothing in it, QueueError if the file cannot
+  // be written.
+  static void store(const std::string& path, const std::string& user, const std::string& hash,
+                    std::optional<gid_t> group = std::nullopt);
 
  private:
   struct Cache;

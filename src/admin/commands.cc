@@ -291,10 +291,12 @@ int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream&
   return 0;
 }
 
-int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
-              std::ostream& err) {
-  return for_each_selected(storage, sel, "retried", json, out, err,
-                           [&](const std::string& id) { return act_on(storage, "retry", id); });
+int cmd_retry(QueueStorage& storage, const Selection& sel, const DestinationOf& destination_of,
+              bool json, std::ostream& out, std::ostream& err) {
+  Flush flush(storage, destination_of);
+  return for_each_selected(storage, sel, "retried", json, out, err, [&](const std::string& id) {
+    return act_on(storage, "retry", id, std::nullopt, &flush);
+  });
 }
 
 int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
@@ -461,7 +463,8 @@ int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool j
   return 0;
 }
 
-int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err) {
+int cmd_passwd(const std::string& user, const std::string& users_file, std::optional<gid_t> group,
+               std::ostream& err) {
   bool terminal = ::isatty(STDIN_FILENO) == 1;
   auto read_password = [&](const char* prompt) {
     termios saved{};
@@ -486,7 +489,7 @@ int cmd_passwd(const std::string& user, const std::string& users_file, std::ostr
   if (password.empty()) throw InvalidArgument("the password is empty");
   if (terminal && read_password("Again: ") != password)
     throw InvalidArgument("the passwords differ");
-  UserDatabase::store(users_file, user, UserDatabase::hash(password));
+  UserDatabase::store(users_file, user, UserDatabase::hash(password), group);
   err << "slimta-queue passwd: " << user << " set in " << users_file << "\n";
   return 0;
 }

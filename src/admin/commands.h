@@ -3,6 +3,8 @@
 // What they do to the queue is operations.h's, shared with serve's HTTP API.
 #pragma once
 
+#include <sys/types.h>
+
 #include <array>
 #include <map>
 #include <optional>
@@ -35,8 +37,9 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
                 std::ostream& err);
 int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
 int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, std::ostream& out);
-int cmd_retry(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
-              std::ostream& err);
+// retry also resets the down destinations of what it retries (Flush, by `destination_of`).
+int cmd_retry(QueueStorage& storage, const Selection& sel, const DestinationOf& destination_of,
+              bool json, std::ostream& out, std::ostream& err);
 int cmd_remove(QueueStorage& storage, const Selection& sel, bool json, std::ostream& out,
                std::ostream& err);
 int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
@@ -69,7 +72,9 @@ int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool j
                      std::ostream& out, std::ostream& err);
 
 // `slimta-queue passwd USER --users FILE`: reads a password from `in` (without echo
-// when it is a terminal, asked twice), and adds or changes USER's entry.
-int cmd_passwd(const std::string& user, const std::string& users_file, std::ostream& err);
+// when it is a terminal, asked twice), and adds or changes USER's entry. A new file is
+// made readable by `group` (the service's, mode 0640) when given.
+int cmd_passwd(const std::string& user, const std::string& users_file, std::optional<gid_t> group,
+               std::ostream& err);
 
 }  // namespace slimta::admin

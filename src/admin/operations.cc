@@ -37,14 +37,38 @@ std::vector<std::string> sorted_ids(QueueStorage& storage) {
   return ids;
 }
 
+Flush::Flush(QueueStorage& storage, DestinationOf destination_of)
+    : destination_of_(std::move(destination_of)) {
+  if (!destination_of_) return;
+  board_ = storage.destinations();
+  if (!board_) return;
+  for (const DestinationStatus& s : board_->status())
+    if (s.failures > 0) down_.insert(s.name);
+}
+
+std::vector<std::string> Flush::reset_destinations_of(const Envelope& env) {
+  std::vector<std::string> reset;
+  if (down_.empty()) return reset;
+  for (const std::string& r : env.recipients) {
+    auto it = down_.find(destination_of_(r));
+    if (it == down_.end()) continue;
+    board_->forget_failures(*it);
+    reset.push_back(*it);
+    down_.erase(it);
+  }
+  return reset;
+}
+
 std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
-                   const std::optional<std::string>& reason) {
+                   const std::optional<std::string>& reason, Flush* flush) {
   Timestamp t = now();
   if (action == "retry") {
     // A held message waits for its release, whatever its time: it is made due now, so
     // that its release delivers it at once, and the answer says so (issue 34: it said
     // "retried"). KeyError when it is not stored.
-    bool held = storage.get(id).hold.has_value();
+    QueuedMessage msg = storage.get(id);
+    bool held = msg.hold.has_value();
+    if (flush && !held) flush->reset_destinations_of(msg.envelope);
     storage.set_timestamp(id, t);
     if (held) return kDueAtRelease;
     storage.announce(id, t);  // a running serve takes it up now, not at its next rescan
@@ -121,13 +145,13 @@ Page list_page(QueueStorage& storage, const Filter& filter, size_t limit,
 }
 
 nlohmann::json act_on_matching(QueueStorage& storage, std::string_view action, const Filter& filter,
-                               const std::optional<std::string>& reason) {
+                               const std::optional<std::string>& reason, Flush* flush) {
   nlohmann::json done = nlohmann::json::object();
   Timestamp t = now();
   for (const std::string& id : sorted_ids(storage)) {
     try {
       if (!filter.matches(storage.get(id), t)) continue;
-      done[act_on(storage, action, id, reason)].push_back(id);
+      done[act_on(storage, action, id, reason, flush)].push_back(id);
     } catch (const KeyError&) {
       // delivered since the listing
     }

@@ -6,14 +6,17 @@
 #include <array>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "slimta/shaping.h"
 #include "slimta/storage.h"
 
 namespace slimta::admin {
@@ -26,13 +29,35 @@ inline constexpr const char* kDueAtRelease = "due at its release (held)";
 // What bounce gives as the reason when none is given.
 inline constexpr const char* kDefaultBounceReason = "returned to the sender by the postmaster";
 
+// The destination (next hop) serve delivers a recipient to: its relay's destination().
+using DestinationOf = std::function<std::string(const std::string&)>;
+
+// What a retry does besides making messages due: each destination of theirs that is
+// down (or counting unreachable attempts) forgets its failures, so that the messages
+// are attempted at once rather than deferred without a connection (issue 34: after an
+// outage, retry --all deferred 11 of 12 messages; Postfix's flush forgets dead
+// destinations). One per command: each destination is reset once.
+class Flush {
+ public:
+  // `destination_of` empty: no destination is reset.
+  Flush(QueueStorage& storage, DestinationOf destination_of);
+  // Resets the down destinations among those of `env`'s recipients; returns their names.
+  std::vector<std::string> reset_destinations_of(const Envelope& env);
+
+ private:
+  std::shared_ptr<Destinations> board_;
+  DestinationOf destination_of_;
+  std::set<std::string> down_;  // not reset yet
+};
+
 // What retry, hold, release, remove and bounce do to one message: returns what was done
 // ("retried", kDueAtRelease for a held message, "held", "already held", "released", "not
 // held", "removed", "bounced"). Retry and release announce the message to running serve
-// processes; `reason` is hold's or bounce's. KeyError if it is not stored;
-// InvalidArgument for another action.
+// processes, and retry resets its down destinations through `flush` when given;
+// `reason` is hold's or bounce's. KeyError if it is not stored; InvalidArgument for
+// another action.
 std::string act_on(QueueStorage& storage, std::string_view action, const std::string& id,
-                   const std::optional<std::string>& reason = std::nullopt);
+                   const std::optional<std::string>& reason = std::nullopt, Flush* flush = nullptr);
 
 // get() for listing: nullopt for a message removed since it was listed; one that cannot
 // be read is reported on `err` and skipped.
@@ -68,7 +93,7 @@ Page list_page(QueueStorage& storage, const Filter& filter, size_t limit,
 
 // act_on() for every message `filter` takes: {"WHAT": [ids], ...}.
 nlohmann::json act_on_matching(QueueStorage& storage, std::string_view action, const Filter& filter,
-                               const std::optional<std::string>& reason);
+                               const std::optional<std::string>& reason, Flush* flush = nullptr);
 
 // qshape's view of the queue: messages by recipient domain and age in minutes (a
 // message counts once per domain), the busiest domains first, and the total.

@@ -34,6 +34,10 @@ struct DestinationState {
   void release(uint64_t slot, bool reachable, std::string_view reply, const DownPolicy& down,
                Timestamp now);
   DestinationStatus status(const std::string& name, Timestamp now);
+  void forget_failures() {
+    failures = 0;
+    down_until = 0;
+  }
   // Nothing worth keeping: no slot, no failure, no suspension, idle for 10 minutes.
   bool idle(Timestamp now) const;
 

@@ -17,6 +17,11 @@ double DownPolicy::interval(uint32_t failures) const {
   return std::min(max, initial * std::pow(2.0, std::min<uint32_t>(failures - after, 30)));
 }
 
+size_t ShapingPolicy::worker_cap(size_t workers) {
+  if (workers < 2) return std::max<size_t>(workers, 1);
+  return workers - std::max<size_t>(1, workers / 8);
+}
+
 const DestinationLimits& ShapingPolicy::limits(std::string_view destination) const {
   if (destinations.empty()) return defaults;
   auto it = destinations.find(destination);  // the relays name them in lower case
@@ -291,6 +296,13 @@ class LocalDestinations : public Destinations {
     if (it == shard.table.end()) return;
     it->second.suspended_until = 0;
     it->second.suspend_reason.clear();
+    it->second.forget_failures();
+  }
+  void forget_failures(const std::string& destination) override {
+    Shard& shard = shard_of(destination);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.table.find(destination);
+    if (it != shard.table.end()) it->second.forget_failures();
   }
   std::vector<DestinationStatus> status() override {
     std::vector<DestinationStatus> out;

@@ -59,39 +59,28 @@ void drop_privileges(const std::optional<RunAs>& run_as, std::ostream& err) {
     }
     return;
   }
-  const auto& [name, uid, gid] = *run_as;
+  const RunAs& who = *run_as;
   if (!root) {
-    if (uid == ::geteuid() && gid == ::getegid()) return;
-    throw InvalidArgument("--user " + name + ": only root can switch users (serve runs as uid " +
+    if (who.uid == ::geteuid() && who.gid == ::getegid()) return;
+    throw InvalidArgument("--user " + who.name +
+                          ": only root can switch users (serve runs as uid " +
                           std::to_string(::geteuid()) + ")");
   }
-  if (uid == 0) return;  // --user root: stay
-  if (::initgroups(name.c_str(), gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
-    throw QueueError("cannot run as user " + name + ": " + std::strerror(errno));
-  }
-  if (::setuid(0) == 0) throw QueueError("ran as user " + name + " but could become root again");
-  spdlog::info("serve: running as user {} (uid {}, gid {})", name, uid, gid);
+  if (who.uid == 0) return;  // --user root: stay
+  admin::become(who);
+  spdlog::info("serve: running as user {} (uid {}, gid {})", who.name, who.uid, who.gid);
 }
 
 // The files a SIGHUP reload reads again, as the user serve runs as now: one it cannot
 // read would make every reload fail, long after the start. serve does not keep a
 // privileged reader; the files are read through the service's group (root:slimta,
 // mode 0640, as the package installs the config), and a file that is not is named now.
-void warn_unreadable_after_drop(const ServeOptions& opts, const std::string& user) {
-  std::vector<std::pair<std::string, std::string>> files = {
-      {"--users", opts.users},
-      {"--tls-cert", opts.tls_cert},
-      {"--tls-key", opts.tls_key},
-      {"--accept-recipients", opts.accept_recipients},
-      {"--sender-logins", opts.sender_logins},
-      {"--smarthost-password-file", opts.smarthost_password_file}};
-  if (opts.config) files.emplace_back("--config", opts.config->path);
-  for (const auto& [flag, path] : files) {
-    if (path.empty() || ::access(path.c_str(), R_OK) == 0) continue;
+void warn_unreadable_after_drop(const ServeOptions& opts, const RunAs& who) {
+  for (const auto& b : admin::unreadable_files(who, files_serve_reads(opts))) {
     spdlog::warn(
-        "serve: {} '{}': user {} cannot read it, so a SIGHUP reload would fail: make it "
+        "serve: {} '{}': user {} cannot read it ({}), so a SIGHUP reload would fail: make it "
         "readable by the service's group (chown root:GROUP, chmod 0640)",
-        flag, path, user);
+        b.what, b.path, who.name, b.why);
   }
 }
 
@@ -235,12 +224,13 @@ void Daemon::Impl::start_http() {
                  [] { return 1.0; }, {{"version", SLIMTA_VERSION}, {"storage", storage->kind()}});
   registry.gauge("slimta_smtp_sessions_active", "SMTP sessions open now",
                  [this] { return static_cast<double>(server.sessions()); });
-  gauges = std::make_unique<QueueGauges>(*storage);
+  gauges = std::make_unique<QueueGauges>(*timed_storage);  // its faults counted too
   gauges->register_metrics(registry);
   probe = std::make_unique<StorageProbe>(*storage);
   auto ready = [this]() -> std::string {
     if (draining) return "draining: serve is stopping";
     if (!storage->has_room(0)) return "the storage is below its free-space guard (min-free)";
+    if (std::string faults = timed_storage->repeated_faults(); !faults.empty()) return faults;
     return probe->check(std::chrono::seconds(2));
   };
   auto relay_refusal = [this](const std::string& ip, const Envelope& env, bool authenticated) {
@@ -251,7 +241,8 @@ void Daemon::Impl::start_http() {
   };
   http = std::make_unique<HttpServer>(
       *plan.http,
-      HttpContext{registry, *gauges, *activity, *timed_storage, ready, reception, relay_refusal});
+      HttpContext{registry, *gauges, *activity, *timed_storage, ready, reception, relay_refusal,
+                  [this](const std::string& rcpt) { return relay.destination(rcpt); }});
   listening += ", " + http->address() + " (http)";
 }
 
@@ -259,7 +250,7 @@ Daemon::Daemon(const ServeOptions& opts, const StorageOpener& open_storage, std:
   impl_ = std::make_unique<Impl>(opts, plan_serve(opts, err), err);
   impl_->bind();
   drop_privileges(impl_->plan.run_as, err);
-  if (impl_->plan.run_as) warn_unreadable_after_drop(opts, impl_->plan.run_as->name);
+  if (impl_->plan.run_as) warn_unreadable_after_drop(opts, *impl_->plan.run_as);
   // Large buffers (messages) straight from mmap, whatever glibc's adaptive threshold
   // has learnt: freed, they go back to the system at once, so memory follows the
   // messages in flight instead of their high-water mark.

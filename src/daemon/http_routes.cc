@@ -156,13 +156,16 @@ void remove_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res)
 
 void act_on_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   std::string id = req.matches[1];
-  std::string done = admin::act_on(ctx.storage, req.matches[2], id, reason_of(req));
+  admin::Flush flush(ctx.storage, ctx.destination_of);
+  std::string done = admin::act_on(ctx.storage, req.matches[2], id, reason_of(req), &flush);
   json_reply(res, 200, {{"id", id}, {"done", done}});
 }
 
 void act_on_matching(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   admin::Filter filter = admin::Filter::parse(params_of(req));
-  json_reply(res, 200, admin::act_on_matching(ctx.storage, req.matches[1], filter, reason_of(req)));
+  admin::Flush flush(ctx.storage, ctx.destination_of);
+  json_reply(res, 200,
+             admin::act_on_matching(ctx.storage, req.matches[1], filter, reason_of(req), &flush));
 }
 
 // As python-slimta's EdgeWsgi: the envelope in headers, the message as body.

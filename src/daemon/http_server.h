@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "admin/operations.h"
 #include "gauges.h"
 #include "http_limits.h"
 #include "slimta/metrics.h"
@@ -50,6 +51,8 @@ struct HttpContext {
   // as an authenticated SMTP client, whatever its address.
   std::function<std::string(const std::string& ip, const Envelope& envelope, bool authenticated)>
       relay_refusal;
+  // The destination serve delivers a recipient to (retry resets the down ones).
+  admin::DestinationOf destination_of;
 };
 
 class HttpServer {

@@ -233,7 +233,14 @@ std::unique_ptr<Relay> make_relay(const ServeOptions& opts, const std::vector<st
   return std::make_unique<RoutingRelay>(std::move(by_domain), std::move(fallback));
 }
 
-// --user and --group, looked up (not switched to).
+// A group's name, or its number when it has none.
+std::string group_name(gid_t gid) {
+  const struct group* gr = ::getgrgid(gid);
+  return gr ? std::string(gr->gr_name) : std::to_string(gid);
+}
+
+}  // namespace
+
 std::optional<RunAs> run_as(const ServeOptions& opts) {
   std::string name = opts.user;
   if (name.empty()) {
@@ -251,8 +258,6 @@ std::optional<RunAs> run_as(const ServeOptions& opts) {
   }
   return out;
 }
-
-}  // namespace
 
 ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
   ServePlan plan;
@@ -317,8 +322,45 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
 
 const char* role_name(ListenerRole role) { return names_of(role).name; }
 
+admin::DestinationOf destination_map(const ServeOptions& opts) {
+  std::vector<Listener> listeners;
+  std::vector<std::string> routes = opts.routes;
+  if (opts.config) read_config_tables(*opts.config, listeners, routes);
+  std::ostringstream warnings;  // serve's to give, not the CLI's
+  std::shared_ptr<Relay> relay =
+      make_relay(opts, routes, read_shaping(opts.config.get()), warnings);
+  return [relay](const std::string& recipient) { return relay->destination(recipient); };
+}
+
+std::vector<std::pair<std::string, std::string>> files_serve_reads(const ServeOptions& opts) {
+  std::vector<std::pair<std::string, std::string>> files = {
+      {"--users", opts.users},
+      {"--tls-cert", opts.tls_cert},
+      {"--tls-key", opts.tls_key},
+      {"--accept-recipients", opts.accept_recipients},
+      {"--sender-logins", opts.sender_logins},
+      {"--smarthost-password-file", opts.smarthost_password_file},
+      {"--http-token-file", opts.http_token_file}};
+  if (opts.config) files.emplace_back("--config", opts.config->path);
+  return files;
+}
+
 int check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err) {
   ServePlan plan = plan_serve(opts, err);
+  // Root reads everything; the service user serve becomes (and the unit starts as) may
+  // not (issue 34: `passwd` made a users file only root could read, and check-config,
+  // run as root, passed it).
+  if (plan.run_as && plan.run_as->uid != ::geteuid()) {
+    auto bad = admin::unreadable_files(*plan.run_as, files_serve_reads(opts));
+    if (!bad.empty()) {
+      const auto& b = bad.front();
+      throw InvalidArgument(fmt::format(
+          "{} '{}': serve runs as user {}, which cannot read it ({}): make it readable by the "
+          "service's group (chown root:{} FILE; chmod 0640 FILE){}",
+          b.what, b.path, plan.run_as->name, b.why, group_name(plan.run_as->gid),
+          bad.size() > 1 ? fmt::format(" ({} more such files)", bad.size() - 1) : ""));
+    }
+  }
   out << "# listeners\n";
   for (const Listener& l : plan.listeners)
     out << "#   " << l.address << " (" << names_of(l.role).name << ")\n";
@@ -327,7 +369,13 @@ int check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err)
   if (plan.routes.empty()) out << "#   (none)\n";
   out << "# destinations\n";
   auto print = [&](const std::string& name, const DestinationLimits& l) {
-    out << "#   " << name << ": max-connections " << l.max_connections << ", max-rate "
+    const size_t cap = ShapingPolicy::worker_cap(opts.workers);
+    out << "#   " << name << ": max-connections " << l.max_connections
+        << (l.max_connections > cap ? fmt::format(" (at most {} of this process's {} workers: the "
+                                                  "rest stay for other destinations)",
+                                                  cap, opts.workers)
+                                    : "")
+        << ", max-rate "
         << (l.max_rate > 0 ? fmt::format("{:g}/s", l.max_rate) : std::string("none"))
         << ", max-messages-per-connection "
         << (l.max_messages_per_connection ? std::to_string(l.max_messages_per_connection)

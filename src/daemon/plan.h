@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "admin/identity.h"
 #include "http_server.h"
 #include "options.h"
 #include "slimta/host_port.h"
@@ -35,11 +36,7 @@ struct Listener {
 const char* role_name(ListenerRole role);
 
 // Whom serve runs as once its ports are bound.
-struct RunAs {
-  std::string name;
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
+using admin::RunAs;
 
 struct ServePlan {
   std::vector<Listener> listeners;
@@ -61,7 +58,23 @@ struct ServePlan {
 // host name without its domain) go to `err`.
 ServePlan plan_serve(const ServeOptions& opts, std::ostream& err);
 
-// check-config: plan_serve(), then the listeners, routes and destination limits on `out`.
+// --user and --group, looked up (not switched to): whom serve runs as. Default: slimta
+// and its group when this process is root and that user exists; nullopt: serve stays
+// who it is. InvalidArgument for an unknown user or group.
+std::optional<RunAs> run_as(const ServeOptions& opts);
+
+// What serve's relay, built from `opts` and its config file, names as a recipient's
+// destination (the smarthost's HOST:PORT, a route's domain, an MX domain): for the
+// CLI, which acts on the destinations serve keeps state for.
+admin::DestinationOf destination_map(const ServeOptions& opts);
+
+// The files serve reads at its start and again at each SIGHUP reload, each with the
+// option that names it: what the service user must be able to read.
+std::vector<std::pair<std::string, std::string>> files_serve_reads(const ServeOptions& opts);
+
+// check-config: plan_serve(), then a file of files_serve_reads() that the user serve
+// would run as cannot read (InvalidArgument naming it, the user and the fix), then the listeners,
+// routes and destination limits on `out`.
 int check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err);
 
 }  // namespace slimta::daemon

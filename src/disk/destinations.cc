@@ -54,7 +54,11 @@ class DiskDestinations : public Destinations {
     change(destination, [&](shaping::DestinationState& s, Timestamp) {
       s.suspended_until = 0;
       s.suspend_reason.clear();
+      s.forget_failures();
     });
+  }
+  void forget_failures(const std::string& destination) override {
+    change(destination, [&](shaping::DestinationState& s, Timestamp) { s.forget_failures(); });
   }
   std::vector<DestinationStatus> status() override {
     std::vector<DestinationStatus> out;

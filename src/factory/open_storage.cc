@@ -26,8 +26,10 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url, std::optional<d
 namespace {
 
 // disk:PATH[?min-free=...], and the URL-like disk:///abs/path. `open` false: checked only.
+// `path`, when given, is set to the spool's directory.
 std::unique_ptr<QueueStorage> open_disk(std::string_view url, std::string_view rest,
-                                        const OpenOptions& options, bool open) {
+                                        const OpenOptions& options, bool open,
+                                        std::string* path = nullptr) {
   if (rest.starts_with("//")) {
     rest.remove_prefix(2);
     if (!rest.starts_with("/")) {
@@ -61,6 +63,7 @@ std::unique_ptr<QueueStorage> open_disk(std::string_view url, std::string_view r
                           params.begin()->first + "' (disk: takes min-free=)");
   }
   if (min_free) disk.min_free = MinFree::parse(*min_free);
+  if (path) *path = rest;
   if (!open) return nullptr;
   return std::make_unique<DiskStorage>(std::string(rest), disk);
 }
@@ -115,6 +118,13 @@ std::unique_ptr<QueueStorage> open_storage(std::string_view url, const OpenOptio
 
 void check_storage_url(std::string_view url, const OpenOptions& options) {
   dispatch(url, options, /*open=*/false);
+}
+
+std::optional<std::string> spool_directory(std::string_view url) {
+  if (!url.starts_with("disk:")) return std::nullopt;
+  std::string path;
+  open_disk(url, url.substr(5), OpenOptions{}, /*open=*/false, &path);
+  return path;
 }
 
 }  // namespace slimta

@@ -2,26 +2,39 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
+
 namespace slimta {
 namespace {
 
-constexpr const char* kOpNames[TimedStorage::kOpCount] = {"write",
-                                                          "load",
-                                                          "get",
-                                                          "hold",
-                                                          "release_hold",
-                                                          "add_counters",
-                                                          "counters",
-                                                          "set_timestamp",
-                                                          "increment_attempts",
-                                                          "set_recipients_delivered",
-                                                          "remove",
-                                                          "claim",
-                                                          "release",
-                                                          "renew",
-                                                          "due",
-                                                          "repair_due",
-                                                          "stats"};
+constexpr const char* kOpNames[TimedStorage::kOpCount + 1] = {"write",
+                                                              "load",
+                                                              "get",
+                                                              "hold",
+                                                              "release_hold",
+                                                              "add_counters",
+                                                              "counters",
+                                                              "set_timestamp",
+                                                              "increment_attempts",
+                                                              "set_recipients_delivered",
+                                                              "remove",
+                                                              "claim",
+                                                              "release",
+                                                              "renew",
+                                                              "due",
+                                                              "repair_due",
+                                                              "stats",
+                                                              "wait"};
+
+constexpr size_t kFaultsKept = 64;
+
+// A failure of the storage itself: not a message that is not there, a lease another
+// process took, a full disk (its own readiness check) or a caller's bad argument.
+bool is_fault(const QueueError& e) {
+  return !dynamic_cast<const KeyError*>(&e) && !dynamic_cast<const LeaseLost*>(&e) &&
+         !dynamic_cast<const StorageFull*>(&e) && !dynamic_cast<const InvalidArgument*>(&e) &&
+         !dynamic_cast<const NotSupported*>(&e);
+}
 
 }  // namespace
 
@@ -33,6 +46,24 @@ TimedStorage::TimedStorage(QueueStorage& inner, metrics::Registry& registry)
                             "Time of one call to the queue's storage, by operation",
                             metrics::duration_buckets(0.0001, 10), {{"op", kOpNames[op]}});
   }
+  for (size_t op = 0; op <= kOpCount; ++op) {
+    errors_[op] = &registry.counter(
+        "slimta_storage_errors_total",
+        "Calls to the queue's storage that failed with a fault of the storage, by operation",
+        {{"op", kOpNames[op]}});
+  }
+}
+
+std::string TimedStorage::repeated_faults(std::chrono::seconds window, size_t threshold) const {
+  auto since = std::chrono::steady_clock::now() - window;
+  std::lock_guard lock(faults_mu_);
+  size_t n = 0;
+  for (auto it = faults_.rbegin(); it != faults_.rend() && it->when >= since; ++it) ++n;
+  if (n < threshold || faults_.empty()) return "";
+  const Fault& last = faults_.back();
+  return fmt::format("the storage failed {} calls in the last {} s; the last, {}: {}",
+                     n >= kFaultsKept ? fmt::format("{} or more", n) : std::to_string(n),
+                     window.count(), kOpNames[last.op], last.what);
 }
 
 std::map<std::string, uint64_t> TimedStorage::call_counts() const {
@@ -55,14 +86,47 @@ auto TimedStorage::timed(Op op, Fn&& fn) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
   } observe{histograms_[op]};
-  return fn();
+  return counted(op, std::forward<Fn>(fn));
+}
+
+template <typename Fn>
+auto TimedStorage::counted(size_t op, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const QueueError& e) {
+    if (is_fault(e)) {
+      errors_[op]->inc();
+      std::lock_guard lock(faults_mu_);
+      faults_.push_back({std::chrono::steady_clock::now(), op, e.what()});
+      if (faults_.size() > kFaultsKept) faults_.pop_front();
+    }
+    throw;
+  }
 }
 
 std::string TimedStorage::write(const Envelope& envelope, Timestamp timestamp) {
   return timed(kWrite, [&] { return StorageWrapper::write(envelope, timestamp); });
 }
+// The stream of load(), whose reads (a message's index or file per entry) fail as
+// load() does: counted as load's.
+class TimedStorage::CountedStream : public EntryStream {
+ public:
+  CountedStream(TimedStorage& owner, std::unique_ptr<EntryStream> inner)
+      : owner_(owner), inner_(std::move(inner)) {}
+  std::optional<QueueEntry> next() override {
+    auto out = owner_.counted(kLoad, [&] { return inner_->next(); });
+    corrupt_ = inner_->corrupt();
+    return out;
+  }
+
+ private:
+  TimedStorage& owner_;
+  std::unique_ptr<EntryStream> inner_;
+};
+
 std::unique_ptr<EntryStream> TimedStorage::load() {
-  return timed(kLoad, [&] { return StorageWrapper::load(); });
+  return std::make_unique<CountedStream>(*this,
+                                         timed(kLoad, [&] { return StorageWrapper::load(); }));
 }
 QueuedMessage TimedStorage::do_get(std::string_view id) {
   return timed(kGet, [&] { return StorageWrapper::do_get(id); });
@@ -110,6 +174,9 @@ std::vector<QueueEntry> TimedStorage::do_due(Timestamp now, size_t limit,
 }
 std::optional<QueueStats> TimedStorage::stats() {
   return timed(kStats, [&] { return StorageWrapper::stats(); });
+}
+std::vector<QueueEntry> TimedStorage::do_wait(std::chrono::milliseconds timeout) {
+  return counted(kWait, [&] { return StorageWrapper::do_wait(timeout); });
 }
 size_t TimedStorage::repair_due(std::string& cursor) {
   return timed(kRepairDue, [&] { return StorageWrapper::repair_due(cursor); });

@@ -20,6 +20,10 @@ struct Outcome {
   std::vector<char> waiting;             // left out: their destination has no slot now
   std::string wait_line;                 // the first destination waited for
   Timestamp after = 0;                   // when the results were in
+  // A destination found down (deferred without a connection): the first such, and the
+  // soonest its down time ends (seconds from now); down_retry < 0: none.
+  std::string down_line;
+  double down_retry = -1;
 
   std::vector<size_t> done;       // original indexes: delivered or failed for good
   std::vector<size_t> delivered;  // original indexes: delivered now
@@ -58,7 +62,9 @@ std::string Engine::destination_of(const std::string& recipient) const {
 }
 
 size_t Engine::max_connections(const std::string& destination) const {
-  return policy.shaping.enabled ? policy.shaping.limits(destination).max_connections : SIZE_MAX;
+  if (!policy.shaping.enabled) return SIZE_MAX;
+  return std::min(policy.shaping.limits(destination).max_connections,
+                  ShapingPolicy::worker_cap(policy.workers));
 }
 
 std::string Engine::first_destination(const Envelope& env) const {
@@ -320,7 +326,9 @@ bool Engine::attempt_shaped(const Envelope& env, uint32_t attempt, const std::st
     if (down) {  // deferred without a connection while the destination is down
       for (size_t i : indexes)
         out.results[i] = RecipientResult::transient("451 4.4.1 " + grant.reason);
-      attempted = true;
+      if (out.down_line.empty()) out.down_line = dest;
+      if (out.down_retry < 0 || grant.retry_after < out.down_retry)
+        out.down_retry = grant.retry_after;
       continue;
     }
     spdlog::debug("queue: destination {} waits: {}", dest, grant.reason);
@@ -410,10 +418,14 @@ Next Engine::deliver(const std::string& id, Fence fence, Timestamp now, const st
   } else if (n > 0) {
     auto began = std::chrono::steady_clock::now();
     if (!attempt_shaped(env, out.attempt, line, out)) {
+      if (out.wait_line.empty() && out.down_retry >= 0 &&
+          (env.timestamp <= 0 || clock.now() - env.timestamp < policy.max_age)) {
+        return defer_while_down(id, fence, msg, out);
+      }
       // Every destination of it is busy, rate-limited or suspended: it waits for its
       // turn without counting an attempt.
       storage.release(id, fence);
-      return Next::wait(out.wait_line);
+      return Next::wait(out.wait_line.empty() ? out.down_line : out.wait_line);
     }
     emit(events::Attempt{
         id, out.attempt, static_cast<size_t>(std::count(out.waiting.begin(), out.waiting.end(), 0)),
@@ -422,6 +434,20 @@ Next Engine::deliver(const std::string& id, Fence fence, Timestamp now, const st
   out.after = clock.now();
   sort_results(*this, id, env, out);
   return settle(id, fence, env, out);
+}
+
+// Every destination of the message is down: nothing was attempted, so no attempt is
+// counted (issue 34: after an outage each message was charged one, and pushed out by
+// the backoff, for a connection never made). It is due again when the first down time
+// ends, with the down reply as its last.
+Next Engine::defer_while_down(const std::string& id, Fence fence, const QueuedMessage& msg,
+                              const Outcome& out) {
+  Timestamp next = clock.now() + std::max(out.down_retry, 1.0);
+  const std::string& reply = out.results.front().reply;  // every one is the down reply
+  storage.set_timestamp(id, next, fence, reply);
+  storage.release(id, fence);
+  emit(events::Deferred{id, msg.attempts, next, reply, msg.envelope.recipients.size()});
+  return Next::when(next, out.down_line);
 }
 
 // Stores the outcome: the bounce, the recipients done, then the message removed,

@@ -116,6 +116,8 @@ class Engine {
   SlotGrant take_slot(const std::string& dest, bool own, Timestamp now, bool& placed);
   void attempt_part(const Envelope& env, uint32_t attempt, bool own, const Part& p, Outcome& out);
   Next settle(const std::string& id, Fence fence, const Envelope& env, Outcome& out);
+  Next defer_while_down(const std::string& id, Fence fence, const QueuedMessage& msg,
+                        const Outcome& out);
   std::optional<Next> store_unsaved(const std::string& id, Fence fence, Timestamp now);
   Next finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
                       bool finished, Timestamp after, std::string_view reply, size_t deferred,

@@ -117,6 +117,17 @@ return 1
   return s;
 }
 
+// Forgets the failures of a destination that has a state (none is made for a name never
+// seen). No ARGV.
+const Script& forget_failures_script() {
+  static const Script s(std::string(kOpen) + R"lua(
+if next(s) == nil then return 0 end
+redis.call('HSET', h, 'failures', '0', 'down_until', '0')
+return 1
+)lua");
+  return s;
+}
+
 std::string seconds_text(double d) {
   char buf[32];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d);
@@ -205,9 +216,16 @@ class RedisDestinations : public Destinations {
   void resume(const std::string& destination) override {
     std::string k = key(destination);
     pool_.run_on(index_, true, [&](Connection& c) {
-      c.command({"HSET", k, "suspended_until", "0", "suspend_reason", ""});
+      c.command({"HSET", k, "suspended_until", "0", "suspend_reason", "", "failures", "0",
+                 "down_until", "0"});
       c.command({"EXPIRE", k, "86400"});
       return 0;
+    });
+  }
+  void forget_failures(const std::string& destination) override {
+    std::string k = key(destination);
+    pool_.run_on(index_, true, [&](Connection& c) {
+      return c.eval(forget_failures_script(), {k}, {});
     });
   }
 

@@ -204,8 +204,8 @@ std::string UserDatabase::hash(std::string_view password) {
   return out;
 }
 
-void UserDatabase::store(const std::string& path, const std::string& user,
-                         const std::string& hash) {
+void UserDatabase::store(const std::string& path, const std::string& user, const std::string& hash,
+                         std::optional<gid_t> group) {
   check_name(user);
   const std::string dir =
       path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
@@ -249,7 +249,9 @@ void UserDatabase::store(const std::string& path, const std::string& user,
   if (raw < 0) posix::io_error("mkostemp", temp, errno);
   posix::Fd fd(raw);
   try {
-    if (::fchmod(fd.get(), existed ? old.st_mode & 07777 : 0600) != 0)
+    if (!existed && group && ::fchown(fd.get(), static_cast<uid_t>(-1), *group) != 0)
+      posix::io_error("fchown", temp, errno);
+    if (::fchmod(fd.get(), existed ? old.st_mode & 07777 : group ? 0640 : 0600) != 0)
       posix::io_error("fchmod", temp, errno);
     if (existed && (old.st_uid != ::geteuid() || old.st_gid != ::getegid()) &&
         ::fchown(fd.get(), old.st_uid, old.st_gid) != 0)

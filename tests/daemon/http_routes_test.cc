@@ -67,7 +67,8 @@ class HttpRoutesTest : public ::testing::Test {
                         if (r == "nobody@example.org")
                           return std::string("550 5.1.1 Recipient address rejected");
                       return std::string();
-                    }});
+                    },
+                    [](const std::string& rcpt) { return rcpt.substr(rcpt.find('@') + 1); }});
     std::string address = server_->address();
     port_ = std::stoi(address.substr(address.rfind(':') + 1));
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
@@ -294,7 +295,7 @@ TEST_F(HttpRoutesTest, ARouteRunsWithoutAServer) {
                   storage_,
                   [] { return std::string(); },
                   reception_,
-                  [](const std::string&, const Envelope&, bool) { return std::string(); }};
+                  [](const std::string&, const Envelope&, bool) { return std::string(); }, {}};
   HttpRequest req;
   req.params.emplace_back("domain", "b.example");
   HttpResponse res;

@@ -815,6 +815,38 @@ TEST_P(ConformanceTest, UnreachableInARowMarksADestinationDownThenOneProbeTestsI
   EXPECT_TRUE(back.granted());
   EXPECT_FALSE(back.probe);
   EXPECT_EQ(b.status()[0].failures, 0u);
+  a.release("dead.example", back.slot, true, "250 2.0.0 Ok", down);
+}
+
+// Issue 34, finding 4: an operator's retry or resume made nothing of a down destination,
+// whose mail kept being deferred without a connection. Either forgets the failures.
+TEST_P(ConformanceTest, ForgettingFailuresOrResumingEndsADownTimeAtOnce) {
+  DestinationLimits limits;
+  DownPolicy down;
+  down.after = 1;
+  down.initial = 600;
+  Destinations& a = *storage_->destinations();
+  Destinations& b = peer_destinations();  // the operator's tool
+  for (const std::string& name : {std::string("flushed.example"), std::string("resumed.example")}) {
+    SlotGrant g = a.acquire(name, limits, 10s);
+    ASSERT_TRUE(g.granted());
+    a.release(name, g.slot, false, "421 4.4.2 closing", down);
+    ASSERT_EQ(a.acquire(name, limits, 10s).status, SlotGrant::Status::down) << name;
+  }
+  b.forget_failures("flushed.example");
+  b.resume("resumed.example");
+  b.forget_failures("never-seen.example");  // nothing to forget: no state made
+  for (const std::string& name : {std::string("flushed.example"), std::string("resumed.example")}) {
+    SlotGrant g = a.acquire(name, limits, 10s);
+    EXPECT_TRUE(g.granted()) << name << ": " << g.reason;
+    EXPECT_FALSE(g.probe) << name;
+    a.release(name, g.slot, true, "250 2.0.0 Ok", down);
+  }
+  for (const auto& s : b.status()) {
+    EXPECT_NE(s.name, "never-seen.example");
+    EXPECT_EQ(s.failures, 0u) << s.name;
+    EXPECT_EQ(s.down_until, 0) << s.name;
+  }
 }
 
 TEST_P(ConformanceTest, SuspendedDestinationsAreRefusedUntilResumedOrTheirTime) {

@@ -129,6 +129,18 @@ TEST(DaemonTest, JsonLogLinesCarryTheEventsFields) {
   EXPECT_NE(bad.err.find("--log-format"), std::string::npos) << bad.err;
 }
 
+// Every file under `spool` (more than the directories alone) belongs to `uid`.
+void expect_owned_by(const std::string& spool, uid_t uid) {
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(spool)) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(entry.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, uid) << entry.path();
+    ++files;
+  }
+  EXPECT_GT(files, 2u);
+}
+
 TEST(DaemonTest, StartedAsRootItBindsThenRunsAsItsUser) {
   testing::TempDir dir;
   const passwd* nobody = ::getpwnam("nobody");
@@ -157,14 +169,7 @@ TEST(DaemonTest, StartedAsRootItBindsThenRunsAsItsUser) {
   EXPECT_EQ(uids, "Uid:\t" + n + "\t" + n + "\t" + n + "\t" + n) << uids;
   // What it stores is nobody's.
   ASSERT_EQ(testing::send_message(testing::listening_ports(serve.output())[0]), 250);
-  size_t files = 0;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(spool)) {
-    struct stat st {};
-    ASSERT_EQ(::stat(entry.path().c_str(), &st), 0);
-    EXPECT_EQ(st.st_uid, nobody->pw_uid) << entry.path();
-    ++files;
-  }
-  EXPECT_GT(files, 2u);
+  expect_owned_by(spool, nobody->pw_uid);
 
   auto r = testing::run_command({SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage",
                                  "memory:", "--user", "no-such-user-here"});
@@ -196,10 +201,98 @@ TEST(DaemonTest, AFileItsUserCannotReadForAReloadIsNamedAtTheStart) {
                         SLIMTA_QUEUE_BIN, file},
                        "anyone may send to");
     bool warned = serve.output().find("--accept-recipients '" + file +
-                                      "': user nobody cannot read it, so a SIGHUP reload would "
-                                      "fail") != std::string::npos;
+                                      "': user nobody cannot read it (Permission denied), so a "
+                                      "SIGHUP reload would fail") != std::string::npos;
     EXPECT_EQ(warned, file == secret) << serve.output();
   }
+}
+
+// Issue 34, finding 3: `passwd` run as root made the users file root:root 0600, which the
+// unit's user cannot read, and check-config, run as root, said all was well. passwd now
+// makes it the service group's (0640), and check-config reads every file serve reads as
+// the user serve runs as.
+TEST(DaemonTest, PasswdMakesAFileTheServiceCanReadAndCheckConfigReadsAsTheService) {
+  testing::TempDir dir;
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  ASSERT_EQ(::geteuid(), 0u) << "the test suite runs as root (serve switches users)";
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0711), 0);
+  std::string users = dir.sub("users");
+  std::string config = dir.sub("slimta.toml");
+  testing::write_file(config,
+                      "[serve]\nuser = \"nobody\"\nlisten = [\"127.0.0.1:2525\"]\n"
+                      "users = \"" +
+                          users + "\"\n");
+  auto r = testing::run_command(
+      {SLIMTA_QUEUE_BIN, "--config", config, "passwd", "alice", "--users", users}, "secret\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  struct stat st {};
+  ASSERT_EQ(::stat(users.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, nobody->pw_gid);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  // A second user keeps the file's owner and mode.
+  r = testing::run_command(
+      {SLIMTA_QUEUE_BIN, "--config", config, "passwd", "bob", "--users", users}, "other\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(::stat(users.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, nobody->pw_gid);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  r = testing::run_command({SLIMTA_QUEUE_BIN, "--config", config, "check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  // The users file as root made it before, and a key in the usual root 0600.
+  ASSERT_EQ(::chown(users.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod(users.c_str(), 0600), 0);
+  r = testing::run_command({SLIMTA_QUEUE_BIN, "--config", config, "check-config"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--users '" + users +
+                       "': serve runs as user nobody, which cannot read it (Permission denied)"),
+            std::string::npos)
+      << r.err;
+  // check-config gave root back: it still prints nothing of the effective configuration
+  // it did not reach, and a second run as root reads the file.
+  ASSERT_EQ(::chmod(users.c_str(), 0644), 0);
+  r = testing::run_command({SLIMTA_QUEUE_BIN, "--config", config, "check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// Issue 34, finding 1: hold, release and retry run as root on the packaged spool (the
+// service user's) rewrote meta/ID and nudge/ID as root 0600; serve, as that user, could
+// then neither read nor attempt the message. Root's CLI acts as the spool's owner.
+TEST(DaemonTest, TheCliAsRootActsAsTheSpoolsOwner) {
+  testing::TempDir dir;
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  ASSERT_EQ(::geteuid(), 0u) << "the test suite runs as root (serve switches users)";
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0711), 0);
+  std::string spool = dir.sub("spool");
+  std::filesystem::create_directory(spool);
+  ASSERT_EQ(::chown(spool.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  ASSERT_EQ(::chmod(spool.c_str(), 0750), 0);
+  auto q = [&](std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {SLIMTA_QUEUE_BIN, "--storage", "disk:" + spool});
+    return testing::run_command(args, input);
+  };
+  auto r =
+      q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, "Subject: x\r\n\r\nx\r\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string id = r.out.substr(0, r.out.size() - 1);
+  id = id.substr(id.rfind('\n') + 1);  // the last line
+  for (const char* action : {"hold", "release", "retry"}) {
+    r = q({action, id});
+    EXPECT_EQ(r.exit_code, 0) << action << ": " << r.err;
+  }
+  EXPECT_EQ(q({"suspend", "example.org"}).exit_code, 0);
+  EXPECT_EQ(q({"resume", "example.org"}).exit_code, 0);
+  expect_owned_by(spool, nobody->pw_uid);
+  // And the service user reads it all: a serve as nobody delivers it.
+  testing::SmtpSink sink;
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage", "disk:" + spool,
+       "--smarthost", "127.0.0.1:" + std::to_string(sink.port()), "--user", "nobody"},
+      "listening on");
+  EXPECT_TRUE(testing::eventually([&] { return sink.received().size() == 1; }));
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // serve --http as monitoring meets it: promtool checks the metrics, a real Prometheus
 // (Debian's 2.42) scrapes them and answers a PromQL query, /readyz follows the storage,
 // and the listener stays on loopback unless a token guards it.
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -498,6 +501,48 @@ TEST_F(HttpTest, ACsrfFormOrARebindingPageInChromiumGetsNothing) {
     EXPECT_EQ(page.out.find("slimta_queue_messages"), std::string::npos) << path;
   }
   EXPECT_EQ(DiskStorage(spool).load_all().size(), 3u);
+}
+
+// Issue 34, finding 1: a message serve cannot read (what root's CLI used to leave in the
+// service's spool) failed its watcher and every gauge scan, and only the log said so:
+// /readyz said ready and the queue gauge 0. A storage fault that repeats is counted and
+// makes /readyz fail with its reason.
+TEST_F(HttpTest, ARepeatedStorageFaultIsCountedAndMakesReadyzFail) {
+  ASSERT_EQ(::geteuid(), 0u) << "the test suite runs as root (serve switches users)";
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0711), 0);
+  std::string spool = dir_.sub("spool");
+  std::filesystem::create_directory(spool);
+  ASSERT_EQ(::chown(spool.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  std::vector<std::string> args = serve_on(spool);
+  args.back() = "nobody";  // --user
+  ChildProcess serve(args, "listening on");
+  int port = testing::http_port(serve.output());
+  ASSERT_EQ(get(port, "/readyz")->status, 200);
+  {
+    DiskStorage root_written(spool);  // this process is root: a message nobody cannot read
+    std::string id = root_written.write(testing::sample_envelope(1), 0);
+    root_written.announce(id, 0);
+  }
+  std::string why;
+  EXPECT_TRUE(testing::eventually(
+      [&] {
+        auto res = try_get(port, "/readyz");
+        why = res ? std::to_string(res->status) + " " + res->body : "";
+        return res && res->status == 503;
+      },
+      60s))
+      << why;
+  EXPECT_NE(why.find("Permission denied"), std::string::npos) << why;
+  std::string metrics = get(port, "/metrics")->body;
+  // The watcher's wait() and the gauges' scans (load, get) met it.
+  EXPECT_GE(sample(metrics, "slimta_storage_errors_total{op=\"wait\"}") +
+                sample(metrics, "slimta_storage_errors_total{op=\"load\"}") +
+                sample(metrics, "slimta_storage_errors_total{op=\"get\"}"),
+            3)
+      << metrics;
+  EXPECT_EQ(sample(metrics, "slimta_storage_errors_total{op=\"write\"}"), 0);
 }
 
 TEST_F(HttpTest, TheApiPagesFiltersActsAndInjectsOnDisk) {

@@ -181,6 +181,36 @@ connect-timeout = 2
   EXPECT_EQ(tarpit.accepted(), when_down) << "connected to while down";
 }
 
+// Issue 34, finding 11: with the default limits (20 connections a destination, 16
+// workers) a tarpit held every worker for the whole connect timeout (30 s), and mail
+// for a healthy destination waited behind it. One destination holds at most all but an
+// eighth of a process's workers, whatever its limit.
+TEST(ShapingServeTest, ATarpitWithTheDefaultLimitsLeavesWorkersForTheOthers) {
+  TempDir dir;
+  auto pit = std::make_unique<Tarpit>();
+  Tarpit& tarpit = *pit;
+  testing::SmtpSink good;
+  testing::write_file(dir.sub("slimta.toml"), "");
+  auto serve = start_serve("disk:" + dir.sub("spool"), dir.sub("slimta.toml"),
+                           {"--route", "tarpit.example=127.0.0.1:" + std::to_string(tarpit.port()),
+                            "--route", "good.example=127.0.0.1:" + std::to_string(good.port())});
+  send_many(port_of(*serve), "x@tarpit.example", 30, "tarpit", dir);
+  ASSERT_TRUE(testing::eventually([&] { return tarpit.accepted() >= 14; }, 20s))
+      << tarpit.accepted();
+  auto queued = std::chrono::steady_clock::now();
+  send_many(port_of(*serve), "y@good.example", 5, "good", dir);
+  // Well before the tarpit's connections time out (30 s) and give their workers back.
+  EXPECT_TRUE(testing::eventually([&] { return with_prefix(good, "good").size() == 5; }, 20s))
+      << with_prefix(good, "good").size() << " of 5 delivered";
+  std::printf(
+      "[ report ] 5 messages behind a tarpit, default limits: delivered in %.2f s; the "
+      "tarpit held %d connections at once\n",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - queued).count(),
+      tarpit.most_open());
+  EXPECT_LE(tarpit.most_open(), 14) << "of 16 workers";
+  pit.reset();  // its connections closed: serve's deliveries end now, not at their timeout
+}
+
 TEST(ShapingServeTest, ADeadDestinationIsNotConnectedToOnceDown) {
   TempDir dir;
   // Answers every connection with 421 and closes it; counts them.
@@ -224,6 +254,30 @@ while True:
   EXPECT_NE(d.out.find("dead.example"), std::string::npos) << d.out;
   EXPECT_NE(d.out.find(" down "), std::string::npos) << d.out;
   EXPECT_NE(d.out.find("421 4.3.2 service not available"), std::string::npos) << d.out;
+
+  // Issue 34, finding 4: the seven deferred without a connection were each charged an
+  // attempt and backed off by it; and after the destination came back, retry --all
+  // deferred them again without connecting, until the down time ran out.
+  auto listed =
+      nlohmann::json::parse(testing::run_command({SLIMTA_QUEUE_BIN, "--storage",
+                                                  "disk:" + dir.sub("spool"), "list", "--json"})
+                                .out);
+  size_t uncharged = 0;
+  for (const auto& m : listed) uncharged += m["attempts"] == 0;
+  EXPECT_EQ(uncharged, 7u) << listed.dump();
+  // It comes back (the route now leads to a sink), and the operator flushes.
+  serve.reset();
+  testing::SmtpSink sink;
+  serve = start_serve(
+      "disk:" + dir.sub("spool"), dir.sub("slimta.toml"),
+      {"--workers", "1", "--route", "dead.example=127.0.0.1:" + std::to_string(sink.port())});
+  testing::CommandResult r = testing::run_command(
+      {SLIMTA_QUEUE_BIN, "--storage", "disk:" + dir.sub("spool"), "retry", "--all"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // At once, not when the down minute ends (the first of those ten messages came 60 s
+  // before the next probe at the most).
+  EXPECT_TRUE(testing::eventually([&] { return with_prefix(sink, "dead").size() == 10; }, 30s))
+      << with_prefix(sink, "dead").size();
 }
 
 TEST(ShapingServeTest, RateLimitSpacesDeliveries) {

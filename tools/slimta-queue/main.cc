@@ -13,7 +13,10 @@
 
 #include <thread>
 
+#include <unistd.h>
+
 #include "admin/commands.h"
+#include "admin/identity.h"
 #include "daemon/config_file.h"
 #include "daemon/daemon.h"
 #include "daemon/logging.h"
@@ -206,7 +209,11 @@ void Cli::serve_commands() {
   passwd = app.add_subcommand("passwd",
                               "add a user for SMTP AUTH, or change the password (read from stdin)");
   passwd->add_option("user", passwd_user, "user name")->required();
-  passwd->add_option("--users", users_file, "users file to change (created 0600)")->required();
+  passwd
+      ->add_option("--users", users_file,
+                   "users file to change (created 0640 in the service user's group when run as "
+                   "root, else 0600)")
+      ->required();
 
   app.add_subcommand("check-config",
                      "check --config's file (unknown keys, wrong types, bad values: exit 1) and "
@@ -311,7 +318,13 @@ int main(int argc, char** argv) {
 
   try {
     set_log_format(cli.log_format);
-    if (cli.passwd->parsed()) return cmd_passwd(cli.passwd_user, cli.users_file, std::cerr);
+    if (cli.passwd->parsed()) {
+      // A new users file is the service's to read (root:slimta 0640), as serve, run by
+      // its unit as that user, must read it.
+      std::optional<gid_t> group;
+      if (auto who = run_as(cli.serve_opts); who && ::geteuid() == 0) group = who->gid;
+      return cmd_passwd(cli.passwd_user, cli.users_file, group, std::cerr);
+    }
     if (app.got_subcommand("check-config")) {
       check_storage_url(cli.storage_url, cli.open_options());
       check_config(cli.serve_opts, std::cout, std::cerr);
@@ -321,6 +334,9 @@ int main(int argc, char** argv) {
     warn_if_password_in_argv(cli.storage_url, argc, argv);
     std::string name = app.get_subcommands().front()->get_name();
     if (name == "serve") return run_serve(cli, argc, argv);
+    // Root on a spool that is the service user's acts as that user, so that what it
+    // rewrites stays readable by serve (issue 34).
+    if (auto owner = spool_owner(cli.storage_url)) become(*owner);
     // Only what stores mail makes a spool; the others report a missing one.
     std::unique_ptr<QueueStorage> storage =
         open_storage(cli.storage_url, cli.storage_timeout, /*create=*/name == "enqueue");
@@ -328,7 +344,10 @@ int main(int argc, char** argv) {
     if (name == "enqueue") return cmd_enqueue(*storage, cli.enq, std::cout, std::cerr);
     if (name == "list") return cmd_list(*storage, json, std::cout, std::cerr);
     if (name == "show") return cmd_show(*storage, cli.show_id, cli.raw, json, std::cout);
-    if (name == "retry") return cmd_retry(*storage, cli.retry_sel, json, std::cout, std::cerr);
+    if (name == "retry") {
+      return cmd_retry(*storage, cli.retry_sel, destination_map(cli.serve_opts), json, std::cout,
+                       std::cerr);
+    }
     if (name == "remove") return cmd_remove(*storage, cli.remove_sel, json, std::cout, std::cerr);
     if (name == "info") return cmd_info(*storage, json, std::cout, std::cerr);
     if (name == "hold")
