@@ -75,6 +75,9 @@ if(SLIMTA_WITH_SMTP)
   set(SLIMTA_SBINDIR ${CMAKE_INSTALL_FULL_SBINDIR})
   set(SLIMTA_SYSCONFDIR ${CMAKE_INSTALL_FULL_SYSCONFDIR}/slimta)
   set(SLIMTA_SPOOL ${CMAKE_INSTALL_FULL_LOCALSTATEDIR}/spool/slimta)
+  # The configuration a bare `slimta-queue list` reads once the package is installed.
+  target_compile_definitions(slimta-queue PRIVATE
+    SLIMTA_DEFAULT_CONFIG="${SLIMTA_SYSCONFDIR}/slimta.toml")
   configure_file(packaging/slimta-queue.service.in ${PROJECT_BINARY_DIR}/slimta-queue.service @ONLY)
   configure_file(packaging/slimta.toml.in ${PROJECT_BINARY_DIR}/slimta.toml @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/slimta-queue.service DESTINATION ${SLIMTA_SYSTEMD_UNIT_DIR}

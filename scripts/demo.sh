@@ -16,16 +16,22 @@ q="$root/build/slimta-queue"
 cd "$root"
 port="${SLIMTA_DEMO_PORT:-2525}"
 said="$(mktemp)"
+# --user: the demo runs as whoever runs it (started as root, serve would otherwise
+# become the packaged service's user, if installed, which may not reach ./spool).
 "$q" serve --listen "127.0.0.1:$port" --storage disk:./spool --smarthost "127.0.0.1:$((port + 1))" \
-  >"$said" &
+  --user "$(id -un)" >"$said" 2>&1 &
 serve=$!
 trap 'kill -TERM $serve 2>/dev/null; wait $serve 2>/dev/null || true; rm -f "$said"' EXIT
 # Its own "listening on" line, not just any server on the port.
 for _ in $(seq 100); do
   grep -q "listening on" "$said" && break
   if ! kill -0 "$serve" 2>/dev/null; then
-    echo "demo: slimta-queue serve did not start on 127.0.0.1:$port (see its error above);" \
-      "set SLIMTA_DEMO_PORT to another port" >&2
+    cat "$said" >&2
+    if grep -q "in use" "$said"; then
+      echo "demo: port $port is taken; set SLIMTA_DEMO_PORT to another port" >&2
+    else
+      echo "demo: slimta-queue serve did not start (its error is above)" >&2
+    fi
     exit 1
   fi
   sleep 0.1

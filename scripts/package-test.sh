@@ -48,6 +48,9 @@ slimta-queue --config /etc/slimta/slimta.toml check-config || fail "check-config
 getent passwd slimta >/dev/null || fail "no slimta user"
 [ "$(stat -c %U:%G:%a /var/spool/slimta)" = "slimta:slimta:750" ] || fail "spool owner/mode"
 [ "$(stat -c %U:%G:%a /etc/slimta/slimta.toml)" = "root:slimta:640" ] || fail "config owner/mode"
+# A bare command reads the packaged configuration; before the first start the spool is
+# an empty directory, which is an empty queue.
+[ "$(cd / && slimta-queue list)" = "Mail queue is empty" ] || fail "bare list: $(cd / && slimta-queue list 2>&1)"
 grep -qx /etc/slimta/slimta.toml /var/lib/dpkg/info/slimta-cpp.conffiles || fail "conffile"
 for page in slimta-queue.8 slimta.toml.5; do
   file="/usr/share/man/man${page##*.}/$page.gz"

@@ -16,7 +16,7 @@ struct OpenOptions {
   // server that hangs fails the call in time, retryably. nullopt: the backend's default.
   std::optional<double> timeout;
   // Whether a disk: URL may create its spool (false for read-only tools: a missing spool
-  // is then an InvalidArgument "no spool at PATH").
+  // is then an InvalidArgument "no spool at PATH"; an empty directory is an empty spool).
   bool create = true;
   // A disk spool's free-space guard when the URL gives no min-free= (MinFree::parse:
   // "BYTES[K|M|G]", "N%", "none", "" for 1 GiB or 5%); nullopt: none.

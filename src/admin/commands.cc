@@ -52,11 +52,34 @@ std::vector<QueueEntry> sorted_entries(QueueStorage& storage, std::ostream& err)
   return entries;
 }
 
-std::vector<std::string> selected_ids(QueueStorage& storage, const Selection& sel) {
-  return sel.all ? all_ids(storage) : sel.ids;
+}  // namespace
+
+void Selection::check() const {
+  const bool filtered = all || !filter.empty();
+  if (ids.empty() == !filtered)
+    throw InvalidArgument(
+        "give message ids, or --all and/or --domain, --sender, --older-than, --state, "
+        "--destination (not both)");
+  if (std::count(ids.begin(), ids.end(), "-") && ids.size() > 1)
+    throw InvalidArgument("'-' (ids from standard input) stands alone");
+  filter.check();
 }
 
-}  // namespace
+std::vector<std::string> Selection::resolve(QueueStorage& storage, std::istream& in) const {
+  check();
+  if (ids.size() == 1 && ids.front() == "-") {
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);) {
+      // postqueue -p's marks and blanks tolerated: "ID*", "ID!", "  ID  ".
+      line.erase(0, line.find_first_not_of(" \t"));
+      line.erase(line.find_last_not_of(" \t\r*!") + 1);
+      if (!line.empty()) out.push_back(std::move(line));
+    }
+    return out;
+  }
+  if (!ids.empty()) return ids;
+  return sorted_ids_matching(storage, filter);
+}
 
 int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out,
                 std::ostream& err) {
@@ -109,8 +132,52 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
   return 0;
 }
 
-int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err) {
+namespace {
+
+// Why a destination holds its mail back now: "suspended until ...: REASON", "down until
+// ...: REPLY", or "" when it does not.
+std::string held_back(const DestinationStatus& s, Timestamp t) {
+  if (s.suspended(t)) {
+    std::string why = "suspended " + (s.suspended_until == DestinationStatus::kForever
+                                          ? std::string("until resumed")
+                                          : "until " + format_time(s.suspended_until) + " UTC");
+    return s.suspend_reason.empty() ? why : why + ": " + s.suspend_reason;
+  }
+  if (s.down_until > t) {
+    std::string why = "down until " + format_time(s.down_until) + " UTC";
+    return s.last_reply.empty() ? why : why + ": " + s.last_reply;
+  }
+  return "";
+}
+
+// The destinations that hold mail back now, by name, with why.
+std::map<std::string, std::string> holding_back(QueueStorage& storage, Timestamp t) {
+  std::map<std::string, std::string> out;
+  auto board = storage.destinations();
+  if (!board) return out;
+  for (const auto& s : board->status()) {
+    if (std::string why = held_back(s, t); !why.empty()) out[s.name] = why;
+  }
+  return out;
+}
+
+// The distinct destinations of `env`'s pending recipients, in order.
+std::vector<std::string> destinations_of(const Envelope& env, const DestinationOf& destination_of) {
+  std::vector<std::string> out;
+  for (const auto& r : env.recipients) {
+    std::string d = destination_of(r);
+    if (std::find(out.begin(), out.end(), d) == out.end()) out.push_back(std::move(d));
+  }
+  return out;
+}
+
+}  // namespace
+
+int cmd_list(QueueStorage& storage, const DestinationOf& destination_of, bool json,
+             std::ostream& out, std::ostream& err) {
   auto entries = sorted_entries(storage, err);
+  const std::map<std::string, std::string> held_back_now =
+      destination_of ? holding_back(storage, now()) : std::map<std::string, std::string>{};
   size_t count = 0, bytes = 0;
   if (json) out << "[";
   if (!json && !entries.empty()) {
@@ -122,8 +189,21 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
     auto msg = try_get(storage, entry.id, err);
     if (!msg) continue;
     size_t size = msg->envelope.message_size();
+    // Issue 34: a message waiting for a suspended or down destination said nothing of it.
+    std::vector<std::pair<std::string, std::string>> waits;
+    if (!held_back_now.empty()) {
+      for (const auto& d : destinations_of(msg->envelope, destination_of)) {
+        if (auto it = held_back_now.find(d); it != held_back_now.end()) waits.emplace_back(*it);
+      }
+    }
     if (json) {
-      out << (count ? ",\n " : "\n ") << dump(message_json(entry.id, *msg));
+      nlohmann::json j = message_json(entry.id, *msg);
+      if (!waits.empty()) {
+        j["waits_for"] = nlohmann::json::array();
+        for (const auto& [d, why] : waits)
+          j["waits_for"].push_back({{"destination", d}, {"why", why}});
+      }
+      out << (count ? ",\n " : "\n ") << dump(j);
     } else {
       // Like postqueue -p: '!' after the id marks a held message, '*' one being attempted.
       std::string state = message_state(*msg, t);
@@ -139,6 +219,9 @@ int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
         out << std::string(74, ' ') << "(held since " << format_time(msg->hold->since)
             << " UTC: " << msg->hold->reason << ")\n";
       }
+      for (const auto& [d, why] : waits)
+        out << std::string(74, ' ') << "(waits for " << printable(d) << ", " << printable(why)
+            << ")\n";
       for (const auto& r : msg->envelope.recipients)
         out << std::string(74, ' ') << printable(r) << "\n";
       if (!msg->delivered.empty()) {
@@ -216,8 +299,9 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   return 0;
 }
 
-// Runs `fn` on each selected id; an unknown id named on the command line is an error
-// (exit 1), one that went away during --all is skipped. `fn` returns what it did to the
+// Runs `fn` on each selected id; an unknown id named (on the command line or stdin) is
+// an error (exit 1), one that went away during --all or a filter's run is skipped, and
+// a filter that takes no message says so (exit 1). `fn` returns what it did to the
 // message ("held", "already held", ...): printed "WHAT ID" per message, or with --json
 // one {"WHAT": [ids], ...} object (`verb`, what is done normally, always present).
 template <typename Fn>
@@ -226,16 +310,21 @@ int for_each_selected(QueueStorage& storage, const Selection& sel, const char* v
   int rc = 0;
   nlohmann::json done = nlohmann::json::object();
   done[verb] = nlohmann::json::array();
-  for (const auto& id : selected_ids(storage, sel)) {
+  const bool named = !sel.all && sel.filter.empty();
+  for (const auto& id : sel.resolve(storage, std::cin)) {
     try {
       std::string what = fn(id);
       done[what].push_back(id);
       if (!json) out << what << " " << id << "\n";
     } catch (const KeyError& e) {
-      if (sel.all) continue;
+      if (!named) continue;
       err << "slimta-queue: error: " << e.what() << "\n";
       rc = 1;
     }
+  }
+  if (!named && done.size() == 1 && done[verb].empty() && !sel.filter.empty()) {
+    err << "slimta-queue: no message matches\n";  // nothing done: said, and exit 1
+    rc = 1;
   }
   if (json) out << dump(done) << "\n";
   return rc;
@@ -358,9 +447,24 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
 }
 
 int cmd_suspend(QueueStorage& storage, const std::string& destination,
-                std::optional<double> seconds, const std::string& reason, bool json,
-                std::ostream& out) {
+                std::optional<double> seconds, const std::string& reason,
+                const DestinationOf& destination_of, bool json, std::ostream& out,
+                std::ostream& err) {
   if (destination.empty()) throw InvalidArgument("suspend: no destination given");
+  if (destination_of) {
+    // A destination is a name the relay gives: a domain's own (an MX domain, a route),
+    // or where every other domain's mail goes (the smarthost).
+    const std::string name = to_lower(destination);
+    const std::string own = destination_of("postmaster@" + name);
+    const std::string fallback = destination_of("postmaster@example.invalid");
+    if (own != name && name != fallback) {
+      err << "slimta-queue: warning: '" << printable(name)
+          << "' is not a destination of this configuration";
+      if (name.find('@') == std::string::npos && name.find(':') == std::string::npos)
+        err << ": mail for " << printable(name) << " goes to '" << printable(own) << "'";
+      err << "; `slimta-queue destinations` lists them (suspended anyway)\n";
+    }
+  }
   Timestamp until = seconds ? now() + *seconds : DestinationStatus::kForever;
   storage.destinations()->suspend(to_lower(destination), until, reason);
   if (json) {
@@ -388,15 +492,23 @@ int cmd_resume(QueueStorage& storage, const std::string& destination, bool json,
   return 0;
 }
 
-int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool json,
-                     std::ostream& out, std::ostream& err) {
+int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping,
+                     const DestinationOf& destination_of, bool json, std::ostream& out,
+                     std::ostream& err) {
   Timestamp t = now();
   std::map<std::string, DestinationStatus> all;
   for (auto& s : storage.destinations()->status()) all[s.name] = std::move(s);
+  // Each message once under each destination its pending recipients wait for (issue
+  // 34: counted by recipient domain, mail for a smarthost showed 0 under it).
   std::map<std::string, size_t> waiting;
-  for (const auto& [domain, row] : compute_shape(storage, err).domains) {
-    waiting[domain] = Shape::sum(row);
-    all.try_emplace(domain).first->second.name = domain;
+  auto stream = storage.load();
+  while (auto e = stream->next()) {
+    auto msg = try_get(storage, e->id, err);
+    if (!msg) continue;
+    for (const auto& d : destinations_of(msg->envelope, destination_of)) {
+      ++waiting[d];
+      all.try_emplace(d).first->second.name = d;
+    }
   }
   auto state_of = [&](const DestinationStatus& s) -> std::string {
     if (s.suspended(t)) return "suspended";

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <array>
+#include <istream>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -28,14 +29,26 @@ struct EnqueueOptions {
 };
 
 // Ids named on the command line, or every message with --all.
+// The messages a command acts on: ids (one "-" reads them from standard input, one a
+// line, as postsuper -d -), or --all, or those a filter takes (--domain, --sender,
+// --older-than, --state, --destination: any of them, all must match).
 struct Selection {
   std::vector<std::string> ids;
   bool all = false;
+  Filter filter;
+  // The ids to act on (the stdin ids read, a filter applied to every message): the
+  // selection's ids must be set (not both ids and --all or a filter; read() checks).
+  std::vector<std::string> resolve(QueueStorage& storage, std::istream& in) const;
+  // InvalidArgument unless exactly one of: ids, --all and/or a filter.
+  void check() const;
 };
 
 int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out,
                 std::ostream& err);
-int cmd_list(QueueStorage& storage, bool json, std::ostream& out, std::ostream& err);
+// list: like postqueue -p; a message whose destination (by `destination_of`) is
+// suspended or down says so (JSON: "waits_for").
+int cmd_list(QueueStorage& storage, const DestinationOf& destination_of, bool json,
+             std::ostream& out, std::ostream& err);
 int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, std::ostream& out);
 // retry also resets the down destinations of what it retries (Flush, by `destination_of`).
 int cmd_retry(QueueStorage& storage, const Selection& sel, const DestinationOf& destination_of,
@@ -59,17 +72,21 @@ int cmd_shape(QueueStorage& storage, bool json, std::ostream& out, std::ostream&
 
 // suspend: DESTINATION is not attempted by any serve process on the storage, for
 // `seconds` (nullopt: until resumed), with `reason` shown in its deferrals and in
-// `destinations`. resume: attempted again at once.
+// `destinations`. A name that `destination_of` never gives (a typo, or a recipient
+// domain whose mail goes to a smarthost) is suspended with a warning on `err` naming
+// where that mail goes. resume: attempted again at once.
 int cmd_suspend(QueueStorage& storage, const std::string& destination,
-                std::optional<double> seconds, const std::string& reason, bool json,
-                std::ostream& out);
+                std::optional<double> seconds, const std::string& reason,
+                const DestinationOf& destination_of, bool json, std::ostream& out,
+                std::ostream& err);
 int cmd_resume(QueueStorage& storage, const std::string& destination, bool json, std::ostream& out);
 // The destinations with state (in use, down, suspended, recently attempted) or mail
-// waiting (messages by recipient domain): state, slots in use, failures, until when
-// down or suspended, last reply, messages waiting; with `shaping` (the config
-// file's), each one's limits too.
-int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping, bool json,
-                     std::ostream& out, std::ostream& err);
+// waiting (messages by the destination of their pending recipients, `destination_of`):
+// state, slots in use, failures, until when down or suspended, last reply, messages
+// waiting; with `shaping` (the config file's), each one's limits too.
+int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping,
+                     const DestinationOf& destination_of, bool json, std::ostream& out,
+                     std::ostream& err);
 
 // `slimta-queue passwd USER --users FILE`: reads a password from `in` (without echo
 // when it is a terminal, asked twice), and adds or changes USER's entry. A new file is

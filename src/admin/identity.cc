@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "slimta/errors.h"
 #include "slimta/open_storage.h"
@@ -28,10 +29,8 @@ std::vector<gid_t> groups_of(const RunAs& who) {
   return out;
 }
 
-std::string open_error(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) return std::strerror(errno);
-  ::close(fd);
+std::string access_error(const std::string& path, int mode) {
+  if (::faccessat(AT_FDCWD, path.c_str(), mode, AT_EACCESS) != 0) return std::strerror(errno);
   return "";
 }
 
@@ -57,8 +56,8 @@ std::optional<RunAs> spool_owner(std::string_view storage_url) {
                st.st_gid};
 }
 
-std::string unreadable_as(const RunAs& who, const std::string& path) {
-  if (::geteuid() != 0 || who.uid == ::geteuid()) return open_error(path);
+std::string access_error_as(const RunAs& who, const std::string& path, int mode) {
+  if (::geteuid() != 0 || who.uid == ::geteuid()) return access_error(path, mode);
   // Root: take the user's identity for the open (effective ids only, so root's saved
   // ids bring it back), then give it back. check-config is the caller: no thread of
   // its own runs meanwhile.
@@ -79,9 +78,26 @@ std::string unreadable_as(const RunAs& who, const std::string& path) {
     give_back();
     throw QueueError("cannot act as user " + who.name + " to check '" + path + "': " + why);
   }
-  std::string why = open_error(path);
+  std::string why = access_error(path, mode);
   give_back();
   return why;
+}
+
+void check_spool_access(const RunAs& who, std::string_view storage_url) {
+  std::optional<std::string> dir = spool_directory(storage_url);
+  if (!dir) return;
+  std::error_code ec;
+  std::filesystem::path path = std::filesystem::absolute(*dir, ec);
+  // A spool that is not there yet is made in its parent directory.
+  bool exists = std::filesystem::exists(path, ec);
+  std::string target = exists ? path.string() : path.parent_path().string();
+  std::string why = access_error_as(who, target, R_OK | W_OK | X_OK);
+  if (why.empty()) return;
+  throw InvalidArgument(
+      "spool '" + *dir + "': serve runs as user " + who.name + ", which cannot " +
+      (exists ? "use it" : "make it in '" + target + "'") + " (" + why +
+      "): give the spool to that user (chown -R " + who.name + ": " + *dir +
+      ", every directory above it searchable by it), or let serve stay root (--user root)");
 }
 
 std::vector<Unreadable> unreadable_files(

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <optional>
 #include <string>
@@ -30,10 +31,20 @@ void become(const RunAs& who);
 // nullopt otherwise (another scheme, no spool yet, a root-owned spool, not root).
 std::optional<RunAs> spool_owner(std::string_view storage_url);
 
-// Why `who` cannot read `path` ("Permission denied"), or "" when it can: opened as
-// `who` (an effective user and groups taken for the call and given back when this
-// process is root; opened as itself when it is `who` already).
-std::string unreadable_as(const RunAs& who, const std::string& path);
+// Why `who` cannot access `path` with `mode` (access(2)'s R_OK, W_OK, X_OK), e.g.
+// "Permission denied", or "" when it can: asked as `who` (an effective user and groups
+// taken for the call and given back when this process is root; as itself when it is
+// `who` already).
+std::string access_error_as(const RunAs& who, const std::string& path, int mode);
+inline std::string unreadable_as(const RunAs& who, const std::string& path) {
+  return access_error_as(who, path, R_OK);
+}
+
+// serve started as root runs as `who` once its ports are bound, and then opens (or
+// makes) the disk spool `storage_url` names: InvalidArgument naming the spool, the user
+// and the fix when `who` could not (issue 34: the demo's ./spool, root's, under /root).
+// Nothing for another scheme.
+void check_spool_access(const RunAs& who, std::string_view storage_url);
 
 // Of `files` (what names the file, its path; empty paths skipped), those `who` cannot
 // read, each with why: {what, path, why}.

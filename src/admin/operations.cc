@@ -31,6 +31,20 @@ std::vector<std::string> all_ids(QueueStorage& storage) {
   return ids;
 }
 
+std::vector<std::string> sorted_ids_matching(QueueStorage& storage, const Filter& filter) {
+  std::vector<std::string> ids = sorted_ids(storage);
+  if (filter.empty()) return ids;
+  Timestamp t = now();
+  std::erase_if(ids, [&](const std::string& id) {
+    try {
+      return !filter.matches(storage.get(id), t);
+    } catch (const KeyError&) {
+      return true;  // gone since the listing
+    }
+  });
+  return ids;
+}
+
 std::vector<std::string> sorted_ids(QueueStorage& storage) {
   std::vector<std::string> ids = all_ids(storage);
   std::sort(ids.begin(), ids.end());
@@ -104,24 +118,39 @@ std::string act_on(QueueStorage& storage, std::string_view action, const std::st
 Filter Filter::parse(const std::function<std::optional<std::string>(const char*)>& param) {
   Filter f;
   f.domain = to_lower(param("domain").value_or(""));
+  f.sender = to_lower(param("sender").value_or(""));
   f.state = param("state").value_or("");
-  if (!f.state.empty() && f.state != "queued" && f.state != "held" && f.state != "active")
-    throw InvalidArgument("state='" + f.state + "': queued, held or active");
+  f.destination = to_lower(param("destination").value_or(""));
   if (auto v = param("older-than")) {
     char* end = nullptr;
     f.older_than = std::strtod(v->c_str(), &end);
     if (v->empty() || *end != '\0' || !(f.older_than >= 0))
       throw InvalidArgument("older-than='" + *v + "': a number of seconds");
   }
+  f.check();
   return f;
+}
+
+void Filter::check() const {
+  if (!state.empty() && state != "queued" && state != "held" && state != "active")
+    throw InvalidArgument("state '" + state + "': queued, held or active");
 }
 
 bool Filter::matches(const QueuedMessage& m, Timestamp t) const {
   if (!state.empty() && message_state(m, t) != state) return false;
   if (older_than >= 0 && t - m.envelope.timestamp < older_than) return false;
-  if (domain.empty()) return true;
-  return std::any_of(m.envelope.recipients.begin(), m.envelope.recipients.end(),
-                     [&](const std::string& r) { return domain_of(r) == domain; });
+  if (!sender.empty() && to_lower(m.envelope.sender.empty() ? "<>" : m.envelope.sender) != sender)
+    return false;
+  const auto& rcpts = m.envelope.recipients;
+  if (!domain.empty() && std::none_of(rcpts.begin(), rcpts.end(),
+                                      [&](const std::string& r) { return domain_of(r) == domain; }))
+    return false;
+  if (!destination.empty() &&
+      (!destination_of || std::none_of(rcpts.begin(), rcpts.end(), [&](const std::string& r) {
+        return destination_of(r) == destination;
+      })))
+    return false;
+  return true;
 }
 
 Page list_page(QueueStorage& storage, const Filter& filter, size_t limit,

@@ -67,17 +67,31 @@ std::optional<QueuedMessage> try_get(QueueStorage& storage, const std::string& i
 // Every stored id, as load() gives them, and sorted (the order pages follow).
 std::vector<std::string> all_ids(QueueStorage& storage);
 std::vector<std::string> sorted_ids(QueueStorage& storage);
+struct Filter;
+// The sorted ids of the messages `filter` takes.
+std::vector<std::string> sorted_ids_matching(QueueStorage& storage, const Filter& filter);
 
-// Which messages an operation takes: a recipient domain, a state, a minimum age since
-// receipt. The empty filter takes every message.
+// Which messages an operation takes: a recipient domain, a sender, a state, a minimum
+// age since receipt, a destination a pending recipient waits for. The empty filter
+// takes every message. The CLI's selectors and the API's parameters are these.
 struct Filter {
-  std::string domain;      // lower case
-  std::string state;       // "" | queued | held | active (message_state())
-  double older_than = -1;  // seconds; negative: any age
+  std::string domain;            // lower case
+  std::string sender;            // lower case; "<>" for the null sender
+  std::string state;             // "" | queued | held | active (message_state())
+  double older_than = -1;        // seconds; negative: any age
+  std::string destination;       // lower case: by destination_of (Postfix's flush -s)
+  DestinationOf destination_of;  // needed with `destination`
 
-  // From query parameters: domain=, state=, older-than=SECONDS (`param` gives a
-  // parameter's value, nullopt when absent). InvalidArgument names a bad value.
+  // From query parameters: domain=, sender=, state=, older-than=SECONDS, destination=
+  // (`param` gives a parameter's value, nullopt when absent). InvalidArgument names a
+  // bad value.
   static Filter parse(const std::function<std::optional<std::string>(const char*)>& param);
+  // Checks what parse() checks, for values set otherwise (the CLI).
+  void check() const;
+  bool empty() const {
+    return domain.empty() && sender.empty() && state.empty() && older_than < 0 &&
+           destination.empty();
+  }
   bool matches(const QueuedMessage& msg, Timestamp now) const;
 };
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <ostream>
 #include <sstream>
 
@@ -269,12 +271,16 @@ void check_config_file(const ConfigFile& file, const CLI::App& app, const CLI::A
   check_section(config, app, false);
 }
 
-std::string config_path_in(int argc, char** argv) {
+std::string config_path_in(int argc, char** argv, const std::string& installed) {
+  bool storage = std::getenv("SLIMTA_STORAGE") != nullptr;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--config" && i + 1 < argc) return argv[i + 1];
     if (arg.starts_with("--config=")) return arg.substr(9);
+    storage = storage || arg == "--storage" || arg.starts_with("--storage=");
   }
+  std::error_code ec;
+  if (!storage && !installed.empty() && std::filesystem::exists(installed, ec)) return installed;
   return "";
 }
 

@@ -51,8 +51,10 @@ void check_config_file(const ConfigFile& config, const CLI::App& app, const CLI:
 // all. An unknown key or a bad value throws InvalidArgument naming it and its line.
 ShapingPolicy read_shaping(const ConfigFile* config);
 
-// The --config value in argv, or "" (looked up before CLI11 reads the file).
-std::string config_path_in(int argc, char** argv);
+// The --config value in argv (looked up before CLI11 reads the file); without one,
+// `installed` (the package's configuration) when it exists and neither --storage nor
+// $SLIMTA_STORAGE names a storage (as Postfix's tools read main.cf); else "".
+std::string config_path_in(int argc, char** argv, const std::string& installed = "");
 
 // The effective configuration: every option, from the command line, the config file or
 // its default, as TOML (CLI11's own writer), secrets masked.

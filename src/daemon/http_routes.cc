@@ -128,6 +128,7 @@ void shape(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
 
 void list_messages(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   admin::Filter filter = admin::Filter::parse(params_of(req));
+  filter.destination_of = ctx.destination_of;
   size_t limit = 100;
   if (req.has_param("limit")) {
     std::string v = req.param("limit");
@@ -163,6 +164,7 @@ void act_on_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res)
 
 void act_on_matching(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   admin::Filter filter = admin::Filter::parse(params_of(req));
+  filter.destination_of = ctx.destination_of;
   admin::Flush flush(ctx.storage, ctx.destination_of);
   json_reply(res, 200,
              admin::act_on_matching(ctx.storage, req.matches[1], filter, reason_of(req), &flush));

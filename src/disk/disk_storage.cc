@@ -247,7 +247,10 @@ DiskStorage::DiskStorage(const std::string& path, const DiskOptions& options)
     : impl_(std::make_unique<Impl>(options)) {
   if (path.empty()) throw InvalidArgument("disk storage path is empty");
   std::error_code ec;
-  if (!options.create && !std::filesystem::exists(std::filesystem::path(path) / "FORMAT", ec))
+  // An empty directory is a spool nothing was written to yet (the package makes
+  // /var/spool/slimta before serve first runs): its queue is empty, not missing.
+  if (!options.create && !std::filesystem::exists(std::filesystem::path(path) / "FORMAT", ec) &&
+      !(std::filesystem::is_directory(path, ec) && std::filesystem::is_empty(path, ec)))
     throw InvalidArgument("no spool at " + path);
   impl_->root = path;
   impl_->open_spool();

@@ -20,6 +20,7 @@
 #include "daemon/http_limits.h"
 #include "daemon/http_routes.h"
 #include "daemon/http_server.h"
+#include "slimta/ascii.h"
 #include "slimta/memory_storage.h"
 #include "slimta/queue.h"
 #include "support/test_util.h"
@@ -68,7 +69,7 @@ class HttpRoutesTest : public ::testing::Test {
                           return std::string("550 5.1.1 Recipient address rejected");
                       return std::string();
                     },
-                    [](const std::string& rcpt) { return rcpt.substr(rcpt.find('@') + 1); }});
+                    [](const std::string& rcpt) { return domain_of(rcpt); }});
     std::string address = server_->address();
     port_ = std::stoi(address.substr(address.rfind(':') + 1));
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
@@ -152,11 +153,16 @@ TEST_F(HttpRoutesTest, PagesFollowIdsAndFiltersChooseByDomainStateAndAge) {
             std::set<std::string>{ids[0]});
   EXPECT_EQ(ids_in(body_of(client_->Get("/api/v1/messages?older-than=600"))["messages"]),
             std::set<std::string>{other});
+  // Issue 34: the same selectors as the CLI's, a sender and a destination too.
+  EXPECT_EQ(ids_in(body_of(client_->Get("/api/v1/messages?destination=b.example"))["messages"]),
+            std::set<std::string>{other});
+  EXPECT_EQ(body_of(client_->Get("/api/v1/messages?sender=A@example.com"))["messages"].size(), 6u);
+  EXPECT_TRUE(body_of(client_->Get("/api/v1/messages?sender=%3C%3E"))["messages"].empty());
 
   auto bad = client_->Get("/api/v1/messages?state=sleeping");
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400);
-  EXPECT_NE(bad->body.find("state='sleeping'"), std::string::npos) << bad->body;
+  EXPECT_NE(bad->body.find("state 'sleeping'"), std::string::npos) << bad->body;
   bad = client_->Get("/api/v1/messages?limit=0");
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400);
@@ -295,7 +301,8 @@ TEST_F(HttpRoutesTest, ARouteRunsWithoutAServer) {
                   storage_,
                   [] { return std::string(); },
                   reception_,
-                  [](const std::string&, const Envelope&, bool) { return std::string(); }, {}};
+                  [](const std::string&, const Envelope&, bool) { return std::string(); },
+                  {}};
   HttpRequest req;
   req.params.emplace_back("domain", "b.example");
   HttpResponse res;

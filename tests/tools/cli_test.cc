@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <regex>
+#include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -379,6 +381,114 @@ TEST_F(CliTest, OneAddressPerToAndTheFileAfterIt) {
   ASSERT_EQ(j.size(), 1u);
   ASSERT_EQ(j[0]["recipients"].size(), 1u) << j.dump();
   EXPECT_EQ(j[0]["recipients"][0]["address"], "b@example.org") << j.dump();
+}
+
+// Issue 34, finding 8: before serve's first start the package's /var/spool/slimta is an
+// empty directory, and `list` said "no spool" (Postfix: "Mail queue is empty").
+TEST_F(CliTest, AnEmptyDirectoryIsAnEmptyQueue) {
+  std::string empty = dir_.sub("empty-spool");
+  std::filesystem::create_directory(empty);
+  auto r = run_command({SLIMTA_QUEUE_BIN, "list", "--storage", "disk:" + empty});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "Mail queue is empty\n");
+  r = run_command({SLIMTA_QUEUE_BIN, "info", "--json", "--storage", "disk:" + empty});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["messages"], 0) << r.out;
+}
+
+// Issue 34, finding 6: with a smarthost, `suspend exmaple.org` (a typo) and `suspend
+// example.org` (a recipient domain) succeeded silently and mail flowed; `destinations`
+// counted the waiting mail under the recipient domain and 0 under the smarthost; `list`
+// did not say that a message waited for a suspended destination.
+TEST_F(CliTest, SuspendDestinationsAndListSpeakOfTheDestinationsServeUses) {
+  std::string config = dir_.sub("slimta.toml");
+  testing::write_file(config,
+                      "[serve]\nsmarthost = \"127.0.0.1:9\"\n"
+                      "route = [\"routed.example=127.0.0.1:10\"]\n");
+  auto qc = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--config", config});
+    return q(args);
+  };
+  auto r = q({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string& name : {std::string("exmaple.org"), std::string("example.org")}) {
+    r = qc({"suspend", name});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(
+        r.err.find("warning: '" + name + "' is not a destination of this configuration: mail for " +
+                   name + " goes to '127.0.0.1:9'"),
+        std::string::npos)
+        << r.err;
+    qc({"resume", name});
+  }
+  for (const std::string& name : {std::string("routed.example"), std::string("127.0.0.1:9")}) {
+    r = qc({"suspend", name});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.err.find("warning"), std::string::npos) << name << ": " << r.err;
+  }
+  // The message waits under the smarthost, and list says why it does not go.
+  auto j = nlohmann::json::parse(qc({"destinations", "--json"}).out);
+  std::map<std::string, int> waiting;
+  for (const auto& d : j) waiting[d["destination"]] = d["waiting"];
+  EXPECT_EQ(waiting["127.0.0.1:9"], 1) << j.dump();
+  EXPECT_EQ(waiting.count("example.org"), 0u) << j.dump();
+  std::string listed = qc({"list"}).out;
+  EXPECT_NE(listed.find("(waits for 127.0.0.1:9, suspended until resumed)"), std::string::npos)
+      << listed;
+  auto l = nlohmann::json::parse(qc({"list", "--json"}).out);
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0]["waits_for"][0]["destination"], "127.0.0.1:9") << l.dump();
+  qc({"resume", "127.0.0.1:9"});
+  EXPECT_EQ(qc({"list"}).out.find("waits for"), std::string::npos);
+}
+
+// Issue 34: the API selected by domain, state and age; the CLI only by ids or --all.
+// Postfix's postsuper takes ids from stdin (-d -) and postqueue flushes one destination
+// (-s). The CLI now takes the API's selectors, a sender and a destination too.
+TEST_F(CliTest, SelectorsTakeMessagesByDomainSenderStateAgeDestinationOrStdin) {
+  auto enqueue = [&](const std::string& from, const std::string& to) {
+    auto r = q({"enqueue", "--from", from, "--to", to}, message_);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return last_line(r.out);
+  };
+  std::string a = enqueue("s1@example.com", "x@one.example");
+  std::string b = enqueue("S2@example.com", "y@two.example");
+  std::string c = enqueue("", "z@one.example");
+  auto lines = [](const std::string& text) {
+    std::set<std::string> out;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);) out.insert(l);
+    return out;
+  };
+  auto r = q({"hold", "--domain", "ONE.example"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(lines(r.out), (std::set<std::string>{"held " + a, "held " + c}));
+  r = q({"release", "--state", "held", "--sender", "<>"});
+  EXPECT_EQ(lines(r.out), (std::set<std::string>{"released " + c}));
+  r = q({"retry", "--sender", "s2@example.COM"});
+  EXPECT_EQ(lines(r.out), (std::set<std::string>{"retried " + b}));
+  r = q({"retry", "--destination", "two.example"});  // MX delivery: the domain
+  EXPECT_EQ(lines(r.out), (std::set<std::string>{"retried " + b}));
+  // Nothing taken: said, and exit 1.
+  r = q({"hold", "--older-than", "1d"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("no message matches"), std::string::npos) << r.err;
+  // Ids from standard input, as postqueue -p marks them.
+  r = q({"remove", "-"}, "  " + a + "!\n\n" + c + "\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(lines(r.out), (std::set<std::string>{"removed " + a, "removed " + c}));
+  // Mistakes are named.
+  r = q({"hold", b, "--domain", "two.example"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("not both"), std::string::npos) << r.err;
+  r = q({"hold", "--state", "frozen"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("state 'frozen': queued, held or active"), std::string::npos) << r.err;
+  r = q({"hold", "--older-than", "soon"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("duration 'soon'"), std::string::npos) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(q({"list", "--json"}).out).size(), 1u);
 }
 
 TEST_F(CliTest, ReadOnlyCommandsOnAMissingSpoolCreateNothing) {

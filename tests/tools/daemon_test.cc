@@ -257,6 +257,35 @@ TEST(DaemonTest, PasswdMakesAFileTheServiceCanReadAndCheckConfigReadsAsTheServic
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+// Issue 34, finding 8: serve started as root (the demo, on a host with the package and
+// its slimta user) became that user, which could not reach ./spool under root's home,
+// and failed with an error that did not say so. serve and check-config now name the
+// spool, the user and the fix before anything starts.
+TEST(DaemonTest, ASpoolTheServiceUserCannotUseIsNamedWithTheFix) {
+  testing::TempDir dir;
+  ASSERT_EQ(::geteuid(), 0u) << "the test suite runs as root (serve switches users)";
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0700), 0);  // as /root is
+  std::string spool = dir.sub("spool");
+  testing::TempDir etc;  // a config nobody may read, elsewhere
+  ASSERT_EQ(::chmod(etc.path().c_str(), 0711), 0);
+  std::string config = etc.sub("slimta.toml");
+  testing::write_file(config, "[serve]\nuser = \"nobody\"\nlisten = [\"127.0.0.1:0\"]\n");
+  ASSERT_EQ(::chmod(config.c_str(), 0644), 0);
+  for (const char* command : {"serve", "check-config"}) {
+    auto r = testing::run_command(
+        {SLIMTA_QUEUE_BIN, "--config", config, "--storage", "disk:" + spool, command});
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.err.find("spool '" + spool +
+                         "': serve runs as user nobody, which cannot make it "
+                         "in '" +
+                         dir.path() + "' (Permission denied)"),
+              std::string::npos)
+        << command << ": " << r.err;
+    EXPECT_NE(r.err.find("--user root"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(spool));
+}
+
 // Issue 34, finding 1: hold, release and retry run as root on the packaged spool (the
 // service user's) rewrote meta/ID and nudge/ID as root 0600; serve, as that user, could
 // then neither read nor attempt the message. Root's CLI acts as the spool's owner.

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include <fmt/format.h>
@@ -21,6 +22,7 @@
 #include "daemon/daemon.h"
 #include "daemon/logging.h"
 #include "daemon/plan.h"
+#include "slimta/ascii.h"
 #include "slimta/open_storage.h"
 
 namespace {
@@ -77,6 +79,8 @@ struct Cli {
   std::string show_id;
   bool raw = false;
   Selection retry_sel, remove_sel, hold_sel, release_sel, bounce_sel;
+  std::map<const Selection*, std::string> older_than_texts;  // --older-than as given
+  std::string& older_than_text(const Selection& sel) { return older_than_texts[&sel]; }
   std::optional<std::string> hold_reason, bounce_reason;
   slimta::daemon::ServeOptions serve_opts;
   std::string passwd_user, users_file;
@@ -97,6 +101,13 @@ struct Cli {
   }
   // Checks the config file named in argv strictly, then parses argv; throws
   // QueueError (the config file) or CLI::ParseError (the command line).
+  // What serve's relay (from serve's options and the config file) names as each
+  // recipient's destination; the recipient's domain, with a warning, when it cannot be
+  // built here.
+  slimta::admin::DestinationOf destinations() const;
+  // serve, started as root, opens the disk spool as the user it becomes: that user must
+  // be able to use it (admin::check_spool_access). check-config asks the same.
+  void check_spool_for_serve() const;
   void parse(int argc, char** argv);
 };
 
@@ -156,13 +167,30 @@ void Cli::queue_commands() {
   show->add_flag("--raw", raw, "write the stored message bytes to stdout");
 
   // A subcommand acting on the messages named, or on --all of them.
+  // Selectors as the API's parameters (admin::Filter), and ids from stdin with "-".
   auto selecting = [this](const char* name, const char* what, Selection& sel) {
     auto* sub = app.add_subcommand(name, what);
-    sub->add_option("ids", sel.ids, "message ids");
-    sub->add_flag("--all", sel.all, "every queued message");
-    sub->callback([&sel] {
-      if (sel.all == !sel.ids.empty())
-        throw CLI::ValidationError("give message ids or --all (not both)");
+    sub->add_option("ids", sel.ids, "message ids; - reads them from standard input, one a line");
+    sub->add_flag("--all", sel.all, "every queued message (with a selector: those it takes)");
+    sub->add_option("--domain", sel.filter.domain, "messages with a recipient in this domain")
+        ->transform([](std::string v) { return slimta::to_lower(v); });
+    sub->add_option("--sender", sel.filter.sender, "messages from this sender (<> for bounces)")
+        ->transform([](std::string v) { return slimta::to_lower(v); });
+    sub->add_option("--state", sel.filter.state, "messages in this state: queued, held, active");
+    sub->add_option("--older-than", older_than_text(sel),
+                    "messages received longer ago than this (90s, 30m, 2h, 1d)");
+    sub->add_option("--destination", sel.filter.destination,
+                    "messages waiting for this destination (as `destinations` names it; "
+                    "retry --destination D: Postfix's postqueue -s D)")
+        ->transform([](std::string v) { return slimta::to_lower(v); });
+    sub->callback([this, &sel] {
+      try {
+        std::string& text = older_than_text(sel);
+        if (!text.empty()) sel.filter.older_than = slimta::admin::parse_duration(text);
+        sel.check();
+      } catch (const slimta::QueueError& e) {
+        throw CLI::ValidationError(e.what());
+      }
     });
     return sub;
   };
@@ -221,11 +249,27 @@ void Cli::serve_commands() {
                      "effective configuration, passwords masked");
 }
 
+slimta::admin::DestinationOf Cli::destinations() const {
+  try {
+    return slimta::daemon::destination_map(serve_opts);
+  } catch (const slimta::QueueError& e) {
+    std::cerr << "slimta-queue: warning: cannot tell serve's destinations (" << e.what()
+              << "): counting by recipient domain\n";
+    return [](const std::string& rcpt) { return slimta::domain_of(rcpt); };
+  }
+}
+
+void Cli::check_spool_for_serve() const {
+  auto who = slimta::daemon::run_as(serve_opts);
+  if (who && ::geteuid() == 0 && who->uid != 0)
+    slimta::admin::check_spool_access(*who, storage_url);
+}
+
 void Cli::parse(int argc, char** argv) {
   using namespace slimta::daemon;
   // The file is read once: checked strictly first (CLI11 passes over what it does not
   // know), then CLI11 takes its options from the parsed table, and serve its tables.
-  if (std::string path = config_path_in(argc, argv); !path.empty()) {
+  if (std::string path = config_path_in(argc, argv, SLIMTA_DEFAULT_CONFIG); !path.empty()) {
     serve_opts.config = ConfigFile::load(path);
     check_config_file(*serve_opts.config, app, *serve);
     app.config_formatter(cli_config(serve_opts.config));
@@ -249,6 +293,7 @@ int run_serve(const Cli& cli, int argc, char** argv) {
   // A closed stdout or stderr must not kill the daemon (sockets use MSG_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);
 
+  cli.check_spool_for_serve();
   auto open = [&] { return open_storage(cli.storage_url, cli.open_options()); };
   daemon::Daemon d(cli.serve_opts, open, std::cerr);
   d.start();
@@ -327,6 +372,7 @@ int main(int argc, char** argv) {
     }
     if (app.got_subcommand("check-config")) {
       check_storage_url(cli.storage_url, cli.open_options());
+      cli.check_spool_for_serve();
       check_config(cli.serve_opts, std::cout, std::cerr);
       print_effective_config(app, std::cout);
       return 0;
@@ -341,12 +387,16 @@ int main(int argc, char** argv) {
     std::unique_ptr<QueueStorage> storage =
         open_storage(cli.storage_url, cli.storage_timeout, /*create=*/name == "enqueue");
     bool json = cli.json;
+    // --destination selects by serve's destinations: the relay that names them.
+    for (Selection* sel :
+         {&cli.retry_sel, &cli.remove_sel, &cli.hold_sel, &cli.release_sel, &cli.bounce_sel}) {
+      if (!sel->filter.destination.empty()) sel->filter.destination_of = cli.destinations();
+    }
     if (name == "enqueue") return cmd_enqueue(*storage, cli.enq, std::cout, std::cerr);
-    if (name == "list") return cmd_list(*storage, json, std::cout, std::cerr);
+    if (name == "list") return cmd_list(*storage, cli.destinations(), json, std::cout, std::cerr);
     if (name == "show") return cmd_show(*storage, cli.show_id, cli.raw, json, std::cout);
     if (name == "retry") {
-      return cmd_retry(*storage, cli.retry_sel, destination_map(cli.serve_opts), json, std::cout,
-                       std::cerr);
+      return cmd_retry(*storage, cli.retry_sel, cli.destinations(), json, std::cout, std::cerr);
     }
     if (name == "remove") return cmd_remove(*storage, cli.remove_sel, json, std::cout, std::cerr);
     if (name == "info") return cmd_info(*storage, json, std::cout, std::cerr);
@@ -360,12 +410,13 @@ int main(int argc, char** argv) {
     if (name == "suspend") {
       std::optional<double> seconds;
       if (!cli.suspend_for.empty()) seconds = parse_duration(cli.suspend_for);
-      return cmd_suspend(*storage, cli.destination, seconds, cli.suspend_reason, json, std::cout);
+      return cmd_suspend(*storage, cli.destination, seconds, cli.suspend_reason, cli.destinations(),
+                         json, std::cout, std::cerr);
     }
     if (name == "resume") return cmd_resume(*storage, cli.destination, json, std::cout);
     if (name == "destinations")
-      return cmd_destinations(*storage, read_shaping(cli.serve_opts.config.get()), json, std::cout,
-                              std::cerr);
+      return cmd_destinations(*storage, read_shaping(cli.serve_opts.config.get()),
+                              cli.destinations(), json, std::cout, std::cerr);
   } catch (const QueueError& e) {
     std::cerr << "slimta-queue: error: " << e.what() << "\n";
     return 1;
