@@ -97,8 +97,19 @@ struct QueuePolicy {
   // recipients fail for good (554 5.4.6) and it is bounced, never attempted (Postfix's
   // hopcount_limit). 0: no limit.
   size_t max_hops = 50;
-  // Give up (and bounce) once a message is this old (seconds since it was received).
+  // Give up (and bounce) once a message is this old (seconds since it was received):
+  // Postfix's maximal_queue_lifetime.
   double max_age = 5 * 24 * 3600;
+  // The same for a message from the null sender (a bounce, which is never bounced):
+  // Postfix's bounce_queue_lifetime.
+  double bounce_max_age = 5 * 24 * 3600;
+  // Once a message has waited this long (seconds since received) and is deferred, its
+  // sender gets one delay warning (a DSN with Action: delayed, RFC 3464) naming the
+  // recipients still pending and until when they are tried: Postfix's
+  // delay_warning_time. 0: none. Sent at the first attempt past it (the attempt before
+  // it, by the retry schedule, came earlier), not stored: an operator's retry just
+  // before and after it may bring a second one.
+  double delay_warning = 0;
   // How long a claim lasts. In start() mode the claims of the attempts under way are
   // renewed every third of it, so an attempt may take longer; a process that dies lets
   // its messages go (to other processes) within this long.

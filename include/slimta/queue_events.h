@@ -13,7 +13,8 @@
 //                queue gave up on it, or it is not bounced     gave_up
 //                (gave_up says why)
 //   deferred     the message is tried again later              id, attempt, next, reply, rcpts
-//   bounced      a DSN went back to the sender                 id, to, rcpts, dsn
+//   bounced      a DSN went back to the sender                 id, to, rcpts, dsn, delayed
+//                (delayed: a delay warning, still being tried)
 //   removed      nothing is left to deliver: removed           id, age
 //   lease_lost   another process took the message over         id, detail
 //   error        the storage failed; tried again at `retry`    id, detail, retry
@@ -81,6 +82,9 @@ struct Bounced {
   std::string to;  // the original sender
   size_t rcpts = 0;
   std::string dsn;  // the bounce's id
+  // A delay warning (Action: delayed, QueuePolicy::delay_warning): the message is still
+  // being tried; not counted as a bounce.
+  bool delayed = false;
 };
 struct Removed {
   std::string id;

@@ -133,7 +133,7 @@ void warn_about_restart_settings(const ServeOptions& opts, const ServePlan& plan
 
 QueuePolicy queue_policy(const ServeOptions& opts, const ServePlan& plan,
                          metrics::Registry& registry) {
-  QueuePolicy policy;
+  QueuePolicy policy = plan.retry;  // lifetimes, retry schedule, delay warning
   policy.workers = opts.workers;
   policy.lease = millis(opts.lease);
   policy.reporting_mta = opts.hostname;

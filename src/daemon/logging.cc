@@ -112,6 +112,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
           },
           [&](const events::Bounced& e) {
             j.update({{"id", e.id}, {"to", e.to}, {"rcpts", e.rcpts}, {"dsn", e.dsn}});
+            if (e.delayed) j["delayed"] = true;
           },
           [&](const events::Removed& e) {
             j.update({{"id", e.id}, {"age", e.age}});

@@ -126,6 +126,36 @@ void how_it_runs(CLI::App& serve, ServeOptions& opts) {
                   "another node that died (0: never; not with a due index)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  serve
+      .add_option("--queue-lifetime", opts.queue_lifetime,
+                  "give up on a message this long after it was received and bounce it (90s, "
+                  "30m, 2h, 5d; Postfix's maximal_queue_lifetime)")
+      ->capture_default_str();
+  serve
+      .add_option("--bounce-lifetime", opts.bounce_lifetime,
+                  "the same for a bounce (from the null sender, never bounced)")
+      ->capture_default_str();
+  serve
+      .add_option("--minimal-backoff", opts.minimal_backoff,
+                  "the first retry this long after a failed attempt")
+      ->capture_default_str();
+  serve
+      .add_option("--maximal-backoff", opts.maximal_backoff,
+                  "each next retry --backoff-factor times later, up to this")
+      ->capture_default_str();
+  serve.add_option("--backoff-factor", opts.backoff_factor, "how much longer each next wait is")
+      ->check(CLI::Range(1.0, 100.0))
+      ->capture_default_str();
+  serve
+      .add_option("--max-attempts", opts.max_attempts,
+                  "give up after this many attempts (0: by --queue-lifetime alone)")
+      ->capture_default_str();
+  serve
+      .add_option("--delay-warning", opts.delay_warning,
+                  "tell the sender once that a message is still waiting, this long after it "
+                  "was received (a DSN with Action: delayed; none or 0: never; Postfix's "
+                  "delay_warning_time)")
+      ->capture_default_str();
   serve.add_flag("--full-schedule", opts.full_schedule,
                  "hold every message's schedule in memory and rescan, even on a storage with "
                  "a due-time index (Redis): the behaviour before the index");

@@ -41,12 +41,21 @@ struct ServeOptions {
   size_t max_sessions_per_client = 20;
   double relay_idle_timeout = 30;                // seconds an idle outgoing connection is kept
   size_t max_bytes_in_flight = size_t{1} << 30;  // messages held in memory at once
-  std::string min_free;           // disk spool: BYTES[K|M|G] or N%; empty: 1 GiB or 5%, the smaller
-  size_t workers = 16;            // delivery attempts in flight
-  double lease = 300;             // seconds
-  double rescan = 300;            // seconds between full rescans of the storage (0: never)
-  bool full_schedule = false;     // hold every message's schedule even with a due index
-  std::string tls_cert, tls_key;  // PEM: offer STARTTLS
+  std::string min_free;        // disk spool: BYTES[K|M|G] or N%; empty: 1 GiB or 5%, the smaller
+  size_t workers = 16;         // delivery attempts in flight
+  double lease = 300;          // seconds
+  double rescan = 300;         // seconds between full rescans of the storage (0: never)
+  bool full_schedule = false;  // hold every message's schedule even with a due index
+  // The queue's policy (durations as parse_duration reads them: 90s, 30m, 2h, 5d):
+  std::string queue_lifetime = "5d";   // give up and bounce (maximal_queue_lifetime)
+  std::string bounce_lifetime = "5d";  // the same for bounces (bounce_queue_lifetime)
+  std::string minimal_backoff = "5m";  // the first retry after this
+  std::string maximal_backoff =
+      "1h";  // each next one after twice (backoff_factor) as long, up to this
+  double backoff_factor = 2;
+  uint32_t max_attempts = 0;           // give up after this many attempts; 0: by lifetime alone
+  std::string delay_warning = "none";  // one delay warning to the sender after this, or none
+  std::string tls_cert, tls_key;       // PEM: offer STARTTLS
   std::string smarthost_tls = "opportunistic";  // never | opportunistic | required
   std::string smarthost_ca;                     // CA file for required TLS (default: system)
   std::string smarthost_user;                   // AUTH to the smarthost

@@ -239,6 +239,36 @@ std::string group_name(gid_t gid) {
   return gr ? std::string(gr->gr_name) : std::to_string(gid);
 }
 
+// --queue-lifetime and the rest of the queue's schedule, each named when bad.
+QueuePolicy retry_policy(const ServeOptions& opts) {
+  auto duration = [](const std::string& text, const char* option, bool zero_allowed) {
+    if (zero_allowed && (text == "0" || text == "none")) return 0.0;
+    try {
+      return admin::parse_duration(text);
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(std::string(option) + ": " + e.what());
+    }
+  };
+  QueuePolicy p;
+  p.max_age = duration(opts.queue_lifetime, "--queue-lifetime", false);
+  p.bounce_max_age = duration(opts.bounce_lifetime, "--bounce-lifetime", false);
+  p.initial_backoff = duration(opts.minimal_backoff, "--minimal-backoff", false);
+  p.max_backoff = duration(opts.maximal_backoff, "--maximal-backoff", false);
+  p.multiplier = opts.backoff_factor;
+  p.max_attempts = opts.max_attempts;
+  p.delay_warning = duration(opts.delay_warning, "--delay-warning", true);
+  if (p.max_backoff < p.initial_backoff) {
+    throw InvalidArgument("--maximal-backoff " + opts.maximal_backoff +
+                          " is shorter than --minimal-backoff " + opts.minimal_backoff);
+  }
+  if (p.delay_warning >= p.max_age) {
+    throw InvalidArgument("--delay-warning " + opts.delay_warning +
+                          " is not before --queue-lifetime " + opts.queue_lifetime +
+                          ": the message would be bounced first");
+  }
+  return p;
+}
+
 }  // namespace
 
 std::optional<RunAs> run_as(const ServeOptions& opts) {
@@ -308,6 +338,7 @@ ServePlan plan_serve(const ServeOptions& opts, std::ostream& err) {
            "--hostname a name with its domain\n";
   }
   plan.relay = make_relay(opts, plan.routes, plan.shaping, err);
+  plan.retry = retry_policy(opts);
   // What the server, the HTTP listener and the switch of user would refuse, refused now:
   // check-config stops here, and says what serve would say.
   std::vector<std::pair<std::string, ListenerRole>> listeners;
@@ -385,6 +416,16 @@ int check_config(const ServeOptions& opts, std::ostream& out, std::ostream& err)
                                       : std::string("the relay's"))
         << "\n";
   };
+  const QueuePolicy& r = plan.retry;
+  out << "# queue\n#   lifetime " << opts.queue_lifetime << " (bounces " << opts.bounce_lifetime
+      << "), retries after " << opts.minimal_backoff << ", each "
+      << fmt::format("{:g}", r.multiplier) << "x as long up to " << opts.maximal_backoff << ", "
+      << (r.max_attempts ? fmt::format("at most {} attempts", r.max_attempts)
+                         : std::string("no limit of attempts"))
+      << ", "
+      << (r.delay_warning > 0 ? "a delay warning after " + opts.delay_warning
+                              : std::string("no delay warning"))
+      << "\n";
   print("(default)", plan.shaping.defaults);
   for (const auto& [name, l] : plan.shaping.destinations) print(name, l);
   return 0;

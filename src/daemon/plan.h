@@ -49,6 +49,9 @@ struct ServePlan {
   // --user and --group (default: slimta and its group, when started as root and that
   // user exists); nullopt: serve stays who it is.
   std::optional<RunAs> run_as;
+  // The queue's lifetimes, retry schedule and delay warning, read and checked; the
+  // rest of it is the defaults, which the daemon fills in.
+  QueuePolicy retry;
   // --http, its address and token read and checked; nullopt: no HTTP listener.
   std::optional<HttpBinding> http;
 };

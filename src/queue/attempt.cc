@@ -383,8 +383,8 @@ static void sort_results(Engine& e, const std::string& id, const Envelope& env, 
   std::string give_up;
   if (e.policy.max_attempts != 0 && out.attempt >= e.policy.max_attempts) {
     give_up = "after " + std::to_string(out.attempt) + " attempts";
-  } else if (env.timestamp > 0 && out.after - env.timestamp >= e.policy.max_age) {
-    give_up = "the message is older than " + std::to_string(e.policy.max_age) + " s";
+  } else if (env.timestamp > 0 && out.after - env.timestamp >= e.lifetime(env)) {
+    give_up = "the message is older than " + std::to_string(e.lifetime(env)) + " s";
   }
   if (give_up.empty()) return;
   for (size_t i : out.retry) {
@@ -419,7 +419,7 @@ Next Engine::deliver(const std::string& id, Fence fence, Timestamp now, const st
     auto began = std::chrono::steady_clock::now();
     if (!attempt_shaped(env, out.attempt, line, out)) {
       if (out.wait_line.empty() && out.down_retry >= 0 &&
-          (env.timestamp <= 0 || clock.now() - env.timestamp < policy.max_age)) {
+          (env.timestamp <= 0 || clock.now() - env.timestamp < lifetime(env))) {
         return defer_while_down(id, fence, msg, out);
       }
       // Every destination of it is busy, rate-limited or suspended: it waits for its
@@ -463,6 +463,11 @@ Next Engine::settle(const std::string& id, Fence fence, const Envelope& env, Out
     // The bounce is stored before the recipients are marked: a crash in between can
     // send a bounce twice, but never lose one.
     if (!out.failed.empty()) send_bounce(env, id, out.failed, out.after);
+    if (!out.retry.empty() && delay_warning_due(env, out.attempt, age)) {
+      std::vector<bounce::Failure> pending;
+      for (size_t i : out.retry) pending.push_back({env.recipients[i], out.results[i].reply});
+      send_bounce(env, id, pending, out.after, env.timestamp + lifetime(env));
+    }
     learnt = Unsaved{out.done, finished, age};
     if (out.retry.empty() && any_waiting) {
       // What was attempted is settled; the rest waits for its destination's turn.
@@ -491,15 +496,28 @@ Next Engine::settle(const std::string& id, Fence fence, const Envelope& env, Out
   }
 }
 
+double Engine::lifetime(const Envelope& env) const {
+  return env.sender.empty() ? policy.bounce_max_age : policy.max_age;
+}
+
+// The attempt past delay_warning, the one before it (by the retry schedule) not: one
+// warning a message, without a stored mark (QueuePolicy::delay_warning).
+bool Engine::delay_warning_due(const Envelope& env, uint32_t attempt, double age) const {
+  const double w = policy.delay_warning;
+  if (w <= 0 || env.sender.empty() || env.timestamp <= 0 || age < w) return false;
+  return attempt <= 1 || age - policy.backoff(attempt - 1) < w;
+}
+
 void Engine::send_bounce(const Envelope& original, const std::string& id,
-                         const std::vector<bounce::Failure>& failures, Timestamp now) {
+                         const std::vector<bounce::Failure>& failures, Timestamp now,
+                         std::optional<Timestamp> retry_until) {
   if (original.sender.empty()) {
     spdlog::info("queue: {} not bounced: it has the null sender (a bounce is never bounced)", id);
     return;
   }
-  Envelope dsn = bounce::make(original, id, failures, mta_, now);
+  Envelope dsn = bounce::make(original, id, failures, mta_, now, retry_until);
   std::string bounce_id = storage.write(dsn, now);
-  emit(events::Bounced{id, original.sender, failures.size(), bounce_id});
+  emit(events::Bounced{id, original.sender, failures.size(), bounce_id, retry_until.has_value()});
   schedule(bounce_id, clock.now(), first_destination(dsn));
 }
 

@@ -51,13 +51,15 @@ std::string status_of(std::string_view reply) {
 }
 
 Envelope make(const Envelope& original, std::string_view id, std::span<const Failure> failures,
-              std::string_view reporting_mta, Timestamp now) {
+              std::string_view reporting_mta, Timestamp now, std::optional<Timestamp> retry_until) {
+  const bool delayed = retry_until.has_value();
   std::string mta(reporting_mta);
   std::string boundary = "=_slimta_" + random_hex(12);
   std::string m;
   m += "From: Mail Delivery System <MAILER-DAEMON@" + mta + ">\r\n";
   m += "To: <" + original.sender + ">\r\n";
-  m += "Subject: Undelivered Mail Returned to Sender\r\n";
+  m += delayed ? "Subject: Delayed Mail (still being retried)\r\n"
+               : "Subject: Undelivered Mail Returned to Sender\r\n";
   m += "Date: " + rfc5322_date(now) + "\r\n";
   m += "Message-ID: <" + new_message_id() + "@" + mta + ">\r\n";
   m += "Auto-Submitted: auto-replied\r\n";
@@ -70,7 +72,14 @@ Envelope make(const Envelope& original, std::string_view id, std::span<const Fai
   m += "\r\n--" + boundary + "\r\n";
   m += "Content-Type: text/plain; charset=utf-8\r\n\r\n";
   m += "This is the mail system at " + mta + ".\r\n\r\n";
-  m += "Your message could not be delivered to the following recipients:\r\n\r\n";
+  if (delayed) {
+    m += "Your message could not be delivered yet to the following recipients. The mail\r\n"
+         "system keeps trying until " +
+         rfc5322_date(*retry_until) +
+         "; you need not send it again.\r\nThis is a warning only.\r\n\r\n";
+  } else {
+    m += "Your message could not be delivered to the following recipients:\r\n\r\n";
+  }
   for (const auto& f : failures) m += "<" + f.recipient + ">: " + one_line(f.reply) + "\r\n";
 
   m += "\r\n--" + boundary + "\r\n";
@@ -81,9 +90,12 @@ Envelope make(const Envelope& original, std::string_view id, std::span<const Fai
   for (const auto& f : failures) {
     m += "\r\n";
     m += "Final-Recipient: rfc822; " + f.recipient + "\r\n";
-    m += "Action: failed\r\n";
-    m += "Status: " + status_of(f.reply) + "\r\n";
+    m += delayed ? "Action: delayed\r\n" : "Action: failed\r\n";
+    std::string status = status_of(f.reply);
+    if (delayed) status[0] = '4';  // still being tried: a temporary status
+    m += "Status: " + status + "\r\n";
     m += "Diagnostic-Code: smtp; " + one_line(f.reply) + "\r\n";
+    if (delayed) m += "Will-Retry-Until: " + rfc5322_date(*retry_until) + "\r\n";
   }
 
   m += "\r\n--" + boundary + "\r\n";

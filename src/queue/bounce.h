@@ -2,6 +2,7 @@
 // sender of a message it could not deliver.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,9 +25,12 @@ std::string status_of(std::string_view reply);
 // sender to original.sender, a multipart/report (report-type=delivery-status) with a
 // text/plain explanation, a message/delivery-status part (one block per failed
 // recipient: Final-Recipient, Action: failed, Status, Diagnostic-Code) and the
-// original's header section as text/rfc822-headers.
+// original's header section as text/rfc822-headers. With `retry_until` (a delay
+// warning), the same for recipients still being tried: Action: delayed, a 4.x.x
+// Status and Will-Retry-Until.
 // REQUIRES: original.sender is not empty (a bounce is never bounced).
 Envelope make(const Envelope& original, std::string_view id, std::span<const Failure> failures,
-              std::string_view reporting_mta, Timestamp now);
+              std::string_view reporting_mta, Timestamp now,
+              std::optional<Timestamp> retry_until = std::nullopt);
 
 }  // namespace slimta::bounce

@@ -36,7 +36,9 @@ class MetricsObserver : public QueueObserver {
                    [&](const events::Deferred& d) {
                      if (d.rcpts) deliveries_.deferred.inc(d.rcpts);
                    },
-                   [&](const events::Bounced&) { deliveries_.bounced.inc(); },
+                   [&](const events::Bounced& b) {
+                     if (!b.delayed) deliveries_.bounced.inc();
+                   },
                    [&](const events::Removed& r) {
                      if (r.age > 0) queue_seconds_.observe(r.age);
                    },
@@ -62,7 +64,9 @@ std::optional<Counted> counted_as(const QueueEvent& event) {
           [](const events::Attempt&) -> std::optional<Counted> { return kAttempt; },
           [](const events::Delivered&) -> std::optional<Counted> { return kDelivered; },
           [](const events::Deferred&) -> std::optional<Counted> { return kDeferred; },
-          [](const events::Bounced&) -> std::optional<Counted> { return kBounced; },
+          [](const events::Bounced& b) -> std::optional<Counted> {
+            return b.delayed ? std::nullopt : std::optional<Counted>(kBounced);
+          },
           [](const events::Removed&) -> std::optional<Counted> { return kRemoved; },
           [](const events::LeaseLost&) -> std::optional<Counted> { return kLeaseLost; },
           [](const events::Error&) -> std::optional<Counted> { return kError; },

@@ -70,6 +70,8 @@ class Engine {
   bool schedule_locked(const std::string& id, Timestamp due, std::optional<std::string> line);
   // Writes the envelope to the storage (store_message), counting it.
   EnqueueResult store(const Envelope& envelope);
+  // The queue lifetime of `env`: bounce_max_age for a bounce, else max_age.
+  double lifetime(const Envelope& env) const;
   // The destination `env` waits for first: that of its first recipient.
   std::string first_destination(const Envelope& env) const;
 
@@ -122,8 +124,11 @@ class Engine {
   Next finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
                       bool finished, Timestamp after, std::string_view reply, size_t deferred,
                       double age);
+  // A bounce for `failures`; with `retry_until`, a delay warning for them instead.
   void send_bounce(const Envelope& original, const std::string& id,
-                   const std::vector<bounce::Failure>& failures, Timestamp now);
+                   const std::vector<bounce::Failure>& failures, Timestamp now,
+                   std::optional<Timestamp> retry_until = std::nullopt);
+  bool delay_warning_due(const Envelope& env, uint32_t attempt, double age) const;
   std::string destination_of(const std::string& recipient) const;
   size_t max_connections(const std::string& destination) const;
 

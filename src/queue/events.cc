@@ -45,7 +45,8 @@ std::string text_of(const events::Deferred& e) {
                      iso8601_time(e.next), quoted(e.reply));
 }
 std::string text_of(const events::Bounced& e) {
-  return fmt::format("{} bounced to=<{}> rcpts={} dsn={}", e.id, printable(e.to), e.rcpts, e.dsn);
+  return fmt::format("{} bounced to=<{}> rcpts={} dsn={}{}", e.id, printable(e.to), e.rcpts, e.dsn,
+                     e.delayed ? " delayed=1 (a delay warning: still being tried)" : "");
 }
 std::string text_of(const events::Removed& e) { return e.id + " removed"; }
 std::string text_of(const events::LeaseLost& e) {

@@ -14,6 +14,8 @@ void validate(const QueuePolicy& p) {
   if (!(p.multiplier >= 1)) bad("multiplier must be at least 1");
   if (!(p.max_backoff >= p.initial_backoff)) bad("max_backoff must be at least initial_backoff");
   if (!(p.max_age > 0)) bad("max_age must be more than 0 seconds");
+  if (!(p.bounce_max_age > 0)) bad("bounce_max_age must be more than 0 seconds");
+  if (!(p.delay_warning >= 0)) bad("delay_warning must be 0 (none) or more seconds");
   if (p.lease.count() <= 0) bad("lease must be more than 0 ms");
   if (p.workers == 0) bad("workers must be at least 1");
   if (!(p.hold_recheck > 0)) bad("hold_recheck must be more than 0 seconds");

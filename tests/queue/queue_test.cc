@@ -361,6 +361,60 @@ TEST_F(QueueTest, GivesUpWhenTheMessageIsTooOld) {
   EXPECT_EQ(relay.calls[5].sender, "");
 }
 
+// Issue 34: Postfix's delay_warning_time and bounce_queue_lifetime, as options.
+TEST_F(QueueTest, OneDelayWarningOnceTheDelayIsPassedThenTheBounce) {
+  QueuePolicy p = quiet_policy();
+  p.delay_warning = 1000;
+  p.max_age = 5000;
+  auto q = make(p);
+  relay.script("b@x.org", {RecipientResult::transient("452 4.2.2 mailbox full")});
+  std::string id = enqueue(*q, message({"ok@x.org", "b@x.org"}));
+  // Attempts at +0, +300, +900, +2100, +4500; past the lifetime at the next.
+  for (int i = 0; i < 20; ++i) {
+    auto due = q->next_due();
+    if (!due) break;
+    clock.set(std::max(clock.now(), *due));
+    q->run_pending();
+  }
+  EXPECT_THROW(storage.get(id), KeyError);
+  std::vector<ScriptedRelay::Call> warnings, bounces;
+  for (const auto& c : relay.calls) {
+    if (!c.sender.empty()) continue;
+    (c.envelope.body.find("Action: delayed") != std::string::npos ? warnings : bounces)
+        .push_back(c);
+  }
+  ASSERT_EQ(warnings.size(), 1u);
+  ASSERT_EQ(bounces.size(), 1u);
+  const Envelope& w = warnings[0].envelope;
+  EXPECT_EQ(w.recipients, (std::vector<std::string>{"alice@example.com"}));
+  EXPECT_EQ(w.headers.get("Subject").value_or(""), "Delayed Mail (still being retried)");
+  EXPECT_NE(w.body.find("Final-Recipient: rfc822; b@x.org"), std::string::npos) << w.body;
+  EXPECT_EQ(w.body.find("ok@x.org"), std::string::npos) << "delivered at once";
+  EXPECT_NE(w.body.find("Status: 4.2.2"), std::string::npos) << w.body;
+  EXPECT_NE(w.body.find("Will-Retry-Until: " + rfc5322_date(kStart + 5000)), std::string::npos)
+      << w.body;
+  // Sent by the attempt at +2100, the first past +1000.
+  EXPECT_EQ(w.timestamp, kStart + 2100);
+  EXPECT_NE(bounces[0].envelope.body.find("Action: failed"), std::string::npos);
+  q->flush_counters();
+  EXPECT_EQ(storage.counters()["bounced"], 1) << "a warning is not a bounce";
+}
+
+TEST_F(QueueTest, ABounceHasItsOwnLifetime) {
+  QueuePolicy p = quiet_policy();
+  p.bounce_max_age = 600;
+  auto q = make(p);
+  relay.script("b@x.org", {RecipientResult::transient("452 4.2.2 mailbox full")});
+  std::string bounce = enqueue(*q, message({"b@x.org"}, ""));
+  std::string mail = enqueue(*q, message({"b@x.org"}));
+  for (double at : {0.0, 300.0, 900.0}) {
+    clock.set(kStart + at);
+    q->run_pending();
+  }
+  EXPECT_THROW(storage.get(bounce), KeyError);  // given up at +900, past 600 s
+  EXPECT_NO_THROW(storage.get(mail));           // 5 days
+}
+
 TEST_F(QueueTest, PermanentFailureBouncesAtOnceOnlyTheFailedRecipients) {
   auto q = make();
   relay.script("bad@x.org", {RecipientResult::permanent("550 5.1.1 <bad@x.org>: no such user")});

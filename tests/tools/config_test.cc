@@ -292,6 +292,36 @@ connect-timeout = 5
   EXPECT_NE(r.err.find("destination 'x.example' must be a table"), std::string::npos) << r.err;
 }
 
+// Issue 34: the queue's lifetime, retry schedule and delay warning were fixed in
+// QueuePolicy. They are options and keys, checked and shown by check-config.
+TEST_F(ConfigTest, TheQueuePolicyIsConfiguredCheckedAndShown) {
+  auto r =
+      run("[serve]\nqueue-lifetime = \"2d\"\nbounce-lifetime = \"1d\"\nminimal-backoff = "
+          "\"1m\"\nmaximal-backoff = \"2h\"\nbackoff-factor = 3\nmax-attempts = 40\n"
+          "delay-warning = \"4h\"\n",
+          {"check-config"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("#   lifetime 2d (bounces 1d), retries after 1m, each 3x as long up to "
+                       "2h, at most 40 attempts, a delay warning after 4h"),
+            std::string::npos)
+      << r.out;
+  r = run("", {"check-config"});
+  EXPECT_NE(r.out.find("#   lifetime 5d (bounces 5d), retries after 5m, each 2x as long up to "
+                       "1h, no limit of attempts, no delay warning"),
+            std::string::npos)
+      << r.out;
+  for (const auto& [text, error] : std::vector<std::pair<std::string, std::string>>{
+           {"queue-lifetime = \"5 days\"", "--queue-lifetime: duration '5 days'"},
+           {"minimal-backoff = \"2h\"",
+            "--maximal-backoff 1h is shorter than --minimal-backoff 2h"},
+           {"delay-warning = \"6d\"", "--delay-warning 6d is not before --queue-lifetime 5d"},
+           {"backoff-factor = 0.5", "backoff-factor"}}) {
+    r = run("[serve]\n" + text + "\n", {"check-config"});
+    EXPECT_NE(r.exit_code, 0) << text;
+    EXPECT_NE(r.err.find(error), std::string::npos) << text << ": " << r.err;
+  }
+}
+
 TEST_F(ConfigTest, SuspendTakesADurationAndNamesABadOne) {
   auto r = run("", {"--storage", "disk:" + spool(), "enqueue", "--from", "a@example.com", "--to",
                     "b@example.org"});
