@@ -63,6 +63,11 @@ class Registry {
   // A value read at each scrape (`value` must be quick and thread-safe).
   void gauge(const std::string& name, const std::string& help, std::function<double()> value,
              const Labels& labels = {});
+  // A family of gauges whose series are known only at each scrape (one per destination,
+  // say): `collect` gives them, with their labels (checked as above; a bad name is left
+  // out). It must be quick and thread-safe.
+  using Samples = std::vector<std::pair<Labels, double>>;
+  void gauges(const std::string& name, const std::string& help, std::function<Samples()> collect);
 
   // Every family, in registration order: # HELP, # TYPE, then its series.
   std::string render() const;

@@ -412,14 +412,9 @@ int cmd_info(QueueStorage& storage, bool json, std::ostream& out, std::ostream& 
   Capabilities caps = storage.capabilities();
   Counters counters = caps.can_lease ? storage.counters() : Counters{};
   if (json) {
-    nlohmann::json j{{"messages", count},
-                     {"held", held},
-                     {"bytes", bytes},
-                     {"events", counters},
-                     {"corrupt", stream->corrupt()},
-                     {"durable", caps.durable},
-                     {"shared", caps.shared},
-                     {"can_wait", caps.can_wait}};
+    nlohmann::json j = storage_info_json(storage);
+    j.update(
+        {{"messages", count}, {"held", held}, {"bytes", bytes}, {"corrupt", stream->corrupt()}});
     put_time(j, "next_attempt", next);
     out << dump(j) << "\n";
     return 0;
@@ -451,20 +446,8 @@ int cmd_suspend(QueueStorage& storage, const std::string& destination,
                 const DestinationOf& destination_of, bool json, std::ostream& out,
                 std::ostream& err) {
   if (destination.empty()) throw InvalidArgument("suspend: no destination given");
-  if (destination_of) {
-    // A destination is a name the relay gives: a domain's own (an MX domain, a route),
-    // or where every other domain's mail goes (the smarthost).
-    const std::string name = to_lower(destination);
-    const std::string own = destination_of("postmaster@" + name);
-    const std::string fallback = destination_of("postmaster@example.invalid");
-    if (own != name && name != fallback) {
-      err << "slimta-queue: warning: '" << printable(name)
-          << "' is not a destination of this configuration";
-      if (name.find('@') == std::string::npos && name.find(':') == std::string::npos)
-        err << ": mail for " << printable(name) << " goes to '" << printable(own) << "'";
-      err << "; `slimta-queue destinations` lists them (suspended anyway)\n";
-    }
-  }
+  if (std::string why = not_a_destination(destination, destination_of); !why.empty())
+    err << "slimta-queue: warning: " << why << " (suspended anyway)\n";
   Timestamp until = seconds ? now() + *seconds : DestinationStatus::kForever;
   storage.destinations()->suspend(to_lower(destination), until, reason);
   if (json) {
@@ -510,37 +493,12 @@ int cmd_destinations(QueueStorage& storage, const ShapingPolicy& shaping,
       all.try_emplace(d).first->second.name = d;
     }
   }
-  auto state_of = [&](const DestinationStatus& s) -> std::string {
-    if (s.suspended(t)) return "suspended";
-    if (s.down_until > t) return "down";
-    if (s.failures > 0) return "failing";
-    return "ok";
-  };
+  auto state_of = [&](const DestinationStatus& s) { return destination_state(s, t); };
   if (json) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& [name, s] : all) {
-      const DestinationLimits& limits = shaping.limits(name);
-      nlohmann::json j{{"destination", name},
-                       {"state", state_of(s)},
-                       {"in_use", s.in_use},
-                       {"max_connections", limits.max_connections},
-                       {"max_rate", limits.max_rate > 0 ? nlohmann::json(limits.max_rate)
-                                                        : nlohmann::json(nullptr)},
-                       {"failures", s.failures},
-                       {"waiting", waiting.contains(name) ? waiting[name] : 0},
-                       {"last_reply", s.last_reply.empty() ? nlohmann::json(nullptr)
-                                                           : nlohmann::json(s.last_reply)}};
-      put_time(j, "down_until",
-               s.down_until > t ? std::optional<Timestamp>(s.down_until) : std::nullopt);
-      bool forever = s.suspended_until == DestinationStatus::kForever;
-      put_time(
-          j, "suspended_until",
-          s.suspended(t) && !forever ? std::optional<Timestamp>(s.suspended_until) : std::nullopt);
-      j["suspended_until_resumed"] = forever;
-      j["suspend_reason"] = s.suspended(t) ? nlohmann::json(s.suspend_reason) : nullptr;
-      put_time(j, "last_attempt",
-               s.last_attempt > 0 ? std::optional<Timestamp>(s.last_attempt) : std::nullopt);
-      list.push_back(std::move(j));
+      list.push_back(
+          destination_json(s, shaping.limits(name), waiting.contains(name) ? waiting[name] : 0, t));
     }
     out << dump(list) << "\n";
     return 0;

@@ -188,6 +188,58 @@ nlohmann::json act_on_matching(QueueStorage& storage, std::string_view action, c
   return done;
 }
 
+std::string destination_state(const DestinationStatus& s, Timestamp t) {
+  if (s.suspended(t)) return "suspended";
+  if (s.down_until > t) return "down";
+  if (s.failures > 0) return "failing";
+  return "ok";
+}
+
+nlohmann::json destination_json(const DestinationStatus& s, const DestinationLimits& limits,
+                                std::optional<size_t> waiting, Timestamp t) {
+  nlohmann::json j{
+      {"destination", s.name},
+      {"state", destination_state(s, t)},
+      {"in_use", s.in_use},
+      {"max_connections", limits.max_connections},
+      {"max_rate", limits.max_rate > 0 ? nlohmann::json(limits.max_rate) : nlohmann::json()},
+      {"failures", s.failures},
+      {"waiting", waiting ? nlohmann::json(*waiting) : nlohmann::json()},
+      {"last_reply", s.last_reply.empty() ? nlohmann::json() : nlohmann::json(s.last_reply)}};
+  put_time(j, "down_until",
+           s.down_until > t ? std::optional<Timestamp>(s.down_until) : std::nullopt);
+  bool forever = s.suspended_until == DestinationStatus::kForever;
+  put_time(j, "suspended_until",
+           s.suspended(t) && !forever ? std::optional<Timestamp>(s.suspended_until) : std::nullopt);
+  j["suspended_until_resumed"] = forever;
+  j["suspend_reason"] = s.suspended(t) ? nlohmann::json(s.suspend_reason) : nlohmann::json();
+  put_time(j, "last_attempt",
+           s.last_attempt > 0 ? std::optional<Timestamp>(s.last_attempt) : std::nullopt);
+  return j;
+}
+
+std::string not_a_destination(const std::string& destination, const DestinationOf& destination_of) {
+  if (!destination_of) return "";
+  // A destination is a name the relay gives: a domain's own (an MX domain, a route), or
+  // where every other domain's mail goes (the smarthost).
+  const std::string name = to_lower(destination);
+  const std::string own = destination_of("postmaster@" + name);
+  if (own == name || name == destination_of("postmaster@example.invalid")) return "";
+  std::string why = "'" + printable(name) + "' is not a destination of this configuration";
+  if (name.find('@') == std::string::npos && name.find(':') == std::string::npos)
+    why += ": mail for " + printable(name) + " goes to '" + printable(own) + "'";
+  return why + "; `slimta-queue destinations` lists them";
+}
+
+nlohmann::json storage_info_json(QueueStorage& storage) {
+  Capabilities caps = storage.capabilities();
+  return {{"storage", storage.kind()},
+          {"events", caps.can_lease ? storage.counters() : Counters{}},
+          {"durable", caps.durable},
+          {"shared", caps.shared},
+          {"can_wait", caps.can_wait}};
+}
+
 size_t Shape::sum(const Row& r) { return std::accumulate(r.begin(), r.end(), size_t{0}); }
 
 ShapeBuilder::ShapeBuilder(Timestamp now) : now_(now) {}

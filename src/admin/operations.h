@@ -105,6 +105,22 @@ struct Page {
 Page list_page(QueueStorage& storage, const Filter& filter, size_t limit,
                const std::string& cursor);
 
+// A destination's state now: "suspended", "down", "failing" (unreachable attempts, not
+// down yet) or "ok".
+std::string destination_state(const DestinationStatus& s, Timestamp now);
+// One destination as `destinations --json` and the API show it; `waiting` null when not
+// counted (a scan of the queue).
+nlohmann::json destination_json(const DestinationStatus& s, const DestinationLimits& limits,
+                                std::optional<size_t> waiting, Timestamp now);
+// "" when `destination` is one that `destination_of` gives (a domain's own, or where
+// every other domain's mail goes: the smarthost), else a warning saying where mail for
+// it goes (suspend's: a typo, or a recipient domain behind a smarthost).
+std::string not_a_destination(const std::string& destination, const DestinationOf& destination_of);
+
+// What `info --json` and the API's info say of the storage: its kind, the queue's event
+// counters (all processes), and whether it is durable, shared, and can wait.
+nlohmann::json storage_info_json(QueueStorage& storage);
+
 // act_on() for every message `filter` takes: {"WHAT": [ids], ...}.
 nlohmann::json act_on_matching(QueueStorage& storage, std::string_view action, const Filter& filter,
                                const std::optional<std::string>& reason, Flush* flush = nullptr);

@@ -242,7 +242,8 @@ void Daemon::Impl::start_http() {
   http = std::make_unique<HttpServer>(
       *plan.http,
       HttpContext{registry, *gauges, *activity, *timed_storage, ready, reception, relay_refusal,
-                  [this](const std::string& rcpt) { return relay.destination(rcpt); }});
+                  [this](const std::string& rcpt) { return relay.destination(rcpt); },
+                  plan.shaping});
   listening += ", " + http->address() + " (http)";
 }
 

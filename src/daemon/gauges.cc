@@ -70,7 +70,10 @@ void QueueGauges::run() {
   auto next_count = Steady::now(), next_scan = Steady::now();
   bool counted = true;  // whether the storage has stats()
   while (!stop_) {
-    woken_ = false;
+    const bool woken = woken_.exchange(false);
+    // The destinations' state with each count, and when the page is first looked at: a
+    // few requests a minute (doc/costs.md), however many destinations are idle.
+    if (woken || Steady::now() >= next_count) look_at_destinations();
     if (Steady::now() >= next_count) {
       counted = count();
       next_count = Steady::now() + kCountEvery;
@@ -88,6 +91,38 @@ void QueueGauges::run() {
     auto until = counted && !page_open ? next_count : std::min(next_count, next_scan);
     while (!stop_ && !woken_ && Steady::now() < until)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+nlohmann::json QueueGauges::storage_info() const {
+  std::lock_guard lock(mu_);
+  return snapshot_.storage_info;
+}
+
+void QueueGauges::look_at_destinations() {
+  try {
+    nlohmann::json info = admin::storage_info_json(storage_);
+    {
+      std::lock_guard lock(mu_);
+      snapshot_.storage_info = std::move(info);
+    }
+    auto board = storage_.destinations();
+    if (!board) return;
+    std::vector<DestinationStatus> all = board->status();
+    Timestamp t = now();
+    auto rank = [t](const DestinationStatus& s) {
+      std::string state = admin::destination_state(s, t);
+      return state == "ok" ? 1 : 0;  // the troubled first
+    };
+    std::stable_sort(all.begin(), all.end(), [&](const auto& a, const auto& b) {
+      if (rank(a) != rank(b)) return rank(a) < rank(b);
+      return a.in_use > b.in_use;
+    });
+    if (all.size() > QueueSnapshot::kMaxDestinations) all.resize(QueueSnapshot::kMaxDestinations);
+    std::lock_guard lock(mu_);
+    snapshot_.destinations = std::move(all);
+  } catch (const QueueError& e) {
+    spdlog::warn("http: the gauges could not read the destinations' state: {}", e.what());
   }
 }
 
@@ -278,6 +313,34 @@ void QueueGauges::register_metrics(metrics::Registry& registry) {
                  "Time the last count of the queue for these gauges took (the storage's stats(), "
                  "or a scan of every message where it keeps none)",
                  [this] { return count_seconds(); });
+  // Per destination, from the last look (every 10 s).
+  auto per_destination = [this](const std::function<double(const DestinationStatus&)>& value) {
+    return [this, value] {
+      std::lock_guard lock(mu_);
+      metrics::Registry::Samples out;
+      for (const auto& s : snapshot_.destinations)
+        out.push_back({{{"destination", s.name}}, value(s)});
+      return out;
+    };
+  };
+  registry.gauges("slimta_destination_in_use",
+                  "Deliveries under way to each destination with state (all nodes)",
+                  per_destination([](const DestinationStatus& s) { return double(s.in_use); }));
+  registry.gauges("slimta_destination_failures",
+                  "Unreachable attempts in a row, per destination (down past 3)",
+                  per_destination([](const DestinationStatus& s) { return double(s.failures); }));
+  registry.gauges(
+      "slimta_destination_state",
+      "1 for each destination's state now: ok, failing, down or suspended", [this] {
+        std::lock_guard lock(mu_);
+        metrics::Registry::Samples out;
+        Timestamp t = now();
+        for (const auto& s : snapshot_.destinations) {
+          out.push_back(
+              {{{"destination", s.name}, {"state", admin::destination_state(s, t)}}, 1.0});
+        }
+        return out;
+      });
 }
 
 }  // namespace slimta::daemon

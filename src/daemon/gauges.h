@@ -40,6 +40,12 @@ struct QueueSnapshot {
   Shape shape;
   std::vector<nlohmann::json> held_messages;  // message_json() of the first 50
   Timestamp scanned = 0;  // when the shape and held messages were read; 0: not yet
+  // The destinations with state, every 10 s: those suspended, down or failing first,
+  // then the busiest; at most kMaxDestinations (what /metrics and the page show).
+  std::vector<DestinationStatus> destinations;
+  // admin::storage_info_json() (the event counters among it), read with the destinations.
+  nlohmann::json storage_info = nlohmann::json::object();
+  static constexpr size_t kMaxDestinations = 100;
 };
 
 class QueueGauges {
@@ -52,7 +58,9 @@ class QueueGauges {
   // The snapshot, for the status page: asking for it is what starts full scans.
   QueueSnapshot snapshot() const;
   // slimta_queue_messages, _held_messages, _oldest_message_age_seconds and
-  // _scan_seconds in `registry`, read from the last count.
+  // _scan_seconds in `registry`, read from the last count; and per destination (the
+  // snapshot's) slimta_destination_state{destination,state} (1 for its state),
+  // _in_use and _failures.
   void register_metrics(metrics::Registry& registry);
   // The last count's figures (what the metrics read, without copying the snapshot).
   double messages() const;
@@ -60,11 +68,13 @@ class QueueGauges {
   // Seconds since the oldest queued message was received (0 for an empty queue).
   double oldest_age() const;
   double count_seconds() const;
+  nlohmann::json storage_info() const;
 
  private:
   void run();
-  bool count();               // from stats(); false when the storage has none
-  double scan(bool figures);  // the full scan; returns how long it took
+  bool count();                 // from stats(); false when the storage has none
+  double scan(bool figures);    // the full scan; returns how long it took
+  void look_at_destinations();  // and storage_info
   QueueStorage& storage_;
   mutable std::mutex mu_;
   QueueSnapshot snapshot_;

@@ -114,11 +114,39 @@ void readyz(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
 }
 
 void info(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
-  json_reply(res, 200,
-             {{"messages", static_cast<uint64_t>(ctx.gauges.messages())},
-              {"held", static_cast<uint64_t>(ctx.gauges.held())},
-              {"oldest_message_age_seconds", ctx.gauges.oldest_age()},
-              {"scan_seconds", ctx.gauges.count_seconds()}});
+  nlohmann::json j = ctx.gauges.storage_info();  // as the CLI's info --json, from the gauges
+  j.update({{"messages", static_cast<uint64_t>(ctx.gauges.messages())},
+            {"held", static_cast<uint64_t>(ctx.gauges.held())},
+            {"oldest_message_age_seconds", ctx.gauges.oldest_age()},
+            {"scan_seconds", ctx.gauges.count_seconds()}});
+  json_reply(res, 200, j);
+}
+
+void list_destinations(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {
+  nlohmann::json list = nlohmann::json::array();
+  Timestamp t = admin::now();
+  for (const auto& s : ctx.storage.destinations()->status())
+    list.push_back(admin::destination_json(s, ctx.shaping.limits(s.name), std::nullopt, t));
+  json_reply(res, 200, {{"destinations", std::move(list)}});
+}
+
+void suspend_destination(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
+  std::string name = to_lower(std::string(req.matches[1]));
+  nlohmann::json j{{"destination", name}};
+  if (req.matches[2] == "resume") {
+    ctx.storage.destinations()->resume(name);
+    j["suspended"] = false;
+    return json_reply(res, 200, j);
+  }
+  std::optional<Timestamp> until;
+  if (req.has_param("for")) until = admin::now() + admin::parse_duration(req.param("for"));
+  ctx.storage.destinations()->suspend(name, until.value_or(DestinationStatus::kForever),
+                                      reason_of(req).value_or(""));
+  j["suspended"] = true;
+  admin::put_time(j, "until", until);
+  if (std::string why = admin::not_a_destination(name, ctx.destination_of); !why.empty())
+    j["warning"] = why;
+  json_reply(res, 200, j);
 }
 
 void shape(HttpContext& ctx, const HttpRequest&, HttpResponse& res) {

@@ -61,8 +61,16 @@ void healthz(HttpContext& ctx, const HttpRequest& req, HttpResponse& res);
 // GET /readyz: 200 "ready", or 503 and why not (ctx.ready()).
 void readyz(HttpContext& ctx, const HttpRequest& req, HttpResponse& res);
 
-// GET /api/v1/info: the gauges' figures.
+// GET /api/v1/info: the gauges' figures and admin::storage_info_json() as they last read
+// it (no storage request per call).
 void info(HttpContext& ctx, const HttpRequest& req, HttpResponse& res);
+// GET /api/v1/destinations: each destination with state (admin::destination_json(),
+// "waiting" null: it would take a scan of the queue).
+void list_destinations(HttpContext& ctx, const HttpRequest& req, HttpResponse& res);
+// POST /api/v1/destinations/NAME/suspend?for=DURATION&reason=, .../resume: as the CLI's
+// suspend and resume; a name this configuration never delivers to is suspended with a
+// "warning".
+void suspend_destination(HttpContext& ctx, const HttpRequest& req, HttpResponse& res);
 // GET /api/v1/shape: admin::shape_json().
 void shape(HttpContext& ctx, const HttpRequest& req, HttpResponse& res);
 // GET /api/v1/messages?domain=&state=&older-than=&limit=&cursor=: admin::list_page().

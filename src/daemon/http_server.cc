@@ -300,6 +300,9 @@ void HttpServer::Impl::routes() {
   add("GET", "/readyz", routes::readyz, Access::open, Where::monitor);
   add("GET", "/api/v1/info", routes::info, Access::api, Where::work);
   add("GET", "/api/v1/shape", routes::shape, Access::api, Where::work);
+  add("GET", "/api/v1/destinations", routes::list_destinations, Access::api, Where::work);
+  add("POST", R"(/api/v1/destinations/([^/]+)/(suspend|resume))", routes::suspend_destination,
+      Access::api, Where::work);
   add("GET", "/api/v1/messages", routes::list_messages, Access::api, Where::work);
   add("GET", message, routes::show_message, Access::api, Where::work);
   add("DELETE", message, routes::remove_message, Access::api, Where::work);

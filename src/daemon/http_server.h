@@ -53,6 +53,8 @@ struct HttpContext {
       relay_refusal;
   // The destination serve delivers a recipient to (retry resets the down ones).
   admin::DestinationOf destination_of;
+  // The destinations' limits ([destinations]), as at the start.
+  ShapingPolicy shaping;
 };
 
 class HttpServer {

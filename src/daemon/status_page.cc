@@ -181,6 +181,31 @@ void held_section(const QueueSnapshot& queue, std::string& out) {
   }
 }
 
+// The destinations with state (down, suspended, failing first), from the last look.
+void destinations_section(const QueueSnapshot& queue, Timestamp t, std::string& out) {
+  out += "<h2>Destinations</h2>";
+  if (queue.destinations.empty()) {
+    out += "<p>None has state: no delivery under way, none failing, down or suspended.</p>";
+    return;
+  }
+  out +=
+      "<table id=\"destinations\"><tr><th>Destination</th><th>State</th><th>In use</th>"
+      "<th>Failures</th><th>Until (UTC)</th><th>Last reply or reason</th></tr>";
+  for (const DestinationStatus& s : queue.destinations) {
+    std::string state = admin::destination_state(s, t);
+    std::string until = state == "suspended" ? (s.suspended_until == DestinationStatus::kForever
+                                                    ? "resumed"
+                                                    : admin::format_time(s.suspended_until))
+                        : state == "down"    ? admin::format_time(s.down_until)
+                                             : "";
+    std::string note = state == "suspended" ? s.suspend_reason : s.last_reply;
+    out +=
+        fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    html(s.name), html(state), s.in_use, s.failures, html(until), html(note));
+  }
+  out += "</table>";
+}
+
 }  // namespace
 
 std::string status_page(const QueueSnapshot& queue, Activity& activity,
@@ -199,6 +224,7 @@ std::string status_page(const QueueSnapshot& queue, Activity& activity,
 
   queue_section(queue, t, out);
   activity_section(activity, out);
+  destinations_section(queue, t, out);
   shape_section(queue, t, out);
   held_section(queue, out);
   return out + "</body></html>\n";

@@ -100,6 +100,7 @@ struct Registry::Family {
     std::function<double()> read;
   };
   std::vector<Series> series;
+  std::function<Samples()> collect;  // gauges(): the series of each scrape
 
   Series* find(const Labels& labels) {
     for (auto& s : series)
@@ -129,7 +130,7 @@ Registry::Family& Registry::family(const std::string& name, const std::string& h
     }
     return *f;
   }
-  families_.push_back(std::make_unique<Family>(Family{name, help, type, {}}));
+  families_.push_back(std::make_unique<Family>(Family{name, help, type, {}, {}}));
   return *families_.back();
 }
 
@@ -162,12 +163,29 @@ void Registry::gauge(const std::string& name, const std::string& help,
   f.add(labels).read = std::move(value);
 }
 
+void Registry::gauges(const std::string& name, const std::string& help,
+                      std::function<Samples()> collect) {
+  std::lock_guard lock(mu_);
+  Family& f = family(name, help, "gauge");
+  if (f.collect || !f.series.empty())
+    throw InvalidArgument("metric " + name + ": series registered twice");
+  f.collect = std::move(collect);
+}
+
 std::string Registry::render() const {
   std::lock_guard lock(mu_);
   std::string out;
   for (const auto& f : families_) {
     out += "# HELP " + f->name + " " + escape(f->help, false) + "\n";
     out += "# TYPE " + f->name + " " + f->type + "\n";
+    if (f->collect) {
+      for (const auto& [labels, value] : f->collect()) {
+        bool ok = std::all_of(labels.begin(), labels.end(), [](const auto& kv) {
+          return valid_name(kv.first) && !kv.first.starts_with("__");
+        });
+        if (ok) out += f->name + label_text(labels) + " " + number(value) + "\n";
+      }
+    }
     for (const auto& s : f->series) {
       if (s.histogram) {
         std::vector<uint64_t> counts = s.histogram->counts();

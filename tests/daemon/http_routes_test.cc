@@ -69,7 +69,7 @@ class HttpRoutesTest : public ::testing::Test {
                           return std::string("550 5.1.1 Recipient address rejected");
                       return std::string();
                     },
-                    [](const std::string& rcpt) { return domain_of(rcpt); }});
+                    [](const std::string& rcpt) { return domain_of(rcpt); }, ShapingPolicy{}});
     std::string address = server_->address();
     port_ = std::stoi(address.substr(address.rfind(':') + 1));
     client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
@@ -237,6 +237,61 @@ TEST_F(HttpRoutesTest, InjectionGoesThroughTheRelayRulesAndTheDoor) {
   EXPECT_EQ(storage_.load_all().size(), 1u);
 }
 
+// Issue 34, finding 10: no per-destination state in /metrics, on the status page or in
+// the API (no destinations, suspend or resume), and /api/v1/info had 4 of the CLI's
+// info fields.
+TEST_F(HttpRoutesTest, DestinationsInTheMetricsThePageAndTheApi) {
+  DestinationLimits limits;
+  DownPolicy down;
+  down.after = 1;
+  Destinations& board = *storage_.destinations();
+  SlotGrant g = board.acquire("dead.example", limits, std::chrono::seconds(10));
+  board.release("dead.example", g.slot, false, "421 4.4.2 <gone>", down);
+  board.suspend("held.example", DestinationStatus::kForever, "their <postmaster> asked");
+  serve();
+  ASSERT_TRUE(testing::eventually([&] { return gauges_->snapshot().destinations.size() == 2; }));
+  std::string metrics = client_->Get("/metrics")->body;
+  EXPECT_NE(
+      metrics.find("\nslimta_destination_state{destination=\"dead.example\",state=\"down\"} 1\n"),
+      std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("\nslimta_destination_state{destination=\"held.example\",state="
+                         "\"suspended\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(metrics.find("\nslimta_destination_failures{destination=\"dead.example\"} 1\n"),
+            std::string::npos);
+  httplib::Client browser("127.0.0.1", port_);
+  browser.set_basic_auth("any", kToken);
+  std::string page = browser.Get("/")->body;
+  EXPECT_NE(page.find("<table id=\"destinations\">"), std::string::npos) << page;
+  EXPECT_NE(page.find("421 4.4.2 &lt;gone&gt;"), std::string::npos) << page;
+  EXPECT_NE(page.find("their &lt;postmaster&gt; asked"), std::string::npos) << page;
+
+  auto list = body_of(client_->Get("/api/v1/destinations"))["destinations"];
+  std::map<std::string, std::string> states;
+  for (const auto& d : list) states[d["destination"]] = d["state"];
+  EXPECT_EQ(states, (std::map<std::string, std::string>{{"dead.example", "down"},
+                                                        {"held.example", "suspended"}}));
+  auto done = body_of(client_->Post("/api/v1/destinations/slow.example/suspend?for=2h&reason=x"));
+  EXPECT_EQ(done["destination"], "slow.example");
+  EXPECT_EQ(done["suspended"], true);
+  EXPECT_TRUE(done["until"].is_string()) << done.dump();
+  client_->Post("/api/v1/destinations/held.example/resume");
+  client_->Post("/api/v1/destinations/dead.example/resume");  // down: forgotten too
+  states.clear();
+  auto after = body_of(client_->Get("/api/v1/destinations"))["destinations"];
+  for (const auto& d : after) states[d["destination"]] = d["state"];
+  EXPECT_EQ(states["slow.example"], "suspended") << after.dump();
+  EXPECT_EQ(states["dead.example"], "ok") << after.dump();
+  EXPECT_NE(states["held.example"], "suspended") << after.dump();  // ok, or idle: not listed
+  auto bad = client_->Post("/api/v1/destinations/x.example/suspend?for=soon");
+  EXPECT_EQ(bad->status, 400);
+
+  auto info = body_of(client_->Get("/api/v1/info"));
+  for (const char* field : {"messages", "held", "events", "durable", "shared", "storage"})
+    EXPECT_TRUE(info.contains(field)) << field << ": " << info.dump();
+}
+
 TEST_F(HttpRoutesTest, GaugesStatusPageAndReadiness) {
   storage_.write(message_to("u@a.example", 120), 0);
   std::string held = storage_.write(message_to("u@b.example"), 0);
@@ -302,6 +357,7 @@ TEST_F(HttpRoutesTest, ARouteRunsWithoutAServer) {
                   [] { return std::string(); },
                   reception_,
                   [](const std::string&, const Envelope&, bool) { return std::string(); },
+                  {},
                   {}};
   HttpRequest req;
   req.params.emplace_back("domain", "b.example");

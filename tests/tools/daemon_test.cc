@@ -220,8 +220,8 @@ TEST(DaemonTest, PasswdMakesAFileTheServiceCanReadAndCheckConfigReadsAsTheServic
   std::string users = dir.sub("users");
   std::string config = dir.sub("slimta.toml");
   testing::write_file(config,
-                      "[serve]\nuser = \"nobody\"\nlisten = [\"127.0.0.1:2525\"]\n"
-                      "users = \"" +
+                      "storage = \"memory:\"\n[serve]\nuser = \"nobody\"\nlisten = "
+                      "[\"127.0.0.1:2525\"]\nusers = \"" +
                           users + "\"\n");
   auto r = testing::run_command(
       {SLIMTA_QUEUE_BIN, "--config", config, "passwd", "alice", "--users", users}, "secret\n");
