@@ -5,14 +5,17 @@
 // events (an audit trail, a webhook), without parsing log lines.
 //
 //   event        when                                          fields
-//   enqueued     a message was stored                          id, sender, rcpts, size
+//   enqueued     a message was stored                          id, sender, rcpts, size,
+//                                                              client_ip, helo, auth,
+//                                                              message_id
 //   not_enqueued a message could not be stored                 sender, error, retryable
 //   attempt      an attempt began at its destinations          id, attempt, rcpts
 //   delivered    a recipient was delivered                     id, rcpt, attempt, delay, reply
 //   failed       a recipient failed for good (5xx), or the     id, rcpt, attempt, delay, reply,
 //                queue gave up on it, or it is not bounced     gave_up
 //                (gave_up says why)
-//   deferred     the message is tried again later              id, attempt, next, reply, rcpts
+//   deferred     the message is tried again later              id, attempt, next, reply, rcpts,
+//                                                              rcpt
 //   bounced      a DSN went back to the sender                 id, to, rcpts, dsn, delayed
 //                (delayed: a delay warning, still being tried)
 //   removed      nothing is left to deliver: removed           id, age
@@ -41,6 +44,9 @@ struct Enqueued {
   std::string sender;
   size_t rcpts = 0;
   size_t size = 0;  // octets of the message
+  // Who sent it, as Postfix logs client=, helo=, sasl_username= and message-id=:
+  // empty when unknown (the CLI's enqueue has no client).
+  std::string client_ip, helo, auth, message_id;
 };
 struct NotEnqueued {
   std::string sender;
@@ -76,6 +82,7 @@ struct Deferred {
   Timestamp next = 0;    // when it is tried again
   std::string reply;     // the first deferring reply
   size_t rcpts = 0;      // recipients deferred by this attempt
+  std::string rcpt;      // the first of them (the one `reply` is for)
 };
 struct Bounced {
   std::string id;

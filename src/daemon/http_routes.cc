@@ -5,6 +5,8 @@
 #include <optional>
 #include <sstream>
 
+#include <spdlog/spdlog.h>
+
 #include "admin/format.h"
 #include "admin/operations.h"
 #include "slimta/ascii.h"
@@ -25,6 +27,15 @@ std::function<std::optional<std::string>(const char*)> params_of(const HttpReque
 std::optional<std::string> reason_of(const HttpRequest& req) {
   if (!req.has_param("reason")) return std::nullopt;
   return req.param("reason");
+}
+
+// What an API caller changed, in serve's log: the audit trail (issue 34: API actions left
+// no line). The request's path and query as sent, escaped.
+void audit(const HttpRequest& req, const std::string& done) {
+  std::string query;
+  for (const auto& [k, v] : req.params) query += (query.empty() ? "?" : "&") + k + "=" + v;
+  spdlog::info("api: [{}] {} {}{}: {}", printable(req.remote_addr), req.method, printable(req.path),
+               printable(query), printable(done));
 }
 
 // X-Envelope-Recipient headers, each a comma-separated list.
@@ -135,6 +146,7 @@ void suspend_destination(HttpContext& ctx, const HttpRequest& req, HttpResponse&
   nlohmann::json j{{"destination", name}};
   if (req.matches[2] == "resume") {
     ctx.storage.destinations()->resume(name);
+    audit(req, "resumed");
     j["suspended"] = false;
     return json_reply(res, 200, j);
   }
@@ -144,6 +156,7 @@ void suspend_destination(HttpContext& ctx, const HttpRequest& req, HttpResponse&
                                       reason_of(req).value_or(""));
   j["suspended"] = true;
   admin::put_time(j, "until", until);
+  audit(req, "suspended");
   if (std::string why = admin::not_a_destination(name, ctx.destination_of); !why.empty())
     j["warning"] = why;
   json_reply(res, 200, j);
@@ -180,13 +193,16 @@ void show_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
 
 void remove_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   std::string id = req.matches[1];  // act_on throws KeyError (404) if it is not there
-  json_reply(res, 200, {{"id", id}, {"done", admin::act_on(ctx.storage, "remove", id)}});
+  std::string done = admin::act_on(ctx.storage, "remove", id);
+  audit(req, done);
+  json_reply(res, 200, {{"id", id}, {"done", done}});
 }
 
 void act_on_message(HttpContext& ctx, const HttpRequest& req, HttpResponse& res) {
   std::string id = req.matches[1];
   admin::Flush flush(ctx.storage, ctx.destination_of);
   std::string done = admin::act_on(ctx.storage, req.matches[2], id, reason_of(req), &flush);
+  audit(req, done);
   json_reply(res, 200, {{"id", id}, {"done", done}});
 }
 
@@ -194,8 +210,13 @@ void act_on_matching(HttpContext& ctx, const HttpRequest& req, HttpResponse& res
   admin::Filter filter = admin::Filter::parse(params_of(req));
   filter.destination_of = ctx.destination_of;
   admin::Flush flush(ctx.storage, ctx.destination_of);
-  json_reply(res, 200,
-             admin::act_on_matching(ctx.storage, req.matches[1], filter, reason_of(req), &flush));
+  nlohmann::json done =
+      admin::act_on_matching(ctx.storage, req.matches[1], filter, reason_of(req), &flush);
+  std::string counts;
+  for (const auto& [what, ids] : done.items())
+    counts += (counts.empty() ? "" : ", ") + what + " " + std::to_string(ids.size());
+  audit(req, counts.empty() ? "nothing matched" : counts);
+  json_reply(res, 200, done);
 }
 
 // As python-slimta's EdgeWsgi: the envelope in headers, the message as body.

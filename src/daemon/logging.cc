@@ -81,6 +81,11 @@ nlohmann::json event_fields(const QueueEvent& event) {
       Overloaded{
           [&](const events::Enqueued& e) {
             j.update({{"id", e.id}, {"from", e.sender}, {"rcpts", e.rcpts}, {"size", e.size}});
+            for (const auto& [key, value] : {std::pair{"client", &e.client_ip},
+                                             {"helo", &e.helo},
+                                             {"sasl_username", &e.auth},
+                                             {"message_id", &e.message_id}})
+              if (!value->empty()) j[key] = *value;
           },
           [&](const events::NotEnqueued& e) {
             j.update({{"from", e.sender}, {"error", e.error}, {"retryable", e.retryable}});
@@ -109,6 +114,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
                       {"next", iso8601_time(e.next)},
                       {"reply", e.reply},
                       {"rcpts", e.rcpts}});
+            if (!e.rcpt.empty()) j["rcpt"] = e.rcpt;
           },
           [&](const events::Bounced& e) {
             j.update({{"id", e.id}, {"to", e.to}, {"rcpts", e.rcpts}, {"dsn", e.dsn}});
@@ -144,6 +150,10 @@ void EventLog::on_event(const QueueEvent& event) {
 void configure_logging() {
   spdlog::set_default_logger(spdlog::stderr_color_mt("slimta-queue"));
   set_log_format("text");
+}
+
+void set_log_level(const std::string& level) {
+  spdlog::set_level(spdlog::level::from_str(level == "warning" ? "warn" : level));
 }
 
 void set_log_format(const std::string& format) {

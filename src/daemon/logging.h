@@ -15,6 +15,8 @@ namespace slimta::daemon {
 void configure_logging();
 // "text" or "json"; InvalidArgument for anything else.
 void set_log_format(const std::string& format);
+// --log-level: "debug", "info", "warning" or "error".
+void set_log_level(const std::string& level);
 
 // The queue's events to the log: each one's text line, which the JSON format writes
 // with the event's fields as data (event_fields), never parsed back from the text.

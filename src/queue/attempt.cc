@@ -194,7 +194,7 @@ std::optional<Next> Engine::store_unsaved(const std::string& id, Fence fence, Ti
   Next next;
   try {
     next = finish_attempt(id, fence, u.done, u.finished, now, "(stored after a storage failure)", 0,
-                          u.age);
+                          u.age, "");
   } catch (const KeyError&) {  // removed meanwhile (by an operator): nothing left to store
     forget();
     throw;
@@ -208,7 +208,7 @@ std::optional<Next> Engine::store_unsaved(const std::string& id, Fence fence, Ti
 // backoff.
 Next Engine::finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
                             bool finished, Timestamp after, std::string_view reply, size_t deferred,
-                            double age) {
+                            double age, std::string_view rcpt) {
   if (finished) {
     storage.remove(id, fence);
     emit(events::Removed{id, age});
@@ -219,7 +219,7 @@ Next Engine::finish_attempt(const std::string& id, Fence fence, const std::vecto
   Timestamp next = after + policy.backoff(attempts);
   storage.set_timestamp(id, next, fence, reply);
   storage.release(id, fence);
-  emit(events::Deferred{id, attempts, next, std::string(reply), deferred});
+  emit(events::Deferred{id, attempts, next, std::string(reply), deferred, std::string(rcpt)});
   return Next::when(next);
 }
 
@@ -446,7 +446,8 @@ Next Engine::defer_while_down(const std::string& id, Fence fence, const QueuedMe
   const std::string& reply = out.results.front().reply;  // every one is the down reply
   storage.set_timestamp(id, next, fence, reply);
   storage.release(id, fence);
-  emit(events::Deferred{id, msg.attempts, next, reply, msg.envelope.recipients.size()});
+  emit(events::Deferred{id, msg.attempts, next, reply, msg.envelope.recipients.size(),
+                        msg.envelope.recipients.front()});
   return Next::when(next, out.down_line);
 }
 
@@ -477,7 +478,8 @@ Next Engine::settle(const std::string& id, Fence fence, const Envelope& env, Out
     }
     Next next =
         finish_attempt(id, fence, out.done, finished, out.after,
-                       finished ? "" : out.results[out.retry.front()].reply, out.retry.size(), age);
+                       finished ? "" : out.results[out.retry.front()].reply, out.retry.size(), age,
+                       finished ? "" : env.recipients[out.retry.front()]);
     if (next.kind == Next::Kind::at) next.line = destination_of(env.recipients[out.retry.front()]);
     return next;
   } catch (const LeaseLost&) {

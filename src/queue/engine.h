@@ -123,7 +123,7 @@ class Engine {
   std::optional<Next> store_unsaved(const std::string& id, Fence fence, Timestamp now);
   Next finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
                       bool finished, Timestamp after, std::string_view reply, size_t deferred,
-                      double age);
+                      double age, std::string_view rcpt);
   // A bounce for `failures`; with `retry_until`, a delay warning for them instead.
   void send_bounce(const Envelope& original, const std::string& id,
                    const std::vector<bounce::Failure>& failures, Timestamp now,

@@ -21,8 +21,13 @@ std::string quoted(std::string_view text) {
 }
 
 std::string text_of(const events::Enqueued& e) {
-  return fmt::format("{} enqueued from=<{}> rcpts={} size={}", e.id, printable(e.sender), e.rcpts,
-                     e.size);
+  std::string who;
+  if (!e.client_ip.empty()) who += " client=[" + printable(e.client_ip) + "]";
+  if (!e.helo.empty()) who += " helo=<" + printable(e.helo) + ">";
+  if (!e.auth.empty()) who += " sasl_username=" + printable(e.auth);
+  if (!e.message_id.empty()) who += " message-id=" + printable(e.message_id);
+  return fmt::format("{} enqueued from=<{}> rcpts={} size={}{}", e.id, printable(e.sender), e.rcpts,
+                     e.size, who);
 }
 std::string text_of(const events::NotEnqueued& e) {
   return fmt::format("not enqueued from=<{}>: {}", printable(e.sender), printable(e.error));
@@ -41,7 +46,9 @@ std::string text_of(const events::Failed& e) {
                      printable(e.rcpt), e.attempt, e.delay, gave_up, quoted(e.reply));
 }
 std::string text_of(const events::Deferred& e) {
-  return fmt::format("{} deferred attempt={} next={} reply=\"{}\"", e.id, e.attempt,
+  std::string rcpt = e.rcpt.empty() ? "" : " rcpt=<" + printable(e.rcpt) + ">";
+  if (e.rcpts > 1) rcpt += fmt::format(" (and {} more)", e.rcpts - 1);
+  return fmt::format("{} deferred{} attempt={} next={} reply=\"{}\"", e.id, rcpt, e.attempt,
                      iso8601_time(e.next), quoted(e.reply));
 }
 std::string text_of(const events::Bounced& e) {

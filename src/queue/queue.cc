@@ -91,8 +91,10 @@ EnqueueResult write_message(QueueStorage& storage, const Envelope& envelope, Tim
     emit(events::NotEnqueued{envelope.sender, out.error, out.retryable});
     return out;
   }
+  const auto& c = envelope.client;
   emit(events::Enqueued{out.id, envelope.sender, envelope.recipients.size(),
-                        envelope.message_size()});
+                        envelope.message_size(), c.ip, c.name, c.auth,
+                        envelope.headers.get("Message-ID").value_or("").substr(0, 256)});
   return out;
 }
 

@@ -21,9 +21,17 @@ TEST(EventFieldsTest, ARepliesTextCannotPoseAsAField) {
   EXPECT_EQ(j["reply"], "250 ok\" rcpt=<forged@evil> x=\"");
   EXPECT_FALSE(j.contains("x"));
 
-  nlohmann::json deferred = event_fields(events::Deferred{id, 2, 1'800'000'000, "451 busy", 4});
+  nlohmann::json deferred =
+      event_fields(events::Deferred{id, 2, 1'800'000'000, "451 busy", 4, "b@example.org"});
   EXPECT_EQ(deferred["next"], "2027-01-15T08:00:00Z");
   EXPECT_EQ(deferred["rcpts"], 4);
+  EXPECT_EQ(deferred["rcpt"], "b@example.org");
+  nlohmann::json enqueued =
+      event_fields(events::Enqueued{id, "a@example.com", 1, 10, "192.0.2.1", "mx", "", "<m@x>"});
+  EXPECT_EQ(enqueued["client"], "192.0.2.1");
+  EXPECT_EQ(enqueued["helo"], "mx");
+  EXPECT_EQ(enqueued["message_id"], "<m@x>");
+  EXPECT_FALSE(enqueued.contains("sasl_username"));  // not authenticated
   nlohmann::json gave_up =
       event_fields(events::Failed{id, "c@example.org", 5, 1, "451 busy", "after 5 attempts"});
   EXPECT_EQ(gave_up["gave_up"], "after 5 attempts");

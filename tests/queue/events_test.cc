@@ -147,14 +147,25 @@ TEST_F(EventsTest, StoringWithoutAnEngineTellsItsObservers) {
 }
 
 TEST(EventTextTest, TheLogLineEscapesWhatAPeerSent) {
-  events::Deferred d{"0123456789abcdef0123456789abcdef", 2, kStart,
-                     "451 \"busy\"\r\nqueue: 0123 delivered\x1b[31m", 1};
+  events::Deferred d{"0123456789abcdef0123456789abcdef",
+                     2,
+                     kStart,
+                     "451 \"busy\"\r\nqueue: 0123 delivered\x1b[31m",
+                     3,
+                     "b@x.org\r\nqueue: forged"};
   std::string text = event_text(d);
   EXPECT_EQ(text.find('\n'), std::string::npos) << text;
   EXPECT_EQ(text.find('\r'), std::string::npos) << text;
   EXPECT_EQ(text,
-            "queue: 0123456789abcdef0123456789abcdef deferred attempt=2 next=2027-01-15T08:00:00Z "
+            "queue: 0123456789abcdef0123456789abcdef deferred rcpt=<b@x.org\\x0d\\x0aqueue: "
+            "forged> (and 2 more) attempt=2 next=2027-01-15T08:00:00Z "
             "reply=\"451 \\\"busy\\\"\\x0d\\x0aqueue: 0123 delivered\\x1b[31m\"");
+  // Issue 34, finding 9: who sent it, as Postfix logs it, escaped too.
+  events::Enqueued e{"ab",        "a@example.com",        1,       10,
+                     "192.0.2.1", "mx.example\r\nforged", "alice", "<m1@example.com>"};
+  EXPECT_EQ(event_text(e, false),
+            "ab enqueued from=<a@example.com> rcpts=1 size=10 client=[192.0.2.1] "
+            "helo=<mx.example\\x0d\\x0aforged> sasl_username=alice message-id=<m1@example.com>");
   EXPECT_EQ(event_text(events::Removed{"ab", 1}, false), "ab removed");
 }
 

@@ -141,6 +141,23 @@ void expect_owned_by(const std::string& spool, uid_t uid) {
   EXPECT_GT(files, 2u);
 }
 
+// Issue 34, finding 9: no log level switch.
+TEST(DaemonTest, TheLogLevelSwitchQuietsInfoLines) {
+  for (const std::string& level : {std::string("info"), std::string("warning")}) {
+    ChildProcess serve({"sh", "-c",
+                        "exec \"$0\" --log-level " + level +
+                            " --storage memory: serve --listen 127.0.0.1:0 --user root "
+                            "--hostname mx.example.com 2>&1",
+                        SLIMTA_QUEUE_BIN},
+                       "listening on");
+    bool info = serve.output().find("[info]") != std::string::npos;
+    EXPECT_EQ(info, level == "info") << serve.output();
+  }
+  auto bad = testing::run_command({SLIMTA_QUEUE_BIN, "--log-level", "chatty", "list"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--log-level"), std::string::npos) << bad.err;
+}
+
 TEST(DaemonTest, StartedAsRootItBindsThenRunsAsItsUser) {
   testing::TempDir dir;
   const passwd* nobody = ::getpwnam("nobody");

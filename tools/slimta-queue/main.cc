@@ -74,6 +74,7 @@ struct Cli {
   std::string storage_url = "disk:./spool";
   bool json = false;
   std::string log_format = "text";
+  std::string log_level = "info";
   double storage_timeout = 10;
   EnqueueOptions enq;
   std::string show_id;
@@ -138,6 +139,10 @@ void Cli::global_options() {
                  "log lines on stderr: text, or json (one object a line: time, level, id, "
                  "event, rcpt, reply, ...)")
       ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--log-level", log_level,
+                 "the least a log line must be to be written: debug, info, warning or error")
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}))
       ->capture_default_str();
   app.set_config("--config", "",
                  "read options from this TOML/INI file: storage = \"URL\" at the top, "
@@ -309,6 +314,7 @@ int run_serve(const Cli& cli, int argc, char** argv) {
         throw InvalidArgument(std::string("the command line or config file: ") + e.what());
       }
       d.reload(fresh.serve_opts);
+      daemon::set_log_level(fresh.log_level);  // a switch an operator flips with SIGHUP
     } catch (const QueueError& e) {
       spdlog::error("serve: SIGHUP: reload failed, keeping the current settings: {}", e.what());
     }
@@ -363,6 +369,7 @@ int main(int argc, char** argv) {
 
   try {
     set_log_format(cli.log_format);
+    set_log_level(cli.log_level);
     if (cli.passwd->parsed()) {
       // A new users file is the service's to read (root:slimta 0640), as serve, run by
       // its unit as that user, must read it.
