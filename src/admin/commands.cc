@@ -120,6 +120,10 @@ int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream&
     return 1;
   }
   env.client.protocol = "local";
+  return enqueue_envelope(storage, std::move(env), out, err);
+}
+
+int enqueue_envelope(QueueStorage& storage, Envelope env, std::ostream& out, std::ostream& err) {
   // The door SMTP and HTTP share: the same checks, Received: line and counters.
   Reception reception(Reception::into(storage), Reception::room_in(storage));
   ReceptionResult result = reception.receive(std::move(env));

@@ -45,6 +45,9 @@ struct Selection {
 
 int cmd_enqueue(QueueStorage& storage, const EnqueueOptions& opts, std::ostream& out,
                 std::ostream& err);
+// `env` through the one door into `storage`: 0 and its id on `out`, or the door's reply
+// on `err` and 75 (EX_TEMPFAIL: try again) or 1.
+int enqueue_envelope(QueueStorage& storage, Envelope env, std::ostream& out, std::ostream& err);
 // list: like postqueue -p; a message whose destination (by `destination_of`) is
 // suspended or down says so (JSON: "waits_for").
 int cmd_list(QueueStorage& storage, const DestinationOf& destination_of, bool json,

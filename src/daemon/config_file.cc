@@ -279,6 +279,7 @@ std::string config_path_in(int argc, char** argv, const std::string& installed) 
     if (arg.starts_with("--config=")) return arg.substr(9);
     storage = storage || arg == "--storage" || arg.starts_with("--storage=");
   }
+  if (const char* env = std::getenv("SLIMTA_CONFIG"); env && *env) return env;
   std::error_code ec;
   if (!storage && !installed.empty() && std::filesystem::exists(installed, ec)) return installed;
   return "";

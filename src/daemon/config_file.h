@@ -52,6 +52,7 @@ void check_config_file(const ConfigFile& config, const CLI::App& app, const CLI:
 ShapingPolicy read_shaping(const ConfigFile* config);
 
 // The --config value in argv (looked up before CLI11 reads the file); without one,
+// $SLIMTA_CONFIG (how sendmail, which takes sendmail's options, is pointed at one); then
 // `installed` (the package's configuration) when it exists and neither --storage nor
 // $SLIMTA_STORAGE names a storage (as Postfix's tools read main.cf); else "".
 std::string config_path_in(int argc, char** argv, const std::string& installed = "");

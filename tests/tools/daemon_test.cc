@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -139,6 +140,62 @@ void expect_owned_by(const std::string& spool, uid_t uid) {
     ++files;
   }
   EXPECT_GT(files, 2u);
+}
+
+// Issue 34: a Postfix site expects /usr/sbin/sendmail (cron, PHP's mail(), mailx).
+// As root it puts the message straight into the storage through the door; as any other
+// user (cron's) over SMTP to serve's listener; -bs is an SMTP session on stdio.
+TEST(DaemonTest, SendmailFromACronLikeCallerDeliversThroughServe) {
+  ASSERT_EQ(::geteuid(), 0u) << "the test suite runs as root (sendmail runs as nobody)";
+  testing::TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0711), 0);
+  testing::SmtpSink sink;
+  int port = testing::free_port();
+  std::string config = dir.sub("slimta.toml");
+  testing::write_file(config,
+                      "storage = \"disk:" + dir.sub("spool") +
+                          "\"\n[serve]\nlisten = " + "[\"127.0.0.1:" + std::to_string(port) +
+                          "\"]\nsmarthost = " + "\"127.0.0.1:" + std::to_string(sink.port()) +
+                          "\"\nuser = \"root\"\nhostname = \"mx.example.com\"\n");
+  ASSERT_EQ(::chmod(config.c_str(), 0644), 0);
+  auto serve = std::make_unique<ChildProcess>(
+      std::vector<std::string>{SLIMTA_QUEUE_BIN, "--config", config, "serve"}, "listening on");
+  const testing::Environment env{{"SLIMTA_CONFIG", config}};
+  const std::vector<std::string> as_nobody = {"setpriv",        "--reuid=nobody", "--regid=nogroup",
+                                              "--clear-groups", SLIMTA_QUEUE_BIN, "sendmail"};
+  auto sendmail = [&](std::vector<std::string> argv, const std::string& input) {
+    return testing::run_command(argv, input, env);
+  };
+  // Root: into the storage. nobody: the spool is root's, so over SMTP.
+  auto r = sendmail({SLIMTA_QUEUE_BIN, "sendmail", "-t", "-i"},
+                    "To: root-cron@example.org\nSubject: from root\n\nok\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out + r.err, "") << "quiet when all is well";
+  std::vector<std::string> argv = as_nobody;
+  argv.insert(argv.end(), {"-f", "cron@example.org", "nobody-cron@example.org"});
+  r = sendmail(argv, "Subject: from nobody\n\nok\n.\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  argv = as_nobody;
+  argv.push_back("-bs");
+  r = sendmail(argv,
+               "EHLO cron\r\nMAIL FROM:<cron@example.org>\r\nRCPT TO:<bs@example.org>\r\nDATA\r\n"
+               "Subject: bs\r\n\r\nhi\r\n.\r\nQUIT\r\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\r\n221 "), std::string::npos) << r.out;
+  ASSERT_TRUE(testing::eventually([&] { return sink.received().size() == 3; }))
+      << sink.received().size();
+  std::set<std::string> to;
+  for (const auto& m : sink.received()) to.insert(m["to"][0].get<std::string>());
+  EXPECT_EQ(to, (std::set<std::string>{"root-cron@example.org", "nobody-cron@example.org",
+                                       "bs@example.org"}));
+  // Mistakes and a stopped serve, in sendmail's exit codes.
+  EXPECT_EQ(sendmail({SLIMTA_QUEUE_BIN, "sendmail", "-t"}, "Subject: none\n\n").exit_code, 64);
+  EXPECT_EQ(sendmail({SLIMTA_QUEUE_BIN, "sendmail", "-y", "a@example.org"}, "").exit_code, 64);
+  serve.reset();
+  argv = as_nobody;
+  argv.push_back("late@example.org");
+  r = sendmail(argv, "Subject: late\n\nx\n");
+  EXPECT_EQ(r.exit_code, 75) << r.err;  // EX_TEMPFAIL: cron's mail is tried again
 }
 
 // Issue 34, finding 9: no log level switch.

@@ -12,18 +12,27 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include <filesystem>
+#include <sstream>
 #include <thread>
 
+#include <netdb.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "admin/commands.h"
 #include "admin/identity.h"
+#include "admin/sendmail.h"
 #include "daemon/config_file.h"
 #include "daemon/daemon.h"
 #include "daemon/logging.h"
 #include "daemon/plan.h"
 #include "slimta/ascii.h"
 #include "slimta/open_storage.h"
+#include "slimta/smtp_relay.h"
 
 namespace {
 
@@ -278,6 +287,8 @@ void Cli::parse(int argc, char** argv) {
     serve_opts.config = ConfigFile::load(path);
     check_config_file(*serve_opts.config, app, *serve);
     app.config_formatter(cli_config(serve_opts.config));
+    // Read as if given (the installed one, $SLIMTA_CONFIG): --config's default.
+    app.get_config_ptr()->default_str(path);
   }
   app.parse(argc, argv);
 }
@@ -341,11 +352,171 @@ int run_serve(const Cli& cli, int argc, char** argv) {
   return 0;
 }
 
+// All of `n` bytes to `fd`; false when it fails.
+bool write_fully(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// SMTP on standard input and output (sendmail -bs), through the local serve: bytes
+// copied both ways until the server closes or the input ends.
+int smtp_on_stdio(const slimta::HostPort& to) {
+  ::signal(SIGPIPE, SIG_IGN);  // a server gone: write() fails, the session ends
+  int fd = -1;
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  if (::getaddrinfo(to.host.c_str(), std::to_string(to.port).c_str(), &hints, &res) == 0) {
+    for (addrinfo* a = res; a && fd < 0; a = a->ai_next) {
+      fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+        ::close(fd);
+        fd = -1;
+      }
+    }
+    ::freeaddrinfo(res);
+  }
+  if (fd < 0) {
+    std::cout << "421 4.3.0 the mail system is not running\r\n" << std::flush;
+    return 75;
+  }
+  pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {fd, POLLIN, 0}};
+  char buf[16384];
+  while (true) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0 || !write_fully(STDOUT_FILENO, buf, static_cast<size_t>(n))) break;
+    }
+    if (fds[0].revents) {
+      ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+      if (n <= 0) {
+        ::shutdown(fd, SHUT_WR);  // no more commands: the server ends the session
+        fds[0].fd = -1;
+      } else if (!write_fully(fd, buf, static_cast<size_t>(n))) {
+        break;
+      }
+    }
+  }
+  ::close(fd);
+  return 0;
+}
+
+// As /usr/sbin/sendmail and mailq (by argv[0]) or `slimta-queue sendmail ...`:
+// sendmail's options (admin/sendmail.h), sendmail's exit codes (sysexits.h). The
+// message goes straight into the storage through the door when this process may open
+// it (root, or the spool's user), else over SMTP to serve's first listener (any user:
+// cron's, the web server's).
+int run_sendmail(std::vector<std::string> args, bool mailq) {
+  using namespace slimta;
+  using namespace slimta::admin;
+  SendmailArgs sa;
+  try {
+    sa = parse_sendmail_args(args);
+  } catch (const QueueError& e) {
+    std::cerr << "sendmail: " << e.what() << "\n";
+    return EX_USAGE;
+  }
+  if (mailq) sa.mode = SendmailArgs::Mode::list;
+  spdlog::set_level(spdlog::level::warn);  // quiet when all is well: cron mails what it prints
+  // The installed configuration, when this user may read it.
+  Cli cli;
+  bool configured = true;
+  try {
+    std::vector<std::string> words = {"slimta-queue", "list"};
+    std::vector<char*> cargs;
+    for (auto& w : words) cargs.push_back(w.data());
+    cli.parse(static_cast<int>(cargs.size()), cargs.data());
+  } catch (const std::exception&) {
+    configured = false;  // not readable by this user: serve's listener takes the mail
+  }
+  HostPort listener{"127.0.0.1", 25};
+  if (configured && !cli.serve_opts.listen.empty())
+    listener = parse_host_port(cli.serve_opts.listen.front(), "--listen");
+  if (listener.host == "0.0.0.0" || listener.host == "::") listener.host = "127.0.0.1";
+  if (sa.mode == SendmailArgs::Mode::smtp_on_stdio) return smtp_on_stdio(listener);
+  // Straight into the storage, as the spool's user when root.
+  std::unique_ptr<QueueStorage> storage;
+  if (configured) {
+    try {
+      if (auto owner = spool_owner(cli.storage_url)) become(*owner);
+      storage = open_storage(cli.storage_url, cli.storage_timeout, /*create=*/false);
+    } catch (const QueueError&) {
+      storage.reset();  // not this user's to open: over SMTP
+    }
+  }
+  try {
+    if (sa.mode == SendmailArgs::Mode::list || sa.mode == SendmailArgs::Mode::flush) {
+      if (!storage) {
+        std::cerr << (mailq ? "mailq" : "sendmail") << ": the queue is not readable by this user\n";
+        return EX_NOPERM;
+      }
+      if (sa.mode == SendmailArgs::Mode::list)
+        return cmd_list(*storage, cli.destinations(), false, std::cout, std::cerr);
+      Selection all;
+      all.all = true;
+      return cmd_retry(*storage, all, cli.destinations(), false, std::cout, std::cerr);
+    }
+    const passwd* pw = ::getpwuid(::getuid());
+    std::string host =
+        configured && !cli.serve_opts.hostname.empty() ? cli.serve_opts.hostname : host_name();
+    std::string user = pw ? pw->pw_name : "uid" + std::to_string(::getuid());
+    Envelope env = sendmail_envelope(sa, std::cin, user + "@" + host,
+                                     configured ? cli.serve_opts.max_message_size : 50 << 20);
+    if (storage) {
+      std::ostringstream id;
+      int rc = enqueue_envelope(*storage, std::move(env), id, std::cerr);
+      return rc == 0 ? EX_OK : rc == 75 ? EX_TEMPFAIL : EX_DATAERR;
+    }
+    SmtpRelayOptions o;
+    o.host = listener.host;
+    o.port = listener.port;
+    o.ehlo_name = "localhost";  // a local submission: not our own name (the loop check)
+    o.max_idle_connections = 0;
+    o.starttls = SmtpRelayOptions::Tls::never;  // this host's own listener
+    SmtpRelay relay(o);
+    std::vector<RecipientResult> results = relay.attempt(env, 1);
+    int rc = EX_OK;
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (results[i].kind == RecipientResult::Kind::delivered) continue;
+      std::cerr << "sendmail: " << printable(env.recipients[i]) << ": "
+                << printable(results[i].reply) << "\n";
+      if (results[i].kind == RecipientResult::Kind::transient)
+        rc = std::max(rc, EX_TEMPFAIL);
+      else if (rc != EX_TEMPFAIL)
+        rc = EX_UNAVAILABLE;
+    }
+    return rc;
+  } catch (const InvalidArgument& e) {
+    std::cerr << "sendmail: " << e.what() << "\n";
+    return EX_USAGE;
+  } catch (const QueueError& e) {
+    std::cerr << "sendmail: " << e.what() << "\n";
+    return EX_TEMPFAIL;
+  }
+}
+
 int main(int argc, char** argv) {
   using namespace slimta;
   using namespace slimta::admin;
   using namespace slimta::daemon;
   configure_logging();
+  // Called as sendmail or mailq (the package's links), or `slimta-queue sendmail ...`.
+  std::string called = std::filesystem::path(argv[0]).filename().string();
+  if (called == "sendmail" || called == "mailq" ||
+      (argc > 1 && std::string_view(argv[1]) == "sendmail")) {
+    std::vector<std::string> args(argv + (called == "sendmail" || called == "mailq" ? 1 : 2),
+                                  argv + argc);
+    return run_sendmail(std::move(args), called == "mailq");
+  }
 
   Cli cli;
   CLI::App& app = cli.app;
