@@ -141,13 +141,14 @@ namespace {
 // Why a destination holds its mail back now: "suspended until ...: REASON", "down until
 // ...: REPLY", or "" when it does not.
 std::string held_back(const DestinationStatus& s, Timestamp t) {
-  if (s.suspended(t)) {
+  const std::string state = destination_state(s, t);  // the rule, as everywhere
+  if (state == "suspended") {
     std::string why = "suspended " + (s.suspended_until == DestinationStatus::kForever
                                           ? std::string("until resumed")
                                           : "until " + format_time(s.suspended_until) + " UTC");
     return s.suspend_reason.empty() ? why : why + ": " + s.suspend_reason;
   }
-  if (s.down_until > t) {
+  if (state == "down") {
     std::string why = "down until " + format_time(s.down_until) + " UTC";
     return s.last_reply.empty() ? why : why + ": " + s.last_reply;
   }

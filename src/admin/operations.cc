@@ -52,16 +52,19 @@ std::vector<std::string> sorted_ids(QueueStorage& storage) {
 }
 
 Flush::Flush(QueueStorage& storage, DestinationOf destination_of)
-    : destination_of_(std::move(destination_of)) {
-  if (!destination_of_) return;
-  board_ = storage.destinations();
-  if (!board_) return;
-  for (const DestinationStatus& s : board_->status())
-    if (s.failures > 0) down_.insert(s.name);
-}
+    : storage_(storage), destination_of_(std::move(destination_of)) {}
 
 std::vector<std::string> Flush::reset_destinations_of(const Envelope& env) {
   std::vector<std::string> reset;
+  if (!destination_of_) return reset;
+  if (!read_) {  // the destinations' state, read once, when a retry first needs it
+    read_ = true;
+    board_ = storage_.destinations();
+    if (board_) {
+      for (const DestinationStatus& s : board_->status())
+        if (s.failures > 0) down_.insert(s.name);
+    }
+  }
   if (down_.empty()) return reset;
   for (const std::string& r : env.recipients) {
     auto it = down_.find(destination_of_(r));

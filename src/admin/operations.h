@@ -45,8 +45,10 @@ class Flush {
   std::vector<std::string> reset_destinations_of(const Envelope& env);
 
  private:
-  std::shared_ptr<Destinations> board_;
+  QueueStorage& storage_;
   DestinationOf destination_of_;
+  bool read_ = false;  // board_ and down_ are read at the first retry, not before
+  std::shared_ptr<Destinations> board_;
   std::set<std::string> down_;  // not reset yet
 };
 
