@@ -32,9 +32,15 @@ class CloudStorageError : public QueueError {
  public:
   static CloudStorageError temporary(const std::string& what) { return {what, true}; }
   static CloudStorageError permanent(const std::string& what) { return {what, false}; }
+  // Temporary, and a request that may have reached the service went unanswered: what it
+  // asked may have been done (or may still be).
+  static CloudStorageError unanswered(const std::string& what) { return {what, true, true}; }
+  bool answer_lost() const { return unanswered_; }
 
  private:
-  CloudStorageError(const std::string& what, bool retryable) : QueueError(what, retryable) {}
+  CloudStorageError(const std::string& what, bool retryable, bool unanswered = false)
+      : QueueError(what, retryable), unanswered_(unanswered) {}
+  bool unanswered_ = false;
 };
 
 struct AwsOptions {
@@ -62,6 +68,7 @@ class SimpleStorageService {
 
   const std::string& bucket() const;
   const std::string& prefix() const;
+  double timeout() const;  // seconds per request
 
   // The object operations CloudStorage is made of. Keys are whole object names (the
   // prefix is not added). Each throws CloudStorageError when S3 fails.
@@ -138,16 +145,21 @@ class CloudStorage : public QueueStorage {
   // `stale_after`: seconds after which the repair sweep (repair_due) reads an object not
   // rewritten since and due, to announce it again (a message being attempted is rewritten
   // at each attempt, so a healthy one is never read).
+  // `resolve_timeout`: how long a write whose PUT went unanswered is settled before
+  // write() answers (RedisOptions::resolve_timeout says how; here a tombstone object is
+  // PUT If-None-Match: * at its key). None: the request timeout of `object_store`.
   explicit CloudStorage(SimpleStorageService object_store,
                         std::optional<SimpleQueueService> message_queue = std::nullopt,
-                        const Clock& clock = system_clock(), double stale_after = 7200);
+                        const Clock& clock = system_clock(), double stale_after = 7200,
+                        std::optional<double> resolve_timeout = std::nullopt);
   // The same over several SQS queues, so that one storage holds more notices in flight
   // than one queue allows (120,000): a message's notices go to the queue its id picks,
   // and due() and wait() read every queue in turn (doc/costs.md). Every process on the
   // storage must name the same queues; their order does not matter for reading, but it
   // picks where new notices go, so keep it the same too.
   CloudStorage(SimpleStorageService object_store, std::vector<SimpleQueueService> message_queues,
-               const Clock& clock = system_clock(), double stale_after = 7200);
+               const Clock& clock = system_clock(), double stale_after = 7200,
+               std::optional<double> resolve_timeout = std::nullopt);
   ~CloudStorage() override;
 
   Capabilities capabilities() const override;

@@ -80,6 +80,18 @@ struct RedisOptions {
   // that replaces it. 0: no WAIT.
   int min_replicas_ack = 0;
   double ack_timeout = 1.0;
+  // A write whose answer is lost or late (a timeout or a dropped connection after it was
+  // sent: the server may have stored it, or may still) is resolved before write()
+  // returns: the server is asked, for up to this many seconds, to keep it if it is stored
+  // or else to tombstone its key so that it never will be. write() then returns the id
+  // (stored) or throws a retryable QueueError (not stored: the SMTP client's retry
+  // cannot make a second copy). Unresolved by then, write() throws, and the message is
+  // taken back as soon as the server answers (in the background, and before this
+  // object's own claim() of it), unless another process claimed it first in the moment
+  // between the server's return and the take-back: then it is delivered, and the log
+  // says the sender's retry may be a duplicate. 0: ask once. None: the socket_timeout,
+  // 20 s without one.
+  std::optional<double> resolve_timeout;
   // Seconds to wait for a connect or a reply; none: wait as long as it takes. Blocking
   // waits (wait()) add their own block time to it, so they never time out early.
   std::optional<double> socket_timeout;

@@ -184,7 +184,11 @@ class QueueStorage {
   // returns the new message's id. When it returns, the message is as durable as the
   // backend promises (capabilities().durable): accepting mail is taking responsibility
   // for it. The id is chosen before any I/O, so an internal retry cannot store the
-  // message twice. Throws QueueError; on error nothing is stored.
+  // message twice. Throws QueueError; on error nothing is stored, and nothing will be: a
+  // backend on a network settles a write whose answer was lost or late before it answers
+  // (stored: it returns the id; else it makes sure a late copy never lands as a message),
+  // so that a client told "try again" never gets its message delivered twice
+  // (RedisOptions::resolve_timeout says how, and the one case it cannot rule out).
   virtual std::string write(const Envelope& envelope, Timestamp timestamp) = 0;
 
   // The four mutations below come in two forms: without a Fence (unfenced), and with
@@ -319,8 +323,10 @@ class QueueStorage {
   // hand-out is rare, and claim() lets one attempt through). So nodes pulling from one
   // storage share the due work without reading the rest, and a message handed to a
   // process that died comes back after `hand_out` (the lease a claim would take). The index changes
-  // in the same atomic step as the timestamp, hold or removal that moves it. InvalidArgument unless
-  // `limit` and `hand_out` are positive.
+  // in the same atomic step as the timestamp, hold or removal that moves it. One exception: a write
+  // refused after its answer was lost (RedisOptions::resolve_timeout) that reaches the server later
+  // may leave an entry for a message that is not stored; it is handed out once, claim() says
+  // KeyError and takes it out. InvalidArgument unless `limit` and `hand_out` are positive.
   std::vector<QueueEntry> due(Timestamp now, size_t limit, std::chrono::milliseconds hand_out);
   // One step of the sweep that puts back in the due index a message missing from it (one
   // stored by a version without the index, or whose notice was lost), reading as little

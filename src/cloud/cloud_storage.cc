@@ -7,6 +7,11 @@
 //   metadata on a local object and never sent it).
 // * write() is PUT If-None-Match: *. The id is chosen before the request, so when a
 //   retry finds the object there (412), the first attempt stored it: done.
+// * A write whose answer was lost (the PUT and its retries went unanswered) is settled
+//   before write() answers (core/unsettled_writes.h): a tombstone object PUT If-None-Match:
+//   * at the message's key either lands first (then the write never can: its own PUT is
+//   If-None-Match: * too) or finds the message there. Readers take the tombstone for no
+//   message.
 // * The SQS notice is sent after the object is stored; if it fails the message is
 //   still stored and load() finds it, so the failure is logged, not raised.
 // * load() reads only the first 4 KiB of each object (a Range GET): the record keeps
@@ -43,12 +48,15 @@
 #include "core/metadata_ops.h"
 #include "core/paged_stream.h"
 #include "core/record.h"
+#include "core/unsettled_writes.h"
 
 namespace slimta {
 
 namespace {
 
 constexpr int kMaxCasRounds = 64;
+// The body of a tombstone: never a record (doc/format.md records start otherwise).
+constexpr std::string_view kTombstone = "slimta: a write taken back\n";
 
 }  // namespace
 
@@ -61,6 +69,7 @@ struct CloudStorage::Impl {
   std::vector<SimpleQueueService> queues;  // none: no notices, no due index
   const Clock& clock;
   double stale_after;
+  double resolve_timeout = 0;
   std::atomic<size_t> next_queue{0};  // where due() and wait() read next
 
   bool has_queue() const { return !queues.empty(); }
@@ -131,6 +140,29 @@ struct CloudStorage::Impl {
   }
 
   std::string key(std::string_view id) const { return s3.prefix() + std::string(id); }
+  // The message object at `k` (or its first `max_bytes`); nullopt if none, or a tombstone.
+  std::optional<SimpleStorageService::Object> message(const std::string& k, size_t max_bytes = 0) {
+    auto obj = s3.get(k, max_bytes);
+    if (obj && obj->body == kTombstone) return std::nullopt;
+    return obj;
+  }
+  // See UnsettledWrites: the tombstone, or the message found in its place.
+  bool settle(std::string_view id, bool take_back) {
+    std::string k = key(id);
+    for (int round = 0; round < kMaxCasRounds; ++round) {
+      if (s3.put(k, std::string(kTombstone), "")) return false;  // first: the write never lands
+      auto obj = s3.get(k);
+      if (!obj) continue;  // removed meanwhile: tombstone it
+      if (obj->body == kTombstone) return false;
+      if (!take_back) return true;
+      if (record::decode_message(obj->body, where(k)).meta.lease.token != 0) return true;
+      if (s3.remove(k, obj->etag)) continue;  // taken back: now the tombstone
+    }
+    throw CloudStorageError::temporary("S3 object " + k +
+                                       " kept changing while settling its write");
+  }
+  UnsettledWrites unsettled{
+      "s3", [this](std::string_view id, bool take_back) { return settle(id, take_back); }};
   // "s3://BUCKET/KEY", naming an object in errors.
   std::string where(const std::string& k) const { return "s3://" + s3.bucket() + "/" + k; }
 
@@ -151,10 +183,10 @@ struct CloudStorage::Impl {
   // or from the whole object when it is longer; nullopt if the object is gone.
   // CorruptRecord if it cannot be decoded.
   std::optional<record::Metadata> read_metadata(const std::string& k) {
-    auto obj = s3.get(k, record::kPrefixSize);
+    auto obj = message(k, record::kPrefixSize);
     if (!obj) return std::nullopt;
     if (auto p = record::decode_prefix(obj->body, where(k))) return p->meta;
-    if (!(obj = s3.get(k))) return std::nullopt;
+    if (!(obj = message(k))) return std::nullopt;
     return record::decode(obj->body, where(k)).meta;
   }
 
@@ -165,7 +197,7 @@ struct CloudStorage::Impl {
     std::string k = key(id);
     std::optional<decltype(fn(std::declval<record::Metadata&>()))> result;
     cas_loop(k, [&] {
-      auto obj = s3.get(k);
+      auto obj = message(k);
       if (!obj) throw KeyError(std::string(id));
       record::Message m = record::decode_message(std::move(obj->body), where(k));
       const record::Metadata before = m.meta;
@@ -243,16 +275,19 @@ std::vector<SimpleQueueService> queue_list(std::optional<SimpleQueueService> que
 
 CloudStorage::CloudStorage(SimpleStorageService object_store,
                            std::optional<SimpleQueueService> message_queue, const Clock& clock,
-                           double stale_after)
+                           double stale_after, std::optional<double> resolve_timeout)
     : CloudStorage(std::move(object_store), queue_list(std::move(message_queue)), clock,
-                   stale_after) {}
+                   stale_after, resolve_timeout) {}
 
 CloudStorage::CloudStorage(SimpleStorageService object_store,
                            std::vector<SimpleQueueService> message_queues, const Clock& clock,
-                           double stale_after) {
+                           double stale_after, std::optional<double> resolve_timeout) {
   if (!(stale_after > 0)) throw InvalidArgument("stale_after must be more than 0 seconds");
+  if (resolve_timeout && !(*resolve_timeout >= 0))
+    throw InvalidArgument("resolve_timeout must be 0 seconds or more");
   impl_ = std::make_unique<Impl>(std::move(object_store), std::move(message_queues), clock,
                                  stale_after);
+  impl_->resolve_timeout = resolve_timeout.value_or(impl_->s3.timeout());
   set_shaping_clock(clock);
 }
 
@@ -270,7 +305,13 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
   std::string id = new_message_id();
   std::string k = impl_->key(id);
   // false: the object exists, so an earlier attempt of this very call stored it.
-  impl_->s3.put(k, record::encode(record::initial_metadata(envelope, timestamp), &envelope), "");
+  try {
+    impl_->s3.put(k, record::encode(record::initial_metadata(envelope, timestamp), &envelope), "");
+  } catch (const CloudStorageError& e) {
+    if (!e.answer_lost()) throw;  // every attempt answered (refused): nothing stored
+    if (!impl_->unsettled.resolve(id, e.what(), impl_->resolve_timeout))
+      throw QueueError("S3: message " + id + " was not stored (" + e.what() + ")", true);
+  }
   if (impl_->has_queue()) {
     try {
       impl_->queue_of(id).queue_message(id, timestamp, impl_->seconds_until(timestamp));
@@ -298,6 +339,9 @@ void CloudStorage::do_set_recipients_delivered(std::string_view id,
 }
 
 ClaimResult CloudStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
+  // A message this object refused (its write went unanswered) and has not settled yet
+  // may have landed since: it is taken back before this process could deliver it.
+  if (impl_->unsettled.taken_back_if_in_doubt(id)) throw KeyError(std::string(id));
   ClaimResult r;
   try {
     r = impl_->update(id, record::ops::claim(impl_->clock.now(), duration));
@@ -368,7 +412,7 @@ std::unique_ptr<EntryStream> CloudStorage::load() { return std::make_unique<Impl
 
 QueuedMessage CloudStorage::do_get(std::string_view id) {
   std::string k = impl_->key(id);
-  auto obj = impl_->s3.get(k);
+  auto obj = impl_->message(k);
   if (!obj) throw KeyError(std::string(id));
   record::Message m = record::decode_message(std::move(obj->body), impl_->where(k));
   return record::to_queued(std::move(m.envelope), m.meta);
@@ -381,7 +425,7 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
   } else {
     // GET, check the fence, DELETE If-Match: a claim in between changes the ETag.
     impl_->cas_loop(k, [&] {
-      auto obj = impl_->s3.get(k);
+      auto obj = impl_->message(k);
       if (!obj) return true;
       record::check_fence(record::decode_message(obj->body, impl_->where(k)).meta, fence, id);
       return impl_->s3.remove(k, obj->etag);

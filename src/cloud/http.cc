@@ -126,6 +126,7 @@ Response Http::send(const Request& req) {
   std::string userpwd = creds_.key + ":" + creds_.secret;
   thread_local std::mt19937 rng(std::random_device{}());
   std::string last_error;
+  bool unanswered = false;  // an attempt that may have reached the server went unanswered
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     if (attempt > 0) {
       // 100 ms, 200 ms, 400 ms ... with jitter, so that many clients do not retry in step.
@@ -177,6 +178,8 @@ Response Http::send(const Request& req) {
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp.status);
     if (rc != CURLE_OK) {
       last_error = curl_easy_strerror(rc);
+      unanswered |= rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST &&
+                    rc != CURLE_COULDNT_RESOLVE_PROXY;
       continue;  // the handle is dropped: its connection may be half-used
     }
     give_handle(std::move(handle));
@@ -186,8 +189,9 @@ Response Http::send(const Request& req) {
     }
     return resp;
   }
-  throw CloudStorageError::temporary(req.kind + " " + req.url + " failed after " +
-                                     std::to_string(kAttempts) + " attempts: " + last_error);
+  std::string what = req.kind + " " + req.url + " failed after " + std::to_string(kAttempts) +
+                     " attempts: " + last_error;
+  throw unanswered ? CloudStorageError::unanswered(what) : CloudStorageError::temporary(what);
 }
 
 std::map<std::string, uint64_t> Http::counts() const {

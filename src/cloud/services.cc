@@ -49,6 +49,7 @@ void check_options(double timeout, const AwsOptions& aws) {
 
 struct SimpleStorageService::Impl {
   std::string bucket, prefix;
+  double timeout = 0;
   std::string base;  // URL of the bucket, without a trailing slash
   std::unique_ptr<cloud::Http> http;
 
@@ -113,6 +114,8 @@ SimpleStorageService::Page SimpleStorageService::list(const std::string& token) 
   return page;
 }
 
+double SimpleStorageService::timeout() const { return impl_->timeout; }
+
 std::map<std::string, uint64_t> SimpleStorageService::request_counts() const {
   return impl_->http->counts();
 }
@@ -126,6 +129,7 @@ SimpleStorageService::SimpleStorageService(std::string bucket, double timeout, s
   }
   impl_->bucket = std::move(bucket);
   impl_->prefix = std::move(prefix);
+  impl_->timeout = timeout;
   if (!aws.endpoint.empty()) {
     std::string ep = aws.endpoint;
     while (ep.ends_with("/")) ep.pop_back();

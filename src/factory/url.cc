@@ -207,6 +207,9 @@ void redis_param(const std::string& key, const std::string& value, std::string_v
   } else if (key == "ack-timeout") {
     o.ack_timeout = number<double>(value, url, "ack-timeout");
     if (!(o.ack_timeout > 0)) bad(url, "ack-timeout must be more than 0 seconds");
+  } else if (key == "resolve-timeout") {
+    o.resolve_timeout = number<double>(value, url, "resolve-timeout");
+    if (!(*o.resolve_timeout >= 0)) bad(url, "resolve-timeout must be 0 seconds or more");
   } else if (key == "notify-shards") {
     if (!kind.cluster) bad(url, "notify-shards= is for redis+cluster:// URLs");
     o.notify_shards = number<size_t>(value, url, "notify-shards");
@@ -230,10 +233,11 @@ void redis_param(const std::string& key, const std::string& value, std::string_v
     if (!line.empty() && line.back() == '\r') line.pop_back();
     o.password = line;
   } else {
-    bad(url, "unknown parameter '" + key +
-                 "' (known: prefix, timeout, db, username, password, password-file, "
-                 "min-replicas-ack, ack-timeout; for rediss: ca, cert, key, sni; for "
-                 "redis+sentinel: sentinel-password; for redis+cluster: notify-shards, due-slots)");
+    bad(url,
+        "unknown parameter '" + key +
+            "' (known: prefix, timeout, db, username, password, password-file, "
+            "min-replicas-ack, ack-timeout, resolve-timeout; for rediss: ca, cert, key, sni; for "
+            "redis+sentinel: sentinel-password; for redis+cluster: notify-shards, due-slots)");
   }
 }
 
@@ -283,6 +287,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
   bool path_style = true;
   std::string sqs;
   double stale_after = 7200;
+  std::optional<double> resolve_timeout;
   for (const auto& [key, value] : params) {
     if (key == "region")
       aws.region = value;
@@ -298,9 +303,13 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
       aws.profile = value;
     else if (key == "stale-after")
       stale_after = positive(number<double>(value, url, "stale-after"), url, "stale-after");
-    else
+    else if (key == "resolve-timeout") {
+      resolve_timeout = number<double>(value, url, "resolve-timeout");
+      if (!(*resolve_timeout >= 0)) bad(url, "resolve-timeout must be 0 seconds or more");
+    } else
       bad(url, "unknown parameter '" + key +
-                   "' (known: region, endpoint, sqs, timeout, path_style, profile, stale-after)");
+                   "' (known: region, endpoint, sqs, timeout, path_style, profile, stale-after, "
+                   "resolve-timeout)");
   }
   // sqs=Q1,Q2,...: one storage over several queues (queue URLs and names hold no comma).
   std::vector<std::string> names;
@@ -318,7 +327,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
   for (const auto& name : names) queues.emplace_back(name, timeout, 1.0, aws);
   SimpleStorageService s3(bucket, timeout, prefix, aws, path_style);
   return std::make_unique<CloudStorage>(std::move(s3), std::move(queues), system_clock(),
-                                        stale_after);
+                                        stale_after, resolve_timeout);
 }
 
 #endif

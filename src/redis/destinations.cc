@@ -224,9 +224,8 @@ class RedisDestinations : public Destinations {
   }
   void forget_failures(const std::string& destination) override {
     std::string k = key(destination);
-    pool_.run_on(index_, true, [&](Connection& c) {
-      return c.eval(forget_failures_script(), {k}, {});
-    });
+    pool_.run_on(index_, true,
+                 [&](Connection& c) { return c.eval(forget_failures_script(), {k}, {}); });
   }
 
   std::vector<DestinationStatus> status() override {

@@ -165,6 +165,8 @@ void validate(const RedisOptions& o) {
     throw InvalidArgument("redis min_replicas_ack " + std::to_string(o.min_replicas_ack) +
                           " is negative");
   if (!(o.ack_timeout > 0)) throw InvalidArgument("redis ack_timeout must be more than 0 seconds");
+  if (o.resolve_timeout && !(*o.resolve_timeout >= 0))
+    throw InvalidArgument("redis resolve_timeout must be 0 seconds or more");
 }
 
 }  // namespace
@@ -201,14 +203,17 @@ class RedisStorage::Impl::Stream : public PagedStream {
     impl_.pool.run_node(masters_[master_], true, [&](Connection& c) {
       std::vector<std::string> ids;
       std::string next_cursor = impl_.scan_ids(c, cursor_, ids);
-      // "recipients" is only in message hashes: other hashes under the prefix are skipped.
-      for (const auto& id : ids) c.append({"HMGET", impl_.key(id), "timestamp", "recipients"});
+      // "recipients" is only in message hashes: other hashes under the prefix are skipped,
+      // and so are writes taken back (abandon_script()).
+      for (const auto& id : ids)
+        c.append({"HMGET", impl_.key(id), "timestamp", "recipients", "abandoned"});
       std::vector<Reply> replies;
       for (size_t i = 0; i < ids.size(); ++i) replies.push_back(c.read_reply(/*allow_error=*/true));
       for (size_t i = 0; i < ids.size(); ++i) {
         const redisReply* h = replies[i].get();
-        if (h->type != REDIS_REPLY_ARRAY || h->elements != 2) continue;  // replaced meanwhile
+        if (h->type != REDIS_REPLY_ARRAY || h->elements != 3) continue;  // replaced meanwhile
         if (h->element[1]->type == REDIS_REPLY_NIL) continue;            // not a message hash
+        if (h->element[2]->type != REDIS_REPLY_NIL) continue;            // taken back
         std::optional<double> ts;
         if (h->element[0]->type == REDIS_REPLY_STRING) {
           ts = redis::parse_timestamp(std::string_view(h->element[0]->str, h->element[0]->len));
@@ -289,6 +294,7 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   const std::vector<std::string_view> hset{"HSET",      key, "record",     bytes,
                                            "timestamp", ts,  "attempts",   "0",
                                            "delivered", "",  "recipients", rcpts};
+  bool sent = false;  // whether the write may have reached a server
   try {
     if (impl_->pool.cluster()) {
       // The message and its notice are in different slots, so not in one transaction:
@@ -298,6 +304,7 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
       const std::string& stream = impl_->stream_beside(id, key);
       const std::string* index = impl_->due_key_of(key);
       bool noticed = impl_->pool.run_on(key, true, [&](Connection& c) {
+        sent = true;
         if (index) {
           c.append({"MULTI"});
           c.append(hset);
@@ -329,6 +336,7 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
       return id;
     }
     impl_->pool.run(true, [&](Connection& c) {
+      sent = true;
       c.append({"MULTI"});
       c.append(hset);
       impl_->append_notice(c, id, ts);
@@ -361,8 +369,34 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
       spdlog::warn("redis: {} was not replicated and could not be taken back: {}", id, e.what());
     }
     throw;
+  } catch (const redis::ConnectionFailed& e) {
+    // Sent, and then the answer was lost or late: stored, not stored, or still on its way.
+    if (!sent) throw;
+    const RedisOptions& o = impl_->pool.options();
+    if (!impl_->unsettled.resolve(id, e.what(),
+                                  o.resolve_timeout.value_or(o.socket_timeout.value_or(20.0))))
+      throw QueueError("redis: message " + id + " was not stored (" + e.what() + ")", true);
+    try {
+      announce(id, timestamp);  // its notice may not have been written (a cluster's is apart)
+    } catch (const QueueError& n) {
+      spdlog::warn("redis: {} stored but not announced to other nodes: {}", id, n.what());
+    }
   }
   return id;
+}
+
+bool RedisStorage::Impl::settle(std::string_view id, bool take_back) {
+  static constexpr std::string_view kTombstoneSeconds = "86400";  // far beyond any TCP retry
+  // Not WAITed for: a master that lost its replica (the failover that made the answer
+  // late) would refuse every settlement; the write it settles was not acknowledged either.
+  Reply r = run_script(redis::abandon_script(), id, true,
+                       {take_back ? "1" : "0", std::string(kTombstoneSeconds)}, /*acked=*/false);
+  try {
+    script_reply(r, id, Fence{});
+    return true;
+  } catch (const KeyError&) {
+    return false;  // {0}: not stored, and never will be
+  }
 }
 
 std::shared_ptr<Destinations> RedisStorage::destinations() {
@@ -380,14 +414,14 @@ void RedisStorage::do_announce(std::string_view id, Timestamp timestamp) {
 }
 
 Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, bool idempotent,
-                                     std::vector<std::string> args) {
+                                     std::vector<std::string> args, bool acked) {
   std::string k = key(id);
   std::vector<std::string_view> keys{k};
   if (const std::string* index = due_key_of(k))
     keys.insert(keys.end(), {*index, received_key(index), held_key(index)});
   std::vector<std::string_view> views(args.begin(), args.end());
   return pool.run_on(k, idempotent,
-                     [&](Connection& c) { return c.eval(script, keys, views, /*acked=*/true); });
+                     [&](Connection& c) { return c.eval(script, keys, views, acked); });
 }
 
 void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
@@ -418,6 +452,9 @@ void RedisStorage::do_set_recipients_delivered(std::string_view id,
 }
 
 ClaimResult RedisStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
+  // A message this object refused (its write went unanswered) and has not settled yet
+  // may have landed since: it is taken back before this process could deliver it.
+  if (impl_->unsettled.taken_back_if_in_doubt(id)) throw KeyError(std::string(id));
   // A claim whose answer was lost (the connection died, WAIT fell short) may have
   // happened: the next claim of this object for the message sends the same random name
   // and gets that lease back, instead of finding the message busy until it runs out.
@@ -520,13 +557,14 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
   std::string key = impl_->key(id);
   Reply r = impl_->pool.run_on(key, true, [&](Connection& c) {
     return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered", "lease_token",
-                      "lease_expires", "hold_since", "hold_reason", "last_reply"});
+                      "lease_expires", "hold_since", "hold_reason", "last_reply", "abandoned"});
   });
   // A reply of the wrong shape is the server's fault, retryable: never "not stored",
   // which would drop the message from the schedule as if an operator had removed it.
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 9)
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 10)
     throw QueueError("redis: HMGET of " + key + " answered with a reply of the wrong type", true);
-  if (r->element[0]->type == REDIS_REPLY_NIL) throw KeyError(std::string(id));
+  if (r->element[0]->type == REDIS_REPLY_NIL || r->element[9]->type != REDIS_REPLY_NIL)
+    throw KeyError(std::string(id));
   std::string what = "redis key " + key;
   record::Message m =
       record::decode_message(std::string_view(r->element[0]->str, r->element[0]->len), what);

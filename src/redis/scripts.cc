@@ -7,6 +7,9 @@ namespace slimta::redis {
 namespace {
 
 // The message leaves the index and the sets beside it (it is gone).
+// stored(): whether KEYS[1] holds a message: a record that was not taken back (a write
+// whose outcome was unknown and that abandon_script() tombstoned may still land later,
+// its HSET beside the tombstone: it is never a message).
 // And count(): a lease field as a whole number, or nil when it is not one (Lua's
 // tonumber takes "nan" and "inf", which no comparison or increment survives).
 constexpr std::string_view kForget = R"lua(
@@ -14,6 +17,10 @@ local function count(v)
   local n = tonumber(v)
   if n and n == n and n >= 0 and n < 9007199254740992 and math.floor(n) == n then return n end
   return nil
+end
+local function stored()
+  return redis.call('HEXISTS', KEYS[1], 'record') == 1 and
+         redis.call('HEXISTS', KEYS[1], 'abandoned') == 0
 end
 local function forget()
   if KEYS[2] then
@@ -29,7 +36,7 @@ end
 // number (written by another tool) counts as 0: no lease, so the message can be
 // claimed again, rather than every script failing on it.
 const std::string kGate = std::string(kForget) + R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+if not stored() then
   forget()
   return {0}
 end
@@ -117,7 +124,7 @@ return {1, tonumber(ARGV[1]), expires}
 // A held message found in the due index leaves it (held messages are not due).
 const Script& claim_script() {
   static const Script s(std::string(kForget) + R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+if not stored() then
   forget()
   return {0}
 end
@@ -161,7 +168,7 @@ return {1, token, expires}
 // ARGV[1] = since ('' to lift the hold), ARGV[2] = reason.
 const Script& hold_script() {
   static const Script s(std::string(kForget) + R"lua(
-if redis.call('HEXISTS', KEYS[1], 'record') == 0 then
+if not stored() then
   forget()
   return {0}
 end
@@ -179,6 +186,29 @@ else
   end
 end
 return {1}
+)lua");
+  return s;
+}
+
+// Resolves a write whose outcome is unknown (its answer was lost or late: it may have
+// landed, or still be on its way): ARGV[1] = '1' to take the message back when no claim
+// has touched it yet, '0' to keep it when it is stored; ARGV[2] = how long (s) the
+// tombstone lasts. {1}: stored, and kept; {0}: not stored, and it never will be (the
+// tombstone makes a late HSET of the write land beside it, which stored() refuses).
+const Script& abandon_script() {
+  static const Script s(std::string(kForget) + R"lua(
+if redis.call('HEXISTS', KEYS[1], 'abandoned') == 1 then
+  forget()
+  return {0}
+end
+if redis.call('HEXISTS', KEYS[1], 'record') == 1 then
+  if ARGV[1] ~= '1' or redis.call('HEXISTS', KEYS[1], 'lease_token') == 1 then return {1} end
+  redis.call('DEL', KEYS[1])
+end
+forget()
+redis.call('HSET', KEYS[1], 'abandoned', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {0}
 )lua");
   return s;
 }
@@ -204,9 +234,9 @@ const Script& repair_script() {
   static const Script s(R"lua(
 local n = 0
 for i = 4, #KEYS do
-  local h = redis.call('HMGET', KEYS[i], 'timestamp', 'recipients', 'hold_since')
+  local h = redis.call('HMGET', KEYS[i], 'timestamp', 'recipients', 'hold_since', 'abandoned')
   local ts = tonumber(h[1] or '')
-  if ts and h[2] then
+  if ts and h[2] and not h[4] then
     if not h[3] and not redis.call('ZSCORE', KEYS[1], KEYS[i]) then
       redis.call('ZADD', KEYS[1], h[1], KEYS[i])
       n = n + 1

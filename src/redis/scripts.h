@@ -23,5 +23,6 @@ const Script& hold_script();
 const Script& due_script();
 const Script& repair_script();
 const Script& stats_script();
+const Script& abandon_script();
 
 }  // namespace slimta::redis

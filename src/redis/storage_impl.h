@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/unsettled_writes.h"
 #include "redis/connection.h"
 #include "redis/scripts.h"
 #include "slimta/redis_storage.h"
@@ -197,7 +198,15 @@ struct RedisStorage::Impl {
 
   // Runs a per-message script on KEYS[1] = key(id).
   Reply run_script(const redis::Script& script, std::string_view id, bool idempotent,
-                   std::vector<std::string> args);
+                   std::vector<std::string> args, bool acked = true);
+
+  // A write whose outcome is unknown (see RedisOptions::resolve_timeout), by the one
+  // script that settles it (abandon_script()): true when the message is stored and kept,
+  // false when it is not and never will be. `take_back`: a stored message that no claim
+  // has touched is taken back too.
+  bool settle(std::string_view id, bool take_back);
+  UnsettledWrites unsettled{
+      "redis", [this](std::string_view id, bool take_back) { return settle(id, take_back); }};
 
   class Stream;
 };

@@ -124,6 +124,8 @@ TEST(UrlTest, SentinelUrlsNameTheSentinelsAndTheMaster) {
   EXPECT_FALSE(o.sentinel_password);
   EXPECT_EQ(url::parse_redis("redis://h?min-replicas-ack=2").min_replicas_ack, 2);
   EXPECT_EQ(url::parse_redis("redis://h").min_replicas_ack, 0);
+  EXPECT_EQ(url::parse_redis("redis://h?resolve-timeout=2.5").resolve_timeout, 2.5);
+  EXPECT_FALSE(url::parse_redis("redis://h").resolve_timeout);  // the socket timeout
   for (const auto& [bad, want] : std::vector<std::pair<const char*, const char*>>{
            {"redis+sentinel://s1", "no master name"},
            {"redis+sentinel://s1/", "no master name"},
@@ -132,7 +134,8 @@ TEST(UrlTest, SentinelUrlsNameTheSentinelsAndTheMaster) {
            {"redis+sentinel://s1/m/x", "db 'x' is not a number"},
            {"redis://h?sentinel-password=x", "sentinel-password= is for redis+sentinel://"},
            {"redis://h?min-replicas-ack=one", "min-replicas-ack 'one' is not a number"},
-           {"redis://h?ack-timeout=0", "ack-timeout must be more than 0"}}) {
+           {"redis://h?ack-timeout=0", "ack-timeout must be more than 0"},
+           {"redis://h?resolve-timeout=-1", "resolve-timeout must be 0 seconds or more"}}) {
     expect_refused(bad, want);
   }
   try {
@@ -282,6 +285,9 @@ TEST(UrlTest, AnS3UrlsStaleAfterAndQueuesAreChecked) {
   EXPECT_NE(error("s3://bucket?stale-after=soon").find("stale-after"), std::string::npos);
   // A good one is taken (it fails later, for want of credentials, not of stale-after).
   EXPECT_EQ(error("s3://bucket?stale-after=600"), "no error");
+  EXPECT_EQ(error("s3://bucket?resolve-timeout=5"), "no error");
+  EXPECT_NE(error("s3://bucket?resolve-timeout=-1").find("resolve-timeout must be 0 seconds"),
+            std::string::npos);
   // sqs=: one queue or several, each once.
   EXPECT_NE(error("s3://bucket?sqs=a,,b").find("an empty queue in sqs="), std::string::npos);
   EXPECT_NE(error("s3://bucket?sqs=a,").find("an empty queue in sqs="), std::string::npos);

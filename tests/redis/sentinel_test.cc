@@ -53,6 +53,17 @@ TEST_F(SentinelTest, AWriteNoReplicaAcknowledgedIsRefusedAndTakenBack) {
   EXPECT_NO_THROW(RedisStorage(o).write(sample_envelope(), 1000));
 }
 
+TEST_F(SentinelTest, AWriteToAPausedMasterIsRefusedAndNeverStored) {
+  SentinelGroup group(3);
+  int master = group.master_port();
+  ASSERT_NE(master, 0);
+  std::vector<RedisServer*> paused;
+  for (RedisServer* s : group.all())
+    if (s->port() == master) paused.push_back(s);
+  ASSERT_EQ(paused.size(), 1u);
+  testing::expect_a_write_to_paused_servers_refused_for_good(group.options(prefix_), paused);
+}
+
 // Found failing over under load: a claim whose answer was lost (here WAIT falls short,
 // the replica being stopped; a connection reset does the same) had taken the lease, and
 // the retry 30 s later found the message busy until that lease ran out, 5 minutes.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <latch>
 #include <map>
 #include <set>
@@ -17,6 +18,7 @@
 #include "slimta/redis_storage.h"
 #include "support/moto_server.h"
 #include "support/redis_server.h"
+#include "support/stall_proxy.h"
 #include "support/test_util.h"
 
 namespace slimta {
@@ -36,6 +38,17 @@ class Location {
   virtual ~Location() = default;
   virtual std::unique_ptr<QueueStorage> open() = 0;
   virtual ManualClock* clock() { return nullptr; }
+  // For the rows on answers lost or late: a StallProxy in front of the location's server,
+  // and a storage on the location reached through it, waiting `timeout` s for an answer
+  // and resolving an unanswered write for up to `resolve` s. nullptr where the storage
+  // has no network (a local write's outcome is always known) or where the server's
+  // address comes from the servers themselves (sentinel, cluster: tests/redis pause those).
+  virtual std::unique_ptr<testing::StallProxy> proxy() { return nullptr; }
+  virtual std::unique_ptr<QueueStorage> open_through(const testing::StallProxy&, double timeout,
+                                                     double resolve) {
+    (void)timeout, (void)resolve;
+    return nullptr;
+  }
 };
 
 class MemoryLocation : public Location {
@@ -67,6 +80,20 @@ class RedisLocation : public Location {
  public:
   explicit RedisLocation(RedisOptions options) : options_(std::move(options)) {}
   std::unique_ptr<QueueStorage> open() override { return std::make_unique<RedisStorage>(options_); }
+  std::unique_ptr<testing::StallProxy> proxy() override {
+    if (!options_.sentinels.empty() || !options_.cluster_nodes.empty()) return nullptr;
+    return std::make_unique<testing::StallProxy>(options_.host, options_.port);
+  }
+  std::unique_ptr<QueueStorage> open_through(const testing::StallProxy& proxy, double timeout,
+                                             double resolve) override {
+    RedisOptions o = options_;
+    if (o.tls && o.tls_server_name.empty()) o.tls_server_name = o.host;
+    o.host = "127.0.0.1";
+    o.port = proxy.port();
+    o.socket_timeout = timeout;
+    o.resolve_timeout = resolve;
+    return std::make_unique<RedisStorage>(o);
+  }
 
  private:
   RedisOptions options_;
@@ -105,6 +132,20 @@ class CloudLocation : public Location {
     return std::make_unique<CloudStorage>(
         SimpleStorageService("conformance", 30, prefix_, server_.aws()),
         SimpleQueueService(queue_url_, 30, 0.1, server_.aws()), clock_);
+  }
+  std::unique_ptr<testing::StallProxy> proxy() override {
+    std::string endpoint = server_.aws().endpoint;  // http://127.0.0.1:PORT
+    return std::make_unique<testing::StallProxy>(
+        "127.0.0.1", std::stoi(endpoint.substr(endpoint.rfind(':') + 1)));
+  }
+  // S3 through the proxy, SQS straight.
+  std::unique_ptr<QueueStorage> open_through(const testing::StallProxy& proxy, double timeout,
+                                             double resolve) override {
+    AwsOptions through = server_.aws();
+    through.endpoint = "http://127.0.0.1:" + std::to_string(proxy.port());
+    return std::make_unique<CloudStorage>(
+        SimpleStorageService("conformance", timeout, prefix_, through),
+        SimpleQueueService(queue_url_, 30, 0.1, server_.aws()), clock_, 7200, resolve);
   }
   ManualClock* clock() override { return &clock_; }
 
@@ -205,6 +246,15 @@ class ConformanceTest : public ::testing::TestWithParam<Backend> {
   // The destinations of a second object where the backend shares them, else storage_'s.
   Destinations& peer_destinations() {
     return GetParam().shared_destinations ? *peer().destinations() : *storage_->destinations();
+  }
+
+  // A storage on the location through `proxy` (Location::open_through), its connection
+  // made before the test's fault.
+  std::unique_ptr<QueueStorage> through(const testing::StallProxy& proxy, double timeout,
+                                        double resolve) {
+    auto s = location_->open_through(proxy, timeout, resolve);
+    EXPECT_THROW(s->get("warm-up"), KeyError);
+    return s;
   }
 
   Timestamp now() { return location_->clock() ? location_->clock()->now() : system_clock().now(); }
@@ -1021,6 +1071,89 @@ TEST_P(ConformanceTest, ARepairPassOverAHealthyIndexChangesNothing) {
   EXPECT_TRUE(cursor.empty());
   EXPECT_EQ(repaired, 0u);
   EXPECT_EQ(storage_->due(1000, 10, seconds(60)).size(), 5u);  // the held one still not
+}
+
+// Waits up to 60 s for `done`, asking every 20 ms.
+template <typename Fn>
+bool eventually(Fn&& done) {
+  for (auto end = std::chrono::steady_clock::now() + 60s; std::chrono::steady_clock::now() < end;
+       std::this_thread::sleep_for(20ms))
+    if (done()) return true;
+  return done();
+}
+
+// A write the server acted on but whose answer was lost: write() finds out that it is
+// stored and says so (a 451 here would make the sender's retry a second copy).
+TEST_P(ConformanceTest, AWriteWhoseAnswerIsLostIsFoundStoredAndStoredOnce) {
+  auto proxy = location_->proxy();
+  if (!proxy) return;  // no network between it and its store: no answer can be lost
+  auto lossy = through(*proxy, 0.5, 60);  // its connection made, before the loss
+  proxy->deafen();
+  auto written =
+      std::async(std::launch::async, [&] { return lossy->write(sample_envelope(), 100); });
+  // Answered, unheard, and given up on twice (the write and its retry): no answer comes.
+  EXPECT_TRUE(eventually([&] { return proxy->dropped() > 0 && proxy->deaf_gone() >= 2; }));
+  proxy->hear();
+  std::string id = written.get();  // stored: no error
+  EXPECT_EQ(storage_->get(id).envelope.recipients, sample_envelope().recipients);
+  auto all = storage_->load_all();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].id, id);
+}
+
+// A write held on its way (the server paused) beyond write()'s patience: write() says it
+// is not stored, and that stays true when the write reaches the server at last.
+TEST_P(ConformanceTest, AWriteHeldBeyondItsResolutionIsRefusedAndNeverStored) {
+  auto proxy = location_->proxy();
+  if (!proxy) return;  // no network between it and its store: no answer can be late
+  auto lossy = through(*proxy, 0.3, 1);
+  proxy->hold();
+  try {
+    lossy->write(sample_envelope(), 100);
+    ADD_FAILURE() << "a write the server never heard was said to be stored";
+  } catch (const QueueError& e) {
+    EXPECT_TRUE(e.retryable()) << e.what();
+  }
+  proxy->release();
+  ASSERT_TRUE(proxy->wait_drained(60));  // the server has acted on the write
+  EXPECT_TRUE(eventually([&] { return storage_->load_all().empty(); }));
+  lossy.reset();  // and nothing more to come from it
+  EXPECT_TRUE(storage_->load_all().empty());
+  // Its late copy may have left an index entry beside the tombstone: never a message.
+  if (storage_->capabilities().due_index && !GetParam().real_time_index) {
+    for (const auto& e : storage_->due(now() + 1000, 10, 1ms))
+      EXPECT_THROW(storage_->claim(e.id, 60s), KeyError);
+    EXPECT_TRUE(storage_->due(now() + 2000, 10, 60s).empty());
+  }
+}
+
+// Held until write() gave up a first time, then let through while it resolves: stored
+// once if it says so, never if it says not.
+TEST_P(ConformanceTest, AWriteHeldThenLetThroughIsStoredOnceOrNotAtAllAsWriteSays) {
+  auto proxy = location_->proxy();
+  if (!proxy) return;  // no network between it and its store: no answer can be late
+  auto lossy = through(*proxy, 0.3, 60);
+  proxy->hold();
+  auto written =
+      std::async(std::launch::async, [&] { return lossy->write(sample_envelope(), 100); });
+  EXPECT_TRUE(eventually([&] { return proxy->gave_up() > 0; }));
+  proxy->release();
+  std::optional<std::string> id;
+  try {
+    id = written.get();
+  } catch (const QueueError& e) {
+    EXPECT_TRUE(e.retryable()) << e.what();
+  }
+  ASSERT_TRUE(proxy->wait_drained(60));
+  lossy.reset();
+  auto all = storage_->load_all();
+  if (id) {
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_EQ(all[0].id, *id);
+    EXPECT_NO_THROW(storage_->get(*id));
+  } else {
+    EXPECT_TRUE(all.empty());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::ValuesIn(kBackends),

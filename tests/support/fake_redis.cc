@@ -7,6 +7,8 @@
 
 #include <stdexcept>
 
+#include "support/test_util.h"
+
 namespace slimta::testing {
 
 namespace {
@@ -53,16 +55,9 @@ bool read_command(int fd, std::string& buf, std::vector<std::string>& out,
 }  // namespace
 
 FakeRedis::FakeRedis(Answer answer) : answer_(std::move(answer)) {
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::listen(listen_fd_, 16) != 0 ||
-      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("FakeRedis: cannot listen");
-  port_ = ntohs(a.sin_port);
+  LoopbackListener listener = listen_on_loopback("FakeRedis", 16);
+  listen_fd_ = listener.fd;
+  port_ = listener.port;
   acceptor_ = std::thread([this] {
     while (!stop_) {
       pollfd p{listen_fd_, POLLIN, 0};

@@ -99,6 +99,23 @@ std::vector<int> listening_ports(const std::string& output) {
   return ports;
 }
 
+LoopbackListener listen_on_loopback(const std::string& who, int backlog) {
+  LoopbackListener l;
+  l.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (l.fd < 0 || ::bind(l.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(l.fd, backlog) != 0 ||
+      ::getsockname(l.fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (l.fd >= 0) ::close(l.fd);
+    throw std::runtime_error(who + ": cannot listen on 127.0.0.1");
+  }
+  l.port = ntohs(a.sin_port);
+  return l;
+}
+
 ClosedPort::ClosedPort() {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};

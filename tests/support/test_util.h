@@ -79,6 +79,14 @@ std::vector<int> listening_ports(const std::string& output);
 // The port of serve's "HOST:PORT (http)" listener in `output`, or -1.
 int http_port(const std::string& output);
 
+// A socket listening on 127.0.0.1 on a free port (close `fd` when done); throws
+// std::runtime_error naming `who` if it cannot.
+struct LoopbackListener {
+  int fd = -1;
+  int port = 0;
+};
+LoopbackListener listen_on_loopback(const std::string& who, int backlog = 64);
+
 // A TCP port on 127.0.0.1 where nothing listens, for as long as this object lives: its
 // socket is bound but not listening, so every connection is refused and no other
 // process can take the port meanwhile.

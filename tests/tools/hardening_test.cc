@@ -118,6 +118,70 @@ TEST(StorageFaultTest, AHungRedisGetsA451InTimeAndServeRecovers) {
   EXPECT_EQ(send(dir, port), "ok");
 }
 
+// Issue 34, finding 2: with Redis paused (SIGSTOP) during DATA, the client was told 451,
+// the write landed when Redis resumed and was delivered, and the client's retry delivered
+// a second copy. Now the copy refused is taken back (or never lands): one delivery.
+TEST(StorageFaultTest, RedisPausedMidDataAnswered451DeliversOnlyTheClientsRetry) {
+  testing::RedisServer redis;
+  testing::SmtpSink sink;
+  testing::TempDir dir;
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", at(0), "--storage",
+       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/0", "--storage-timeout", "1",
+       "--smarthost", "127.0.0.1:" + std::to_string(sink.port())},
+      "listening on");
+  int port = testing::listening_ports(serve.output())[0];
+  // The client pauses Redis once its message is all sent but the final dot, then reads
+  // the answer, lets Redis go on, and retries the whole transaction after a 4xx, as an MTA
+  // would (a new session).
+  testing::write_file(dir.sub("client.py"), R"py(
+import os, signal, smtplib, sys
+port, redis_pid = int(sys.argv[1]), int(sys.argv[2])
+msg = b'Subject: once\r\nMessage-ID: <once@example.com>\r\n\r\n' + b'body\r\n' * 100
+s = smtplib.SMTP('127.0.0.1', port)
+s.ehlo('client.example.com')
+s.mail('a@example.com')
+s.rcpt('b@example.org')
+code, _ = s.docmd('DATA')
+assert code == 354, code
+s.send(msg + b'.')  # all but the end of the final line
+os.kill(redis_pid, signal.SIGSTOP)
+s.send(b'\r\n')
+code, text = s.getreply()
+os.kill(redis_pid, signal.SIGCONT)
+print(code, text.decode())
+s.close()
+if code >= 400:
+    s = smtplib.SMTP('127.0.0.1', port)
+    s.sendmail('a@example.com', ['b@example.org'], msg)
+    print('retried')
+)py");
+  auto r = run_command(
+      {"python3", dir.sub("client.py"), std::to_string(port), std::to_string(redis.pid())});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  if (r.out.find("retried") != std::string::npos)
+    EXPECT_EQ(r.out.substr(0, 9), "451 4.3.0") << r.out;  // a temporary refusal, never 5xx
+  else
+    EXPECT_EQ(r.out.substr(0, 3), "250") << r.out;
+  // Every write that reached Redis has been acted on, and the queue is empty: delivered.
+  auto redis_cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"redis-cli", "-p", std::to_string(redis.port())});
+    return run_command(args).out;
+  };
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        if (sink.received().empty()) return false;
+        std::istringstream keys(redis_cli({"--scan", "--pattern", "slimta:*"}));
+        for (std::string k; std::getline(keys, k);)
+          if (k.find('.') == std::string::npos && redis_cli({"HEXISTS", k, "abandoned"}) != "1\n")
+            return false;  // a message still waiting
+        return true;
+      },
+      std::chrono::seconds(60)))
+      << r.out;
+  EXPECT_EQ(sink.received().size(), 1u) << r.out;
+}
+
 TEST(StorageFaultTest, TheDefaultStorageTimeoutIsTenSeconds) {
   auto help = run_command({SLIMTA_QUEUE_BIN, "--help"});
   EXPECT_NE(help.out.find("--storage-timeout FLOAT:POSITIVE=10"), std::string::npos) << help.out;
