@@ -190,7 +190,9 @@ TEST_F(SentinelTest, WithMinReplicasAckNoAcknowledgedWriteIsLostWhenTheMasterIsK
   ASSERT_EQ(writer.failure(), "");
   size_t lost = testing::count_missing(storage, writer.acked());
   EXPECT_EQ(lost, 0u) << "of " << writer.acked().size() << " acknowledged writes";
-  EXPECT_GT(writer.refused(), 0);  // the switch was seen
+  // The switch may cost no refusal at all: the write in flight at the kill is settled on
+  // the new master (stored or not) rather than refused, and its settling may outlast the
+  // failover and the old master's return as a replica.
   std::cout << "SIGKILL of the master: " << writer.acked().size() << " acknowledged, " << lost
             << " lost, " << writer.refused() << " refused (retryable)\n";
 }
