@@ -97,9 +97,13 @@ void UnsettledWrites::run(std::stop_token stop) {
     std::erase_if(in_doubt_, [&](const std::string& id) {
       return std::find(settled.begin(), settled.end(), id) != settled.end();
     });
-    size_t left = ids.size() - settled.size();
-    cv_.wait_for(lock, stop, std::chrono::milliseconds(in_doubt_.empty() ? 3600000 : 200),
-                 [&] { return in_doubt_.size() > left; });
+    if (in_doubt_.empty()) {  // until the next refusal
+      cv_.wait(lock, stop, [&] { return !in_doubt_.empty(); });
+    } else {  // asked again shortly, or at once for a new one
+      size_t left = ids.size() - settled.size();
+      cv_.wait_for(lock, stop, std::chrono::milliseconds(200),
+                   [&] { return in_doubt_.size() > left; });
+    }
   }
 }
 

@@ -30,6 +30,14 @@ T number(std::string_view s, std::string_view url, const char* what) {
   return v;
 }
 
+// resolve-timeout=: how long a write whose answer was lost is settled (RedisOptions and
+// CloudStorage take it alike): seconds, 0 or more.
+double resolve_timeout(std::string_view value, std::string_view url) {
+  double v = number<double>(value, url, "resolve-timeout");
+  if (!(v >= 0)) bad(url, "resolve-timeout must be 0 seconds or more");
+  return v;
+}
+
 // HOST[:PORT] or [IPV6][:PORT] (parse_host_port(), as every endpoint an operator
 // writes), the host then percent-decoded.
 RedisOptions::Address host_port(std::string_view hostport, int default_port, std::string_view url) {
@@ -208,8 +216,7 @@ void redis_param(const std::string& key, const std::string& value, std::string_v
     o.ack_timeout = number<double>(value, url, "ack-timeout");
     if (!(o.ack_timeout > 0)) bad(url, "ack-timeout must be more than 0 seconds");
   } else if (key == "resolve-timeout") {
-    o.resolve_timeout = number<double>(value, url, "resolve-timeout");
-    if (!(*o.resolve_timeout >= 0)) bad(url, "resolve-timeout must be 0 seconds or more");
+    o.resolve_timeout = resolve_timeout(value, url);
   } else if (key == "notify-shards") {
     if (!kind.cluster) bad(url, "notify-shards= is for redis+cluster:// URLs");
     o.notify_shards = number<size_t>(value, url, "notify-shards");
@@ -287,7 +294,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
   bool path_style = true;
   std::string sqs;
   double stale_after = 7200;
-  std::optional<double> resolve_timeout;
+  std::optional<double> resolving;  // resolve-timeout=
   for (const auto& [key, value] : params) {
     if (key == "region")
       aws.region = value;
@@ -303,10 +310,9 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
       aws.profile = value;
     else if (key == "stale-after")
       stale_after = positive(number<double>(value, url, "stale-after"), url, "stale-after");
-    else if (key == "resolve-timeout") {
-      resolve_timeout = number<double>(value, url, "resolve-timeout");
-      if (!(*resolve_timeout >= 0)) bad(url, "resolve-timeout must be 0 seconds or more");
-    } else
+    else if (key == "resolve-timeout")
+      resolving = resolve_timeout(value, url);
+    else
       bad(url, "unknown parameter '" + key +
                    "' (known: region, endpoint, sqs, timeout, path_style, profile, stale-after, "
                    "resolve-timeout)");
@@ -327,7 +333,7 @@ std::unique_ptr<QueueStorage> open_s3(std::string_view url, std::optional<double
   for (const auto& name : names) queues.emplace_back(name, timeout, 1.0, aws);
   SimpleStorageService s3(bucket, timeout, prefix, aws, path_style);
   return std::make_unique<CloudStorage>(std::move(s3), std::move(queues), system_clock(),
-                                        stale_after, resolve_timeout);
+                                        stale_after, resolving);
 }
 
 #endif

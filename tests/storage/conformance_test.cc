@@ -215,15 +215,6 @@ const Backend kBackends[] = {
      true},
 };
 
-// Waits up to 60 s for `done`, asking every 20 ms.
-template <typename Fn>
-bool eventually(Fn&& done) {
-  for (auto end = std::chrono::steady_clock::now() + 60s; std::chrono::steady_clock::now() < end;
-       std::this_thread::sleep_for(20ms))
-    if (done()) return true;
-  return done();
-}
-
 class ConformanceTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
@@ -262,15 +253,17 @@ class ConformanceTest : public ::testing::TestWithParam<Backend> {
   std::unique_ptr<QueueStorage> through(const testing::StallProxy& proxy, double timeout,
                                         double resolve) {
     auto s = location_->open_through(proxy, timeout, resolve);
-    EXPECT_TRUE(eventually([&] {  // a short timeout may run out on a loaded machine
-      try {
-        s->get("warm-up");
-      } catch (const KeyError&) {
-        return true;
-      } catch (const QueueError&) {
-      }
-      return false;
-    }));
+    EXPECT_TRUE(testing::eventually(
+        [&] {  // a short timeout may run out on a loaded machine
+          try {
+            s->get("warm-up");
+          } catch (const KeyError&) {
+            return true;
+          } catch (const QueueError&) {
+          }
+          return false;
+        },
+        60s));
     return s;
   }
 
@@ -1100,7 +1093,8 @@ TEST_P(ConformanceTest, AWriteWhoseAnswerIsLostIsFoundStoredAndStoredOnce) {
   auto written =
       std::async(std::launch::async, [&] { return lossy->write(sample_envelope(), 100); });
   // Answered, unheard, and given up on twice (the write and its retry): no answer comes.
-  EXPECT_TRUE(eventually([&] { return proxy->dropped() > 0 && proxy->deaf_gone() >= 2; }));
+  EXPECT_TRUE(
+      testing::eventually([&] { return proxy->dropped() > 0 && proxy->deaf_gone() >= 2; }, 60s));
   proxy->hear();
   std::string id = written.get();  // stored: no error
   EXPECT_EQ(storage_->get(id).envelope.recipients, sample_envelope().recipients);
@@ -1124,7 +1118,7 @@ TEST_P(ConformanceTest, AWriteHeldBeyondItsResolutionIsRefusedAndNeverStored) {
   }
   proxy->release();
   ASSERT_TRUE(proxy->wait_drained(60));  // the server has acted on the write
-  EXPECT_TRUE(eventually([&] { return storage_->load_all().empty(); }));
+  EXPECT_TRUE(testing::eventually([&] { return storage_->load_all().empty(); }, 60s));
   lossy.reset();  // and nothing more to come from it
   EXPECT_TRUE(storage_->load_all().empty());
   // Its late copy may have left an index entry beside the tombstone: never a message.
@@ -1144,7 +1138,7 @@ TEST_P(ConformanceTest, AWriteHeldThenLetThroughIsStoredOnceOrNotAtAllAsWriteSay
   proxy->hold();
   auto written =
       std::async(std::launch::async, [&] { return lossy->write(sample_envelope(), 100); });
-  EXPECT_TRUE(eventually([&] { return proxy->gave_up() > 0; }));
+  EXPECT_TRUE(testing::eventually([&] { return proxy->gave_up() > 0; }, 60s));
   proxy->release();
   std::optional<std::string> id;
   try {

@@ -58,17 +58,11 @@ FakeRedis::FakeRedis(Answer answer) : answer_(std::move(answer)) {
   LoopbackListener listener = listen_on_loopback("FakeRedis", 16);
   listen_fd_ = listener.fd;
   port_ = listener.port;
-  acceptor_ = std::thread([this] {
-    while (!stop_) {
-      pollfd p{listen_fd_, POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      ++connections_;
-      std::lock_guard lock(mu_);
-      fds_.push_back(fd);
-      threads_.emplace_back([this, fd] { serve(fd); });
-    }
+  acceptor_ = accept_until(listen_fd_, stop_, [this](int fd) {
+    ++connections_;
+    std::lock_guard lock(mu_);
+    fds_.push_back(fd);
+    threads_.emplace_back([this, fd] { serve(fd); });
   });
 }
 

@@ -26,37 +26,31 @@ StallProxy::StallProxy(std::string host, int port) : host_(std::move(host)), tar
   LoopbackListener listener = listen_on_loopback("StallProxy");
   listen_fd_ = listener.fd;
   port_ = listener.port;
-  acceptor_ = std::thread([this] {
-    while (!stop_) {
-      pollfd p{listen_fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      addrinfo hints{}, *res = nullptr;
-      hints.ai_family = AF_INET;
-      hints.ai_socktype = SOCK_STREAM;
-      std::string port = std::to_string(target_port_);
-      int server = -1;
-      if (::getaddrinfo(host_ == "localhost" ? "127.0.0.1" : host_.c_str(), port.c_str(), &hints,
-                        &res) == 0) {
-        server = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (server >= 0 && ::connect(server, res->ai_addr, res->ai_addrlen) != 0) {
-          ::close(server);
-          server = -1;
-        }
-        ::freeaddrinfo(res);
+  acceptor_ = accept_until(listen_fd_, stop_, [this](int fd) {
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    std::string port = std::to_string(target_port_);
+    int server = -1;
+    if (::getaddrinfo(host_ == "localhost" ? "127.0.0.1" : host_.c_str(), port.c_str(), &hints,
+                      &res) == 0) {
+      server = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (server >= 0 && ::connect(server, res->ai_addr, res->ai_addrlen) != 0) {
+        ::close(server);
+        server = -1;
       }
-      if (server < 0) {
-        ::close(fd);
-        continue;
-      }
-      auto link = std::make_shared<Link>();
-      link->client = fd;
-      link->server = server;
-      std::lock_guard lock(mu_);
-      links_.push_back(link);
-      threads_.emplace_back([this, link] { pump(link); });
+      ::freeaddrinfo(res);
     }
+    if (server < 0) {
+      ::close(fd);
+      return;
+    }
+    auto link = std::make_shared<Link>();
+    link->client = fd;
+    link->server = server;
+    std::lock_guard lock(mu_);
+    links_.push_back(link);
+    threads_.emplace_back([this, link] { pump(link); });
   });
 }
 

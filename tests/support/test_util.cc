@@ -116,6 +116,18 @@ LoopbackListener listen_on_loopback(const std::string& who, int backlog) {
   return l;
 }
 
+std::thread accept_until(int listen_fd, const std::atomic<bool>& stop,
+                         std::function<void(int fd)> on_client) {
+  return std::thread([listen_fd, &stop, on_client = std::move(on_client)] {
+    while (!stop) {
+      pollfd p{listen_fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) on_client(fd);
+    }
+  });
+}
+
 ClosedPort::ClosedPort() {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};

@@ -1,6 +1,7 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -86,6 +87,10 @@ struct LoopbackListener {
   int port = 0;
 };
 LoopbackListener listen_on_loopback(const std::string& who, int backlog = 64);
+// A thread that accepts the connections of `listen_fd` and hands each one's socket to
+// `on_client`, until `stop` (checked every 50 ms).
+std::thread accept_until(int listen_fd, const std::atomic<bool>& stop,
+                         std::function<void(int fd)> on_client);
 
 // A TCP port on 127.0.0.1 where nothing listens, for as long as this object lives: its
 // socket is bound but not listening, so every connection is refused and no other
