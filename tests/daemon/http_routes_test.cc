@@ -16,11 +16,6 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
-
-#include <sstream>
-
 #include "daemon/gauges.h"
 #include "daemon/http_limits.h"
 #include "daemon/http_routes.h"
@@ -28,6 +23,7 @@
 #include "slimta/ascii.h"
 #include "slimta/memory_storage.h"
 #include "slimta/queue.h"
+#include "support/log_capture.h"
 #include "support/test_util.h"
 
 namespace slimta::daemon {
@@ -177,15 +173,12 @@ TEST_F(HttpRoutesTest, PagesFollowIdsAndFiltersChooseByDomainStateAndAge) {
 // Issue 34, finding 9: what an API caller changed left no line in serve's log.
 TEST_F(HttpRoutesTest, WhatTheApiChangesIsLogged) {
   std::string a = storage_.write(message_to("u@a.example"), 0);
+  testing::LogCapture log;
   serve();
-  std::ostringstream log;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
-  spdlog::default_logger()->sinks().push_back(sink);
   client_->Post("/api/v1/messages/" + a + "/hold?reason=a%0d%0aforged");
   client_->Post("/api/v1/messages/retry?domain=nothing.example");
   client_->Post("/api/v1/destinations/a.example/suspend");
-  spdlog::default_logger()->sinks().pop_back();
-  std::string text = log.str();
+  std::string text = log.text();
   EXPECT_NE(text.find("api: [127.0.0.1] POST /api/v1/messages/" + a +
                       "/hold?reason=a\\x0d\\x0aforged: held"),
             std::string::npos)

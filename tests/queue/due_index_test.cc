@@ -3,15 +3,13 @@
 // it with other queues on the same storage. On a ManualClock and a MemoryStorage (whose
 // index keeps the contract every shared backend keeps; tests/storage checks them all).
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <map>
 #include <mutex>
-#include <sstream>
 
 #include "slimta/memory_storage.h"
 #include "slimta/queue.h"
+#include "support/log_capture.h"
 #include "support/test_util.h"
 
 namespace slimta {
@@ -74,13 +72,10 @@ class DueIndexTest : public ::testing::Test {
 
 // What start() says about the way it works, captured from the log.
 std::string started_log(Queue& q) {
-  std::ostringstream log;
-  spdlog::default_logger()->sinks().push_back(
-      std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+  testing::LogCapture log;
   q.start();
-  spdlog::default_logger()->sinks().pop_back();
   q.stop();
-  return log.str();
+  return log.text();
 }
 
 TEST_F(DueIndexTest, StartSaysWhetherItPullsFromTheIndexOrKeepsTheWholeSchedule) {

@@ -9,11 +9,10 @@
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "redis/cluster.h"
 #include "slimta/redis_storage.h"
+#include "support/log_capture.h"
 #include "support/redis_server.h"
 #include "support/test_util.h"
 #include "support/writer.h"
@@ -266,6 +265,7 @@ TEST_F(ClusterTest, WithAHashTaggedPrefixThereIsOneIndexInItsSlot) {
 // Messages stored before the index was asked for are in slots without one: not handed
 // out, and the sweep counts them (its warning tells the operator what to do).
 TEST_F(ClusterTest, MessagesStoredBeforeDueSlotsAreNotIndexedAndNeverLost) {
+  testing::LogCapture log;  // before any storage's threads
   RedisCluster& cluster = testing::shared_redis_cluster();
   RedisOptions o = cluster.options(prefix_);
   std::vector<std::string> before;
@@ -276,26 +276,23 @@ TEST_F(ClusterTest, MessagesStoredBeforeDueSlotsAreNotIndexedAndNeverLost) {
   o.due_slots = 4;
   RedisStorage storage(o);
   std::string indexed = storage.write(sample_envelope(), 100);
-  std::ostringstream log;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
-  spdlog::default_logger()->sinks().push_back(sink);
   std::string cursor;
   size_t repaired = 0, steps = 0;
   do {
     repaired += storage.repair_due(cursor);
   } while (!cursor.empty() && ++steps < 1000);
-  spdlog::default_logger()->sinks().pop_back();
+  std::string text = log.text();
   // A random id lands in one of the 4 indexed slots once in ~100 such tests: that one is
   // indexed by the sweep.
   size_t by_chance = 0;
   for (const auto& id : before) by_chance += redis::key_slot(o.prefix + id) % 4096 == 0;
   EXPECT_EQ(repaired, by_chance);
   // The pass says how many and what to do, once.
-  EXPECT_NE(log.str().find(std::to_string(40 - by_chance) +
-                           " messages are in slots without the due-time index"),
+  EXPECT_NE(text.find(std::to_string(40 - by_chance) +
+                      " messages are in slots without the due-time index"),
             std::string::npos)
-      << log.str();
-  EXPECT_NE(log.str().find("--full-schedule"), std::string::npos);
+      << text;
+  EXPECT_NE(text.find("--full-schedule"), std::string::npos);
   std::vector<std::string> due = all_due(storage, 1000);
   EXPECT_EQ(due.size(), 1 + by_chance);
   EXPECT_NE(std::find(due.begin(), due.end(), indexed), due.end());
