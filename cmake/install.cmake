@@ -86,6 +86,26 @@ if(SLIMTA_WITH_SMTP)
     PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ COMPONENT daemon)
   install(DIRECTORY DESTINATION ${SLIMTA_SPOOL} COMPONENT daemon)
 
+  # sendmail and mailq for cron, PHP's mail() and mailx: links to slimta-queue, which
+  # acts as sendmail by the name it is called by. Their own package (slimta-cpp-sendmail),
+  # since it takes the place of the system's MTA (Debian policy 11.6: provides, conflicts
+  # with and replaces mail-transport-agent), while slimta-cpp installs beside Postfix.
+  set(links ${PROJECT_BINARY_DIR}/sendmail-links)
+  file(MAKE_DIRECTORY ${links}/sbin ${links}/bin ${links}/lib)
+  file(CREATE_LINK slimta-queue ${links}/sbin/sendmail SYMBOLIC)
+  file(CREATE_LINK ../sbin/slimta-queue ${links}/bin/mailq SYMBOLIC)
+  file(CREATE_LINK ../sbin/sendmail ${links}/lib/sendmail SYMBOLIC)
+  install(FILES ${links}/sbin/sendmail DESTINATION ${CMAKE_INSTALL_SBINDIR} COMPONENT sendmail)
+  install(FILES ${links}/bin/mailq DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT sendmail)
+  install(FILES ${links}/lib/sendmail DESTINATION lib COMPONENT sendmail)
+  # Their manual: slimta-queue(8), whose sendmail command they are.
+  file(MAKE_DIRECTORY ${links}/man1)
+  foreach(name sendmail mailq)
+    file(CREATE_LINK ../man8/slimta-queue.8.gz ${links}/man1/${name}.1.gz SYMBOLIC)
+    install(FILES ${links}/man1/${name}.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+      COMPONENT sendmail)
+  endforeach()
+
   # Man pages and the Debian documentation files, compressed as Debian wants them.
   set(gz_files)
   foreach(page slimta-queue.8 slimta.toml.5)
@@ -107,11 +127,15 @@ if(SLIMTA_WITH_SMTP)
     DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/slimta-cpp COMPONENT daemon)
   install(FILES ${changelog} packaging/copyright
     DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/libslimta-cpp-dev COMPONENT dev)
+  install(FILES ${changelog} packaging/copyright
+    DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/slimta-cpp-sendmail COMPONENT sendmail)
   # The lintian tags left, each with its reason (packaging/lintian-overrides.*).
-  foreach(package slimta-cpp libslimta-cpp-dev)
+  foreach(package slimta-cpp libslimta-cpp-dev slimta-cpp-sendmail)
     set(component daemon)
     if(package STREQUAL libslimta-cpp-dev)
       set(component dev)
+    elseif(package STREQUAL slimta-cpp-sendmail)
+      set(component sendmail)
     endif()
     install(FILES packaging/lintian-overrides.${package}
       DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/lintian/overrides RENAME ${package}

@@ -1,6 +1,7 @@
-# `cpack -G DEB` (scripts/package.sh): two Debian packages from the install components,
-#   slimta-cpp          the daemon component (slimta-queue, unit, config, spool, man pages)
-#   libslimta-cpp-dev   the dev component (static libraries, headers, CMake, pkg-config)
+# `cpack -G DEB` (scripts/package.sh): three Debian packages from the install components,
+#   slimta-cpp           the daemon component (slimta-queue, unit, config, spool, man pages)
+#   slimta-cpp-sendmail  the sendmail component (/usr/sbin/sendmail, mailq: the system's MTA)
+#   libslimta-cpp-dev    the dev component (static libraries, headers, CMake, pkg-config)
 # Build them from a tree configured with -DCMAKE_INSTALL_PREFIX=/usr.
 set(CPACK_PACKAGE_NAME slimta-cpp)
 set(CPACK_PACKAGE_VENDOR "slimta-cpp developers")
@@ -9,7 +10,7 @@ set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
-set(CPACK_COMPONENTS_ALL daemon dev)
+set(CPACK_COMPONENTS_ALL daemon sendmail dev)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_RELEASE 1)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
@@ -32,6 +33,19 @@ set(CPACK_DEBIAN_DAEMON_PACKAGE_CONTROL_EXTRA
   ${PROJECT_SOURCE_DIR}/packaging/postinst ${PROJECT_SOURCE_DIR}/packaging/postrm
   ${PROJECT_SOURCE_DIR}/packaging/conffiles)
 set(CPACK_DEBIAN_DAEMON_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+
+set(CPACK_DEBIAN_SENDMAIL_PACKAGE_NAME slimta-cpp-sendmail)
+set(CPACK_DEBIAN_SENDMAIL_PACKAGE_SECTION mail)
+set(CPACK_DEBIAN_SENDMAIL_PACKAGE_DEPENDS
+  "slimta-cpp (= ${PROJECT_VERSION}-${CPACK_DEBIAN_PACKAGE_RELEASE})")
+set(CPACK_DEBIAN_SENDMAIL_PACKAGE_PROVIDES mail-transport-agent)
+set(CPACK_DEBIAN_SENDMAIL_PACKAGE_CONFLICTS mail-transport-agent)
+set(CPACK_DEBIAN_SENDMAIL_PACKAGE_REPLACES mail-transport-agent)
+set(CPACK_COMPONENT_SENDMAIL_DESCRIPTION "slimta-queue as the system's sendmail and mailq
+The links /usr/sbin/sendmail, /usr/lib/sendmail and /usr/bin/mailq to
+slimta-queue, which takes sendmail's options and exit codes when called so:
+cron, PHP's mail() and mailx send through the slimta-queue service. It takes
+the place of the system's mail transport agent (Postfix, Exim).")
 
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libslimta-cpp-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)

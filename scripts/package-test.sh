@@ -35,11 +35,13 @@ echo "== cpack"
 (cd "$build" && cpack -G DEB -B "$out" >/dev/null)
 deb="$(ls "$out"/slimta-cpp_*.deb)"
 dev="$(ls "$out"/libslimta-cpp-dev_*.deb)"
+sendmail="$(ls "$out"/slimta-cpp-sendmail_*.deb)"
 dpkg-deb -c "$deb"
+dpkg-deb -c "$sendmail"
 
 echo "== lintian (the tags left are overridden, each with its reason)"
-lintian --fail-on warning,error "$deb" "$dev" 2>&1 | grep -v "running with root privileges" || true
-lintian --fail-on warning,error "$deb" "$dev" >/dev/null 2>&1 || fail "lintian"
+lintian --fail-on warning,error "$deb" "$dev" "$sendmail" 2>&1 | grep -v "running with root privileges" || true
+lintian --fail-on warning,error "$deb" "$dev" "$sendmail" >/dev/null 2>&1 || fail "lintian"
 
 echo "== apt-get install $deb"
 apt-get "${lock[@]}" install -y -qq "$deb" >/dev/null
@@ -144,6 +146,28 @@ grep -q far@example.net "$out/sink.jsonl" 2>/dev/null || fail "not delivered: $(
 kill "$serve_pid" "$sink_pid"
 wait "$serve_pid" || fail "serve did not stop cleanly: $(cat "$log")"
 serve_pid="" sink_pid=""
+
+echo "== $sendmail: the system's sendmail and mailq, in place of its MTA"
+for field in Provides Conflicts Replaces; do
+  [ "$(dpkg-deb -f "$sendmail" "$field")" = mail-transport-agent ] || fail "$field of $sendmail"
+done
+[ "$(dpkg-deb -f "$sendmail" Depends)" = "slimta-cpp (= 0.1.0-1)" ] || fail "Depends of $sendmail"
+# apt puts it in the place of the MTA installed: simulated (the tests need this Postfix).
+plan="$(apt-get "${lock[@]}" -s install "$sendmail" 2>&1)" || fail "apt-get -s install: $plan"
+grep -q "^Inst slimta-cpp-sendmail" <<<"$plan" || fail "not installable: $plan"
+if dpkg -s postfix >/dev/null 2>&1; then
+  grep -q "^Remv postfix" <<<"$plan" || fail "Postfix is not replaced: $plan"
+fi
+# Its links, unpacked beside a copy of the installed program, act as sendmail and mailq.
+dpkg-deb -x "$sendmail" "$out/root"
+[ "$(readlink "$out/root/usr/sbin/sendmail")" = slimta-queue ] || fail "/usr/sbin/sendmail"
+[ "$(readlink "$out/root/usr/lib/sendmail")" = ../sbin/sendmail ] || fail "/usr/lib/sendmail"
+[ "$(readlink "$out/root/usr/bin/mailq")" = ../sbin/slimta-queue ] || fail "/usr/bin/mailq"
+cp /usr/sbin/slimta-queue "$out/root/usr/sbin/"
+for q in "$out/root/usr/bin/mailq" "$out/root/usr/lib/sendmail -bp"; do
+  listed="$(cd / && $q 2>&1)" || fail "$q: $listed"
+  grep -Eq "Mail queue is empty|Requests?\.$" <<<"$listed" || fail "$q: $listed"
+done
 
 echo "== apt-get install $dev, and a project against it"
 apt-get "${lock[@]}" install -y -qq "$dev" >/dev/null

@@ -61,6 +61,13 @@ struct RecipientResult {
   // Permanent by our own decision, with no peer's reply: the domain has no MX or
   // address, a null MX, no domain at all, a mail loop. What our routing refused at once.
   bool local = false;
+  // Where and how the reply was had, for the log (Postfix's relay= and its TLS line):
+  // the peer as "host[ip]:port", and "TLSv1.3 TLS_AES_256_GCM_SHA384" (protocol and
+  // cipher) when the session was encrypted; empty when unknown (no connection made).
+  std::string relay, tls;
+  // Seconds setting up the connection (resolve, connect, greeting, EHLO, STARTTLS,
+  // AUTH; a kept connection's RSET) and transmitting (MAIL FROM to the final reply).
+  double connect_seconds = 0, transmit_seconds = 0;
 
   static RecipientResult delivered(std::string reply = "250 2.0.0 Ok");
   static RecipientResult transient(std::string reply);

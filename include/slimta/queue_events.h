@@ -10,19 +10,22 @@
 //                                                              message_id
 //   not_enqueued a message could not be stored                 sender, error, retryable
 //   attempt      an attempt began at its destinations          id, attempt, rcpts
-//   delivered    a recipient was delivered                     id, rcpt, attempt, delay, reply
+//   delivered    a recipient was delivered                     id, rcpt, attempt, delay, reply,
+//                                                              hop
 //   failed       a recipient failed for good (5xx), or the     id, rcpt, attempt, delay, reply,
-//                queue gave up on it, or it is not bounced     gave_up
+//                queue gave up on it, or it is not bounced     gave_up, hop
 //                (gave_up says why)
 //   deferred     the message is tried again later              id, attempt, next, reply, rcpts,
-//                                                              rcpt
+//                                                              rcpt, hop
 //   bounced      a DSN went back to the sender                 id, to, rcpts, dsn, delayed
 //                (delayed: a delay warning, still being tried)
 //   removed      nothing is left to deliver: removed           id, age
 //   lease_lost   another process took the message over         id, detail
 //   error        the storage failed; tried again at `retry`    id, detail, retry
 //
-// `delay` and `age` are seconds since the message was received (Postfix's delay=).
+// `delay` and `age` are seconds since the message was received (Postfix's delay=); a
+// `hop` says where the reply came from and how the delay was spent (Postfix's relay=,
+// delays= and its TLS line).
 // A reply or address is as the peer sent it: a renderer escapes it for its medium.
 #pragma once
 
@@ -59,12 +62,22 @@ struct Attempt {
   size_t rcpts = 0;      // recipients attempted now
   double seconds = 0;    // how long the attempt took
 };
+// The peer that answered for a recipient and the parts of its delay: empty `relay`
+// when no connection was made (a destination down, a refusal of our own routing).
+struct Hop {
+  std::string relay;    // "host[ip]:port"
+  std::string tls;      // "TLSv1.3 TLS_AES_256_GCM_SHA384"; "" without TLS
+  double queued = 0;    // seconds from receipt to this attempt's start
+  double connect = 0;   // setting up the connection (0 on a kept one but its RSET)
+  double transmit = 0;  // MAIL FROM to the final reply
+};
 struct Delivered {
   std::string id;
   std::string rcpt;
   uint32_t attempt = 1;
   double delay = 0;
   std::string reply;
+  Hop hop;
 };
 struct Failed {
   std::string id;
@@ -75,6 +88,7 @@ struct Failed {
   // Empty for a 5xx that is bounced; else why the queue gave up (expired), or why it
   // is not bounced (QueuePolicy::from_outsider).
   std::string gave_up;
+  Hop hop;
 };
 struct Deferred {
   std::string id;
@@ -83,6 +97,7 @@ struct Deferred {
   std::string reply;     // the first deferring reply
   size_t rcpts = 0;      // recipients deferred by this attempt
   std::string rcpt;      // the first of them (the one `reply` is for)
+  Hop hop;               // of that one
 };
 struct Bounced {
   std::string id;

@@ -102,6 +102,17 @@ struct ClaimResult {
 // queue adds to them; slimta-queue info shows them). Name -> count.
 using Counters = std::map<std::string, int64_t>;
 
+// A recipient marked delivered that was not delivered: it failed for good (refused
+// with a 5xx, refused by our own routing, or given up on after too long), with the
+// reply that decided it, and whether a bounce (DSN) went to the sender.
+struct RecipientFailure {
+  size_t index = 0;  // into the original recipient list
+  std::string reply;
+  bool bounced = false;
+
+  bool operator==(const RecipientFailure&) const = default;
+};
+
 // What get() returns: python's (envelope, attempts) plus the rest of the metadata.
 struct QueuedMessage {
   // The stored envelope WITHOUT the recipients marked delivered.
@@ -112,6 +123,9 @@ struct QueuedMessage {
   // and those recipients' addresses, in the same order.
   std::vector<size_t> delivered;
   std::vector<std::string> delivered_recipients;
+  // Of `delivered`, those that failed for good, ascending by index: the rest of
+  // `delivered` were delivered.
+  std::vector<RecipientFailure> failed;
   // Number of recipients in the original list.
   size_t original_recipients = 0;
   // The latest lease (token 0 if never claimed) and the operator's hold, if any.
@@ -227,14 +241,19 @@ class QueueStorage {
   // Mark recipients as delivered, by index into the ORIGINAL recipient list; the
   // result is the union with what was already marked. Atomic. Throws KeyError if `id`
   // is not stored, InvalidArgument (changing nothing) if an index is out of range.
-  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes) {
+  // `failed` tells which of them were not delivered but failed for good, and why
+  // (QueuedMessage::failed); each of its indexes must be among `rcpt_indexes`.
+  void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
+                                std::span<const RecipientFailure> failed = {}) {
     check_id(id);
-    do_set_recipients_delivered(id, rcpt_indexes, Fence{});
+    check_failures(rcpt_indexes, failed);
+    do_set_recipients_delivered(id, rcpt_indexes, Fence{}, failed);
   }
   void set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
-                                Fence fence) {
+                                Fence fence, std::span<const RecipientFailure> failed = {}) {
     check_args(id, fence);
-    do_set_recipients_delivered(id, rcpt_indexes, fence);
+    check_failures(rcpt_indexes, failed);
+    do_set_recipients_delivered(id, rcpt_indexes, fence, failed);
   }
 
   // Every stored message as (next attempt, id), in no particular order, streamed.
@@ -363,7 +382,8 @@ class QueueStorage {
                                 std::string_view last_reply) = 0;
   virtual uint32_t do_increment_attempts(std::string_view id, Fence fence) = 0;
   virtual void do_set_recipients_delivered(std::string_view id,
-                                           std::span<const size_t> rcpt_indexes, Fence fence) = 0;
+                                           std::span<const size_t> rcpt_indexes, Fence fence,
+                                           std::span<const RecipientFailure> failed) = 0;
   virtual void do_remove(std::string_view id, Fence fence) = 0;
   // Leases; the defaults throw NotSupported.
   virtual ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration);
@@ -377,6 +397,8 @@ class QueueStorage {
 
  private:
   static void check_fence_arg(Fence fence);
+  static void check_failures(std::span<const size_t> rcpt_indexes,
+                             std::span<const RecipientFailure> failed);
   static void check_args(std::string_view id, Fence fence) {
     check_id(id);
     check_fence_arg(fence);

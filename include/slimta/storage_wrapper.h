@@ -36,7 +36,7 @@ class StorageWrapper : public QueueStorage {
                         std::string_view last_reply) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
   void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
-                                   Fence fence) override;
+                                   Fence fence, std::span<const RecipientFailure> failed) override;
   void do_remove(std::string_view id, Fence fence) override;
   ClaimResult do_claim(std::string_view id, std::chrono::milliseconds duration) override;
   void do_release(std::string_view id, Fence fence) override;

@@ -166,6 +166,24 @@ std::map<std::string, std::string> holding_back(QueueStorage& storage, Timestamp
   return out;
 }
 
+// "2 delivered, 1 bounced": what became of the recipients done with.
+std::string done_summary(const QueuedMessage& msg) {
+  size_t delivered = 0, bounced = 0, failed = 0;
+  for (const auto& r : recipient_states(msg)) {
+    delivered += r.state == "delivered";
+    bounced += r.state == "bounced";
+    failed += r.state == "failed";
+  }
+  std::string out;
+  for (auto [n, what] : {std::pair{delivered, "delivered"}, std::pair{bounced, "bounced"},
+                         std::pair{failed, "failed, not bounced"}}) {
+    if (n == 0) continue;
+    if (!out.empty()) out += ", ";
+    out += std::to_string(n) + " " + what;
+  }
+  return out;
+}
+
 // The distinct destinations of `env`'s pending recipients, in order.
 std::vector<std::string> destinations_of(const Envelope& env, const DestinationOf& destination_of) {
   std::vector<std::string> out;
@@ -230,7 +248,7 @@ int cmd_list(QueueStorage& storage, const DestinationOf& destination_of, bool js
       for (const auto& r : msg->envelope.recipients)
         out << std::string(74, ' ') << printable(r) << "\n";
       if (!msg->delivered.empty()) {
-        out << std::string(74, ' ') << "(" << msg->delivered.size() << " already delivered)\n";
+        out << std::string(74, ' ') << "(" << done_summary(*msg) << ")\n";
       }
       out << "\n";
     }
@@ -274,9 +292,14 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   if (!msg.last_reply.empty()) out << "last reply:   " << printable(msg.last_reply) << "\n";
   out << "size:         " << env.message_size() << " bytes\n"
       << "sender:       " << display_sender(env.sender) << "\n";
-  out << "recipients:   " << env.recipients.size() << " pending, " << msg.delivered.size()
-      << " delivered of " << msg.original_recipients << "\n";
-  for (const auto& r : env.recipients) out << "              " << printable(r) << "\n";
+  out << "recipients:   " << env.recipients.size() << " pending";
+  if (!msg.delivered.empty()) out << ", " << done_summary(msg);
+  out << " of " << msg.original_recipients << "\n";
+  for (const auto& r : recipient_states(msg)) {
+    out << "              " << printable(r.address) << " (" << r.state;
+    if (!r.reply.empty()) out << ": " << printable(r.reply);
+    out << ")\n";
+  }
   out << "received:     " << format_time(env.timestamp) << " UTC";
   if (!env.client.ip.empty() || !env.client.host.empty()) {
     out << " from " << (env.client.host.empty() ? "unknown" : printable(env.client.host)) << " ["

@@ -22,14 +22,33 @@ void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestam
   j[name + "_unix"] = ts ? nlohmann::json(*ts) : nlohmann::json(nullptr);
 }
 
-nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
-  nlohmann::json recipients = nlohmann::json::array();
-  size_t pending = 0, delivered = 0;
+std::vector<RecipientState> recipient_states(const QueuedMessage& msg) {
+  std::vector<RecipientState> out;
+  size_t pending = 0, delivered = 0, failed = 0;
   for (size_t i = 0; i < msg.original_recipients; ++i) {
     bool done = delivered < msg.delivered.size() && msg.delivered[delivered] == i;
-    const std::string& address =
-        done ? msg.delivered_recipients[delivered++] : msg.envelope.recipients[pending++];
-    recipients.push_back({{"address", address}, {"state", done ? "delivered" : "pending"}});
+    if (!done) {
+      if (pending < msg.envelope.recipients.size())
+        out.push_back({msg.envelope.recipients[pending++], "pending", ""});
+      continue;
+    }
+    RecipientState r{msg.delivered_recipients[delivered++], "delivered", ""};
+    while (failed < msg.failed.size() && msg.failed[failed].index < i) ++failed;
+    if (failed < msg.failed.size() && msg.failed[failed].index == i) {
+      r.state = msg.failed[failed].bounced ? "bounced" : "failed";
+      r.reply = msg.failed[failed].reply;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+nlohmann::json message_json(const std::string& id, const QueuedMessage& msg) {
+  nlohmann::json recipients = nlohmann::json::array();
+  for (const auto& r : recipient_states(msg)) {
+    nlohmann::json one{{"address", r.address}, {"state", r.state}};
+    if (!r.reply.empty()) one["reply"] = r.reply;
+    recipients.push_back(std::move(one));
   }
   nlohmann::json j{{"id", id}, {"state", message_state(msg, now())}};
   put_time(j, "next_attempt", msg.hold ? std::nullopt : std::optional(msg.timestamp));

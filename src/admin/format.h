@@ -20,8 +20,20 @@ Timestamp now();
 // "NAME_unix": seconds since the epoch; both null when `ts` is absent.
 void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestamp> ts);
 
+// What became of each of a message's original recipients, in their order: "pending",
+// "delivered", "bounced" (failed for good, and a DSN went to the sender) or "failed"
+// (failed for good, not bounced: the null sender's, or refused as an outsider's), with
+// the reply that failed it.
+struct RecipientState {
+  std::string address;
+  std::string state;
+  std::string reply;  // of a failure; empty otherwise
+};
+std::vector<RecipientState> recipient_states(const QueuedMessage& msg);
+
 // The JSON object `list --json` prints for one message: its original recipients, each
-// with its state ("pending" or "delivered"); no next attempt while it is held.
+// with its state (recipient_states(), and "reply" for a failure); no next attempt while
+// it is held.
 nlohmann::json message_json(const std::string& id, const QueuedMessage& msg);
 // JSON text, with bytes that are not UTF-8 replaced (addresses may hold 8-bit junk).
 std::string dump(const nlohmann::json& j, int indent = -1);

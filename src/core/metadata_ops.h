@@ -33,10 +33,14 @@ inline auto increment_attempts(Fence fence, std::string_view id) {
 }
 
 inline auto set_recipients_delivered(std::span<const size_t> indexes, Fence fence,
-                                     std::string_view id) {
+                                     std::string_view id,
+                                     std::span<const RecipientFailure> failed) {
   return [=](Metadata& m) {
     check_fence(m, fence, id);
-    mark_delivered(m, indexes);
+    Metadata changed = m;  // both or neither
+    mark_delivered(changed, indexes);
+    mark_failed(changed, failed);
+    m = std::move(changed);
     return 0;
   };
 }

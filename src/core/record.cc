@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <map>
 
 #include "slimta/errors.h"
 
@@ -22,6 +23,7 @@ enum Tag : uint8_t {
   kLease = 0x05,
   kHold = 0x06,
   kLastReply = 0x07,
+  kFailed = 0x08,
   kSender = 0x10,
   kRecipient = 0x11,
   kClientIp = 0x12,
@@ -153,6 +155,9 @@ bool read_meta_field(Metadata& meta, uint8_t tag, std::string_view value, std::s
     case kLastReply:
       meta.last_reply = value;
       return true;
+    case kFailed:
+      meta.failed = decode_failures(value, what);
+      return true;
     default:
       return tag < kFirstEnvelopeTag;  // unknown metadata tags are skipped
   }
@@ -208,6 +213,7 @@ Parts encode_parts(const Metadata& meta, const Envelope* envelope) {
     put_field(out, kHold, hold);
   }
   if (!meta.last_reply.empty()) put_field(out, kLastReply, meta.last_reply);
+  if (!meta.failed.empty()) put_field(out, kFailed, encode_failures(meta.failed));
 
   if (envelope) {
     put_field(out, kSender, envelope->sender);
@@ -400,6 +406,51 @@ void mark_delivered(Metadata& meta, std::span<const size_t> indexes) {
                        meta.delivered.end());
 }
 
+void mark_failed(Metadata& meta, std::span<const RecipientFailure> failed) {
+  for (const auto& f : failed) {
+    if (f.index >= meta.recipients) {
+      throw InvalidArgument("recipient index " + std::to_string(f.index) +
+                            " out of range: the message has " + std::to_string(meta.recipients) +
+                            " recipients");
+    }
+  }
+  std::string merged = encode_failures(meta.failed) + encode_failures(failed);
+  meta.failed = decode_failures(merged, "(merging failures)");
+}
+
+std::string encode_failures(std::span<const RecipientFailure> failed) {
+  std::string out;
+  for (const auto& f : failed) {
+    if (f.index > std::numeric_limits<uint32_t>::max() ||
+        f.reply.size() > std::numeric_limits<uint32_t>::max())
+      throw InvalidArgument("a recipient failure too large for the stored format");
+    put_u32(out, static_cast<uint32_t>(f.index));
+    out.push_back(f.bounced ? 1 : 0);
+    put_u32(out, static_cast<uint32_t>(f.reply.size()));
+    out += f.reply;
+  }
+  return out;
+}
+
+std::vector<RecipientFailure> decode_failures(std::string_view bytes, std::string_view what) {
+  std::map<size_t, RecipientFailure> by_index;
+  while (!bytes.empty()) {
+    if (bytes.size() < 9) corrupt(what, "truncated entry in the failed field");
+    RecipientFailure f;
+    f.index = get_u32(bytes);
+    f.bounced = (static_cast<uint8_t>(bytes[4]) & 1) != 0;
+    uint32_t len = get_u32(bytes.substr(5, 4));
+    if (bytes.size() - 9 < len) corrupt(what, "an entry of the failed field runs past its end");
+    f.reply = bytes.substr(9, len);
+    bytes.remove_prefix(9 + len);
+    by_index[f.index] = std::move(f);
+  }
+  std::vector<RecipientFailure> out;
+  out.reserve(by_index.size());
+  for (auto& [i, f] : by_index) out.push_back(std::move(f));
+  return out;
+}
+
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
   QueuedMessage out;
   out.attempts = meta.attempts;
@@ -409,6 +460,11 @@ QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
   out.lease = meta.lease;
   out.hold = meta.hold;
   out.last_reply = meta.last_reply;
+  // Only failures of recipients marked delivered count (a reader may meet a field
+  // written by hand).
+  for (const auto& f : meta.failed)
+    if (std::binary_search(meta.delivered.begin(), meta.delivered.end(), f.index))
+      out.failed.push_back(f);
   if (!meta.delivered.empty()) {
     std::vector<std::string> remaining;
     size_t d = 0;

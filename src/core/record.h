@@ -29,7 +29,8 @@ struct Metadata {
   std::vector<uint32_t> delivered;  // ascending, unique, each < recipients
   Lease lease;                      // the latest claim (token 0: never claimed)
   std::optional<Hold> hold;
-  std::string last_reply;  // of the last deferred attempt; empty until one
+  std::string last_reply;                // of the last deferred attempt; empty until one
+  std::vector<RecipientFailure> failed;  // of `delivered`, ascending by index, unique
 
   bool operator==(const Metadata&) const = default;
 };
@@ -83,6 +84,17 @@ Metadata initial_metadata(const Envelope& envelope, Timestamp timestamp);
 // Union `indexes` into meta.delivered. Throws InvalidArgument, changing nothing, if
 // an index is not below meta.recipients.
 void mark_delivered(Metadata& meta, std::span<const size_t> indexes);
+
+// Merge `failed` into meta.failed: an entry replaces the one of its index. Throws
+// InvalidArgument, changing nothing, if an index is not below meta.recipients.
+void mark_failed(Metadata& meta, std::span<const RecipientFailure> failed);
+
+// The value of a record's failed field (doc/format.md): entries of u32 index, u8 flags
+// (1: bounced), u32 reply length and the reply. decode_failures() reads entries in any
+// order, a later one for an index replacing an earlier (Redis appends to its copy), and
+// returns them ascending by index; CorruptRecord names `what` if they are malformed.
+std::string encode_failures(std::span<const RecipientFailure> failed);
+std::vector<RecipientFailure> decode_failures(std::string_view bytes, std::string_view what);
 
 // What get() returns for a stored envelope and its metadata.
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta);

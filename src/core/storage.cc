@@ -1,5 +1,7 @@
 #include "slimta/storage.h"
 
+#include <algorithm>
+
 namespace slimta {
 
 std::vector<size_t> QueuedMessage::remaining_indexes() const {
@@ -27,6 +29,16 @@ std::vector<QueueEntry> QueueStorage::do_wait(std::chrono::milliseconds) {
 void QueueStorage::check_fence_arg(Fence fence) {
   if (fence.token == 0)
     throw InvalidArgument("fence token 0 is not a lease: use the unfenced call");
+}
+
+void QueueStorage::check_failures(std::span<const size_t> rcpt_indexes,
+                                  std::span<const RecipientFailure> failed) {
+  for (const auto& f : failed) {
+    if (std::find(rcpt_indexes.begin(), rcpt_indexes.end(), f.index) == rcpt_indexes.end()) {
+      throw InvalidArgument("recipient " + std::to_string(f.index) +
+                            " is given as failed but is not among those marked delivered");
+    }
+  }
 }
 
 namespace {

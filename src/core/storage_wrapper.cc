@@ -27,10 +27,10 @@ uint32_t StorageWrapper::do_increment_attempts(std::string_view id, Fence fence)
   return fence.token ? target_.increment_attempts(id, fence) : target_.increment_attempts(id);
 }
 void StorageWrapper::do_set_recipients_delivered(std::string_view id,
-                                                 std::span<const size_t> rcpt_indexes,
-                                                 Fence fence) {
-  fence.token ? target_.set_recipients_delivered(id, rcpt_indexes, fence)
-              : target_.set_recipients_delivered(id, rcpt_indexes);
+                                                 std::span<const size_t> rcpt_indexes, Fence fence,
+                                                 std::span<const RecipientFailure> failed) {
+  fence.token ? target_.set_recipients_delivered(id, rcpt_indexes, fence, failed)
+              : target_.set_recipients_delivered(id, rcpt_indexes, failed);
 }
 void StorageWrapper::do_remove(std::string_view id, Fence fence) {
   fence.token ? target_.remove(id, fence) : target_.remove(id);

@@ -73,6 +73,14 @@ class JsonFormatter : public spdlog::formatter {
   bool journal_;
 };
 
+// relay, tls and delays {queued, connect, transmit} when a connection was made.
+void put_hop(nlohmann::json& j, const events::Hop& h) {
+  if (h.relay.empty()) return;
+  j["relay"] = h.relay;
+  if (!h.tls.empty()) j["tls"] = h.tls;
+  j["delays"] = {{"queued", h.queued}, {"connect", h.connect}, {"transmit", h.transmit}};
+}
+
 }  // namespace
 
 nlohmann::json event_fields(const QueueEvent& event) {
@@ -99,6 +107,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
                       {"attempt", e.attempt},
                       {"delay", e.delay},
                       {"reply", e.reply}});
+            put_hop(j, e.hop);
           },
           [&](const events::Failed& e) {
             j.update({{"id", e.id},
@@ -107,6 +116,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
                       {"delay", e.delay},
                       {"reply", e.reply}});
             if (!e.gave_up.empty()) j["gave_up"] = e.gave_up;
+            put_hop(j, e.hop);
           },
           [&](const events::Deferred& e) {
             j.update({{"id", e.id},
@@ -115,6 +125,7 @@ nlohmann::json event_fields(const QueueEvent& event) {
                       {"reply", e.reply},
                       {"rcpts", e.rcpts}});
             if (!e.rcpt.empty()) j["rcpt"] = e.rcpt;
+            put_hop(j, e.hop);
           },
           [&](const events::Bounced& e) {
             j.update({{"id", e.id}, {"to", e.to}, {"rcpts", e.rcpts}, {"dsn", e.dsn}});

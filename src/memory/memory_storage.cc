@@ -95,8 +95,9 @@ uint32_t MemoryStorage::do_increment_attempts(std::string_view id, Fence fence) 
 }
 
 void MemoryStorage::do_set_recipients_delivered(std::string_view id,
-                                                std::span<const size_t> rcpt_indexes, Fence fence) {
-  impl_->mutate(id, record::ops::set_recipients_delivered(rcpt_indexes, fence, id));
+                                                std::span<const size_t> rcpt_indexes, Fence fence,
+                                                std::span<const RecipientFailure> failed) {
+  impl_->mutate(id, record::ops::set_recipients_delivered(rcpt_indexes, fence, id, failed));
 }
 
 ClaimResult MemoryStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {

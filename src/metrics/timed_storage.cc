@@ -152,9 +152,10 @@ uint32_t TimedStorage::do_increment_attempts(std::string_view id, Fence fence) {
                [&] { return StorageWrapper::do_increment_attempts(id, fence); });
 }
 void TimedStorage::do_set_recipients_delivered(std::string_view id,
-                                               std::span<const size_t> rcpt_indexes, Fence fence) {
+                                               std::span<const size_t> rcpt_indexes, Fence fence,
+                                               std::span<const RecipientFailure> failed) {
   timed(kSetRecipientsDelivered,
-        [&] { StorageWrapper::do_set_recipients_delivered(id, rcpt_indexes, fence); });
+        [&] { StorageWrapper::do_set_recipients_delivered(id, rcpt_indexes, fence, failed); });
 }
 void TimedStorage::do_remove(std::string_view id, Fence fence) {
   timed(kRemove, [&] { StorageWrapper::do_remove(id, fence); });

@@ -19,16 +19,18 @@ struct Outcome {
   std::vector<RecipientResult> results;  // one per recipient
   std::vector<char> waiting;             // left out: their destination has no slot now
   std::string wait_line;                 // the first destination waited for
+  Timestamp started = 0;                 // when the attempt began
   Timestamp after = 0;                   // when the results were in
   // A destination found down (deferred without a connection): the first such, and the
   // soonest its down time ends (seconds from now); down_retry < 0: none.
   std::string down_line;
   double down_retry = -1;
 
-  std::vector<size_t> done;       // original indexes: delivered or failed for good
-  std::vector<size_t> delivered;  // original indexes: delivered now
-  std::vector<bounce::Failure> failed;
-  std::vector<size_t> retry;  // indexes into the envelope's recipients
+  std::vector<size_t> done;                // original indexes: delivered or failed for good
+  std::vector<size_t> delivered;           // original indexes: delivered now
+  std::vector<bounce::Failure> failed;     // to bounce
+  std::vector<RecipientFailure> failures;  // of done, those that failed (stored)
+  std::vector<size_t> retry;               // indexes into the envelope's recipients
 };
 
 namespace {
@@ -36,6 +38,12 @@ namespace {
 // Seconds since the message was received (Postfix's delay=).
 double age_of(const Envelope& env, Timestamp now) {
   return env.timestamp > 0 ? std::max(0.0, now - env.timestamp) : 0.0;
+}
+
+// Where recipient `i`'s result came from, and how its delay was spent.
+events::Hop hop_of(const Envelope& env, const Outcome& out, size_t i) {
+  const RecipientResult& r = out.results[i];
+  return {r.relay, r.tls, age_of(env, out.started), r.connect_seconds, r.transmit_seconds};
 }
 
 // The recipients of `env` by destination, in order of first appearance.
@@ -193,8 +201,8 @@ std::optional<Next> Engine::store_unsaved(const std::string& id, Fence fence, Ti
   };
   Next next;
   try {
-    next = finish_attempt(id, fence, u.done, u.finished, now, "(stored after a storage failure)", 0,
-                          u.age, "");
+    next = finish_attempt(id, fence, u.done, u.failed, u.finished, now,
+                          "(stored after a storage failure)", 0, u.age, "", {});
   } catch (const KeyError&) {  // removed meanwhile (by an operator): nothing left to store
     forget();
     throw;
@@ -207,19 +215,20 @@ std::optional<Next> Engine::store_unsaved(const std::string& id, Fence fence, Ti
 // The end of an attempt: `done` marked, then the message removed or deferred by its
 // backoff.
 Next Engine::finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
-                            bool finished, Timestamp after, std::string_view reply, size_t deferred,
-                            double age, std::string_view rcpt) {
+                            const std::vector<RecipientFailure>& failed, bool finished,
+                            Timestamp after, std::string_view reply, size_t deferred, double age,
+                            std::string_view rcpt, const events::Hop& hop) {
   if (finished) {
     storage.remove(id, fence);
     emit(events::Removed{id, age});
     return Next::done();
   }
-  if (!done.empty()) storage.set_recipients_delivered(id, done, fence);
+  if (!done.empty()) storage.set_recipients_delivered(id, done, fence, failed);
   uint32_t attempts = storage.increment_attempts(id, fence);
   Timestamp next = after + policy.backoff(attempts);
   storage.set_timestamp(id, next, fence, reply);
   storage.release(id, fence);
-  emit(events::Deferred{id, attempts, next, std::string(reply), deferred, std::string(rcpt)});
+  emit(events::Deferred{id, attempts, next, std::string(reply), deferred, std::string(rcpt), hop});
   return Next::when(next);
 }
 
@@ -357,7 +366,8 @@ static void sort_results(Engine& e, const std::string& id, const Envelope& env, 
     const auto& r = out.results[i];
     switch (r.kind) {
       case RecipientResult::Kind::delivered:
-        e.emit(events::Delivered{id, env.recipients[i], out.attempt, age, r.reply});
+        e.emit(events::Delivered{id, env.recipients[i], out.attempt, age, r.reply,
+                                 hop_of(env, out, i)});
         out.done.push_back(out.original[i]);
         out.delivered.push_back(out.original[i]);
         break;
@@ -366,13 +376,17 @@ static void sort_results(Engine& e, const std::string& id, const Envelope& env, 
         if (r.local && outsider.value_or(false)) {
           e.emit(events::Failed{id, env.recipients[i], out.attempt, age, r.reply,
                                 "not bounced: our own routing refused it, and the sender is "
-                                "an unauthenticated outsider's"});
+                                "an unauthenticated outsider's",
+                                hop_of(env, out, i)});
           out.done.push_back(out.original[i]);
+          out.failures.push_back({out.original[i], r.reply, false});
           break;
         }
-        e.emit(events::Failed{id, env.recipients[i], out.attempt, age, r.reply, {}});
+        e.emit(events::Failed{
+            id, env.recipients[i], out.attempt, age, r.reply, {}, hop_of(env, out, i)});
         out.done.push_back(out.original[i]);
         out.failed.push_back({env.recipients[i], r.reply});
+        out.failures.push_back({out.original[i], r.reply, !env.sender.empty()});
         break;
       case RecipientResult::Kind::transient:
         out.retry.push_back(i);
@@ -388,8 +402,11 @@ static void sort_results(Engine& e, const std::string& id, const Envelope& env, 
   }
   if (give_up.empty()) return;
   for (size_t i : out.retry) {
-    e.emit(events::Failed{id, env.recipients[i], out.attempt, age, out.results[i].reply, give_up});
+    e.emit(events::Failed{id, env.recipients[i], out.attempt, age, out.results[i].reply, give_up,
+                          hop_of(env, out, i)});
+    out.done.push_back(out.original[i]);  // never attempted again, waiting parts or not
     out.failed.push_back({env.recipients[i], out.results[i].reply});
+    out.failures.push_back({out.original[i], out.results[i].reply, !env.sender.empty()});
   }
   out.retry.clear();
 }
@@ -409,6 +426,7 @@ Next Engine::deliver(const std::string& id, Fence fence, Timestamp now, const st
   out.attempt = msg.attempts + 1;
   out.results.resize(n);
   out.waiting.assign(n, 0);
+  out.started = clock.now();
   if (size_t hops = env.headers.count("Received");
       n > 0 && policy.max_hops && hops > policy.max_hops) {
     emit(events::Attempt{id, out.attempt, n, 0});
@@ -446,8 +464,13 @@ Next Engine::defer_while_down(const std::string& id, Fence fence, const QueuedMe
   const std::string& reply = out.results.front().reply;  // every one is the down reply
   storage.set_timestamp(id, next, fence, reply);
   storage.release(id, fence);
-  emit(events::Deferred{id, msg.attempts, next, reply, msg.envelope.recipients.size(),
-                        msg.envelope.recipients.front()});
+  emit(events::Deferred{id,
+                        msg.attempts,
+                        next,
+                        reply,
+                        msg.envelope.recipients.size(),
+                        msg.envelope.recipients.front(),
+                        {}});
   return Next::when(next, out.down_line);
 }
 
@@ -459,7 +482,7 @@ Next Engine::settle(const std::string& id, Fence fence, const Envelope& env, Out
   const double age = age_of(env, out.after);
   // From here on the relay's answers must not be lost to a storage failure: what
   // could not be stored is kept (unsaved_) and stored before the next try.
-  Unsaved learnt{out.delivered, false, age};
+  Unsaved learnt{out.delivered, {}, false, age};
   try {
     // The bounce is stored before the recipients are marked: a crash in between can
     // send a bounce twice, but never lose one.
@@ -469,17 +492,18 @@ Next Engine::settle(const std::string& id, Fence fence, const Envelope& env, Out
       for (size_t i : out.retry) pending.push_back({env.recipients[i], out.results[i].reply});
       send_bounce(env, id, pending, out.after, env.timestamp + lifetime(env));
     }
-    learnt = Unsaved{out.done, finished, age};
+    learnt = Unsaved{out.done, out.failures, finished, age};
     if (out.retry.empty() && any_waiting) {
       // What was attempted is settled; the rest waits for its destination's turn.
-      if (!out.done.empty()) storage.set_recipients_delivered(id, out.done, fence);
+      if (!out.done.empty()) storage.set_recipients_delivered(id, out.done, fence, out.failures);
       storage.release(id, fence);
       return Next::wait(out.wait_line);
     }
     Next next =
-        finish_attempt(id, fence, out.done, finished, out.after,
+        finish_attempt(id, fence, out.done, out.failures, finished, out.after,
                        finished ? "" : out.results[out.retry.front()].reply, out.retry.size(), age,
-                       finished ? "" : env.recipients[out.retry.front()]);
+                       finished ? "" : env.recipients[out.retry.front()],
+                       finished ? events::Hop{} : hop_of(env, out, out.retry.front()));
     if (next.kind == Next::Kind::at) next.line = destination_of(env.recipients[out.retry.front()]);
     return next;
   } catch (const LeaseLost&) {
@@ -491,6 +515,7 @@ Next Engine::settle(const std::string& id, Fence fence, const Envelope& env, Out
       std::lock_guard lock(mu);
       Unsaved& u = unsaved_[id];
       u.done.insert(u.done.end(), learnt.done.begin(), learnt.done.end());
+      u.failed.insert(u.failed.end(), learnt.failed.begin(), learnt.failed.end());
       u.finished |= learnt.finished;
       u.age = learnt.age;
     }

@@ -122,8 +122,9 @@ class Engine {
                         const Outcome& out);
   std::optional<Next> store_unsaved(const std::string& id, Fence fence, Timestamp now);
   Next finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
-                      bool finished, Timestamp after, std::string_view reply, size_t deferred,
-                      double age, std::string_view rcpt);
+                      const std::vector<RecipientFailure>& failed, bool finished, Timestamp after,
+                      std::string_view reply, size_t deferred, double age, std::string_view rcpt,
+                      const events::Hop& hop);
   // A bounce for `failures`; with `retry_until`, a delay warning for them instead.
   void send_bounce(const Envelope& original, const std::string& id,
                    const std::vector<bounce::Failure>& failures, Timestamp now,
@@ -146,11 +147,13 @@ class Engine {
   std::array<std::atomic<int64_t>, kCountedCount> counts_{};
 
   // What an attempt learnt but could not store (the storage failed after the relay
-  // answered): recipients delivered or failed for good, by original index, and whether
-  // the message is done. Stored before anything else is tried for the message, so a
-  // delivered recipient is never attempted again by this process. Guarded by mu.
+  // answered): recipients delivered or failed for good, by original index (and which
+  // failed, why), and whether the message is done. Stored before anything else is tried
+  // for the message, so a delivered recipient is never attempted again by this
+  // process. Guarded by mu.
   struct Unsaved {
     std::vector<size_t> done;
+    std::vector<RecipientFailure> failed;
     bool finished = false;  // nothing left to deliver: remove it
     double age = 0;         // of the message then, for the removed event
   };

@@ -20,6 +20,15 @@ std::string quoted(std::string_view text) {
   return printable(out);
 }
 
+// " relay=host[ip]:port delays=a/b/c tls=\"...\"" when a connection was made; "" else.
+std::string text_of(const events::Hop& h) {
+  if (h.relay.empty()) return "";
+  std::string out = fmt::format(" relay={} delays={:.2f}/{:.2f}/{:.2f}", printable(h.relay),
+                                h.queued, h.connect, h.transmit);
+  if (!h.tls.empty()) out += fmt::format(" tls=\"{}\"", quoted(h.tls));
+  return out;
+}
+
 std::string text_of(const events::Enqueued& e) {
   std::string who;
   if (!e.client_ip.empty()) who += " client=[" + printable(e.client_ip) + "]";
@@ -36,20 +45,21 @@ std::string text_of(const events::Attempt& e) {
   return fmt::format("{} attempt n={} rcpts={}", e.id, e.attempt, e.rcpts);
 }
 std::string text_of(const events::Delivered& e) {
-  return fmt::format("{} delivered rcpt=<{}> attempt={} delay={:.1f} reply=\"{}\"", e.id,
-                     printable(e.rcpt), e.attempt, e.delay, quoted(e.reply));
+  return fmt::format("{} delivered rcpt=<{}> attempt={} delay={:.2f}{} reply=\"{}\"", e.id,
+                     printable(e.rcpt), e.attempt, e.delay, text_of(e.hop), quoted(e.reply));
 }
 std::string text_of(const events::Failed& e) {
   std::string gave_up =
       e.gave_up.empty() ? std::string() : fmt::format(" gave_up=\"{}\"", quoted(e.gave_up));
-  return fmt::format("{} failed rcpt=<{}> attempt={} delay={:.1f}{} reply=\"{}\"", e.id,
-                     printable(e.rcpt), e.attempt, e.delay, gave_up, quoted(e.reply));
+  return fmt::format("{} failed rcpt=<{}> attempt={} delay={:.2f}{}{} reply=\"{}\"", e.id,
+                     printable(e.rcpt), e.attempt, e.delay, text_of(e.hop), gave_up,
+                     quoted(e.reply));
 }
 std::string text_of(const events::Deferred& e) {
   std::string rcpt = e.rcpt.empty() ? "" : " rcpt=<" + printable(e.rcpt) + ">";
   if (e.rcpts > 1) rcpt += fmt::format(" (and {} more)", e.rcpts - 1);
-  return fmt::format("{} deferred{} attempt={} next={} reply=\"{}\"", e.id, rcpt, e.attempt,
-                     iso8601_time(e.next), quoted(e.reply));
+  return fmt::format("{} deferred{} attempt={}{} next={} reply=\"{}\"", e.id, rcpt, e.attempt,
+                     text_of(e.hop), iso8601_time(e.next), quoted(e.reply));
 }
 std::string text_of(const events::Bounced& e) {
   return fmt::format("{} bounced to=<{}> rcpts={} dsn={}{}", e.id, printable(e.to), e.rcpts, e.dsn,

@@ -41,14 +41,23 @@ void validate(const QueuePolicy& p) {
 
 std::string Relay::destination(const std::string&) const { return {}; }
 
+namespace {
+RecipientResult result(RecipientResult::Kind kind, std::string reply) {
+  RecipientResult r;
+  r.kind = kind;
+  r.reply = std::move(reply);
+  return r;
+}
+}  // namespace
+
 RecipientResult RecipientResult::delivered(std::string reply) {
-  return RecipientResult{Kind::delivered, std::move(reply)};
+  return result(Kind::delivered, std::move(reply));
 }
 RecipientResult RecipientResult::transient(std::string reply) {
-  return RecipientResult{Kind::transient, std::move(reply)};
+  return result(Kind::transient, std::move(reply));
 }
 RecipientResult RecipientResult::permanent(std::string reply) {
-  return RecipientResult{Kind::permanent, std::move(reply)};
+  return result(Kind::permanent, std::move(reply));
 }
 
 RecipientResult RecipientResult::refused_here(std::string reply) {

@@ -2,7 +2,8 @@
 //
 // * One hash per message, PREFIX+ID: field "record" holds the stored record as written
 //   (doc/format.md), fields "timestamp", "attempts", "delivered" and "recipients" the
-//   current metadata, so that updates are single server-side operations.
+//   current metadata (and "failed", "last_reply", the lease's and the hold's when set),
+//   so that updates are single server-side operations.
 // * Every metadata update is one Lua script (EVALSHA, EVAL if the server lost it):
 //   atomic, one round trip, and it checks that the message exists first, so an update
 //   never creates a half record (the python original's HSET/HINCRBY did).
@@ -439,8 +440,9 @@ uint32_t RedisStorage::do_increment_attempts(std::string_view id, Fence fence) {
 }
 
 void RedisStorage::do_set_recipients_delivered(std::string_view id,
-                                               std::span<const size_t> rcpt_indexes, Fence fence) {
-  std::vector<std::string> args{std::to_string(fence.token)};
+                                               std::span<const size_t> rcpt_indexes, Fence fence,
+                                               std::span<const RecipientFailure> failed) {
+  std::vector<std::string> args{std::to_string(fence.token), record::encode_failures(failed)};
   for (size_t i : rcpt_indexes) args.push_back(std::to_string(i));
   Reply r = impl_->run_script(delivered_script(), id, true, std::move(args));
   const redisReply* status = script_reply(r, id, fence);
@@ -557,11 +559,12 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
   std::string key = impl_->key(id);
   Reply r = impl_->pool.run_on(key, true, [&](Connection& c) {
     return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered", "lease_token",
-                      "lease_expires", "hold_since", "hold_reason", "last_reply", "abandoned"});
+                      "lease_expires", "hold_since", "hold_reason", "last_reply", "abandoned",
+                      "failed"});
   });
   // A reply of the wrong shape is the server's fault, retryable: never "not stored",
   // which would drop the message from the schedule as if an operator had removed it.
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 10)
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 11)
     throw QueueError("redis: HMGET of " + key + " answered with a reply of the wrong type", true);
   if (r->element[0]->type == REDIS_REPLY_NIL || r->element[9]->type != REDIS_REPLY_NIL)
     throw KeyError(std::string(id));
@@ -601,6 +604,7 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
     meta.hold = Hold{*since, std::string(optional_field(7))};
   }
   meta.last_reply = optional_field(8);
+  meta.failed = record::decode_failures(optional_field(10), what);
   return record::to_queued(std::move(m.envelope), meta);
 }
 

@@ -69,12 +69,14 @@ return {1, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
   return s;
 }
 
+// ARGV: fence token, the failures as the record's failed field (appended to the hash
+// field 'failed': a later entry for an index replaces an earlier), then the indexes.
 // {2, index, count} if an index is out of range (nothing changed).
 const Script& delivered_script() {
   static const Script s(std::string(kGate) + R"lua(
 local count = tonumber(redis.call('HGET', KEYS[1], 'recipients'))
 local set = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local n = tonumber(ARGV[i])
   if n >= count then return {2, n, count} end
   set[n] = true
@@ -86,6 +88,9 @@ for k in pairs(set) do list[#list + 1] = k end
 table.sort(list)
 for i = 1, #list do list[i] = string.format('%d', list[i]) end
 redis.call('HSET', KEYS[1], 'delivered', table.concat(list, ','))
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'failed', (redis.call('HGET', KEYS[1], 'failed') or '') .. ARGV[2])
+end
 return {1}
 )lua");
   return s;

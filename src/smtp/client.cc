@@ -114,8 +114,14 @@ class Connection {
         opts_.connect_timeout, "resolve", [&] { resolver.cancel(); });
     run(
         [&](auto done) {
-          asio::async_connect(socket_, endpoints,
-                              [done](asio::error_code ec, const tcp::endpoint&) { done(ec); });
+          asio::async_connect(
+              socket_, endpoints, [&, done](asio::error_code ec, const tcp::endpoint& e) {
+                if (!ec) {
+                  peer_ =
+                      opts_.host + "[" + e.address().to_string() + "]:" + std::to_string(e.port());
+                }
+                done(ec);
+              });
         },
         opts_.connect_timeout, "connect");
     // The greeting within the connect timeout too: a server that accepts and never
@@ -190,7 +196,14 @@ class Connection {
     }
     run([&](auto done) { tls_->async_handshake(asio::ssl::stream_base::client, done); },
         opts_.command_timeout, "TLS handshake");
+    tls_description_ = std::string(SSL_get_version(tls_->native_handle())) + " " +
+                       SSL_get_cipher_name(tls_->native_handle());
   }
+
+  // "host[ip]:port" once connected; "" before.
+  const std::string& peer() const { return peer_; }
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384" once encrypted; "" without TLS.
+  const std::string& tls_description() const { return tls_description_; }
 
   // AUTH PLAIN, or LOGIN, with opts_.username and password: only over TLS whose
   // certificate and host name were verified (starttls = required), unless
@@ -415,6 +428,8 @@ class Connection {
   asio::io_context io_;
   tcp::socket socket_;
   std::string where_;
+  std::string peer_;
+  std::string tls_description_;
   std::string buffer_;
   std::set<std::string> offered_;  // by the last EHLO
   std::set<std::string> auth_mechanisms_;
@@ -540,10 +555,19 @@ Client::Outcome Client::deliver(const Envelope& envelope) {
   } done{*impl_};
   Outcome out;
   std::unique_ptr<Connection> c;
+  using Seconds = std::chrono::duration<double>;
+  auto began = std::chrono::steady_clock::now();
   try {
     c = impl_->take();
     out.reached = true;
+    auto connected = std::chrono::steady_clock::now();
     out.results = c->deliver(envelope);
+    for (auto& r : out.results) {
+      r.relay = c->peer();
+      r.tls = c->tls_description();
+      r.connect_seconds = Seconds(connected - began).count();
+      r.transmit_seconds = Seconds(std::chrono::steady_clock::now() - connected).count();
+    }
     impl_->give_back(std::move(c));
   } catch (const ConnectionError& e) {
     out.reached |= e.permanent;  // a loop: no other MX either
@@ -552,7 +576,13 @@ Client::Outcome Client::deliver(const Envelope& envelope) {
                                                        : RecipientResult::transient(e.reply));
     // Not reached, or sent away with a 421: the destination's fault, not a recipient's.
     bool unreachable = !out.reached || e.reply.starts_with("421");
-    for (auto& r : out.results) r.unreachable = unreachable && !e.permanent;
+    for (auto& r : out.results) {
+      r.unreachable = unreachable && !e.permanent;
+      if (c) {  // cut off in the transaction: the peer is known
+        r.relay = c->peer();
+        r.tls = c->tls_description();
+      }
+    }
   }
   return out;
 }

@@ -146,6 +146,30 @@ TEST(RecordTest, MarkDeliveredIsAUnionAndChecksRange) {
   EXPECT_EQ(m.delivered, (std::vector<uint32_t>{0, 1, 3}));
 }
 
+TEST(RecordTest, FailuresRoundTripMergeByIndexAndAMalformedFieldIsNamed) {
+  Envelope env = testing::sample_envelope(3, 100);
+  Metadata m = md(5, 1, 3, {0, 2});
+  const RecipientFailure first[] = {{2, "550 5.1.1 no", true}};
+  mark_failed(m, first);
+  const RecipientFailure second[] = {{0, "554 5.7.1 \xff", false}, {2, "552 full", true}};
+  mark_failed(m, second);
+  EXPECT_EQ(m.failed,
+            (std::vector<RecipientFailure>{{0, "554 5.7.1 \xff", false}, {2, "552 full", true}}));
+  EXPECT_EQ(decode_message(encode(m, &env), "m").meta, m);
+  EXPECT_EQ(decode_prefix(encode(m, &env).substr(0, 300), "m")->meta, m);
+  const RecipientFailure bad[] = {{3, "550", true}};
+  EXPECT_THROW(mark_failed(m, bad), InvalidArgument);
+  EXPECT_EQ(m.failed.size(), 2u);
+  std::string field = encode_failures(first);
+  try {
+    decode_failures(field.substr(0, field.size() - 1), "redis key slimta:x");
+    ADD_FAILURE() << "a cut entry was read";
+  } catch (const CorruptRecord& e) {
+    EXPECT_NE(std::string(e.what()).find("redis key slimta:x"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("failed field"), std::string::npos) << e.what();
+  }
+}
+
 TEST(RecordTest, ToQueuedDropsDeliveredRecipients) {
   Envelope env = testing::sample_envelope(4);
   QueuedMessage q = to_queued(env, md(7, 2, 4, {0, 2}));

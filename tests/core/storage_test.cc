@@ -47,10 +47,10 @@ class Recording : public StorageWrapper {
     calls.insert("increment_attempts");
     return StorageWrapper::do_increment_attempts(id, f);
   }
-  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> r,
-                                   Fence f) override {
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> r, Fence f,
+                                   std::span<const RecipientFailure> failed) override {
     calls.insert("set_recipients_delivered");
-    StorageWrapper::do_set_recipients_delivered(id, r, f);
+    StorageWrapper::do_set_recipients_delivered(id, r, f, failed);
   }
   void do_remove(std::string_view id, Fence f) override {
     calls.insert("remove");

@@ -152,7 +152,8 @@ TEST(EventTextTest, TheLogLineEscapesWhatAPeerSent) {
                      kStart,
                      "451 \"busy\"\r\nqueue: 0123 delivered\x1b[31m",
                      3,
-                     "b@x.org\r\nqueue: forged"};
+                     "b@x.org\r\nqueue: forged",
+                     {}};
   std::string text = event_text(d);
   EXPECT_EQ(text.find('\n'), std::string::npos) << text;
   EXPECT_EQ(text.find('\r'), std::string::npos) << text;
@@ -167,6 +168,19 @@ TEST(EventTextTest, TheLogLineEscapesWhatAPeerSent) {
             "ab enqueued from=<a@example.com> rcpts=1 size=10 client=[192.0.2.1] "
             "helo=<mx.example\\x0d\\x0aforged> sasl_username=alice message-id=<m1@example.com>");
   EXPECT_EQ(event_text(events::Removed{"ab", 1}, false), "ab removed");
+  // Where the reply came from, how the delay was spent and the TLS (finding 9), as
+  // Postfix's relay= and delays=; an MX name from the DNS is escaped too.
+  events::Delivered dl{
+      "ab",     "b@x.org",
+      1,        2.5,
+      "250 ok", {"mx.x.org\r\n[192.0.2.7]:25", "TLSv1.3 TLS_AES_256_GCM_SHA384", 2, 0.25, 0.125}};
+  EXPECT_EQ(
+      event_text(dl, false),
+      "ab delivered rcpt=<b@x.org> attempt=1 delay=2.50 relay=mx.x.org\\x0d\\x0a[192.0.2.7]:25 "
+      "delays=2.00/0.25/0.12 tls=\"TLSv1.3 TLS_AES_256_GCM_SHA384\" reply=\"250 ok\"");
+  events::Failed local{"ab", "c@nowhere", 1, 0.5, "550 5.1.2 no such domain", "", {}};
+  EXPECT_EQ(event_text(local, false),
+            "ab failed rcpt=<c@nowhere> attempt=1 delay=0.50 reply=\"550 5.1.2 no such domain\"");
 }
 
 TEST(PartPoolTest, PartsRunAtOnceOnAtMostItsThreads) {

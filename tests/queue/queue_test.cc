@@ -171,10 +171,10 @@ class BreakableStorage : public MemoryStorage {
   void check() const {
     if (broken) throw StorageFull("no space left on device");
   }
-  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpts,
-                                   Fence fence) override {
+  void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpts, Fence fence,
+                                   std::span<const RecipientFailure> failed) override {
     check();
-    MemoryStorage::do_set_recipients_delivered(id, rcpts, fence);
+    MemoryStorage::do_set_recipients_delivered(id, rcpts, fence, failed);
   }
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override {
     check();

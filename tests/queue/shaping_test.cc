@@ -285,6 +285,33 @@ TEST_F(ShapingTest, ASuspendedDestinationWaitsUncountedAndResumesAtOnce) {
   EXPECT_TRUE(storage.load_all().empty());
 }
 
+// A recipient given up on (max_attempts) while another part of its message waits for a
+// suspended destination is done with: stored as failed, never attempted nor bounced
+// again when the rest goes (it was left pending, tried and bounced once more).
+TEST_F(ShapingTest, ARecipientGivenUpWhileAnotherPartWaitsIsNotTriedAgain) {
+  QueuePolicy p = policy();
+  p.max_attempts = 1;
+  Queue q(storage, relay, p, clock);
+  relay.set("down.example", 0ms, /*unreachable=*/true);
+  board->suspend("held.example", DestinationStatus::kForever, "maintenance");
+  std::string id = q.enqueue(to({"a@held.example", "b@down.example"})).id;
+  q.run_pending();
+  EXPECT_EQ(relay.get("down.example").attempts, 1);
+  QueuedMessage m = storage.get(id);
+  EXPECT_EQ(m.delivered, std::vector<size_t>{1});
+  ASSERT_EQ(m.failed.size(), 1u);
+  EXPECT_EQ(m.failed[0], (RecipientFailure{1, "421 4.4.2 go away", true}));
+  EXPECT_EQ(relay.get("example.com").attempts, 1);  // the bounce to alice@example.com
+
+  board->resume("held.example");
+  clock.advance(3600);
+  q.run_pending();
+  EXPECT_EQ(relay.get("held.example").attempts, 1);
+  EXPECT_EQ(relay.get("down.example").attempts, 1);
+  EXPECT_EQ(relay.get("example.com").attempts, 1);  // no second bounce
+  EXPECT_THROW(storage.get(id), KeyError);
+}
+
 TEST_F(ShapingTest, AMessagesDestinationsAreAttemptedAtOnce) {
   MemoryStorage live;
   QueuePolicy p = policy();

@@ -124,6 +124,12 @@ TEST_F(TlsTest, TheRelayRequiresAndVerifiesTls) {
   auto r = relay.attempt(message(), 1);
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].kind, Kind::delivered) << r[0].reply;
+  // For the log's relay= and tls= (issue 34, finding 9): the peer and the session.
+  EXPECT_EQ(r[0].relay, "127.0.0.1[127.0.0.1]:" + std::to_string(port_));
+  EXPECT_TRUE(r[0].tls.starts_with("TLSv1.3 TLS_") || r[0].tls.starts_with("TLSv1.2 ECDHE"))
+      << r[0].tls;
+  EXPECT_GT(r[0].connect_seconds, 0);
+  EXPECT_GT(r[0].transmit_seconds, 0);
   auto entries = server_->storage.load_all();
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(server_->storage.get(entries[0].id).envelope.client.protocol, "ESMTPS");
@@ -178,6 +184,13 @@ TEST_F(TlsTest, RequiredTlsFailsWhenTheServerDoesNotOfferIt) {
   EXPECT_EQ(r[0].kind, Kind::transient);
   EXPECT_NE(r[0].reply.find("STARTTLS is required"), std::string::npos) << r[0].reply;
   EXPECT_TRUE(sink.received().empty());
+  EXPECT_EQ(r[0].tls, "");  // nothing was encrypted
+  // Without STARTTLS required, the same sink takes it in the clear: no tls to report.
+  o.starttls = SmtpRelayOptions::Tls::opportunistic;
+  auto clear = SmtpRelay(o).attempt(message(), 1);
+  EXPECT_EQ(clear[0].kind, Kind::delivered) << clear[0].reply;
+  EXPECT_EQ(clear[0].relay, "127.0.0.1[127.0.0.1]:" + std::to_string(sink.port()));
+  EXPECT_EQ(clear[0].tls, "");
 }
 
 TEST_F(TlsTest, TheRelayAuthenticatesAndNeverSendsCredentialsInTheClearUnlessTold) {

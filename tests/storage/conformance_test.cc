@@ -417,6 +417,40 @@ TEST_P(ConformanceTest, DeliveredIndexesReferToTheOriginalListAndAccumulate) {
   EXPECT_EQ(got.delivered, (std::vector<size_t>{1, 2}));
 }
 
+// Issue 34, finding 6: a recipient done with is delivered, or failed for good with the
+// reply that failed it (bounced or not); a later failure of an index replaces the
+// earlier, and a reply is kept byte for byte (8-bit, CR LF and NUL included).
+TEST_P(ConformanceTest, FailedRecipientsKeepTheirReplyBesideTheDelivered) {
+  std::string id = storage_->write(sample_envelope(4), 0);
+  const size_t first[] = {0, 1};
+  const RecipientFailure refused[] = {{1, "550 5.1.1 no such user", true}};
+  storage_->set_recipients_delivered(id, first, refused);
+  const size_t second[] = {3, 1};
+  const std::string odd("554 5.7.1 d\xe9j\xe0\r\n\0 vu", 21);
+  const RecipientFailure again[] = {{3, "550 5.7.1 go away", false}, {1, odd, true}};
+  storage_->set_recipients_delivered(id, second, again);
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.delivered, (std::vector<size_t>{0, 1, 3}));
+  EXPECT_EQ(got.failed,
+            (std::vector<RecipientFailure>{{1, odd, true}, {3, "550 5.7.1 go away", false}}));
+  EXPECT_EQ(got.envelope.recipients, (std::vector<std::string>{"rcpt2@example.org"}));
+  // A failure must be one of the recipients marked: refused, nothing changed.
+  const size_t two[] = {2};
+  const RecipientFailure stray[] = {{0, "550 x", true}};
+  EXPECT_THROW(storage_->set_recipients_delivered(id, two, stray), InvalidArgument);
+  EXPECT_EQ(storage_->get(id).delivered, (std::vector<size_t>{0, 1, 3}));
+  // Fenced, as the queue stores them.
+  if (storage_->capabilities().can_lease) {
+    Fence fence{storage_->claim(id, std::chrono::seconds(30)).lease.token};
+    const RecipientFailure last[] = {{2, "552 5.2.2 mailbox full", true}};
+    storage_->set_recipients_delivered(id, two, fence, last);
+    storage_->release(id, fence);
+    ASSERT_EQ(storage_->get(id).failed.size(), 3u);
+    EXPECT_EQ(storage_->get(id).failed[1],  // ascending by index
+              (RecipientFailure{2, "552 5.2.2 mailbox full", true}));
+  }
+}
+
 TEST_P(ConformanceTest, DeliveredIndexOutOfRangeIsRejectedAndChangesNothing) {
   std::string id = storage_->write(sample_envelope(2), 0);
   const size_t bad[] = {0, 2};

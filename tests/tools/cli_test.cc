@@ -1,4 +1,8 @@
 // slimta-queue, run as a separate process the way an operator or a script would.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -629,6 +633,97 @@ TEST_F(CliTest, WorksOnS3StorageUrls) {
   auto bad = run_command({SLIMTA_QUEUE_BIN, "--storage", "s3://clibucket?colour=red", "list"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("unknown parameter 'colour'"), std::string::npos) << bad.err;
+}
+
+// The system log's socket, caught: a datagram socket of the test's at /dev/log when there
+// is none (this machine's case), or, when a syslog daemon has it, bound over it in a
+// mount namespace of the command's own (unshare -m), so that the daemon is untouched.
+class SyslogCatcher {
+ public:
+  explicit SyslogCatcher(const std::string& dir) {
+    takeover_ = !std::filesystem::exists("/dev/log");
+    path_ = takeover_ ? "/dev/log" : dir + "/log";
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      throw std::runtime_error("cannot bind " + path_ + " (the test runs as root)");
+    timeval tv{0, 200000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~SyslogCatcher() {
+    ::close(fd_);
+    if (takeover_) ::unlink(path_.c_str());
+  }
+  // `argv` as run with its syslog going here.
+  std::vector<std::string> wrap(std::vector<std::string> argv) const {
+    if (takeover_) return argv;
+    std::vector<std::string> out{"unshare",
+                                 "-m",
+                                 "--propagation",
+                                 "private",
+                                 "sh",
+                                 "-c",
+                                 "mount --bind \"$0\" /dev/log && exec \"$@\"",
+                                 path_};
+    out.insert(out.end(), argv.begin(), argv.end());
+    return out;
+  }
+  // Every datagram received so far.
+  std::vector<std::string> lines() {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd_, buf, sizeof(buf), 0)) > 0;) got_.emplace_back(buf, n);
+    return got_;
+  }
+
+ private:
+  bool takeover_ = false;
+  std::string path_;
+  int fd_ = -1;
+  std::vector<std::string> got_;
+};
+
+// Issue 34, finding 9: CLI actions left no line in the log (no audit trail). What
+// changes the queue is logged to syslog, facility mail, as serve's unit logs
+// (SyslogIdentifier=slimta-queue, SyslogFacility=mail); what only reads is not.
+TEST_F(CliTest, WhatTheCliChangesIsLoggedToSyslogBesideServe) {
+  SyslogCatcher syslog(dir_.path());
+  auto run = [&](std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), SLIMTA_QUEUE_BIN);
+    args.insert(args.end(), {"--storage", storage_url_});
+    return run_command(syslog.wrap(args), input, env_);
+  };
+  auto r = run({"enqueue", "--from", "a@example.com", "--to", "b@example.org"}, message_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string id = last_line(r.out);
+  r = run({"hold", id, "--reason", "complaint"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(id), std::string::npos) << r.out;  // still said to the operator
+  EXPECT_EQ(run({"list"}).exit_code, 0);
+  const std::string unknown = "5e1f7a0d5e1f7a0d5e1f7a0d5e1f7a0d";
+  r = run({"remove", unknown});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(unknown), std::string::npos) << r.err;
+
+  // The lines of this test's commands: other tests' CLIs, run meanwhile, log here too.
+  std::vector<std::string> lines;
+  std::string all;
+  for (const auto& l : syslog.lines()) {
+    all += l + "\n";
+    if (l.find(id) != std::string::npos || l.find(unknown) != std::string::npos) lines.push_back(l);
+  }
+  ASSERT_EQ(lines.size(), 3u) << all;
+  EXPECT_EQ(all.find(": cli: root list"), std::string::npos) << all;  // reading is not logged
+  // <22>: facility mail (2), level info (6); "slimta-queue[PID]: ".
+  for (const auto& l : lines) {
+    EXPECT_TRUE(l.starts_with("<22>")) << l;
+    EXPECT_NE(l.find(" slimta-queue["), std::string::npos) << l;
+  }
+  EXPECT_NE(lines[0].find("]: cli: root enqueue: " + id), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find("]: cli: root hold: held " + id), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find("]: cli: root remove: "), std::string::npos) << lines[2];
+  EXPECT_NE(lines[2].find(unknown), std::string::npos) << lines[2];
 }
 
 }  // namespace

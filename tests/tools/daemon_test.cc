@@ -123,6 +123,12 @@ TEST(DaemonTest, JsonLogLinesCarryTheEventsFields) {
   EXPECT_EQ(d["attempt"], 1);
   EXPECT_TRUE(d["delay"].is_number());
   EXPECT_EQ(d["reply"].get<std::string>().substr(0, 3), "250") << d;
+  // Where it went and how the delay was spent (issue 34, finding 9).
+  EXPECT_EQ(d["relay"], "127.0.0.1[127.0.0.1]:" + std::to_string(sink.port())) << d;
+  EXPECT_TRUE(d["delays"]["queued"].is_number() && d["delays"]["connect"].is_number() &&
+              d["delays"]["transmit"].is_number())
+      << d;
+  EXPECT_FALSE(d.contains("tls")) << d;  // the sink has no STARTTLS
   EXPECT_EQ(events["enqueued"]["from"], "a@example.com");
   EXPECT_EQ(events["enqueued"]["rcpts"], 1);
   auto bad = testing::run_command({SLIMTA_QUEUE_BIN, "--log-format", "xml", "list"});
@@ -396,6 +402,56 @@ TEST(DaemonTest, TheCliAsRootActsAsTheSpoolsOwner) {
        "--smarthost", "127.0.0.1:" + std::to_string(sink.port()), "--user", "nobody"},
       "listening on");
   EXPECT_TRUE(testing::eventually([&] { return sink.received().size() == 1; }));
+}
+
+// Issue 34, finding 6: a recipient refused with 550 and bounced was shown as
+// "delivered" by list, show and --json. Each recipient's outcome is stored and shown.
+TEST(DaemonTest, ARecipientRefusedAndBouncedIsShownBouncedWithItsReply) {
+  testing::TempDir dir;
+  const std::string spool = dir.sub("spool");
+  auto q = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), SLIMTA_QUEUE_BIN);
+    args.insert(args.end(), {"--storage", "disk:" + spool});
+    return testing::run_command(args, "Subject: three\r\n\r\nbody\r\n");
+  };
+  auto r = q({"enqueue", "--from", "a@example.com", "--to", "ok@example.org", "--to",
+              "gone@example.org", "--to", "busy@example.org"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  testing::SmtpSink sink(
+      nlohmann::json{{"gone@example.org", {"550 5.1.1 <gone@example.org>: no such user"}},
+                     {"busy@example.org", {"451 4.2.1 <busy@example.org>: mailbox busy"}}});
+  ChildProcess serve(
+      {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage", "disk:" + spool,
+       "--smarthost", "127.0.0.1:" + std::to_string(sink.port()), "--user", "root"},
+      "listening on");
+  // The delivery to ok@ and the bounce for gone@ to a@example.com.
+  ASSERT_TRUE(testing::eventually([&] { return sink.received().size() == 2; }));
+  nlohmann::json message;
+  ASSERT_TRUE(testing::eventually([&] {
+    auto list = nlohmann::json::parse(q({"list", "--json"}).out);
+    for (const auto& m : list)
+      if (m["sender"] == "a@example.com" && m["attempts"] == 1) message = m;
+    return !message.is_null();
+  }));
+  EXPECT_EQ(message["recipients"],
+            (nlohmann::json{{{"address", "ok@example.org"}, {"state", "delivered"}},
+                            {{"address", "gone@example.org"},
+                             {"state", "bounced"},
+                             {"reply", "550 5.1.1 <gone@example.org>: no such user"}},
+                            {{"address", "busy@example.org"}, {"state", "pending"}}}))
+      << message;
+  std::string id = message["id"];
+  std::string shown = q({"show", id}).out;
+  EXPECT_NE(shown.find("recipients:   1 pending, 1 delivered, 1 bounced of 3"), std::string::npos)
+      << shown;
+  EXPECT_NE(shown.find("gone@example.org (bounced: 550 5.1.1 <gone@example.org>: no such user)"),
+            std::string::npos)
+      << shown;
+  EXPECT_NE(shown.find("ok@example.org (delivered)"), std::string::npos) << shown;
+  EXPECT_NE(shown.find("busy@example.org (pending)"), std::string::npos) << shown;
+  std::string listed = q({"list"}).out;
+  EXPECT_NE(listed.find("(1 delivered, 1 bounced)"), std::string::npos) << listed;
+  EXPECT_EQ(listed.find("already delivered"), std::string::npos) << listed;
 }
 
 }  // namespace

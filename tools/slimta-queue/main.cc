@@ -23,6 +23,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "admin/audit.h"
 #include "admin/commands.h"
 #include "admin/identity.h"
 #include "admin/sendmail.h"
@@ -538,6 +539,22 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
+  // What changes the queue, its destinations or its users is also logged to syslog
+  // beside serve's lines (admin/audit.h): its output is taken, passed on, and logged.
+  const std::string name =
+      app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name();
+  const std::string user = invoking_user();
+  std::ostringstream said_out, said_err;
+  const bool audited = changes_something(name);
+  std::ostream& out = audited ? static_cast<std::ostream&>(said_out) : std::cout;
+  std::ostream& err = audited ? static_cast<std::ostream&>(said_err) : std::cerr;
+  auto done = [&](int status) {
+    if (!audited) return status;
+    std::cout << said_out.str() << std::flush;
+    std::cerr << said_err.str() << std::flush;
+    audit(user, name, said_out.str() + said_err.str(), status);
+    return status;
+  };
   try {
     set_log_format(cli.log_format);
     set_log_level(cli.log_level);
@@ -546,7 +563,7 @@ int main(int argc, char** argv) {
       // its unit as that user, must read it.
       std::optional<gid_t> group;
       if (auto who = run_as(cli.serve_opts); who && ::geteuid() == 0) group = who->gid;
-      return cmd_passwd(cli.passwd_user, cli.users_file, group, std::cerr);
+      return done(cmd_passwd(cli.passwd_user, cli.users_file, group, err));
     }
     if (app.got_subcommand("check-config")) {
       check_storage_url(cli.storage_url, cli.open_options());
@@ -556,7 +573,6 @@ int main(int argc, char** argv) {
       return 0;
     }
     warn_if_password_in_argv(cli.storage_url, argc, argv);
-    std::string name = app.get_subcommands().front()->get_name();
     if (name == "serve") return run_serve(cli, argc, argv);
     // Root on a spool that is the service user's acts as that user, so that what it
     // rewrites stays readable by serve (issue 34).
@@ -570,34 +586,32 @@ int main(int argc, char** argv) {
          {&cli.retry_sel, &cli.remove_sel, &cli.hold_sel, &cli.release_sel, &cli.bounce_sel}) {
       if (!sel->filter.destination.empty()) sel->filter.destination_of = cli.destinations();
     }
-    if (name == "enqueue") return cmd_enqueue(*storage, cli.enq, std::cout, std::cerr);
+    if (name == "enqueue") return done(cmd_enqueue(*storage, cli.enq, out, err));
     if (name == "list") return cmd_list(*storage, cli.destinations(), json, std::cout, std::cerr);
     if (name == "show") return cmd_show(*storage, cli.show_id, cli.raw, json, std::cout);
-    if (name == "retry") {
-      return cmd_retry(*storage, cli.retry_sel, cli.destinations(), json, std::cout, std::cerr);
-    }
-    if (name == "remove") return cmd_remove(*storage, cli.remove_sel, json, std::cout, std::cerr);
+    if (name == "retry")
+      return done(cmd_retry(*storage, cli.retry_sel, cli.destinations(), json, out, err));
+    if (name == "remove") return done(cmd_remove(*storage, cli.remove_sel, json, out, err));
     if (name == "info") return cmd_info(*storage, json, std::cout, std::cerr);
     if (name == "hold")
-      return cmd_hold(*storage, cli.hold_sel, cli.hold_reason, json, std::cout, std::cerr);
-    if (name == "release")
-      return cmd_release(*storage, cli.release_sel, json, std::cout, std::cerr);
+      return done(cmd_hold(*storage, cli.hold_sel, cli.hold_reason, json, out, err));
+    if (name == "release") return done(cmd_release(*storage, cli.release_sel, json, out, err));
     if (name == "bounce")
-      return cmd_bounce(*storage, cli.bounce_sel, cli.bounce_reason, json, std::cout, std::cerr);
+      return done(cmd_bounce(*storage, cli.bounce_sel, cli.bounce_reason, json, out, err));
     if (name == "shape") return cmd_shape(*storage, json, std::cout, std::cerr);
     if (name == "suspend") {
       std::optional<double> seconds;
       if (!cli.suspend_for.empty()) seconds = parse_duration(cli.suspend_for);
-      return cmd_suspend(*storage, cli.destination, seconds, cli.suspend_reason, cli.destinations(),
-                         json, std::cout, std::cerr);
+      return done(cmd_suspend(*storage, cli.destination, seconds, cli.suspend_reason,
+                              cli.destinations(), json, out, err));
     }
-    if (name == "resume") return cmd_resume(*storage, cli.destination, json, std::cout);
+    if (name == "resume") return done(cmd_resume(*storage, cli.destination, json, out));
     if (name == "destinations")
       return cmd_destinations(*storage, read_shaping(cli.serve_opts.config.get()),
                               cli.destinations(), json, std::cout, std::cerr);
   } catch (const QueueError& e) {
-    std::cerr << "slimta-queue: error: " << e.what() << "\n";
-    return 1;
+    err << "slimta-queue: error: " << e.what() << "\n";
+    return done(1);
   }
   return 1;
 }
