@@ -64,6 +64,15 @@ TEST_F(ReceptionTest, StoresWithOurReceivedLineAndTheInjectedTime) {
   EXPECT_EQ(storage_.counters()["enqueued"], 1);
 }
 
+// Issue 34, finding 9: the receive time was whole seconds, so delay= was up to 1 s off.
+TEST_F(ReceptionTest, TheReceiveTimeKeepsItsFractionOfASecond) {
+  clock_.advance(0.375);
+  Reception door = make();
+  ReceptionResult r = door.receive(message());
+  ASSERT_TRUE(r.queued()) << r.reply;
+  EXPECT_EQ(storage_.get(r.id).envelope.timestamp, 1'800'000'000.375);
+}
+
 TEST_F(ReceptionTest, TheReceivedLineSaysWhatIsKnownOfTheClient) {
   Envelope env = message();
   env.timestamp = 0;
