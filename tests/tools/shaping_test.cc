@@ -132,16 +132,21 @@ TEST(ShapingServeTest, ASlowDestinationDoesNotHoldUpTheOthers) {
                             "--route", "fast.example=127.0.0.1:" + std::to_string(fast.port())});
   send_many(port_of(*serve), "x@slow.example", 2000, "slow", dir);
   auto queued = std::chrono::steady_clock::now();
+  // Some went while the 2000 were sent (many, on a loaded machine): the backlog is the
+  // rest, which first-come-first-served would deliver before any fast one.
+  const size_t slow_before = with_prefix(slow, "slow").size();
+  const size_t backlog = 2000 - slow_before;
+  ASSERT_GT(backlog, 200u) << "the slow destination took 100/s: sending took too long to test";
   send_many(port_of(*serve), "y@fast.example", 20, "fast", dir);
   ASSERT_TRUE(testing::eventually([&] { return with_prefix(fast, "fast").size() == 20; }, 60s));
   auto took = std::chrono::steady_clock::now() - queued;
-  size_t slow_done = with_prefix(slow, "slow").size();
+  size_t slow_done = with_prefix(slow, "slow").size() - slow_before;
   std::printf(
-      "[ report ] 20 fast messages behind 2000 slow ones: delivered in %.2f s; %zu slow "
+      "[ report ] 20 fast messages behind %zu slow ones: delivered in %.2f s; %zu slow "
       "ones delivered by then\n",
-      std::chrono::duration<double>(took).count(), slow_done);
+      backlog, std::chrono::duration<double>(took).count(), slow_done);
   EXPECT_LT(took, 5s);
-  EXPECT_LT(slow_done, 1000u);
+  EXPECT_LT(slow_done, backlog / 2);
 }
 
 TEST(ShapingServeTest, ATarpitHoldsNoMoreThanItsLimitAndTheRestFlow) {
