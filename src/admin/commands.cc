@@ -166,10 +166,11 @@ std::map<std::string, std::string> holding_back(QueueStorage& storage, Timestamp
   return out;
 }
 
-// "2 delivered, 1 bounced": what became of the recipients done with.
-std::string done_summary(const QueuedMessage& msg) {
+// "2 delivered, 1 bounced": what became of the recipients done with (`states`:
+// recipient_states() of the message).
+std::string done_summary(const std::vector<RecipientState>& states) {
   size_t delivered = 0, bounced = 0, failed = 0;
-  for (const auto& r : recipient_states(msg)) {
+  for (const auto& r : states) {
     delivered += r.state == "delivered";
     bounced += r.state == "bounced";
     failed += r.state == "failed";
@@ -248,7 +249,7 @@ int cmd_list(QueueStorage& storage, const DestinationOf& destination_of, bool js
       for (const auto& r : msg->envelope.recipients)
         out << std::string(74, ' ') << printable(r) << "\n";
       if (!msg->delivered.empty()) {
-        out << std::string(74, ' ') << "(" << done_summary(*msg) << ")\n";
+        out << std::string(74, ' ') << "(" << done_summary(recipient_states(*msg)) << ")\n";
       }
       out << "\n";
     }
@@ -292,10 +293,11 @@ int cmd_show(QueueStorage& storage, const std::string& id, bool raw, bool json, 
   if (!msg.last_reply.empty()) out << "last reply:   " << printable(msg.last_reply) << "\n";
   out << "size:         " << env.message_size() << " bytes\n"
       << "sender:       " << display_sender(env.sender) << "\n";
+  const std::vector<RecipientState> states = recipient_states(msg);
   out << "recipients:   " << env.recipients.size() << " pending";
-  if (!msg.delivered.empty()) out << ", " << done_summary(msg);
+  if (!msg.delivered.empty()) out << ", " << done_summary(states);
   out << " of " << msg.original_recipients << "\n";
-  for (const auto& r : recipient_states(msg)) {
+  for (const auto& r : states) {
     out << "              " << printable(r.address) << " (" << r.state;
     if (!r.reply.empty()) out << ": " << printable(r.reply);
     out << ")\n";

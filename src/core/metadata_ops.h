@@ -37,10 +37,11 @@ inline auto set_recipients_delivered(std::span<const size_t> indexes, Fence fenc
                                      std::span<const RecipientFailure> failed) {
   return [=](Metadata& m) {
     check_fence(m, fence, id);
-    Metadata changed = m;  // both or neither
-    mark_delivered(changed, indexes);
-    mark_failed(changed, failed);
-    m = std::move(changed);
+    // Both or neither: mark_delivered checks every index before it changes anything,
+    // and QueueStorage::set_recipients_delivered() has checked that each failure is
+    // one of them, so mark_failed cannot refuse one after.
+    mark_delivered(m, indexes);
+    mark_failed(m, failed);
     return 0;
   };
 }

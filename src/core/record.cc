@@ -406,6 +406,24 @@ void mark_delivered(Metadata& meta, std::span<const size_t> indexes) {
                        meta.delivered.end());
 }
 
+namespace {
+
+// `earlier` with `later` merged in, ascending by index: an entry replaces an earlier
+// one of its index (the failed field's rule, for a merge and for a Redis copy that
+// was appended to).
+std::vector<RecipientFailure> merged_failures(std::vector<RecipientFailure> earlier,
+                                              std::vector<RecipientFailure> later) {
+  std::map<size_t, RecipientFailure> by_index;
+  for (auto* list : {&earlier, &later})
+    for (auto& f : *list) by_index[f.index] = std::move(f);
+  std::vector<RecipientFailure> out;
+  out.reserve(by_index.size());
+  for (auto& [i, f] : by_index) out.push_back(std::move(f));
+  return out;
+}
+
+}  // namespace
+
 void mark_failed(Metadata& meta, std::span<const RecipientFailure> failed) {
   for (const auto& f : failed) {
     if (f.index >= meta.recipients) {
@@ -414,8 +432,7 @@ void mark_failed(Metadata& meta, std::span<const RecipientFailure> failed) {
                             " recipients");
     }
   }
-  std::string merged = encode_failures(meta.failed) + encode_failures(failed);
-  meta.failed = decode_failures(merged, "(merging failures)");
+  meta.failed = merged_failures(meta.failed, {failed.begin(), failed.end()});
 }
 
 std::string encode_failures(std::span<const RecipientFailure> failed) {
@@ -433,7 +450,7 @@ std::string encode_failures(std::span<const RecipientFailure> failed) {
 }
 
 std::vector<RecipientFailure> decode_failures(std::string_view bytes, std::string_view what) {
-  std::map<size_t, RecipientFailure> by_index;
+  std::vector<RecipientFailure> read;
   while (!bytes.empty()) {
     if (bytes.size() < 9) corrupt(what, "truncated entry in the failed field");
     RecipientFailure f;
@@ -443,12 +460,9 @@ std::vector<RecipientFailure> decode_failures(std::string_view bytes, std::strin
     if (bytes.size() - 9 < len) corrupt(what, "an entry of the failed field runs past its end");
     f.reply = bytes.substr(9, len);
     bytes.remove_prefix(9 + len);
-    by_index[f.index] = std::move(f);
+    read.push_back(std::move(f));
   }
-  std::vector<RecipientFailure> out;
-  out.reserve(by_index.size());
-  for (auto& [i, f] : by_index) out.push_back(std::move(f));
-  return out;
+  return merged_failures({}, std::move(read));
 }
 
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {

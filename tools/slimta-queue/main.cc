@@ -541,6 +541,8 @@ int main(int argc, char** argv) {
 
   // What changes the queue, its destinations or its users is also logged to syslog
   // beside serve's lines (admin/audit.h): its output is taken, passed on, and logged.
+  // Every command on the storage writes to out and err and returns through done(), so
+  // that changes_something() alone decides which are audited.
   const std::string name =
       app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name();
   const std::string user = invoking_user();
@@ -587,18 +589,18 @@ int main(int argc, char** argv) {
       if (!sel->filter.destination.empty()) sel->filter.destination_of = cli.destinations();
     }
     if (name == "enqueue") return done(cmd_enqueue(*storage, cli.enq, out, err));
-    if (name == "list") return cmd_list(*storage, cli.destinations(), json, std::cout, std::cerr);
-    if (name == "show") return cmd_show(*storage, cli.show_id, cli.raw, json, std::cout);
+    if (name == "list") return done(cmd_list(*storage, cli.destinations(), json, out, err));
+    if (name == "show") return done(cmd_show(*storage, cli.show_id, cli.raw, json, out));
     if (name == "retry")
       return done(cmd_retry(*storage, cli.retry_sel, cli.destinations(), json, out, err));
     if (name == "remove") return done(cmd_remove(*storage, cli.remove_sel, json, out, err));
-    if (name == "info") return cmd_info(*storage, json, std::cout, std::cerr);
+    if (name == "info") return done(cmd_info(*storage, json, out, err));
     if (name == "hold")
       return done(cmd_hold(*storage, cli.hold_sel, cli.hold_reason, json, out, err));
     if (name == "release") return done(cmd_release(*storage, cli.release_sel, json, out, err));
     if (name == "bounce")
       return done(cmd_bounce(*storage, cli.bounce_sel, cli.bounce_reason, json, out, err));
-    if (name == "shape") return cmd_shape(*storage, json, std::cout, std::cerr);
+    if (name == "shape") return done(cmd_shape(*storage, json, out, err));
     if (name == "suspend") {
       std::optional<double> seconds;
       if (!cli.suspend_for.empty()) seconds = parse_duration(cli.suspend_for);
@@ -607,8 +609,8 @@ int main(int argc, char** argv) {
     }
     if (name == "resume") return done(cmd_resume(*storage, cli.destination, json, out));
     if (name == "destinations")
-      return cmd_destinations(*storage, read_shaping(cli.serve_opts.config.get()),
-                              cli.destinations(), json, std::cout, std::cerr);
+      return done(cmd_destinations(*storage, read_shaping(cli.serve_opts.config.get()),
+                                   cli.destinations(), json, out, err));
   } catch (const QueueError& e) {
     err << "slimta-queue: error: " << e.what() << "\n";
     return done(1);
