@@ -185,7 +185,8 @@ class CloudStorage : public QueueStorage {
   void do_release_hold(std::string_view id) override;
   void do_announce(std::string_view id, Timestamp timestamp) override;
   void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                        std::string_view last_reply) override;
+                        std::string_view last_reply,
+                        std::span<const RecipientReply> deferred) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
   void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
                                    Fence fence, std::span<const RecipientFailure> failed) override;

@@ -113,6 +113,15 @@ struct RecipientFailure {
   bool operator==(const RecipientFailure&) const = default;
 };
 
+// A recipient still pending and the reply of its last attempt: the 4xx that deferred
+// it, or why it was not tried (its destination down, a connection that failed).
+struct RecipientReply {
+  size_t index = 0;  // into the original recipient list
+  std::string reply;
+
+  bool operator==(const RecipientReply&) const = default;
+};
+
 // What get() returns: python's (envelope, attempts) plus the rest of the metadata.
 struct QueuedMessage {
   // The stored envelope WITHOUT the recipients marked delivered.
@@ -133,6 +142,9 @@ struct QueuedMessage {
   std::optional<Hold> hold;
   // The reply that deferred the last attempt ("" until one did).
   std::string last_reply;
+  // Of the recipients still pending, those with a reply of their own (set_timestamp),
+  // ascending by index: the reply that deferred each at its last attempt.
+  std::vector<RecipientReply> deferred;
 
   // Original index of each recipient in envelope.recipients, in the same order:
   // what set_recipients_delivered() expects for envelope.recipients[i].
@@ -213,18 +225,20 @@ class QueueStorage {
   // (it never creates a record).
   void set_timestamp(std::string_view id, Timestamp timestamp) {
     check_id(id);
-    do_set_timestamp(id, timestamp, Fence{}, {});
+    do_set_timestamp(id, timestamp, Fence{}, {}, {});
   }
   void set_timestamp(std::string_view id, Timestamp timestamp, Fence fence) {
     check_args(id, fence);
-    do_set_timestamp(id, timestamp, fence, {});
+    do_set_timestamp(id, timestamp, fence, {}, {});
   }
   // The same, recording `last_reply` (the reply that deferred the attempt) with the
-  // message's metadata, in the same atomic step: list and show print it.
+  // message's metadata, in the same atomic step: list and show print it. `deferred`,
+  // when not empty, replaces the pending recipients' own replies (QueuedMessage::
+  // deferred); InvalidArgument, changing nothing, if an index is out of range.
   void set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                     std::string_view last_reply) {
+                     std::string_view last_reply, std::span<const RecipientReply> deferred = {}) {
     check_args(id, fence);
-    do_set_timestamp(id, timestamp, fence, last_reply);
+    do_set_timestamp(id, timestamp, fence, last_reply, deferred);
   }
 
   // Add one to the attempt count and return the new count. Atomic: two concurrent
@@ -377,9 +391,10 @@ class QueueStorage {
   virtual void do_release_hold(std::string_view id);
   virtual void do_announce(std::string_view id, Timestamp timestamp);
   // The mutations; `fence.token` is 0 for the unfenced form.
-  // `last_reply` empty: the one recorded stays.
+  // `last_reply` empty: the one recorded stays; `deferred` empty: those recorded stay.
   virtual void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                                std::string_view last_reply) = 0;
+                                std::string_view last_reply,
+                                std::span<const RecipientReply> deferred) = 0;
   virtual uint32_t do_increment_attempts(std::string_view id, Fence fence) = 0;
   virtual void do_set_recipients_delivered(std::string_view id,
                                            std::span<const size_t> rcpt_indexes, Fence fence,

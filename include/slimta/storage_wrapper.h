@@ -33,7 +33,8 @@ class StorageWrapper : public QueueStorage {
   void do_announce(std::string_view id, Timestamp timestamp) override;
   // Token 0 is passed on as the unfenced form, as the caller used it.
   void do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                        std::string_view last_reply) override;
+                        std::string_view last_reply,
+                        std::span<const RecipientReply> deferred) override;
   uint32_t do_increment_attempts(std::string_view id, Fence fence) override;
   void do_set_recipients_delivered(std::string_view id, std::span<const size_t> rcpt_indexes,
                                    Fence fence, std::span<const RecipientFailure> failed) override;

@@ -24,12 +24,16 @@ void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestam
 
 std::vector<RecipientState> recipient_states(const QueuedMessage& msg) {
   std::vector<RecipientState> out;
-  size_t pending = 0, delivered = 0, failed = 0;
+  size_t pending = 0, delivered = 0, failed = 0, deferred = 0;
   for (size_t i = 0; i < msg.original_recipients; ++i) {
     bool done = delivered < msg.delivered.size() && msg.delivered[delivered] == i;
     if (!done) {
-      if (pending < msg.envelope.recipients.size())
-        out.push_back({msg.envelope.recipients[pending++], "pending", ""});
+      if (pending >= msg.envelope.recipients.size()) continue;
+      RecipientState r{msg.envelope.recipients[pending++], "pending", ""};
+      while (deferred < msg.deferred.size() && msg.deferred[deferred].index < i) ++deferred;
+      if (deferred < msg.deferred.size() && msg.deferred[deferred].index == i)
+        r.reply = msg.deferred[deferred].reply;
+      out.push_back(std::move(r));
       continue;
     }
     RecipientState r{msg.delivered_recipients[delivered++], "delivered", ""};

@@ -27,13 +27,13 @@ void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestam
 struct RecipientState {
   std::string address;
   std::string state;
-  std::string reply;  // of a failure; empty otherwise
+  std::string reply;  // of a failure, or a pending one's last; empty otherwise
 };
 std::vector<RecipientState> recipient_states(const QueuedMessage& msg);
 
 // The JSON object `list --json` prints for one message: its original recipients, each
-// with its state (recipient_states(), and "reply" for a failure); no next attempt while
-// it is held.
+// with its state (recipient_states(), and "reply" for a failure or a pending one's last
+// reply); no next attempt while it is held.
 nlohmann::json message_json(const std::string& id, const QueuedMessage& msg);
 // JSON text, with bytes that are not UTF-8 replaced (addresses may hold 8-bit junk).
 std::string dump(const nlohmann::json& j, int indent = -1);

@@ -324,8 +324,9 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
 }
 
 void CloudStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                                    std::string_view last_reply) {
-  impl_->update(id, record::ops::set_timestamp(timestamp, fence, id, last_reply));
+                                    std::string_view last_reply,
+                                    std::span<const RecipientReply> deferred) {
+  impl_->update(id, record::ops::set_timestamp(timestamp, fence, id, last_reply, deferred));
   if (impl_->has_queue()) impl_->hide_notice_until(id, timestamp);
 }
 

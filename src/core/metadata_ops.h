@@ -16,11 +16,14 @@
 namespace slimta::record::ops {
 
 inline auto set_timestamp(Timestamp timestamp, Fence fence, std::string_view id,
-                          std::string_view last_reply) {
+                          std::string_view last_reply, std::span<const RecipientReply> deferred) {
   return [=, reply = std::string(last_reply)](Metadata& m) {
     check_fence(m, fence, id);
+    // Checked before anything changes: InvalidArgument leaves the message as it was.
+    if (!deferred.empty()) check_indexes(m, deferred);
     m.timestamp = timestamp;
     if (!reply.empty()) m.last_reply = reply;
+    if (!deferred.empty()) m.deferred = sorted_replies({deferred.begin(), deferred.end()});
     return 0;
   };
 }

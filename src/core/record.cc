@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 
+#include "core/big_endian.h"
 #include "slimta/errors.h"
 
 namespace slimta::record {
@@ -24,6 +25,7 @@ enum Tag : uint8_t {
   kHold = 0x06,
   kLastReply = 0x07,
   kFailed = 0x08,
+  kDeferred = 0x09,
   kSender = 0x10,
   kRecipient = 0x11,
   kClientIp = 0x12,
@@ -38,24 +40,10 @@ enum Tag : uint8_t {
 };
 constexpr uint8_t kFirstEnvelopeTag = 0x10;
 
-void put_u32(std::string& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8)
-    out.push_back(static_cast<char>((v >> shift) & 0xFF));
-}
-void put_u64(std::string& out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8)
-    out.push_back(static_cast<char>((v >> shift) & 0xFF));
-}
-uint32_t get_u32(std::string_view s) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
-  return v;
-}
-uint64_t get_u64(std::string_view s) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
-  return v;
-}
+using big_endian::get_u32;
+using big_endian::get_u64;
+using big_endian::put_u32;
+using big_endian::put_u64;
 
 void put_field(std::string& out, uint8_t tag, std::string_view value) {
   if (value.size() > std::numeric_limits<uint32_t>::max()) {
@@ -158,6 +146,9 @@ bool read_meta_field(Metadata& meta, uint8_t tag, std::string_view value, std::s
     case kFailed:
       meta.failed = decode_failures(value, what);
       return true;
+    case kDeferred:
+      meta.deferred = decode_replies(value, what);
+      return true;
     default:
       return tag < kFirstEnvelopeTag;  // unknown metadata tags are skipped
   }
@@ -214,6 +205,7 @@ Parts encode_parts(const Metadata& meta, const Envelope* envelope) {
   }
   if (!meta.last_reply.empty()) put_field(out, kLastReply, meta.last_reply);
   if (!meta.failed.empty()) put_field(out, kFailed, encode_failures(meta.failed));
+  if (!meta.deferred.empty()) put_field(out, kDeferred, encode_replies(meta.deferred));
 
   if (envelope) {
     put_field(out, kSender, envelope->sender);
@@ -392,77 +384,105 @@ Metadata initial_metadata(const Envelope& envelope, Timestamp timestamp) {
   return meta;
 }
 
-void mark_delivered(Metadata& meta, std::span<const size_t> indexes) {
-  for (size_t i : indexes) {
-    if (i >= meta.recipients) {
-      throw InvalidArgument("recipient index " + std::to_string(i) +
-                            " out of range: the message has " + std::to_string(meta.recipients) +
-                            " recipients");
-    }
+namespace {
+
+void check_index(const Metadata& meta, size_t i) {
+  if (i >= meta.recipients) {
+    throw InvalidArgument("recipient index " + std::to_string(i) +
+                          " out of range: the message has " + std::to_string(meta.recipients) +
+                          " recipients");
   }
+}
+
+// The entries of a failed or deferred field: `earlier` with `later` merged in,
+// ascending by index, an entry replacing an earlier one of its index (for a merge, and
+// for a Redis copy that was appended to).
+template <typename Entry>
+std::vector<Entry> merged(std::vector<Entry> earlier, std::vector<Entry> later) {
+  std::map<size_t, Entry> by_index;
+  for (auto* list : {&earlier, &later})
+    for (auto& e : *list) by_index[e.index] = std::move(e);
+  std::vector<Entry> out;
+  out.reserve(by_index.size());
+  for (auto& [i, e] : by_index) out.push_back(std::move(e));
+  return out;
+}
+
+// One entry: u32 index, u8 flags, u32 reply length, the reply.
+void put_entry(std::string& out, size_t index, uint8_t flags, std::string_view reply) {
+  if (index > std::numeric_limits<uint32_t>::max() ||
+      reply.size() > std::numeric_limits<uint32_t>::max())
+    throw InvalidArgument("a recipient's reply too large for the stored format");
+  put_u32(out, static_cast<uint32_t>(index));
+  out.push_back(static_cast<char>(flags));
+  put_u32(out, static_cast<uint32_t>(reply.size()));
+  out += reply;
+}
+
+// Calls each(index, flags, reply) for every entry of `bytes`, the value of `field`.
+template <typename Each>
+void read_entries(std::string_view bytes, std::string_view field, std::string_view what,
+                  Each each) {
+  while (!bytes.empty()) {
+    if (bytes.size() < 9) corrupt(what, "truncated entry in the " + std::string(field) + " field");
+    uint32_t len = get_u32(bytes.substr(5, 4));
+    if (bytes.size() - 9 < len) {
+      corrupt(what, "an entry of the " + std::string(field) + " field runs past its end");
+    }
+    each(get_u32(bytes), static_cast<uint8_t>(bytes[4]), bytes.substr(9, len));
+    bytes.remove_prefix(9 + len);
+  }
+}
+
+}  // namespace
+
+void mark_delivered(Metadata& meta, std::span<const size_t> indexes) {
+  for (size_t i : indexes) check_index(meta, i);
   for (size_t i : indexes) meta.delivered.push_back(static_cast<uint32_t>(i));
   std::sort(meta.delivered.begin(), meta.delivered.end());
   meta.delivered.erase(std::unique(meta.delivered.begin(), meta.delivered.end()),
                        meta.delivered.end());
 }
 
-namespace {
-
-// `earlier` with `later` merged in, ascending by index: an entry replaces an earlier
-// one of its index (the failed field's rule, for a merge and for a Redis copy that
-// was appended to).
-std::vector<RecipientFailure> merged_failures(std::vector<RecipientFailure> earlier,
-                                              std::vector<RecipientFailure> later) {
-  std::map<size_t, RecipientFailure> by_index;
-  for (auto* list : {&earlier, &later})
-    for (auto& f : *list) by_index[f.index] = std::move(f);
-  std::vector<RecipientFailure> out;
-  out.reserve(by_index.size());
-  for (auto& [i, f] : by_index) out.push_back(std::move(f));
-  return out;
+void mark_failed(Metadata& meta, std::span<const RecipientFailure> failed) {
+  for (const auto& f : failed) check_index(meta, f.index);
+  meta.failed = merged(meta.failed, {failed.begin(), failed.end()});
 }
 
-}  // namespace
+void check_indexes(const Metadata& meta, std::span<const RecipientReply> replies) {
+  for (const auto& r : replies) check_index(meta, r.index);
+}
 
-void mark_failed(Metadata& meta, std::span<const RecipientFailure> failed) {
-  for (const auto& f : failed) {
-    if (f.index >= meta.recipients) {
-      throw InvalidArgument("recipient index " + std::to_string(f.index) +
-                            " out of range: the message has " + std::to_string(meta.recipients) +
-                            " recipients");
-    }
-  }
-  meta.failed = merged_failures(meta.failed, {failed.begin(), failed.end()});
+std::vector<RecipientReply> sorted_replies(std::vector<RecipientReply> replies) {
+  return merged<RecipientReply>({}, std::move(replies));
 }
 
 std::string encode_failures(std::span<const RecipientFailure> failed) {
   std::string out;
-  for (const auto& f : failed) {
-    if (f.index > std::numeric_limits<uint32_t>::max() ||
-        f.reply.size() > std::numeric_limits<uint32_t>::max())
-      throw InvalidArgument("a recipient failure too large for the stored format");
-    put_u32(out, static_cast<uint32_t>(f.index));
-    out.push_back(f.bounced ? 1 : 0);
-    put_u32(out, static_cast<uint32_t>(f.reply.size()));
-    out += f.reply;
-  }
+  for (const auto& f : failed) put_entry(out, f.index, f.bounced ? 1 : 0, f.reply);
   return out;
 }
 
 std::vector<RecipientFailure> decode_failures(std::string_view bytes, std::string_view what) {
   std::vector<RecipientFailure> read;
-  while (!bytes.empty()) {
-    if (bytes.size() < 9) corrupt(what, "truncated entry in the failed field");
-    RecipientFailure f;
-    f.index = get_u32(bytes);
-    f.bounced = (static_cast<uint8_t>(bytes[4]) & 1) != 0;
-    uint32_t len = get_u32(bytes.substr(5, 4));
-    if (bytes.size() - 9 < len) corrupt(what, "an entry of the failed field runs past its end");
-    f.reply = bytes.substr(9, len);
-    bytes.remove_prefix(9 + len);
-    read.push_back(std::move(f));
-  }
-  return merged_failures({}, std::move(read));
+  read_entries(bytes, "failed", what, [&](uint32_t index, uint8_t flags, std::string_view reply) {
+    read.push_back({index, std::string(reply), (flags & 1) != 0});
+  });
+  return merged<RecipientFailure>({}, std::move(read));
+}
+
+std::string encode_replies(std::span<const RecipientReply> deferred) {
+  std::string out;
+  for (const auto& r : deferred) put_entry(out, r.index, 0, r.reply);
+  return out;
+}
+
+std::vector<RecipientReply> decode_replies(std::string_view bytes, std::string_view what) {
+  std::vector<RecipientReply> read;
+  read_entries(bytes, "deferred", what, [&](uint32_t index, uint8_t, std::string_view reply) {
+    read.push_back({index, std::string(reply)});
+  });
+  return sorted_replies(std::move(read));
 }
 
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
@@ -479,6 +499,10 @@ QueuedMessage to_queued(Envelope envelope, const Metadata& meta) {
   for (const auto& f : meta.failed)
     if (std::binary_search(meta.delivered.begin(), meta.delivered.end(), f.index))
       out.failed.push_back(f);
+  for (const auto& r : meta.deferred)
+    if (r.index < meta.recipients &&
+        !std::binary_search(meta.delivered.begin(), meta.delivered.end(), r.index))
+      out.deferred.push_back(r);
   if (!meta.delivered.empty()) {
     std::vector<std::string> remaining;
     size_t d = 0;

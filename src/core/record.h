@@ -31,6 +31,9 @@ struct Metadata {
   std::optional<Hold> hold;
   std::string last_reply;                // of the last deferred attempt; empty until one
   std::vector<RecipientFailure> failed;  // of `delivered`, ascending by index, unique
+  // Pending recipients' last replies, ascending by index, unique; an entry of a
+  // recipient since marked delivered is stale (to_queued() leaves it out).
+  std::vector<RecipientReply> deferred;
 
   bool operator==(const Metadata&) const = default;
 };
@@ -95,6 +98,15 @@ void mark_failed(Metadata& meta, std::span<const RecipientFailure> failed);
 // returns them ascending by index; CorruptRecord names `what` if they are malformed.
 std::string encode_failures(std::span<const RecipientFailure> failed);
 std::vector<RecipientFailure> decode_failures(std::string_view bytes, std::string_view what);
+
+// The same for the deferred field (the pending recipients' replies): entries of the
+// same layout with flags 0, a later one for an index replacing an earlier.
+std::string encode_replies(std::span<const RecipientReply> deferred);
+std::vector<RecipientReply> decode_replies(std::string_view bytes, std::string_view what);
+// `replies` ascending by index, a later entry for an index replacing an earlier.
+std::vector<RecipientReply> sorted_replies(std::vector<RecipientReply> replies);
+// Throws InvalidArgument unless every index of `replies` is below meta.recipients.
+void check_indexes(const Metadata& meta, std::span<const RecipientReply> replies);
 
 // What get() returns for a stored envelope and its metadata.
 QueuedMessage to_queued(Envelope envelope, const Metadata& meta);

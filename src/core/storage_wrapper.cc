@@ -19,8 +19,9 @@ void StorageWrapper::do_announce(std::string_view id, Timestamp timestamp) {
   target_.announce(id, timestamp);
 }
 void StorageWrapper::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                                      std::string_view last_reply) {
-  fence.token ? target_.set_timestamp(id, timestamp, fence, last_reply)
+                                      std::string_view last_reply,
+                                      std::span<const RecipientReply> deferred) {
+  fence.token ? target_.set_timestamp(id, timestamp, fence, last_reply, deferred)
               : target_.set_timestamp(id, timestamp);
 }
 uint32_t StorageWrapper::do_increment_attempts(std::string_view id, Fence fence) {

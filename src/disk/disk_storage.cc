@@ -346,8 +346,9 @@ std::string DiskStorage::write(const Envelope& envelope, Timestamp timestamp) {
 }
 
 void DiskStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                                   std::string_view last_reply) {
-  impl_->mutate(id, record::ops::set_timestamp(timestamp, fence, id, last_reply));
+                                   std::string_view last_reply,
+                                   std::span<const RecipientReply> deferred) {
+  impl_->mutate(id, record::ops::set_timestamp(timestamp, fence, id, last_reply, deferred));
 }
 
 uint32_t DiskStorage::do_increment_attempts(std::string_view id, Fence fence) {

@@ -83,9 +83,10 @@ std::string MemoryStorage::write(const Envelope& envelope, Timestamp timestamp) 
 }
 
 void MemoryStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                                     std::string_view last_reply) {
+                                     std::string_view last_reply,
+                                     std::span<const RecipientReply> deferred) {
   impl_->with(id, [&](Impl::Stored& s) {
-    record::ops::set_timestamp(timestamp, fence, id, last_reply)(s.meta);
+    record::ops::set_timestamp(timestamp, fence, id, last_reply, deferred)(s.meta);
     s.handed_until = 0;
   });
 }

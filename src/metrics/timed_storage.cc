@@ -144,8 +144,10 @@ Counters TimedStorage::counters() {
   return timed(kCounters, [&] { return StorageWrapper::counters(); });
 }
 void TimedStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                                    std::string_view last_reply) {
-  timed(kSetTimestamp, [&] { StorageWrapper::do_set_timestamp(id, timestamp, fence, last_reply); });
+                                    std::string_view last_reply,
+                                    std::span<const RecipientReply> deferred) {
+  timed(kSetTimestamp,
+        [&] { StorageWrapper::do_set_timestamp(id, timestamp, fence, last_reply, deferred); });
 }
 uint32_t TimedStorage::do_increment_attempts(std::string_view id, Fence fence) {
   return timed(kIncrementAttempts,

@@ -31,6 +31,7 @@ struct Outcome {
   std::vector<bounce::Failure> failed;     // to bounce
   std::vector<RecipientFailure> failures;  // of done, those that failed (stored)
   std::vector<size_t> retry;               // indexes into the envelope's recipients
+  std::vector<RecipientReply> earlier;     // the pending recipients' stored replies
 };
 
 namespace {
@@ -38,6 +39,20 @@ namespace {
 // Seconds since the message was received (Postfix's delay=).
 double age_of(const Envelope& env, Timestamp now) {
   return env.timestamp > 0 ? std::max(0.0, now - env.timestamp) : 0.0;
+}
+
+// The reply of each recipient still pending after the attempt: this attempt's for
+// those deferred now, the stored one for those left waiting for their destination.
+std::vector<RecipientReply> pending_replies(const Outcome& out) {
+  std::vector<RecipientReply> replies;
+  for (size_t i : out.retry) replies.push_back({out.original[i], out.results[i].reply});
+  for (size_t i = 0; i < out.waiting.size(); ++i) {
+    if (!out.waiting[i]) continue;
+    auto e = std::find_if(out.earlier.begin(), out.earlier.end(),
+                          [&](const RecipientReply& r) { return r.index == out.original[i]; });
+    if (e != out.earlier.end()) replies.push_back(*e);
+  }
+  return replies;
 }
 
 // Where recipient `i`'s result came from, and how its delay was spent.
@@ -201,8 +216,8 @@ std::optional<Next> Engine::store_unsaved(const std::string& id, Fence fence, Ti
   };
   Next next;
   try {
-    next = finish_attempt(id, fence, u.done, u.failed, u.finished, now,
-                          "(stored after a storage failure)", 0, u.age, "", {});
+    next = finish_attempt(id, fence, u.done, u.failed, u.finished, now, u.age,
+                          {"(stored after a storage failure)", 0, "", {}, {}});
   } catch (const KeyError&) {  // removed meanwhile (by an operator): nothing left to store
     forget();
     throw;
@@ -216,8 +231,7 @@ std::optional<Next> Engine::store_unsaved(const std::string& id, Fence fence, Ti
 // backoff.
 Next Engine::finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
                             const std::vector<RecipientFailure>& failed, bool finished,
-                            Timestamp after, std::string_view reply, size_t deferred, double age,
-                            std::string_view rcpt, const events::Hop& hop) {
+                            Timestamp after, double age, const Deferral& deferral) {
   if (finished) {
     storage.remove(id, fence);
     emit(events::Removed{id, age});
@@ -226,9 +240,10 @@ Next Engine::finish_attempt(const std::string& id, Fence fence, const std::vecto
   if (!done.empty()) storage.set_recipients_delivered(id, done, fence, failed);
   uint32_t attempts = storage.increment_attempts(id, fence);
   Timestamp next = after + policy.backoff(attempts);
-  storage.set_timestamp(id, next, fence, reply);
+  storage.set_timestamp(id, next, fence, deferral.reply, deferral.replies);
   storage.release(id, fence);
-  emit(events::Deferred{id, attempts, next, std::string(reply), deferred, std::string(rcpt), hop});
+  emit(events::Deferred{id, attempts, next, std::string(deferral.reply), deferral.count,
+                        std::string(deferral.rcpt), deferral.hop});
   return Next::when(next);
 }
 
@@ -426,6 +441,7 @@ Next Engine::deliver(const std::string& id, Fence fence, Timestamp now, const st
   out.attempt = msg.attempts + 1;
   out.results.resize(n);
   out.waiting.assign(n, 0);
+  out.earlier = msg.deferred;
   out.started = clock.now();
   if (size_t hops = env.headers.count("Received");
       n > 0 && policy.max_hops && hops > policy.max_hops) {
@@ -462,7 +478,9 @@ Next Engine::defer_while_down(const std::string& id, Fence fence, const QueuedMe
                               const Outcome& out) {
   Timestamp next = clock.now() + std::max(out.down_retry, 1.0);
   const std::string& reply = out.results.front().reply;  // every one is the down reply
-  storage.set_timestamp(id, next, fence, reply);
+  std::vector<RecipientReply> replies;
+  for (size_t i : out.original) replies.push_back({i, reply});
+  storage.set_timestamp(id, next, fence, reply, replies);
   storage.release(id, fence);
   emit(events::Deferred{id,
                         msg.attempts,
@@ -499,12 +517,13 @@ Next Engine::settle(const std::string& id, Fence fence, const Envelope& env, Out
       storage.release(id, fence);
       return Next::wait(out.wait_line);
     }
-    Next next =
-        finish_attempt(id, fence, out.done, out.failures, finished, out.after,
-                       finished ? "" : out.results[out.retry.front()].reply, out.retry.size(), age,
-                       finished ? "" : env.recipients[out.retry.front()],
-                       finished ? events::Hop{} : hop_of(env, out, out.retry.front()));
-    if (next.kind == Next::Kind::at) next.line = destination_of(env.recipients[out.retry.front()]);
+    if (finished)
+      return finish_attempt(id, fence, out.done, out.failures, true, out.after, age, {});
+    const size_t first = out.retry.front();
+    Next next = finish_attempt(id, fence, out.done, out.failures, false, out.after, age,
+                               {out.results[first].reply, out.retry.size(), env.recipients[first],
+                                hop_of(env, out, first), pending_replies(out)});
+    if (next.kind == Next::Kind::at) next.line = destination_of(env.recipients[first]);
     return next;
   } catch (const LeaseLost&) {
     throw;  // another process holds it now: its own attempt decides

@@ -49,6 +49,17 @@ inline constexpr std::array<const char*, kCountedCount> kCountedNames = {
 struct Outcome;
 struct Part;
 
+// Why a message not finished is deferred: its first deferred recipient, that one's
+// reply, where it came from, how many were deferred, and each pending recipient's
+// reply (QueueStorage::set_timestamp's `deferred`).
+struct Deferral {
+  std::string_view reply;
+  size_t count = 0;
+  std::string_view rcpt;
+  events::Hop hop;
+  std::vector<RecipientReply> replies;
+};
+
 // Writes `envelope` into `storage` due at `now` (its timestamp set to `now` if 0),
 // reporting enqueued or not_enqueued to `emit` (queue.cc; store_message() with an
 // engine's counting).
@@ -123,8 +134,7 @@ class Engine {
   std::optional<Next> store_unsaved(const std::string& id, Fence fence, Timestamp now);
   Next finish_attempt(const std::string& id, Fence fence, const std::vector<size_t>& done,
                       const std::vector<RecipientFailure>& failed, bool finished, Timestamp after,
-                      std::string_view reply, size_t deferred, double age, std::string_view rcpt,
-                      const events::Hop& hop);
+                      double age, const Deferral& deferral);
   // A bounce for `failures`; with `retry_until`, a delay warning for them instead.
   void send_bounce(const Envelope& original, const std::string& id,
                    const std::vector<bounce::Failure>& failures, Timestamp now,

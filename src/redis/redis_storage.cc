@@ -2,7 +2,7 @@
 //
 // * One hash per message, PREFIX+ID: field "record" holds the stored record as written
 //   (doc/format.md), fields "timestamp", "attempts", "delivered" and "recipients" the
-//   current metadata (and "failed", "last_reply", the lease's and the hold's when set),
+//   current metadata (and "failed", "deferred", "last_reply", the lease's and the hold's when set),
 //   so that updates are single server-side operations.
 // * Every metadata update is one Lua script (EVALSHA, EVAL if the server lost it):
 //   atomic, one round trip, and it checks that the message exists first, so an update
@@ -95,6 +95,15 @@ const redisReply* script_reply(const Reply& r, std::string_view id, Fence fence)
                                      static_cast<double>(r->element[2]->integer) / 1000});
     default:
       return r.get();
+  }
+}
+
+// A script's {2, index, count}: a recipient index the message does not have.
+void check_in_range(const redisReply* status) {
+  if (status->element[0]->integer == kOutOfRange) {
+    throw InvalidArgument("recipient index " + std::to_string(status->element[1]->integer) +
+                          " out of range: the message has " +
+                          std::to_string(status->element[2]->integer) + " recipients");
   }
 }
 
@@ -426,11 +435,17 @@ Reply RedisStorage::Impl::run_script(const Script& script, std::string_view id, 
 }
 
 void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fence fence,
-                                    std::string_view last_reply) {
-  Reply r = impl_->run_script(
-      set_timestamp_script(), id, true,
-      {std::to_string(fence.token), redis::format_timestamp(timestamp), std::string(last_reply)});
-  script_reply(r, id, fence);
+                                    std::string_view last_reply,
+                                    std::span<const RecipientReply> deferred) {
+  // The replies as stored (sorted, one per index), and the highest index, which the
+  // script checks against the recipient count before it changes anything.
+  auto replies = record::sorted_replies({deferred.begin(), deferred.end()});
+  Reply r =
+      impl_->run_script(set_timestamp_script(), id, true,
+                        {std::to_string(fence.token), redis::format_timestamp(timestamp),
+                         std::string(last_reply), record::encode_replies(replies),
+                         replies.empty() ? std::string() : std::to_string(replies.back().index)});
+  check_in_range(script_reply(r, id, fence));
 }
 
 uint32_t RedisStorage::do_increment_attempts(std::string_view id, Fence fence) {
@@ -445,12 +460,7 @@ void RedisStorage::do_set_recipients_delivered(std::string_view id,
   std::vector<std::string> args{std::to_string(fence.token), record::encode_failures(failed)};
   for (size_t i : rcpt_indexes) args.push_back(std::to_string(i));
   Reply r = impl_->run_script(delivered_script(), id, true, std::move(args));
-  const redisReply* status = script_reply(r, id, fence);
-  if (status->element[0]->integer == kOutOfRange) {
-    throw InvalidArgument("recipient index " + std::to_string(status->element[1]->integer) +
-                          " out of range: the message has " +
-                          std::to_string(status->element[2]->integer) + " recipients");
-  }
+  check_in_range(script_reply(r, id, fence));
 }
 
 ClaimResult RedisStorage::do_claim(std::string_view id, std::chrono::milliseconds duration) {
@@ -560,11 +570,11 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
   Reply r = impl_->pool.run_on(key, true, [&](Connection& c) {
     return c.command({"HMGET", key, "record", "timestamp", "attempts", "delivered", "lease_token",
                       "lease_expires", "hold_since", "hold_reason", "last_reply", "abandoned",
-                      "failed"});
+                      "failed", "deferred"});
   });
   // A reply of the wrong shape is the server's fault, retryable: never "not stored",
   // which would drop the message from the schedule as if an operator had removed it.
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 11)
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 12)
     throw QueueError("redis: HMGET of " + key + " answered with a reply of the wrong type", true);
   if (r->element[0]->type == REDIS_REPLY_NIL || r->element[9]->type != REDIS_REPLY_NIL)
     throw KeyError(std::string(id));
@@ -605,6 +615,7 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
   }
   meta.last_reply = optional_field(8);
   meta.failed = record::decode_failures(optional_field(10), what);
+  meta.deferred = record::decode_replies(optional_field(11), what);
   return record::to_queued(std::move(m.envelope), meta);
 }
 

@@ -52,8 +52,14 @@ end
 
 const Script& set_timestamp_script() {
   static const Script s(std::string(kGate) + R"lua(
+if ARGV[4] ~= '' then
+  local count = tonumber(redis.call('HGET', KEYS[1], 'recipients'))
+  local n = tonumber(ARGV[5])
+  if n >= count then return {2, n, count} end
+end
 redis.call('HSET', KEYS[1], 'timestamp', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'last_reply', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'deferred', ARGV[4]) end
 if KEYS[2] and redis.call('HEXISTS', KEYS[1], 'hold_since') == 0 then
   redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
 end

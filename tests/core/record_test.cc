@@ -170,6 +170,27 @@ TEST(RecordTest, FailuresRoundTripMergeByIndexAndAMalformedFieldIsNamed) {
   }
 }
 
+TEST(RecordTest, PendingRepliesRoundTripAndAStaleOneIsLeftOut) {
+  Envelope env = testing::sample_envelope(3, 100);
+  Metadata m = md(5, 1, 3, {1});
+  m.deferred = sorted_replies({{2, "452 full \xff"}, {0, "451 later"}, {1, "451 stale"}});
+  EXPECT_EQ(m.deferred.front().index, 0u);
+  EXPECT_EQ(decode_message(encode(m, &env), "m").meta, m);
+  EXPECT_EQ(decode_prefix(encode(m, &env).substr(0, 300), "m")->meta, m);
+  // Recipient 1 was delivered after its deferral: its reply is not a pending one's.
+  EXPECT_EQ(to_queued(env, m).deferred,
+            (std::vector<RecipientReply>{{0, "451 later"}, {2, "452 full \xff"}}));
+  const RecipientReply bad[] = {{3, "451"}};
+  EXPECT_THROW(check_indexes(m, bad), InvalidArgument);
+  std::string field = encode_replies(m.deferred);
+  try {
+    decode_replies(field.substr(0, 12), "disk record x");
+    ADD_FAILURE() << "a cut entry was read";
+  } catch (const CorruptRecord& e) {
+    EXPECT_NE(std::string(e.what()).find("deferred field"), std::string::npos) << e.what();
+  }
+}
+
 TEST(RecordTest, ToQueuedDropsDeliveredRecipients) {
   Envelope env = testing::sample_envelope(4);
   QueuedMessage q = to_queued(env, md(7, 2, 4, {0, 2}));

@@ -39,9 +39,10 @@ class Recording : public StorageWrapper {
     calls.insert("announce");
     StorageWrapper::do_announce(id, t);
   }
-  void do_set_timestamp(std::string_view id, Timestamp t, Fence f, std::string_view r) override {
+  void do_set_timestamp(std::string_view id, Timestamp t, Fence f, std::string_view r,
+                        std::span<const RecipientReply> d) override {
     calls.insert("set_timestamp");
-    StorageWrapper::do_set_timestamp(id, t, f, r);
+    StorageWrapper::do_set_timestamp(id, t, f, r, d);
   }
   uint32_t do_increment_attempts(std::string_view id, Fence f) override {
     calls.insert("increment_attempts");

@@ -30,6 +30,7 @@ class DomainRelay : public Relay {
   struct Domain {
     std::chrono::milliseconds delay{0};
     bool unreachable = false;
+    std::string deferral;  // not empty: every recipient is deferred with this reply
     int attempts = 0;
     int now = 0;
     int most = 0;
@@ -44,6 +45,7 @@ class DomainRelay : public Relay {
     std::string d = domain_of(env.recipients.front());
     std::chrono::milliseconds delay;
     bool unreachable;
+    std::string deferral;
     {
       std::lock_guard lock(mu);
       Domain& s = domains[d];
@@ -53,6 +55,7 @@ class DomainRelay : public Relay {
       s.times.push_back(clock_.now());
       delay = s.delay;
       unreachable = s.unreachable;
+      deferral = s.deferral;
     }
     std::this_thread::sleep_for(delay);
     {
@@ -64,6 +67,7 @@ class DomainRelay : public Relay {
     RecipientResult r = unreachable ? RecipientResult::transient("421 4.4.2 go away")
                                     : RecipientResult::delivered();
     r.unreachable = unreachable;
+    if (!deferral.empty()) r = RecipientResult::transient(deferral);
     return std::vector<RecipientResult>(env.recipients.size(), r);
   }
 
@@ -75,6 +79,10 @@ class DomainRelay : public Relay {
     std::lock_guard lock(mu);
     domains[d].delay = delay;
     domains[d].unreachable = unreachable;
+  }
+  void defer(const std::string& d, std::string reply) {
+    std::lock_guard lock(mu);
+    domains[d].deferral = std::move(reply);
   }
   // Waits until `n` recipients were delivered in all.
   bool wait_delivered(int n, std::chrono::milliseconds limit) {
@@ -310,6 +318,29 @@ TEST_F(ShapingTest, ARecipientGivenUpWhileAnotherPartWaitsIsNotTriedAgain) {
   EXPECT_EQ(relay.get("down.example").attempts, 1);
   EXPECT_EQ(relay.get("example.com").attempts, 1);  // no second bounce
   EXPECT_THROW(storage.get(id), KeyError);
+}
+
+// Issue 34, finding 6: each pending recipient keeps the reply of its own last attempt;
+// one whose destination was suspended at the next attempt keeps the one before.
+TEST_F(ShapingTest, ARecipientWaitingForItsDestinationKeepsItsOwnLastReply) {
+  Queue q(storage, relay, policy(), clock);
+  relay.defer("a.example", "451 4.3.0 a is busy");
+  relay.defer("b.example", "452 4.2.2 b is full");
+  std::string id = q.enqueue(to({"x@a.example", "y@b.example"})).id;
+  q.run_pending();
+  EXPECT_EQ(storage.get(id).deferred,
+            (std::vector<RecipientReply>{{0, "451 4.3.0 a is busy"}, {1, "452 4.2.2 b is full"}}));
+
+  board->suspend("b.example", DestinationStatus::kForever, "maintenance");
+  relay.defer("a.example", "450 4.7.1 greylisted");
+  clock.advance(3600);
+  q.run_pending();
+  EXPECT_EQ(relay.get("a.example").attempts, 2);
+  EXPECT_EQ(relay.get("b.example").attempts, 1);
+  QueuedMessage m = storage.get(id);
+  EXPECT_EQ(m.deferred,
+            (std::vector<RecipientReply>{{0, "450 4.7.1 greylisted"}, {1, "452 4.2.2 b is full"}}));
+  EXPECT_EQ(m.last_reply, "450 4.7.1 greylisted");
 }
 
 TEST_F(ShapingTest, AMessagesDestinationsAreAttemptedAtOnce) {

@@ -451,6 +451,48 @@ TEST_P(ConformanceTest, FailedRecipientsKeepTheirReplyBesideTheDelivered) {
   }
 }
 
+// Issue 34, finding 6: a pending recipient keeps the reply of its own last attempt
+// (each recipient of a message can be deferred for a different reason). The replies a
+// set_timestamp gives replace those stored; none given, they stay; a recipient since
+// delivered has none; an index out of range is refused with nothing changed.
+TEST_P(ConformanceTest, PendingRecipientsKeepTheirOwnLastReply) {
+  std::string id = storage_->write(sample_envelope(4), 0);
+  ASSERT_TRUE(storage_->capabilities().can_lease);  // the fenced form carries replies
+  auto set = [&](Timestamp t, std::string_view last, std::span<const RecipientReply> replies) {
+    Fence fence{storage_->claim(id, std::chrono::seconds(30)).lease.token};
+    storage_->set_timestamp(id, t, fence, last, replies);
+    storage_->release(id, fence);
+  };
+  const std::string odd("451 4.3.0 d\xe9j\xe0\r\n\0 vu", 21);
+  const RecipientReply first[] = {{3, "452 4.2.2 mailbox full"}, {0, odd}, {2, "421 busy"}};
+  set(100, "421 busy", first);
+  QueuedMessage got = storage_->get(id);
+  EXPECT_EQ(got.deferred, (std::vector<RecipientReply>{
+                              {0, odd}, {2, "421 busy"}, {3, "452 4.2.2 mailbox full"}}));
+  EXPECT_EQ(got.last_reply, "421 busy");
+  // None given: they stay.
+  set(200, "", {});
+  EXPECT_EQ(storage_->get(id).deferred.size(), 3u);
+  EXPECT_EQ(storage_->get(id).timestamp, 200);
+  // A recipient delivered has none; the next deferral's replies replace the rest.
+  const size_t done[] = {2};
+  storage_->set_recipients_delivered(id, done);
+  EXPECT_EQ(storage_->get(id).deferred,
+            (std::vector<RecipientReply>{{0, odd}, {3, "452 4.2.2 mailbox full"}}));
+  const RecipientReply second[] = {{0, "450 4.7.1 greylisted"}};
+  set(300, "450 4.7.1 greylisted", second);
+  EXPECT_EQ(storage_->get(id).deferred, (std::vector<RecipientReply>{{0, "450 4.7.1 greylisted"}}));
+  // Out of range: refused, and the time, the last reply and the replies are as they were.
+  Fence fence{storage_->claim(id, std::chrono::seconds(30)).lease.token};
+  const RecipientReply stray[] = {{1, "451 x"}, {4, "451 y"}};
+  EXPECT_THROW(storage_->set_timestamp(id, 400, fence, "451 y", stray), InvalidArgument);
+  storage_->release(id, fence);
+  got = storage_->get(id);
+  EXPECT_EQ(got.timestamp, 300);
+  EXPECT_EQ(got.last_reply, "450 4.7.1 greylisted");
+  EXPECT_EQ(got.deferred, (std::vector<RecipientReply>{{0, "450 4.7.1 greylisted"}}));
+}
+
 TEST_P(ConformanceTest, DeliveredIndexOutOfRangeIsRejectedAndChangesNothing) {
   std::string id = storage_->write(sample_envelope(2), 0);
   const size_t bad[] = {0, 2};

@@ -17,6 +17,18 @@
 #include <stdexcept>
 #include <thread>
 
+namespace slimta {
+
+void PrintTo(const RecipientFailure& f, std::ostream* os) {
+  *os << "{" << f.index << ", \"" << f.reply << "\"" << (f.bounced ? ", bounced}" : "}");
+}
+
+void PrintTo(const RecipientReply& r, std::ostream* os) {
+  *os << "{" << r.index << ", \"" << r.reply << "\"}";
+}
+
+}  // namespace slimta
+
 namespace slimta::testing {
 
 TempDir::TempDir(const std::string& under) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <set>
 #include <string>
 #include <thread>
@@ -16,6 +17,12 @@
 
 #include "slimta/envelope.h"
 #include "slimta/storage.h"
+
+namespace slimta {
+// How GoogleTest prints a recipient's stored reply in a failed expectation.
+void PrintTo(const RecipientFailure& f, std::ostream* os);
+void PrintTo(const RecipientReply& r, std::ostream* os);
+}  // namespace slimta
 
 namespace slimta::testing {
 

@@ -406,6 +406,7 @@ TEST(DaemonTest, TheCliAsRootActsAsTheSpoolsOwner) {
 
 // Issue 34, finding 6: a recipient refused with 550 and bounced was shown as
 // "delivered" by list, show and --json. Each recipient's outcome is stored and shown.
+// And each recipient still pending with the reply of its own last attempt.
 TEST(DaemonTest, ARecipientRefusedAndBouncedIsShownBouncedWithItsReply) {
   testing::TempDir dir;
   const std::string spool = dir.sub("spool");
@@ -415,11 +416,12 @@ TEST(DaemonTest, ARecipientRefusedAndBouncedIsShownBouncedWithItsReply) {
     return testing::run_command(args, "Subject: three\r\n\r\nbody\r\n");
   };
   auto r = q({"enqueue", "--from", "a@example.com", "--to", "ok@example.org", "--to",
-              "gone@example.org", "--to", "busy@example.org"});
+              "gone@example.org", "--to", "busy@example.org", "--to", "full@example.org"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   testing::SmtpSink sink(
       nlohmann::json{{"gone@example.org", {"550 5.1.1 <gone@example.org>: no such user"}},
-                     {"busy@example.org", {"451 4.2.1 <busy@example.org>: mailbox busy"}}});
+                     {"busy@example.org", {"451 4.2.1 <busy@example.org>: mailbox busy"}},
+                     {"full@example.org", {"452 4.2.2 <full@example.org>: mailbox full"}}});
   ChildProcess serve(
       {SLIMTA_QUEUE_BIN, "serve", "--listen", "127.0.0.1:0", "--storage", "disk:" + spool,
        "--smarthost", "127.0.0.1:" + std::to_string(sink.port()), "--user", "root"},
@@ -438,17 +440,24 @@ TEST(DaemonTest, ARecipientRefusedAndBouncedIsShownBouncedWithItsReply) {
                             {{"address", "gone@example.org"},
                              {"state", "bounced"},
                              {"reply", "550 5.1.1 <gone@example.org>: no such user"}},
-                            {{"address", "busy@example.org"}, {"state", "pending"}}}))
+                            {{"address", "busy@example.org"},
+                             {"state", "pending"},
+                             {"reply", "451 4.2.1 <busy@example.org>: mailbox busy"}},
+                            {{"address", "full@example.org"},
+                             {"state", "pending"},
+                             {"reply", "452 4.2.2 <full@example.org>: mailbox full"}}}))
       << message;
   std::string id = message["id"];
   std::string shown = q({"show", id}).out;
-  EXPECT_NE(shown.find("recipients:   1 pending, 1 delivered, 1 bounced of 3"), std::string::npos)
+  EXPECT_NE(shown.find("recipients:   2 pending, 1 delivered, 1 bounced of 4"), std::string::npos)
       << shown;
   EXPECT_NE(shown.find("gone@example.org (bounced: 550 5.1.1 <gone@example.org>: no such user)"),
             std::string::npos)
       << shown;
   EXPECT_NE(shown.find("ok@example.org (delivered)"), std::string::npos) << shown;
-  EXPECT_NE(shown.find("busy@example.org (pending)"), std::string::npos) << shown;
+  EXPECT_NE(shown.find("full@example.org (pending: 452 4.2.2 <full@example.org>: mailbox full)"),
+            std::string::npos)
+      << shown;
   std::string listed = q({"list"}).out;
   EXPECT_NE(listed.find("(1 delivered, 1 bounced)"), std::string::npos) << listed;
   EXPECT_EQ(listed.find("already delivered"), std::string::npos) << listed;
