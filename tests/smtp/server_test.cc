@@ -441,18 +441,23 @@ TEST_F(ServerFixture, AClientThatStopsReadingIsDisconnected) {
   std::string noops;
   for (int i = 0; i < 1000; ++i) noops += "NOOP\r\n";
   // Send until the server stops taking them (it is stuck writing replies nobody reads).
+  size_t sent = 0;
   auto last_progress = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() - last_progress < std::chrono::milliseconds(200)) {
-    if (::send(fd, noops.data(), noops.size(), MSG_NOSIGNAL) > 0) {
+    ssize_t n = ::send(fd, noops.data(), noops.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
       last_progress = std::chrono::steady_clock::now();
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  EXPECT_EQ(server_->server().sessions(), 1u);  // stuck, not gone yet
-  for (int i = 0; i < 200 && server_->server().sessions() != 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(server_->server().sessions(), 0u);  // given up on within the timeout, and more
+  // A session closed at once would have refused the second send or so (a reset); this
+  // one took commands until its replies and the buffers filled up.
+  EXPECT_GT(sent, 32u * 1024) << "the session was gone before it was stuck";
+  // Given up on (the session's writes stalled past the idle timeout). Waited for, not
+  // timed: on a loaded machine the session ends later, but it ends.
+  EXPECT_TRUE(testing::eventually([&] { return server_->server().sessions() == 0; }));
   ::close(fd);
 }
 
