@@ -3,7 +3,9 @@
 // Durable write throughput with 1 and 8 concurrent writers is reported next to this
 // machine's raw fsync rate, measured in the same run (a 4 KiB write + fdatasync loop
 // on one file, before and after the write runs, averaged), as a ratio: these machines
-// are shared and noisy, so only ratios taken in one run mean anything. Then get() and
+// are shared and noisy, so only ratios taken in one run mean anything. Then the
+// group-commit log (src/disk/group_log.h) the same way, with records of the message's
+// size against a raw loop of that size, and its syncs per append. Then get() and
 // load() throughput over a spool of --messages stored messages (warm page cache).
 //
 // usage: disk_bench [--dir PATH] [--seconds S] [--messages N] [--size BYTES]
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "disk/group_log.h"
 #include "slimta/disk_storage.h"
 #include "support/test_util.h"
 
@@ -33,17 +36,18 @@ using slimta::Envelope;
 using slimta::bench::Clock;
 using slimta::bench::seconds_since;
 
-// 4 KiB appended and fdatasync'ed in a loop: what one durable stream can do here.
-double raw_fsync_rate(const std::string& dir, double seconds) {
+// `bytes` (4 KiB unless told) appended and fdatasync'ed in a loop: what one durable
+// stream can do here.
+double raw_fsync_rate(const std::string& dir, double seconds, size_t bytes = 4096) {
   std::string path = dir + "/raw-fsync";
   int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw std::runtime_error("open " + path + ": " + std::strerror(errno));
-  char block[4096];
-  std::memset(block, 'x', sizeof(block));
+  std::string block(bytes, 'x');
   size_t n = 0;
   auto start = Clock::now();
   while (seconds_since(start) < seconds) {
-    if (::write(fd, block, sizeof(block)) != sizeof(block) || ::fdatasync(fd) != 0) {
+    if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size()) ||
+        ::fdatasync(fd) != 0) {
       throw std::runtime_error("raw fsync loop failed");
     }
     ++n;
@@ -98,6 +102,35 @@ int main(int argc, char** argv) {
       out["write_8_writers_vs_raw_fsync"] = w8 / raw;
     }
     std::filesystem::remove_all(dir + "/write-spool");
+
+    {
+      const std::string record = slimta::testing::sample_envelope(1, size).flatten();
+      auto& fs = slimta::disk::posix_file_system();
+      slimta::posix::Fd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      double raw1 = raw_fsync_rate(dir, seconds, record.size() + 8);
+      auto appends = [&](int writers) {
+        slimta::disk::GroupLog log(fs, dirfd.get(), "group-log", dir + "/group-log");
+        double r = slimta::bench::rate(writers, seconds, [&](int, size_t) {
+          log.append(record);
+          return true;
+        });
+        auto stats = log.stats();
+        std::filesystem::remove(dir + "/group-log");
+        return std::pair{r, static_cast<double>(stats.syncs) / static_cast<double>(stats.appends)};
+      };
+      auto [g1, s1] = appends(1);
+      auto [g16, s16] = appends(16);
+      double raw2 = raw_fsync_rate(dir, seconds, record.size() + 8);
+      double raw = (raw1 + raw2) / 2;
+      out["group_log"] = {{"record_bytes", record.size()},
+                          {"raw_fsync_per_s", {{"before", raw1}, {"after", raw2}, {"mean", raw}}},
+                          {"append_1_writer_per_s", g1},
+                          {"append_16_writers_per_s", g16},
+                          {"append_1_writer_vs_raw_fsync", g1 / raw},
+                          {"append_16_writers_vs_raw_fsync", g16 / raw},
+                          {"syncs_per_append_1_writer", s1},
+                          {"syncs_per_append_16_writers", s16}};
+    }
 
     // A spool of `messages` messages for get() and load().
     DiskStorage storage(dir + "/read-spool");
