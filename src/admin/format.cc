@@ -22,6 +22,18 @@ void put_time(nlohmann::json& j, const std::string& name, std::optional<Timestam
   j[name + "_unix"] = ts ? nlohmann::json(*ts) : nlohmann::json(nullptr);
 }
 
+namespace {
+
+// The entry of recipient `i` in `entries` (ascending by index), or null; `cursor`
+// walks them as `i` rises (QueuedMessage::failed and ::deferred).
+template <typename Entry>
+const Entry* entry_of(const std::vector<Entry>& entries, size_t& cursor, size_t i) {
+  while (cursor < entries.size() && entries[cursor].index < i) ++cursor;
+  return cursor < entries.size() && entries[cursor].index == i ? &entries[cursor] : nullptr;
+}
+
+}  // namespace
+
 std::vector<RecipientState> recipient_states(const QueuedMessage& msg) {
   std::vector<RecipientState> out;
   size_t pending = 0, delivered = 0, failed = 0, deferred = 0;
@@ -30,17 +42,14 @@ std::vector<RecipientState> recipient_states(const QueuedMessage& msg) {
     if (!done) {
       if (pending >= msg.envelope.recipients.size()) continue;
       RecipientState r{msg.envelope.recipients[pending++], "pending", ""};
-      while (deferred < msg.deferred.size() && msg.deferred[deferred].index < i) ++deferred;
-      if (deferred < msg.deferred.size() && msg.deferred[deferred].index == i)
-        r.reply = msg.deferred[deferred].reply;
+      if (const auto* d = entry_of(msg.deferred, deferred, i)) r.reply = d->reply;
       out.push_back(std::move(r));
       continue;
     }
     RecipientState r{msg.delivered_recipients[delivered++], "delivered", ""};
-    while (failed < msg.failed.size() && msg.failed[failed].index < i) ++failed;
-    if (failed < msg.failed.size() && msg.failed[failed].index == i) {
-      r.state = msg.failed[failed].bounced ? "bounced" : "failed";
-      r.reply = msg.failed[failed].reply;
+    if (const auto* f = entry_of(msg.failed, failed, i)) {
+      r.state = f->bounced ? "bounced" : "failed";
+      r.reply = f->reply;
     }
     out.push_back(std::move(r));
   }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <random>
+#include <span>
 
 #include "queue/engine.h"
 #include "queue/recipient_groups.h"
@@ -31,7 +32,8 @@ struct Outcome {
   std::vector<bounce::Failure> failed;     // to bounce
   std::vector<RecipientFailure> failures;  // of done, those that failed (stored)
   std::vector<size_t> retry;               // indexes into the envelope's recipients
-  std::vector<RecipientReply> earlier;     // the pending recipients' stored replies
+  // The pending recipients' stored replies, ascending: the message read for this attempt.
+  std::span<const RecipientReply> earlier;
 };
 
 namespace {
@@ -48,9 +50,10 @@ std::vector<RecipientReply> pending_replies(const Outcome& out) {
   for (size_t i : out.retry) replies.push_back({out.original[i], out.results[i].reply});
   for (size_t i = 0; i < out.waiting.size(); ++i) {
     if (!out.waiting[i]) continue;
-    auto e = std::find_if(out.earlier.begin(), out.earlier.end(),
-                          [&](const RecipientReply& r) { return r.index == out.original[i]; });
-    if (e != out.earlier.end()) replies.push_back(*e);
+    auto e =
+        std::lower_bound(out.earlier.begin(), out.earlier.end(), out.original[i],
+                         [](const RecipientReply& r, size_t index) { return r.index < index; });
+    if (e != out.earlier.end() && e->index == out.original[i]) replies.push_back(*e);
   }
   return replies;
 }
