@@ -89,8 +89,11 @@ class SimpleStorageService {
     std::vector<Timestamp> modified;  // each key's LastModified, in the same order
     std::string next;                 // continuation token; empty on the last page
   };
-  // One page (ListObjectsV2) of the keys under the prefix, from `token` ("" first).
-  Page list(const std::string& token);
+  // One page (ListObjectsV2) of the keys that start with the prefix and `under`, in
+  // order: from `token` ("" first), or else from the first key after `start_after` (a
+  // whole key name; "": the first).
+  Page list(const std::string& token, const std::string& under = "",
+            const std::string& start_after = "");
   // Requests made so far, by kind ("s3 GET", ...).
   std::map<std::string, uint64_t> request_counts() const;
 
@@ -172,7 +175,11 @@ class CloudStorage : public QueueStorage {
   std::unique_ptr<EntryStream> load() override;
   // One ListObjectsV2 page: each object not rewritten for `stale_after` is read (its
   // first 4 KiB) and, when due and not held, announced again.
+  // One step of the sweep: a page of messages, and their stats() marks, put right.
   size_t repair_due(std::string& cursor) override;
+  // With a message queue: from the marks beside the messages (one LIST per 1,000
+  // messages, no read of any); without one, nullopt.
+  std::optional<QueueStats> stats() override;
   void add_counters(const Counters& delta) override;
   Counters counters() override;
 

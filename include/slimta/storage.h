@@ -368,8 +368,9 @@ class QueueStorage {
   virtual size_t repair_due(std::string& cursor);
 
   // The queue's size, held count and oldest message from what the backend keeps beside
-  // the messages (an index, counters), at the cost of a few requests however many
-  // messages there are: nullopt when it keeps nothing that answers, and a caller that
+  // the messages (an index, counters, marks), at the cost of a few requests however many
+  // messages there are (S3: a LIST per 1,000 messages, reading none of them): nullopt
+  // when it keeps nothing that answers, and a caller that
   // wants the figures reads every message (load() and get()). Messages stored before
   // a backend kept these count once its repair_due() sweep has passed them.
   // The default: nullopt.

@@ -30,13 +30,24 @@
 //   message costs no S3 request; a notice lost (SendMessage failed after the PUT) is
 //   found by the sweep (repair_due), which reads only objects not rewritten for
 //   `stale_after`: a message being attempted is rewritten at every attempt.
+// * With SQS, stats() counts marks, not messages: an empty object PREFIX~stats~ID-rTIME
+//   per message (TIME its receipt) and PREFIX~stats~ID-h per held one, so a LIST of
+//   PREFIX~stats~ counts the queue, its held messages and its oldest without reading
+//   any (S3 keeps no count, and a LIST shows no object's metadata). A mark is PUT after
+//   the message's own write and DELETEd after its removal, so a crash leaves a message
+//   without its mark or a mark without its message: the sweep puts right the marks of
+//   each page of messages it lists. '~' sorts after every id character, so the marks
+//   list after every message; in a mark the id's '-' is written '.', so that the '-'
+//   after it sorts first and the marks list in the order of their ids.
 #include "slimta/cloud_storage.h"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <ctime>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -45,6 +56,7 @@
 
 #include "cloud/http.h"
 #include "core/counters_text.h"
+#include "core/decimal.h"
 #include "core/metadata_ops.h"
 #include "core/paged_stream.h"
 #include "core/record.h"
@@ -57,6 +69,39 @@ namespace {
 constexpr int kMaxCasRounds = 64;
 // The body of a tombstone: never a record (doc/format.md records start otherwise).
 constexpr std::string_view kTombstone = "slimta: a write taken back\n";
+// Where the stats() marks are, under the prefix; a mark is ID-rTIME or ID-h.
+constexpr std::string_view kMarks = "~stats~";
+// How long a mark without its message is left alone by the sweep (or `stale_after`, if
+// shorter): it may be the mark of a message written since the sweep listed the messages.
+constexpr double kMarkGrace = 60;
+
+struct Mark {
+  std::string id;
+  bool held = false;
+  Timestamp received = 0;  // of a receipt mark
+};
+// An id as its marks write it: '-' as '.', keeping the order of ids.
+std::string mark_id(std::string_view id) {
+  std::string out(id);
+  std::replace(out.begin(), out.end(), '-', '.');
+  return out;
+}
+// The mark that `name` (the key after PREFIX~stats~) names; nullopt if none.
+std::optional<Mark> parse_mark(std::string_view name) {
+  size_t dash = name.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  std::string id(name.substr(0, dash));
+  std::replace(id.begin(), id.end(), '.', '-');
+  if (!is_valid_id(id)) return std::nullopt;
+  std::string_view kind = name.substr(dash + 1);
+  Mark mark{std::move(id), kind == "h", 0};
+  if (mark.held) return mark;
+  if (!kind.starts_with("r")) return std::nullopt;
+  auto t = parse_decimal(kind.substr(1));
+  if (!t) return std::nullopt;
+  mark.received = *t;
+  return mark;
+}
 
 }  // namespace
 
@@ -140,6 +185,50 @@ struct CloudStorage::Impl {
   }
 
   std::string key(std::string_view id) const { return s3.prefix() + std::string(id); }
+
+  // The stats() marks, kept with a message queue (doc/format.md).
+  std::string marks() const { return s3.prefix() + std::string(kMarks); }
+  std::string received_mark(std::string_view id, Timestamp received) const {
+    return marks() + mark_id(id) + "-r" + decimal_text(received);
+  }
+  std::string held_mark(std::string_view id) const { return marks() + mark_id(id) + "-h"; }
+  // PUT (an empty object; already there is done) or DELETE a mark. A failure is logged,
+  // not raised: the message's own change is made, and the sweep puts the mark right.
+  void put_mark(const std::string& k) {
+    try {
+      s3.put(k, "", "");
+    } catch (const QueueError& e) {
+      spdlog::warn("cloud: could not store the mark {} (the sweep will): {}", k, e.what());
+    }
+  }
+  void remove_mark(const std::string& k) {
+    try {
+      s3.remove(k);
+    } catch (const QueueError& e) {
+      spdlog::warn("cloud: could not delete the mark {} (the sweep will): {}", k, e.what());
+    }
+  }
+  // The marks of `id` (a LIST), removed: for a removal that did not read the message.
+  void remove_marks(std::string_view id) {
+    try {
+      auto page = s3.list("", std::string(kMarks) + mark_id(id) + "-");
+      for (const auto& k : page.keys) remove_mark(k);
+    } catch (const QueueError& e) {
+      spdlog::warn("cloud: {}: could not list its marks (the sweep will): {}", id, e.what());
+    }
+  }
+  struct Marks {
+    std::string received;  // its key; "" if none
+    bool held = false;
+  };
+  // The marks of ids after `after` ("": from the first) up to `last` (none: to the end),
+  // each with its LastModified.
+  std::map<std::string, Marks> marks_between(const std::string& after,
+                                             const std::optional<std::string>& last,
+                                             std::vector<std::pair<std::string, Timestamp>>& all);
+  // Puts right the marks of one message of the sweep's page. Returns its metadata when
+  // it read it (to see whether the message is due), nullopt when not or it is gone.
+  std::optional<record::Metadata> mend_marks(const std::string& id, const Marks& marks, bool stale);
   // The message object at `k` (or its first `max_bytes`); nullopt if none, or a tombstone.
   std::optional<SimpleStorageService::Object> message(const std::string& k, size_t max_bytes = 0) {
     auto obj = s3.get(k, max_bytes);
@@ -224,6 +313,10 @@ class CloudStorage::Impl::Stream : public PagedStream {
     const std::string& prefix = impl_.s3.prefix();
     std::vector<std::string> ids;
     for (const auto& k : page.keys) {
+      if (k.starts_with(impl_.marks())) {  // the marks list last: every message was listed
+        token_.clear();
+        break;
+      }
       if (k.starts_with(prefix) && is_valid_id(std::string_view(k).substr(prefix.size()))) {
         ids.push_back(k.substr(prefix.size()));
       }
@@ -313,6 +406,7 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
       throw QueueError("S3: message " + id + " was not stored (" + e.what() + ")", true);
   }
   if (impl_->has_queue()) {
+    impl_->put_mark(impl_->received_mark(id, envelope.timestamp));
     try {
       impl_->queue_of(id).queue_message(id, timestamp, impl_->seconds_until(timestamp));
     } catch (const QueueError& e) {
@@ -373,7 +467,10 @@ Lease CloudStorage::do_renew(std::string_view id, Fence fence, std::chrono::mill
 
 void CloudStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->update(id, record::ops::hold(reason, since));
-  if (impl_->has_queue()) impl_->drop_notice(id);
+  if (impl_->has_queue()) {
+    impl_->put_mark(impl_->held_mark(id));
+    impl_->drop_notice(id);
+  }
 }
 
 void CloudStorage::do_announce(std::string_view id, Timestamp timestamp) {
@@ -389,7 +486,9 @@ void CloudStorage::do_release_hold(std::string_view id) {
     next = m.timestamp;
     return record::ops::release_hold()(m);
   });
-  if (was_held) announce(id, next);  // its notice went when it was held
+  if (!was_held) return;
+  if (impl_->has_queue()) impl_->remove_mark(impl_->held_mark(id));
+  announce(id, next);  // its notice went when it was held
 }
 
 // One object, PREFIX.counters, in the text form of core/counters_text.h, updated with
@@ -424,14 +523,21 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
   std::string k = impl_->key(id);
   if (fence.token == 0) {
     impl_->s3.remove(k);
+    if (impl_->has_queue()) impl_->remove_marks(id);
   } else {
     // GET, check the fence, DELETE If-Match: a claim in between changes the ETag.
+    std::optional<record::Message> removed;
     impl_->cas_loop(k, [&] {
       auto obj = impl_->message(k);
       if (!obj) return true;
-      record::check_fence(record::decode_message(obj->body, impl_->where(k)).meta, fence, id);
+      removed = record::decode_message(std::move(obj->body), impl_->where(k));
+      record::check_fence(removed->meta, fence, id);
       return impl_->s3.remove(k, obj->etag);
     });
+    if (removed && impl_->has_queue()) {
+      impl_->remove_mark(impl_->received_mark(id, removed->envelope.timestamp));
+      if (removed->meta.hold) impl_->remove_mark(impl_->held_mark(id));
+    }
   }
   if (impl_->has_queue()) impl_->drop_notice(id);
 }
@@ -484,21 +590,79 @@ std::vector<QueueEntry> CloudStorage::do_due(Timestamp now, size_t limit,
   return out;
 }
 
+std::map<std::string, CloudStorage::Impl::Marks> CloudStorage::Impl::marks_between(
+    const std::string& after, const std::optional<std::string>& last,
+    std::vector<std::pair<std::string, Timestamp>>& all) {
+  std::map<std::string, Marks> found;
+  // Past every mark of `after` ('~' sorts after both kinds), so from the next id's.
+  std::string from = after.empty() ? "" : marks() + mark_id(after) + "-~";
+  std::string token;
+  do {
+    auto page = s3.list(token, std::string(kMarks), from);
+    token = page.next;
+    for (size_t i = 0; i < page.keys.size(); ++i) {
+      auto mark = parse_mark(std::string_view(page.keys[i]).substr(marks().size()));
+      if (!mark) continue;
+      if (last && mark->id > *last) return found;
+      all.emplace_back(page.keys[i], page.modified[i]);
+      Marks& m = found[mark->id];
+      if (mark->held) {
+        m.held = true;
+      } else {
+        m.received = page.keys[i];
+      }
+    }
+  } while (!token.empty());
+  return found;
+}
+
+std::optional<record::Metadata> CloudStorage::Impl::mend_marks(const std::string& id,
+                                                               const Marks& marks, bool stale) {
+  std::string k = key(id);
+  std::optional<record::Metadata> meta;
+  if (marks.received.empty()) {  // written before marks were kept, or its PUT was lost
+    auto obj = message(k);
+    if (!obj) return std::nullopt;
+    record::Message m = record::decode_message(std::move(obj->body), where(k));
+    put_mark(received_mark(id, m.envelope.timestamp));
+    spdlog::info("cloud: {} had no stats mark: marked", id);
+    meta = std::move(m.meta);
+  } else if (stale || marks.held) {
+    if (!(meta = read_metadata(k))) return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  if (meta->hold.has_value() && !marks.held) put_mark(held_mark(id));
+  if (!meta->hold.has_value() && marks.held) remove_mark(held_mark(id));
+  return meta;
+}
+
 size_t CloudStorage::repair_due(std::string& cursor) {
   if (!impl_->has_queue())
     throw NotSupported("CloudStorage without a message queue has no due index");
-  auto page = impl_->s3.list(cursor);
+  // The cursor is the last key (after the prefix) of the page before.
   const std::string& prefix = impl_->s3.prefix();
+  auto page = impl_->s3.list("", "", cursor.empty() ? "" : prefix + cursor);
   Timestamp now = impl_->clock.now();
+  // The last id this page covers; none: to the end (the last page, or the marks begin).
+  std::optional<std::string> last;
+  const bool marks_reached = !page.keys.empty() && page.keys.back().starts_with(impl_->marks());
+  if (!page.next.empty() && !page.keys.empty() && !marks_reached)
+    last = page.keys.back().substr(prefix.size());
+  std::vector<std::pair<std::string, Timestamp>> all_marks;
+  auto marks = impl_->marks_between(cursor, last, all_marks);
+  std::set<std::string> listed;
   size_t announced = 0;
   for (size_t i = 0; i < page.keys.size(); ++i) {
     const std::string& k = page.keys[i];
-    if (!k.starts_with(prefix) || page.modified[i] > now - impl_->stale_after) continue;
     std::string id = k.substr(prefix.size());
     if (!is_valid_id(id)) continue;
+    listed.insert(id);
+    bool stale = page.modified[i] <= now - impl_->stale_after;
     try {
-      auto meta = impl_->read_metadata(k);
-      if (!meta || meta->hold || meta->timestamp > now) continue;  // gone, held or not due
+      auto meta = impl_->mend_marks(id, marks[id], stale);
+      if (!stale || !meta || meta->hold || meta->timestamp > now)
+        continue;  // fresh, gone, held or not due
       announce(id, meta->timestamp);
       ++announced;
       spdlog::info("cloud: {} was due since {:.0f} s and untouched for {:.0f} s: announced again",
@@ -507,8 +671,39 @@ size_t CloudStorage::repair_due(std::string& cursor) {
       spdlog::error("{}; left in place", e.what());
     }
   }
-  cursor = page.next;
+  // A mark whose message this page does not list, and older than any message written
+  // since the listing: its message is gone (a removal that did not finish).
+  for (const auto& [k, modified] : all_marks) {
+    auto mark = parse_mark(std::string_view(k).substr(impl_->marks().size()));
+    if (listed.contains(mark->id) || modified > now - std::min(kMarkGrace, impl_->stale_after))
+      continue;
+    impl_->remove_mark(k);
+    spdlog::info("cloud: {}: its message is gone: deleted", k);
+  }
+  cursor = last.value_or("");
   return announced;
+}
+
+std::optional<QueueStats> CloudStorage::stats() {
+  if (!impl_->has_queue()) return std::nullopt;
+  QueueStats out;
+  std::string token;
+  do {
+    auto page = impl_->s3.list(token, std::string(kMarks));
+    token = page.next;
+    for (const auto& k : page.keys) {
+      auto mark = parse_mark(std::string_view(k).substr(impl_->marks().size()));
+      if (!mark) continue;
+      if (mark->held) {
+        ++out.held;
+      } else {
+        ++out.messages;
+        if (mark->received > 0 && (out.oldest == 0 || mark->received < out.oldest))
+          out.oldest = mark->received;
+      }
+    }
+  } while (!token.empty());
+  return out;
 }
 
 std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {

@@ -91,11 +91,15 @@ bool SimpleStorageService::remove(const std::string& key, const std::string& eta
   return true;
 }
 
-SimpleStorageService::Page SimpleStorageService::list(const std::string& token) {
+SimpleStorageService::Page SimpleStorageService::list(const std::string& token,
+                                                      const std::string& under,
+                                                      const std::string& start_after) {
   // SigV4 signs the query as written: parameters sorted and encoded here.
   std::string query;
   if (!token.empty()) query += "continuation-token=" + cloud::uri_encode(token, true) + "&";
-  query += "list-type=2&prefix=" + cloud::uri_encode(impl_->prefix, true);
+  query += "list-type=2&prefix=" + cloud::uri_encode(impl_->prefix + under, true);
+  if (token.empty() && !start_after.empty())
+    query += "&start-after=" + cloud::uri_encode(start_after, true);
   Response r =
       impl_->http->send(cloud::make_request("GET", impl_->base + "?" + query, "s3", "s3 LIST"));
   if (r.status != 200) impl_->fail(r, "LIST");

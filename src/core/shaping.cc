@@ -5,6 +5,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "core/decimal.h"
 #include "core/destination_state.h"
 #include "slimta/ascii.h"
 #include "slimta/errors.h"
@@ -166,23 +167,18 @@ std::string DestinationState::serialize() const {
     out += '\n';
   };
   std::string out;
-  auto num = [](double v) {
-    char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    return std::string(buf, end);
-  };
   line(out, "next_slot", std::to_string(next_slot));
   for (const auto& [slot, expires] : slots)
-    line(out, "slot", std::to_string(slot) + " " + num(expires));
+    line(out, "slot", std::to_string(slot) + " " + decimal_text(expires));
   line(out, "probe_slot", std::to_string(probe_slot));
-  line(out, "tokens", num(tokens));
-  line(out, "tokens_at", num(tokens_at));
+  line(out, "tokens", decimal_text(tokens));
+  line(out, "tokens_at", decimal_text(tokens_at));
   line(out, "failures", std::to_string(failures));
-  line(out, "down_until", num(down_until));
-  line(out, "suspended_until", num(suspended_until));
+  line(out, "down_until", decimal_text(down_until));
+  line(out, "suspended_until", decimal_text(suspended_until));
   line(out, "suspend_reason", suspend_reason);
   line(out, "last_reply", last_reply);
-  line(out, "last_attempt", num(last_attempt));
+  line(out, "last_attempt", decimal_text(last_attempt));
   return out;
 }
 

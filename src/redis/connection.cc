@@ -674,18 +674,4 @@ std::string reply_string(const redisReply* r, std::string_view what) {
   throw QueueError("unexpected redis reply for " + std::string(what), false);
 }
 
-std::string format_timestamp(double ts) {
-  char buf[64];
-  auto res = std::to_chars(buf, buf + sizeof(buf), ts);
-  return std::string(buf, res.ptr);
-}
-
-std::optional<double> parse_timestamp(std::string_view s) {
-  double v = 0;
-  auto res = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || !std::isfinite(v))
-    return std::nullopt;
-  return v;
-}
-
 }  // namespace slimta::redis

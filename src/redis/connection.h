@@ -277,9 +277,5 @@ class Pool {
 
 // The string of a bulk or status reply; throws QueueError naming `what` otherwise.
 std::string reply_string(const redisReply* r, std::string_view what);
-// Shortest decimal text that reads back as exactly `ts`.
-std::string format_timestamp(double ts);
-// Parses format_timestamp()'s output; nullopt if it is not a number.
-std::optional<double> parse_timestamp(std::string_view s);
 
 }  // namespace slimta::redis

@@ -10,6 +10,7 @@
 #include <charconv>
 #include <string>
 
+#include "core/decimal.h"
 #include "core/destination_state.h"
 #include "redis/connection.h"
 
@@ -128,12 +129,6 @@ return 1
   return s;
 }
 
-std::string seconds_text(double d) {
-  char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d);
-  return std::string(buf, end);
-}
-
 class RedisDestinations : public Destinations {
  public:
   // In a cluster a script's keys must share a slot: every destination's keys carry the
@@ -146,7 +141,7 @@ class RedisDestinations : public Destinations {
   SlotGrant acquire(const std::string& destination, const DestinationLimits& limits,
                     std::chrono::milliseconds lease) override {
     std::string max = std::to_string(limits.max_connections);
-    std::string rate = seconds_text(limits.max_rate);
+    std::string rate = decimal_text(limits.max_rate);
     std::string ms = std::to_string(lease.count());
     Reply r = pool_.run_on(index_, false, [&](Connection& c) {
       return c.eval(acquire_script(), {key(destination), index_}, {destination, max, rate, ms});
@@ -190,8 +185,8 @@ class RedisDestinations : public Destinations {
 
   void release(const std::string& destination, uint64_t slot, bool reachable,
                std::string_view reply, const DownPolicy& down) override {
-    std::string after = std::to_string(down.after), initial = seconds_text(down.initial),
-                max = seconds_text(down.max);
+    std::string after = std::to_string(down.after), initial = decimal_text(down.initial),
+                max = decimal_text(down.max);
     pool_.run_on(index_, false, [&](Connection& c) {
       return c.eval(release_script(), {key(destination)},
                     {std::to_string(slot), reachable ? "1" : "0", reply, after, initial, max});
@@ -199,7 +194,7 @@ class RedisDestinations : public Destinations {
   }
 
   void suspend(const std::string& destination, Timestamp until, std::string_view reason) override {
-    std::string k = key(destination), u = seconds_text(until);
+    std::string k = key(destination), u = decimal_text(until);
     pool_.run_on(index_, true, [&](Connection& c) {
       c.append({"MULTI"});
       c.append({"HSET", k, "suspended_until", u, "suspend_reason", reason});

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <map>
 
+#include "core/decimal.h"
 #include "redis/storage_impl.h"
 
 namespace slimta {
@@ -58,9 +59,8 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
   const std::vector<std::string>& indexes = impl_->due_keys;
   if (indexes.empty()) throw NotSupported("redis cluster without due-slots=: no due-time index");
   const std::string& prefix = options().prefix;
-  std::string until =
-      redis::format_timestamp(now + std::chrono::duration<double>(hand_out).count());
-  std::string at = redis::format_timestamp(now);
+  std::string until = decimal_text(now + std::chrono::duration<double>(hand_out).count());
+  std::string at = decimal_text(now);
   std::map<std::string, std::vector<size_t>> by_master;
   for (size_t i = 0; i < indexes.size(); ++i)
     by_master[impl_->pool.cluster() ? impl_->pool.master_of(redis::key_slot(indexes[i])) : ""]
@@ -78,7 +78,7 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
     std::vector<std::pair<double, size_t>> found;  // score, index
     auto take = [&](const redisReply* r, size_t i) {
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
-        auto score = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
+        auto score = parse_decimal(redis::reply_string(r->element[e + 1], "due"));
         if (score) found.emplace_back(*score, i);
       }
     };
@@ -131,7 +131,7 @@ std::vector<QueueEntry> RedisStorage::do_due(Timestamp now, size_t limit,
       short_of_it = short_of_it || r->elements / 2 < n;
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         std::string key = redis::reply_string(r->element[e], "due");
-        auto ts = redis::parse_timestamp(redis::reply_string(r->element[e + 1], "due"));
+        auto ts = parse_decimal(redis::reply_string(r->element[e + 1], "due"));
         std::string_view id = std::string_view(key).substr(std::min(prefix.size(), key.size()));
         if (!key.starts_with(prefix) || !is_valid_id(id) || !ts) {
           spdlog::warn("redis: {} has a member that names no message: '{}'; dropped", index, key);
@@ -165,7 +165,7 @@ std::optional<QueueStats> RedisStorage::stats() {
     out.messages += static_cast<uint64_t>(std::max<long long>(0, r->element[0]->integer));
     out.held += static_cast<uint64_t>(std::max<long long>(0, r->element[1]->integer));
     if (r->elements == 3) {
-      auto ts = redis::parse_timestamp(redis::reply_string(r->element[2], "received"));
+      auto ts = parse_decimal(redis::reply_string(r->element[2], "received"));
       if (ts && *ts > 0 && (out.oldest == 0 || *ts < out.oldest)) out.oldest = *ts;
     }
   }

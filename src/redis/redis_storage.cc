@@ -53,6 +53,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/decimal.h"
 #include "core/paged_stream.h"
 #include "core/record.h"
 #include "redis/connection.h"
@@ -226,7 +227,7 @@ class RedisStorage::Impl::Stream : public PagedStream {
         if (h->element[2]->type != REDIS_REPLY_NIL) continue;            // taken back
         std::optional<double> ts;
         if (h->element[0]->type == REDIS_REPLY_STRING) {
-          ts = redis::parse_timestamp(std::string_view(h->element[0]->str, h->element[0]->len));
+          ts = parse_decimal(std::string_view(h->element[0]->str, h->element[0]->len));
         }
         if (!ts) {
           ++corrupt_;
@@ -297,9 +298,8 @@ std::string RedisStorage::write(const Envelope& envelope, Timestamp timestamp) {
   record::Metadata meta = record::initial_metadata(envelope, timestamp);
   std::string bytes = record::encode(meta, &envelope);
   std::string key = impl_->key(id);
-  std::string ts = redis::format_timestamp(timestamp);
-  std::string received =
-      redis::format_timestamp(envelope.timestamp > 0 ? envelope.timestamp : timestamp);
+  std::string ts = decimal_text(timestamp);
+  std::string received = decimal_text(envelope.timestamp > 0 ? envelope.timestamp : timestamp);
   std::string rcpts = std::to_string(meta.recipients);
   const std::vector<std::string_view> hset{"HSET",      key, "record",     bytes,
                                            "timestamp", ts,  "attempts",   "0",
@@ -416,7 +416,7 @@ std::shared_ptr<Destinations> RedisStorage::destinations() {
 }
 
 void RedisStorage::do_announce(std::string_view id, Timestamp timestamp) {
-  std::string ts = redis::format_timestamp(timestamp);
+  std::string ts = decimal_text(timestamp);
   impl_->pool.run_on(impl_->stream_of(id), true, [&](Connection& c) {
     impl_->append_notice(c, id, ts);
     return c.read_reply();
@@ -442,7 +442,7 @@ void RedisStorage::do_set_timestamp(std::string_view id, Timestamp timestamp, Fe
   auto replies = record::sorted_replies({deferred.begin(), deferred.end()});
   Reply r =
       impl_->run_script(set_timestamp_script(), id, true,
-                        {std::to_string(fence.token), redis::format_timestamp(timestamp),
+                        {std::to_string(fence.token), decimal_text(timestamp),
                          std::string(last_reply), record::encode_replies(replies),
                          replies.empty() ? std::string() : std::to_string(replies.back().index)});
   check_in_range(script_reply(r, id, fence));
@@ -522,9 +522,9 @@ Lease RedisStorage::do_renew(std::string_view id, Fence fence, std::chrono::mill
 }
 
 void RedisStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
-  script_reply(impl_->run_script(hold_script(), id, true,
-                                 {redis::format_timestamp(since), std::string(reason)}),
-               id, Fence{});
+  script_reply(
+      impl_->run_script(hold_script(), id, true, {decimal_text(since), std::string(reason)}), id,
+      Fence{});
 }
 
 void RedisStorage::do_release_hold(std::string_view id) {
@@ -588,7 +588,7 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
     return std::string_view(f->str, f->len);
   };
   record::Metadata meta = m.meta;
-  auto ts = redis::parse_timestamp(field(1));
+  auto ts = parse_decimal(field(1));
   uint32_t attempts = 0;
   auto a = field(2);
   if (!ts || std::from_chars(a.data(), a.data() + a.size(), attempts).ec != std::errc()) {
@@ -610,7 +610,7 @@ QueuedMessage RedisStorage::do_get(std::string_view id) {
   std::from_chars(t.data(), t.data() + t.size(), token);
   std::from_chars(e.data(), e.data() + e.size(), expires_ms);
   meta.lease = Lease{token, static_cast<double>(expires_ms) / 1000};
-  if (auto since = redis::parse_timestamp(optional_field(6))) {
+  if (auto since = parse_decimal(optional_field(6))) {
     meta.hold = Hold{*since, std::string(optional_field(7))};
   }
   meta.last_reply = optional_field(8);
@@ -651,7 +651,7 @@ bool RedisStorage::Impl::read_notices(Connection& c, size_t i, std::optional<int
       if (name == "id")
         id = value;
       else if (name == "timestamp")
-        ts = redis::parse_timestamp(value);
+        ts = parse_decimal(value);
       else if (name == "writer")
         writer = value;
     }

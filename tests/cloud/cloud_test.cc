@@ -55,15 +55,17 @@ TEST_F(CloudTest, RequestsPerMessageLifecycle) {
   s.get(id);
   s.remove(id);
   auto counts = s.request_counts();
-  // write: 1 PUT + 1 SendMessage (+1 GetQueueUrl only for a queue given by name);
-  // each update: 1 GET + 1 PUT; get: 1 GET; remove: 1 DELETE.
-  EXPECT_EQ(counts["s3 PUT"], 1u + 4u);
+  // write: 1 PUT + its stats() mark's PUT + 1 SendMessage (+1 GetQueueUrl only for a
+  // queue given by name); each update: 1 GET + 1 PUT; get: 1 GET; an unfenced remove
+  // (an operator's): 1 DELETE, a LIST of its marks and a DELETE of its mark.
+  EXPECT_EQ(counts["s3 PUT"], 2u + 4u);
   EXPECT_EQ(counts["s3 GET"], 4u + 1u);
-  EXPECT_EQ(counts["s3 DELETE"], 1u);
+  EXPECT_EQ(counts["s3 DELETE"], 2u);
+  EXPECT_EQ(counts["s3 LIST"], 1u);
   EXPECT_EQ(counts["sqs SendMessage"], 1u);
   uint64_t total = 0;
   for (const auto& [k, v] : counts) total += v;
-  EXPECT_EQ(total, 12u);
+  EXPECT_EQ(total, 15u);
 }
 
 TEST_F(CloudTest, MetadataUpdatesPersistInTheObject) {

@@ -3,8 +3,8 @@
 // the right error class, and nothing acknowledged is lost.
 #include <gtest/gtest.h>
 
-#include "support/fault_server.h"
 #include "slimta/cloud_storage.h"
+#include "support/fault_server.h"
 #include "support/test_util.h"
 
 namespace slimta {
@@ -15,12 +15,20 @@ using Fault = FaultServer::Fault;
 
 class FaultTest : public ::testing::Test {
  protected:
-  CloudStorage storage(double timeout = 2) {
+  AwsOptions aws() {
     AwsOptions aws;
     aws.endpoint = server_.endpoint();
     aws.access_key_id = "test";
     aws.secret_access_key = "test";
-    return CloudStorage(SimpleStorageService("faults", timeout, "p/", aws));
+    return aws;
+  }
+  CloudStorage storage(double timeout = 2) {
+    return CloudStorage(SimpleStorageService("faults", timeout, "p/", aws()));
+  }
+  // With a queue of notices (and so the stats() marks) at the same server.
+  CloudStorage queued_storage() {
+    return CloudStorage(SimpleStorageService("faults", 2, "p/", aws()),
+                        SimpleQueueService(server_.endpoint() + "/123456789012/q", 2, 0.1, aws()));
   }
   size_t count(const std::string& method) {
     size_t n = 0;
@@ -110,18 +118,26 @@ TEST_F(FaultTest, AccessDeniedIsNotRetried) {
 }
 
 TEST_F(FaultTest, SqsThrottlingIsRetried) {
-  AwsOptions aws;
-  aws.endpoint = server_.endpoint();
-  aws.access_key_id = "test";
-  aws.secret_access_key = "test";
-  CloudStorage s(SimpleStorageService("faults", 2, "p/", aws),
-                 SimpleQueueService(server_.endpoint() + "/123456789012/q", 2, 0.1, aws));
+  CloudStorage s = queued_storage();
   server_.add_fault(Fault::pass());  // the PUT
+  server_.add_fault(Fault::pass());  // its stats() mark's PUT
   server_.add_fault(Fault::status_code(
       400, R"({"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"})"));
   std::string id = s.write(testing::sample_envelope(), 1);
   EXPECT_EQ(s.request_counts()["sqs SendMessage"], 2u);
   EXPECT_EQ(s.get(id).timestamp, 1);
+}
+
+// The stats() mark is beside the message, not part of it: a write whose mark's PUT is
+// refused is still stored and answered (the sweep marks it later).
+TEST_F(FaultTest, AWriteWhoseMarkIsRefusedIsStoredAndAnswered) {
+  CloudStorage s = queued_storage();
+  server_.add_fault(Fault::pass());  // the PUT
+  server_.add_fault(Fault::status_code(403, "<Error><Code>AccessDenied</Code></Error>"));
+  std::string id = s.write(testing::sample_envelope(), 1);
+  EXPECT_EQ(s.get(id).timestamp, 1);
+  EXPECT_EQ(server_.objects().size(), 1u);  // the message, and no mark
+  EXPECT_EQ(s.request_counts()["sqs SendMessage"], 1u);
 }
 
 }  // namespace

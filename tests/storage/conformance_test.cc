@@ -211,7 +211,7 @@ const Backend kBackends[] = {
        return std::unique_ptr<Location>(new RedisLocation(o));
      },
      true, false, true, false, true},
-    {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true, false,
+    {"cloud", [] { return std::unique_ptr<Location>(new CloudLocation); }, false, true, false, true,
      true},
 };
 
