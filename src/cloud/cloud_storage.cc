@@ -30,15 +30,10 @@
 //   message costs no S3 request; a notice lost (SendMessage failed after the PUT) is
 //   found by the sweep (repair_due), which reads only objects not rewritten for
 //   `stale_after`: a message being attempted is rewritten at every attempt.
-// * With SQS, stats() counts marks, not messages: an empty object PREFIX~stats~ID-rTIME
-//   per message (TIME its receipt) and PREFIX~stats~ID-h per held one, so a LIST of
-//   PREFIX~stats~ counts the queue, its held messages and its oldest without reading
-//   any (S3 keeps no count, and a LIST shows no object's metadata). A mark is PUT after
-//   the message's own write and DELETEd after its removal, so a crash leaves a message
-//   without its mark or a mark without its message: the sweep puts right the marks of
-//   each page of messages it lists. '~' sorts after every id character, so the marks
-//   list after every message; in a mark the id's '-' is written '.', so that the '-'
-//   after it sorts first and the marks list in the order of their ids.
+// * With SQS, stats() counts marks, not messages (cloud/stats_marks.h). A mark is PUT
+//   after the message's own write and DELETEd after its removal, so a crash leaves a
+//   message without its mark or a mark without its message: the sweep puts right the
+//   marks of each page of messages it lists.
 #include "slimta/cloud_storage.h"
 
 #include <spdlog/spdlog.h>
@@ -55,8 +50,8 @@
 #include <unordered_map>
 
 #include "cloud/http.h"
+#include "cloud/stats_marks.h"
 #include "core/counters_text.h"
-#include "core/decimal.h"
 #include "core/metadata_ops.h"
 #include "core/paged_stream.h"
 #include "core/record.h"
@@ -69,39 +64,9 @@ namespace {
 constexpr int kMaxCasRounds = 64;
 // The body of a tombstone: never a record (doc/format.md records start otherwise).
 constexpr std::string_view kTombstone = "slimta: a write taken back\n";
-// Where the stats() marks are, under the prefix; a mark is ID-rTIME or ID-h.
-constexpr std::string_view kMarks = "~stats~";
 // How long a mark without its message is left alone by the sweep (or `stale_after`, if
 // shorter): it may be the mark of a message written since the sweep listed the messages.
 constexpr double kMarkGrace = 60;
-
-struct Mark {
-  std::string id;
-  bool held = false;
-  Timestamp received = 0;  // of a receipt mark
-};
-// An id as its marks write it: '-' as '.', keeping the order of ids.
-std::string mark_id(std::string_view id) {
-  std::string out(id);
-  std::replace(out.begin(), out.end(), '-', '.');
-  return out;
-}
-// The mark that `name` (the key after PREFIX~stats~) names; nullopt if none.
-std::optional<Mark> parse_mark(std::string_view name) {
-  size_t dash = name.find('-');
-  if (dash == std::string_view::npos) return std::nullopt;
-  std::string id(name.substr(0, dash));
-  std::replace(id.begin(), id.end(), '.', '-');
-  if (!is_valid_id(id)) return std::nullopt;
-  std::string_view kind = name.substr(dash + 1);
-  Mark mark{std::move(id), kind == "h", 0};
-  if (mark.held) return mark;
-  if (!kind.starts_with("r")) return std::nullopt;
-  auto t = parse_decimal(kind.substr(1));
-  if (!t) return std::nullopt;
-  mark.received = *t;
-  return mark;
-}
 
 }  // namespace
 
@@ -186,49 +151,11 @@ struct CloudStorage::Impl {
 
   std::string key(std::string_view id) const { return s3.prefix() + std::string(id); }
 
-  // The stats() marks, kept with a message queue (doc/format.md).
-  std::string marks() const { return s3.prefix() + std::string(kMarks); }
-  std::string received_mark(std::string_view id, Timestamp received) const {
-    return marks() + mark_id(id) + "-r" + decimal_text(received);
-  }
-  std::string held_mark(std::string_view id) const { return marks() + mark_id(id) + "-h"; }
-  // PUT (an empty object; already there is done) or DELETE a mark. A failure is logged,
-  // not raised: the message's own change is made, and the sweep puts the mark right.
-  void put_mark(const std::string& k) {
-    try {
-      s3.put(k, "", "");
-    } catch (const QueueError& e) {
-      spdlog::warn("cloud: could not store the mark {} (the sweep will): {}", k, e.what());
-    }
-  }
-  void remove_mark(const std::string& k) {
-    try {
-      s3.remove(k);
-    } catch (const QueueError& e) {
-      spdlog::warn("cloud: could not delete the mark {} (the sweep will): {}", k, e.what());
-    }
-  }
-  // The marks of `id` (a LIST), removed: for a removal that did not read the message.
-  void remove_marks(std::string_view id) {
-    try {
-      auto page = s3.list("", std::string(kMarks) + mark_id(id) + "-");
-      for (const auto& k : page.keys) remove_mark(k);
-    } catch (const QueueError& e) {
-      spdlog::warn("cloud: {}: could not list its marks (the sweep will): {}", id, e.what());
-    }
-  }
-  struct Marks {
-    std::string received;  // its key; "" if none
-    bool held = false;
-  };
-  // The marks of ids after `after` ("": from the first) up to `last` (none: to the end),
-  // each with its LastModified.
-  std::map<std::string, Marks> marks_between(const std::string& after,
-                                             const std::optional<std::string>& last,
-                                             std::vector<std::pair<std::string, Timestamp>>& all);
+  cloud::StatsMarks marks{s3};  // kept with a message queue
   // Puts right the marks of one message of the sweep's page. Returns its metadata when
   // it read it (to see whether the message is due), nullopt when not or it is gone.
-  std::optional<record::Metadata> mend_marks(const std::string& id, const Marks& marks, bool stale);
+  std::optional<record::Metadata> mend_marks(const std::string& id,
+                                             const cloud::StatsMarks::Of& found, bool stale);
   // The message object at `k` (or its first `max_bytes`); nullopt if none, or a tombstone.
   std::optional<SimpleStorageService::Object> message(const std::string& k, size_t max_bytes = 0) {
     auto obj = s3.get(k, max_bytes);
@@ -313,7 +240,7 @@ class CloudStorage::Impl::Stream : public PagedStream {
     const std::string& prefix = impl_.s3.prefix();
     std::vector<std::string> ids;
     for (const auto& k : page.keys) {
-      if (k.starts_with(impl_.marks())) {  // the marks list last: every message was listed
+      if (k.starts_with(impl_.marks.first())) {  // the marks list last: every message was listed
         token_.clear();
         break;
       }
@@ -406,7 +333,7 @@ std::string CloudStorage::write(const Envelope& envelope, Timestamp timestamp) {
       throw QueueError("S3: message " + id + " was not stored (" + e.what() + ")", true);
   }
   if (impl_->has_queue()) {
-    impl_->put_mark(impl_->received_mark(id, envelope.timestamp));
+    impl_->marks.put(impl_->marks.received(id, envelope.timestamp));
     try {
       impl_->queue_of(id).queue_message(id, timestamp, impl_->seconds_until(timestamp));
     } catch (const QueueError& e) {
@@ -468,7 +395,7 @@ Lease CloudStorage::do_renew(std::string_view id, Fence fence, std::chrono::mill
 void CloudStorage::do_hold(std::string_view id, std::string_view reason, Timestamp since) {
   impl_->update(id, record::ops::hold(reason, since));
   if (impl_->has_queue()) {
-    impl_->put_mark(impl_->held_mark(id));
+    impl_->marks.put(impl_->marks.held(id));
     impl_->drop_notice(id);
   }
 }
@@ -487,7 +414,7 @@ void CloudStorage::do_release_hold(std::string_view id) {
     return record::ops::release_hold()(m);
   });
   if (!was_held) return;
-  if (impl_->has_queue()) impl_->remove_mark(impl_->held_mark(id));
+  if (impl_->has_queue()) impl_->marks.remove(impl_->marks.held(id));
   announce(id, next);  // its notice went when it was held
 }
 
@@ -523,7 +450,7 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
   std::string k = impl_->key(id);
   if (fence.token == 0) {
     impl_->s3.remove(k);
-    if (impl_->has_queue()) impl_->remove_marks(id);
+    if (impl_->has_queue()) impl_->marks.remove_all(id);
   } else {
     // GET, check the fence, DELETE If-Match: a claim in between changes the ETag.
     std::optional<record::Message> removed;
@@ -535,8 +462,8 @@ void CloudStorage::do_remove(std::string_view id, Fence fence) {
       return impl_->s3.remove(k, obj->etag);
     });
     if (removed && impl_->has_queue()) {
-      impl_->remove_mark(impl_->received_mark(id, removed->envelope.timestamp));
-      if (removed->meta.hold) impl_->remove_mark(impl_->held_mark(id));
+      impl_->marks.remove(impl_->marks.received(id, removed->envelope.timestamp));
+      if (removed->meta.hold) impl_->marks.remove(impl_->marks.held(id));
     }
   }
   if (impl_->has_queue()) impl_->drop_notice(id);
@@ -590,50 +517,25 @@ std::vector<QueueEntry> CloudStorage::do_due(Timestamp now, size_t limit,
   return out;
 }
 
-std::map<std::string, CloudStorage::Impl::Marks> CloudStorage::Impl::marks_between(
-    const std::string& after, const std::optional<std::string>& last,
-    std::vector<std::pair<std::string, Timestamp>>& all) {
-  std::map<std::string, Marks> found;
-  // Past every mark of `after` ('~' sorts after both kinds), so from the next id's.
-  std::string from = after.empty() ? "" : marks() + mark_id(after) + "-~";
-  std::string token;
-  do {
-    auto page = s3.list(token, std::string(kMarks), from);
-    token = page.next;
-    for (size_t i = 0; i < page.keys.size(); ++i) {
-      auto mark = parse_mark(std::string_view(page.keys[i]).substr(marks().size()));
-      if (!mark) continue;
-      if (last && mark->id > *last) return found;
-      all.emplace_back(page.keys[i], page.modified[i]);
-      Marks& m = found[mark->id];
-      if (mark->held) {
-        m.held = true;
-      } else {
-        m.received = page.keys[i];
-      }
-    }
-  } while (!token.empty());
-  return found;
-}
-
 std::optional<record::Metadata> CloudStorage::Impl::mend_marks(const std::string& id,
-                                                               const Marks& marks, bool stale) {
+                                                               const cloud::StatsMarks::Of& found,
+                                                               bool stale) {
   std::string k = key(id);
   std::optional<record::Metadata> meta;
-  if (marks.received.empty()) {  // written before marks were kept, or its PUT was lost
+  if (found.received.empty()) {  // written before marks were kept, or its PUT was lost
     auto obj = message(k);
     if (!obj) return std::nullopt;
     record::Message m = record::decode_message(std::move(obj->body), where(k));
-    put_mark(received_mark(id, m.envelope.timestamp));
+    marks.put(marks.received(id, m.envelope.timestamp));
     spdlog::info("cloud: {} had no stats mark: marked", id);
     meta = std::move(m.meta);
-  } else if (stale || marks.held) {
+  } else if (stale || found.held) {
     if (!(meta = read_metadata(k))) return std::nullopt;
   } else {
     return std::nullopt;
   }
-  if (meta->hold.has_value() && !marks.held) put_mark(held_mark(id));
-  if (!meta->hold.has_value() && marks.held) remove_mark(held_mark(id));
+  if (meta->hold.has_value() && !found.held) marks.put(marks.held(id));
+  if (!meta->hold.has_value() && found.held) marks.remove(marks.held(id));
   return meta;
 }
 
@@ -646,11 +548,11 @@ size_t CloudStorage::repair_due(std::string& cursor) {
   Timestamp now = impl_->clock.now();
   // The last id this page covers; none: to the end (the last page, or the marks begin).
   std::optional<std::string> last;
-  const bool marks_reached = !page.keys.empty() && page.keys.back().starts_with(impl_->marks());
+  const bool marks_reached =
+      !page.keys.empty() && page.keys.back().starts_with(impl_->marks.first());
   if (!page.next.empty() && !page.keys.empty() && !marks_reached)
     last = page.keys.back().substr(prefix.size());
-  std::vector<std::pair<std::string, Timestamp>> all_marks;
-  auto marks = impl_->marks_between(cursor, last, all_marks);
+  cloud::StatsMarks::Listed marks = impl_->marks.between(cursor, last);
   std::set<std::string> listed;
   size_t announced = 0;
   for (size_t i = 0; i < page.keys.size(); ++i) {
@@ -660,7 +562,7 @@ size_t CloudStorage::repair_due(std::string& cursor) {
     listed.insert(id);
     bool stale = page.modified[i] <= now - impl_->stale_after;
     try {
-      auto meta = impl_->mend_marks(id, marks[id], stale);
+      auto meta = impl_->mend_marks(id, marks.by_id[id], stale);
       if (!stale || !meta || meta->hold || meta->timestamp > now)
         continue;  // fresh, gone, held or not due
       announce(id, meta->timestamp);
@@ -673,11 +575,11 @@ size_t CloudStorage::repair_due(std::string& cursor) {
   }
   // A mark whose message this page does not list, and older than any message written
   // since the listing: its message is gone (a removal that did not finish).
-  for (const auto& [k, modified] : all_marks) {
-    auto mark = parse_mark(std::string_view(k).substr(impl_->marks().size()));
-    if (listed.contains(mark->id) || modified > now - std::min(kMarkGrace, impl_->stale_after))
+  for (const auto& [k, modified] : marks.keys) {
+    if (listed.contains(*impl_->marks.id_of(k)) ||
+        modified > now - std::min(kMarkGrace, impl_->stale_after))
       continue;
-    impl_->remove_mark(k);
+    impl_->marks.remove(k);
     spdlog::info("cloud: {}: its message is gone: deleted", k);
   }
   cursor = last.value_or("");
@@ -686,24 +588,7 @@ size_t CloudStorage::repair_due(std::string& cursor) {
 
 std::optional<QueueStats> CloudStorage::stats() {
   if (!impl_->has_queue()) return std::nullopt;
-  QueueStats out;
-  std::string token;
-  do {
-    auto page = impl_->s3.list(token, std::string(kMarks));
-    token = page.next;
-    for (const auto& k : page.keys) {
-      auto mark = parse_mark(std::string_view(k).substr(impl_->marks().size()));
-      if (!mark) continue;
-      if (mark->held) {
-        ++out.held;
-      } else {
-        ++out.messages;
-        if (mark->received > 0 && (out.oldest == 0 || mark->received < out.oldest))
-          out.oldest = mark->received;
-      }
-    }
-  } while (!token.empty());
-  return out;
+  return impl_->marks.count();
 }
 
 std::vector<QueueEntry> CloudStorage::do_wait(std::chrono::milliseconds timeout) {

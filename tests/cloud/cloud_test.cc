@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cloud/http.h"
+#include "cloud/stats_marks.h"
 #include "support/moto_server.h"
 #include "support/test_util.h"
 
@@ -113,6 +114,32 @@ TEST_F(CloudTest, LoadFollowsListPagesAndSkipsOtherKeys) {
   EXPECT_EQ(loaded, written);
   size_t lists = s.request_counts()["s3 LIST"];
   EXPECT_GE(lists, 2u);
+}
+
+// The marks list in the order of their ids, as the messages do, even where one id is
+// the start of another followed by '-' (which sorts before '.'): what lets the sweep
+// walk messages and marks side by side.
+TEST_F(CloudTest, StatsMarksListInTheOrderOfTheirIds) {
+  SimpleStorageService s3("cloudtest", 30, prefix_, server_->aws());
+  cloud::StatsMarks marks(s3);
+  const std::vector<std::string> ids{"ab", "ab-c", "ab.", "ab0", "ab_-", "b"};
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] == "ab.") continue;  // not an id: no mark
+    marks.put(marks.received(ids[i], 1000.5 * static_cast<double>(i + 1)));
+  }
+  marks.put(marks.held("ab-c"));
+  std::vector<std::string> order;
+  for (const auto& [key, modified] : marks.between("", std::nullopt).keys)
+    order.push_back(*marks.id_of(key));
+  EXPECT_EQ(order, (std::vector<std::string>{"ab", "ab-c", "ab-c", "ab0", "ab_-", "b"}));
+  auto middle = marks.between("ab", std::string("ab0"));
+  EXPECT_EQ(middle.keys.size(), 3u);
+  EXPECT_TRUE(middle.by_id.at("ab-c").held);
+  EXPECT_EQ(middle.by_id.at("ab0").received, marks.received("ab0", 4002));
+  EXPECT_EQ(marks.count(), (QueueStats{5, 1, 1000.5}));
+  marks.remove_all("ab-c");
+  EXPECT_EQ(marks.count(), (QueueStats{4, 0, 1000.5}));
+  EXPECT_FALSE(marks.id_of(prefix_ + "ab").has_value());  // a message's key is no mark
 }
 
 TEST_F(CloudTest, WithoutAQueueWaitIsNotSupported) {
