@@ -57,14 +57,17 @@ uint64_t read_log(FileSystem& fs, int fd, const std::string& path,
   return offset;
 }
 
-GroupLog::GroupLog(FileSystem& fs, int dirfd, const std::string& name, const std::string& path)
+GroupLog::GroupLog(FileSystem& fs, int dirfd, const std::string& name, const std::string& path,
+                   const std::function<void(uint64_t, std::string_view)>& each)
     : fs_(fs), path_(path) {
   fd_ = posix::open_at(fs_, dirfd, name, O_RDWR | O_CLOEXEC, 0, path_, /*missing_ok=*/true);
   if (!fd_) {
     fd_ = posix::open_at(fs_, dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0640, path_);
     posix::sync_all(fs_, dirfd, path_ + " (its directory)");
   }
-  end_ = read_log(fs_, fd_.get(), path_, [](uint64_t, std::string_view) {});
+  end_ = read_log(fs_, fd_.get(), path_, [&](uint64_t offset, std::string_view record) {
+    if (each) each(offset, record);
+  });
   if (static_cast<uint64_t>(posix::file_size(fs_, fd_.get(), path_)) != end_) {
     // A torn tail: cut off, and the cut made durable before anything is appended
     // after it (else a crash could bring the torn bytes back between two records).
@@ -75,18 +78,18 @@ GroupLog::GroupLog(FileSystem& fs, int dirfd, const std::string& name, const std
   durable_ = end_;
 }
 
-uint64_t GroupLog::append(std::string_view record) {
+GroupLog::Written GroupLog::write(std::string_view record) {
   if (record.size() > std::numeric_limits<uint32_t>::max())
     throw InvalidArgument("a record of " + std::to_string(record.size()) +
                           " bytes is over the log's 4 GiB limit");
   std::string frame = frame_header(record);
   frame.append(record);
-  std::unique_lock lock(mu_);
+  std::lock_guard lock(mu_);
   if (!poisoned_.empty()) throw QueueError(poisoned_, true);
   // Written under the lock, so that frames lie in the order of their offsets and a sync
   // that begins covers every frame before end_. Copying into the page cache is short
   // next to a sync, which is made with the lock released. Bytes of a frame left part
-  // written by an error lie past end_: the next append writes over them, and a reader
+  // written by an error lie past end_: the next write goes over them, and a reader
   // stops at them meanwhile, so there is nothing to undo.
   const uint64_t offset = end_;
   for (size_t done = 0; done < frame.size();) {
@@ -98,8 +101,12 @@ uint64_t GroupLog::append(std::string_view record) {
   }
   end_ += frame.size();
   ++stats_.appends;
-  const uint64_t mine = end_;
-  while (durable_ < mine) {
+  return {offset, end_};
+}
+
+void GroupLog::wait_durable(uint64_t end) {
+  std::unique_lock lock(mu_);
+  while (durable_ < end) {
     if (!poisoned_.empty()) throw QueueError(poisoned_, true);
     if (syncing_) {
       synced_.wait(lock);  // the sync under way, or the next, covers this frame
@@ -121,7 +128,25 @@ uint64_t GroupLog::append(std::string_view record) {
     }
     synced_.notify_all();
   }
-  return offset;
+}
+
+uint64_t GroupLog::append(std::string_view record) {
+  const Written at = write(record);
+  wait_durable(at.end);
+  return at.offset;
+}
+
+std::string GroupLog::read(uint64_t offset) const {
+  const std::string where = path_ + " at offset " + std::to_string(offset);
+  std::string header =
+      posix::read_at(fs_, fd_.get(), kFrameHeader, static_cast<off_t>(offset), path_);
+  if (header.size() < kFrameHeader) throw CorruptRecord("no whole record in " + where);
+  const uint32_t len = get_u32(header);
+  std::string payload =
+      posix::read_at(fs_, fd_.get(), len, static_cast<off_t>(offset + kFrameHeader), path_);
+  if (payload.size() != len || checksum(payload) != get_u32(std::string_view(header).substr(4)))
+    throw CorruptRecord("no whole record in " + where + " (cut short, or its checksum is wrong)");
+  return payload;
 }
 
 uint64_t GroupLog::size() const {

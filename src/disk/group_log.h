@@ -37,14 +37,32 @@ class GroupLog {
   // Opens `name` in directory `dirfd` (`path` names it in errors), creating it (and
   // syncing the directory, so that the new entry is durable) if it is not there, and
   // cuts a torn tail off. Throws QueueError.
-  GroupLog(FileSystem& fs, int dirfd, const std::string& name, const std::string& path);
+  // `each`, if given, is called for every whole record found (its frame's offset and
+  // the record), in order, as read_log() would.
+  GroupLog(FileSystem& fs, int dirfd, const std::string& name, const std::string& path,
+           const std::function<void(uint64_t, std::string_view)>& each = {});
   GroupLog(const GroupLog&) = delete;
   GroupLog& operator=(const GroupLog&) = delete;
 
-  // Appends one record and returns its frame's offset once it is durable: a writer
-  // waits at most for the sync under way and the next. Thread-safe. Throws QueueError
-  // (the record may or may not be in the file: a reader of it after a reopen decides).
+  // Writes one record after every record written before, and returns where its frame
+  // lies; it is durable once wait_durable(end) returned. Thread-safe. Throws QueueError
+  // (nothing is reported written; bytes left part written lie past the end, where the
+  // next record goes).
+  struct Written {
+    uint64_t offset = 0;  // of the frame
+    uint64_t end = 0;     // just past it
+  };
+  Written write(std::string_view record);
+  // Returns once every frame before `end` is durable: a caller waits at most for the
+  // sync under way and the next, which it makes if no one else does. Throws QueueError
+  // once a sync failed (the log is poisoned).
+  void wait_durable(uint64_t end);
+  // write() then wait_durable(): returns the frame's offset once the record is durable.
   uint64_t append(std::string_view record);
+
+  // The record whose frame is at `offset` (from write() or read_log()). Throws
+  // CorruptRecord unless a whole, valid frame is there, QueueError if it cannot be read.
+  std::string read(uint64_t offset) const;
 
   // Bytes in the file, whole records only; and how many appends and syncs were made.
   uint64_t size() const;

@@ -145,4 +145,26 @@ bool unlink_at(FileSystem& fs, int dirfd, const std::string& name, const std::st
   io_error("unlink", path, errno);
 }
 
+DirHandle::DirHandle(Fd fd) : dir_(::fdopendir(fd.get())) {
+  if (dir_) fd.release();
+}
+
+DirHandle::~DirHandle() {
+  if (dir_) ::closedir(dir_);
+}
+
+std::string DirHandle::next(const std::string& path) {
+  if (!dir_) io_error("opendir", path, EBADF);
+  while (true) {
+    errno = 0;
+    dirent* e = ::readdir(dir_);
+    if (!e) {
+      if (errno != 0) io_error("readdir", path, errno);
+      return {};
+    }
+    std::string_view name = e->d_name;
+    if (name != "." && name != "..") return std::string(name);
+  }
+}
+
 }  // namespace slimta::posix

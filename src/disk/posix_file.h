@@ -3,6 +3,7 @@
 // one place, io_error().
 #pragma once
 
+#include <dirent.h>
 #include <sys/types.h>
 
 #include <initializer_list>
@@ -62,5 +63,20 @@ void sync_all(FileSystem& fs, int fd, const std::string& path);   // fsync (dire
 bool lock(FileSystem& fs, int fd, bool exclusive, bool nonblocking, const std::string& path);
 // unlinkat(); true if something was removed, false if it was not there.
 bool unlink_at(FileSystem& fs, int dirfd, const std::string& name, const std::string& path);
+
+// A directory being read (readdir: it changes nothing, so it is not a FileSystem call).
+class DirHandle {
+ public:
+  explicit DirHandle(Fd fd);
+  ~DirHandle();
+  DirHandle(const DirHandle&) = delete;
+  DirHandle& operator=(const DirHandle&) = delete;
+  // The next entry's name (never "." or ".."), or empty at the end. `path` names the
+  // directory in errors.
+  std::string next(const std::string& path);
+
+ private:
+  DIR* dir_ = nullptr;
+};
 
 }  // namespace slimta::posix

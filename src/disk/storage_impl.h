@@ -4,7 +4,6 @@
 
 #include "slimta/disk_storage.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -35,6 +34,8 @@
 
 namespace slimta {
 
+using posix::DirHandle;
+
 inline constexpr std::string_view kFormat = "slimta-spool 1\n";
 inline constexpr const char* kSubdirs[] = {"msg",     "meta",  "tmp",
                                            "corrupt", "nudge", "destinations"};
@@ -48,31 +49,6 @@ inline constexpr const char* kLeaseXattr = "user.slimta.lease";
 
 // What a look at msg/ID found.
 enum class Probe { kOk, kGone, kInProgress, kCorrupt };
-
-struct DirHandle {
-  DIR* dir = nullptr;
-  explicit DirHandle(posix::Fd fd) : dir(::fdopendir(fd.get())) {
-    if (dir) fd.release();
-  }
-  ~DirHandle() {
-    if (dir) ::closedir(dir);
-  }
-  DirHandle(const DirHandle&) = delete;
-  DirHandle& operator=(const DirHandle&) = delete;
-  // The next entry name, or empty at the end.
-  std::string next(const std::string& path) {
-    while (true) {
-      errno = 0;
-      dirent* e = ::readdir(dir);
-      if (!e) {
-        if (errno != 0) posix::io_error("readdir", path, errno);
-        return {};
-      }
-      std::string_view name = e->d_name;
-      if (name != "." && name != "..") return std::string(name);
-    }
-  }
-};
 
 inline bool same_file(disk::FileSystem& fs, int fd, int dirfd, const std::string& name) {
   struct stat a, b;
