@@ -13,7 +13,7 @@
 namespace slimta::disk {
 namespace {
 
-constexpr size_t kFrameHeader = 8;
+constexpr size_t kFrameHeader = kFrameHeaderBytes;
 
 using big_endian::get_u32;
 using big_endian::put_u32;

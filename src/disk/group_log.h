@@ -91,7 +91,9 @@ class GroupLog {
 uint64_t read_log(FileSystem& fs, int fd, const std::string& path,
                   const std::function<void(uint64_t, std::string_view)>& each);
 
-// The 8-byte frame header of `payload`.
+// The 8-byte frame header of `payload`, and the bytes of its whole frame.
 std::string frame_header(std::string_view payload);
+inline constexpr uint64_t kFrameHeaderBytes = 8;
+inline uint64_t frame_size(std::string_view payload) { return kFrameHeaderBytes + payload.size(); }
 
 }  // namespace slimta::disk

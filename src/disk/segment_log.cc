@@ -44,7 +44,7 @@ SegmentLog::SegmentLog(FileSystem& fs, int dirfd, std::string path, uint64_t seg
   if (found.empty()) found.push_back(1);
   for (uint64_t seq : found) {
     open_segment(seq, [&](uint64_t offset, std::string_view record) {
-      replay(Location{seq, offset, offset + frame_header(record).size() + record.size()}, record);
+      replay(Location{seq, offset, offset + frame_size(record)}, record);
     });
   }
 }
@@ -70,8 +70,7 @@ SegmentLog::Location SegmentLog::write(std::string_view record) {
   auto newest = std::prev(segments_.end());
   uint64_t seq = newest->first;
   std::shared_ptr<GroupLog> log = newest->second;
-  if (log->size() > 0 &&
-      log->size() + frame_header(record).size() + record.size() > segment_bytes_) {
+  if (log->size() > 0 && log->size() + frame_size(record) > segment_bytes_) {
     // Sealed durable whole before the next segment takes a record: one order.
     log->wait_durable(log->size());
     log = open_segment(++seq);
@@ -103,6 +102,18 @@ std::vector<uint64_t> SegmentLog::sealed() const {
 uint64_t SegmentLog::newest() const {
   std::lock_guard lock(mu_);
   return segments_.rbegin()->first;
+}
+
+void SegmentLog::scan(uint64_t seq, const Replay& each) const {
+  {
+    std::lock_guard lock(mu_);
+    if (!segments_.contains(seq)) return;
+  }
+  const std::string name = segment_name(seq);
+  posix::Fd fd = posix::open_at(fs_, dirfd_, name, O_RDONLY | O_CLOEXEC, 0, path_ + "/" + name);
+  read_log(fs_, fd.get(), path_ + "/" + name, [&](uint64_t offset, std::string_view record) {
+    each(Location{seq, offset, offset + frame_size(record)}, record);
+  });
 }
 
 uint64_t SegmentLog::size(uint64_t seq) const {

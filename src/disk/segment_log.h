@@ -61,6 +61,9 @@ class SegmentLog {
   // The segments that take no more records, oldest first; and the one that does.
   std::vector<uint64_t> sealed() const;
   uint64_t newest() const;
+  // Calls `each` for every record of a segment, in order, reading its file (nothing if
+  // there is no such segment). Throws QueueError.
+  void scan(uint64_t segment, const Replay& each) const;
   // The bytes of whole records in a segment (0 if there is no such segment).
   uint64_t size(uint64_t segment) const;
   // Deletes a sealed segment, durably (the directory is synced). InvalidArgument for
