@@ -26,6 +26,7 @@
 
 #include "bench_util.h"
 #include "disk/group_log.h"
+#include "disk/log_store.h"
 #include "slimta/disk_storage.h"
 #include "support/test_util.h"
 
@@ -130,6 +131,117 @@ int main(int argc, char** argv) {
                           {"append_16_writers_vs_raw_fsync", g16 / raw},
                           {"syncs_per_append_1_writer", s1},
                           {"syncs_per_append_16_writers", s16}};
+    }
+
+    {
+      // The log store (src/disk/log_store.h): puts of message records, then whole
+      // lifecycles (put, two metadata changes, removal) with a compaction running beside
+      // them, then a start that rebuilds the index of `messages` messages.
+      Envelope sample = slimta::testing::sample_envelope(1, size);
+      const std::string record =
+          slimta::record::encode(slimta::record::initial_metadata(sample, 0), &sample);
+      auto& fs = slimta::disk::posix_file_system();
+      const std::string log_dir = dir + "/log-store";
+      auto fresh = [&] {
+        std::filesystem::remove_all(log_dir);
+        std::filesystem::create_directories(log_dir);
+        return slimta::posix::Fd(::open(log_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      };
+      auto open = [&](const slimta::posix::Fd& fd) {
+        return std::make_unique<slimta::disk::LogStore>(fs, fd.get(), log_dir,
+                                                        slimta::disk::LogStore::Options{});
+      };
+      std::atomic<uint64_t> seq{0};
+      auto next_id = [&] { return "b" + std::to_string(seq++); };
+      double raw1 = raw_fsync_rate(dir, seconds, record.size() + 8);
+      auto puts = [&](int writers) {
+        auto fd = fresh();
+        auto store = open(fd);
+        double r = slimta::bench::rate(writers, seconds, [&](int, size_t) {
+          store->put(next_id(), record);
+          return true;
+        });
+        auto stats = store->stats();
+        return std::pair{r, static_cast<double>(stats.syncs) / static_cast<double>(stats.messages)};
+      };
+      auto [p1, s1] = puts(1);
+      auto [p16, s16] = puts(16);
+      double raw2 = raw_fsync_rate(dir, seconds, record.size() + 8);
+      double raw = (raw1 + raw2) / 2;
+      // Lifecycles at 16 writers, a compactor beside them.
+      auto fd = fresh();
+      auto store = open(fd);
+      std::atomic<bool> done{false};
+      std::atomic<size_t> compacted{0};
+      std::thread compactor([&] {
+        while (!done) {
+          compacted += store->compact(0.5);
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      });
+      const uint64_t first = seq.load();
+      double lifecycles = slimta::bench::rate(16, seconds, [&](int, size_t) {
+        std::string id = next_id();
+        store->put(id, record);
+        for (uint32_t attempt = 1; attempt <= 2; ++attempt) {
+          store->update(id, [&](slimta::record::Metadata& m) {
+            m.attempts = attempt;
+            return true;
+          });
+        }
+        store->remove(id);
+        return true;
+      });
+      done = true;
+      compactor.join();
+      auto lifecycle_stats = store->stats();
+      store.reset();
+      // A start over `messages` messages stored.
+      fd = fresh();
+      store = open(fd);
+      std::vector<std::thread> fillers;
+      std::atomic<size_t> filled{0};
+      for (int t = 0; t < 16; ++t) {
+        fillers.emplace_back([&] {
+          for (size_t i; (i = filled++) < messages;) store->put(next_id(), record);
+        });
+      }
+      for (auto& f : fillers) f.join();
+      const uint64_t stored = store->stats().messages;
+      store.reset();
+      auto start = Clock::now();
+      store = open(fd);
+      double start_s = seconds_since(start);
+      if (store->stats().messages != stored) throw std::runtime_error("the start lost messages");
+      store->checkpoint();
+      store.reset();
+      start = Clock::now();
+      store = open(fd);
+      double checkpoint_start_s = seconds_since(start);
+      if (store->stats().messages != stored || !store->stats().from_checkpoint)
+        throw std::runtime_error("the start from the checkpoint lost messages");
+      out["log_store"] = {
+          {"record_bytes", record.size()},
+          {"raw_fsync_per_s", {{"before", raw1}, {"after", raw2}, {"mean", raw}}},
+          {"put_1_writer_per_s", p1},
+          {"put_16_writers_per_s", p16},
+          {"put_1_writer_vs_raw_fsync", p1 / raw},
+          {"put_16_writers_vs_raw_fsync", p16 / raw},
+          {"syncs_per_put_1_writer", s1},
+          {"syncs_per_put_16_writers", s16},
+          {"lifecycles_16_writers_per_s", lifecycles},
+          {"syncs_per_lifecycle_16_writers",
+           static_cast<double>(lifecycle_stats.syncs) / static_cast<double>(seq.load() - first)},
+          {"segments_compacted_meanwhile", compacted.load()},
+          {"segments_left_after", lifecycle_stats.segments},
+          {"start_messages", stored},
+          {"start_whole_log_seconds", start_s},
+          {"start_whole_log_us_per_message", 1e6 * start_s / static_cast<double>(stored)},
+          {"start_from_checkpoint_seconds", checkpoint_start_s},
+          {"start_from_checkpoint_us_per_message",
+           1e6 * checkpoint_start_s / static_cast<double>(stored)}};
+      store.reset();
+      std::filesystem::remove_all(log_dir);
     }
 
     // A spool of `messages` messages for get() and load().

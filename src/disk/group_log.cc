@@ -58,12 +58,16 @@ uint64_t read_log(FileSystem& fs, int fd, const std::string& path,
 }
 
 GroupLog::GroupLog(FileSystem& fs, int dirfd, const std::string& name, const std::string& path,
-                   const std::function<void(uint64_t, std::string_view)>& each)
+                   const std::function<void(uint64_t, std::string_view)>& each, bool read)
     : fs_(fs), path_(path) {
   fd_ = posix::open_at(fs_, dirfd, name, O_RDWR | O_CLOEXEC, 0, path_, /*missing_ok=*/true);
   if (!fd_) {
     fd_ = posix::open_at(fs_, dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0640, path_);
     posix::sync_all(fs_, dirfd, path_ + " (its directory)");
+  }
+  if (!read) {
+    durable_ = end_ = static_cast<uint64_t>(posix::file_size(fs_, fd_.get(), path_));
+    return;
   }
   end_ = read_log(fs_, fd_.get(), path_, [&](uint64_t offset, std::string_view record) {
     if (each) each(offset, record);

@@ -38,9 +38,11 @@ class GroupLog {
   // syncing the directory, so that the new entry is durable) if it is not there, and
   // cuts a torn tail off. Throws QueueError.
   // `each`, if given, is called for every whole record found (its frame's offset and
-  // the record), in order, as read_log() would.
+  // the record), in order, as read_log() would. `read` false: the file is not read, its
+  // size taken for the end of its last record (for a file synced whole, which a torn
+  // tail cannot end).
   GroupLog(FileSystem& fs, int dirfd, const std::string& name, const std::string& path,
-           const std::function<void(uint64_t, std::string_view)>& each = {});
+           const std::function<void(uint64_t, std::string_view)>& each = {}, bool read = true);
   GroupLog(const GroupLog&) = delete;
   GroupLog& operator=(const GroupLog&) = delete;
 

@@ -2,8 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
+#include <fcntl.h>
 
+#include <algorithm>
+#include <cerrno>
+
+#include "core/big_endian.h"
 #include "slimta/errors.h"
 
 namespace slimta::disk {
@@ -40,10 +44,165 @@ std::optional<Parsed> parse(std::string_view record) {
 
 LogStore::LogStore(FileSystem& fs, int dirfd, std::string path, Options options)
     : path_(std::move(path)),
-      log_(fs, dirfd, path_, options.segment_bytes,
-           [this](const Location& at, std::string_view record) { apply(at, record); }) {
+      fs_(fs),
+      dirfd_(dirfd),
+      log_(
+          fs, dirfd, path_, options.segment_bytes,
+          [this](const Location& at, std::string_view record) { apply(at, record); },
+          load_checkpoint(fs, dirfd)) {
+  forget_gone_segments();
+}
+
+void LogStore::forget_gone_segments() {
+  for (auto it = index_.begin(); it != index_.end();) {
+    const Entry& e = it->second;
+    if (!log_.has(e.message.segment) || (e.update && !log_.has(e.update->segment))) {
+      it = index_.erase(it);  // removed since the checkpoint (see the header)
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = live_.begin(); it != live_.end();)
+    it = log_.has(it->first) ? std::next(it) : live_.erase(it);
   for (uint64_t segment : log_.sealed()) live_[segment];  // every segment has an entry
   live_[log_.newest()];
+}
+
+namespace {
+
+constexpr std::string_view kCheckpoint = "checkpoint";
+constexpr std::string_view kCheckpointMagic = "SLMTAIDX\x01";
+
+void put_location(std::string& out, const SegmentLog::Location& at) {
+  big_endian::put_u64(out, at.segment);
+  big_endian::put_u64(out, at.offset);
+  big_endian::put_u64(out, at.end);
+}
+
+// Reads a checkpoint's fields in turn; any read past the end throws CorruptRecord.
+class Reader {
+ public:
+  explicit Reader(std::string_view data) : data_(data) {}
+  uint64_t u64() {
+    need(8);
+    uint64_t v = big_endian::get_u64(data_);
+    data_.remove_prefix(8);
+    return v;
+  }
+  uint8_t u8() {
+    need(1);
+    uint8_t v = static_cast<uint8_t>(data_[0]);
+    data_.remove_prefix(1);
+    return v;
+  }
+  std::string id() {
+    size_t n = u8();
+    need(n);
+    std::string v(data_.substr(0, n));
+    data_.remove_prefix(n);
+    return v;
+  }
+  SegmentLog::Location location() {
+    SegmentLog::Location at;
+    at.segment = u64();
+    at.offset = u64();
+    at.end = u64();
+    return at;
+  }
+  bool done() const { return data_.empty(); }
+
+ private:
+  void need(size_t n) const {
+    if (data_.size() < n) throw CorruptRecord("the checkpoint ends early");
+  }
+  std::string_view data_;
+};
+
+}  // namespace
+
+std::optional<SegmentLog::Location> LogStore::load_checkpoint(FileSystem& fs, int dirfd) {
+  const std::string where = path_ + "/" + std::string(kCheckpoint);
+  posix::Fd fd = posix::open_at(fs, dirfd, std::string(kCheckpoint), O_RDONLY | O_CLOEXEC, 0, where,
+                                /*missing_ok=*/true);
+  if (!fd) return std::nullopt;
+  std::optional<std::string> payload;
+  read_log(fs, fd.get(), where, [&](uint64_t, std::string_view p) {
+    if (!payload) payload = std::string(p);
+  });
+  try {
+    if (!payload || !payload->starts_with(kCheckpointMagic))
+      throw CorruptRecord("it is not whole, or not a checkpoint");
+    Reader r(std::string_view(*payload).substr(kCheckpointMagic.size()));
+    Location from = r.location();
+    for (uint64_t n = r.u64(); n > 0; --n) {
+      std::string id = r.id();
+      Entry e;
+      e.message = r.location();
+      if (r.u8()) e.update = r.location();
+      e.oldest = r.u64();
+      index_.emplace(std::move(id), e);
+    }
+    for (uint64_t n = r.u64(); n > 0; --n) {
+      std::string id = r.id();
+      removed_[std::move(id)] = r.u64();
+    }
+    for (uint64_t n = r.u64(); n > 0; --n) {
+      uint64_t segment = r.u64();
+      live_[segment] = r.u64();
+    }
+    if (!r.done()) throw CorruptRecord("it has bytes after its end");
+    from_checkpoint_ = true;
+    return from;
+  } catch (const CorruptRecord& e) {
+    spdlog::warn("{}: ignored ({}): the whole log is read instead", where, e.what());
+    index_.clear();
+    removed_.clear();
+    live_.clear();
+    return std::nullopt;
+  }
+}
+
+void LogStore::checkpoint() {
+  std::string out(kCheckpointMagic);
+  Location at;
+  {
+    std::lock_guard lock(mu_);
+    at = log_.tail();
+    out.reserve(out.size() + index_.size() * 90);
+    put_location(out, at);
+    big_endian::put_u64(out, index_.size());
+    for (const auto& [id, e] : index_) {
+      out += static_cast<char>(id.size());
+      out += id;
+      put_location(out, e.message);
+      out += static_cast<char>(e.update ? 1 : 0);
+      if (e.update) put_location(out, *e.update);
+      big_endian::put_u64(out, e.oldest);
+    }
+    big_endian::put_u64(out, removed_.size());
+    for (const auto& [id, oldest] : removed_) {
+      out += static_cast<char>(id.size());
+      out += id;
+      big_endian::put_u64(out, oldest);
+    }
+    big_endian::put_u64(out, live_.size());
+    for (const auto& [segment, live] : live_) {
+      big_endian::put_u64(out, segment);
+      big_endian::put_u64(out, live);
+    }
+  }
+  log_.wait(at);  // what it reflects is durable before it says so
+  const std::string tmp = std::string(kCheckpoint) + ".tmp";
+  const std::string where = path_ + "/" + tmp;
+  {
+    posix::Fd fd =
+        posix::open_at(fs_, dirfd_, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600, where);
+    posix::write_all(fs_, fd.get(), {frame_header(out), out}, where);
+    posix::sync_data(fs_, fd.get(), where);
+  }
+  if (fs_.renameat2(dirfd_, tmp.c_str(), dirfd_, std::string(kCheckpoint).c_str(), 0) != 0)
+    posix::io_error("rename", where, errno);
+  posix::sync_all(fs_, dirfd_, path_ + " (its directory)");
 }
 
 std::string LogStore::what(std::string_view id) const {
@@ -271,6 +430,7 @@ LogStore::Stats LogStore::stats() const {
   }
   s.segments = live_.size();
   s.syncs = log_.syncs();
+  s.from_checkpoint = from_checkpoint_;
   return s;
 }
 

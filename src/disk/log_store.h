@@ -17,6 +17,13 @@
 //
 // Each record of the log is: u8 kind ('M', 'U' or 'D'), u8 id length, the id, then the
 // stored record (for 'M' and 'U'; nothing for 'D').
+//
+// A checkpoint (the file "checkpoint" beside the segments, replaced whole by a rename)
+// holds the index as of a place in the log, every record before it durable: a start
+// loads it and reads only the records after that place, instead of every segment.
+// Entries that point into a segment deleted since are of messages removed since (a live
+// record is copied before its segment goes, and the copy comes after the place), and
+// are dropped. A checkpoint that is not whole and valid is ignored (the whole log read).
 #pragma once
 
 #include <cstdint>
@@ -60,6 +67,10 @@ class LogStore {
   bool contains(std::string_view id) const;
   std::vector<std::string> ids() const;
 
+  // Writes a checkpoint of the index as it is now (the writers held up while it is
+  // copied, not while it is written). Throws QueueError.
+  void checkpoint();
+
   // Compacts every sealed segment of which at most `live_ratio` of the bytes are live.
   // Returns how many segments it deleted.
   size_t compact(double live_ratio);
@@ -70,6 +81,7 @@ class LogStore {
     uint64_t bytes = 0;       // in every segment
     uint64_t live_bytes = 0;  // of the records that the index points at
     uint64_t syncs = 0;
+    bool from_checkpoint = false;  // whether the start loaded one
   };
   Stats stats() const;
 
@@ -82,6 +94,10 @@ class LogStore {
   };
 
   void apply(const Location& at, std::string_view record);  // one record at start
+  // Loads the checkpoint into the index, if there is a valid one, and returns where the
+  // log is to be read from.
+  std::optional<Location> load_checkpoint(FileSystem& fs, int dirfd);
+  void forget_gone_segments();
   void set_message(const std::string& id, const Location& at);
   void drop(const std::string& id);
   void add_live(const Location& at, int64_t sign);
@@ -98,7 +114,10 @@ class LogStore {
   std::unordered_map<std::string, Entry> index_;
   std::unordered_map<std::string, uint64_t> removed_;  // tombstones: id -> oldest segment
   std::map<uint64_t, uint64_t> live_;                  // bytes live, by segment
-  SegmentLog log_;                                     // last: its replay fills the above
+  FileSystem& fs_;
+  int dirfd_;
+  bool from_checkpoint_ = false;
+  SegmentLog log_;  // last: its replay fills the above
 };
 
 }  // namespace slimta::disk

@@ -33,26 +33,33 @@ std::optional<uint64_t> segment_seq(std::string_view name) {
 }
 
 SegmentLog::SegmentLog(FileSystem& fs, int dirfd, std::string path, uint64_t segment_bytes,
-                       const Replay& replay)
+                       const Replay& replay, std::optional<Location> start)
     : fs_(fs), dirfd_(dirfd), path_(std::move(path)), segment_bytes_(segment_bytes) {
   if (segment_bytes_ == 0) throw InvalidArgument("a log segment must hold more than 0 bytes");
+  const Location from = start.value_or(Location{});
   std::vector<uint64_t> found;
   posix::DirHandle dir(posix::open_at(fs_, dirfd_, ".", O_RDONLY | O_DIRECTORY, 0, path_));
   for (std::string name; !(name = dir.next(path_)).empty();)
     if (auto seq = segment_seq(name)) found.push_back(*seq);
   std::sort(found.begin(), found.end());
-  if (found.empty()) found.push_back(1);
+  if (found.empty()) found.push_back(std::max<uint64_t>(1, from.segment));
   for (uint64_t seq : found) {
+    const bool newest = seq == found.back();
+    if (seq < from.segment && !newest) {
+      open_segment(seq, {}, /*read=*/false);
+      continue;
+    }
     open_segment(seq, [&](uint64_t offset, std::string_view record) {
+      if (seq == from.segment && offset < from.offset) return;
       replay(Location{seq, offset, offset + frame_size(record)}, record);
     });
   }
 }
 
 std::shared_ptr<GroupLog> SegmentLog::open_segment(
-    uint64_t seq, const std::function<void(uint64_t, std::string_view)>& each) {
+    uint64_t seq, const std::function<void(uint64_t, std::string_view)>& each, bool read) {
   auto log = std::make_shared<GroupLog>(fs_, dirfd_, segment_name(seq),
-                                        path_ + "/" + segment_name(seq), each);
+                                        path_ + "/" + segment_name(seq), each, read);
   segments_[seq] = log;
   return log;
 }
@@ -133,6 +140,18 @@ void SegmentLog::remove(uint64_t seq) {
   posix::sync_all(fs_, dirfd_, path_ + " (its directory)");
   retired_syncs_ += it->second->stats().syncs;
   segments_.erase(it);
+}
+
+SegmentLog::Location SegmentLog::tail() const {
+  std::lock_guard lock(mu_);
+  auto newest = std::prev(segments_.end());
+  const uint64_t end = newest->second->size();
+  return Location{newest->first, end, end};
+}
+
+bool SegmentLog::has(uint64_t seq) const {
+  std::lock_guard lock(mu_);
+  return segments_.contains(seq);
 }
 
 uint64_t SegmentLog::syncs() const {

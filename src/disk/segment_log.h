@@ -39,10 +39,12 @@ class SegmentLog {
   using Replay = std::function<void(const Location&, std::string_view record)>;
 
   // Opens the log in the directory `dirfd` (`path` names it in errors): calls `replay`
-  // for every record of every segment, oldest segment first and each in order, then
-  // takes records after the last (a torn tail cut off). Throws QueueError.
+  // for every record of every segment from `from` on (a checkpoint's place; the start
+  // by default), oldest segment first and each in order, then takes records after the
+  // last (a torn tail cut off). The sealed segments before `from` are not read. Throws
+  // QueueError.
   SegmentLog(FileSystem& fs, int dirfd, std::string path, uint64_t segment_bytes,
-             const Replay& replay);
+             const Replay& replay, std::optional<Location> from = std::nullopt);
   SegmentLog(const SegmentLog&) = delete;
   SegmentLog& operator=(const SegmentLog&) = delete;
 
@@ -70,13 +72,19 @@ class SegmentLog {
   // the newest one. A read of a record in it throws afterwards.
   void remove(uint64_t segment);
 
+  // Where the next record goes (its segment, and offset and end both at the end).
+  Location tail() const;
+  // Whether a segment exists.
+  bool has(uint64_t segment) const;
+
   // Syncs made, over every segment opened since the start.
   uint64_t syncs() const;
 
  private:
   std::shared_ptr<GroupLog> segment(uint64_t seq) const;
   std::shared_ptr<GroupLog> open_segment(
-      uint64_t seq, const std::function<void(uint64_t, std::string_view)>& each = {});
+      uint64_t seq, const std::function<void(uint64_t, std::string_view)>& each = {},
+      bool read = true);
 
   FileSystem& fs_;
   int dirfd_;

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -192,6 +193,67 @@ TEST(LogStoreTest, CompactionWhileWritersWorkLosesNoChange) {
   store.reset();
   store = spool.open(4096);
   check(*store);
+}
+
+// The state of the store as the tests expect it: ids, each with its attempts.
+std::map<std::string, uint32_t> state(LogStore& store) {
+  std::map<std::string, uint32_t> out;
+  for (const auto& id : store.ids()) out[id] = store.metadata(id).attempts;
+  return out;
+}
+
+// A start from a checkpoint reads the log after it: changes made since, removals whose
+// messages' segments were compacted away since, and a checkpoint torn or cut at any
+// call while written (then the whole log is read) all give the same messages.
+TEST(LogStoreTest, AStartFromACheckpointSeesWhatChangedSince) {
+  Spool spool;
+  std::map<std::string, uint32_t> expected;
+  {
+    auto store = spool.open(2048);
+    for (int i = 0; i < 30; ++i) store->put(id_of(i), message(i));
+    for (int i = 0; i < 10; ++i) set_attempts(*store, id_of(i), 1);
+    store->checkpoint();
+    for (int i = 10; i < 30; ++i) store->remove(id_of(i));  // their segments go, below
+    for (int i = 0; i < 3; ++i) {  // and the segment of their tombstones is mostly dead
+      store->put("dead" + std::to_string(i), message(50 + i, 1500));
+      store->remove("dead" + std::to_string(i));
+    }
+    for (int i = 0; i < 5; ++i) set_attempts(*store, id_of(i), 2);
+    store->put("late", message(40));
+    // Two more segments, so that the one with the tombstones is sealed and compacted too
+    // (dropping them: the segments of their messages are gone by then).
+    for (int i = 0; i < 3; ++i) store->put("pad" + std::to_string(i), message(41 + i, 1500));
+    EXPECT_GT(store->compact(0.5), 3u);
+    expected = state(*store);
+  }
+  auto store = spool.open(2048);
+  EXPECT_TRUE(store->stats().from_checkpoint);
+  EXPECT_EQ(state(*store), expected);
+  EXPECT_EQ(store->get(id_of(3)).envelope.body, testing::sample_envelope(1, 300, 3).body);
+  store->checkpoint();
+  store.reset();
+  store = spool.open(2048);
+  EXPECT_EQ(state(*store), expected);
+  store.reset();
+
+  std::mt19937 rng(3);
+  for (uint64_t cut = 1; cut <= 8; ++cut) {
+    store = spool.open(2048);
+    store->put("c" + std::to_string(cut), message(60));
+    expected["c" + std::to_string(cut)] = 0;
+    spool.fs.cut_after(cut);
+    try {
+      store->checkpoint();
+    } catch (const QueueError&) {
+      EXPECT_TRUE(spool.fs.is_cut()) << "cut " << cut;
+    }
+    store.reset();
+    spool.fs.cut();
+    spool.fs.restore(FaultFileSystem::Unsynced::torn, rng);
+    store = spool.open(2048);
+    EXPECT_EQ(state(*store), expected) << "cut " << cut;
+    store.reset();
+  }
 }
 
 }  // namespace
