@@ -10,6 +10,7 @@
 //
 // usage: disk_bench [--dir PATH] [--seconds S] [--messages N] [--size BYTES]
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -57,6 +59,14 @@ double raw_fsync_rate(const std::string& dir, double seconds, size_t bytes = 409
   ::close(fd);
   ::unlink(path.c_str());
   return rate;
+}
+
+// This process's resident memory now (/proc/self/statm).
+double resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  double pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<double>(::sysconf(_SC_PAGESIZE));
 }
 
 }  // namespace
@@ -215,9 +225,12 @@ int main(int argc, char** argv) {
       if (store->stats().messages != stored) throw std::runtime_error("the start lost messages");
       store->checkpoint();
       store.reset();
+      ::malloc_trim(0);
+      const double rss_before = resident_bytes();
       start = Clock::now();
       store = open(fd);
       double checkpoint_start_s = seconds_since(start);
+      const double index_bytes = resident_bytes() - rss_before;
       if (store->stats().messages != stored || !store->stats().from_checkpoint)
         throw std::runtime_error("the start from the checkpoint lost messages");
       out["log_store"] = {
@@ -239,7 +252,8 @@ int main(int argc, char** argv) {
           {"start_whole_log_us_per_message", 1e6 * start_s / static_cast<double>(stored)},
           {"start_from_checkpoint_seconds", checkpoint_start_s},
           {"start_from_checkpoint_us_per_message",
-           1e6 * checkpoint_start_s / static_cast<double>(stored)}};
+           1e6 * checkpoint_start_s / static_cast<double>(stored)},
+          {"index_resident_bytes_per_message", index_bytes / static_cast<double>(stored)}};
       store.reset();
       std::filesystem::remove_all(log_dir);
     }
