@@ -288,9 +288,9 @@ TEST(DueIndexServeTest, OnS3AnObjectWhoseNoticeWasLostIsDeliveredWithinTheBound)
 }
 
 // One storage over two SQS queues (sqs=Q1,Q2): two nodes deliver every message written
-// through either queue once, within 5 s of its time: a notice missed and found only by
-// its visibility timeout (30 s here) would be late by far more. (It was 3 s; under ASan
-// beside two builds, a delivery took 3.01 s.)
+// through either queue once, within 10 s of its time: a notice missed and found only by
+// its visibility timeout (30 s here) would be late by three times that. (It was 3 s, then
+// 5 s; under ASan beside two whole test runs, a delivery took 5.18 s.)
 TEST(DueIndexServeTest, OnS3OverTwoQueuesEachDueMessageIsDeliveredOnce) {
   if (testing::MotoServer::skipped())
     GTEST_SKIP() << "SLIMTA_SKIP_MOTO=1: local opt-out, never set in CI";
@@ -313,7 +313,7 @@ TEST(DueIndexServeTest, OnS3OverTwoQueuesEachDueMessageIsDeliveredOnce) {
   for (auto& node : nodes) node->stop(SIGTERM);
   std::printf("[ report ] s3+sqs over 2 queues, 2 nodes: %zu of %d delivered, worst delay %.2f s\n",
               d.seen.size(), kDue, d.worst);
-  expect_each_once_in_time(d, kDue, 5.0);
+  expect_each_once_in_time(d, kDue, 10.0);
 }
 
 }  // namespace
