@@ -48,7 +48,8 @@ std::optional<Mark> parse_key(std::string_view key, const std::string& first) {
 
 }  // namespace
 
-std::string StatsMarks::first() const { return s3_.prefix() + std::string(kMarks); }
+StatsMarks::StatsMarks(SimpleStorageService& s3)
+    : s3_(s3), first_(s3.prefix() + std::string(kMarks)) {}
 
 std::string StatsMarks::received(std::string_view id, Timestamp received) const {
   return first() + mark_id(id) + "-r" + decimal_text(received);

@@ -22,10 +22,10 @@ namespace slimta::cloud {
 
 class StatsMarks {
  public:
-  explicit StatsMarks(SimpleStorageService& s3) : s3_(s3) {}
+  explicit StatsMarks(SimpleStorageService& s3);
 
   // Where the marks begin: every key from here on is a mark.
-  std::string first() const;
+  const std::string& first() const { return first_; }
   std::string received(std::string_view id, Timestamp received) const;
   std::string held(std::string_view id) const;
 
@@ -57,6 +57,7 @@ class StatsMarks {
 
  private:
   SimpleStorageService& s3_;
+  const std::string first_;  // the prefix, then "~stats~"
 };
 
 }  // namespace slimta::cloud

@@ -54,18 +54,22 @@ LogStore::LogStore(FileSystem& fs, int dirfd, std::string path, Options options)
 }
 
 void LogStore::forget_gone_segments() {
+  std::vector<uint64_t> segments = log_.sealed();
+  segments.push_back(log_.newest());
+  auto exists = [&](uint64_t segment) {
+    return std::binary_search(segments.begin(), segments.end(), segment);
+  };
   for (auto it = index_.begin(); it != index_.end();) {
     const Entry& e = it->second;
-    if (!log_.has(e.message.segment) || (e.update && !log_.has(e.update->segment))) {
+    if (!exists(e.message.segment) || (e.update && !exists(e.update->segment))) {
       it = index_.erase(it);  // removed since the checkpoint (see the header)
     } else {
       ++it;
     }
   }
   for (auto it = live_.begin(); it != live_.end();)
-    it = log_.has(it->first) ? std::next(it) : live_.erase(it);
-  for (uint64_t segment : log_.sealed()) live_[segment];  // every segment has an entry
-  live_[log_.newest()];
+    it = exists(it->first) ? std::next(it) : live_.erase(it);
+  for (uint64_t segment : segments) live_[segment];  // every segment has an entry
 }
 
 namespace {

@@ -44,6 +44,19 @@ bool set_attempts(LogStore& store, const std::string& id, uint32_t n) {
   });
 }
 
+// Stores `count` messages, then keeps every `every`-th with `attempts` attempts and
+// removes the others.
+void keep_every(LogStore& store, int count, int every, uint32_t attempts) {
+  for (int i = 0; i < count; ++i) store.put(id_of(i), message(i));
+  for (int i = 0; i < count; ++i) {
+    if (i % every == 0) {
+      set_attempts(store, id_of(i), attempts);
+    } else {
+      store.remove(id_of(i));
+    }
+  }
+}
+
 TEST(LogStoreTest, MessagesAreStoredChangedAndRemovedAndAStartRebuildsTheIndex) {
   Spool spool;
   {
@@ -73,14 +86,7 @@ TEST(LogStoreTest, MessagesAreStoredChangedAndRemovedAndAStartRebuildsTheIndex) 
 TEST(LogStoreTest, CompactionReclaimsTheDeadAndKeepsTheLive) {
   Spool spool;
   auto store = spool.open();
-  for (int i = 0; i < 60; ++i) store->put(id_of(i), message(i));
-  for (int i = 0; i < 60; ++i) {
-    if (i % 10 == 0) {
-      set_attempts(*store, id_of(i), 7);
-    } else {
-      store->remove(id_of(i));
-    }
-  }
+  keep_every(*store, 60, 10, 7);
   LogStore::Stats before = store->stats();
   EXPECT_GT(before.segments, 10u);
   EXPECT_GT(store->compact(0.5), 5u);
@@ -123,14 +129,7 @@ TEST(LogStoreTest, ACompactionCutAtAnyCallLosesNothingAndBringsNothingBack) {
     Spool spool;
     {
       auto store = spool.open(2048);
-      for (int i = 0; i < 24; ++i) store->put(id_of(i), message(i));
-      for (int i = 0; i < 24; ++i) {
-        if (i % 4 == 0) {
-          set_attempts(*store, id_of(i), 2);
-        } else {
-          store->remove(id_of(i));
-        }
-      }
+      keep_every(*store, 24, 4, 2);
       spool.fs.cut_after(cut);
       try {
         store->compact(0.9);
